@@ -1,0 +1,1 @@
+"""segmint benchmark suite."""

@@ -1,0 +1,249 @@
+"""The ``segmint`` command line. Parses, calls the engine, renders; no business logic here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segmint.cli import _render
+from segmint.cli._options import (AmountCol, AsOf, CategoryCol, ChannelCol, ConfigFile, CustomerCol,
+                                  DedupeOn, Device, Inputs, Json, K, OrderCol, Out, Overwrite, PriceCol,
+                                  Pseudonymize, QuantityCol, Seed, TimeCol, TimeFormat, build_config)
+from segmint.engine.errors import SegmintError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="segmint",
+    help="Segment very large customer bases: Parquet transactions in, actionable segments out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug or bool(os.environ.get("SEGMINT_DEBUG"))
+
+
+@app.command()
+def demo(
+    out: Out = Path("segmint-demo"),
+    customers: Annotated[int, typer.Option(help="Customers to generate.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed for data and clustering.")] = 0,
+    k: K = None,
+    overwrite: Overwrite = None,
+    json_logs: Json = False,
+) -> None:
+    """Generate a sample, segment it, print the summary and write the outputs.
+
+    Example: `segmint demo --out segmint-demo`
+
+    Writes OUT/data (transactions + planted personas) and OUT/run (segments,
+    profiles, model, report files). A previous demo at OUT is replaced.
+    """
+    from segmint.engine.demo import run_demo
+
+    with _errors():
+        cfg = build_config(None, cluster={"k": k, "seed": seed}, overwrite=overwrite)
+        result = run_demo(out, cfg, customers=customers, seed=seed, progress=_render.make_progress(json_logs))
+        _finish(result, json_logs)
+
+
+@app.command()
+def generate(
+    out: Out,
+    customers: Annotated[int, typer.Option(help="Number of customers.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Write a synthetic transaction dataset with planted personas.
+
+    Example: `segmint generate --out data --customers 100000 --seed 7`
+
+    Layout: OUT/transactions/part-*.parquet (customer_id, ts, amount,
+    order_id, channel, category) and OUT/personas.parquet (customer_id, persona).
+    """
+    from segmint.engine.synth import generate as gen
+
+    with _errors():
+        r = gen(out, customers=customers, seed=seed, overwrite=overwrite)
+        _render.print_lines([f"wrote {r.lines:,} lines of {r.customers:,} customers in {r.files} file(s) "
+                             f"to {r.out}/transactions, personas in {r.out}/personas.parquet"])
+
+
+@app.command()
+def run(
+    inputs: Inputs,
+    out: Out,
+    config: ConfigFile = None,
+    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
+    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
+    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
+    dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
+    json_logs: Json = False,
+) -> None:
+    """Segment customers: scan, clean, features, cluster, assign, profile, write.
+
+    Example: `segmint run data/transactions --out runs/2026-06 --k auto`
+
+    Writes OUT/assignments/segment=N/, profiles.parquet/.json, model/,
+    rejects/, run.json and _SUCCESS, atomically.
+    """
+    from segmint.engine.pipeline import run as run_pipeline
+
+    with _errors():
+        cfg = build_config(config, columns=_columns(locals()), cluster={"k": k, "seed": seed, "device": device},
+                           as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
+                           overwrite=overwrite)
+        result = run_pipeline(inputs, out, cfg, _render.make_progress(json_logs))
+        _finish(result, json_logs)
+
+
+@app.command()
+def features(
+    inputs: Inputs,
+    out: Out,
+    config: ConfigFile = None,
+    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
+    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
+    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
+    overwrite: Overwrite = None, json_logs: Json = False,
+) -> None:
+    """Write only the per-customer feature table to one Parquet file.
+
+    Example: `segmint features data/transactions --out features.parquet`
+    """
+    from segmint.engine.pipeline import compute_feature_table
+
+    with _errors():
+        cfg = build_config(config, columns=_columns(locals()), as_of=as_of, dedupe_on=dedupe_on,
+                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite)
+        table = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
+        _done_line(f"wrote features of {table.height:,} customers ({table.width - 1} columns) to {out}", json_logs)
+
+
+@app.command()
+def assign(
+    model: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
+    inputs: Inputs,
+    out: Out,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
+    overwrite: Overwrite = None, json_logs: Json = False,
+) -> None:
+    """Score new customers with a saved model (same features, scaler, cut points, centroids).
+
+    Example: `segmint assign runs/2026-06 new/transactions --out runs/2026-07-scored`
+
+    The model fixes the column mapping; output has the same layout as `run`.
+    """
+    from segmint.engine.pipeline import assign_customers
+
+    with _errors():
+        cfg = build_config(None, as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
+                           overwrite=overwrite)
+        result = assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs))
+        _finish(result, json_logs)
+
+
+@app.command()
+def validate(
+    inputs: Inputs,
+    config: ConfigFile = None,
+    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
+    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
+    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, json_logs: Json = False,
+) -> None:
+    """Check the data contract and report data-quality counts; writes nothing.
+
+    Example: `segmint validate data/transactions --time-col date --time-format %Y%m%d`
+
+    Exit code 0 when the input is usable (rejected rows are counted, not
+    fatal), 3 when the contract is violated.
+    """
+    from segmint.engine.pipeline import validate as run_validate
+
+    with _errors():
+        cfg = build_config(config, columns=_columns(locals()), as_of=as_of, dedupe_on=dedupe_on)
+        rep = run_validate(inputs, cfg, _render.make_progress(json_logs))
+        if json_logs:
+            _render.emit_json({"event": "validation", **rep.__dict__})
+            return
+        lines = [f"rows in        {rep.rows_in:,}", f"rows usable    {rep.rows_used:,}",
+                 *[f"  rejected {reason:<22} {n:,}" for reason, n in rep.rejected.items()],
+                 f"repeated lines {rep.repeated_lines:,} (kept; use --dedupe-on to reject)",
+                 f"customers      {rep.customers:,}",
+                 f"time range     {rep.first_ts} .. {rep.last_ts}", f"as of          {rep.as_of}"]
+        _render.print_lines(lines)
+
+
+def main() -> None:
+    app()
+
+
+def _columns(args: dict) -> dict[str, str | None]:
+    roles = ("customer", "time", "amount", "quantity", "price", "order", "channel", "category")
+    cols = {role: args.get(f"{role}_col") for role in roles}
+    cols["time_format"] = args.get("time_format")
+    return cols
+
+
+def _finish(result, json_logs: bool) -> None:
+    m = result.manifest
+    if json_logs:
+        _render.emit_json({"event": "done", "out": str(result.out), "customers": m["customers"],
+                           "k": m["k"], "rows": m["rows"]})
+        return
+    _render.print_summary(result.summary, f"{m['customers']:,} customers in {m['k']} segments")
+    rows = m["rows"]
+    lines = [f"rows: {rows['in']:,} in, {rows['used']:,} used, {rows['rejected']:,} rejected"
+             + (" (" + ", ".join(f"{r}: {n:,}" for r, n in rows["rejected_by_reason"].items() if n) + ")"
+                if rows["rejected"] else "")
+             + f"; {rows['repeated_lines']:,} repeated lines kept"]
+    if "note" in m["clustering"]:
+        lines.append(f"clustering ({m['clustering']['device']}): {m['clustering']['note']}")
+    lines.append(f"outputs in {result.out}")
+    _render.print_lines(lines)
+
+
+def _done_line(text: str, json_logs: bool) -> None:
+    if json_logs:
+        _render.emit_json({"event": "done", "message": text})
+    else:
+        _render.print_lines([text])
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Domain errors -> one line and their exit code; anything else -> exit 1 (traceback with --debug)."""
+    try:
+        yield
+    except SegmintError as exc:
+        if _state["debug"]:
+            raise
+        _render.print_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        _render.print_error("interrupted; no output was changed")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
+        if _state["debug"]:
+            raise
+        _render.print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

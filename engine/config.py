@@ -1,0 +1,240 @@
+"""The one typed configuration object that flows from the CLI to the engine.
+
+Every option lives here once, with its default. ``load_toml`` reads the
+``--config segmint.toml`` file; the CLI then overrides single fields with
+``dataclasses.replace``. Combinations are checked once, in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segmint.engine.errors import ConfigError
+
+__all__ = [
+    "Columns",
+    "FeatureConfig",
+    "ClusterConfig",
+    "LifecycleConfig",
+    "RunConfig",
+    "DEFAULT_RFM_GRID",
+    "load_toml",
+    "config_hash",
+]
+
+# (name, R scores, F scores): the widely used RFM segment map; every one of the
+# 25 (R, F) cells belongs to exactly one name.
+DEFAULT_RFM_GRID: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
+    ("Champions", (5,), (4, 5)),
+    ("Loyal", (3, 4), (4, 5)),
+    ("Potential loyalist", (4, 5), (2, 3)),
+    ("New", (5,), (1,)),
+    ("Promising", (4,), (1,)),
+    ("Need attention", (3,), (3,)),
+    ("About to sleep", (3,), (1, 2)),
+    ("At risk", (1, 2), (3, 4)),
+    ("Can't lose", (1, 2), (5,)),
+    ("Hibernating", (1, 2), (1, 2)),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Columns:
+    """Mapping from roles to source column names. Only these columns are read."""
+
+    customer: str = "customer_id"
+    time: str = "ts"
+    time_format: str | None = None
+    amount: str | None = "amount"
+    quantity: str | None = None
+    price: str | None = None
+    order: str | None = "order_id"
+    channel: str | None = "channel"
+    category: str | None = "category"
+
+    def __post_init__(self) -> None:
+        if (self.quantity is None) != (self.price is None):
+            msg = "--quantity-col and --price-col go together: give both, or use --amount-col"
+            raise ConfigError(msg)
+        if self.quantity is not None and self.amount is not None:
+            msg = "give either --amount-col or --quantity-col with --price-col, not both"
+            raise ConfigError(msg)
+        if self.quantity is None and self.amount is None:
+            msg = "no amount: give --amount-col, or --quantity-col with --price-col"
+            raise ConfigError(msg)
+
+    def source_columns(self) -> list[str]:
+        """The source columns that are read, in a fixed order, without repeats."""
+        cols = [self.customer, self.time, self.amount, self.quantity, self.price,
+                self.order, self.channel, self.category]
+        return list(dict.fromkeys(c for c in cols if c is not None))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig:
+    """Thresholds of ``activity_status`` (see README, "Features")."""
+
+    new_days: float = 30.0
+    at_risk_ratio: float = 1.5
+    lapsed_ratio: float = 3.0
+    one_time_active_days: float = 90.0
+    lapsed_days: float = 365.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.at_risk_ratio <= self.lapsed_ratio:
+            msg = (f"lifecycle ratios must satisfy 0 < at_risk_ratio <= lapsed_ratio, "
+                   f"got {self.at_risk_ratio} and {self.lapsed_ratio}")
+            raise ConfigError(msg)
+        if not 0 < self.one_time_active_days <= self.lapsed_days:
+            msg = (f"lifecycle days must satisfy 0 < one_time_active_days <= lapsed_days, "
+                   f"got {self.one_time_active_days} and {self.lapsed_days}")
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureConfig:
+    """Which features cluster, and how they are transformed."""
+
+    # None: the behavioural default set (engine.features.defaults).
+    cluster_features: tuple[str, ...] | None = None
+    # Heavy-tailed features get a signed log1p before standardising.
+    log_features: tuple[str, ...] = (
+        "recency_days", "tenure_days", "frequency", "monetary_total", "aov",
+        "ipt_mean_days", "ipt_std_days", "category_count",
+    )
+    max_channels: int = 16
+    rfm_grid: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = DEFAULT_RFM_GRID
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+
+    def __post_init__(self) -> None:
+        cells = [(r, f) for _, rs, fs in self.rfm_grid for r in rs for f in fs]
+        full = {(r, f) for r in range(1, 6) for f in range(1, 6)}
+        if len(cells) != 25 or set(cells) != full:
+            msg = "rfm grid must assign each of the 25 (R, F) score cells to exactly one segment"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """Faiss k-means settings. ``k=None`` means choose k automatically."""
+
+    k: int | None = 8
+    k_min: int = 2
+    k_max: int = 12
+    min_segment_share: float = 0.02
+    select_sample: int = 20_000
+    niter: int = 30
+    nredo: int = 1
+    seed: int = 0
+    # Faiss' own default; we sample ourselves so the count can be reported.
+    max_points_per_centroid: int = 256
+    init_sample: int = 100_000
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            msg = f"--k must be a positive integer or 'auto', got {self.k}"
+            raise ConfigError(msg)
+        if not 2 <= self.k_min <= self.k_max:
+            msg = f"auto-k range must satisfy 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}"
+            raise ConfigError(msg)
+        if self.niter < 1 or self.nredo < 1:
+            msg = f"niter and nredo must be >= 1, got niter={self.niter} nredo={self.nredo}"
+            raise ConfigError(msg)
+        if self.device not in ("auto", "cpu", "gpu"):
+            msg = f"--device must be auto, cpu or gpu, got {self.device!r}"
+            raise ConfigError(msg)
+        if not 0 <= self.min_segment_share < 1:
+            msg = f"min_segment_share must be in [0, 1), got {self.min_segment_share}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs. Built once by the CLI (or by library users)."""
+
+    columns: Columns = field(default_factory=Columns)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # ISO date or datetime; None: the latest valid timestamp. A plain date
+    # means the end of that day.
+    as_of: str | None = None
+    dedupe_on: tuple[str, ...] | None = None
+    pseudonymize_ids: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dedupe_on is not None:
+            unknown = [c for c in self.dedupe_on if c not in self.columns.source_columns()]
+            if not self.dedupe_on or unknown:
+                msg = (f"--dedupe-on names columns that are not mapped: {unknown or '(none)'}; "
+                       f"mapped columns are {self.columns.source_columns()}")
+                raise ConfigError(msg)
+
+
+def load_toml(path: str | Path) -> RunConfig:
+    """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [run]."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        msg = f"config file not found: {path}"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    known = {"columns", "features", "lifecycle", "cluster", "run"}
+    if unknown := set(raw) - known:
+        msg = f"unknown section(s) {sorted(unknown)} in {path}; known: {sorted(known)}"
+        raise ConfigError(msg)
+    feats = dict(raw.get("features", {}))
+    if "rfm_grid" in feats:
+        feats["rfm_grid"] = tuple((g["name"], tuple(g["r"]), tuple(g["f"])) for g in feats["rfm_grid"])
+    for key in ("cluster_features", "log_features"):
+        if key in feats:
+            feats[key] = tuple(feats[key])
+    cluster = dict(raw.get("cluster", {}))
+    if cluster.get("k") == "auto":
+        cluster["k"] = None
+    run = dict(raw.get("run", {}))
+    if "dedupe_on" in run:
+        run["dedupe_on"] = tuple(run["dedupe_on"])
+    return RunConfig(
+        columns=_build(Columns, raw.get("columns", {}), path),
+        features=_build(FeatureConfig, {**feats, "lifecycle": _build(
+            LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
+        cluster=_build(ClusterConfig, cluster, path),
+        **_checked(RunConfig, run, path),
+    )
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A stable digest of the whole configuration (recorded in run.json and the model)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-JSON form of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def _checked(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    if unknown := set(values) - names:
+        msg = f"unknown key(s) {sorted(unknown)} in {path}; known: {sorted(names)}"
+        raise ConfigError(msg)
+    return values
+
+
+def _build(cls: type, values: dict[str, Any], path: str | Path) -> Any:
+    try:
+        return cls(**_checked(cls, values, path))
+    except TypeError as exc:
+        msg = f"bad value in {path}: {exc}"
+        raise ConfigError(msg) from None

@@ -1,0 +1,39 @@
+"""``segmint demo``: generate a sample, segment it, write everything under one folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from segmint.engine.config import RunConfig
+from segmint.engine.errors import OutputExistsError
+from segmint.engine.pipeline import RunResult, run
+from segmint.engine.progress import Progress, StageClock
+from segmint.engine.synth import generate
+
+__all__ = ["DEMO_CUSTOMERS", "run_demo"]
+
+DEMO_CUSTOMERS = 200_000
+_MARKER = "SEGMINT_DEMO"
+
+
+def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS, seed: int = 0,
+             progress: Progress | None = None) -> RunResult:
+    """Write ``out/data`` (generated transactions) and ``out/run`` (the segmentation).
+
+    A previous demo at ``out`` is replaced; any other existing path is left
+    alone unless ``cfg.overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and not (out / _MARKER).exists() and not cfg.overwrite:
+        msg = f"{out} exists and is not a segmint demo folder; pass --overwrite or choose another --out"
+        raise OutputExistsError(msg)
+    clock = StageClock(progress)
+    with clock.stage("generate") as info:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _MARKER).write_text("written by segmint demo; safe to delete\n")
+        # Both writes are atomic, so an interrupted demo leaves the previous one whole.
+        data = generate(out / "data", customers=customers, seed=seed, overwrite=True)
+        info.update(customers=data.customers, lines=data.lines)
+    return run([out / "data" / "transactions"], out / "run", dataclasses.replace(cfg, overwrite=True),
+               progress)

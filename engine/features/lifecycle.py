@@ -1,0 +1,37 @@
+"""Activity status: new, active, at_risk, lapsed (thresholds in LifecycleConfig).
+
+- ``new``: first order within ``new_days`` of the as-of date;
+- repeat buyers (two or more purchase days) are judged against their own
+  rhythm, r = recency_days / ipt_mean_days: active while r <= at_risk_ratio,
+  at_risk while r <= lapsed_ratio, lapsed beyond;
+- one-day buyers: active within ``one_time_active_days``, at_risk within
+  ``lapsed_days``, lapsed beyond;
+- anyone silent for more than ``lapsed_days`` is lapsed, whatever the rhythm.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from segmint.engine.config import LifecycleConfig
+
+__all__ = ["STATUSES", "activity_status"]
+
+STATUSES = ("new", "active", "at_risk", "lapsed")
+
+
+def activity_status(cfg: LifecycleConfig) -> pl.Expr:
+    """Expression over the feature table giving ``activity_status`` (an Enum)."""
+    recency = pl.col("recency_days")
+    rhythm = recency / pl.max_horizontal(pl.col("ipt_mean_days"), pl.lit(1.0))
+    repeat = pl.col("lt_frequency") >= 1
+    return (
+        pl.when(pl.col("tenure_days") <= cfg.new_days).then(pl.lit("new"))
+        .when(recency > cfg.lapsed_days).then(pl.lit("lapsed"))
+        .when(repeat & (rhythm <= cfg.at_risk_ratio)).then(pl.lit("active"))
+        .when(repeat & (rhythm <= cfg.lapsed_ratio)).then(pl.lit("at_risk"))
+        .when(repeat).then(pl.lit("lapsed"))
+        .when(recency <= cfg.one_time_active_days).then(pl.lit("active"))
+        .otherwise(pl.lit("at_risk"))
+        .cast(pl.Enum(STATUSES))
+    )

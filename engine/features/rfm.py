@@ -1,0 +1,61 @@
+"""RFM scores 1..5 by quintile, and named RFM segments from an R/F grid.
+
+Cut points are the 20/40/60/80% quantiles (NumPy's default linear method) of
+recency_days, frequency and monetary_total over the fitted population. A score
+is 1 + the number of cut points strictly below the value (F, M); R is reversed
+(5 - that number) so that higher R means more recent. Ties in the data can
+merge cut points, so some scores may be empty; that is reported, not hidden.
+The cut points are stored in the model so new customers are scored on the same
+scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+__all__ = ["RfmCuts", "fit_rfm_cuts", "rfm_columns"]
+
+_QUANTILES = (0.2, 0.4, 0.6, 0.8)
+
+
+@dataclass(frozen=True)
+class RfmCuts:
+    recency: tuple[float, ...]
+    frequency: tuple[float, ...]
+    monetary: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"recency": list(self.recency), "frequency": list(self.frequency),
+                "monetary": list(self.monetary)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> RfmCuts:
+        return cls(tuple(d["recency"]), tuple(d["frequency"]), tuple(d["monetary"]))
+
+
+def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
+    """Quintile cut points over the population in ``table``."""
+    def cuts(col: str) -> tuple[float, ...]:
+        return tuple(float(q) for q in np.quantile(table[col].to_numpy().astype(np.float64), _QUANTILES))
+    return RfmCuts(cuts("recency_days"), cuts("frequency"), cuts("monetary_total"))
+
+
+def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[pl.Expr]:
+    """Expressions for r_score, f_score, m_score, rfm_code, rfm_segment."""
+    r = (5 - _below(pl.col("recency_days"), cuts.recency)).alias("r_score")
+    f = (1 + _below(pl.col("frequency"), cuts.frequency)).alias("f_score")
+    m = (1 + _below(pl.col("monetary_total"), cuts.monetary)).alias("m_score")
+    names = [name for name, _, _ in grid]
+    lookup = {f"{ri}{fi}": name for name, rs, fs in grid for ri in rs for fi in fs}
+    code = pl.concat_str(r.cast(pl.String), f.cast(pl.String), m.cast(pl.String))
+    segment = (pl.concat_str(r.cast(pl.String), f.cast(pl.String))
+               .replace_strict(lookup, return_dtype=pl.Enum(names)))
+    return [r, f, m, code.alias("rfm_code"), segment.alias("rfm_segment")]
+
+
+def _below(col: pl.Expr, cuts: Sequence[float]) -> pl.Expr:
+    return pl.sum_horizontal([(col > c).cast(pl.Int8) for c in cuts]).cast(pl.Int8)

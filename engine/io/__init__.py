@@ -1,0 +1,1 @@
+"""Input scanning and cleaning, and atomic output."""

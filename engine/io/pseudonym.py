@@ -1,0 +1,37 @@
+"""Pseudonymised customer ids: HMAC-SHA256 keyed by the SEGMINT_ID_KEY environment variable.
+
+The key never leaves the environment: it is not written to any output, log or
+manifest. The same key gives the same pseudonym for the same id, so runs and
+joins stay consistent; without the key the mapping cannot be recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import polars as pl
+
+from segmint.engine.errors import ConfigError
+
+__all__ = ["KEY_ENV", "pseudonymize", "require_key"]
+
+KEY_ENV = "SEGMINT_ID_KEY"
+
+
+def pseudonymize(ids: pl.Series) -> pl.Series:
+    """Hex HMAC-SHA256 of each id's text form; nulls stay null."""
+    key = require_key()
+    uniques = ids.drop_nulls().unique().cast(pl.String).to_list()
+    mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques}
+    return ids.cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
+def require_key() -> bytes:
+    """The key, or a config error naming the variable to set (checked before any work)."""
+    key = os.environ.get(KEY_ENV, "").encode()
+    if not key:
+        msg = f"--pseudonymize-ids needs a secret key: export {KEY_ENV}=<secret> (it is never written out)"
+        raise ConfigError(msg)
+    return key

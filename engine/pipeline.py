@@ -1,0 +1,255 @@
+"""The pipeline a user walks: scan -> clean -> features -> preprocess -> cluster -> assign -> profile -> write.
+
+Each public function here is what one CLI command calls; library users call
+them directly (README, "Python API").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import polars as pl
+
+from segmint.engine.cluster.assign import Assignment, assign
+from segmint.engine.cluster.device import resolve_device
+from segmint.engine.cluster.kmeans import fit_kmeans
+from segmint.engine.cluster.select_k import select_k
+from segmint.engine.config import RunConfig, config_hash, to_dict
+from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
+from segmint.engine.io.clean import CleanResult, clean
+from segmint.engine.io.pseudonym import pseudonymize, require_key
+from segmint.engine.io.scan import read_input
+from segmint.engine.io.sink import check_writable, staged_dir, staged_file
+from segmint.engine.model import Model, versions
+from segmint.engine.preprocess import fit_scaler
+from segmint.engine.profile import SUMMARY_FEATURES, build_profiles
+from segmint.engine.progress import Progress, StageClock
+
+__all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
+           "validate", "default_cluster_features"]
+
+_BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days",
+                          "refund_share")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    summary: pl.DataFrame        # one row per segment: id, name, size, shares, key feature means
+    manifest: dict[str, Any]     # the content of run.json
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    rows_in: int
+    rows_used: int
+    rejected: dict[str, int]
+    repeated_lines: int
+    customers: int
+    first_ts: dt.datetime
+    last_ts: dt.datetime
+    as_of: dt.datetime
+
+
+def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+        progress: Progress | None = None) -> RunResult:
+    """Segment the customers in ``inputs`` and write the run directory ``out`` atomically."""
+    check_writable(out, overwrite=cfg.overwrite)
+    device = resolve_device(cfg.cluster.device)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("features") as info:
+        ft = compute_features(cleaned.lines, cleaned.as_of, cfg.features)
+        info["customers"] = ft.table.height
+    with clock.stage("preprocess") as info:
+        feats = cfg.features.cluster_features or default_cluster_features(ft)
+        scaler = fit_scaler(ft.table, feats, cfg.features.log_features)
+        x = scaler.transform(ft.table)
+        info["features"] = len(feats)
+    with clock.stage("cluster") as info:
+        scan = select_k(x, cfg.cluster) if cfg.cluster.k is None else None
+        k = scan.k if scan else cfg.cluster.k
+        fit = fit_kmeans(x, k, cfg.cluster)
+        info.update(k=k, trained_on=fit.n_train, device=device)
+    with clock.stage("assign") as info:
+        centroids, labels = _order_by_size(fit.centroids, assign(x, fit.centroids))
+        info["inertia"] = labels.inertia
+    with clock.stage("profile"):
+        table = _assigned(ft.table, labels)
+        profiles = build_profiles(table)
+    model = Model(columns=cleaned.columns, features=cfg.features, channels=ft.channels,
+                  rfm_cuts=ft.rfm_cuts, scaler=scaler, centroids=centroids,
+                  names=tuple(profiles["name"]),
+                  provenance={"as_of": cleaned.as_of.isoformat(), "config_hash": config_hash(cfg),
+                              "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids})
+    manifest = _manifest("run", inputs, cfg, cleaned, ft, clock) | {
+        "k": k,
+        "k_scan": list(scan.rows) if scan else None,
+        "clustering": {
+            "device": device, "features": list(feats), "n_train": fit.n_train,
+            "n_init_sample": fit.n_init, "niter": cfg.cluster.niter, "nredo": cfg.cluster.nredo,
+            "train_inertia": fit.train_inertia, "inertia": labels.inertia,
+            "note": (f"centroids trained on {fit.n_train} of {x.shape[0]} customers "
+                     f"(max_points_per_centroid={cfg.cluster.max_points_per_centroid}); "
+                     f"every customer is assigned"),
+        },
+    }
+    _write_run(out, cfg, table, profiles, cleaned, model, manifest, clock)
+    return RunResult(Path(out), _summary(profiles), manifest)
+
+
+def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path,
+                     cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+    """Score the customers in ``inputs`` with a saved model; same layout as ``run``.
+
+    The model fixes the column mapping, feature settings, channel vocabulary,
+    RFM cut points, scaler and centroids; ``cfg`` supplies as-of, dedupe,
+    pseudonymisation and overwrite.
+    """
+    check_writable(out, overwrite=cfg.overwrite)
+    model = Model.load(model_dir)
+    cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("features") as info:
+        ft = compute_features(cleaned.lines, cleaned.as_of, model.features,
+                              channels=model.channels, rfm_cuts=model.rfm_cuts)
+        info["customers"] = ft.table.height
+    with clock.stage("assign") as info:
+        labels = assign(model.scaler.transform(ft.table), model.centroids)
+        info["inertia"] = labels.inertia
+    with clock.stage("profile"):
+        table = _assigned(ft.table, labels)
+        profiles = _with_model_names(build_profiles(table), model)
+    manifest = _manifest("assign", inputs, cfg, cleaned, ft, clock) | {
+        "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
+        "clustering": {"inertia": labels.inertia, "features": list(model.scaler.features)},
+    }
+    _write_run(out, cfg, table, profiles, cleaned, None, manifest, clock)
+    return RunResult(Path(out), _summary(profiles), manifest)
+
+
+def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                          progress: Progress | None = None) -> pl.DataFrame:
+    """Write the per-customer feature table to the Parquet file ``out`` (atomically)."""
+    check_writable(out, overwrite=cfg.overwrite)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("features") as info:
+        table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
+        info["customers"] = table.height
+    with clock.stage("write"), staged_file(out, overwrite=cfg.overwrite) as tmp:
+        _ids_out(table, cfg).write_parquet(tmp)
+    return table
+
+
+def validate(inputs: Sequence[str | Path], cfg: RunConfig,
+             progress: Progress | None = None) -> ValidationReport:
+    """Check the contract and count data-quality issues; writes nothing."""
+    cleaned = _scan_and_clean(inputs, cfg, StageClock(progress))
+    ts = cleaned.lines["ts"]
+    return ValidationReport(
+        rows_in=cleaned.rows_in, rows_used=cleaned.rows_used, rejected=cleaned.rejected,
+        repeated_lines=cleaned.repeated_lines, customers=cleaned.lines["customer_id"].n_unique(),
+        first_ts=ts.min(), last_ts=ts.max(), as_of=cleaned.as_of)
+
+
+def default_cluster_features(ft: FeatureTable) -> tuple[str, ...]:
+    """Behavioural defaults: timing, frequency, basket value, refunds, category breadth, channel mix."""
+    extra = ("category_entropy",) if "category_entropy" in ft.table.columns else ()
+    return (*_BASE_CLUSTER_FEATURES, *extra, *channel_columns(ft.channels))
+
+
+def _scan_and_clean(inputs: Sequence[str | Path], cfg: RunConfig, clock: StageClock) -> CleanResult:
+    if cfg.pseudonymize_ids:
+        require_key()
+    with clock.stage("scan") as info:
+        raw, columns = read_input(inputs, cfg.columns)
+        info["rows"] = raw.height
+    with clock.stage("clean") as info:
+        cleaned = clean(raw, dataclasses.replace(cfg, columns=columns))
+        info.update(used=cleaned.rows_used, rejected=sum(cleaned.rejected.values()))
+    return cleaned
+
+
+def _order_by_size(centroids: np.ndarray, a: Assignment) -> tuple[np.ndarray, Assignment]:
+    """Renumber segments by decreasing size (ties by old id): segment 0 is the largest."""
+    k = centroids.shape[0]
+    order = np.argsort(-np.bincount(a.segment, minlength=k), kind="stable")
+    new_id = np.empty(k, np.int32)
+    new_id[order] = np.arange(k, dtype=np.int32)
+    return centroids[order], Assignment(new_id[a.segment], a.distance, a.margin)
+
+
+def _assigned(features: pl.DataFrame, a: Assignment) -> pl.DataFrame:
+    return features.select(
+        "customer_id",
+        pl.Series("segment", a.segment),
+        pl.Series("distance", a.distance),
+        pl.Series("margin", a.margin),
+        pl.exclude("customer_id"),
+    )
+
+
+def _with_model_names(profiles: pl.DataFrame, model: Model) -> pl.DataFrame:
+    # Scored customers keep the training names of their segments.
+    names = dict(enumerate(model.names))
+    return profiles.with_columns(name=pl.col("segment").replace_strict(names, return_dtype=pl.String))
+
+
+def _ids_out(table: pl.DataFrame, cfg: RunConfig, column: str = "customer_id") -> pl.DataFrame:
+    if not cfg.pseudonymize_ids:
+        return table
+    return table.with_columns(pseudonymize(table[column]).alias(column))
+
+
+def _summary(profiles: pl.DataFrame) -> pl.DataFrame:
+    return profiles.select("segment", "name", "customers", "share", "revenue_share",
+                           *[f"{f}_mean" for f in SUMMARY_FEATURES])
+
+
+def _manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, cleaned: CleanResult,
+              ft: FeatureTable, clock: StageClock) -> dict[str, Any]:
+    return {
+        "command": command,
+        "inputs": [str(p) for p in inputs],
+        "columns": dataclasses.asdict(cleaned.columns),
+        "as_of": cleaned.as_of.isoformat(),
+        "rows": {"in": cleaned.rows_in, "used": cleaned.rows_used,
+                 "rejected": sum(cleaned.rejected.values()),
+                 "rejected_by_reason": cleaned.rejected, "repeated_lines": cleaned.repeated_lines},
+        "customers": ft.table.height,
+        "seed": cfg.cluster.seed,
+        "threads": numba.get_num_threads(),
+        "versions": versions(),
+        "config_hash": config_hash(cfg),
+        "config": to_dict(cfg),
+        "stages": clock.stages,
+    }
+
+
+def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: pl.DataFrame,
+               cleaned: CleanResult, model: Model | None, manifest: dict[str, Any],
+               clock: StageClock) -> None:
+    with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
+        table = _ids_out(table, cfg)
+        parts = stage / "assignments"
+        for seg in sorted(table["segment"].unique().to_list()):
+            (parts / f"segment={seg}").mkdir(parents=True)
+            table.filter(pl.col("segment") == seg).write_parquet(parts / f"segment={seg}" / "part-0.parquet")
+        profiles.write_parquet(stage / "profiles.parquet")
+        (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
+        if model is not None:
+            model.save(stage / "model")
+        (stage / "rejects").mkdir()
+        _ids_out(cleaned.rejects, cfg, cfg.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
+        manifest["stages"] = clock.stages
+        (stage / "run.json").write_text(json.dumps(manifest, indent=1, default=str))

@@ -1,0 +1,143 @@
+"""Per-customer features over CSR arrays (one row range per customer).
+
+Orders must be sorted by (customer, time); lines need only be grouped by
+customer. Every customer is reduced serially by one thread, so results do not
+depend on the thread count. Definitions: README, "Features".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange as numba_prange
+
+from segmint.kernels._jit import parallel
+
+__all__ = ["order_features", "line_features", "N_ORDER_FEATURES", "ORDER_FEATURES"]
+
+DAY_US = 86_400_000_000
+
+# Column order of the ``out`` matrix of ``order_features``.
+ORDER_FEATURES = (
+    "recency_days", "tenure_days", "frequency", "monetary_total", "aov",
+    "ipt_mean_days", "ipt_std_days",
+    "lt_frequency", "lt_recency", "lt_T", "lt_monetary",
+)
+N_ORDER_FEATURES = len(ORDER_FEATURES)
+
+
+@parallel
+def order_features(offsets, ts_us, amount, channel, as_of_us, out, channel_share):
+    """Reduce each customer's orders to the ORDER_FEATURES row.
+
+    Parameters
+    ----------
+    offsets : int64[n_customers + 1]            # IN  CSR offsets into the order arrays
+    ts_us : int64[n_orders]                      # IN  order time, microseconds since epoch
+    amount : float64[n_orders]                   # IN  order amount (net of refunds)
+    channel : int32[n_orders]                    # IN  channel code, -1 when unknown
+    as_of_us : int                               # IN  as-of instant
+    out : float64[n_customers, N_ORDER_FEATURES] # OUT
+    channel_share : float64[n_customers, n_channels]  # OUT share of orders per channel
+    """
+    n = offsets.shape[0] - 1
+    n_channels = channel_share.shape[1]
+    as_of_day = as_of_us // DAY_US
+    for c in numba_prange(n):
+        lo = offsets[c]
+        hi = offsets[c + 1]
+        n_orders = hi - lo
+        total = 0.0
+        for i in range(lo, hi):
+            total += amount[i]
+        first_day = ts_us[lo] // DAY_US
+        # Distinct purchase days: gaps between them, and daily spend after day one.
+        n_days = 1
+        gap_sum = 0.0
+        gap_sq = 0.0
+        later_spend = 0.0
+        prev_day = first_day
+        for i in range(lo + 1, hi):
+            day = ts_us[i] // DAY_US
+            if day != prev_day:
+                gap = float(day - prev_day)
+                gap_sum += gap
+                gap_sq += gap * gap
+                n_days += 1
+                prev_day = day
+            if day != first_day:
+                later_spend += amount[i]
+        last_day = prev_day
+        out[c, 0] = (as_of_us - ts_us[hi - 1]) / DAY_US
+        out[c, 1] = (as_of_us - ts_us[lo]) / DAY_US
+        out[c, 2] = n_orders
+        out[c, 3] = total
+        out[c, 4] = total / n_orders
+        if n_days > 1:
+            n_gaps = n_days - 1
+            mean = gap_sum / n_gaps
+            out[c, 5] = mean
+            out[c, 6] = np.sqrt(max(gap_sq / n_gaps - mean * mean, 0.0))
+            out[c, 10] = later_spend / n_gaps
+        else:
+            # One purchase day: the gap so far is censored at the time since it.
+            out[c, 5] = float(as_of_day - first_day)
+            out[c, 6] = 0.0
+            out[c, 10] = 0.0
+        out[c, 7] = n_days - 1
+        out[c, 8] = float(last_day - first_day)
+        out[c, 9] = float(as_of_day - first_day)
+        for j in range(n_channels):
+            channel_share[c, j] = 0.0
+        for i in range(lo, hi):
+            ch = channel[i]
+            if ch >= 0:
+                channel_share[c, ch] += 1.0
+        for j in range(n_channels):
+            channel_share[c, j] /= n_orders
+
+
+@parallel
+def line_features(offsets, amount, category, n_categories, out):
+    """Refund share and category breadth per customer, over order lines.
+
+    Parameters
+    ----------
+    offsets : int64[n_customers + 1]     # IN  CSR offsets into the line arrays
+    amount : float64[n_lines]            # IN  line amount, negative = refund
+    category : int32[n_lines]            # IN  category code, -1 when unknown
+    n_categories : int                   # IN  number of category codes
+    out : float64[n_customers, 3]        # OUT refund_share, category_count, category_entropy
+    """
+    n = offsets.shape[0] - 1
+    for c in numba_prange(n):
+        lo = offsets[c]
+        hi = offsets[c + 1]
+        gross = 0.0
+        refunded = 0.0
+        for i in range(lo, hi):
+            a = amount[i]
+            if a > 0:
+                gross += a
+            elif a < 0:
+                refunded -= a
+        if gross > 0:
+            out[c, 0] = min(refunded / gross, 1.0)
+        else:
+            out[c, 0] = 1.0 if refunded > 0 else 0.0
+        counts = np.zeros(max(n_categories, 1), dtype=np.int64)
+        known = 0
+        for i in range(lo, hi):
+            k = category[i]
+            if k >= 0:
+                counts[k] += 1
+                known += 1
+        distinct = 0
+        entropy = 0.0
+        for k in range(n_categories):
+            if counts[k] > 0:
+                distinct += 1
+                p = counts[k] / known
+                entropy -= p * np.log(p)
+        out[c, 1] = distinct
+        out[c, 2] = entropy
+
