@@ -1,0 +1,81 @@
+"""Sequence kernels against the plain references, on random inputs and edge cases."""
+
+import numpy as np
+import pytest
+
+from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features
+from tests.reference import DAY_US, line_features_ref, order_features_ref
+
+AS_OF = 20_000 * DAY_US + 12 * 3_600_000_000
+
+
+def _csr(groups):
+    offsets = np.zeros(len(groups) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(g) for g in groups])
+    return offsets, [item for g in groups for item in g]
+
+
+def _random_customers(rng, n):
+    groups = []
+    for _ in range(n):
+        m = int(rng.choice([1, 1, 2, 3, 8, 40]))
+        # Few distinct days so several orders share a day; sometimes identical timestamps.
+        ts = np.sort(AS_OF - rng.integers(0, 30, m) * DAY_US - rng.integers(0, DAY_US, m))
+        if m > 2 and rng.random() < 0.3:
+            ts[1] = ts[0]
+        amount = np.round(rng.lognormal(3, 1, m) * np.where(rng.random(m) < 0.15, -1, 1), 2)
+        channel = rng.integers(-1, 3, m)
+        groups.append(list(zip(ts.tolist(), amount.tolist(), channel.tolist())))
+    return groups
+
+
+EDGE_CASES = [
+    [(AS_OF - 5 * DAY_US, 10.0, 0)],                                   # one transaction
+    [(AS_OF - DAY_US, 5.0, 1)] * 3,                                    # identical timestamps
+    [(AS_OF - 3 * DAY_US, 20.0, 0), (AS_OF - 2 * DAY_US, -20.0, 0)],   # refund cancels purchase
+    [(AS_OF - 2 * DAY_US, -7.5, -1)],                                  # refund only, unknown channel
+    [(AS_OF, 1.0, 2)],                                                 # at the as-of instant
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_order_features_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    groups = _random_customers(rng, 300) + EDGE_CASES
+    offsets, flat = _csr(groups)
+    ts = np.array([o[0] for o in flat], np.int64)
+    amount = np.array([o[1] for o in flat], np.float64)
+    channel = np.array([o[2] for o in flat], np.int32)
+    out = np.full((len(groups), len(ORDER_FEATURES)), np.nan)
+    shares = np.full((len(groups), 3), np.nan)
+    order_features(offsets, ts, amount, channel, AS_OF, out, shares)
+    for c, g in enumerate(groups):
+        row, ref_shares = order_features_ref(g, AS_OF, 3)
+        np.testing.assert_allclose(out[c], [row[f] for f in ORDER_FEATURES], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(shares[c], ref_shares, rtol=1e-12)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_line_features_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(300):
+        m = int(rng.choice([1, 2, 5, 30]))
+        amount = np.round(rng.normal(20, 30, m), 2)
+        cat = rng.integers(-1, 6, m)
+        groups.append(list(zip(amount.tolist(), cat.tolist())))
+    groups += [[(0.0, -1)], [(-5.0, 2)], [(10.0, 1), (-15.0, 1)], [(3.0, 4)] * 4]
+    offsets, flat = _csr(groups)
+    out = np.full((len(groups), 3), np.nan)
+    line_features(offsets, np.array([a for a, _ in flat]), np.array([c for _, c in flat], np.int32), 6, out)
+    for c, g in enumerate(groups):
+        np.testing.assert_allclose(out[c], line_features_ref(g), rtol=1e-12, atol=1e-12)
+
+
+def test_empty_customer_set_is_a_no_op():
+    out = np.empty((0, len(ORDER_FEATURES)))
+    order_features(np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32),
+                   AS_OF, out, np.empty((0, 0)))
+    line_features(np.zeros(1, np.int64), np.empty(0), np.empty(0, np.int32), 0, np.empty((0, 3)))
+    assert out.shape == (0, len(ORDER_FEATURES))

@@ -1,0 +1,66 @@
+"""Plain Python/NumPy references for every kernel: slow, obvious, and the contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DAY_US = 86_400_000_000
+
+
+def order_features_ref(orders: list[tuple[int, float, int]], as_of_us: int, n_channels: int):
+    """orders: (ts_us, amount, channel) of one customer, sorted by ts. Returns (row dict, shares)."""
+    ts = [o[0] for o in orders]
+    amounts = [o[1] for o in orders]
+    days = [t // DAY_US for t in ts]
+    distinct = sorted(set(days))
+    gaps = [b - a for a, b in zip(distinct, distinct[1:])]
+    first_day = distinct[0]
+    as_of_day = as_of_us // DAY_US
+    daily = {d: 0.0 for d in distinct}
+    for d, a in zip(days, amounts):
+        daily[d] += a
+    later = [daily[d] for d in distinct[1:]]
+    total = sum(amounts)
+    row = {
+        "recency_days": (as_of_us - max(ts)) / DAY_US,
+        "tenure_days": (as_of_us - min(ts)) / DAY_US,
+        "frequency": len(orders),
+        "monetary_total": total,
+        "aov": total / len(orders),
+        "ipt_mean_days": float(np.mean(gaps)) if gaps else float(as_of_day - first_day),
+        "ipt_std_days": float(np.std(gaps)) if gaps else 0.0,
+        "lt_frequency": len(distinct) - 1,
+        "lt_recency": float(distinct[-1] - first_day),
+        "lt_T": float(as_of_day - first_day),
+        "lt_monetary": float(np.mean(later)) if later else 0.0,
+    }
+    shares = [sum(1 for o in orders if o[2] == c) / len(orders) for c in range(n_channels)]
+    return row, shares
+
+
+def line_features_ref(lines: list[tuple[float, int]]):
+    """lines: (amount, category code or -1) of one customer."""
+    gross = sum(a for a, _ in lines if a > 0)
+    refunded = -sum(a for a, _ in lines if a < 0)
+    refund_share = min(refunded / gross, 1.0) if gross > 0 else (1.0 if refunded > 0 else 0.0)
+    cats = [c for _, c in lines if c >= 0]
+    counts = {c: cats.count(c) for c in set(cats)}
+    entropy = -sum((n / len(cats)) * math.log(n / len(cats)) for n in counts.values()) if cats else 0.0
+    return refund_share, len(counts), entropy
+
+
+def kmeanspp_greedy_ref(x: np.ndarray, first: int, uniforms: np.ndarray, k: int) -> np.ndarray:
+    """scikit-learn's greedy k-means++ written with NumPy, fed the same random numbers."""
+    x = x.astype(np.float64)
+    idx = [first]
+    closest = ((x - x[first]) ** 2).sum(axis=1)
+    for c in range(1, k):
+        cum = np.cumsum(closest)
+        cand = np.minimum(np.searchsorted(cum, uniforms[c - 1] * cum[-1]), len(x) - 1)
+        dist = np.minimum(closest, ((x[None, :, :] - x[cand][:, None, :]) ** 2).sum(axis=2))
+        best = int(np.argmin(dist.sum(axis=1)))
+        idx.append(int(cand[best]))
+        closest = dist[best]
+    return np.array(idx)
