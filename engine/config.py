@@ -8,8 +8,10 @@ Every option lives here once, with its default. ``load_toml`` reads the
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "DEFAULT_RFM_GRID",
     "load_toml",
     "config_hash",
+    "parse_as_of",
 ]
 
 # (name, R scores, F scores): the widely used RFM segment map; every one of the
@@ -172,6 +175,8 @@ class RunConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if self.as_of is not None:
+            parse_as_of(self.as_of)
         if self.dedupe_on is not None:
             unknown = [c for c in self.dedupe_on if c not in self.columns.source_columns()]
             if not self.dedupe_on or unknown:
@@ -213,6 +218,20 @@ def load_toml(path: str | Path) -> RunConfig:
         cluster=_build(ClusterConfig, cluster, path),
         **_checked(RunConfig, run, path),
     )
+
+
+def parse_as_of(text: str) -> dt.datetime:
+    """An ISO date (meaning the end of that day) or an ISO datetime, as naive UTC."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            return dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time.max)
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"--as-of {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
+        raise ConfigError(msg) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -19,15 +19,14 @@ number is reported as ``repeated_lines``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 import polars as pl
 
-from segmint.engine.config import Columns, RunConfig
-from segmint.engine.errors import ConfigError, InputContractError
+from segmint.engine.config import Columns, RunConfig, parse_as_of
+from segmint.engine.errors import InputContractError
 
-__all__ = ["REASONS", "CleanResult", "clean", "parse_as_of"]
+__all__ = ["REASONS", "CleanResult", "clean"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp",
            "non_finite_amount", "after_as_of", "duplicate")
@@ -95,21 +94,6 @@ def clean(raw: pl.DataFrame, cfg: RunConfig) -> CleanResult:
         rejected={r: int(counts.get(r, 0)) for r in REASONS},
         repeated_lines=raw.height - raw.n_unique(),
     )
-
-
-def parse_as_of(text: str) -> dt.datetime:
-    """An ISO date (meaning the end of that day) or an ISO datetime, as naive UTC."""
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-            day = dt.date.fromisoformat(text.strip())
-            return dt.datetime.combine(day, dt.time.max)
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        msg = f"--as-of {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
-        raise ConfigError(msg) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def _resolve_as_of(df: pl.DataFrame, as_of: str | None) -> dt.datetime:

@@ -5,9 +5,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from segmint.engine.config import Columns, RunConfig
+from segmint.engine.config import Columns, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.io.clean import REASONS, clean, parse_as_of
+from segmint.engine.io.clean import REASONS, clean
 
 COLS = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M", amount="amt", order=None,
                channel=None, category=None)

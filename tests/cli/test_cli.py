@@ -1,0 +1,174 @@
+"""The CLI end to end: exit codes, one-line errors, effects checked through the library."""
+
+import hashlib
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from segmint.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def _one_line_error(result, *needles):
+    """Exactly one error line, last on stderr (after any finished stages), no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr + result.stdout
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+    for needle in needles:
+        assert needle in lines[-1]
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    r = invoke("demo", "--out", out, "--customers", 1500, "--k", 4)
+    assert r.exit_code == 0, r.stderr
+    assert "1,500 customers in 4 segments" in r.stdout
+    assert f"outputs in {out / 'run'}" in r.stdout.replace("\n", "")
+    assert (out / "run" / "_SUCCESS").exists()
+    assert pl.read_parquet(out / "run" / "assignments").height == 1500
+    # A second demo at the same place replaces the first.
+    assert invoke("demo", "--out", out, "--customers", 1000, "--k", 3).exit_code == 0
+    assert pl.read_parquet(out / "run" / "assignments").height == 1000
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    r = invoke("demo", "--out", tmp_path / "mine", "--customers", 500)
+    assert r.exit_code == 4
+    _one_line_error(r, "not a segmint demo folder")
+
+
+def test_generate_same_seed_same_bytes(tmp_path):
+    def digest(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.parquet"))}
+
+    for name in ("a", "b"):
+        assert invoke("generate", "--out", tmp_path / name, "--customers", 800, "--seed", 5).exit_code == 0
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert invoke("generate", "--out", tmp_path / "c", "--customers", 800, "--seed", 6).exit_code == 0
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+    personas = pl.read_parquet(tmp_path / "a" / "personas.parquet")
+    assert personas.height == 800 and personas["persona"].n_unique() >= 5
+    tx = pl.read_parquet(tmp_path / "a" / "transactions")
+    assert tx.columns == ["customer_id", "ts", "amount", "order_id", "channel", "category"]
+    assert (tx["amount"] < 0).any()
+
+
+def test_run_features_validate_assign(small_data, tmp_path):
+    tx = small_data / "transactions"
+    r = invoke("run", tx, "--out", tmp_path / "run", "--k", "auto", "--seed", 1)
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["k_scan"] and manifest["k"] in [row["k"] for row in manifest["k_scan"]]
+
+    r = invoke("features", tx, "--out", tmp_path / "f.parquet")
+    assert r.exit_code == 0, r.stderr
+    feats = pl.read_parquet(tmp_path / "f.parquet")
+    assert feats.height == manifest["customers"] and "segment" not in feats.columns
+
+    r = invoke("validate", tx)
+    assert r.exit_code == 0 and "rows in" in r.stdout
+    assert not list(tmp_path.glob(".*staging*"))
+
+    r = invoke("assign", tmp_path / "run", tx, "--out", tmp_path / "scored")
+    assert r.exit_code == 0, r.stderr
+    assert pl.read_parquet(tmp_path / "scored" / "assignments").height == manifest["customers"]
+
+
+def test_json_logs_are_json_lines(small_data, tmp_path):
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 3, "--json")
+    assert r.exit_code == 0
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    assert {e["event"] for e in events} == {"stage_start", "stage_done", "done"}
+    assert r.stdout == ""
+
+
+@pytest.fixture
+def dirty_csv(tmp_path):
+    path = tmp_path / "dirty.csv"
+    path.write_text("cust,when,value\n1,2024-01-01,5\n,2024-01-02,3\n2,not a date,4\n3,2024-01-03,\n"
+                    "3,2024-01-04,9\n4,2024-01-05,2\n")
+    return path
+
+
+def test_csv_with_every_reject_reason_is_quarantined(dirty_csv, tmp_path):
+    r = invoke("run", dirty_csv, "--out", tmp_path / "o", "--customer-col", "cust", "--time-col", "when",
+               "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, "--as-of", "2024-01-04")
+    assert r.exit_code == 0, r.stderr
+    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
+    assert sorted(rejects["reason"]) == ["after_as_of", "non_finite_amount", "null_customer_id",
+                                         "unparseable_timestamp"]
+    assert "4 rejected" in r.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--k", "0"], 2, "--k must be a positive integer"),
+    (["--k", "many"], 2, "--k must be a positive integer or 'auto'"),
+    (["--device", "tpu"], 2, "--device must be auto, cpu or gpu"),
+    (["--device", "gpu"], 2, "no usable GPU"),
+    (["--as-of", "soon"], 2, "--as-of 'soon'"),
+    (["--dedupe-on", "nope"], 2, "not mapped"),
+    (["--time-col", "when"], 3, "column 'when' (--time-col) not found"),
+    (["--k", "100000"], 2, "larger than the number of customers"),
+])
+def test_bad_options_exit_with_one_line(small_data, tmp_path, args, code, needle):
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *args)
+    assert r.exit_code == code, r.stderr
+    _one_line_error(r, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_contract_violations_exit_3(tmp_path):
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really parquet")
+    r = invoke("validate", tmp_path / "corrupt.parquet")
+    assert r.exit_code == 3
+    _one_line_error(r, "cannot read")
+
+    pl.DataFrame({"customer_id": [], "ts": [], "amount": []},
+                 schema={"customer_id": pl.Int64, "ts": pl.Datetime, "amount": pl.Float64}
+                 ).write_parquet(tmp_path / "empty.parquet")
+    r = invoke("validate", tmp_path / "empty.parquet")
+    assert r.exit_code == 3
+    _one_line_error(r, "has no rows")
+
+    pl.DataFrame({"customer_id": [1], "ts": ["x"], "amount": ["12"]}).write_parquet(tmp_path / "typed.parquet")
+    r = invoke("validate", tmp_path / "typed.parquet")
+    assert r.exit_code == 3
+    _one_line_error(r, "'amount'", "needs a number")
+
+    r = invoke("validate", tmp_path / "missing" / "*.parquet")
+    assert r.exit_code == 3
+    _one_line_error(r, "not found")
+
+
+def test_output_exists_exits_4_and_overwrite_replaces(small_run, small_data):
+    r = invoke("run", small_data / "transactions", "--out", small_run, "--k", 2)
+    assert r.exit_code == 4
+    _one_line_error(r, "--overwrite")
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = invoke("--debug", "validate", tmp_path / "nothing.parquet")
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_config_file_sets_defaults_and_flags_override(small_data, tmp_path):
+    (tmp_path / "segmint.toml").write_text('[cluster]\nk = 3\nseed = 4\n[run]\nas_of = "2026-06-30"\n')
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--config", tmp_path / "segmint.toml")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert m["k"] == 3 and m["seed"] == 4 and m["as_of"].startswith("2026-06-30T23:59:59")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o2", "--config",
+               tmp_path / "segmint.toml", "--k", 2)
+    assert json.loads((tmp_path / "o2" / "run.json").read_text())["k"] == 2
+    (tmp_path / "bad.toml").write_text("[clusterr]\nk = 3\n")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o3", "--config", tmp_path / "bad.toml")
+    assert r.exit_code == 2
+    _one_line_error(r, "unknown section")
