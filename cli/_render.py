@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import polars as pl
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -54,11 +55,12 @@ def emit_json(obj: dict[str, Any]) -> None:
 
 
 def print_summary(summary: pl.DataFrame, title: str) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     for col, justify in (("seg", "right"), ("name", "left"), ("customers", "right"),
-                         ("share", "right"), ("revenue share", "right"), ("recency d", "right"),
+                         ("share", "right"), ("revenue", "right"), ("recency", "right"),
                          ("orders", "right"), ("aov", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col != "name", min_width=18 if col == "name" else None)
     for r in summary.iter_rows(named=True):
         table.add_row(str(r["segment"]), r["name"], f"{r['customers']:,}", f"{r['share']:.1%}",
                       f"{r['revenue_share']:.1%}", f"{r['recency_days_mean']:.0f}",
