@@ -7,6 +7,9 @@ Flags default to None so that only what the user typed overrides the
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +19,7 @@ from segmint.engine.config import RunConfig, load_toml
 from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device",
-           "DedupeOn", "Pseudonymize", "CustomerCol", "TimeCol", "TimeFormat", "AmountCol",
-           "QuantityCol", "PriceCol", "OrderCol", "ChannelCol", "CategoryCol", "build_config"]
+           "DedupeOn", "Pseudonymize", "column_options", "build_config"]
 
 _COLS = "Column mapping"
 _RUN = "Run"
@@ -51,16 +53,40 @@ def _col(flag: str, help_: str) -> Any:
     return Annotated[str | None, typer.Option(flag, help=help_, rich_help_panel=_COLS, show_default=False)]
 
 
-CustomerCol = _col("--customer-col", "Customer id column [default: customer_id].")
-TimeCol = _col("--time-col", "Timestamp column [default: ts].")
-TimeFormat = _col("--time-format", "strftime format for string/integer times, e.g. %Y%m%d.")
-AmountCol = _col("--amount-col", "Amount column, negative = refund [default: amount].")
-QuantityCol = _col("--quantity-col", "Quantity column (amount = quantity x price).")
-PriceCol = _col("--price-col", "Unit price column (with --quantity-col).")
-OrderCol = _col("--order-col", "Order id column; lines of one order count as one order [default: "
-                "order_id if present; '' to ignore].")
-ChannelCol = _col("--channel-col", "Channel column [default: channel if present; '' to ignore].")
-CategoryCol = _col("--category-col", "Category column [default: category if present; '' to ignore].")
+# (parameter name, Columns field, annotation)
+_COLUMN_OPTIONS = (
+    ("customer_col", "customer", _col("--customer-col", "Customer id column [default: customer_id].")),
+    ("time_col", "time", _col("--time-col", "Timestamp column [default: ts].")),
+    ("time_format", "time_format", _col("--time-format", "strftime format for string/integer times, "
+                                        "e.g. %Y%m%d.")),
+    ("amount_col", "amount", _col("--amount-col", "Amount column, negative = refund [default: amount].")),
+    ("quantity_col", "quantity", _col("--quantity-col", "Quantity column (amount = quantity x price).")),
+    ("price_col", "price", _col("--price-col", "Unit price column (with --quantity-col).")),
+    ("order_col", "order", _col("--order-col", "Order id column; lines of one order count as one order "
+                                "[default: order_id if present; '' to ignore].")),
+    ("channel_col", "channel", _col("--channel-col", "Channel column [default: channel if present; "
+                                    "'' to ignore].")),
+    ("category_col", "category", _col("--category-col", "Category column [default: category if present; "
+                                      "'' to ignore].")),
+)
+
+
+def column_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add the column-mapping flags to a command; it receives them as ``columns={field: value}``."""
+    sig = inspect.signature(fn, eval_str=True)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+             for name, _, ann in _COLUMN_OPTIONS]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        columns = {field: kwargs.pop(name) for name, field, _ in _COLUMN_OPTIONS}
+        return fn(*args, columns=columns, **kwargs)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "columns"]
+    wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**fn.__annotations__, **{name: ann for name, _, ann in _COLUMN_OPTIONS}}
+    wrapper.__annotations__.pop("columns", None)
+    return wrapper
 
 
 def build_config(config: Path | None, *, columns: dict[str, str | None] | None = None,

@@ -12,9 +12,8 @@ from typing import Annotated
 import typer
 
 from segmint.cli import _render
-from segmint.cli._options import (AmountCol, AsOf, CategoryCol, ChannelCol, ConfigFile, CustomerCol,
-                                  DedupeOn, Device, Inputs, Json, K, OrderCol, Out, Overwrite, PriceCol,
-                                  Pseudonymize, QuantityCol, Seed, TimeCol, TimeFormat, build_config)
+from segmint.cli._options import (AsOf, ConfigFile, DedupeOn, Device, Inputs, Json, K, Out, Overwrite,
+                                  Pseudonymize, Seed, build_config, column_options)
 from segmint.engine.errors import SegmintError
 
 __all__ = ["app", "main"]
@@ -82,13 +81,12 @@ def generate(
 
 
 @app.command()
+@column_options
 def run(
     inputs: Inputs,
     out: Out,
     config: ConfigFile = None,
-    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
-    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
-    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    columns: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
     dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
     json_logs: Json = False,
@@ -103,7 +101,7 @@ def run(
     from segmint.engine.pipeline import run as run_pipeline
 
     with _errors():
-        cfg = build_config(config, columns=_columns(locals()), cluster={"k": k, "seed": seed, "device": device},
+        cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device},
                            as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
                            overwrite=overwrite)
         result = run_pipeline(inputs, out, cfg, _render.make_progress(json_logs))
@@ -111,13 +109,12 @@ def run(
 
 
 @app.command()
+@column_options
 def features(
     inputs: Inputs,
     out: Out,
     config: ConfigFile = None,
-    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
-    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
-    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, json_logs: Json = False,
 ) -> None:
@@ -128,7 +125,7 @@ def features(
     from segmint.engine.pipeline import compute_feature_table
 
     with _errors():
-        cfg = build_config(config, columns=_columns(locals()), as_of=as_of, dedupe_on=dedupe_on,
+        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on,
                            pseudonymize_ids=pseudonymize_ids, overwrite=overwrite)
         table = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
         _done_line(f"wrote features of {table.height:,} customers ({table.width - 1} columns) to {out}", json_logs)
@@ -158,12 +155,11 @@ def assign(
 
 
 @app.command()
+@column_options
 def validate(
     inputs: Inputs,
     config: ConfigFile = None,
-    customer_col: CustomerCol = None, time_col: TimeCol = None, time_format: TimeFormat = None,
-    amount_col: AmountCol = None, quantity_col: QuantityCol = None, price_col: PriceCol = None,
-    order_col: OrderCol = None, channel_col: ChannelCol = None, category_col: CategoryCol = None,
+    columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, json_logs: Json = False,
 ) -> None:
     """Check the data contract and report data-quality counts; writes nothing.
@@ -176,7 +172,7 @@ def validate(
     from segmint.engine.pipeline import validate as run_validate
 
     with _errors():
-        cfg = build_config(config, columns=_columns(locals()), as_of=as_of, dedupe_on=dedupe_on)
+        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on)
         rep = run_validate(inputs, cfg, _render.make_progress(json_logs))
         if json_logs:
             _render.emit_json({"event": "validation", **rep.__dict__})
@@ -191,13 +187,6 @@ def validate(
 
 def main() -> None:
     app()
-
-
-def _columns(args: dict) -> dict[str, str | None]:
-    roles = ("customer", "time", "amount", "quantity", "price", "order", "channel", "category")
-    cols = {role: args.get(f"{role}_col") for role in roles}
-    cols["time_format"] = args.get("time_format")
-    return cols
 
 
 def _finish(result, json_logs: bool) -> None:
