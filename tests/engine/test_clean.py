@@ -94,3 +94,16 @@ def test_parse_as_of(text, expected):
 def test_parse_as_of_rejects_garbage():
     with pytest.raises(ConfigError, match="--as-of"):
         parse_as_of("last tuesday")
+
+
+def test_hive_partitioned_directory_and_glob_inputs(small_data, tmp_path):
+    from segmint.engine.pipeline import validate
+
+    tx = pl.read_parquet(small_data / "transactions")
+    hive = tmp_path / "hive"
+    tx.with_columns(month=pl.col("ts").dt.strftime("%Y-%m")).write_parquet(hive, partition_by="month")
+    assert len(list(hive.glob("month=*"))) > 12
+    by_dir = validate([hive], RunConfig())
+    by_glob = validate([str(hive / "month=2025-*" / "*.parquet")], RunConfig())
+    assert by_dir.rows_in == tx.height
+    assert by_glob.rows_in == tx.filter(pl.col("ts").dt.year() == 2025).height
