@@ -90,7 +90,8 @@ def column_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def build_config(config: Path | None, *, columns: dict[str, str | None] | None = None,
-                 cluster: dict[str, Any] | None = None, **run: Any) -> RunConfig:
+                 cluster: dict[str, Any] | None = None, clv: dict[str, Any] | None = None,
+                 **run: Any) -> RunConfig:
     """Defaults <- config file <- flags that were given (not None)."""
     cfg = load_toml(config) if config else RunConfig()
     col_updates = {k: (v or None) for k, v in (columns or {}).items() if v is not None}
@@ -106,6 +107,7 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
         cfg,
         columns=dataclasses.replace(cfg.columns, **col_updates),
         cluster=dataclasses.replace(cfg.cluster, **cluster_updates),
+        clv=dataclasses.replace(cfg.clv, **{k: v for k, v in (clv or {}).items() if v is not None}),
         **run_updates,
     )
 

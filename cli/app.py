@@ -156,6 +156,42 @@ def assign(
 
 @app.command()
 @column_options
+def clv(
+    inputs: Inputs,
+    out: Out,
+    config: ConfigFile = None,
+    columns: dict | None = None,
+    as_of: AsOf = None,
+    time_unit: Annotated[str | None, typer.Option("--time-unit", help="day | week [default: week].",
+                                                  show_default=False)] = None,
+    horizon: Annotated[float | None, typer.Option("--horizon", help="Prediction horizon in time units "
+                                                  "[default: 52].", show_default=False)] = None,
+    discount_rate: Annotated[float | None, typer.Option("--discount-rate", help="Annual discount rate "
+                                                        "[default: 0.10].", show_default=False)] = None,
+    dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
+    json_logs: Json = False,
+) -> None:
+    """Fit BG/NBD + Gamma-Gamma by maximum likelihood and predict each customer's CLV.
+
+    Example: `segmint clv data/transactions --as-of 2026-06-30 --time-unit week --horizon 52 --out clv`
+
+    Writes OUT/clv_params.json (r, alpha, a, b, p, q, v, log-likelihoods, n) and
+    OUT/clv.parquet (p_alive, expected_purchases, expected_avg_value, clv).
+    """
+    from segmint.engine.pipeline import compute_clv
+
+    with _errors():
+        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on,
+                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite,
+                           clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate})
+        p = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
+        _done_line(f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} (LL {p.log_likelihood:.2f}, "
+                   f"n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} v={p.v:.4g} (n={p.n_gg:,}); "
+                   f"written to {out}", json_logs)
+
+
+@app.command()
+@column_options
 def validate(
     inputs: Inputs,
     config: ConfigFile = None,

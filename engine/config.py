@@ -24,6 +24,7 @@ __all__ = [
     "FeatureConfig",
     "ClusterConfig",
     "LifecycleConfig",
+    "ClvConfig",
     "RunConfig",
     "DEFAULT_RFM_GRID",
     "load_toml",
@@ -161,12 +162,38 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClvConfig:
+    """BG/NBD + Gamma-Gamma settings. Horizon is in ``time_unit``s; the discount rate is annual."""
+
+    enabled: bool = True
+    time_unit: str = "week"
+    horizon: float = 52.0
+    discount_rate: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in ("day", "week"):
+            msg = f"--time-unit must be day or week, got {self.time_unit!r}"
+            raise ConfigError(msg)
+        if self.horizon <= 0:
+            msg = f"--horizon must be > 0, got {self.horizon}"
+            raise ConfigError(msg)
+        if not 0 <= self.discount_rate < 1:
+            msg = f"--discount-rate must be in [0, 1) (annual), got {self.discount_rate}"
+            raise ConfigError(msg)
+
+    @property
+    def unit_days(self) -> float:
+        return 7.0 if self.time_unit == "week" else 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything one run needs. Built once by the CLI (or by library users)."""
 
     columns: Columns = field(default_factory=Columns)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    clv: ClvConfig = field(default_factory=ClvConfig)
     # ISO date or datetime; None: the latest valid timestamp. A plain date
     # means the end of that day.
     as_of: str | None = None
@@ -186,7 +213,7 @@ class RunConfig:
 
 
 def load_toml(path: str | Path) -> RunConfig:
-    """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [run]."""
+    """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [clv], [run]."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -195,7 +222,7 @@ def load_toml(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {path} is not valid TOML: {exc}"
         raise ConfigError(msg) from None
-    known = {"columns", "features", "lifecycle", "cluster", "run"}
+    known = {"columns", "features", "lifecycle", "cluster", "clv", "run"}
     if unknown := set(raw) - known:
         msg = f"unknown section(s) {sorted(unknown)} in {path}; known: {sorted(known)}"
         raise ConfigError(msg)
@@ -216,6 +243,7 @@ def load_toml(path: str | Path) -> RunConfig:
         features=_build(FeatureConfig, {**feats, "lifecycle": _build(
             LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
         cluster=_build(ClusterConfig, cluster, path),
+        clv=_build(ClvConfig, raw.get("clv", {}), path),
         **_checked(RunConfig, run, path),
     )
 

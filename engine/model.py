@@ -2,7 +2,7 @@
 
 Stored as ``model/model.json`` (plain JSON, no pickle): column mapping,
 feature settings, channel vocabulary, RFM cut points, scaler, centroids,
-segment names, and provenance (versions, config hash, training as-of).
+segment names, CLV parameters, and provenance (versions, config hash, training as-of).
 Float32 centroids round-trip exactly through JSON's float64.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from segmint.engine.config import Columns, FeatureConfig, LifecycleConfig
+from segmint.engine.analytics.clv import ClvParams
+from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig
 from segmint.engine.errors import ConfigError
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.preprocess import Scaler
@@ -36,6 +37,8 @@ class Model:
     scaler: Scaler
     centroids: np.ndarray          # float32[k, d], rows in segment-id order
     names: tuple[str, ...]         # segment names, by segment id
+    clv: ClvParams | None          # fitted CLV parameters, reused when scoring
+    clv_config: ClvConfig | None   # time unit, horizon and discount they were fitted for
     provenance: dict[str, Any]
 
     @property
@@ -53,6 +56,8 @@ class Model:
             "scaler": self.scaler.to_dict(),
             "centroids": self.centroids.astype(np.float64).tolist(),
             "names": list(self.names),
+            "clv": self.clv.to_dict() if self.clv else None,
+            "clv_config": asdict(self.clv_config) if self.clv_config else None,
             "provenance": self.provenance,
         }
         (directory / "model.json").write_text(json.dumps(doc, indent=1))
@@ -83,6 +88,8 @@ class Model:
             scaler=Scaler.from_dict(doc["scaler"]),
             centroids=np.asarray(doc["centroids"], dtype=np.float32),
             names=tuple(doc["names"]),
+            clv=ClvParams(**doc["clv"]) if doc.get("clv") else None,
+            clv_config=ClvConfig(**doc["clv_config"]) if doc.get("clv_config") else None,
             provenance=doc["provenance"],
         )
 

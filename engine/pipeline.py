@@ -18,11 +18,13 @@ import numba
 import numpy as np
 import polars as pl
 
+from segmint.engine.analytics.clv import ClvParams, fit_clv, predict_clv
 from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
 from segmint.engine.cluster.select_k import select_k
-from segmint.engine.config import RunConfig, config_hash, to_dict
+from segmint.engine.config import ClvConfig, RunConfig, config_hash, to_dict
+from segmint.engine.errors import InputContractError
 from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
 from segmint.engine.io.clean import CleanResult, clean
 from segmint.engine.io.pseudonym import pseudonymize, require_key
@@ -34,7 +36,7 @@ from segmint.engine.profile import SUMMARY_FEATURES, build_profiles
 from segmint.engine.progress import Progress, StageClock
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
-           "validate", "default_cluster_features"]
+           "compute_clv", "validate", "default_cluster_features"]
 
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days",
                           "refund_share")
@@ -69,6 +71,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     with clock.stage("features") as info:
         ft = compute_features(cleaned.lines, cleaned.as_of, cfg.features)
         info["customers"] = ft.table.height
+    clv, clv_report, features = _clv_stage(ft.table, cfg.clv, clock)
     with clock.stage("preprocess") as info:
         feats = cfg.features.cluster_features or default_cluster_features(ft)
         scaler = fit_scaler(ft.table, feats, cfg.features.log_features)
@@ -83,16 +86,17 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
         centroids, labels = _order_by_size(fit.centroids, assign(x, fit.centroids))
         info["inertia"] = labels.inertia
     with clock.stage("profile"):
-        table = _assigned(ft.table, labels)
+        table = _assigned(features, labels)
         profiles = build_profiles(table)
     model = Model(columns=cleaned.columns, features=cfg.features, channels=ft.channels,
                   rfm_cuts=ft.rfm_cuts, scaler=scaler, centroids=centroids,
-                  names=tuple(profiles["name"]),
+                  names=tuple(profiles["name"]), clv=clv, clv_config=cfg.clv if clv else None,
                   provenance={"as_of": cleaned.as_of.isoformat(), "config_hash": config_hash(cfg),
                               "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids})
     manifest = _manifest("run", inputs, cfg, cleaned, ft, clock) | {
         "k": k,
         "k_scan": list(scan.rows) if scan else None,
+        "clv": clv_report,
         "clustering": {
             "device": device, "features": list(feats), "n_train": fit.n_train,
             "n_init_sample": fit.n_init, "niter": cfg.cluster.niter, "nredo": cfg.cluster.nredo,
@@ -123,11 +127,15 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         ft = compute_features(cleaned.lines, cleaned.as_of, model.features,
                               channels=model.channels, rfm_cuts=model.rfm_cuts)
         info["customers"] = ft.table.height
+    features = ft.table
+    if model.clv and model.clv_config:
+        with clock.stage("clv"):
+            features = features.hstack(predict_clv(features, model.clv, model.clv_config))
     with clock.stage("assign") as info:
         labels = assign(model.scaler.transform(ft.table), model.centroids)
         info["inertia"] = labels.inertia
     with clock.stage("profile"):
-        table = _assigned(ft.table, labels)
+        table = _assigned(features, labels)
         profiles = _with_model_names(build_profiles(table), model)
     manifest = _manifest("assign", inputs, cfg, cleaned, ft, clock) | {
         "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
@@ -149,6 +157,30 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
     with clock.stage("write"), staged_file(out, overwrite=cfg.overwrite) as tmp:
         _ids_out(table, cfg).write_parquet(tmp)
     return table
+
+
+def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                progress: Progress | None = None) -> ClvParams:
+    """Fit BG/NBD + Gamma-Gamma and write ``out/clv_params.json`` and ``out/clv.parquet``."""
+    check_writable(out, overwrite=cfg.overwrite)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("features") as info:
+        table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
+        info["customers"] = table.height
+    with clock.stage("clv") as info:
+        params = fit_clv(table, cfg.clv)
+        info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
+    out_table = table.select("customer_id", "lt_frequency", "lt_recency", "lt_T", "lt_monetary").hstack(
+        predict_clv(table, params, cfg.clv))
+    with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
+        (stage / "clv_params.json").write_text(json.dumps(params.to_dict() | {
+            "as_of": cleaned.as_of.isoformat(), "horizon": cfg.clv.horizon,
+            "discount_rate": cfg.clv.discount_rate}, indent=1))
+        _ids_out(out_table, cfg).write_parquet(stage / "clv.parquet")
+        (stage / "rejects").mkdir()
+        _ids_out(cleaned.rejects, cfg, cfg.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
+    return params
 
 
 def validate(inputs: Sequence[str | Path], cfg: RunConfig,
@@ -178,6 +210,21 @@ def _scan_and_clean(inputs: Sequence[str | Path], cfg: RunConfig, clock: StageCl
         cleaned = clean(raw, dataclasses.replace(cfg, columns=columns))
         info.update(used=cleaned.rows_used, rejected=sum(cleaned.rejected.values()))
     return cleaned
+
+
+def _clv_stage(table: pl.DataFrame, cfg: ClvConfig,
+               clock: StageClock) -> tuple[ClvParams | None, dict[str, Any], pl.DataFrame]:
+    """Fit and predict CLV; data that cannot support a fit is reported, not fatal to segmentation."""
+    if not cfg.enabled:
+        return None, {"skipped": "disabled in config"}, table
+    with clock.stage("clv") as info:
+        try:
+            params = fit_clv(table, cfg)
+        except InputContractError as exc:
+            info["skipped"] = str(exc)
+            return None, {"skipped": str(exc)}, table
+        info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
+        return params, params.to_dict(), table.hstack(predict_clv(table, params, cfg))
 
 
 def _order_by_size(centroids: np.ndarray, a: Assignment) -> tuple[np.ndarray, Assignment]:

@@ -4,7 +4,9 @@ For each segment and each numeric feature: mean, median, std, p10, p90 and
 the z-lift ``(segment mean - population mean) / population std``. KPIs:
 customers, share, revenue (sum of monetary_total), revenue share, aov
 (revenue / orders), orders per customer, repurchase rate (share with two or
-more purchase days), and the share of each activity status.
+more purchase days), the share of each activity status, and with CLV the
+segment's total CLV (``clv_total``; mean p_alive and CLV are ``p_alive_mean``
+and ``clv_mean`` like every feature).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def build_profiles(table: pl.DataFrame) -> pl.DataFrame:
         pl.col("frequency").mean().alias("orders_per_customer"),
         (pl.col("lt_frequency") >= 1).mean().alias("repurchase_rate"),
         *[(pl.col("activity_status") == s).mean().alias(f"{s}_rate") for s in STATUSES],
+        *([pl.col("clv").sum().alias("clv_total")] if "clv" in table.columns else []),
         *[fn(pl.col(c)).alias(f"{c}_{stat}") for c in numeric for stat, fn in _STATS.items()],
     ]
     prof = (table.group_by("segment").agg(aggs).sort("segment")
@@ -46,7 +49,8 @@ def build_profiles(table: pl.DataFrame) -> pl.DataFrame:
                             for c, (m, s) in pop.items()]))
     names = _unique([segment_name(row) for row in prof.iter_rows(named=True)])
     first = ["segment", "name", "customers", "share", "revenue", "revenue_share", "aov_kpi",
-             "orders_per_customer", "repurchase_rate", *[f"{s}_rate" for s in STATUSES]]
+             "orders_per_customer", "repurchase_rate", *[f"{s}_rate" for s in STATUSES],
+             *(["clv_total"] if "clv" in table.columns else [])]
     prof = prof.with_columns(name=pl.Series(names, dtype=pl.String))
     return prof.select(*first, *[c for c in prof.columns if c not in first])
 

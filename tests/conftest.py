@@ -54,3 +54,16 @@ def cdnow_parquet(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cdnow") / "cdnow.parquet"
     df.write_parquet(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cdnow_sample(tmp_path_factory) -> Path:
+    """CDNOW_sample.txt as Parquet: master id, sample id (the summary file's ID), date text, dollars."""
+    path = SHARED / "CDNOW_sample.txt"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    out = tmp_path_factory.mktemp("cdnow_sample") / "sample.parquet"
+    pl.DataFrame({"customer_id": [int(r[1]) for r in rows], "date": [r[2] for r in rows],
+                  "dollars": [float(r[4]) for r in rows]}).write_parquet(out)
+    return out

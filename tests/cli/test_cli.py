@@ -172,3 +172,17 @@ def test_config_file_sets_defaults_and_flags_override(small_data, tmp_path):
     r = invoke("run", small_data / "transactions", "--out", tmp_path / "o3", "--config", tmp_path / "bad.toml")
     assert r.exit_code == 2
     _one_line_error(r, "unknown section")
+
+
+def test_clv_command_writes_params_and_table(cdnow_sample, tmp_path):
+    r = invoke("clv", cdnow_sample, "--out", tmp_path / "clv", "--time-col", "date", "--time-format", "%Y%m%d",
+               "--amount-col", "dollars", "--as-of", "1997-09-30", "--time-unit", "week", "--horizon", 39)
+    assert r.exit_code == 0, r.stderr
+    assert "r=0.2426" in r.stdout.replace("\n", "")
+    params = json.loads((tmp_path / "clv" / "clv_params.json").read_text())
+    assert params["time_unit"] == "week" and params["horizon"] == 39
+    assert pl.read_parquet(tmp_path / "clv" / "rejects")["reason"].unique().to_list() == ["after_as_of"]
+    r = invoke("clv", cdnow_sample, "--out", tmp_path / "c2", "--time-unit", "fortnight",
+               "--time-col", "date", "--time-format", "%Y%m%d", "--amount-col", "dollars")
+    assert r.exit_code == 2
+    _one_line_error(r, "--time-unit must be day or week")

@@ -52,8 +52,8 @@ def test_assign_round_trip_reproduces_training_segments(small_data, small_run, t
     assign_customers(small_run, [small_data / "transactions"], scored, RunConfig())
     trained = pl.read_parquet(small_run / "assignments").sort("customer_id")
     again = pl.read_parquet(scored / "assignments").sort("customer_id")
-    assert trained.select("customer_id", "segment", "r_score", "rfm_segment").equals(
-        again.select("customer_id", "segment", "r_score", "rfm_segment"))
+    same = ["customer_id", "segment", "r_score", "rfm_segment", "p_alive", "clv"]
+    assert trained.select(same).equals(again.select(same))
     np.testing.assert_allclose(trained["distance"], again["distance"], rtol=1e-6)
     assert not (scored / "model").exists()
 

@@ -1,0 +1,1 @@
+"""Customer analytics on top of the feature table: CLV (BG/NBD + Gamma-Gamma)."""
