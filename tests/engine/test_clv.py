@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from scipy.special import betaln, gammaln
 
+from segmint.bench.clv_fit import simulate_bgnbd, simulate_spend
 from segmint.engine.analytics.clv import fit_bgnbd, fit_gamma_gamma, p_alive
 from segmint.engine.config import ClvConfig, Columns, RunConfig
 from segmint.engine.pipeline import compute_clv, compute_feature_table
@@ -47,30 +48,9 @@ def test_clv_params_reproduce_published_cdnow_estimates(cdnow_sample, tmp_path):
     assert (clv.filter(pl.col("lt_frequency") == 0)["p_alive"] == 1).all()
 
 
-def _simulate_bgnbd(rng, n, r, alpha, a, b):
-    lam = rng.gamma(r, 1 / alpha, n)
-    p = rng.beta(a, b, n)
-    T = rng.uniform(20, 60, n)
-    x = np.zeros(n)
-    tx = np.zeros(n)
-    t = np.zeros(n)
-    active = np.ones(n, bool)
-    while active.any():
-        idx = np.flatnonzero(active)
-        t[idx] += rng.exponential(1 / lam[idx])
-        bought = t[idx] <= T[idx]
-        buyers = idx[bought]
-        x[buyers] += 1
-        tx[buyers] = t[buyers]
-        dies = rng.random(buyers.size) < p[buyers]
-        active[idx[~bought]] = False
-        active[buyers[dies]] = False
-    return x, tx, T
-
-
 def test_bgnbd_recovers_simulated_parameters():
     truth = (0.5, 6.0, 0.9, 3.0)
-    x, tx, T = _simulate_bgnbd(np.random.default_rng(0), 60_000, *truth)
+    x, tx, T = simulate_bgnbd(np.random.default_rng(0), 60_000, *truth)
     r, alpha, a, b, _ = fit_bgnbd(x, tx, T)
     # Normal relative errors at this size: under 5%.
     np.testing.assert_allclose([r, alpha, a, b], truth, rtol=0.12)
@@ -80,9 +60,7 @@ def test_gamma_gamma_recovers_simulated_parameters():
     rng = np.random.default_rng(1)
     p, q, v = 5.0, 4.0, 20.0
     x = rng.integers(1, 12, 40_000).astype(float)
-    nu = rng.gamma(q, 1 / v, x.size)
-    m = rng.gamma(p * x, 1 / (nu * x))
-    got = fit_gamma_gamma(x, m)[:3]
+    got = fit_gamma_gamma(x, simulate_spend(rng, x, p, q, v))[:3]
     np.testing.assert_allclose(got, (p, q, v), rtol=0.08)
 
 
@@ -101,7 +79,7 @@ def _bgnbd_ll_ref(params, x, tx, T):
 
 
 def test_bgnbd_fit_maximises_the_textbook_likelihood():
-    x, tx, T = _simulate_bgnbd(np.random.default_rng(2), 3000, 0.3, 5.0, 0.8, 2.5)
+    x, tx, T = simulate_bgnbd(np.random.default_rng(2), 3000, 0.3, 5.0, 0.8, 2.5)
     r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
     assert ll == pytest.approx(_bgnbd_ll_ref((r, alpha, a, b), x, tx, T), rel=1e-10)
     for bump in np.eye(4) * 0.01:
