@@ -26,6 +26,8 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+abtest_app = typer.Typer(help="Holdout groups per segment, and campaign evaluation.", no_args_is_help=True)
+app.add_typer(abtest_app, name="abtest")
 _state = {"debug": False}
 
 
@@ -192,6 +194,32 @@ def clv(
 
 @app.command()
 @column_options
+def cohorts(
+    inputs: Inputs,
+    out: Out,
+    config: ConfigFile = None,
+    columns: dict | None = None,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, overwrite: Overwrite = None, json_logs: Json = False,
+) -> None:
+    """Acquisition-month cohorts x months since first purchase: retention and revenue.
+
+    Example: `segmint cohorts data/transactions --out cohorts`
+
+    Writes OUT/cohorts.parquet (long: cohort, months_since_first, cohort_size,
+    active_customers, retention, revenue, revenue_per_customer,
+    revenue_per_active) and OUT/retention_pivot.parquet (cohorts x m0, m1, ...).
+    """
+    from segmint.engine.pipeline import compute_cohorts
+
+    with _errors():
+        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on, overwrite=overwrite)
+        table = compute_cohorts(inputs, out, cfg, _render.make_progress(json_logs))
+        _done_line(f"{table['cohort'].n_unique()} cohorts, {table.height} cohort-months written to {out}",
+                   json_logs)
+
+
+@app.command()
+@column_options
 def validate(
     inputs: Inputs,
     config: ConfigFile = None,
@@ -219,6 +247,61 @@ def validate(
                  f"customers      {rep.customers:,}",
                  f"time range     {rep.first_ts} .. {rep.last_ts}", f"as of          {rep.as_of}"]
         _render.print_lines(lines)
+
+
+@abtest_app.command("split")
+def abtest_split(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (its assignments are split).")],
+    out: Out,
+    ratio: Annotated[float, typer.Option(help="Share of each segment held out.")] = 0.1,
+    salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.")] = "segmint",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Deterministic holdout per customer, independent of the segment.
+
+    Example: `segmint abtest split runs/2026-06 --ratio 0.1 --salt spring-promo --out groups.parquet`
+    """
+    from segmint.engine.pipeline import abtest_split as split
+
+    with _errors():
+        groups = split(run_dir, out, ratio=ratio, salt=salt, overwrite=overwrite)
+        held = int((groups["group"] == "holdout").sum())
+        _render.print_lines([f"{held:,} of {groups.height:,} customers held out ({held / groups.height:.1%}); "
+                             f"groups written to {out}"])
+
+
+@abtest_app.command("evaluate")
+def abtest_evaluate(
+    assignments: Annotated[Path, typer.Option("--assignments", help="The file written by abtest split.")],
+    outcomes: Annotated[Path, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.")],
+    cost_per_contact: Annotated[float, typer.Option("--cost-per-contact", help="Cost of contacting one "
+                                                    "treated customer.")],
+    out: Out,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Lift, 95% CI, p-value, incremental revenue and ROI per segment and overall.
+
+    Example: `segmint abtest evaluate --assignments groups.parquet --outcomes outcomes.csv --cost-per-contact 0.5 --out ab`
+    """
+    from segmint.engine.pipeline import abtest_evaluate as run_evaluate
+
+    with _errors():
+        result = run_evaluate(assignments, outcomes, out, cost_per_contact=cost_per_contact, overwrite=overwrite)
+        lines = ["segment  treated  holdout  conv_t  conv_h  abs lift  p-value   ROI %"]
+        for r in result.iter_rows(named=True):
+            seg = "all" if r["segment"] is None else str(r["segment"])
+            lines.append(f"{seg:>7}  {r['n_t']:>7,}  {r['n_h']:>7,}  {_pct(r['conv_t'])}  {_pct(r['conv_h'])}  "
+                         f"{_pct(r['abs_lift']):>8}  {_num(r['p_value'], '.4f'):>7}  {_num(r['roi_pct'], '.1f'):>6}")
+        lines.append(f"written to {out}")
+        _render.print_lines(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "   n/a" if v is None else f"{v:6.1%}"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
 
 
 def main() -> None:

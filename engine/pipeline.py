@@ -19,6 +19,8 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams, fit_clv, predict_clv
+from segmint.engine.analytics.abtest import evaluate, split_groups
+from segmint.engine.analytics.cohorts import cohort_table, retention_pivot
 from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
@@ -36,7 +38,8 @@ from segmint.engine.profile import SUMMARY_FEATURES, build_profiles
 from segmint.engine.progress import Progress, StageClock
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
-           "compute_clv", "validate", "default_cluster_features"]
+           "compute_clv", "compute_cohorts", "abtest_split", "abtest_evaluate", "validate",
+           "default_cluster_features"]
 
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days",
                           "refund_share")
@@ -178,9 +181,46 @@ def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
             "as_of": cleaned.as_of.isoformat(), "horizon": cfg.clv.horizon,
             "discount_rate": cfg.clv.discount_rate}, indent=1))
         _ids_out(out_table, cfg).write_parquet(stage / "clv.parquet")
-        (stage / "rejects").mkdir()
-        _ids_out(cleaned.rejects, cfg, cfg.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
+        _write_rejects(stage, cleaned, cfg)
     return params
+
+
+def compute_cohorts(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                    progress: Progress | None = None) -> pl.DataFrame:
+    """Write ``out/cohorts.parquet`` (long) and ``out/retention_pivot.parquet``; returns the long table."""
+    check_writable(out, overwrite=cfg.overwrite)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("cohorts") as info:
+        table = cohort_table(cleaned.lines, cleaned.as_of.date())
+        info["cohorts"] = table["cohort"].n_unique()
+    with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
+        table.write_parquet(stage / "cohorts.parquet")
+        retention_pivot(table).write_parquet(stage / "retention_pivot.parquet")
+        _write_rejects(stage, cleaned, cfg)
+    return table
+
+
+def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: str,
+                 overwrite: bool = False) -> pl.DataFrame:
+    """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run."""
+    check_writable(out, overwrite=overwrite)
+    groups = split_groups(_read_table(Path(run_dir) / "assignments", "run assignments"), ratio, salt)
+    with staged_file(out, overwrite=overwrite) as tmp:
+        groups.write_parquet(tmp)
+    return groups
+
+
+def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Path, *,
+                    cost_per_contact: float, overwrite: bool = False) -> pl.DataFrame:
+    """Write ``out/abtest.parquet`` and ``out/abtest.json``: per-segment and overall lift."""
+    check_writable(out, overwrite=overwrite)
+    result = evaluate(_read_table(assignments, "assignments"), _read_table(outcomes, "outcomes"),
+                      cost_per_contact)
+    with staged_dir(out, overwrite=overwrite) as stage:
+        result.write_parquet(stage / "abtest.parquet")
+        (stage / "abtest.json").write_text(json.dumps(result.to_dicts(), indent=1))
+    return result
 
 
 def validate(inputs: Sequence[str | Path], cfg: RunConfig,
@@ -283,6 +323,22 @@ def _manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, cleane
     }
 
 
+def _read_table(path: str | Path, what: str) -> pl.DataFrame:
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".csv":
+            return pl.read_csv(path)
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read the {what} file {path}: {str(exc).splitlines()[0]}"
+        raise InputContractError(msg) from None
+
+
+def _write_rejects(stage: Path, cleaned: CleanResult, cfg: RunConfig) -> None:
+    (stage / "rejects").mkdir()
+    _ids_out(cleaned.rejects, cfg, cleaned.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
+
+
 def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: pl.DataFrame,
                cleaned: CleanResult, model: Model | None, manifest: dict[str, Any],
                clock: StageClock) -> None:
@@ -296,7 +352,6 @@ def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: p
         (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
         if model is not None:
             model.save(stage / "model")
-        (stage / "rejects").mkdir()
-        _ids_out(cleaned.rejects, cfg, cfg.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
+        _write_rejects(stage, cleaned, cfg)
         manifest["stages"] = clock.stages
         (stage / "run.json").write_text(json.dumps(manifest, indent=1, default=str))

@@ -10,12 +10,26 @@ from typer.testing import CliRunner
 from segmint.cli.app import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-COMMANDS = [c.name or c.callback.__name__ for c in typer.main.get_group(app).commands.values()]
+
+
+def _walk(group, prefix: str = "") -> list[str]:
+    names = []
+    for name, cmd in group.commands.items():
+        full = f"{prefix}{name}"
+        names.extend(_walk(cmd, full + " ") if hasattr(cmd, "commands") else [full])
+    return names
+
+
+COMMANDS = _walk(typer.main.get_group(app))
+
+
+def test_every_command_is_walked():
+    assert {"run", "demo", "clv", "cohorts", "abtest split", "abtest evaluate"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_has_help_with_example(command):
-    r = CliRunner().invoke(app, [command, "--help"])
+    r = CliRunner().invoke(app, [*command.split(), "--help"])
     assert r.exit_code == 0
     assert "Example: segmint " + command in re.sub(r"\s+", " ", r.stdout)
 

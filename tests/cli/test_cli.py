@@ -186,3 +186,26 @@ def test_clv_command_writes_params_and_table(cdnow_sample, tmp_path):
                "--time-col", "date", "--time-format", "%Y%m%d", "--amount-col", "dollars")
     assert r.exit_code == 2
     _one_line_error(r, "--time-unit must be day or week")
+
+
+def test_cohorts_and_abtest_commands(small_data, small_run, tmp_path):
+    r = invoke("cohorts", small_data / "transactions", "--out", tmp_path / "coh")
+    assert r.exit_code == 0, r.stderr
+    assert pl.read_parquet(tmp_path / "coh" / "cohorts.parquet")["retention"].is_between(0, 1).all()
+
+    r = invoke("abtest", "split", small_run, "--ratio", 0.2, "--salt", "s1", "--out", tmp_path / "g.parquet")
+    assert r.exit_code == 0, r.stderr
+    groups = pl.read_parquet(tmp_path / "g.parquet")
+    groups.filter(pl.col("group") == "treatment").head(50).select(
+        "customer_id", pl.lit(1).alias("converted"), pl.lit(30.0).alias("revenue")).write_csv(tmp_path / "o.csv")
+    r = invoke("abtest", "evaluate", "--assignments", tmp_path / "g.parquet", "--outcomes", tmp_path / "o.csv",
+               "--cost-per-contact", 0.25, "--out", tmp_path / "ab")
+    assert r.exit_code == 0, r.stderr
+    assert "all" in r.stdout
+    assert pl.read_parquet(tmp_path / "ab" / "abtest.parquet").height == groups["segment"].n_unique() + 1
+
+    pl.DataFrame({"customer_id": [-5], "converted": [1]}).write_csv(tmp_path / "bad.csv")
+    r = invoke("abtest", "evaluate", "--assignments", tmp_path / "g.parquet", "--outcomes", tmp_path / "bad.csv",
+               "--cost-per-contact", 0.25, "--out", tmp_path / "ab2")
+    assert r.exit_code == 3
+    _one_line_error(r, "not in the assignments")

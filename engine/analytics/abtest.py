@@ -1,0 +1,118 @@
+"""A/B holdouts per segment and their evaluation.
+
+Split: a customer is in the holdout when ``u < ratio``, where u is the first
+8 bytes of SHA-256(salt, 0x00, customer id as text) read as an unsigned
+integer / 2^64. It does not depend on the segment, so every segment is split
+at the same expected ratio, and the same customer always lands in the same
+group for the same salt.
+
+Evaluate, per segment and overall (segment = null), treatment (contacted) vs
+holdout:
+- conversion rate and revenue per customer in each group;
+- ``abs_lift`` = conv_t - conv_h, ``rel_lift`` = abs_lift / conv_h;
+- 95% confidence interval of abs_lift: abs_lift +- 1.96 sqrt(p_t(1-p_t)/n_t + p_h(1-p_h)/n_h);
+- ``p_value``: two-sided two-proportion z-test with the pooled proportion;
+- ``incremental_revenue`` = (rev/customer_t - rev/customer_h) x n_t;
+- ``cost`` = cost_per_contact x n_t; ``roi_pct`` = (incremental_revenue - cost) / cost x 100.
+Customers absent from the outcomes file count as not converted, zero revenue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+from scipy.stats import norm
+
+from segmint.engine.errors import ConfigError, InputContractError
+
+__all__ = ["split_groups", "evaluate", "HOLDOUT", "TREATMENT"]
+
+HOLDOUT = "holdout"
+TREATMENT = "treatment"
+_Z95 = float(norm.ppf(0.975))
+
+
+def split_groups(assignments: pl.DataFrame, ratio: float, salt: str) -> pl.DataFrame:
+    """customer_id, segment, group for every row of ``assignments``."""
+    if not 0 < ratio < 1:
+        msg = f"--ratio must be between 0 and 1 (exclusive), got {ratio}"
+        raise ConfigError(msg)
+    ids = assignments["customer_id"].cast(pl.String).to_list()
+    u = np.array([_unit(salt, i) for i in ids])
+    group = np.where(u < ratio, HOLDOUT, TREATMENT)
+    return assignments.select("customer_id", "segment").with_columns(group=pl.Series(group))
+
+
+def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: float) -> pl.DataFrame:
+    """One row per segment plus an overall row (segment null). ``outcomes``: customer_id, converted, revenue."""
+    for col in ("customer_id", "group", "segment"):
+        if col not in groups.columns:
+            msg = f"assignments file lacks column {col!r}; give the file written by 'segmint abtest split'"
+            raise InputContractError(msg)
+    for col in ("customer_id", "converted"):
+        if col not in outcomes.columns:
+            msg = (f"outcomes file lacks column {col!r}; it needs customer_id, converted (0/1) "
+                   f"and optionally revenue")
+            raise InputContractError(msg)
+    if cost_per_contact <= 0:
+        msg = f"--cost-per-contact must be > 0, got {cost_per_contact}"
+        raise ConfigError(msg)
+    outcomes = outcomes.select(
+        pl.col("customer_id").cast(pl.String),
+        pl.col("converted").cast(pl.Float64),
+        (pl.col("revenue") if "revenue" in outcomes.columns else pl.lit(0.0)).cast(pl.Float64).alias("revenue"))
+    if outcomes["customer_id"].is_duplicated().any():
+        msg = "outcomes file lists a customer more than once; give one row per customer"
+        raise InputContractError(msg)
+    if not outcomes["converted"].is_in([0.0, 1.0]).all():
+        msg = "outcomes column 'converted' must be 0/1 (or true/false) for every row"
+        raise InputContractError(msg)
+    known = groups.select(pl.col("customer_id").cast(pl.String))
+    unknown = outcomes.join(known, on="customer_id", how="anti")
+    if unknown.height:
+        examples = ", ".join(unknown["customer_id"].head(3).to_list())
+        msg = (f"{unknown.height} customer(s) in the outcomes file are not in the assignments "
+               f"(e.g. {examples}); check that both files come from the same run and id scheme")
+        raise InputContractError(msg)
+    df = (groups.with_columns(pl.col("customer_id").cast(pl.String))
+          .join(outcomes, on="customer_id", how="left")
+          .with_columns(pl.col("converted").fill_null(0.0), pl.col("revenue").fill_null(0.0)))
+    per_segment = _measure(df, cost_per_contact)
+    overall = _measure(df.with_columns(pl.lit(None, pl.Int32).alias("segment")), cost_per_contact)
+    return pl.concat([per_segment.sort("segment"), overall], how="vertical_relaxed")
+
+
+def _measure(df: pl.DataFrame, cost_per_contact: float) -> pl.DataFrame:
+    def side(group: str, suffix: str) -> list[pl.Expr]:
+        g = pl.col("group") == group
+        return [g.sum().alias(f"n_{suffix}"),
+                pl.col("converted").filter(g).mean().alias(f"conv_{suffix}"),
+                pl.col("revenue").filter(g).mean().alias(f"rev_per_customer_{suffix}")]
+
+    m = df.group_by("segment").agg(*side(TREATMENT, "t"), *side(HOLDOUT, "h"))
+    nt, nh, pt, ph = (pl.col(c) for c in ("n_t", "n_h", "conv_t", "conv_h"))
+    pooled = (pt * nt + ph * nh) / (nt + nh)
+    z = (pt - ph) / (pooled * (1 - pooled) * (1 / nt + 1 / nh)).sqrt()
+    se = (pt * (1 - pt) / nt + ph * (1 - ph) / nh).sqrt()
+    m = m.with_columns(
+        abs_lift=pt - ph,
+        rel_lift=pl.when(ph > 0).then((pt - ph) / ph),
+        ci95_low=pt - ph - _Z95 * se,
+        ci95_high=pt - ph + _Z95 * se,
+        z=z,
+    )
+    # A group without customers, or no variance at all, has no test: p-value null.
+    p = 2 * norm.sf(np.abs(m["z"].cast(pl.Float64).fill_nan(None).to_numpy()))
+    incremental = (pl.col("rev_per_customer_t") - pl.col("rev_per_customer_h")) * nt
+    cost = nt.cast(pl.Float64) * cost_per_contact
+    return (m.with_columns(p_value=pl.Series(p, dtype=pl.Float64).fill_nan(None))
+            .with_columns(incremental_revenue=incremental, cost=cost)
+            .with_columns(roi_pct=(pl.col("incremental_revenue") - pl.col("cost")) / pl.col("cost") * 100)
+            .drop("z"))
+
+
+def _unit(salt: str, customer: str) -> float:
+    digest = hashlib.sha256(salt.encode() + b"\x00" + customer.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64

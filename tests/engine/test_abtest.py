@@ -1,0 +1,73 @@
+"""A/B split determinism and ratio; evaluation against a hand-computed example; bad outcome files."""
+
+import polars as pl
+import pytest
+
+from segmint.engine.analytics.abtest import evaluate, split_groups
+from segmint.engine.errors import ConfigError, InputContractError
+
+
+def _assignments(n=20_000, k=4):
+    return pl.DataFrame({"customer_id": list(range(n)), "segment": [i % k for i in range(n)]})
+
+
+def test_split_is_deterministic_and_balanced_per_segment():
+    a = _assignments()
+    g1 = split_groups(a, 0.1, "spring")
+    g2 = split_groups(a.reverse(), 0.1, "spring").reverse()
+    assert g1.equals(g2)  # depends on the customer only, not on row order
+    shares = g1.group_by("segment").agg((pl.col("group") == "holdout").mean().alias("h"))["h"]
+    assert shares.is_between(0.09, 0.11).all()
+    other = split_groups(a, 0.1, "autumn")
+    assert not other["group"].equals(g1["group"])
+    # The same customer in another segment lands in the same group.
+    moved = split_groups(a.with_columns(pl.col("segment") + 1), 0.1, "spring")
+    assert moved["group"].equals(g1["group"])
+
+
+def test_split_rejects_bad_ratio():
+    with pytest.raises(ConfigError, match="--ratio"):
+        split_groups(_assignments(10), 1.5, "s")
+
+
+def test_evaluate_matches_hand_computation():
+    groups = pl.DataFrame({"customer_id": [str(i) for i in range(10)], "segment": [0] * 10,
+                           "group": ["treatment"] * 6 + ["holdout"] * 4})
+    outcomes = pl.DataFrame({"customer_id": ["0", "1", "2", "6"], "converted": [1, 1, 1, 1],
+                             "revenue": [10.0, 20.0, 30.0, 5.0]})
+    row = evaluate(groups, outcomes, 2.0).row(0, named=True)
+    # Treatment 3/6 converted, 60 revenue; holdout 1/4, 5 revenue.
+    assert (row["n_t"], row["n_h"]) == (6, 4)
+    assert row["conv_t"] == 0.5 and row["conv_h"] == 0.25
+    assert row["abs_lift"] == 0.25 and row["rel_lift"] == 1.0
+    # pooled p = 0.4; z = 0.25 / sqrt(0.4 * 0.6 * (1/6 + 1/4)) = 0.790569; p = 2 (1 - Phi(z))
+    assert row["p_value"] == pytest.approx(0.429195, abs=1e-6)
+    # se = sqrt(0.5*0.5/6 + 0.25*0.75/4) = 0.297560; CI = 0.25 +- 1.959964 se
+    assert row["ci95_low"] == pytest.approx(-0.333206, abs=1e-6)
+    assert row["ci95_high"] == pytest.approx(0.833206, abs=1e-6)
+    assert row["incremental_revenue"] == pytest.approx((10 - 1.25) * 6)
+    assert row["cost"] == 12.0 and row["roi_pct"] == pytest.approx((52.5 - 12) / 12 * 100)
+
+
+def test_evaluate_overall_row_and_segments():
+    groups = split_groups(_assignments(4000, 2), 0.5, "s").with_columns(pl.col("customer_id").cast(pl.String))
+    outcomes = groups.filter(pl.col("group") == "treatment").head(500).select(
+        "customer_id", pl.lit(True).alias("converted"))
+    res = evaluate(groups, outcomes, 1.0)
+    assert res["segment"].to_list() == [0, 1, None]
+    overall = res.row(2, named=True)
+    assert overall["n_t"] + overall["n_h"] == 4000
+    assert overall["conv_h"] == 0.0 and overall["rev_per_customer_t"] == 0.0
+    assert overall["p_value"] < 1e-10
+
+
+@pytest.mark.parametrize(("outcomes", "match"), [
+    (pl.DataFrame({"customer_id": ["0", "999999"], "converted": [1, 0]}), "1 customer\\(s\\) in the outcomes"),
+    (pl.DataFrame({"customer_id": ["0"], "bought": [1]}), "lacks column 'converted'"),
+    (pl.DataFrame({"customer_id": ["0", "0"], "converted": [1, 1]}), "more than once"),
+    (pl.DataFrame({"customer_id": ["0"], "converted": [3]}), "must be 0/1"),
+])
+def test_bad_outcome_files_are_clear_errors(outcomes, match):
+    groups = split_groups(_assignments(100), 0.5, "s")
+    with pytest.raises(InputContractError, match=match):
+        evaluate(groups, outcomes, 1.0)
