@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from segmint.engine.config import RunConfig, load_toml
+from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_toml
 from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device",
-           "DedupeOn", "Pseudonymize", "column_options", "build_config"]
+           "DedupeOn", "Pseudonymize", "column_options", "side_table_options", "build_config"]
 
 _COLS = "Column mapping"
 _RUN = "Run"
@@ -73,25 +73,69 @@ _COLUMN_OPTIONS = (
 
 def column_options(fn: Callable[..., None]) -> Callable[..., None]:
     """Add the column-mapping flags to a command; it receives them as ``columns={field: value}``."""
+    return _inject(fn, "columns", _COLUMN_OPTIONS,
+                   lambda kwargs: {field: kwargs.pop(name) for name, field, _ in _COLUMN_OPTIONS})
+
+
+def _inject(fn: Callable[..., None], target: str, options: tuple, collect: Callable[[dict], Any]) -> Callable:
+    """Append ``options`` (name, _, annotation) to ``fn``'s signature; pass ``collect(kwargs)`` as ``target``."""
     sig = inspect.signature(fn, eval_str=True)
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
-             for name, _, ann in _COLUMN_OPTIONS]
+             for name, _, ann in options]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        columns = {field: kwargs.pop(name) for name, field, _ in _COLUMN_OPTIONS}
-        return fn(*args, columns=columns, **kwargs)
+        return fn(*args, **{target: collect(kwargs)}, **kwargs)
 
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != "columns"]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values() if p.name != target]
     wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {**fn.__annotations__, **{name: ann for name, _, ann in _COLUMN_OPTIONS}}
-    wrapper.__annotations__.pop("columns", None)
+    wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != target},
+                               **{name: ann for name, _, ann in options}}
     return wrapper
+
+
+_SIDE = "Events and customers tables"
+
+
+def _side(flag: str, help_: str, kind: Any = str | None) -> Any:
+    return Annotated[kind, typer.Option(flag, help=help_, rich_help_panel=_SIDE, show_default=False)]
+
+
+# (parameter name, (table, field), annotation)
+_SIDE_OPTIONS = (
+    ("events", ("events", "paths"), _side("--events", "Events input (repeatable): customer, time, event type, "
+                                      "optional session.", list[str] | None)),
+    ("event_customer_col", ("events", "customer"), _side("--event-customer-col", "[default: customer_id]")),
+    ("event_time_col", ("events", "time"), _side("--event-time-col", "[default: ts]")),
+    ("event_time_format", ("events", "time_format"), _side("--event-time-format", "strftime format.")),
+    ("event_type_col", ("events", "event_type"), _side("--event-type-col", "[default: event_type]")),
+    ("event_session_col", ("events", "session"), _side("--event-session-col", "[default: session_id; '' for "
+                                                       "none]")),
+    ("customers", ("customers", "paths"), _side("--customers", "Customers table (repeatable) with attributes "
+                                                "to profile by.", list[str] | None)),
+    ("customers_id_col", ("customers", "customer"), _side("--customers-id-col", "[default: customer_id]")),
+    ("customer_attrs", ("customers", "attributes"), _side("--customer-attrs", "Comma-separated attribute "
+                                                          "columns to carry, e.g. region,age_band.")),
+)
+
+
+def side_table_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add the events/customers flags; the command receives ``side={"events": {...}, "customers": {...}}``."""
+    return _inject(fn, "side", _SIDE_OPTIONS, _side_values)
+
+
+def _side_values(kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    side: dict[str, dict[str, Any]] = {"events": {}, "customers": {}}
+    for name, (table, field), _ in _SIDE_OPTIONS:
+        value = kwargs.pop(name)
+        if value is not None:
+            side[table][field] = value
+    return side
 
 
 def build_config(config: Path | None, *, columns: dict[str, str | None] | None = None,
                  cluster: dict[str, Any] | None = None, clv: dict[str, Any] | None = None,
-                 **run: Any) -> RunConfig:
+                 side: dict[str, dict[str, Any]] | None = None, **run: Any) -> RunConfig:
     """Defaults <- config file <- flags that were given (not None)."""
     cfg = load_toml(config) if config else RunConfig()
     col_updates = {k: (v or None) for k, v in (columns or {}).items() if v is not None}
@@ -103,6 +147,17 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     run_updates = {k: v for k, v in run.items() if v is not None}
     if "dedupe_on" in run_updates:
         run_updates["dedupe_on"] = tuple(c.strip() for c in run_updates["dedupe_on"].split(",") if c.strip())
+    for table, cls in (("events", EventSource), ("customers", CustomerSource)):
+        values = dict((side or {}).get(table, {}))
+        if not values:
+            continue
+        if "paths" not in values and getattr(cfg, table) is None:
+            msg = f"--{table} is needed with the other --{table[:-1]}-... flags"
+            raise ConfigError(msg)
+        values = {k: (tuple(v) if k == "paths" else tuple(a.strip() for a in v.split(",") if a.strip())
+                      if k == "attributes" else (v or None)) for k, v in values.items()}
+        current = getattr(cfg, table)
+        run_updates[table] = dataclasses.replace(current, **values) if current else cls(**values)
     return dataclasses.replace(
         cfg,
         columns=dataclasses.replace(cfg.columns, **col_updates),

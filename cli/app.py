@@ -13,7 +13,7 @@ import typer
 
 from segmint.cli import _render
 from segmint.cli._options import (AsOf, ConfigFile, DedupeOn, Device, Inputs, Json, K, Out, Overwrite,
-                                  Pseudonymize, Seed, build_config, column_options)
+                                  Pseudonymize, Seed, build_config, column_options, side_table_options)
 from segmint.engine.errors import SegmintError
 
 __all__ = ["app", "main"]
@@ -84,11 +84,13 @@ def generate(
 
 @app.command()
 @column_options
+@side_table_options
 def run(
     inputs: Inputs,
     out: Out,
     config: ConfigFile = None,
     columns: dict | None = None,
+    side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
     dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
     json_logs: Json = False,
@@ -104,7 +106,7 @@ def run(
 
     with _errors():
         cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device},
-                           as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
+                           side=side, as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
                            overwrite=overwrite)
         result = run_pipeline(inputs, out, cfg, _render.make_progress(json_logs))
         _finish(result, json_logs)

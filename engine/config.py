@@ -25,6 +25,8 @@ __all__ = [
     "ClusterConfig",
     "LifecycleConfig",
     "ClvConfig",
+    "EventSource",
+    "CustomerSource",
     "RunConfig",
     "DEFAULT_RFM_GRID",
     "load_toml",
@@ -187,6 +189,40 @@ class ClvConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EventSource:
+    """Optional web/app events (``--events``): only these columns are read."""
+
+    paths: tuple[str, ...]
+    customer: str = "customer_id"
+    time: str = "ts"
+    time_format: str | None = None
+    event_type: str = "event_type"
+    session: str | None = "session_id"
+
+    def columns(self) -> dict[str, str]:
+        """Source column -> the flag that maps it."""
+        cols = {self.customer: "--event-customer-col", self.time: "--event-time-col",
+                self.event_type: "--event-type-col"}
+        if self.session is not None:
+            cols[self.session] = "--event-session-col"
+        return cols
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerSource:
+    """Optional customers table (``--customers``): the id and the attributes to carry."""
+
+    paths: tuple[str, ...]
+    customer: str = "customer_id"
+    attributes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.attributes:
+            msg = "--customers needs --customer-attrs naming the columns to carry (e.g. region,age_band)"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything one run needs. Built once by the CLI (or by library users)."""
 
@@ -194,6 +230,8 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     clv: ClvConfig = field(default_factory=ClvConfig)
+    events: EventSource | None = None
+    customers: CustomerSource | None = None
     # ISO date or datetime; None: the latest valid timestamp. A plain date
     # means the end of that day.
     as_of: str | None = None
@@ -213,7 +251,8 @@ class RunConfig:
 
 
 def load_toml(path: str | Path) -> RunConfig:
-    """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [clv], [run]."""
+    """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [clv],
+    [events], [customers], [run]."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -222,7 +261,7 @@ def load_toml(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {path} is not valid TOML: {exc}"
         raise ConfigError(msg) from None
-    known = {"columns", "features", "lifecycle", "cluster", "clv", "run"}
+    known = {"columns", "features", "lifecycle", "cluster", "clv", "events", "customers", "run"}
     if unknown := set(raw) - known:
         msg = f"unknown section(s) {sorted(unknown)} in {path}; known: {sorted(known)}"
         raise ConfigError(msg)
@@ -244,6 +283,8 @@ def load_toml(path: str | Path) -> RunConfig:
             LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
         cluster=_build(ClusterConfig, cluster, path),
         clv=_build(ClvConfig, raw.get("clv", {}), path),
+        events=_side(EventSource, raw.get("events"), path),
+        customers=_side(CustomerSource, raw.get("customers"), path),
         **_checked(RunConfig, run, path),
     )
 
@@ -279,6 +320,13 @@ def _checked(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, A
         msg = f"unknown key(s) {sorted(unknown)} in {path}; known: {sorted(names)}"
         raise ConfigError(msg)
     return values
+
+
+def _side(cls: type, values: dict[str, Any] | None, path: str | Path) -> Any:
+    if values is None:
+        return None
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return _build(cls, values, path)
 
 
 def _build(cls: type, values: dict[str, Any], path: str | Path) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from segmint.engine.config import RunConfig
+from segmint.engine.config import CustomerSource, EventSource, RunConfig
 from segmint.engine.errors import OutputExistsError
 from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
@@ -19,7 +19,8 @@ _MARKER = "SEGMINT_DEMO"
 
 def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS, seed: int = 0,
              progress: Progress | None = None) -> RunResult:
-    """Write ``out/data`` (generated transactions) and ``out/run`` (the segmentation).
+    """Write ``out/data`` (generated transactions, events, customers) and ``out/run`` (the
+    segmentation, with funnel stages and the segment mix by region and age band).
 
     A previous demo at ``out`` is replaced; any other existing path is left
     alone unless ``cfg.overwrite``.
@@ -35,5 +36,9 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
         # Both writes are atomic, so an interrupted demo leaves the previous one whole.
         data = generate(out / "data", customers=customers, seed=seed, overwrite=True)
         info.update(customers=data.customers, lines=data.lines)
-    return run([out / "data" / "transactions"], out / "run", dataclasses.replace(cfg, overwrite=True),
-               progress)
+    cfg = dataclasses.replace(
+        cfg, overwrite=True,
+        events=EventSource(paths=(str(out / "data" / "events"),)),
+        customers=CustomerSource(paths=(str(out / "data" / "customers.parquet"),),
+                                 attributes=("region", "age_band")))
+    return run([out / "data" / "transactions"], out / "run", cfg, progress)

@@ -20,7 +20,9 @@ import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams, fit_clv, predict_clv
 from segmint.engine.analytics.abtest import evaluate, split_groups
+from segmint.engine.analytics.attributes import attach, segment_mix
 from segmint.engine.analytics.cohorts import cohort_table, retention_pivot
+from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
 from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
@@ -28,9 +30,9 @@ from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import ClvConfig, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
-from segmint.engine.io.clean import CleanResult, clean
+from segmint.engine.io.clean import CleanResult, clean, clean_events
 from segmint.engine.io.pseudonym import pseudonymize, require_key
-from segmint.engine.io.scan import read_input
+from segmint.engine.io.scan import check_customer, check_time, read_columns, read_input
 from segmint.engine.io.sink import check_writable, staged_dir, staged_file
 from segmint.engine.model import Model, versions
 from segmint.engine.preprocess import fit_scaler
@@ -74,11 +76,12 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     with clock.stage("features") as info:
         ft = compute_features(cleaned.lines, cleaned.as_of, cfg.features)
         info["customers"] = ft.table.height
-    clv, clv_report, features = _clv_stage(ft.table, cfg.clv, clock)
+    side = _side_tables(ft.table, cleaned, cfg, clock)
+    clv, clv_report, features = _clv_stage(side.features, cfg.clv, clock)
     with clock.stage("preprocess") as info:
         feats = cfg.features.cluster_features or default_cluster_features(ft)
-        scaler = fit_scaler(ft.table, feats, cfg.features.log_features)
-        x = scaler.transform(ft.table)
+        scaler = fit_scaler(features, feats, cfg.features.log_features)
+        x = scaler.transform(features)
         info["features"] = len(feats)
     with clock.stage("cluster") as info:
         scan = select_k(x, cfg.cluster) if cfg.cluster.k is None else None
@@ -91,6 +94,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     with clock.stage("profile"):
         table = _assigned(features, labels)
         profiles = build_profiles(table)
+        if cfg.customers:
+            side.files["segment_mix.parquet"] = (segment_mix(table, cfg.customers.attributes), None)
     model = Model(columns=cleaned.columns, features=cfg.features, channels=ft.channels,
                   rfm_cuts=ft.rfm_cuts, scaler=scaler, centroids=centroids,
                   names=tuple(profiles["name"]), clv=clv, clv_config=cfg.clv if clv else None,
@@ -100,6 +105,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
         "k": k,
         "k_scan": list(scan.rows) if scan else None,
         "clv": clv_report,
+        **side.report,
         "clustering": {
             "device": device, "features": list(feats), "n_train": fit.n_train,
             "n_init_sample": fit.n_init, "niter": cfg.cluster.niter, "nredo": cfg.cluster.nredo,
@@ -109,7 +115,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
                      f"every customer is assigned"),
         },
     }
-    _write_run(out, cfg, table, profiles, cleaned, model, manifest, clock)
+    _write_run(out, cfg, table, profiles, cleaned, model, manifest, clock, side.files)
     return RunResult(Path(out), _summary(profiles), manifest)
 
 
@@ -252,6 +258,46 @@ def _scan_and_clean(inputs: Sequence[str | Path], cfg: RunConfig, clock: StageCl
     return cleaned
 
 
+@dataclass
+class _Side:
+    """What the optional events and customers tables add to a run."""
+
+    features: pl.DataFrame                                  # the feature table, enriched, same row order
+    files: dict[str, tuple[pl.DataFrame, str | None]]       # relative path -> (table, id column to pseudonymise)
+    report: dict[str, Any]                                  # for run.json
+
+
+def _side_tables(features: pl.DataFrame, cleaned: CleanResult, cfg: RunConfig, clock: StageClock) -> _Side:
+    side = _Side(features, {}, {})
+    if cfg.events is not None:
+        src = cfg.events
+        with clock.stage("events") as info:
+            raw = read_columns(src.paths, src.columns())
+            check_customer(raw.schema, src.customer, "the events input")
+            check_time(raw.schema, src.time, src.time_format, "the events input", "--event-time-format")
+            ev = clean_events(raw, src, cleaned.as_of)
+            funnel = funnel_table(features, event_features(ev.events, cleaned.as_of))
+            side.features = features.join(funnel.select("customer_id", "funnel_stage", *EVENT_FEATURES),
+                                          on="customer_id", how="left", maintain_order="left")
+            side.files["funnel.parquet"] = (funnel, "customer_id")
+            side.files["rejects/events-part-0.parquet"] = (ev.rejects, src.customer)
+            stages = dict(funnel.group_by("funnel_stage").len().iter_rows())
+            side.report["events"] = {"rows": {"in": ev.rows_in, "used": ev.events.height,
+                                              "rejected": sum(ev.rejected.values()),
+                                              "rejected_by_reason": ev.rejected},
+                                     "funnel": {str(k): int(v) for k, v in sorted(stages.items())}}
+            info.update(rows=ev.rows_in, prospects=funnel.height - features.height)
+    if cfg.customers is not None:
+        src = cfg.customers
+        with clock.stage("customers") as info:
+            raw = read_columns(src.paths, {src.customer: "--customers-id-col",
+                                           **{a: "--customer-attrs" for a in src.attributes}})
+            side.features, missing = attach(side.features, raw, src.customer, src.attributes)
+            side.report["customers_table"] = {"attributes": list(src.attributes), "without_a_row": missing}
+            info["without_a_row"] = missing
+    return side
+
+
 def _clv_stage(table: pl.DataFrame, cfg: ClvConfig,
                clock: StageClock) -> tuple[ClvParams | None, dict[str, Any], pl.DataFrame]:
     """Fit and predict CLV; data that cannot support a fit is reported, not fatal to segmentation."""
@@ -341,7 +387,7 @@ def _write_rejects(stage: Path, cleaned: CleanResult, cfg: RunConfig) -> None:
 
 def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: pl.DataFrame,
                cleaned: CleanResult, model: Model | None, manifest: dict[str, Any],
-               clock: StageClock) -> None:
+               clock: StageClock, files: dict[str, tuple[pl.DataFrame, str | None]] | None = None) -> None:
     with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
         table = _ids_out(table, cfg)
         parts = stage / "assignments"
@@ -353,5 +399,7 @@ def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: p
         if model is not None:
             model.save(stage / "model")
         _write_rejects(stage, cleaned, cfg)
+        for name, (frame, id_col) in (files or {}).items():
+            (frame if id_col is None else _ids_out(frame, cfg, id_col)).write_parquet(stage / name)
         manifest["stages"] = clock.stages
         (stage / "run.json").write_text(json.dumps(manifest, indent=1, default=str))

@@ -28,6 +28,7 @@ class Scaler:
 
     def transform(self, table: pl.DataFrame) -> np.ndarray:
         """float32[n, d] C-contiguous matrix, as Faiss wants it."""
+        _require(table, self.features)
         x = _raw(table, self.features, self.log)
         x -= np.asarray(self.mean)
         x /= np.asarray(self.std)
@@ -44,16 +45,20 @@ class Scaler:
 
 def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str]) -> Scaler:
     """Fit on the population in ``table``."""
-    missing = [f for f in features if f not in table.columns]
-    if missing:
-        msg = (f"cluster feature(s) {missing} are not available; available: "
-               f"{[c for c, t in table.schema.items() if t.is_numeric()]}")
-        raise ConfigError(msg)
+    _require(table, features)
     log = tuple(f in log_features for f in features)
     x = _raw(table, features, log)
     std = x.std(axis=0)
     std[std == 0] = 1.0
     return Scaler(tuple(features), log, tuple(map(float, x.mean(axis=0))), tuple(map(float, std)))
+
+
+def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
+    missing = [f for f in features if f not in table.columns]
+    if missing:
+        msg = (f"cluster feature(s) {missing} are not available; available: "
+               f"{[c for c, t in table.schema.items() if t.is_numeric()]}")
+        raise ConfigError(msg)
 
 
 def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> np.ndarray:

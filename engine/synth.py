@@ -1,9 +1,12 @@
 """Synthetic transaction data with planted personas, for the demo, tests and benchmarks.
 
 ``generate`` writes ``DIR/transactions/part-*.parquet`` (customer_id, ts,
-amount, order_id, channel, category: the default column mapping) and
+amount, order_id, channel, category: the default column mapping),
 ``DIR/personas.parquet`` (customer_id, persona), so that clustering recovery
-can be measured. Same arguments, same bytes.
+can be measured, ``DIR/events/part-*.parquet`` (customer_id, ts, event_type,
+session_id: a session before every order, browse-only sessions, and prospects
+who never buy) and ``DIR/customers.parquet`` (customer_id, region, age_band,
+signup_date). Same arguments, same bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from segmint.engine.errors import ConfigError
 from segmint.engine.io.sink import staged_dir
 from segmint.kernels.synth import simulate_purchases
 
-__all__ = ["PERSONAS", "CHANNELS", "CATEGORIES", "GenerateResult", "generate"]
+__all__ = ["PERSONAS", "CHANNELS", "CATEGORIES", "REGIONS", "AGE_BANDS", "GenerateResult", "generate"]
 
 CHANNELS = ("web", "app", "store")
 CATEGORIES = ("books", "music", "electronics", "fashion", "home", "beauty",
               "sports", "toys", "grocery", "garden")
+REGIONS = ("north", "south", "east", "west", "central")
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 WINDOW_DAYS = 730.0
+PROSPECT_SHARE = 0.25          # visitors who never buy, per customer
+_MINUTE_US = 60_000_000
 DEFAULT_END = dt.datetime(2026, 6, 30, 23, 59, 59)
 ROWS_PER_FILE = 1_000_000
 
@@ -60,6 +67,7 @@ class GenerateResult:
     customers: int
     lines: int
     files: int
+    events: int
 
 
 def generate(out: str | Path, *, customers: int, seed: int = 0,
@@ -73,14 +81,77 @@ def generate(out: str | Path, *, customers: int, seed: int = 0,
         "customer_id": _customer_ids(np.arange(customers)),
         "persona": pl.Series([p.name for p in PERSONAS])[_persona_of(customers, seed)],
     })
+    events = _events(lines, customers, seed)
     with staged_dir(out, overwrite=overwrite) as stage:
-        (stage / "transactions").mkdir()
-        n_files = max(1, -(-lines.height // ROWS_PER_FILE))
-        for f in range(n_files):
-            part = lines.slice(f * ROWS_PER_FILE, ROWS_PER_FILE)
-            part.write_parquet(stage / "transactions" / f"part-{f:05d}.parquet")
+        n_files = _write_parts(lines, stage / "transactions")
+        _write_parts(events, stage / "events")
         personas.write_parquet(stage / "personas.parquet")
-    return GenerateResult(out=Path(out), customers=customers, lines=lines.height, files=n_files)
+        _customers_table(lines, personas, seed).write_parquet(stage / "customers.parquet")
+    return GenerateResult(out=Path(out), customers=customers, lines=lines.height, files=n_files,
+                          events=events.height)
+
+
+def _write_parts(frame: pl.DataFrame, folder: Path) -> int:
+    folder.mkdir()
+    n_files = max(1, -(-frame.height // ROWS_PER_FILE))
+    for f in range(n_files):
+        frame.slice(f * ROWS_PER_FILE, ROWS_PER_FILE).write_parquet(folder / f"part-{f:05d}.parquet")
+    return n_files
+
+
+def _events(lines: pl.DataFrame, customers: int, seed: int) -> pl.DataFrame:
+    """A session before each order (visit, views, cart, purchase), browse-only sessions, prospects."""
+    rng = np.random.default_rng([seed, 5])
+    orders = (lines.filter(pl.col("amount") > 0).group_by("order_id")
+              .agg(pl.col("customer_id").first(), pl.col("ts").min()).sort("order_id"))
+    cust = orders["customer_id"].to_numpy()
+    ts = orders["ts"].dt.epoch("us").to_numpy()
+    n = cust.size
+    views = 1 + rng.poisson(0.6, n)
+    cart = rng.random(n) < 0.7
+    # Purchase sessions: visit, views spread over the minutes before, optional cart, purchase.
+    parts = [(cust, ts - rng.integers(10, 30, n) * _MINUTE_US, "visit", np.arange(n)),
+             (np.repeat(cust, views), np.repeat(ts, views) - rng.integers(2, 10, views.sum()) * _MINUTE_US,
+              "product_view", np.repeat(np.arange(n), views)),
+             (cust[cart], ts[cart] - _MINUTE_US, "add_to_cart", np.arange(n)[cart]),
+             (cust, ts, "purchase", np.arange(n))]
+    # Browse-only sessions of buyers (around their orders) and of prospects (never buy).
+    browse = rng.random(n) < 0.3
+    first_prospect = 1_000_000 + customers
+    prospects = np.arange(first_prospect, first_prospect + int(customers * PROSPECT_SHARE))
+    end = int(ts.max()) if n else 0
+    b_cust = np.concatenate([cust[browse], prospects])
+    b_ts = np.concatenate([ts[browse] - rng.integers(1, 20, browse.sum()) * 86_400_000_000,
+                           end - rng.integers(0, int(WINDOW_DAYS), prospects.size) * 86_400_000_000])
+    b_sess = n + np.arange(b_cust.size)
+    b_views = rng.poisson(0.8, b_cust.size)
+    parts += [(b_cust, b_ts, "visit", b_sess),
+              (np.repeat(b_cust, b_views), np.repeat(b_ts, b_views) + _MINUTE_US, "product_view",
+               np.repeat(b_sess, b_views))]
+    frame = pl.concat([pl.DataFrame({"customer_id": c, "ts": pl.Series(t).cast(pl.Datetime("us")),
+                                     "event_type": kind, "session_id": 70_000_000 + sid})
+                       for c, t, kind, sid in parts])
+    return frame.sort("ts", "session_id", "event_type", maintain_order=True)
+
+
+def _customers_table(lines: pl.DataFrame, personas: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Region and age band, mildly persona-dependent; signup up to 60 days before the first order."""
+    rng = np.random.default_rng([seed, 6])
+    first = lines.group_by("customer_id").agg(pl.col("ts").min()).sort("customer_id")
+    persona = personas.join(first, on="customer_id").sort("customer_id")
+    code = persona["persona"].replace_strict([p.name for p in PERSONAS], list(range(len(PERSONAS)))).to_numpy()
+    tilt = rng.dirichlet(np.ones(len(REGIONS)) * 3, len(PERSONAS))
+    age = rng.dirichlet(np.ones(len(AGE_BANDS)) * 3, len(PERSONAS))
+    u1, u2 = rng.random(code.size), rng.random(code.size)
+    region = (u1[:, None] > np.cumsum(tilt, axis=1)[code]).sum(axis=1)
+    band = (u2[:, None] > np.cumsum(age, axis=1)[code]).sum(axis=1)
+    return pl.DataFrame({
+        "customer_id": persona["customer_id"],
+        "region": np.array(REGIONS)[np.minimum(region, len(REGIONS) - 1)],
+        "age_band": np.array(AGE_BANDS)[np.minimum(band, len(AGE_BANDS) - 1)],
+        "signup_date": (persona["ts"] - pl.Series(rng.integers(0, 61, code.size)).cast(pl.Duration("ms")) * 86_400_000
+                        ).dt.date(),
+    })
 
 
 def _persona_of(customers: int, seed: int) -> np.ndarray:

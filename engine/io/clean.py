@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from segmint.engine.config import Columns, RunConfig, parse_as_of
+from segmint.engine.config import Columns, EventSource, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 
-__all__ = ["REASONS", "CleanResult", "clean"]
+__all__ = ["REASONS", "EVENT_REASONS", "CleanResult", "EventClean", "clean", "clean_events"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp",
            "non_finite_amount", "after_as_of", "duplicate")
+EVENT_REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "null_event_type",
+                 "after_as_of")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,43 @@ def clean(raw: pl.DataFrame, cfg: RunConfig) -> CleanResult:
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in REASONS},
         repeated_lines=raw.height - raw.n_unique(),
+    )
+
+
+@dataclass(frozen=True)
+class EventClean:
+    events: pl.DataFrame       # customer_id, ts, event_type (str), [session_id]
+    rejects: pl.DataFrame      # the mapped source columns as read, plus ``reason``
+    rows_in: int
+    rejected: dict[str, int]
+
+
+def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime) -> EventClean:
+    """Quarantine unusable event rows (EVENT_REASONS, first that applies) and canonicalise the rest.
+
+    The as-of instant is the transactions' one, so events and purchases share one clock.
+    """
+    df = raw.with_columns(__cid=_customer(raw, src.customer), __ts=_timestamp(raw, src.time, src.time_format))
+    reason = (
+        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
+        .when(pl.col(src.time).is_null()).then(pl.lit("null_timestamp"))
+        .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
+        .when(pl.col(src.event_type).is_null()).then(pl.lit("null_event_type"))
+        .when(pl.col("__ts") > as_of).then(pl.lit("after_as_of"))
+    )
+    df = df.with_columns(__reason=reason)
+    counts = dict(df.group_by("__reason").len().drop_nulls("__reason").iter_rows())
+    events = df.filter(pl.col("__reason").is_null()).select(
+        pl.col("__cid").alias("customer_id"),
+        pl.col("__ts").alias("ts"),
+        pl.col(src.event_type).cast(pl.String).str.to_lowercase().alias("event_type"),
+        *_optional(src.session, "session_id"),
+    )
+    return EventClean(
+        events=events,
+        rejects=df.filter(pl.col("__reason").is_not_null()).select(*raw.columns, pl.col("__reason").alias("reason")),
+        rows_in=df.height,
+        rejected={r: int(counts.get(r, 0)) for r in EVENT_REASONS},
     )
 
 

@@ -18,7 +18,7 @@ import polars as pl
 from segmint.engine.config import Columns
 from segmint.engine.errors import InputContractError
 
-__all__ = ["scan", "read_input", "OPTIONAL_ROLES"]
+__all__ = ["scan", "read_input", "read_columns", "check_customer", "check_time", "OPTIONAL_ROLES"]
 
 # Roles that are used when their column exists; an absent column under its
 # default name simply unmaps the role (the features that need it are skipped).
@@ -49,6 +49,41 @@ def scan(inputs: Sequence[str | Path], columns: Columns) -> tuple[pl.LazyFrame, 
 def read_input(inputs: Sequence[str | Path], columns: Columns) -> tuple[pl.DataFrame, Columns]:
     """Collect ``scan``'s frame, turning read failures into contract errors."""
     lf, columns = scan(inputs, columns)
+    return _collect(lf, inputs), columns
+
+
+def read_columns(inputs: Sequence[str | Path], wanted: dict[str, str]) -> pl.DataFrame:
+    """Read only the ``wanted`` columns (name -> the flag that maps it) of a side table
+    such as events or customers; a missing column is a contract error naming the flag."""
+    if not inputs:
+        msg = "no input given for a side table; pass a file, directory or glob"
+        raise InputContractError(msg)
+    frames = []
+    for path in inputs:
+        lf, schema = _scan_one(str(path))
+        for name, flag in wanted.items():
+            if name not in schema:
+                raise InputContractError(_missing(name, flag, str(path), schema))
+        frames.append(lf.select(*wanted))
+    return _collect(frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed"), inputs)
+
+
+def check_customer(schema: pl.Schema, name: str, path: str) -> None:
+    cust = schema[name]
+    if not (cust.is_integer() or cust in (pl.String, pl.Categorical) or isinstance(cust, pl.Enum)):
+        _type_error(name, cust, "an integer or string customer id", path)
+
+
+def check_time(schema: pl.Schema, name: str, time_format: str | None, path: str, flag: str) -> None:
+    ts = schema[name]
+    if ts.is_integer() and time_format is None:
+        msg = f"column {name!r} is {ts}, not a datetime; give {flag} (e.g. %Y%m%d) to parse it, or convert it"
+        raise InputContractError(msg)
+    if not (ts.is_integer() or ts == pl.String or isinstance(ts, pl.Datetime | pl.Date)):
+        _type_error(name, ts, "a datetime, date, or string with a time format", path)
+
+
+def _collect(lf: pl.LazyFrame, inputs: Sequence[str | Path]) -> pl.DataFrame:
     try:
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
@@ -57,7 +92,7 @@ def read_input(inputs: Sequence[str | Path], columns: Columns) -> tuple[pl.DataF
     if df.height == 0:
         msg = f"input {list(map(str, inputs))} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
-    return df, columns
+    return df
 
 
 def _scan_one(path: str) -> tuple[pl.LazyFrame, pl.Schema]:
@@ -102,24 +137,18 @@ def _check(schema: pl.Schema, columns: Columns, path: str) -> None:
     for role, flag in _FLAGS.items():
         name = getattr(columns, role)
         if name is not None and name not in schema:
-            msg = (f"column {name!r} ({flag}) not found in {path}; "
-                   f"available: {', '.join(schema.names())}; map the right column with {flag}")
-            raise InputContractError(msg)
-    cust = schema[columns.customer]
-    if not (cust.is_integer() or cust in (pl.String, pl.Categorical) or isinstance(cust, pl.Enum)):
-        _type_error(columns.customer, cust, "an integer or string customer id", path)
-    ts = schema[columns.time]
-    if ts.is_integer() or ts == pl.String:
-        if ts.is_integer() and columns.time_format is None:
-            msg = (f"column {columns.time!r} is {ts}, not a datetime; give --time-format "
-                   f"(e.g. %Y%m%d) to parse it, or convert it to a datetime")
-            raise InputContractError(msg)
-    elif not isinstance(ts, pl.Datetime | pl.Date):
-        _type_error(columns.time, ts, "a datetime, date, or string with --time-format", path)
+            raise InputContractError(_missing(name, flag, path, schema))
+    check_customer(schema, columns.customer, path)
+    check_time(schema, columns.time, columns.time_format, path, "--time-format")
     for role in ("amount", "quantity", "price"):
         name = getattr(columns, role)
         if name is not None and not (schema[name].is_numeric()):
             _type_error(name, schema[name], "a number", path)
+
+
+def _missing(name: str, flag: str, path: str, schema: pl.Schema) -> str:
+    return (f"column {name!r} ({flag}) not found in {path}; "
+            f"available: {', '.join(schema.names())}; map the right column with {flag}")
 
 
 def _type_error(name: str, dtype: pl.DataType, want: str, path: str) -> None:

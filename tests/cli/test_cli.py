@@ -209,3 +209,37 @@ def test_cohorts_and_abtest_commands(small_data, small_run, tmp_path):
                "--cost-per-contact", 0.25, "--out", tmp_path / "ab2")
     assert r.exit_code == 3
     _one_line_error(r, "not in the assignments")
+
+
+def test_run_with_events_and_customers_tables(small_data, tmp_path):
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 4,
+               "--events", small_data / "events", "--customers", small_data / "customers.parquet",
+               "--customer-attrs", "region,age_band")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "o"
+    a = pl.read_parquet(out / "assignments")
+    assert {"funnel_stage", "sessions", "page_views", "days_since_last_visit", "conversion_rate",
+            "region", "age_band"} <= set(a.columns)
+    assert set(a["funnel_stage"].cast(pl.String)) <= {"purchase", "repurchase"}
+    funnel = pl.read_parquet(out / "funnel.parquet")
+    assert set(funnel["funnel_stage"].cast(pl.String)) == {"awareness", "consideration", "purchase", "repurchase"}
+    assert funnel.height > a.height  # prospects who never bought are in the funnel, not in segments
+    manifest = json.loads((out / "run.json").read_text())
+    assert sum(manifest["events"]["funnel"].values()) == funnel.height
+    assert manifest["customers_table"]["without_a_row"] == 0
+    mix = pl.read_parquet(out / "segment_mix.parquet")
+    shares = mix.group_by("segment", "attribute").agg(pl.col("share").sum())["share"]
+    assert ((shares - 1).abs() < 1e-9).all()
+    assert (out / "rejects" / "events-part-0.parquet").exists()
+    assert "conversion_rate_mean" in pl.read_parquet(out / "profiles.parquet").columns
+
+
+def test_side_table_errors_are_one_line(small_data, tmp_path):
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--customers",
+               small_data / "customers.parquet")
+    assert r.exit_code == 2
+    _one_line_error(r, "--customer-attrs")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--events", small_data / "events",
+               "--event-type-col", "kind")
+    assert r.exit_code == 3
+    _one_line_error(r, "'kind' (--event-type-col) not found")

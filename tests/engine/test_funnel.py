@@ -1,0 +1,80 @@
+"""Event features and funnel stages against hand-computed values; the segment mix against plain counts."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from segmint.engine.analytics.attributes import attach, segment_mix
+from segmint.engine.analytics.funnel import event_features, funnel_table
+from segmint.engine.config import EventSource
+from segmint.engine.errors import InputContractError
+from segmint.engine.io.clean import clean_events
+
+AS_OF = dt.datetime(2024, 3, 1)
+T = dt.datetime
+
+
+def _events():
+    return pl.DataFrame({
+        "cid": [1, 1, 1, 1, 2, 2, 3, 3, None, 4, 5],
+        "when": [T(2024, 2, 1, 10), T(2024, 2, 1, 10, 5), T(2024, 2, 1, 10, 9), T(2024, 2, 20),
+                 T(2024, 2, 25), T(2024, 2, 25, 1), T(2024, 2, 27), T(2024, 2, 28), T(2024, 2, 1),
+                 T(2024, 4, 1), T(2024, 2, 2)],
+        "kind": ["visit", "product_view", "purchase", "visit", "visit", "add_to_cart", "visit", "visit",
+                 "visit", "visit", None],
+        "sess": ["a", "a", "a", "b", "c", "c", "d", None, "x", "y", "z"],
+    })
+
+
+def _clean():
+    src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session="sess")
+    return clean_events(_events(), src, AS_OF)
+
+
+def test_event_rejects_are_counted_with_reasons():
+    ev = _clean()
+    assert ev.rows_in == 11 and ev.events.height == 8
+    assert ev.rejected == {"null_customer_id": 1, "null_timestamp": 0, "unparseable_timestamp": 0,
+                           "null_event_type": 1, "after_as_of": 1}
+
+
+def test_event_features_by_hand():
+    f = {r["customer_id"]: r for r in event_features(_clean().events, AS_OF).iter_rows(named=True)}
+    assert (f[1]["sessions"], f[1]["page_views"], f[1]["conversion_rate"]) == (2, 1, 0.5)
+    assert f[1]["days_since_last_visit"] == pytest.approx(10.0)
+    assert (f[2]["sessions"], f[2]["conversion_rate"], f[2]["considered"]) == (1, 0.0, True)
+    # A null session falls back to the calendar day: customer 3 has sessions "d" and 2024-02-28.
+    assert f[3]["sessions"] == 2 and f[3]["considered"] is False
+
+
+def test_funnel_stages_cover_buyers_and_prospects():
+    features = pl.DataFrame({"customer_id": [1, 6, 7], "frequency": [1, 3, 2]})
+    funnel = funnel_table(features, event_features(_clean().events, AS_OF))
+    stage = dict(funnel.select("customer_id", pl.col("funnel_stage").cast(pl.String)).iter_rows())
+    assert stage == {1: "purchase", 2: "consideration", 3: "awareness", 6: "repurchase", 7: "repurchase"}
+    assert funnel.filter(pl.col("customer_id") == 6)["sessions"].item() == 0
+
+
+def test_funnel_refuses_mismatched_id_types():
+    features = pl.DataFrame({"customer_id": ["1"], "frequency": [1]})
+    with pytest.raises(InputContractError, match="same type"):
+        funnel_table(features, event_features(_clean().events, AS_OF))
+
+
+def test_segment_mix_matches_plain_counts():
+    table = pl.DataFrame({"customer_id": range(8), "segment": [0, 0, 0, 1, 1, 1, 1, 1]})
+    customers = pl.DataFrame({"id": range(7), "region": ["n", "n", "s", "s", "s", "n", None]})
+    joined, missing = attach(table, customers, "id", ["region"])
+    assert missing == 1 and joined["customer_id"].to_list() == list(range(8))
+    mix = {(r["segment"], r["value"]): r for r in segment_mix(joined, ["region"]).iter_rows(named=True)}
+    # Population: n 3/8, s 3/8, null 2/8. Segment 0: n 2/3, s 1/3.
+    assert mix[(0, "n")]["customers"] == 2 and mix[(0, "n")]["share"] == pytest.approx(2 / 3)
+    assert mix[(0, "n")]["lift"] == pytest.approx((2 / 3) / (3 / 8))
+    assert mix[(1, None)]["customers"] == 2 and mix[(1, None)]["lift"] == pytest.approx((2 / 5) / (2 / 8))
+
+
+def test_customers_table_with_repeated_ids_is_refused():
+    table = pl.DataFrame({"customer_id": [1, 2], "segment": [0, 1]})
+    with pytest.raises(InputContractError, match="repeated customer id"):
+        attach(table, pl.DataFrame({"id": [1, 1], "region": ["a", "b"]}), "id", ["region"])
