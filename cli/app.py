@@ -324,6 +324,14 @@ def _finish(result, json_logs: bool) -> None:
              + f"; {rows['repeated_lines']:,} repeated lines kept"]
     if "note" in m["clustering"]:
         lines.append(f"clustering ({m['clustering']['device']}): {m['clustering']['note']}")
+    clv = m.get("clv") or {}
+    if "r" in clv:
+        lines.append(f"CLV: BG/NBD + Gamma-Gamma fitted on {clv['n']:,} customers; expected value over the "
+                     f"horizon {result.summary['clv_total'].sum():,.0f} in total")
+    elif "skipped" in clv:
+        lines.append(f"CLV skipped: {clv['skipped']}")
+    if "events" in m:
+        lines.append("funnel: " + ", ".join(f"{stage} {n:,}" for stage, n in m["events"]["funnel"].items()))
     lines.append(f"outputs in {result.out}")
     _render.print_lines(lines)
 

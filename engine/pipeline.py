@@ -346,7 +346,8 @@ def _ids_out(table: pl.DataFrame, cfg: RunConfig, column: str = "customer_id") -
 
 def _summary(profiles: pl.DataFrame) -> pl.DataFrame:
     return profiles.select("segment", "name", "customers", "share", "revenue_share",
-                           *[f"{f}_mean" for f in SUMMARY_FEATURES])
+                           *[f"{f}_mean" for f in SUMMARY_FEATURES],
+                           *(["clv_total"] if "clv_total" in profiles.columns else []))
 
 
 def _manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, cleaned: CleanResult,
