@@ -180,3 +180,20 @@ def test_model_round_trips_exactly(small_run, tmp_path):
     assert again.columns == model.columns and again.features == model.features
     assert "SEGMINT_ID_KEY" not in os.environ or os.environ["SEGMINT_ID_KEY"] not in (
         tmp_path / "m" / "model.json").read_text()
+
+
+def test_rfm_grid_from_config_overrides_the_default(tmp_path, small_data):
+    from segmint.engine.config import load_toml
+    from segmint.engine.pipeline import compute_feature_table
+
+    cells = "\n".join(f'[[features.rfm_grid]]\nname = "{name}"\nr = {list(rs)}\nf = [1, 2, 3, 4, 5]'
+                      for name, rs in (("Recent", (4, 5)), ("Middle", (3,)), ("Old", (1, 2))))
+    (tmp_path / "grid.toml").write_text(cells + "\n")
+    cfg = load_toml(tmp_path / "grid.toml")
+    table = compute_feature_table([small_data / "transactions"], tmp_path / "f.parquet", cfg)
+    seg = table.select(pl.col("rfm_segment").cast(pl.String), "r_score")
+    assert set(seg["rfm_segment"]) == {"Recent", "Middle", "Old"}
+    assert (seg.filter(pl.col("rfm_segment") == "Recent")["r_score"] >= 4).all()
+    (tmp_path / "bad.toml").write_text('[[features.rfm_grid]]\nname = "All"\nr = [1]\nf = [1]\n')
+    with pytest.raises(ConfigError, match="25"):
+        load_toml(tmp_path / "bad.toml")
