@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # polars is imported only once the thread budget is set (engine.runtime)
+    import polars as pl
 
 __all__ = ["RichProgress", "JsonProgress", "make_progress", "print_summary", "print_lines", "print_error",
            "emit_json"]

@@ -32,8 +32,19 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", envvar="SEGMINT_THREADS", show_default=False,
+        help="Threads for Polars, Numba and Faiss [default: the CPUs this process may use, cgroup-aware].")] = None,
+) -> None:
+    from segmint.engine.runtime import configure
+
     _state["debug"] = debug or bool(os.environ.get("SEGMINT_DEBUG"))
+    with _errors():
+        _, late = configure(threads)
+        for problem in late:
+            _render.print_error(f"--threads not fully applied: {problem}")
 
 
 @app.command()
@@ -304,6 +315,23 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
+
+
+@app.command()
+def warmup() -> None:
+    """Compile every Numba kernel into the cache ahead of a batch job.
+
+    Example: `segmint warmup` (set NUMBA_CACHE_DIR to choose the cache folder)
+
+    Run it on the machine model that runs the job: the cache is keyed to the CPU.
+    """
+    from segmint.engine.runtime import numba_cache_dir
+    from segmint.engine.warmup import warmup as run_warmup
+
+    with _errors():
+        seconds = run_warmup()
+        _render.print_lines([f"{name:<28} {sec:6.2f} s" for name, sec in seconds.items()]
+                            + [f"{len(seconds)} kernels ready; cache in {numba_cache_dir()}"])
 
 
 def main() -> None:

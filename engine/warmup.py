@@ -1,0 +1,44 @@
+"""Compile every Numba kernel ahead of a batch job (``segmint warmup``).
+
+Each kernel runs once on tiny inputs; with ``cache=True`` the machine code is
+written to NUMBA_CACHE_DIR, so later processes start without compiling. Cache
+files are keyed to the CPU model: warm up on the machine that runs the job.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
+from segmint.kernels.kmeanspp import kmeanspp_greedy
+from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features
+from segmint.kernels.synth import simulate_purchases
+
+__all__ = ["warmup"]
+
+
+def warmup() -> dict[str, float]:
+    """Seconds spent compiling (or loading from cache) each kernel."""
+    one = np.ones(1)
+    offsets = np.array([0, 1], np.int64)
+    calls = {
+        "order_features": lambda: order_features(offsets, np.zeros(1, np.int64), one, np.zeros(1, np.int32), 0,
+                                                 np.empty((1, len(ORDER_FEATURES))), np.empty((1, 1))),
+        "line_features": lambda: line_features(offsets, one, np.zeros(1, np.int32), 1, np.empty((1, 3))),
+        "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
+                                                    np.empty(2, np.int64)),
+                                    kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
+        "bgnbd_customer_terms": lambda: bgnbd_customer_terms(one, one, one * 2, 1.0, 1.0, 1.0, 1.0, np.empty((1, 5))),
+        "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, 1.0, 1.0, 1.0, np.empty((1, 4))),
+        "simulate_purchases": lambda: simulate_purchases(
+            0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,
+            one, one * 0.1, one * 2, np.ones((1, 1)), one, 1),
+    }
+    seconds = {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        call()
+        seconds[name] = round(time.perf_counter() - t0, 3)
+    return seconds
