@@ -76,6 +76,7 @@ def generate(
     out: Out,
     customers: Annotated[int, typer.Option(help="Number of customers.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    events: Annotated[bool, typer.Option("--events/--no-events", help="Also write web/app events.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Write a synthetic transaction dataset with planted personas.
@@ -83,12 +84,13 @@ def generate(
     Example: `segmint generate --out data --customers 100000 --seed 7`
 
     Layout: OUT/transactions/part-*.parquet (customer_id, ts, amount,
-    order_id, channel, category) and OUT/personas.parquet (customer_id, persona).
+    order_id, channel, category), OUT/personas.parquet (customer_id, persona),
+    OUT/events/part-*.parquet and OUT/customers.parquet.
     """
     from segmint.engine.synth import generate as gen
 
     with _errors():
-        r = gen(out, customers=customers, seed=seed, overwrite=overwrite)
+        r = gen(out, customers=customers, seed=seed, events=events, overwrite=overwrite)
         _render.print_lines([f"wrote {r.lines:,} lines of {r.customers:,} customers in {r.files} file(s) "
                              f"to {r.out}/transactions, personas in {r.out}/personas.parquet"])
 

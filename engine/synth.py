@@ -34,6 +34,7 @@ PROSPECT_SHARE = 0.25          # visitors who never buy, per customer
 _MINUTE_US = 60_000_000
 DEFAULT_END = dt.datetime(2026, 6, 30, 23, 59, 59)
 ROWS_PER_FILE = 1_000_000
+BLOCK_CUSTOMERS = 250_000
 
 
 @dataclass(frozen=True)
@@ -70,38 +71,50 @@ class GenerateResult:
     events: int
 
 
-def generate(out: str | Path, *, customers: int, seed: int = 0,
+def generate(out: str | Path, *, customers: int, seed: int = 0, events: bool = True,
              end: dt.datetime = DEFAULT_END, overwrite: bool = False) -> GenerateResult:
-    """Write a synthetic dataset of ``customers`` customers to ``out`` (atomically)."""
+    """Write a synthetic dataset of ``customers`` customers to ``out`` (atomically).
+
+    Customers are simulated in blocks of BLOCK_CUSTOMERS, each seeded from
+    (seed, block), so memory stays flat however many customers are asked for.
+    """
     if customers < 1:
         msg = f"--customers must be >= 1, got {customers}"
         raise ConfigError(msg)
-    lines = _simulate(customers, seed, end)
-    personas = pl.DataFrame({
-        "customer_id": _customer_ids(np.arange(customers)),
-        "persona": pl.Series([p.name for p in PERSONAS])[_persona_of(customers, seed)],
-    })
-    events = _events(lines, customers, seed)
+    n_lines = n_events = n_files = n_event_files = 0
+    personas, tables = [], []
     with staged_dir(out, overwrite=overwrite) as stage:
-        n_files = _write_parts(lines, stage / "transactions")
-        _write_parts(events, stage / "events")
-        personas.write_parquet(stage / "personas.parquet")
-        _customers_table(lines, personas, seed).write_parquet(stage / "customers.parquet")
-    return GenerateResult(out=Path(out), customers=customers, lines=lines.height, files=n_files,
-                          events=events.height)
+        for block, start in enumerate(range(0, customers, BLOCK_CUSTOMERS)):
+            count = min(BLOCK_CUSTOMERS, customers - start)
+            persona = _persona_of(count, seed, block)
+            lines = _simulate(start, persona, seed, block, end)
+            n_files += _write_parts(lines, stage / "transactions", first=n_files)
+            n_lines += lines.height
+            if events:
+                ev = _events(lines, customers, start, count, seed, block)
+                n_event_files += _write_parts(ev, stage / "events", first=n_event_files)
+                n_events += ev.height
+            who = pl.DataFrame({"customer_id": _customer_ids(start + np.arange(count)),
+                                "persona": pl.Series([p.name for p in PERSONAS])[persona]})
+            personas.append(who)
+            tables.append(_customers_table(lines, who, seed, block))
+        pl.concat(personas).write_parquet(stage / "personas.parquet")
+        pl.concat(tables).write_parquet(stage / "customers.parquet")
+    return GenerateResult(out=Path(out), customers=customers, lines=n_lines, files=n_files, events=n_events)
 
 
-def _write_parts(frame: pl.DataFrame, folder: Path) -> int:
-    folder.mkdir()
+def _write_parts(frame: pl.DataFrame, folder: Path, *, first: int) -> int:
+    """Write ``frame`` as part files numbered from ``first``; returns how many."""
+    folder.mkdir(exist_ok=True)
     n_files = max(1, -(-frame.height // ROWS_PER_FILE))
     for f in range(n_files):
-        frame.slice(f * ROWS_PER_FILE, ROWS_PER_FILE).write_parquet(folder / f"part-{f:05d}.parquet")
+        frame.slice(f * ROWS_PER_FILE, ROWS_PER_FILE).write_parquet(folder / f"part-{first + f:05d}.parquet")
     return n_files
 
 
-def _events(lines: pl.DataFrame, customers: int, seed: int) -> pl.DataFrame:
+def _events(lines: pl.DataFrame, customers: int, first: int, count: int, seed: int, block: int) -> pl.DataFrame:
     """A session before each order (visit, views, cart, purchase), browse-only sessions, prospects."""
-    rng = np.random.default_rng([seed, 5])
+    rng = np.random.default_rng([seed, 5, block])
     orders = (lines.filter(pl.col("amount") > 0).group_by("order_id")
               .agg(pl.col("customer_id").first(), pl.col("ts").min()).sort("order_id"))
     cust = orders["customer_id"].to_numpy()
@@ -117,8 +130,9 @@ def _events(lines: pl.DataFrame, customers: int, seed: int) -> pl.DataFrame:
              (cust, ts, "purchase", np.arange(n))]
     # Browse-only sessions of buyers (around their orders) and of prospects (never buy).
     browse = rng.random(n) < 0.3
-    first_prospect = 1_000_000 + customers
-    prospects = np.arange(first_prospect, first_prospect + int(customers * PROSPECT_SHARE))
+    # Prospect ids follow all customer ids, in the same block order.
+    first_prospect = 1_000_000 + customers + int(first * PROSPECT_SHARE)
+    prospects = np.arange(first_prospect, first_prospect + int(count * PROSPECT_SHARE))
     end = int(ts.max()) if n else 0
     b_cust = np.concatenate([cust[browse], prospects])
     b_ts = np.concatenate([ts[browse] - rng.integers(1, 20, browse.sum()) * 86_400_000_000,
@@ -129,19 +143,21 @@ def _events(lines: pl.DataFrame, customers: int, seed: int) -> pl.DataFrame:
               (np.repeat(b_cust, b_views), np.repeat(b_ts, b_views) + _MINUTE_US, "product_view",
                np.repeat(b_sess, b_views))]
     frame = pl.concat([pl.DataFrame({"customer_id": c, "ts": pl.Series(t).cast(pl.Datetime("us")),
-                                     "event_type": kind, "session_id": 70_000_000 + sid})
+                                     "event_type": kind,
+                                     "session_id": 70_000_000 + block * 1_000_000_000 + sid})
                        for c, t, kind, sid in parts])
     return frame.sort("ts", "session_id", "event_type", maintain_order=True)
 
 
-def _customers_table(lines: pl.DataFrame, personas: pl.DataFrame, seed: int) -> pl.DataFrame:
+def _customers_table(lines: pl.DataFrame, personas: pl.DataFrame, seed: int, block: int) -> pl.DataFrame:
     """Region and age band, mildly persona-dependent; signup up to 60 days before the first order."""
-    rng = np.random.default_rng([seed, 6])
+    mix = np.random.default_rng([seed, 6])  # persona -> region/age mix: one for the whole dataset
+    tilt = mix.dirichlet(np.ones(len(REGIONS)) * 3, len(PERSONAS))
+    age = mix.dirichlet(np.ones(len(AGE_BANDS)) * 3, len(PERSONAS))
+    rng = np.random.default_rng([seed, 6, block])
     first = lines.group_by("customer_id").agg(pl.col("ts").min()).sort("customer_id")
     persona = personas.join(first, on="customer_id").sort("customer_id")
     code = persona["persona"].replace_strict([p.name for p in PERSONAS], list(range(len(PERSONAS)))).to_numpy()
-    tilt = rng.dirichlet(np.ones(len(REGIONS)) * 3, len(PERSONAS))
-    age = rng.dirichlet(np.ones(len(AGE_BANDS)) * 3, len(PERSONAS))
     u1, u2 = rng.random(code.size), rng.random(code.size)
     region = (u1[:, None] > np.cumsum(tilt, axis=1)[code]).sum(axis=1)
     band = (u2[:, None] > np.cumsum(age, axis=1)[code]).sum(axis=1)
@@ -154,8 +170,8 @@ def _customers_table(lines: pl.DataFrame, personas: pl.DataFrame, seed: int) -> 
     })
 
 
-def _persona_of(customers: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, 1])
+def _persona_of(customers: int, seed: int, block: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 1, block])
     shares = np.array([p.share for p in PERSONAS])
     return rng.choice(len(PERSONAS), size=customers, p=shares / shares.sum())
 
@@ -164,9 +180,10 @@ def _customer_ids(index: np.ndarray) -> np.ndarray:
     return (1_000_000 + index).astype(np.int64)
 
 
-def _simulate(customers: int, seed: int, end: dt.datetime) -> pl.DataFrame:
-    rng = np.random.default_rng([seed, 2])
-    persona = _persona_of(customers, seed).astype(np.int64)
+def _simulate(first: int, persona: np.ndarray, seed: int, block: int, end: dt.datetime) -> pl.DataFrame:
+    rng = np.random.default_rng([seed, 2, block])
+    customers = persona.size
+    persona = persona.astype(np.int64)
     table = PERSONAS
     lo = np.array([p.birth_days_ago[0] for p in table])[persona]
     hi = np.array([p.birth_days_ago[1] for p in table])[persona]
@@ -180,7 +197,7 @@ def _simulate(customers: int, seed: int, end: dt.datetime) -> pl.DataFrame:
     favourite = rng.integers(0, len(CATEGORIES), customers)
     chan_cum = np.cumsum(np.array([p.channel_p for p in table]), axis=1)
     cust, day, order, amount, channel, category = simulate_purchases(
-        seed, persona, birth, rate, dropout, spend_mu, favourite, WINDOW_DAYS,
+        int(rng.integers(2**31)), persona, birth, rate, dropout, spend_mu, favourite, WINDOW_DAYS,
         np.array([p.spend_sigma for p in table]), np.array([p.refund_p for p in table]),
         np.array([p.lines_mean for p in table]), chan_cum,
         np.array([p.cat_focus for p in table]), len(CATEGORIES))
@@ -189,10 +206,10 @@ def _simulate(customers: int, seed: int, end: dt.datetime) -> pl.DataFrame:
     # A transaction log is ordered by time; the stable sort keeps ties in simulation order.
     perm = np.argsort(ts_us, kind="stable")
     return pl.DataFrame({
-        "customer_id": _customer_ids(cust[perm]),
+        "customer_id": _customer_ids(first + cust[perm]),
         "ts": pl.Series(ts_us[perm]).cast(pl.Datetime("us")),
         "amount": amount[perm],
-        "order_id": (50_000_000 + order[perm]).astype(np.int64),
+        "order_id": (50_000_000 + block * 1_000_000_000 + order[perm]).astype(np.int64),
         "channel": pl.Series(np.array(CHANNELS)[channel[perm]]),
         "category": pl.Series(np.array(CATEGORIES)[category[perm]]),
     })
