@@ -75,6 +75,11 @@ def print_lines(lines: list[str]) -> None:
         _out.print(line)
 
 
+def print_error_free(message: str) -> None:
+    """A progress line on stderr (not an error)."""
+    _err.print(message, highlight=False)
+
+
 def print_error(message: str) -> None:
     _err.print(f"[red]error:[/] {message}", soft_wrap=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -317,6 +318,40 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M) or L (200M lines, 10M customers).")] = "S",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every figure to this JSON file.")] = None,
+    seed: Annotated[int, typer.Option(help="Data and clustering seed.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Cache folder for generated data "
+                                                  "[default: SEGMINT_BENCH_DIR or ~/.cache/segmint/bench].")] = None,
+) -> None:
+    """Time every stage against DuckDB, scikit-learn and Faiss on the same data; print the ratios.
+
+    Example: `segmint bench --scenario S --out bench-S.json`
+
+    Needs the bench extra: pip install 'segmint[bench]'.
+    """
+    from segmint.engine.errors import ConfigError
+
+    with _errors():
+        try:
+            from segmint.bench.run import ratio_table, run_benchmark
+            from segmint.bench.scenarios import SCENARIOS
+            import duckdb, sklearn  # noqa: E401, F401 - peers must be installed
+        except ImportError as exc:
+            msg = f"segmint bench needs the peers installed: pip install 'segmint[bench]' ({exc.name} is missing)"
+            raise ConfigError(msg) from None
+        if scenario not in SCENARIOS:
+            msg = f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
+            raise ConfigError(msg)
+        res = run_benchmark(scenario, seed=seed, data_root=data_dir,
+                            progress=lambda line: _render.print_error_free(line))
+        if out is not None:
+            out.write_text(json.dumps(res, indent=1))
+        _render.print_lines([ratio_table(res)] + ([f"figures written to {out}"] if out else []))
 
 
 @app.command()

@@ -12,7 +12,7 @@ from numba import prange as numba_prange
 
 from segmint.kernels._jit import parallel
 
-__all__ = ["order_features", "line_features", "N_ORDER_FEATURES", "ORDER_FEATURES"]
+__all__ = ["order_features", "line_features", "sort_within", "N_ORDER_FEATURES", "ORDER_FEATURES"]
 
 DAY_US = 86_400_000_000
 
@@ -141,3 +141,22 @@ def line_features(offsets, amount, category, n_categories, out):
         out[c, 1] = distinct
         out[c, 2] = entropy
 
+
+
+@parallel
+def sort_within(offsets, key, out_perm):
+    """Stable argsort of ``key`` within each CSR range (ranges stay in place).
+
+    Parameters
+    ----------
+    offsets : int64[n + 1]     # IN  range boundaries
+    key : int64[m]             # IN  sort key
+    out_perm : int64[m]        # OUT global indices; out_perm[lo:hi] orders range [lo, hi)
+    """
+    n = offsets.shape[0] - 1
+    for c in numba_prange(n):
+        lo = offsets[c]
+        hi = offsets[c + 1]
+        order = np.argsort(key[lo:hi], kind="mergesort")
+        for i in range(hi - lo):
+            out_perm[lo + i] = lo + order[i]

@@ -19,7 +19,7 @@ import polars as pl
 from segmint.engine.config import FeatureConfig
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts, rfm_columns
-from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features
+from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features, sort_within
 
 __all__ = ["FeatureTable", "compute_features", "channel_columns", "LINE_FEATURES"]
 
@@ -52,30 +52,28 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
     has_order = "order_id" in lines.columns
     if channels is None:
         channels = _fit_channels(lines, cfg.max_channels) if "channel" in lines.columns else ()
-    keys = ["customer_id", *(["order_id"] if has_order else []), "ts", "amount",
-            *[c for c in ("channel", "category") if c in lines.columns]]
-    # Sorting on every column makes the row order, and so the float sums, unique.
-    df = lines.sort(keys, nulls_last=True, maintain_order=True).with_columns(
-        __channel=_codes(lines, "channel", channels),
-        __category=(pl.col("category").rank("dense").cast(pl.Int32) - 1).fill_null(-1)
-        if "category" in lines.columns else pl.lit(-1, pl.Int32),
-    )
-    cust_start = df.select(pl.col("customer_id").ne_missing(pl.col("customer_id").shift())
-                           .arg_true()).to_series().to_numpy()
-    ids = df["customer_id"].gather(cust_start)
-    ts = df["ts"].dt.epoch("us").to_numpy()
-    amount = df["amount"].to_numpy()
-    channel = df["__channel"].to_numpy()
-    line_offsets = np.append(cust_start, df.height).astype(np.int64)
+    cust_key = _int_key(lines["customer_id"])
+    ts = lines["ts"].dt.epoch("us").to_numpy()
+    # A stable sort on integer keys: rows equal on the keys keep their input
+    # order, so the row order, and with it every float sum, is the same on every run.
+    keys = (ts, _order_key(lines["order_id"]), cust_key) if has_order else (ts, cust_key)
+    perm = np.lexsort(keys)
+    cust_key, ts = cust_key[perm], ts[perm]
+    amount = lines["amount"].to_numpy()[perm]
+    channel = _codes(lines, "channel", channels)[perm]
+    category = _codes(lines, "category", _vocabulary(lines, "category"))[perm]
+    cust_start = np.flatnonzero(np.concatenate(([True], cust_key[1:] != cust_key[:-1])))
+    ids = lines["customer_id"].gather(perm[cust_start])
+    line_offsets = np.append(cust_start, perm.size).astype(np.int64)
+    order_key = keys[1][perm] if has_order else None
 
-    order_offsets, o_ts, o_amount, o_channel = _orders(df, line_offsets, ts, amount, channel, has_order)
+    order_offsets, o_ts, o_amount, o_channel = _orders(order_key, line_offsets, ts, amount, channel)
     n = ids.len()
     order_out = np.empty((n, len(ORDER_FEATURES)), np.float64)
     shares = np.empty((n, len(channels)), np.float64)
     order_features(order_offsets, o_ts, o_amount, o_channel, _epoch_us(as_of), order_out, shares)
     line_out = np.empty((n, len(LINE_FEATURES)), np.float64)
-    category = df["__category"].to_numpy()
-    line_features(line_offsets, amount, category, int(category.max()) + 1, line_out)
+    line_features(line_offsets, amount, category, int(category.max(initial=-1)) + 1, line_out)
 
     cols: dict[str, np.ndarray] = dict(zip(ORDER_FEATURES, order_out.T, strict=True))
     cols["refund_share"] = line_out[:, 0]
@@ -85,6 +83,8 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
     cols.update(zip(channel_columns(channels), shares.T, strict=True))
     table = pl.DataFrame({"customer_id": ids, **cols}).with_columns(
         *(pl.col(c).cast(pl.Int64) for c in _INTEGER if c in cols))
+    if not lines.schema["customer_id"].is_integer():
+        table = table.sort("customer_id")  # string ids were grouped by code, not by value
     if rfm_cuts is None:
         rfm_cuts = fit_rfm_cuts(table)
     table = table.with_columns(*rfm_columns(rfm_cuts, cfg.rfm_grid),
@@ -111,31 +111,57 @@ def _fit_channels(lines: pl.DataFrame, cap: int) -> tuple[str, ...]:
     return tuple(sorted(top["channel"].to_list()))
 
 
-def _codes(lines: pl.DataFrame, name: str, vocab: Sequence[str]) -> pl.Expr:
+def _codes(lines: pl.DataFrame, name: str, vocab: Sequence[str]) -> np.ndarray:
+    """int32 position of each row's value in ``vocab``; -1 for null, a value outside it, or no column."""
     if name not in lines.columns or not vocab:
-        return pl.lit(-1, pl.Int32)
-    return pl.col(name).replace_strict(list(vocab), list(range(len(vocab))),
-                                       default=-1, return_dtype=pl.Int32)
+        return np.full(lines.height, -1, np.int32)
+    enum = pl.Enum(list(vocab))
+    known = pl.col(name).is_in(list(vocab))
+    code = pl.when(known).then(pl.col(name).cast(enum, strict=False).to_physical().cast(pl.Int32)).otherwise(-1)
+    return lines.select(code).to_series().to_numpy()
 
 
-def _orders(df: pl.DataFrame, line_offsets: np.ndarray, ts: np.ndarray, amount: np.ndarray,
-            channel: np.ndarray, has_order: bool):
+def _vocabulary(lines: pl.DataFrame, name: str) -> list[str]:
+    if name not in lines.columns:
+        return []
+    return lines[name].drop_nulls().unique().sort().to_list()
+
+
+def _orders(order_key: np.ndarray | None, line_offsets: np.ndarray, ts: np.ndarray, amount: np.ndarray,
+            channel: np.ndarray):
     """Order-level CSR arrays, orders sorted by (customer, time)."""
-    if not has_order:
+    if order_key is None:
         return line_offsets, ts, amount, channel
     # Lines are sorted by (customer, order, ts): an order starts where either changes,
     # and its first line carries its earliest time.
-    start = df.select((pl.col("customer_id").ne_missing(pl.col("customer_id").shift())
-                       | pl.col("order_id").ne_missing(pl.col("order_id").shift())).arg_true()
-                      ).to_series().to_numpy()
-    o_amount = np.add.reduceat(amount, start)
-    o_ts = ts[start]
-    o_channel = channel[start]
-    o_cust = np.searchsorted(line_offsets, start, side="right") - 1
-    perm = np.lexsort((o_ts, o_cust))
+    new_customer = np.zeros(ts.size, bool)
+    new_customer[line_offsets[:-1]] = True
+    start = np.flatnonzero(new_customer | np.concatenate(([True], order_key[1:] != order_key[:-1])))
+    o_cust = np.cumsum(new_customer)[start] - 1
     counts = np.bincount(o_cust, minlength=line_offsets.size - 1)
     offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return offsets, o_ts[perm], o_amount[perm], o_channel[perm]
+    o_ts = ts[start]
+    perm = np.empty(start.size, np.int64)
+    sort_within(offsets, o_ts, perm)
+    return offsets, o_ts[perm], np.add.reduceat(amount, start)[perm], channel[start][perm]
+
+
+def _int_key(col: pl.Series) -> np.ndarray:
+    """An int64 sort key that groups equal values: the value itself for integers, else a
+    categorical code (grouping only; callers restore value order where it matters)."""
+    if col.dtype.is_integer():
+        return col.cast(pl.Int64).to_numpy()
+    return col.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
+
+
+def _order_key(col: pl.Series) -> np.ndarray:
+    """Like _int_key, but a line without an order id is an order of its own (a fresh key above all others)."""
+    missing = col.is_null().to_numpy()
+    key = _int_key(col.fill_null(0 if col.dtype.is_integer() else "")).copy()
+    if missing.any():
+        top = int(key[~missing].max()) if (~missing).any() else 0
+        key[missing] = top + 1 + np.flatnonzero(missing)
+    return key
 
 
 def _epoch_us(when: dt.datetime) -> int:

@@ -107,3 +107,16 @@ def test_hive_partitioned_directory_and_glob_inputs(small_data, tmp_path):
     by_glob = validate([str(hive / "month=2025-*" / "*.parquet")], RunConfig())
     assert by_dir.rows_in == tx.height
     assert by_glob.rows_in == tx.filter(pl.col("ts").dt.year() == 2025).height
+
+
+def test_repeated_lines_matches_the_naive_count():
+    import numpy as np
+
+    from segmint.engine.io.clean import repeated_lines
+
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame({"a": rng.integers(0, 20, 5000), "b": rng.integers(0, 5, 5000).astype(str),
+                       "c": pl.Series([[1.5, None, float("nan")][i] for i in rng.integers(0, 3, 5000)],
+                                      dtype=pl.Float64)})
+    assert repeated_lines(df) == df.height - df.n_unique()
+    assert repeated_lines(df.unique(maintain_order=True)) == 0

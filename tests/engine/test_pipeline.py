@@ -197,3 +197,25 @@ def test_rfm_grid_from_config_overrides_the_default(tmp_path, small_data):
     (tmp_path / "bad.toml").write_text('[[features.rfm_grid]]\nname = "All"\nr = [1]\nf = [1]\n')
     with pytest.raises(ConfigError, match="25"):
         load_toml(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("id_type", [pl.Int64, pl.String])
+def test_order_lines_collapse_and_missing_order_ids_stay_separate(tmp_path, id_type):
+    from segmint.engine.pipeline import compute_feature_table
+
+    df = pl.DataFrame({
+        "customer_id": ["b", "a", "a", "a", "a", "b"] if id_type == pl.String else [2, 1, 1, 1, 1, 2],
+        "ts": ["2024-01-05", "2024-01-01", "2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06"],
+        "amount": [5.0, 10.0, 2.5, -2.5, 7.0, 1.0],
+        "order_id": ["o9", "o1", "o1", "o1", None, None],
+    })
+    df.write_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(columns=Columns(time_format="%Y-%m-%d"))
+    t = compute_feature_table([tmp_path / "t.parquet"], tmp_path / "f.parquet", cfg)
+    rows = {r["customer_id"]: r for r in t.iter_rows(named=True)}
+    a, b = rows["a" if id_type == pl.String else 1], rows["b" if id_type == pl.String else 2]
+    # a: order o1 (three lines, one a later refund) + one line without an order id = 2 orders.
+    assert (a["frequency"], a["monetary_total"], a["aov"]) == (2, 17.0, 8.5)
+    assert a["refund_share"] == pytest.approx(2.5 / 19.5)
+    assert (b["frequency"], b["monetary_total"]) == (2, 6.0)
+    assert t["customer_id"].to_list() == sorted(t["customer_id"].to_list())

@@ -1,0 +1,167 @@
+"""``segmint bench --scenario S|M|L``: every stage timed against its peers on the same data, in one run.
+
+Figures: seconds per segmint stage and the process's peak RSS after it;
+DuckDB's aggregate query; clustering at the default k (inertia, ARI against
+the planted personas) and at k=64 (time and inertia) for segmint,
+scikit-learn and Faiss defaults on the same standardised matrix; and the end
+to end ``segmint run`` in a child process (wall time, peak RSS of the child).
+Ratios are segmint / peer for times (below 1 = segmint faster) and
+segmint / scikit-learn for inertia (below 1 = better).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import polars as pl
+
+from segmint.bench.peers import duckdb_aggregates, faiss_default_kmeans, sklearn_kmeans
+from segmint.bench.scenarios import SCENARIOS, ensure_data
+from segmint.engine.cluster.assign import assign
+from segmint.engine.cluster.kmeans import fit_kmeans
+from segmint.engine.config import ClusterConfig, RunConfig
+from segmint.engine.features.table import compute_features
+from segmint.engine.io.clean import clean
+from segmint.engine.io.scan import read_input
+from segmint.engine.pipeline import default_cluster_features
+from segmint.engine.preprocess import fit_scaler
+from segmint.engine.warmup import warmup
+
+__all__ = ["run_benchmark", "ratio_table"]
+
+SPEED_K = 64
+
+
+def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None,
+                  progress=print) -> dict[str, Any]:
+    """Run one scenario; returns every figure (also what ``--out`` writes as JSON)."""
+    sc = SCENARIOS[scenario]
+    threads = numba.get_num_threads()
+    progress(f"data: scenario {sc.name} ({sc.customers:,} customers, about {sc.lines:,} lines)")
+    data = ensure_data(sc, seed, data_root)
+    tx = data / "transactions"
+    warmup()
+    cfg = RunConfig(cluster=ClusterConfig(seed=seed))
+    res: dict[str, Any] = {"scenario": sc.name, "seed": seed, "threads": threads, "stages": {}}
+
+    def stage(name: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        res["stages"][name] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": _peak_mb()}
+        progress(f"{name:<28} {res['stages'][name]['seconds']:9.2f} s")
+        return out
+
+    raw, columns = stage("segmint scan", lambda: read_input([tx], cfg.columns))
+    cleaned = stage("segmint clean", lambda: clean(raw, cfg))
+    del raw
+    ft = stage("segmint features", lambda: compute_features(cleaned.lines, cleaned.as_of, cfg.features))
+    res.update(lines=cleaned.rows_in, customers=ft.table.height)
+    duck_s, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
+    assert duck_rows == ft.table.height
+    feats = default_cluster_features(ft)
+    x = stage("segmint preprocess", lambda: fit_scaler(ft.table, feats, cfg.features.log_features).transform(ft.table))
+    personas = (ft.table.select("customer_id").join(pl.read_parquet(data / "personas.parquet"), on="customer_id",
+                                                    how="left", maintain_order="left")["persona"].to_numpy())
+    res["clustering"] = {}
+    for k in (cfg.cluster.k, SPEED_K):
+        res["clustering"][f"k={k}"] = _clusterings(x, k, cfg.cluster, personas, sc.sklearn and x.shape[0] <= 2_000_000,
+                                                   stage)
+    res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
+    res["ratios"] = _ratios(res, duck_s)
+    return res
+
+
+def ratio_table(res: dict[str, Any]) -> str:
+    """Markdown table of the ratios (the figures quoted), then absolute times."""
+    lines = [f"### scenario {res['scenario']}: {res['customers']:,} customers, {res['lines']:,} lines, "
+             f"{res['threads']} threads", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in res["ratios"].items()]
+    lines += ["", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
+    lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
+    e2e = res["end_to_end"]
+    lines += [f"| segmint run (end to end, child process) | {e2e['seconds']} | {e2e['peak_rss_mb']} |"]
+    return "\n".join(lines)
+
+
+def _clusterings(x: np.ndarray, k: int, cfg: ClusterConfig, personas: np.ndarray, with_sklearn: bool, stage):
+    from sklearn.metrics import adjusted_rand_score
+
+    out: dict[str, Any] = {}
+    runs = {"segmint": lambda: fit_kmeans(x, k, cfg).centroids,
+            "faiss defaults": lambda: faiss_default_kmeans(x, k, cfg.niter, cfg.seed)[1]}
+    if with_sklearn:
+        runs["scikit-learn"] = lambda: sklearn_kmeans(x, k, cfg.niter, cfg.seed)[1]
+    for name, fit in runs.items():
+        centroids = stage(f"{name} k-means k={k}", fit)
+        labels = assign(x, centroids)
+        out[name] = {"inertia": labels.inertia,
+                     "ari_vs_personas": float(adjusted_rand_score(personas, labels.segment))}
+    return out
+
+
+def _end_to_end(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), "run", str(tx),
+               "--out", f"{tmp}/run", "--seed", str(seed), "--json"]
+        t0 = time.perf_counter()
+        peak_kb, rc, err = _run_watching_rss(cmd)
+        seconds = time.perf_counter() - t0
+    if rc != 0:
+        msg = f"end-to-end run failed ({rc}): {err.strip().splitlines()[-1:]}"
+        raise RuntimeError(msg)
+    progress(f"{'segmint run (end to end)':<28} {seconds:9.2f} s")
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:])}
+
+
+def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str]:
+    """Run ``cmd``; its peak RSS in KiB from /proc VmHWM, polled every 50 ms (it resets at exec,
+    unlike a forked child's ru_maxrss, which counts the parent's pages from before the exec)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _vmhwm_kb(proc.pid))
+            time.sleep(0.05)
+        err.seek(0)
+        return peak, proc.returncode, err.read()
+
+
+def _vmhwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
+    st = res["stages"]
+    out: dict[str, Any] = {
+        "features / duckdb query (time)": round(st["segmint features"]["seconds"] / duck_s, 3),
+        "scan+clean+features / duckdb query (time)": round(
+            sum(st[f"segmint {s}"]["seconds"] for s in ("scan", "clean", "features")) / duck_s, 3),
+    }
+    for key, runs in res["clustering"].items():
+        seg = runs["segmint"]
+        seg_s = st[f"segmint k-means {key}"]["seconds"]
+        out[f"ARI vs personas, segmint {key}"] = round(seg["ari_vs_personas"], 4)
+        if "scikit-learn" in runs:
+            out[f"scikit-learn time / segmint time, {key}"] = round(st[f"scikit-learn k-means {key}"]["seconds"] / seg_s, 2)
+            out[f"segmint / scikit-learn inertia, {key}"] = round(seg["inertia"] / runs["scikit-learn"]["inertia"], 4)
+        out[f"segmint / faiss-defaults inertia, {key}"] = round(seg["inertia"] / runs["faiss defaults"]["inertia"], 4)
+    return out
+
+
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,0 +1,34 @@
+"""The benchmark suite runs end to end on a tiny scenario and reports every figure it promises."""
+
+import json
+
+import pytest
+
+from segmint.bench import scenarios
+from segmint.bench.run import ratio_table, run_benchmark
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 40_000, 2_000, True))
+
+
+def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
+    lines = []
+    res = run_benchmark("S", data_root=tmp_path, progress=lines.append)
+    assert res["customers"] == 2_000 and res["lines"] > 20_000
+    for stage in ("segmint scan", "segmint clean", "segmint features", "duckdb aggregate query",
+                  "segmint k-means k=8", "scikit-learn k-means k=64", "faiss defaults k-means k=64"):
+        assert res["stages"][stage]["seconds"] > 0 and res["stages"][stage]["peak_rss_mb"] > 0
+    for runs in res["clustering"].values():
+        assert set(runs) == {"segmint", "scikit-learn", "faiss defaults"}
+        assert all(-1 <= r["ari_vs_personas"] <= 1 and r["inertia"] > 0 for r in runs.values())
+    e2e = res["end_to_end"]
+    assert e2e["seconds"] > 0 and 50 < e2e["peak_rss_mb"] < 20_000
+    assert all(isinstance(v, float) for v in res["ratios"].values())
+    assert "| features / duckdb query (time) |" in ratio_table(res)
+    json.dumps(res)  # everything is JSON-serialisable for --out
+    # The data is cached: a second run does not regenerate it.
+    stamp = (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime
+    scenarios.ensure_data(scenarios.SCENARIOS["S"], 0, tmp_path)
+    assert (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime == stamp
