@@ -30,6 +30,7 @@ from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import ClvConfig, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
+from segmint.engine.hashing import bottom_k, customer_hash
 from segmint.engine.io.clean import CleanResult, clean, clean_events
 from segmint.engine.io.pseudonym import pseudonymize, require_key
 from segmint.engine.io.scan import check_customer, check_time, read_columns, read_input
@@ -43,6 +44,8 @@ __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_
            "compute_clv", "compute_cohorts", "abtest_split", "abtest_evaluate", "validate",
            "default_cluster_features"]
 
+# The scaler is fitted on at most this many customers (all of them below it).
+SCALER_SAMPLE = 1_000_000
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days",
                           "refund_share")
 
@@ -80,13 +83,15 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     clv, clv_report, features = _clv_stage(side.features, cfg.clv, clock)
     with clock.stage("preprocess") as info:
         feats = cfg.features.cluster_features or default_cluster_features(ft)
-        scaler = fit_scaler(features, feats, cfg.features.log_features)
+        # Samples are sets of customers chosen by a stable hash of their id.
+        priority = customer_hash(features["customer_id"], cfg.cluster.seed)
+        scaler = fit_scaler(features, feats, cfg.features.log_features, bottom_k(priority, SCALER_SAMPLE))
         x = scaler.transform(features)
         info["features"] = len(feats)
     with clock.stage("cluster") as info:
-        scan = select_k(x, cfg.cluster) if cfg.cluster.k is None else None
+        scan = select_k(x, cfg.cluster, priority) if cfg.cluster.k is None else None
         k = scan.k if scan else cfg.cluster.k
-        fit = fit_kmeans(x, k, cfg.cluster)
+        fit = fit_kmeans(x, k, cfg.cluster, priority)
         info.update(k=k, trained_on=fit.n_train, device=device)
     with clock.stage("assign") as info:
         centroids, labels = _order_by_size(fit.centroids, assign(x, fit.centroids))

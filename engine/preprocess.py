@@ -43,11 +43,12 @@ class Scaler:
         return cls(tuple(d["features"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]))
 
 
-def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str]) -> Scaler:
-    """Fit on the population in ``table``."""
+def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str],
+               rows: np.ndarray | None = None) -> Scaler:
+    """Fit on the customers in ``table`` (or on its ``rows``, a sample given by position)."""
     _require(table, features)
     log = tuple(f in log_features for f in features)
-    x = _raw(table, features, log)
+    x = _raw(table if rows is None else table[rows], features, log)
     std = x.std(axis=0)
     std[std == 0] = 1.0
     return Scaler(tuple(features), log, tuple(map(float, x.mean(axis=0))), tuple(map(float, std)))

@@ -64,3 +64,24 @@ def kmeanspp_greedy_ref(x: np.ndarray, first: int, uniforms: np.ndarray, k: int)
         idx.append(int(cand[best]))
         closest = dist[best]
     return np.array(idx)
+
+
+_M64 = (1 << 64) - 1
+
+
+def splitmix64_ref(z: int) -> int:
+    z &= _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def hash_int_ref(value: int, seed: int) -> int:
+    return splitmix64_ref((value & _M64) + seed * 0x9E3779B97F4A7C15)
+
+
+def hash_text_ref(text: str, seed: int) -> int:
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001B3) & _M64
+    return splitmix64_ref(h ^ seed)

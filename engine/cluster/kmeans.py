@@ -1,10 +1,10 @@
 """k-means: greedy k-means++ seeding (a Numba kernel) followed by Faiss' Lloyd iterations.
 
 Faiss seeds at random by default, and its plain k-means++ lacks the greedy
-candidate step; both give worse optima on skewed customer data (measured in
-the bench suite). Faiss trains on at most ``max_points_per_centroid * k``
-points; we draw that sample ourselves so that the count is known and reported
-(``KMeansResult.n_train``), never hidden.
+candidate step; both give worse optima on skewed customer data (measured:
+``python -m segmint.bench.kmeans_init``). Faiss trains on at most
+``max_points_per_centroid * k`` points; we draw that sample ourselves so
+that the count is known and reported (``KMeansResult.n_train``), never hidden.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import numpy as np
 
 from segmint.engine.config import ClusterConfig
 from segmint.engine.errors import ConfigError
+from segmint.engine.hashing import bottom_k
+from segmint.kernels.hashing import hash_int64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 
-__all__ = ["KMeansResult", "fit_kmeans", "kmeanspp_init", "sample_rows"]
+__all__ = ["KMeansResult", "fit_kmeans", "kmeanspp_init", "row_priority"]
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,27 @@ class KMeansResult:
     n_init: int               # points k-means++ seeding saw
 
 
-def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig) -> KMeansResult:
+def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray | None = None) -> KMeansResult:
     """Cluster the rows of ``x`` (float32[n, d]) into ``k`` centroids.
 
-    ``nredo`` restarts use seeds ``seed, seed + 1, ...``; the lowest training
-    inertia wins. Same input, config and thread count: same centroids.
+    The training sample is the ``max_points_per_centroid * k`` rows of lowest
+    ``priority`` (a stable hash of each row's customer; by default of its
+    position), and the k-means++ sample the ``init_sample`` lowest of those, so
+    samples are sets of customers, whatever their row order. ``nredo`` restarts
+    use seeds ``seed, seed + 1, ...``; the lowest training inertia wins. Same
+    input, config and thread count: same centroids.
     """
     n, d = x.shape
     if k > n:
         msg = f"k={k} is larger than the number of customers ({n}); lower --k"
         raise ConfigError(msg)
-    train = x[sample_rows(n, cfg.max_points_per_centroid * k, cfg.seed)]
+    priority = row_priority(n, cfg.seed) if priority is None else priority
+    train_rows = bottom_k(priority, cfg.max_points_per_centroid * k)
+    train = x[train_rows]
+    init_rows = bottom_k(priority[train_rows], cfg.init_sample)
     best: KMeansResult | None = None
     for redo in range(cfg.nredo):
         seed = cfg.seed + redo
-        init_rows = sample_rows(train.shape[0], cfg.init_sample, seed)
         init = kmeanspp_init(train[init_rows], k, seed)
         km = faiss.Kmeans(d, k, niter=cfg.niter, seed=seed, verbose=False,
                           max_points_per_centroid=max(1, -(-train.shape[0] // k)),
@@ -66,9 +74,8 @@ def kmeanspp_init(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(x[idx], dtype=np.float32)
 
 
-def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
-    """Sorted row indices of a uniform sample without replacement (all rows if n <= size)."""
-    if n <= size:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, 4])
-    return np.sort(rng.choice(n, size=size, replace=False))
+def row_priority(n: int, seed: int) -> np.ndarray:
+    """Sampling priority of rows by position, for callers without customer ids."""
+    out = np.empty(n, np.uint64)
+    hash_int64(np.arange(n, dtype=np.int64), seed, out)
+    return out

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmint.engine.cluster.assign import assign
-from segmint.engine.cluster.kmeans import fit_kmeans, sample_rows
+from segmint.engine.cluster.kmeans import fit_kmeans, row_priority
+from segmint.engine.hashing import bottom_k
 from segmint.engine.config import ClusterConfig
 
 __all__ = ["KScan", "select_k", "silhouette", "davies_bouldin"]
@@ -31,13 +32,15 @@ class KScan:
     rows: tuple[dict, ...]    # per k: k, silhouette, davies_bouldin, min_share, eligible
 
 
-def select_k(x: np.ndarray, cfg: ClusterConfig) -> KScan:
-    """Scan k on a sample of ``x``; return the chosen k and every score."""
-    sample = x[sample_rows(x.shape[0], cfg.select_sample, cfg.seed)]
-    sil_rows = sample_rows(sample.shape[0], SILHOUETTE_ROWS, cfg.seed + 1)
+def select_k(x: np.ndarray, cfg: ClusterConfig, priority: np.ndarray | None = None) -> KScan:
+    """Scan k on the ``select_sample`` rows of lowest priority (see fit_kmeans); return k and every score."""
+    priority = row_priority(x.shape[0], cfg.seed) if priority is None else priority
+    picked = bottom_k(priority, cfg.select_sample)
+    sample = x[picked]
+    sil_rows = bottom_k(priority[picked], SILHOUETTE_ROWS)
     rows = []
     for k in range(cfg.k_min, min(cfg.k_max, sample.shape[0] - 1) + 1):
-        fit = fit_kmeans(sample, k, dataclasses.replace(cfg, nredo=1))
+        fit = fit_kmeans(sample, k, dataclasses.replace(cfg, nredo=1), priority[picked])
         labels = assign(sample, fit.centroids).segment
         min_share = float(np.bincount(labels, minlength=k).min() / labels.size)
         rows.append({

@@ -1,0 +1,44 @@
+"""Stable hashes of customer ids (never Polars' hash, whose values change between releases).
+
+``customer_hash`` feeds bucket assignment and every sample segmint draws, so
+that a sample is a set of customers, not of row positions: the same customers
+are chosen whether the data is processed in memory or bucket by bucket.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from segmint.kernels.hashing import hash_int64, hash_utf8
+
+__all__ = ["customer_hash", "bottom_k"]
+
+
+def customer_hash(ids: pl.Series, seed: int) -> np.ndarray:
+    """uint64 hash of each id (integer ids by value, anything else by its UTF-8 text)."""
+    out = np.empty(ids.len(), np.uint64)
+    if ids.dtype.is_integer():
+        hash_int64(ids.cast(pl.Int64).to_numpy(), seed, out)
+        return out
+    arr = pa.array(ids.cast(pl.String).to_arrow()).cast(pa.large_string())
+    if arr.null_count:
+        arr = pa.compute.fill_null(arr, "")
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    hash_utf8(offsets, data, seed, out)
+    return out
+
+
+def bottom_k(hashes: np.ndarray, k: int) -> np.ndarray:
+    """Sorted positions of the k smallest hashes (all positions if there are no more than k).
+
+    Ties between equal hashes are broken by position, so the choice is exact.
+    """
+    if hashes.size <= k:
+        return np.arange(hashes.size)
+    order = np.lexsort((np.arange(hashes.size), hashes))[:k]
+    return np.sort(order)
