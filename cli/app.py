@@ -107,6 +107,12 @@ def run(
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
     dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
+    memory_limit: Annotated[str | None, typer.Option(
+        "--memory-limit", rich_help_panel="Run", show_default=False,
+        help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: half the available memory].")] = None,
+    buckets: Annotated[int | None, typer.Option(
+        "--buckets", rich_help_panel="Run", show_default=False,
+        help="Force this many customer buckets (1: all in memory).")] = None,
     json_logs: Json = False,
 ) -> None:
     """Segment customers: scan, clean, features, cluster, assign, profile, write.
@@ -116,12 +122,14 @@ def run(
     Writes OUT/assignments/segment=N/, profiles.parquet/.json, model/,
     rejects/, run.json and _SUCCESS, atomically.
     """
+    from segmint.engine.config import parse_size
     from segmint.engine.pipeline import run as run_pipeline
 
     with _errors():
         cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device},
                            side=side, as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
-                           overwrite=overwrite)
+                           overwrite=overwrite, buckets=buckets,
+                           memory_limit=parse_size(memory_limit) if memory_limit else None)
         result = run_pipeline(inputs, out, cfg, _render.make_progress(json_logs))
         _finish(result, json_logs)
 

@@ -32,6 +32,7 @@ __all__ = [
     "load_toml",
     "config_hash",
     "parse_as_of",
+    "parse_size",
 ]
 
 # (name, R scores, F scores): the widely used RFM segment map; every one of the
@@ -238,8 +239,18 @@ class RunConfig:
     dedupe_on: tuple[str, ...] | None = None
     pseudonymize_ids: bool = False
     overwrite: bool = False
+    # Bytes the run may use; None: half of the memory available to this process.
+    memory_limit: int | None = None
+    # Force this many buckets (1: in memory); None: chosen from memory_limit.
+    buckets: int | None = None
 
     def __post_init__(self) -> None:
+        if self.buckets is not None and self.buckets < 1:
+            msg = f"--buckets must be >= 1, got {self.buckets}"
+            raise ConfigError(msg)
+        if self.memory_limit is not None and self.memory_limit < 2**20:
+            msg = f"--memory-limit {self.memory_limit} bytes is too small; give at least 1MB (e.g. 2GB)"
+            raise ConfigError(msg)
         if self.as_of is not None:
             parse_as_of(self.as_of)
         if self.dedupe_on is not None:
@@ -301,6 +312,16 @@ def parse_as_of(text: str) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '512MiB', '1.5G', '1000000' -> bytes (K/M/G/T, decimal or binary)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not m:
+        msg = f"--memory-limit {text!r} is not a size; use e.g. 2GB, 512MiB or 6G"
+        raise ConfigError(msg)
+    base = 1024 if m.group(3).startswith("i") else 1000
+    return int(float(m.group(1)) * base ** " kmgt".index(m.group(2) or " "))
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -33,7 +33,7 @@ from segmint.engine.features.table import FeatureTable, channel_columns, compute
 from segmint.engine.hashing import bottom_k, customer_hash
 from segmint.engine.io.clean import CleanResult, clean, clean_events
 from segmint.engine.io.pseudonym import pseudonymize, require_key
-from segmint.engine.io.scan import check_customer, check_time, read_columns, read_input
+from segmint.engine.io.scan import check_customer, check_time, read_columns, read_input, scan
 from segmint.engine.io.sink import check_writable, staged_dir, staged_file
 from segmint.engine.model import Model, versions
 from segmint.engine.preprocess import fit_scaler
@@ -46,6 +46,9 @@ __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_
 
 # The scaler is fitted on at most this many customers (all of them below it).
 SCALER_SAMPLE = 1_000_000
+# Peak memory per input row of an in-memory run, measured on scenario M
+# (20.4 M rows, 3.9 GiB peak RSS: about 190 bytes a row), rounded up.
+BYTES_PER_ROW = 250
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days",
                           "refund_share")
 
@@ -71,8 +74,17 @@ class ValidationReport:
 
 def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
         progress: Progress | None = None) -> RunResult:
-    """Segment the customers in ``inputs`` and write the run directory ``out`` atomically."""
+    """Segment the customers in ``inputs`` and write the run directory ``out`` atomically.
+
+    Input that would not fit ``cfg.memory_limit`` (or ``cfg.buckets`` > 1) runs bucket by bucket
+    (engine.bucketed), with the same result.
+    """
     check_writable(out, overwrite=cfg.overwrite)
+    n_buckets = cfg.buckets or plan_buckets(inputs, cfg)
+    if n_buckets > 1:
+        from segmint.engine.bucketed import run_bucketed
+
+        return run_bucketed(inputs, out, cfg, n_buckets, progress)
     device = resolve_device(cfg.cluster.device)
     clock = StageClock(progress)
     cleaned = _scan_and_clean(inputs, cfg, clock)
@@ -243,6 +255,36 @@ def validate(inputs: Sequence[str | Path], cfg: RunConfig,
         rows_in=cleaned.rows_in, rows_used=cleaned.rows_used, rejected=cleaned.rejected,
         repeated_lines=cleaned.repeated_lines, customers=cleaned.lines["customer_id"].n_unique(),
         first_ts=ts.min(), last_ts=ts.max(), as_of=cleaned.as_of)
+
+
+def plan_buckets(inputs: Sequence[str | Path], cfg: RunConfig) -> int:
+    """Buckets needed so that one holds at most memory_limit / BYTES_PER_ROW input rows."""
+    lf, _ = scan(inputs, cfg.columns)
+    try:
+        rows = lf.select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError as exc:
+        msg = f"cannot read input {list(map(str, inputs))}: {str(exc).splitlines()[0]}"
+        raise InputContractError(msg) from None
+    limit = cfg.memory_limit or default_memory_limit()
+    return max(1, -(-rows * BYTES_PER_ROW // limit))
+
+
+def default_memory_limit() -> int:
+    """Half of the memory this process may use (cgroup limit or MemAvailable)."""
+    candidates = []
+    try:
+        cg = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cg != "max":
+            candidates.append(int(cg))
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return (min(candidates) if candidates else 8 * 2**30) // 2
 
 
 def default_cluster_features(ft: FeatureTable) -> tuple[str, ...]:

@@ -34,11 +34,18 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> Assignment:
     margin = np.full(x.shape[0], np.inf, np.float32)
     for lo in range(0, x.shape[0], BATCH_ROWS):
         batch = np.ascontiguousarray(x[lo:lo + BATCH_ROWS], dtype=np.float32)
-        d2, idx = index.search(batch, nn)
-        d1 = np.sqrt(np.maximum(d2, 0))
+        _, idx = index.search(batch, nn)
         hi = lo + batch.shape[0]
         seg[lo:hi] = idx[:, 0]
-        dist[lo:hi] = d1[:, 0]
+        # Faiss' BLAS distances depend on the batch's shape in the last bits; recomputed
+        # per row they are the same however customers are batched (or bucketed).
+        d1 = _row_distance(batch, centroids[idx[:, 0]])
+        dist[lo:hi] = d1
         if nn == 2:
-            margin[lo:hi] = d1[:, 1] - d1[:, 0]
+            margin[lo:hi] = _row_distance(batch, centroids[idx[:, 1]]) - d1
     return Assignment(seg, dist, margin)
+
+
+def _row_distance(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    diff = x.astype(np.float64) - c.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)

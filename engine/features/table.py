@@ -21,7 +21,8 @@ from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts, rfm_columns
 from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features, sort_within
 
-__all__ = ["FeatureTable", "compute_features", "channel_columns", "LINE_FEATURES"]
+__all__ = ["FeatureTable", "compute_features", "base_features", "add_scores", "channel_counts", "top_channels",
+           "channel_columns", "LINE_FEATURES"]
 
 LINE_FEATURES = ("refund_share", "category_count", "category_entropy")
 _INTEGER = ("frequency", "lt_frequency", "category_count")
@@ -49,9 +50,17 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
     channels, rfm_cuts : fixed by a saved model when scoring new customers;
         fitted on ``lines`` when None.
     """
-    has_order = "order_id" in lines.columns
     if channels is None:
-        channels = _fit_channels(lines, cfg.max_channels) if "channel" in lines.columns else ()
+        channels = top_channels(channel_counts(lines), cfg.max_channels)
+    table = base_features(lines, as_of, channels)
+    if rfm_cuts is None:
+        rfm_cuts = fit_rfm_cuts(table)
+    return FeatureTable(table=add_scores(table, rfm_cuts, cfg), channels=tuple(channels), rfm_cuts=rfm_cuts)
+
+
+def base_features(lines: pl.DataFrame, as_of: dt.datetime, channels: Sequence[str]) -> pl.DataFrame:
+    """Everything that depends on a customer's own lines only (no population cut points), by customer_id."""
+    has_order = "order_id" in lines.columns
     cust_key = _int_key(lines["customer_id"])
     ts = lines["ts"].dt.epoch("us").to_numpy()
     # A stable sort on integer keys: rows equal on the keys keep their input
@@ -85,11 +94,26 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
         *(pl.col(c).cast(pl.Int64) for c in _INTEGER if c in cols))
     if not lines.schema["customer_id"].is_integer():
         table = table.sort("customer_id")  # string ids were grouped by code, not by value
-    if rfm_cuts is None:
-        rfm_cuts = fit_rfm_cuts(table)
-    table = table.with_columns(*rfm_columns(rfm_cuts, cfg.rfm_grid),
-                               activity_status=activity_status(cfg.lifecycle))
-    return FeatureTable(table=table, channels=tuple(channels), rfm_cuts=rfm_cuts)
+    return table
+
+
+def add_scores(table: pl.DataFrame, cuts: RfmCuts, cfg: FeatureConfig) -> pl.DataFrame:
+    """RFM scores and segments on the population's cut points, and activity status."""
+    return table.with_columns(*rfm_columns(cuts, cfg.rfm_grid), activity_status=activity_status(cfg.lifecycle))
+
+
+def channel_counts(lines: pl.DataFrame) -> pl.DataFrame:
+    """Lines per channel (channel, len); empty without a channel column. Counts add across buckets."""
+    if "channel" not in lines.columns:
+        return pl.DataFrame(schema={"channel": pl.String, "len": pl.UInt32})
+    return lines.group_by("channel").len().drop_nulls("channel")
+
+
+def top_channels(counts: pl.DataFrame, cap: int) -> tuple[str, ...]:
+    """The ``cap`` most common channels (ties by name), listed by name so columns are stable."""
+    summed = counts.group_by("channel").agg(pl.col("len").sum())
+    top = summed.sort(["len", "channel"], descending=[True, False]).head(cap)
+    return tuple(sorted(top["channel"].to_list()))
 
 
 def channel_columns(channels: Sequence[str]) -> list[str]:
@@ -102,13 +126,6 @@ def channel_columns(channels: Sequence[str]) -> list[str]:
             name, i = f"{base}_{i}", i + 1
         names.append(name)
     return names
-
-
-def _fit_channels(lines: pl.DataFrame, cap: int) -> tuple[str, ...]:
-    # The most common channels (ties by name), listed by name so columns are stable.
-    top = (lines.group_by("channel").len().drop_nulls("channel")
-           .sort(["len", "channel"], descending=[True, False]).head(cap))
-    return tuple(sorted(top["channel"].to_list()))
 
 
 def _codes(lines: pl.DataFrame, name: str, vocab: Sequence[str]) -> np.ndarray:

@@ -27,7 +27,8 @@ import polars as pl
 from segmint.engine.config import Columns, EventSource, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 
-__all__ = ["REASONS", "EVENT_REASONS", "CleanResult", "EventClean", "clean", "clean_events", "repeated_lines"]
+__all__ = ["REASONS", "EVENT_REASONS", "CleanResult", "EventClean", "clean", "clean_events", "repeated_lines",
+           "latest_valid_ts"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp",
            "non_finite_amount", "after_as_of", "duplicate")
@@ -52,22 +53,17 @@ class CleanResult:
         return self.lines.height
 
 
-def clean(raw: pl.DataFrame, cfg: RunConfig) -> CleanResult:
-    """Split ``raw`` (the mapped source columns) into usable lines and rejects."""
+def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None = None,
+          allow_empty: bool = False) -> CleanResult:
+    """Split ``raw`` (the mapped source columns) into usable lines and rejects.
+
+    ``as_of`` overrides ``cfg.as_of`` (bucketed runs pass the one computed over all
+    the input); ``allow_empty`` lets a bucket hold only rejects (the run checks the total).
+    """
     c = cfg.columns
-    df = raw.with_columns(
-        __cid=_customer(raw, c.customer),
-        __ts=_timestamp(raw, c.time, c.time_format),
-        __amount=_amount(cfg),
-    )
-    reason = (
-        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
-        .when(pl.col(c.time).is_null()).then(pl.lit("null_timestamp"))
-        .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
-        .when(~pl.col("__amount").is_finite().fill_null(False)).then(pl.lit("non_finite_amount"))
-    )
-    df = df.with_columns(__reason=reason)
-    as_of = _resolve_as_of(df, cfg.as_of)
+    df = _with_basic_reason(raw, raw.schema, cfg)
+    if as_of is None:
+        as_of = _resolve_as_of(df, cfg.as_of)
     df = df.with_columns(__reason=pl.when(pl.col("__reason").is_null() & (pl.col("__ts") > as_of))
                          .then(pl.lit("after_as_of")).otherwise(pl.col("__reason")))
     if cfg.dedupe_on:
@@ -83,7 +79,7 @@ def clean(raw: pl.DataFrame, cfg: RunConfig) -> CleanResult:
         *_optional(c.channel, "channel"),
         *_optional(c.category, "category"),
     )
-    if lines.height == 0:
+    if lines.height == 0 and not allow_empty:
         msg = (f"no usable rows: all {df.height} rows were rejected "
                f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); check the column mapping")
         raise InputContractError(msg)
@@ -112,7 +108,8 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime) -> Eve
 
     The as-of instant is the transactions' one, so events and purchases share one clock.
     """
-    df = raw.with_columns(__cid=_customer(raw, src.customer), __ts=_timestamp(raw, src.time, src.time_format))
+    df = raw.with_columns(__cid=_customer(raw.schema, src.customer),
+                          __ts=_timestamp(raw.schema, src.time, src.time_format))
     reason = (
         pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
         .when(pl.col(src.time).is_null()).then(pl.lit("null_timestamp"))
@@ -134,6 +131,28 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime) -> Eve
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in EVENT_REASONS},
     )
+
+
+def latest_valid_ts(lf: pl.LazyFrame, cfg: RunConfig) -> dt.datetime | None:
+    """The latest timestamp among rows with no basic reject reason (one streaming pass)."""
+    return (_with_basic_reason(lf, lf.collect_schema(), cfg).filter(pl.col("__reason").is_null())
+            .select(pl.col("__ts").max()).collect().item())
+
+
+def _with_basic_reason(frame, schema: pl.Schema, cfg: RunConfig):
+    """Canonical __cid, __ts, __amount and the reasons that need no as-of (DataFrame or LazyFrame)."""
+    c = cfg.columns
+    frame = frame.with_columns(
+        __cid=_customer(schema, c.customer),
+        __ts=_timestamp(schema, c.time, c.time_format),
+        __amount=_amount(cfg),
+    )
+    return frame.with_columns(__reason=(
+        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
+        .when(pl.col(c.time).is_null()).then(pl.lit("null_timestamp"))
+        .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
+        .when(~pl.col("__amount").is_finite().fill_null(False)).then(pl.lit("non_finite_amount"))
+    ))
 
 
 def repeated_lines(raw: pl.DataFrame) -> int:
@@ -162,16 +181,16 @@ def _resolve_as_of(df: pl.DataFrame, as_of: str | None) -> dt.datetime:
     return latest
 
 
-def _customer(raw: pl.DataFrame, name: str) -> pl.Expr:
-    dtype = raw.schema[name]
+def _customer(schema: pl.Schema, name: str) -> pl.Expr:
+    dtype = schema[name]
     col = pl.col(name)
     if dtype == pl.String or dtype.is_integer():
         return col
     return col.cast(pl.String)
 
 
-def _timestamp(raw: pl.DataFrame, name: str, fmt: str | None) -> pl.Expr:
-    dtype = raw.schema[name]
+def _timestamp(schema: pl.Schema, name: str, fmt: str | None) -> pl.Expr:
+    dtype = schema[name]
     col = pl.col(name)
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
