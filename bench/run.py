@@ -60,6 +60,20 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
         progress(f"{name:<28} {res['stages'][name]['seconds']:9.2f} s")
         return out
 
+    if sc.in_process:
+        _in_process(res, tx, data, cfg, threads, sc, stage)
+    else:
+        duck_s, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
+        res.update(customers=duck_rows)
+    res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
+    if not sc.in_process:
+        res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
+        res["lines"] = res["end_to_end"]["rows_in"]
+    res["ratios"] = _ratios(res, res["stages"]["duckdb aggregate query"]["seconds"])
+    return res
+
+
+def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, threads: int, sc, stage) -> None:
     raw, columns = stage("segmint scan", lambda: read_input([tx], cfg.columns))
     cleaned = stage("segmint clean", lambda: clean(raw, cfg))
     del raw
@@ -75,9 +89,6 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
     for k in (cfg.cluster.k, SPEED_K):
         res["clustering"][f"k={k}"] = _clusterings(x, k, cfg.cluster, personas, sc.sklearn and x.shape[0] <= 2_000_000,
                                                    stage)
-    res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
-    res["ratios"] = _ratios(res, duck_s)
-    return res
 
 
 def ratio_table(res: dict[str, Any]) -> str:
@@ -87,8 +98,10 @@ def ratio_table(res: dict[str, Any]) -> str:
     lines += [f"| {name} | {value} |" for name, value in res["ratios"].items()]
     lines += ["", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
-    e2e = res["end_to_end"]
-    lines += [f"| segmint run (end to end, child process) | {e2e['seconds']} | {e2e['peak_rss_mb']} |"]
+    for key, label in (("end_to_end", "segmint run (end to end, child process)"),
+                       ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)")):
+        if key in res:
+            lines += [f"| {label} | {res[key]['seconds']} | {res[key]['peak_rss_mb']} |"]
     return "\n".join(lines)
 
 
@@ -108,18 +121,22 @@ def _clusterings(x: np.ndarray, k: int, cfg: ClusterConfig, personas: np.ndarray
     return out
 
 
-def _end_to_end(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
         cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), "run", str(tx),
-               "--out", f"{tmp}/run", "--seed", str(seed), "--json"]
+               "--out", f"{tmp}/run", "--seed", str(seed), "--json",
+               *(["--memory-limit", memory_limit] if memory_limit else [])]
         t0 = time.perf_counter()
         peak_kb, rc, err = _run_watching_rss(cmd)
         seconds = time.perf_counter() - t0
+        manifest = json.loads((Path(tmp) / "run" / "run.json").read_text()) if rc == 0 else {}
     if rc != 0:
         msg = f"end-to-end run failed ({rc}): {err.strip().splitlines()[-1:]}"
         raise RuntimeError(msg)
     progress(f"{'segmint run (end to end)':<28} {seconds:9.2f} s")
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:])}
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
+            "buckets": manifest.get("buckets", 1), "rows_in": manifest["rows"]["in"],
+            "stages": manifest.get("stages")}
 
 
 def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str]:
@@ -147,6 +164,12 @@ def _vmhwm_kb(pid: int) -> int:
 
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     st = res["stages"]
+    if "segmint features" not in st:
+        out = {"end to end / duckdb query (time)": round(res["end_to_end"]["seconds"] / duck_s, 3)}
+        if "end_to_end_2GB" in res:
+            out["end to end with --memory-limit 2GB, peak RSS GiB"] = round(res["end_to_end_2GB"]["peak_rss_mb"] / 1024, 2)
+        out["end to end, peak RSS GiB"] = round(res["end_to_end"]["peak_rss_mb"] / 1024, 2)
+        return out
     out: dict[str, Any] = {
         "features / duckdb query (time)": round(st["segmint features"]["seconds"] / duck_s, 3),
         "scan+clean+features / duckdb query (time)": round(

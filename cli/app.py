@@ -109,7 +109,8 @@ def run(
     dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
     memory_limit: Annotated[str | None, typer.Option(
         "--memory-limit", rich_help_panel="Run", show_default=False,
-        help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: half the available memory].")] = None,
+        help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: a quarter of the available "
+             "memory].")] = None,
     buckets: Annotated[int | None, typer.Option(
         "--buckets", rich_help_panel="Run", show_default=False,
         help="Force this many customer buckets (1: all in memory).")] = None,

@@ -109,8 +109,11 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             fit = fit_kmeans(x, k, cfg.cluster, priority)
             info.update(k=k, trained_on=fit.n_train, device=device)
         with clock.stage("assign") as info:
-            labels = [assign(scaler.transform(complete(pl.read_parquet(work / "features" / f"{b}.parquet"))),
-                               fit.centroids) for b in buckets]
+            # Scores and CLV are computed here only if clustering uses them (they are costly at scale).
+            base_cols = set(pl.read_parquet_schema(work / "features" / f"{_first(buckets, work)}.parquet"))
+            prepare = complete if set(feats) - base_cols else (lambda t: t)
+            labels = [assign(scaler.transform(prepare(pl.read_parquet(work / "features" / f"{b}.parquet"))),
+                             fit.centroids) for b in buckets if (work / "features" / f"{b}.parquet").exists()]
             merged = Assignment(np.concatenate([a.segment for a in labels]), np.concatenate([a.distance for a in labels]),
                                 np.concatenate([a.margin for a in labels]))
             centroids, relabelled = p._order_by_size(fit.centroids, merged)
@@ -139,6 +142,10 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
         return p.RunResult(out, p._summary(profiles), manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _first(buckets, work: Path) -> int:
+    return next(b for b in buckets if (work / "features" / f"{b}.parquet").exists())
 
 
 def _partition(inputs, cfg: RunConfig, n_buckets: int, work: Path, clock: StageClock):
@@ -198,7 +205,8 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
 
     need = max(p.SCALER_SAMPLE, cfg.cluster.max_points_per_centroid * (cfg.cluster.k or cfg.cluster.k_max),
                cfg.cluster.select_sample)
-    gathered, candidates = [], []
+    gathered = []
+    cand: pl.DataFrame | None = None
     (work / "features").mkdir()
     with clock.stage("features") as info:
         for b in buckets:
@@ -207,14 +215,14 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
             if lines.height == 0:
                 continue
             table = base_features(lines, as_of, channels)
+            del lines
             table.write_parquet(work / "features" / f"{b}.parquet")
             gathered.append(table.select(*[c for c in _GLOBAL if c in table.columns]))
-            prio = customer_hash(table["customer_id"], cfg.cluster.seed)
-            candidates.append(table[bottom_k(prio, need)])
+            # Keep only the `need` customers of lowest hash seen so far: bounded memory.
+            cand = table if cand is None else pl.concat([cand, table])
+            cand = cand[bottom_k(customer_hash(cand["customer_id"], cfg.cluster.seed), need)]
         gathered_df = pl.concat(gathered).sort("customer_id")
-        cand = pl.concat(candidates)
-        prio = customer_hash(cand["customer_id"], cfg.cluster.seed)
-        cand = cand[bottom_k(prio, need)].sort("customer_id")
+        cand = cand.sort("customer_id")
         info["customers"] = gathered_df.height
     return gathered_df, cand
 

@@ -270,7 +270,8 @@ def plan_buckets(inputs: Sequence[str | Path], cfg: RunConfig) -> int:
 
 
 def default_memory_limit() -> int:
-    """Half of the memory this process may use (cgroup limit or MemAvailable)."""
+    """A quarter of the memory this process may use (cgroup limit or MemAvailable): room for the
+    budgeted data, Polars' and NumPy's working copies, and whatever else runs on the machine."""
     candidates = []
     try:
         cg = Path("/sys/fs/cgroup/memory.max").read_text().strip()
@@ -284,7 +285,7 @@ def default_memory_limit() -> int:
                 candidates.append(int(line.split()[1]) * 1024)
     except OSError:
         pass
-    return (min(candidates) if candidates else 8 * 2**30) // 2
+    return (min(candidates) if candidates else 8 * 2**30) // 4
 
 
 def default_cluster_features(ft: FeatureTable) -> tuple[str, ...]:

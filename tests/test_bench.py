@@ -10,7 +10,7 @@ from segmint.bench.run import ratio_table, run_benchmark
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 40_000, 2_000, True))
+    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 40_000, 2_000, True, True))
 
 
 def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
@@ -32,3 +32,12 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     stamp = (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime
     scenarios.ensure_data(scenarios.SCENARIOS["S"], 0, tmp_path)
     assert (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime == stamp
+
+
+def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path):
+    monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 40_000, 2_000, False, False))
+    res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
+    assert "segmint features" not in res["stages"]
+    assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] > 20_000
+    assert set(res["ratios"]) == {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
+                                  "end to end with --memory-limit 2GB, peak RSS GiB"}
