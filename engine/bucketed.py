@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from segmint.engine.analytics.clv import fit_clv, predict_clv
+from segmint.engine.analytics.clv import predict_clv
 from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
@@ -76,17 +76,7 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
         counts, channels = _clean_buckets(buckets, cfg, as_of, work, clock)
         gathered, candidates = _features(buckets, as_of, channels, cfg, work, clock)
         cuts = fit_rfm_cuts(gathered)
-        clv = clv_report = None
-        with clock.stage("clv") as info:
-            if cfg.clv.enabled:
-                try:
-                    clv = fit_clv(gathered, cfg.clv)
-                    clv_report = clv.to_dict()
-                    info.update(r=clv.r, alpha=clv.alpha, a=clv.a, b=clv.b)
-                except InputContractError as exc:
-                    clv_report = {"skipped": str(exc)}
-            else:
-                clv_report = {"skipped": "disabled in config"}
+        clv, clv_report = p.fit_clv_reported(gathered, cfg.clv, clock)
 
         def complete(table: pl.DataFrame) -> pl.DataFrame:
             table = add_scores(table, cuts, cfg.features)

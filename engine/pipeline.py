@@ -174,12 +174,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
 def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
                           progress: Progress | None = None) -> pl.DataFrame:
     """Write the per-customer feature table to the Parquet file ``out`` (atomically)."""
-    check_writable(out, overwrite=cfg.overwrite)
-    clock = StageClock(progress)
-    cleaned = _scan_and_clean(inputs, cfg, clock)
-    with clock.stage("features") as info:
-        table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
-        info["customers"] = table.height
+    _, table, clock = _features_for(inputs, out, cfg, progress)
     with clock.stage("write"), staged_file(out, overwrite=cfg.overwrite) as tmp:
         _ids_out(table, cfg).write_parquet(tmp)
     return table
@@ -188,12 +183,7 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
 def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
                 progress: Progress | None = None) -> ClvParams:
     """Fit BG/NBD + Gamma-Gamma and write ``out/clv_params.json`` and ``out/clv.parquet``."""
-    check_writable(out, overwrite=cfg.overwrite)
-    clock = StageClock(progress)
-    cleaned = _scan_and_clean(inputs, cfg, clock)
-    with clock.stage("features") as info:
-        table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
-        info["customers"] = table.height
+    cleaned, table, clock = _features_for(inputs, out, cfg, progress)
     with clock.stage("clv") as info:
         params = fit_clv(table, cfg.clv)
         info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
@@ -294,6 +284,18 @@ def default_cluster_features(ft: FeatureTable) -> tuple[str, ...]:
     return (*_BASE_CLUSTER_FEATURES, *extra, *channel_columns(ft.channels))
 
 
+def _features_for(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                  progress: Progress | None) -> tuple[CleanResult, pl.DataFrame, StageClock]:
+    """The shared start of the feature-table commands: output check, scan, clean, features."""
+    check_writable(out, overwrite=cfg.overwrite)
+    clock = StageClock(progress)
+    cleaned = _scan_and_clean(inputs, cfg, clock)
+    with clock.stage("features") as info:
+        table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
+        info["customers"] = table.height
+    return cleaned, table, clock
+
+
 def _scan_and_clean(inputs: Sequence[str | Path], cfg: RunConfig, clock: StageClock) -> CleanResult:
     if cfg.pseudonymize_ids:
         require_key()
@@ -349,16 +351,22 @@ def _side_tables(features: pl.DataFrame, cleaned: CleanResult, cfg: RunConfig, c
 def _clv_stage(table: pl.DataFrame, cfg: ClvConfig,
                clock: StageClock) -> tuple[ClvParams | None, dict[str, Any], pl.DataFrame]:
     """Fit and predict CLV; data that cannot support a fit is reported, not fatal to segmentation."""
+    params, report = fit_clv_reported(table, cfg, clock)
+    return params, report, table.hstack(predict_clv(table, params, cfg)) if params else table
+
+
+def fit_clv_reported(table: pl.DataFrame, cfg: ClvConfig, clock: StageClock) -> tuple[ClvParams | None, dict]:
+    """The CLV fit and what run.json says of it (the parameters, or why it was skipped)."""
     if not cfg.enabled:
-        return None, {"skipped": "disabled in config"}, table
+        return None, {"skipped": "disabled in config"}
     with clock.stage("clv") as info:
         try:
             params = fit_clv(table, cfg)
         except InputContractError as exc:
             info["skipped"] = str(exc)
-            return None, {"skipped": str(exc)}, table
+            return None, {"skipped": str(exc)}
         info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
-        return params, params.to_dict(), table.hstack(predict_clv(table, params, cfg))
+        return params, params.to_dict()
 
 
 def _order_by_size(centroids: np.ndarray, a: Assignment) -> tuple[np.ndarray, Assignment]:
