@@ -211,7 +211,10 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
             # Keep only the `need` customers of lowest hash seen so far: bounded memory.
             cand = table if cand is None else pl.concat([cand, table])
             cand = cand[bottom_k(customer_hash(cand["customer_id"], cfg.cluster.seed), need)]
-        gathered_df = pl.concat(gathered).sort("customer_id")
+        # Concatenate without copying, drop the parts, then sort: two copies at most, not three.
+        gathered_df = pl.concat(gathered, rechunk=False)
+        gathered.clear()
+        gathered_df = gathered_df.sort("customer_id")
         cand = cand.sort("customer_id")
         info["customers"] = gathered_df.height
     return gathered_df, cand

@@ -80,3 +80,13 @@ def test_parse_size():
     assert parse_size("2GB") == 2_000_000_000 and parse_size("512MiB") == 512 * 2**20
     with pytest.raises(ConfigError, match="not a size"):
         parse_size("lots")
+
+
+def test_bucket_size_is_capped_once_bucketed(small_data, monkeypatch):
+    import segmint.engine.pipeline as pipeline
+
+    tx = [small_data / "transactions"]
+    rows = pl.scan_parquet(small_data / "transactions").select(pl.len()).collect().item()
+    monkeypatch.setattr(pipeline, "MAX_BUCKET_ROWS", rows // 10)
+    assert plan_buckets(tx, RunConfig(memory_limit=parse_size("1GB"))) == 1  # fits: stays in memory
+    assert plan_buckets(tx, RunConfig(memory_limit=parse_size("4MB"))) == -(-rows // (rows // 10))
