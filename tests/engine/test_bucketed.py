@@ -90,3 +90,15 @@ def test_bucket_size_is_capped_once_bucketed(small_data, monkeypatch):
     monkeypatch.setattr(pipeline, "MAX_BUCKET_ROWS", rows // 10)
     assert plan_buckets(tx, RunConfig(memory_limit=parse_size("1GB"))) == 1  # fits: stays in memory
     assert plan_buckets(tx, RunConfig(memory_limit=parse_size("4MB"))) == -(-rows // (rows // 10))
+
+
+@pytest.mark.slow
+def test_bucketed_equals_in_memory_on_scenario_s(tmp_path):
+    """Scale check, run by hand (pytest -m slow): 45 k customers, 1 M lines, 16 buckets."""
+    from segmint.bench.scenarios import SCENARIOS, ensure_data
+
+    data = ensure_data(SCENARIOS["S"], 0, tmp_path / "cache") / "transactions"
+    cfg = RunConfig(cluster=ClusterConfig(k=8, seed=1))
+    run([data], tmp_path / "mem", cfg)
+    run([data], tmp_path / "bk", dataclasses.replace(cfg, buckets=16))
+    assert _digests(tmp_path / "mem")[1] == _digests(tmp_path / "bk")[1]
