@@ -11,6 +11,8 @@ segmint / scikit-learn for inertia (below 1 = better).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import resource
 import subprocess
@@ -63,7 +65,7 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
     if sc.in_process:
         _in_process(res, tx, data, cfg, threads, sc, stage)
     else:
-        duck_s, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
+        _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
         res.update(customers=duck_rows)
     res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
     if not sc.in_process:
@@ -75,11 +77,12 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
 
 def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, threads: int, sc, stage) -> None:
     raw, columns = stage("segmint scan", lambda: read_input([tx], cfg.columns))
-    cleaned = stage("segmint clean", lambda: clean(raw, cfg))
-    del raw
+    cfg = dataclasses.replace(cfg, columns=columns)
+    cleaned = stage("segmint clean", functools.partial(clean, raw, cfg))
+    raw = None  # free the source rows before features
     ft = stage("segmint features", lambda: compute_features(cleaned.lines, cleaned.as_of, cfg.features))
     res.update(lines=cleaned.rows_in, customers=ft.table.height)
-    duck_s, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
+    _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
     assert duck_rows == ft.table.height
     feats = default_cluster_features(ft)
     x = stage("segmint preprocess", lambda: fit_scaler(ft.table, feats, cfg.features.log_features).transform(ft.table))

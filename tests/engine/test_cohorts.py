@@ -16,7 +16,7 @@ def _reference(lines: pl.DataFrame, as_of: dt.date) -> dict:
         first[cid] = min(first.get(cid, ts), ts)
     index = {cid: (ts.year * 12 + ts.month) for cid, ts in first.items()}
     size = defaultdict(int)
-    for cid, m in index.items():
+    for m in index.values():
         size[m] += 1
     active = defaultdict(set)
     revenue = defaultdict(float)
