@@ -33,7 +33,7 @@ def numba_cache_dir() -> Path:
 
 def configure(threads: int | None = None) -> tuple[int, list[str]]:
     """Apply the thread budget (default: available_cpus()); returns it and what could not be applied."""
-    n = threads or available_cpus()
+    n = available_cpus() if threads is None else threads
     if n < 1:
         from segmint.engine.errors import ConfigError
 

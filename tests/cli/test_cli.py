@@ -243,3 +243,26 @@ def test_side_table_errors_are_one_line(small_data, tmp_path):
                "--event-type-col", "kind")
     assert r.exit_code == 3
     _one_line_error(r, "'kind' (--event-type-col) not found")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--buckets", "0"], "--buckets must be >= 1"),
+    (["--memory-limit", "lots"], "is not a size"),
+    (["--memory-limit", "10KB"], "too small"),
+])
+def test_memory_options_are_checked(small_data, tmp_path, args, needle):
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *args)
+    assert r.exit_code == 2
+    _one_line_error(r, needle)
+
+
+def test_bench_rejects_unknown_scenario():
+    r = invoke("bench", "--scenario", "XL")
+    assert r.exit_code == 2
+    _one_line_error(r, "--scenario must be one of S, M, L")
+
+
+def test_threads_option_is_checked():
+    r = invoke("--threads", "0", "validate", "x.parquet")
+    assert r.exit_code == 2
+    _one_line_error(r, "--threads")
