@@ -84,7 +84,7 @@ def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, threa
     res.update(lines=cleaned.rows_in, customers=ft.table.height)
     _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
     assert duck_rows == ft.table.height
-    feats = default_cluster_features(ft)
+    feats = default_cluster_features(ft.table.columns, ft.channels)
     x = stage("segmint preprocess", lambda: fit_scaler(ft.table, feats, cfg.features.log_features).transform(ft.table))
     personas = (ft.table.select("customer_id").join(pl.read_parquet(data / "personas.parquet"), on="customer_id",
                                                     how="left", maintain_order="left")["persona"].to_numpy())

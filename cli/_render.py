@@ -14,7 +14,7 @@ from rich.table import Table
 if TYPE_CHECKING:  # polars is imported only once the thread budget is set (engine.runtime)
     import polars as pl
 
-__all__ = ["RichProgress", "JsonProgress", "make_progress", "print_summary", "print_lines", "print_error",
+__all__ = ["RichProgress", "JsonProgress", "make_progress", "print_summary", "print_lines", "print_progress", "print_error",
            "emit_json"]
 
 _err = Console(stderr=True, highlight=False)
@@ -75,7 +75,7 @@ def print_lines(lines: list[str]) -> None:
         _out.print(line)
 
 
-def print_error_free(message: str) -> None:
+def print_progress(message: str) -> None:
     """A progress line on stderr (not an error)."""
     _err.print(message, highlight=False)
 

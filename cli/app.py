@@ -357,7 +357,7 @@ def bench(
             msg = f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
             raise ConfigError(msg)
         res = run_benchmark(scenario, seed=seed, data_root=data_dir,
-                            progress=lambda line: _render.print_error_free(line))
+                            progress=lambda line: _render.print_progress(line))
         if out is not None:
             out.write_text(json.dumps(res, indent=1))
         _render.print_lines([ratio_table(res)] + ([f"figures written to {out}"] if out else []))

@@ -36,7 +36,7 @@ from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import RunConfig, config_hash, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
-from segmint.engine.features.table import add_scores, base_features, channel_columns, channel_counts, top_channels
+from segmint.engine.features.table import add_scores, base_features, channel_counts, top_channels
 from segmint.engine.hashing import bottom_k, customer_hash
 from segmint.engine.io.clean import REASONS, clean, latest_valid_ts
 from segmint.engine.io.scan import scan
@@ -74,7 +74,7 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
     try:
         cfg, as_of, buckets = _partition(inputs, cfg, n_buckets, work, clock)
         counts, channels = _clean_buckets(buckets, cfg, as_of, work, clock)
-        gathered, candidates = _features(buckets, as_of, channels, cfg, work, clock)
+        gathered, candidates, filled = _features(buckets, as_of, channels, cfg, work, clock)
         cuts = fit_rfm_cuts(gathered)
         clv, clv_report = p.fit_clv_reported(gathered, cfg.clv, clock)
 
@@ -84,8 +84,7 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
 
         with clock.stage("preprocess") as info:
             candidates = complete(candidates)
-            extra = ("category_entropy",) if "category_entropy" in candidates.columns else ()
-            feats = cfg.features.cluster_features or (*p._BASE_CLUSTER_FEATURES, *extra, *channel_columns(channels))
+            feats = cfg.features.cluster_features or p.default_cluster_features(candidates.columns, channels)
             priority = customer_hash(candidates["customer_id"], cfg.cluster.seed)
             scaler = fit_scaler(candidates, feats, cfg.features.log_features, bottom_k(priority, p.SCALER_SAMPLE))
             x = scaler.transform(candidates)
@@ -100,10 +99,10 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             info.update(k=k, trained_on=fit.n_train, device=device)
         with clock.stage("assign") as info:
             # Scores and CLV are computed here only if clustering uses them (they are costly at scale).
-            base_cols = set(pl.read_parquet_schema(work / "features" / f"{_first(buckets, work)}.parquet"))
+            base_cols = set(pl.read_parquet_schema(work / "features" / f"{filled[0]}.parquet"))
             prepare = complete if set(feats) - base_cols else (lambda t: t)
             labels = [assign(scaler.transform(prepare(pl.read_parquet(work / "features" / f"{b}.parquet"))),
-                             fit.centroids) for b in buckets if (work / "features" / f"{b}.parquet").exists()]
+                             fit.centroids) for b in filled]
             merged = Assignment(np.concatenate([a.segment for a in labels]), np.concatenate([a.distance for a in labels]),
                                 np.concatenate([a.margin for a in labels]))
             centroids, relabelled = p._order_by_size(fit.centroids, merged)
@@ -118,24 +117,13 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             "buckets": len(buckets), "seed": cfg.cluster.seed, "versions": versions(),
             "config_hash": config_hash(cfg), "config": dataclasses.asdict(cfg),
             "k": k, "k_scan": list(k_scan.rows) if k_scan else None, "clv": clv_report,
-            "clustering": {
-                "device": device, "features": list(feats), "n_train": fit.n_train, "n_init_sample": fit.n_init,
-                "niter": cfg.cluster.niter, "nredo": cfg.cluster.nredo, "train_inertia": fit.train_inertia,
-                "inertia": relabelled.inertia,
-                "note": (f"centroids trained on {fit.n_train} of {gathered.height} customers "
-                         f"(max_points_per_centroid={cfg.cluster.max_points_per_centroid}); "
-                         f"every customer is assigned"),
-            },
+            "clustering": p.clustering_report(fit, cfg.cluster, device, feats, relabelled.inertia, gathered.height),
         }
-        profiles = _write(out, cfg, buckets, work, labels, relabelled, complete, threshold, model_cfg, manifest,
+        profiles = _write(out, cfg, buckets, filled, work, labels, relabelled, complete, threshold, model_cfg, manifest,
                           clock)
         return p.RunResult(out, p._summary(profiles), manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _first(buckets, work: Path) -> int:
-    return next(b for b in buckets if (work / "features" / f"{b}.parquet").exists())
 
 
 def _partition(inputs, cfg: RunConfig, n_buckets: int, work: Path, clock: StageClock):
@@ -189,13 +177,14 @@ def _clean_buckets(buckets, cfg: RunConfig, as_of, work: Path, clock: StageClock
 
 
 def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: StageClock):
-    """Per-bucket base features to disk; returns every customer's global columns (sorted by id) and
-    the sampling candidates: each bucket's customers of lowest hash, enough for any global sample."""
+    """Per-bucket base features to disk; returns every customer's global columns (sorted by id), the
+    sampling candidates (the customers of lowest hash, enough for any global sample), and the
+    buckets that hold customers."""
     from segmint.engine import pipeline as p
 
     need = max(p.SCALER_SAMPLE, cfg.cluster.max_points_per_centroid * (cfg.cluster.k or cfg.cluster.k_max),
                cfg.cluster.select_sample)
-    gathered = []
+    gathered, filled = [], []
     cand: pl.DataFrame | None = None
     (work / "features").mkdir()
     with clock.stage("features") as info:
@@ -207,6 +196,7 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
             table = base_features(lines, as_of, channels)
             del lines
             table.write_parquet(work / "features" / f"{b}.parquet")
+            filled.append(b)
             gathered.append(table.select(*[c for c in _GLOBAL if c in table.columns]))
             # Keep only the `need` customers of lowest hash seen so far: bounded memory.
             cand = table if cand is None else pl.concat([cand, table])
@@ -217,18 +207,17 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
         gathered_df = gathered_df.sort("customer_id")
         cand = cand.sort("customer_id")
         info["customers"] = gathered_df.height
-    return gathered_df, cand
+    return gathered_df, cand, filled
 
 
-def _write(out: Path, cfg: RunConfig, buckets, work: Path, labels, relabelled: Assignment, complete, threshold,
+def _write(out: Path, cfg: RunConfig, buckets, filled, work: Path, labels, relabelled: Assignment, complete, threshold,
            model_cfg: dict, manifest: dict, clock: StageClock) -> pl.DataFrame:
     from segmint.engine import pipeline as p
 
     sample, totals = [], []
     with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
         start = 0
-        present = [b for b in buckets if (work / "features" / f"{b}.parquet").exists()]
-        for b, a in zip(present, labels, strict=True):
+        for b, a in zip(filled, labels, strict=True):
             n = a.segment.size
             part = Assignment(relabelled.segment[start:start + n], a.distance, a.margin)
             start += n

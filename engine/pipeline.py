@@ -25,9 +25,9 @@ from segmint.engine.analytics.cohorts import cohort_table, retention_pivot
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
 from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import resolve_device
-from segmint.engine.cluster.kmeans import fit_kmeans
+from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.select_k import select_k
-from segmint.engine.config import ClvConfig, RunConfig, config_hash, to_dict
+from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
 from segmint.engine.hashing import bottom_k, customer_hash
@@ -42,7 +42,7 @@ from segmint.engine.progress import Progress, StageClock
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
            "compute_clv", "compute_cohorts", "abtest_split", "abtest_evaluate", "validate",
-           "default_cluster_features"]
+           "default_cluster_features", "clustering_report", "plan_buckets"]
 
 # The scaler is fitted on at most this many customers (all of them below it).
 SCALER_SAMPLE = 1_000_000
@@ -97,7 +97,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     side = _side_tables(ft.table, cleaned, cfg, clock)
     clv, clv_report, features = _clv_stage(side.features, cfg.clv, clock)
     with clock.stage("preprocess") as info:
-        feats = cfg.features.cluster_features or default_cluster_features(ft)
+        feats = cfg.features.cluster_features or default_cluster_features(features.columns, ft.channels)
         # Samples are sets of customers chosen by a stable hash of their id.
         priority = customer_hash(features["customer_id"], cfg.cluster.seed)
         scaler = fit_scaler(features, feats, cfg.features.log_features, bottom_k(priority, SCALER_SAMPLE))
@@ -126,14 +126,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
         "k_scan": list(scan.rows) if scan else None,
         "clv": clv_report,
         **side.report,
-        "clustering": {
-            "device": device, "features": list(feats), "n_train": fit.n_train,
-            "n_init_sample": fit.n_init, "niter": cfg.cluster.niter, "nredo": cfg.cluster.nredo,
-            "train_inertia": fit.train_inertia, "inertia": labels.inertia,
-            "note": (f"centroids trained on {fit.n_train} of {x.shape[0]} customers "
-                     f"(max_points_per_centroid={cfg.cluster.max_points_per_centroid}); "
-                     f"every customer is assigned"),
-        },
+        "clustering": clustering_report(fit, cfg.cluster, device, feats, labels.inertia, ft.table.height),
     }
     _write_run(out, cfg, table, profiles, cleaned, model, manifest, clock, side.files)
     return RunResult(Path(out), _summary(profiles), manifest)
@@ -283,10 +276,21 @@ def default_memory_limit() -> int:
     return (min(candidates) if candidates else 8 * 2**30) // 4
 
 
-def default_cluster_features(ft: FeatureTable) -> tuple[str, ...]:
+def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:
     """Behavioural defaults: timing, frequency, basket value, refunds, category breadth, channel mix."""
-    extra = ("category_entropy",) if "category_entropy" in ft.table.columns else ()
-    return (*_BASE_CLUSTER_FEATURES, *extra, *channel_columns(ft.channels))
+    extra = ("category_entropy",) if "category_entropy" in columns else ()
+    return (*_BASE_CLUSTER_FEATURES, *extra, *channel_columns(channels))
+
+
+def clustering_report(fit: KMeansResult, cfg: ClusterConfig, device: str, features: Sequence[str],
+                      inertia: float, customers: int) -> dict[str, Any]:
+    """The ``clustering`` section of run.json, training sample stated."""
+    return {
+        "device": device, "features": list(features), "n_train": fit.n_train, "n_init_sample": fit.n_init,
+        "niter": cfg.niter, "nredo": cfg.nredo, "train_inertia": fit.train_inertia, "inertia": inertia,
+        "note": (f"centroids trained on {fit.n_train} of {customers} customers "
+                 f"(max_points_per_centroid={cfg.max_points_per_centroid}); every customer is assigned"),
+    }
 
 
 def _features_for(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,

@@ -102,3 +102,20 @@ def test_bucketed_equals_in_memory_on_scenario_s(tmp_path):
     run([data], tmp_path / "mem", cfg)
     run([data], tmp_path / "bk", dataclasses.replace(cfg, buckets=16))
     assert _digests(tmp_path / "mem")[1] == _digests(tmp_path / "bk")[1]
+
+
+def test_a_bucket_of_rejects_only_keeps_its_rejects(tmp_path):
+    # Many buckets for few customers: some buckets hold only null-id rows.
+    n = 200
+    df = pl.DataFrame({"customer_id": [i % 20 if i % 4 else None for i in range(n)],
+                       "ts": [f"2024-01-{1 + i % 28:02d}" for i in range(n)], "amount": [1.0 + i for i in range(n)]})
+    df.write_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(columns=dataclasses.replace(RunConfig().columns, time_format="%Y-%m-%d"),
+                    cluster=ClusterConfig(k=2), buckets=40)
+    run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+    run([tmp_path / "t.parquet"], tmp_path / "mem", dataclasses.replace(cfg, buckets=1))
+    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
+    assert rejects.height == 50 and set(rejects["reason"]) == {"null_customer_id"}
+    # ids i % 20 with i % 4 != 0: 15 customers
+    assert _digests(tmp_path / "o")[1] == _digests(tmp_path / "mem")[1]
+    assert _digests(tmp_path / "o")[0].height == 15
