@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import polars as pl
 
 from segmint.bench.peers import duckdb_aggregates, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
+from segmint.bench.timing import StageTimer
 from segmint.engine.cluster.assign import assign
 from segmint.engine.cluster.kmeans import fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
@@ -55,13 +55,7 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
     cfg = RunConfig(cluster=ClusterConfig(seed=seed))
     res: dict[str, Any] = {"scenario": sc.name, "seed": seed, "threads": threads, "stages": {}}
 
-    def stage(name: str, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        res["stages"][name] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": _peak_mb()}
-        progress(f"{name:<28} {res['stages'][name]['seconds']:9.2f} s")
-        return out
-
+    stage = StageTimer(res["stages"], progress)
     if sc.in_process:
         _in_process(res, tx, data, cfg, threads, sc, stage)
     else:
@@ -72,6 +66,8 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
         res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
         res["lines"] = res["end_to_end"]["rows_in"]
     res["ratios"] = _ratios(res, res["stages"]["duckdb aggregate query"]["seconds"])
+    res["title"] = (f"scenario {res['scenario']}: {res['customers']:,} customers, {res['lines']:,} lines, "
+                    f"{res['threads']} threads")
     return res
 
 
@@ -96,8 +92,7 @@ def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, threa
 
 def ratio_table(res: dict[str, Any]) -> str:
     """Markdown table of the ratios (the figures quoted), then absolute times."""
-    lines = [f"### scenario {res['scenario']}: {res['customers']:,} customers, {res['lines']:,} lines, "
-             f"{res['threads']} threads", "", "| measure | value |", "|---|---|"]
+    lines = [f"### {res['title']}", "", "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in res["ratios"].items()]
     lines += ["", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
@@ -188,6 +183,3 @@ def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
         out[f"segmint / faiss-defaults inertia, {key}"] = round(seg["inertia"] / runs["faiss defaults"]["inertia"], 4)
     return out
 
-
-def _peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

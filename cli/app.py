@@ -163,7 +163,7 @@ def assign(
     model: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
     inputs: Inputs,
     out: Out,
-    as_of: AsOf = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
+    as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, json_logs: Json = False,
 ) -> None:
     """Score new customers with a saved model (same features, scaler, cut points, centroids).
@@ -175,8 +175,8 @@ def assign(
     from segmint.engine.pipeline import assign_customers
 
     with _errors():
-        cfg = build_config(None, as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
-                           overwrite=overwrite)
+        cfg = build_config(None, cluster={"device": device}, as_of=as_of, dedupe_on=dedupe_on,
+                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite)
         result = assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs))
         _finish(result, json_logs)
 
@@ -331,7 +331,8 @@ def _num(v: float | None, fmt: str) -> str:
 
 @app.command()
 def bench(
-    scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M) or L (200M lines, 10M customers).")] = "S",
+    scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M), L (200M lines, 10M customers), or GPU "
+                                          "(k-means 10M x 16, k=256, and 100M assignments on the card).")] = "S",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every figure to this JSON file.")] = None,
     seed: Annotated[int, typer.Option(help="Data and clustering seed.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Cache folder for generated data "
@@ -346,21 +347,41 @@ def bench(
     from segmint.engine.errors import ConfigError
 
     with _errors():
+        if scenario == "GPU":
+            return _bench_gpu(seed, out)
         try:
-            from segmint.bench.run import ratio_table, run_benchmark
+            from segmint.bench.run import run_benchmark
             from segmint.bench.scenarios import SCENARIOS
             import duckdb, sklearn  # noqa: E401, F401 - peers must be installed
         except ImportError as exc:
             msg = f"segmint bench needs the peers installed: pip install 'segmint[bench]' ({exc.name} is missing)"
             raise ConfigError(msg) from None
         if scenario not in SCENARIOS:
-            msg = f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
+            msg = f"--scenario must be one of {', '.join(SCENARIOS)} or GPU, got {scenario!r}"
             raise ConfigError(msg)
         res = run_benchmark(scenario, seed=seed, data_root=data_dir,
                             progress=lambda line: _render.print_progress(line))
-        if out is not None:
-            out.write_text(json.dumps(res, indent=1))
-        _render.print_lines([ratio_table(res)] + ([f"figures written to {out}"] if out else []))
+        _bench_report(res, out)
+
+
+def _bench_gpu(seed: int, out: Path | None) -> None:
+    from segmint.bench.gpu import GPU_SCENARIO, run_gpu_benchmark
+    from segmint.engine.cluster.backend import CudaBackend, gpu_missing
+    from segmint.engine.errors import ConfigError
+
+    missing = gpu_missing()
+    if missing:
+        msg = f"--scenario GPU needs a usable GPU: {missing}"
+        raise ConfigError(msg)
+    _bench_report(run_gpu_benchmark(GPU_SCENARIO, CudaBackend(), seed=seed, progress=_render.print_progress), out)
+
+
+def _bench_report(res: dict, out: Path | None) -> None:
+    from segmint.bench.run import ratio_table
+
+    if out is not None:
+        out.write_text(json.dumps(res, indent=1))
+    _render.print_lines([ratio_table(res)] + ([f"figures written to {out}"] if out else []))
 
 
 @app.command()
@@ -396,8 +417,8 @@ def _finish(result, json_logs: bool) -> None:
              + (" (" + ", ".join(f"{r}: {n:,}" for r, n in rows["rejected_by_reason"].items() if n) + ")"
                 if rows["rejected"] else "")
              + f"; {rows['repeated_lines']:,} repeated lines kept"]
-    if "note" in m["clustering"]:
-        lines.append(f"clustering ({m['clustering']['device']}): {m['clustering']['note']}")
+    note = m["clustering"].get("note", "every customer assigned to the model's nearest centroid")
+    lines.append(f"clustering ({m['clustering']['device']}): {note}")
     clv = m.get("clv") or {}
     if "r" in clv:
         lines.append(f"CLV: BG/NBD + Gamma-Gamma fitted on {clv['n']:,} customers; expected value over the "

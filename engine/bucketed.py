@@ -30,7 +30,7 @@ import polars as pl
 
 from segmint.engine.analytics.clv import predict_clv
 from segmint.engine.cluster.assign import Assignment, assign
-from segmint.engine.cluster.device import resolve_device
+from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
 from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import RunConfig, config_hash, parse_as_of
@@ -68,6 +68,7 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
         raise ConfigError(msg)
     check_writable(out, overwrite=cfg.overwrite)
     device = resolve_device(cfg.cluster.device)
+    backend = backend_for(device)
     clock = StageClock(progress)
     out = Path(out)
     work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
@@ -95,14 +96,14 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             if k > gathered.height:
                 msg = f"k={k} is larger than the number of customers ({gathered.height}); lower --k"
                 raise ConfigError(msg)
-            fit = fit_kmeans(x, k, cfg.cluster, priority)
+            fit = fit_kmeans(x, k, cfg.cluster, priority, backend)
             info.update(k=k, trained_on=fit.n_train, device=device)
         with clock.stage("assign") as info:
             # Scores and CLV are computed here only if clustering uses them (they are costly at scale).
             base_cols = set(pl.read_parquet_schema(work / "features" / f"{filled[0]}.parquet"))
             prepare = complete if set(feats) - base_cols else (lambda t: t)
             labels = [assign(scaler.transform(prepare(pl.read_parquet(work / "features" / f"{b}.parquet"))),
-                             fit.centroids) for b in filled]
+                             fit.centroids, backend) for b in filled]
             merged = Assignment(np.concatenate([a.segment for a in labels]), np.concatenate([a.distance for a in labels]),
                                 np.concatenate([a.margin for a in labels]))
             centroids, relabelled = p._order_by_size(fit.centroids, merged)

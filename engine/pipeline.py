@@ -24,7 +24,7 @@ from segmint.engine.analytics.attributes import attach, segment_mix
 from segmint.engine.analytics.cohorts import cohort_table, retention_pivot
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
 from segmint.engine.cluster.assign import Assignment, assign
-from segmint.engine.cluster.device import resolve_device
+from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig, config_hash, to_dict
@@ -89,6 +89,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
 
         return run_bucketed(inputs, out, cfg, n_buckets, progress)
     device = resolve_device(cfg.cluster.device)
+    backend = backend_for(device)
     clock = StageClock(progress)
     cleaned = _scan_and_clean(inputs, cfg, clock)
     with clock.stage("features") as info:
@@ -106,10 +107,10 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     with clock.stage("cluster") as info:
         scan = select_k(x, cfg.cluster, priority) if cfg.cluster.k is None else None
         k = scan.k if scan else cfg.cluster.k
-        fit = fit_kmeans(x, k, cfg.cluster, priority)
+        fit = fit_kmeans(x, k, cfg.cluster, priority, backend)
         info.update(k=k, trained_on=fit.n_train, device=device)
     with clock.stage("assign") as info:
-        centroids, labels = _order_by_size(fit.centroids, assign(x, fit.centroids))
+        centroids, labels = _order_by_size(fit.centroids, assign(x, fit.centroids, backend))
         info["inertia"] = labels.inertia
     with clock.stage("profile"):
         table = _assigned(features, labels)
@@ -141,6 +142,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     pseudonymisation and overwrite.
     """
     check_writable(out, overwrite=cfg.overwrite)
+    device = resolve_device(cfg.cluster.device)
+    backend = backend_for(device)
     model = Model.load(model_dir)
     cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features)
     clock = StageClock(progress)
@@ -154,14 +157,14 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         with clock.stage("clv"):
             features = features.hstack(predict_clv(features, model.clv, model.clv_config))
     with clock.stage("assign") as info:
-        labels = assign(model.scaler.transform(ft.table), model.centroids)
+        labels = assign(model.scaler.transform(ft.table), model.centroids, backend)
         info["inertia"] = labels.inertia
     with clock.stage("profile"):
         table = _assigned(features, labels)
         profiles = _with_model_names(build_profiles(table), model)
     manifest = _manifest("assign", inputs, cfg, cleaned, ft, clock) | {
         "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
-        "clustering": {"inertia": labels.inertia, "features": list(model.scaler.features)},
+        "clustering": {"device": device, "inertia": labels.inertia, "features": list(model.scaler.features)},
     }
     _write_run(out, cfg, table, profiles, cleaned, None, manifest, clock)
     return RunResult(Path(out), _summary(profiles), manifest)

@@ -41,3 +41,33 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] > 20_000
     assert set(res["ratios"]) == {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
                                   "end to end with --memory-limit 2GB, peak RSS GiB"}
+
+
+def test_gpu_scenario_harness_on_the_host_backend():
+    # The card is not needed to check the harness: the host backend runs the same code.
+    from segmint.bench.gpu import GpuScenario, run_gpu_benchmark
+    from segmint.engine.cluster.backend import HostBackend
+
+    sc = GpuScenario(rows=30_000, dim=8, k=16, niter=10, assign_rows=70_000, cpu=True)
+    res = run_gpu_benchmark(sc, HostBackend(), progress=lambda line: None)
+    assert set(res["clustering"]) == {"segmint", "faiss CPU"}
+    ours, cpu = res["clustering"]["segmint"], res["clustering"]["faiss CPU"]
+    assert abs(ours["train_inertia"] / cpu["train_inertia"] - 1) < 1e-3
+    assert abs(res["ratios"]["segmint / faiss CPU inertia"] - 1) < 1e-3
+    assert res["assigned"] == 70_000
+    assert res["stages"]["segmint: assign 70,000 rows"]["seconds"] > 0
+    assert "| faiss CPU time / segmint time |" in ratio_table(res)
+    json.dumps(res)
+
+
+def test_gpu_scenario_without_a_gpu_exits_2():
+    import faiss
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("this machine has a GPU")
+    res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
+    assert res.exit_code == 2
+    assert "--scenario GPU needs a usable GPU: Faiss sees no GPU" in res.output

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
-__all__ = ["Assignment", "assign", "BATCH_ROWS"]
+from segmint.engine.cluster.backend import ArrayBackend, HostBackend
 
-BATCH_ROWS = 1_000_000
+__all__ = ["Assignment", "assign"]
 
 
 @dataclass(frozen=True)
@@ -23,29 +22,36 @@ class Assignment:
         return float(np.sum(self.distance.astype(np.float64) ** 2))
 
 
-def assign(x: np.ndarray, centroids: np.ndarray) -> Assignment:
-    """Exact L2 search in batches of BATCH_ROWS rows (memory stays bounded)."""
+def assign(x: np.ndarray, centroids: np.ndarray, backend: ArrayBackend | None = None) -> Assignment:
+    """Exact L2 search in batches that fit the backend (host by default), so memory stays bounded.
+
+    On the GPU each batch is copied to the card once; results come back as host arrays.
+    """
+    backend = backend or HostBackend()
+    xp = backend.xp
     k, d = centroids.shape
-    index = faiss.IndexFlatL2(d)
+    index = backend.flat_index(d)
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    wide = backend.to_device(centroids.astype(np.float64))
     nn = min(2, k)
     seg = np.empty(x.shape[0], np.int32)
     dist = np.empty(x.shape[0], np.float32)
     margin = np.full(x.shape[0], np.inf, np.float32)
-    for lo in range(0, x.shape[0], BATCH_ROWS):
-        batch = np.ascontiguousarray(x[lo:lo + BATCH_ROWS], dtype=np.float32)
-        _, idx = index.search(batch, nn)
+    step = backend.batch_rows(d)
+    for lo in range(0, x.shape[0], step):
+        batch = backend.to_device(np.ascontiguousarray(x[lo:lo + step], dtype=np.float32))
+        _, idx = backend.search(index, batch, nn)
         hi = lo + batch.shape[0]
-        seg[lo:hi] = idx[:, 0]
+        seg[lo:hi] = backend.to_host(idx[:, 0])
         # Faiss' BLAS distances depend on the batch's shape in the last bits; recomputed
         # per row they are the same however customers are batched (or bucketed).
-        d1 = _row_distance(batch, centroids[idx[:, 0]])
-        dist[lo:hi] = d1
+        d1 = _row_distance(xp, batch, wide[idx[:, 0]])
+        dist[lo:hi] = backend.to_host(d1)
         if nn == 2:
-            margin[lo:hi] = _row_distance(batch, centroids[idx[:, 1]]) - d1
+            margin[lo:hi] = backend.to_host(_row_distance(xp, batch, wide[idx[:, 1]]) - d1)
     return Assignment(seg, dist, margin)
 
 
-def _row_distance(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    diff = x.astype(np.float64) - c.astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+def _row_distance(xp, x, c):
+    diff = x.astype(xp.float64) - c
+    return xp.sqrt(xp.einsum("ij,ij->i", diff, diff)).astype(xp.float32)

@@ -1,4 +1,8 @@
-"""k-means: greedy k-means++ seeding (a Numba kernel) followed by Faiss' Lloyd iterations.
+"""k-means: greedy k-means++ seeding (a Numba kernel) followed by Lloyd iterations.
+
+On the CPU the iterations are Faiss' (``faiss.Kmeans``); on the GPU they run with
+the training sample copied to the card once (engine.cluster.lloyd), from the
+same seeding, so both paths start from the same centroids.
 
 Faiss seeds at random by default, and its plain k-means++ lacks the greedy
 candidate step; both give worse optima on skewed customer data (measured:
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from segmint.engine.cluster.backend import ArrayBackend
+from segmint.engine.cluster.lloyd import lloyd
 from segmint.engine.config import ClusterConfig
 from segmint.engine.errors import ConfigError
 from segmint.engine.hashing import bottom_k
@@ -31,7 +37,8 @@ class KMeansResult:
     n_init: int               # points k-means++ seeding saw
 
 
-def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray | None = None) -> KMeansResult:
+def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray | None = None,
+               backend: ArrayBackend | None = None) -> KMeansResult:
     """Cluster the rows of ``x`` (float32[n, d]) into ``k`` centroids.
 
     The training sample is the ``max_points_per_centroid * k`` rows of lowest
@@ -39,9 +46,10 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray |
     position), and the k-means++ sample the ``init_sample`` lowest of those, so
     samples are sets of customers, whatever their row order. ``nredo`` restarts
     use seeds ``seed, seed + 1, ...``; the lowest training inertia wins. Same
-    input, config and thread count: same centroids.
+    input, config and thread count: same centroids. ``backend`` (engine.cluster.backend) runs the
+    iterations with the sample resident there; None runs Faiss' CPU k-means.
     """
-    n, d = x.shape
+    n = x.shape[0]
     if k > n:
         msg = f"k={k} is larger than the number of customers ({n}); lower --k"
         raise ConfigError(msg)
@@ -49,16 +57,17 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray |
     train_rows = bottom_k(priority, cfg.max_points_per_centroid * k)
     train = x[train_rows]
     init_rows = bottom_k(priority[train_rows], cfg.init_sample)
+    resident = backend.to_device(train) if backend else None
     best: KMeansResult | None = None
     for redo in range(cfg.nredo):
         seed = cfg.seed + redo
         init = kmeanspp_init(train[init_rows], k, seed)
-        km = faiss.Kmeans(d, k, niter=cfg.niter, seed=seed, verbose=False,
-                          max_points_per_centroid=max(1, -(-train.shape[0] // k)),
-                          min_points_per_centroid=1)
-        inertia = float(km.train(train, init_centroids=init))
+        if backend:
+            centroids, inertia = lloyd(backend, resident, init, cfg.niter, seed)
+        else:
+            centroids, inertia = _faiss_kmeans(train, init, cfg.niter, seed)
         if best is None or inertia < best.train_inertia:
-            best = KMeansResult(km.centroids.copy(), inertia, train.shape[0], init_rows.size)
+            best = KMeansResult(centroids, inertia, train.shape[0], init_rows.size)
     assert best is not None
     return best
 
@@ -72,6 +81,14 @@ def kmeanspp_init(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     idx = np.empty(k, np.int64)
     kmeanspp_greedy(x, first, uniforms, idx)
     return np.ascontiguousarray(x[idx], dtype=np.float32)
+
+
+def _faiss_kmeans(train: np.ndarray, init: np.ndarray, niter: int, seed: int) -> tuple[np.ndarray, float]:
+    k, d = init.shape
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False,
+                      max_points_per_centroid=max(1, -(-train.shape[0] // k)), min_points_per_centroid=1)
+    inertia = float(km.train(train, init_centroids=init))
+    return km.centroids.copy(), inertia
 
 
 def row_priority(n: int, seed: int) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""Timing one benchmark stage: seconds and the process's peak RSS after it, printed as it ends."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["StageTimer", "peak_rss_mb"]
+
+T = TypeVar("T")
+
+
+class StageTimer:
+    """Call with (name, fn): runs fn, records ``stages[name]`` = seconds and peak RSS, returns fn's result."""
+
+    def __init__(self, stages: dict[str, Any], progress: Callable[[str], None]) -> None:
+        self.stages = stages
+        self.progress = progress
+
+    def __call__(self, name: str, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        out = fn()
+        self.stages[name] = {"seconds": round(time.perf_counter() - t0, 4), "peak_rss_mb": peak_rss_mb()}
+        self.progress(f"{name:<36} {self.stages[name]['seconds']:9.3f} s")
+        return out
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
