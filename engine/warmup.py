@@ -12,8 +12,10 @@ import time
 import numpy as np
 
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
+from segmint.kernels.grouping import group_rows, sort_segments, take
+from segmint.kernels.hashing import hash_int64, hash_utf8
 from segmint.kernels.kmeanspp import kmeanspp_greedy
-from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features
+from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features, sort_within
 from segmint.kernels.synth import simulate_purchases
 
 __all__ = ["warmup"]
@@ -35,6 +37,16 @@ def warmup() -> dict[str, float]:
         "simulate_purchases": lambda: simulate_purchases(
             0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,
             one, one * 0.1, one * 2, np.ones((1, 1)), one, 1),
+    }
+    ints = np.zeros(1, np.int64)
+    calls |= {
+        "group_rows": lambda: group_rows(ints, 1, np.empty(1, np.int64), np.empty(2, np.int64)),
+        "sort_segments": lambda: sort_segments(offsets, np.zeros(1, np.int64), ints, ints),
+        # One specialisation per column type the feature table gathers.
+        "take": lambda: [take(np.zeros(1, t), ints, np.empty(1, t)) for t in (np.int64, np.float64, np.int32)],
+        "sort_within": lambda: sort_within(offsets, ints, np.empty(1, np.int64)),
+        "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
+        "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
     }
     seconds = {}
     for name, call in calls.items():

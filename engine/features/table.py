@@ -19,6 +19,7 @@ import polars as pl
 from segmint.engine.config import FeatureConfig
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts, rfm_columns
+from segmint.kernels.grouping import group_rows, sort_segments, take
 from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features, sort_within
 
 __all__ = ["FeatureTable", "compute_features", "base_features", "add_scores", "channel_counts", "top_channels",
@@ -61,20 +62,22 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
 def base_features(lines: pl.DataFrame, as_of: dt.datetime, channels: Sequence[str]) -> pl.DataFrame:
     """Everything that depends on a customer's own lines only (no population cut points), by customer_id."""
     has_order = "order_id" in lines.columns
-    cust_key = _int_key(lines["customer_id"])
     ts = lines["ts"].dt.epoch("us").to_numpy()
-    # A stable sort on integer keys: rows equal on the keys keep their input
-    # order, so the row order, and with it every float sum, is the same on every run.
-    keys = (ts, _order_key(lines["order_id"]), cust_key) if has_order else (ts, cust_key)
-    perm = np.lexsort(keys)
-    cust_key, ts = cust_key[perm], ts[perm]
-    amount = lines["amount"].to_numpy()[perm]
-    channel = _codes(lines, "channel", channels)[perm]
-    category = _codes(lines, "category", _vocabulary(lines, "category"))[perm]
-    cust_start = np.flatnonzero(np.concatenate(([True], cust_key[1:] != cust_key[:-1])))
-    ids = lines["customer_id"].gather(perm[cust_start])
-    line_offsets = np.append(cust_start, perm.size).astype(np.int64)
-    order_key = keys[1][perm] if has_order else None
+    order_key = _order_key(lines["order_id"]) if has_order else None
+    # Rows grouped by customer (counting sort), then by (order, time) within each: the same
+    # permutation as a stable lexsort, in linear time. Ties keep their input order, so the
+    # row order, and with it every float sum, is the same on every run.
+    group, n_customers = _dense_ranks(_int_key(lines["customer_id"]))
+    perm = np.empty(lines.height, np.int64)
+    line_offsets = np.empty(n_customers + 1, np.int64)
+    group_rows(group, n_customers, perm, line_offsets)
+    sort_segments(line_offsets, perm, order_key if has_order else ts, ts)
+    ids = lines["customer_id"].gather(perm[line_offsets[:-1]])
+    ts = _take(ts, perm)
+    amount = _take(lines["amount"].to_numpy(), perm)
+    channel = _take(_codes(lines, "channel", channels), perm)
+    category = _take(_codes(lines, "category", _vocabulary(lines, "category")), perm)
+    order_key = _take(order_key, perm) if has_order else None
 
     order_offsets, o_ts, o_amount, o_channel = _orders(order_key, line_offsets, ts, amount, channel)
     n = ids.len()
@@ -132,9 +135,8 @@ def _codes(lines: pl.DataFrame, name: str, vocab: Sequence[str]) -> np.ndarray:
     """int32 position of each row's value in ``vocab``; -1 for null, a value outside it, or no column."""
     if name not in lines.columns or not vocab:
         return np.full(lines.height, -1, np.int32)
-    enum = pl.Enum(list(vocab))
-    known = pl.col(name).is_in(list(vocab))
-    code = pl.when(known).then(pl.col(name).cast(enum, strict=False).to_physical().cast(pl.Int32)).otherwise(-1)
+    # A non-strict cast makes values outside the vocabulary null, like the nulls themselves.
+    code = pl.col(name).cast(pl.Enum(list(vocab)), strict=False).to_physical().cast(pl.Int32).fill_null(-1)
     return lines.select(code).to_series().to_numpy()
 
 
@@ -161,6 +163,24 @@ def _orders(order_key: np.ndarray | None, line_offsets: np.ndarray, ts: np.ndarr
     perm = np.empty(start.size, np.int64)
     sort_within(offsets, o_ts, perm)
     return offsets, o_ts[perm], np.add.reduceat(amount, start)[perm], channel[start][perm]
+
+
+def _dense_ranks(key: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rank of each key among the distinct keys (0-based, in value order), and their count."""
+    if key.size and int(key.max()) - int(key.min()) < 4 * key.size:
+        # Keys in a compact range (surrogate ids): a lookup table, no sort.
+        shifted = key - key.min()
+        present = np.zeros(int(shifted.max()) + 1, bool)
+        present[shifted] = True
+        return (np.cumsum(present) - 1)[shifted], int(present.sum())
+    distinct, inverse = np.unique(key, return_inverse=True)
+    return inverse.astype(np.int64), distinct.size
+
+
+def _take(src: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    out = np.empty(perm.size, src.dtype)
+    take(src, perm, out)
+    return out
 
 
 def _int_key(col: pl.Series) -> np.ndarray:

@@ -219,3 +219,25 @@ def test_order_lines_collapse_and_missing_order_ids_stay_separate(tmp_path, id_t
     assert a["refund_share"] == pytest.approx(2.5 / 19.5)
     assert (b["frequency"], b["monetary_total"]) == (2, 6.0)
     assert t["customer_id"].to_list() == sorted(t["customer_id"].to_list())
+
+
+def test_features_do_not_depend_on_how_ids_are_spelled(small_data):
+    # Compact integer ids take the lookup-table path of the customer grouping; sparse
+    # ones (spanning int64) and strings take the sorting path. Same customers, same features.
+    from segmint.engine.features.table import compute_features
+    from segmint.engine.io.clean import clean
+    from segmint.engine.io.scan import read_input
+
+    cfg = RunConfig()
+    raw, columns = read_input([small_data / "transactions"], cfg.columns)
+    cleaned = clean(raw, dataclasses.replace(cfg, columns=columns))
+    want = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
+    ids = pl.col("customer_id")
+    spellings = {"sparse": ids * 10**12 - 5 * 10**18 + ids % 2 * 10**18,
+                 "string": pl.format("c{}", ids.cast(pl.String))}
+    for name, expr in spellings.items():
+        mapping = cleaned.lines.select(original=ids, customer_id=expr).unique()
+        got = compute_features(cleaned.lines.with_columns(customer_id=expr), cleaned.as_of, cfg.features).table
+        got = got.join(mapping, on="customer_id").sort("original").drop("customer_id").rename(
+            {"original": "customer_id"}).select(want.columns)
+        assert got.equals(want), name
