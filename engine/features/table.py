@@ -64,14 +64,7 @@ def base_features(lines: pl.DataFrame, as_of: dt.datetime, channels: Sequence[st
     has_order = "order_id" in lines.columns
     ts = lines["ts"].dt.epoch("us").to_numpy()
     order_key = _order_key(lines["order_id"]) if has_order else None
-    # Rows grouped by customer (counting sort), then by (order, time) within each: the same
-    # permutation as a stable lexsort, in linear time. Ties keep their input order, so the
-    # row order, and with it every float sum, is the same on every run.
-    group, n_customers = _dense_ranks(_int_key(lines["customer_id"]))
-    perm = np.empty(lines.height, np.int64)
-    line_offsets = np.empty(n_customers + 1, np.int64)
-    group_rows(group, n_customers, perm, line_offsets)
-    sort_segments(line_offsets, perm, order_key if has_order else ts, ts)
+    perm, line_offsets = _customer_order(lines["customer_id"], order_key if has_order else ts, ts)
     ids = lines["customer_id"].gather(perm[line_offsets[:-1]])
     ts = _take(ts, perm)
     amount = _take(lines["amount"].to_numpy(), perm)
@@ -163,6 +156,19 @@ def _orders(order_key: np.ndarray | None, line_offsets: np.ndarray, ts: np.ndarr
     perm = np.empty(start.size, np.int64)
     sort_within(offsets, o_ts, perm)
     return offsets, o_ts[perm], np.add.reduceat(amount, start)[perm], channel[start][perm]
+
+
+def _customer_order(customer_id: pl.Series, major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by customer (in id order), then by (major, minor) within each customer: the
+    permutation of a stable lexsort, in linear time, and the customers' CSR offsets into it.
+    Ties keep their input order, so the row order, and with it every float sum, is the same on
+    every run."""
+    group, n_customers = _dense_ranks(_int_key(customer_id))
+    perm = np.empty(group.size, np.int64)
+    offsets = np.empty(n_customers + 1, np.int64)
+    group_rows(group, n_customers, perm, offsets)
+    sort_segments(offsets, perm, major, minor)
+    return perm, offsets
 
 
 def _dense_ranks(key: np.ndarray) -> tuple[np.ndarray, int]:
