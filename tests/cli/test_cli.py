@@ -8,8 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from segmint.cli.app import app
+from segmint.engine.cluster.backend import gpu_missing
 
 runner = CliRunner()
+
+NEEDS_NO_GPU = pytest.mark.skipif(gpu_missing() is None, reason="this machine has a usable GPU")
 
 
 def invoke(*args, env=None):
@@ -112,7 +115,7 @@ def test_csv_with_every_reject_reason_is_quarantined(dirty_csv, tmp_path):
     (["--k", "0"], 2, "--k must be a positive integer"),
     (["--k", "many"], 2, "--k must be a positive integer or 'auto'"),
     (["--device", "tpu"], 2, "--device must be auto, cpu or gpu"),
-    (["--device", "gpu"], 2, "no usable GPU"),
+    pytest.param(["--device", "gpu"], 2, "no usable GPU", marks=NEEDS_NO_GPU),
     (["--as-of", "soon"], 2, "--as-of 'soon'"),
     (["--dedupe-on", "nope"], 2, "not mapped"),
     (["--time-col", "when"], 3, "column 'when' (--time-col) not found"),
@@ -122,6 +125,14 @@ def test_bad_options_exit_with_one_line(small_data, tmp_path, args, code, needle
     r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *args)
     assert r.exit_code == code, r.stderr
     _one_line_error(r, needle)
+    assert not (tmp_path / "o").exists()
+
+
+@NEEDS_NO_GPU
+def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
+    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--device", "gpu")
+    assert r.exit_code == 2, r.stderr
+    _one_line_error(r, "--device gpu: no usable GPU: Faiss sees no GPU")
     assert not (tmp_path / "o").exists()
 
 
