@@ -19,7 +19,7 @@ from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_t
 from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device",
-           "DedupeOn", "Pseudonymize", "column_options", "side_table_options", "build_config"]
+           "DedupeOn", "MemoryLimit", "Buckets", "Pseudonymize", "column_options", "side_table_options", "build_config"]
 
 _COLS = "Column mapping"
 _RUN = "Run"
@@ -44,6 +44,12 @@ Device = Annotated[str | None, typer.Option("--device", help="auto | cpu | gpu [
 DedupeOn = Annotated[str | None, typer.Option("--dedupe-on", help="Comma-separated source columns: reject "
                                               "every repeat of a row on exactly these (reason: duplicate).",
                                               rich_help_panel=_RUN)]
+MemoryLimit = Annotated[str | None, typer.Option(
+    "--memory-limit", rich_help_panel=_RUN, show_default=False,
+    help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: a quarter of the available "
+         "memory].")]
+Buckets = Annotated[int | None, typer.Option("--buckets", rich_help_panel=_RUN, show_default=False,
+                                             help="Force this many customer buckets (1: all in memory).")]
 Pseudonymize = Annotated[bool | None, typer.Option("--pseudonymize-ids", help="Write HMAC-SHA256 pseudonyms "
                                                    "(key from SEGMINT_ID_KEY) instead of customer ids.",
                                                    rich_help_panel=_RUN, show_default=False)]

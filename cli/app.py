@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from segmint.cli import _render
-from segmint.cli._options import (AsOf, ConfigFile, DedupeOn, Device, Inputs, Json, K, Out, Overwrite,
-                                  Pseudonymize, Seed, build_config, column_options, side_table_options)
+from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Inputs, Json, K, MemoryLimit, Out,
+                                  Overwrite, Pseudonymize, Seed, build_config, column_options, side_table_options)
 from segmint.engine.errors import SegmintError
 
 __all__ = ["app", "main"]
@@ -107,13 +107,7 @@ def run(
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
     dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
-    memory_limit: Annotated[str | None, typer.Option(
-        "--memory-limit", rich_help_panel="Run", show_default=False,
-        help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: a quarter of the available "
-             "memory].")] = None,
-    buckets: Annotated[int | None, typer.Option(
-        "--buckets", rich_help_panel="Run", show_default=False,
-        help="Force this many customer buckets (1: all in memory).")] = None,
+    memory_limit: MemoryLimit = None, buckets: Buckets = None,
     json_logs: Json = False,
 ) -> None:
     """Segment customers: scan, clean, features, cluster, assign, profile, write.
@@ -164,7 +158,7 @@ def assign(
     inputs: Inputs,
     out: Out,
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
-    overwrite: Overwrite = None, json_logs: Json = False,
+    overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None, json_logs: Json = False,
 ) -> None:
     """Score new customers with a saved model (same features, scaler, cut points, centroids).
 
@@ -172,11 +166,13 @@ def assign(
 
     The model fixes the column mapping; output has the same layout as `run`.
     """
+    from segmint.engine.config import parse_size
     from segmint.engine.pipeline import assign_customers
 
     with _errors():
         cfg = build_config(None, cluster={"device": device}, as_of=as_of, dedupe_on=dedupe_on,
-                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite)
+                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite, buckets=buckets,
+                           memory_limit=parse_size(memory_limit) if memory_limit else None)
         result = assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs))
         _finish(result, json_logs)
 

@@ -17,13 +17,15 @@ distribution columns come from the PROFILE_SAMPLE customers of lowest hash.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import json
 import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -36,7 +38,7 @@ from segmint.engine.cluster.select_k import select_k
 from segmint.engine.config import RunConfig, config_hash, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
-from segmint.engine.features.table import add_scores, base_features, channel_counts, top_channels
+from segmint.engine.features.table import add_scores, base_features, channel_counts, compute_features, top_channels
 from segmint.engine.hashing import bottom_k, customer_hash
 from segmint.engine.io.clean import REASONS, clean, latest_valid_ts
 from segmint.engine.io.scan import scan
@@ -46,7 +48,7 @@ from segmint.engine.preprocess import fit_scaler
 from segmint.engine.profile import build_profiles
 from segmint.engine.progress import Progress, StageClock
 
-__all__ = ["run_bucketed", "BUCKET_SEED", "PROFILE_SAMPLE"]
+__all__ = ["run_bucketed", "assign_bucketed", "BUCKET_SEED", "PROFILE_SAMPLE"]
 
 BUCKET_SEED = 0x5E6_B0C
 PROFILE_SAMPLE = 1_000_000
@@ -59,22 +61,11 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
     """``pipeline.run`` for input larger than memory, in ``n_buckets`` buckets."""
     from segmint.engine import pipeline as p  # the run's shared output helpers
 
-    if cfg.events is not None or cfg.customers is not None:
-        msg = "--events and --customers are not supported yet when the input is processed in buckets"
-        raise ConfigError(msg)
-    if cfg.dedupe_on and cfg.columns.customer not in cfg.dedupe_on:
-        msg = (f"in bucketed runs --dedupe-on must include the customer column ({cfg.columns.customer}) "
-               f"so that duplicates share a bucket")
-        raise ConfigError(msg)
     check_writable(out, overwrite=cfg.overwrite)
     device = resolve_device(cfg.cluster.device)
     backend = backend_for(device)
-    clock = StageClock(progress)
     out = Path(out)
-    work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
-    try:
-        cfg, as_of, buckets = _partition(inputs, cfg, n_buckets, work, clock)
-        counts, channels = _clean_buckets(buckets, cfg, as_of, work, clock)
+    with _cleaned_buckets(inputs, out, cfg, n_buckets, progress) as (cfg, as_of, buckets, counts, channels, work, clock):
         gathered, candidates, filled = _features(buckets, as_of, channels, cfg, work, clock)
         cuts = fit_rfm_cuts(gathered)
         clv, clv_report = p.fit_clv_reported(gathered, cfg.clv, clock)
@@ -120,11 +111,97 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             "k": k, "k_scan": list(k_scan.rows) if k_scan else None, "clv": clv_report,
             "clustering": p.clustering_report(fit, cfg.cluster, device, feats, relabelled.inertia, gathered.height),
         }
-        profiles = _write(out, cfg, buckets, filled, work, labels, relabelled, complete, threshold, model_cfg, manifest,
-                          clock)
+        parts, start = {}, 0
+        for b, a in zip(filled, labels, strict=True):
+            n = a.segment.size
+            parts[b] = Assignment(relabelled.segment[start:start + n], a.distance, a.margin)
+            start += n
+
+        def assigned(b: int) -> pl.DataFrame:
+            return p._assigned(complete(pl.read_parquet(work / "features" / f"{b}.parquet")), parts[b])
+
+        def model_for(profiles: pl.DataFrame) -> Model:
+            return Model(**model_cfg, names=tuple(profiles["name"]),
+                         provenance={"as_of": manifest["as_of"], "config_hash": manifest["config_hash"],
+                                     "versions": manifest["versions"], "pseudonymized_ids": cfg.pseudonymize_ids})
+
+        profiles = _write(out, cfg, buckets, filled, assigned, threshold, manifest, clock, work, model_for=model_for)
         return p.RunResult(out, p._summary(profiles), manifest)
+
+
+def assign_bucketed(model: Model, model_dir: str, inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                    n_buckets: int, device: str, progress: Progress | None = None) -> Any:
+    """``pipeline.assign_customers`` for input larger than memory: every bucket is scored with the
+    model alone (its channels, cut points, CLV parameters, scaler and centroids), so the result is
+    the in-memory one."""
+    from segmint.engine import pipeline as p
+
+    backend = backend_for(device)
+    out = Path(out)
+    with _cleaned_buckets(inputs, out, cfg, n_buckets, progress) as (cfg, as_of, buckets, counts, _, work, clock):
+        filled, hashes, inertia = [], [], 0.0
+        (work / "assigned").mkdir()
+        with clock.stage("assign") as info:
+            for b in buckets:
+                if (lines := _take_lines(work, b)) is None:
+                    continue
+                table = compute_features(lines, as_of, model.features, channels=model.channels,
+                                         rfm_cuts=model.rfm_cuts).table
+                del lines
+                labels = assign(model.scaler.transform(table), model.centroids, backend)
+                if model.clv and model.clv_config:
+                    table = table.hstack(predict_clv(table, model.clv, model.clv_config))
+                p._assigned(table, labels).write_parquet(work / "assigned" / f"{b}.parquet")
+                filled.append(b)
+                hashes.append(customer_hash(table["customer_id"], cfg.cluster.seed))
+                inertia += labels.inertia
+            customers = sum(h.size for h in hashes)
+            info.update(customers=customers, inertia=inertia)
+        threshold = np.sort(np.concatenate(hashes))[min(PROFILE_SAMPLE, customers) - 1]
+        manifest = {
+            "command": "assign", "inputs": [str(i) for i in inputs], "columns": dataclasses.asdict(cfg.columns),
+            "as_of": as_of.isoformat(), "rows": counts, "customers": customers, "buckets": len(buckets),
+            "versions": versions(), "config_hash": config_hash(cfg), "config": dataclasses.asdict(cfg),
+            "k": model.k, "model": model_dir, "model_provenance": model.provenance,
+            "clustering": {"device": device, "inertia": inertia, "features": list(model.scaler.features)},
+        }
+        profiles = _write(out, cfg, buckets, filled, lambda b: pl.read_parquet(work / "assigned" / f"{b}.parquet"),
+                          threshold, manifest, clock, work, names=lambda pr: p._with_model_names(pr, model))
+        return p.RunResult(out, p._summary(profiles), manifest)
+
+
+class _Cleaned(NamedTuple):
+    cfg: RunConfig            # with the resolved column mapping
+    as_of: dt.datetime
+    buckets: list[int]
+    counts: dict[str, Any]    # run.json's "rows"
+    channels: tuple[str, ...]
+    work: Path
+    clock: StageClock
+
+
+@contextlib.contextmanager
+def _cleaned_buckets(inputs, out: Path, cfg: RunConfig, n_buckets: int, progress: Progress | None):
+    """Partition and clean the input into buckets in a work folder next to ``out``, removed on exit."""
+    _check_bucketable(cfg)
+    clock = StageClock(progress)
+    work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
+    try:
+        cfg, as_of, buckets = _partition(inputs, cfg, n_buckets, work, clock)
+        counts, channels = _clean_buckets(buckets, cfg, as_of, work, clock)
+        yield _Cleaned(cfg, as_of, buckets, counts, channels, work, clock)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_bucketable(cfg: RunConfig) -> None:
+    if cfg.events is not None or cfg.customers is not None:
+        msg = "--events and --customers are not supported yet when the input is processed in buckets"
+        raise ConfigError(msg)
+    if cfg.dedupe_on and cfg.columns.customer not in cfg.dedupe_on:
+        msg = (f"in bucketed runs --dedupe-on must include the customer column ({cfg.columns.customer}) "
+               f"so that duplicates share a bucket")
+        raise ConfigError(msg)
 
 
 def _partition(inputs, cfg: RunConfig, n_buckets: int, work: Path, clock: StageClock):
@@ -190,9 +267,7 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
     (work / "features").mkdir()
     with clock.stage("features") as info:
         for b in buckets:
-            lines = pl.read_parquet(work / "lines" / f"{b}.parquet")
-            (work / "lines" / f"{b}.parquet").unlink()
-            if lines.height == 0:
+            if (lines := _take_lines(work, b)) is None:
                 continue
             table = base_features(lines, as_of, channels)
             del lines
@@ -211,18 +286,28 @@ def _features(buckets, as_of, channels, cfg: RunConfig, work: Path, clock: Stage
     return gathered_df, cand, filled
 
 
-def _write(out: Path, cfg: RunConfig, buckets, filled, work: Path, labels, relabelled: Assignment, complete, threshold,
-           model_cfg: dict, manifest: dict, clock: StageClock) -> pl.DataFrame:
+def _take_lines(work: Path, bucket: int) -> pl.DataFrame | None:
+    """The bucket's cleaned lines (None if it has none); the file is removed once read, and the
+    caller holds the only reference, so ``del`` frees them."""
+    path = work / "lines" / f"{bucket}.parquet"
+    lines = pl.read_parquet(path)
+    path.unlink()
+    return lines if lines.height else None
+
+
+def _write(out: Path, cfg: RunConfig, buckets, filled, assigned, threshold, manifest: dict, clock: StageClock,
+           work: Path, *, model_for=None, names=None) -> pl.DataFrame:
+    """Write the run directory bucket by bucket; ``assigned(b)`` is bucket b's assigned table.
+
+    ``model_for(profiles)`` makes the model to save (run); ``names(profiles)`` renames the
+    segments (assign, which keeps the model's names).
+    """
     from segmint.engine import pipeline as p
 
     sample, totals = [], []
     with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
-        start = 0
-        for b, a in zip(filled, labels, strict=True):
-            n = a.segment.size
-            part = Assignment(relabelled.segment[start:start + n], a.distance, a.margin)
-            start += n
-            table = p._assigned(complete(pl.read_parquet(work / "features" / f"{b}.parquet")), part)
+        for b in filled:
+            table = assigned(b)
             totals.append(table.group_by("segment").agg(
                 pl.len().alias("customers"), pl.col("monetary_total").sum().alias("revenue"),
                 pl.col("frequency").sum().alias("orders"),
@@ -235,10 +320,10 @@ def _write(out: Path, cfg: RunConfig, buckets, filled, work: Path, labels, relab
                 out_table.filter(pl.col("segment") == seg).write_parquet(folder / f"part-{b}.parquet")
         sampled = pl.concat(sample)
         profiles = _exact_totals(build_profiles(sampled), pl.concat(totals))
-        model = Model(**model_cfg, names=tuple(profiles["name"]),
-                      provenance={"as_of": manifest["as_of"], "config_hash": manifest["config_hash"],
-                                  "versions": manifest["versions"], "pseudonymized_ids": cfg.pseudonymize_ids})
-        model.save(stage / "model")
+        if names is not None:
+            profiles = names(profiles)
+        if model_for is not None:
+            model_for(profiles).save(stage / "model")
         profiles.write_parquet(stage / "profiles.parquet")
         (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
         (stage / "rejects").mkdir()

@@ -139,13 +139,19 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
 
     The model fixes the column mapping, feature settings, channel vocabulary,
     RFM cut points, scaler and centroids; ``cfg`` supplies as-of, dedupe,
-    pseudonymisation and overwrite.
+    pseudonymisation, overwrite, device and the memory budget (input that would
+    not fit it is scored bucket by bucket, with the same result).
     """
     check_writable(out, overwrite=cfg.overwrite)
     device = resolve_device(cfg.cluster.device)
-    backend = backend_for(device)
     model = Model.load(model_dir)
     cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features)
+    n_buckets = cfg.buckets or plan_buckets(inputs, cfg)
+    if n_buckets > 1:
+        from segmint.engine.bucketed import assign_bucketed
+
+        return assign_bucketed(model, str(model_dir), inputs, out, cfg, n_buckets, device, progress)
+    backend = backend_for(device)
     clock = StageClock(progress)
     cleaned = _scan_and_clean(inputs, cfg, clock)
     with clock.stage("features") as info:

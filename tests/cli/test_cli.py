@@ -128,6 +128,14 @@ def test_bad_options_exit_with_one_line(small_data, tmp_path, args, code, needle
     assert not (tmp_path / "o").exists()
 
 
+def test_assign_under_a_small_memory_limit_runs_in_buckets(small_data, small_run, tmp_path):
+    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--memory-limit", "4MB")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert manifest["buckets"] > 1 and manifest["customers"] == 3000
+    assert pl.read_parquet(tmp_path / "o" / "assignments").height == 3000
+
+
 @NEEDS_NO_GPU
 def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--device", "gpu")

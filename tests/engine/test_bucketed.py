@@ -119,3 +119,25 @@ def test_a_bucket_of_rejects_only_keeps_its_rejects(tmp_path):
     # ids i % 20 with i % 4 != 0: 15 customers
     assert _digests(tmp_path / "o")[1] == _digests(tmp_path / "mem")[1]
     assert _digests(tmp_path / "o")[0].height == 15
+
+
+def test_bucketed_assign_equals_in_memory(small_data, small_run, tmp_path):
+    from segmint.engine.pipeline import assign_customers
+
+    data = _dirty_copy(small_data, tmp_path, string_ids=False)
+    cfg = RunConfig(dedupe_on=("customer_id", "ts", "order_id", "amount"))
+    mem = assign_customers(small_run, [data], tmp_path / "mem", cfg)
+    bk = assign_customers(small_run, [data], tmp_path / "bk", dataclasses.replace(cfg, buckets=5))
+    (mem_table, mem_digest), (bk_table, bk_digest) = _digests(tmp_path / "mem"), _digests(tmp_path / "bk")
+    assert mem_table.height == bk_table.height > 2000
+    assert mem_digest == bk_digest  # features, CLV, segments, distances and margins
+    assert bk.manifest["buckets"] == 5 and bk.manifest["rows"] == mem.manifest["rows"]
+    assert bk.manifest["clustering"]["inertia"] == pytest.approx(mem.manifest["clustering"]["inertia"], rel=1e-12)
+    prof_m = pl.read_parquet(tmp_path / "mem" / "profiles.parquet")
+    prof_b = pl.read_parquet(tmp_path / "bk" / "profiles.parquet")
+    assert prof_b["name"].to_list() == prof_m["name"].to_list()
+    assert prof_b["customers"].to_list() == prof_m["customers"].to_list()
+    np.testing.assert_allclose(prof_b["clv_total"], prof_m["clv_total"], rtol=1e-9)
+    assert pl.read_parquet(tmp_path / "bk" / "rejects").height == mem.manifest["rows"]["rejected"]
+    assert not (tmp_path / "bk" / "model").exists()
+    assert not list(tmp_path.glob(".*work*"))
