@@ -35,7 +35,7 @@ from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.cluster.kmeans import fit_kmeans
 from segmint.engine.cluster.select_k import select_k
-from segmint.engine.config import RunConfig, config_hash, parse_as_of
+from segmint.engine.config import RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.table import add_scores, base_features, channel_counts, compute_features, top_channels
@@ -43,7 +43,7 @@ from segmint.engine.hashing import bottom_k, customer_hash
 from segmint.engine.io.clean import REASONS, clean, latest_valid_ts
 from segmint.engine.io.scan import scan
 from segmint.engine.io.sink import check_writable, staged_dir
-from segmint.engine.model import Model, versions
+from segmint.engine.model import Model
 from segmint.engine.preprocess import fit_scaler
 from segmint.engine.profile import build_profiles
 from segmint.engine.progress import Progress, StageClock
@@ -103,12 +103,8 @@ def run_bucketed(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, 
             min(PROFILE_SAMPLE, gathered.height) - 1]
         model_cfg = dict(columns=cfg.columns, features=cfg.features, channels=channels, rfm_cuts=cuts,
                          scaler=scaler, centroids=centroids, clv=clv, clv_config=cfg.clv if clv else None)
-        manifest = {
-            "command": "run", "inputs": [str(i) for i in inputs], "columns": dataclasses.asdict(cfg.columns),
-            "as_of": as_of.isoformat(), "rows": counts, "customers": gathered.height,
-            "buckets": len(buckets), "seed": cfg.cluster.seed, "versions": versions(),
-            "config_hash": config_hash(cfg), "config": dataclasses.asdict(cfg),
-            "k": k, "k_scan": list(k_scan.rows) if k_scan else None, "clv": clv_report,
+        manifest = p.run_manifest("run", inputs, cfg, cfg.columns, as_of, counts, gathered.height) | {
+            "buckets": len(buckets), "k": k, "k_scan": list(k_scan.rows) if k_scan else None, "clv": clv_report,
             "clustering": p.clustering_report(fit, cfg.cluster, device, feats, relabelled.inertia, gathered.height),
         }
         parts, start = {}, 0
@@ -158,11 +154,8 @@ def assign_bucketed(model: Model, model_dir: str, inputs: Sequence[str | Path], 
             customers = sum(h.size for h in hashes)
             info.update(customers=customers, inertia=inertia)
         threshold = np.sort(np.concatenate(hashes))[min(PROFILE_SAMPLE, customers) - 1]
-        manifest = {
-            "command": "assign", "inputs": [str(i) for i in inputs], "columns": dataclasses.asdict(cfg.columns),
-            "as_of": as_of.isoformat(), "rows": counts, "customers": customers, "buckets": len(buckets),
-            "versions": versions(), "config_hash": config_hash(cfg), "config": dataclasses.asdict(cfg),
-            "k": model.k, "model": model_dir, "model_provenance": model.provenance,
+        manifest = p.run_manifest("assign", inputs, cfg, cfg.columns, as_of, counts, customers) | {
+            "buckets": len(buckets), "k": model.k, "model": model_dir, "model_provenance": model.provenance,
             "clustering": {"device": device, "inertia": inertia, "features": list(model.scaler.features)},
         }
         profiles = _write(out, cfg, buckets, filled, lambda b: pl.read_parquet(work / "assigned" / f"{b}.parquet"),

@@ -27,7 +27,7 @@ from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.select_k import select_k
-from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig, config_hash, to_dict
+from segmint.engine.config import ClusterConfig, ClvConfig, Columns, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.table import FeatureTable, channel_columns, compute_features
 from segmint.engine.hashing import bottom_k, customer_hash
@@ -42,7 +42,7 @@ from segmint.engine.progress import Progress, StageClock
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
            "compute_clv", "compute_cohorts", "abtest_split", "abtest_evaluate", "validate",
-           "default_cluster_features", "clustering_report", "plan_buckets"]
+           "default_cluster_features", "clustering_report", "plan_buckets", "run_manifest"]
 
 # The scaler is fitted on at most this many customers (all of them below it).
 SCALER_SAMPLE = 1_000_000
@@ -122,7 +122,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
                   names=tuple(profiles["name"]), clv=clv, clv_config=cfg.clv if clv else None,
                   provenance={"as_of": cleaned.as_of.isoformat(), "config_hash": config_hash(cfg),
                               "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids})
-    manifest = _manifest("run", inputs, cfg, cleaned, ft, clock) | {
+    manifest = _manifest("run", inputs, cfg, cleaned, ft) | {
         "k": k,
         "k_scan": list(scan.rows) if scan else None,
         "clv": clv_report,
@@ -168,7 +168,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     with clock.stage("profile"):
         table = _assigned(features, labels)
         profiles = _with_model_names(build_profiles(table), model)
-    manifest = _manifest("assign", inputs, cfg, cleaned, ft, clock) | {
+    manifest = _manifest("assign", inputs, cfg, cleaned, ft) | {
         "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
         "clustering": {"device": device, "inertia": labels.inertia, "features": list(model.scaler.features)},
     }
@@ -424,24 +424,30 @@ def _summary(profiles: pl.DataFrame) -> pl.DataFrame:
                            *(["clv_total"] if "clv_total" in profiles.columns else []))
 
 
-def _manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, cleaned: CleanResult,
-              ft: FeatureTable, clock: StageClock) -> dict[str, Any]:
+def run_manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, columns: Columns, as_of: dt.datetime,
+                 rows: dict[str, Any], customers: int) -> dict[str, Any]:
+    """The part of run.json every run and assign writes, in memory or bucketed (``columns``: the
+    resolved column mapping); the writer adds the stage times."""
     return {
         "command": command,
         "inputs": [str(p) for p in inputs],
-        "columns": dataclasses.asdict(cleaned.columns),
-        "as_of": cleaned.as_of.isoformat(),
-        "rows": {"in": cleaned.rows_in, "used": cleaned.rows_used,
-                 "rejected": sum(cleaned.rejected.values()),
-                 "rejected_by_reason": cleaned.rejected, "repeated_lines": cleaned.repeated_lines},
-        "customers": ft.table.height,
+        "columns": dataclasses.asdict(columns),
+        "as_of": as_of.isoformat(),
+        "rows": rows,
+        "customers": customers,
         "seed": cfg.cluster.seed,
         "threads": numba.get_num_threads(),
         "versions": versions(),
         "config_hash": config_hash(cfg),
         "config": to_dict(cfg),
-        "stages": clock.stages,
     }
+
+
+def _manifest(command: str, inputs: Sequence[str | Path], cfg: RunConfig, cleaned: CleanResult,
+              ft: FeatureTable) -> dict[str, Any]:
+    rows = {"in": cleaned.rows_in, "used": cleaned.rows_used, "rejected": sum(cleaned.rejected.values()),
+            "rejected_by_reason": cleaned.rejected, "repeated_lines": cleaned.repeated_lines}
+    return run_manifest(command, inputs, cfg, cleaned.columns, cleaned.as_of, rows, ft.table.height)
 
 
 def _read_table(path: str | Path, what: str) -> pl.DataFrame:
