@@ -306,19 +306,14 @@ def _write(out: Path, cfg: RunConfig, buckets, filled, assigned, threshold, mani
                 pl.col("frequency").sum().alias("orders"),
                 *([pl.col("clv").sum().alias("clv_total")] if "clv" in table.columns else [])))
             sample.append(table.filter(pl.Series(customer_hash(table["customer_id"], cfg.cluster.seed) <= threshold)))
-            out_table = p._ids_out(table, cfg)
-            for seg in sorted(out_table["segment"].unique().to_list()):
-                folder = stage / "assignments" / f"segment={seg}"
-                folder.mkdir(parents=True, exist_ok=True)
-                out_table.filter(pl.col("segment") == seg).write_parquet(folder / f"part-{b}.parquet")
+            p.write_segment_parts(stage, table, cfg, b)
         sampled = pl.concat(sample)
         profiles = _exact_totals(build_profiles(sampled), pl.concat(totals))
         if names is not None:
             profiles = names(profiles)
         if model_for is not None:
             model_for(profiles).save(stage / "model")
-        profiles.write_parquet(stage / "profiles.parquet")
-        (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
+        p.write_profiles(stage, profiles)
         (stage / "rejects").mkdir()
         for b in buckets:
             rejects = pl.read_parquet(work / "rejects" / f"{b}.parquet")

@@ -42,7 +42,8 @@ from segmint.engine.progress import Progress, StageClock
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table",
            "compute_clv", "compute_cohorts", "abtest_split", "abtest_evaluate", "validate",
-           "default_cluster_features", "clustering_report", "plan_buckets", "run_manifest"]
+           "default_cluster_features", "clustering_report", "plan_buckets", "run_manifest",
+           "write_segment_parts", "write_profiles"]
 
 # The scaler is fitted on at most this many customers (all of them below it).
 SCALER_SAMPLE = 1_000_000
@@ -461,6 +462,20 @@ def _read_table(path: str | Path, what: str) -> pl.DataFrame:
         raise InputContractError(msg) from None
 
 
+def write_segment_parts(stage: Path, table: pl.DataFrame, cfg: RunConfig, part: int) -> None:
+    """``stage/assignments/segment=S/part-{part}.parquet`` for every segment S of ``table``."""
+    table = _ids_out(table, cfg)
+    for seg in sorted(table["segment"].unique().to_list()):
+        folder = stage / "assignments" / f"segment={seg}"
+        folder.mkdir(parents=True, exist_ok=True)
+        table.filter(pl.col("segment") == seg).write_parquet(folder / f"part-{part}.parquet")
+
+
+def write_profiles(stage: Path, profiles: pl.DataFrame) -> None:
+    profiles.write_parquet(stage / "profiles.parquet")
+    (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
+
+
 def _write_rejects(stage: Path, cleaned: CleanResult, cfg: RunConfig) -> None:
     (stage / "rejects").mkdir()
     _ids_out(cleaned.rejects, cfg, cleaned.columns.customer).write_parquet(stage / "rejects" / "part-0.parquet")
@@ -470,13 +485,8 @@ def _write_run(out: str | Path, cfg: RunConfig, table: pl.DataFrame, profiles: p
                cleaned: CleanResult, model: Model | None, manifest: dict[str, Any],
                clock: StageClock, files: dict[str, tuple[pl.DataFrame, str | None]] | None = None) -> None:
     with clock.stage("write"), staged_dir(out, overwrite=cfg.overwrite) as stage:
-        table = _ids_out(table, cfg)
-        parts = stage / "assignments"
-        for seg in sorted(table["segment"].unique().to_list()):
-            (parts / f"segment={seg}").mkdir(parents=True)
-            table.filter(pl.col("segment") == seg).write_parquet(parts / f"segment={seg}" / "part-0.parquet")
-        profiles.write_parquet(stage / "profiles.parquet")
-        (stage / "profiles.json").write_text(json.dumps(profiles.to_dicts(), indent=1, default=str))
+        write_segment_parts(stage, table, cfg, 0)
+        write_profiles(stage, profiles)
         if model is not None:
             model.save(stage / "model")
         _write_rejects(stage, cleaned, cfg)
