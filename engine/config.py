@@ -35,6 +35,8 @@ __all__ = [
     "parse_size",
 ]
 
+DEFAULT_HORIZON_DAYS = 364.0
+
 # (name, R scores, F scores): the widely used RFM segment map; every one of the
 # 25 (R, F) cells belongs to exactly one name.
 DEFAULT_RFM_GRID: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
@@ -166,18 +168,19 @@ class ClusterConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ClvConfig:
-    """BG/NBD + Gamma-Gamma settings. Horizon is in ``time_unit``s; the discount rate is annual."""
+    """BG/NBD + Gamma-Gamma settings. Horizon is in ``time_unit``s (None: 52 weeks, whatever the
+    unit); the discount rate is annual."""
 
     enabled: bool = True
     time_unit: str = "week"
-    horizon: float = 52.0
+    horizon: float | None = None
     discount_rate: float = 0.10
 
     def __post_init__(self) -> None:
         if self.time_unit not in ("day", "week"):
             msg = f"--time-unit must be day or week, got {self.time_unit!r}"
             raise ConfigError(msg)
-        if self.horizon <= 0:
+        if self.horizon is not None and self.horizon <= 0:
             msg = f"--horizon must be > 0, got {self.horizon}"
             raise ConfigError(msg)
         if not 0 <= self.discount_rate < 1:
@@ -187,6 +190,11 @@ class ClvConfig:
     @property
     def unit_days(self) -> float:
         return 7.0 if self.time_unit == "week" else 1.0
+
+    @property
+    def horizon_units(self) -> float:
+        """The horizon in time units; the default spans 364 days (52 weeks) in either unit."""
+        return self.horizon if self.horizon is not None else DEFAULT_HORIZON_DAYS / self.unit_days
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,8 @@
 """Customer lifetime value: BG/NBD (Fader, Hardie & Lee 2005) and Gamma-Gamma (Fader & Hardie 2013).
 
 Both are fitted by maximum likelihood with L-BFGS-B (SciPy) on log
-parameters, using analytic gradients. The log-likelihood is a sum over
+parameters bounded to [1e-5, 1e5], using analytic gradients; an optimum on a
+bound means the data cannot identify the model, and the fit is refused. The log-likelihood is a sum over
 customers: the parts that depend only on the repeat count x are evaluated
 once per distinct x, the rest by a Numba kernel in fixed blocks, so 10M
 customers take seconds and the fit is reproducible.
@@ -12,10 +13,12 @@ m = ``lt_monetary``. Gamma-Gamma is fitted on customers with x > 0 and m > 0.
 
 Predictions per customer:
 - ``p_alive``: P(alive | x, t_x, T), eq. 11 of FHL 2005;
-- ``expected_purchases``: E[purchases in the next ``horizon`` units], eq. 10
-  (with lifetimes' alternative hypergeometric form where the first overflows);
+- ``expected_purchases``: E[purchases in the next ``horizon`` units], eq. 10,
+  evaluated in a form that is finite for every parameter value (a + b < 1 too);
 - ``expected_avg_value``: E[M | x, m] = p (v + x m) / (p x + q - 1); the
-  population mean p v / (q - 1) for customers without usable repeat spend;
+  population mean p v / (q - 1) for customers without usable repeat spend
+  (where q <= 1 that mean does not exist and the observed mean repeat spend
+  stands in; ``ClvParams.population_mean_source`` says which);
 - ``clv``: sum over 30-day steps up to the horizon of the expected purchases
   in the step x expected_avg_value, discounted at the annual
   ``discount_rate`` compounded per step.
@@ -28,17 +31,28 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize
-from scipy.special import digamma, gammaln, hyp2f1
+from scipy.integrate import quad
+from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks
 
-__all__ = ["ClvParams", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_gamma_gamma",
-           "expected_purchases", "p_alive"]
+__all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_gamma_gamma",
+           "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT"]
 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+MIN_REPEATERS = 3
+# Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
+PARAM_LIMIT = 1e5
 _STEP_DAYS = 30.0
+# Within _NEAR of a removable singularity (a = 1, c = 0) the value is averaged _NUDGE either side.
+_NEAR = 1e-7
+_NUDGE = 1e-4
+
+
+class ClvFitError(InputContractError):
+    """The data cannot support a CLV fit (too few repeat customers, or a degenerate optimum)."""
 
 
 @dataclass(frozen=True)
@@ -55,33 +69,56 @@ class ClvParams:
     n: int                      # customers in the BG/NBD fit
     n_gg: int                   # customers in the Gamma-Gamma fit (x > 0 and m > 0)
     time_unit: str
+    population_mean: float      # E[M] for customers without usable repeat spend
+    population_mean_source: str # "model" (p v / (q - 1)) or the observed mean where q <= 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
-    """Fit both models on the lifetimes columns of a feature table."""
+    """Fit both models on the lifetimes columns of a feature table.
+
+    Raises ``ClvFitError`` (an input-contract error) when the data cannot support
+    a fit: too few repeat customers, or a degenerate optimum (a parameter at
+    the edge of its range: the likelihood keeps improving as it runs off).
+    """
     x, tx, T, m = _summary(table, cfg)
+    repeaters = int((x > 0).sum())
+    if repeaters < MIN_REPEATERS:
+        msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers to fit BG/NBD; found {repeaters}. "
+               f"Use a longer history or disable CLV ([clv] enabled = false)")
+        raise ClvFitError(msg)
     r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
     keep = (x > 0) & (m > 0)
-    if keep.sum() < 3:
-        msg = (f"CLV needs repeat customers with positive spend to fit Gamma-Gamma; found {int(keep.sum())}. "
-               f"Use a longer history or disable CLV ([clv] enabled = false)")
-        raise InputContractError(msg)
+    if keep.sum() < MIN_REPEATERS:
+        msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers with positive spend to fit Gamma-Gamma; "
+               f"found {int(keep.sum())}. Use a longer history or disable CLV ([clv] enabled = false)")
+        raise ClvFitError(msg)
     p, q, v, gg_ll = fit_gamma_gamma(x[keep], m[keep])
-    return ClvParams(r, alpha, a, b, p, q, v, ll, gg_ll, int(x.size), int(keep.sum()), cfg.time_unit)
+    if q > 1:
+        mean, source = p * v / (q - 1), "model"
+    else:
+        # q <= 1: the Gamma-Gamma population has no mean; the observed mean repeat spend stands in.
+        mean, source = float(np.mean(m[keep])), "observed mean of lt_monetary (q <= 1: the model has no mean)"
+    return ClvParams(r, alpha, a, b, p, q, v, ll, gg_ll, int(x.size), int(keep.sum()), cfg.time_unit,
+                     float(mean), source)
 
 
 def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.DataFrame:
-    """The CLV_COLUMNS for every row of ``table``, in its order."""
+    """The CLV_COLUMNS for every row of ``table``, in its order; finite for every customer."""
     x, tx, T, m = _summary(table, cfg)
     bg = (params.r, params.alpha, params.a, params.b)
+    p, q, v = params.p, params.q, params.v
+    # E[M | x, m] exists where p x + q > 1; elsewhere the customer's own mean spend stands in.
     usable = (x > 0) & (m > 0)
-    population = params.p * params.v / (params.q - 1) if params.q > 1 else np.nan
-    avg = np.where(usable, params.p * (params.v + x * m) / (params.p * x + params.q - 1), population)
+    defined = usable & (p * x + q > 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conditional = p * (v + x * m) / (p * x + q - 1)
+    avg = np.where(defined, conditional, np.where(usable, m, params.population_mean))
+    horizon = cfg.horizon_units
     step = _STEP_DAYS / cfg.unit_days
-    times = np.minimum(np.arange(1, int(np.ceil(cfg.horizon / step)) + 1) * step, cfg.horizon)
+    times = np.minimum(np.arange(1, int(np.ceil(horizon / step)) + 1) * step, horizon)
     per_step = (1 + cfg.discount_rate) ** (_STEP_DAYS / 365.0) - 1
     clv = np.zeros_like(x)
     before = np.zeros_like(x)
@@ -112,7 +149,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, floa
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2], counts @ g_a + s[3], counts @ g_b + s[4]])
         return -ll / n, -grad * np.array([r, alpha, a, b]) / n
 
-    theta, ll = _maximise(neg, 4, n)
+    theta, ll = _maximise(neg, ("r", "alpha", "a", "b"), n)
     return (*map(float, np.exp(theta)), ll)
 
 
@@ -137,30 +174,69 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
         ])
         return -ll / n, -grad * np.array([p, q, v]) / n
 
-    theta, ll = _maximise(neg, 3, n)
+    theta, ll = _maximise(neg, ("p", "q", "v"), n)
     return (*map(float, np.exp(theta)), ll)
 
 
 def p_alive(params: tuple[float, float, float, float], x, tx, T) -> np.ndarray:
+    """P(alive | x, t_x, T) (FHL 2005, eq. 11); 1 for customers who never repeated."""
     r, alpha, a, b = params
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         odds = np.where(x > 0, a / (b + x - 1) * np.exp((r + x) * np.log((alpha + T) / (alpha + tx))), 0.0)
     return 1.0 / (1.0 + odds)
 
 
 def expected_purchases(params: tuple[float, float, float, float], t: float, x, tx, T) -> np.ndarray:
-    """E[number of purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10)."""
+    """E[number of purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10), finite for every parameter value.
+
+    Eq. 10 is E = P(alive) * c / (a - 1) * (1 - ((alpha + T) / (alpha + T + t))^(r + x)
+    2F1(r + x, b + x; c; z)) with c = a + b + x - 1 and z = t / (alpha + T + t). Euler's
+    transformation turns the bracket into 1 - (1 - z)^(a - 1) 2F1(a + b - 1 - r, a - 1; c; z):
+    no power that overflows with x, and no logarithm of the hypergeometric value, which is
+    negative when c < 0 (a + b < 1 and x = 0). c / (a - 1) and the bracket vanish together at
+    a = 1, and 2F1 has a pole at c = 0: there the (analytic) value is the mean of two
+    evaluations either side.
+    """
     r, alpha, a, b = params
-    _a, _b, _c = r + x, b + x, a + b + x - 1
+    x, tx, T = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (x, tx, T)))
+    alive = _expected_alive(r, alpha, a, b, t, x, T)
+    return alive * p_alive(params, x, tx, T)
+
+
+def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.ndarray,
+                    T: np.ndarray) -> np.ndarray:
+    """E[purchases in (T, T + t] | alive at T, x, T]."""
+    if abs(a - 1) < _NEAR:
+        return 0.5 * (_expected_alive(r, alpha, a - _NUDGE, b, t, x, T)
+                      + _expected_alive(r, alpha, a + _NUDGE, b, t, x, T))
+    c = a + b + x - 1
+    near_pole = np.abs(c) < _NEAR
+    if near_pole.any():
+        out = np.empty_like(c)
+        far = ~near_pole
+        out[far] = _expected_alive(r, alpha, a, b, t, x[far], T[far])
+        out[near_pole] = 0.5 * (_expected_alive(r, alpha, a, b - _NUDGE, t, x[near_pole], T[near_pole])
+                                + _expected_alive(r, alpha, a, b + _NUDGE, t, x[near_pole], T[near_pole]))
+        return out
     z = t / (alpha + T + t)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ln_hyp = np.log(hyp2f1(_a, _b, _c, z))
-        alt = np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log1p(-z)
-        ln_hyp = np.where(np.isfinite(ln_hyp), ln_hyp, alt)
-        first = (a + b + x - 1) / (a - 1)
-        second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T)))
-        odds = np.where(x > 0, a / (b + x - 1) * np.exp((r + x) * np.log((alpha + T) / (alpha + tx))), 0.0)
-    return first * second / (1 + odds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bracket = 1 - (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, c, z)
+        value = c / (a - 1) * bracket
+    bad = ~np.isfinite(value)
+    if bad.any():
+        value[bad] = [_expected_alive_by_quadrature(r, alpha + Ti, a, b + xi, xi, t)
+                      for xi, Ti in zip(x[bad], T[bad], strict=True)]
+    return value
+
+
+def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float, x: float, t: float) -> float:
+    """The same expectation as a Beta mixture over the dropout probability p:
+    E = integral over p of (1 - (alpha_T / (alpha_T + p t))^(r + x)) / p, p ~ Beta(a, b + x).
+    Slow but valid everywhere; used only where the closed form is not finite."""
+    def integrand(p: float) -> float:  # quad's algebraic weight carries p^(a-1) (1-p)^(b+x-1)
+        g = -np.expm1(-(r + x) * np.log1p(p * t / alpha_T)) / p if p > 0 else (r + x) * t / alpha_T
+        return g * np.exp(-betaln(a, b_x))
+    return float(quad(integrand, 0.0, 1.0, weight="alg", wvar=(a - 1, b_x - 1), limit=200)[0])
 
 
 def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:
@@ -171,7 +247,18 @@ def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:
             table["lt_monetary"].to_numpy())
 
 
-def _maximise(neg, dims: int, n: int) -> tuple[np.ndarray, float]:
-    res = minimize(neg, np.zeros(dims), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float]:
+    """Maximum likelihood over log parameters bounded to [1e-5, 1e5]; an optimum on a bound,
+    or a failed optimisation, is a degenerate fit and raises ClvFitError."""
+    bound = np.log(PARAM_LIMIT)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        res = minimize(neg, np.zeros(len(names)), jac=True, method="L-BFGS-B",
+                       bounds=[(-bound, bound)] * len(names),
+                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+    at_edge = [f"{name}={np.exp(t):.3g}" for name, t in zip(names, res.x, strict=True)
+               if abs(abs(t) - bound) < 1e-3]
+    if at_edge or not np.isfinite(res.fun):
+        msg = (f"the CLV fit is degenerate ({', '.join(at_edge) or 'no finite optimum'}): the data cannot "
+               f"identify the model, as with very few or near-identical customers; CLV is left out")
+        raise ClvFitError(msg)
     return res.x, float(-res.fun * n)

@@ -104,3 +104,98 @@ def test_run_adds_clv_and_assign_reuses_the_params(small_run):
     prof = pl.read_parquet(small_run / "profiles.parquet")
     assert prof["clv_total"].sum() == pytest.approx(a["clv"].sum())
     assert "clv_mean" in prof.columns and "p_alive_mean" in prof.columns
+
+
+def _expected_alive_series(r, alpha, a, b, t, x, T):
+    """Eq. 10's bracket by direct summation of the Gauss series 2F1(r + x, b + x; c; z), c = a + b + x - 1."""
+    c = a + b + x - 1
+    z = t / (alpha + T + t)
+    term, total, n = 1.0, 1.0, 0
+    while abs(term) > 1e-17 * abs(total) or n < 5:
+        term *= (r + x + n) * (b + x + n) / ((c + n) * (n + 1)) * z
+        total += term
+        n += 1
+    return c / (a - 1) * (1 - (1 - z) ** (r + x) * total)
+
+
+def _expected_alive_integral(r, alpha, a, b, t, x, T):
+    """The same expectation as a Beta mixture over the dropout probability, by quadrature."""
+    from scipy.integrate import quad
+    from scipy.special import beta as beta_fn
+
+    def f(p):  # the Beta density's p^(a-1) (1-p)^(b+x-1) is quad's algebraic weight
+        g = (1 - ((alpha + T) / (alpha + T + p * t)) ** (r + x)) / p if p > 0 else (r + x) * t / (alpha + T)
+        return g / beta_fn(a, b + x)
+    return quad(f, 0, 1, weight="alg", wvar=(a - 1, b + x - 1), limit=400, epsabs=0, epsrel=1e-11)[0]
+
+
+@pytest.mark.parametrize("a", [0.05, 0.3, 0.9, 2.5])
+@pytest.mark.parametrize("b", [0.15, 0.6, 2.0])
+def test_expected_purchases_matches_series_summation_including_a_plus_b_below_one(a, b):
+    from segmint.engine.analytics.clv import expected_purchases
+
+    r, alpha = 0.8, 3.0
+    x = np.array([0.0, 0.0, 1.0, 5.0, 20.0])
+    T = np.array([5.0, 40.0, 30.0, 40.0, 60.0])
+    tx = np.array([0.0, 0.0, 10.0, 35.0, 50.0])
+    for t in (10.0, 52.0):
+        got = expected_purchases((r, alpha, a, b), t, x, tx, T)
+        assert np.isfinite(got).all() and (got >= 0).all()
+        alive = np.array([_expected_alive_series(r, alpha, a, b, t, xi, Ti) for xi, Ti in zip(x, T)])
+        np.testing.assert_allclose(got, alive * p_alive((r, alpha, a, b), x, tx, T), rtol=1e-8)
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 0.7), (1.0 + 1e-9, 2.0), (0.4, 0.6), (0.4, 0.6 + 1e-9)])
+def test_expected_purchases_at_removable_singularities(a, b):
+    # a = 1 (c / (a - 1) is 0 / 0) and a + b = 1 for one-time buyers (2F1 has a pole at c = 0).
+    from segmint.engine.analytics.clv import expected_purchases
+
+    r, alpha, t = 0.8, 3.0, 52.0
+    x, tx, T = np.array([0.0, 3.0]), np.array([0.0, 20.0]), np.array([30.0, 30.0])
+    got = expected_purchases((r, alpha, a, b), t, x, tx, T)
+    alive = np.array([_expected_alive_integral(r, alpha, a, b, t, xi, Ti) for xi, Ti in zip(x, T)])
+    np.testing.assert_allclose(got, alive * p_alive((r, alpha, a, b), x, tx, T), rtol=1e-6)
+
+
+def test_clv_is_finite_for_every_customer_when_the_fit_gives_a_plus_b_below_one():
+    from segmint.engine.analytics.clv import ClvParams, predict_clv
+
+    params = ClvParams(0.96, 5.2, 0.078, 0.35, 14.4, 1.53, 3.5, 0.0, 0.0, 4, 2, "week", 3.5 * 14.4 / 0.53, "model")
+    assert params.a + params.b < 1
+    table = pl.DataFrame({"lt_frequency": [0, 0, 1, 7], "lt_recency": [0.0, 0.0, 14.0, 300.0],
+                          "lt_T": [3.0, 200.0, 100.0, 350.0], "lt_monetary": [0.0, 0.0, 20.0, 55.0]})
+    out = predict_clv(table, params, ClvConfig())
+    assert all(np.isfinite(out[c].to_numpy()).all() for c in out.columns)
+    assert (out["clv"] > 0).all()
+
+
+def test_gamma_gamma_without_a_population_mean_uses_the_observed_mean(monkeypatch):
+    import segmint.engine.analytics.clv as clv
+
+    table = pl.DataFrame({"lt_frequency": [0, 1, 2, 3, 1], "lt_recency": [0.0, 7.0, 14.0, 21.0, 7.0],
+                          "lt_T": [30.0, 30.0, 30.0, 30.0, 30.0], "lt_monetary": [0.0, 10.0, 20.0, 30.0, 40.0]})
+    monkeypatch.setattr(clv, "fit_gamma_gamma", lambda x, m: (2.0, 0.8, 5.0, -1.0))  # q <= 1: no mean
+    monkeypatch.setattr(clv, "fit_bgnbd", lambda x, tx, T: (0.5, 4.0, 0.8, 2.5, -1.0))
+    params = clv.fit_clv(table, ClvConfig(time_unit="day"))
+    assert params.population_mean == pytest.approx(25.0) and params.population_mean_source != "model"
+    out = clv.predict_clv(table, params, ClvConfig(time_unit="day"))
+    assert out["expected_avg_value"][0] == pytest.approx(25.0)
+    assert np.isfinite(out["clv"].to_numpy()).all()
+
+
+def test_degenerate_fits_are_refused_not_returned():
+    from segmint.engine.analytics.clv import ClvFitError, fit_clv
+
+    # Identical repeat customers: the heterogeneity parameters run off to infinity.
+    table = pl.DataFrame({"lt_frequency": [2] * 50, "lt_recency": [70.0] * 50, "lt_T": [140.0] * 50,
+                          "lt_monetary": [25.0] * 50})
+    with pytest.raises(ClvFitError, match="degenerate"):
+        fit_clv(table, ClvConfig())
+    too_few = table.head(2)
+    with pytest.raises(ClvFitError, match="at least 3 repeat customers"):
+        fit_clv(too_few, ClvConfig())
+
+
+def test_default_horizon_spans_the_same_days_in_either_unit():
+    assert ClvConfig(time_unit="week").horizon_units * 7 == ClvConfig(time_unit="day").horizon_units == 364
+    assert ClvConfig(time_unit="day", horizon=30).horizon_units == 30
