@@ -11,7 +11,7 @@ from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.pipeline import run
 from segmint.engine.synth import generate
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cdnow"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -34,36 +34,13 @@ def small_run(small_data, small_cfg, tmp_path_factory) -> Path:
     return out
 
 
-def cdnow_master() -> Path:
-    path = SHARED / "CDNOW_master.txt"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    return path
+@pytest.fixture(scope="session")
+def cdnow_parquet() -> Path:
+    """The CDNOW master (tests/data/README.md); ``date`` is the yyyymmdd text of the original file."""
+    return DATA / "cdnow_master.parquet"
 
 
 @pytest.fixture(scope="session")
-def cdnow_parquet(tmp_path_factory) -> Path:
-    """CDNOW_master.txt as Parquet, the date left as the yyyymmdd text it is in the file."""
-    rows = [line.split() for line in cdnow_master().read_text().splitlines()[1:] if line.strip()]
-    df = pl.DataFrame({
-        "customer_id": [int(r[0]) for r in rows],
-        "date": [r[1] for r in rows],
-        "number_of_cds": [int(r[2]) for r in rows],
-        "dollar_value": [float(r[3]) for r in rows],
-    })
-    out = tmp_path_factory.mktemp("cdnow") / "cdnow.parquet"
-    df.write_parquet(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def cdnow_sample(tmp_path_factory) -> Path:
-    """CDNOW_sample.txt as Parquet: master id, sample id (the summary file's ID), date text, dollars."""
-    path = SHARED / "CDNOW_sample.txt"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    out = tmp_path_factory.mktemp("cdnow_sample") / "sample.parquet"
-    pl.DataFrame({"customer_id": [int(r[1]) for r in rows], "date": [r[2] for r in rows],
-                  "dollars": [float(r[4]) for r in rows]}).write_parquet(out)
-    return out
+def cdnow_sample() -> Path:
+    """The CDNOW 1/10 sample: ``customer_id`` (the sample id), ``date`` text, ``dollars``."""
+    return DATA / "cdnow_sample.parquet"

@@ -5,7 +5,7 @@ from polars.testing import assert_series_equal
 
 from segmint.engine.config import Columns, RunConfig
 from segmint.engine.pipeline import compute_feature_table
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 CDNOW_COLUMNS = Columns(customer="customer_id", time="date", time_format="%Y%m%d", amount="dollar_value")
 
@@ -13,7 +13,7 @@ CDNOW_COLUMNS = Columns(customer="customer_id", time="date", time_format="%Y%m%d
 def test_lt_columns_match_lifetimes_on_cdnow(cdnow_parquet, tmp_path):
     cfg = RunConfig(columns=CDNOW_COLUMNS, as_of="1998-06-30")
     table = compute_feature_table([cdnow_parquet], tmp_path / "f.parquet", cfg)
-    ref = pl.read_csv(SHARED / "ref_rfm_summary_daily.csv")
+    ref = pl.read_parquet(DATA / "lifetimes_summary_daily_master.parquet")
     assert table.height == ref.height == 23_570
     got = table.join(ref, on="customer_id", how="full", coalesce=True).sort("customer_id")
     assert got.height == 23_570

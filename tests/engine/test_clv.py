@@ -12,7 +12,7 @@ from segmint.bench.clv_fit import simulate_bgnbd, simulate_spend
 from segmint.engine.analytics.clv import fit_bgnbd, fit_gamma_gamma, p_alive
 from segmint.engine.config import ClvConfig, Columns, RunConfig
 from segmint.engine.pipeline import compute_clv, compute_feature_table
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 SAMPLE_COLUMNS = Columns(customer="customer_id", time="date", time_format="%Y%m%d", amount="dollars")
 CALIBRATION = RunConfig(columns=SAMPLE_COLUMNS, as_of="1997-09-30", clv=ClvConfig(time_unit="week"))
@@ -24,7 +24,7 @@ def _sig3(x: float) -> float:
 
 def test_cdnow_weekly_summary_matches_reference(cdnow_sample, tmp_path):
     table = compute_feature_table([cdnow_sample], tmp_path / "f.parquet", CALIBRATION)
-    ref = pl.read_csv(SHARED / "cdnow_customers_summary.csv").rename({"ID": "customer_id"})
+    ref = pl.read_parquet(DATA / "cdnow_sample_summary_weeks.parquet").rename({"ID": "customer_id"})
     got = table.join(ref, on="customer_id")
     assert got.height == ref.height == 2357
     assert (got["lt_frequency"] == got["frequency_right"]).all()
