@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 
 import polars as pl
 
-from segmint.engine.analytics.clv import fit_clv, predict_clv
 from segmint.engine.config import ClvConfig, RunConfig, parse_as_of
-from segmint.engine.features.table import compute_features
-from segmint.engine.io.clean import clean
+from segmint.engine.pipeline import compute_clv
 
 __all__ = ["main"]
 
@@ -27,12 +27,13 @@ def main() -> None:
     parser.add_argument("--calibration-end", default="2025-06-30")
     parser.add_argument("--horizon", type=float, default=52.0, help="weeks")
     args = parser.parse_args()
-    raw = pl.read_parquet(f"{args.data}/transactions")
-    cfg = RunConfig(as_of=args.calibration_end, clv=ClvConfig(horizon=args.horizon))
-    cleaned = clean(raw, cfg)
-    table = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
-    params = fit_clv(table, cfg.clv)
-    predicted = table.select("customer_id").hstack(predict_clv(table, params, cfg.clv))
+    tx = Path(args.data) / "transactions"
+    # Every row after the calibration end is rejected (after_as_of): that is the holdout.
+    cfg = RunConfig(as_of=args.calibration_end, clv=ClvConfig(horizon=args.horizon), max_reject_share=1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        params = compute_clv([tx], Path(tmp) / "clv", cfg)
+        predicted = pl.read_parquet(Path(tmp) / "clv" / "clv")
+    raw = pl.read_parquet(tx)
     end = parse_as_of(args.calibration_end)
     until = end + pl.duration(weeks=args.horizon)
     actual = (raw.filter((pl.col("ts") > end) & (pl.col("ts") <= until) & (pl.col("amount") > 0))

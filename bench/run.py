@@ -1,18 +1,17 @@
 """``segmint bench --scenario S|M|L``: every stage timed against its peers on the same data, in one run.
 
-Figures: seconds per segmint stage and the process's peak RSS after it;
-DuckDB's aggregate query; clustering at the default k (inertia, ARI against
-the planted personas) and at k=64 (time and inertia) for segmint,
-scikit-learn and Faiss defaults on the same standardised matrix; and the end
-to end ``segmint run`` in a child process (wall time, peak RSS of the child).
-Ratios are segmint / peer for times (below 1 = segmint faster) and
-segmint / scikit-learn for inertia (below 1 = better).
+segmint runs through its public API (``segmint.engine.pipeline.run``), so the stages
+timed are the ones ``segmint run`` takes; their seconds and peak RSS come from its
+run.json. Peers on the same data, in the same process: DuckDB's aggregate query,
+and k-means at the default k (inertia, ARI against the planted personas) and at
+k=64 for segmint, scikit-learn and Faiss defaults on the run's standardised matrix
+(the model's scaler applied to its assignments). Last, ``segmint run`` end to end in
+a child process (wall time, peak RSS). Ratios are segmint / peer for times (below 1
+= segmint faster) and segmint / scikit-learn for inertia (below 1 = better).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import subprocess
 import sys
@@ -28,14 +27,10 @@ import polars as pl
 from segmint.bench.peers import duckdb_aggregates, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
 from segmint.bench.timing import StageTimer
-from segmint.engine.cluster.assign import assign
-from segmint.engine.cluster.kmeans import fit_kmeans
+from segmint.engine.cluster import assign, fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
-from segmint.engine.features.table import compute_features
-from segmint.engine.io.clean import clean
-from segmint.engine.io.scan import read_input
-from segmint.engine.pipeline import default_cluster_features
-from segmint.engine.preprocess import fit_scaler
+from segmint.engine.model import Model
+from segmint.engine.pipeline import run
 from segmint.engine.warmup import warmup
 
 __all__ = ["run_benchmark", "ratio_table"]
@@ -57,33 +52,30 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
 
     stage = StageTimer(res["stages"], progress)
     if sc.in_process:
-        _in_process(res, tx, data, cfg, threads, sc, stage)
-    else:
-        _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
-        res.update(customers=duck_rows)
+        _in_process(res, tx, data, cfg, sc, stage, progress)
+    _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
+    res.setdefault("customers", duck_rows)
     res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
     if not sc.in_process:
         res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
-        res["lines"] = res["end_to_end"]["rows_in"]
+    res.setdefault("lines", res["end_to_end"]["rows_in"])
     res["ratios"] = _ratios(res, res["stages"]["duckdb aggregate query"]["seconds"])
     res["title"] = (f"scenario {res['scenario']}: {res['customers']:,} customers, {res['lines']:,} lines, "
                     f"{res['threads']} threads")
     return res
 
 
-def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, threads: int, sc, stage) -> None:
-    raw, columns = stage("segmint scan", lambda: read_input([tx], cfg.columns))
-    cfg = dataclasses.replace(cfg, columns=columns)
-    cleaned = stage("segmint clean", functools.partial(clean, raw, cfg))
-    raw = None  # free the source rows before features
-    ft = stage("segmint features", lambda: compute_features(cleaned.lines, cleaned.as_of, cfg.features))
-    res.update(lines=cleaned.rows_in, customers=ft.table.height)
-    _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
-    assert duck_rows == ft.table.height
-    feats = default_cluster_features(ft.table.columns, ft.channels)
-    x = stage("segmint preprocess", lambda: fit_scaler(ft.table, feats, cfg.features.log_features).transform(ft.table))
-    personas = (ft.table.select("customer_id").join(pl.read_parquet(data / "personas.parquet"), on="customer_id",
-                                                    how="left", maintain_order="left")["persona"].to_numpy())
+def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, sc, stage, progress) -> None:
+    with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
+        result = stage("segmint run (in process)", lambda: run([tx], Path(tmp) / "run", cfg))
+        for name, figures in result.manifest["stages"].items():
+            res["stages"][f"segmint {name}"] = {k: figures[k] for k in ("seconds", "peak_rss_mb")}
+            progress(f"{'  ' + name:<36} {figures['seconds']:9.3f} s")
+        res.update(lines=result.manifest["rows"]["in"], customers=result.manifest["customers"])
+        assigned = pl.read_parquet(Path(tmp) / "run" / "assignments")
+        x = Model.load(Path(tmp) / "run").scaler.transform(assigned)
+        personas = (assigned.select("customer_id").join(pl.read_parquet(data / "personas.parquet"), on="customer_id",
+                                                        how="left", maintain_order="left")["persona"].to_numpy())
     res["clustering"] = {}
     for k in (cfg.cluster.k, SPEED_K):
         res["clustering"][f"k={k}"] = _clusterings(x, k, cfg.cluster, personas, sc.sklearn and x.shape[0] <= 2_000_000,
@@ -120,6 +112,7 @@ def _clusterings(x: np.ndarray, k: int, cfg: ClusterConfig, personas: np.ndarray
 
 
 def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str | None = None) -> dict[str, Any]:
+    """``segmint run`` in a child process: its wall time and peak RSS, and its run.json stages."""
     with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
         cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), "run", str(tx),
                "--out", f"{tmp}/run", "--seed", str(seed), "--json",
@@ -162,16 +155,15 @@ def _vmhwm_kb(pid: int) -> int:
 
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     st = res["stages"]
-    if "segmint features" not in st:
+    if "segmint map" not in st:
         out = {"end to end / duckdb query (time)": round(res["end_to_end"]["seconds"] / duck_s, 3)}
         if "end_to_end_2GB" in res:
             out["end to end with --memory-limit 2GB, peak RSS GiB"] = round(res["end_to_end_2GB"]["peak_rss_mb"] / 1024, 2)
         out["end to end, peak RSS GiB"] = round(res["end_to_end"]["peak_rss_mb"] / 1024, 2)
         return out
     out: dict[str, Any] = {
-        "features / duckdb query (time)": round(st["segmint features"]["seconds"] / duck_s, 3),
-        "scan+clean+features / duckdb query (time)": round(
-            sum(st[f"segmint {s}"]["seconds"] for s in ("scan", "clean", "features")) / duck_s, 3),
+        "map (read + clean + features) / duckdb query (time)": round(st["segmint map"]["seconds"] / duck_s, 3),
+        "end to end / duckdb query (time)": round(res["end_to_end"]["seconds"] / duck_s, 3),
     }
     for key, runs in res["clustering"].items():
         seg = runs["segmint"]

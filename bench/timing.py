@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,4 +27,6 @@ class StageTimer:
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from segmint.engine.progress import peak_rss_mb as engine_peak
+
+    return engine_peak()

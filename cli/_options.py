@@ -1,7 +1,9 @@
 """Option bundles shared by several commands, and the flags -> RunConfig merge.
 
 Flags default to None so that only what the user typed overrides the
-``--config`` file, which itself overrides the built-in defaults.
+``--config`` file, which itself overrides the built-in defaults. Every flag has
+one meaning across commands. Flags show no ``<bool>`` marker in help: they take
+no value (``--overwrite``, not ``--overwrite true``).
 """
 
 from __future__ import annotations
@@ -14,58 +16,73 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 
-from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_toml
+from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_toml, parse_k, parse_size
 from segmint.engine.errors import ConfigError
 
-__all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device",
-           "DedupeOn", "MemoryLimit", "Buckets", "Pseudonymize", "column_options", "side_table_options", "build_config"]
+__all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device", "DedupeOn",
+           "MemoryLimit", "Buckets", "Pseudonymize", "MaxRejectShare", "Executor", "WorkDir", "Threads",
+           "column_options", "side_table_options", "build_config", "flag"]
 
 _COLS = "Column mapping"
 _RUN = "Run"
+_SCALE = "Scale"
 
-Inputs = Annotated[list[str], typer.Argument(help="Parquet/CSV files, directories (hive too) or globs.",
+
+def flag(*names: str, help: str, panel: str | None = _RUN) -> Any:  # noqa: A002 - typer's own word
+    """A value-less switch: no type marker in help."""
+    return typer.Option(*names, help=help, metavar="", rich_help_panel=panel, show_default=False)
+
+
+def _value(name: str, help_: str, metavar: str, panel: str = _RUN) -> Any:
+    return typer.Option(name, help=help_, metavar=metavar, rich_help_panel=panel, show_default=False)
+
+
+Inputs = Annotated[list[str], typer.Argument(help="Parquet/CSV files, directories or globs.", metavar="INPUT...",
                                              show_default=False)]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output path.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="segmint.toml with defaults for any option.",
-                                                 rich_help_panel=_RUN)]
-Json = Annotated[bool, typer.Option("--json", help="JSON-lines logs on stderr instead of progress display.",
-                                    rich_help_panel=_RUN)]
-Overwrite = Annotated[bool | None, typer.Option("--overwrite", help="Replace an existing output.",
-                                                rich_help_panel=_RUN, show_default=False)]
-Seed = Annotated[int | None, typer.Option("--seed", help="Random seed [default: 0].", rich_help_panel=_RUN,
-                                          show_default=False)]
-AsOf = Annotated[str | None, typer.Option("--as-of", help="As-of date or datetime (a date means its end) "
-                                          "[default: latest valid timestamp].", rich_help_panel=_RUN)]
-K = Annotated[str | None, typer.Option("--k", help="Number of segments, or 'auto' [default: 8].",
-                                       rich_help_panel=_RUN, show_default=False)]
-Device = Annotated[str | None, typer.Option("--device", help="auto | cpu | gpu [default: auto].",
-                                            rich_help_panel=_RUN, show_default=False)]
-DedupeOn = Annotated[str | None, typer.Option("--dedupe-on", help="Comma-separated source columns: reject "
-                                              "every repeat of a row on exactly these (reason: duplicate).",
-                                              rich_help_panel=_RUN)]
-MemoryLimit = Annotated[str | None, typer.Option(
-    "--memory-limit", rich_help_panel=_RUN, show_default=False,
-    help="Memory budget, e.g. 2GB; larger input runs bucket by bucket [default: a quarter of the available "
-         "memory].")]
-Buckets = Annotated[int | None, typer.Option("--buckets", rich_help_panel=_RUN, show_default=False,
-                                             help="Force this many customer buckets (1: all in memory).")]
-Pseudonymize = Annotated[bool | None, typer.Option("--pseudonymize-ids", help="Write HMAC-SHA256 pseudonyms "
-                                                   "(key from SEGMINT_ID_KEY) instead of customer ids.",
-                                                   rich_help_panel=_RUN, show_default=False)]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", metavar="DIR", show_default=False)]
+ConfigFile = Annotated[Path | None, _value("--config", "segmint.toml with defaults for any option.", "FILE")]
+Json = Annotated[bool, flag("--json", help="JSON-lines events on stderr instead of the progress display.")]
+Overwrite = Annotated[bool | None, flag("--overwrite", help="Replace an existing output (once the new one is "
+                                        "complete).")]
+Seed = Annotated[int | None, _value("--seed", "Random seed [default: 0].", "N")]
+AsOf = Annotated[str | None, _value("--as-of", "As-of date or datetime (a date means its end) "
+                                    "[default: the latest valid time, not after now].", "DATE")]
+K = Annotated[str | None, _value("--k", "Number of segments, or 'auto' (scans 4..16) [default: 8].", "N|auto")]
+Device = Annotated[str | None, _value("--device", "auto | cpu | gpu [default: auto].", "DEVICE")]
+DedupeOn = Annotated[str | None, _value("--dedupe-on", "Comma-separated source columns, the customer's among "
+                                        "them: reject every repeat of a row on exactly these.", "COLS")]
+MaxRejectShare = Annotated[float | None, _value("--max-reject-share", "Refuse input (exit 3) when more than this "
+                                                "share of rows is rejected [default: 0.5].", "SHARE")]
+Pseudonymize = Annotated[bool | None, flag("--pseudonymize-ids", help="Replace customer ids by HMAC-SHA256 "
+                                           "pseudonyms (key from SEGMINT_ID_KEY) as they are read.")]
+MemoryLimit = Annotated[str | None, _value("--memory-limit", "Memory budget, e.g. 2GB; larger input runs bucket "
+                                           "by bucket [default: a quarter of the available memory].", "SIZE",
+                                           _SCALE)]
+Buckets = Annotated[int | None, _value("--buckets", "Force this many customer buckets (1: all in memory).",
+                                       "N", _SCALE)]
+Executor = Annotated[str | None, _value("--executor", "local | ray: where bucket work runs [default: local].",
+                                        "NAME", _SCALE)]
+WorkDir = Annotated[str | None, _value("--work-dir", "Scratch folder for bucket files [default: beside the "
+                                       "output]; shared storage for a cluster.", "DIR", _SCALE)]
+Threads = Annotated[int | None, typer.Option(
+    "--threads", envvar="SEGMINT_THREADS", metavar="N", show_default=False, rich_help_panel=_SCALE,
+    help="Threads for Polars, Numba and Faiss [default: the CPUs this process may use].")]
 
 
-def _col(flag: str, help_: str) -> Any:
-    return Annotated[str | None, typer.Option(flag, help=help_, rich_help_panel=_COLS, show_default=False)]
+def _col(flag_: str, help_: str) -> Any:
+    return Annotated[str | None, _value(flag_, help_, "COL", _COLS)]
 
 
 # (parameter name, Columns field, annotation)
 _COLUMN_OPTIONS = (
     ("customer_col", "customer", _col("--customer-col", "Customer id column [default: customer_id].")),
     ("time_col", "time", _col("--time-col", "Timestamp column [default: ts].")),
-    ("time_format", "time_format", _col("--time-format", "strftime format for string/integer times, "
-                                        "e.g. %Y%m%d.")),
-    ("amount_col", "amount", _col("--amount-col", "Amount column, negative = refund [default: amount].")),
+    ("time_format", "time_format", Annotated[str | None, _value(
+        "--time-format", "How times are written, when not ISO 8601: strftime (e.g. %d/%m/%Y %H:%M) or "
+        "epoch_s/epoch_ms.", "FORMAT", _COLS)]),
+    ("amount_col", "amount", _col("--amount-col", "Amount column, negative = return [default: amount].")),
     ("quantity_col", "quantity", _col("--quantity-col", "Quantity column (amount = quantity x price).")),
     ("price_col", "price", _col("--price-col", "Unit price column (with --quantity-col).")),
     ("order_col", "order", _col("--order-col", "Order id column; lines of one order count as one order "
@@ -103,25 +120,26 @@ def _inject(fn: Callable[..., None], target: str, options: tuple, collect: Calla
 _SIDE = "Events and customers tables"
 
 
-def _side(flag: str, help_: str, kind: Any = str | None) -> Any:
-    return Annotated[kind, typer.Option(flag, help=help_, rich_help_panel=_SIDE, show_default=False)]
+def _side(flag_: str, help_: str, metavar: str = "COL", kind: Any = str | None) -> Any:
+    return Annotated[kind, _value(flag_, help_, metavar, _SIDE)]
 
 
 # (parameter name, (table, field), annotation)
 _SIDE_OPTIONS = (
     ("events", ("events", "paths"), _side("--events", "Events input (repeatable): customer, time, event type, "
-                                      "optional session.", list[str] | None)),
+                                      "optional session.", "PATH", list[str] | None)),
     ("event_customer_col", ("events", "customer"), _side("--event-customer-col", "[default: customer_id]")),
     ("event_time_col", ("events", "time"), _side("--event-time-col", "[default: ts]")),
-    ("event_time_format", ("events", "time_format"), _side("--event-time-format", "strftime format.")),
+    ("event_time_format", ("events", "time_format"), _side("--event-time-format", "As --time-format.",
+                                                           "FORMAT")),
     ("event_type_col", ("events", "event_type"), _side("--event-type-col", "[default: event_type]")),
     ("event_session_col", ("events", "session"), _side("--event-session-col", "[default: session_id; '' for "
                                                        "none]")),
     ("customers", ("customers", "paths"), _side("--customers", "Customers table (repeatable) with attributes "
-                                                "to profile by.", list[str] | None)),
+                                                "to profile by.", "PATH", list[str] | None)),
     ("customers_id_col", ("customers", "customer"), _side("--customers-id-col", "[default: customer_id]")),
     ("customer_attrs", ("customers", "attributes"), _side("--customer-attrs", "Comma-separated attribute "
-                                                          "columns to carry, e.g. region,age_band.")),
+                                                          "columns to carry, e.g. region,age_band.", "COLS")),
 )
 
 
@@ -153,6 +171,8 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     run_updates = {k: v for k, v in run.items() if v is not None}
     if "dedupe_on" in run_updates:
         run_updates["dedupe_on"] = tuple(c.strip() for c in run_updates["dedupe_on"].split(",") if c.strip())
+    if "memory_limit" in run_updates:
+        run_updates["memory_limit"] = parse_size(run_updates["memory_limit"])
     for table, cls in (("events", EventSource), ("customers", CustomerSource)):
         values = dict((side or {}).get(table, {}))
         if not values:
@@ -173,13 +193,14 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     )
 
 
-def parse_k(text: str | int | None) -> int | None:
-    if text is None or isinstance(text, int):
-        return text
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        msg = f"--k must be a positive integer or 'auto', got {text!r}"
-        raise ConfigError(msg) from None
+def _hide_flag_types() -> None:
+    """Typer marks every option with its type, ``--help <bool>`` included; a flag takes no value."""
+    shown = typer.core.TyperOption.display_type_rich
+
+    def display(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display  # type: ignore[method-assign]
+
+
+_hide_flag_types()

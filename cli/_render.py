@@ -14,28 +14,41 @@ from rich.table import Table
 if TYPE_CHECKING:  # polars is imported only once the thread budget is set (engine.runtime)
     import polars as pl
 
-__all__ = ["RichProgress", "JsonProgress", "make_progress", "print_summary", "print_lines", "print_progress", "print_error",
-           "emit_json"]
+__all__ = ["RichProgress", "JsonProgress", "make_progress", "stop_progress", "print_summary", "print_lines",
+           "print_progress", "print_error", "emit_json"]
 
-_err = Console(stderr=True, highlight=False)
-_out = Console(highlight=False)
+# Output piped to a file or another program is not wrapped at 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 200
+_err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+_out = Console(highlight=False, width=_WIDTH)
+_active: list[RichProgress] = []
 
 
 class RichProgress:
-    """A spinner while a stage runs, then one line with its time and counts."""
+    """A spinner while a stage runs (with bucket counts), then one line with its time and counts."""
 
     def __init__(self) -> None:
         self._status = None
+        _active[:] = [self]
 
     def start(self, stage: str) -> None:
+        self.stop()
         self._status = _err.status(f"{stage} ...")
         self._status.start()
 
+    def advance(self, stage: str, done: int, total: int) -> None:
+        if self._status is not None and total > 1:
+            self._status.update(f"{stage} {done}/{total} ...")
+
     def done(self, stage: str, seconds: float, info: dict[str, Any]) -> None:
-        if self._status is not None:
-            self._status.stop()
+        self.stop()
         details = "  ".join(f"{k}={_fmt(v)}" for k, v in info.items())
         _err.print(f"[green]✓[/] {stage:<11} {seconds:7.2f} s  {details}")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
 
 class JsonProgress:
@@ -44,12 +57,21 @@ class JsonProgress:
     def start(self, stage: str) -> None:
         emit_json({"event": "stage_start", "stage": stage})
 
+    def advance(self, stage: str, done: int, total: int) -> None:
+        emit_json({"event": "stage_progress", "stage": stage, "done": done, "total": total})
+
     def done(self, stage: str, seconds: float, info: dict[str, Any]) -> None:
         emit_json({"event": "stage_done", "stage": stage, "seconds": round(seconds, 4), **info})
 
 
 def make_progress(json_logs: bool) -> RichProgress | JsonProgress:
     return JsonProgress() if json_logs else RichProgress()
+
+
+def stop_progress() -> None:
+    """Remove a running spinner (before an error line, so none is left on screen)."""
+    for progress in _active:
+        progress.stop()
 
 
 def emit_json(obj: dict[str, Any]) -> None:

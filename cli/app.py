@@ -5,16 +5,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from segmint.cli import _render
-from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Inputs, Json, K, MemoryLimit, Out,
-                                  Overwrite, Pseudonymize, Seed, build_config, column_options, side_table_options)
+from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
+                                  MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, Seed, Threads, WorkDir,
+                                  build_config, column_options, flag, side_table_options)
 from segmint.engine.errors import SegmintError
 
 __all__ = ["app", "main"]
@@ -25,73 +28,89 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 abtest_app = typer.Typer(help="Holdout groups per segment, and campaign evaluation.", no_args_is_help=True)
 app.add_typer(abtest_app, name="abtest")
-_state = {"debug": False}
+_state = {"debug": False, "started": time.perf_counter()}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that every ``finally`` cleans up (exit 143)."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        _render.print_lines([f"segmint {version('segmint')}"])
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", envvar="SEGMINT_THREADS", show_default=False,
-        help="Threads for Polars, Numba and Faiss [default: the CPUs this process may use, cgroup-aware].")] = None,
+    debug: Annotated[bool, flag("--debug", help="Show tracebacks on errors.", panel=None)] = False,
+    threads: Threads = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", metavar="",
+                                          callback=_version, is_eager=True)] = False,
 ) -> None:
-    from segmint.engine.runtime import configure
-
     _state["debug"] = debug or bool(os.environ.get("SEGMINT_DEBUG"))
-    with _errors():
-        _, late = configure(threads)
-        for problem in late:
-            _render.print_error(f"--threads not fully applied: {problem}")
+    _state["started"] = time.perf_counter()
+    with contextlib.suppress(ValueError):  # only the main thread may install handlers
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    with _errors(False):
+        _threads(threads)
 
 
 @app.command()
 def demo(
     out: Out = Path("segmint-demo"),
-    customers: Annotated[int, typer.Option(help="Customers to generate.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Seed for data and clustering.")] = 0,
+    n_customers: Annotated[int, typer.Option("--n-customers", help="Customers to generate.", metavar="N")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed for data and clustering.", metavar="N")] = 0,
     k: K = None,
+    memory_limit: MemoryLimit = None,
     overwrite: Overwrite = None,
     json_logs: Json = False,
+    threads: Threads = None,
 ) -> None:
     """Generate a sample, segment it, print the summary and write the outputs.
 
-    Example: `segmint demo --out segmint-demo`
+    Example: `segmint demo --out demo --n-customers 5000`
 
-    Writes OUT/data (transactions + planted personas) and OUT/run (segments,
-    profiles, model, report files). A previous demo at OUT is replaced.
+    Writes OUT/data (transactions, planted personas, events, customers table) and
+    OUT/run (segments, profiles, model, funnel, segment mix). A previous demo at OUT
+    is replaced.
     """
-    from segmint.engine.demo import run_demo
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.demo import run_demo
 
-    with _errors():
-        cfg = build_config(None, cluster={"k": k, "seed": seed}, overwrite=overwrite)
-        result = run_demo(out, cfg, customers=customers, seed=seed, progress=_render.make_progress(json_logs))
+        cfg = build_config(None, cluster={"k": k, "seed": seed}, overwrite=overwrite, memory_limit=memory_limit)
+        result = run_demo(out, cfg, customers=n_customers, seed=seed, progress=_render.make_progress(json_logs))
         _finish(result, json_logs)
 
 
 @app.command()
 def generate(
     out: Out,
-    customers: Annotated[int, typer.Option(help="Number of customers.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
-    events: Annotated[bool, typer.Option("--events/--no-events", help="Also write web/app events.")] = True,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    n_customers: Annotated[int, typer.Option("--n-customers", help="Number of customers.", metavar="N")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.", metavar="N")] = 0,
+    with_events: Annotated[bool, typer.Option("--with-events/--no-events", help="Also write web/app events.")] = True,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Write a synthetic transaction dataset with planted personas.
 
-    Example: `segmint generate --out data --customers 100000 --seed 7`
+    Example: `segmint generate --out data --n-customers 3000 --seed 7`
 
-    Layout: OUT/transactions/part-*.parquet (customer_id, ts, amount,
-    order_id, channel, category), OUT/personas.parquet (customer_id, persona),
-    OUT/events/part-*.parquet and OUT/customers.parquet.
+    Layout: OUT/transactions/part-NNNNN.parquet (customer_id, ts, amount, order_id,
+    channel, category), OUT/personas.parquet (customer_id, persona),
+    OUT/events/part-NNNNN.parquet and OUT/customers.parquet.
     """
-    from segmint.engine.synth import generate as gen
+    with _errors(False):
+        from segmint.engine.synth import generate as gen
 
-    with _errors():
-        r = gen(out, customers=customers, seed=seed, events=events, overwrite=overwrite)
+        r = gen(out, customers=n_customers, seed=seed, events=with_events, overwrite=overwrite)
         _render.print_lines([f"wrote {r.lines:,} lines of {r.customers:,} customers in {r.files} file(s) "
                              f"to {r.out}/transactions, personas in {r.out}/personas.parquet"])
 
@@ -106,27 +125,51 @@ def run(
     columns: dict | None = None,
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
-    dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
-    memory_limit: MemoryLimit = None, buckets: Buckets = None,
-    json_logs: Json = False,
+    dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
+    overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
+    executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
-    """Segment customers: scan, clean, features, cluster, assign, profile, write.
+    """Segment customers: plan, partition, map, fit, cluster, score, profile, commit.
 
     Example: `segmint run data/transactions --out runs/2026-06 --k auto`
 
-    Writes OUT/assignments/segment=N/, profiles.parquet/.json, model/,
-    rejects/, run.json and _SUCCESS, atomically.
+    Writes OUT/assignments/segment=N/, profiles.parquet/.json, model/, rejects/,
+    run.json, _manifest.json and _SUCCESS, atomically.
     """
-    from segmint.engine.config import parse_size
-    from segmint.engine.pipeline import run as run_pipeline
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import run as run_pipeline
 
-    with _errors():
-        cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device},
-                           side=side, as_of=as_of, dedupe_on=dedupe_on, pseudonymize_ids=pseudonymize_ids,
-                           overwrite=overwrite, buckets=buckets,
-                           memory_limit=parse_size(memory_limit) if memory_limit else None)
-        result = run_pipeline(inputs, out, cfg, _render.make_progress(json_logs))
-        _finish(result, json_logs)
+        cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device}, side=side,
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
+                                          memory_limit, buckets, executor, work_dir))
+        _finish(run_pipeline(inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
+
+
+@app.command()
+def assign(
+    model: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).", metavar="RUN_DIR")],
+    inputs: Inputs,
+    out: Out,
+    as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
+    pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
+    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
+    threads: Threads = None,
+) -> None:
+    """Score new customers with a saved model (same features, scaler, cut points, centroids).
+
+    Example: `segmint assign runs/2026-06 data/transactions --out runs/2026-06-scored`
+
+    The model fixes the column mapping; output has the same layout as `run`.
+    """
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import assign_customers
+
+        cfg = build_config(None, cluster={"device": device},
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
+                                          memory_limit, buckets, executor, work_dir))
+        _finish(assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 
 @app.command()
@@ -136,45 +179,27 @@ def features(
     out: Out,
     config: ConfigFile = None,
     columns: dict | None = None,
-    as_of: AsOf = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
-    overwrite: Overwrite = None, json_logs: Json = False,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
+    pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
+    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
+    threads: Threads = None,
 ) -> None:
-    """Write only the per-customer feature table to one Parquet file.
+    """Write only the per-customer feature table (with RFM scores), as a Parquet dataset.
 
-    Example: `segmint features data/transactions --out features.parquet`
+    Example: `segmint features data/transactions --out features`
+
+    Writes OUT/features/part-NNNNN.parquet, rejects/, run.json and _SUCCESS.
     """
-    from segmint.engine.pipeline import compute_feature_table
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import compute_feature_table
 
-    with _errors():
-        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on,
-                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite)
-        table = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
-        _done_line(f"wrote features of {table.height:,} customers ({table.width - 1} columns) to {out}", json_logs)
-
-
-@app.command()
-def assign(
-    model: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
-    inputs: Inputs,
-    out: Out,
-    as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None,
-    overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None, json_logs: Json = False,
-) -> None:
-    """Score new customers with a saved model (same features, scaler, cut points, centroids).
-
-    Example: `segmint assign runs/2026-06 new/transactions --out runs/2026-07-scored`
-
-    The model fixes the column mapping; output has the same layout as `run`.
-    """
-    from segmint.engine.config import parse_size
-    from segmint.engine.pipeline import assign_customers
-
-    with _errors():
-        cfg = build_config(None, cluster={"device": device}, as_of=as_of, dedupe_on=dedupe_on,
-                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite, buckets=buckets,
-                           memory_limit=parse_size(memory_limit) if memory_limit else None)
-        result = assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs))
-        _finish(result, json_logs)
+        cfg = build_config(config, columns=columns,
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
+                                          memory_limit, buckets, executor, work_dir))
+        result = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
+        _done(result.manifest, out, json_logs, f"wrote features of {result.manifest['customers']:,} customers "
+                                               f"to {Path(out) / 'features'}")
 
 
 @app.command()
@@ -185,32 +210,39 @@ def clv(
     config: ConfigFile = None,
     columns: dict | None = None,
     as_of: AsOf = None,
-    time_unit: Annotated[str | None, typer.Option("--time-unit", help="day | week [default: week].",
+    time_unit: Annotated[str | None, typer.Option("--time-unit", help="day | week [default: week].", metavar="UNIT",
                                                   show_default=False)] = None,
     horizon: Annotated[float | None, typer.Option("--horizon", help="Prediction horizon in time units "
-                                                  "[default: 52].", show_default=False)] = None,
+                                                  "[default: 52 weeks in either unit].", metavar="N",
+                                                  show_default=False)] = None,
     discount_rate: Annotated[float | None, typer.Option("--discount-rate", help="Annual discount rate "
-                                                        "[default: 0.10].", show_default=False)] = None,
-    dedupe_on: DedupeOn = None, pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None,
-    json_logs: Json = False,
+                                                        "[default: 0.10].", metavar="RATE",
+                                                        show_default=False)] = None,
+    dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
+    overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
+    executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Fit BG/NBD + Gamma-Gamma by maximum likelihood and predict each customer's CLV.
 
-    Example: `segmint clv data/transactions --as-of 2026-06-30 --time-unit week --horizon 52 --out clv`
+    Example: `segmint clv data/transactions --as-of 2026-03-31 --time-unit week --horizon 52 --out clv`
 
-    Writes OUT/clv_params.json (r, alpha, a, b, p, q, v, log-likelihoods, n) and
-    OUT/clv.parquet (p_alive, expected_purchases, expected_avg_value, clv).
+    Writes OUT/clv_params.json (r, alpha, a, b, p, q, v, log-likelihoods, n),
+    OUT/clv/part-NNNNN.parquet (p_alive, expected_purchases, expected_avg_value, clv),
+    rejects/, run.json and _SUCCESS.
     """
-    from segmint.engine.pipeline import compute_clv
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import compute_clv
 
-    with _errors():
-        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on,
-                           pseudonymize_ids=pseudonymize_ids, overwrite=overwrite,
-                           clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate})
+        cfg = build_config(config, columns=columns,
+                           clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate},
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
+                                          memory_limit, buckets, executor, work_dir))
         p = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
-        _done_line(f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} (LL {p.log_likelihood:.2f}, "
-                   f"n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} v={p.v:.4g} (n={p.n_gg:,}); "
-                   f"written to {out}", json_logs)
+        manifest = json.loads((Path(out) / "run.json").read_text())
+        _done(manifest, out, json_logs,
+              f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} (LL {p.log_likelihood:.2f}, "
+              f"n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} v={p.v:.4g} (n={p.n_gg:,}); written to {out}")
 
 
 @app.command()
@@ -220,23 +252,30 @@ def cohorts(
     out: Out,
     config: ConfigFile = None,
     columns: dict | None = None,
-    as_of: AsOf = None, dedupe_on: DedupeOn = None, overwrite: Overwrite = None, json_logs: Json = False,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
+    pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
+    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
+    threads: Threads = None,
 ) -> None:
     """Acquisition-month cohorts x months since first purchase: retention and revenue.
 
     Example: `segmint cohorts data/transactions --out cohorts`
 
     Writes OUT/cohorts.parquet (long: cohort, months_since_first, cohort_size,
-    active_customers, retention, revenue, revenue_per_customer,
-    revenue_per_active) and OUT/retention_pivot.parquet (cohorts x m0, m1, ...).
+    active_customers, retention, revenue, revenue_per_customer, revenue_per_active,
+    complete_month), OUT/retention_pivot.parquet (cohorts x m0, m1, ...), rejects/ and run.json.
     """
-    from segmint.engine.pipeline import compute_cohorts
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import compute_cohorts
 
-    with _errors():
-        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on, overwrite=overwrite)
+        cfg = build_config(config, columns=columns,
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
+                                          memory_limit, buckets, executor, work_dir))
         table = compute_cohorts(inputs, out, cfg, _render.make_progress(json_logs))
-        _done_line(f"{table['cohort'].n_unique()} cohorts, {table.height} cohort-months written to {out}",
-                   json_logs)
+        manifest = json.loads((Path(out) / "run.json").read_text())
+        _done(manifest, out, json_logs, f"{table['cohort'].n_unique()} cohorts, {table.height} cohort-months "
+                                        f"written to {out}")
 
 
 @app.command()
@@ -245,26 +284,33 @@ def validate(
     inputs: Inputs,
     config: ConfigFile = None,
     columns: dict | None = None,
-    as_of: AsOf = None, dedupe_on: DedupeOn = None, json_logs: Json = False,
+    as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
+    memory_limit: MemoryLimit = None, buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None,
+    json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Check the data contract and report data-quality counts; writes nothing.
 
-    Example: `segmint validate data/transactions --time-col date --time-format %Y%m%d`
+    Example: `segmint validate data/transactions`
 
-    Exit code 0 when the input is usable (rejected rows are counted, not
-    fatal), 3 when the contract is violated.
+    Exit code 0 when the input is usable, 3 when the contract is violated or more
+    than --max-reject-share of the rows would be rejected (the counts are in the error).
     """
-    from segmint.engine.pipeline import validate as run_validate
+    with _errors(json_logs):
+        _threads(threads)
+        from segmint.engine.pipeline import validate as run_validate
 
-    with _errors():
-        cfg = build_config(config, columns=columns, as_of=as_of, dedupe_on=dedupe_on)
+        cfg = build_config(config, columns=columns, **_run_options(as_of, dedupe_on, max_reject_share, None, None,
+                                                                   memory_limit, buckets, executor, work_dir))
         rep = run_validate(inputs, cfg, _render.make_progress(json_logs))
         if json_logs:
             _render.emit_json({"event": "validation", **rep.__dict__})
+            _render.emit_json({"event": "done", "status": "succeeded", "seconds": _elapsed()})
             return
         lines = [f"rows in        {rep.rows_in:,}", f"rows usable    {rep.rows_used:,}",
-                 *[f"  rejected {reason:<22} {n:,}" for reason, n in rep.rejected.items()],
-                 f"repeated lines {rep.repeated_lines:,} (kept; use --dedupe-on to reject)",
+                 *[f"  rejected {reason:<22} {n:>12,}   amount {rep.rejected_amount[reason]:,.2f}"
+                   for reason, n in rep.rejected.items() if n],
+                 f"repeats        {rep.repeats_on_mapped_columns:,} rows identical to an earlier row on every "
+                 f"mapped column (kept: unmapped columns may tell them apart; --dedupe-on rejects them)",
                  f"customers      {rep.customers:,}",
                  f"time range     {rep.first_ts} .. {rep.last_ts}", f"as of          {rep.as_of}"]
         _render.print_lines(lines)
@@ -272,19 +318,20 @@ def validate(
 
 @abtest_app.command("split")
 def abtest_split(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (its assignments are split).")],
-    out: Out,
-    ratio: Annotated[float, typer.Option(help="Share of each segment held out.")] = 0.1,
-    salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.")] = "segmint",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (its assignments are split).",
+                                            metavar="RUN_DIR")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file.", metavar="FILE")],
+    ratio: Annotated[float, typer.Option(help="Share of each segment held out.", metavar="SHARE")] = 0.1,
+    salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.", metavar="TEXT")] = "segmint",
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Deterministic holdout per customer, independent of the segment.
 
     Example: `segmint abtest split runs/2026-06 --ratio 0.1 --salt spring-promo --out groups.parquet`
     """
-    from segmint.engine.pipeline import abtest_split as split
+    with _errors(False):
+        from segmint.engine.pipeline import abtest_split as split
 
-    with _errors():
         groups = split(run_dir, out, ratio=ratio, salt=salt, overwrite=overwrite)
         held = int((groups["group"] == "holdout").sum())
         _render.print_lines([f"{held:,} of {groups.height:,} customers held out ({held / groups.height:.1%}); "
@@ -293,20 +340,22 @@ def abtest_split(
 
 @abtest_app.command("evaluate")
 def abtest_evaluate(
-    assignments: Annotated[Path, typer.Option("--assignments", help="The file written by abtest split.")],
-    outcomes: Annotated[Path, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.")],
+    assignments: Annotated[Path, typer.Option("--assignments", help="The file written by abtest split.",
+                                              metavar="FILE")],
+    outcomes: Annotated[Path, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.",
+                                           metavar="FILE")],
     cost_per_contact: Annotated[float, typer.Option("--cost-per-contact", help="Cost of contacting one "
-                                                    "treated customer.")],
+                                                    "treated customer.", metavar="AMOUNT")],
     out: Out,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Lift, 95% CI, p-value, incremental revenue and ROI per segment and overall.
 
     Example: `segmint abtest evaluate --assignments groups.parquet --outcomes outcomes.csv --cost-per-contact 0.5 --out ab`
     """
-    from segmint.engine.pipeline import abtest_evaluate as run_evaluate
+    with _errors(False):
+        from segmint.engine.pipeline import abtest_evaluate as run_evaluate
 
-    with _errors():
         result = run_evaluate(assignments, outcomes, out, cost_per_contact=cost_per_contact, overwrite=overwrite)
         lines = ["segment  treated  holdout  conv_t  conv_h  abs lift  p-value   ROI %"]
         for r in result.iter_rows(named=True):
@@ -328,30 +377,36 @@ def _num(v: float | None, fmt: str) -> str:
 @app.command()
 def bench(
     scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M), L (200M lines, 10M customers), or GPU "
-                                          "(k-means 10M x 16, k=256, and 100M assignments on the card).")] = "S",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every figure to this JSON file.")] = None,
-    seed: Annotated[int, typer.Option(help="Data and clustering seed.")] = 0,
+                                          "(k-means 10M x 16, k=256, and 100M assignments on the card).",
+                                          metavar="NAME")] = "S",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every figure to this JSON file.",
+                                             metavar="FILE")] = None,
+    seed: Annotated[int, typer.Option(help="Data and clustering seed.", metavar="N")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Cache folder for generated data "
-                                                  "[default: SEGMINT_BENCH_DIR or ~/.cache/segmint/bench].")] = None,
+                                                  "[default: SEGMINT_BENCH_DIR or ~/.cache/segmint/bench].",
+                                                  metavar="DIR")] = None,
+    threads: Threads = None,
 ) -> None:
     """Time every stage against DuckDB, scikit-learn and Faiss on the same data; print the ratios.
 
     Example: `segmint bench --scenario S --out bench-S.json`
 
-    Needs the bench extra: pip install 'segmint[bench]'.
+    Needs the bench extra: pip install -e '.[bench]'.
     """
     from segmint.engine.errors import ConfigError
 
-    with _errors():
+    with _errors(False):
+        _threads(threads)
         if scenario == "GPU":
             return _bench_gpu(seed, out)
         try:
-            from segmint.bench.run import run_benchmark
-            from segmint.bench.scenarios import SCENARIOS
             import duckdb, sklearn  # noqa: E401, F401 - peers must be installed
         except ImportError as exc:
-            msg = f"segmint bench needs the peers installed: pip install 'segmint[bench]' ({exc.name} is missing)"
+            msg = f"segmint bench needs the peers installed: pip install -e '.[bench]' ({exc.name} is missing)"
             raise ConfigError(msg) from None
+        from segmint.bench.run import run_benchmark
+        from segmint.bench.scenarios import SCENARIOS
+
         if scenario not in SCENARIOS:
             msg = f"--scenario must be one of {', '.join(SCENARIOS)} or GPU, got {scenario!r}"
             raise ConfigError(msg)
@@ -376,22 +431,23 @@ def _bench_report(res: dict, out: Path | None) -> None:
     from segmint.bench.run import ratio_table
 
     if out is not None:
-        out.write_text(json.dumps(res, indent=1))
+        out.write_text(json.dumps(res, indent=1, allow_nan=False))
     _render.print_lines([ratio_table(res)] + ([f"figures written to {out}"] if out else []))
 
 
 @app.command()
-def warmup() -> None:
+def warmup(threads: Threads = None) -> None:
     """Compile every Numba kernel into the cache ahead of a batch job.
 
     Example: `segmint warmup` (set NUMBA_CACHE_DIR to choose the cache folder)
 
     Run it on the machine model that runs the job: the cache is keyed to the CPU.
     """
-    from segmint.engine.runtime import numba_cache_dir
-    from segmint.engine.warmup import warmup as run_warmup
+    with _errors(False):
+        _threads(threads)
+        from segmint.engine.runtime import numba_cache_dir
+        from segmint.engine.warmup import warmup as run_warmup
 
-    with _errors():
         seconds = run_warmup()
         _render.print_lines([f"{name:<28} {sec:6.2f} s" for name, sec in seconds.items()]
                             + [f"{len(seconds)} kernels ready; cache in {numba_cache_dir()}"])
@@ -401,23 +457,51 @@ def main() -> None:
     app()
 
 
+def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: float | None,
+                 pseudonymize_ids: bool | None, overwrite: bool | None, memory_limit: str | None,
+                 buckets: int | None, executor: str | None, work_dir: str | None) -> dict[str, Any]:
+    return {"as_of": as_of, "dedupe_on": dedupe_on, "max_reject_share": max_reject_share,
+            "pseudonymize_ids": pseudonymize_ids, "overwrite": overwrite, "memory_limit": memory_limit,
+            "buckets": buckets, "executor": executor, "work_dir": work_dir}
+
+
+def _threads(threads: int | None) -> None:
+    """Apply the thread budget before Polars, Numba or Faiss start (the engine is imported after)."""
+    from segmint.engine.runtime import configure
+
+    if threads is None and "_threads_applied" in _state:
+        return
+    _state["_threads_applied"] = True
+    _, late = configure(threads)
+    if threads is not None:
+        for problem in late:
+            _render.print_error(f"--threads not fully applied: {problem}")
+
+
+def _elapsed() -> float:
+    return round(time.perf_counter() - _state["started"], 3)
+
+
 def _finish(result, json_logs: bool) -> None:
     m = result.manifest
     if json_logs:
-        _render.emit_json({"event": "done", "out": str(result.out), "customers": m["customers"],
-                           "k": m["k"], "rows": m["rows"]})
+        _render.emit_json({"event": "done", "status": m["status"], "seconds": _elapsed(), "out": str(result.out),
+                           "run_json": str(Path(result.out) / "run.json"), "run_id": m["run_id"],
+                           "customers": m["customers"], "k": m["k"], "rows": m["rows"]})
         return
     _render.print_summary(result.summary, f"{m['customers']:,} customers in {m['k']} segments")
     rows = m["rows"]
     lines = [f"rows: {rows['in']:,} in, {rows['used']:,} used, {rows['rejected']:,} rejected"
              + (" (" + ", ".join(f"{r}: {n:,}" for r, n in rows["rejected_by_reason"].items() if n) + ")"
                 if rows["rejected"] else "")
-             + f"; {rows['repeated_lines']:,} repeated lines kept"]
+             + f"; {rows['repeats_on_mapped_columns']:,} rows repeat an earlier one on every mapped column (kept)"]
     note = m["clustering"].get("note", "every customer assigned to the model's nearest centroid")
     lines.append(f"clustering ({m['clustering']['device']}): {note}")
+    if m["clustering"].get("k_auto"):
+        lines.append(f"--k auto: {m['clustering']['k_auto']}")
     clv = m.get("clv") or {}
     if "r" in clv:
-        lines.append(f"CLV: BG/NBD + Gamma-Gamma fitted on {clv['n']:,} customers; expected value over the "
+        lines.append(f"CLV: BG/NBD + Gamma-Gamma fitted on {clv['fitted_on']:,} customers; expected value over the "
                      f"horizon {result.summary['clv_total'].sum():,.0f} in total")
     elif "skipped" in clv:
         lines.append(f"CLV skipped: {clv['skipped']}")
@@ -427,31 +511,46 @@ def _finish(result, json_logs: bool) -> None:
     _render.print_lines(lines)
 
 
-def _done_line(text: str, json_logs: bool) -> None:
+def _done(manifest: dict, out: Path, json_logs: bool, text: str) -> None:
     if json_logs:
-        _render.emit_json({"event": "done", "message": text})
+        _render.emit_json({"event": "done", "status": manifest["status"], "seconds": _elapsed(), "out": str(out),
+                           "run_json": str(Path(out) / "run.json"), "run_id": manifest["run_id"], "message": text})
     else:
         _render.print_lines([text])
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Domain errors -> one line and their exit code; anything else -> exit 1 (traceback with --debug)."""
+def _errors(json_logs: bool) -> Iterator[None]:
+    """Domain errors -> one line and their exit code; anything else -> exit 1 (traceback with --debug).
+    Under --json the line is an ``error`` event."""
     try:
         yield
     except SegmintError as exc:
         if _state["debug"]:
             raise
-        _render.print_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
+        _fail(str(exc), exc.exit_code, json_logs)
     except KeyboardInterrupt:
-        _render.print_error("interrupted; no output was changed")
-        raise typer.Exit(130) from None
+        _fail("interrupted; no output was changed", 130, json_logs)
+    except Terminated:
+        _fail("terminated; no output was changed", 143, json_logs)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
             raise
-        _render.print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-        raise typer.Exit(1) from None
+        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, json_logs)
+
+
+def _fail(message: str, code: int, json_logs: bool) -> None:
+    _render.stop_progress()
+    if json_logs:
+        _render.emit_json({"event": "error", "status": "failed", "exit_code": code, "message": message,
+                           "seconds": _elapsed()})
+    else:
+        _render.print_error(message)
+    raise typer.Exit(code) from None
 
 
 if __name__ == "__main__":

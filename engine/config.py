@@ -1,8 +1,10 @@
 """The one typed configuration object that flows from the CLI to the engine.
 
-Every option lives here once, with its default. ``load_toml`` reads the
-``--config segmint.toml`` file; the CLI then overrides single fields with
-``dataclasses.replace``. Combinations are checked once, in ``__post_init__``.
+Every option lives here once, with its default. Each dataclass checks the type
+and range of its fields on construction (``RunConfig(cluster={"k": 5})`` is refused
+with a message naming the field), so the CLI, the TOML loader and library users
+get the same errors. ``load_toml`` reads ``--config segmint.toml``; the CLI then
+overrides single fields with ``dataclasses.replace``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import hashlib
 import json
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from segmint.engine.errors import ConfigError
 
@@ -25,14 +29,18 @@ __all__ = [
     "ClusterConfig",
     "LifecycleConfig",
     "ClvConfig",
+    "SamplingConfig",
     "EventSource",
     "CustomerSource",
     "RunConfig",
     "DEFAULT_RFM_GRID",
+    "DEFAULT_HORIZON_DAYS",
     "load_toml",
     "config_hash",
+    "to_dict",
     "parse_as_of",
     "parse_size",
+    "parse_k",
 ]
 
 DEFAULT_HORIZON_DAYS = 364.0
@@ -53,10 +61,29 @@ DEFAULT_RFM_GRID: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
 )
 
 
+class _Checked:
+    """Type-checks every field against its annotation before the class's own checks."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                msg = f"{self.section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}"
+                raise ConfigError(msg)
+        self.check()
+
+    def check(self) -> None:
+        """Combinations and ranges (after the types are known to be right)."""
+
+
 @dataclass(frozen=True, kw_only=True)
-class Columns:
+class Columns(_Checked):
     """Mapping from roles to source column names. Only these columns are read."""
 
+    section: ClassVar[str] = "columns"
     customer: str = "customer_id"
     time: str = "ts"
     time_format: str | None = None
@@ -67,7 +94,7 @@ class Columns:
     channel: str | None = "channel"
     category: str | None = "category"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if (self.quantity is None) != (self.price is None):
             msg = "--quantity-col and --price-col go together: give both, or use --amount-col"
             raise ConfigError(msg)
@@ -86,16 +113,17 @@ class Columns:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LifecycleConfig:
+class LifecycleConfig(_Checked):
     """Thresholds of ``activity_status`` (see README, "Features")."""
 
+    section: ClassVar[str] = "lifecycle"
     new_days: float = 30.0
     at_risk_ratio: float = 1.5
     lapsed_ratio: float = 3.0
     one_time_active_days: float = 90.0
     lapsed_days: float = 365.0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not 0 < self.at_risk_ratio <= self.lapsed_ratio:
             msg = (f"lifecycle ratios must satisfy 0 < at_risk_ratio <= lapsed_ratio, "
                    f"got {self.at_risk_ratio} and {self.lapsed_ratio}")
@@ -107,10 +135,11 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeatureConfig:
+class FeatureConfig(_Checked):
     """Which features cluster, and how they are transformed."""
 
-    # None: the behavioural default set (engine.features.defaults).
+    section: ClassVar[str] = "features"
+    # None: the behavioural default set (engine.pipeline.fit.default_cluster_features).
     cluster_features: tuple[str, ...] | None = None
     # Heavy-tailed features get a signed log1p before standardising.
     log_features: tuple[str, ...] = (
@@ -121,21 +150,26 @@ class FeatureConfig:
     rfm_grid: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = DEFAULT_RFM_GRID
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         cells = [(r, f) for _, rs, fs in self.rfm_grid for r in rs for f in fs]
         full = {(r, f) for r in range(1, 6) for f in range(1, 6)}
         if len(cells) != 25 or set(cells) != full:
             msg = "rfm grid must assign each of the 25 (R, F) score cells to exactly one segment"
             raise ConfigError(msg)
+        if self.max_channels < 0:
+            msg = f"features.max_channels must be >= 0, got {self.max_channels}"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClusterConfig:
-    """Faiss k-means settings. ``k=None`` means choose k automatically."""
+class ClusterConfig(_Checked):
+    """Faiss k-means settings. ``k=None`` means choose k automatically in [k_min, k_max]."""
 
+    section: ClassVar[str] = "cluster"
     k: int | None = 8
-    k_min: int = 2
-    k_max: int = 12
+    # The auto-k range: below 4 segments are too coarse to act on.
+    k_min: int = 4
+    k_max: int = 16
     min_segment_share: float = 0.02
     select_sample: int = 20_000
     niter: int = 30
@@ -148,7 +182,7 @@ class ClusterConfig:
     init_sample: int = 100_000
     device: str = "auto"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.k is not None and self.k < 1:
             msg = f"--k must be a positive integer or 'auto', got {self.k}"
             raise ConfigError(msg)
@@ -164,19 +198,23 @@ class ClusterConfig:
         if not 0 <= self.min_segment_share < 1:
             msg = f"min_segment_share must be in [0, 1), got {self.min_segment_share}"
             raise ConfigError(msg)
+        if min(self.select_sample, self.max_points_per_centroid, self.init_sample) < 1:
+            msg = "cluster.select_sample, max_points_per_centroid and init_sample must be >= 1"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClvConfig:
+class ClvConfig(_Checked):
     """BG/NBD + Gamma-Gamma settings. Horizon is in ``time_unit``s (None: 52 weeks, whatever the
     unit); the discount rate is annual."""
 
+    section: ClassVar[str] = "clv"
     enabled: bool = True
     time_unit: str = "week"
     horizon: float | None = None
     discount_rate: float = 0.10
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.time_unit not in ("day", "week"):
             msg = f"--time-unit must be day or week, got {self.time_unit!r}"
             raise ConfigError(msg)
@@ -198,9 +236,29 @@ class ClvConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EventSource:
+class SamplingConfig(_Checked):
+    """How many customers the global fits hold (samples are customers of lowest hash; below
+    these counts every customer is used and the fits are exact)."""
+
+    section: ClassVar[str] = "sampling"
+    # RFM cut points and the CLV fit: about 80 bytes per customer.
+    fit_customers: int = 10_000_000
+    # Scaler, k-means, auto-k, segment order, names and the profiles' distribution columns:
+    # about 8 bytes per feature per customer.
+    profile_customers: int = 1_000_000
+
+    def check(self) -> None:
+        if self.fit_customers < 1000 or self.profile_customers < 1000:
+            msg = (f"sampling.fit_customers and profile_customers must be >= 1000, got "
+                   f"{self.fit_customers} and {self.profile_customers}")
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventSource(_Checked):
     """Optional web/app events (``--events``): only these columns are read."""
 
+    section: ClassVar[str] = "events"
     paths: tuple[str, ...]
     customer: str = "customer_id"
     time: str = "ts"
@@ -218,41 +276,49 @@ class EventSource:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CustomerSource:
+class CustomerSource(_Checked):
     """Optional customers table (``--customers``): the id and the attributes to carry."""
 
+    section: ClassVar[str] = "customers"
     paths: tuple[str, ...]
     customer: str = "customer_id"
     attributes: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not self.attributes:
             msg = "--customers needs --customer-attrs naming the columns to carry (e.g. region,age_band)"
             raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
+class RunConfig(_Checked):
     """Everything one run needs. Built once by the CLI (or by library users)."""
 
+    section: ClassVar[str] = "run"
     columns: Columns = field(default_factory=Columns)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     clv: ClvConfig = field(default_factory=ClvConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     events: EventSource | None = None
     customers: CustomerSource | None = None
     # ISO date or datetime; None: the latest valid timestamp. A plain date
     # means the end of that day.
     as_of: str | None = None
     dedupe_on: tuple[str, ...] | None = None
+    # Above this share of rejected rows the input is refused (exit 3).
+    max_reject_share: float = 0.5
     pseudonymize_ids: bool = False
     overwrite: bool = False
-    # Bytes the run may use; None: half of the memory available to this process.
+    # Bytes the run may use; None: a quarter of the memory available to this process.
     memory_limit: int | None = None
     # Force this many buckets (1: in memory); None: chosen from memory_limit.
     buckets: int | None = None
+    executor: str = "local"
+    # Scratch space for bucket files; None: beside the output.
+    work_dir: str | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.buckets is not None and self.buckets < 1:
             msg = f"--buckets must be >= 1, got {self.buckets}"
             raise ConfigError(msg)
@@ -261,51 +327,88 @@ class RunConfig:
             raise ConfigError(msg)
         if self.as_of is not None:
             parse_as_of(self.as_of)
+        if not 0 <= self.max_reject_share <= 1:
+            msg = f"--max-reject-share must be in [0, 1], got {self.max_reject_share}"
+            raise ConfigError(msg)
         if self.dedupe_on is not None:
             unknown = [c for c in self.dedupe_on if c not in self.columns.source_columns()]
             if not self.dedupe_on or unknown:
                 msg = (f"--dedupe-on names columns that are not mapped: {unknown or '(none)'}; "
                        f"mapped columns are {self.columns.source_columns()}")
                 raise ConfigError(msg)
+            if self.columns.customer not in self.dedupe_on:
+                msg = (f"--dedupe-on must include the customer column ({self.columns.customer}): a duplicate "
+                       f"is a repeat of one customer's row")
+                raise ConfigError(msg)
+
+
+# Options that cannot change a run's outputs: left out of config_hash.
+_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "work_dir")
 
 
 def load_toml(path: str | Path) -> RunConfig:
     """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [clv],
-    [events], [customers], [run]."""
+    [sampling], [events], [customers], [run]."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         msg = f"config file not found: {path}"
         raise ConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         msg = f"config file {path} is not valid TOML: {exc}"
         raise ConfigError(msg) from None
-    known = {"columns", "features", "lifecycle", "cluster", "clv", "events", "customers", "run"}
+    known = {"columns", "features", "lifecycle", "cluster", "clv", "sampling", "events", "customers", "run"}
     if unknown := set(raw) - known:
         msg = f"unknown section(s) {sorted(unknown)} in {path}; known: {sorted(known)}"
         raise ConfigError(msg)
-    feats = dict(raw.get("features", {}))
+    for name in known:
+        if name in raw and not isinstance(raw[name], dict):
+            msg = f"[{name}] in {path} must be a table of keys, got {raw[name]!r}"
+            raise ConfigError(msg)
+    feats = _lists_to_tuples(raw.get("features", {}))
     if "rfm_grid" in feats:
-        feats["rfm_grid"] = tuple((g["name"], tuple(g["r"]), tuple(g["f"])) for g in feats["rfm_grid"])
-    for key in ("cluster_features", "log_features"):
-        if key in feats:
-            feats[key] = tuple(feats[key])
+        try:
+            feats["rfm_grid"] = tuple((g["name"], tuple(g["r"]), tuple(g["f"])) for g in raw["features"]["rfm_grid"])
+        except (TypeError, KeyError) as exc:
+            msg = f"features.rfm_grid in {path} needs tables with name, r and f ({exc})"
+            raise ConfigError(msg) from None
     cluster = dict(raw.get("cluster", {}))
-    if cluster.get("k") == "auto":
-        cluster["k"] = None
-    run = dict(raw.get("run", {}))
-    if "dedupe_on" in run:
-        run["dedupe_on"] = tuple(run["dedupe_on"])
-    return RunConfig(
-        columns=_build(Columns, raw.get("columns", {}), path),
-        features=_build(FeatureConfig, {**feats, "lifecycle": _build(
-            LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
-        cluster=_build(ClusterConfig, cluster, path),
-        clv=_build(ClvConfig, raw.get("clv", {}), path),
-        events=_side(EventSource, raw.get("events"), path),
-        customers=_side(CustomerSource, raw.get("customers"), path),
-        **_checked(RunConfig, run, path),
-    )
+    if isinstance(cluster.get("k"), str):
+        cluster["k"] = parse_k(cluster["k"], "cluster.k")
+    run = _lists_to_tuples(raw.get("run", {}))
+    if isinstance(run.get("dedupe_on"), str):
+        run["dedupe_on"] = tuple(c.strip() for c in run["dedupe_on"].split(",") if c.strip())
+    if isinstance(run.get("memory_limit"), str):
+        run["memory_limit"] = parse_size(run["memory_limit"])
+    if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
+        run["as_of"] = run["as_of"].isoformat()
+    try:
+        return RunConfig(
+            columns=_build(Columns, raw.get("columns", {}), path),
+            features=_build(FeatureConfig, {**feats, "lifecycle": _build(
+                LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
+            cluster=_build(ClusterConfig, cluster, path),
+            clv=_build(ClvConfig, raw.get("clv", {}), path),
+            sampling=_build(SamplingConfig, raw.get("sampling", {}), path),
+            events=_side(EventSource, raw.get("events"), path),
+            customers=_side(CustomerSource, raw.get("customers"), path),
+            **_known(RunConfig, run, path),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_k(text: str | int | None, flag: str = "--k") -> int | None:
+    """``auto`` -> None, an integer (as text or int) -> itself; anything else is a config error."""
+    if text is None or (isinstance(text, int) and not isinstance(text, bool)):
+        return text
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        return int(str(text))
+    except ValueError:
+        msg = f"{flag} must be a positive integer or 'auto', got {text!r}"
+        raise ConfigError(msg) from None
 
 
 def parse_as_of(text: str) -> dt.datetime:
@@ -324,7 +427,7 @@ def parse_as_of(text: str) -> dt.datetime:
 
 def parse_size(text: str) -> int:
     """'2GB', '512MiB', '1.5G', '1000000' -> bytes (K/M/G/T, decimal or binary)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", str(text).lower())
     if not m:
         msg = f"--memory-limit {text!r} is not a size; use e.g. 2GB, 512MiB or 6G"
         raise ConfigError(msg)
@@ -333,9 +436,9 @@ def parse_size(text: str) -> int:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """A stable digest of the whole configuration (recorded in run.json and the model)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """A stable digest of the options that can change the outputs (recorded in run.json and the model)."""
+    doc = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -343,7 +446,49 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _checked(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if origin is tuple:
+        return "a tuple (a list in TOML)"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _lists_to_tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _known(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     if unknown := set(values) - names:
         msg = f"unknown key(s) {sorted(unknown)} in {path}; known: {sorted(names)}"
@@ -354,13 +499,12 @@ def _checked(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, A
 def _side(cls: type, values: dict[str, Any] | None, path: str | Path) -> Any:
     if values is None:
         return None
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return _build(cls, values, path)
+    return _build(cls, _lists_to_tuples(values), path)
 
 
 def _build(cls: type, values: dict[str, Any], path: str | Path) -> Any:
     try:
-        return cls(**_checked(cls, values, path))
+        return cls(**_known(cls, values, path))
     except TypeError as exc:
         msg = f"bad value in {path}: {exc}"
         raise ConfigError(msg) from None

@@ -19,6 +19,9 @@ __all__ = ["customer_hash", "bottom_k"]
 def customer_hash(ids: pl.Series, seed: int) -> np.ndarray:
     """uint64 hash of each id (integer ids by value, anything else by its UTF-8 text)."""
     out = np.empty(ids.len(), np.uint64)
+    if ids.dtype == pl.UInt64:  # by value: the bits of the value mod 2^64
+        hash_int64(ids.to_numpy().view(np.int64), seed, out)
+        return out
     if ids.dtype.is_integer():
         hash_int64(ids.cast(pl.Int64).to_numpy(), seed, out)
         return out

@@ -3,29 +3,32 @@
 Stored as ``model/model.json`` (plain JSON, no pickle): column mapping,
 feature settings, channel vocabulary, RFM cut points, scaler, centroids,
 segment names, CLV parameters, and provenance (versions, config hash, training as-of).
-Float32 centroids round-trip exactly through JSON's float64.
+Float32 centroids round-trip exactly through JSON's float64. ``Model.load``
+checks everything it reads (schema, shapes, finite numbers): a truncated or
+edited file is refused with the field at fault, never used half-read.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig
-from segmint.engine.errors import ConfigError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import RfmCuts
+from segmint.engine.io.sink import write_json
 from segmint.engine.preprocess import Scaler
 
 __all__ = ["Model", "FORMAT_VERSION", "versions"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,10 @@ class Model:
     def k(self) -> int:
         return self.centroids.shape[0]
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        doc = {
+        write_json(directory / "model.json", {
             "format_version": FORMAT_VERSION,
             "columns": asdict(self.columns),
             "features": asdict(self.features),
@@ -59,47 +63,86 @@ class Model:
             "clv": self.clv.to_dict() if self.clv else None,
             "clv_config": asdict(self.clv_config) if self.clv_config else None,
             "provenance": self.provenance,
-        }
-        (directory / "model.json").write_text(json.dumps(doc, indent=1))
+        })
 
     @classmethod
     def load(cls, directory: str | Path) -> Model:
+        """A run directory, its ``model/`` folder, or a ``model.json`` file."""
         path = Path(directory)
-        path = path / "model" / "model.json" if (path / "model").is_dir() else path / "model.json"
+        if path.is_dir():
+            path = path / "model" / "model.json" if (path / "model").is_dir() else path / "model.json"
+        if not path.is_file():
+            msg = f"no model at {directory}: give a run directory written by 'segmint run' or its model/ folder"
+            raise ConfigError(msg)
         try:
             doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            msg = f"cannot load model from {directory}: {exc}; give a run directory or its model/ folder"
-            raise ConfigError(msg) from None
-        if doc.get("format_version") != FORMAT_VERSION:
-            msg = f"model format {doc.get('format_version')} is not supported (expected {FORMAT_VERSION})"
-            raise ConfigError(msg)
-        feats = dict(doc["features"])
-        feats["lifecycle"] = LifecycleConfig(**feats["lifecycle"])
-        feats["rfm_grid"] = tuple((n, tuple(r), tuple(f)) for n, r, f in feats["rfm_grid"])
-        for key in ("cluster_features", "log_features"):
-            if feats[key] is not None:
-                feats[key] = tuple(feats[key])
-        return cls(
-            columns=Columns(**doc["columns"]),
-            features=FeatureConfig(**feats),
-            channels=tuple(doc["channels"]),
-            rfm_cuts=RfmCuts.from_dict(doc["rfm_cuts"]),
-            scaler=Scaler.from_dict(doc["scaler"]),
-            centroids=np.asarray(doc["centroids"], dtype=np.float32),
-            names=tuple(doc["names"]),
-            clv=ClvParams(**doc["clv"]) if doc.get("clv") else None,
-            clv_config=ClvConfig(**doc["clv_config"]) if doc.get("clv_config") else None,
-            provenance=doc["provenance"],
-        )
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            msg = f"the model file {path} cannot be read ({exc}); rerun 'segmint run' to rebuild it"
+            raise InputContractError(msg) from None
+        try:
+            return _from_doc(doc)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
+            raise InputContractError(msg) from None
 
 
 def versions() -> dict[str, str]:
     """Versions of segmint and the libraries whose outputs it depends on."""
+    import faiss
+
     found = {"faiss": faiss.__version__}
-    for name in ("segmint", "polars", "numba", "numpy", "pyarrow"):
+    for name in ("segmint", "polars", "numba", "numpy", "pyarrow", "scipy"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "unknown"
     return found
+
+
+def _from_doc(doc: Any) -> Model:
+    if not isinstance(doc, dict):
+        raise TypeError("the document is not a JSON object")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
+    feats = dict(doc["features"])
+    feats["lifecycle"] = LifecycleConfig(**feats["lifecycle"])
+    feats["rfm_grid"] = tuple((n, tuple(r), tuple(f)) for n, r, f in feats["rfm_grid"])
+    for key in ("cluster_features", "log_features"):
+        if feats[key] is not None:
+            feats[key] = tuple(feats[key])
+    scaler = Scaler.from_dict(doc["scaler"])
+    centroids = np.asarray(doc["centroids"], dtype=np.float64)
+    names = tuple(doc["names"])
+    d = len(scaler.features)
+    if centroids.ndim != 2 or centroids.shape[1] != d or centroids.shape[0] < 1:
+        raise ValueError(f"centroids have shape {centroids.shape}, expected (k, {d})")
+    if not np.isfinite(centroids).all():
+        raise ValueError("centroids hold a non-finite number")
+    if len(names) != centroids.shape[0] or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{len(names)} names for {centroids.shape[0]} segments")
+    if not (len(scaler.log) == len(scaler.mean) == len(scaler.std) == d) or not all(
+            math.isfinite(v) for v in (*scaler.mean, *scaler.std)) or min(scaler.std) <= 0:
+        raise ValueError("the scaler's means and standard deviations are not finite and positive per feature")
+    cuts = RfmCuts.from_dict(doc["rfm_cuts"])
+    for name in ("recency", "frequency", "monetary"):
+        values = getattr(cuts, name)
+        if len(values) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise ValueError(f"rfm_cuts.{name} must be 4 finite numbers")
+    clv = None
+    if doc.get("clv"):
+        clv = ClvParams(**{f.name: doc["clv"][f.name] for f in fields(ClvParams)})
+        numbers = (clv.r, clv.alpha, clv.a, clv.b, clv.p, clv.q, clv.v, clv.population_mean)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers):
+            raise ValueError("CLV parameters must be finite and positive")
+    return Model(
+        columns=Columns(**doc["columns"]),
+        features=FeatureConfig(**feats),
+        channels=tuple(str(c) for c in doc["channels"]),
+        rfm_cuts=cuts,
+        scaler=scaler,
+        centroids=centroids.astype(np.float32),
+        names=names,
+        clv=clv,
+        clv_config=ClvConfig(**doc["clv_config"]) if doc.get("clv_config") else None,
+        provenance=dict(doc["provenance"]),
+    )

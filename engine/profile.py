@@ -1,87 +1,223 @@
-"""Segment profiles: size, revenue, per-feature distribution and lift, KPIs, and a readable name.
+"""Segment profiles: exact KPIs, per-feature distributions, and names that the numbers bear out.
 
-For each segment and each numeric feature: mean, median, std, p10, p90 and
-the z-lift ``(segment mean - population mean) / population std``. KPIs:
-customers, share, revenue (sum of monetary_total), revenue share, aov
-(revenue / orders), orders per customer, repurchase rate (share with two or
-more purchase days), the share of each activity status, and with CLV the
-segment's total CLV (``clv_total``; mean p_alive and CLV are ``p_alive_mean``
-and ``clv_mean`` like every feature).
+KPIs (exact over every customer, summed bucket by bucket): ``customers``, ``share``,
+``revenue`` (sum of monetary_total), ``revenue_share``, ``aov_kpi`` (revenue /
+orders), ``orders_per_customer``, ``repurchase_rate`` (two or more purchase days),
+the share of each activity status, and with CLV ``clv_total``.
+
+Per numeric feature, from the profile sample (every customer up to
+``sampling.profile_customers``, else that many customers of lowest hash):
+``_mean``, ``_median``, ``_std``, ``_p10``, ``_p90``, ``_zlift`` ((segment mean -
+population mean) / population std) and ``_median_pct``: the population percentile
+of the segment's median (mid-rank, 0-100). Statistics run in NumPy over the sample in
+customer-id order, so they are the same bits on every run and for any bucket count.
+
+Names are built from robust statistics (``NAME_RULES``; tests check every word
+against the profile): a stage word, a frequency word, a spend word, and
+``returns-heavy`` where it applies; segments that would share a name are told apart
+by the feature in which they differ most.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import polars as pl
 
+from segmint.engine import exact
 from segmint.engine.features.lifecycle import STATUSES
 
-__all__ = ["build_profiles", "segment_name", "SUMMARY_FEATURES"]
+__all__ = ["KpiPartials", "kpi_partials", "build_profiles", "segment_name", "SUMMARY_FEATURES", "NAME_RULES",
+           "NON_FEATURES"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
-_STATS = {"mean": lambda c: c.mean(), "median": lambda c: c.median(), "std": lambda c: c.std(),
-          "p10": lambda c: c.quantile(0.1, "linear"), "p90": lambda c: c.quantile(0.9, "linear")}
+NON_FEATURES = ("customer_id", "segment", "distance", "margin", "__hash")
+# Each word of a name and the condition on the segment's profile row that it states.
+NAME_RULES = {
+    "New": "new_rate >= 0.5",
+    "Recent": "recency_days_median_pct <= 30",
+    "Dormant": "recency_days_median_pct >= 70",
+    "Lapsing": "50 <= recency_days_median_pct < 70",
+    "Steady": "30 < recency_days_median_pct < 50",
+    "one-time": "frequency_median == 1 and repurchase_rate < 0.5",
+    "frequent": "frequency_median_pct >= 75",
+    "occasional": "frequency_median_pct <= 35",
+    "regular": "35 < frequency_median_pct < 75",
+    "high spend": "aov_median_pct >= 75",
+    "low spend": "aov_median_pct <= 25",
+    "mid spend": "25 < aov_median_pct < 75",
+    "returns-heavy": "refund_share_median >= 0.1",
+}
+_STATS = ("mean", "median", "std", "p10", "p90", "zlift", "median_pct")
+# How a twin's distinguishing feature reads, higher / lower than its twins.
+_LABELS = {"recency_days": ("less recent", "more recent"), "tenure_days": ("longer tenure", "shorter tenure"),
+           "ipt_mean_days": ("longer gaps", "shorter gaps"), "category_entropy": ("broader baskets", "narrower baskets"),
+           "category_count": ("more categories", "fewer categories"), "refund_share": ("more returns", "fewer returns"),
+           "monetary_total": ("higher total spend", "lower total spend"), "frequency": ("more orders", "fewer orders"),
+           "aov": ("bigger baskets", "smaller baskets"), "clv": ("higher CLV", "lower CLV"),
+           "p_alive": ("more likely active", "less likely active")}
 
 
-def build_profiles(table: pl.DataFrame) -> pl.DataFrame:
-    """One row per segment, sorted by segment id, with a ``name`` column.
+@dataclass
+class KpiPartials:
+    """Per-segment sums that add up across buckets (revenue and CLV as exact partials)."""
 
-    ``table`` holds one row per customer: ``segment`` and the feature columns.
+    k: int
+    customers: list[int] = field(default_factory=list)
+    orders: list[int] = field(default_factory=list)
+    repurchasers: list[int] = field(default_factory=list)
+    status: dict[str, list[int]] = field(default_factory=dict)
+    revenue: list[list[float]] = field(default_factory=list)
+    clv: list[list[float]] | None = None
+    inertia: list[float] = field(default_factory=list)
+
+    def add(self, other: KpiPartials) -> None:
+        for name in ("customers", "orders", "repurchasers"):
+            setattr(self, name, [a + b for a, b in zip(getattr(self, name), getattr(other, name), strict=True)])
+        self.status = {s: [a + b for a, b in zip(self.status[s], other.status[s], strict=True)] for s in self.status}
+        self.revenue = [a + b for a, b in zip(self.revenue, other.revenue, strict=True)]
+        if self.clv is not None and other.clv is not None:
+            self.clv = [a + b for a, b in zip(self.clv, other.clv, strict=True)]
+        self.inertia = self.inertia + other.inertia
+
+
+def kpi_partials(table: pl.DataFrame, k: int) -> KpiPartials:
+    """KPI partials of one bucket's assigned customers (segment, distance, features)."""
+    seg = table["segment"].to_numpy().astype(np.int64)
+    count = lambda values: np.bincount(seg, weights=values, minlength=k).astype(np.int64).tolist()  # noqa: E731
+    status = table["activity_status"].cast(pl.String).to_numpy()
+    distance = table["distance"].to_numpy().astype(np.float64)
+    return KpiPartials(
+        k=k,
+        customers=np.bincount(seg, minlength=k).tolist(),
+        orders=count(table["frequency"].to_numpy()),
+        repurchasers=count((table["lt_frequency"].to_numpy() >= 1).astype(np.int64)),
+        status={s: count((status == s).astype(np.int64)) for s in STATUSES},
+        revenue=exact.partials(seg, table["monetary_total"].to_numpy(), k),
+        clv=exact.partials(seg, table["clv"].to_numpy(), k) if "clv" in table.columns else None,
+        inertia=[v for part in exact.partials(np.zeros(seg.size, np.int64), distance * distance, 1) for v in part],
+    )
+
+
+def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
+    """One row per segment (0..k-1), with a ``name`` column.
+
+    ``sample`` holds the profile sample's customers (segment and features), in customer-id order.
     """
-    numeric = [c for c, t in table.schema.items()
-               if t.is_numeric() and c not in ("customer_id", "segment", "distance", "margin")]
-    n = table.height
-    revenue = table["monetary_total"].sum()
-    pop = {c: (table[c].mean(), table[c].std()) for c in numeric}
-    aggs = [
-        pl.len().alias("customers"),
-        pl.col("monetary_total").sum().alias("revenue"),
-        (pl.col("monetary_total").sum() / pl.col("frequency").sum()).alias("aov_kpi"),
-        pl.col("frequency").mean().alias("orders_per_customer"),
-        (pl.col("lt_frequency") >= 1).mean().alias("repurchase_rate"),
-        *[(pl.col("activity_status") == s).mean().alias(f"{s}_rate") for s in STATUSES],
-        *([pl.col("clv").sum().alias("clv_total")] if "clv" in table.columns else []),
-        *[fn(pl.col(c)).alias(f"{c}_{stat}") for c in numeric for stat, fn in _STATS.items()],
-    ]
-    prof = (table.group_by("segment").agg(aggs).sort("segment")
-            .with_columns((pl.col("customers") / n).alias("share"),
-                          (pl.col("revenue") / revenue if revenue else pl.lit(0.0)).alias("revenue_share"),
-                          *[((pl.col(f"{c}_mean") - m) / s if s else pl.lit(0.0)).alias(f"{c}_zlift")
-                            for c, (m, s) in pop.items()]))
-    names = _unique([segment_name(row) for row in prof.iter_rows(named=True)])
-    first = ["segment", "name", "customers", "share", "revenue", "revenue_share", "aov_kpi",
-             "orders_per_customer", "repurchase_rate", *[f"{s}_rate" for s in STATUSES],
-             *(["clv_total"] if "clv" in table.columns else [])]
-    prof = prof.with_columns(name=pl.Series(names, dtype=pl.String))
-    return prof.select(*first, *[c for c in prof.columns if c not in first])
+    k = kpis.k
+    n = sum(kpis.customers)
+    revenue = [exact.total([p]) for p in kpis.revenue]
+    total_revenue = exact.total(kpis.revenue)
+    cols: dict[str, list] = {
+        "segment": list(range(k)),
+        "customers": kpis.customers,
+        "share": [c / n for c in kpis.customers],
+        "revenue": revenue,
+        "revenue_share": [r / total_revenue if total_revenue else 0.0 for r in revenue],
+        "aov_kpi": [r / o if o else 0.0 for r, o in zip(revenue, kpis.orders, strict=True)],
+        "orders_per_customer": [o / c if c else 0.0 for o, c in zip(kpis.orders, kpis.customers, strict=True)],
+        "repurchase_rate": [r / c if c else 0.0 for r, c in zip(kpis.repurchasers, kpis.customers, strict=True)],
+        **{f"{s}_rate": [v / c if c else 0.0 for v, c in zip(kpis.status[s], kpis.customers, strict=True)]
+           for s in STATUSES},
+    }
+    if kpis.clv is not None:
+        cols["clv_total"] = [exact.total([p]) for p in kpis.clv]
+    seg = sample["segment"].to_numpy()
+    for name in _numeric(sample):
+        values = sample[name].to_numpy().astype(np.float64)
+        cols.update(_feature_stats(name, values, seg, k))
+    prof = pl.DataFrame(cols).with_columns(pl.col("segment").cast(pl.Int32))
+    names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])
+    return prof.with_columns(name=pl.Series(names, dtype=pl.String)).select("segment", "name", pl.exclude("segment", "name"))
 
 
 def segment_name(row: dict) -> str:
-    """A human-readable name from the z-lifts, e.g. ``Recent · frequent · high spend``."""
-    z = {k[: -len("_zlift")]: v for k, v in row.items() if k.endswith("_zlift") and v is not None}
-    parts = []
-    if z.get("tenure_days", 0) < -1.0 and z.get("recency_days", 0) < -0.5:
-        parts.append("New")
-    elif z.get("recency_days", 0) > 1.0:
-        parts.append("Dormant")
-    elif z.get("recency_days", 0) > 0.4:
-        parts.append("Lapsing")
-    elif z.get("recency_days", 0) < -0.3:
-        parts.append("Recent")
+    """The words of NAME_RULES that hold for a profile row, e.g. ``Recent · frequent · high spend``."""
+    recency = row.get("recency_days_median_pct", 50.0)
+    if row.get("new_rate", 0.0) >= 0.5:
+        stage = "New"
+    elif recency <= 30:
+        stage = "Recent"
+    elif recency >= 70:
+        stage = "Dormant"
+    elif recency >= 50:
+        stage = "Lapsing"
     else:
-        parts.append("Steady")
-    freq = z.get("frequency", 0)
-    parts.append("frequent" if freq > 0.5 else "occasional" if freq < -0.3 else "regular")
-    spend = z.get("aov", 0)
-    parts.append("high spend" if spend > 0.5 else "low spend" if spend < -0.3 else "mid spend")
-    if z.get("refund_share", 0) > 1.0:
-        parts.append("returns-heavy")
-    return " · ".join(parts)
+        stage = "Steady"
+    freq_pct = row.get("frequency_median_pct", 50.0)
+    if row.get("frequency_median") == 1 and row.get("repurchase_rate", 1.0) < 0.5:
+        freq = "one-time"
+    elif freq_pct >= 75:
+        freq = "frequent"
+    elif freq_pct <= 35:
+        freq = "occasional"
+    else:
+        freq = "regular"
+    aov = row.get("aov_median_pct", 50.0)
+    spend = "high spend" if aov >= 75 else "low spend" if aov <= 25 else "mid spend"
+    words = [stage, freq, spend]
+    if (row.get("refund_share_median") or 0.0) >= 0.1:
+        words.append("returns-heavy")
+    return " · ".join(words)
 
 
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+def _numeric(table: pl.DataFrame) -> list[str]:
+    return [c for c, t in table.schema.items() if (t.is_numeric() or t == pl.Boolean) and c not in NON_FEATURES]
+
+
+def _feature_stats(name: str, values: np.ndarray, seg: np.ndarray, k: int) -> dict[str, list]:
+    finite = np.isfinite(values)
+    pop = np.sort(values[finite])
+    mean, std = (float(pop.mean()), float(pop.std(ddof=1))) if pop.size > 1 else (float(pop.mean()) if pop.size
+                                                                                 else 0.0, 0.0)
+    out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
+    for s in range(k):
+        v = values[(seg == s) & finite]
+        if v.size == 0:
+            for stat in _STATS:
+                out[f"{name}_{stat}"].append(None)
+            continue
+        median = float(np.median(v))
+        out[f"{name}_mean"].append(float(v.mean()))
+        out[f"{name}_median"].append(median)
+        out[f"{name}_std"].append(float(v.std(ddof=1)) if v.size > 1 else None)
+        out[f"{name}_p10"].append(float(np.quantile(v, 0.1)))
+        out[f"{name}_p90"].append(float(np.quantile(v, 0.9)))
+        out[f"{name}_zlift"].append((float(v.mean()) - mean) / std if std else 0.0)
+        below = np.searchsorted(pop, median, "left")
+        upto = np.searchsorted(pop, median, "right")
+        out[f"{name}_median_pct"].append(100.0 * (below + upto) / 2 / pop.size)
     return out
+
+
+def _disambiguate(prof: pl.DataFrame, names: list[str]) -> list[str]:
+    """Twins (same name) get the feature in which each differs most from the others, then the id if needed."""
+    out = list(names)
+    pct = [c[: -len("_median_pct")] for c in prof.columns if c.endswith("_median_pct")]
+    rows = prof.to_dicts()
+    for name in set(names):
+        twins = [i for i, nm in enumerate(names) if nm == name]
+        if len(twins) < 2:
+            continue
+        for i in twins:
+            others = [j for j in twins if j != i]
+            best, gap = None, 0.0
+            for f in pct:
+                mine = rows[i][f"{f}_median_pct"]
+                theirs = [rows[j][f"{f}_median_pct"] for j in others if rows[j][f"{f}_median_pct"] is not None]
+                if mine is None or not theirs:
+                    continue
+                d = mine - float(np.mean(theirs))
+                if abs(d) > abs(gap):
+                    best, gap = f, d
+            if best is not None:
+                up, down = _LABELS.get(best, (f"higher {best}", f"lower {best}"))
+                if best.startswith("channel_share_"):
+                    channel = best[len("channel_share_"):]
+                    up, down = f"more {channel}", f"less {channel}"
+                out[i] = f"{name} · {up if gap > 0 else down}"
+    seen: dict[str, int] = {}
+    for i, nm in enumerate(out):
+        seen[nm] = seen.get(nm, 0) + 1
+    return [nm if seen[nm] == 1 else f"{nm} #{i}" for i, nm in enumerate(out)]

@@ -1,20 +1,31 @@
-"""Stage timing and progress events. The engine never prints; the CLI renders events."""
+"""Stage timing and progress events. The engine never prints: it reports to a ``Progress``.
+
+Library code also logs each finished stage on ``logging.getLogger("segmint")`` (silent
+unless the caller configures logging); the CLI passes a Progress that renders a
+spinner or JSON lines.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import resource
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-__all__ = ["Progress", "StageClock", "peak_rss_mb"]
+from segmint.engine.runtime import peak_rss
+
+__all__ = ["Progress", "StageClock", "peak_rss_mb", "log"]
+
+log = logging.getLogger("segmint")
 
 
 class Progress(Protocol):
     """Receives stage events; ``info`` holds counts worth showing (rows, k, ...)."""
 
     def start(self, stage: str) -> None: ...
+
+    def advance(self, stage: str, done: int, total: int) -> None: ...
 
     def done(self, stage: str, seconds: float, info: dict[str, Any]) -> None: ...
 
@@ -23,28 +34,44 @@ class _Silent:
     def start(self, stage: str) -> None:
         pass
 
+    def advance(self, stage: str, done: int, total: int) -> None:
+        pass
+
     def done(self, stage: str, seconds: float, info: dict[str, Any]) -> None:
         pass
 
 
 class StageClock:
-    """Times stages and records peak RSS after each, for run.json."""
+    """Times stages and records the process's peak RSS after each, for run.json."""
 
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress or _Silent()
-        self.stages: dict[str, dict[str, float]] = {}
+        self.stages: dict[str, dict[str, Any]] = {}
+        self._current = ""
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         info: dict[str, Any] = {}
         self.progress.start(name)
+        self._current = name
         t0 = time.perf_counter()
         yield info
         seconds = time.perf_counter() - t0
-        self.stages[name] = {"seconds": round(seconds, 4), "peak_rss_mb": peak_rss_mb()}
+        self.stages[name] = {"seconds": round(seconds, 4), "peak_rss_mb": peak_rss_mb(), **_plain(info)}
+        log.info("%s: %.2f s %s", name, seconds, info)
         self.progress.done(name, seconds, info)
+
+    def tick(self, done: int, total: int) -> None:
+        """Progress within the current stage (bucket ``done`` of ``total``)."""
+        advance = getattr(self.progress, "advance", None)
+        if advance is not None:
+            advance(self._current, done, total)
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(peak_rss() / 2**20, 1)
+
+
+def _plain(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) or v is None}

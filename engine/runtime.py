@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-__all__ = ["available_cpus", "configure", "numba_cache_dir"]
+__all__ = ["available_cpus", "configure", "numba_cache_dir", "current_rss", "peak_rss", "default_memory_limit"]
 
 
 def available_cpus() -> int:
@@ -25,10 +26,71 @@ def available_cpus() -> int:
 
 
 def numba_cache_dir() -> Path:
-    """NUMBA_CACHE_DIR if set, else ~/.cache/segmint/numba (created)."""
-    path = Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "segmint" / "numba")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """NUMBA_CACHE_DIR if set, else ~/.cache/segmint/numba, else (an unwritable home) a folder
+    under the system temporary directory: compiled kernels need somewhere to go."""
+    candidates = [os.environ.get("NUMBA_CACHE_DIR"), Path.home() / ".cache" / "segmint" / "numba",
+                  Path(tempfile.gettempdir()) / f"segmint-numba-{_user()}"]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = Path(candidate)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+            return path
+        except OSError:
+            continue
+    from segmint.engine.errors import ConfigError
+
+    msg = f"no writable folder for compiled kernels; set NUMBA_CACHE_DIR to one (tried {candidates[1:]})"
+    raise ConfigError(msg)
+
+
+def current_rss() -> int:
+    """Bytes resident in memory for this process now (0 where the platform does not say)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """Peak bytes resident for this process so far (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def default_memory_limit() -> int:
+    """A quarter of the memory this process may use (cgroup limit or MemAvailable): room for the
+    budgeted data and whatever else runs on the machine."""
+    candidates = []
+    try:
+        cg = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cg != "max":
+            candidates.append(int(cg))
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return (min(candidates) if candidates else 8 * 2**30) // 4
+
+
+def _user() -> str:
+    try:
+        return str(os.getuid())
+    except AttributeError:  # Windows
+        return os.environ.get("USERNAME", "user")
 
 
 def configure(threads: int | None = None) -> tuple[int, list[str]]:

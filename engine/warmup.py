@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
+from segmint.kernels.exact_sum import MAX_PARTIALS, group_partials, segment_sums
 from segmint.kernels.grouping import group_rows, sort_segments, take
 from segmint.kernels.hashing import hash_int64, hash_utf8
 from segmint.kernels.kmeanspp import kmeanspp_greedy
@@ -44,9 +45,11 @@ def warmup() -> dict[str, float]:
         "sort_segments": lambda: sort_segments(offsets, np.zeros(1, np.int64), ints, ints),
         # One specialisation per column type the feature table gathers.
         "take": lambda: [take(np.zeros(1, t), ints, np.empty(1, t)) for t in (np.int64, np.float64, np.int32)],
-        "sort_within": lambda: sort_within(offsets, ints, np.empty(1, np.int64)),
+        "sort_within": lambda: sort_within(offsets, ints, ints, np.empty(1, np.int64)),
         "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
         "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
+        "group_partials": lambda: group_partials(ints, one, np.zeros((1, MAX_PARTIALS)), np.zeros(1, np.int64)),
+        "segment_sums": lambda: segment_sums(one, offsets, np.empty(1)),
     }
     seconds = {}
     for name, call in calls.items():

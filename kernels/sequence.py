@@ -29,15 +29,21 @@ N_ORDER_FEATURES = len(ORDER_FEATURES)
 def order_features(offsets, ts_us, amount, channel, as_of_us, out, channel_share):
     """Reduce each customer's orders to the ORDER_FEATURES row.
 
+    A purchase is an order whose net amount is >= 0; an order with a negative net
+    amount is a return. Returns count only in ``monetary_total`` (and so ``aov``):
+    frequency, recency, tenure, purchase days, the lt_* columns and channel shares
+    are over purchases. A customer without a purchase gets NaN (cleaning
+    quarantines such customers as ``returns_only`` before features are computed).
+
     Parameters
     ----------
     offsets : int64[n_customers + 1]            # IN  CSR offsets into the order arrays
     ts_us : int64[n_orders]                      # IN  order time, microseconds since epoch
-    amount : float64[n_orders]                   # IN  order amount (net of refunds)
+    amount : float64[n_orders]                   # IN  order net amount (lines summed)
     channel : int32[n_orders]                    # IN  channel code, -1 when unknown
     as_of_us : int                               # IN  as-of instant
     out : float64[n_customers, N_ORDER_FEATURES] # OUT
-    channel_share : float64[n_customers, n_channels]  # OUT share of orders per channel
+    channel_share : float64[n_customers, n_channels]  # OUT share of purchases per channel
     """
     n = offsets.shape[0] - 1
     n_channels = channel_share.shape[1]
@@ -45,33 +51,52 @@ def order_features(offsets, ts_us, amount, channel, as_of_us, out, channel_share
     for c in numba_prange(n):
         lo = offsets[c]
         hi = offsets[c + 1]
-        n_orders = hi - lo
         total = 0.0
-        for i in range(lo, hi):
-            total += amount[i]
-        first_day = ts_us[lo] // DAY_US
+        purchases = 0
+        first = -1
+        last = -1
+        first_day = 0
+        prev_day = 0
         # Distinct purchase days: gaps between them, and daily spend after day one.
-        n_days = 1
+        n_days = 0
         gap_sum = 0.0
         gap_sq = 0.0
         later_spend = 0.0
-        prev_day = first_day
-        for i in range(lo + 1, hi):
+        for j in range(n_channels):
+            channel_share[c, j] = 0.0
+        for i in range(lo, hi):
+            total += amount[i]
+            if amount[i] < 0:
+                continue
+            purchases += 1
+            if channel[i] >= 0:
+                channel_share[c, channel[i]] += 1.0
             day = ts_us[i] // DAY_US
-            if day != prev_day:
-                gap = float(day - prev_day)
-                gap_sum += gap
-                gap_sq += gap * gap
-                n_days += 1
+            if first < 0:
+                first = i
+                first_day = day
                 prev_day = day
-            if day != first_day:
-                later_spend += amount[i]
-        last_day = prev_day
-        out[c, 0] = (as_of_us - ts_us[hi - 1]) / DAY_US
-        out[c, 1] = (as_of_us - ts_us[lo]) / DAY_US
-        out[c, 2] = n_orders
+                n_days = 1
+            else:
+                if day != prev_day:
+                    gap = float(day - prev_day)
+                    gap_sum += gap
+                    gap_sq += gap * gap
+                    n_days += 1
+                    prev_day = day
+                if day != first_day:
+                    later_spend += amount[i]
+            last = i
+        if purchases == 0:
+            for j in range(out.shape[1]):
+                out[c, j] = np.nan
+            out[c, 3] = total
+            continue
+        out[c, 0] = (as_of_us - ts_us[last]) / DAY_US
+        out[c, 1] = (as_of_us - ts_us[first]) / DAY_US
+        out[c, 2] = purchases
         out[c, 3] = total
-        out[c, 4] = total / n_orders
+        out[c, 4] = total / purchases
         if n_days > 1:
             n_gaps = n_days - 1
             mean = gap_sum / n_gaps
@@ -84,16 +109,10 @@ def order_features(offsets, ts_us, amount, channel, as_of_us, out, channel_share
             out[c, 6] = 0.0
             out[c, 10] = 0.0
         out[c, 7] = n_days - 1
-        out[c, 8] = float(last_day - first_day)
+        out[c, 8] = float(prev_day - first_day)
         out[c, 9] = float(as_of_day - first_day)
         for j in range(n_channels):
-            channel_share[c, j] = 0.0
-        for i in range(lo, hi):
-            ch = channel[i]
-            if ch >= 0:
-                channel_share[c, ch] += 1.0
-        for j in range(n_channels):
-            channel_share[c, j] /= n_orders
+            channel_share[c, j] /= purchases
 
 
 @parallel
@@ -144,19 +163,21 @@ def line_features(offsets, amount, category, n_categories, out):
 
 
 @parallel
-def sort_within(offsets, key, out_perm):
-    """Stable argsort of ``key`` within each CSR range (ranges stay in place).
+def sort_within(offsets, key, tie, out_perm):
+    """Argsort by (key, tie) within each CSR range (ranges stay in place); equal pairs keep their order.
 
     Parameters
     ----------
     offsets : int64[n + 1]     # IN  range boundaries
     key : int64[m]             # IN  sort key
+    tie : int64[m]             # IN  second key, deciding between equal keys
     out_perm : int64[m]        # OUT global indices; out_perm[lo:hi] orders range [lo, hi)
     """
     n = offsets.shape[0] - 1
     for c in numba_prange(n):
         lo = offsets[c]
         hi = offsets[c + 1]
-        order = np.argsort(key[lo:hi], kind="mergesort")
+        by_tie = np.argsort(tie[lo:hi], kind="mergesort")
+        order = by_tie[np.argsort(key[lo:hi][by_tie], kind="mergesort")]
         for i in range(hi - lo):
             out_perm[lo + i] = lo + order[i]

@@ -10,25 +10,31 @@ DAY_US = 86_400_000_000
 
 
 def order_features_ref(orders: list[tuple[int, float, int]], as_of_us: int, n_channels: int):
-    """orders: (ts_us, amount, channel) of one customer, sorted by ts. Returns (row dict, shares)."""
-    ts = [o[0] for o in orders]
-    amounts = [o[1] for o in orders]
+    """orders: (ts_us, net amount, channel) of one customer, sorted by ts. Returns (row dict, shares).
+
+    Purchases are the orders with amount >= 0; returns (amount < 0) count only in the total."""
+    total = sum(o[1] for o in orders)
+    purchases = [o for o in orders if o[1] >= 0]
+    if not purchases:
+        row = dict.fromkeys(("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "ipt_std_days",
+                             "lt_frequency", "lt_recency", "lt_T", "lt_monetary"), math.nan)
+        return row | {"monetary_total": total}, [0.0] * n_channels
+    ts = [o[0] for o in purchases]
     days = [t // DAY_US for t in ts]
     distinct = sorted(set(days))
     gaps = [b - a for a, b in zip(distinct, distinct[1:])]
     first_day = distinct[0]
     as_of_day = as_of_us // DAY_US
     daily = {d: 0.0 for d in distinct}
-    for d, a in zip(days, amounts):
-        daily[d] += a
+    for d, o in zip(days, purchases):
+        daily[d] += o[1]
     later = [daily[d] for d in distinct[1:]]
-    total = sum(amounts)
     row = {
         "recency_days": (as_of_us - max(ts)) / DAY_US,
         "tenure_days": (as_of_us - min(ts)) / DAY_US,
-        "frequency": len(orders),
+        "frequency": len(purchases),
         "monetary_total": total,
-        "aov": total / len(orders),
+        "aov": total / len(purchases),
         "ipt_mean_days": float(np.mean(gaps)) if gaps else float(as_of_day - first_day),
         "ipt_std_days": float(np.std(gaps)) if gaps else 0.0,
         "lt_frequency": len(distinct) - 1,
@@ -36,7 +42,7 @@ def order_features_ref(orders: list[tuple[int, float, int]], as_of_us: int, n_ch
         "lt_T": float(as_of_day - first_day),
         "lt_monetary": float(np.mean(later)) if later else 0.0,
     }
-    shares = [sum(1 for o in orders if o[2] == c) / len(orders) for c in range(n_channels)]
+    shares = [sum(1 for o in purchases if o[2] == c) / len(purchases) for c in range(n_channels)]
     return row, shares
 
 

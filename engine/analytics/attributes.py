@@ -3,8 +3,9 @@
 ``attach`` joins the mapped attribute columns of the customers table onto the
 feature table (customers absent from it get nulls, and are counted).
 ``segment_mix`` gives, per segment and attribute value: customers, ``share``
-of the segment, and ``lift`` = share in the segment / share in the population.
-Null values are their own category (``value`` null).
+of the segment, and ``lift`` = share in the segment / share in the population,
+both among customers whose value is known; a missing value (null in the table,
+or a customer without a row) is its own level (``value`` null).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ __all__ = ["attach", "segment_mix"]
 def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
            attributes: Sequence[str]) -> tuple[pl.DataFrame, int]:
     """Features with the attributes joined, and how many customers had no row in the table."""
-    table = customers.select(pl.col(id_col).alias("customer_id"), *attributes)
+    table = customers.select(pl.col(id_col).alias("customer_id"), *attributes).drop_nulls("customer_id")
     if table.schema["customer_id"] != features.schema["customer_id"]:
         msg = (f"customers-table ids are {table.schema['customer_id']} but transaction ids are "
                f"{features.schema['customer_id']}; map an id column of the same type (--customers-id-col)")
         raise InputContractError(msg)
-    dupes = table["customer_id"].is_duplicated().sum()
-    if dupes:
-        msg = f"the customers table lists {dupes} rows with a repeated customer id; give one row per customer"
+    dupes = table.filter(pl.col("customer_id").is_duplicated())["customer_id"]
+    if dupes.len():
+        msg = (f"the customers table has more than one row for customer {dupes.min()}; "
+               f"give one row per customer")
         raise InputContractError(msg)
     clash = [a for a in attributes if a in features.columns]
     if clash:
@@ -39,18 +41,26 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
     return joined, missing
 
 
-def segment_mix(assigned: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
-    """Long table: segment, attribute, value (text), customers, share, lift."""
-    n = assigned.height
-    parts = []
-    for attr in attributes:
-        value = pl.col(attr).cast(pl.String).alias("value")
-        pop = assigned.group_by(value).agg(pl.len().alias("__pop"))
-        seg = assigned.group_by("segment", value).agg(pl.len().alias("customers"))
-        sizes = assigned.group_by("segment").agg(pl.len().alias("__size"))
-        parts.append(seg.join(sizes, on="segment").join(pop, on="value", nulls_equal=True)
-                     .select("segment", pl.lit(attr).alias("attribute"), "value",
-                             pl.col("customers").cast(pl.Int64),
-                             (pl.col("customers") / pl.col("__size")).alias("share"),
-                             ((pl.col("customers") / pl.col("__size")) / (pl.col("__pop") / n)).alias("lift")))
-    return pl.concat(parts).sort("segment", "attribute", "value", nulls_last=True)
+def segment_mix(counts: dict[tuple[int, str, str | None], int]) -> pl.DataFrame:
+    """Long table from (segment, attribute, value) -> customers counts (summed over buckets):
+    segment, attribute, value (text; null for a missing value), customers, share, lift.
+
+    A known value's share is among the segment's customers whose value is known, and its
+    lift compares it with the share among all customers whose value is known: customers
+    without a value neither dilute nor inflate the lifts of the others. The null row gives
+    the share of the segment without a value, and its lift against the population's.
+    """
+    schema = {"segment": pl.Int32, "attribute": pl.String, "value": pl.String, "customers": pl.Int64}
+    table = pl.DataFrame([(s, a, v, n) for (s, a, v), n in counts.items()], schema=schema, orient="row")
+    known = pl.col("value").is_not_null()
+    n = pl.col("customers")
+    seg = table.group_by("segment", "attribute").agg(n.sum().alias("__seg"), n.filter(known).sum().alias("__seg_k"))
+    pop = table.group_by("attribute").agg(n.sum().alias("__all"), n.filter(known).sum().alias("__all_k"))
+    value_pop = table.group_by("attribute", "value").agg(n.sum().alias("__pop"))
+    share = n / pl.when(known).then(pl.col("__seg_k")).otherwise(pl.col("__seg"))
+    pop_share = pl.col("__pop") / pl.when(known).then(pl.col("__all_k")).otherwise(pl.col("__all"))
+    return (table.join(seg, on=["segment", "attribute"])
+            .join(pop, on="attribute")
+            .join(value_pop, on=["attribute", "value"], nulls_equal=True)
+            .select("segment", "attribute", "value", "customers", share.alias("share"), (share / pop_share).alias("lift"))
+            .sort("segment", "attribute", "value", nulls_last=True))

@@ -1,49 +1,102 @@
-"""Acquisition-month cohorts x months since first purchase.
+"""Acquisition-month cohorts x months since the first purchase.
 
-A customer's cohort is the calendar month (UTC) of their first valid line.
+A customer's cohort is the calendar month (UTC) of their first purchase (an
+order with a net amount >= 0, as for every feature); a customer is active in a
+month when they made a purchase in it, so month 0 retention is 1 by definition.
 For each cohort and month offset (0 = the acquisition month):
-- ``active_customers``: customers with at least one purchase line (amount > 0) that month;
-- ``retention``: active_customers / cohort_size;
-- ``revenue``: net amount of the cohort's lines that month (refunds subtract);
-- ``revenue_per_customer``: revenue / cohort_size (comparable across offsets);
-- ``revenue_per_active``: revenue / active_customers (null when none are active).
-Months in which a cohort had no lines at all are present with zeros, up to the
-as-of month, so retention curves have no gaps.
+
+- ``active_customers``, ``retention`` (active / cohort size);
+- ``revenue``: net amount of the cohort's lines that month (returns subtract;
+  a return dated before the customer's first purchase counts in month 0);
+- ``revenue_per_customer`` (revenue / cohort size) and ``revenue_per_active``;
+- ``complete_month``: false for the as-of month when the as-of instant is not its
+  end, so a half month does not read as a retention cliff.
+
+Months in which a cohort had no lines are present with zeros, up to the as-of
+month. Buckets return ``CohortPartials`` (counts, and revenue as exact partials),
+merged into the same table whatever the number of buckets.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
 import polars as pl
 
-__all__ = ["cohort_table", "retention_pivot"]
+from segmint.engine import exact
+from segmint.engine.features.orders import collapse_orders, group_lines
+
+__all__ = ["CohortPartials", "cohort_partials", "cohort_table", "retention_pivot"]
 
 
-def cohort_table(lines: pl.DataFrame, as_of_month: pl.Expr | object) -> pl.DataFrame:
-    """Long table: cohort, months_since_first, cohort_size and the measures above."""
-    month = pl.col("ts").dt.truncate("1mo").dt.date()
-    df = lines.select("customer_id", "amount", month.alias("month")).with_columns(
-        cohort=pl.col("month").min().over("customer_id"))
-    sizes = df.group_by("cohort").agg(pl.col("customer_id").n_unique().alias("cohort_size"))
-    measures = (df.with_columns(offset=_months(pl.col("month")) - _months(pl.col("cohort")))
-                .group_by("cohort", "offset")
-                .agg(pl.col("customer_id").filter(pl.col("amount") > 0).n_unique().alias("active_customers"),
-                     pl.col("amount").sort().sum().alias("revenue")))
-    grid = (sizes.with_columns(offset=pl.int_ranges(0, _months(pl.lit(as_of_month)) - _months(pl.col("cohort")) + 1))
-            .explode("offset"))
-    return (grid.join(measures, on=["cohort", "offset"], how="left")
-            .with_columns(pl.col("active_customers").fill_null(0), pl.col("revenue").fill_null(0.0))
-            .select(
-                "cohort",
-                pl.col("offset").cast(pl.Int32).alias("months_since_first"),
-                pl.col("cohort_size").cast(pl.Int64),
-                pl.col("active_customers").cast(pl.Int64),
-                (pl.col("active_customers") / pl.col("cohort_size")).alias("retention"),
-                "revenue",
-                (pl.col("revenue") / pl.col("cohort_size")).alias("revenue_per_customer"),
-                pl.when(pl.col("active_customers") > 0)
-                .then(pl.col("revenue") / pl.col("active_customers")).alias("revenue_per_active"),
-            )
-            .sort("cohort", "months_since_first"))
+@dataclass
+class CohortPartials:
+    sizes: dict[int, int] = field(default_factory=dict)                     # cohort month -> customers
+    active: dict[tuple[int, int], int] = field(default_factory=dict)        # (cohort, offset) -> customers
+    revenue: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (cohort, offset) -> partials
+
+    def add(self, other: CohortPartials) -> None:
+        for key, n in other.sizes.items():
+            self.sizes[key] = self.sizes.get(key, 0) + n
+        for key, n in other.active.items():
+            self.active[key] = self.active.get(key, 0) + n
+        for key, parts in other.revenue.items():
+            self.revenue[key] = self.revenue.get(key, []) + parts
+
+
+def cohort_partials(lines: pl.DataFrame, as_of: dt.datetime) -> CohortPartials:
+    """The partials of one bucket's clean lines (every customer has a purchase: cleaning saw to it)."""
+    out = CohortPartials()
+    if lines.height == 0:
+        return out
+    g = group_lines(lines)
+    orders = collapse_orders(g)
+    n = g.offsets.size - 1
+    o_customer = np.repeat(np.arange(n), np.diff(orders.offsets))
+    bought = orders.amount >= 0
+    o_month = _months(orders.ts)
+    cohort = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(cohort, o_customer[bought], o_month[bought])
+    sizes = np.unique(cohort, return_counts=True)
+    out.sizes = dict(zip(sizes[0].tolist(), sizes[1].tolist(), strict=True))
+    active = np.unique(np.stack([o_customer[bought], o_month[bought]]), axis=1)
+    pairs = np.stack([cohort[active[0]], active[1] - cohort[active[0]]])
+    keys, counts = np.unique(pairs, axis=1, return_counts=True)
+    out.active = {(int(c), int(o)): int(k) for (c, o), k in zip(keys.T, counts, strict=True)}
+    l_customer = np.repeat(np.arange(n), np.diff(g.offsets))
+    l_pairs = np.stack([cohort[l_customer], np.maximum(_months(g.ts) - cohort[l_customer], 0)])
+    l_keys, inverse = np.unique(l_pairs, axis=1, return_inverse=True)
+    parts = exact.partials(inverse.ravel(), g.amount, l_keys.shape[1])
+    out.revenue = {(int(c), int(o)): p for (c, o), p in zip(l_keys.T, parts, strict=True)}
+    return out
+
+
+def cohort_table(partials: CohortPartials, as_of: dt.datetime) -> pl.DataFrame:
+    """Long table: cohort, months_since_first, cohort_size, the measures above, complete_month."""
+    last = _months(np.array([_epoch_us(as_of)]))[0]
+    complete_last = (as_of + dt.timedelta(microseconds=1)).day == 1 and \
+        (as_of + dt.timedelta(microseconds=1)).month != as_of.month
+    rows = []
+    for cohort in sorted(partials.sizes):
+        size = partials.sizes[cohort]
+        for offset in range(last - cohort + 1):
+            active = partials.active.get((cohort, offset), 0)
+            revenue = exact.total([partials.revenue.get((cohort, offset), [])])
+            rows.append((_month_date(cohort), offset, size, active, revenue, cohort + offset < last or complete_last))
+    table = pl.DataFrame(rows, schema={"cohort": pl.Date, "months_since_first": pl.Int32, "cohort_size": pl.Int64,
+                                       "active_customers": pl.Int64, "revenue": pl.Float64,
+                                       "complete_month": pl.Boolean}, orient="row")
+    return table.select(
+        "cohort", "months_since_first", "cohort_size", "active_customers",
+        (pl.col("active_customers") / pl.col("cohort_size")).alias("retention"),
+        "revenue",
+        (pl.col("revenue") / pl.col("cohort_size")).alias("revenue_per_customer"),
+        pl.when(pl.col("active_customers") > 0)
+        .then(pl.col("revenue") / pl.col("active_customers")).alias("revenue_per_active"),
+        "complete_month",
+    )
 
 
 def retention_pivot(table: pl.DataFrame) -> pl.DataFrame:
@@ -53,5 +106,14 @@ def retention_pivot(table: pl.DataFrame) -> pl.DataFrame:
     return wide.select("cohort", "cohort_size", *[pl.col(c).alias(f"m{c}") for c in offsets]).sort("cohort")
 
 
-def _months(date: pl.Expr) -> pl.Expr:
-    return date.dt.year().cast(pl.Int32) * 12 + date.dt.month().cast(pl.Int32)
+def _months(ts_us: np.ndarray) -> np.ndarray:
+    """Calendar months since 1970-01 (UTC) of microsecond timestamps."""
+    return ts_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+
+
+def _month_date(months: int) -> dt.date:
+    return dt.date(1970 + months // 12, months % 12 + 1, 1)
+
+
+def _epoch_us(when: dt.datetime) -> int:
+    return int((when - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))

@@ -6,14 +6,21 @@ the order they are tested (a row gets the first that applies):
 
 - ``null_customer_id``
 - ``null_timestamp``: the time cell is empty
-- ``unparseable_timestamp``: the time cell does not parse with ``--time-format``
+- ``unparseable_timestamp``: the time does not parse (ISO 8601, or ``--time-format``)
+- ``unparseable_amount``: an amount (or quantity, price) cell holds text that is not a number
 - ``non_finite_amount``: amount (or quantity x price) is null, NaN or infinite
+- ``future_timestamp``: without ``--as-of``, a time later than the moment the run started
 - ``after_as_of``: the time is later than the as-of instant
 - ``duplicate``: only with ``--dedupe-on``; every repeat after the first
   occurrence (in input order) of a row on exactly those columns
+- ``amount_overflow``: every row of a customer whose absolute amounts sum beyond
+  the float range (their totals cannot be computed)
+- ``returns_only``: every row of a customer without a purchase: each of their
+  orders (lines, without an order column) has a negative net amount
 
-Identical lines are kept by default (they can be separate purchases); their
-number is reported as ``repeated_lines``.
+Rows identical on every mapped column are kept (they can be separate purchases,
+and columns segmint does not read may tell them apart); their number is reported
+as ``repeats_on_mapped_columns``.
 """
 
 from __future__ import annotations
@@ -24,53 +31,86 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from segmint.engine import exact
 from segmint.engine.config import Columns, EventSource, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
+from segmint.engine.features.orders import collapse_orders, group_lines
+from segmint.engine.io.ids import customer_expr
+from segmint.engine.io.times import timestamp_expr
 
-__all__ = ["REASONS", "EVENT_REASONS", "CleanResult", "EventClean", "clean", "clean_events", "repeated_lines",
-           "latest_valid_ts"]
+__all__ = ["REASONS", "EVENT_REASONS", "CleanResult", "EventClean", "RowStats", "clean", "clean_events",
+           "row_stats", "repeated_rows", "reason_column"]
 
-REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp",
-           "non_finite_amount", "after_as_of", "duplicate")
+REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "unparseable_amount",
+           "non_finite_amount", "future_timestamp", "after_as_of", "duplicate", "amount_overflow", "returns_only")
 EVENT_REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "null_event_type",
-                 "after_as_of")
+                 "future_timestamp", "after_as_of")
+# A customer's rows can overflow only if one absolute amount exceeds float max / 2^40 rows.
+_HUGE = 1e290
+
+
+@dataclass(frozen=True)
+class RowStats:
+    """What the run needs to know of all rows before cleaning any bucket; adds up across chunks."""
+
+    latest: dt.datetime | None        # latest time of a row with a valid id, time and amount
+    channels: dict[str, int]          # lines per channel among those rows
+
+    @staticmethod
+    def merge(parts: list[RowStats]) -> RowStats:
+        latest = max((p.latest for p in parts if p.latest is not None), default=None)
+        channels: dict[str, int] = {}
+        for p in parts:
+            for name, n in p.channels.items():
+                channels[name] = channels.get(name, 0) + n
+        return RowStats(latest, channels)
 
 
 @dataclass(frozen=True)
 class CleanResult:
     """Canonical lines, quarantined rows and the counts that reconcile them."""
 
-    lines: pl.DataFrame        # customer_id, ts (datetime[us]), amount, [order_id, channel, category]
-    rejects: pl.DataFrame      # the mapped source columns as read, plus ``reason``
+    lines: pl.DataFrame           # customer_id, ts (datetime[us]), amount, [order_id, channel, category]
+    rejects: pl.DataFrame         # the mapped source columns as read, plus the reason column
     as_of: dt.datetime
-    columns: Columns           # the mapping as resolved against the input
     rows_in: int
-    rejected: dict[str, int]   # every reason, zero included
-    repeated_lines: int
+    rejected: dict[str, int]      # every reason, zero included
+    rejected_amount: dict[str, list[float]]  # per reason: exact partials of the finite rejected amounts
+    repeats: int                  # rows identical to an earlier row on every mapped column
+    stats: RowStats | None        # when the as-of was derived from these rows
 
     @property
     def rows_used(self) -> int:
         return self.lines.height
 
 
-def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None = None,
-          allow_empty: bool = False) -> CleanResult:
+def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: dt.datetime) -> CleanResult:
     """Split ``raw`` (the mapped source columns) into usable lines and rejects.
 
-    ``as_of`` overrides ``cfg.as_of`` (bucketed runs pass the one computed over all
-    the input); ``allow_empty`` lets a bucket hold only rejects (the run checks the total).
+    ``as_of`` is the run's as-of instant; None derives it from these rows (with
+    ``stats``, as ``row_stats`` would), which is right only when ``raw`` holds the whole
+    input. ``now`` is the moment the run started: without ``cfg.as_of``, later rows
+    are ``future_timestamp``.
     """
     c = cfg.columns
-    df = _with_basic_reason(raw, raw.schema, cfg)
+    df = _with_basic_reason(raw, raw.schema, c, future_after=None if cfg.as_of else now)
+    stats = None
+    if as_of is None and cfg.as_of is not None:
+        as_of = parse_as_of(cfg.as_of)
     if as_of is None:
-        as_of = _resolve_as_of(df, cfg.as_of)
-    df = df.with_columns(__reason=pl.when(pl.col("__reason").is_null() & (pl.col("__ts") > as_of))
-                         .then(pl.lit("after_as_of")).otherwise(pl.col("__reason")))
+        stats = _stats(df, c)
+        as_of = stats.latest or now
+    df = _mark(df, pl.col("__ts") > as_of, "after_as_of")
     if cfg.dedupe_on:
         first = pl.struct(*cfg.dedupe_on, pl.col("__reason").is_null()).is_first_distinct()
-        df = df.with_columns(__reason=pl.when(pl.col("__reason").is_null() & ~first)
-                             .then(pl.lit("duplicate")).otherwise(pl.col("__reason")))
-    counts = dict(df.group_by("__reason").len().drop_nulls("__reason").iter_rows())
+        df = _mark(df, ~first, "duplicate")
+    df = _customer_checks(df, c)
+    reason = reason_column(raw.columns)
+    rejects = df.filter(pl.col("__reason").is_not_null())
+    counts = dict(rejects.group_by("__reason").len().iter_rows())
+    codes = rejects["__reason"].cast(pl.Enum(REASONS)).to_physical().to_numpy()
+    finite = np.isfinite(rejects["__amount"].fill_null(np.nan).to_numpy())
+    amounts = exact.partials(codes[finite], rejects["__amount"].to_numpy()[finite], len(REASONS))
     lines = df.filter(pl.col("__reason").is_null()).select(
         pl.col("__cid").alias("customer_id"),
         pl.col("__ts").alias("ts"),
@@ -79,42 +119,66 @@ def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None = None
         *_optional(c.channel, "channel"),
         *_optional(c.category, "category"),
     )
-    if lines.height == 0 and not allow_empty:
-        msg = (f"no usable rows: all {df.height} rows were rejected "
-               f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); check the column mapping")
-        raise InputContractError(msg)
     return CleanResult(
         lines=lines,
-        rejects=df.filter(pl.col("__reason").is_not_null())
-                  .select(*raw.columns, pl.col("__reason").alias("reason")),
+        rejects=rejects.select(*raw.columns, pl.col("__reason").alias(reason)),
         as_of=as_of,
-        columns=c,
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in REASONS},
-        repeated_lines=repeated_lines(raw),
+        rejected_amount=dict(zip(REASONS, amounts, strict=True)),
+        repeats=repeated_rows(raw),
+        stats=stats,
     )
+
+
+def row_stats(raw: pl.DataFrame, cfg: RunConfig, *, now: dt.datetime) -> RowStats:
+    """The as-of candidate and channel counts of ``raw``, over rows without a basic reject reason
+    (valid customer, time and amount; not in the future when no as-of is given)."""
+    return _stats(_with_basic_reason(raw, raw.schema, cfg.columns, future_after=None if cfg.as_of else now),
+                  cfg.columns)
+
+
+def _stats(df: pl.DataFrame, c: Columns) -> RowStats:
+    valid = df.filter(pl.col("__reason").is_null())
+    channels = {}
+    if c.channel is not None:
+        counts = valid.group_by(pl.col(c.channel).cast(pl.String).alias("c")).len().drop_nulls("c")
+        channels = {str(k): int(v) for k, v in counts.iter_rows()}
+    return RowStats(valid["__ts"].max(), channels)
+
+
+def reason_column(source_columns: list[str]) -> str:
+    """``reason``, or ``reject_reason`` when a source column already has that name."""
+    for name in ("reason", "reject_reason", "segmint_reject_reason"):
+        if name not in source_columns:
+            return name
+    msg = "the input has columns named reason, reject_reason and segmint_reject_reason; rename one"
+    raise InputContractError(msg)
 
 
 @dataclass(frozen=True)
 class EventClean:
     events: pl.DataFrame       # customer_id, ts, event_type (str), [session_id]
-    rejects: pl.DataFrame      # the mapped source columns as read, plus ``reason``
+    rejects: pl.DataFrame      # the mapped source columns as read, plus the reason column
     rows_in: int
     rejected: dict[str, int]
 
 
-def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime) -> EventClean:
+def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
+                 future_after: dt.datetime | None) -> EventClean:
     """Quarantine unusable event rows (EVENT_REASONS, first that applies) and canonicalise the rest.
 
     The as-of instant is the transactions' one, so events and purchases share one clock.
     """
-    df = raw.with_columns(__cid=_customer(raw.schema, src.customer),
-                          __ts=_timestamp(raw.schema, src.time, src.time_format))
+    df = raw.with_columns(__cid=customer_expr(raw.schema, src.customer),
+                          __ts=timestamp_expr(src.time, raw.schema[src.time], src.time_format))
     reason = (
         pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
         .when(pl.col(src.time).is_null()).then(pl.lit("null_timestamp"))
         .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
         .when(pl.col(src.event_type).is_null()).then(pl.lit("null_event_type"))
+        .when(pl.lit(future_after is not None) & (pl.col("__ts") > (future_after or as_of)))
+        .then(pl.lit("future_timestamp"))
         .when(pl.col("__ts") > as_of).then(pl.lit("after_as_of"))
     )
     df = df.with_columns(__reason=reason)
@@ -127,88 +191,95 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime) -> Eve
     )
     return EventClean(
         events=events,
-        rejects=df.filter(pl.col("__reason").is_not_null()).select(*raw.columns, pl.col("__reason").alias("reason")),
+        rejects=df.filter(pl.col("__reason").is_not_null()).select(
+            *raw.columns, pl.col("__reason").alias(reason_column(raw.columns))),
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in EVENT_REASONS},
     )
 
 
-def latest_valid_ts(lf: pl.LazyFrame, cfg: RunConfig) -> dt.datetime | None:
-    """The latest timestamp among rows with no basic reject reason (one streaming pass)."""
-    return (_with_basic_reason(lf, lf.collect_schema(), cfg).filter(pl.col("__reason").is_null())
-            .select(pl.col("__ts").max()).collect().item())
-
-
-def _with_basic_reason(frame, schema: pl.Schema, cfg: RunConfig):
-    """Canonical __cid, __ts, __amount and the reasons that need no as-of (DataFrame or LazyFrame)."""
-    c = cfg.columns
-    frame = frame.with_columns(
-        __cid=_customer(schema, c.customer),
-        __ts=_timestamp(schema, c.time, c.time_format),
-        __amount=_amount(cfg),
-    )
-    return frame.with_columns(__reason=(
-        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
-        .when(pl.col(c.time).is_null()).then(pl.lit("null_timestamp"))
-        .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
-        .when(~pl.col("__amount").is_finite().fill_null(False)).then(pl.lit("non_finite_amount"))
-    ))
-
-
-def repeated_lines(raw: pl.DataFrame) -> int:
-    """Rows that repeat an earlier row on every column (exact).
+def repeated_rows(raw: pl.DataFrame) -> int:
+    """Rows that repeat an earlier row on every (mapped) column, exactly.
 
     Rows are hashed first; only rows whose hash occurs twice or more are
     compared exactly, so the cost is one hash and one sort of 64-bit values.
     (The hash is used within this call only; it is never stored.)
     """
     hashes = raw.select(pl.struct(pl.all()).hash().alias("h"))["h"]
-    ordered = hashes.sort()
-    values = ordered.to_numpy()
+    values = hashes.sort().to_numpy()
     repeated = np.unique(values[1:][values[1:] == values[:-1]])
     if repeated.size == 0:
         return 0
-    candidates = raw.filter(hashes.is_in(pl.Series(repeated)))
+    candidates = raw.filter(hashes.is_in(pl.Series(repeated).implode()))
     return candidates.height - candidates.n_unique()
 
 
-def _resolve_as_of(df: pl.DataFrame, as_of: str | None) -> dt.datetime:
-    if as_of is not None:
-        return parse_as_of(as_of)
-    latest = df.filter(pl.col("__reason").is_null())["__ts"].max()
-    if latest is None:
-        return dt.datetime.max  # nothing valid: clean() reports it with the counts
-    return latest
+def _with_basic_reason(raw: pl.DataFrame, schema: pl.Schema, c: Columns, *,
+                       future_after: dt.datetime | None) -> pl.DataFrame:
+    """Canonical __cid, __ts, __amount and the reasons that need no as-of."""
+    frame = raw.with_columns(
+        __cid=customer_expr(schema, c.customer),
+        __ts=timestamp_expr(c.time, schema[c.time], c.time_format),
+        __amount=_amount(schema, c),
+    )
+    future = (pl.col("__ts") > future_after) if future_after is not None else pl.lit(False)
+    return frame.with_columns(__reason=(
+        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
+        .when(pl.col(c.time).is_null()).then(pl.lit("null_timestamp"))
+        .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
+        .when(_unparseable_amount(schema, c)).then(pl.lit("unparseable_amount"))
+        .when(~pl.col("__amount").is_finite().fill_null(False)).then(pl.lit("non_finite_amount"))
+        .when(future).then(pl.lit("future_timestamp"))
+    ))
 
 
-def _customer(schema: pl.Schema, name: str) -> pl.Expr:
-    dtype = schema[name]
-    col = pl.col(name)
-    if dtype == pl.String or dtype.is_integer():
-        return col
-    return col.cast(pl.String)
+def _mark(df: pl.DataFrame, condition: pl.Expr, reason: str) -> pl.DataFrame:
+    return df.with_columns(__reason=pl.when(pl.col("__reason").is_null() & condition)
+                           .then(pl.lit(reason)).otherwise(pl.col("__reason")))
 
 
-def _timestamp(schema: pl.Schema, name: str, fmt: str | None) -> pl.Expr:
-    dtype = schema[name]
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        return col.cast(pl.Datetime("us"))
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us"))
-    text = col.cast(pl.String).str.strip_chars()
-    if fmt is None:
-        return text.str.to_datetime(strict=False, time_unit="us")
-    return text.str.to_datetime(fmt, strict=False, time_unit="us")
+def _customer_checks(df: pl.DataFrame, c: Columns) -> pl.DataFrame:
+    """amount_overflow and returns_only, decided per customer over their remaining rows.
+
+    Only customers with a negative or huge amount can fail either, so only their rows
+    are grouped (a small share of the input, usually), with the same order collapse
+    as the features: a customer kept here has a purchase there.
+    """
+    ok = pl.col("__reason").is_null()
+    suspects = df.filter(ok & ((pl.col("__amount") < 0) | (pl.col("__amount").abs() > _HUGE)))["__cid"].unique()
+    if suspects.len() == 0:
+        return df
+    lines = df.filter(ok & pl.col("__cid").is_in(suspects.implode())).select(
+        pl.col("__cid").alias("customer_id"), pl.col("__ts").alias("ts"), pl.col("__amount").alias("amount"),
+        *_optional(c.order, "order_id", keep_type=True))
+    g = group_lines(lines)
+    orders = collapse_orders(g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(np.add.reduceat(np.abs(g.amount), g.offsets[:-1]))
+    buys = np.maximum.reduceat(orders.amount, orders.offsets[:-1]) >= 0
+    df = _mark(df, pl.col("__cid").is_in(g.ids.filter(pl.Series(~finite)).implode()), "amount_overflow")
+    return _mark(df, pl.col("__cid").is_in(g.ids.filter(pl.Series(finite & ~buys)).implode()), "returns_only")
 
 
-def _amount(cfg: RunConfig) -> pl.Expr:
-    c = cfg.columns
+def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:
     if c.amount is not None:
-        return pl.col(c.amount).cast(pl.Float64)
-    return pl.col(c.quantity).cast(pl.Float64) * pl.col(c.price).cast(pl.Float64)
+        return _number(schema, c.amount)
+    return _number(schema, c.quantity) * _number(schema, c.price)
+
+
+def _number(schema: pl.Schema, name: str) -> pl.Expr:
+    col = pl.col(name)
+    if schema[name] == pl.String:  # CSV cells are read as text: parse them here, quarantine what fails
+        return col.str.strip_chars().cast(pl.Float64, strict=False)
+    return col.cast(pl.Float64)
+
+
+def _unparseable_amount(schema: pl.Schema, c: Columns) -> pl.Expr:
+    names = [c.amount] if c.amount is not None else [c.quantity, c.price]
+    text = [n for n in names if schema[n] == pl.String]
+    if not text:
+        return pl.lit(False)
+    return pl.any_horizontal([pl.col(n).is_not_null() & _number(schema, n).is_null() for n in text])
 
 
 def _optional(source: str | None, name: str, *, keep_type: bool = False) -> list[pl.Expr]:

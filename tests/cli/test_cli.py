@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -30,20 +31,23 @@ def _one_line_error(result, *needles):
 
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    r = invoke("demo", "--out", out, "--customers", 1500, "--k", 4)
+    r = invoke("demo", "--out", out, "--n-customers", 1500, "--k", 4)
     assert r.exit_code == 0, r.stderr
     assert "1,500 customers in 4 segments" in r.stdout
     assert f"outputs in {out / 'run'}" in r.stdout.replace("\n", "")
     assert (out / "run" / "_SUCCESS").exists()
     assert pl.read_parquet(out / "run" / "assignments").height == 1500
+    # Every JSON file the demo writes parses with a strict parser (no NaN, no Infinity).
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
     # A second demo at the same place replaces the first.
-    assert invoke("demo", "--out", out, "--customers", 1000, "--k", 3).exit_code == 0
+    assert invoke("demo", "--out", out, "--n-customers", 1000, "--k", 3).exit_code == 0
     assert pl.read_parquet(out / "run" / "assignments").height == 1000
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine").mkdir()
-    r = invoke("demo", "--out", tmp_path / "mine", "--customers", 500)
+    r = invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500)
     assert r.exit_code == 4
     _one_line_error(r, "not a segmint demo folder")
 
@@ -53,9 +57,9 @@ def test_generate_same_seed_same_bytes(tmp_path):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.parquet"))}
 
     for name in ("a", "b"):
-        assert invoke("generate", "--out", tmp_path / name, "--customers", 800, "--seed", 5).exit_code == 0
+        assert invoke("generate", "--out", tmp_path / name, "--n-customers", 800, "--seed", 5).exit_code == 0
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
-    assert invoke("generate", "--out", tmp_path / "c", "--customers", 800, "--seed", 6).exit_code == 0
+    assert invoke("generate", "--out", tmp_path / "c", "--n-customers", 800, "--seed", 6).exit_code == 0
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
     personas = pl.read_parquet(tmp_path / "a" / "personas.parquet")
     assert personas.height == 800 and personas["persona"].n_unique() >= 5
@@ -71,9 +75,9 @@ def test_run_features_validate_assign(small_data, tmp_path):
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert manifest["k_scan"] and manifest["k"] in [row["k"] for row in manifest["k_scan"]]
 
-    r = invoke("features", tx, "--out", tmp_path / "f.parquet")
+    r = invoke("features", tx, "--out", tmp_path / "f")
     assert r.exit_code == 0, r.stderr
-    feats = pl.read_parquet(tmp_path / "f.parquet")
+    feats = pl.read_parquet(tmp_path / "f" / "features")
     assert feats.height == manifest["customers"] and "segment" not in feats.columns
 
     r = invoke("validate", tx)
@@ -86,11 +90,19 @@ def test_run_features_validate_assign(small_data, tmp_path):
 
 
 def test_json_logs_are_json_lines(small_data, tmp_path):
-    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 3, "--json")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 3, "--json", "--buckets", 2)
     assert r.exit_code == 0
     events = [json.loads(line) for line in r.stderr.splitlines()]
-    assert {e["event"] for e in events} == {"stage_start", "stage_done", "done"}
+    assert {e["event"] for e in events} == {"stage_start", "stage_progress", "stage_done", "done"}
+    done = events[-1]
+    assert done["event"] == "done" and done["status"] == "succeeded" and done["seconds"] > 0
+    assert json.loads(Path(done["run_json"]).read_text())["run_id"] == done["run_id"]
     assert r.stdout == ""
+    # Errors are events too, with the exit code.
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 4
+    error = json.loads(r.stderr.strip().splitlines()[-1])
+    assert error["event"] == "error" and error["exit_code"] == 4 and "--overwrite" in error["message"]
 
 
 @pytest.fixture
@@ -103,7 +115,8 @@ def dirty_csv(tmp_path):
 
 def test_csv_with_every_reject_reason_is_quarantined(dirty_csv, tmp_path):
     r = invoke("run", dirty_csv, "--out", tmp_path / "o", "--customer-col", "cust", "--time-col", "when",
-               "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, "--as-of", "2024-01-04")
+               "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, "--as-of", "2024-01-04",
+               "--max-reject-share", 0.7)
     assert r.exit_code == 0, r.stderr
     rejects = pl.read_parquet(tmp_path / "o" / "rejects")
     assert sorted(rejects["reason"]) == ["after_as_of", "non_finite_amount", "null_customer_id",
@@ -128,8 +141,8 @@ def test_bad_options_exit_with_one_line(small_data, tmp_path, args, code, needle
     assert not (tmp_path / "o").exists()
 
 
-def test_assign_under_a_small_memory_limit_runs_in_buckets(small_data, small_run, tmp_path):
-    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--memory-limit", "4MB")
+def test_assign_in_buckets(small_data, small_run, tmp_path):
+    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--buckets", "3")
     assert r.exit_code == 0, r.stderr
     manifest = json.loads((tmp_path / "o" / "run.json").read_text())
     assert manifest["buckets"] > 1 and manifest["customers"] == 3000
@@ -157,7 +170,7 @@ def test_contract_violations_exit_3(tmp_path):
     assert r.exit_code == 3
     _one_line_error(r, "has no rows")
 
-    pl.DataFrame({"customer_id": [1], "ts": ["x"], "amount": ["12"]}).write_parquet(tmp_path / "typed.parquet")
+    pl.DataFrame({"customer_id": [1], "ts": ["2024-01-01"], "amount": ["12"]}).write_parquet(tmp_path / "typed.parquet")
     r = invoke("validate", tmp_path / "typed.parquet")
     assert r.exit_code == 3
     _one_line_error(r, "'amount'", "needs a number")
@@ -167,15 +180,29 @@ def test_contract_violations_exit_3(tmp_path):
     _one_line_error(r, "not found")
 
 
-def test_output_exists_exits_4_and_overwrite_replaces(small_run, small_data):
-    r = invoke("run", small_data / "transactions", "--out", small_run, "--k", 2)
+def test_output_exists_exits_4_and_overwrite_replaces(small_data, tmp_path):
+    out = tmp_path / "o"
+    assert invoke("run", small_data / "transactions", "--out", out, "--k", 2).exit_code == 0
+    r = invoke("run", small_data / "transactions", "--out", out, "--k", 3)
     assert r.exit_code == 4
     _one_line_error(r, "--overwrite")
+    assert json.loads((out / "run.json").read_text())["k"] == 2
+    r = invoke("run", small_data / "transactions", "--out", out, "--k", 3, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "run.json").read_text())["k"] == 3
+    assert pl.read_parquet(out / "assignments")["segment"].n_unique() == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]
 
 
-def test_debug_shows_traceback(tmp_path):
-    r = invoke("--debug", "validate", tmp_path / "nothing.parquet")
-    assert r.exit_code != 0 and r.exception is not None
+def test_debug_shows_a_traceback_and_otherwise_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "segmint.cli.app", "validate", str(tmp_path / "nothing.parquet")]
+    plain = subprocess.run(cmd, capture_output=True, text=True)
+    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True)
+    assert plain.returncode == 3 and "Traceback" not in plain.stderr and plain.stderr.startswith("error: input not")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "InputContractError" in debug.stderr
 
 
 def test_config_file_sets_defaults_and_flags_override(small_data, tmp_path):
@@ -240,16 +267,16 @@ def test_run_with_events_and_customers_tables(small_data, tmp_path):
     assert {"funnel_stage", "sessions", "page_views", "days_since_last_visit", "conversion_rate",
             "region", "age_band"} <= set(a.columns)
     assert set(a["funnel_stage"].cast(pl.String)) <= {"purchase", "repurchase"}
-    funnel = pl.read_parquet(out / "funnel.parquet")
+    funnel = pl.read_parquet(out / "funnel")
     assert set(funnel["funnel_stage"].cast(pl.String)) == {"awareness", "consideration", "purchase", "repurchase"}
     assert funnel.height > a.height  # prospects who never bought are in the funnel, not in segments
     manifest = json.loads((out / "run.json").read_text())
     assert sum(manifest["events"]["funnel"].values()) == funnel.height
     assert manifest["customers_table"]["without_a_row"] == 0
     mix = pl.read_parquet(out / "segment_mix.parquet")
-    shares = mix.group_by("segment", "attribute").agg(pl.col("share").sum())["share"]
-    assert ((shares - 1).abs() < 1e-9).all()
-    assert (out / "rejects" / "events-part-0.parquet").exists()
+    shares = mix.filter(pl.col("value").is_not_null()).group_by("segment", "attribute").agg(pl.col("share").sum())
+    assert ((shares["share"] - 1).abs() < 1e-9).all()
+    assert (out / "event_rejects" / "part-00000.parquet").exists()
     assert "conversion_rate_mean" in pl.read_parquet(out / "profiles.parquet").columns
 
 
@@ -268,6 +295,8 @@ def test_side_table_errors_are_one_line(small_data, tmp_path):
     (["--buckets", "0"], "--buckets must be >= 1"),
     (["--memory-limit", "lots"], "is not a size"),
     (["--memory-limit", "10KB"], "too small"),
+    (["--memory-limit", "50MB"], "below what segmint needs"),
+    (["--max-reject-share", "2"], "--max-reject-share must be in [0, 1]"),
 ])
 def test_memory_options_are_checked(small_data, tmp_path, args, needle):
     r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *args)

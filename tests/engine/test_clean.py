@@ -1,74 +1,130 @@
-"""Every reject reason, row conservation, dedupe, and time parsing."""
+"""Every reject reason, row conservation, dedupe, time parsing and customer ids."""
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
 from segmint.engine.config import Columns, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.io.clean import REASONS, clean
+from segmint.engine.io.clean import REASONS, clean, repeated_rows
 
 COLS = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M", amount="amt", order=None,
                channel=None, category=None)
+NOW = dt.datetime(2024, 3, 1)
+
+
+def _clean(df, **cfg):
+    return clean(df, RunConfig(**{"columns": COLS, **cfg}), as_of=None, now=NOW)
 
 
 def _dirty() -> pl.DataFrame:
     return pl.DataFrame({
-        "cid": ["a", "a", None, "b", "b", "c", "c", "d", "d", "d"],
+        "cid": ["a", "a", None, "b", "b", "c", "c", "d", "d", "d", "e"],
         "t": ["2024-01-01 10:00", "2024-01-02 10:00", "2024-01-01 10:00", None, "yesterday",
               "2024-01-03 09:00", "2024-01-03 09:00", "2024-01-04 00:00", "2024-02-01 00:00",
-              "2024-01-04 00:00"],
-        "amt": [10.0, 5.0, 3.0, 1.0, 2.0, float("nan"), 7.0, float("inf"), 4.0, 8.0],
+              "2024-01-04 00:00", "2031-01-01 00:00"],
+        "amt": [10.0, 5.0, 3.0, 1.0, 2.0, float("nan"), 7.0, float("inf"), 4.0, 8.0, 6.0],
     })
 
 
 def test_rows_conserved_on_dirty_input():
-    res = clean(_dirty(), RunConfig(columns=COLS, as_of="2024-01-31"))
-    assert res.rows_in == 10
+    res = _clean(_dirty(), as_of="2024-01-31")
+    assert res.rows_in == 11
     assert res.rows_used + sum(res.rejected.values()) == res.rows_in
     assert res.rejects.height == sum(res.rejected.values())
-    assert res.rejected == {"null_customer_id": 1, "null_timestamp": 1, "unparseable_timestamp": 1,
-                            "non_finite_amount": 2, "after_as_of": 1, "duplicate": 0}
+    assert res.rejected == dict.fromkeys(REASONS, 0) | {
+        "null_customer_id": 1, "null_timestamp": 1, "unparseable_timestamp": 1, "non_finite_amount": 2,
+        "after_as_of": 2}
     by_reason = dict(res.rejects.select("reason", "cid").iter_rows())
     assert by_reason["unparseable_timestamp"] == "b"
-    assert by_reason["after_as_of"] == "d"
     # Rejects carry the source columns exactly as read, plus the reason.
     assert res.rejects.columns == ["cid", "t", "amt", "reason"]
     assert set(res.rejects["reason"]) <= set(REASONS)
+    # Rejected amounts per reason are the finite amounts of those rows, exactly.
+    from segmint.engine import exact
+
+    assert exact.total([res.rejected_amount["after_as_of"]]) == 4.0 + 6.0
+    assert exact.total([res.rejected_amount["null_customer_id"]]) == 3.0
 
 
-def test_as_of_defaults_to_latest_valid_timestamp():
-    res = clean(_dirty(), RunConfig(columns=COLS))
+def test_as_of_defaults_to_latest_valid_time_and_rows_after_now_are_future():
+    res = _clean(_dirty())
+    # e's row in 2031 is after the moment of the run: quarantined, and it does not move the as-of.
     assert res.as_of == dt.datetime(2024, 2, 1)
-    assert res.rejected["after_as_of"] == 0
+    assert res.rejected["future_timestamp"] == 1 and res.rejected["after_as_of"] == 0
+    # With an explicit as-of, later rows are after_as_of whatever the clock says.
+    assert _clean(_dirty(), as_of="2035-01-01").rejected["future_timestamp"] == 0
 
 
-def test_identical_lines_are_kept_and_counted():
+def test_identical_rows_are_kept_and_counted():
     df = pl.DataFrame({"cid": ["a", "a", "a"], "t": ["2024-01-01 10:00"] * 3, "amt": [5.0, 5.0, 6.0]})
-    res = clean(df, RunConfig(columns=COLS))
+    res = _clean(df)
     assert res.rows_used == 3
-    assert res.repeated_lines == 1
+    assert res.repeats == 1
 
 
 def test_dedupe_on_rejects_every_repeat_after_the_first():
     df = pl.DataFrame({"cid": ["a", "a", "a", "b", None], "t": ["2024-01-01 10:00"] * 5,
                        "amt": [5.0, 5.0, 5.0, 5.0, 5.0]})
-    res = clean(df, RunConfig(columns=COLS, dedupe_on=("cid", "t")))
+    res = _clean(df, dedupe_on=("cid", "t"))
     assert res.rejected["duplicate"] == 2
     assert res.rejected["null_customer_id"] == 1
     assert res.rows_used == 2
 
 
-def test_dedupe_on_unmapped_column_is_a_config_error():
+def test_dedupe_on_must_be_mapped_and_include_the_customer():
     with pytest.raises(ConfigError, match="not mapped"):
         RunConfig(columns=COLS, dedupe_on=("nope",))
+    with pytest.raises(ConfigError, match="must include the customer column"):
+        RunConfig(columns=COLS, dedupe_on=("t",))
 
 
-def test_all_rows_rejected_is_a_contract_error():
-    df = pl.DataFrame({"cid": [None, None], "t": ["2024-01-01 10:00"] * 2, "amt": [1.0, 2.0]})
+def test_a_customer_with_only_returns_and_an_overflowing_customer_are_quarantined():
+    df = pl.DataFrame({"cid": ["a", "a", "r", "r", "x", "x", "x"],
+                       "t": ["2024-01-01 10:00", "2024-01-05 10:00", "2024-01-02 10:00", "2024-01-03 10:00",
+                             "2024-01-01 10:00", "2024-01-02 10:00", "2024-01-03 10:00"],
+                       "amt": [10.0, -4.0, -3.0, -2.0, 1.7e308, 1.7e308, 5.0]})
+    res = _clean(df)
+    assert res.rejected["returns_only"] == 2 and res.rejected["amount_overflow"] == 3
+    assert res.lines["customer_id"].to_list() == ["a", "a"]  # a return does not make a returns-only customer
+
+
+def test_a_cancelled_order_netting_to_zero_is_still_a_purchase():
+    # Zero-amount orders are kept, as lifetimes does: the customer is not returns-only.
+    cols = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M", amount="amt", order="o",
+                   channel=None, category=None)
+    df = pl.DataFrame({"cid": ["z", "z"], "t": ["2024-01-01 10:00"] * 2, "amt": [5.0, -5.0], "o": ["1", "1"]})
+    res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
+    assert res.rows_used == 2 and res.rejected["returns_only"] == 0
+
+
+def test_text_amounts_that_are_not_numbers_are_quarantined():
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    df = pl.DataFrame({"cid": ["1", "2", "3", "4"], "t": ["2024-01-01"] * 4, "amt": ["5.5", "1,234.00", None, " 7 "]})
+    res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
+    assert res.rejected["unparseable_amount"] == 1 and res.rejected["non_finite_amount"] == 1
+    assert res.lines["amount"].to_list() == [5.5, 7.0]
+    assert res.rejects.filter(pl.col("reason") == "unparseable_amount")["amt"].to_list() == ["1,234.00"]
+
+
+def test_a_source_column_named_reason_keeps_its_values():
+    cols = Columns(customer="cid", time="reason", amount="amt", order=None, channel=None, category=None)
+    df = pl.DataFrame({"cid": [1, None], "reason": ["2024-01-01", "2024-01-02"], "amt": [1.0, 2.0]})
+    res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
+    assert res.rejects.columns == ["cid", "reason", "amt", "reject_reason"]
+    assert res.rejects.row(0) == (None, "2024-01-02", 2.0, "null_customer_id")
+
+
+def test_all_rows_rejected_is_a_contract_error(tmp_path):
+    from segmint.engine.pipeline import validate
+
+    pl.DataFrame({"cid": [None, None], "t": ["2024-01-01 10:00"] * 2, "amt": [1.0, 2.0]},
+                 schema_overrides={"cid": pl.String}).write_parquet(
+        tmp_path / "t.parquet")
     with pytest.raises(InputContractError, match="no usable rows"):
-        clean(df, RunConfig(columns=COLS))
+        validate([tmp_path / "t.parquet"], RunConfig(columns=COLS))
 
 
 def test_quantity_times_price_and_timezones():
@@ -77,46 +133,117 @@ def test_quantity_times_price_and_timezones():
     df = pl.DataFrame({"cid": [1, 2], "q": [2, 3], "p": [1.5, 2.0],
                        "t": [dt.datetime(2024, 1, 1, 12), dt.datetime(2024, 1, 2, 12)]}).with_columns(
         pl.col("t").dt.replace_time_zone("Europe/Paris"))
-    res = clean(df, RunConfig(columns=cols))
+    res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
     assert res.lines["amount"].to_list() == [3.0, 6.0]
     assert res.lines["ts"].to_list() == [dt.datetime(2024, 1, 1, 11), dt.datetime(2024, 1, 2, 11)]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("2024-03-05", dt.datetime(2024, 3, 5, 23, 59, 59, 999999)),
+    ("2024-03-05", dt.datetime(2024, 3, 5)),
     ("2024-03-05T06:30", dt.datetime(2024, 3, 5, 6, 30)),
-    ("2024-03-05T06:30+02:00", dt.datetime(2024, 3, 5, 4, 30)),
+    ("2024-03-05 06:30:15.25", dt.datetime(2024, 3, 5, 6, 30, 15, 250000)),
+    ("2024-03-05T06:30:00Z", dt.datetime(2024, 3, 5, 6, 30)),
+    ("2024-03-05T06:30:00+02:00", dt.datetime(2024, 3, 5, 4, 30)),
+    ("2024-03-05T06:30:00-0530", dt.datetime(2024, 3, 5, 12, 0)),
+    ("2024-03-05 23:30-02", dt.datetime(2024, 3, 6, 1, 30)),
+    ("2024-02-30", None),
+    ("5/3/2024", None),
 ])
-def test_parse_as_of(text, expected):
-    assert parse_as_of(text) == expected
+def test_iso_times_with_and_without_offsets(text, expected):
+    from segmint.engine.io.times import timestamp_expr
+
+    got = pl.DataFrame({"t": [text]}).select(timestamp_expr("t", pl.String, None)).item()
+    assert got == expected
 
 
-def test_parse_as_of_rejects_garbage():
+def test_time_formats_with_zones_and_epochs():
+    from segmint.engine.io.times import timestamp_expr
+
+    df = pl.DataFrame({"t": ["05/03/2024 10:00 +0100"], "e": [1_700_000_000]})
+    assert df.select(timestamp_expr("t", pl.String, "%d/%m/%Y %H:%M %z")).item() == dt.datetime(2024, 3, 5, 9)
+    assert df.select(timestamp_expr("e", pl.Int64, "epoch_s")).item() == dt.datetime(2023, 11, 14, 22, 13, 20)
+
+
+def test_slash_dates_are_never_guessed(tmp_path):
+    from segmint.engine.pipeline import validate
+
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    for values, hint in ((["12/1/2010 8:26", "12/13/2010 9:02"], "'%m/%d/%Y %H:%M'"),
+                         (["13/1/2010", "1/2/2010"], "'%d/%m/%Y'"),
+                         (["1/2/2010", "3/4/2010"], "if the month comes first")):
+        path = tmp_path / "t.csv"
+        pl.DataFrame({"cid": ["1", "2"], "t": values, "amt": [1.0, 2.0]}).write_csv(path)
+        with pytest.raises(ConfigError, match="never guesses") as err:
+            validate([path], RunConfig(columns=cols))
+        assert hint in str(err.value) and values[0] in str(err.value)
+    # With the format given, the month-first reading is used as asked.
+    pl.DataFrame({"cid": ["1", "2"], "t": ["12/1/2010 8:26", "12/13/2010 9:02"], "amt": [1.0, 2.0]}).write_csv(path)
+    rep = validate([path], RunConfig(columns=Columns(customer="cid", time="t", time_format="%m/%d/%Y %H:%M",
+                                                     amount="amt", order=None, channel=None, category=None)))
+    assert rep.rows_used == 2 and rep.first_ts == dt.datetime(2010, 12, 1, 8, 26)
+
+
+def test_csv_ids_are_text_and_float_ids_must_be_whole(tmp_path):
+    from segmint.engine.pipeline import validate
+
+    cols = Columns(customer="cid", time="t", amount="amt", order="o", channel=None, category=None)
+    (tmp_path / "t.csv").write_text("cid,t,amt,o\n007,2024-01-01,1,0001\n07,2024-01-02,2,1\n7,2024-01-03,3,1\n")
+    assert validate([tmp_path / "t.csv"], RunConfig(columns=cols)).customers == 3
+    whole = pl.DataFrame({"cid": [7.0, 7.0, 8.0], "t": ["2024-01-01"] * 3, "amt": [1.0, 2.0, 3.0]})
+    whole.write_parquet(tmp_path / "f.parquet")
+    float_cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    assert validate([tmp_path / "f.parquet"], RunConfig(columns=float_cols)).customers == 2
+    whole.with_columns(cid=pl.Series([7.0, 7.5, 8.0])).write_parquet(tmp_path / "g.parquet")
+    with pytest.raises(InputContractError, match="not whole numbers"):
+        validate([tmp_path / "g.parquet"], RunConfig(columns=float_cols))
+
+
+def test_ids_beyond_int64(tmp_path):
+    from segmint.engine.config import ClusterConfig
+    from segmint.engine.pipeline import run
+
+    rng = np.random.default_rng(0)
+    n = 400
+    big = pl.Series("cid", (2**63 + rng.integers(0, 2**62, 40).astype(np.uint64))[rng.integers(0, 40, n)],
+                    dtype=pl.UInt64)
+    df = pl.DataFrame({"cid": big, "t": [f"2024-01-{1 + i % 28:02d}" for i in range(n)],
+                       "amt": rng.uniform(1, 50, n)})
+    df.write_parquet(tmp_path / "u.parquet")
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    run([tmp_path / "u.parquet"], tmp_path / "o", RunConfig(columns=cols, cluster=ClusterConfig(k=3)))
+    a = pl.read_parquet(tmp_path / "o" / "assignments")
+    assert a["customer_id"].dtype == pl.UInt64 and set(a["customer_id"]) == set(big)
+    # 20+ digit text ids stay text.
+    df.with_columns(cid=pl.col("cid").cast(pl.String) + "0").write_csv(tmp_path / "s.csv")
+    run([tmp_path / "s.csv"], tmp_path / "s", RunConfig(columns=cols, cluster=ClusterConfig(k=3)))
+    assert pl.read_parquet(tmp_path / "s" / "assignments")["customer_id"].str.len_chars().min() >= 20
+
+
+def test_parse_as_of():
+    assert parse_as_of("2024-03-05") == dt.datetime(2024, 3, 5, 23, 59, 59, 999999)
+    assert parse_as_of("2024-03-05T06:30+02:00") == dt.datetime(2024, 3, 5, 4, 30)
     with pytest.raises(ConfigError, match="--as-of"):
         parse_as_of("last tuesday")
 
 
-def test_hive_partitioned_directory_and_glob_inputs(small_data, tmp_path):
+def test_spark_and_hive_folders_are_read_without_their_markers(small_data, tmp_path):
     from segmint.engine.pipeline import validate
 
     tx = pl.read_parquet(small_data / "transactions")
     hive = tmp_path / "hive"
     tx.with_columns(month=pl.col("ts").dt.strftime("%Y-%m")).write_parquet(hive, partition_by="month")
-    assert len(list(hive.glob("month=*"))) > 12
-    by_dir = validate([hive], RunConfig())
+    for marker in ("_SUCCESS", ".part-0.parquet.crc", "_temporary/0/part-9.parquet", "month=2025-01/_committed"):
+        (hive / marker).parent.mkdir(parents=True, exist_ok=True)
+        (hive / marker).write_text("not data")
+    assert validate([hive], RunConfig()).rows_in == tx.height
     by_glob = validate([str(hive / "month=2025-*" / "*.parquet")], RunConfig())
-    assert by_dir.rows_in == tx.height
     assert by_glob.rows_in == tx.filter(pl.col("ts").dt.year() == 2025).height
 
 
-def test_repeated_lines_matches_the_naive_count():
-    import numpy as np
-
-    from segmint.engine.io.clean import repeated_lines
-
+def test_repeated_rows_matches_the_naive_count():
     rng = np.random.default_rng(0)
     df = pl.DataFrame({"a": rng.integers(0, 20, 5000), "b": rng.integers(0, 5, 5000).astype(str),
                        "c": pl.Series([[1.5, None, float("nan")][i] for i in rng.integers(0, 3, 5000)],
                                       dtype=pl.Float64)})
-    assert repeated_lines(df) == df.height - df.n_unique()
-    assert repeated_lines(df.unique(maintain_order=True)) == 0
+    assert repeated_rows(df) == df.height - df.n_unique()
+    assert repeated_rows(df.unique(maintain_order=True)) == 0

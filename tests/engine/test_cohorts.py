@@ -1,6 +1,7 @@
 """Cohort tables against a plain Python computation, and the pivot."""
 
 import datetime as dt
+import math
 from collections import defaultdict
 
 import polars as pl
@@ -11,20 +12,29 @@ from segmint.engine.pipeline import compute_cohorts
 
 
 def _reference(lines: pl.DataFrame, as_of: dt.date) -> dict:
-    first: dict = {}
-    for cid, ts in lines.select("customer_id", "ts").iter_rows():
-        first[cid] = min(first.get(cid, ts), ts)
-    index = {cid: (ts.year * 12 + ts.month) for cid, ts in first.items()}
+    """Cohort = month of the first purchase (an order with net amount >= 0); active = a purchase that month."""
+    orders = defaultdict(lambda: [None, []])
+    for cid, oid, ts, amount in lines.select("customer_id", "order_id", "ts", "amount").iter_rows():
+        order = orders[(cid, oid)]
+        order[0] = ts if order[0] is None else min(order[0], ts)
+        order[1].append(amount)
+    month = {}
+    bought = defaultdict(set)
+    for (cid, _), (ts, amounts) in orders.items():
+        if math.fsum(amounts) >= 0:  # an order's net is the exact sum of its lines
+            m = ts.year * 12 + ts.month
+            month[cid] = min(month.get(cid, m), m)
+            bought[cid].add(m)
     size = defaultdict(int)
-    for m in index.values():
+    for m in month.values():
         size[m] += 1
     active = defaultdict(set)
+    for cid, months in bought.items():
+        for m in months:
+            active[(month[cid], m - month[cid])].add(cid)
     revenue = defaultdict(float)
     for cid, ts, amount in lines.select("customer_id", "ts", "amount").iter_rows():
-        key = (index[cid], ts.year * 12 + ts.month - index[cid])
-        revenue[key] += amount
-        if amount > 0:
-            active[key].add(cid)
+        revenue[(month[cid], max(ts.year * 12 + ts.month - month[cid], 0))] += amount
     last = as_of.year * 12 + as_of.month
     return {(c, k): (size[c], len(active[(c, k)]), revenue[(c, k)])
             for c in size for k in range(last - c + 1)}
@@ -49,3 +59,13 @@ def test_cohorts_match_plain_python(small_data, tmp_path):
     assert pivot.columns[:4] == ["cohort", "cohort_size", "m0", "m1"]
     assert pivot.columns[-1] == f"m{table['months_since_first'].max()}"
     assert (tmp_path / "c" / "_SUCCESS").exists()
+    # The as-of month (2026-06, ending at the data's last time, not the month's end) is incomplete.
+    complete = dict(table.group_by("cohort").agg(pl.col("complete_month").last()).iter_rows())
+    assert not any(complete.values())
+    assert table.filter(pl.col("months_since_first") == 0)["complete_month"].sum() == table["cohort"].n_unique() - 1
+
+
+def test_a_month_ending_at_the_as_of_is_complete(small_data, tmp_path):
+    table = compute_cohorts([small_data / "transactions"], tmp_path / "c",
+                            RunConfig(as_of="2026-05-31", max_reject_share=1.0))
+    assert table.filter(pl.col("cohort") == pl.col("cohort").max())["complete_month"].all()

@@ -29,14 +29,14 @@ def _events():
 
 def _clean():
     src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session="sess")
-    return clean_events(_events(), src, AS_OF)
+    return clean_events(_events(), src, AS_OF, future_after=None)
 
 
 def test_event_rejects_are_counted_with_reasons():
     ev = _clean()
     assert ev.rows_in == 11 and ev.events.height == 8
     assert ev.rejected == {"null_customer_id": 1, "null_timestamp": 0, "unparseable_timestamp": 0,
-                           "null_event_type": 1, "after_as_of": 1}
+                           "null_event_type": 1, "future_timestamp": 0, "after_as_of": 1}
 
 
 def test_event_features_by_hand():
@@ -62,19 +62,27 @@ def test_funnel_refuses_mismatched_id_types():
         funnel_table(features, event_features(_clean().events, AS_OF))
 
 
-def test_segment_mix_matches_plain_counts():
+def test_segment_mix_lifts_are_among_known_values_and_missing_is_its_own_level():
+    from segmint.engine.pipeline.score import _mix
+
     table = pl.DataFrame({"customer_id": range(8), "segment": [0, 0, 0, 1, 1, 1, 1, 1]})
     customers = pl.DataFrame({"id": range(7), "region": ["n", "n", "s", "s", "s", "n", None]})
     joined, missing = attach(table, customers, "id", ["region"])
     assert missing == 1 and joined["customer_id"].to_list() == list(range(8))
-    mix = {(r["segment"], r["value"]): r for r in segment_mix(joined, ["region"]).iter_rows(named=True)}
-    # Population: n 3/8, s 3/8, null 2/8. Segment 0: n 2/3, s 1/3.
+    mix = {(r["segment"], r["value"]): r for r in segment_mix(_mix(joined, ("region",))).iter_rows(named=True)}
+    # Known values: n 3/6, s 3/6 of the population. Segment 0 (all known): n 2/3.
     assert mix[(0, "n")]["customers"] == 2 and mix[(0, "n")]["share"] == pytest.approx(2 / 3)
-    assert mix[(0, "n")]["lift"] == pytest.approx((2 / 3) / (3 / 8))
+    assert mix[(0, "n")]["lift"] == pytest.approx((2 / 3) / (3 / 6))
+    # Segment 1 has 2 of 5 without a value (population 2 of 8); its known values are n 1/3, s 2/3.
     assert mix[(1, None)]["customers"] == 2 and mix[(1, None)]["lift"] == pytest.approx((2 / 5) / (2 / 8))
+    assert mix[(1, "s")]["share"] == pytest.approx(2 / 3) and mix[(1, "s")]["lift"] == pytest.approx((2 / 3) / (3 / 6))
+    # Customers without a value do not inflate the others: a segment mirroring the population's
+    # known mix has lift 1, however many of its values are missing.
+    even = segment_mix({(0, "r", "a"): 1, (0, "r", "b"): 1, (0, "r", None): 8, (1, "r", "a"): 5, (1, "r", "b"): 5})
+    assert even.filter(pl.col("value").is_not_null())["lift"].to_list() == pytest.approx([1.0] * 4)
 
 
 def test_customers_table_with_repeated_ids_is_refused():
     table = pl.DataFrame({"customer_id": [1, 2], "segment": [0, 1]})
-    with pytest.raises(InputContractError, match="repeated customer id"):
+    with pytest.raises(InputContractError, match="more than one row for customer 1"):
         attach(table, pl.DataFrame({"id": [1, 1], "region": ["a", "b"]}), "id", ["region"])

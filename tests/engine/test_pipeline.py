@@ -1,19 +1,23 @@
 """The run directory: layout, determinism, atomicity, assign round trip, privacy, RFM and lifecycle."""
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
-import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from segmint.engine.config import ClusterConfig, Columns, RunConfig
-from segmint.engine.errors import ConfigError, OutputExistsError
+from segmint.engine.config import ClusterConfig, Columns, FeatureConfig, RunConfig
+from segmint.engine.errors import ConfigError, InputContractError, OutputExistsError
 from segmint.engine.model import Model
-from segmint.engine.pipeline import assign_customers, run
+from segmint.engine.pipeline import assign_customers, compute_feature_table, run
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -24,11 +28,11 @@ def _digest(directory: Path) -> dict[str, str]:
 def test_run_directory_layout(small_run):
     names = {p.name for p in small_run.iterdir()}
     assert names == {"assignments", "profiles.parquet", "profiles.json", "model", "rejects",
-                     "run.json", "_SUCCESS"}
+                     "run.json", "_manifest.json", "_SUCCESS"}
     segs = sorted(p.name for p in (small_run / "assignments").iterdir())
     assert segs == [f"segment={i}" for i in range(6)]
     a = pl.read_parquet(small_run / "assignments")
-    assert a.columns[:4] == ["customer_id", "segment", "distance", "margin"]
+    assert a.columns[:3] == ["customer_id", "distance", "margin"] and a.columns[-1] == "segment"
     assert a["customer_id"].is_unique().all()
     # Segment 0 is the largest; ids follow decreasing size.
     sizes = a.group_by("segment").len().sort("segment")["len"].to_list()
@@ -38,13 +42,32 @@ def test_run_directory_layout(small_run):
     assert rows["in"] == rows["used"] + rows["rejected"]
     assert manifest["customers"] == a.height
     assert manifest["clustering"]["n_train"] <= a.height
-    assert set(manifest["stages"]) >= {"scan", "clean", "features", "cluster", "assign", "profile"}
+    assert list(manifest["stages"]) == ["plan", "partition", "map", "fit", "cluster", "score", "profile"]
+    assert manifest["status"] == "succeeded" and manifest["schema_version"] == 2 and manifest["run_id"]
+    assert manifest["memory"]["limit_bytes"] > 0 and manifest["memory"]["peak_rss_mb"] > 0
+    listed = {f["path"] for f in json.loads((small_run / "_manifest.json").read_text())["files"]}
+    on_disk = {str(p.relative_to(small_run)) for p in small_run.rglob("*") if p.is_file()}
+    assert listed == on_disk - {"_manifest.json", "_SUCCESS"}
+
+
+def test_assignments_are_readable_by_every_tool(small_run):
+    import duckdb
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(small_run / "assignments", partitioning="hive").to_table()
+    assert table.num_rows == 3000 and "segment" in table.column_names
+    got = duckdb.sql(f"select count(*), count(distinct segment) from "
+                     f"read_parquet('{small_run}/assignments/*/*.parquet', hive_partitioning=true)").fetchall()[0]
+    assert got == (3000, 6)
+    pandas = pytest.importorskip("pandas")
+    assert pandas.read_parquet(small_run / "assignments")["segment"].nunique() == 6
 
 
 def test_same_input_seed_threads_give_identical_assignments(small_data, small_cfg, small_run, tmp_path):
     again = tmp_path / "again"
     run([small_data / "transactions"], again, small_cfg)
     assert _digest(small_run / "assignments") == _digest(again / "assignments")
+    assert (small_run / "profiles.parquet").read_bytes() == (again / "profiles.parquet").read_bytes()
 
 
 def test_assign_round_trip_reproduces_training_segments(small_data, small_run, tmp_path):
@@ -58,9 +81,37 @@ def test_assign_round_trip_reproduces_training_segments(small_data, small_run, t
     assert not (scored / "model").exists()
 
 
+def test_assign_scores_a_model_that_clusters_on_clv(small_data, tmp_path):
+    feats = FeatureConfig(cluster_features=("recency_days", "frequency", "p_alive", "clv"))
+    cfg = RunConfig(features=feats, cluster=ClusterConfig(k=4))
+    run([small_data / "transactions"], tmp_path / "r", cfg)
+    assign_customers(tmp_path / "r", [small_data / "transactions"], tmp_path / "s", RunConfig())
+    a, b = (pl.read_parquet(tmp_path / d / "assignments").sort("customer_id") for d in ("r", "s"))
+    assert a["segment"].equals(b["segment"])
+
+
 def test_existing_output_needs_overwrite(small_data, small_cfg, small_run):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run([small_data / "transactions"], small_run, small_cfg)
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_an_output_overlapping_an_input_is_refused_and_the_input_survives(small_data, tmp_path, where):
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.read_parquet(small_data / "transactions").head(5000).write_parquet(data / "t.parquet")
+    out = {"same": data / "t.parquet", "parent": data, "inside": data / "t.parquet" / "run"}[where]
+    before = (data / "t.parquet").read_bytes()
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        run([data / "t.parquet"], out, RunConfig(overwrite=True, cluster=ClusterConfig(k=2)))
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        compute_feature_table([data], out, RunConfig(overwrite=True))
+    assert (data / "t.parquet").read_bytes() == before
+
+
+def test_assign_into_its_model_folder_is_refused(small_data, small_run):
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        assign_customers(small_run, [small_data / "transactions"], small_run / "model" / "x", RunConfig())
 
 
 def test_failed_run_leaves_previous_output_intact(small_data, small_cfg, tmp_path, monkeypatch):
@@ -77,41 +128,87 @@ def test_failed_run_leaves_previous_output_intact(small_data, small_cfg, tmp_pat
         run([small_data / "transactions"], out, dataclasses.replace(cfg, overwrite=True))
     assert _digest(out) == before
     assert (out / "_SUCCESS").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind
+
+
+def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path):
+    """SIGTERM removes the staging and work folders (exit 143); after kill -9 the next run on the
+    same output removes them (their owner process is gone)."""
+    out = tmp_path / "out"
+    code = ("import sys; from segmint.cli.app import main; sys.argv = ['segmint', 'run', sys.argv[1], '--out', "
+            "sys.argv[2], '--k', '3', '--buckets', '3']; main()")
+    for sig, rc in ((signal.SIGTERM, 143), (signal.SIGKILL, -9)):
+        with open(tmp_path.parent / f"err-{sig}", "w+") as err:
+            proc = subprocess.Popen([sys.executable, "-c", code, str(small_data / "transactions"), str(out)],
+                                    stderr=err, text=True)
+            deadline = time.time() + 60
+            while not list(tmp_path.glob(".out.work-*/tx")) and time.time() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            assert proc.wait(60) == rc
+            err.seek(0)
+            message = err.read()
+        leftovers = list(tmp_path.glob(".out.*"))
+        if sig == signal.SIGTERM:
+            assert leftovers == [] and "terminated" in message
+        else:
+            assert leftovers  # kill -9 cannot clean up...
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # ...the next run does
 
 
 def test_pseudonymized_ids_never_expose_raw_ids_or_key(small_data, tmp_path, monkeypatch):
+    from segmint.engine.config import CustomerSource, EventSource
+
     monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value")
     out = tmp_path / "p"
-    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True))
+    tx = pl.read_parquet(small_data / "transactions")
+    dirty = pl.concat([tx, tx.head(20).with_columns(amount=pl.lit(float("nan")))])
+    dirty.write_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True, buckets=3,
+                    events=EventSource(paths=(str(small_data / "events"),)),
+                    customers=CustomerSource(paths=(str(small_data / "customers.parquet"),), attributes=("region",)))
+    run([tmp_path / "t.parquet"], out, cfg)
     ids = pl.read_parquet(out / "assignments")["customer_id"]
     assert ids.dtype == pl.String and ids.str.len_chars().unique().to_list() == [64]
     raw = set(pl.read_parquet(small_data / "personas.parquet")["customer_id"].cast(pl.String))
-    assert not raw & set(ids)
+    assert pl.read_parquet(out / "rejects").height == 20
+    for folder in ("assignments", "rejects", "funnel", "event_rejects"):
+        for path in (out / folder).rglob("*.parquet"):
+            frame = pl.read_parquet(path)
+            column = "customer_id"
+            assert not raw & set(frame[column].cast(pl.String).drop_nulls()), path
     for path in out.rglob("*"):
         if path.is_file():
             assert b"s3cret-key-value" not in path.read_bytes()
 
 
-def test_pseudonymize_without_key_fails_before_work(small_data, tmp_path, monkeypatch):
+def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, monkeypatch):
     monkeypatch.delenv("SEGMINT_ID_KEY", raising=False)
-    with pytest.raises(ConfigError, match="SEGMINT_ID_KEY"):
-        run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True))
-    assert not (tmp_path / "x").exists()
+    read = []
+    monkeypatch.setattr("segmint.engine.io.sources._scan", lambda *a: read.append(a))
+    for buckets in (1, 4):
+        with pytest.raises(ConfigError, match="SEGMINT_ID_KEY"):
+            run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True, buckets=buckets))
+    assert read == [] and not (tmp_path / "x").exists()
 
 
 def test_only_mapped_columns_are_read_and_written(tmp_path):
-    df = pl.DataFrame({"cid": [1, 1, 2, 3], "t": ["2024-01-01", "2024-02-01", "2024-01-05", "2024-01-09"],
-                       "amt": [5.0, 6.0, 7.0, float("nan")], "email": ["x@y.z"] * 4})
+    df = pl.DataFrame({"cid": [1, 1, 2, 3, 3, 4], "t": ["2024-01-01", "2024-02-01", "2024-01-05", "2024-01-09",
+                                                       "2024-03-01", "2024-02-02"],
+                       "amt": [5.0, 6.0, 7.0, float("nan"), 9.0, 3.0], "email": ["x@y.z"] * 6})
     df.write_parquet(tmp_path / "in.parquet")
     cols = Columns(customer="cid", time="t", time_format="%Y-%m-%d", amount="amt")
     out = tmp_path / "out"
-    run([tmp_path / "in.parquet"], out, RunConfig(columns=cols, cluster=ClusterConfig(k=2)))
+    result = run([tmp_path / "in.parquet"], out, RunConfig(columns=cols, cluster=ClusterConfig(k=2)))
     for path in out.rglob("*.parquet"):
         assert "email" not in pl.read_parquet_schema(path)
+    assert "x@y.z" not in (out / "run.json").read_text()
     rejects = pl.read_parquet(out / "rejects")
     assert rejects.columns == ["cid", "t", "amt", "reason"]
     assert rejects["reason"].to_list() == ["non_finite_amount"]
+    # Four customers cannot identify a CLV model: left out with the reason, not fitted wildly.
+    assert "skipped" in result.manifest["clv"]
 
 
 def test_rfm_scores_match_plain_polars_quintiles(small_run):
@@ -136,23 +233,22 @@ def test_rfm_scores_match_plain_polars_quintiles(small_run):
     assert (champions["r_score"] == 5).all() and champions["f_score"].is_in([4, 5]).all()
 
 
-def test_activity_status_follows_documented_rules(small_run):
-    a = pl.read_parquet(small_run / "assignments")
-    cfg = RunConfig().features.lifecycle
-
-    def expected(r):
-        if r["tenure_days"] <= cfg.new_days:
-            return "new"
-        if r["recency_days"] > cfg.lapsed_days:
-            return "lapsed"
-        if r["lt_frequency"] >= 1:
-            ratio = r["recency_days"] / max(r["ipt_mean_days"], 1.0)
-            return "active" if ratio <= cfg.at_risk_ratio else "at_risk" if ratio <= cfg.lapsed_ratio else "lapsed"
-        return "active" if r["recency_days"] <= cfg.one_time_active_days else "at_risk"
-
-    got = a["activity_status"].cast(pl.String).to_list()
-    assert got == [expected(r) for r in a.iter_rows(named=True)]
-    assert set(got) == {"new", "active", "at_risk", "lapsed"}
+def test_activity_status_on_hand_built_customers(tmp_path):
+    # As of 2024-12-31 (end of day), with the default thresholds.
+    rows = [
+        ("new", "2024-12-20", 10.0), ("new", "2024-12-30", 5.0),                       # first order 11 days ago
+        ("gone", "2023-06-01", 10.0), ("gone", "2023-07-01", 10.0),                    # silent > 365 days
+        ("rhythm", "2024-10-01", 5.0), ("rhythm", "2024-11-01", 5.0), ("rhythm", "2024-12-01", 5.0),  # 31 / 30.5
+        ("slow", "2024-06-01", 5.0), ("slow", "2024-07-01", 5.0), ("slow", "2024-09-01", 5.0),  # 121 d / 46.5 d
+        ("late", "2024-02-01", 5.0), ("late", "2024-03-01", 5.0),                     # 305 d / 29 d > 3
+        ("once", "2024-11-01", 5.0), ("once_old", "2024-06-01", 5.0),                 # one day: 60 d / 213 d
+    ]
+    pl.DataFrame(rows, schema=["customer_id", "ts", "amount"], orient="row").write_parquet(tmp_path / "t.parquet")
+    compute_feature_table([tmp_path / "t.parquet"], tmp_path / "f", RunConfig(as_of="2024-12-31"))
+    got = dict(pl.read_parquet(tmp_path / "f" / "features").select(
+        "customer_id", pl.col("activity_status").cast(pl.String)).iter_rows())
+    assert got == {"new": "new", "gone": "lapsed", "rhythm": "active", "slow": "at_risk", "late": "lapsed",
+                   "once": "active", "once_old": "at_risk"}
 
 
 def test_profiles_reconcile_with_assignments(small_run):
@@ -164,34 +260,72 @@ def test_profiles_reconcile_with_assignments(small_run):
     assert p["name"].is_unique().all()
     seg0 = a.filter(pl.col("segment") == 0)
     row = p.filter(pl.col("segment") == 0).row(0, named=True)
+    assert row["revenue"] == pytest.approx(seg0["monetary_total"].sum(), rel=1e-12)
     assert row["aov_mean"] == pytest.approx(seg0["aov"].mean())
     assert row["recency_days_p90"] == pytest.approx(seg0["recency_days"].quantile(0.9, "linear"))
     z = (seg0["frequency"].mean() - a["frequency"].mean()) / a["frequency"].std()
     assert row["frequency_zlift"] == pytest.approx(z)
+    median = seg0["aov"].median()
+    pct = 100 * ((a["aov"] < median).sum() + (a["aov"] <= median).sum()) / 2 / a.height
+    assert row["aov_median_pct"] == pytest.approx(pct)
     assert json.loads((small_run / "profiles.json").read_text())[0]["name"] == row["name"]
 
 
-def test_model_round_trips_exactly(small_run, tmp_path):
+def test_every_word_of_a_segment_name_holds_for_its_profile(small_run):
+    from segmint.engine.profile import NAME_RULES
+
+    profiles = pl.read_parquet(small_run / "profiles.parquet")
+    checked = 0
+    for row in profiles.iter_rows(named=True):
+        for word in row["name"].split(" · "):
+            if word in NAME_RULES:
+                assert eval(NAME_RULES[word], {}, row), (row["name"], word)  # noqa: S307 - our own rules
+                checked += 1
+    assert checked >= 3 * profiles.height
+
+
+def test_twins_are_told_apart_by_the_feature_that_differs_most():
+    from segmint.engine.profile import _disambiguate
+
+    prof = pl.DataFrame({"segment": [0, 1, 2], "recency_days_median_pct": [20.0, 22.0, 80.0],
+                         "channel_share_app_median_pct": [90.0, 10.0, 50.0],
+                         "aov_median_pct": [50.0, 55.0, 50.0]})
+    assert _disambiguate(prof, ["A", "A", "B"]) == ["A · more app", "A · less app", "B"]
+
+
+def test_model_round_trips_exactly_and_refuses_tampering(small_run, tmp_path):
     model = Model.load(small_run)
     model.save(tmp_path / "m")
     again = Model.load(tmp_path / "m")
     np.testing.assert_array_equal(model.centroids, again.centroids)
     assert again.scaler == model.scaler and again.rfm_cuts == model.rfm_cuts
     assert again.columns == model.columns and again.features == model.features
-    assert "SEGMINT_ID_KEY" not in os.environ or os.environ["SEGMINT_ID_KEY"] not in (
-        tmp_path / "m" / "model.json").read_text()
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    for edit, needle in ((lambda d: d["centroids"][0].__setitem__(0, float("nan")), "non-finite"),
+                         (lambda d: d["centroids"].pop(), "names for"),
+                         (lambda d: d["scaler"]["std"].__setitem__(0, 0.0), "scaler"),
+                         (lambda d: d.pop("rfm_cuts"), "rfm_cuts"),
+                         (lambda d: d["columns"].__setitem__("customer", 5), "columns.customer"),
+                         (lambda d: d.__setitem__("format_version", 1), "format_version")):
+        broken = json.loads(json.dumps(doc))
+        edit(broken)
+        (tmp_path / "m" / "model.json").write_text(json.dumps(broken))
+        with pytest.raises(InputContractError, match=needle):
+            Model.load(tmp_path / "m")
+    (tmp_path / "m" / "model.json").write_text('{"format_version": 2, "centroids": [[1')
+    with pytest.raises(InputContractError, match="cannot be read"):
+        Model.load(tmp_path / "m")
 
 
 def test_rfm_grid_from_config_overrides_the_default(tmp_path, small_data):
     from segmint.engine.config import load_toml
-    from segmint.engine.pipeline import compute_feature_table
 
     cells = "\n".join(f'[[features.rfm_grid]]\nname = "{name}"\nr = {list(rs)}\nf = [1, 2, 3, 4, 5]'
                       for name, rs in (("Recent", (4, 5)), ("Middle", (3,)), ("Old", (1, 2))))
     (tmp_path / "grid.toml").write_text(cells + "\n")
     cfg = load_toml(tmp_path / "grid.toml")
-    table = compute_feature_table([small_data / "transactions"], tmp_path / "f.parquet", cfg)
-    seg = table.select(pl.col("rfm_segment").cast(pl.String), "r_score")
+    compute_feature_table([small_data / "transactions"], tmp_path / "f", cfg)
+    seg = pl.read_parquet(tmp_path / "f" / "features").select(pl.col("rfm_segment").cast(pl.String), "r_score")
     assert set(seg["rfm_segment"]) == {"Recent", "Middle", "Old"}
     assert (seg.filter(pl.col("rfm_segment") == "Recent")["r_score"] >= 4).all()
     (tmp_path / "bad.toml").write_text('[[features.rfm_grid]]\nname = "All"\nr = [1]\nf = [1]\n')
@@ -200,25 +334,24 @@ def test_rfm_grid_from_config_overrides_the_default(tmp_path, small_data):
 
 
 @pytest.mark.parametrize("id_type", [pl.Int64, pl.String])
-def test_order_lines_collapse_and_missing_order_ids_stay_separate(tmp_path, id_type):
-    from segmint.engine.pipeline import compute_feature_table
-
+def test_order_lines_collapse_and_returns_are_not_purchases(tmp_path, id_type):
     df = pl.DataFrame({
-        "customer_id": ["b", "a", "a", "a", "a", "b"] if id_type == pl.String else [2, 1, 1, 1, 1, 2],
-        "ts": ["2024-01-05", "2024-01-01", "2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06"],
-        "amount": [5.0, 10.0, 2.5, -2.5, 7.0, 1.0],
-        "order_id": ["o9", "o1", "o1", "o1", None, None],
+        "customer_id": ["b", "a", "a", "a", "a", "b", "b"] if id_type == pl.String else [2, 1, 1, 1, 1, 2, 2],
+        "ts": ["2024-01-05", "2024-01-01", "2024-01-01", "2024-01-03", "2024-01-04", "2024-01-06", "2024-01-09"],
+        "amount": [5.0, 10.0, 2.5, -2.5, 7.0, 1.0, -3.0],
+        "order_id": ["o9", "o1", "o1", "o1", None, None, "c1"],
     })
     df.write_parquet(tmp_path / "t.parquet")
-    cfg = RunConfig(columns=Columns(time_format="%Y-%m-%d"))
-    t = compute_feature_table([tmp_path / "t.parquet"], tmp_path / "f.parquet", cfg)
+    compute_feature_table([tmp_path / "t.parquet"], tmp_path / "f", RunConfig())
+    t = pl.read_parquet(tmp_path / "f" / "features")
     rows = {r["customer_id"]: r for r in t.iter_rows(named=True)}
     a, b = rows["a" if id_type == pl.String else 1], rows["b" if id_type == pl.String else 2]
     # a: order o1 (three lines, one a later refund) + one line without an order id = 2 orders.
     assert (a["frequency"], a["monetary_total"], a["aov"]) == (2, 17.0, 8.5)
     assert a["refund_share"] == pytest.approx(2.5 / 19.5)
-    assert (b["frequency"], b["monetary_total"]) == (2, 6.0)
-    assert t["customer_id"].to_list() == sorted(t["customer_id"].to_list())
+    # b: two purchases, then a cancellation invoice (c1): not an order, not the last purchase.
+    assert (b["frequency"], b["monetary_total"], b["lt_frequency"]) == (2, 3.0, 1)
+    assert b["recency_days"] == 3.0  # the as-of is the latest valid time: the cancellation's, 2024-01-09
 
 
 def test_features_do_not_depend_on_how_ids_are_spelled(small_data):
@@ -226,11 +359,10 @@ def test_features_do_not_depend_on_how_ids_are_spelled(small_data):
     # ones (spanning int64) and strings take the sorting path. Same customers, same features.
     from segmint.engine.features.table import compute_features
     from segmint.engine.io.clean import clean
-    from segmint.engine.io.scan import read_input
 
+    raw = pl.read_parquet(small_data / "transactions")
     cfg = RunConfig()
-    raw, columns = read_input([small_data / "transactions"], cfg.columns)
-    cleaned = clean(raw, dataclasses.replace(cfg, columns=columns))
+    cleaned = clean(raw, cfg, as_of=None, now=dt.datetime(2026, 11, 1))
     want = compute_features(cleaned.lines, cleaned.as_of, cfg.features).table
     ids = pl.col("customer_id")
     spellings = {"sparse": ids * 10**12 - 5 * 10**18 + ids % 2 * 10**18,
@@ -241,3 +373,18 @@ def test_features_do_not_depend_on_how_ids_are_spelled(small_data):
         got = got.join(mapping, on="customer_id").sort("original").drop("customer_id").rename(
             {"original": "customer_id"}).select(want.columns)
         assert got.equals(want), name
+
+
+def test_a_reject_share_above_the_limit_is_refused(small_data, tmp_path):
+    from segmint.engine.pipeline import validate
+
+    with pytest.raises(InputContractError, match=r"rows \(9\d\.\d%\) were rejected .*after_as_of"):
+        validate([small_data / "transactions"], RunConfig(as_of="2024-07-15"))
+    rep = validate([small_data / "transactions"], RunConfig(as_of="2024-07-15", max_reject_share=1.0))
+    assert rep.rejected["after_as_of"] > 0.9 * rep.rows_in and rep.rejected_amount["after_as_of"] > 0
+
+
+def test_json_outputs_are_strict(small_run):
+    for path in small_run.rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+

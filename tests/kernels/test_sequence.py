@@ -32,10 +32,12 @@ def _random_customers(rng, n):
 EDGE_CASES = [
     [(AS_OF - 5 * DAY_US, 10.0, 0)],                                   # one transaction
     [(AS_OF - DAY_US, 5.0, 1)] * 3,                                    # identical timestamps
-    [(AS_OF - 3 * DAY_US, 20.0, 0), (AS_OF - 2 * DAY_US, -20.0, 0)],   # refund cancels purchase
-    [(AS_OF - 2 * DAY_US, -7.5, -1)],                                  # refund only, unknown channel
+    [(AS_OF - 3 * DAY_US, 20.0, 0), (AS_OF - 2 * DAY_US, -20.0, 0)],   # a later return: not a purchase
+    [(AS_OF - 9 * DAY_US, -4.0, 1), (AS_OF - 8 * DAY_US, 0.0, 1),      # a return first, a zero-amount
+     (AS_OF - 8 * DAY_US, 6.0, 2)],                                    # purchase (kept, as lifetimes does)
     [(AS_OF, 1.0, 2)],                                                 # at the as-of instant
 ]
+RETURNS_ONLY = [(AS_OF - 2 * DAY_US, -7.5, -1)]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -53,7 +55,25 @@ def test_order_features_match_reference(seed):
         row, ref_shares = order_features_ref(g, AS_OF, 3)
         np.testing.assert_allclose(out[c], [row[f] for f in ORDER_FEATURES], rtol=1e-12, atol=1e-9)
         np.testing.assert_allclose(shares[c], ref_shares, rtol=1e-12)
-    assert np.isfinite(out).all()
+        assert np.isfinite(out[c]).all() == any(amount >= 0 for _, amount, _ in g)
+
+
+def test_returns_are_not_purchases():
+    # A return after the last purchase moves neither recency nor frequency; it lowers the total.
+    groups = [[(AS_OF - 10 * DAY_US, 50.0, 0)], [(AS_OF - 10 * DAY_US, 50.0, 0), (AS_OF - DAY_US, -20.0, 1)],
+              RETURNS_ONLY]
+    offsets, flat = _csr(groups)
+    out = np.empty((3, len(ORDER_FEATURES)))
+    shares = np.empty((3, 2))
+    order_features(offsets, np.array([o[0] for o in flat], np.int64), np.array([o[1] for o in flat]),
+                   np.array([o[2] for o in flat], np.int32), AS_OF, out, shares)
+    f = {name: out[:, i] for i, name in enumerate(ORDER_FEATURES)}
+    assert f["frequency"][1] == f["frequency"][0] == 1 and f["lt_frequency"][1] == 0
+    assert f["recency_days"][1] == f["recency_days"][0] == 10.0
+    assert f["monetary_total"][1] == 30.0 and f["aov"][1] == 30.0
+    assert shares[1].tolist() == [1.0, 0.0]
+    # No purchase at all: NaN features (cleaning quarantines such customers first).
+    assert f["monetary_total"][2] == -7.5 and np.isnan(f["frequency"][2])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -79,3 +99,19 @@ def test_empty_customer_set_is_a_no_op():
                    AS_OF, out, np.empty((0, 0)))
     line_features(np.zeros(1, np.int64), np.empty(0), np.empty(0, np.int32), 0, np.empty((0, 3)))
     assert out.shape == (0, len(ORDER_FEATURES))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sort_within_matches_a_lexsort_per_range(seed):
+    from segmint.kernels.sequence import sort_within
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0, 1, 2, 7, 50], 200)
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    key = rng.integers(0, 5, offsets[-1])      # many equal keys
+    tie = rng.integers(0, 3, offsets[-1])      # and equal (key, tie) pairs
+    out = np.empty(offsets[-1], np.int64)
+    sort_within(offsets, key, tie, out)
+    for lo, hi in zip(offsets[:-1], offsets[1:]):
+        want = lo + np.lexsort((np.arange(hi - lo), tie[lo:hi], key[lo:hi]))
+        assert out[lo:hi].tolist() == want.tolist()

@@ -1,0 +1,103 @@
+"""The data contract of each input table, checked once before any work.
+
+Violations raise ``InputContractError`` (exit 3) with one line that names the
+column and the fix; a text time column in a form segmint will not guess raises
+``ConfigError`` (exit 2) naming the ``--time-format`` to give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from segmint.engine.config import Columns, CustomerSource, EventSource
+from segmint.engine.errors import InputContractError
+from segmint.engine.io.ids import canonical_id_type, check_customer_type
+from segmint.engine.io.sources import Source, read_chunk, resolve
+from segmint.engine.io.times import EPOCH_FORMATS, check_text_times
+
+__all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
+
+# Roles that are used when their column exists; an absent column under its
+# default name simply unmaps the role (the features that need it are skipped).
+OPTIONAL_ROLES = ("order", "channel", "category")
+_FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amount-col",
+          "quantity": "--quantity-col", "price": "--price-col", "order": "--order-col",
+          "channel": "--channel-col", "category": "--category-col"}
+# Rows of the first chunk whose text times are checked for an ISO form.
+_TIME_SAMPLE = 2_000
+
+
+def transactions(inputs: Sequence[str | Path], columns: Columns) -> tuple[Source, Columns]:
+    """The transactions source and the mapping resolved against it (absent default-named
+    optional roles unmapped)."""
+    probe, schema = resolve(inputs, {columns.customer: _FLAGS["customer"]}, "transactions")
+    defaults = Columns()
+    columns = dataclasses.replace(columns, **{
+        role: None for role in OPTIONAL_ROLES
+        if getattr(columns, role) == getattr(defaults, role) and getattr(columns, role) not in schema})
+    wanted = {}
+    for role, flag in _FLAGS.items():
+        name = getattr(columns, role)
+        if name is not None:
+            wanted.setdefault(name, flag)
+    source, _ = resolve(probe.paths, wanted, "transactions")
+    where = source.chunks[0].path
+    check_customer_type(source.schema[columns.customer], columns.customer, where)
+    _check_time(source, columns.time, columns.time_format, "--time-format")
+    for role in ("amount", "quantity", "price"):
+        name = getattr(columns, role)
+        if name is not None and not (source.schema[name].is_numeric() or source.csv):
+            msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs a number; "
+                   f"cast it or map another column")
+            raise InputContractError(msg)
+    return source, columns
+
+
+def events(src: EventSource) -> Source:
+    source, _ = resolve(src.paths, src.columns(), "the events input")
+    check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
+    _check_time(source, src.time, src.time_format, "--event-time-format")
+    return source
+
+
+def customers(src: CustomerSource) -> Source:
+    wanted = {src.customer: "--customers-id-col", **{a: "--customer-attrs" for a in src.attributes}}
+    source, _ = resolve(src.paths, wanted, "the customers table")
+    check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
+    return source
+
+
+def check_same_ids(tx: Source, tx_col: str, other: Source, other_col: str, flag: str) -> None:
+    """Ids of a side table must have the transactions' canonical type, or nothing would join."""
+    want, got = canonical_id_type(tx.schema[tx_col]), canonical_id_type(other.schema[other_col])
+    if want != got:
+        msg = (f"{other.label} has {got} customer ids but the transactions have {want}; "
+               f"map id columns of the same type ({flag})")
+        raise InputContractError(msg)
+
+
+def _check_time(source: Source, name: str, fmt: str | None, flag: str) -> None:
+    dtype = source.schema[name]
+    where = source.chunks[0].path
+    if dtype.is_integer() and fmt is None:
+        msg = (f"column {name!r} is {dtype}, not a datetime; give {flag} (e.g. %Y%m%d, or epoch_s for "
+               f"Unix seconds) to parse it, or convert it")
+        raise InputContractError(msg)
+    if not (dtype.is_integer() or dtype == pl.String or isinstance(dtype, pl.Datetime | pl.Date)):
+        msg = (f"column {name!r} in {where} is {dtype}; segmint needs a datetime, date, or string with a "
+               f"time format; cast it or map another column")
+        raise InputContractError(msg)
+    if dtype == pl.String and fmt is None:
+        first = source.chunks[0]
+        head = read_chunk(dataclasses.replace(source, columns=(name,)),
+                          dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
+        check_text_times(head[name].to_list(), name, flag)
+    if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
+        from segmint.engine.errors import ConfigError
+
+        msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
+        raise ConfigError(msg)

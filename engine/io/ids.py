@@ -1,0 +1,57 @@
+"""Customer ids in canonical form: Int64, UInt64 (ids beyond int64) or String.
+
+Integer ids keep their value; text ids (CSV cells always: ``007`` and ``7`` are two
+customers) keep their text; categorical ids become their text. Float ids, common
+after a round trip through pandas, are accepted when every one is integral (they
+become Int64); a fractional id is a contract violation, never rounded. NaN is a
+missing id.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from segmint.engine.errors import InputContractError
+
+__all__ = ["customer_expr", "check_customer_type", "check_integral_ids", "canonical_id_type"]
+
+
+def canonical_id_type(dtype: pl.DataType) -> pl.DataType:
+    """The type a customer column of ``dtype`` has once canonical."""
+    if dtype == pl.UInt64:
+        return pl.UInt64
+    if dtype.is_integer() or dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return pl.Int64
+    return pl.String
+
+
+def customer_expr(schema: pl.Schema, name: str) -> pl.Expr:
+    """The canonical id of column ``name`` (null where missing); run ``check_integral_ids`` first for floats."""
+    dtype = schema[name]
+    col = pl.col(name)
+    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+        col = col.cast(pl.Float64)
+        return pl.when(col.is_nan()).then(None).otherwise(col).cast(pl.Int64, strict=False)
+    return col.cast(canonical_id_type(dtype))
+
+
+def check_customer_type(dtype: pl.DataType, name: str, path: str) -> None:
+    """Contract: integer, float (integral values), string or categorical ids."""
+    if not (dtype.is_numeric() or dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)):
+        msg = (f"column {name!r} in {path} is {dtype}; segmint needs an integer or string customer id; "
+               f"cast it or map another column")
+        raise InputContractError(msg)
+
+
+def check_integral_ids(frame: pl.DataFrame, name: str) -> None:
+    """Float ids must all be integral and within int64; otherwise stop (exit 3) with an example."""
+    dtype = frame.schema[name]
+    if not (dtype.is_float() or isinstance(dtype, pl.Decimal)):
+        return
+    col = pl.col(name).cast(pl.Float64)
+    bad = frame.filter(col.is_not_null() & ~col.is_nan()
+                       & ((col != col.floor()) | (col.abs() >= 2.0**63)))[name]
+    if bad.len():
+        msg = (f"customer id column {name!r} is {dtype} and {bad.len()} ids are not whole numbers "
+               f"(e.g. {bad[0]}); ids are never rounded: fix the column or map a text id")
+        raise InputContractError(msg)

@@ -1,0 +1,184 @@
+"""Inputs resolved once: files, their mapped columns and types, and chunks of bounded size.
+
+An input is Parquet or CSV: a file, a directory (read recursively; hidden and
+``_``-prefixed files and folders are skipped, as Spark and Hive readers do, so
+``_SUCCESS``, ``.crc`` and ``_temporary`` are ignored), or a glob; several may be
+given. Only the mapped columns are read. CSV cells are read as text and parsed by
+segmint (ids stay text: ``007`` and ``7`` are two customers; an amount that is not a
+number is quarantined, not fatal). A chunk is a run of rows of one file, sized so
+that reading it fits the memory budget; Parquet chunks follow row groups.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from segmint.engine.errors import InputContractError
+
+__all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "first_line"]
+
+_PARQUET = (".parquet", ".pq", ".parq")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    path: str
+    offset: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input table: what is read, from where, in which chunks."""
+
+    label: str                      # "transactions", "the events input", ...
+    paths: tuple[str, ...]          # as given
+    csv: bool
+    columns: tuple[str, ...]        # the source columns read, in order
+    schema: dict[str, pl.DataType]  # their types as read
+    chunks: tuple[Chunk, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+
+def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str) -> tuple[Source, pl.Schema]:
+    """Expand ``inputs``, check that every ``wanted`` column (name -> the flag that maps it)
+    exists in every file, and return the source with its full first-file schema."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if not inputs:
+        msg = f"no input given for {label}; pass one or more Parquet/CSV files, directories or globs"
+        raise InputContractError(msg)
+    files = [f for p in inputs for f in _expand(str(p))]
+    csv = [f.lower().endswith(".csv") for f in files]
+    if any(csv) and not all(csv):
+        msg = f"{label} mixes CSV and Parquet files; give one format per input table"
+        raise InputContractError(msg)
+    schemas = [_schema(f, all(csv)) for f in files]
+    for f, schema in zip(files, schemas, strict=True):
+        for name, flag in wanted.items():
+            if name not in schema:
+                msg = (f"column {name!r} ({flag}) not found in {f}; available: {', '.join(schema.names())}; "
+                       f"map the right column with {flag}")
+                raise InputContractError(msg)
+        if (changed := [n for n in wanted if schema[n] != schemas[0][n]]):
+            msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[0][changed[0]]} in "
+                   f"{files[0]}; give files of one schema")
+            raise InputContractError(msg)
+    columns = tuple(wanted)
+    source = Source(label=label, paths=tuple(map(str, inputs)), csv=all(csv), columns=columns,
+                    schema={n: schemas[0][n] for n in columns}, chunks=tuple(_file_chunk(f, all(csv)) for f in files))
+    if source.rows == 0:
+        msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
+        raise InputContractError(msg)
+    return source, schemas[0]
+
+
+def split(source: Source, max_rows: int) -> Source:
+    """The same source in chunks of at most ``max_rows`` rows (Parquet: whole row groups where they fit)."""
+    chunks = []
+    for whole in source.chunks:
+        bounds = _row_groups(whole.path) if not source.csv else [whole.rows]
+        start = 0
+        run = 0
+        for size in bounds:
+            if run and run + size > max_rows:
+                chunks.append(Chunk(whole.path, start, run))
+                start, run = start + run, 0
+            run += size
+            while run > max_rows:
+                chunks.append(Chunk(whole.path, start, max_rows))
+                start, run = start + max_rows, run - max_rows
+        if run:
+            chunks.append(Chunk(whole.path, start, run))
+    return Source(source.label, source.paths, source.csv, source.columns, source.schema, tuple(chunks))
+
+
+def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
+    """The mapped columns of one chunk, as read (CSV cells as text)."""
+    try:
+        return _scan(chunk.path, source.csv).select(*source.columns).slice(chunk.offset, chunk.rows).collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read {chunk.path}: {first_line(exc)}"
+        raise InputContractError(msg) from None
+
+
+def read_chunks(source: Source, chunks: Sequence[Chunk]) -> pl.DataFrame:
+    """Several chunks, in order, as one frame."""
+    frames = [read_chunk(source, c) for c in chunks]
+    return pl.concat(frames, rechunk=False) if frames else source.empty()
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _expand(path: str) -> list[str]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p)))
+    elif any(ch in path for ch in "*?["):
+        files = sorted(f for f in globlib.glob(path, recursive=True)
+                       if Path(f).is_file() and _is_data(Path(Path(f).name)))
+    else:
+        files = [path] if p.is_file() else []
+    if not files:
+        msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
+        raise InputContractError(msg)
+    return files
+
+
+def _is_data(relative: Path) -> bool:
+    """Not hidden or ``_``-prefixed anywhere in the path; Parquet, CSV, or (Hive) no extension."""
+    if any(part.startswith((".", "_")) for part in relative.parts):
+        return False
+    suffix = relative.suffix.lower()
+    return suffix in (*_PARQUET, ".csv") or suffix == ""
+
+
+def _scan(path: str, csv: bool) -> pl.LazyFrame:
+    if csv:
+        return pl.scan_csv(path, infer_schema=False)
+    return pl.scan_parquet(path)
+
+
+def _schema(path: str, csv: bool) -> pl.Schema:
+    try:
+        return _scan(path, csv).collect_schema()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read {path}: {first_line(exc)}"
+        raise InputContractError(msg) from None
+
+
+def _rows(path: str, csv: bool) -> int:
+    try:
+        return int(_scan(path, csv).select(pl.len()).collect().item())
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read {path}: {first_line(exc)}"
+        raise InputContractError(msg) from None
+
+
+def _file_chunk(path: str, csv: bool) -> Chunk:
+    return Chunk(path, 0, _rows(path, csv))
+
+
+def _row_groups(path: str) -> list[int]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError) as exc:
+        msg = f"cannot read {path}: {first_line(exc)}"
+        raise InputContractError(msg) from None
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]

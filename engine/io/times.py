@@ -1,0 +1,107 @@
+"""Timestamps: what segmint accepts without being told, and how it reads what it is told.
+
+Without ``--time-format``, a text time must be ISO 8601: ``YYYY-MM-DD``, optionally
+followed by ``T`` or a space and ``HH:MM[:SS[.fraction]]``, optionally followed by ``Z``
+or a UTC offset (``+02:00``, ``+0200``, ``+02``). Offsets are converted to UTC; times
+without one are taken as UTC. Anything else (``12/1/2010 8:26``: December 1st or
+January 12th?) is never guessed: ``check_text_times`` stops the run and names the
+format to pass. Datetime columns with a time zone are converted to UTC; date
+columns mean midnight UTC. Integer columns need a format: an strftime pattern such
+as ``%Y%m%d``, or ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import polars as pl
+
+from segmint.engine.errors import ConfigError
+
+__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_text_times", "suggest_format"]
+
+EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
+
+_ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
+        r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
+_ISO_RE = re.compile(_ISO)
+_SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
+
+
+def timestamp_expr(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
+    """Expression giving naive-UTC Datetime("us") for column ``name``; null where it does not parse."""
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        return col.cast(pl.Datetime("us"))
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us"))
+    if fmt in EPOCH_FORMATS:
+        number = col.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False) if not dtype.is_integer() \
+            else col.cast(pl.Int64)
+        return pl.from_epoch(number, time_unit=EPOCH_FORMATS[fmt]).cast(pl.Datetime("us"))
+    text = col.cast(pl.String).str.strip_chars()
+    if fmt is None:
+        return _iso(text)
+    parsed = text.str.to_datetime(fmt, strict=False, time_unit="us")
+    if _has_zone(fmt):
+        parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return parsed
+
+
+def check_text_times(values: Sequence[str | None], column: str, flag: str) -> None:
+    """Refuse a text time column whose sampled values are mostly not ISO 8601, naming the format to give."""
+    sample = [v.strip() for v in values if v is not None and v.strip()]
+    foreign = [v for v in sample if not _ISO_RE.match(v)]
+    if not foreign or len(foreign) * 2 < len(sample):
+        return
+    hint = suggest_format(foreign)
+    msg = (f"column {column!r} holds times like {foreign[0]!r} and {foreign[-1]!r} that are not ISO 8601 "
+           f"(YYYY-MM-DD[ HH:MM[:SS]][+HH:MM]); segmint never guesses day and month order: {hint}")
+    raise ConfigError(msg.replace("--time-format", flag))
+
+
+def suggest_format(values: Sequence[str]) -> str:
+    """What to pass as ``--time-format`` for these values (as a sentence)."""
+    slash = [m for v in values if (m := _SLASH_RE.match(v))]
+    if slash and len(slash) == len(values):
+        sep = values[0][len(slash[0].group(1))]
+        year = "%Y" if len(slash[0].group(3)) == 4 else "%y"
+        clock = (" %H:%M" + (":%S" if slash[0].group(5) else "")) if slash[0].group(4) else ""
+        day_first = f"%d{sep}%m{sep}{year}{clock}"
+        month_first = f"%m{sep}%d{sep}{year}{clock}"
+        if any(int(m.group(1)) > 12 for m in slash):
+            return f"the first field goes above 12, so the day comes first: give --time-format '{day_first}'"
+        if any(int(m.group(2)) > 12 for m in slash):
+            return f"the second field goes above 12, so the month comes first: give --time-format '{month_first}'"
+        return (f"give --time-format '{month_first}' if the month comes first (US) "
+                f"or '{day_first}' if the day comes first")
+    if all(v.isdigit() and len(v) == 8 for v in values):
+        return "give --time-format '%Y%m%d'"
+    if all(v.lstrip("-").isdigit() for v in values):
+        return "for Unix times give --time-format epoch_s (or epoch_ms, epoch_us, epoch_ns)"
+    return "give --time-format with the strftime pattern of these values (e.g. '%d %b %Y %H:%M')"
+
+
+def _iso(text: pl.Expr) -> pl.Expr:
+    parts = text.str.extract_groups(_ISO)
+    date, clock, seconds, fraction, zone = (parts.struct.field(str(i)) for i in range(1, 6))
+    micros = fraction.str.slice(0, 6).str.pad_end(6, "0")
+    canonical = pl.concat_str(date, pl.lit("T"), clock.fill_null("00:00"), pl.lit(":"), seconds.fill_null("00"),
+                              pl.lit("."), micros.fill_null("000000"))
+    local = canonical.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    return local - pl.duration(minutes=_offset_minutes(zone).fill_null(0))
+
+
+def _offset_minutes(zone: pl.Expr) -> pl.Expr:
+    digits = zone.str.replace_all(":", "")
+    sign = pl.when(digits.str.starts_with("-")).then(-1).otherwise(1)
+    hours = digits.str.slice(1, 2).cast(pl.Int64, strict=False)
+    minutes = digits.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0)
+    return pl.when(zone.str.to_uppercase() == "Z").then(0).otherwise(sign * (hours * 60 + minutes))
+
+
+def _has_zone(fmt: str) -> bool:
+    return any(z in fmt for z in ("%z", "%:z", "%#z", "%Z"))

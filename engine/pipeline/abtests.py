@@ -1,0 +1,49 @@
+"""``abtest split`` and ``abtest evaluate``: read a run's assignments or outcomes, write groups or lifts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from segmint.engine.analytics.abtest import evaluate, split_groups
+from segmint.engine.errors import InputContractError
+from segmint.engine.io.sink import check_writable, staged_dir, staged_file, write_json
+from segmint.engine.io.sources import first_line
+
+__all__ = ["abtest_split", "abtest_evaluate"]
+
+
+def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: str,
+                 overwrite: bool = False) -> pl.DataFrame:
+    """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run."""
+    check_writable(out, overwrite=overwrite)
+    groups = split_groups(_read_table(Path(run_dir) / "assignments", "run assignments"), ratio, salt)
+    with staged_file(out, overwrite=overwrite) as tmp:
+        groups.write_parquet(tmp)
+    return groups
+
+
+def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Path, *,
+                    cost_per_contact: float, overwrite: bool = False) -> pl.DataFrame:
+    """Write ``out/abtest.parquet`` and ``out/abtest.json``: per-segment and overall lift.
+    Measures that are undefined (no holdout, no variance) are null, never NaN."""
+    check_writable(out, overwrite=overwrite)
+    result = evaluate(_read_table(assignments, "assignments"), _read_table(outcomes, "outcomes"), cost_per_contact)
+    result = result.with_columns(pl.col(c).replace([float("inf"), float("-inf")], None).fill_nan(None)
+                                 for c, t in result.schema.items() if t.is_float())
+    with staged_dir(out, overwrite=overwrite) as stage:
+        result.write_parquet(stage / "abtest.parquet")
+        write_json(stage / "abtest.json", result.to_dicts())
+    return result
+
+
+def _read_table(path: str | Path, what: str) -> pl.DataFrame:
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".csv":
+            return pl.read_csv(path, schema_overrides={"customer_id": pl.String})
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read the {what} file {path}: {first_line(exc)}"
+        raise InputContractError(msg) from None

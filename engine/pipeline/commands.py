@@ -1,0 +1,395 @@
+"""Every command as one staged pipeline: plan -> partition -> map -> global fits -> score -> commit.
+
+The in-memory case is the one-bucket case of the same code: no partition pass, and
+the map reads the input itself. Per-chunk and per-bucket stages run through an
+executor (engine.pipeline.executor); the fits run here, on gathered samples.
+
+=========  ==================================================================
+command    stages
+=========  ==================================================================
+run        plan, partition, map, fit (RFM, CLV), cluster, score, profile, commit
+assign     plan, partition, map, score, profile, commit (the model is the fit)
+features   plan, partition, map, fit (RFM cut points), score, commit
+clv        plan, partition, map, fit (CLV), score, commit
+cohorts    plan, partition, map (cohort partials), commit
+validate   plan, partition, map (cleaning only); writes nothing
+=========  ==================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import polars as pl
+
+from segmint.engine import exact
+from segmint.engine.analytics.attributes import segment_mix
+from segmint.engine.analytics.clv import ClvParams
+from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
+from segmint.engine.cluster.device import backend_for, resolve_device
+from segmint.engine.config import RunConfig, config_hash, to_dict
+from segmint.engine.errors import InputContractError
+from segmint.engine.features.rfm import fit_rfm_cuts
+from segmint.engine.features.table import top_channels
+from segmint.engine.io.clean import REASONS, RowStats
+from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, work_dir, write_json
+from segmint.engine.model import Model, versions
+from segmint.engine.pipeline import fit
+from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
+from segmint.engine.pipeline.executor import Executor, resolve_executor
+from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
+from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
+from segmint.engine.pipeline.score import ScoreJob, Scoring, score_bucket, score_table
+from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles
+from segmint.engine.progress import Progress, StageClock, peak_rss_mb
+
+__all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
+           "compute_cohorts", "validate"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path | None
+    summary: pl.DataFrame | None     # one row per segment (run, assign)
+    manifest: dict[str, Any]         # the content of run.json
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    rows_in: int
+    rows_used: int
+    rejected: dict[str, int]
+    rejected_amount: dict[str, float]
+    repeats_on_mapped_columns: int
+    customers: int
+    first_ts: dt.datetime | None
+    last_ts: dt.datetime | None
+    as_of: dt.datetime
+
+
+def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress: Progress | None = None, *,
+        executor: Executor | str | None = None) -> RunResult:
+    """Segment the customers in ``inputs`` and write the run directory ``out`` (atomically)."""
+    with _session("run", inputs, out, cfg, progress, executor) as s:
+        device = resolve_device(cfg.cluster.device)
+        mapped, counts = _map(s, "features")
+        plan, cfg = s.plan, s.plan.cfg
+        buckets = [r.bucket for r in mapped if r.has_customers]
+        channels = mapped[0].channels or ()
+        with s.clock.stage("fit") as info:
+            fit.check_fit_memory(plan, counts.customers, 40 + len(channels))
+            sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            cuts = fit_rfm_cuts(sample)
+            clv, clv_report = fit.fit_clv_reported(sample, cfg.clv, counts.customers)
+            info.update(fitted_on=sample.height, clv="fitted" if clv else "skipped")
+            del sample
+        with s.clock.stage("cluster") as info:
+            profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
+            prepared = score_table(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
+            seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device))
+            scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device)
+            info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
+        kpis, mix = _score(s, scoring, buckets, "assignments")
+        with s.clock.stage("profile"):
+            profiles = build_profiles(score_table(profile_sample, scoring).drop(HASH), kpis)
+            del profile_sample, prepared
+        model = Model(columns=cfg.columns, features=cfg.features, channels=tuple(channels), rfm_cuts=cuts,
+                      scaler=seg.scaler, centroids=seg.centroids, names=tuple(profiles["name"]), clv=clv,
+                      clv_config=cfg.clv if clv else None,
+                      provenance={"as_of": mapped[0].as_of.isoformat(), "config_hash": config_hash(cfg),
+                                  "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
+                                  "run_id": plan.run_id})
+        inertia = exact.total([kpis.inertia])
+        manifest = _manifest(s, mapped[0].as_of, counts) | {
+            "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
+            "clustering": fit.clustering_report(seg, cfg.cluster, device, inertia, counts.customers),
+            "profiles_note": _profiles_note(cfg, counts.customers),
+        }
+        files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
+        return _finish_run(s, profiles, model, manifest, files)
+
+
+def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                     progress: Progress | None = None, *, executor: Executor | str | None = None) -> RunResult:
+    """Score the customers in ``inputs`` with a saved model; same layout as ``run``, without a model.
+
+    The model fixes the column mapping, feature settings, channel vocabulary, RFM cut
+    points, CLV parameters, scaler and centroids; ``cfg`` supplies the as-of, dedupe,
+    pseudonymisation, overwrite, device, executor and the memory budget.
+    """
+    model = Model.load(model_dir)
+    cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features, events=None, customers=None)
+    with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
+        device = resolve_device(cfg.cluster.device)
+        mapped, counts = _map(s, "features", channels=model.channels)
+        buckets = [r.bucket for r in mapped if r.has_customers]
+        scoring = Scoring(model.features, model.rfm_cuts, model.clv, model.clv_config, model.scaler,
+                          model.centroids, device)
+        kpis, _ = _score(s, scoring, buckets, "assignments")
+        with s.clock.stage("profile"):
+            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.profile_customers)
+            profiles = build_profiles(score_table(sample, scoring).drop(HASH), kpis)
+            # Scored customers keep the training names of their segments.
+            profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))
+        manifest = _manifest(s, mapped[0].as_of, counts) | {
+            "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
+            "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
+                           "features": list(model.scaler.features)},
+            "profiles_note": _profiles_note(cfg, counts.customers),
+        }
+        return _finish_run(s, profiles, None, manifest, {})
+
+
+def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                          progress: Progress | None = None, *, executor: Executor | str | None = None) -> RunResult:
+    """Write the per-customer feature table to ``out/features/`` (a Parquet dataset), with rejects and run.json."""
+    with _session("features", inputs, out, cfg, progress, executor) as s:
+        mapped, counts = _map(s, "features")
+        buckets = [r.bucket for r in mapped if r.has_customers]
+        with s.clock.stage("fit") as info:
+            fit.check_fit_memory(s.plan, counts.customers, 0)
+            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            cuts = fit_rfm_cuts(sample)
+            info["fitted_on"] = sample.height
+        _score(s, Scoring(s.plan.cfg.features, cuts), buckets, "features")
+        manifest = _manifest(s, mapped[0].as_of, counts) | {"rfm_cuts": cuts.to_dict(),
+                                                              "channels": list(mapped[0].channels or ())}
+        return _commit(s, manifest)
+
+
+def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                progress: Progress | None = None, *, executor: Executor | str | None = None) -> ClvParams:
+    """Fit BG/NBD + Gamma-Gamma; write ``out/clv_params.json`` and ``out/clv/`` (per customer)."""
+    with _session("clv", inputs, out, cfg, progress, executor) as s:
+        mapped, counts = _map(s, "features")
+        buckets = [r.bucket for r in mapped if r.has_customers]
+        clv_cfg = dataclasses.replace(cfg.clv, enabled=True)
+        with s.clock.stage("fit") as info:
+            fit.check_fit_memory(s.plan, counts.customers, 0)
+            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            cuts = fit_rfm_cuts(sample)
+            params, report = fit.fit_clv_reported(sample, clv_cfg, counts.customers)
+            if params is None:
+                raise InputContractError(report["skipped"])
+            info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
+        _score(s, Scoring(s.plan.cfg.features, cuts, params, clv_cfg), buckets, "clv")
+        as_of = mapped[0].as_of
+        write_json(Path(s.stage) / "clv_params.json", params.to_dict() | {
+            "as_of": as_of.isoformat(), "horizon": clv_cfg.horizon_units, "discount_rate": clv_cfg.discount_rate,
+            "fitted_on": report["fitted_on"]})
+        _commit(s, _manifest(s, as_of, counts) | {"clv": report})
+        return params
+
+
+def compute_cohorts(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
+                    progress: Progress | None = None, *, executor: Executor | str | None = None) -> pl.DataFrame:
+    """Write ``out/cohorts.parquet`` (long) and ``out/retention_pivot.parquet``; returns the long table."""
+    with _session("cohorts", inputs, out, cfg, progress, executor) as s:
+        mapped, counts = _map(s, "cohorts")
+        with s.clock.stage("cohorts") as info:
+            partials = CohortPartials()
+            for r in mapped:
+                partials.add(r.cohorts)
+            table = cohort_table(partials, mapped[0].as_of)
+            table.write_parquet(Path(s.stage) / "cohorts.parquet")
+            retention_pivot(table).write_parquet(Path(s.stage) / "retention_pivot.parquet")
+            info["cohorts"] = len(partials.sizes)
+        _commit(s, _manifest(s, mapped[0].as_of, counts) | {"cohorts": len(partials.sizes)})
+        return table
+
+
+def validate(inputs: Sequence[str | Path], cfg: RunConfig, progress: Progress | None = None, *,
+             executor: Executor | str | None = None) -> ValidationReport:
+    """Check the contract and count data-quality issues; writes nothing."""
+    with _session("validate", inputs, None, cfg, progress, executor) as s:
+        mapped, c = _map(s, "clean")
+        return ValidationReport(
+            rows_in=c.rows_in, rows_used=c.rows_used, rejected=c.rejected,
+            rejected_amount={r: exact.total([p]) for r, p in c.rejected_amount.items()},
+            repeats_on_mapped_columns=c.repeats, customers=c.customers, first_ts=c.first_ts, last_ts=c.last_ts,
+            as_of=mapped[0].as_of)
+
+
+@dataclass
+class _Session:
+    command: str
+    plan: Plan
+    clock: StageClock
+    executor: Executor
+    stage: str | None       # the output staging folder
+    started: dt.datetime
+    out: Path | None
+
+
+@contextlib.contextmanager
+def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None, cfg: RunConfig,
+             progress: Progress | None, executor: Executor | str | None, *,
+             model_dir: str | Path | None = None) -> Iterator[_Session]:
+    """Output and input checks, staging and work folders (removed on any exit), the plan, the executor."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    clock = StageClock(progress)
+    with contextlib.ExitStack() as stack:
+        with clock.stage("plan") as info:
+            if out is not None:
+                check_writable(out, overwrite=cfg.overwrite)
+                check_not_inside(out, _input_paths(inputs, cfg, model_dir))
+            started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+            run_id = new_run_id(started)
+            stage = stack.enter_context(staged_dir(out, overwrite=cfg.overwrite, run_id=run_id)) if out else None
+            base = Path(cfg.work_dir) / "segmint" if cfg.work_dir else (
+                Path(out) if out is not None else Path(tempfile.gettempdir()) / "segmint")
+            base.parent.mkdir(parents=True, exist_ok=True)
+            work = stack.enter_context(work_dir(base, run_id))
+            plan = make_plan(command, inputs, cfg, work=work, run_id=run_id, started=started)
+            info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
+        runner = resolve_executor(cfg.executor if executor is None else executor)
+        stack.callback(runner.close)
+        yield _Session(command, plan, clock, runner, str(stage) if stage else None, plan.started_at,
+                       Path(out) if out is not None else None)
+
+
+def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tuple[list[BucketResult], Counts]:
+    """Partition (several buckets), then map every bucket; checks the reject share."""
+    plan = s.plan
+    as_of, vocabulary = plan.fixed_as_of, tuple(channels) if channels is not None else None
+    with s.clock.stage("partition") as info:
+        info["buckets"] = plan.buckets
+        if plan.buckets > 1:
+            jobs = [PartitionJob(plan, role, i) for role in plan.roles() for i in range(len(plan.source(role).chunks))]
+            stats = [st for st in s.executor.map(partition_chunk, jobs, tick=s.clock.tick) if st is not None]
+            merged = RowStats.merge(stats)
+            as_of = as_of or merged.latest or plan.now
+            if vocabulary is None:
+                vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
+            info["chunks"] = len(jobs)
+    with s.clock.stage("map") as info:
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.stage) for b in range(plan.buckets)]
+        mapped = s.executor.map(map_bucket, jobs, tick=s.clock.tick)
+        counts = Counts()
+        for r in mapped:
+            counts.add(r.counts)
+        info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers)
+    _check_rejects(counts, plan.cfg.max_reject_share)
+    return mapped, counts
+
+
+def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str) -> tuple[KpiPartials, dict]:
+    with s.clock.stage("score") as info:
+        jobs = [ScoreJob(s.plan, b, scoring, output, s.stage) for b in buckets]
+        results = s.executor.map(score_bucket, jobs, tick=s.clock.tick)
+        kpis = KpiPartials(k=scoring.k, customers=[0] * scoring.k, orders=[0] * scoring.k,
+                           repurchasers=[0] * scoring.k,
+                           status={st: [0] * scoring.k for st in ("new", "active", "at_risk", "lapsed")},
+                           revenue=[[] for _ in range(scoring.k)],
+                           clv=[[] for _ in range(scoring.k)] if scoring.clv is not None else None)
+        mix: dict = {}
+        for r in results:
+            if r.kpis is not None:
+                kpis.add(r.kpis)
+            for key, n in r.mix.items():
+                mix[key] = mix.get(key, 0) + n
+        info["buckets"] = len(buckets)
+    return kpis, mix
+
+
+def _check_rejects(c: Counts, limit: float) -> None:
+    reasons = ", ".join(f"{r}: {n:,}" for r, n in c.rejected.items() if n)
+    if c.rows_used == 0:
+        msg = f"no usable rows: all {c.rows_in:,} rows were rejected ({reasons}); check the column mapping"
+        raise InputContractError(msg)
+    share = 1 - c.rows_used / c.rows_in
+    if share > limit:
+        msg = (f"{c.rows_in - c.rows_used:,} of {c.rows_in:,} rows ({share:.1%}) were rejected ({reasons}), above "
+               f"--max-reject-share {limit:g}; check the mapping, --as-of and --time-format, or raise the share")
+        raise InputContractError(msg)
+
+
+def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
+    """The part of run.json every command writes; the commit adds the stages and end time."""
+    plan, cfg = s.plan, s.plan.cfg
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": plan.run_id,
+        "command": s.command,
+        "status": "succeeded",
+        "started_at": s.started.isoformat(),
+        "inputs": list(plan.inputs),
+        "columns": dataclasses.asdict(cfg.columns),
+        "as_of": as_of.isoformat(),
+        "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
+                 "rejected_by_reason": c.rejected,
+                 "rejected_amount_by_reason": {r: exact.total([c.rejected_amount[r]]) for r in REASONS},
+                 "repeats_on_mapped_columns": c.repeats},
+        "customers": c.customers,
+        "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
+        "buckets": plan.buckets,
+        "memory": {"limit_bytes": plan.memory_limit, "peak_rss_mb": None},
+        "executor": s.executor.name,
+        "seed": cfg.cluster.seed,
+        "threads": numba.get_num_threads(),
+        "versions": versions(),
+        "config_hash": config_hash(cfg),
+        "config": to_dict(cfg),
+    }
+    if plan.events is not None:
+        doc["events"] = {"rows": {"in": c.events_in, "used": c.events_used, "rejected": c.events_in - c.events_used,
+                                  "rejected_by_reason": c.events_rejected},
+                         "funnel": dict(sorted(c.funnel.items()))}
+    if plan.customers is not None:
+        doc["customers_table"] = {"attributes": list(cfg.customers.attributes),
+                                  "without_a_row": c.without_customer_row}
+    return doc
+
+
+def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manifest: dict[str, Any],
+                files: dict[str, pl.DataFrame]) -> RunResult:
+    stage = Path(s.stage)
+    profiles.write_parquet(stage / "profiles.parquet")
+    write_json(stage / "profiles.json", profiles.to_dicts())
+    if model is not None:
+        model.save(stage / "model")
+    for name, frame in files.items():
+        frame.write_parquet(stage / name)
+    summary = profiles.select("segment", "name", "customers", "share", "revenue_share",
+                              *[f"{f}_mean" for f in SUMMARY_FEATURES],
+                              *(["clv_total"] if "clv_total" in profiles.columns else []))
+    return dataclasses.replace(_commit(s, manifest), summary=summary)
+
+
+def _commit(s: _Session, manifest: dict[str, Any]) -> RunResult:
+    """run.json (with every stage so far); the session's exit writes the manifest and _SUCCESS and
+    renames the staging folder into place."""
+    manifest["stages"] = s.clock.stages
+    manifest["memory"]["peak_rss_mb"] = peak_rss_mb()
+    manifest["ended_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    manifest["seconds"] = round((dt.datetime.now(dt.timezone.utc) - s.started).total_seconds(), 3)
+    write_json(Path(s.stage) / "run.json", manifest)
+    return RunResult(s.out, None, manifest)
+
+
+def _input_paths(inputs: Sequence[str | Path], cfg: RunConfig, model_dir: str | Path | None) -> dict[str, list[str]]:
+    paths = {"inputs": [str(p) for p in inputs]}
+    if cfg.events is not None:
+        paths["--events"] = list(cfg.events.paths)
+    if cfg.customers is not None:
+        paths["--customers"] = list(cfg.customers.paths)
+    if model_dir is not None:
+        paths["the model"] = [str(model_dir)]
+    return paths
+
+
+def _profiles_note(cfg: RunConfig, customers: int) -> str:
+    n = min(customers, cfg.sampling.profile_customers)
+    if n == customers:
+        return "every statistic over every customer"
+    return (f"per-feature statistics (mean, median, std, p10, p90, z-lift) from the {n:,} customers of lowest hash; "
+            f"sizes, revenue, orders and CLV totals exact")

@@ -1,0 +1,170 @@
+"""Global fits on gathered columns and hash samples: RFM cut points, CLV, scaler, k-means, k scan.
+
+Samples are sets of customers chosen by a stable hash of their id (``HASH``,
+seeded by ``cluster.seed``), gathered from the buckets' feature tables: the
+customers whose hash is below a threshold set from the customer count so that
+about ``n`` are kept (all of them when there are fewer). The set does not depend
+on the number of buckets, and each sample is sorted by customer id, so every fit
+gives the same bits however the input was split.
+
+Memory, per customer in a sample: the RFM/CLV columns take about
+``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 800 MB
+at most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
+default 1 M: about 400 MB with 50 features). Beyond those counts the fits are
+sampled: RFM cut points and CLV parameters come from 10 M customers, the scaler,
+centroids and profile distributions from 1 M; every customer is still scored and
+assigned, and sizes, revenue, orders and CLV totals stay exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from segmint.engine.analytics.clv import ClvFitError, ClvParams, fit_clv
+from segmint.engine.cluster.backend import ArrayBackend
+from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
+from segmint.engine.cluster.select_k import KScan, select_k
+from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
+from segmint.engine.errors import ConfigError
+from segmint.engine.features.table import channel_columns
+from segmint.engine.pipeline.bucket import HASH, features_path
+from segmint.engine.pipeline.plan import Plan
+from segmint.engine.preprocess import fit_scaler
+
+__all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "gather", "fit_clv_reported",
+           "fit_segments", "default_cluster_features", "clustering_report", "check_fit_memory"]
+
+FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total",
+               "lt_frequency", "lt_recency", "lt_T", "lt_monetary")
+FIT_BYTES_PER_CUSTOMER = 80
+_BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    scaler: Any
+    centroids: np.ndarray        # float32[k, d], segment 0 the largest in the profile sample
+    k: int
+    scan: KScan | None
+    fit: KMeansResult
+    features: tuple[str, ...]
+    note: str | None             # what --k auto had to do to respect the minimum share
+
+
+def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
+           columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """The customers of lowest hash, about ``want`` of ``customers`` (all when fewer), sorted by id."""
+    bound = _threshold(customers, want)
+    frames = []
+    for b in buckets:
+        lf = pl.scan_parquet(features_path(plan, b)).filter(pl.col(HASH) <= bound)
+        frames.append((lf.select(*columns, HASH) if columns else lf).collect())
+    return pl.concat(frames).sort("customer_id")
+
+
+def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
+    """Refuse, before gathering, a sample that cannot fit the memory budget."""
+    s = plan.cfg.sampling
+    need = (min(customers, s.fit_customers) * FIT_BYTES_PER_CUSTOMER
+            + min(customers, s.profile_customers) * 8 * (feature_columns + 8))
+    if need > plan.data_budget:
+        msg = (f"the global fits need about {need / 2**20:,.0f} MB for {customers:,} customers but the memory "
+               f"budget leaves {plan.data_budget / 2**20:,.0f} MB: raise --memory-limit or lower "
+               f"[sampling] fit_customers / profile_customers")
+        raise ConfigError(msg)
+
+
+def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig,
+                     customers: int) -> tuple[ClvParams | None, dict[str, Any]]:
+    """The CLV fit and what run.json says of it (the parameters, or why it was skipped)."""
+    if not cfg.enabled:
+        return None, {"skipped": "disabled in config"}
+    try:
+        params = fit_clv(fit_sample, cfg)
+    except ClvFitError as exc:
+        return None, {"skipped": str(exc)}
+    return params, params.to_dict() | {"fitted_on": fit_sample.height, "customers": customers}
+
+
+def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], customers: int,
+                 backend: ArrayBackend | None) -> Segmentation:
+    """Scaler, k (scanned with --k auto), and centroids ordered by decreasing size, on the profile sample."""
+    c = cfg.cluster
+    feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
+    scaler = fit_scaler(sample, feats, cfg.features.log_features)
+    x = scaler.transform(sample)
+    priority = sample[HASH].to_numpy()
+    if c.k is not None and c.k > customers:
+        msg = f"k={c.k} is larger than the number of customers ({customers}); lower --k"
+        raise ConfigError(msg)
+    scan = select_k(x, c, priority) if c.k is None else None
+    note = None
+    if scan is None:
+        k, fit, sizes = _fit(x, c.k, c, priority, backend)
+    else:
+        k, fit, sizes, note = _fit_auto(x, scan, c, priority, backend)
+    order = np.argsort(-sizes, kind="stable")
+    return Segmentation(scaler=scaler, centroids=np.ascontiguousarray(fit.centroids[order]), k=k, scan=scan,
+                        fit=fit, features=tuple(feats), note=note)
+
+
+def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:
+    """Behavioural defaults: timing, frequency, basket value, refunds, category breadth, channel mix."""
+    extra = ("category_entropy",) if "category_entropy" in columns else ()
+    return (*_BASE_CLUSTER_FEATURES, *extra, *channel_columns(channels))
+
+
+def clustering_report(seg: Segmentation, cfg: ClusterConfig, device: str, inertia: float,
+                      customers: int) -> dict[str, Any]:
+    """The ``clustering`` section of run.json, training sample stated."""
+    return {
+        "device": device, "features": list(seg.features), "n_train": seg.fit.n_train, "n_init_sample": seg.fit.n_init,
+        "niter": cfg.niter, "nredo": cfg.nredo, "train_inertia": seg.fit.train_inertia, "inertia": inertia,
+        "note": (f"centroids trained on {seg.fit.n_train:,} of {customers:,} customers "
+                 f"(max_points_per_centroid={cfg.max_points_per_centroid}); every customer is assigned"),
+        **({"k_auto": seg.note} if seg.note else {}),
+    }
+
+
+def _fit(x: np.ndarray, k: int, c: ClusterConfig, priority: np.ndarray,
+         backend: ArrayBackend | None) -> tuple[int, KMeansResult, np.ndarray]:
+    from segmint.engine.cluster.assign import assign
+
+    fit = fit_kmeans(x, k, c, priority, backend)
+    sizes = np.bincount(assign(x, fit.centroids, backend).segment, minlength=k)
+    return k, fit, sizes
+
+
+def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray,
+              backend: ArrayBackend | None) -> tuple[int, KMeansResult, np.ndarray, str | None]:
+    """The best eligible k whose final fit (with every restart) still respects the minimum share.
+
+    The scan fits each k once on a small sample; the final fit restarts ``nredo`` times on the
+    profile sample and can end with a smaller segment: then the next k in the scan's order is tried.
+    """
+    ranked = sorted((r for r in scan.rows if r["eligible"]), key=lambda r: (-r["silhouette"], r["davies_bouldin"]))
+    tried = []
+    for row in ranked:
+        k, fit, sizes = _fit(x, row["k"], c, priority, backend)
+        share = float(sizes.min() / sizes.sum())
+        if share >= c.min_segment_share:
+            note = None if not tried else (f"k={', '.join(map(str, tried))} left a segment below "
+                                           f"{c.min_segment_share:.0%} after the final fit; k={k} kept")
+            return k, fit, sizes, note
+        tried.append(row["k"])
+    k, fit, sizes = _fit(x, c.k_min, c, priority, backend)
+    return k, fit, sizes, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share:.0%}; "
+                           f"k_min={c.k_min} used")
+
+
+def _threshold(customers: int, want: int) -> np.uint64:
+    """Largest hash kept so that about ``want`` of ``customers`` uniform hashes fall below it."""
+    if customers <= want:
+        return np.uint64(2**64 - 1)
+    return np.uint64((2**64 - 1) * want // customers)
+

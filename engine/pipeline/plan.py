@@ -1,0 +1,116 @@
+"""Plan: inputs and their contract resolved once, the bucket count from the memory budget.
+
+Memory is planned per stage from measured costs per row (``*_BYTES_PER_ROW``): a
+stage holds one chunk (partition) or one bucket (map, score) at a time, and the
+global fits hold their samples. The budget left for data is the limit minus what
+this process already uses (the libraries alone take about 200 MB); a limit that
+leaves too little is refused up front, naming the smallest one that works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from segmint.engine.config import RunConfig, parse_as_of
+from segmint.engine.errors import ConfigError
+from segmint.engine.io import contract
+from segmint.engine.io.pseudonym import require_key
+from segmint.engine.io.sources import Source, split
+from segmint.engine.runtime import current_rss, default_memory_limit
+
+__all__ = ["Plan", "make_plan", "new_run_id", "SCHEMA_VERSION", "MAX_BUCKET_ROWS", "BYTES_PER_ROW"]
+
+SCHEMA_VERSION = 2
+# Peak bytes per input row while a bucket is mapped (cleaned, reduced to features),
+# by table, and while a chunk is partitioned; measured (bench/README.md), rounded up.
+BYTES_PER_ROW = {"tx": 300, "events": 120, "customers": 150, "partition": 200}
+# Smaller buckets are faster, not only leaner: on scenario L (224 M rows) 29 buckets of
+# about 8 M rows ran in 351 s against 431 s for 10 buckets of 22 M (bench/README.md).
+MAX_BUCKET_ROWS = 8_000_000
+# The least memory a stage may have for data.
+_MIN_DATA_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a stage needs to know about the run; small and picklable, sent with every job."""
+
+    command: str
+    run_id: str
+    started_at: dt.datetime          # UTC, aware
+    cfg: RunConfig                   # with the column mapping resolved against the input
+    inputs: tuple[str, ...]
+    tx: Source                       # in partition chunks
+    events: Source | None
+    customers: Source | None
+    buckets: int
+    memory_limit: int
+    data_budget: int                 # the limit minus what the process used when planning
+    work: str                        # scratch folder for bucket files
+
+    @property
+    def now(self) -> dt.datetime:
+        """The start of the run as naive UTC: later rows are in the future."""
+        return self.started_at.replace(tzinfo=None)
+
+    @property
+    def fixed_as_of(self) -> dt.datetime | None:
+        return parse_as_of(self.cfg.as_of) if self.cfg.as_of else None
+
+    def source(self, role: str) -> Source:
+        return {"tx": self.tx, "events": self.events, "customers": self.customers}[role]
+
+    def roles(self) -> list[str]:
+        return [r for r in ("tx", "events", "customers") if self.source(r) is not None]
+
+
+def new_run_id(started: dt.datetime) -> str:
+    """Sortable and unique: the start time (UTC) and 8 random hex digits."""
+    return f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, work: str | Path, run_id: str,
+              started: dt.datetime, side_tables: bool = True) -> Plan:
+    """Resolve and check every input, then size buckets and chunks to ``cfg.memory_limit``."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if cfg.pseudonymize_ids:
+        require_key()  # before any data is read
+    tx, columns = contract.transactions(inputs, cfg.columns)
+    cfg = dataclasses.replace(cfg, columns=columns)
+    events = customers = None
+    if side_tables and cfg.events is not None:
+        events = contract.events(cfg.events)
+        if not cfg.pseudonymize_ids:
+            contract.check_same_ids(tx, columns.customer, events, cfg.events.customer, "--event-customer-col")
+    if side_tables and cfg.customers is not None:
+        customers = contract.customers(cfg.customers)
+        if not cfg.pseudonymize_ids:
+            contract.check_same_ids(tx, columns.customer, customers, cfg.customers.customer, "--customers-id-col")
+    limit = cfg.memory_limit or default_memory_limit()
+    budget = limit - current_rss()
+    if budget < _MIN_DATA_BYTES:
+        msg = (f"--memory-limit {limit / 2**20:.0f}MB is below what segmint needs: the process already uses "
+               f"{current_rss() / 2**20:.0f} MB; give at least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 2**20)}MB")
+        raise ConfigError(msg)
+    rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
+    buckets = cfg.buckets or _buckets(rows, budget)
+    chunk_rows = max(10_000, budget // BYTES_PER_ROW["partition"])
+    split_ = (lambda s: split(s, chunk_rows) if s is not None else None)
+    return Plan(command=command, run_id=run_id, started_at=started,
+                cfg=cfg, inputs=tuple(map(str, inputs)), tx=split_(tx), events=split_(events),
+                customers=split_(customers), buckets=buckets, memory_limit=limit, data_budget=budget, work=str(work))
+
+
+def _buckets(rows: dict[str, int], budget: int) -> int:
+    """Enough buckets that mapping one fits the budget; once bucketed at all, at most
+    MAX_BUCKET_ROWS transaction rows per bucket."""
+    need = sum(n * BYTES_PER_ROW[table] for table, n in rows.items())
+    n = max(1, math.ceil(need / budget))
+    return n if n == 1 else max(n, math.ceil(rows["tx"] / MAX_BUCKET_ROWS))

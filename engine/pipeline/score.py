@@ -1,0 +1,112 @@
+"""Score and write: one bucket's customers through the fitted state, to the output.
+
+``score_bucket`` reads the bucket's feature table, adds RFM scores and CLV, assigns
+segments (when the state has centroids), writes the bucket's part of the output
+under names fixed by the bucket (a retry overwrites them) and returns the KPI and
+segment-mix partials. ``score_table`` is the same transformation for a table in
+memory (the profile sample, ``Model.predict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from segmint.engine.analytics.clv import ClvParams, predict_clv
+from segmint.engine.cluster.assign import assign
+from segmint.engine.cluster.device import backend_for
+from segmint.engine.config import ClvConfig, FeatureConfig
+from segmint.engine.features.rfm import RfmCuts
+from segmint.engine.features.table import add_rfm
+from segmint.engine.pipeline.bucket import HASH, features_path
+from segmint.engine.pipeline.plan import Plan
+from segmint.engine.preprocess import Scaler
+from segmint.engine.profile import KpiPartials, kpi_partials
+
+__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "score_table", "LT_COLUMNS"]
+
+LT_COLUMNS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The fitted state a bucket is scored with (from this run's fits, or a saved model)."""
+
+    features: FeatureConfig
+    rfm_cuts: RfmCuts
+    clv: ClvParams | None = None
+    clv_config: ClvConfig | None = None
+    scaler: Scaler | None = None
+    centroids: np.ndarray | None = None   # float32[k, d] in segment-id order
+    device: str = "cpu"
+
+    @property
+    def k(self) -> int:
+        return 0 if self.centroids is None else self.centroids.shape[0]
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    plan: Plan
+    bucket: int
+    scoring: Scoring
+    output: str        # "assignments", "features" or "clv": what the bucket writes
+    stage: str
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    bucket: int
+    kpis: KpiPartials | None
+    mix: dict[tuple[int, str, str | None], int]    # (segment, attribute, value) -> customers
+
+
+def score_bucket(job: ScoreJob) -> ScoreResult:
+    table = pl.read_parquet(features_path(job.plan, job.bucket)).drop(HASH)
+    scored = score_table(table, job.scoring)
+    stage = Path(job.stage)
+    name = f"part-{job.bucket:05d}.parquet"
+    if job.output == "features":
+        _write(scored, stage / "features" / name)
+        return ScoreResult(job.bucket, None, {})
+    if job.output == "clv":
+        _write(scored.select("customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]),
+               stage / "clv" / name)
+        return ScoreResult(job.bucket, None, {})
+    for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items():
+        _write(part, stage / "assignments" / f"segment={segment}" / name)
+    attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
+    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.k), _mix(scored, attrs))
+
+
+def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
+    """RFM scores, CLV (with parameters) and, with centroids, segment, distance and margin
+    (placed after customer_id) for every row of a feature table."""
+    table = add_rfm(table, scoring.rfm_cuts, scoring.features)
+    if scoring.clv is not None and scoring.clv_config is not None:
+        table = table.hstack(predict_clv(table, scoring.clv, scoring.clv_config))
+    if scoring.centroids is None or scoring.scaler is None:
+        return table
+    a = assign(scoring.scaler.transform(table), scoring.centroids, backend_for(scoring.device))
+    return table.select("customer_id", pl.Series("segment", a.segment), pl.Series("distance", a.distance),
+                        pl.Series("margin", a.margin), pl.exclude("customer_id"))
+
+
+_CLV = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+
+
+def _mix(table: pl.DataFrame, attributes: tuple[str, ...]) -> dict[tuple[int, str, str | None], int]:
+    out: dict[tuple[int, str, str | None], int] = {}
+    for attr in attributes:
+        counts = table.group_by("segment", pl.col(attr).cast(pl.String).alias("value")).len()
+        for seg, value, n in counts.iter_rows():
+            out[(int(seg), attr, value)] = int(n)
+    return out
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)

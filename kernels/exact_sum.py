@@ -1,0 +1,112 @@
+"""Exact float sums per group, so totals do not depend on how rows are split or ordered.
+
+Each group keeps Shewchuk's non-overlapping partials (the algorithm behind Python's
+``math.fsum``): their exact sum equals the exact sum of the group's values. Partials
+from any split of the rows (buckets, blocks) can be concatenated and rounded once
+with ``math.fsum``, which gives the correctly rounded total: the same bits however
+the rows were divided. Float64 partials never number more than about 40 (they
+cover disjoint bit ranges of the 2098-bit exponent span); MAX_PARTIALS leaves room.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from segmint.kernels._jit import parallel, serial
+
+__all__ = ["group_partials", "segment_sums", "MAX_PARTIALS"]
+
+MAX_PARTIALS = 64
+
+
+@serial
+def group_partials(groups, values, partials, counts):
+    """Accumulate ``values`` into the partials of their groups.
+
+    Parameters
+    ----------
+    groups : int64[n]                       # IN      group of each value, 0 <= group < n_groups
+    values : float64[n]                     # IN      finite values
+    partials : float64[n_groups, MAX_PARTIALS]  # IN/OUT partials[g, :counts[g]] of group g
+    counts : int64[n_groups]                # IN/OUT  partials in use per group
+    """
+    for i in range(values.shape[0]):
+        g = groups[i]
+        x = values[i]
+        used = 0
+        for k in range(counts[g]):
+            y = partials[g, k]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[g, used] = lo
+                used += 1
+            x = hi
+        partials[g, used] = x
+        counts[g] = used + 1
+
+
+@parallel
+def segment_sums(values, offsets, out):
+    """The correctly rounded sum of each segment (``math.fsum`` of values[offsets[i]:offsets[i+1]]).
+
+    The result, and so its sign, is that of the exact sum, whatever the order of the
+    segment's values: an order whose lines cancel is exactly 0, never +-1e-15.
+
+    Parameters
+    ----------
+    values : float64[n]                # IN  finite values
+    offsets : int64[n_segments + 1]    # IN  segment boundaries
+    out : float64[n_segments]          # OUT
+    """
+    n_segments = offsets.shape[0] - 1
+    block = 4096
+    for b in prange((n_segments + block - 1) // block):
+        partials = np.empty(MAX_PARTIALS)
+        for s in range(b * block, min(n_segments, (b + 1) * block)):
+            used = 0
+            for i in range(offsets[s], offsets[s + 1]):
+                x = values[i]
+                kept = 0
+                for k in range(used):
+                    y = partials[k]
+                    if abs(x) < abs(y):
+                        x, y = y, x
+                    hi = x + y
+                    lo = y - (hi - x)
+                    if lo != 0.0:
+                        partials[kept] = lo
+                        kept += 1
+                    x = hi
+                partials[kept] = x
+                used = kept + 1
+            out[s] = _round_partials(partials, used)
+
+
+@serial
+def _round_partials(partials, n):
+    """CPython's final step of math.fsum: the partials' exact sum, correctly rounded."""
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = partials[n]
+    lo = 0.0
+    while n > 0:
+        x = hi
+        n -= 1
+        y = partials[n]
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            break
+    if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        yr = x - hi
+        if y == yr:
+            hi = x
+    return hi

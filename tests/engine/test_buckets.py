@@ -1,0 +1,146 @@
+"""One staged pipeline: one bucket and many give the same outputs, for every command."""
+
+import dataclasses
+import json
+
+import polars as pl
+import pytest
+
+from segmint.engine.config import ClusterConfig, CustomerSource, EventSource, RunConfig, parse_size
+from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
+                                     validate)
+from segmint.engine.synth import generate
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory):
+    """1,500 generated customers with events and a customers table, plus rejects and exact repeats,
+    in three Parquet parts; once with integer ids and once with text ids."""
+    root = tmp_path_factory.mktemp("buckets")
+    generate(root / "gen", customers=1500, seed=5)  # a population Gamma-Gamma can fit
+    out = {}
+    for kind in ("int", "str"):
+        def ids(frame, kind=kind):
+            return frame.with_columns(pl.format("c-{}", "customer_id").alias("customer_id")) if kind == "str" else frame
+        tx = pl.read_parquet(root / "gen" / "transactions")
+        bad = tx.head(40).with_columns(
+            customer_id=pl.when(pl.int_range(40) < 10).then(None).otherwise(pl.col("customer_id")),
+            amount=pl.when(pl.int_range(40).is_between(10, 19)).then(float("nan")).otherwise(pl.col("amount")))
+        tx = ids(pl.concat([tx, bad, tx.sample(50, seed=1)]))
+        folder = root / kind
+        (folder / "tx").mkdir(parents=True)
+        for i, part in enumerate(tx.with_columns(p=pl.int_range(pl.len()) % 3).partition_by("p", maintain_order=True)):
+            part.drop("p").write_parquet(folder / "tx" / f"part-{i}.parquet")
+        ids(pl.read_parquet(root / "gen" / "events")).write_parquet(folder / "events.parquet")
+        ids(pl.read_parquet(root / "gen" / "customers.parquet")).write_parquet(folder / "customers.parquet")
+        out[kind] = folder
+    return out
+
+
+def _sorted(path, *keys):
+    frame = pl.read_parquet(path)
+    return frame.sort(keys or frame.columns, nulls_last=True)
+
+
+def _same(a, b, name):
+    assert a.equals(b), name
+
+
+@pytest.mark.parametrize("kind", ["int", "str"])
+def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp_path, kind):
+    data = dirty[kind]
+    cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2), dedupe_on=("customer_id", "ts", "order_id", "amount"),
+                    events=EventSource(paths=(str(data / "events.parquet"),)),
+                    customers=CustomerSource(paths=(str(data / "customers.parquet"),),
+                                             attributes=("region", "age_band")))
+    tx = [data / "tx"]
+    outs = {}
+    for buckets in (1, 6):
+        c = dataclasses.replace(cfg, buckets=buckets)
+        o = tmp_path / f"b{buckets}"
+        run(tx, o / "run", c)
+        compute_feature_table(tx, o / "features", c)
+        compute_clv(tx, o / "clv", c)
+        compute_cohorts(tx, o / "cohorts", c)
+        assign_customers(tmp_path / "b1" / "run", tx, o / "assign", c)
+        outs[buckets] = o
+    one, many = outs[1], outs[6]
+    for rel, keys in (("run/assignments", ("customer_id",)), ("assign/assignments", ("customer_id",)),
+                      ("run/funnel", ("customer_id",)), ("features/features", ("customer_id",)),
+                      ("clv/clv", ("customer_id",)), ("run/rejects", ()), ("run/profiles.parquet", ()),
+                      ("assign/profiles.parquet", ()), ("run/segment_mix.parquet", ()),
+                      ("cohorts/cohorts.parquet", ()), ("cohorts/retention_pivot.parquet", ())):
+        _same(_sorted(one / rel, *keys), _sorted(many / rel, *keys), rel)
+    a = pl.read_parquet(one / "run" / "assignments")
+    assert a.height > 1000 and a["segment"].n_unique() == 5
+    m1, m6 = (json.loads((o / "run" / "run.json").read_text()) for o in (one, many))
+    assert m1["buckets"] == 1 and m6["buckets"] == 6
+    for key in ("rows", "customers", "k", "clv", "events", "customers_table", "as_of", "config_hash"):
+        assert m1[key] == m6[key], key
+    assert m1["clustering"]["inertia"] == m6["clustering"]["inertia"]
+    assert m1["rows"]["rejected_by_reason"]["null_customer_id"] == 10
+    assert m1["rows"]["rejected_by_reason"]["duplicate"] > 0
+    model1, model6 = (json.loads((o / "run" / "model" / "model.json").read_text()) for o in (one, many))
+    for doc in (model1, model6):
+        doc["provenance"].pop("run_id")
+    assert model1 == model6
+    params1, params6 = (json.loads((o / "clv" / "clv_params.json").read_text()) for o in (one, many))
+    assert params1 == params6
+    assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
+
+
+def test_stage_names_are_the_same_with_one_bucket_or_many(dirty, tmp_path):
+    names = []
+    for buckets in (1, 4):
+        result = run([dirty["int"] / "tx"], tmp_path / f"r{buckets}", RunConfig(cluster=ClusterConfig(k=3),
+                                                                                buckets=buckets))
+        names.append(list(result.manifest["stages"]))
+    assert names[0] == names[1] == ["plan", "partition", "map", "fit", "cluster", "score", "profile"]
+
+
+def test_memory_limit_decides_the_bucket_count(dirty):
+    tx = [dirty["int"] / "tx"]
+    assert validate(tx, RunConfig(memory_limit=parse_size("4GB"))).rows_in > 0
+    small = RunConfig(memory_limit=parse_size("300MB"))
+    from segmint.engine.pipeline.plan import BYTES_PER_ROW, make_plan
+    from segmint.engine.runtime import current_rss
+
+    import datetime as dt
+
+    started = dt.datetime.now(dt.timezone.utc)
+    plan = make_plan("validate", tx, RunConfig(memory_limit=parse_size("4GB")), work="/tmp/x", run_id="t",
+                     started=started)
+    assert plan.buckets == 1
+    budget = parse_size("300MB") - current_rss()
+    if budget > 32 * 2**20:
+        plan = make_plan("validate", tx, small, work="/tmp/x", run_id="t", started=started)
+        # Bytes needed / bytes available, rounded up; at least one bucket.
+        assert plan.buckets == max(1, -(-plan.tx.rows * BYTES_PER_ROW["tx"] // plan.data_budget))
+
+
+def test_a_bucket_of_rejects_only_keeps_its_rejects(tmp_path):
+    # Many buckets for few customers: some buckets hold only null-id rows.
+    n = 200
+    df = pl.DataFrame({"customer_id": [i % 20 if i % 4 else None for i in range(n)],
+                       "ts": [f"2024-01-{1 + i % 28:02d}" for i in range(n)], "amount": [1.0 + i for i in range(n)]})
+    df.write_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=2), buckets=40, max_reject_share=0.3)
+    run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+    run([tmp_path / "t.parquet"], tmp_path / "mem", dataclasses.replace(cfg, buckets=1))
+    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
+    assert rejects.height == 50 and set(rejects["reason"]) == {"null_customer_id"}
+    a, b = (_sorted(tmp_path / d / "assignments", "customer_id") for d in ("o", "mem"))
+    assert a.equals(b) and a.height == 15  # ids i % 20 with i % 4 != 0
+
+
+@pytest.mark.slow
+def test_buckets_equal_one_bucket_on_scenario_s(tmp_path):
+    """Scale check, run by hand (pytest -m slow): 45 k customers, 1 M lines, 16 buckets."""
+    from segmint.bench.scenarios import SCENARIOS, ensure_data
+
+    data = ensure_data(SCENARIOS["S"], 0, tmp_path / "cache") / "transactions"
+    cfg = RunConfig(cluster=ClusterConfig(k=8, seed=1))
+    run([data], tmp_path / "one", dataclasses.replace(cfg, buckets=1))
+    run([data], tmp_path / "many", dataclasses.replace(cfg, buckets=16))
+    assert _sorted(tmp_path / "one" / "assignments", "customer_id").equals(
+        _sorted(tmp_path / "many" / "assignments", "customer_id"))
