@@ -31,7 +31,7 @@ def main() -> None:
     # Every row after the calibration end is rejected (after_as_of): that is the holdout.
     cfg = RunConfig(as_of=args.calibration_end, clv=ClvConfig(horizon=args.horizon), max_reject_share=1.0)
     with tempfile.TemporaryDirectory() as tmp:
-        params = compute_clv([tx], Path(tmp) / "clv", cfg)
+        params = compute_clv([tx], Path(tmp) / "clv", cfg).clv
         predicted = pl.read_parquet(Path(tmp) / "clv" / "clv")
     raw = pl.read_parquet(tx)
     end = parse_as_of(args.calibration_end)

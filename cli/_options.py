@@ -22,7 +22,8 @@ from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_t
 from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device", "DedupeOn",
-           "MemoryLimit", "Buckets", "Pseudonymize", "MaxRejectShare", "Executor", "WorkDir", "Threads",
+           "MemoryLimit", "Buckets", "Pseudonymize", "MaxRejectShare", "Executor", "RayAddress", "StorageOption",
+           "WorkDir", "Threads",
            "column_options", "side_table_options", "build_config", "flag"]
 
 _COLS = "Column mapping"
@@ -64,6 +65,11 @@ Buckets = Annotated[int | None, _value("--buckets", "Force this many customer bu
                                        "N", _SCALE)]
 Executor = Annotated[str | None, _value("--executor", "local | ray: where bucket work runs [default: local].",
                                         "NAME", _SCALE)]
+RayAddress = Annotated[str | None, _value("--ray-address", "With --executor ray: 'auto' or ray://host:port joins a "
+                                          "cluster [default: a local Ray started for the job].", "ADDRESS", _SCALE)]
+StorageOption = Annotated[list[str] | None, _value("--storage-option", "Object-store option KEY=VALUE (repeatable), "
+                                                   "e.g. aws_region=eu-west-1; never written out.", "KEY=VALUE",
+                                                   _SCALE)]
 WorkDir = Annotated[str | None, _value("--work-dir", "Scratch folder for bucket files [default: beside the "
                                        "output]; shared storage for a cluster.", "DIR", _SCALE)]
 Threads = Annotated[int | None, typer.Option(
@@ -173,6 +179,8 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
         run_updates["dedupe_on"] = tuple(c.strip() for c in run_updates["dedupe_on"].split(",") if c.strip())
     if "memory_limit" in run_updates:
         run_updates["memory_limit"] = parse_size(run_updates["memory_limit"])
+    if "storage_options" in run_updates:
+        run_updates["storage_options"] = cfg.storage_options + tuple(_key_value(o) for o in run_updates["storage_options"])
     for table, cls in (("events", EventSource), ("customers", CustomerSource)):
         values = dict((side or {}).get(table, {}))
         if not values:
@@ -191,6 +199,14 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
         clv=dataclasses.replace(cfg.clv, **{k: v for k, v in (clv or {}).items() if v is not None}),
         **run_updates,
     )
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        msg = f"--storage-option takes KEY=VALUE (e.g. aws_region=eu-west-1), got {text!r}"
+        raise ConfigError(msg)
+    return key.strip(), value.strip()
 
 
 def _hide_flag_types() -> None:

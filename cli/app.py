@@ -16,7 +16,8 @@ import typer
 
 from segmint.cli import _render
 from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
-                                  MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, Seed, Threads, WorkDir,
+                                  MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
+                                  StorageOption, Threads, WorkDir,
                                   build_config, column_options, flag, side_table_options)
 from segmint.engine.errors import SegmintError
 
@@ -127,7 +128,8 @@ def run(
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
-    executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False, threads: Threads = None,
+    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Segment customers: plan, partition, map, fit, cluster, score, profile, commit.
 
@@ -142,7 +144,7 @@ def run(
 
         cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device}, side=side,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         _finish(run_pipeline(inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 
@@ -153,8 +155,8 @@ def assign(
     out: Out,
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
-    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
-    threads: Threads = None,
+    buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Score new customers with a saved model (same features, scaler, cut points, centroids).
 
@@ -168,7 +170,7 @@ def assign(
 
         cfg = build_config(None, cluster={"device": device},
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         _finish(assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 
@@ -181,8 +183,8 @@ def features(
     columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
-    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
-    threads: Threads = None,
+    buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Write only the per-customer feature table (with RFM scores), as a Parquet dataset.
 
@@ -196,7 +198,7 @@ def features(
 
         cfg = build_config(config, columns=columns,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         result = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
         _done(result.manifest, out, json_logs, f"wrote features of {result.manifest['customers']:,} customers "
                                                f"to {Path(out) / 'features'}")
@@ -220,7 +222,8 @@ def clv(
                                                         show_default=False)] = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
-    executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False, threads: Threads = None,
+    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Fit BG/NBD + Gamma-Gamma by maximum likelihood and predict each customer's CLV.
 
@@ -237,9 +240,9 @@ def clv(
         cfg = build_config(config, columns=columns,
                            clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate},
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir))
-        p = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
-        manifest = json.loads((Path(out) / "run.json").read_text())
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+        result = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
+        p, manifest = result.clv, result.manifest
         _done(manifest, out, json_logs,
               f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} (LL {p.log_likelihood:.2f}, "
               f"n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} v={p.v:.4g} (n={p.n_gg:,}); written to {out}")
@@ -254,8 +257,8 @@ def cohorts(
     columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
-    buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None, json_logs: Json = False,
-    threads: Threads = None,
+    buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Acquisition-month cohorts x months since first purchase: retention and revenue.
 
@@ -271,9 +274,9 @@ def cohorts(
 
         cfg = build_config(config, columns=columns,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir))
-        table = compute_cohorts(inputs, out, cfg, _render.make_progress(json_logs))
-        manifest = json.loads((Path(out) / "run.json").read_text())
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+        result = compute_cohorts(inputs, out, cfg, _render.make_progress(json_logs))
+        table, manifest = result.cohorts, result.manifest
         _done(manifest, out, json_logs, f"{table['cohort'].n_unique()} cohorts, {table.height} cohort-months "
                                         f"written to {out}")
 
@@ -285,7 +288,8 @@ def validate(
     config: ConfigFile = None,
     columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
-    memory_limit: MemoryLimit = None, buckets: Buckets = None, executor: Executor = None, work_dir: WorkDir = None,
+    memory_limit: MemoryLimit = None, buckets: Buckets = None, executor: Executor = None,
+    ray_address: RayAddress = None, work_dir: WorkDir = None, storage_option: StorageOption = None,
     json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Check the data contract and report data-quality counts; writes nothing.
@@ -300,7 +304,7 @@ def validate(
         from segmint.engine.pipeline import validate as run_validate
 
         cfg = build_config(config, columns=columns, **_run_options(as_of, dedupe_on, max_reject_share, None, None,
-                                                                   memory_limit, buckets, executor, work_dir))
+                                                                   memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         rep = run_validate(inputs, cfg, _render.make_progress(json_logs))
         if json_logs:
             _render.emit_json({"event": "validation", **rep.__dict__})
@@ -459,10 +463,12 @@ def main() -> None:
 
 def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: float | None,
                  pseudonymize_ids: bool | None, overwrite: bool | None, memory_limit: str | None,
-                 buckets: int | None, executor: str | None, work_dir: str | None) -> dict[str, Any]:
+                 buckets: int | None, executor: str | None, work_dir: str | None, ray_address: str | None = None,
+                 storage_option: list[str] | None = None) -> dict[str, Any]:
     return {"as_of": as_of, "dedupe_on": dedupe_on, "max_reject_share": max_reject_share,
             "pseudonymize_ids": pseudonymize_ids, "overwrite": overwrite, "memory_limit": memory_limit,
-            "buckets": buckets, "executor": executor, "work_dir": work_dir}
+            "buckets": buckets, "executor": executor, "work_dir": work_dir, "ray_address": ray_address,
+            "storage_options": storage_option}
 
 
 def _threads(threads: int | None) -> None:
@@ -486,7 +492,7 @@ def _finish(result, json_logs: bool) -> None:
     m = result.manifest
     if json_logs:
         _render.emit_json({"event": "done", "status": m["status"], "seconds": _elapsed(), "out": str(result.out),
-                           "run_json": str(Path(result.out) / "run.json"), "run_id": m["run_id"],
+                           "run_json": _join(result.out, "run.json"), "run_id": m["run_id"],
                            "customers": m["customers"], "k": m["k"], "rows": m["rows"]})
         return
     _render.print_summary(result.summary, f"{m['customers']:,} customers in {m['k']} segments")
@@ -514,9 +520,15 @@ def _finish(result, json_logs: bool) -> None:
 def _done(manifest: dict, out: Path, json_logs: bool, text: str) -> None:
     if json_logs:
         _render.emit_json({"event": "done", "status": manifest["status"], "seconds": _elapsed(), "out": str(out),
-                           "run_json": str(Path(out) / "run.json"), "run_id": manifest["run_id"], "message": text})
+                           "run_json": _join(out, "run.json"), "run_id": manifest["run_id"], "message": text})
     else:
         _render.print_lines([text])
+
+
+def _join(base: str | Path, name: str) -> str:
+    from segmint.engine.io.store import join
+
+    return join(str(base), name)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -315,8 +315,13 @@ class RunConfig(_Checked):
     # Force this many buckets (1: in memory); None: chosen from memory_limit.
     buckets: int | None = None
     executor: str = "local"
+    # Ray: None starts a local Ray for the job; "auto" or "ray://host:port" joins a cluster.
+    ray_address: str | None = None
     # Scratch space for bucket files; None: beside the output.
     work_dir: str | None = None
+    # Object-store options ((key, value) pairs, as Polars takes them): credentials, endpoint.
+    # Never written to run.json, the model or any log.
+    storage_options: tuple[tuple[str, str], ...] = ()
 
     def check(self) -> None:
         if self.buckets is not None and self.buckets < 1:
@@ -343,12 +348,14 @@ class RunConfig(_Checked):
 
 
 # Options that cannot change a run's outputs: left out of config_hash.
-_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "work_dir")
+_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir")
+# Options never written anywhere (credentials).
+_SECRET = ("storage_options",)
 
 
 def load_toml(path: str | Path) -> RunConfig:
     """Read a ``segmint.toml``. Sections: [columns], [features], [lifecycle], [cluster], [clv],
-    [sampling], [events], [customers], [run]."""
+    [sampling], [events], [customers], [run], [storage] (object-store options, e.g. aws_region)."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -357,7 +364,8 @@ def load_toml(path: str | Path) -> RunConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         msg = f"config file {path} is not valid TOML: {exc}"
         raise ConfigError(msg) from None
-    known = {"columns", "features", "lifecycle", "cluster", "clv", "sampling", "events", "customers", "run"}
+    known = {"columns", "features", "lifecycle", "cluster", "clv", "sampling", "events", "customers", "run",
+             "storage"}
     if unknown := set(raw) - known:
         msg = f"unknown section(s) {sorted(unknown)} in {path}; known: {sorted(known)}"
         raise ConfigError(msg)
@@ -365,6 +373,7 @@ def load_toml(path: str | Path) -> RunConfig:
         if name in raw and not isinstance(raw[name], dict):
             msg = f"[{name}] in {path} must be a table of keys, got {raw[name]!r}"
             raise ConfigError(msg)
+    storage = tuple((str(k), str(v)) for k, v in raw.get("storage", {}).items())
     feats = _lists_to_tuples(raw.get("features", {}))
     if "rfm_grid" in feats:
         try:
@@ -392,6 +401,7 @@ def load_toml(path: str | Path) -> RunConfig:
             sampling=_build(SamplingConfig, raw.get("sampling", {}), path),
             events=_side(EventSource, raw.get("events"), path),
             customers=_side(CustomerSource, raw.get("customers"), path),
+            storage_options=storage,
             **_known(RunConfig, run, path),
         )
     except ConfigError as exc:
@@ -442,8 +452,8 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-JSON form of a config dataclass."""
-    return dataclasses.asdict(cfg)
+    """Plain-JSON form of a config dataclass, without secrets (storage options)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SECRET}
 
 
 def _matches(value: Any, hint: Any) -> bool:

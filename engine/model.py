@@ -23,6 +23,7 @@ from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import RfmCuts
+from segmint.engine.io import store
 from segmint.engine.io.sink import write_json
 from segmint.engine.preprocess import Scaler
 
@@ -48,10 +49,8 @@ class Model:
     def k(self) -> int:
         return self.centroids.shape[0]
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "model.json", {
+    def save(self, directory: str | Path, options: store.Options | None = None) -> None:
+        write_json(store.join(directory, "model.json"), {
             "format_version": FORMAT_VERSION,
             "columns": asdict(self.columns),
             "features": asdict(self.features),
@@ -63,19 +62,20 @@ class Model:
             "clv": self.clv.to_dict() if self.clv else None,
             "clv_config": asdict(self.clv_config) if self.clv_config else None,
             "provenance": self.provenance,
-        })
+        }, options)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Model:
-        """A run directory, its ``model/`` folder, or a ``model.json`` file."""
-        path = Path(directory)
-        if path.is_dir():
-            path = path / "model" / "model.json" if (path / "model").is_dir() else path / "model.json"
-        if not path.is_file():
+    def load(cls, directory: str | Path, options: store.Options | None = None) -> Model:
+        """A run directory, its ``model/`` folder, or a ``model.json`` file (local or on an object store)."""
+        store.check_scheme(directory)
+        candidates = [store.join(directory, "model", "model.json"), store.join(directory, "model.json"),
+                      str(directory)]
+        path = next((c for c in candidates if c.endswith(".json") and _is_file(c, options)), None)
+        if path is None:
             msg = f"no model at {directory}: give a run directory written by 'segmint run' or its model/ folder"
             raise ConfigError(msg)
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(store.read_bytes(path, options).decode())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             msg = f"the model file {path} cannot be read ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
@@ -84,6 +84,12 @@ class Model:
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
+
+
+def _is_file(path: str, options: store.Options | None) -> bool:
+    if store.is_remote(path):
+        return store.exists(path, options) and not store.is_dir(path, options)
+    return store.local(path).is_file()
 
 
 def versions() -> dict[str, str]:

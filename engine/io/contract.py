@@ -31,10 +31,11 @@ _FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amoun
 _TIME_SAMPLE = 2_000
 
 
-def transactions(inputs: Sequence[str | Path], columns: Columns) -> tuple[Source, Columns]:
+def transactions(inputs: Sequence[str | Path], columns: Columns,
+                 options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, Columns]:
     """The transactions source and the mapping resolved against it (absent default-named
     optional roles unmapped)."""
-    probe, schema = resolve(inputs, {columns.customer: _FLAGS["customer"]}, "transactions")
+    probe, schema = resolve(inputs, {columns.customer: _FLAGS["customer"]}, "transactions", options)
     defaults = Columns()
     columns = dataclasses.replace(columns, **{
         role: None for role in OPTIONAL_ROLES
@@ -44,7 +45,7 @@ def transactions(inputs: Sequence[str | Path], columns: Columns) -> tuple[Source
         name = getattr(columns, role)
         if name is not None:
             wanted.setdefault(name, flag)
-    source, _ = resolve(probe.paths, wanted, "transactions")
+    source, _ = resolve(probe.paths, wanted, "transactions", options)
     where = source.chunks[0].path
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, "--time-format")
@@ -57,16 +58,16 @@ def transactions(inputs: Sequence[str | Path], columns: Columns) -> tuple[Source
     return source, columns
 
 
-def events(src: EventSource) -> Source:
-    source, _ = resolve(src.paths, src.columns(), "the events input")
+def events(src: EventSource, options: tuple[tuple[str, str], ...] = ()) -> Source:
+    source, _ = resolve(src.paths, src.columns(), "the events input", options)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     _check_time(source, src.time, src.time_format, "--event-time-format")
     return source
 
 
-def customers(src: CustomerSource) -> Source:
+def customers(src: CustomerSource, options: tuple[tuple[str, str], ...] = ()) -> Source:
     wanted = {src.customer: "--customers-id-col", **{a: "--customer-attrs" for a in src.attributes}}
-    source, _ = resolve(src.paths, wanted, "the customers table")
+    source, _ = resolve(src.paths, wanted, "the customers table", options)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     return source
 

@@ -1,13 +1,24 @@
-"""Atomic output: a run writes under a staging folder, then commits.
+"""Atomic output: a run writes under a staging location, then commits.
 
-Commit writes ``_manifest.json`` (every file with its size), then ``_SUCCESS``,
-then renames the staging folder into place; an existing output is replaced
-only with ``overwrite`` and only once the new one is complete, so a failed or
-interrupted run leaves the previous output as it was. Staging and work folders
-are siblings of the output named ``.OUT.staging-<run id>``, ``.OUT.work-<run id>``
-and ``.OUT.old-<run id>``; each holds an ``_owner.json`` (host, pid), so that the
-next run on the same output removes those whose process is gone (after a
-``kill -9``), and never those of a run still going.
+Local outputs: everything is written under a staging folder; commit writes
+``_manifest.json`` (every file with its size), then ``_SUCCESS``, then renames the
+folder into place. An existing output is replaced only with ``overwrite`` and only
+once the new one is complete, so a failed or interrupted run leaves the previous
+output as it was. Staging and work folders are siblings of the output named
+``.OUT.staging-<run id>``, ``.OUT.work-<run id>`` and ``.OUT.old-<run id>``; each
+holds an ``_owner.json`` (host, pid), so that the next run on the same output
+removes those whose process is gone (after a ``kill -9``), never those of a run
+still going.
+
+Object stores have no rename. There, bucket parts are written at their final
+keys under names carrying the run id (``part-00003-<run id>.parquet``), so they
+never replace a previous run's; the run's small files (run.json, profiles, model)
+wait under ``OUT/_staging-<run id>/``. Commit: the previous ``_SUCCESS`` is removed,
+the small files are copied into place (server-side), ``_manifest.json`` lists every
+file of the run, ``_SUCCESS`` (holding the run id) is written last, and only then
+are the previous run's files and the staging prefix removed. Readers trust OUT only
+when ``_SUCCESS`` exists and names the run of ``_manifest.json``, and read the
+files the manifest lists.
 """
 
 from __future__ import annotations
@@ -19,21 +30,69 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segmint.engine.errors import ConfigError, OutputExistsError
+from segmint.engine.io import store
 
-__all__ = ["check_writable", "check_not_inside", "staged_dir", "staged_file", "work_dir", "remove_stale",
-           "write_json", "manifest", "OWNER"]
+__all__ = ["Layout", "check_writable", "check_not_inside", "staged_output", "staged_dir", "staged_file", "work_dir",
+           "remove_stale", "write_json", "manifest", "OWNER"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
 
 
-def check_writable(out: str | Path, *, overwrite: bool) -> Path:
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's files go before commit: bucket parts and the small files."""
+
+    data_root: str
+    meta_root: str
+    tag: str                                    # "" locally; "-<run id>" on object stores
+    options: tuple[tuple[str, str], ...] = ()   # object-store options
+
+    def part(self, folder: str, bucket: int) -> str:
+        """The file of one bucket in ``folder`` (e.g. ``assignments/segment=3``); a retry overwrites it."""
+        return store.join(self.data_root, folder, f"part-{bucket:05d}{self.tag}.parquet")
+
+    def meta(self, relative: str) -> str:
+        return store.join(self.meta_root, relative)
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, *, overwrite: bool, run_id: str,
+                  options: tuple[tuple[str, str], ...] = ()) -> Iterator[Layout]:
+    """The layout to write a run into; committed on success, removed on any failure (module docstring)."""
+    if not store.is_remote(out):
+        with staged_dir(store.local(out), overwrite=overwrite, run_id=run_id) as stage:
+            yield Layout(str(stage), str(stage), "", options)
+        return
+    check_writable(out, overwrite=overwrite, options=options)
+    meta_root = store.join(out, f"_staging-{run_id}")
+    layout = Layout(str(out), meta_root, f"-{run_id}", options)
+    opts = dict(options)
+    try:
+        yield layout
+        _commit_remote(str(out), layout, run_id, opts)
+    except BaseException:
+        mine = [f for f in store.list_files(out, opts) if layout.tag in store.name(f)]
+        store.remove(mine, opts)
+        raise
+    finally:
+        store.remove_prefix(meta_root, opts)
+
+
+def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str, str], ...] = ()) -> Path | str:
     """Fail early (before any work) if ``out`` exists and may not be replaced, or is a symlink."""
-    out = Path(out)
+    store.check_scheme(out)
+    if store.is_remote(out):
+        if not overwrite and store.is_dir(out, dict(options)):
+            msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+            raise OutputExistsError(msg)
+        return str(out)
+    out = store.local(out)
     if out.is_symlink():
         msg = f"output {out} is a symbolic link; give the real path ({out.resolve()}) or another --out"
         raise ConfigError(msg)
@@ -45,11 +104,11 @@ def check_writable(out: str | Path, *, overwrite: bool) -> Path:
 
 def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
     """Refuse an output that equals, contains or lies inside an input: replacing it would destroy data."""
-    target = Path(out).resolve()
+    target = _normal(out)
     for flag, paths in inputs.items():
         for given in paths:
-            base = Path(str(given).split("*")[0].split("?")[0].split("[")[0] or ".").resolve()
-            if target == base or base.is_relative_to(target) or target.is_relative_to(base):
+            base = _normal(str(given).split("*")[0].split("?")[0].split("[")[0] or ".")
+            if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
                 msg = (f"--out {out} overlaps the input {given} ({flag}); writing there would replace the "
                        f"input: choose an output outside every input")
                 raise ConfigError(msg)
@@ -115,15 +174,41 @@ def remove_stale(out: Path) -> list[Path]:
     return removed
 
 
-def write_json(path: Path, doc: Any) -> None:
+def write_json(path: str | Path, doc: Any, options: store.Options | None = None) -> None:
     """Strict JSON (no NaN or Infinity: a non-finite number is a bug, and fails here)."""
-    path.write_text(json.dumps(doc, indent=1, allow_nan=False, default=str))
+    store.write_bytes(str(path), json.dumps(doc, indent=1, allow_nan=False, default=str).encode(), options)
 
 
 def manifest(folder: Path) -> list[dict[str, Any]]:
     """Every file under ``folder`` (relative path and size), sorted."""
     return [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size}
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != OWNER]
+
+
+def _normal(path: str | Path) -> str:
+    """A comparable form: URIs without trailing slash, local paths absolute and resolved."""
+    if store.is_remote(path):
+        return str(path).rstrip("/")
+    return str(store.local(path).resolve())
+
+
+def _commit_remote(out: str, layout: Layout, run_id: str, opts: dict[str, str]) -> None:
+    success = store.join(out, "_SUCCESS")
+    store.remove([success], opts)  # from here until the new _SUCCESS, OUT is not a committed run
+    staged = store.list_files(layout.meta_root, opts)
+    for path in staged:
+        store.copy(path, store.join(out, path[len(layout.meta_root) + 1:]), opts)
+    listed = store.sizes(out, opts)
+    ours = {store.join(out, p[len(layout.meta_root) + 1:]) for p in staged}
+    ours |= {f for f in listed if layout.tag in store.name(f)}
+    ours.discard(store.join(out, "_manifest.json"))
+    files = [{"path": p[len(out) + 1:], "bytes": listed[p]} for p in sorted(ours)]
+    store.write_bytes(store.join(out, "_manifest.json"),
+                      json.dumps({"run_id": run_id, "files": files}, indent=1).encode(), opts)
+    store.write_bytes(success, run_id.encode(), opts)
+    keep = ours | {store.join(out, "_manifest.json"), success}
+    stale = [f for f in listed if f not in keep and not f[len(out) + 1:].startswith(("_staging-", "_work-"))]
+    store.remove(stale, opts)
 
 
 def _sibling(out: Path, kind: str, run_id: str | None) -> Path:

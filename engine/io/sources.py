@@ -11,7 +11,6 @@ that reading it fits the memory budget; Parquet chunks follow row groups.
 
 from __future__ import annotations
 
-import glob as globlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from segmint.engine.errors import InputContractError
+from segmint.engine.io import store
 
 __all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "first_line"]
 
@@ -42,6 +42,7 @@ class Source:
     columns: tuple[str, ...]        # the source columns read, in order
     schema: dict[str, pl.DataType]  # their types as read
     chunks: tuple[Chunk, ...]
+    options: tuple[tuple[str, str], ...] = ()   # object-store options (credentials: never written out)
 
     @property
     def rows(self) -> int:
@@ -51,7 +52,8 @@ class Source:
         return pl.DataFrame(schema=self.schema)
 
 
-def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str) -> tuple[Source, pl.Schema]:
+def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
+            options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, pl.Schema]:
     """Expand ``inputs``, check that every ``wanted`` column (name -> the flag that maps it)
     exists in every file, and return the source with its full first-file schema."""
     if isinstance(inputs, (str, Path)):
@@ -59,12 +61,14 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str) ->
     if not inputs:
         msg = f"no input given for {label}; pass one or more Parquet/CSV files, directories or globs"
         raise InputContractError(msg)
-    files = [f for p in inputs for f in _expand(str(p))]
+    for p in inputs:
+        store.check_scheme(p)
+    files = [f for p in inputs for f in _expand(str(p), options)]
     csv = [f.lower().endswith(".csv") for f in files]
     if any(csv) and not all(csv):
         msg = f"{label} mixes CSV and Parquet files; give one format per input table"
         raise InputContractError(msg)
-    schemas = [_schema(f, all(csv)) for f in files]
+    schemas = [_schema(f, all(csv), options) for f in files]
     for f, schema in zip(files, schemas, strict=True):
         for name, flag in wanted.items():
             if name not in schema:
@@ -77,7 +81,8 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str) ->
             raise InputContractError(msg)
     columns = tuple(wanted)
     source = Source(label=label, paths=tuple(map(str, inputs)), csv=all(csv), columns=columns,
-                    schema={n: schemas[0][n] for n in columns}, chunks=tuple(_file_chunk(f, all(csv)) for f in files))
+                    schema={n: schemas[0][n] for n in columns},
+                    chunks=tuple(Chunk(f, 0, _rows(f, all(csv), options)) for f in files), options=options)
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
@@ -88,7 +93,7 @@ def split(source: Source, max_rows: int) -> Source:
     """The same source in chunks of at most ``max_rows`` rows (Parquet: whole row groups where they fit)."""
     chunks = []
     for whole in source.chunks:
-        bounds = _row_groups(whole.path) if not source.csv else [whole.rows]
+        bounds = [whole.rows] if source.csv or store.is_remote(whole.path) else _row_groups(whole.path)
         start = 0
         run = 0
         for size in bounds:
@@ -101,13 +106,15 @@ def split(source: Source, max_rows: int) -> Source:
                 start, run = start + max_rows, run - max_rows
         if run:
             chunks.append(Chunk(whole.path, start, run))
-    return Source(source.label, source.paths, source.csv, source.columns, source.schema, tuple(chunks))
+    return Source(source.label, source.paths, source.csv, source.columns, source.schema, tuple(chunks),
+                  source.options)
 
 
 def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
     """The mapped columns of one chunk, as read (CSV cells as text)."""
     try:
-        return _scan(chunk.path, source.csv).select(*source.columns).slice(chunk.offset, chunk.rows).collect()
+        lf = _scan(chunk.path, source.csv, source.options)
+        return lf.select(*source.columns).slice(chunk.offset, chunk.rows).collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read {chunk.path}: {first_line(exc)}"
         raise InputContractError(msg) from None
@@ -124,15 +131,15 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _expand(path: str) -> list[str]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and _is_data(f.relative_to(p)))
-    elif any(ch in path for ch in "*?["):
-        files = sorted(f for f in globlib.glob(path, recursive=True)
-                       if Path(f).is_file() and _is_data(Path(Path(f).name)))
+def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[str]:
+    opts = dict(options)
+    if any(ch in path for ch in "*?["):
+        files = [f for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+    elif store.is_dir(path, opts):
+        base = path.rstrip("/")
+        files = [f for f in store.list_files(path, opts) if _is_data(Path(f[len(base) + 1:]))]
     else:
-        files = [path] if p.is_file() else []
+        files = [path] if store.exists(path, opts) else []
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
@@ -147,37 +154,34 @@ def _is_data(relative: Path) -> bool:
     return suffix in (*_PARQUET, ".csv") or suffix == ""
 
 
-def _scan(path: str, csv: bool) -> pl.LazyFrame:
+def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl.LazyFrame:
+    opts = store.polars_options(dict(options))
     if csv:
-        return pl.scan_csv(path, infer_schema=False)
-    return pl.scan_parquet(path)
+        return pl.scan_csv(path, infer_schema=False, storage_options=opts)
+    return pl.scan_parquet(path, storage_options=opts)
 
 
-def _schema(path: str, csv: bool) -> pl.Schema:
+def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Schema:
     try:
-        return _scan(path, csv).collect_schema()
+        return _scan(path, csv, options).collect_schema()
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None
 
 
-def _rows(path: str, csv: bool) -> int:
+def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
     try:
-        return int(_scan(path, csv).select(pl.len()).collect().item())
+        return int(_scan(path, csv, options).select(pl.len()).collect().item())
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None
-
-
-def _file_chunk(path: str, csv: bool) -> Chunk:
-    return Chunk(path, 0, _rows(path, csv))
 
 
 def _row_groups(path: str) -> list[int]:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.ParquetFile(store.local(path)).metadata
     except (OSError, ValueError) as exc:
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import polars as pl
 
 from segmint.engine.analytics.attributes import attach
@@ -20,8 +18,10 @@ from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
 from segmint.engine.features.table import customer_features, top_channels
 from segmint.engine.hashing import customer_hash
+from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean, clean_events
 from segmint.engine.io.ids import customer_expr
+from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.partition import bucket_rows
 from segmint.engine.pipeline.plan import Plan
 
@@ -38,7 +38,7 @@ class MapJob:
     as_of: dt.datetime | None           # None: derive from this (only) bucket
     channels: tuple[str, ...] | None    # None: derive from this (only) bucket
     mode: str                           # "features", "cohorts" or "clean" (validate)
-    stage: str | None                   # the output staging folder (rejects, funnel); None writes nothing
+    layout: Layout | None               # where rejects and funnel parts go; None writes nothing
 
 
 @dataclass
@@ -99,8 +99,8 @@ def map_bucket(job: MapJob) -> BucketResult:
                     rejected_amount=cleaned.rejected_amount, repeats=cleaned.repeats,
                     customers=cleaned.lines["customer_id"].n_unique(),
                     first_ts=cleaned.lines["ts"].min(), last_ts=cleaned.lines["ts"].max())
-    if job.stage is not None:
-        _write(cleaned.rejects, job.stage, f"rejects/part-{job.bucket:05d}.parquet")
+    if job.layout is not None:
+        _write(cleaned.rejects, job.layout, "rejects", job.bucket)
     result = dict(bucket=job.bucket, counts=counts, as_of=as_of, channels=channels, stats=cleaned.stats,
                   has_customers=cleaned.rows_used > 0)
     if job.mode == "clean":
@@ -112,14 +112,12 @@ def map_bucket(job: MapJob) -> BucketResult:
     table = _with_events(table, plan, job, as_of, counts)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
-    path = features_path(plan, job.bucket)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.write_parquet(path)
+    store.write_parquet(table, features_path(plan, job.bucket), plan.options)
     return BucketResult(**result)
 
 
-def features_path(plan: Plan, bucket: int) -> Path:
-    return Path(plan.work) / "features" / f"bucket-{bucket:05d}.parquet"
+def features_path(plan: Plan, bucket: int) -> str:
+    return store.join(plan.work, "features", f"bucket-{bucket:05d}.parquet")
 
 
 def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetime, counts: Counts) -> pl.DataFrame:
@@ -134,9 +132,9 @@ def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetim
     counts.events_used += ev.events.height
     counts.events_rejected = ev.rejected
     counts.funnel = {str(k): int(v) for k, v in funnel.group_by("funnel_stage").len().iter_rows()}
-    if job.stage is not None:
-        _write(funnel, job.stage, f"funnel/part-{job.bucket:05d}.parquet")
-        _write(ev.rejects, job.stage, f"event_rejects/part-{job.bucket:05d}.parquet")
+    if job.layout is not None:
+        _write(funnel, job.layout, "funnel", job.bucket)
+        _write(ev.rejects, job.layout, "event_rejects", job.bucket)
     return table.join(funnel.select("customer_id", "funnel_stage", *EVENT_FEATURES), on="customer_id",
                       how="left", maintain_order="left")
 
@@ -152,7 +150,5 @@ def _with_attributes(table: pl.DataFrame, plan: Plan, bucket: int, counts: Count
     return table
 
 
-def _write(frame: pl.DataFrame, stage: str, relative: str) -> None:
-    path = Path(stage) / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path)
+def _write(frame: pl.DataFrame, layout: Layout, folder: str, bucket: int) -> None:
+    store.write_parquet(frame, layout.part(folder, bucket), layout.options)

@@ -40,7 +40,9 @@ from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.table import top_channels
 from segmint.engine.io.clean import REASONS, RowStats
-from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, work_dir, write_json
+from segmint.engine.errors import ConfigError
+from segmint.engine.io import store
+from segmint.engine.io.sink import Layout, check_not_inside, check_writable, staged_output, work_dir, write_json
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -57,9 +59,11 @@ __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_
 
 @dataclass(frozen=True)
 class RunResult:
-    out: Path | None
+    out: str | None
     summary: pl.DataFrame | None     # one row per segment (run, assign)
     manifest: dict[str, Any]         # the content of run.json
+    clv: ClvParams | None = None     # the fitted parameters (clv)
+    cohorts: pl.DataFrame | None = None  # the long cohort table (cohorts)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     points, CLV parameters, scaler and centroids; ``cfg`` supplies the as-of, dedupe,
     pseudonymisation, overwrite, device, executor and the memory budget.
     """
-    model = Model.load(model_dir)
+    model = Model.load(model_dir, dict(cfg.storage_options))
     cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features, events=None, customers=None)
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
         device = resolve_device(cfg.cluster.device)
@@ -166,7 +170,7 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
 
 
 def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
-                progress: Progress | None = None, *, executor: Executor | str | None = None) -> ClvParams:
+                progress: Progress | None = None, *, executor: Executor | str | None = None) -> RunResult:
     """Fit BG/NBD + Gamma-Gamma; write ``out/clv_params.json`` and ``out/clv/`` (per customer)."""
     with _session("clv", inputs, out, cfg, progress, executor) as s:
         mapped, counts = _map(s, "features")
@@ -182,15 +186,14 @@ def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
             info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
         _score(s, Scoring(s.plan.cfg.features, cuts, params, clv_cfg), buckets, "clv")
         as_of = mapped[0].as_of
-        write_json(Path(s.stage) / "clv_params.json", params.to_dict() | {
+        write_json(s.layout.meta("clv_params.json"), params.to_dict() | {
             "as_of": as_of.isoformat(), "horizon": clv_cfg.horizon_units, "discount_rate": clv_cfg.discount_rate,
-            "fitted_on": report["fitted_on"]})
-        _commit(s, _manifest(s, as_of, counts) | {"clv": report})
-        return params
+            "fitted_on": report["fitted_on"]}, s.plan.options)
+        return dataclasses.replace(_commit(s, _manifest(s, as_of, counts) | {"clv": report}), clv=params)
 
 
 def compute_cohorts(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
-                    progress: Progress | None = None, *, executor: Executor | str | None = None) -> pl.DataFrame:
+                    progress: Progress | None = None, *, executor: Executor | str | None = None) -> RunResult:
     """Write ``out/cohorts.parquet`` (long) and ``out/retention_pivot.parquet``; returns the long table."""
     with _session("cohorts", inputs, out, cfg, progress, executor) as s:
         mapped, counts = _map(s, "cohorts")
@@ -199,11 +202,11 @@ def compute_cohorts(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfi
             for r in mapped:
                 partials.add(r.cohorts)
             table = cohort_table(partials, mapped[0].as_of)
-            table.write_parquet(Path(s.stage) / "cohorts.parquet")
-            retention_pivot(table).write_parquet(Path(s.stage) / "retention_pivot.parquet")
+            store.write_parquet(table, s.layout.meta("cohorts.parquet"), s.plan.options)
+            store.write_parquet(retention_pivot(table), s.layout.meta("retention_pivot.parquet"), s.plan.options)
             info["cohorts"] = len(partials.sizes)
-        _commit(s, _manifest(s, mapped[0].as_of, counts) | {"cohorts": len(partials.sizes)})
-        return table
+        result = _commit(s, _manifest(s, mapped[0].as_of, counts) | {"cohorts": len(partials.sizes)})
+        return dataclasses.replace(result, cohorts=table)
 
 
 def validate(inputs: Sequence[str | Path], cfg: RunConfig, progress: Progress | None = None, *,
@@ -224,37 +227,60 @@ class _Session:
     plan: Plan
     clock: StageClock
     executor: Executor
-    stage: str | None       # the output staging folder
+    layout: Layout | None   # where the output is written before commit
     started: dt.datetime
-    out: Path | None
+    out: str | None
 
 
 @contextlib.contextmanager
 def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None, cfg: RunConfig,
              progress: Progress | None, executor: Executor | str | None, *,
              model_dir: str | Path | None = None) -> Iterator[_Session]:
-    """Output and input checks, staging and work folders (removed on any exit), the plan, the executor."""
+    """Output and input checks, staging and work locations (removed on any exit), the plan, the executor."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     clock = StageClock(progress)
+    opts = cfg.storage_options
     with contextlib.ExitStack() as stack:
         with clock.stage("plan") as info:
             if out is not None:
-                check_writable(out, overwrite=cfg.overwrite)
+                check_writable(out, overwrite=cfg.overwrite, options=opts)
                 check_not_inside(out, _input_paths(inputs, cfg, model_dir))
+            runner = resolve_executor(cfg.executor if executor is None else executor,
+                                      **({"address": cfg.ray_address} if cfg.executor == "ray" and executor is None
+                                         else {}))
+            stack.callback(runner.close)
             started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
             run_id = new_run_id(started)
-            stage = stack.enter_context(staged_dir(out, overwrite=cfg.overwrite, run_id=run_id)) if out else None
-            base = Path(cfg.work_dir) / "segmint" if cfg.work_dir else (
-                Path(out) if out is not None else Path(tempfile.gettempdir()) / "segmint")
-            base.parent.mkdir(parents=True, exist_ok=True)
-            work = stack.enter_context(work_dir(base, run_id))
+            layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=run_id,
+                                                       options=opts)) if out is not None else None
+            work = stack.enter_context(_work(cfg, out, run_id, runner))
             plan = make_plan(command, inputs, cfg, work=work, run_id=run_id, started=started)
             info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
-        runner = resolve_executor(cfg.executor if executor is None else executor)
-        stack.callback(runner.close)
-        yield _Session(command, plan, clock, runner, str(stage) if stage else None, plan.started_at,
-                       Path(out) if out is not None else None)
+        yield _Session(command, plan, clock, runner, layout, plan.started_at, str(out) if out is not None else None)
+
+
+@contextlib.contextmanager
+def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor) -> Iterator[str]:
+    """Scratch space for bucket files: ``--work-dir``, else beside a local output, else the temp folder.
+    Removed on any exit."""
+    if cfg.work_dir and store.is_remote(cfg.work_dir):
+        work = store.join(cfg.work_dir, f"segmint-work-{run_id}")
+        try:
+            yield work
+        finally:
+            store.remove_prefix(work, dict(cfg.storage_options))
+        return
+    if getattr(runner, "needs_shared_storage", False):
+        msg = ("--executor ray on a cluster needs --work-dir and --out on storage every node reaches "
+               "(s3://..., gs://..., or a shared mount)")
+        if not cfg.work_dir or (out is not None and not store.is_remote(out)):
+            raise ConfigError(msg)
+    base = (Path(cfg.work_dir) / "segmint" if cfg.work_dir else
+            store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with work_dir(base, run_id) as folder:
+        yield str(folder)
 
 
 def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tuple[list[BucketResult], Counts]:
@@ -272,7 +298,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                 vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
             info["chunks"] = len(jobs)
     with s.clock.stage("map") as info:
-        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.stage) for b in range(plan.buckets)]
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout) for b in range(plan.buckets)]
         mapped = s.executor.map(map_bucket, jobs, tick=s.clock.tick)
         counts = Counts()
         for r in mapped:
@@ -284,7 +310,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
 
 def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str) -> tuple[KpiPartials, dict]:
     with s.clock.stage("score") as info:
-        jobs = [ScoreJob(s.plan, b, scoring, output, s.stage) for b in buckets]
+        jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         results = s.executor.map(score_bucket, jobs, tick=s.clock.tick)
         kpis = KpiPartials(k=scoring.k, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k,
@@ -352,14 +378,14 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
 
 def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manifest: dict[str, Any],
                 files: dict[str, pl.DataFrame]) -> RunResult:
-    stage = Path(s.stage)
-    profiles.write_parquet(stage / "profiles.parquet")
-    write_json(stage / "profiles.json", profiles.to_dicts())
+    opts = s.plan.options
+    store.write_parquet(profiles, s.layout.meta("profiles.parquet"), opts)
+    write_json(s.layout.meta("profiles.json"), profiles.to_dicts(), opts)
     if model is not None:
-        model.save(stage / "model")
+        model.save(s.layout.meta("model"), opts)
     for name, frame in files.items():
-        frame.write_parquet(stage / name)
-    summary = profiles.select("segment", "name", "customers", "share", "revenue_share",
+        store.write_parquet(frame, s.layout.meta(name), opts)
+    summary = profiles.select("segment", "name", "customers", "share", "revenue_share", "aov_kpi",
                               *[f"{f}_mean" for f in SUMMARY_FEATURES],
                               *(["clv_total"] if "clv_total" in profiles.columns else []))
     return dataclasses.replace(_commit(s, manifest), summary=summary)
@@ -372,7 +398,7 @@ def _commit(s: _Session, manifest: dict[str, Any]) -> RunResult:
     manifest["memory"]["peak_rss_mb"] = peak_rss_mb()
     manifest["ended_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     manifest["seconds"] = round((dt.datetime.now(dt.timezone.utc) - s.started).total_seconds(), 3)
-    write_json(Path(s.stage) / "run.json", manifest)
+    write_json(s.layout.meta("run.json"), manifest, s.plan.options)
     return RunResult(s.out, None, manifest)
 
 

@@ -32,6 +32,7 @@ from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError
 from segmint.engine.features.table import channel_columns
+from segmint.engine.io import store
 from segmint.engine.pipeline.bucket import HASH, features_path
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import fit_scaler
@@ -62,7 +63,7 @@ def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
     bound = _threshold(customers, want)
     frames = []
     for b in buckets:
-        lf = pl.scan_parquet(features_path(plan, b)).filter(pl.col(HASH) <= bound)
+        lf = store.scan_parquet(features_path(plan, b), plan.options).filter(pl.col(HASH) <= bound)
         frames.append((lf.select(*columns, HASH) if columns else lf).collect())
     return pl.concat(frames).sort("customer_id")
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
 from segmint.engine.hashing import customer_hash
+from segmint.engine.io import store
 from segmint.engine.io.clean import RowStats, row_stats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
@@ -51,9 +50,8 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     ids = raw.select(customer_expr(raw.schema, id_column(plan, job.role))).to_series()
     keyed = raw.with_columns(__bucket=pl.Series(bucket_of(ids, plan.buckets)))
     for (bucket,), part in keyed.partition_by("__bucket", as_dict=True, include_key=False).items():
-        folder = Path(plan.work) / job.role / f"bucket={bucket:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        part.write_parquet(folder / f"chunk-{job.index:06d}.parquet")
+        store.write_parquet(part, store.join(plan.work, job.role, f"bucket={bucket:05d}", f"chunk-{job.index:06d}.parquet"),
+                            plan.options)
     return row_stats(raw, plan.cfg, now=plan.now) if job.role == "tx" else None
 
 
@@ -74,9 +72,9 @@ def bucket_rows(plan: Plan, role: str, bucket: int) -> pl.DataFrame:
     source = plan.source(role)
     if plan.buckets == 1:
         return read_rows(plan, role, source.chunks)
-    files = sorted((Path(plan.work) / role / f"bucket={bucket:05d}").glob("chunk-*.parquet"))
+    files = store.list_files(store.join(plan.work, role, f"bucket={bucket:05d}"), plan.options)
     if files:
-        return pl.concat([pl.read_parquet(f) for f in files], rechunk=False)
+        return pl.concat([store.read_parquet(f, plan.options) for f in files], rechunk=False)
     schema = dict(source.schema)
     if plan.cfg.pseudonymize_ids:
         schema[id_column(plan, role)] = pl.String

@@ -63,6 +63,11 @@ class Plan:
     def fixed_as_of(self) -> dt.datetime | None:
         return parse_as_of(self.cfg.as_of) if self.cfg.as_of else None
 
+    @property
+    def options(self) -> dict[str, str]:
+        """Object-store options for every read and write (credentials: never written out)."""
+        return dict(self.cfg.storage_options)
+
     def source(self, role: str) -> Source:
         return {"tx": self.tx, "events": self.events, "customers": self.customers}[role]
 
@@ -82,15 +87,15 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
         inputs = [inputs]
     if cfg.pseudonymize_ids:
         require_key()  # before any data is read
-    tx, columns = contract.transactions(inputs, cfg.columns)
+    tx, columns = contract.transactions(inputs, cfg.columns, cfg.storage_options)
     cfg = dataclasses.replace(cfg, columns=columns)
     events = customers = None
     if side_tables and cfg.events is not None:
-        events = contract.events(cfg.events)
+        events = contract.events(cfg.events, cfg.storage_options)
         if not cfg.pseudonymize_ids:
             contract.check_same_ids(tx, columns.customer, events, cfg.events.customer, "--event-customer-col")
     if side_tables and cfg.customers is not None:
-        customers = contract.customers(cfg.customers)
+        customers = contract.customers(cfg.customers, cfg.storage_options)
         if not cfg.pseudonymize_ids:
             contract.check_same_ids(tx, columns.customer, customers, cfg.customers.customer, "--customers-id-col")
     limit = cfg.memory_limit or default_memory_limit()

@@ -10,8 +10,6 @@ memory (the profile sample, ``Model.predict``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
@@ -21,6 +19,8 @@ from segmint.engine.cluster.device import backend_for
 from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.features.table import add_rfm
+from segmint.engine.io import store
+from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.bucket import HASH, features_path
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
@@ -54,7 +54,7 @@ class ScoreJob:
     bucket: int
     scoring: Scoring
     output: str        # "assignments", "features" or "clv": what the bucket writes
-    stage: str
+    layout: Layout
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,20 @@ class ScoreResult:
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
-    table = pl.read_parquet(features_path(job.plan, job.bucket)).drop(HASH)
+    table = store.read_parquet(features_path(job.plan, job.bucket), job.plan.options).drop(HASH)
     scored = score_table(table, job.scoring)
-    stage = Path(job.stage)
-    name = f"part-{job.bucket:05d}.parquet"
+    out = job.layout
     if job.output == "features":
-        _write(scored, stage / "features" / name)
+        if scored.height:
+            store.write_parquet(scored, out.part("features", job.bucket), out.options)
         return ScoreResult(job.bucket, None, {})
     if job.output == "clv":
-        _write(scored.select("customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]),
-               stage / "clv" / name)
+        if scored.height:
+            store.write_parquet(scored.select("customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]),
+                                out.part("clv", job.bucket), out.options)
         return ScoreResult(job.bucket, None, {})
     for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items():
-        _write(part, stage / "assignments" / f"segment={segment}" / name)
+        store.write_parquet(part, out.part(f"assignments/segment={segment}", job.bucket), out.options)
     attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
     return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.k), _mix(scored, attrs))
 
@@ -107,6 +108,3 @@ def _mix(table: pl.DataFrame, attributes: tuple[str, ...]) -> dict[tuple[int, st
     return out
 
 
-def _write(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path)

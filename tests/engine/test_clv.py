@@ -34,7 +34,7 @@ def test_cdnow_weekly_summary_matches_reference(cdnow_sample, tmp_path):
 
 
 def test_clv_params_reproduce_published_cdnow_estimates(cdnow_sample, tmp_path):
-    params = compute_clv([cdnow_sample], tmp_path / "clv", CALIBRATION)
+    params = compute_clv([cdnow_sample], tmp_path / "clv", CALIBRATION).clv
     # Fader, Hardie & Lee (2005) BG/NBD; Fader & Hardie (2013) Gamma-Gamma.
     assert [_sig3(v) for v in (params.r, params.alpha, params.a, params.b)] == [0.243, 4.41, 0.793, 2.43]
     assert [_sig3(v) for v in (params.p, params.q, params.v)] == [6.25, 3.74, 15.4]

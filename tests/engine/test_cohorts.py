@@ -41,7 +41,7 @@ def _reference(lines: pl.DataFrame, as_of: dt.date) -> dict:
 
 
 def test_cohorts_match_plain_python(small_data, tmp_path):
-    table = compute_cohorts([small_data / "transactions"], tmp_path / "c", RunConfig())
+    table = compute_cohorts([small_data / "transactions"], tmp_path / "c", RunConfig()).cohorts
     lines = pl.read_parquet(small_data / "transactions")
     ref = _reference(lines, lines["ts"].max().date())
     assert table.height == len(ref)
@@ -67,5 +67,5 @@ def test_cohorts_match_plain_python(small_data, tmp_path):
 
 def test_a_month_ending_at_the_as_of_is_complete(small_data, tmp_path):
     table = compute_cohorts([small_data / "transactions"], tmp_path / "c",
-                            RunConfig(as_of="2026-05-31", max_reject_share=1.0))
+                            RunConfig(as_of="2026-05-31", max_reject_share=1.0)).cohorts
     assert table.filter(pl.col("cohort") == pl.col("cohort").max())["complete_month"].all()

@@ -1,0 +1,260 @@
+"""Where files live: local paths, or object stores (``s3://``, ``gs://``, ``az://``, ``file://``).
+
+Polars reads and writes Parquet and CSV on object stores natively; listing,
+small JSON files, deletes and existence checks go through obstore (the same Rust
+object_store library, and the same option names). Credentials come from the
+environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``, as on a cluster's workers) or from
+``--storage-option KEY=VALUE``; they are never written to run.json or any log.
+An unknown scheme is a configuration error (exit 2); a store that cannot be
+reached is an input error (exit 3) naming the address.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from segmint.engine.errors import ConfigError, InputContractError
+
+__all__ = ["SCHEMES", "is_remote", "check_scheme", "local", "join", "name", "parent", "exists", "is_dir",
+           "list_files", "sizes", "glob", "read_bytes", "write_bytes", "copy", "remove", "remove_prefix", "polars_options",
+           "write_parquet", "read_parquet", "scan_parquet", "Options"]
+
+SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "azure", "file")
+# obstore takes these as client options; every other key is the store's own configuration.
+_CLIENT_KEYS = {"allow_http", "allow_invalid_certificates", "connect_timeout", "timeout", "proxy_url",
+                "user_agent", "http1_only", "http2_only", "pool_idle_timeout"}
+_ALIASES = {"aws_endpoint_url": "aws_endpoint", "endpoint_url": "aws_endpoint", "aws_allow_http": "allow_http"}
+
+Options = Mapping[str, str]
+
+
+def is_remote(path: str | Path) -> bool:
+    """True for an object-store URI (``file://`` counts as local)."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def check_scheme(path: str | Path) -> None:
+    """Refuse a URI whose scheme segmint cannot read or write (it would become a local folder)."""
+    text = str(path)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in SCHEMES:
+            msg = (f"{text}: unknown storage scheme {scheme}://; segmint reads and writes local paths, "
+                   f"s3://, gs://, az:// (abfs://) and file://")
+            raise ConfigError(msg)
+
+
+def local(path: str | Path) -> Path:
+    """A local path (``file://`` stripped)."""
+    text = str(path)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    if is_remote(base):
+        return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(local(base).joinpath(*parts))
+
+
+def name(path: str | Path) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(path: str | Path) -> str:
+    if is_remote(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return str(local(path).parent)
+
+
+def exists(path: str | Path, options: Options | None = None) -> bool:
+    """A file, or a prefix (folder) with at least one file under it."""
+    if not is_remote(path):
+        return local(path).exists()
+    store, key = _store(path, options)
+    import obstore
+
+    try:
+        obstore.head(store, key)
+        return True
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - obstore raises its own error types per backend
+        raise _unreachable(path, exc) from None
+    return any(True for _ in _list(path, options))
+
+
+def is_dir(path: str | Path, options: Options | None = None) -> bool:
+    if not is_remote(path):
+        return local(path).is_dir()
+    return any(True for _ in _list(path, options))
+
+
+def list_files(prefix: str | Path, options: Options | None = None) -> list[str]:
+    """Every file under ``prefix`` (recursively), as full paths/URIs, sorted."""
+    if not is_remote(prefix):
+        root = local(prefix)
+        return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    base = str(prefix).rstrip("/")
+    return sorted(f"{base}/{rel}" for rel in _list(prefix, options))
+
+
+def sizes(prefix: str | Path, options: Options | None = None) -> dict[str, int]:
+    """Every file under ``prefix`` with its size in bytes."""
+    if not is_remote(prefix):
+        return {f: local(f).stat().st_size for f in list_files(prefix, options)}
+    base = str(prefix).rstrip("/")
+    return {f"{base}/{rel}": size for rel, size in _list(prefix, options, with_size=True)}
+
+
+def glob(pattern: str, options: Options | None = None) -> list[str]:
+    """Files matching a glob (``*``, ``?``, ``[...]``; ``**`` crosses folders)."""
+    if not is_remote(pattern):
+        import glob as globlib
+
+        return sorted(f for f in globlib.glob(str(local(pattern)), recursive=True) if Path(f).is_file())
+    fixed = pattern.split("*")[0].split("?")[0].split("[")[0]
+    base = fixed if fixed.endswith("/") else fixed.rsplit("/", 1)[0] + "/"
+    return [f for f in list_files(base, options) if fnmatch.fnmatchcase(f, pattern)]
+
+
+def read_bytes(path: str | Path, options: Options | None = None) -> bytes:
+    if not is_remote(path):
+        return local(path).read_bytes()
+    import obstore
+
+    store, key = _store(path, options)
+    try:
+        return bytes(obstore.get(store, key).bytes())
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(path, exc) from None
+
+
+def write_bytes(path: str | Path, data: bytes, options: Options | None = None) -> None:
+    """Write a whole object (a single PUT on object stores: readers see all of it or none)."""
+    if not is_remote(path):
+        target = local(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return
+    import obstore
+
+    store, key = _store(path, options)
+    obstore.put(store, key, data)
+
+
+def copy(source: str, target: str, options: Options | None = None) -> None:
+    """Copy one file (server-side on object stores)."""
+    if not is_remote(source):
+        local(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local(source), local(target))
+        return
+    import obstore
+
+    store, key = _store(source, options)
+    _, target_key = _store(target, options)
+    obstore.copy(store, key, target_key)
+
+
+def write_parquet(frame: Any, path: str, options: Options | None = None) -> None:
+    """A Polars DataFrame to one Parquet file (folders created locally)."""
+    if not is_remote(path):
+        local(path).parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(local(path))
+        return
+    frame.write_parquet(path, storage_options=polars_options(options))
+
+
+def read_parquet(path: str, options: Options | None = None) -> Any:
+    """One file, or a folder of them (hive partitions become columns)."""
+    import polars as pl
+
+    if is_remote(path) and not path.endswith((".parquet", "/")):
+        path += "/"  # a folder on an object store (Polars reads a prefix given with its slash)
+    return pl.read_parquet(path if is_remote(path) else local(path), storage_options=polars_options(options))
+
+
+def scan_parquet(path: str | list[str], options: Options | None = None) -> Any:
+    import polars as pl
+
+    return pl.scan_parquet(path, storage_options=polars_options(options))
+
+
+def remove(paths: list[str], options: Options | None = None) -> None:
+    for path in paths:
+        if not is_remote(path):
+            local(path).unlink(missing_ok=True)
+            continue
+        import obstore
+
+        store, key = _store(path, options)
+        obstore.delete(store, key)
+
+
+def remove_prefix(prefix: str | Path, options: Options | None = None) -> None:
+    if not is_remote(prefix):
+        shutil.rmtree(local(prefix), ignore_errors=True)
+        return
+    remove(list_files(prefix, options), options)
+
+
+def polars_options(options: Options | None) -> dict[str, str] | None:
+    """The storage options as Polars takes them (None for none: Polars then reads the environment)."""
+    return dict(options) if options else None
+
+
+def _list(prefix: str | Path, options: Options | None, *, with_size: bool = False) -> Iterator[Any]:
+    import obstore
+
+    store, key = _store(prefix, options)
+    key = key.rstrip("/")
+    try:
+        for batch in obstore.list(store, prefix=f"{key}/" if key else None):
+            for item in batch:
+                rel = item["path"][len(key) + 1:] if key else item["path"]
+                yield (rel, item["size"]) if with_size else rel
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(prefix, exc) from None
+
+
+def _store(path: str | Path, options: Options | None) -> tuple[Any, str]:
+    check_scheme(path)
+    scheme, rest = str(path).split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return _cached_store(f"{scheme}://{bucket}", tuple(sorted((options or {}).items()))), key
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_store(root: str, options: tuple[tuple[str, str], ...]) -> Any:
+    try:
+        from obstore.store import from_url
+    except ImportError:  # pragma: no cover - obstore is a dependency
+        msg = "object-store paths need obstore: pip install obstore"
+        raise ConfigError(msg) from None
+    config: dict[str, str] = {}
+    client: dict[str, Any] = {}
+    for key, value in options:
+        key = _ALIASES.get(key.lower(), key.lower())
+        (client if key in _CLIENT_KEYS else config)[key] = value
+    if os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true":
+        client.setdefault("allow_http", "true")
+    try:
+        return from_url(root, config=config or None, client_options=client or None)
+    except BaseException as exc:  # noqa: BLE001 - a bad option panics in Rust (not an Exception)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        msg = f"cannot use {root} with the given storage options ({str(exc).splitlines()[0][:200]})"
+        raise ConfigError(msg) from None
+
+
+def _unreachable(path: str | Path, exc: BaseException) -> InputContractError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputContractError(f"cannot reach {path}: {text[:300]}; check the address, network and credentials")
