@@ -10,6 +10,8 @@ edited file is refused with the field at fault, never used half-read.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams
-from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig
+from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.io import store
@@ -48,6 +51,37 @@ class Model:
     @property
     def k(self) -> int:
         return self.centroids.shape[0]
+
+    def predict(self, transactions: Any, *, as_of: str | dt.datetime | None = None) -> pl.DataFrame:
+        """Score customers in this process: one row per customer with segment, name, distance,
+        margin, RFM scores and, when the model has them, CLV columns.
+
+        ``transactions`` is a Polars (or pandas) DataFrame with the model's mapped columns.
+        ``as_of`` defaults to now (UTC): real-time scoring measures recency up to the present.
+        Rows that cannot be used (see ``segmint validate``) are left out, as are customers
+        without a purchase.
+        """
+        from segmint.engine.features.table import customer_features
+        from segmint.engine.io.clean import clean
+        from segmint.engine.pipeline.score import Scoring, score_table
+
+        frame = transactions if isinstance(transactions, pl.DataFrame) else pl.DataFrame(transactions)
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        if isinstance(as_of, str):
+            as_of = parse_as_of(as_of)
+        cfg = self._config
+        cleaned = clean(frame.select(cfg.columns.source_columns()), cfg, as_of=as_of or now, now=now)
+        table = customer_features(cleaned.lines, cleaned.as_of, self.channels, self.features)
+        scored = score_table(table, Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler,
+                                            self.centroids))
+        names = pl.Series("name", self.names, dtype=pl.String)
+        return scored.select("customer_id", "segment", names.gather(scored["segment"]), "distance", "margin",
+                             "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
+                             *[c for c in ("p_alive", "expected_purchases", "clv") if c in scored.columns])
+
+    @functools.cached_property
+    def _config(self) -> RunConfig:
+        return RunConfig(columns=self.columns, features=self.features)
 
     def save(self, directory: str | Path, options: store.Options | None = None) -> None:
         write_json(store.join(directory, "model.json"), {

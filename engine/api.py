@@ -1,0 +1,186 @@
+"""The Python API behind ``import segmint``: the commands, for paths or in-memory data.
+
+Each function takes its main input as a path or URI, a list of them, or data in
+memory (a Polars DataFrame or LazyFrame, a pandas DataFrame, a pyarrow Table or
+Dataset), one ``RunConfig``, and returns a ``Result``: the output location, the
+run.json content, and the tables on request (``result.assignments()`` is a
+LazyFrame). In-memory data is written to a temporary Parquet file first (a
+LazyFrame is streamed there), so every size goes through the same bounded-memory
+pipeline as files do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segmint.engine.analytics.clv import ClvParams
+from segmint.engine.config import RunConfig
+from segmint.engine.errors import ConfigError
+from segmint.engine.io import store
+from segmint.engine.model import Model
+from segmint.engine.pipeline import commands
+from segmint.engine.pipeline.executor import Executor
+from segmint.engine.progress import Progress
+
+__all__ = ["Result", "run", "assign", "features", "clv", "cohorts", "validate", "Data"]
+
+Data = Any  # str | Path | Sequence[str | Path] | pl.DataFrame | pl.LazyFrame | pandas / pyarrow tables
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command wrote: ``out``, ``manifest`` (run.json), and its tables, read on request."""
+
+    out: str
+    manifest: dict[str, Any]
+    summary: pl.DataFrame | None = None        # run and assign: one row per segment
+    clv: ClvParams | None = None               # clv: the fitted parameters
+    cohorts: pl.DataFrame | None = None        # cohorts: the long table
+    _options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def assignments(self) -> pl.LazyFrame:
+        """Every customer with segment, distance, margin and features (run, assign)."""
+        return self._scan("assignments")
+
+    def features(self) -> pl.LazyFrame:
+        """The feature table (features)."""
+        return self._scan("features")
+
+    def clv_table(self) -> pl.LazyFrame:
+        """Per-customer CLV (clv)."""
+        return self._scan("clv")
+
+    def rejects(self) -> pl.LazyFrame:
+        """Quarantined rows with their reason."""
+        return self._scan("rejects")
+
+    def profiles(self) -> pl.DataFrame:
+        """One row per segment (run, assign)."""
+        return store.read_parquet(store.join(self.out, "profiles.parquet"), dict(self._options))
+
+    def model(self) -> Model:
+        """The saved model (run)."""
+        return Model.load(self.out, dict(self._options))
+
+    def _scan(self, folder: str) -> pl.LazyFrame:
+        path = store.join(self.out, folder)
+        pattern = f"{path}/**/*.parquet" if store.is_remote(path) else str(Path(path) / "**" / "*.parquet")
+        return pl.scan_parquet(pattern, hive_partitioning=True, storage_options=store.polars_options(dict(self._options)))
+
+
+def run(transactions: Data, out: str | Path, config: RunConfig | None = None, *, progress: Progress | None = None,
+        executor: Executor | str | None = None) -> Result:
+    """Segment customers; writes the run directory ``out`` (see ``segmint run --help``)."""
+    cfg = _config(config)
+    with _inputs(transactions, out, cfg) as paths:
+        return _result(commands.run(paths, out, cfg, progress, executor=executor), cfg)
+
+
+def assign(model: str | Path, transactions: Data, out: str | Path, config: RunConfig | None = None, *,
+           progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
+    """Score customers with the model of an earlier run (a run directory or its model folder)."""
+    cfg = _config(config)
+    with _inputs(transactions, out, cfg) as paths:
+        return _result(commands.assign_customers(model, paths, out, cfg, progress, executor=executor), cfg)
+
+
+def features(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
+             progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
+    """Write the per-customer feature table to ``out/features/``."""
+    cfg = _config(config)
+    with _inputs(transactions, out, cfg) as paths:
+        return _result(commands.compute_feature_table(paths, out, cfg, progress, executor=executor), cfg)
+
+
+def clv(transactions: Data, out: str | Path, config: RunConfig | None = None, *, progress: Progress | None = None,
+        executor: Executor | str | None = None) -> Result:
+    """Fit BG/NBD + Gamma-Gamma; ``result.clv`` holds the parameters, ``result.clv_table()`` the customers."""
+    cfg = _config(config)
+    with _inputs(transactions, out, cfg) as paths:
+        return _result(commands.compute_clv(paths, out, cfg, progress, executor=executor), cfg)
+
+
+def cohorts(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
+            progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
+    """Acquisition-month cohorts; ``result.cohorts`` holds the long table."""
+    cfg = _config(config)
+    with _inputs(transactions, out, cfg) as paths:
+        return _result(commands.compute_cohorts(paths, out, cfg, progress, executor=executor), cfg)
+
+
+def validate(transactions: Data, config: RunConfig | None = None, *, progress: Progress | None = None,
+             executor: Executor | str | None = None) -> commands.ValidationReport:
+    """Check the data contract and count data-quality issues; writes nothing."""
+    cfg = _config(config)
+    with _inputs(transactions, None, cfg) as paths:
+        return commands.validate(paths, cfg, progress, executor=executor)
+
+
+def _config(config: RunConfig | None) -> RunConfig:
+    if config is None:
+        return RunConfig()
+    if not isinstance(config, RunConfig):
+        msg = f"config must be a segmint.RunConfig, got {type(config).__name__}; build one with segmint.RunConfig(...)"
+        raise ConfigError(msg)
+    return config
+
+
+def _result(r: commands.RunResult, cfg: RunConfig) -> Result:
+    return Result(out=str(r.out), manifest=r.manifest, summary=r.summary, clv=r.clv, cohorts=r.cohorts,
+                  _options=cfg.storage_options)
+
+
+@contextlib.contextmanager
+def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list[str]]:
+    """Paths as given; in-memory data written to a temporary Parquet file, removed afterwards."""
+    if isinstance(data, (str, Path)):
+        yield [str(data)]
+        return
+    if isinstance(data, Sequence) and data and all(isinstance(p, (str, Path)) for p in data):
+        yield [str(p) for p in data]
+        return
+    base = Path(out).parent if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".segmint-input-", dir=base))
+    try:
+        path = folder / "input.parquet"
+        _write(data, path)
+        yield [str(path)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write(data: Data, path: Path) -> None:
+    if isinstance(data, pl.DataFrame):
+        data.write_parquet(path)
+        return
+    if isinstance(data, pl.LazyFrame):
+        data.sink_parquet(path)
+        return
+    kind = f"{type(data).__module__}.{type(data).__name__}"
+    if kind.startswith("pandas.") and type(data).__name__ == "DataFrame":
+        pl.from_pandas(data).write_parquet(path)
+        return
+    if kind.startswith("pyarrow."):
+        import pyarrow.parquet as pq
+
+        if type(data).__name__ == "Table":
+            pq.write_table(data, path)
+            return
+        if hasattr(data, "to_batches") and hasattr(data, "schema"):  # a pyarrow Dataset: streamed in batches
+            with pq.ParquetWriter(path, data.schema) as writer:
+                for batch in data.to_batches():
+                    writer.write_batch(batch)
+            return
+    msg = (f"transactions must be a path or URI, a list of them, or a Polars DataFrame/LazyFrame, pandas DataFrame "
+           f"or pyarrow Table/Dataset; got {kind}")
+    raise ConfigError(msg)
+

@@ -1,0 +1,50 @@
+"""The Python API a notebook uses: only ``import segmint``."""
+
+import polars as pl
+import pytest
+
+
+def test_a_notebook_runs_loads_predicts_and_reads_results(small_data, tmp_path):
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=4, seed=1)))
+    assert result.summary.height == 4 and result.summary["customers"].sum() == 3000
+    assignments = result.assignments().collect()
+    assert assignments.height == 3000 and {"segment", "distance", "clv"} <= set(assignments.columns)
+    assert result.profiles()["customers"].to_list() == result.summary["customers"].to_list()
+    assert not list(tmp_path.glob(".segmint-input-*"))  # the in-memory input was spilled and removed
+
+    model = segmint.Model.load(result.out)
+    some = assignments.head(5)["customer_id"]
+    scored = model.predict(tx.filter(pl.col("customer_id").is_in(some.implode())), as_of=result.manifest["as_of"])
+    want = assignments.filter(pl.col("customer_id").is_in(some.implode())).sort("customer_id")
+    assert scored.sort("customer_id")["segment"].to_list() == want["segment"].cast(pl.Int32).to_list()
+    assert scored.sort("customer_id")["clv"].to_list() == pytest.approx(want["clv"].to_list())
+    assert set(scored["name"]) <= set(result.summary["name"])
+
+
+def test_inputs_may_be_a_path_a_list_a_lazyframe_or_arrow(small_data, tmp_path):
+    import pyarrow.dataset as ds
+
+    import segmint
+
+    path = str(small_data / "transactions")
+    counts = {segmint.validate(data).rows_in for data in (
+        path, [path], pl.scan_parquet(f"{path}/*.parquet"), ds.dataset(path), pl.read_parquet(path).to_arrow())}
+    assert counts == {pl.read_parquet(path).height}
+    features = segmint.features(path, tmp_path / "f")
+    assert features.features().collect().height == 3000
+    assert segmint.clv(path, tmp_path / "c").clv.r > 0
+    assert segmint.cohorts(path, tmp_path / "h").cohorts.height > 0
+
+
+def test_wrong_types_are_refused_with_the_field_named(small_data):
+    import segmint
+
+    with pytest.raises(segmint.ConfigError, match="run.cluster must be a ClusterConfig"):
+        segmint.RunConfig(cluster={"k": 5})
+    with pytest.raises(segmint.ConfigError, match="config must be a segmint.RunConfig"):
+        segmint.run(str(small_data / "transactions"), "x", {"k": 5})
+    with pytest.raises(segmint.ConfigError, match="transactions must be a path"):
+        segmint.validate(42)
