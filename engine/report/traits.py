@@ -1,0 +1,104 @@
+"""Each segment in plain words: what sets it apart from all customers, and why it bears its name.
+
+Traits come from the ``_median_pct`` columns: the population percentile of the
+segment's median. A feature is a trait when that percentile is at least
+``TRAIT_DISTANCE`` from 50; the strongest ``MAX_TRAITS`` are kept, e.g. "typical
+order value higher than 82% of customers (median 83.51)", where 82% is the share of
+all customers strictly below that median (counted by engine.report.inputs). Name reasons restate
+``profile.NAME_RULES`` with the segment's own numbers, so they cannot drift from
+the rules that made the name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from segmint.engine.profile import NAME_RULES
+from segmint.engine.profile_columns import describe
+from segmint.engine.report import numfmt as fmt
+
+__all__ = ["candidates", "traits", "name_reasons", "kpi_sentence", "TRAIT_DISTANCE", "MAX_TRAITS"]
+
+TRAIT_DISTANCE = 25.0
+MAX_TRAITS = 5
+# These restate recency, frequency and spend in other units (lifetimes' columns, RFM quintile scores,
+# the parts of CLV), so as traits they would repeat the same fact several times.
+_RESTATEMENTS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary", "r_score", "f_score", "m_score",
+                 "ipt_std_days", "expected_purchases", "expected_avg_value")
+_SUFFIX = "_median_pct"
+_TOKEN = re.compile(r"[a-z][a-z_]*[a-z]")
+_NUMBERED = re.compile(r"(.*?)(?: (#\d+))?$")
+_OPERATORS = {">=": "≥", "<=": "≤", "==": "="}
+
+
+def candidates(row: dict) -> list[tuple[str, float]]:
+    """(feature, median percentile) of the segment's traits, strongest first: at most MAX_TRAITS features
+    whose median lies at least TRAIT_DISTANCE percentile points from the population's middle."""
+    found = []
+    for column, pct in row.items():
+        feature = column[: -len(_SUFFIX)] if column.endswith(_SUFFIX) else None
+        if feature is None or feature in _RESTATEMENTS or pct is None or abs(pct - 50) < TRAIT_DISTANCE:
+            continue
+        found.append((feature, pct))
+    found.sort(key=lambda t: -abs(t[1] - 50))  # stable: ties keep the profile's column order
+    return found[:MAX_TRAITS]
+
+
+def traits(row: dict, ranks: dict[str, tuple[float, float]]) -> list[str]:
+    """One sentence per candidate, e.g. "typical order value higher than 82% of customers (median 83.51)".
+
+    ``ranks[feature]`` holds the shares of all customers strictly below and strictly above the segment's
+    median; the sentence quotes the strict share, so ties (many customers at 0) are never counted as
+    lower or higher.
+    """
+    out = []
+    for feature, pct in candidates(row):
+        below, above = ranks[feature]
+        col = describe(feature)
+        side = f"higher than {100 * below:.0f}%" if pct >= 50 else f"lower than {100 * above:.0f}%"
+        out.append(f"typical {col.label} {side} of customers (median {fmt.value(col.unit, row[f'{feature}_median'])})")
+    return out
+
+
+def name_reasons(row: dict) -> list[tuple[str, str]]:
+    """(word, reason) for each word of the segment's name: its rule with this segment's numbers."""
+    name, number = _NUMBERED.match(row["name"]).groups()  # profile._disambiguate's last resort: " #<id>"
+    reasons = []
+    for word in name.split(" · "):
+        if word in NAME_RULES:
+            reasons.append((word, _TOKEN.sub(lambda m: _term(m.group(0), row), _plain_ops(NAME_RULES[word]))))
+        else:
+            reasons.append((word, "where this segment differs most from the segments that share the rest of "
+                                  "its name"))
+    if number:
+        reasons.append((number, "a number, added because another segment has the same name"))
+    return reasons
+
+
+def kpi_sentence(row: dict, total_customers: int) -> str:
+    """Size, value and habits in one line."""
+    parts = [f"{fmt.count(row['customers'])} of {fmt.count(total_customers)} customers ({fmt.share(row['share'])})",
+             f"{fmt.share(row['revenue_share'])} of revenue",
+             f"{fmt.value('orders', row['orders_per_customer'])} orders per customer",
+             f"{fmt.money(row['aov_kpi'])} revenue per order",
+             f"{fmt.share(row['repurchase_rate'])} bought on two or more days"]
+    return "; ".join(parts)
+
+
+def _plain_ops(rule: str) -> str:
+    for op, sign in _OPERATORS.items():
+        rule = rule.replace(op, sign)
+    return rule
+
+
+def _term(token: str, row: dict) -> str:
+    """A column of a rule in words with its value here; other words ("and") stay."""
+    if token not in row:
+        return token
+    v = row[token]
+    if token.endswith(_SUFFIX):
+        label = describe(token[: -len(_SUFFIX)]).label
+        return f"percentile of median {label} (here {fmt.value('percentile', v)})"
+    col = describe(token)
+    here = "n/a" if v is None else f"{v:.2f}" if col.unit == "share" else fmt.value(col.unit, v)
+    return f"{'median ' if token.endswith('_median') else ''}{col.label} (here {here})"

@@ -1,0 +1,48 @@
+"""Write the report file: read the run, render the page, put it in place atomically."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import polars as pl
+
+from segmint.engine.errors import ConfigError
+from segmint.engine.io import store
+from segmint.engine.io.sink import check_writable, staged_file
+from segmint.engine.report.html import render_page
+from segmint.engine.report.inputs import check_cohorts, check_migration, read_run
+
+__all__ = ["write_report"]
+
+
+def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataFrame | None = None,
+                 migration: pl.DataFrame | None = None, overwrite: bool = False) -> Path:
+    """Write the report of ``run_dir`` to ``out_html`` and return its path.
+
+    Parameters
+    ----------
+    run_dir
+        A finished ``segmint run`` or ``segmint assign`` output folder.
+    out_html
+        The file to write (atomically: renamed into place once complete).
+    cohorts
+        Optional long cohort table written by ``segmint cohorts`` (cohort, months_since_first,
+        retention, complete_month; cohort_size when present): drawn as a retention heatmap.
+    migration
+        Optional table with old_segment, new_segment, customers, revenue (null old_segment:
+        new customers; null new_segment: lost customers): drawn as a migration matrix.
+    overwrite
+        Replace an existing ``out_html``; without it an existing file is an error (exit 4).
+    """
+    if store.is_remote(out_html):
+        msg = f"segmint report writes a local file, not {out_html}; give a local --out and copy the file after"
+        raise ConfigError(msg)
+    check_writable(out_html, overwrite=overwrite)  # before any work; staged_file checks again
+    cohorts = check_cohorts(cohorts) if cohorts is not None else None
+    migration = check_migration(migration) if migration is not None else None
+    page = render_page(read_run(run_dir), cohorts=cohorts, migration=migration, version=version("segmint"))
+    out_html = store.local(out_html)
+    with staged_file(out_html, overwrite=overwrite) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out_html

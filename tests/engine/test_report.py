@@ -1,0 +1,217 @@
+"""The HTML report (self-contained, complete, same bytes twice) and the profile files people read."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segmint.engine.errors import InputContractError, OutputExistsError
+from segmint.engine.profile_columns import UNITS
+from segmint.engine.profile_files import MARKETER_COLUMNS, write_profiles
+from segmint.engine.report import SECTIONS, write_report
+from segmint.engine.report.inputs import read_run
+from segmint.engine.report.traits import candidates, name_reasons
+
+_VOID = {"meta", "br", "img", "input", "link", "hr", "col", "wbr", "source"}
+
+
+class _Page(HTMLParser):
+    """Ids, every attribute value, style text, and whether every opened element was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.attrs: list[tuple[str, str]] = []
+        self.styles: list[str] = []
+        self.tags: set[str] = set()
+        self.stack: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attrs += [(k, v or "") for k, v in attrs]
+        self.ids += [v for k, v in attrs if k == "id"]
+        self.styles += [v for k, v in attrs if k == "style" and v]
+        self._in_style = tag == "style"
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attrs += [(k, v or "") for k, v in attrs]
+        self.ids += [v for k, v in attrs if k == "id"]
+        self.styles += [v for k, v in attrs if k == "style" and v]
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-3:])
+        self.stack.pop()
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+@pytest.fixture(scope="module")
+def cohorts() -> pl.DataFrame:
+    """Three monthly cohorts, as `segmint cohorts` writes them; the last month is incomplete."""
+    rows = [(dt.date(2026, 1, 1), m, 100, [1.0, 0.4, 0.3][m], m < 2) for m in range(3)]
+    rows += [(dt.date(2026, 2, 1), m, 80, [1.0, 0.5][m], m < 1) for m in range(2)]
+    rows += [(dt.date(2026, 3, 1), 0, 60, 1.0, False)]
+    return pl.DataFrame(rows, schema={"cohort": pl.Date, "months_since_first": pl.Int32, "cohort_size": pl.Int64,
+                                      "retention": pl.Float64, "complete_month": pl.Boolean}, orient="row")
+
+
+@pytest.fixture(scope="module")
+def migration() -> pl.DataFrame:
+    return pl.DataFrame({"old_segment": [0, 0, 1, 2, None, 3], "new_segment": [0, 1, 1, None, 2, 3],
+                         "customers": [500, 40, 300, 25, 60, 200], "revenue": [9e4, 2e3, 4e4, 0.0, 5e3, 1e4]})
+
+
+@pytest.fixture(scope="module")
+def report(small_run, cohorts, migration, tmp_path_factory) -> Path:
+    return write_report(small_run, tmp_path_factory.mktemp("report") / "report.html", cohorts=cohorts,
+                        migration=migration)
+
+
+def test_report_parses_and_has_every_section(report):
+    page = _parse(report)
+    assert page.stack == []
+    assert set(SECTIONS) <= set(page.ids)
+    assert len(page.ids) == len(set(page.ids)), "ids repeat across the inline SVGs"
+    text = report.read_text(encoding="utf-8")
+    for sid in ("segments", "rfm", "lifecycle", "clv", "cohorts", "migration"):
+        section = text[text.index(f'<section id="{sid}">'):]
+        assert section.index("<svg") < section.index("</section>"), sid
+    assert '<p class="note">This run had no web/app events' in text  # the small run has no events
+
+
+def test_report_references_nothing_outside_the_file(report):
+    page = _parse(report)
+    for key, value in page.attrs:
+        if key in ("src", "href", "xlink:href", "action", "poster", "data", "srcset"):
+            assert value.startswith(("#", "data:")), (key, value)  # in-page anchors and inline images only
+        if key.startswith("xmlns"):
+            continue  # a namespace name, never fetched
+        assert not re.match(r"\s*(https?:)?//", value), (key, value)
+    for css in page.styles:
+        assert "@import" not in css
+        assert all(ref.startswith("#") for ref in re.findall(r"url\(\s*['\"]?([^)'\"]*)", css)), css
+    assert not {"script", "link", "iframe", "object", "embed", "img"} & page.tags
+
+
+def test_report_is_the_same_bytes_twice(report, small_run, cohorts, migration, tmp_path):
+    again = write_report(small_run, tmp_path / "again.html", cohorts=cohorts, migration=migration)
+    assert again.read_bytes() == report.read_bytes()
+
+
+def test_report_without_optional_tables_says_what_is_missing(small_run, tmp_path):
+    text = write_report(small_run, tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert set(SECTIONS) <= set(_parse(tmp_path / "plain.html").ids)
+    assert "segmint cohorts INPUT --out DIR" in text
+    assert "No migration table was given" in text
+
+
+def test_cohort_heatmap_blanks_the_incomplete_month(report):
+    text = report.read_text(encoding="utf-8")
+    cohort_svg = text[text.index('<section id="cohorts">'):text.index('<section id="migration">')]
+    labels = re.findall(r">(\d+)</text>", cohort_svg)
+    assert "40" in labels and "50" not in labels  # 2026-02 month 1 is the incomplete as-of month
+
+
+def test_traits_quote_the_share_of_customers_strictly_below_or_above(small_run, report):
+    run = read_run(small_run)
+    a = pl.read_parquet(small_run / "assignments")
+    text = report.read_text(encoding="utf-8")
+    checked = 0
+    for row in run.profiles.iter_rows(named=True):
+        for feature, pct in candidates(row):
+            median = row[f"{feature}_median"]
+            values = a[feature].filter(a[feature].is_finite())
+            strict = (values < median).mean() if pct >= 50 else (values > median).mean()
+            side = "higher" if pct >= 50 else "lower"
+            assert f"{side} than {100 * strict:.0f}% of customers" in text, (row["segment"], feature)
+            checked += 1
+    assert checked >= run.k
+
+
+def test_name_reasons_restate_the_rules_with_the_segments_numbers():
+    row = {"name": "Dormant · one-time · mid spend · more web #3", "recency_days_median_pct": 81.0,
+           "frequency_median": 1.0, "repurchase_rate": 0.25, "aov_median_pct": 50.0}
+    reasons = dict(name_reasons(row))
+    assert reasons["Dormant"] == "percentile of median days since last order (here 81) ≥ 70"
+    assert reasons["one-time"] == "median number of orders (here 1) = 1 and repurchase rate (here 0.25) < 0.5"
+    assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
+    assert "differs most" in reasons["more web"] and "same name" in reasons["#3"]
+
+
+def test_run_aggregates_cover_every_customer(small_run):
+    run = read_run(small_run)
+    customers = run.manifest["customers"]
+    assert run.rfm.sum() == customers
+    assert run.clv is not None and run.clv.counts.sum() + run.clv.missing == customers
+
+
+def test_segment_ids_need_not_be_0_to_k_minus_1(small_run, tmp_path):
+    """A warm-started run keeps matched ids, so a run may hold segments 0, 2, 9."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(small_run, run_dir)
+    (run_dir / "assignments" / "segment=1").rename(run_dir / "assignments" / "segment=9")
+    profiles = pl.read_parquet(run_dir / "profiles.parquet")
+    profiles.with_columns(pl.col("segment").replace(1, 9)).write_parquet(run_dir / "profiles.parquet")
+    run = read_run(run_dir)
+    assert run.clv is not None and run.clv.counts.sum(axis=1).tolist() == run.profiles["customers"].to_list()
+    text = write_report(run_dir, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<h3>9 · {profiles['name'][1]}</h3>" in text
+
+
+def test_report_refuses_what_it_cannot_use(small_run, tmp_path, report):
+    with pytest.raises(InputContractError, match="not a finished segmint run"):
+        write_report(tmp_path, tmp_path / "r.html")
+    with pytest.raises(InputContractError, match="lacks column"):
+        write_report(small_run, tmp_path / "r.html", migration=pl.DataFrame({"old_segment": [0]}))
+    with pytest.raises(OutputExistsError):
+        write_report(small_run, report)
+
+
+def test_profiles_json_describes_every_column(small_run, tmp_path):
+    profiles = pl.read_parquet(small_run / "profiles.parquet")
+    write_profiles(tmp_path, profiles)
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    doc = json.loads((tmp_path / "profiles.json").read_text(), parse_constant=refuse)
+    assert list(doc["columns"]) == profiles.columns
+    for column, meta in doc["columns"].items():
+        assert meta["unit"] in UNITS and meta["unit"] != "unknown", column
+        assert meta["description"].strip(), column
+    assert doc["segments"][0]["name"] == profiles["name"][0] and len(doc["segments"]) == profiles.height
+    assert pl.read_parquet(tmp_path / "profiles.parquet").equals(profiles)
+
+
+def test_profiles_csv_has_the_marketer_columns(small_run, tmp_path):
+    profiles = pl.read_parquet(small_run / "profiles.parquet")
+    write_profiles(tmp_path, profiles)
+    with (tmp_path / "profiles.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [header for _, header in MARKETER_COLUMNS]  # the small run has CLV
+    assert len(rows) == profiles.height
+    assert [int(r["customers"]) for r in rows] == profiles["customers"].to_list()
+    assert float(rows[0]["revenue_per_order"]) == pytest.approx(profiles["aov_kpi"][0], abs=0.005)
+    assert [r["name"] for r in rows] == profiles["name"].to_list()
