@@ -320,6 +320,31 @@ def validate(
         _render.print_lines(lines)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (the --out of segmint run or assign).",
+                                            metavar="RUN_DIR")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HTML file.", metavar="FILE")],
+    cohorts: Annotated[Path | None, typer.Option("--cohorts", help="cohorts.parquet written by segmint cohorts "
+                                                 "(or its --out folder): adds the retention heatmap.",
+                                                 metavar="FILE")] = None,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Write one self-contained HTML report of a run: sizes and value, traits, RFM, lifecycle, funnel, CLV,
+    cohorts and data quality.
+
+    Example: `segmint report runs/2026-06 --cohorts cohorts/cohorts.parquet --out report.html`
+
+    The file opens offline (inline SVG charts, no scripts, nothing fetched); the same run gives the same bytes.
+    """
+    with _errors(False):
+        from segmint.engine.report import read_cohorts, write_report
+
+        table = read_cohorts(cohorts) if cohorts is not None else None
+        path = write_report(run_dir, out, cohorts=table, overwrite=overwrite)
+        _render.print_lines([f"report written to {path} ({path.stat().st_size / 1024:,.0f} KiB)"])
+
+
 @abtest_app.command("split")
 def abtest_split(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (its assignments are split).",

@@ -181,6 +181,9 @@ class ClusterConfig(_Checked):
     max_points_per_centroid: int = 4096
     init_sample: int = 100_000
     device: str = "auto"
+    # With --previous: a new centroid within this distance (standard deviations, in the previous
+    # model's scaled space) of a previous one keeps its id and name.
+    match_distance: float = 1.0
 
     def check(self) -> None:
         if self.k is not None and self.k < 1:
@@ -306,6 +309,10 @@ class RunConfig(_Checked):
     # means the end of that day.
     as_of: str | None = None
     dedupe_on: tuple[str, ...] | None = None
+    # A previous run (or its model folder): matched segments keep their ids and names.
+    previous: str | None = None
+    # With previous: start k-means from the previous centroids (and keep their number).
+    warm_start: bool = False
     # Above this share of rejected rows the input is refused (exit 3).
     max_reject_share: float = 0.5
     pseudonymize_ids: bool = False
@@ -332,6 +339,9 @@ class RunConfig(_Checked):
             raise ConfigError(msg)
         if self.as_of is not None:
             parse_as_of(self.as_of)
+        if self.warm_start and self.previous is None:
+            msg = "--warm-start needs --previous (the run whose centroids to start from)"
+            raise ConfigError(msg)
         if not 0 <= self.max_reject_share <= 1:
             msg = f"--max-reject-share must be in [0, 1], got {self.max_reject_share}"
             raise ConfigError(msg)

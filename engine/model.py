@@ -47,6 +47,13 @@ class Model:
     clv: ClvParams | None          # fitted CLV parameters, reused when scoring
     clv_config: ClvConfig | None   # time unit, horizon and discount they were fitted for
     provenance: dict[str, Any]
+    segment_ids: tuple[int, ...] = ()  # id of each centroid row (stable across runs with --previous)
+    next_segment_id: int = 0           # the next id never used by this model's lineage
+
+    def __post_init__(self) -> None:
+        if not self.segment_ids:  # a fresh model numbers its segments 0..k-1
+            object.__setattr__(self, "segment_ids", tuple(range(self.centroids.shape[0])))
+        object.__setattr__(self, "next_segment_id", max(self.next_segment_id, max(self.segment_ids) + 1))
 
     @property
     def k(self) -> int:
@@ -63,7 +70,7 @@ class Model:
         """
         from segmint.engine.features.table import customer_features
         from segmint.engine.io.clean import clean
-        from segmint.engine.pipeline.score import Scoring, score_table
+        from segmint.engine.pipeline.score import score_table
 
         frame = transactions if isinstance(transactions, pl.DataFrame) else pl.DataFrame(transactions)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -72,12 +79,19 @@ class Model:
         cfg = self._config
         cleaned = clean(frame.select(cfg.columns.source_columns()), cfg, as_of=as_of or now, now=now)
         table = customer_features(cleaned.lines, cleaned.as_of, self.channels, self.features)
-        scored = score_table(table, Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler,
-                                            self.centroids))
-        names = pl.Series("name", self.names, dtype=pl.String)
-        return scored.select("customer_id", "segment", names.gather(scored["segment"]), "distance", "margin",
+        scored = score_table(table, self.scoring())
+        names = pl.DataFrame({"segment": pl.Series(self.segment_ids, dtype=pl.Int32), "name": list(self.names)})
+        scored = scored.join(names, on="segment", how="left", maintain_order="left")
+        return scored.select("customer_id", "segment", "name", "distance", "margin",
                              "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
                              *[c for c in ("p_alive", "expected_purchases", "clv") if c in scored.columns])
+
+    def scoring(self, device: str = "cpu") -> Any:
+        """The fitted state that scores customers (engine.pipeline.score.Scoring)."""
+        from segmint.engine.pipeline.score import Scoring
+
+        return Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler, self.centroids, device,
+                       self.segment_ids)
 
     @functools.cached_property
     def _config(self) -> RunConfig:
@@ -96,6 +110,8 @@ class Model:
             "clv": self.clv.to_dict() if self.clv else None,
             "clv_config": asdict(self.clv_config) if self.clv_config else None,
             "provenance": self.provenance,
+            "segment_ids": list(self.segment_ids),
+            "next_segment_id": self.next_segment_id,
         }, options)
 
     @classmethod
@@ -160,6 +176,10 @@ def _from_doc(doc: Any) -> Model:
         raise ValueError("centroids hold a non-finite number")
     if len(names) != centroids.shape[0] or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{len(names)} names for {centroids.shape[0]} segments")
+    ids = tuple(doc.get("segment_ids") or range(centroids.shape[0]))
+    if len(ids) != centroids.shape[0] or len(set(ids)) != len(ids) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"segment_ids {list(ids)} must be {centroids.shape[0]} distinct non-negative integers")
     if not (len(scaler.log) == len(scaler.mean) == len(scaler.std) == d) or not all(
             math.isfinite(v) for v in (*scaler.mean, *scaler.std)) or min(scaler.std) <= 0:
         raise ValueError("the scaler's means and standard deviations are not finite and positive per feature")
@@ -185,4 +205,6 @@ def _from_doc(doc: Any) -> Model:
         clv=clv,
         clv_config=ClvConfig(**doc["clv_config"]) if doc.get("clv_config") else None,
         provenance=dict(doc["provenance"]),
+        segment_ids=ids,
+        next_segment_id=int(doc.get("next_segment_id", 0)),
     )

@@ -34,6 +34,22 @@ class Scaler:
         x /= np.asarray(self.std)
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """Raw feature values (float[n, d], in ``features`` order) to the scaled space."""
+        x = np.array(raw, dtype=np.float64)
+        for j, flag in enumerate(self.log):
+            if flag:
+                x[:, j] = np.sign(x[:, j]) * np.log1p(np.abs(x[:, j]))
+        return (x - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def unscale(self, x: np.ndarray) -> np.ndarray:
+        """Points of the scaled space (float[n, d]) back to raw feature values: ``scale``'s inverse."""
+        raw = np.asarray(x, dtype=np.float64) * np.asarray(self.std) + np.asarray(self.mean)
+        for j, flag in enumerate(self.log):
+            if flag:
+                raw[:, j] = np.sign(raw[:, j]) * np.expm1(np.abs(raw[:, j]))
+        return raw
+
     def to_dict(self) -> dict:
         return {"features": list(self.features), "log": list(self.log),
                 "mean": list(self.mean), "std": list(self.std)}

@@ -61,9 +61,9 @@ _LABELS = {"recency_days": ("less recent", "more recent"), "tenure_days": ("long
 
 @dataclass
 class KpiPartials:
-    """Per-segment sums that add up across buckets (revenue and CLV as exact partials)."""
+    """Per-segment sums that add up across buckets (revenue and CLV as exact partials), in ``ids`` order."""
 
-    k: int
+    ids: tuple[int, ...]
     customers: list[int] = field(default_factory=list)
     orders: list[int] = field(default_factory=list)
     repurchasers: list[int] = field(default_factory=list)
@@ -82,14 +82,17 @@ class KpiPartials:
         self.inertia = self.inertia + other.inertia
 
 
-def kpi_partials(table: pl.DataFrame, k: int) -> KpiPartials:
+def kpi_partials(table: pl.DataFrame, ids: tuple[int, ...]) -> KpiPartials:
     """KPI partials of one bucket's assigned customers (segment, distance, features)."""
-    seg = table["segment"].to_numpy().astype(np.int64)
+    k = len(ids)
+    row = np.full(max(ids) + 1, -1, np.int64)
+    row[list(ids)] = np.arange(k)
+    seg = row[table["segment"].to_numpy().astype(np.int64)]
     count = lambda values: np.bincount(seg, weights=values, minlength=k).astype(np.int64).tolist()  # noqa: E731
     status = table["activity_status"].cast(pl.String).to_numpy()
     distance = table["distance"].to_numpy().astype(np.float64)
     return KpiPartials(
-        k=k,
+        ids=ids,
         customers=np.bincount(seg, minlength=k).tolist(),
         orders=count(table["frequency"].to_numpy()),
         repurchasers=count((table["lt_frequency"].to_numpy() >= 1).astype(np.int64)),
@@ -105,12 +108,12 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
 
     ``sample`` holds the profile sample's customers (segment and features), in customer-id order.
     """
-    k = kpis.k
+    k = len(kpis.ids)
     n = sum(kpis.customers)
     revenue = [exact.total([p]) for p in kpis.revenue]
     total_revenue = exact.total(kpis.revenue)
     cols: dict[str, list] = {
-        "segment": list(range(k)),
+        "segment": list(kpis.ids),
         "customers": kpis.customers,
         "share": [c / n for c in kpis.customers],
         "revenue": revenue,
@@ -126,7 +129,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     seg = sample["segment"].to_numpy()
     for name in _numeric(sample):
         values = sample[name].to_numpy().astype(np.float64)
-        cols.update(_feature_stats(name, values, seg, k))
+        cols.update(_feature_stats(name, values, seg, kpis.ids))
     prof = pl.DataFrame(cols).with_columns(pl.col("segment").cast(pl.Int32))
     names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])
     return prof.with_columns(name=pl.Series(names, dtype=pl.String)).select("segment", "name", pl.exclude("segment", "name"))
@@ -166,13 +169,13 @@ def _numeric(table: pl.DataFrame) -> list[str]:
     return [c for c, t in table.schema.items() if (t.is_numeric() or t == pl.Boolean) and c not in NON_FEATURES]
 
 
-def _feature_stats(name: str, values: np.ndarray, seg: np.ndarray, k: int) -> dict[str, list]:
+def _feature_stats(name: str, values: np.ndarray, seg: np.ndarray, ids: tuple[int, ...]) -> dict[str, list]:
     finite = np.isfinite(values)
     pop = np.sort(values[finite])
     mean, std = (float(pop.mean()), float(pop.std(ddof=1))) if pop.size > 1 else (float(pop.mean()) if pop.size
                                                                                  else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
-    for s in range(k):
+    for s in ids:
         v = values[(seg == s) & finite]
         if v.size == 0:
             for stat in _STATS:
@@ -218,6 +221,6 @@ def _disambiguate(prof: pl.DataFrame, names: list[str]) -> list[str]:
                     up, down = f"more {channel}", f"less {channel}"
                 out[i] = f"{name} · {up if gap > 0 else down}"
     seen: dict[str, int] = {}
-    for i, nm in enumerate(out):
+    for nm in out:
         seen[nm] = seen.get(nm, 0) + 1
-    return [nm if seen[nm] == 1 else f"{nm} #{i}" for i, nm in enumerate(out)]
+    return [nm if seen[nm] == 1 else f"{nm} #{seg}" for nm, seg in zip(out, prof["segment"], strict=True)]

@@ -38,7 +38,7 @@ class KMeansResult:
 
 
 def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray | None = None,
-               backend: ArrayBackend | None = None) -> KMeansResult:
+               backend: ArrayBackend | None = None, init: np.ndarray | None = None) -> KMeansResult:
     """Cluster the rows of ``x`` (float32[n, d]) into ``k`` centroids.
 
     The training sample is the ``max_points_per_centroid * k`` rows of lowest
@@ -47,7 +47,8 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray |
     samples are sets of customers, whatever their row order. ``nredo`` restarts
     use seeds ``seed, seed + 1, ...``; the lowest training inertia wins. Same
     input, config and thread count: same centroids. ``backend`` (engine.cluster.backend) runs the
-    iterations with the sample resident there; None runs Faiss' CPU k-means.
+    iterations with the sample resident there; None runs Faiss' CPU k-means. ``init`` (float[k, d])
+    starts a single run from given centroids instead (a warm start from a previous model).
     """
     n = x.shape[0]
     if k > n:
@@ -59,13 +60,14 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig, priority: np.ndarray |
     init_rows = bottom_k(priority[train_rows], cfg.init_sample)
     resident = backend.to_device(train) if backend else None
     best: KMeansResult | None = None
-    for redo in range(cfg.nredo):
+    starts = [np.ascontiguousarray(init, dtype=np.float32)] if init is not None else []
+    for redo in range(1 if starts else cfg.nredo):
         seed = cfg.seed + redo
-        init = kmeanspp_init(train[init_rows], k, seed)
+        start = starts[0] if starts else kmeanspp_init(train[init_rows], k, seed)
         if backend:
-            centroids, inertia = lloyd(backend, resident, init, cfg.niter, seed)
+            centroids, inertia = lloyd(backend, resident, start, cfg.niter, seed)
         else:
-            centroids, inertia = _faiss_kmeans(train, init, cfg.niter, seed)
+            centroids, inertia = _faiss_kmeans(train, start, cfg.niter, seed)
         if best is None or inertia < best.train_inertia:
             best = KMeansResult(centroids, inertia, train.shape[0], init_rows.size)
     assert best is not None

@@ -115,7 +115,8 @@ def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
     try:
         lf = _scan(chunk.path, source.csv, source.options)
         return lf.select(*source.columns).slice(chunk.offset, chunk.rows).collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError, pl.exceptions.PolarsError) as exc:
+        # Other OSErrors (connection resets, timeouts) pass up: an executor may retry them.
         msg = f"cannot read {chunk.path}: {first_line(exc)}"
         raise InputContractError(msg) from None
 

@@ -51,6 +51,7 @@ from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import ScoreJob, Scoring, score_bucket, score_table
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles
+from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
@@ -82,7 +83,9 @@ class ValidationReport:
 def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress: Progress | None = None, *,
         executor: Executor | str | None = None) -> RunResult:
     """Segment the customers in ``inputs`` and write the run directory ``out`` (atomically)."""
-    with _session("run", inputs, out, cfg, progress, executor) as s:
+    previous = Model.load(cfg.previous, dict(cfg.storage_options)) if cfg.previous else None
+    with _session("run", inputs, out, cfg, progress, executor,
+                  model_dir=cfg.previous) as s:
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features")
         plan, cfg = s.plan, s.plan.cfg
@@ -98,19 +101,21 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
             prepared = score_table(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
-            seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device))
-            scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device)
+            seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
+            scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
+                              seg.ids)
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
         kpis, mix = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
-            profiles = build_profiles(score_table(profile_sample, scoring).drop(HASH), kpis)
+            profiles = _kept_names(build_profiles(score_table(profile_sample, scoring).drop(HASH), kpis), seg.names)
             del profile_sample, prepared
         model = Model(columns=cfg.columns, features=cfg.features, channels=tuple(channels), rfm_cuts=cuts,
                       scaler=seg.scaler, centroids=seg.centroids, names=tuple(profiles["name"]), clv=clv,
                       clv_config=cfg.clv if clv else None,
                       provenance={"as_of": mapped[0].as_of.isoformat(), "config_hash": config_hash(cfg),
                                   "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
-                                  "run_id": plan.run_id})
+                                  "run_id": plan.run_id},
+                      segment_ids=seg.ids, next_segment_id=seg.next_id)
         inertia = exact.total([kpis.inertia])
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
@@ -135,14 +140,13 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features", channels=model.channels)
         buckets = [r.bucket for r in mapped if r.has_customers]
-        scoring = Scoring(model.features, model.rfm_cuts, model.clv, model.clv_config, model.scaler,
-                          model.centroids, device)
+        scoring = model.scoring(device)
         kpis, _ = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.profile_customers)
             profiles = build_profiles(score_table(sample, scoring).drop(HASH), kpis)
             # Scored customers keep the training names of their segments.
-            profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))
+            profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))  # same id order
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
@@ -246,10 +250,10 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
             if out is not None:
                 check_writable(out, overwrite=cfg.overwrite, options=opts)
                 check_not_inside(out, _input_paths(inputs, cfg, model_dir))
-            runner = resolve_executor(cfg.executor if executor is None else executor,
-                                      **({"address": cfg.ray_address} if cfg.executor == "ray" and executor is None
-                                         else {}))
-            stack.callback(runner.close)
+            chosen = cfg.executor if executor is None else executor
+            runner = resolve_executor(chosen, **({"address": cfg.ray_address} if chosen == "ray" else {}))
+            if isinstance(chosen, str):  # an executor passed in is the caller's to close
+                stack.callback(runner.close)
             started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
             run_id = new_run_id(started)
             layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=run_id,
@@ -271,11 +275,10 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor)
         finally:
             store.remove_prefix(work, dict(cfg.storage_options))
         return
-    if getattr(runner, "needs_shared_storage", False):
-        msg = ("--executor ray on a cluster needs --work-dir and --out on storage every node reaches "
-               "(s3://..., gs://..., or a shared mount)")
-        if not cfg.work_dir or (out is not None and not store.is_remote(out)):
-            raise ConfigError(msg)
+    if getattr(runner, "needs_shared_storage", False) and not cfg.work_dir:
+        msg = ("--executor ray on a cluster needs --work-dir (and --out) on storage every node reaches: "
+               "s3://..., gs://..., az://..., or a folder mounted at the same path on every node")
+        raise ConfigError(msg)
     base = (Path(cfg.work_dir) / "segmint" if cfg.work_dir else
             store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint")
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +315,7 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str) -> tu
     with s.clock.stage("score") as info:
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         results = s.executor.map(score_bucket, jobs, tick=s.clock.tick)
-        kpis = KpiPartials(k=scoring.k, customers=[0] * scoring.k, orders=[0] * scoring.k,
+        kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k,
                            status={st: [0] * scoring.k for st in ("new", "active", "at_risk", "lapsed")},
                            revenue=[[] for _ in range(scoring.k)],
@@ -325,6 +328,16 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str) -> tu
                 mix[key] = mix.get(key, 0) + n
         info["buckets"] = len(buckets)
     return kpis, mix
+
+
+def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.DataFrame:
+    """Segments matched to a previous run keep its names; a new segment's own name is marked
+    ``(new)`` should it equal a kept one."""
+    if not any(kept):
+        return profiles
+    taken = {n for n in kept if n}
+    names = [k or (n if n not in taken else f"{n} (new)") for n, k in zip(profiles["name"], kept, strict=True)]
+    return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
 
 
 def _check_rejects(c: Counts, limit: float) -> None:
@@ -379,8 +392,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
 def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manifest: dict[str, Any],
                 files: dict[str, pl.DataFrame]) -> RunResult:
     opts = s.plan.options
-    store.write_parquet(profiles, s.layout.meta("profiles.parquet"), opts)
-    write_json(s.layout.meta("profiles.json"), profiles.to_dicts(), opts)
+    write_profiles(s.layout.meta_root, profiles, opts)
     if model is not None:
         model.save(s.layout.meta("model"), opts)
     for name, frame in files.items():

@@ -28,6 +28,7 @@ import polars as pl
 from segmint.engine.analytics.clv import ClvFitError, ClvParams, fit_clv
 from segmint.engine.cluster.backend import ArrayBackend
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
+from segmint.engine.cluster.matching import match_segments
 from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError
@@ -49,12 +50,16 @@ _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ip
 @dataclass(frozen=True)
 class Segmentation:
     scaler: Any
-    centroids: np.ndarray        # float32[k, d], segment 0 the largest in the profile sample
+    centroids: np.ndarray        # float32[k, d], rows in segment-id order
+    ids: tuple[int, ...]         # segment id of each row: by decreasing size, or matched to --previous
+    names: tuple[str | None, ...]  # kept names (matched to --previous), None where a name is to be made
+    next_id: int
     k: int
     scan: KScan | None
     fit: KMeansResult
     features: tuple[str, ...]
     note: str | None             # what --k auto had to do to respect the minimum share
+    matching: dict[str, Any] | None
 
 
 def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
@@ -93,8 +98,12 @@ def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig,
 
 
 def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], customers: int,
-                 backend: ArrayBackend | None) -> Segmentation:
-    """Scaler, k (scanned with --k auto), and centroids ordered by decreasing size, on the profile sample."""
+                 backend: ArrayBackend | None, previous: Any = None) -> Segmentation:
+    """Scaler, k (scanned with --k auto), centroids and their ids, on the profile sample.
+
+    Without ``previous`` (a Model) segments are numbered by decreasing size; with it, matched
+    to the previous segments (engine.cluster.matching), optionally starting from their centroids.
+    """
     c = cfg.cluster
     feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
     scaler = fit_scaler(sample, feats, cfg.features.log_features)
@@ -103,15 +112,26 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     if c.k is not None and c.k > customers:
         msg = f"k={c.k} is larger than the number of customers ({customers}); lower --k"
         raise ConfigError(msg)
-    scan = select_k(x, c, priority) if c.k is None else None
-    note = None
-    if scan is None:
-        k, fit, sizes = _fit(x, c.k, c, priority, backend)
-    else:
+    scan, note = None, None
+    if cfg.warm_start:  # the previous number of segments, whatever --k says
+        if tuple(previous.scaler.features) != tuple(feats):
+            msg = f"--warm-start needs the previous clustering features {list(previous.scaler.features)}"
+            raise ConfigError(msg)
+        init = scaler.scale(previous.scaler.unscale(previous.centroids)).astype(np.float32)
+        k, fit, sizes = _fit(x, previous.k, c, priority, backend, init)
+    elif c.k is None:
+        scan = select_k(x, c, priority)
         k, fit, sizes, note = _fit_auto(x, scan, c, priority, backend)
-    order = np.argsort(-sizes, kind="stable")
-    return Segmentation(scaler=scaler, centroids=np.ascontiguousarray(fit.centroids[order]), k=k, scan=scan,
-                        fit=fit, features=tuple(feats), note=note)
+    else:
+        k, fit, sizes = _fit(x, c.k, c, priority, backend)
+    if previous is None:
+        order = np.argsort(-sizes, kind="stable")
+        return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(range(k)), (None,) * k, k, k,
+                            scan, fit, tuple(feats), note, None)
+    m = match_segments(fit.centroids, scaler, sizes, previous, c.match_distance)
+    order = np.argsort(m.ids, kind="stable")
+    return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
+                        tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report)
 
 
 def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:
@@ -129,14 +149,15 @@ def clustering_report(seg: Segmentation, cfg: ClusterConfig, device: str, inerti
         "note": (f"centroids trained on {seg.fit.n_train:,} of {customers:,} customers "
                  f"(max_points_per_centroid={cfg.max_points_per_centroid}); every customer is assigned"),
         **({"k_auto": seg.note} if seg.note else {}),
+        **({"matching": seg.matching} if seg.matching else {}),
     }
 
 
-def _fit(x: np.ndarray, k: int, c: ClusterConfig, priority: np.ndarray,
-         backend: ArrayBackend | None) -> tuple[int, KMeansResult, np.ndarray]:
+def _fit(x: np.ndarray, k: int, c: ClusterConfig, priority: np.ndarray, backend: ArrayBackend | None,
+         init: np.ndarray | None = None) -> tuple[int, KMeansResult, np.ndarray]:
     from segmint.engine.cluster.assign import assign
 
-    fit = fit_kmeans(x, k, c, priority, backend)
+    fit = fit_kmeans(x, k, c, priority, backend, init)
     sizes = np.bincount(assign(x, fit.centroids, backend).segment, minlength=k)
     return k, fit, sizes
 

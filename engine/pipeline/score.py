@@ -40,12 +40,17 @@ class Scoring:
     clv: ClvParams | None = None
     clv_config: ClvConfig | None = None
     scaler: Scaler | None = None
-    centroids: np.ndarray | None = None   # float32[k, d] in segment-id order
+    centroids: np.ndarray | None = None   # float32[k, d]
     device: str = "cpu"
+    segment_ids: tuple[int, ...] = ()     # the segment id of each centroid row; () = 0..k-1
 
     @property
     def k(self) -> int:
         return 0 if self.centroids is None else self.centroids.shape[0]
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.segment_ids or tuple(range(self.k))
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def score_bucket(job: ScoreJob) -> ScoreResult:
     for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items():
         store.write_parquet(part, out.part(f"assignments/segment={segment}", job.bucket), out.options)
     attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
-    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.k), _mix(scored, attrs))
+    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs))
 
 
 def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
@@ -92,7 +97,8 @@ def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
     if scoring.centroids is None or scoring.scaler is None:
         return table
     a = assign(scoring.scaler.transform(table), scoring.centroids, backend_for(scoring.device))
-    return table.select("customer_id", pl.Series("segment", a.segment), pl.Series("distance", a.distance),
+    segment = np.asarray(scoring.ids, dtype=np.int32)[a.segment]
+    return table.select("customer_id", pl.Series("segment", segment), pl.Series("distance", a.distance),
                         pl.Series("margin", a.margin), pl.exclude("customer_id"))
 
 

@@ -27,7 +27,7 @@ def _digest(directory: Path) -> dict[str, str]:
 
 def test_run_directory_layout(small_run):
     names = {p.name for p in small_run.iterdir()}
-    assert names == {"assignments", "profiles.parquet", "profiles.json", "model", "rejects",
+    assert names == {"assignments", "profiles.parquet", "profiles.json", "profiles.csv", "model", "rejects",
                      "run.json", "_manifest.json", "_SUCCESS"}
     segs = sorted(p.name for p in (small_run / "assignments").iterdir())
     assert segs == [f"segment={i}" for i in range(6)]
@@ -268,7 +268,7 @@ def test_profiles_reconcile_with_assignments(small_run):
     median = seg0["aov"].median()
     pct = 100 * ((a["aov"] < median).sum() + (a["aov"] <= median).sum()) / 2 / a.height
     assert row["aov_median_pct"] == pytest.approx(pct)
-    assert json.loads((small_run / "profiles.json").read_text())[0]["name"] == row["name"]
+    assert json.loads((small_run / "profiles.json").read_text())["segments"][0]["name"] == row["name"]
 
 
 def test_every_word_of_a_segment_name_holds_for_its_profile(small_run):
