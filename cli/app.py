@@ -90,6 +90,8 @@ def demo(
         cfg = build_config(None, cluster={"k": k, "seed": seed}, overwrite=overwrite, memory_limit=memory_limit)
         result = run_demo(out, cfg, customers=n_customers, seed=seed, progress=_render.make_progress(json_logs))
         _finish(result, json_logs)
+        if not json_logs:
+            _render.print_lines([f"report in {Path(out) / 'report.html'}, cohorts in {Path(out) / 'cohorts'}"])
 
 
 @app.command()
@@ -126,6 +128,14 @@ def run(
     columns: dict | None = None,
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
+    previous: Annotated[str | None, typer.Option("--previous", help="An earlier run (or its model folder): matched "
+                                                 "segments keep their ids and names.", metavar="RUN_DIR",
+                                                 rich_help_panel="Run", show_default=False)] = None,
+    warm_start: Annotated[bool | None, flag("--warm-start", help="With --previous: start k-means from its "
+                                            "centroids (and keep their number).")] = None,
+    micro_k: Annotated[str | None, typer.Option("--micro-k", help="Micro-segments inside each segment: a number "
+                                                "or 'auto' (2..8) [default: none].", metavar="N|auto",
+                                                rich_help_panel="Run", show_default=False)] = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
     executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
@@ -142,7 +152,9 @@ def run(
         _threads(threads)
         from segmint.engine.pipeline import run as run_pipeline
 
-        cfg = build_config(config, columns=columns, cluster={"k": k, "seed": seed, "device": device}, side=side,
+        cfg = build_config(config, columns=columns, side=side,
+                           cluster={"k": k, "seed": seed, "device": device, "micro_k": _micro_k(micro_k)},
+                           previous=previous, warm_start=warm_start,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         _finish(run_pipeline(inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
@@ -321,6 +333,33 @@ def validate(
 
 
 @app.command()
+def compare(
+    old_run: Annotated[Path, typer.Argument(help="The earlier run directory.", metavar="OLD_RUN")],
+    new_run: Annotated[Path, typer.Argument(help="The later run directory.", metavar="NEW_RUN")],
+    out: Out,
+    overwrite: Overwrite = None, memory_limit: MemoryLimit = None, storage_option: StorageOption = None,
+    json_logs: Json = False,
+) -> None:
+    """What changed between two runs: segment migration, KPI changes per segment, feature drift (PSI).
+
+    Example: `segmint compare runs/2026-06 runs/2026-07 --out changes`
+
+    Writes OUT/migration.parquet, segments.parquet, drift.parquet, compare.json and run.json.
+    """
+    with _errors(json_logs):
+        from segmint.engine.pipeline.compare import compare_runs
+
+        cfg = build_config(None, overwrite=overwrite, memory_limit=memory_limit, storage_options=storage_option)
+        doc = compare_runs(old_run, new_run, out, cfg, _render.make_progress(json_logs))
+        moved = sum(r["customers"] for r in doc["migration"]
+                    if r["old_segment"] is not None and r["new_segment"] is not None
+                    and r["old_segment"] != r["new_segment"])
+        shifted = [d["feature"] for d in doc["drift"] if d["band"] != "stable"]
+        _render.print_lines([f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
+                             f"{', '.join(shifted) or 'none'}; written to {out}"])
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (the --out of segmint run or assign).",
                                             metavar="RUN_DIR")],
@@ -328,20 +367,24 @@ def report(
     cohorts: Annotated[Path | None, typer.Option("--cohorts", help="cohorts.parquet written by segmint cohorts "
                                                  "(or its --out folder): adds the retention heatmap.",
                                                  metavar="FILE")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="An earlier run: adds the migration from its "
+                                                 "segments to this run's.", metavar="PREV_RUN")] = None,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Write one self-contained HTML report of a run: sizes and value, traits, RFM, lifecycle, funnel, CLV,
     cohorts and data quality.
 
-    Example: `segmint report runs/2026-06 --cohorts cohorts/cohorts.parquet --out report.html`
+    Example: `segmint report runs/2026-07 --compare runs/2026-06 --cohorts cohorts/cohorts.parquet --out report.html`
 
     The file opens offline (inline SVG charts, no scripts, nothing fetched); the same run gives the same bytes.
     """
     with _errors(False):
+        from segmint.engine.pipeline.compare import migration
         from segmint.engine.report import read_cohorts, write_report
 
         table = read_cohorts(cohorts) if cohorts is not None else None
-        path = write_report(run_dir, out, cohorts=table, overwrite=overwrite)
+        moves = migration(compare, run_dir) if compare is not None else None
+        path = write_report(run_dir, out, cohorts=table, migration=moves, overwrite=overwrite)
         _render.print_lines([f"report written to {path} ({path.stat().st_size / 1024:,.0f} KiB)"])
 
 
@@ -496,6 +539,17 @@ def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: flo
             "storage_options": storage_option}
 
 
+def _micro_k(text: str | None) -> int | str | None:
+    if text is None or text.strip().lower() == "auto":
+        return text and "auto"
+    try:
+        return int(text)
+    except ValueError:
+        from segmint.engine.errors import ConfigError
+
+        raise ConfigError(f"--micro-k must be a positive integer or 'auto', got {text!r}") from None
+
+
 def _threads(threads: int | None) -> None:
     """Apply the thread budget before Polars, Numba or Faiss start (the engine is imported after)."""
     from segmint.engine.runtime import configure
@@ -538,6 +592,14 @@ def _finish(result, json_logs: bool) -> None:
         lines.append(f"CLV skipped: {clv['skipped']}")
     if "events" in m:
         lines.append("funnel: " + ", ".join(f"{stage} {n:,}" for stage, n in m["events"]["funnel"].items()))
+    if "micro" in m:
+        made = sum(seg["k"] - seg["merged"] for seg in m["micro"]["segments"])
+        lines.append(f"micro-segments: {made:,} in all; {m['micro']['merged']:,} merged into a sibling for being "
+                     f"smaller than the minimum share or size")
+    matching = m["clustering"].get("matching")
+    if matching:
+        lines.append(f"ids kept from {matching['previous_run']}: new segments {matching['new_ids'] or 'none'}, "
+                     f"vanished {matching['vanished_ids'] or 'none'}")
     lines.append(f"outputs in {result.out}")
     _render.print_lines(lines)
 

@@ -184,6 +184,12 @@ class ClusterConfig(_Checked):
     # With --previous: a new centroid within this distance (standard deviations, in the previous
     # model's scaled space) of a previous one keeps its id and name.
     match_distance: float = 1.0
+    # Micro-segments inside each segment: a number, "auto" (2..8 by silhouette), or None (off).
+    micro_k: int | str | None = None
+    # Micro-segments below min_segment_share of their segment or this many customers are merged.
+    min_segment_size: int = 30
+    # Customers farther from their centroid than this quantile of their segment are outliers.
+    outlier_quantile: float = 0.995
 
     def check(self) -> None:
         if self.k is not None and self.k < 1:
@@ -200,6 +206,13 @@ class ClusterConfig(_Checked):
             raise ConfigError(msg)
         if not 0 <= self.min_segment_share < 1:
             msg = f"min_segment_share must be in [0, 1), got {self.min_segment_share}"
+            raise ConfigError(msg)
+        if isinstance(self.micro_k, str) and self.micro_k != "auto" or isinstance(self.micro_k, int) and (
+                isinstance(self.micro_k, bool) or self.micro_k < 1):
+            msg = f"--micro-k must be a positive integer or 'auto', got {self.micro_k!r}"
+            raise ConfigError(msg)
+        if not 0 < self.outlier_quantile <= 1:
+            msg = f"cluster.outlier_quantile must be in (0, 1], got {self.outlier_quantile}"
             raise ConfigError(msg)
         if min(self.select_sample, self.max_points_per_centroid, self.init_sample) < 1:
             msg = "cluster.select_sample, max_points_per_centroid and init_sample must be >= 1"

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams
+from segmint.engine.cluster.micro import MicroModel
 from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleConfig, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import RfmCuts
@@ -49,6 +50,8 @@ class Model:
     provenance: dict[str, Any]
     segment_ids: tuple[int, ...] = ()  # id of each centroid row (stable across runs with --previous)
     next_segment_id: int = 0           # the next id never used by this model's lineage
+    outlier_distance: tuple[float, ...] = ()  # per row: customers farther from the centroid are outliers
+    micro: MicroModel | None = None    # micro-segment centroids per row
 
     def __post_init__(self) -> None:
         if not self.segment_ids:  # a fresh model numbers its segments 0..k-1
@@ -91,7 +94,7 @@ class Model:
         from segmint.engine.pipeline.score import Scoring
 
         return Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler, self.centroids, device,
-                       self.segment_ids)
+                       self.segment_ids, self.outlier_distance, self.micro)
 
     @functools.cached_property
     def _config(self) -> RunConfig:
@@ -112,6 +115,8 @@ class Model:
             "provenance": self.provenance,
             "segment_ids": list(self.segment_ids),
             "next_segment_id": self.next_segment_id,
+            "outlier_distance": list(self.outlier_distance),
+            "micro": self.micro.to_dict() if self.micro is not None else None,
         }, options)
 
     @classmethod
@@ -177,6 +182,9 @@ def _from_doc(doc: Any) -> Model:
     if len(names) != centroids.shape[0] or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{len(names)} names for {centroids.shape[0]} segments")
     ids = tuple(doc.get("segment_ids") or range(centroids.shape[0]))
+    outliers = tuple(float(v) for v in doc.get("outlier_distance") or ())
+    if outliers and (len(outliers) != centroids.shape[0] or not all(math.isfinite(v) and v >= 0 for v in outliers)):
+        raise ValueError("outlier_distance must be one finite, non-negative number per segment")
     if len(ids) != centroids.shape[0] or len(set(ids)) != len(ids) or not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
         raise ValueError(f"segment_ids {list(ids)} must be {centroids.shape[0]} distinct non-negative integers")
@@ -207,4 +215,6 @@ def _from_doc(doc: Any) -> Model:
         provenance=dict(doc["provenance"]),
         segment_ids=ids,
         next_segment_id=int(doc.get("next_segment_id", 0)),
+        outlier_distance=outliers,
+        micro=MicroModel.from_dict(doc["micro"], d) if doc.get("micro") else None,
     )

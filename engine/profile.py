@@ -3,7 +3,8 @@
 KPIs (exact over every customer, summed bucket by bucket): ``customers``, ``share``,
 ``revenue`` (sum of monetary_total), ``revenue_share``, ``aov_kpi`` (revenue /
 orders), ``orders_per_customer``, ``repurchase_rate`` (two or more purchase days),
-the share of each activity status, and with CLV ``clv_total``.
+the share of each activity status, ``outliers`` (customers farther from the centroid
+than the segment's 99.5th percentile), and with CLV ``clv_total``.
 
 Per numeric feature, from the profile sample (every customer up to
 ``sampling.profile_customers``, else that many customers of lowest hash):
@@ -28,11 +29,11 @@ import polars as pl
 from segmint.engine import exact
 from segmint.engine.features.lifecycle import STATUSES
 
-__all__ = ["KpiPartials", "kpi_partials", "build_profiles", "segment_name", "SUMMARY_FEATURES", "NAME_RULES",
-           "NON_FEATURES"]
+__all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "SUMMARY_FEATURES",
+           "NAME_RULES", "NON_FEATURES"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
-NON_FEATURES = ("customer_id", "segment", "distance", "margin", "__hash")
+NON_FEATURES = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "__hash")
 # Each word of a name and the condition on the segment's profile row that it states.
 NAME_RULES = {
     "New": "new_rate >= 0.5",
@@ -71,9 +72,10 @@ class KpiPartials:
     revenue: list[list[float]] = field(default_factory=list)
     clv: list[list[float]] | None = None
     inertia: list[float] = field(default_factory=list)
+    outliers: list[int] = field(default_factory=list)
 
     def add(self, other: KpiPartials) -> None:
-        for name in ("customers", "orders", "repurchasers"):
+        for name in ("customers", "orders", "repurchasers", "outliers"):
             setattr(self, name, [a + b for a, b in zip(getattr(self, name), getattr(other, name), strict=True)])
         self.status = {s: [a + b for a, b in zip(self.status[s], other.status[s], strict=True)] for s in self.status}
         self.revenue = [a + b for a, b in zip(self.revenue, other.revenue, strict=True)]
@@ -100,6 +102,7 @@ def kpi_partials(table: pl.DataFrame, ids: tuple[int, ...]) -> KpiPartials:
         revenue=exact.partials(seg, table["monetary_total"].to_numpy(), k),
         clv=exact.partials(seg, table["clv"].to_numpy(), k) if "clv" in table.columns else None,
         inertia=[v for part in exact.partials(np.zeros(seg.size, np.int64), distance * distance, 1) for v in part],
+        outliers=count(table["outlier"].to_numpy().astype(np.int64)) if "outlier" in table.columns else [0] * k,
     )
 
 
@@ -126,6 +129,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     }
     if kpis.clv is not None:
         cols["clv_total"] = [exact.total([p]) for p in kpis.clv]
+    cols["outliers"] = kpis.outliers
     seg = sample["segment"].to_numpy()
     for name in _numeric(sample):
         values = sample[name].to_numpy().astype(np.float64)
@@ -133,6 +137,22 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     prof = pl.DataFrame(cols).with_columns(pl.col("segment").cast(pl.Int32))
     names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])
     return prof.with_columns(name=pl.Series(names, dtype=pl.String)).select("segment", "name", pl.exclude("segment", "name"))
+
+
+def micro_profiles(sample: pl.DataFrame, counts: dict[str, tuple[int, list[float]]]) -> pl.DataFrame:
+    """One row per micro-segment: its segment, exact customers, share of the segment and revenue
+    (from ``counts``), and the sample's medians of the summary features."""
+    rows = pl.DataFrame({"micro_segment": list(counts), "customers": [n for n, _ in counts.values()],
+                         "revenue": [exact.total([p]) for _, p in counts.values()]},
+                        schema={"micro_segment": pl.String, "customers": pl.Int64, "revenue": pl.Float64})
+    medians = sample.group_by("micro_segment").agg(
+        *[pl.col(f).median().alias(f"{f}_median") for f in SUMMARY_FEATURES])
+    return (rows.with_columns(segment=pl.col("micro_segment").str.split(".").list.first().cast(pl.Int32))
+            .with_columns(share_of_segment=pl.col("customers") / pl.col("customers").sum().over("segment"))
+            .join(medians, on="micro_segment", how="left")
+            .select("segment", "micro_segment", "customers", "share_of_segment", "revenue",
+                    *[f"{f}_median" for f in SUMMARY_FEATURES])
+            .sort("segment", "micro_segment"))
 
 
 def segment_name(row: dict) -> str:

@@ -50,7 +50,7 @@ from segmint.engine.pipeline.executor import Executor, resolve_executor
 from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import ScoreJob, Scoring, score_bucket, score_table
-from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles
+from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
 
@@ -102,27 +102,33 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
             prepared = score_table(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
             seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
+            outliers, micro_model, micro_report = fit.fit_second_level(prepared, seg, cfg.cluster)
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
-                              seg.ids)
+                              seg.ids, outliers, micro_model)
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
-        kpis, mix = _score(s, scoring, buckets, "assignments")
+        kpis, mix, micro = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
-            profiles = _kept_names(build_profiles(score_table(profile_sample, scoring).drop(HASH), kpis), seg.names)
-            del profile_sample, prepared
+            scored_sample = score_table(profile_sample, scoring).drop(HASH)
+            profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
+            files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
+            if scoring.micro is not None:
+                files["micro_profiles.parquet"] = micro_profiles(scored_sample, micro)
+            del profile_sample, prepared, scored_sample
         model = Model(columns=cfg.columns, features=cfg.features, channels=tuple(channels), rfm_cuts=cuts,
                       scaler=seg.scaler, centroids=seg.centroids, names=tuple(profiles["name"]), clv=clv,
                       clv_config=cfg.clv if clv else None,
                       provenance={"as_of": mapped[0].as_of.isoformat(), "config_hash": config_hash(cfg),
                                   "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
                                   "run_id": plan.run_id},
-                      segment_ids=seg.ids, next_segment_id=seg.next_id)
+                      segment_ids=seg.ids, next_segment_id=seg.next_id, outlier_distance=outliers,
+                      micro=micro_model)
         inertia = exact.total([kpis.inertia])
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
             "clustering": fit.clustering_report(seg, cfg.cluster, device, inertia, counts.customers),
             "profiles_note": _profiles_note(cfg, counts.customers),
+            **({"micro": micro_report} if micro_report else {}),
         }
-        files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
         return _finish_run(s, profiles, model, manifest, files)
 
 
@@ -141,19 +147,21 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         mapped, counts = _map(s, "features", channels=model.channels)
         buckets = [r.bucket for r in mapped if r.has_customers]
         scoring = model.scoring(device)
-        kpis, _ = _score(s, scoring, buckets, "assignments")
+        kpis, _, micro = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.profile_customers)
             profiles = build_profiles(score_table(sample, scoring).drop(HASH), kpis)
             # Scored customers keep the training names of their segments.
             profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))  # same id order
+            files = {"micro_profiles.parquet": micro_profiles(score_table(sample, scoring), micro)} \
+                if model.micro is not None else {}
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
                            "features": list(model.scaler.features)},
             "profiles_note": _profiles_note(cfg, counts.customers),
         }
-        return _finish_run(s, profiles, None, manifest, {})
+        return _finish_run(s, profiles, None, manifest, files)
 
 
 def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
@@ -311,23 +319,28 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     return mapped, counts
 
 
-def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str) -> tuple[KpiPartials, dict]:
+def _score(s: _Session, scoring: Scoring, buckets: list[int],
+           output: str) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
     with s.clock.stage("score") as info:
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         results = s.executor.map(score_bucket, jobs, tick=s.clock.tick)
         kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
-                           repurchasers=[0] * scoring.k,
+                           repurchasers=[0] * scoring.k, outliers=[0] * scoring.k,
                            status={st: [0] * scoring.k for st in ("new", "active", "at_risk", "lapsed")},
                            revenue=[[] for _ in range(scoring.k)],
                            clv=[[] for _ in range(scoring.k)] if scoring.clv is not None else None)
         mix: dict = {}
+        micro: dict[str, tuple[int, list[float]]] = {}
         for r in results:
             if r.kpis is not None:
                 kpis.add(r.kpis)
             for key, n in r.mix.items():
                 mix[key] = mix.get(key, 0) + n
+            for key, (n, revenue) in r.micro.items():
+                have = micro.get(key, (0, []))
+                micro[key] = (have[0] + n, have[1] + revenue)
         info["buckets"] = len(buckets)
-    return kpis, mix
+    return kpis, mix, micro
 
 
 def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.DataFrame:

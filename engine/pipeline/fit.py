@@ -29,6 +29,7 @@ from segmint.engine.analytics.clv import ClvFitError, ClvParams, fit_clv
 from segmint.engine.cluster.backend import ArrayBackend
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.matching import match_segments
+from segmint.engine.cluster.micro import MicroModel, fit_micro
 from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError
@@ -39,7 +40,7 @@ from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "gather", "fit_clv_reported",
-           "fit_segments", "default_cluster_features", "clustering_report", "check_fit_memory"]
+           "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total",
                "lt_frequency", "lt_recency", "lt_T", "lt_monetary")
@@ -132,6 +133,23 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     order = np.argsort(m.ids, kind="stable")
     return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
                         tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report)
+
+
+def fit_second_level(sample: pl.DataFrame, seg: Segmentation,
+                     c: ClusterConfig) -> tuple[tuple[float, ...], MicroModel | None, dict[str, Any] | None]:
+    """Per segment: the outlier distance (``outlier_quantile`` of its customers' distances in the
+    profile sample) and, with ``micro_k``, the micro-segment centroids."""
+    from segmint.engine.cluster.assign import assign
+
+    x = seg.scaler.transform(sample)
+    a = assign(x, seg.centroids)
+    limits = tuple(float(np.quantile(a.distance[a.segment == r], c.outlier_quantile)) if (a.segment == r).any()
+                   else float("inf") for r in range(seg.k))
+    limits = tuple(v if np.isfinite(v) else 3.4e38 for v in limits)  # strict JSON: no Infinity
+    if c.micro_k is None:
+        return limits, None, None
+    micro, report = fit_micro(x, a.segment, sample[HASH].to_numpy(), c)
+    return limits, micro, report
 
 
 def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:

@@ -14,7 +14,9 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams, predict_clv
+from segmint.engine import exact
 from segmint.engine.cluster.assign import assign
+from segmint.engine.cluster.micro import MicroModel, assign_micro, micro_names
 from segmint.engine.cluster.device import backend_for
 from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
@@ -43,6 +45,8 @@ class Scoring:
     centroids: np.ndarray | None = None   # float32[k, d]
     device: str = "cpu"
     segment_ids: tuple[int, ...] = ()     # the segment id of each centroid row; () = 0..k-1
+    outlier_distance: tuple[float, ...] = ()  # per row: farther than this is an outlier; () = none
+    micro: MicroModel | None = None       # micro centroids per segment row
 
     @property
     def k(self) -> int:
@@ -67,6 +71,7 @@ class ScoreResult:
     bucket: int
     kpis: KpiPartials | None
     mix: dict[tuple[int, str, str | None], int]    # (segment, attribute, value) -> customers
+    micro: dict[str, tuple[int, list[float]]]      # micro-segment -> (customers, revenue partials)
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
@@ -76,16 +81,16 @@ def score_bucket(job: ScoreJob) -> ScoreResult:
     if job.output == "features":
         if scored.height:
             store.write_parquet(scored, out.part("features", job.bucket), out.options)
-        return ScoreResult(job.bucket, None, {})
+        return ScoreResult(job.bucket, None, {}, {})
     if job.output == "clv":
         if scored.height:
             store.write_parquet(scored.select("customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]),
                                 out.part("clv", job.bucket), out.options)
-        return ScoreResult(job.bucket, None, {})
+        return ScoreResult(job.bucket, None, {}, {})
     for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items():
         store.write_parquet(part, out.part(f"assignments/segment={segment}", job.bucket), out.options)
     attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
-    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs))
+    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs), _micro(scored))
 
 
 def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
@@ -96,13 +101,30 @@ def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
         table = table.hstack(predict_clv(table, scoring.clv, scoring.clv_config))
     if scoring.centroids is None or scoring.scaler is None:
         return table
-    a = assign(scoring.scaler.transform(table), scoring.centroids, backend_for(scoring.device))
+    x = scoring.scaler.transform(table)
+    a = assign(x, scoring.centroids, backend_for(scoring.device))
     segment = np.asarray(scoring.ids, dtype=np.int32)[a.segment]
+    extra = []
+    if scoring.outlier_distance:
+        extra.append(pl.Series("outlier", a.distance > np.asarray(scoring.outlier_distance, np.float32)[a.segment]))
+    if scoring.micro is not None:
+        extra.append(pl.Series("micro_segment", micro_names(segment, assign_micro(x, a.segment, scoring.micro)),
+                               dtype=pl.String))
     return table.select("customer_id", pl.Series("segment", segment), pl.Series("distance", a.distance),
-                        pl.Series("margin", a.margin), pl.exclude("customer_id"))
+                        pl.Series("margin", a.margin), *extra, pl.exclude("customer_id"))
 
 
 _CLV = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+
+
+def _micro(table: pl.DataFrame) -> dict[str, tuple[int, list[float]]]:
+    if "micro_segment" not in table.columns:
+        return {}
+    names = table["micro_segment"].unique().sort().to_list()
+    codes = (table["micro_segment"].rank("dense").cast(pl.Int64) - 1).to_numpy()  # positions in ``names``
+    counts = np.bincount(codes, minlength=len(names))
+    revenue = exact.partials(codes.astype(np.int64), table["monetary_total"].to_numpy(), len(names))
+    return {name: (int(n), part) for name, n, part in zip(names, counts, revenue, strict=True) if n}
 
 
 def _mix(table: pl.DataFrame, attributes: tuple[str, ...]) -> dict[tuple[int, str, str | None], int]:

@@ -1,0 +1,92 @@
+"""The monthly loop: what changed between runs, micro-segments, outliers."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segmint.engine.config import ClusterConfig, RunConfig
+from segmint.engine.pipeline import run
+from segmint.engine.pipeline.compare import compare_runs
+
+
+@pytest.fixture(scope="module")
+def two_runs(small_data, tmp_path_factory):
+    """The small data, then a month later: 200 customers gone, amounts of the rest tripled, 100 new."""
+    root = tmp_path_factory.mktemp("monthly")
+    tx = pl.read_parquet(small_data / "transactions")
+    ids = tx["customer_id"].unique().sort()
+    gone, rest = ids.head(200), ids.tail(ids.len() - 200)
+    newcomers = tx.filter(pl.col("customer_id").is_in(rest.head(100).implode())).with_columns(
+        customer_id=pl.col("customer_id") + 5_000_000)
+    later = pl.concat([tx.filter(pl.col("customer_id").is_in(rest.implode())).with_columns(amount=pl.col("amount") * 3),
+                       newcomers])
+    later.write_parquet(root / "later.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=5, seed=0))
+    run([small_data / "transactions"], root / "a", cfg)
+    run([root / "later.parquet"], root / "b", RunConfig(cluster=ClusterConfig(k=5, seed=0), previous=str(root / "a")))
+    return root, gone, newcomers["customer_id"].unique()
+
+
+def test_compare_counts_every_customer_once_and_flags_drift(two_runs):
+    root, gone, newcomers = two_runs
+    doc = compare_runs(root / "a", root / "b", root / "cmp")
+    moves = pl.read_parquet(root / "cmp" / "migration.parquet")
+    a = pl.read_parquet(root / "a" / "assignments")
+    b = pl.read_parquet(root / "b" / "assignments")
+    assert moves.filter(pl.col("old_segment").is_not_null())["customers"].sum() == a.height
+    assert moves.filter(pl.col("new_segment").is_not_null())["customers"].sum() == b.height
+    assert moves.filter(pl.col("new_segment").is_null())["customers"].sum() == gone.len()
+    assert moves.filter(pl.col("old_segment").is_null())["customers"].sum() == newcomers.len()
+    # Each cell against a plain join.
+    both = a.select("customer_id", old="segment").join(b.select("customer_id", "monetary_total", new="segment"),
+                                                       on="customer_id")
+    plain = both.group_by("old", "new").agg(pl.len(), pl.col("monetary_total").sum()).sort("old", "new")
+    kept = moves.drop_nulls().sort("old_segment", "new_segment")
+    assert kept["customers"].to_list() == plain["len"].to_list()
+    np.testing.assert_allclose(kept["revenue"], plain["monetary_total"], rtol=1e-12)
+    drift = dict(pl.read_parquet(root / "cmp" / "drift.parquet").select("feature", "band").iter_rows())
+    assert drift["monetary_total"] == "major" and drift["aov"] == "major"
+    assert drift["recency_days"] == "stable"
+    segments = pl.read_parquet(root / "cmp" / "segments.parquet")
+    assert (segments["customers_change"] == segments["customers_new"] - segments["customers_old"]).all()
+    assert json.loads((root / "cmp" / "compare.json").read_text())["migration"] == doc["migration"]
+
+
+def test_compare_in_buckets_gives_the_same_tables(two_runs):
+    root, _, _ = two_runs
+    one = compare_runs(root / "a", root / "b", root / "one", RunConfig(buckets=1))
+    many = compare_runs(root / "a", root / "b", root / "many", RunConfig(buckets=4))
+    assert many["buckets"] == 4
+    for name in ("migration", "segments", "drift"):
+        assert many[name] == one[name]
+
+
+def test_micro_segments_nest_in_segments_and_small_ones_merge(small_data, tmp_path):
+    result = run([small_data / "transactions"], tmp_path / "m",
+                 RunConfig(cluster=ClusterConfig(k=4, micro_k=3, min_segment_size=30)))
+    a = pl.read_parquet(tmp_path / "m" / "assignments")
+    assert (a["micro_segment"].str.split(".").list.first().cast(pl.Int64) == a["segment"]).all()
+    assert a["micro_segment"].str.contains(r"^\d+\.\d{2}$").all()
+    micro = pl.read_parquet(tmp_path / "m" / "micro_profiles.parquet")
+    sizes = micro.group_by("segment").agg(pl.col("customers").sum()).sort("segment")
+    assert sizes["customers"].to_list() == a.group_by("segment").len().sort("segment")["len"].to_list()
+    assert result.manifest["micro"]["segments"][0]["k"] == 3
+    merged = run([small_data / "transactions"], tmp_path / "n",
+                 RunConfig(cluster=ClusterConfig(k=4, micro_k=3, min_segment_size=10_000)))
+    assert merged.manifest["micro"]["merged"] == 8  # every micro-segment is too small: one left per segment
+    assert pl.read_parquet(tmp_path / "n" / "assignments")["micro_segment"].str.ends_with(".00").all()
+
+
+def test_outliers_are_the_farthest_half_percent_of_each_segment(small_run):
+    from segmint.engine.model import Model
+
+    a = pl.read_parquet(small_run / "assignments")
+    model = Model.load(small_run)
+    limit = dict(zip(model.segment_ids, model.outlier_distance, strict=True))
+    over = a.with_columns(limit=pl.col("segment").replace_strict(limit, return_dtype=pl.Float64))
+    assert (over["outlier"] == (over["distance"] > over["limit"])).all()
+    assert 0.002 < a["outlier"].mean() < 0.01
+    profiles = pl.read_parquet(small_run / "profiles.parquet")
+    assert profiles["outliers"].sum() == a["outlier"].sum()
