@@ -64,6 +64,8 @@ KPIS = {
                                                    "lapsed)."),
     "clv_total": Column("currency", "predicted value", "Sum of the customers' CLV: discounted expected spend over "
                                                        "the CLV horizon (BG/NBD + Gamma-Gamma)."),
+    "outliers": Column("customers", "outliers", "Customers farther from the segment's centre than 99.5% of its "
+                                                "members (wholesale accounts, data errors): worth a look."),
 }
 
 FEATURES = {
