@@ -66,7 +66,7 @@ def _main(
 
 @app.command()
 def demo(
-    out: Out = Path("segmint-demo"),
+    out: Out = "segmint-demo",
     n_customers: Annotated[int, typer.Option("--n-customers", help="Customers to generate.", metavar="N")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed for data and clustering.", metavar="N")] = 0,
     k: K = None,
@@ -162,7 +162,7 @@ def run(
 
 @app.command()
 def assign(
-    model: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).", metavar="RUN_DIR")],
+    model: Annotated[str, typer.Argument(help="A run directory (or its model/ folder).", metavar="RUN_DIR")],
     inputs: Inputs,
     out: Out,
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
@@ -213,7 +213,7 @@ def features(
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option))
         result = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
         _done(result.manifest, out, json_logs, f"wrote features of {result.manifest['customers']:,} customers "
-                                               f"to {Path(out) / 'features'}")
+                                               f"to {_join(out, 'features')}")
 
 
 @app.command()
@@ -334,8 +334,8 @@ def validate(
 
 @app.command()
 def compare(
-    old_run: Annotated[Path, typer.Argument(help="The earlier run directory.", metavar="OLD_RUN")],
-    new_run: Annotated[Path, typer.Argument(help="The later run directory.", metavar="NEW_RUN")],
+    old_run: Annotated[str, typer.Argument(help="The earlier run directory.", metavar="OLD_RUN")],
+    new_run: Annotated[str, typer.Argument(help="The later run directory.", metavar="NEW_RUN")],
     out: Out,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, storage_option: StorageOption = None,
     json_logs: Json = False,
@@ -604,7 +604,7 @@ def _finish(result, json_logs: bool) -> None:
     _render.print_lines(lines)
 
 
-def _done(manifest: dict, out: Path, json_logs: bool, text: str) -> None:
+def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
     if json_logs:
         _render.emit_json({"event": "done", "status": manifest["status"], "seconds": _elapsed(), "out": str(out),
                            "run_json": _join(out, "run.json"), "run_id": manifest["run_id"], "message": text})
