@@ -404,17 +404,17 @@ def load_toml(path: str | Path) -> RunConfig:
         except (TypeError, KeyError) as exc:
             msg = f"features.rfm_grid in {path} needs tables with name, r and f ({exc})"
             raise ConfigError(msg) from None
-    cluster = dict(raw.get("cluster", {}))
-    if isinstance(cluster.get("k"), str):
-        cluster["k"] = parse_k(cluster["k"], "cluster.k")
-    run = _lists_to_tuples(raw.get("run", {}))
-    if isinstance(run.get("dedupe_on"), str):
-        run["dedupe_on"] = tuple(c.strip() for c in run["dedupe_on"].split(",") if c.strip())
-    if isinstance(run.get("memory_limit"), str):
-        run["memory_limit"] = parse_size(run["memory_limit"])
-    if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
-        run["as_of"] = run["as_of"].isoformat()
     try:
+        cluster = dict(raw.get("cluster", {}))
+        if isinstance(cluster.get("k"), str):
+            cluster["k"] = parse_k(cluster["k"], "cluster.k")
+        run = _lists_to_tuples(raw.get("run", {}))
+        if isinstance(run.get("dedupe_on"), str):
+            run["dedupe_on"] = tuple(c.strip() for c in run["dedupe_on"].split(",") if c.strip())
+        if isinstance(run.get("memory_limit"), str):
+            run["memory_limit"] = parse_size(run["memory_limit"])
+        if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
+            run["as_of"] = run["as_of"].isoformat()
         return RunConfig(
             columns=_build(Columns, raw.get("columns", {}), path),
             features=_build(FeatureConfig, {**feats, "lifecycle": _build(
