@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from segmint.engine.synth import generate
+from segmint.engine.synth import GENERATOR_VERSION, generate
 
 __all__ = ["Scenario", "SCENARIOS", "ensure_data", "cache_root"]
 
@@ -45,7 +45,7 @@ def ensure_data(scenario: Scenario, seed: int, root: Path | None = None) -> Path
     folder = (root or cache_root()) / f"{scenario.name}-seed{seed}"
     stamp = folder / "_SUCCESS"
     meta = folder / "bench.json"
-    wanted = {"customers": scenario.customers, "seed": seed}
+    wanted = {"customers": scenario.customers, "seed": seed, "generator": GENERATOR_VERSION}
     if stamp.exists() and meta.exists() and json.loads(meta.read_text()) == wanted:
         return folder
     generate(folder, customers=scenario.customers, seed=seed, events=False, overwrite=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:  # polars is imported only once the thread budget is set (engine.runtime)
     import polars as pl
@@ -105,7 +106,8 @@ def print_progress(message: str) -> None:
 
 
 def print_error(message: str) -> None:
-    _err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    # The message is plain text: "[sampling]" in it is a config section, not Rich markup.
+    _err.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
 
 
 def _fmt(v: Any) -> str:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 from segmint.engine.config import CustomerSource, EventSource, RunConfig
-from segmint.engine.errors import OutputExistsError
-from segmint.engine.pipeline import RunResult, compute_cohorts, run
-from segmint.engine.report import write_report
+from segmint.engine.errors import InputContractError, OutputExistsError
+from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
-from segmint.engine.synth import generate
 
 __all__ = ["DEMO_CUSTOMERS", "run_demo"]
 
@@ -35,17 +35,31 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     with clock.stage("generate") as info:
         out.mkdir(parents=True, exist_ok=True)
         (out / _MARKER).write_text("written by segmint demo; safe to delete\n")
-        # Both writes are atomic, so an interrupted demo leaves the previous one whole.
-        data = generate(out / "data", customers=customers, seed=seed, overwrite=True)
-        info.update(customers=data.customers, lines=data.lines)
+        _child("generate", "--out", out / "data", "--n-customers", customers, "--seed", seed, "--overwrite")
+        info.update(customers=customers)
     tx = [out / "data" / "transactions"]
     cfg = dataclasses.replace(
         cfg, overwrite=True,
         events=EventSource(paths=(str(out / "data" / "events"),)),
         customers=CustomerSource(paths=(str(out / "data" / "customers.parquet"),),
                                  attributes=("region", "age_band")))
+    with clock.stage("cohorts"):
+        limit = ("--memory-limit", cfg.memory_limit) if cfg.memory_limit else ()
+        _child("cohorts", tx[0], "--out", out / "cohorts", "--overwrite", *limit)
     result = run(tx, out / "run", cfg, progress)
-    cohorts = compute_cohorts(tx, out / "cohorts", dataclasses.replace(cfg, events=None, customers=None)).cohorts
     with clock.stage("report") as info:
-        info["path"] = str(write_report(out / "run", out / "report.html", cohorts=cohorts, overwrite=True))
+        from segmint.engine.report import read_cohorts, write_report  # Matplotlib: loaded after the run
+
+        info["path"] = str(write_report(out / "run", out / "report.html", cohorts=read_cohorts(out / "cohorts"),
+                                        overwrite=True))
     return result
+
+
+def _child(*args: object) -> None:
+    """One segmint command in a child process: the memory it used is given back before the next
+    step plans its budget. Its outputs are written atomically, so an interrupted demo leaves the
+    previous one whole."""
+    child = subprocess.run([sys.executable, "-m", "segmint.cli.app", *map(str, args)], capture_output=True, text=True)
+    if child.returncode:
+        msg = f"segmint {args[0]} failed in the demo: {child.stderr.strip().splitlines()[-1:]}"
+        raise InputContractError(msg)

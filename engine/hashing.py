@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from segmint.kernels.hashing import hash_int64, hash_utf8
 
@@ -25,6 +24,9 @@ def customer_hash(ids: pl.Series, seed: int) -> np.ndarray:
     if ids.dtype.is_integer():
         hash_int64(ids.cast(pl.Int64).to_numpy(), seed, out)
         return out
+    import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - pa.compute below
+
     arr = pa.array(ids.cast(pl.String).to_arrow()).cast(pa.large_string())
     if arr.null_count:
         arr = pa.compute.fill_null(arr, "")

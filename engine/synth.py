@@ -22,7 +22,7 @@ from segmint.engine.errors import ConfigError
 from segmint.engine.io.sink import staged_dir
 from segmint.kernels.synth import simulate_purchases
 
-__all__ = ["PERSONAS", "CHANNELS", "CATEGORIES", "REGIONS", "AGE_BANDS", "GenerateResult", "generate"]
+__all__ = ["GENERATOR_VERSION", "PERSONAS", "CHANNELS", "CATEGORIES", "REGIONS", "AGE_BANDS", "GenerateResult", "generate"]
 
 CHANNELS = ("web", "app", "store")
 CATEGORIES = ("books", "music", "electronics", "fashion", "home", "beauty",
@@ -34,7 +34,10 @@ PROSPECT_SHARE = 0.25          # visitors who never buy, per customer
 _MINUTE_US = 60_000_000
 DEFAULT_END = dt.datetime(2026, 6, 30, 23, 59, 59)
 ROWS_PER_FILE = 1_000_000
-BLOCK_CUSTOMERS = 250_000
+# Customers simulated (and written) together: the generator's memory does not grow with the size.
+BLOCK_CUSTOMERS = 10_000
+# Bumped whenever the same arguments would give other bytes (benchmark caches key on it).
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
-from scipy.optimize import minimize
-from scipy.integrate import quad
-from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
@@ -132,6 +129,8 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
 
 def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, float, float, float, float]:
     """Maximum-likelihood (r, alpha, a, b) and the log-likelihood at the optimum."""
+    from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
+
     xs, counts = np.unique(x, return_counts=True)
     out = np.empty((n_blocks(x.size), 5))
     n = x.size
@@ -155,6 +154,8 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, floa
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, float]:
     """Maximum-likelihood (p, q, v) on repeat customers (x > 0, m > 0) and the log-likelihood."""
+    from scipy.special import digamma, gammaln
+
     xs, counts = np.unique(x, return_counts=True)
     out = np.empty((n_blocks(x.size), 4))
     n = x.size
@@ -218,6 +219,8 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.
         out[near_pole] = 0.5 * (_expected_alive(r, alpha, a, b - _NUDGE, t, x[near_pole], T[near_pole])
                                 + _expected_alive(r, alpha, a, b + _NUDGE, t, x[near_pole], T[near_pole]))
         return out
+    from scipy.special import hyp2f1
+
     z = t / (alpha + T + t)
     with np.errstate(over="ignore", invalid="ignore"):
         bracket = 1 - (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, c, z)
@@ -233,6 +236,8 @@ def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float
     """The same expectation as a Beta mixture over the dropout probability p:
     E = integral over p of (1 - (alpha_T / (alpha_T + p t))^(r + x)) / p, p ~ Beta(a, b + x).
     Slow but valid everywhere; used only where the closed form is not finite."""
+    from scipy.integrate import quad
+    from scipy.special import betaln
     def integrand(p: float) -> float:  # quad's algebraic weight carries p^(a-1) (1-p)^(b+x-1)
         g = -np.expm1(-(r + x) * np.log1p(p * t / alpha_T)) / p if p > 0 else (r + x) * t / alpha_T
         return g * np.exp(-betaln(a, b_x))
@@ -250,6 +255,8 @@ def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:
 def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float]:
     """Maximum likelihood over log parameters bounded to [1e-5, 1e5]; an optimum on a bound,
     or a failed optimisation, is a degenerate fit and raises ClvFitError."""
+    from scipy.optimize import minimize
+
     bound = np.log(PARAM_LIMIT)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         res = minimize(neg, np.zeros(len(names)), jac=True, method="L-BFGS-B",

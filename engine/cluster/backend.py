@@ -8,10 +8,12 @@ assignment, so the code the GPU runs is exercised on every machine, GPU or not.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import faiss
 import numpy as np
+
+if TYPE_CHECKING:  # Faiss is loaded when clustering starts, not with the pipeline
+    import faiss
 
 __all__ = ["ArrayBackend", "HostBackend", "CudaBackend", "gpu_missing", "HOST_BATCH_ROWS"]
 
@@ -46,6 +48,8 @@ class HostBackend:
         return np.asarray(a)
 
     def flat_index(self, d: int) -> faiss.Index:
+        import faiss
+
         return faiss.IndexFlatL2(d)
 
     def search(self, index: faiss.Index, x: np.ndarray, nn: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +69,7 @@ class CudaBackend:
 
     def __init__(self) -> None:
         import cupy
+        import faiss
 
         self.xp = cupy
         self._device = cupy.cuda.runtime.getDevice()
@@ -79,11 +84,15 @@ class CudaBackend:
         return self.xp.asnumpy(a)
 
     def flat_index(self, d: int) -> faiss.Index:
+        import faiss
+
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = self._device
         return faiss.GpuIndexFlatL2(self._res, d, cfg)
 
     def search(self, index: faiss.Index, x: Any, nn: int) -> tuple[Any, Any]:
+        import faiss
+
         xp = self.xp
         x = xp.ascontiguousarray(x, dtype=xp.float32)
         dist = xp.empty((x.shape[0], nn), xp.float32)
@@ -101,6 +110,8 @@ class CudaBackend:
 
 def gpu_missing() -> str | None:
     """Why the GPU path cannot run here, or None when it can (Faiss sees a GPU and CuPy works)."""
+    import faiss
+
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return "Faiss sees no GPU (the installed faiss is the CPU build, or no CUDA device is visible)"
     try:

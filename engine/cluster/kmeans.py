@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from segmint.engine.cluster.backend import ArrayBackend
@@ -86,6 +85,8 @@ def kmeanspp_init(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _faiss_kmeans(train: np.ndarray, init: np.ndarray, niter: int, seed: int) -> tuple[np.ndarray, float]:
+    import faiss  # loaded when clustering starts, not with the pipeline
+
     k, d = init.shape
     km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False,
                       max_points_per_centroid=max(1, -(-train.shape[0] // k)), min_points_per_centroid=1)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from segmint.engine.errors import ConfigError
 from segmint.engine.preprocess import Scaler
@@ -39,6 +38,8 @@ def match_segments(centroids: np.ndarray, scaler: Scaler, sizes: np.ndarray, pre
         msg = (f"--previous clusters on {list(previous.scaler.features)} but this run on {list(scaler.features)}; "
                f"segments can only be matched on the same features")
         raise ConfigError(msg)
+    from scipy.optimize import linear_sum_assignment
+
     mine = previous.scaler.scale(scaler.unscale(centroids))
     theirs = previous.centroids.astype(np.float64)
     distance = np.sqrt(((mine[:, None, :] - theirs[None, :, :]) ** 2).sum(axis=2))

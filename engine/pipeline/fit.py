@@ -7,10 +7,11 @@ about ``n`` are kept (all of them when there are fewer). The set does not depend
 on the number of buckets, and each sample is sorted by customer id, so every fit
 gives the same bits however the input was split.
 
-Memory, per customer in a sample: the RFM/CLV columns take about
-``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 800 MB
-at most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
-default 1 M: about 400 MB with 50 features). Beyond those counts the fits are
+Memory, per customer in a sample: the RFM/CLV fit takes about
+``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.6 GB at
+most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
+default 1 M: about 400 MB with 50 features). ``check_fit_memory`` refuses a budget
+that cannot hold them, naming the sampling options to lower. Beyond those counts the fits are
 sampled: RFM cut points and CLV parameters come from 10 M customers, the scaler,
 centroids and profile distributions from 1 M; every customer is still scored and
 assigned, and sizes, revenue, orders and CLV totals stay exact.
@@ -44,7 +45,9 @@ __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "gather", "f
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total",
                "lt_frequency", "lt_recency", "lt_T", "lt_monetary")
-FIT_BYTES_PER_CUSTOMER = 80
+# The RFM/CLV fit sample's peak cost per customer: the gathered columns, one column being sorted,
+# and the CLV arrays (measured on scenario L: bench/README.md).
+FIT_BYTES_PER_CUSTOMER = 160
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -65,13 +68,19 @@ class Segmentation:
 
 def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
            columns: Sequence[str] | None = None) -> pl.DataFrame:
-    """The customers of lowest hash, about ``want`` of ``customers`` (all when fewer), sorted by id."""
+    """The customers of lowest hash, about ``want`` of ``customers`` (all when fewer), sorted by id.
+
+    Sorted one column at a time, so the peak is the gathered table plus one column, not two tables.
+    """
     bound = _threshold(customers, want)
-    frames = []
+    parts = []
     for b in buckets:
         lf = store.scan_parquet(features_path(plan, b), plan.options).filter(pl.col(HASH) <= bound)
-        frames.append((lf.select(*columns, HASH) if columns else lf).collect())
-    return pl.concat(frames).sort("customer_id")
+        parts.append((lf.select(*columns, HASH) if columns else lf).collect())
+    frame = pl.concat(parts, rechunk=False)
+    parts.clear()
+    order = frame["customer_id"].arg_sort()
+    return pl.DataFrame([frame.drop_in_place(name).gather(order) for name in list(frame.columns)])
 
 
 def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
