@@ -117,14 +117,18 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     step = _STEP_DAYS / cfg.unit_days
     times = np.minimum(np.arange(1, int(np.ceil(horizon / step)) + 1) * step, horizon)
     per_step = (1 + cfg.discount_rate) ** (_STEP_DAYS / 365.0) - 1
+    alive = p_alive(bg, x, tx, T)
+    # The expectation given alive depends on (x, T) alone: evaluated once per distinct pair
+    # (far fewer than customers, since T is in whole days), then spread to every customer.
+    pairs, inverse = np.unique(np.column_stack([x, T]).view(np.complex128).ravel(), return_inverse=True)
+    xu, Tu = pairs.real.copy(), pairs.imag.copy()
     clv = np.zeros_like(x)
     before = np.zeros_like(x)
     for i, t in enumerate(times, start=1):
-        upto = expected_purchases(bg, t, x, tx, T)
+        upto = _expected_alive(*bg, t, xu, Tu)[inverse] * alive
         clv += (upto - before) * avg / (1 + per_step) ** i
         before = upto
-    return pl.DataFrame({"p_alive": p_alive(bg, x, tx, T), "expected_purchases": before,
-                         "expected_avg_value": avg, "clv": clv})
+    return pl.DataFrame({"p_alive": alive, "expected_purchases": before, "expected_avg_value": avg, "clv": clv})
 
 
 def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, float, float, float, float]:

@@ -26,6 +26,7 @@ as ``repeats_on_mapped_columns``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,6 @@ import polars as pl
 from segmint.engine import exact
 from segmint.engine.config import Columns, EventSource, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
-from segmint.engine.features.orders import collapse_orders, group_lines
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.times import timestamp_expr
 
@@ -241,24 +241,33 @@ def _mark(df: pl.DataFrame, condition: pl.Expr, reason: str) -> pl.DataFrame:
 def _customer_checks(df: pl.DataFrame, c: Columns) -> pl.DataFrame:
     """amount_overflow and returns_only, decided per customer over their remaining rows.
 
-    Only customers with a negative or huge amount can fail either, so only their rows
-    are grouped (a small share of the input, usually), with the same order collapse
-    as the features: a customer kept here has a purchase there.
+    Only customers with a negative or huge amount can fail either, so only their rows are
+    grouped. An order is a purchase when its exact net amount is >= 0 (as in the features):
+    a Polars sum decides every order whose net is clearly away from zero; the few that net
+    to about zero (lines that cancel) are summed exactly.
     """
     ok = pl.col("__reason").is_null()
     suspects = df.filter(ok & ((pl.col("__amount") < 0) | (pl.col("__amount").abs() > _HUGE)))["__cid"].unique()
     if suspects.len() == 0:
         return df
-    lines = df.filter(ok & pl.col("__cid").is_in(suspects.implode())).select(
-        pl.col("__cid").alias("customer_id"), pl.col("__ts").alias("ts"), pl.col("__amount").alias("amount"),
-        *_optional(c.order, "order_id", keep_type=True))
-    g = group_lines(lines)
-    orders = collapse_orders(g)
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = np.isfinite(np.add.reduceat(np.abs(g.amount), g.offsets[:-1]))
-    buys = np.maximum.reduceat(orders.amount, orders.offsets[:-1]) >= 0
-    df = _mark(df, pl.col("__cid").is_in(g.ids.filter(pl.Series(~finite)).implode()), "amount_overflow")
-    return _mark(df, pl.col("__cid").is_in(g.ids.filter(pl.Series(finite & ~buys)).implode()), "returns_only")
+    rows = df.with_row_index("__row").filter(ok & pl.col("__cid").is_in(suspects.implode()))
+    # Lines without an order id (or without an order column) are orders of their own.
+    order = (pl.coalesce(pl.col(c.order).cast(pl.String), pl.format("\x00{}", pl.col("__row")))
+             if c.order else pl.col("__row")).alias("__order")
+    orders = (rows.group_by("__cid", order)
+              .agg(pl.col("__amount").sum().alias("net"), pl.col("__amount").abs().sum().alias("gross"),
+                   pl.col("__amount").alias("lines")))
+    near_zero = pl.col("gross").is_finite() & (pl.col("net").abs() <= 1e-9 * pl.col("gross"))
+    close = orders.filter(near_zero)
+    close = close.with_columns(net=pl.Series([math.fsum(lines) for lines in close["lines"].to_list()],
+                                             dtype=pl.Float64))
+    orders = pl.concat([orders.filter(~near_zero), close]).drop("lines")
+    per_customer = orders.group_by("__cid").agg(pl.col("gross").sum().is_finite().alias("finite"),
+                                                (pl.col("net") >= 0).any().alias("buys"))
+    overflow = per_customer.filter(~pl.col("finite"))["__cid"]
+    returns_only = per_customer.filter(pl.col("finite") & ~pl.col("buys"))["__cid"]
+    df = _mark(df, pl.col("__cid").is_in(overflow.implode()), "amount_overflow")
+    return _mark(df, pl.col("__cid").is_in(returns_only.implode()), "returns_only")
 
 
 def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:

@@ -10,6 +10,7 @@ here, from the same rows the partition pass would have seen.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 import polars as pl
 
@@ -84,13 +85,17 @@ class BucketResult:
     stats: RowStats | None = None                 # one bucket: what the partition pass would have returned
     cohorts: CohortPartials | None = None         # mode "cohorts"
     has_customers: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)  # where the bucket's time went
 
 
 def map_bucket(job: MapJob) -> BucketResult:
     plan, cfg = job.plan, job.plan.cfg
+    t0 = time.perf_counter()
     raw = bucket_rows(plan, "tx", job.bucket)
+    t1 = time.perf_counter()
     cleaned = clean(raw, cfg, as_of=job.as_of, now=plan.now)
     del raw
+    seconds = {"read": t1 - t0, "clean": time.perf_counter() - t1}
     as_of = cleaned.as_of
     channels = job.channels
     if channels is None and cleaned.stats is not None:
@@ -102,17 +107,19 @@ def map_bucket(job: MapJob) -> BucketResult:
     if job.layout is not None:
         _write(cleaned.rejects, job.layout, "rejects", job.bucket)
     result = dict(bucket=job.bucket, counts=counts, as_of=as_of, channels=channels, stats=cleaned.stats,
-                  has_customers=cleaned.rows_used > 0)
+                  has_customers=cleaned.rows_used > 0, seconds=seconds)
     if job.mode == "clean":
         return BucketResult(**result)
     if job.mode == "cohorts":
         return BucketResult(**result, cohorts=cohort_partials(cleaned.lines, as_of))
+    t2 = time.perf_counter()
     table = customer_features(cleaned.lines, as_of, channels or (), cfg.features)
+    seconds["features"] = time.perf_counter() - t2
     del cleaned
     table = _with_events(table, plan, job, as_of, counts)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
-    store.write_parquet(table, features_path(plan, job.bucket), plan.options)
+    store.write_parquet(table, features_path(plan, job.bucket), plan.options, scratch=True)
     return BucketResult(**result)
 
 

@@ -49,7 +49,7 @@ from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, m
 from segmint.engine.pipeline.executor import Executor, resolve_executor
 from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
-from segmint.engine.pipeline.score import ScoreJob, Scoring, score_bucket, score_table
+from segmint.engine.pipeline.score import ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
@@ -100,7 +100,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             del sample
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
-            prepared = score_table(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
+            prepared = prepare(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
+            del profile_sample
             seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
             outliers, micro_model, micro_report = fit.fit_second_level(prepared, seg, cfg.cluster)
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
@@ -108,12 +109,12 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
         kpis, mix, micro = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
-            scored_sample = score_table(profile_sample, scoring).drop(HASH)
+            scored_sample = assign_segments(prepared, scoring).drop(HASH)
             profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
             if scoring.micro is not None:
                 files["micro_profiles.parquet"] = micro_profiles(scored_sample, micro)
-            del profile_sample, prepared, scored_sample
+            del prepared, scored_sample
         model = Model(columns=cfg.columns, features=cfg.features, channels=tuple(channels), rfm_cuts=cuts,
                       scaler=seg.scaler, centroids=seg.centroids, names=tuple(profiles["name"]), clv=clv,
                       clv_config=cfg.clv if clv else None,
@@ -314,7 +315,9 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
-        info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers)
+        info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
+                    **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
+                       for part in ("read", "clean", "features")})
     _check_rejects(counts, plan.cfg.max_reject_share)
     return mapped, counts
 

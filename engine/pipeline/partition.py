@@ -51,7 +51,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     keyed = raw.with_columns(__bucket=pl.Series(bucket_of(ids, plan.buckets)))
     for (bucket,), part in keyed.partition_by("__bucket", as_dict=True, include_key=False).items():
         store.write_parquet(part, store.join(plan.work, job.role, f"bucket={bucket:05d}", f"chunk-{job.index:06d}.parquet"),
-                            plan.options)
+                            plan.options, scratch=True)
     return row_stats(raw, plan.cfg, now=plan.now) if job.role == "tx" else None
 
 

@@ -28,7 +28,8 @@ from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
 
-__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "score_table", "LT_COLUMNS"]
+__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "score_table", "prepare", "assign_segments",
+           "LT_COLUMNS"]
 
 LT_COLUMNS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary")
 
@@ -94,11 +95,21 @@ def score_bucket(job: ScoreJob) -> ScoreResult:
 
 
 def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
-    """RFM scores, CLV (with parameters) and, with centroids, segment, distance and margin
-    (placed after customer_id) for every row of a feature table."""
+    """RFM scores, CLV (with parameters) and, with centroids, segment, distance, margin, outlier and
+    micro-segment (placed after customer_id) for every row of a feature table."""
+    return assign_segments(prepare(table, scoring), scoring)
+
+
+def prepare(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
+    """RFM scores and CLV: the columns clustering may use."""
     table = add_rfm(table, scoring.rfm_cuts, scoring.features)
     if scoring.clv is not None and scoring.clv_config is not None:
         table = table.hstack(predict_clv(table, scoring.clv, scoring.clv_config))
+    return table
+
+
+def assign_segments(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
+    """Segment, distance, margin, outlier and micro-segment of every row of a prepared table."""
     if scoring.centroids is None or scoring.scaler is None:
         return table
     x = scoring.scaler.transform(table)
