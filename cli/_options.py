@@ -65,6 +65,8 @@ MemoryLimit = Annotated[str | None, _value("--memory-limit", "Memory budget, e.g
                                            _SCALE)]
 Buckets = Annotated[int | None, _value("--buckets", "Force this many customer buckets (1: all in memory).",
                                        "N", _SCALE)]
+Resume = Annotated[bool | None, flag("--resume", help="If the run fails, keep its finished buckets; the same "
+                                    "command with --resume goes on from them.", panel=_SCALE)]
 Executor = Annotated[str | None, _value("--executor", "local | ray: where bucket work runs [default: local].",
                                         "NAME", _SCALE)]
 RayAddress = Annotated[str | None, _value("--ray-address", "With --executor ray: 'auto' or ray://host:port joins a "

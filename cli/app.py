@@ -17,7 +17,7 @@ import typer
 from segmint.cli import _render
 from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
                                   MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
-                                  StorageOption, Threads, WorkDir,
+                                  Resume, StorageOption, Threads, WorkDir,
                                   build_config, column_options, flag, side_table_options)
 from segmint.engine.errors import SegmintError
 
@@ -138,7 +138,7 @@ def run(
                                                 rich_help_panel="Run", show_default=False)] = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
-    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None, resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Segment customers: plan, partition, map, fit, cluster, score, profile, commit.
@@ -156,7 +156,8 @@ def run(
                            cluster={"k": k, "seed": seed, "device": device, "micro_k": _micro_k(micro_k)},
                            previous=previous, warm_start=warm_start,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option,
+                                          resume))
         _finish(run_pipeline(inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 
@@ -168,6 +169,7 @@ def assign(
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
     buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Score new customers with a saved model (same features, scaler, cut points, centroids).
@@ -182,7 +184,8 @@ def assign(
 
         cfg = build_config(None, cluster={"device": device},
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option,
+                                          resume))
         _finish(assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 
@@ -196,6 +199,7 @@ def features(
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
     buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Write only the per-customer feature table (with RFM scores), as a Parquet dataset.
@@ -210,7 +214,8 @@ def features(
 
         cfg = build_config(config, columns=columns,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option,
+                                          resume))
         result = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
         _done(result.manifest, out, json_logs, f"wrote features of {result.manifest['customers']:,} customers "
                                                f"to {_join(out, 'features')}")
@@ -234,7 +239,7 @@ def clv(
                                                         show_default=False)] = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
-    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None, resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Fit BG/NBD + Gamma-Gamma by maximum likelihood and predict each customer's CLV.
@@ -252,7 +257,8 @@ def clv(
         cfg = build_config(config, columns=columns,
                            clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate},
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option,
+                                          resume))
         result = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
         p, manifest = result.clv, result.manifest
         _done(manifest, out, json_logs,
@@ -270,6 +276,7 @@ def cohorts(
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
     buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Acquisition-month cohorts x months since first purchase: retention and revenue.
@@ -286,7 +293,8 @@ def cohorts(
 
         cfg = build_config(config, columns=columns,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
-                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+                                          memory_limit, buckets, executor, work_dir, ray_address, storage_option,
+                                          resume))
         result = compute_cohorts(inputs, out, cfg, _render.make_progress(json_logs))
         table, manifest = result.cohorts, result.manifest
         _done(manifest, out, json_logs, f"{table['cohort'].n_unique()} cohorts, {table.height} cohort-months "
@@ -532,11 +540,11 @@ def main() -> None:
 def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: float | None,
                  pseudonymize_ids: bool | None, overwrite: bool | None, memory_limit: str | None,
                  buckets: int | None, executor: str | None, work_dir: str | None, ray_address: str | None = None,
-                 storage_option: list[str] | None = None) -> dict[str, Any]:
+                 storage_option: list[str] | None = None, resume: bool | None = None) -> dict[str, Any]:
     return {"as_of": as_of, "dedupe_on": dedupe_on, "max_reject_share": max_reject_share,
             "pseudonymize_ids": pseudonymize_ids, "overwrite": overwrite, "memory_limit": memory_limit,
             "buckets": buckets, "executor": executor, "work_dir": work_dir, "ray_address": ray_address,
-            "storage_options": storage_option}
+            "storage_options": storage_option, "resume": resume}
 
 
 def _micro_k(text: str | None) -> int | str | None:
@@ -631,18 +639,20 @@ def _errors(json_logs: bool) -> Iterator[None]:
     except SegmintError as exc:
         if _state["debug"]:
             raise
-        _fail(str(exc), exc.exit_code, json_logs)
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was changed", 130, json_logs)
-    except Terminated:
-        _fail("terminated; no output was changed", 143, json_logs)
+        _fail(str(exc), exc.exit_code, json_logs, getattr(exc, "__notes__", None))
+    except KeyboardInterrupt as exc:
+        _fail("interrupted; no output was changed", 130, json_logs, getattr(exc, "__notes__", None))
+    except Terminated as exc:
+        _fail("terminated; no output was changed", 143, json_logs, getattr(exc, "__notes__", None))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
             raise
-        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, json_logs)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, json_logs,
+              getattr(exc, "__notes__", None))
 
 
-def _fail(message: str, code: int, json_logs: bool) -> None:
+def _fail(message: str, code: int, json_logs: bool, notes: list[str] | None = None) -> None:
+    message = "; ".join([message, *(notes or [])])
     _render.stop_progress()
     if json_logs:
         _render.emit_json({"event": "error", "status": "failed", "exit_code": code, "message": message,

@@ -339,6 +339,8 @@ class RunConfig(_Checked):
     ray_address: str | None = None
     # Scratch space for bucket files; None: beside the output.
     work_dir: str | None = None
+    # Keep finished jobs if the run fails; rerun with resume to go on from them (engine.pipeline.resume).
+    resume: bool = False
     # Object-store options ((key, value) pairs, as Polars takes them): credentials, endpoint.
     # Never written to run.json, the model or any log.
     storage_options: tuple[tuple[str, str], ...] = ()
@@ -371,7 +373,7 @@ class RunConfig(_Checked):
 
 
 # Options that cannot change a run's outputs: left out of config_hash.
-_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir")
+_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "resume")
 # Options never written anywhere (credentials).
 _SECRET = ("storage_options",)
 

@@ -38,7 +38,7 @@ from segmint.engine.errors import ConfigError, OutputExistsError
 from segmint.engine.io import store
 
 __all__ = ["Layout", "check_writable", "check_not_inside", "staged_output", "staged_dir", "staged_file", "work_dir",
-           "remove_stale", "write_json", "manifest", "OWNER"]
+           "remove_stale", "write_json", "manifest", "OWNER", "sibling_path", "discard_remote"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
@@ -62,14 +62,17 @@ class Layout:
 
 
 @contextlib.contextmanager
-def staged_output(out: str | Path, *, overwrite: bool, run_id: str,
-                  options: tuple[tuple[str, str], ...] = ()) -> Iterator[Layout]:
-    """The layout to write a run into; committed on success, removed on any failure (module docstring)."""
+def staged_output(out: str | Path, *, overwrite: bool, run_id: str, options: tuple[tuple[str, str], ...] = (),
+                  keep: bool = False) -> Iterator[Layout]:
+    """The layout to write a run into; committed on success, removed on any failure (module docstring)
+    unless ``keep``: a resumable run, whose next attempt goes on writing there (its caller checked
+    that ``out`` may be written before recording the run there)."""
     if not store.is_remote(out):
-        with staged_dir(store.local(out), overwrite=overwrite, run_id=run_id) as stage:
+        with staged_dir(store.local(out), overwrite=overwrite, run_id=run_id, keep=keep) as stage:
             yield Layout(str(stage), str(stage), "", options)
         return
-    check_writable(out, overwrite=overwrite, options=options)
+    if not keep:
+        check_writable(out, overwrite=overwrite, options=options)
     meta_root = store.join(out, f"_staging-{run_id}")
     layout = Layout(str(out), meta_root, f"-{run_id}", options)
     opts = dict(options)
@@ -77,11 +80,17 @@ def staged_output(out: str | Path, *, overwrite: bool, run_id: str,
         yield layout
         _commit_remote(str(out), layout, run_id, opts)
     except BaseException:
-        mine = [f for f in store.list_files(out, opts) if layout.tag in store.name(f)]
-        store.remove(mine, opts)
+        if not keep:
+            discard_remote(out, run_id, opts)
         raise
-    finally:
-        store.remove_prefix(meta_root, opts)
+    store.remove_prefix(meta_root, opts)
+
+
+def discard_remote(out: str | Path, run_id: str, options: store.Options) -> None:
+    """Remove what an uncommitted run ``run_id`` wrote to the object-store output ``out``."""
+    tag = f"-{run_id}"
+    store.remove([f for f in store.list_files(out, options) if tag in store.name(f)], options)
+    store.remove_prefix(store.join(out, f"_staging-{run_id}"), options)
 
 
 def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str, str], ...] = ()) -> Path | str:
@@ -115,12 +124,13 @@ def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it becomes ``out`` (manifest, then ``_SUCCESS``)."""
+def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, keep: bool = False) -> Iterator[Path]:
+    """Yield a staging directory (empty, or a resumable run's); on success it becomes ``out``
+    (manifest, then ``_SUCCESS``). Removed on failure unless ``keep``."""
     out = check_writable(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
-    stage = _sibling(out, "staging", run_id)
+    stage = _claim(sibling_path(out, "staging", run_id or uuid.uuid4().hex[:12]), keep)
     try:
         yield stage
         files = manifest(stage)
@@ -128,8 +138,10 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None) -
         (stage / OWNER).unlink()
         (stage / "_SUCCESS").write_text("")
         _replace(stage, out, overwrite=overwrite)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        if not keep:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -149,13 +161,23 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def work_dir(beside: str | Path, run_id: str) -> Iterator[Path]:
-    """A scratch folder beside ``beside`` (the output, or a temporary location), removed on any exit."""
-    folder = _sibling(Path(beside), "work", run_id)
+def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
+    """A scratch folder (``sibling_path(beside, "work", run id)``: beside the output or in a temporary
+    location), removed on any exit but a failure with ``keep`` (a resumable run's, reused by its next attempt)."""
+    _claim(folder, keep)
     try:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    except BaseException:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:
+    """Where ``staged_dir`` (kind ``staging``) and ``work_dir`` (kind ``work``) put a run's folder."""
+    out = Path(out)
+    return out.parent / f".{out.name}.{kind}-{run_id}"
 
 
 def remove_stale(out: Path) -> list[Path]:
@@ -211,10 +233,10 @@ def _commit_remote(out: str, layout: Layout, run_id: str, opts: dict[str, str]) 
     store.remove(stale, opts)
 
 
-def _sibling(out: Path, kind: str, run_id: str | None) -> Path:
-    folder = out.parent / f".{out.name}.{kind}-{run_id or uuid.uuid4().hex[:12]}"
-    folder.mkdir(parents=True)
-    write_json(folder / OWNER, {"host": socket.gethostname(), "pid": os.getpid()})
+def _claim(folder: Path, keep: bool) -> Path:
+    folder.mkdir(parents=True, exist_ok=keep)
+    # A resumable run's folders outlive its process: remove_stale leaves them to --resume.
+    write_json(folder / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": keep})
     return folder
 
 
@@ -226,7 +248,7 @@ def _abandoned(folder: Path, out: Path) -> bool:
         # "old" folders are a previous output renamed aside, left by a crash after the new
         # output was in place; staging/work folders without an owner are not ours.
         return ".old-" in folder.name and out.exists() and (folder / "_SUCCESS").exists()
-    if owner.get("host") != socket.gethostname():
+    if owner.get("host") != socket.gethostname() or owner.get("resume"):
         return False
     try:
         os.kill(int(owner["pid"]), 0)

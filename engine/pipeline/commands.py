@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,9 +43,10 @@ from segmint.engine.features.table import top_channels
 from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
-from segmint.engine.io.sink import Layout, check_not_inside, check_writable, staged_output, work_dir, write_json
+from segmint.engine.io.sink import (Layout, check_not_inside, check_writable, discard_remote, sibling_path,
+                                   staged_output, work_dir, write_json)
 from segmint.engine.model import Model, versions
-from segmint.engine.pipeline import fit
+from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, resolve_executor
 from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
@@ -243,56 +245,120 @@ class _Session:
     layout: Layout | None   # where the output is written before commit
     started: dt.datetime
     out: str | None
+    resumed: bool = False   # continuing a failed --resume run
+
+    def run_jobs(self, stage: str, fn: Any, jobs: list[Any], info: dict[str, Any]) -> list[Any]:
+        """The stage's jobs through the executor; with --resume, jobs finished before are loaded, not run."""
+        done = store.join(self.plan.work, "done", stage) if self.plan.cfg.resume and self.out is not None else None
+        results, skipped = resume.map_jobs(self.executor, fn, jobs, tick=self.clock.tick, done=done,
+                                           options=self.plan.options)
+        if done is not None:
+            info["resumed_jobs"] = skipped
+        return results
 
 
 @contextlib.contextmanager
 def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None, cfg: RunConfig,
              progress: Progress | None, executor: Executor | str | None, *,
              model_dir: str | Path | None = None) -> Iterator[_Session]:
-    """Output and input checks, staging and work locations (removed on any exit), the plan, the executor."""
+    """Output and input checks, staging and work locations (removed on any exit, but kept for
+    --resume when the run fails), the plan, the executor."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     clock = StageClock(progress)
     opts = cfg.storage_options
-    with contextlib.ExitStack() as stack:
-        with clock.stage("plan") as info:
-            if out is not None:
-                check_writable(out, overwrite=cfg.overwrite, options=opts)
-                check_not_inside(out, _input_paths(inputs, cfg, model_dir))
-            chosen = cfg.executor if executor is None else executor
-            runner = resolve_executor(chosen, **({"address": cfg.ray_address} if chosen == "ray" else {}))
-            if isinstance(chosen, str):  # an executor passed in is the caller's to close
-                stack.callback(runner.close)
-            started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-            run_id = new_run_id(started)
-            layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=run_id,
-                                                       options=opts)) if out is not None else None
-            work = stack.enter_context(_work(cfg, out, run_id, runner))
-            plan = make_plan(command, inputs, cfg, work=work, run_id=run_id, started=started)
-            info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
-        yield _Session(command, plan, clock, runner, layout, plan.started_at, str(out) if out is not None else None)
+    keep = cfg.resume and out is not None
+    resumed = False
+    try:
+        with contextlib.ExitStack() as stack:
+            with clock.stage("plan") as info:
+                if out is not None:
+                    check_not_inside(out, _input_paths(inputs, cfg, model_dir))
+                    if not (keep and store.is_remote(out)):  # a resumed remote output holds its own parts
+                        check_writable(out, overwrite=cfg.overwrite, options=opts)
+                chosen = cfg.executor if executor is None else executor
+                runner = resolve_executor(chosen, **({"address": cfg.ray_address} if chosen == "ray" else {}))
+                if isinstance(chosen, str):  # an executor passed in is the caller's to close
+                    stack.callback(runner.close)
+                started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+                plan = make_plan(command, inputs, cfg, work="", run_id=new_run_id(started), started=started)
+                if keep:
+                    plan, resumed = _resumable(plan, out, cfg)
+                    if resumed:
+                        info["resumes"] = plan.run_id
+                layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=plan.run_id,
+                                                           options=opts, keep=keep)) \
+                    if out is not None else None
+                plan = dataclasses.replace(plan, work=stack.enter_context(_work(cfg, out, plan.run_id, runner, keep)))
+                info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
+            yield _Session(command, plan, clock, runner, layout, started, str(out) if out is not None else None,
+                           resumed)
+    except BaseException as exc:
+        if keep:
+            exc.add_note(f"the finished buckets are kept: rerun the same command with --resume to go on from them")
+        raise
+    if keep:
+        resume.forget(out, dict(opts))
+
+
+def _resumable(plan: Plan, out: str | Path, cfg: RunConfig) -> tuple[Plan, bool]:
+    """The plan of the failed run this one resumes (same id, start time and sizes), or this plan,
+    recorded for a later --resume. A different run recorded for ``out`` is discarded."""
+    opts = dict(cfg.storage_options)
+    fingerprint = resume.fingerprint(plan, out)
+    old = resume.load(out, opts)
+    if old is not None and old.fingerprint == fingerprint:
+        if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
+            plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
+                             sizes=(old.buckets, old.chunk_rows))
+        return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
+    if store.is_remote(out):
+        check_writable(out, overwrite=cfg.overwrite, options=cfg.storage_options)
+    if old is not None:
+        _discard(old.run_id, out, cfg)
+    resume.save(out, resume.State(fingerprint, plan.run_id, plan.started_at.isoformat(), plan.buckets,
+                                  plan.chunk_rows), opts)
+    return plan, False
+
+
+def _discard(run_id: str, out: str | Path, cfg: RunConfig) -> None:
+    """Remove what the kept run ``run_id`` left: its staging and its scratch space."""
+    if store.is_remote(out):
+        discard_remote(out, run_id, dict(cfg.storage_options))
+    else:
+        shutil.rmtree(sibling_path(store.local(out), "staging", run_id), ignore_errors=True)
+    store.remove_prefix(_work_location(cfg, out, run_id), dict(cfg.storage_options))
 
 
 @contextlib.contextmanager
-def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor) -> Iterator[str]:
-    """Scratch space for bucket files: ``--work-dir``, else beside a local output, else the temp folder.
-    Removed on any exit."""
-    if cfg.work_dir and store.is_remote(cfg.work_dir):
-        work = store.join(cfg.work_dir, f"segmint-work-{run_id}")
-        try:
-            yield work
-        finally:
-            store.remove_prefix(work, dict(cfg.storage_options))
-        return
+def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor, keep: bool) -> Iterator[str]:
+    """Scratch space for bucket files (``_work_location``). Removed on any exit but a failure with ``keep``."""
     if getattr(runner, "needs_shared_storage", False) and not cfg.work_dir:
         msg = ("--executor ray on a cluster needs --work-dir (and --out) on storage every node reaches: "
                "s3://..., gs://..., az://..., or a folder mounted at the same path on every node")
         raise ConfigError(msg)
+    work = _work_location(cfg, out, run_id)
+    if store.is_remote(work):
+        try:
+            yield work
+        except BaseException:
+            if not keep:
+                store.remove_prefix(work, dict(cfg.storage_options))
+            raise
+        store.remove_prefix(work, dict(cfg.storage_options))
+        return
+    with work_dir(Path(work), keep=keep) as folder:
+        yield str(folder)
+
+
+def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:
+    """``--work-dir``, else beside a local output, else the temp folder."""
+    if cfg.work_dir and store.is_remote(cfg.work_dir):
+        return store.join(cfg.work_dir, f"segmint-work-{run_id}")
     base = (Path(cfg.work_dir) / "segmint" if cfg.work_dir else
             store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint")
     base.parent.mkdir(parents=True, exist_ok=True)
-    with work_dir(base, run_id) as folder:
-        yield str(folder)
+    return str(sibling_path(base, "work", run_id))
 
 
 def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tuple[list[BucketResult], Counts]:
@@ -303,7 +369,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         info["buckets"] = plan.buckets
         if plan.buckets > 1:
             jobs = [PartitionJob(plan, role, i) for role in plan.roles() for i in range(len(plan.source(role).chunks))]
-            stats = [st for st in s.executor.map(partition_chunk, jobs, tick=s.clock.tick) if st is not None]
+            stats = [st for st in s.run_jobs("partition", partition_chunk, jobs, info) if st is not None]
             merged = RowStats.merge(stats)
             as_of = as_of or merged.latest or plan.now
             if vocabulary is None:
@@ -311,7 +377,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
             info["chunks"] = len(jobs)
     with s.clock.stage("map") as info:
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout) for b in range(plan.buckets)]
-        mapped = s.executor.map(map_bucket, jobs, tick=s.clock.tick)
+        mapped = s.run_jobs("map", map_bucket, jobs, info)
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
@@ -326,7 +392,10 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
            output: str) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
     with s.clock.stage("score") as info:
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
-        results = s.executor.map(score_bucket, jobs, tick=s.clock.tick)
+        stage = f"score-{resume.digest(scoring)}"
+        if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
+            _clear_output(s.layout, output)  # scored by a model that came out differently
+        results = s.run_jobs(stage, score_bucket, jobs, info)
         kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k, outliers=[0] * scoring.k,
                            status={st: [0] * scoring.k for st in ("new", "active", "at_risk", "lapsed")},
@@ -344,6 +413,12 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
                 micro[key] = (have[0] + n, have[1] + revenue)
         info["buckets"] = len(buckets)
     return kpis, mix, micro
+
+
+def _clear_output(layout: Layout, output: str) -> None:
+    folder = store.join(layout.data_root, output)
+    store.remove([f for f in store.list_files(folder, dict(layout.options)) if layout.tag in store.name(f)],
+                 dict(layout.options))
 
 
 def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.DataFrame:

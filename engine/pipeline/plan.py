@@ -50,6 +50,7 @@ class Plan:
     events: Source | None
     customers: Source | None
     buckets: int
+    chunk_rows: int                  # most rows a partition job reads
     memory_limit: int
     data_budget: int                 # the limit minus what the process used when planning
     work: str                        # scratch folder for bucket files
@@ -81,8 +82,9 @@ def new_run_id(started: dt.datetime) -> str:
 
 
 def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, work: str | Path, run_id: str,
-              started: dt.datetime, side_tables: bool = True) -> Plan:
-    """Resolve and check every input, then size buckets and chunks to ``cfg.memory_limit``."""
+              started: dt.datetime, side_tables: bool = True, sizes: tuple[int, int] | None = None) -> Plan:
+    """Resolve and check every input, then size buckets and chunks to ``cfg.memory_limit``
+    (or take ``sizes``, (buckets, chunk rows): a resumed run keeps its first attempt's)."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if cfg.pseudonymize_ids:
@@ -105,12 +107,12 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
                f"{current_rss() / 2**20:.0f} MB; give at least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 2**20)}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
-    buckets = cfg.buckets or _buckets(rows, budget)
-    chunk_rows = max(10_000, budget // BYTES_PER_ROW["partition"])
+    buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget),
+                                    max(10_000, budget // BYTES_PER_ROW["partition"]))
     split_ = (lambda s: split(s, chunk_rows) if s is not None else None)
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=split_(tx), events=split_(events),
-                customers=split_(customers), buckets=buckets, memory_limit=limit, data_budget=budget, work=str(work))
+                customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit, data_budget=budget, work=str(work))
 
 
 def _buckets(rows: dict[str, int], budget: int) -> int:

@@ -1,5 +1,6 @@
 """Inputs and outputs on an object store: a local S3 server (moto), bound to 127.0.0.1 only."""
 
+import dataclasses
 import json
 
 import polars as pl
@@ -112,3 +113,35 @@ def test_unknown_schemes_and_unreachable_stores_are_one_line_errors(s3, s3_data,
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     with pytest.raises(InputContractError, match="not found|cannot reach"):
         run(["s3://segmint-test/no/such/prefix"], tmp_path / "o", RunConfig(storage_options=s3))
+
+
+def test_a_resumed_run_on_s3_writes_what_an_uninterrupted_run_writes(s3, s3_data, monkeypatch):
+    from segmint.engine.pipeline import commands
+
+    cfg = RunConfig(cluster=ClusterConfig(k=4), storage_options=s3, buckets=3, resume=True)
+    score = commands.score_bucket
+    scored = []
+
+    def lost_on_bucket_1(job):
+        if job.bucket == 1:
+            raise ConnectionResetError("worker lost")
+        scored.append(job.bucket)
+        return score(job)
+
+    out = "s3://segmint-test/runs/resumed"
+    with monkeypatch.context() as m:
+        m.setattr(commands, "score_bucket", lost_on_bucket_1)
+        with pytest.raises(ConnectionResetError):
+            run([s3_data], out, cfg)
+    assert scored == [0]
+    assert store.exists(f"{out}/_resume.json", dict(s3)) and not store.exists(f"{out}/_SUCCESS", dict(s3))
+    monkeypatch.setattr(commands, "score_bucket", lambda job: (scored.append(job.bucket), score(job))[1])
+    result = run([s3_data], out, cfg)
+    assert scored == [0, 1, 2]
+    files = store.list_files(out, dict(s3))
+    assert not [p for p in files if "_staging-" in p or "_resume" in p]
+    assert all(result.manifest["run_id"] in p for p in files if "/part-" in p)
+    fresh = run([s3_data], "s3://segmint-test/runs/fresh", dataclasses.replace(cfg, resume=False))
+    read = (lambda o: store.read_parquet(f"{o}/assignments", dict(s3)).sort("customer_id"))
+    assert read(out).equals(read("s3://segmint-test/runs/fresh"))
+    assert fresh.manifest["run_id"] != result.manifest["run_id"]

@@ -7,6 +7,7 @@ is pickled by value (workers cannot import a test module).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -98,6 +99,14 @@ def test_crashed_worker_is_retried(small_data, local_out, executor, tmp_path, mo
     out = tmp_path / "run"
     run([small_data / "transactions"], out, CFG, executor=executor)
     assert (tmp_path / "crashed-bucket-1").exists()
+    _assert_same_output(local_out, out)
+
+
+def test_resumable_jobs_run_as_tasks(small_data, local_out, executor, tmp_path):
+    # --resume wraps every job with its done marker; the wrapped jobs still travel without their plan.
+    out = tmp_path / "run"
+    result = run([small_data / "transactions"], out, dataclasses.replace(CFG, resume=True), executor=executor)
+    assert result.manifest["stages"]["map"]["resumed_jobs"] == 0
     _assert_same_output(local_out, out)
 
 

@@ -1,0 +1,104 @@
+"""--resume (issue #11): a failed run keeps its finished jobs; the rerun runs only the rest and
+writes what an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segmint.engine.config import ClusterConfig, RunConfig
+from segmint.engine.pipeline import commands, run
+
+CFG = RunConfig(buckets=4, cluster=ClusterConfig(k=5, seed=2))
+RESUME = dataclasses.replace(CFG, resume=True)
+# Differ by run: run_id, times and stage records (and the sizes of those files).
+_RUN_SPECIFIC = {"run.json", "model/model.json", "_manifest.json"}
+
+
+class _Calls:
+    """Wraps the stage functions in ``commands``: records which jobs ran, fails where told."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_score_bucket: int | None = None) -> None:
+        self.ran: dict[str, list[int]] = {"partition": [], "map": [], "score": []}
+        for stage, name in (("partition", "partition_chunk"), ("map", "map_bucket"), ("score", "score_bucket")):
+            monkeypatch.setattr(commands, name, self._wrap(stage, getattr(commands, name), fail_score_bucket))
+
+    def _wrap(self, stage, fn, fail):
+        def wrapped(job):
+            index = job.index if stage == "partition" else job.bucket
+            if stage == "score" and index == fail:
+                raise RuntimeError(f"worker lost on bucket {index}")
+            self.ran[stage].append(index)
+            return fn(job)
+        return wrapped
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run([small_data / "transactions"], out, CFG)
+    return out
+
+
+def test_a_resumed_run_runs_only_unfinished_jobs_and_writes_the_same_output(small_data, uninterrupted, tmp_path,
+                                                                            monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        first = _Calls(m, fail_score_bucket=2)
+        with pytest.raises(RuntimeError, match="worker lost on bucket 2") as failed:
+            run([small_data / "transactions"], out, RESUME)
+    assert any("--resume" in note for note in failed.value.__notes__)
+    assert not out.exists()
+    kept = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+    assert kept == [".run.resume.json", ".run.staging", ".run.work"]
+    assert first.ran["score"] == [0, 1]
+
+    second = _Calls(monkeypatch)
+    result = run([small_data / "transactions"], out, RESUME)
+    assert second.ran == {"partition": [], "map": [], "score": [2, 3]}
+    stages = result.manifest["stages"]
+    assert (stages["plan"]["resumes"], stages["partition"]["resumed_jobs"], stages["map"]["resumed_jobs"],
+            stages["score"]["resumed_jobs"]) == (result.manifest["run_id"], len(first.ran["partition"]), 4, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]     # state and scratch gone
+    _assert_same_output(uninterrupted, out)
+
+
+def test_a_changed_input_is_not_resumed(small_data, tmp_path, monkeypatch):
+    data = tmp_path / "tx"
+    data.mkdir()
+    tx = pl.read_parquet(small_data / "transactions")
+    tx.write_parquet(data / "part-0.parquet")
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _Calls(m, fail_score_bucket=1)
+        with pytest.raises(RuntimeError):
+            run([data], out, RESUME)
+    old_run_id = json.loads((tmp_path / ".run.resume.json").read_text())["run_id"]
+    tx.head(tx.height - 10).write_parquet(data / "part-0.parquet")     # the input changed meanwhile
+    calls = _Calls(monkeypatch)
+    result = run([data], out, RESUME)
+    assert calls.ran["map"] == [0, 1, 2, 3]
+    assert "resumes" not in result.manifest["stages"]["plan"]
+    assert result.manifest["rows"]["in"] == tx.height - 10
+    assert not [p for p in tmp_path.iterdir() if old_run_id in p.name]     # the old run's leftovers removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tx"]
+
+
+def test_without_resume_a_failure_keeps_nothing(small_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _Calls(monkeypatch, fail_score_bucket=0)
+    with pytest.raises(RuntimeError) as failed:
+        run([small_data / "transactions"], out, CFG)
+    assert not getattr(failed.value, "__notes__", None)
+    assert os.listdir(tmp_path) == []
+
+
+def _assert_same_output(expected: Path, got: Path) -> None:
+    files = sorted(str(p.relative_to(expected)) for p in expected.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file())
+    assert [f for f in files if f not in _RUN_SPECIFIC and (got / f).read_bytes() != (expected / f).read_bytes()] == []
