@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.pipeline import run
 from segmint.engine.synth import generate
-
-DATA = Path(__file__).resolve().parent / "data"
+from tests.fixtures import DATA
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,32 @@ def line_features_ref(lines: list[tuple[float, int]]):
     return refund_share, len(counts), entropy
 
 
+def gamma_gamma_ll_ref(x: float, m: float, p: float, q: float, v: float) -> float:
+    """Log-likelihood of one customer's mean spend m over x transactions under Gamma-Gamma
+    (Fader & Hardie 2013, "The Gamma-Gamma Model of Monetary Value", eq. 5):
+    f(m | p, q, v, x) = Gamma(px + q) / (Gamma(px) Gamma(q)) * v^q m^(px - 1) x^(px) / (v + m x)^(px + q)."""
+    px = p * x
+    return (math.lgamma(px + q) - math.lgamma(px) - math.lgamma(q) + q * math.log(v)
+            + (px - 1) * math.log(m) + px * math.log(x) - (px + q) * math.log(v + m * x))
+
+
+def purchase_days_ref(rng: np.random.Generator, birth, rate, dropout, horizon: float) -> list[list[float]]:
+    """Order days of each customer under the process kernels/synth.py documents, with its own random
+    numbers: the first order at ``birth``; after each order the customer drops out with probability
+    ``dropout``, else the next order follows an exponential gap of rate ``rate`` (orders/day),
+    unless that falls at or after ``horizon``."""
+    days = []
+    for t, lam, d in zip(birth, rate, dropout, strict=True):
+        mine = [float(t)]
+        while rng.random() >= d:
+            t = t + rng.exponential(1 / lam)
+            if t >= horizon:
+                break
+            mine.append(float(t))
+        days.append(mine)
+    return days
+
+
 def kmeanspp_greedy_ref(x: np.ndarray, first: int, uniforms: np.ndarray, k: int) -> np.ndarray:
     """scikit-learn's greedy k-means++ written with NumPy, fed the same random numbers."""
     x = x.astype(np.float64)

@@ -1,22 +1,25 @@
 """The benchmark suite runs end to end on a tiny scenario and reports every figure it promises."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from segmint.bench import scenarios
 from segmint.bench.run import ratio_table, run_benchmark
+from tests.fixtures import restored_process_settings
 
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 40_000, 2_000, True, True))
+    # Small enough that the run, the peers and the child process take a few seconds in all.
+    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 12_000, 600, True, True))
 
 
 def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     lines = []
     res = run_benchmark("S", data_root=tmp_path, progress=lines.append)
-    assert res["customers"] == 2_000 and res["lines"] > 20_000
+    assert res["customers"] == 600 and res["lines"] > 6_000
     for stage in ("segmint map", "segmint fit", "segmint cluster", "segmint score", "duckdb aggregate query",
                   "segmint k-means k=8", "scikit-learn k-means k=64", "faiss defaults k-means k=64"):
         assert res["stages"][stage]["seconds"] > 0 and res["stages"][stage]["peak_rss_mb"] > 0
@@ -34,13 +37,43 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     assert (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime == stamp
 
 
+L_RATIOS = {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
+            "end to end with --memory-limit 2GB, peak RSS GiB"}
+
+
 def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path):
+    # The child processes are stood in for (the real ones: the slow test below): each writes the
+    # run.json a finished run would, and the commands the harness asked for are recorded.
+    import segmint.bench.run as bench_run
+
+    commands = []
+
+    def child(cmd):
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 3, "stages": {}}))
+        return 2048, 0, ""
+
+    monkeypatch.setattr(bench_run, "_run_watching_rss", child)
+    monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 4_000, 200, False, False))
+    res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
+    assert set(res["stages"]) == {"duckdb aggregate query"}
+    # Two runs of segmint on the scenario's data, the second with the 2 GB budget.
+    assert [cmd[cmd.index("run") + 1] for cmd in commands] == [str(tmp_path / "L-seed0" / "transactions")] * 2
+    assert "--memory-limit" not in commands[0] and commands[1][-2:] == ["--memory-limit", "2GB"]
+    assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
+    assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
+    assert set(res["ratios"]) == L_RATIOS
+
+
+@pytest.mark.slow
+def test_out_of_memory_scenario_runs_segmint_twice_in_child_processes(monkeypatch, tmp_path):
     monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 40_000, 2_000, False, False))
     res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
     assert "segmint map" not in res["stages"]
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] > 20_000
-    assert set(res["ratios"]) == {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
-                                  "end to end with --memory-limit 2GB, peak RSS GiB"}
+    assert set(res["ratios"]) == L_RATIOS
     assert res["end_to_end_2GB"]["buckets"] >= 1
 
 
@@ -69,6 +102,7 @@ def test_gpu_scenario_without_a_gpu_exits_2():
 
     if faiss.get_num_gpus() > 0:
         pytest.skip("this machine has a GPU")
-    res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
+    with restored_process_settings():  # the CLI configures threads for the whole process
+        res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
     assert res.exit_code == 2
     assert "--scenario GPU needs a usable GPU: Faiss sees no GPU" in res.output

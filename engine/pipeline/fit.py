@@ -203,11 +203,11 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
         share = float(sizes.min() / sizes.sum())
         if share >= c.min_segment_share:
             note = None if not tried else (f"k={', '.join(map(str, tried))} left a segment below "
-                                           f"{c.min_segment_share:.0%} after the final fit; k={k} kept")
+                                           f"{c.min_segment_share * 100:.3g}% after the final fit; k={k} kept")
             return k, fit, sizes, note
         tried.append(row["k"])
     k, fit, sizes = _fit(x, c.k_min, c, priority, backend)
-    return k, fit, sizes, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share:.0%}; "
+    return k, fit, sizes, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
                            f"k_min={c.k_min} used")
 
 

@@ -5,7 +5,7 @@ from polars.testing import assert_series_equal
 
 from segmint.engine.config import Columns, RunConfig
 from segmint.engine.pipeline import compute_feature_table
-from tests.conftest import DATA
+from tests.fixtures import DATA
 
 CDNOW_COLUMNS = Columns(customer="customer_id", time="date", time_format="%Y%m%d", amount="dollar_value")
 

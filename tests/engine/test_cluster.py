@@ -10,16 +10,7 @@ from segmint.engine.cluster.kmeans import fit_kmeans
 from segmint.engine.cluster.select_k import davies_bouldin, select_k, silhouette
 from segmint.engine.config import ClusterConfig
 from segmint.engine.errors import ConfigError
-
-
-def planted(seed: int, n: int = 20_000, k: int = 8, d: int = 6, scale: float = 4.0) -> np.ndarray:
-    """Skewed planted clusters: sizes differ up to 30x, spreads 4x, like customer segments."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, scale, (k, d))
-    sizes = rng.dirichlet(np.full(k, 0.7))
-    labels = rng.choice(k, n, p=sizes)
-    spread = rng.uniform(0.5, 2.0, k)[labels, None]
-    return (centers[labels] + rng.normal(0, 1, (n, d)) * spread).astype(np.float32)
+from tests.fixtures import planted
 
 
 def _inertias(x: np.ndarray, k: int, seeds) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +20,8 @@ def _inertias(x: np.ndarray, k: int, seeds) -> tuple[np.ndarray, np.ndarray]:
     return np.array(ours), np.array(sk)
 
 
-@pytest.mark.parametrize("data_seed", [1, 4, 7])
+# One planted set in the fast suite; the other two with -m slow.
+@pytest.mark.parametrize("data_seed", [1, *(pytest.param(s, marks=pytest.mark.slow) for s in (4, 7))])
 def test_inertia_no_worse_than_sklearn_on_planted_data(data_seed):
     # k-means is a local search: on one seed either side can land in a worse
     # optimum (measured: our greedy k-means++ and scikit-learn's reach the best
@@ -100,12 +92,72 @@ def test_silhouette_and_davies_bouldin_match_sklearn():
     assert davies_bouldin(x, labels) == pytest.approx(davies_bouldin_score(x, labels), rel=1e-5)
 
 
-def test_select_k_finds_planted_k_and_respects_min_share():
+def _four_segments() -> np.ndarray:
+    """Four well-separated segments holding 40, 30, 20 and 10% of 1,000 rows; the 10% one lies
+    nearest the 20% one, so k=3 merges those two (shares 40, 30, 30%)."""
     rng = np.random.default_rng(0)
-    centers = rng.normal(0, 10, (5, 4))
-    x = (centers[rng.integers(0, 5, 6000)] + rng.normal(0, 0.5, (6000, 4))).astype(np.float32)
-    scan = select_k(x, ClusterConfig(k=None, k_min=2, k_max=9))
-    assert scan.k == 5
-    assert [r["k"] for r in scan.rows] == list(range(2, 10))
-    strict = select_k(x, ClusterConfig(k=None, k_min=2, k_max=9, min_segment_share=0.3))
-    assert all(r["min_share"] >= 0.3 for r in strict.rows if r["k"] == strict.k) or strict.k == 2
+    centers = np.array([[0, 0, 0, 0], [20, 0, 0, 0], [0, 20, 0, 0], [0, 20, 12, 0]], float)
+    labels = np.repeat(np.arange(4), [400, 300, 200, 100])
+    return (centers[labels] + rng.normal(0, 1, (labels.size, 4))).astype(np.float32)
+
+
+def _scan(min_segment_share: float):
+    scan = select_k(_four_segments(), ClusterConfig(k=None, k_min=2, k_max=5, min_segment_share=min_segment_share))
+    assert [r["k"] for r in scan.rows] == [2, 3, 4, 5]
+    return scan.k, {r["k"]: r["eligible"] for r in scan.rows}, {r["k"]: r["min_share"] for r in scan.rows}
+
+
+def test_select_k_finds_the_planted_k():
+    k, eligible, min_share = _scan(0.02)
+    assert k == 4 and all(eligible.values())
+    assert min_share[4] == pytest.approx(0.1)  # the planted segments exactly
+
+
+def test_select_k_passes_over_a_k_whose_smallest_segment_is_below_min_share():
+    # Measured silhouettes: k=4 0.84, k=3 0.81; k=4 would win but keeps a 10% segment.
+    k, eligible, min_share = _scan(0.15)
+    assert k == 3
+    assert eligible == {2: True, 3: True, 4: False, 5: False}
+    assert min_share[3] == pytest.approx(0.3)
+
+
+def test_select_k_falls_back_to_k_min_when_no_k_is_eligible():
+    # No clustering into 2 or more segments keeps every one above 55%.
+    k, eligible, _ = _scan(0.55)
+    assert k == 2 and not any(eligible.values())
+
+
+@pytest.mark.parametrize(("select_sample", "k_max", "min_share", "k", "eligible", "fallback"), [
+    # The scan and the final fit agree: no fallback (slow: the other two cover eligibility both ways).
+    pytest.param(100, 8, 0.015, 4, [True, True, True, False, False], None, marks=pytest.mark.slow),
+    # On a 200-customer scan sample k=8 keeps every segment above 1.5% and scores best, but its
+    # final fit on all 3,000 customers does not: the next eligible k by silhouette (6) is kept.
+    (200, 8, 0.015, 6, [True] * 5, ("k=8 left a segment below 1.5% after", "; k=6 kept")),
+    # Nothing eligible: k_min.
+    (100, 4, 0.6, 4, [False], ("no k in 4..4 kept every segment above 60%", "; k_min=4 used")),
+])
+def test_auto_k_run_reports_eligibility_and_any_fallback(small_data, tmp_path, select_sample, k_max, min_share,
+                                                          k, eligible, fallback):
+    import json
+
+    import polars as pl
+
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import run
+
+    cfg = RunConfig(cluster=ClusterConfig(k=None, k_min=4, k_max=k_max, min_segment_share=min_share, seed=3,
+                                          select_sample=select_sample))
+    run([small_data / "transactions"], tmp_path / "run", cfg)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [r["k"] for r in manifest["k_scan"]] == list(range(4, k_max + 1))
+    assert [r["eligible"] for r in manifest["k_scan"]] == eligible
+    assert manifest["k"] == k
+    note = manifest["clustering"].get("k_auto")
+    if fallback is None:
+        assert note is None
+    else:
+        assert note.startswith(fallback[0]) and note.endswith(fallback[1]), note
+    sizes = pl.read_parquet(tmp_path / "run" / "assignments")["segment"].value_counts()["count"]
+    assert sizes.len() == k
+    if any(eligible):  # the kept k respects the minimum share on every customer, not only the scan sample
+        assert sizes.min() / sizes.sum() >= min_share

@@ -8,11 +8,12 @@ import polars as pl
 import pytest
 from scipy.special import betaln, gammaln
 
-from segmint.bench.clv_fit import simulate_bgnbd, simulate_spend
 from segmint.engine.analytics.clv import fit_bgnbd, fit_gamma_gamma, p_alive
+from segmint.engine.analytics.clv_simulate import simulate_bgnbd, simulate_spend
 from segmint.engine.config import ClvConfig, Columns, RunConfig
 from segmint.engine.pipeline import compute_clv, compute_feature_table
-from tests.conftest import DATA
+from tests.fixtures import DATA
+from tests.reference import gamma_gamma_ll_ref
 
 SAMPLE_COLUMNS = Columns(customer="customer_id", time="date", time_format="%Y%m%d", amount="dollars")
 CALIBRATION = RunConfig(columns=SAMPLE_COLUMNS, as_of="1997-09-30", clv=ClvConfig(time_unit="week"))
@@ -86,6 +87,21 @@ def test_bgnbd_fit_maximises_the_textbook_likelihood():
     for bump in np.eye(4) * 0.01:
         moved = np.array([r, alpha, a, b]) * (1 + bump)
         assert _bgnbd_ll_ref(moved, x, tx, T) < ll
+
+
+def test_gamma_gamma_fit_maximises_the_textbook_likelihood():
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, 12, 2000).astype(float)
+    m = simulate_spend(rng, x, 5.0, 4.0, 20.0)
+    p, q, v, ll = fit_gamma_gamma(x, m)
+
+    def textbook(params):
+        return sum(gamma_gamma_ll_ref(xi, mi, *params) for xi, mi in zip(x, m, strict=True))
+
+    assert ll == pytest.approx(textbook((p, q, v)), rel=1e-10)
+    for bump in np.eye(3) * 0.01:
+        assert textbook(np.array([p, q, v]) * (1 + bump)) < ll
+        assert textbook(np.array([p, q, v]) * (1 - bump)) < ll
 
 
 def test_p_alive_closed_form():

@@ -16,14 +16,7 @@ from segmint.engine.cluster.kmeans import fit_kmeans, kmeanspp_init
 from segmint.engine.cluster.lloyd import cluster_sums, lloyd
 from segmint.engine.config import ClusterConfig
 from segmint.engine.errors import ConfigError
-from tests.engine.test_cluster import planted
-
-
-def faiss_lloyd(x: np.ndarray, init: np.ndarray, niter: int, seed: int) -> tuple[np.ndarray, float]:
-    km = faiss.Kmeans(x.shape[1], init.shape[0], niter=niter, seed=seed, max_points_per_centroid=x.shape[0],
-                      min_points_per_centroid=1)
-    inertia = float(km.train(x, init_centroids=init))
-    return km.centroids, inertia
+from tests.fixtures import faiss_lloyd, planted
 
 
 def reference_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

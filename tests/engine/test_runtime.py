@@ -6,6 +6,7 @@ import pytest
 
 from segmint.engine import runtime
 from segmint.engine.errors import ConfigError
+from tests.fixtures import THREAD_VARIABLES, restored_process_settings
 
 
 def test_available_cpus_respects_affinity_and_quota(monkeypatch):
@@ -21,15 +22,31 @@ def test_configure_sets_every_library_and_the_cache(monkeypatch, tmp_path):
     import numba
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
-    before = numba.get_num_threads()
-    try:
-        n, late = runtime.configure(1)
-        assert n == 1 and numba.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
-        assert os.environ["POLARS_MAX_THREADS"] == "1" and os.environ["NUMBA_NUM_THREADS"] == "1"
-        assert (tmp_path / "cache").is_dir()
-        assert any("polars already started" in p for p in late) or late == []
-    finally:
-        runtime.configure(before)
+    for var in THREAD_VARIABLES:
+        monkeypatch.setenv(var, "5")
+    with restored_process_settings():
+        assert runtime.configure(1)[0] == 1
+        assert numba.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        assert {var: os.environ[var] for var in THREAD_VARIABLES} == dict.fromkeys(THREAD_VARIABLES, "1")
+        assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "cache") and (tmp_path / "cache").is_dir()
+
+
+def test_configure_says_what_a_started_library_could_not_take(monkeypatch, tmp_path):
+    import numba
+    import polars as pl
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    launched = numba.config.NUMBA_NUM_THREADS
+    with restored_process_settings():
+        # Polars is loaded (the test session imports it) and its pool is sized once.
+        monkeypatch.setattr(pl, "thread_pool_size", lambda: 3)
+        assert runtime.configure(1) == (1, ["polars already started with 3 threads"])
+        monkeypatch.setattr(pl, "thread_pool_size", lambda: 1)
+        assert runtime.configure(1) == (1, [])
+        # Numba cannot go past the threads it launched with: it takes what it can.
+        monkeypatch.setattr(pl, "thread_pool_size", lambda: launched + 1)
+        assert runtime.configure(launched + 1) == (launched + 1, [f"numba already started with {launched} threads"])
+        assert numba.get_num_threads() == launched
 
 
 def test_bad_thread_count_is_a_config_error():

@@ -94,11 +94,20 @@ def test_line_features_match_reference(seed):
 
 
 def test_empty_customer_set_is_a_no_op():
-    out = np.empty((0, len(ORDER_FEATURES)))
-    order_features(np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32),
-                   AS_OF, out, np.empty((0, 0)))
-    line_features(np.zeros(1, np.int64), np.empty(0), np.empty(0, np.int32), 0, np.empty((0, 3)))
-    assert out.shape == (0, len(ORDER_FEATURES))
+    # No customer (offsets == [0]), though the arrays hold an order and the buffers have a row:
+    # the order belongs to nobody and no buffer is written, not even reset.
+    offsets = np.zeros(1, np.int64)
+    out = np.full((1, len(ORDER_FEATURES)), -99.0)
+    shares = np.full((1, 3), -99.0)
+    order_features(offsets, np.array([AS_OF - DAY_US], np.int64), np.array([5.0]), np.array([0], np.int32),
+                   AS_OF, out, shares)
+    lines = np.full((1, 3), -99.0)
+    line_features(offsets, np.array([5.0]), np.array([0], np.int32), 1, lines)
+    assert (out == -99.0).all() and (shares == -99.0).all() and (lines == -99.0).all()
+    # Zero-size buffers and no category vocabulary are accepted as well.
+    order_features(offsets, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), AS_OF,
+                   np.empty((0, len(ORDER_FEATURES))), np.empty((0, 0)))
+    line_features(offsets, np.empty(0), np.empty(0, np.int32), 0, np.empty((0, 3)))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

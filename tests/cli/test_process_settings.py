@@ -1,0 +1,34 @@
+"""A CLI invocation in a test changes process-wide settings; tests.fixtures puts them back."""
+
+import os
+import signal
+
+import faiss
+import numba
+from typer.testing import CliRunner
+
+from segmint.cli.app import app
+from tests.fixtures import THREAD_VARIABLES, restored_process_settings
+
+
+def test_settings_changed_by_an_invocation_are_restored(tmp_path, monkeypatch):
+    for var in THREAD_VARIABLES:
+        monkeypatch.setenv(var, "7")  # values configure would not choose: a leak cannot go unseen
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "before"))
+    monkeypatch.setenv("SEGMINT_OLD_VARIABLE", "x")
+    env = dict(os.environ)
+    threads = (numba.get_num_threads(), faiss.omp_get_max_threads())
+    handler = signal.getsignal(signal.SIGTERM)
+    with restored_process_settings():
+        CliRunner().invoke(app, ["--threads", "1", "validate", str(tmp_path / "missing.parquet")])
+        # The invocation did change them (else this test would prove nothing)...
+        assert all(os.environ[var] == "1" for var in THREAD_VARIABLES)
+        assert (numba.get_num_threads(), faiss.omp_get_max_threads()) == (1, 1)
+        assert signal.getsignal(signal.SIGTERM) is not handler
+        os.environ["NUMBA_CACHE_DIR"] = str(tmp_path / "after")
+        os.environ["SEGMINT_NEW_VARIABLE"] = "x"
+        del os.environ["SEGMINT_OLD_VARIABLE"]
+    # ...and they are back: changed, added and removed variables alike.
+    assert dict(os.environ) == env
+    assert (numba.get_num_threads(), faiss.omp_get_max_threads()) == threads
+    assert signal.getsignal(signal.SIGTERM) is handler

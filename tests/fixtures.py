@@ -1,0 +1,63 @@
+"""Data and helpers shared by several test modules, so that no test imports another test module or bench code for them.
+
+- ``DATA``: the checked-in reference files (tests/data/README.md).
+- ``THREAD_VARIABLES``: the environment variables the thread budget sets.
+- ``planted``: skewed planted clusters for the clustering tests.
+- ``faiss_lloyd``: Faiss' CPU k-means from given initial centroids, the reference for our Lloyd iterations.
+- ``restored_process_settings``: undo what the CLI's ``segmint.engine.runtime.configure`` changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent / "data"
+
+# What segmint.engine.runtime.configure sets, besides NUMBA_CACHE_DIR.
+THREAD_VARIABLES = ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def planted(seed: int, n: int = 20_000, k: int = 8, d: int = 6, scale: float = 4.0) -> np.ndarray:
+    """Skewed planted clusters: sizes differ up to 30x, spreads 4x, like customer segments."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, scale, (k, d))
+    sizes = rng.dirichlet(np.full(k, 0.7))
+    labels = rng.choice(k, n, p=sizes)
+    spread = rng.uniform(0.5, 2.0, k)[labels, None]
+    return (centers[labels] + rng.normal(0, 1, (n, d)) * spread).astype(np.float32)
+
+
+def faiss_lloyd(x: np.ndarray, init: np.ndarray, niter: int, seed: int) -> tuple[np.ndarray, float]:
+    """Faiss' CPU k-means on every row of ``x`` from ``init``: (centroids, final inertia)."""
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], init.shape[0], niter=niter, seed=seed, max_points_per_centroid=x.shape[0],
+                      min_points_per_centroid=1)
+    inertia = float(km.train(x, init_centroids=init))
+    return km.centroids, inertia
+
+
+@contextlib.contextmanager
+def restored_process_settings() -> Iterator[None]:
+    """Put back what a CLI invocation changes for the whole process: os.environ (the thread
+    variables and NUMBA_CACHE_DIR), Numba's and Faiss' thread counts, and the SIGTERM handler."""
+    import faiss
+    import numba
+
+    env = dict(os.environ)
+    numba_threads, faiss_threads = numba.get_num_threads(), faiss.omp_get_max_threads()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        numba.set_num_threads(numba_threads)
+        faiss.omp_set_num_threads(faiss_threads)
+        signal.signal(signal.SIGTERM, sigterm)

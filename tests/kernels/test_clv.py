@@ -1,0 +1,40 @@
+"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), value and gradient."""
+
+import math
+
+import numpy as np
+import pytest
+
+from segmint.kernels.clv import BLOCK, gamma_gamma_customer_terms, n_blocks
+from tests.reference import gamma_gamma_ll_ref
+
+
+def _terms_left_to_the_caller(x: float, p: float, q: float, v: float) -> float:
+    # What depends on x and the parameters only, not on m: the caller adds it once per distinct x.
+    return math.lgamma(p * x + q) - math.lgamma(p * x) - math.lgamma(q) + q * math.log(v) + p * x * math.log(x)
+
+
+def _kernel_part_ref(x, m, p, q, v) -> float:
+    return sum(gamma_gamma_ll_ref(xi, mi, p, q, v) - _terms_left_to_the_caller(xi, p, q, v)
+               for xi, mi in zip(x.tolist(), m.tolist(), strict=True))
+
+
+@pytest.mark.parametrize(("seed", "n"), [(0, 1), (1, 700), (2, BLOCK + 7)])
+def test_gamma_gamma_terms_match_the_textbook_likelihood_and_its_gradient(seed, n):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 40, n).astype(np.float64)
+    m = rng.lognormal(3, 1.2, n)
+    params = rng.uniform([0.3, 0.5, 0.5], [12.0, 15.0, 80.0])
+    out = np.full((n_blocks(n), 4), np.nan)
+    gamma_gamma_customer_terms(x, m, *params, out)
+    value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
+    assert value == pytest.approx(_kernel_part_ref(x, m, *params), rel=1e-11)
+    # Central differences of the reference, step 1e-6 relative (measured agreement: 1e-10 to 1e-7).
+    fd = []
+    for i in range(3):
+        h = params[i] * 1e-6
+        up, down = params.copy(), params.copy()
+        up[i] += h
+        down[i] -= h
+        fd.append((_kernel_part_ref(x, m, *up) - _kernel_part_ref(x, m, *down)) / (2 * h))
+    np.testing.assert_allclose(grad, fd, rtol=1e-6)
