@@ -45,5 +45,7 @@ def bottom_k(hashes: np.ndarray, k: int) -> np.ndarray:
     """
     if hashes.size <= k:
         return np.arange(hashes.size)
-    order = np.lexsort((np.arange(hashes.size), hashes))[:k]
-    return np.sort(order)
+    # O(n): every position below the k-th smallest hash, then the first positions equal to it.
+    kth = np.partition(hashes, k - 1)[k - 1]
+    below = np.flatnonzero(hashes < kth)
+    return np.sort(np.concatenate([below, np.flatnonzero(hashes == kth)[: k - below.size]]))

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
+from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, group_partials, segment_sums
 from segmint.kernels.grouping import group_rows, sort_segments, take
 from segmint.kernels.hashing import hash_int64, hash_utf8
@@ -50,6 +51,9 @@ def warmup() -> dict[str, float]:
         "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
         "group_partials": lambda: group_partials(ints, one, np.zeros((1, MAX_PARTIALS)), np.zeros(1, np.int64)),
         "segment_sums": lambda: segment_sums(one, offsets, np.empty(1)),
+        "nearest_distances": lambda: nearest_distances(np.ones((1, 1), np.float32), np.ones((1, 1)),
+                                                       np.zeros((1, 2), np.int64), np.empty(1, np.float32),
+                                                       np.empty(1, np.float32)),
     }
     seconds = {}
     for name, call in calls.items():

@@ -28,7 +28,6 @@ def assign(x: np.ndarray, centroids: np.ndarray, backend: ArrayBackend | None = 
     On the GPU each batch is copied to the card once; results come back as host arrays.
     """
     backend = backend or HostBackend()
-    xp = backend.xp
     k, d = centroids.shape
     index = backend.flat_index(d)
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
@@ -45,13 +44,5 @@ def assign(x: np.ndarray, centroids: np.ndarray, backend: ArrayBackend | None = 
         seg[lo:hi] = backend.to_host(idx[:, 0])
         # Faiss' BLAS distances depend on the batch's shape in the last bits; recomputed
         # per row they are the same however customers are batched (or bucketed).
-        d1 = _row_distance(xp, batch, wide[idx[:, 0]])
-        dist[lo:hi] = backend.to_host(d1)
-        if nn == 2:
-            margin[lo:hi] = backend.to_host(_row_distance(xp, batch, wide[idx[:, 1]]) - d1)
+        backend.nearest_distances(batch, wide, idx, dist[lo:hi], margin[lo:hi])
     return Assignment(seg, dist, margin)
-
-
-def _row_distance(xp, x, c):
-    diff = x.astype(xp.float64) - c
-    return xp.sqrt(xp.einsum("ij,ij->i", diff, diff)).astype(xp.float32)

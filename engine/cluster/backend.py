@@ -17,7 +17,9 @@ if TYPE_CHECKING:  # Faiss is loaded when clustering starts, not with the pipeli
 
 __all__ = ["ArrayBackend", "HostBackend", "CudaBackend", "gpu_missing", "HOST_BATCH_ROWS"]
 
-HOST_BATCH_ROWS = 1_000_000
+# Faiss' flat search at k=64 on M: 0.18 s in batches of 65,536 rows, 0.49 s in one batch of
+# 909,090 (the smaller batch's distances stay in cache).
+HOST_BATCH_ROWS = 65_536
 # Card memory an assignment batch may take: x in float32, its float64 copy and the
 # differences to two centroids, Faiss' outputs for two neighbours. A quarter of what is
 # free leaves room for Faiss' own tiles.
@@ -33,6 +35,10 @@ class ArrayBackend(Protocol):
     def flat_index(self, d: int) -> faiss.Index: ...
     def search(self, index: faiss.Index, x: Any, nn: int) -> tuple[Any, Any]: ...
     def batch_rows(self, d: int) -> int: ...
+    def nearest_distances(self, x: Any, centroids: Any, idx: Any, distance: np.ndarray, margin: np.ndarray) -> None:
+        """Into host ``distance`` and ``margin``: each row's float64-summed distance to centroid
+        ``idx[:, 0]``, and (when ``idx`` has 2 columns) to ``idx[:, 1]`` minus it, in float32."""
+        ...
 
 
 class HostBackend:
@@ -57,6 +63,12 @@ class HostBackend:
 
     def batch_rows(self, d: int) -> int:
         return HOST_BATCH_ROWS
+
+    def nearest_distances(self, x: np.ndarray, centroids: np.ndarray, idx: np.ndarray, distance: np.ndarray,
+                          margin: np.ndarray) -> None:
+        from segmint.kernels.distances import nearest_distances
+
+        nearest_distances(x, centroids, np.ascontiguousarray(idx, dtype=np.int64), distance, margin)
 
 
 class CudaBackend:
@@ -102,10 +114,22 @@ class CudaBackend:
                        faiss.cast_integer_to_idx_t_ptr(labels.data.ptr))
         return dist, labels
 
+    def nearest_distances(self, x: Any, centroids: Any, idx: Any, distance: np.ndarray, margin: np.ndarray) -> None:
+        xp = self.xp
+        first = _row_distance(xp, x, centroids[idx[:, 0]])
+        distance[:] = self.to_host(first)
+        if idx.shape[1] == 2:
+            margin[:] = self.to_host(_row_distance(xp, x, centroids[idx[:, 1]]) - first)
+
     def batch_rows(self, d: int) -> int:
         free, _ = self.xp.cuda.runtime.memGetInfo()
         per_row = d * (4 + 8 + 2 * 8) + 2 * (4 + 8) + 3 * 8
         return max(1, int(free * _CARD_SHARE) // per_row)
+
+
+def _row_distance(xp: ModuleType, x: Any, c: Any) -> Any:
+    diff = x.astype(xp.float64) - c
+    return xp.sqrt(xp.einsum("ij,ij->i", diff, diff)).astype(xp.float32)
 
 
 def gpu_missing() -> str | None:

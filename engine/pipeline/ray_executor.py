@@ -188,7 +188,7 @@ def _cpus(node: dict[str, Any]) -> int:
 def _task_env(cpus: int) -> dict[str, str]:
     n = str(cpus)
     return {"POLARS_MAX_THREADS": n, "NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n,
-            "NUMBA_CACHE_DIR": str(numba_cache_dir())}
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "NUMBA_CACHE_DIR": str(numba_cache_dir())}
 
 
 def _detach_plan(job: Any) -> tuple[Any, Any]:

@@ -16,6 +16,10 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from segmint.engine.runtime import passive_openmp
+
+passive_openmp()  # before Numba or Faiss load
+
 try:
     __version__ = version("segmint")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without an install

@@ -30,8 +30,9 @@ def test_inertia_no_worse_than_sklearn_on_planted_data(data_seed):
     ours, sk = _inertias(planted(data_seed, scale=12.0), 8, range(8))
     # Normal values of mean(ours) / mean(sk): 0.93 to 1.0.
     assert ours.mean() <= sk.mean() * (1 + 1e-6)
-    # Best runs reach the same optimum, up to 30 iterations' convergence (~0.01%).
-    assert ours.min() <= sk.min() * (1 + 1e-3)
+    # Best runs reach the same optimum, up to training on a sample (1024 rows per centroid,
+    # 8,192 of these 20,000): measured 0.12% above full-data Lloyd's best.
+    assert ours.min() <= sk.min() * (1 + 2e-3)
 
 
 def test_mean_inertia_no_worse_than_sklearn_on_overlapping_data():
@@ -60,7 +61,7 @@ def test_training_sample_is_reported():
     x = planted(0, n=5000)
     fit = fit_kmeans(x, 4, ClusterConfig(k=4, max_points_per_centroid=100))
     assert fit.n_train == 400
-    assert fit_kmeans(x, 4, ClusterConfig(k=4)).n_train == 5000
+    assert fit_kmeans(x, 8, ClusterConfig(k=8)).n_train == 5000    # 1024 per centroid: every row
 
 
 def test_fit_is_deterministic():

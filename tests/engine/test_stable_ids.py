@@ -51,8 +51,10 @@ def test_a_planted_new_persona_gets_a_new_id_never_used_before(small_data, tmp_p
                           "order_id": np.arange(200 * days.len()) + 80_000_000,
                           "channel": "web", "category": "books"})
     pl.concat([tx, whole.select(tx.columns).cast(tx.schema)]).write_parquet(tmp_path / "t.parquet")
+    # The best optimum (lowest inertia) isolates the book lovers; 10 restarts reach it (5 did on 4 of
+    # seeds 0-4 in a fit on this matrix, not on seed 0 in the pipeline).
     result = run([tmp_path / "t.parquet"], tmp_path / "b",
-                 RunConfig(cluster=ClusterConfig(k=6, seed=0), previous=str(tmp_path / "a")))
+                 RunConfig(cluster=ClusterConfig(k=6, seed=0, nredo=10), previous=str(tmp_path / "a")))
     report = result.manifest["clustering"]["matching"]
     assert report["new_ids"] == [5] and report["vanished_ids"] == []
     b = _ids(tmp_path / "b")
