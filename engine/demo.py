@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from segmint.engine.config import CustomerSource, EventSource, RunConfig
 from segmint.engine.errors import InputContractError, OutputExistsError
 from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
+from segmint.engine.warmup import warmup
 
 __all__ = ["DEMO_CUSTOMERS", "run_demo"]
 
@@ -35,7 +38,12 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     with clock.stage("generate") as info:
         out.mkdir(parents=True, exist_ok=True)
         (out / _MARKER).write_text("written by segmint demo; safe to delete\n")
+        # While the child generates, this process compiles the kernels the later steps use (the
+        # first demo after an install spent 20 s compiling); not the generator's own, which the
+        # child compiles (two processes compiling one kernel into a cold cache race).
+        compiled = _in_background(lambda: warmup(skip=("simulate_purchases",)))
         _child("generate", "--out", out / "data", "--n-customers", customers, "--seed", seed, "--overwrite")
+        compiled()
         info.update(customers=customers)
     tx = [out / "data" / "transactions"]
     cfg = dataclasses.replace(
@@ -53,6 +61,26 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
         info["path"] = str(write_report(out / "run", out / "report.html", cohorts=read_cohorts(out / "cohorts"),
                                         overwrite=True))
     return result
+
+
+def _in_background(fn: Callable[[], object]) -> Callable[[], None]:
+    """Start ``fn`` in a thread; the returned function waits for it and raises what it raised."""
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+    return wait
 
 
 def _child(*args: object) -> None:

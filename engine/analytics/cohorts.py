@@ -27,6 +27,7 @@ import polars as pl
 
 from segmint.engine import exact
 from segmint.engine.features.orders import collapse_orders, group_lines
+from segmint.engine.pairs import unique_pairs
 
 __all__ = ["CohortPartials", "cohort_partials", "cohort_table", "retention_pivot"]
 
@@ -61,16 +62,16 @@ def cohort_partials(lines: pl.DataFrame, as_of: dt.datetime) -> CohortPartials:
     np.minimum.at(cohort, o_customer[bought], o_month[bought])
     sizes = np.unique(cohort, return_counts=True)
     out.sizes = dict(zip(sizes[0].tolist(), sizes[1].tolist(), strict=True))
-    active = np.unique(np.stack([o_customer[bought], o_month[bought]]), axis=1)
-    pairs = np.stack([cohort[active[0]], active[1] - cohort[active[0]]])
-    keys, counts = np.unique(pairs, axis=1, return_counts=True)
-    out.active = {(int(c), int(o)): int(k) for (c, o), k in zip(keys.T, counts, strict=True)}
+    active_customer, active_month = unique_pairs(o_customer[bought], o_month[bought])[0]
+    (c, o), counts = unique_pairs(cohort[active_customer], active_month - cohort[active_customer])
+    out.active = {(int(a), int(b)): int(k) for a, b, k in zip(c, o, counts, strict=True)}
     l_customer = np.repeat(np.arange(n), np.diff(g.offsets))
-    l_pairs = np.stack([cohort[l_customer], np.maximum(_months(g.ts) - cohort[l_customer], 0)])
-    l_keys, inverse = np.unique(l_pairs, axis=1, return_inverse=True)
-    parts = exact.partials(inverse.ravel(), g.amount, l_keys.shape[1])
-    out.revenue = {(int(c), int(o)): p for (c, o), p in zip(l_keys.T, parts, strict=True)}
+    (c, o), _, inverse = unique_pairs(cohort[l_customer], np.maximum(_months(g.ts) - cohort[l_customer], 0),
+                                       inverse=True)
+    parts = exact.partials(inverse, g.amount, c.size)
+    out.revenue = {(int(a), int(b)): p for a, b, p in zip(c, o, parts, strict=True)}
     return out
+
 
 
 def cohort_table(partials: CohortPartials, as_of: dt.datetime) -> pl.DataFrame:

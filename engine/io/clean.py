@@ -251,17 +251,22 @@ def _customer_checks(df: pl.DataFrame, c: Columns) -> pl.DataFrame:
     if suspects.len() == 0:
         return df
     rows = df.with_row_index("__row").filter(ok & pl.col("__cid").is_in(suspects.implode()))
-    # Lines without an order id (or without an order column) are orders of their own.
-    order = (pl.coalesce(pl.col(c.order).cast(pl.String), pl.format("\x00{}", pl.col("__row")))
-             if c.order else pl.col("__row")).alias("__order")
-    orders = (rows.group_by("__cid", order)
-              .agg(pl.col("__amount").sum().alias("net"), pl.col("__amount").abs().sum().alias("gross"),
-                   pl.col("__amount").alias("lines")))
+    # An order is (customer, order id); a line without an order id (or without an order column)
+    # is an order of its own, keyed by its row.
+    keys = [pl.col(c.order).alias("__order"), pl.when(pl.col(c.order).is_null()).then(pl.col("__row")).alias("__line")] \
+        if c.order else [pl.col("__row").alias("__line")]
+    rows = rows.select("__cid", "__amount", *keys)
+    names = ["__cid", *[k.meta.output_name() for k in keys]]
+    orders = rows.group_by(names).agg(pl.col("__amount").sum().alias("net"),
+                                      pl.col("__amount").abs().sum().alias("gross"))
     near_zero = pl.col("gross").is_finite() & (pl.col("net").abs() <= 1e-9 * pl.col("gross"))
     close = orders.filter(near_zero)
-    close = close.with_columns(net=pl.Series([math.fsum(lines) for lines in close["lines"].to_list()],
-                                             dtype=pl.Float64))
-    orders = pl.concat([orders.filter(~near_zero), close]).drop("lines")
+    if close.height:
+        lines = rows.join(close.select(names), on=names, nulls_equal=True).group_by(names).agg("__amount")
+        exact_net = lines.select(*names, pl.Series("net", [math.fsum(v) for v in lines["__amount"].to_list()],
+                                                   dtype=pl.Float64))
+        close = close.drop("net").join(exact_net, on=names, nulls_equal=True).select(orders.columns)
+    orders = pl.concat([orders.filter(~near_zero), close])
     per_customer = orders.group_by("__cid").agg(pl.col("gross").sum().is_finite().alias("finite"),
                                                 (pl.col("net") >= 0).any().alias("buys"))
     overflow = per_customer.filter(~pl.col("finite"))["__cid"]

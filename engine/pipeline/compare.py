@@ -29,6 +29,7 @@ from segmint.engine.config import RunConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_output, write_json
+from segmint.engine.pairs import unique_pairs
 from segmint.engine.pipeline.plan import new_run_id
 from segmint.engine.progress import Progress, StageClock
 from segmint.engine.runtime import current_rss, default_memory_limit
@@ -145,12 +146,10 @@ def _bucket(a: pl.LazyFrame, b: pl.LazyFrame, bucket: int, buckets: int, edges: 
         on="customer_id", how="full", coalesce=True)
     revenue = joined.select(pl.coalesce("m_new", "m_old")).to_series().to_numpy()
     # (old, new) as one integer key, -1 for a missing side.
-    pair = np.stack([joined[c].cast(pl.Int64).fill_null(-1).to_numpy() for c in ("old", "new")])
-    keys, inverse = np.unique(pair, axis=1, return_inverse=True)
-    inverse = inverse.ravel()
-    parts = exact.partials(inverse, revenue, keys.shape[1])
-    counts = np.bincount(inverse, minlength=keys.shape[1])
-    for i, (o, n) in enumerate(keys.T.tolist()):
+    (olds, news), counts, inverse = unique_pairs(
+        *[joined[c].cast(pl.Int64).fill_null(-1).to_numpy() for c in ("old", "new")], inverse=True)
+    parts = exact.partials(inverse, revenue, olds.size)
+    for i, (o, n) in enumerate(zip(olds.tolist(), news.tolist(), strict=True)):
         key = (o if o >= 0 else None, n if n >= 0 else None)
         have = moves.get(key, (0, []))
         moves[key] = (have[0] + int(counts[i]), have[1] + parts[i])
