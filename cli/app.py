@@ -456,8 +456,9 @@ def _num(v: float | None, fmt: str) -> str:
 
 @app.command()
 def bench(
-    scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M), L (200M lines, 10M customers), or GPU "
-                                          "(k-means 10M x 16, k=256, and 100M assignments on the card).",
+    scenario: Annotated[str, typer.Option(help="S (1M lines), M (20M), L (200M lines, 10M customers), GPU "
+                                          "(k-means 10M x 16, k=256, and 100M assignments on the card), or "
+                                          "PREDICT (Model.predict latency and throughput).",
                                           metavar="NAME")] = "S",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every figure to this JSON file.",
                                              metavar="FILE")] = None,
@@ -479,6 +480,11 @@ def bench(
         _threads(threads)
         if scenario == "GPU":
             return _bench_gpu(seed, out)
+        if scenario == "PREDICT":
+            from segmint.bench.predict import run_predict_benchmark
+
+            return _bench_report(run_predict_benchmark(seed=seed, data_root=data_dir,
+                                                       progress=_render.print_progress), out)
         try:
             import duckdb, sklearn  # noqa: E401, F401 - peers must be installed
         except ImportError as exc:
@@ -488,7 +494,7 @@ def bench(
         from segmint.bench.scenarios import SCENARIOS
 
         if scenario not in SCENARIOS:
-            msg = f"--scenario must be one of {', '.join(SCENARIOS)} or GPU, got {scenario!r}"
+            msg = f"--scenario must be one of {', '.join(SCENARIOS)}, GPU or PREDICT, got {scenario!r}"
             raise ConfigError(msg)
         res = run_benchmark(scenario, seed=seed, data_root=data_dir,
                             progress=lambda line: _render.print_progress(line))

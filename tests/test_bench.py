@@ -106,3 +106,17 @@ def test_gpu_scenario_without_a_gpu_exits_2():
         res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
     assert res.exit_code == 2
     assert "--scenario GPU needs a usable GPU: Faiss sees no GPU" in res.output
+
+
+def test_predict_scenario_reports_latency_and_throughput(tmp_path, monkeypatch):
+    from segmint.bench import predict
+
+    monkeypatch.setattr(predict, "LATENCY_CUSTOMERS", 20)
+    res = predict.run_predict_benchmark(scenarios.Scenario("PREDICT", 12_000, 600, False, True), data_root=tmp_path,
+                                        progress=lambda line: None)
+    ratios = res["ratios"]
+    assert res["customers"] == 600 and res["lines"] > 6_000
+    assert 0 < ratios["predict one customer, median ms"] <= ratios["predict one customer, p95 ms"]
+    one_call = res["stages"]["predict 600 customers in one call"]["seconds"]
+    assert ratios["predict throughput, customers per second"] == round(600 / one_call)
+    assert "| predict throughput, customers per second |" in ratio_table(res)
