@@ -466,6 +466,9 @@ def bench(
     data_dir: Annotated[Path | None, typer.Option(help="Cache folder for generated data "
                                                   "[default: SEGMINT_BENCH_DIR or ~/.cache/segmint/bench].",
                                                   metavar="DIR")] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray: time the run through Ray against the local "
+                                          "executor (overhead, and a scaling model from 1 and 2 workers).",
+                                          metavar="NAME")] = "local",
     threads: Threads = None,
 ) -> None:
     """Time every stage against DuckDB, scikit-learn and Faiss on the same data; print the ratios.
@@ -495,6 +498,14 @@ def bench(
 
         if scenario not in SCENARIOS:
             msg = f"--scenario must be one of {', '.join(SCENARIOS)}, GPU or PREDICT, got {scenario!r}"
+            raise ConfigError(msg)
+        if executor == "ray":
+            from segmint.bench.ray_scaling import run_ray_benchmark
+
+            return _bench_report(run_ray_benchmark(scenario, seed=seed, data_root=data_dir,
+                                                   progress=_render.print_progress), out)
+        if executor != "local":
+            msg = f"--executor must be local or ray, got {executor!r}"
             raise ConfigError(msg)
         res = run_benchmark(scenario, seed=seed, data_root=data_dir,
                             progress=lambda line: _render.print_progress(line))

@@ -120,3 +120,20 @@ def test_predict_scenario_reports_latency_and_throughput(tmp_path, monkeypatch):
     one_call = res["stages"]["predict 600 customers in one call"]["seconds"]
     assert ratios["predict throughput, customers per second"] == round(600 / one_call)
     assert "| predict throughput, customers per second |" in ratio_table(res)
+
+
+@pytest.mark.slow
+def test_ray_scenario_reports_overhead_and_a_checked_scaling_model(tiny, tmp_path):
+    pytest.importorskip("ray")
+    from segmint.bench.ray_scaling import BUCKETS, run_ray_benchmark
+
+    res = run_ray_benchmark("S", data_root=tmp_path, progress=lambda line: None)
+    runs = res["runs"]
+    assert set(runs) == {"local", "ray, 1 worker of 2 CPUs", "ray, 1 worker of 1 CPU", "ray, 2 workers of 1 CPU"} \
+        or res["threads"] != 2
+    lines, model = res["lines"], res["model"]
+    one = runs["ray, 1 worker of 1 CPU"]
+    work = sum(one["stages"][s] for s in ("partition", "map", "score"))
+    assert model["seconds_per_line_per_1cpu_worker"] == pytest.approx(work / lines)
+    assert model["predicted_2_workers_seconds"] == pytest.approx(one["seconds"] - work / 2, abs=2e-3)
+    assert res["buckets"] == BUCKETS and res["ray_start_seconds"] > 0
