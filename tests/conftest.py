@@ -1,4 +1,5 @@
-"""Shared fixtures: one small synthetic dataset, CDNOW as Parquet, and a finished run."""
+"""Shared fixtures: process settings restored after each test, one small synthetic dataset, CDNOW as
+Parquet, and a finished run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.pipeline import run
 from segmint.engine.synth import generate
-from tests.fixtures import DATA
+from tests.fixtures import DATA, restored_process_settings
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_settings():
+    """Every test leaves the process as it found it: a CLI invocation configures threads for the
+    whole process (segmint.engine.runtime.configure sets POLARS_MAX_THREADS, NUMBA_NUM_THREADS,
+    OMP_NUM_THREADS and NUMBA_CACHE_DIR in os.environ) and installs a SIGTERM handler."""
+    with restored_process_settings():
+        yield
 
 
 @pytest.fixture(scope="session")

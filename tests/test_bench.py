@@ -7,7 +7,6 @@ import pytest
 
 from segmint.bench import scenarios
 from segmint.bench.run import ratio_table, run_benchmark
-from tests.fixtures import restored_process_settings
 
 
 @pytest.fixture
@@ -102,8 +101,7 @@ def test_gpu_scenario_without_a_gpu_exits_2():
 
     if faiss.get_num_gpus() > 0:
         pytest.skip("this machine has a GPU")
-    with restored_process_settings():  # the CLI configures threads for the whole process
-        res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
+    res = CliRunner().invoke(app, ["bench", "--scenario", "GPU"])
     assert res.exit_code == 2
     assert "--scenario GPU needs a usable GPU: Faiss sees no GPU" in res.output
 

@@ -13,7 +13,7 @@ from segmint.engine.cluster.assign import assign
 from segmint.engine.cluster.backend import gpu_missing
 from segmint.engine.cluster.kmeans import kmeanspp_init
 from segmint.engine.cluster.lloyd import lloyd
-from tests.fixtures import faiss_lloyd, planted, restored_process_settings
+from tests.fixtures import faiss_lloyd, planted
 
 MISSING = gpu_missing()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(MISSING is not None, reason=f"no usable GPU: {MISSING}")]
@@ -62,9 +62,8 @@ def test_run_with_device_gpu(small_data, tmp_path):
     outs = {}
     for device in ("cpu", "gpu"):
         out = tmp_path / device
-        with restored_process_settings():  # the CLI configures threads for the whole process
-            res = CliRunner().invoke(app, ["run", str(small_data / "transactions"), "--out", str(out), "--k", "6",
-                                           "--seed", "3", "--device", device])
+        res = CliRunner().invoke(app, ["run", str(small_data / "transactions"), "--out", str(out), "--k", "6",
+                                       "--seed", "3", "--device", device])
         assert res.exit_code == 0, res.output
         assert f"clustering ({device})" in res.output
         assert json.loads((out / "run.json").read_text())["clustering"]["device"] == device
