@@ -84,10 +84,11 @@ def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
 
 
 def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
-    """Refuse, before gathering, a sample that cannot fit the memory budget."""
+    """Refuse, before gathering, a sample that cannot fit the memory budget. The RFM/CLV sample is
+    freed before the profile sample is gathered: the larger of the two is what must fit."""
     s = plan.cfg.sampling
-    need = (min(customers, s.fit_customers) * FIT_BYTES_PER_CUSTOMER
-            + min(customers, s.profile_customers) * 8 * (feature_columns + 8))
+    need = max(min(customers, s.fit_customers) * FIT_BYTES_PER_CUSTOMER,
+               min(customers, s.profile_customers) * 8 * (feature_columns + 8))
     if need > plan.data_budget:
         msg = (f"the global fits need about {need / 2**20:,.0f} MB for {customers:,} customers but the memory "
                f"budget leaves {plan.data_budget / 2**20:,.0f} MB: raise --memory-limit or lower "

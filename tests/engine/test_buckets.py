@@ -144,3 +144,21 @@ def test_buckets_equal_one_bucket_on_scenario_s(tmp_path):
     run([data], tmp_path / "many", dataclasses.replace(cfg, buckets=16))
     assert _sorted(tmp_path / "one" / "assignments", "customer_id").equals(
         _sorted(tmp_path / "many" / "assignments", "customer_id"))
+
+
+def test_fit_memory_check_refuses_only_a_sample_that_cannot_fit():
+    import types
+
+    from segmint.engine.config import SamplingConfig
+    from segmint.engine.errors import ConfigError
+    from segmint.engine.pipeline.fit import FIT_BYTES_PER_CUSTOMER, check_fit_memory
+
+    cfg = RunConfig(sampling=SamplingConfig(fit_customers=10_000, profile_customers=5_000))
+    fit_bytes = 10_000 * FIT_BYTES_PER_CUSTOMER
+    profile_bytes = 5_000 * 8 * (12 + 8)
+    # The two samples are held one after the other: the larger must fit, not their sum.
+    check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=max(fit_bytes, profile_bytes)), 50_000, 12)
+    with pytest.raises(ConfigError, match=r"^the global fits need about 2 MB for 50,000 customers .*fit_customers"):
+        check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=fit_bytes - 1), 50_000, 12)
+    # Fewer customers than the sample sizes: only they are held.
+    check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=2_000 * FIT_BYTES_PER_CUSTOMER), 2_000, 12)
