@@ -54,18 +54,17 @@ def run_ray_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = 
 
     timed("local", "local")
     # Each Ray is started apart (timed once: a cluster starts once per job); the executors join it.
-    for cpus, workers in ((threads, 1), (1, 1), (1, 2)):
+    for cpus, workers in dict.fromkeys(((threads, 1), (1, 1), (1, 2))):   # one run each, also for 1 thread
         t0 = time.perf_counter()
         start_local_ray(num_cpus=cpus * workers, object_store_memory=128 * 2**20)
         res.setdefault("ray_start_seconds", round(time.perf_counter() - t0, 3))
         try:
-            timed(f"ray, {workers} worker{'s' * (workers > 1)} of {cpus} CPU{'s' * (cpus > 1)}",
-                  RayExecutor(cpus_per_task=cpus))
+            timed(_name(workers, cpus), RayExecutor(cpus_per_task=cpus))
         finally:
             import ray
 
             ray.shutdown()
-    one, two = f"ray, 1 worker of 1 CPU", f"ray, 2 workers of 1 CPU"
+    one, two = _name(1, 1), _name(2, 1)
     lines = manifests["local"]["rows"]["in"]
     bucket_work = sum(manifests[one]["stages"][s]["seconds"] for s in _BUCKET_STAGES)
     fixed = seconds[one] - bucket_work
@@ -78,8 +77,7 @@ def run_ray_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = 
                     "predicted_2_workers_seconds": round(predicted_two, 3),
                     "predicted_1B_lines_32_workers_seconds": round(at_scale, 1)}
     res["ratios"] = {
-        f"ray (1 worker of {threads} CPUs) / local, time": round(seconds[f"ray, 1 worker of {threads} CPUs"]
-                                                                / seconds["local"], 3),
+        f"{_name(1, threads)} / local, time": round(seconds[_name(1, threads)] / seconds["local"], 3),
         "ray start-up, seconds (once per job)": res["ray_start_seconds"],
         "2 workers / 1 worker (1 CPU each), time": round(seconds[two] / seconds[one], 3),
         "2 workers: measured / predicted, time": round(seconds[two] / predicted_two, 3),
@@ -89,3 +87,7 @@ def run_ray_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = 
     res["title"] = (f"scenario {sc.name} through Ray: {res['customers']:,} customers, {lines:,} lines, "
                     f"{BUCKETS} buckets, {threads} threads")
     return res
+
+
+def _name(workers: int, cpus: int) -> str:
+    return f"ray, {workers} worker{'s' * (workers > 1)} of {cpus} CPU{'s' * (cpus > 1)}"

@@ -37,7 +37,7 @@ from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import RunConfig, config_hash, to_dict
-from segmint.engine.errors import InputContractError
+from segmint.engine.errors import InputContractError, OutputExistsError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.table import top_channels
 from segmint.engine.io.clean import REASONS, RowStats
@@ -268,13 +268,13 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
     clock = StageClock(progress)
     opts = cfg.storage_options
     keep = cfg.resume and out is not None
-    resumed = False
+    recorded = resumed = False
     try:
         with contextlib.ExitStack() as stack:
             with clock.stage("plan") as info:
                 if out is not None:
                     check_not_inside(out, _input_paths(inputs, cfg, model_dir))
-                    if not (keep and store.is_remote(out)):  # a resumed remote output holds its own parts
+                    if not store.is_remote(out):  # remote: once a run recorded there is settled (_recorded_run)
                         check_writable(out, overwrite=cfg.overwrite, options=opts)
                 chosen = cfg.executor if executor is None else executor
                 runner = resolve_executor(chosen, **({"address": cfg.ray_address} if chosen == "ray" else {}))
@@ -282,8 +282,9 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                     stack.callback(runner.close)
                 started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
                 plan = make_plan(command, inputs, cfg, work="", run_id=new_run_id(started), started=started)
-                if keep:
-                    plan, resumed = _resumable(plan, out, cfg)
+                if out is not None:
+                    plan, resumed = _recorded_run(plan, out, cfg)
+                    recorded = keep
                     if resumed:
                         info["resumes"] = plan.run_id
                 layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=plan.run_id,
@@ -294,40 +295,47 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
             yield _Session(command, plan, clock, runner, layout, started, str(out) if out is not None else None,
                            resumed)
     except BaseException as exc:
-        if keep:
-            exc.add_note(f"the finished buckets are kept: rerun the same command with --resume to go on from them")
+        if recorded:
+            exc.add_note("the finished buckets are kept: rerun the same command with --resume to go on from them")
         raise
     if keep:
         resume.forget(out, dict(opts))
 
 
-def _resumable(plan: Plan, out: str | Path, cfg: RunConfig) -> tuple[Plan, bool]:
-    """The plan of the failed run this one resumes (same id, start time and sizes), or this plan,
-    recorded for a later --resume. A different run recorded for ``out`` is discarded."""
+def _recorded_run(plan: Plan, out: str | Path, cfg: RunConfig) -> tuple[Plan, bool]:
+    """Settle a failed --resume run recorded for ``out``. With --resume and the same fingerprint,
+    return its plan (same id, start time and sizes) to go on from; otherwise discard what it left,
+    and with --resume record this run. On object stores, check ``out`` may be written only then."""
     opts = dict(cfg.storage_options)
-    fingerprint = resume.fingerprint(plan, out)
     old = resume.load(out, opts)
-    if old is not None and old.fingerprint == fingerprint:
-        if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
-            plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
-                             sizes=(old.buckets, old.chunk_rows))
-        return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
+    if cfg.resume:
+        fingerprint = resume.fingerprint(plan, out)
+        if old is not None and old.fingerprint == fingerprint:
+            if store.is_remote(out) and not cfg.overwrite and store.exists(store.join(out, "_SUCCESS"), opts):
+                msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+                raise OutputExistsError(msg)
+            if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
+                plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
+                                 sizes=(old.buckets, old.chunk_rows))
+            return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
+    if old is not None:
+        _discard(old, out, opts)
     if store.is_remote(out):
         check_writable(out, overwrite=cfg.overwrite, options=cfg.storage_options)
-    if old is not None:
-        _discard(old.run_id, out, cfg)
-    resume.save(out, resume.State(fingerprint, plan.run_id, plan.started_at.isoformat(), plan.buckets,
-                                  plan.chunk_rows), opts)
+    if cfg.resume:
+        resume.save(out, resume.State(fingerprint, plan.run_id, plan.started_at.isoformat(), plan.buckets,
+                                      plan.chunk_rows, _work_location(cfg, out, plan.run_id)), opts)
     return plan, False
 
 
-def _discard(run_id: str, out: str | Path, cfg: RunConfig) -> None:
-    """Remove what the kept run ``run_id`` left: its staging and its scratch space."""
+def _discard(old: resume.State, out: str | Path, options: dict[str, str]) -> None:
+    """Remove what a kept run left: its staging, its scratch space and its record."""
     if store.is_remote(out):
-        discard_remote(out, run_id, dict(cfg.storage_options))
+        discard_remote(out, old.run_id, options)
     else:
-        shutil.rmtree(sibling_path(store.local(out), "staging", run_id), ignore_errors=True)
-    store.remove_prefix(_work_location(cfg, out, run_id), dict(cfg.storage_options))
+        shutil.rmtree(sibling_path(store.local(out), "staging", old.run_id), ignore_errors=True)
+    store.remove_prefix(old.work, options)
+    resume.forget(out, options)
 
 
 @contextlib.contextmanager
@@ -394,7 +402,7 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
-            _clear_output(s.layout, output)  # scored by a model that came out differently
+            _clear_score(s, output)  # scored by a model that came out differently
         results = s.run_jobs(stage, score_bucket, jobs, info)
         kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k, outliers=[0] * scoring.k,
@@ -415,10 +423,13 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
     return kpis, mix, micro
 
 
-def _clear_output(layout: Layout, output: str) -> None:
+def _clear_score(s: _Session, output: str) -> None:
+    """Remove a resumed run's score outputs and every score stage's markers."""
+    layout, opts = s.layout, s.plan.options
     folder = store.join(layout.data_root, output)
-    store.remove([f for f in store.list_files(folder, dict(layout.options)) if layout.tag in store.name(f)],
-                 dict(layout.options))
+    store.remove([f for f in store.list_files(folder, opts) if layout.tag in store.name(f)], opts)
+    done = store.join(s.plan.work, "done")
+    store.remove([f for f in store.list_files(done, opts) if f[len(done) + 1:].startswith("score-")], opts)
 
 
 def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.DataFrame:

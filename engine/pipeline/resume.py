@@ -42,6 +42,7 @@ class State:
     started_at: str        # ISO, UTC
     buckets: int
     chunk_rows: int
+    work: str              # its scratch space (--work-dir may change between attempts)
 
     @property
     def started(self) -> dt.datetime:
@@ -83,9 +84,9 @@ def map_jobs(executor: Executor, fn: Callable[[Any], Any], jobs: Sequence[Any], 
     (``done=None``: no markers). Returns the results in job order and how many were loaded."""
     if done is None:
         return executor.map(fn, jobs, tick=tick), 0
-    markers = [store.join(done, f"{i:05d}-{digest(dataclasses.replace(job, plan=None))}.pkl")
-               for i, job in enumerate(jobs)]
-    results = [_read_marker(m, options) for m in markers]
+    markers = [store.join(done, f"{i:05d}-{digest(_record(job))}.pkl") for i, job in enumerate(jobs)]
+    present = set(store.list_files(done, options))   # one listing, not a failed read per job
+    results = [_read_marker(m, options) if m in present else None for m in markers]
     todo = [i for i, r in enumerate(results) if r is None]
     skipped = len(jobs) - len(todo)
     marked = [_Marked(jobs[i].plan, dataclasses.replace(jobs[i], plan=None), markers[i]) for i in todo]
@@ -133,9 +134,16 @@ def _read_marker(path: str, options: store.Options) -> tuple[Any] | None:
 
 
 def digest(value: Any) -> str:
-    """Of a job without its plan (the plan holds this process's memory budget; its part that
-    matters is in the fingerprint), or of a fitted model."""
+    """Of a job record (``_record``), or of a fitted model."""
     return hashlib.sha256(pickle.dumps(value)).hexdigest()[:16]
+
+
+def _record(job: Any) -> Any:
+    """The job without its plan (which holds this process's memory budget; its part that matters
+    is in the fingerprint) and without object-store options (credentials, renewed between attempts)."""
+    job = dataclasses.replace(job, plan=None)
+    layout = getattr(job, "layout", None)
+    return dataclasses.replace(job, layout=dataclasses.replace(layout, options=())) if layout is not None else job
 
 
 def _path(out: str | Path) -> str:

@@ -141,6 +141,18 @@ def test_a_resumed_run_on_s3_writes_what_an_uninterrupted_run_writes(s3, s3_data
     files = store.list_files(out, dict(s3))
     assert not [p for p in files if "_staging-" in p or "_resume" in p]
     assert all(result.manifest["run_id"] in p for p in files if "/part-" in p)
+    # A resumed run replaces a committed output only with --overwrite, like any run.
+    with monkeypatch.context() as m:
+        m.setattr(commands, "score_bucket", lost_on_bucket_1)
+        with pytest.raises(ConnectionResetError):
+            run([s3_data], out, dataclasses.replace(cfg, overwrite=True))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run([s3_data], out, cfg)
+    # A run without --resume removes what the failed one kept, and writes where it wrote.
+    again = run([s3_data], out, dataclasses.replace(cfg, resume=False, overwrite=True))
+    files = store.list_files(out, dict(s3))
+    assert not [p for p in files if "_staging-" in p or "_resume" in p]
+    assert all(again.manifest["run_id"] in p for p in files if "/part-" in p)
     fresh = run([s3_data], "s3://segmint-test/runs/fresh", dataclasses.replace(cfg, resume=False))
     read = (lambda o: store.read_parquet(f"{o}/assignments", dict(s3)).sort("customer_id"))
     assert read(out).equals(read("s3://segmint-test/runs/fresh"))

@@ -18,3 +18,11 @@ def test_unique_pairs_equal_numpys_on_the_stacked_pairs(n, lo, hi):
     (ua2, ub2), counts2 = unique_pairs(a, b)
     np.testing.assert_array_equal(np.stack([ua2, ub2]), keys)
     np.testing.assert_array_equal(counts2, counts)
+
+
+def test_pairs_whose_codes_would_overflow_are_refused():
+    wide = np.array([0, 2**40], np.int64)
+    with pytest.raises(ValueError, match="2\\*\\*63"):
+        unique_pairs(wide, np.array([0, 2**23], np.int64))
+    (a, b), counts = unique_pairs(wide, np.array([0, 2**22 - 1], np.int64))   # just below: fine
+    assert a.tolist() == [0, 2**40] and b.tolist() == [0, 2**22 - 1] and counts.tolist() == [1, 1]

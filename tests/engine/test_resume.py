@@ -102,3 +102,26 @@ def _assert_same_output(expected: Path, got: Path) -> None:
     files = sorted(str(p.relative_to(expected)) for p in expected.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file())
     assert [f for f in files if f not in _RUN_SPECIFIC and (got / f).read_bytes() != (expected / f).read_bytes()] == []
+
+
+def test_a_run_without_resume_removes_what_a_failed_resumable_run_kept(small_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _Calls(m, fail_score_bucket=1)
+        with pytest.raises(RuntimeError):
+            run([small_data / "transactions"], out, RESUME)
+    assert len(list(tmp_path.iterdir())) == 3     # state, staging, work
+    calls = _Calls(monkeypatch)
+    run([small_data / "transactions"], out, CFG)
+    assert calls.ran["map"] == [0, 1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_error_before_anything_is_kept_says_nothing_about_resume(small_data, tmp_path):
+    out = tmp_path / "run"
+    run([small_data / "transactions"], out, CFG)
+    from segmint.engine.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError) as refused:
+        run([small_data / "transactions"], out, RESUME)
+    assert not getattr(refused.value, "__notes__", None)
