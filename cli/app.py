@@ -133,6 +133,10 @@ def run(
                                                  rich_help_panel="Run", show_default=False)] = None,
     warm_start: Annotated[bool | None, flag("--warm-start", help="With --previous: start k-means from its "
                                             "centroids (and keep their number).")] = None,
+    cluster_attrs: Annotated[str | None, typer.Option("--cluster-attrs", help="Comma-separated attributes of the "
+                                                      "customers table to cluster on too, one-hot [default: none].",
+                                                      metavar="COLS", rich_help_panel="Run",
+                                                      show_default=False)] = None,
     micro_k: Annotated[str | None, typer.Option("--micro-k", help="Micro-segments inside each segment: a number "
                                                 "or 'auto' (2..8) [default: none].", metavar="N|auto",
                                                 rich_help_panel="Run", show_default=False)] = None,
@@ -153,7 +157,8 @@ def run(
         from segmint.engine.pipeline import run as run_pipeline
 
         cfg = build_config(config, columns=columns, side=side,
-                           cluster={"k": k, "seed": seed, "device": device, "micro_k": _micro_k(micro_k)},
+                           cluster={"k": k, "seed": seed, "device": device, "micro_k": _micro_k(micro_k),
+                                    "attributes": _names(cluster_attrs)},
                            previous=previous, warm_start=warm_start,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,
@@ -162,10 +167,12 @@ def run(
 
 
 @app.command()
+@side_table_options
 def assign(
     model: Annotated[str, typer.Argument(help="A run directory (or its model/ folder).", metavar="RUN_DIR")],
     inputs: Inputs,
     out: Out,
+    side: dict | None = None,
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
     buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
@@ -176,13 +183,18 @@ def assign(
 
     Example: `segmint assign runs/2026-06 data/transactions --out runs/2026-06-scored`
 
-    The model fixes the column mapping; output has the same layout as `run`.
+    The model fixes the column mapping; output has the same layout as `run`. A model that
+    clusters on customer attributes (--cluster-attrs) needs the customers table here too.
     """
     with _errors(json_logs):
         _threads(threads)
+        from segmint.engine.errors import ConfigError
         from segmint.engine.pipeline import assign_customers
 
-        cfg = build_config(None, cluster={"device": device},
+        if side and side["events"]:
+            raise ConfigError("assign reads no events table (the model's features come from transactions): "
+                              "drop --events and the --event-* options")
+        cfg = build_config(None, cluster={"device": device}, side=side,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,
                                           resume))
@@ -562,6 +574,10 @@ def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: flo
             "pseudonymize_ids": pseudonymize_ids, "overwrite": overwrite, "memory_limit": memory_limit,
             "buckets": buckets, "executor": executor, "work_dir": work_dir, "ray_address": ray_address,
             "storage_options": storage_option, "resume": resume}
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def _micro_k(text: str | None) -> int | str | None:

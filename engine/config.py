@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import tomllib
 import types
@@ -191,8 +192,16 @@ class ClusterConfig(_Checked):
     min_segment_size: int = 30
     # Customers farther from their centroid than this quantile of their segment are outliers.
     outlier_quantile: float = 0.995
+    # Customers-table attributes clustered on too (--cluster-attrs), one-hot: each level is a 0/1
+    # column times attribute_weight, so two customers who differ in one attribute are
+    # attribute_weight * sqrt(2) apart, as far as 1.4 standard deviations of one feature at 1.0.
+    attributes: tuple[str, ...] = ()
+    attribute_weight: float = 1.0
 
     def check(self) -> None:
+        if not (math.isfinite(self.attribute_weight) and self.attribute_weight > 0):
+            msg = f"cluster.attribute_weight must be a positive number, got {self.attribute_weight}"
+            raise ConfigError(msg)
         if self.k is not None and self.k < 1:
             msg = f"--k must be a positive integer or 'auto', got {self.k}"
             raise ConfigError(msg)
@@ -355,6 +364,12 @@ class RunConfig(_Checked):
             raise ConfigError(msg)
         if self.as_of is not None:
             parse_as_of(self.as_of)
+        missing = [a for a in self.cluster.attributes
+                   if self.customers is None or a not in self.customers.attributes]
+        if missing:
+            msg = (f"--cluster-attrs {','.join(missing)} must come from the customers table: pass --customers "
+                   f"with --customer-attrs naming them")
+            raise ConfigError(msg)
         if self.warm_start and self.previous is None:
             msg = "--warm-start needs --previous (the run whose centroids to start from)"
             raise ConfigError(msg)

@@ -174,7 +174,7 @@ def _from_doc(doc: Any) -> Model:
     scaler = Scaler.from_dict(doc["scaler"])
     centroids = np.asarray(doc["centroids"], dtype=np.float64)
     names = tuple(doc["names"])
-    d = len(scaler.features)
+    d = len(scaler.columns)
     if centroids.ndim != 2 or centroids.shape[1] != d or centroids.shape[0] < 1:
         raise ValueError(f"centroids have shape {centroids.shape}, expected (k, {d})")
     if not np.isfinite(centroids).all():
@@ -188,7 +188,7 @@ def _from_doc(doc: Any) -> Model:
     if len(ids) != centroids.shape[0] or len(set(ids)) != len(ids) or not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
         raise ValueError(f"segment_ids {list(ids)} must be {centroids.shape[0]} distinct non-negative integers")
-    if not (len(scaler.log) == len(scaler.mean) == len(scaler.std) == d) or not all(
+    if not (len(scaler.log) == len(scaler.mean) == len(scaler.std) == len(scaler.features)) or not all(
             math.isfinite(v) for v in (*scaler.mean, *scaler.std)) or min(scaler.std) <= 0:
         raise ValueError("the scaler's means and standard deviations are not finite and positive per feature")
     cuts = RfmCuts.from_dict(doc["rfm_cuts"])

@@ -1,9 +1,12 @@
-"""Feature matrix for clustering: signed log1p on heavy-tailed columns, then standardise.
+"""Feature matrix for clustering: signed log1p on heavy-tailed columns, then standardise;
+customer attributes (``--cluster-attrs``) one-hot after them.
 
 ``sign(x) * log1p(|x|)`` keeps refunds (negative spend) finite. The fitted
 means and standard deviations are stored in the model so new customers are
 transformed on the training scale. A constant column gets std 1 (it then
-contributes nothing to distances).
+contributes nothing to distances). An attribute contributes one column per level
+seen in the fitting sample (the MAX_LEVELS most frequent), 0 or ``weight``; a missing
+or unseen value has every column 0.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["Scaler", "fit_scaler"]
+__all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
+
+MAX_LEVELS = 32
 
 
 @dataclass(frozen=True)
@@ -25,26 +30,44 @@ class Scaler:
     log: tuple[bool, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (attribute, its levels)
+    weight: float = 1.0
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The matrix's columns: the features, then ``attribute=level`` per one-hot column."""
+        return (*self.features, *(f"{a}={level}" for a, levels in self.attributes for level in levels))
 
     def transform(self, table: pl.DataFrame) -> np.ndarray:
         """float32[n, d] C-contiguous matrix, as Faiss wants it."""
         _require(table, self.features)
+        missing = [a for a, _ in self.attributes if a not in table.columns]
+        if missing:
+            msg = (f"this model clusters on the customer attribute(s) {missing}: score with 'segmint assign' "
+                   f"and --customers with --customer-attrs {','.join(a for a, _ in self.attributes)}")
+            raise ConfigError(msg)
         x = _raw(table, self.features, self.log)
         x -= np.asarray(self.mean)
         x /= np.asarray(self.std)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(np.hstack([x, *self._one_hot(table)]), dtype=np.float32)
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """Raw feature values (float[n, d], in ``features`` order) to the scaled space."""
+        """Raw values (float[n, d], in ``columns`` order, attributes as 0/1) to the scaled space."""
         x = np.array(raw, dtype=np.float64)
+        d = len(self.features)
         for j, flag in enumerate(self.log):
             if flag:
                 x[:, j] = np.sign(x[:, j]) * np.log1p(np.abs(x[:, j]))
-        return (x - np.asarray(self.mean)) / np.asarray(self.std)
+        x[:, :d] = (x[:, :d] - np.asarray(self.mean)) / np.asarray(self.std)
+        x[:, d:] *= self.weight
+        return x
 
     def unscale(self, x: np.ndarray) -> np.ndarray:
-        """Points of the scaled space (float[n, d]) back to raw feature values: ``scale``'s inverse."""
-        raw = np.asarray(x, dtype=np.float64) * np.asarray(self.std) + np.asarray(self.mean)
+        """Points of the scaled space (float[n, d]) back to raw values: ``scale``'s inverse."""
+        raw = np.array(x, dtype=np.float64)
+        d = len(self.features)
+        raw[:, :d] = raw[:, :d] * np.asarray(self.std) + np.asarray(self.mean)
+        raw[:, d:] /= self.weight
         for j, flag in enumerate(self.log):
             if flag:
                 raw[:, j] = np.sign(raw[:, j]) * np.expm1(np.abs(raw[:, j]))
@@ -52,22 +75,38 @@ class Scaler:
 
     def to_dict(self) -> dict:
         return {"features": list(self.features), "log": list(self.log),
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std),
+                "attributes": [[a, list(levels)] for a, levels in self.attributes], "weight": self.weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
-        return cls(tuple(d["features"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]))
+        attributes = tuple((str(a), tuple(map(str, levels))) for a, levels in d.get("attributes", []))
+        return cls(tuple(d["features"]), tuple(d["log"]), tuple(d["mean"]), tuple(d["std"]), attributes,
+                   float(d.get("weight", 1.0)))
+
+    def _one_hot(self, table: pl.DataFrame) -> list[np.ndarray]:
+        return [np.stack([(table[a].cast(pl.String) == level).fill_null(False).to_numpy() for level in levels],
+                         axis=1) * self.weight for a, levels in self.attributes if levels]
 
 
 def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str],
-               rows: np.ndarray | None = None) -> Scaler:
+               rows: np.ndarray | None = None, attributes: Sequence[str] = (), weight: float = 1.0) -> Scaler:
     """Fit on the customers in ``table`` (or on its ``rows``, a sample given by position)."""
     _require(table, features)
     log = tuple(f in log_features for f in features)
-    x = _raw(table if rows is None else table[rows], features, log)
+    sample = table if rows is None else table[rows]
+    x = _raw(sample, features, log)
     std = x.std(axis=0)
     std[std == 0] = 1.0
-    return Scaler(tuple(features), log, tuple(map(float, x.mean(axis=0))), tuple(map(float, std)))
+    return Scaler(tuple(features), log, tuple(map(float, x.mean(axis=0))), tuple(map(float, std)),
+                  tuple((a, _levels(sample, a)) for a in attributes), weight)
+
+
+def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
+    """The MAX_LEVELS most frequent non-null values, most frequent first (ties by value)."""
+    counts = (table.select(pl.col(attribute).cast(pl.String).alias("v")).drop_nulls().group_by("v").len()
+              .sort(["len", "v"], descending=[True, False]))
+    return tuple(counts["v"].head(MAX_LEVELS).to_list())
 
 
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:

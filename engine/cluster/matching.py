@@ -34,8 +34,8 @@ class Matching:
 def match_segments(centroids: np.ndarray, scaler: Scaler, sizes: np.ndarray, previous: Any,
                    match_distance: float) -> Matching:
     """Match ``centroids`` (rows in the new scaled space, with their sizes) to ``previous`` (a Model)."""
-    if tuple(scaler.features) != tuple(previous.scaler.features):
-        msg = (f"--previous clusters on {list(previous.scaler.features)} but this run on {list(scaler.features)}; "
+    if scaler.columns != previous.scaler.columns:
+        msg = (f"--previous clusters on {list(previous.scaler.columns)} but this run on {list(scaler.columns)}; "
                f"segments can only be matched on the same features")
         raise ConfigError(msg)
     from scipy.optimize import linear_sum_assignment

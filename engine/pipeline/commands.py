@@ -144,7 +144,15 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     pseudonymisation, overwrite, device, executor and the memory budget.
     """
     model = Model.load(model_dir, dict(cfg.storage_options))
-    cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features, events=None, customers=None)
+    # The customers table only where the model clusters on its attributes; events never.
+    attributes = tuple(a for a, _ in model.scaler.attributes)
+    if attributes and (cfg.customers is None or not set(attributes) <= set(cfg.customers.attributes)):
+        msg = (f"this model clusters on the customer attribute(s) {list(attributes)}: pass --customers with "
+               f"--customer-attrs {','.join(attributes)}")
+        raise ConfigError(msg)
+    cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features, events=None,
+                              customers=cfg.customers if attributes else None,
+                              cluster=dataclasses.replace(cfg.cluster, attributes=attributes))
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features", channels=model.channels)
@@ -161,7 +169,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
-                           "features": list(model.scaler.features)},
+                           "features": list(model.scaler.columns)},
             "profiles_note": _profiles_note(cfg, counts.customers),
         }
         return _finish_run(s, profiles, None, manifest, files)

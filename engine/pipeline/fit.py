@@ -117,7 +117,9 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     """
     c = cfg.cluster
     feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
-    scaler = fit_scaler(sample, feats, cfg.features.log_features)
+    scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
+                        weight=c.attribute_weight)
+    feats = scaler.columns
     x = scaler.transform(sample)
     priority = sample[HASH].to_numpy()
     if c.k is not None and c.k > customers:
@@ -125,8 +127,9 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
         raise ConfigError(msg)
     scan, note = None, None
     if cfg.warm_start:  # the previous number of segments, whatever --k says
-        if tuple(previous.scaler.features) != tuple(feats):
-            msg = f"--warm-start needs the previous clustering features {list(previous.scaler.features)}"
+        if previous.scaler.columns != feats:
+            msg = (f"--warm-start needs the previous clustering features {list(previous.scaler.columns)}, "
+                   f"not {list(feats)}")
             raise ConfigError(msg)
         init = scaler.scale(previous.scaler.unscale(previous.centroids)).astype(np.float32)
         k, fit, sizes = _fit(x, previous.k, c, priority, backend, init)

@@ -314,3 +314,20 @@ def test_threads_option_is_checked():
     r = invoke("--threads", "0", "validate", "x.parquet")
     assert r.exit_code == 2
     _one_line_error(r, "--threads")
+
+
+def test_assign_takes_a_customers_table_and_refuses_events(tmp_path):
+    from segmint.engine.synth import generate
+
+    generate(tmp_path / "d", customers=400, seed=2)
+    side = ["--customers", str(tmp_path / "d" / "customers.parquet"), "--customer-attrs", "region"]
+    ran = CliRunner().invoke(app, ["run", str(tmp_path / "d" / "transactions"), "--out", str(tmp_path / "r"),
+                                   "--k", "3", *side, "--cluster-attrs", "region"])
+    assert ran.exit_code == 0, ran.output
+    scored = CliRunner().invoke(app, ["assign", str(tmp_path / "r"), str(tmp_path / "d" / "transactions"),
+                                      "--out", str(tmp_path / "s"), *side])
+    assert scored.exit_code == 0, scored.output
+    refused = CliRunner().invoke(app, ["assign", str(tmp_path / "r"), str(tmp_path / "d" / "transactions"),
+                                       "--out", str(tmp_path / "t"), *side, "--events", str(tmp_path / "d" / "events")])
+    assert refused.exit_code == 2 and "assign reads no events table" in refused.output
+    assert not (tmp_path / "t").exists()

@@ -1,0 +1,75 @@
+"""--cluster-attrs: customer attributes one-hot among the clustering features, through run, assign and predict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segmint.engine.config import ClusterConfig, CustomerSource, RunConfig
+from segmint.engine.errors import ConfigError
+from segmint.engine.model import Model
+from segmint.engine.pipeline import assign_customers, run
+from segmint.engine.preprocess import fit_scaler
+
+
+def _cfg(small_data, weight: float, attributes=("region",)) -> RunConfig:
+    return RunConfig(cluster=ClusterConfig(k=5, seed=1, attributes=attributes, attribute_weight=weight),
+                     customers=CustomerSource(paths=(str(small_data / "customers.parquet"),),
+                                              attributes=("region", "age_band")))
+
+
+def _regions_per_segment(out) -> list[int]:
+    a = pl.read_parquet(out / "assignments", hive_partitioning=True)
+    return a.group_by("segment").agg(pl.col("region").n_unique()).sort("segment")["region"].to_list()
+
+
+def test_a_heavy_attribute_makes_segments_pure_and_assign_scores_like_the_run(small_data, tmp_path):
+    regions = pl.read_parquet(small_data / "customers.parquet")["region"].n_unique()
+    plain = dataclasses.replace(_cfg(small_data, 1.0), cluster=ClusterConfig(k=5, seed=1))
+    run([small_data / "transactions"], tmp_path / "plain", plain)
+    assert max(_regions_per_segment(tmp_path / "plain")) == regions     # behaviour alone mixes regions
+    result = run([small_data / "transactions"], tmp_path / "run", _cfg(small_data, 20.0))
+    assert _regions_per_segment(tmp_path / "run") == [1] * 5            # a weight of 20 sd: one region each
+    features = result.manifest["clustering"]["features"]
+    assert sorted(f for f in features if f.startswith("region=")) == sorted(
+        f"region={r}" for r in pl.read_parquet(small_data / "customers.parquet")["region"].unique())
+    model = Model.load(tmp_path / "run")
+    assert model.scaler.columns == tuple(features) and model.scaler.weight == 20.0
+    scored = assign_customers(tmp_path / "run", [small_data / "transactions"], tmp_path / "scored",
+                              _cfg(small_data, 1.0, ()))
+    read = (lambda o: pl.read_parquet(o / "assignments").select("customer_id", "segment").sort("customer_id"))
+    assert read(tmp_path / "scored").equals(read(tmp_path / "run"))
+    assert scored.manifest["clustering"]["features"] == features
+
+
+def test_a_model_on_attributes_asks_for_them_where_it_scores(small_data, tmp_path):
+    run([small_data / "transactions"], tmp_path / "run", _cfg(small_data, 1.0))
+    with pytest.raises(ConfigError, match=r"^this model clusters on the customer attribute\(s\) \['region'\]: "
+                                          r"pass --customers with --customer-attrs region$"):
+        assign_customers(tmp_path / "run", [small_data / "transactions"], tmp_path / "scored", RunConfig())
+    history = pl.read_parquet(small_data / "transactions").head(20)
+    with pytest.raises(ConfigError, match="score with 'segmint assign' and --customers"):
+        Model.load(tmp_path / "run").predict(history)
+
+
+def test_cluster_attributes_must_come_from_the_customers_table():
+    with pytest.raises(ConfigError, match="--cluster-attrs region must come from the customers table"):
+        RunConfig(cluster=ClusterConfig(attributes=("region",)))
+    with pytest.raises(ConfigError, match="attribute_weight must be a positive number, got 0"):
+        ClusterConfig(attribute_weight=0)
+
+
+def test_one_hot_levels_by_frequency_unseen_and_missing_values_at_the_origin():
+    fit = pl.DataFrame({"f": [1.0, 2.0, 3.0, 4.0], "a": ["x", "y", "y", None]})
+    scaler = fit_scaler(fit, ["f"], [], attributes=["a"], weight=3.0)
+    assert scaler.columns == ("f", "a=y", "a=x")
+    new = pl.DataFrame({"f": [1.0, 1.0, 1.0, 1.0], "a": ["x", "y", "z", None]})
+    np.testing.assert_array_equal(scaler.transform(new)[:, 1:], [[0, 3], [3, 0], [0, 0], [0, 0]])
+    again = type(scaler).from_dict(scaler.to_dict())
+    assert again == scaler
+    raw = np.array([[2.5, 1.0, 0.0], [7.0, 0.0, 1.0]])
+    np.testing.assert_allclose(scaler.unscale(scaler.scale(raw)), raw)
+    np.testing.assert_allclose(scaler.scale(raw)[:, 1:], raw[:, 1:] * 3.0)
