@@ -24,7 +24,7 @@ from segmint.engine.errors import ConfigError
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device", "DedupeOn",
            "MemoryLimit", "Buckets", "Pseudonymize", "MaxRejectShare", "Executor", "RayAddress", "StorageOption",
            "WorkDir", "Threads",
-           "column_options", "side_table_options", "build_config", "flag"]
+           "column_options", "side_table_options", "build_config", "flag", "parse_storage_options"]
 
 _COLS = "Column mapping"
 _RUN = "Run"
@@ -184,7 +184,7 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     if "memory_limit" in run_updates:
         run_updates["memory_limit"] = parse_size(run_updates["memory_limit"])
     if "storage_options" in run_updates:
-        run_updates["storage_options"] = cfg.storage_options + tuple(_key_value(o) for o in run_updates["storage_options"])
+        run_updates["storage_options"] = cfg.storage_options + parse_storage_options(run_updates["storage_options"])
     for table, cls in (("events", EventSource), ("customers", CustomerSource)):
         values = dict((side or {}).get(table, {}))
         if not values:
@@ -205,10 +205,17 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     )
 
 
+def parse_storage_options(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--storage-option KEY=VALUE`` flags as (key, value) pairs."""
+    return tuple(_key_value(text) for text in values)
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        msg = f"--storage-option takes KEY=VALUE (e.g. aws_region=eu-west-1), got {text!r}"
+        # The value may be a secret: name the key (or its absence), never echo the text.
+        shown = f"the option {key.strip()!r}" if key.strip() and sep else "a value without KEY="
+        msg = f"--storage-option takes KEY=VALUE (e.g. aws_region=eu-west-1), got {shown}"
         raise ConfigError(msg)
     return key.strip(), value.strip()
 

@@ -18,7 +18,7 @@ from segmint.cli import _render
 from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
                                   MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
                                   Resume, StorageOption, Threads, WorkDir,
-                                  build_config, column_options, flag, side_table_options)
+                                  build_config, column_options, flag, parse_storage_options, side_table_options)
 from segmint.engine.errors import SegmintError
 
 __all__ = ["app", "main"]
@@ -410,12 +410,13 @@ def report(
 
 @abtest_app.command("split")
 def abtest_split(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (its assignments are split).",
-                                            metavar="RUN_DIR")],
+    run_dir: Annotated[str, typer.Argument(help="A run directory (its assignments are split), local or a URI.",
+                                           metavar="RUN_DIR")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file.", metavar="FILE")],
     ratio: Annotated[float, typer.Option(help="Share of each segment held out.", metavar="SHARE")] = 0.1,
     salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.", metavar="TEXT")] = "segmint",
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+    storage_option: StorageOption = None,
 ) -> None:
     """Deterministic holdout per customer, independent of the segment.
 
@@ -424,7 +425,8 @@ def abtest_split(
     with _errors(False):
         from segmint.engine.pipeline import abtest_split as split
 
-        groups = split(run_dir, out, ratio=ratio, salt=salt, overwrite=overwrite)
+        groups = split(run_dir, out, ratio=ratio, salt=salt, overwrite=overwrite,
+                       options=parse_storage_options(storage_option or []))
         held = int((groups["group"] == "holdout").sum())
         _render.print_lines([f"{held:,} of {groups.height:,} customers held out ({held / groups.height:.1%}); "
                              f"groups written to {out}"])

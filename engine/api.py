@@ -25,6 +25,7 @@ from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.config import RunConfig
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
+from segmint.engine.io.committed import open_output
 from segmint.engine.model import Model
 from segmint.engine.pipeline import commands
 from segmint.engine.pipeline.executor import Executor
@@ -64,16 +65,15 @@ class Result:
 
     def profiles(self) -> pl.DataFrame:
         """One row per segment (run, assign)."""
-        return store.read_parquet(store.join(self.out, "profiles.parquet"), dict(self._options))
+        return open_output(self.out, dict(self._options)).read_parquet("profiles.parquet")
 
     def model(self) -> Model:
         """The saved model (run)."""
         return Model.load(self.out, dict(self._options))
 
     def _scan(self, folder: str) -> pl.LazyFrame:
-        path = store.join(self.out, folder)
-        pattern = f"{path}/**/*.parquet" if store.is_remote(path) else str(Path(path) / "**" / "*.parquet")
-        return pl.scan_parquet(pattern, hive_partitioning=True, storage_options=store.polars_options(dict(self._options)))
+        """The committed files of ``folder`` (never a file of another run writing to the same output)."""
+        return open_output(self.out, dict(self._options)).scan(folder)
 
 
 def run(transactions: Data, out: str | Path, config: RunConfig | None = None, *, progress: Progress | None = None,

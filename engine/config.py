@@ -354,8 +354,14 @@ class RunConfig(_Checked):
     # Object-store options ((key, value) pairs, as Polars takes them): credentials, endpoint.
     # Never written to run.json, the model or any log.
     storage_options: tuple[tuple[str, str], ...] = ()
+    # One writer per output: a run renews its lease on the output every quarter of this; a
+    # lease unrenewed this long is dead and another run may take the output over (engine.io.lease).
+    lease_seconds: float = 120.0
 
     def check(self) -> None:
+        if not (math.isfinite(self.lease_seconds) and self.lease_seconds >= 1):
+            msg = f"run.lease_seconds must be a number of seconds >= 1, got {self.lease_seconds}"
+            raise ConfigError(msg)
         if self.buckets is not None and self.buckets < 1:
             msg = f"--buckets must be >= 1, got {self.buckets}"
             raise ConfigError(msg)
@@ -389,7 +395,8 @@ class RunConfig(_Checked):
 
 
 # Options that cannot change a run's outputs: left out of config_hash.
-_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "resume")
+_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "resume",
+               "lease_seconds")
 # Options never written anywhere (credentials).
 _SECRET = ("storage_options",)
 

@@ -28,6 +28,7 @@ from segmint.engine.config import ClvConfig, Columns, FeatureConfig, LifecycleCo
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.io import store
+from segmint.engine.io.committed import is_output, open_output
 from segmint.engine.io.sink import write_json
 from segmint.engine.preprocess import Scaler
 
@@ -121,11 +122,16 @@ class Model:
 
     @classmethod
     def load(cls, directory: str | Path, options: store.Options | None = None) -> Model:
-        """A run directory, its ``model/`` folder, or a ``model.json`` file (local or on an object store)."""
+        """A finished run's output (its committed model), its ``model/`` folder, or a ``model.json``
+        file (local or on an object store)."""
         store.check_scheme(directory)
-        candidates = [store.join(directory, "model", "model.json"), store.join(directory, "model.json"),
-                      str(directory)]
-        path = next((c for c in candidates if c.endswith(".json") and _is_file(c, options)), None)
+        directory = store.canonical(directory)
+        if is_output(directory, options):
+            output = open_output(directory, options)
+            path = output.path("model/model.json") if output.has("model/model.json") else None
+        else:
+            candidates = [store.join(directory, "model.json"), directory]
+            path = next((c for c in candidates if c.endswith(".json") and _is_file(c, options)), None)
         if path is None:
             msg = f"no model at {directory}: give a run directory written by 'segmint run' or its model/ folder"
             raise ConfigError(msg)

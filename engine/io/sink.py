@@ -1,24 +1,29 @@
-"""Atomic output: a run writes under a staging location, then commits.
+"""Atomic output: a run writes out of sight, then commits; readers see only committed runs.
 
-Local outputs: everything is written under a staging folder; commit writes
-``_manifest.json`` (every file with its size), then ``_SUCCESS``, then renames the
-folder into place. An existing output is replaced only with ``overwrite`` and only
-once the new one is complete, so a failed or interrupted run leaves the previous
-output as it was. Staging and work folders are siblings of the output named
-``.OUT.staging-<run id>``, ``.OUT.work-<run id>`` and ``.OUT.old-<run id>``; each
-holds an ``_owner.json`` (host, pid), so that the next run on the same output
-removes those whose process is gone (after a ``kill -9``), never those of a run
-still going.
+Every command that writes an output folder first claims it (engine.io.lease: one writer per
+output), then writes, then commits. Jobs report the part files they write
+(``part-NNNNN.parquet``); commit removes any part file no job reported (a retried or
+resumed job's leftover can never add a second copy of a customer) and lists every file
+in ``_manifest.json``.
 
-Object stores have no rename. There, bucket parts are written at their final
-keys under names carrying the run id (``part-00003-<run id>.parquet``), so they
-never replace a previous run's; the run's small files (run.json, profiles, model)
-wait under ``OUT/_staging-<run id>/``. Commit: the previous ``_SUCCESS`` is removed,
-the small files are copied into place (server-side), ``_manifest.json`` lists every
-file of the run, ``_SUCCESS`` (holding the run id) is written last, and only then
-are the previous run's files and the staging prefix removed. Readers trust OUT only
-when ``_SUCCESS`` exists and names the run of ``_manifest.json``, and read the
-files the manifest lists.
+Local outputs: everything is written under a staging folder ``.OUT.staging-<run id>`` beside
+the output; commit writes ``_manifest.json`` and ``_SUCCESS``, then renames the folder into
+place (two renames when replacing: the old output stays whole until the new one is complete).
+Staging and work folders hold an ``_owner.json`` (host, pid), so the next run on the same
+output removes those whose process is gone (after a ``kill -9``), never those of a run still going.
+
+Object stores have no rename. There a run writes every file under its own version folder
+``OUT/run-<run id>/`` and commits with one write of ``OUT/_SUCCESS``, the pointer naming that
+folder (``{"run_id": ..., "root": "run-<run id>"}``), conditional on the pointer being the one
+the run saw when it claimed the output. The previous version folder is removed after the
+pointer moved. A kill at any moment leaves the pointer naming the previous complete version
+or the new complete one; a dead run's uncommitted folder, or a previous version it had not yet
+removed, is removed by the next run that claims the output. Readers follow the pointer
+(engine.io.committed). Outputs written by earlier segmint versions (parts beside ``_SUCCESS``
+holding the run id) are read, and replaced, the same way.
+
+``--overwrite`` replaces only a segmint output: a folder or prefix that is not empty and holds
+no committed run (nor only what dead segmint runs left) is refused, whatever the flag.
 """
 
 from __future__ import annotations
@@ -26,80 +31,112 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segmint.engine.errors import ConfigError, OutputExistsError
 from segmint.engine.io import store
+from segmint.engine.io.lease import Lease
 
-__all__ = ["Layout", "check_writable", "check_not_inside", "staged_output", "staged_dir", "staged_file", "work_dir",
-           "remove_stale", "write_json", "manifest", "OWNER", "sibling_path", "discard_remote"]
+__all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
+           "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
+           "sibling_path", "version_root", "is_part"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
+# Files of an object-store output that belong to segmint's protocol, not to a run's content.
+_CONTROL = ("_SUCCESS", "_lock.json", "_resume.json")
+_PART = re.compile(r"part-\d{5}\.parquet")
+# What dead segmint runs leave in an object-store prefix: version folders, and the staging
+# prefixes and run-tagged parts of earlier segmint versions.
+_RUN_ID = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
+_LEFTOVER = re.compile(rf"(run-{_RUN_ID}/|_staging-{_RUN_ID}/).+|.*/part-\d{{5}}-{_RUN_ID}\.parquet")
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a run's files go before commit: bucket parts and the small files."""
+    """Where a run's files go before commit (sent with every job)."""
 
-    data_root: str
-    meta_root: str
-    tag: str                                    # "" locally; "-<run id>" on object stores
+    root: str
     options: tuple[tuple[str, str], ...] = ()   # object-store options
 
     def part(self, folder: str, bucket: int) -> str:
         """The file of one bucket in ``folder`` (e.g. ``assignments/segment=3``); a retry overwrites it."""
-        return store.join(self.data_root, folder, f"part-{bucket:05d}{self.tag}.parquet")
+        return store.join(self.root, folder, f"part-{bucket:05d}.parquet")
+
+    def write_part(self, frame: Any, folder: str, bucket: int) -> str:
+        """Write one bucket's part of ``folder``; returns its relative path, which the job reports."""
+        path = self.part(folder, bucket)
+        store.write_parquet(frame, path, self.options)
+        return self.relative(path)
 
     def meta(self, relative: str) -> str:
-        return store.join(self.meta_root, relative)
+        return store.join(self.root, relative)
+
+    def relative(self, path: str) -> str:
+        return path[len(self.root) + 1:]
+
+
+@dataclass
+class Staging:
+    """The driver's side of a staged output: its layout, and the part files jobs reported."""
+
+    layout: Layout
+    reported: set[str] = field(default_factory=set)   # relative paths
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """An object-store output's ``_SUCCESS``: the committed run and where its files are."""
+
+    version: store.Version
+    run_id: str
+    root: str               # the version folder; OUT itself for an earlier segmint's output
+    legacy: bool
 
 
 @contextlib.contextmanager
-def staged_output(out: str | Path, *, overwrite: bool, run_id: str, options: tuple[tuple[str, str], ...] = (),
-                  keep: bool = False) -> Iterator[Layout]:
-    """The layout to write a run into; committed on success, removed on any failure (module docstring)
-    unless ``keep``: a resumable run, whose next attempt goes on writing there (its caller checked
-    that ``out`` may be written before recording the run there)."""
+def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str,
+                  options: tuple[tuple[str, str], ...] = (), keep: bool = False) -> Iterator[Staging]:
+    """Stage a run's output and commit it on success (module docstring); on failure remove what it
+    wrote, unless ``keep`` (a resumable run, whose next attempt goes on writing there)."""
     if not store.is_remote(out):
-        with staged_dir(store.local(out), overwrite=overwrite, run_id=run_id, keep=keep) as stage:
-            yield Layout(str(stage), str(stage), "", options)
+        reported: set[str] = set()
+        with staged_dir(store.local(out), overwrite=overwrite, run_id=run_id, keep=keep, lease=lease,
+                        parts=reported) as stage:
+            yield Staging(Layout(str(stage), options), reported)
         return
-    if not keep:
-        check_writable(out, overwrite=overwrite, options=options)
-    meta_root = store.join(out, f"_staging-{run_id}")
-    layout = Layout(str(out), meta_root, f"-{run_id}", options)
     opts = dict(options)
+    pointer = read_pointer(out, opts)
+    _check_remote(str(out), pointer, overwrite, opts)
+    root = version_root(out, run_id)
+    _remove_uncommitted(str(out), pointer, keep_root=root, options=opts)
+    staging = Staging(Layout(root, options))
     try:
-        yield layout
-        _commit_remote(str(out), layout, run_id, opts)
+        yield staging
+        _commit_remote(str(out), staging, run_id, pointer, lease, opts)
     except BaseException:
         if not keep:
-            discard_remote(out, run_id, opts)
+            store.remove_prefix(root, opts)
         raise
-    store.remove_prefix(meta_root, opts)
+    if pointer is not None:
+        _remove_version(str(out), pointer, opts)
 
 
-def discard_remote(out: str | Path, run_id: str, options: store.Options) -> None:
-    """Remove what an uncommitted run ``run_id`` wrote to the object-store output ``out``."""
-    tag = f"-{run_id}"
-    store.remove([f for f in store.list_files(out, options) if tag in store.name(f)], options)
-    store.remove_prefix(store.join(out, f"_staging-{run_id}"), options)
-
-
-def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str, str], ...] = ()) -> Path | str:
-    """Fail early (before any work) if ``out`` exists and may not be replaced, or is a symlink."""
+def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str, str], ...] = (),
+                   file: bool = False) -> Path | str:
+    """Fail early (before any work) if ``out`` exists and may not be replaced: without ``overwrite``,
+    or (a folder or prefix) when it is not empty and holds no segmint output; or is a symlink."""
     store.check_scheme(out)
     if store.is_remote(out):
-        if not overwrite and store.is_dir(out, dict(options)):
-            msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
-            raise OutputExistsError(msg)
+        opts = dict(options)
+        _check_remote(str(out), read_pointer(out, opts), overwrite, opts)
         return str(out)
     out = store.local(out)
     if out.is_symlink():
@@ -107,6 +144,10 @@ def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str
         raise ConfigError(msg)
     if out.exists() and not overwrite:
         msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+        raise OutputExistsError(msg)
+    if out.exists() and not file and not _replaceable(out):
+        msg = (f"output {out} is not a segmint output (no _SUCCESS and _manifest.json) and is not empty: "
+               f"--overwrite replaces only what segmint wrote; choose a new or empty folder for --out")
         raise OutputExistsError(msg)
     return out
 
@@ -123,19 +164,51 @@ def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
                 raise ConfigError(msg)
 
 
+def read_pointer(out: str | Path, options: store.Options) -> Pointer | None:
+    """The committed run of an object-store output, or None (nothing committed there)."""
+    path = store.join(out, "_SUCCESS")
+    version = store.head(path, options)
+    if version is None:
+        return None
+    try:
+        text = store.read_bytes(path, options).decode()
+    except FileNotFoundError:
+        return None
+    if text.startswith("{"):
+        doc = json.loads(text)
+        return Pointer(version, str(doc["run_id"]), store.join(out, doc["root"]), False)
+    return Pointer(version, text.strip(), str(out), True)
+
+
+def version_root(out: str | Path, run_id: str) -> str:
+    """The folder an object-store run writes into."""
+    return store.join(out, f"run-{run_id}")
+
+
+def is_part(relative: str) -> bool:
+    """A file written by a bucket job (engine.io.sink.Layout.part)."""
+    return bool(_PART.fullmatch(store.name(relative)))
+
+
 @contextlib.contextmanager
-def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, keep: bool = False) -> Iterator[Path]:
+def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, keep: bool = False,
+               lease: Lease | None = None, parts: set[str] | None = None) -> Iterator[Path]:
     """Yield a staging directory (empty, or a resumable run's); on success it becomes ``out``
-    (manifest, then ``_SUCCESS``). Removed on failure unless ``keep``."""
+    (manifest, then ``_SUCCESS``). Removed on failure unless ``keep``. With ``parts`` (the
+    relative paths jobs reported), part files not among them are removed before the manifest;
+    with ``lease``, the claim is checked before ``_SUCCESS``."""
     out = check_writable(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     stage = _claim(sibling_path(out, "staging", run_id or uuid.uuid4().hex[:12]), keep)
     try:
         yield stage
-        files = manifest(stage)
-        write_json(stage / "_manifest.json", {"files": files})
+        if parts is not None:
+            _drop_unreported(str(stage), parts, {})
+        write_json(stage / "_manifest.json", {"run_id": run_id, "files": manifest(stage)})
         (stage / OWNER).unlink()
+        if lease is not None:
+            lease.check()
         (stage / "_SUCCESS").write_text("")
         _replace(stage, out, overwrite=overwrite)
     except BaseException:
@@ -147,7 +220,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
 @contextlib.contextmanager
 def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``out``; on success it is renamed onto ``out``."""
-    out = check_writable(out, overwrite=overwrite)
+    out = check_writable(out, overwrite=overwrite, file=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
     try:
@@ -163,8 +236,9 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
 @contextlib.contextmanager
 def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
     """A scratch folder (``sibling_path(beside, "work", run id)``: beside the output or in a temporary
-    location), removed on any exit but a failure with ``keep`` (a resumable run's, reused by its next attempt)."""
-    _claim(folder, keep)
+    location), readable by this user only, removed on any exit but a failure with ``keep`` (a
+    resumable run's, reused by its next attempt)."""
+    _claim(folder, keep, private=True)
     try:
         yield folder
     except BaseException:
@@ -208,33 +282,98 @@ def manifest(folder: Path) -> list[dict[str, Any]]:
 
 
 def _normal(path: str | Path) -> str:
-    """A comparable form: URIs without trailing slash, local paths absolute and resolved."""
+    """A comparable form: URIs canonical, local paths absolute and resolved."""
     if store.is_remote(path):
-        return str(path).rstrip("/")
+        return store.canonical(path)
     return str(store.local(path).resolve())
 
 
-def _commit_remote(out: str, layout: Layout, run_id: str, opts: dict[str, str]) -> None:
-    success = store.join(out, "_SUCCESS")
-    store.remove([success], opts)  # from here until the new _SUCCESS, OUT is not a committed run
-    staged = store.list_files(layout.meta_root, opts)
-    for path in staged:
-        store.copy(path, store.join(out, path[len(layout.meta_root) + 1:]), opts)
-    listed = store.sizes(out, opts)
-    ours = {store.join(out, p[len(layout.meta_root) + 1:]) for p in staged}
-    ours |= {f for f in listed if layout.tag in store.name(f)}
-    ours.discard(store.join(out, "_manifest.json"))
-    files = [{"path": p[len(out) + 1:], "bytes": listed[p]} for p in sorted(ours)]
-    store.write_bytes(store.join(out, "_manifest.json"),
-                      json.dumps({"run_id": run_id, "files": files}, indent=1).encode(), opts)
-    store.write_bytes(success, run_id.encode(), opts)
-    keep = ours | {store.join(out, "_manifest.json"), success}
-    stale = [f for f in listed if f not in keep and not f[len(out) + 1:].startswith(("_staging-", "_work-"))]
-    store.remove(stale, opts)
+def _replaceable(out: Path) -> bool:
+    """An output segmint may replace: a committed segmint output, or an empty folder."""
+    if not out.is_dir():
+        return False
+    return ((out / "_SUCCESS").is_file() and (out / "_manifest.json").is_file()) or not any(out.iterdir())
 
 
-def _claim(folder: Path, keep: bool) -> Path:
+def _check_remote(out: str, pointer: Pointer | None, overwrite: bool, options: store.Options) -> None:
+    if pointer is not None:
+        if not overwrite:
+            msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+            raise OutputExistsError(msg)
+        return
+    foreign = [f for f in store.list_files(out, options)
+               if not (f[len(out) + 1:] in _CONTROL or _LEFTOVER.fullmatch(f[len(out) + 1:]))]
+    if foreign:
+        msg = (f"output {out} holds {len(foreign)} file(s) that are not a segmint output (e.g. {foreign[0]}): "
+               f"--overwrite replaces only what segmint wrote; choose an empty prefix for --out")
+        raise OutputExistsError(msg)
+
+
+def _committed_files(out: str, pointer: Pointer | None, options: store.Options) -> set[str]:
+    """Every file the committed run of ``out`` consists of (its manifest among them)."""
+    if pointer is None:
+        return set()
+    if not pointer.legacy:
+        return set(store.list_files(pointer.root, options))
+    doc = json.loads(store.read_bytes(store.join(out, "_manifest.json"), options))
+    return {store.join(out, f["path"]) for f in doc["files"]} | {store.join(out, "_manifest.json")}
+
+
+def _remove_uncommitted(out: str, pointer: Pointer | None, *, keep_root: str, options: store.Options) -> None:
+    """Under the lease, everything in ``out`` but the committed run, the control files and this
+    run's own folder (kept by a failed --resume attempt) is what dead runs left: remove it."""
+    keep = _committed_files(out, pointer, options)
+    dead = [f for f in store.list_files(out, options)
+            if f not in keep and f[len(out) + 1:] not in _CONTROL and not f.startswith(keep_root + "/")]
+    store.remove(dead, options)
+
+
+def _drop_unreported(root: str, reported: set[str], options: store.Options) -> dict[str, int]:
+    """Remove part files under ``root`` that no job reported; return what is left (relative path -> size).
+    A reported file that is missing means the folder was changed by someone else: nothing is committed."""
+    listed = {f[len(root) + 1:]: size for f, size in store.sizes(root, options).items()}
+    strays = [rel for rel in listed if is_part(rel) and rel not in reported]
+    store.remove([store.join(root, rel) for rel in strays], options)
+    missing = sorted(reported - set(listed))
+    if missing:
+        msg = (f"{len(missing)} file(s) this run wrote are gone from {root} (e.g. {missing[0]}); another process "
+               f"changed the output while it ran; nothing was committed: rerun")
+        raise OutputExistsError(msg)
+    return {rel: size for rel, size in listed.items() if rel not in strays}
+
+
+def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | None, lease: Lease,
+                   options: store.Options) -> None:
+    root = staging.layout.root
+    lease.check()
+    files = _drop_unreported(root, staging.reported, options)
+    files.pop("_manifest.json", None)
+    doc = {"run_id": run_id, "files": [{"path": rel, "bytes": size} for rel, size in sorted(files.items())]}
+    write_json(store.join(root, "_manifest.json"), doc, options)
+    lease.check()
+    success = json.dumps({"run_id": run_id, "root": store.name(root)}).encode()
+    path = store.join(out, "_SUCCESS")
+    moved = store.put_if(path, success, pointer.version.etag, options) if pointer is not None \
+        else store.put_new(path, success, options)
+    if moved is None:
+        msg = (f"output {out} was committed by another run while this one ran; this run's output was not "
+               f"committed: rerun it (with --overwrite to replace that run)")
+        raise OutputExistsError(msg)
+
+
+def _remove_version(out: str, previous: Pointer, options: store.Options) -> None:
+    """After the pointer moved: the replaced run's files. Should this fail, the next run removes them."""
+    with contextlib.suppress(OSError):
+        store.remove(sorted(_committed_files(out, previous, options)), options)
+
+
+def _claim(folder: Path, keep: bool, *, private: bool = False) -> Path:
+    """Create a run's folder with its owner file. ``private`` (scratch space, holding customer data
+    nobody asked to be written) is readable by this user only, whatever the umask; a staging
+    folder becomes the output and keeps the permissions the user's umask gives."""
     folder.mkdir(parents=True, exist_ok=keep)
+    if private:
+        folder.chmod(0o700)
     # A resumable run's folders outlive its process: remove_stale leaves them to --resume.
     write_json(folder / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": keep})
     return folder

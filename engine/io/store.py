@@ -7,31 +7,55 @@ environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``, as on a cluster's workers) or
 ``--storage-option KEY=VALUE``; they are never written to run.json or any log.
 An unknown scheme is a configuration error (exit 2); a store that cannot be
 reached is an input error (exit 3) naming the address.
+
+Every location is spelled one way (``canonical``): scheme aliases folded (``s3a://`` is
+``s3://``, ``gcs://`` is ``gs://``, ``abfs://`` and ``azure://`` are ``az://``), doubled
+and trailing slashes removed, so the overlap guard, the lock and the manifest compare like
+with like. ``put_new`` and ``put_if`` are the two conditional writes the commit protocol
+rests on (engine.io.lease): create only if absent, replace only if unchanged since read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import fnmatch
 import functools
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segmint.engine.errors import ConfigError, InputContractError
 
-__all__ = ["SCHEMES", "is_remote", "check_scheme", "local", "join", "name", "parent", "exists", "is_dir",
+__all__ = ["SCHEMES", "is_remote", "check_scheme", "canonical", "local", "join", "name", "parent", "exists", "is_dir",
            "list_files", "sizes", "glob", "read_bytes", "write_bytes", "copy", "remove", "remove_prefix", "polars_options",
-           "write_parquet", "read_parquet", "scan_parquet", "Options"]
+           "write_parquet", "read_parquet", "scan_parquet", "Options", "Version", "head", "put_new", "put_if"]
 
 SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "azure", "file")
 # obstore takes these as client options; every other key is the store's own configuration.
 _CLIENT_KEYS = {"allow_http", "allow_invalid_certificates", "connect_timeout", "timeout", "proxy_url",
                 "user_agent", "http1_only", "http2_only", "pool_idle_timeout"}
 _ALIASES = {"aws_endpoint_url": "aws_endpoint", "endpoint_url": "aws_endpoint", "aws_allow_http": "allow_http"}
+# One name per store; Azure URIs that carry their account (container@account...) keep their scheme.
+_SCHEME_ALIASES = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "adl": "az", "azure": "az"}
 
 Options = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Version:
+    """What a conditional write compares: the object's entity tag, and when it was last written
+    (the store's clock for object stores, the file's mtime locally)."""
+
+    etag: str
+    modified: dt.datetime   # aware, UTC
+    size: int
 
 
 def is_remote(path: str | Path) -> bool:
@@ -49,6 +73,22 @@ def check_scheme(path: str | Path) -> None:
             msg = (f"{text}: unknown storage scheme {scheme}://; segmint reads and writes local paths, "
                    f"s3://, gs://, az:// (abfs://) and file://")
             raise ConfigError(msg)
+
+
+def canonical(path: str | Path) -> str:
+    """The one spelling of a location: object-store URIs with their scheme alias folded and no
+    doubled or trailing slash (``s3a://b//out/`` is ``s3://b/out``); local paths as given,
+    without a trailing slash."""
+    text = str(path)
+    if not is_remote(text):
+        return text.rstrip("/") or text
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    bucket, _, key = rest.partition("/")
+    if "@" not in bucket:
+        scheme = _SCHEME_ALIASES.get(scheme, scheme)
+    key = re.sub(r"/{2,}", "/", key).strip("/")
+    return f"{scheme}://{bucket}/{key}" if key else f"{scheme}://{bucket}"
 
 
 def local(path: str | Path) -> Path:
@@ -151,6 +191,80 @@ def write_bytes(path: str | Path, data: bytes, options: Options | None = None) -
     obstore.put(store, key, data)
 
 
+def head(path: str | Path, options: Options | None = None) -> Version | None:
+    """The version of the file at ``path``, or None when there is none."""
+    if not is_remote(path):
+        try:
+            st = os.stat(local(path))
+        except FileNotFoundError:
+            return None
+        return _local_version(st)
+    import obstore
+
+    store, key = _store(path, options)
+    try:
+        meta = obstore.head(store, key)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(path, exc) from None
+    return Version(str(meta["e_tag"]), meta["last_modified"], int(meta["size"]))
+
+
+def put_new(path: str | Path, data: bytes, options: Options | None = None) -> Version | None:
+    """Write ``path`` only if no file is there (object stores: a conditional PUT, If-None-Match;
+    locally: a hard link, which fails if the name exists). None: another writer's file is there."""
+    if not is_remote(path):
+        target = local(path)
+        tmp = _local_tmp(target, data)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return head(target)
+    import obstore
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+    store, key = _store(path, options)
+    try:
+        result = obstore.put(store, key, data, mode="create")
+    except (AlreadyExistsError, PreconditionError):
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(path, exc) from None
+    return _version_after(result, len(data))
+
+
+def put_if(path: str | Path, data: bytes, etag: str, options: Options | None = None) -> Version | None:
+    """Replace ``path`` only if its entity tag is still ``etag`` (object stores: If-Match; locally:
+    compared and renamed into place under a lock on the folder). None: it changed or is gone."""
+    if not is_remote(path):
+        target = local(path)
+        tmp = _local_tmp(target, data)
+        try:
+            with _folder_lock(target.parent):
+                current = head(target)
+                if current is None or current.etag != etag:
+                    return None
+                os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return head(target)
+    import obstore
+    from obstore.exceptions import NotFoundError, PreconditionError
+
+    store, key = _store(path, options)
+    try:
+        result = obstore.put(store, key, data, mode={"e_tag": etag})
+    except (PreconditionError, NotFoundError, FileNotFoundError):
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(path, exc) from None
+    return _version_after(result, len(data))
+
+
 def copy(source: str, target: str, options: Options | None = None) -> None:
     """Copy one file (server-side on object stores)."""
     if not is_remote(source):
@@ -212,6 +326,35 @@ def remove_prefix(prefix: str | Path, options: Options | None = None) -> None:
 def polars_options(options: Options | None) -> dict[str, str] | None:
     """The storage options as Polars takes them (None for none: Polars then reads the environment)."""
     return dict(options) if options else None
+
+
+def _local_version(st: os.stat_result) -> Version:
+    # A replaced file is a new inode with a new mtime: the pair changes with every write.
+    return Version(f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}",
+                   dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc), st.st_size)
+
+
+def _local_tmp(target: Path, data: bytes) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.write_bytes(data)
+    return tmp
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Exclusive among segmint processes on this machine: compare-and-replace is one step."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _version_after(result: Any, size: int) -> Version:
+    """The version a conditional PUT created; only its etag is compared later."""
+    return Version(str(result["e_tag"]), dt.datetime.now(dt.timezone.utc), size)
 
 
 def _list(prefix: str | Path, options: Options | None, *, with_size: bool = False) -> Iterator[Any]:

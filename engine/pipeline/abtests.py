@@ -8,17 +8,20 @@ import polars as pl
 
 from segmint.engine.analytics.abtest import evaluate, split_groups
 from segmint.engine.errors import InputContractError
+from segmint.engine.io.committed import open_output
 from segmint.engine.io.sink import check_writable, staged_dir, staged_file, write_json
 from segmint.engine.io.sources import first_line
 
 __all__ = ["abtest_split", "abtest_evaluate"]
 
 
-def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: str,
-                 overwrite: bool = False) -> pl.DataFrame:
-    """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run."""
-    check_writable(out, overwrite=overwrite)
-    groups = split_groups(_read_table(Path(run_dir) / "assignments", "run assignments"), ratio, salt)
+def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: str, overwrite: bool = False,
+                 options: tuple[tuple[str, str], ...] = ()) -> pl.DataFrame:
+    """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run (its committed
+    assignments; ``options`` reach an object store)."""
+    check_writable(out, overwrite=overwrite, file=True)
+    assignments = open_output(run_dir, dict(options)).scan("assignments", ["customer_id", "segment"])
+    groups = split_groups(assignments.collect(), ratio, salt)
     with staged_file(out, overwrite=overwrite) as tmp:
         groups.write_parquet(tmp)
     return groups

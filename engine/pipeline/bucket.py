@@ -86,6 +86,7 @@ class BucketResult:
     cohorts: CohortPartials | None = None         # mode "cohorts"
     has_customers: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # where the bucket's time went
+    files: tuple[str, ...] = ()                   # output parts written (relative to the output's root)
 
 
 def map_bucket(job: MapJob) -> BucketResult:
@@ -104,30 +105,32 @@ def map_bucket(job: MapJob) -> BucketResult:
                     rejected_amount=cleaned.rejected_amount, repeats=cleaned.repeats,
                     customers=cleaned.lines["customer_id"].n_unique(),
                     first_ts=cleaned.lines["ts"].min(), last_ts=cleaned.lines["ts"].max())
+    files: list[str] = []
     if job.layout is not None:
-        _write(cleaned.rejects, job.layout, "rejects", job.bucket)
+        files.append(job.layout.write_part(cleaned.rejects, "rejects", job.bucket))
     result = dict(bucket=job.bucket, counts=counts, as_of=as_of, channels=channels, stats=cleaned.stats,
                   has_customers=cleaned.rows_used > 0, seconds=seconds)
     if job.mode == "clean":
-        return BucketResult(**result)
+        return BucketResult(**result, files=tuple(files))
     if job.mode == "cohorts":
-        return BucketResult(**result, cohorts=cohort_partials(cleaned.lines, as_of))
+        return BucketResult(**result, cohorts=cohort_partials(cleaned.lines, as_of), files=tuple(files))
     t2 = time.perf_counter()
     table = customer_features(cleaned.lines, as_of, channels or (), cfg.features)
     seconds["features"] = time.perf_counter() - t2
     del cleaned
-    table = _with_events(table, plan, job, as_of, counts)
+    table = _with_events(table, plan, job, as_of, counts, files)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
     store.write_parquet(table, features_path(plan, job.bucket), plan.options, scratch=True)
-    return BucketResult(**result)
+    return BucketResult(**result, files=tuple(files))
 
 
 def features_path(plan: Plan, bucket: int) -> str:
     return store.join(plan.work, "features", f"bucket-{bucket:05d}.parquet")
 
 
-def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetime, counts: Counts) -> pl.DataFrame:
+def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetime, counts: Counts,
+                 files: list[str]) -> pl.DataFrame:
     src = plan.cfg.events
     if src is None or plan.events is None:
         return table
@@ -140,8 +143,8 @@ def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetim
     counts.events_rejected = ev.rejected
     counts.funnel = {str(k): int(v) for k, v in funnel.group_by("funnel_stage").len().iter_rows()}
     if job.layout is not None:
-        _write(funnel, job.layout, "funnel", job.bucket)
-        _write(ev.rejects, job.layout, "event_rejects", job.bucket)
+        files.append(job.layout.write_part(funnel, "funnel", job.bucket))
+        files.append(job.layout.write_part(ev.rejects, "event_rejects", job.bucket))
     return table.join(funnel.select("customer_id", "funnel_stage", *EVENT_FEATURES), on="customer_id",
                       how="left", maintain_order="left")
 
@@ -155,7 +158,3 @@ def _with_attributes(table: pl.DataFrame, plan: Plan, bucket: int, counts: Count
     table, missing = attach(table, raw, src.customer, src.attributes)
     counts.without_customer_row += missing
     return table
-
-
-def _write(frame: pl.DataFrame, layout: Layout, folder: str, bucket: int) -> None:
-    store.write_parquet(frame, layout.part(folder, bucket), layout.options)

@@ -37,14 +37,15 @@ from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import RunConfig, config_hash, to_dict
-from segmint.engine.errors import InputContractError, OutputExistsError
+from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.table import top_channels
 from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
-from segmint.engine.io.sink import (Layout, check_not_inside, check_writable, discard_remote, sibling_path,
-                                   staged_output, work_dir, write_json)
+from segmint.engine.io.lease import Holder, claim
+from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, sibling_path, staged_output,
+                                   version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -250,18 +251,26 @@ class _Session:
     plan: Plan
     clock: StageClock
     executor: Executor
-    layout: Layout | None   # where the output is written before commit
+    staging: Staging | None  # where the output is written before commit, and the parts jobs reported
     started: dt.datetime
     out: str | None
     resumed: bool = False   # continuing a failed --resume run
 
+    @property
+    def layout(self) -> Layout | None:
+        return self.staging.layout if self.staging is not None else None
+
     def run_jobs(self, stage: str, fn: Any, jobs: list[Any], info: dict[str, Any]) -> list[Any]:
-        """The stage's jobs through the executor; with --resume, jobs finished before are loaded, not run."""
+        """The stage's jobs through the executor; with --resume, jobs finished before are loaded, not run.
+        The part files they report are what the commit lists."""
         done = store.join(self.plan.work, "done", stage) if self.plan.cfg.resume and self.out is not None else None
         results, skipped = resume.map_jobs(self.executor, fn, jobs, tick=self.clock.tick, done=done,
                                            options=self.plan.options)
         if done is not None:
             info["resumed_jobs"] = skipped
+        if self.staging is not None:
+            for r in results:
+                self.staging.reported.update(getattr(r, "files", ()))
         return results
 
 
@@ -269,10 +278,13 @@ class _Session:
 def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None, cfg: RunConfig,
              progress: Progress | None, executor: Executor | str | None, *,
              model_dir: str | Path | None = None) -> Iterator[_Session]:
-    """Output and input checks, staging and work locations (removed on any exit, but kept for
-    --resume when the run fails), the plan, the executor."""
+    """Output and input checks, the output's lease, staging and work locations (removed on any exit,
+    but kept for --resume when the run fails), the plan, the executor."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    inputs = [store.canonical(p) for p in inputs]
+    out = store.canonical(out) if out is not None else None
+    cfg = canonical_paths(cfg)
     clock = StageClock(progress)
     opts = cfg.storage_options
     keep = cfg.resume and out is not None
@@ -282,26 +294,33 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
             with clock.stage("plan") as info:
                 if out is not None:
                     check_not_inside(out, _input_paths(inputs, cfg, model_dir))
-                    if not store.is_remote(out):  # remote: once a run recorded there is settled (_recorded_run)
-                        check_writable(out, overwrite=cfg.overwrite, options=opts)
+                    check_writable(out, overwrite=cfg.overwrite, options=opts)  # early; again under the lease
                 chosen = cfg.executor if executor is None else executor
                 runner = resolve_executor(chosen, **({"address": cfg.ray_address} if chosen == "ray" else {}))
                 if isinstance(chosen, str):  # an executor passed in is the caller's to close
                     stack.callback(runner.close)
+                if out is not None:
+                    _check_shared(runner, out, cfg)
                 started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
                 plan = make_plan(command, inputs, cfg, work="", run_id=new_run_id(started), started=started)
+                staging = None
                 if out is not None:
+                    lease = stack.enter_context(claim(out, Holder.this_process(plan.run_id, command, cfg.lease_seconds),
+                                                      dict(opts)))
+                    if lease.taken_over is not None:
+                        _discard_work(lease.taken_over.work, lease.taken_over.run_id, cfg, out)
+                    check_writable(out, overwrite=cfg.overwrite, options=opts)
                     plan, resumed = _recorded_run(plan, out, cfg)
                     recorded = keep
                     if resumed:
                         info["resumes"] = plan.run_id
-                layout = stack.enter_context(staged_output(out, overwrite=cfg.overwrite, run_id=plan.run_id,
-                                                           options=opts, keep=keep)) \
-                    if out is not None else None
+                    staging = stack.enter_context(staged_output(out, lease, overwrite=cfg.overwrite,
+                                                                run_id=plan.run_id, options=opts, keep=keep))
                 plan = dataclasses.replace(plan, work=stack.enter_context(_work(cfg, out, plan.run_id, runner, keep)))
+                if out is not None:
+                    lease.update(run_id=plan.run_id, work=plan.work)
                 info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
-            yield _Session(command, plan, clock, runner, layout, started, str(out) if out is not None else None,
-                           resumed)
+            yield _Session(command, plan, clock, runner, staging, started, out, resumed)
     except BaseException as exc:
         if recorded:
             exc.add_note("the finished buckets are kept: rerun the same command with --resume to go on from them")
@@ -310,49 +329,78 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
         resume.forget(out, dict(opts))
 
 
-def _recorded_run(plan: Plan, out: str | Path, cfg: RunConfig) -> tuple[Plan, bool]:
-    """Settle a failed --resume run recorded for ``out``. With --resume and the same fingerprint,
-    return its plan (same id, start time and sizes) to go on from; otherwise discard what it left,
-    and with --resume record this run. On object stores, check ``out`` may be written only then."""
+def canonical_paths(cfg: RunConfig) -> RunConfig:
+    """Every location in ``cfg`` in its one spelling (engine.io.store.canonical)."""
+    changes: dict[str, Any] = {}
+    if cfg.previous is not None:
+        changes["previous"] = store.canonical(cfg.previous)
+    if cfg.work_dir is not None:
+        changes["work_dir"] = store.canonical(cfg.work_dir)
+    for name in ("events", "customers"):
+        source = getattr(cfg, name)
+        if source is not None:
+            changes[name] = dataclasses.replace(source, paths=tuple(store.canonical(p) for p in source.paths))
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _check_shared(runner: Executor, out: str, cfg: RunConfig) -> None:
+    """On a cluster every node writes the output: a relative or node-local path would scatter it."""
+    if getattr(runner, "needs_shared_storage", False) and not store.is_remote(out):
+        runner.check_shared(out)
+
+
+def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
+    """Settle a failed --resume run recorded for ``out`` (under the output's lease). With --resume and
+    the same fingerprint, return its plan (same id, start time and sizes) to go on from; otherwise
+    discard what it left, and with --resume record this run."""
     opts = dict(cfg.storage_options)
     old = resume.load(out, opts)
     if cfg.resume:
         fingerprint = resume.fingerprint(plan, out)
         if old is not None and old.fingerprint == fingerprint:
-            if store.is_remote(out) and not cfg.overwrite and store.exists(store.join(out, "_SUCCESS"), opts):
-                msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
-                raise OutputExistsError(msg)
             if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
                 plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
                                  sizes=(old.buckets, old.chunk_rows))
             return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
     if old is not None:
-        _discard(old, out, opts)
-    if store.is_remote(out):
-        check_writable(out, overwrite=cfg.overwrite, options=cfg.storage_options)
+        _discard(old, out, cfg)
     if cfg.resume:
         resume.save(out, resume.State(fingerprint, plan.run_id, plan.started_at.isoformat(), plan.buckets,
                                       plan.chunk_rows, _work_location(cfg, out, plan.run_id)), opts)
     return plan, False
 
 
-def _discard(old: resume.State, out: str | Path, options: dict[str, str]) -> None:
+def _discard(old: resume.State, out: str, cfg: RunConfig) -> None:
     """Remove what a kept run left: its staging, its scratch space and its record."""
+    opts = dict(cfg.storage_options)
     if store.is_remote(out):
-        discard_remote(out, old.run_id, options)
+        store.remove_prefix(version_root(out, old.run_id), opts)
     else:
         shutil.rmtree(sibling_path(store.local(out), "staging", old.run_id), ignore_errors=True)
-    store.remove_prefix(old.work, options)
-    resume.forget(out, options)
+    _discard_work(old.work, old.run_id, cfg, out)
+    resume.forget(out, opts)
+
+
+def _discard_work(work: str | None, run_id: str, cfg: RunConfig, out: str) -> None:
+    """Remove a dead or discarded run's scratch space, only if it is where this output's runs put theirs
+    (a path read from a lock or state file is never trusted further than that)."""
+    if not work:
+        return
+    places = {_work_location(cfg, out, run_id), _work_location(dataclasses.replace(cfg, work_dir=None), out, run_id)}
+    if store.canonical(work) in {store.canonical(p) for p in places}:
+        store.remove_prefix(work, dict(cfg.storage_options))
 
 
 @contextlib.contextmanager
 def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor, keep: bool) -> Iterator[str]:
     """Scratch space for bucket files (``_work_location``). Removed on any exit but a failure with ``keep``."""
-    if getattr(runner, "needs_shared_storage", False) and not cfg.work_dir:
-        msg = ("--executor ray on a cluster needs --work-dir (and --out) on storage every node reaches: "
-               "s3://..., gs://..., az://..., or a folder mounted at the same path on every node")
-        raise ConfigError(msg)
+    if getattr(runner, "needs_shared_storage", False):
+        if not cfg.work_dir:
+            msg = ("--executor ray on a cluster needs --work-dir (and --out) on storage every node reaches: "
+                   "s3://..., gs://..., az://..., or a folder mounted at the same path on every node")
+            raise ConfigError(msg)
+        if not store.is_remote(cfg.work_dir):
+            runner.check_shared(cfg.work_dir)
     work = _work_location(cfg, out, run_id)
     if store.is_remote(work):
         try:
@@ -410,7 +458,7 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
-            _clear_score(s, output)  # scored by a model that came out differently
+            _clear_score_markers(s)  # scored by a model that came out differently
         results = s.run_jobs(stage, score_bucket, jobs, info)
         kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k, outliers=[0] * scoring.k,
@@ -431,12 +479,12 @@ def _score(s: _Session, scoring: Scoring, buckets: list[int],
     return kpis, mix, micro
 
 
-def _clear_score(s: _Session, output: str) -> None:
-    """Remove a resumed run's score outputs and every score stage's markers."""
-    layout, opts = s.layout, s.plan.options
-    folder = store.join(layout.data_root, output)
-    store.remove([f for f in store.list_files(folder, opts) if layout.tag in store.name(f)], opts)
+def _clear_score_markers(s: _Session) -> None:
+    """Forget every score job a resumed run finished with another fit: their files are rewritten by
+    this fit's jobs (and those no job reports are removed at commit), and a later attempt whose fit
+    came out like an older one must not load markers of files rewritten since."""
     done = store.join(s.plan.work, "done")
+    opts = s.plan.options
     store.remove([f for f in store.list_files(done, opts) if f[len(done) + 1:].startswith("score-")], opts)
 
 
@@ -502,7 +550,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
 def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manifest: dict[str, Any],
                 files: dict[str, pl.DataFrame]) -> RunResult:
     opts = s.plan.options
-    write_profiles(s.layout.meta_root, profiles, opts)
+    write_profiles(s.layout.root, profiles, opts)
     if model is not None:
         model.save(s.layout.meta("model"), opts)
     for name, frame in files.items():

@@ -28,6 +28,8 @@ from segmint.engine import exact
 from segmint.engine.config import RunConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
+from segmint.engine.io.committed import Output, open_output
+from segmint.engine.io.lease import Holder, claim
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_output, write_json
 from segmint.engine.pairs import unique_pairs
 from segmint.engine.pipeline.plan import new_run_id
@@ -48,12 +50,14 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     """Write the comparison of two run directories to ``out``; returns compare.json's content."""
     cfg = cfg or RunConfig()
     opts = dict(cfg.storage_options)
+    run_a, run_b, out = (store.canonical(p) for p in (run_a, run_b, out))
     check_writable(out, overwrite=cfg.overwrite, options=cfg.storage_options)
-    check_not_inside(out, {"the first run": [str(run_a)], "the second run": [str(run_b)]})
+    check_not_inside(out, {"the first run": [run_a], "the second run": [run_b]})
     clock = StageClock(progress)
     with clock.stage("read") as info:
-        prof_a, prof_b = (_profiles(r, opts) for r in (run_a, run_b))
-        a, b = (_assignments(r, opts) for r in (run_a, run_b))
+        old, new = (_run(r, opts) for r in (run_a, run_b))
+        prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
+        a, b = (r.scan("assignments") for r in (old, new))
         features = [c for c, t in a.collect_schema().items()
                     if t.is_numeric() and c in b.collect_schema() and c not in ("customer_id", "segment")]
         rows = sum(f.select(pl.len()).collect().item() for f in (a, b))
@@ -62,8 +66,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
         edges = _deciles(a, features, rows)
         info.update(rows=rows, buckets=buckets, features=len(features))
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    with staged_output(out, overwrite=cfg.overwrite, run_id=new_run_id(started),
-                       options=cfg.storage_options) as layout:
+    run_id = new_run_id(started)
+    with (claim(out, Holder.this_process(run_id, "compare", cfg.lease_seconds), opts) as lease,
+          staged_output(out, lease, overwrite=cfg.overwrite, run_id=run_id, options=cfg.storage_options) as staging):
+        layout = staging.layout
         with clock.stage("compare") as info:
             moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
             bins = {f: np.zeros((2, len(e) + 1), np.int64) for f, e in edges.items()}
@@ -89,7 +95,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
     """The migration table alone, in one bucket (the report's migration section)."""
-    a, b = (_assignments(r, options or {}) for r in (run_a, run_b))
+    a, b = (_run(r, options or {}).scan("assignments") for r in (run_a, run_b))
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
     return migration_table(moves)
@@ -102,21 +108,13 @@ def migration_table(moves: dict[tuple[int | None, int | None], tuple[int, list[f
             .sort("old_segment", "new_segment", nulls_last=True))
 
 
-def _assignments(run: str | Path, opts: dict[str, str]) -> pl.LazyFrame:
-    path = store.join(run, "assignments")
-    if not store.is_dir(path, opts):
-        msg = f"{run} holds no assignments/: give run directories written by 'segmint run' or 'segmint assign'"
+def _run(run: str, opts: dict[str, str]) -> Output:
+    """A committed run or assign output: only the files its commit lists are read."""
+    output = open_output(run, opts)
+    if not (output.has("profiles.parquet") and output.has("assignments")):
+        msg = f"{run} holds no profiles and assignments: give run directories written by 'segmint run' or 'segmint assign'"
         raise InputContractError(msg)
-    pattern = f"{path}/**/*.parquet"
-    return pl.scan_parquet(pattern, hive_partitioning=True, storage_options=store.polars_options(opts))
-
-
-def _profiles(run: str | Path, opts: dict[str, str]) -> pl.DataFrame:
-    try:
-        return store.read_parquet(store.join(run, "profiles.parquet"), opts)
-    except (OSError, pl.exceptions.PolarsError):
-        msg = f"{run} holds no profiles.parquet: give run directories written by 'segmint run' or 'segmint assign'"
-        raise InputContractError(msg) from None
+    return output
 
 
 def _deciles(a: pl.LazyFrame, features: Sequence[str], rows: int) -> dict[str, np.ndarray]:

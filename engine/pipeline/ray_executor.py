@@ -14,6 +14,10 @@ through the object store (a Plan lists every input chunk, about 90 bytes each: 0
 Failures: a crashed worker and an OSError (object-store and network errors reach Python as
 OSError) are retried; segmint's own errors fail fast, re-raised here as the same class with
 the bucket or chunk named; a task that runs out of memory becomes a ConfigError naming the fix.
+When one task fails, the others are cancelled (their workers killed) and waited for before the
+run cleans up, so no task writes into an output or scratch folder after it was removed. A retried
+task rewrites the same files, and the commit lists only the files the finished tasks reported
+(engine.io.sink), so a first attempt's leftovers never reach the output.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import importlib.util
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from segmint.engine.errors import ConfigError, SegmintError
@@ -40,6 +46,8 @@ RETRY_EXCEPTIONS = (OSError,)
 # Only job records, one Plan per stage and small results pass through the object store.
 _OBJECT_STORE_BYTES = 128 * 2**20
 _LOOPBACK = "127.0.0.1"
+# How long a failed run waits for its cancelled tasks to stop before it cleans up.
+_STOP_SECONDS = 60
 
 
 class RayExecutor:
@@ -96,8 +104,7 @@ class RayExecutor:
                 try:
                     results[index[ref]] = ray.get(ref)
                 except Exception as err:
-                    for other in waiting:   # fail fast: the run is over
-                        ray.cancel(other)
+                    _stop(ray, waiting)     # fail fast: the run is over
                     translated = _driver_error(ray, err, jobs[index[ref]])
                     if translated is None:
                         raise
@@ -109,6 +116,32 @@ class RayExecutor:
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+    def check_shared(self, path: str) -> None:
+        """Refuse a local ``path`` that some node's tasks would not see: relative (each worker has its own
+        working directory), or a folder not mounted on every node (a probe file written here must be
+        visible there)."""
+        if not Path(path).is_absolute():
+            msg = (f"{path} is a relative path; on a Ray cluster give storage every node reaches: s3://..., "
+                   f"gs://..., az://..., or an absolute path mounted on every node")
+            raise ConfigError(msg)
+        folder = next(p for p in Path(path).parents if p.is_dir())
+        probe = folder / f".segmint-probe-{uuid.uuid4().hex[:12]}"
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        see = self._ray.remote(os.path.exists)
+        probe.write_bytes(b"")
+        try:
+            nodes = _task_nodes(self._ray)
+            seen = self._ray.get([see.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                                              num_cpus=0).remote(str(probe)) for n in nodes])
+        finally:
+            probe.unlink(missing_ok=True)
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
+        if blind:
+            msg = (f"{path} is not on storage every Ray node reaches (node(s) {', '.join(blind)} cannot see "
+                   f"{folder}); give s3://..., gs://..., az://..., or a folder mounted on every node")
+            raise ConfigError(msg)
 
     def _warm(self, nodes: list[dict[str, Any]], options: dict[str, Any]) -> None:
         """Compile (or load) the kernels once per node, in workers with the tasks' env, so they are reused."""
@@ -207,6 +240,15 @@ def _warmup() -> None:
     from segmint.engine.warmup import warmup
 
     warmup()
+
+
+def _stop(ray: Any, refs: list[Any]) -> None:
+    """Cancel tasks still running (their workers killed) and wait until they have stopped, so that
+    none writes after the caller has cleaned up what the run wrote."""
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=_STOP_SECONDS)
 
 
 def _driver_error(ray: Any, err: Exception, job: Any) -> Exception | None:

@@ -3,14 +3,18 @@
 A run started with ``--resume`` records a state beside its output (run id, start time, bucket count
 and chunk size, and a fingerprint of the command, inputs, output and configuration) and keeps its
 staging and scratch folders if it fails. Every partition, map and score job that finishes writes a
-done marker, its pickled result, under ``work/done/<stage>/``. Rerun with ``--resume`` and the same
+done marker, its result as JSON (engine.pipeline.records: data, never pickled code), under
+``work/done/<stage>/``. Rerun with ``--resume`` and the same
 fingerprint, the run takes the recorded id, start time and sizes, so every job is the same job; it
 loads the results of finished jobs instead of running them and runs the rest. The global fits run
 again (they are deterministic, and small next to the bucket work). A marker's name carries a digest
 of its job, so a job that changed (a score job after the fit came out differently, say on another
 thread count) runs again. Any other fingerprint starts afresh and removes the recorded run's leftovers.
 
-Inputs are fingerprinted by path and row count, plus size and modification time for local files.
+Inputs are fingerprinted by path and row count, plus size and modification time for local files and
+size and entity tag (ETag) for objects, so an input rewritten with the same row count is seen; the
+fingerprint also holds the versions of segmint and the libraries its outputs depend on, and, with
+--pseudonymize-ids, an identifier of the key (an HMAC of a fixed text: never the key).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import json
 import pickle
 from collections.abc import Callable, Sequence
@@ -29,6 +34,8 @@ import numba
 
 from segmint.engine.config import config_hash
 from segmint.engine.io import store
+from segmint.engine.io.pseudonym import require_key
+from segmint.engine.pipeline import records
 from segmint.engine.pipeline.executor import Executor
 from segmint.engine.pipeline.plan import Plan
 
@@ -55,9 +62,13 @@ def fingerprint(plan: Plan, out: str | Path) -> str:
     for role in plan.roles():
         for chunk in plan.source(role).chunks:
             files[chunk.path] = files.get(chunk.path, 0) + chunk.rows
-    identity = {path: [rows, *_stat(path)] for path, rows in sorted(files.items())}
+    from segmint.engine.model import versions
+
+    options = plan.options
+    identity = {path: [rows, *_stat(path, options)] for path, rows in sorted(files.items())}
     doc = {"command": plan.command, "out": str(out), "inputs": list(plan.inputs), "config": config_hash(plan.cfg),
-           "buckets": plan.cfg.buckets, "files": identity,
+           "buckets": plan.cfg.buckets, "files": identity, "versions": versions(),
+           "key": _key_id() if plan.cfg.pseudonymize_ids else None,
            "threads": numba.get_num_threads()}  # outputs are the same for the same thread count
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -84,7 +95,7 @@ def map_jobs(executor: Executor, fn: Callable[[Any], Any], jobs: Sequence[Any], 
     (``done=None``: no markers). Returns the results in job order and how many were loaded."""
     if done is None:
         return executor.map(fn, jobs, tick=tick), 0
-    markers = [store.join(done, f"{i:05d}-{digest(_record(job))}.pkl") for i, job in enumerate(jobs)]
+    markers = [store.join(done, f"{i:05d}-{digest(_record(job))}.json") for i, job in enumerate(jobs)]
     present = set(store.list_files(done, options))   # one listing, not a failed read per job
     results = [_read_marker(m, options) if m in present else None for m in markers]
     todo = [i for i, r in enumerate(results) if r is None]
@@ -122,14 +133,14 @@ class _RunMarked:
 
     def __call__(self, item: _Marked) -> Any:
         result = self.fn(dataclasses.replace(item.job, plan=item.plan))
-        store.write_bytes(item.marker, pickle.dumps((result,)), dict(self.options))
+        store.write_bytes(item.marker, records.dumps({"result": result}), dict(self.options))
         return result
 
 
 def _read_marker(path: str, options: store.Options) -> tuple[Any] | None:
     try:
-        return pickle.loads(store.read_bytes(path, options))
-    except Exception:  # noqa: BLE001 - no marker, or one cut short: the job runs again
+        return (records.loads(store.read_bytes(path, options))["result"],)
+    except Exception:  # noqa: BLE001 - no marker, or one cut short or unreadable: the job runs again
         return None
 
 
@@ -153,8 +164,14 @@ def _path(out: str | Path) -> str:
     return str(out.parent / f".{out.name}.resume.json")
 
 
-def _stat(path: str) -> list[int]:
+def _stat(path: str, options: store.Options) -> list[int | str]:
     if store.is_remote(path):
-        return []
+        version = store.head(path, options)
+        return [version.size, version.etag] if version is not None else []
     st = Path(path).stat()
     return [st.st_size, st.st_mtime_ns]
+
+
+def _key_id() -> str:
+    """Which --pseudonymize-ids key a run used, without revealing it."""
+    return hmac.new(require_key(), b"segmint resume key id", hashlib.sha256).hexdigest()[:16]

@@ -73,6 +73,7 @@ class ScoreResult:
     kpis: KpiPartials | None
     mix: dict[tuple[int, str, str | None], int]    # (segment, attribute, value) -> customers
     micro: dict[str, tuple[int, list[float]]]      # micro-segment -> (customers, revenue partials)
+    files: tuple[str, ...] = ()                     # output parts written (relative to the output's root)
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
@@ -80,18 +81,17 @@ def score_bucket(job: ScoreJob) -> ScoreResult:
     scored = score_table(table, job.scoring)
     out = job.layout
     if job.output == "features":
-        if scored.height:
-            store.write_parquet(scored, out.part("features", job.bucket), out.options)
-        return ScoreResult(job.bucket, None, {}, {})
+        files = [out.write_part(scored, "features", job.bucket)] if scored.height else []
+        return ScoreResult(job.bucket, None, {}, {}, tuple(files))
     if job.output == "clv":
-        if scored.height:
-            store.write_parquet(scored.select("customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]),
-                                out.part("clv", job.bucket), out.options)
-        return ScoreResult(job.bucket, None, {}, {})
-    for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items():
-        store.write_parquet(part, out.part(f"assignments/segment={segment}", job.bucket), out.options)
+        columns = ["customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]]
+        files = [out.write_part(scored.select(columns), "clv", job.bucket)] if scored.height else []
+        return ScoreResult(job.bucket, None, {}, {}, tuple(files))
+    files = [out.write_part(part, f"assignments/segment={segment}", job.bucket)
+             for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items()]
     attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
-    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs), _micro(scored))
+    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs), _micro(scored),
+                       tuple(sorted(files)))
 
 
 def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:

@@ -11,7 +11,6 @@ every read.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import store
+from segmint.engine.io.committed import open_output
 from segmint.engine.io.sources import first_line
 from segmint.engine.report.traits import candidates
 
@@ -58,24 +58,20 @@ class RunData:
 
 
 def read_run(run_dir: str | Path) -> RunData:
-    """Read a finished ``segmint run`` or ``segmint assign`` directory (local)."""
-    run_dir = _local(run_dir, "run directory")
-    missing = [name for name in ("run.json", "profiles.parquet", "assignments") if not (run_dir / name).exists()]
+    """Read a finished ``segmint run`` or ``segmint assign`` directory (local): only the files its commit lists."""
+    output = open_output(_local(run_dir, "run directory"))
+    missing = [name for name in ("run.json", "profiles.parquet", "assignments") if not output.has(name)]
     if missing:
-        msg = (f"{run_dir} is not a finished segmint run (no {', '.join(missing)}); give the --out folder of "
+        msg = (f"{output.location} is not a finished segmint run (no {', '.join(missing)}); give the --out folder of "
                f"segmint run or segmint assign")
         raise InputContractError(msg)
-    try:
-        manifest = json.loads((run_dir / "run.json").read_text())
-    except ValueError as exc:
-        msg = f"{run_dir}/run.json is not valid JSON ({exc}); rerun segmint run to rewrite the run directory"
-        raise InputContractError(msg) from None
+    manifest = output.read_json("run.json")
     if manifest.get("command") not in ("run", "assign"):
-        msg = (f"{run_dir}/run.json was written by segmint {manifest.get('command')}, not run or assign; "
+        msg = (f"{output.location}/run.json was written by segmint {manifest.get('command')}, not run or assign; "
                f"give the --out folder of segmint run or segmint assign")
         raise InputContractError(msg)
-    profiles = pl.read_parquet(run_dir / "profiles.parquet").sort("segment")
-    scan = pl.scan_parquet(run_dir / "assignments", hive_partitioning=True)
+    profiles = output.read_parquet("profiles.parquet").sort("segment")
+    scan = output.scan("assignments")
     clv = _clv_histogram(scan, profiles["segment"].to_list()) if "clv" in scan.collect_schema().names() else None
     return RunData(manifest=manifest, profiles=profiles, rfm=_rfm_grid(scan), rfm_names=_rfm_names(manifest),
                    clv=clv, ranks=_ranks(scan, profiles))

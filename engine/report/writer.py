@@ -38,7 +38,7 @@ def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataF
     if store.is_remote(out_html):
         msg = f"segmint report writes a local file, not {out_html}; give a local --out and copy the file after"
         raise ConfigError(msg)
-    check_writable(out_html, overwrite=overwrite)  # before any work; staged_file checks again
+    check_writable(out_html, overwrite=overwrite, file=True)  # before any work; staged_file checks again
     cohorts = check_cohorts(cohorts) if cohorts is not None else None
     migration = check_migration(migration) if migration is not None else None
     page = render_page(read_run(run_dir), cohorts=cohorts, migration=migration, version=version("segmint"))

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from segmint.engine.errors import InputContractError, OutputExistsError
+from segmint.engine.io.sink import manifest
 from segmint.engine.profile_columns import UNITS
 from segmint.engine.profile_files import MARKETER_COLUMNS, write_profiles
 from segmint.engine.report import SECTIONS, write_report
@@ -174,6 +175,8 @@ def test_segment_ids_need_not_be_0_to_k_minus_1(small_run, tmp_path):
     (run_dir / "assignments" / "segment=1").rename(run_dir / "assignments" / "segment=9")
     profiles = pl.read_parquet(run_dir / "profiles.parquet")
     profiles.with_columns(pl.col("segment").replace(1, 9)).write_parquet(run_dir / "profiles.parquet")
+    # Readers read what the manifest lists: list the edited files as a commit would.
+    (run_dir / "_manifest.json").write_text(json.dumps({"files": manifest(run_dir)}))
     run = read_run(run_dir)
     assert run.clv is not None and run.clv.counts.sum(axis=1).tolist() == run.profiles["customers"].to_list()
     text = write_report(run_dir, tmp_path / "r.html").read_text(encoding="utf-8")
@@ -181,7 +184,7 @@ def test_segment_ids_need_not_be_0_to_k_minus_1(small_run, tmp_path):
 
 
 def test_report_refuses_what_it_cannot_use(small_run, tmp_path, report):
-    with pytest.raises(InputContractError, match="not a finished segmint run"):
+    with pytest.raises(InputContractError, match="not a finished segmint"):
         write_report(tmp_path, tmp_path / "r.html")
     with pytest.raises(InputContractError, match="lacks column"):
         write_report(small_run, tmp_path / "r.html", migration=pl.DataFrame({"old_segment": [0]}))
