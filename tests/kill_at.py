@@ -1,9 +1,9 @@
 """``python -m tests.kill_at ARGS...``: the segmint CLI, killed by SIGKILL (as a scheduler's timeout kills)
 just before its Nth write, copy or delete on a store.
 
-``SEGMINT_TEST_KILL_AT=N`` picks the operation (1-based); 0 runs to the end, and the count of
-operations is written to the file named by ``SEGMINT_TEST_OPS_FILE``, so a test can first count
-a run's operations and then kill a run of the same command at chosen ones.
+``SEGMINT_TEST_KILL_AT=N`` picks the operation (1-based); 0 runs to the end. Every operation is
+logged, one line each (``name path``), to the file named by ``SEGMINT_TEST_OPS_FILE``, so a test
+can first list a run's operations and then kill a run of the same command at chosen ones.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 from segmint.engine.io import store
 
 _OPERATIONS = ("write_bytes", "write_parquet", "put_new", "put_if", "copy", "remove")
-_count = 0
+_log: list[str] = []
 
 
-def _killing(fn: Callable[..., Any], at: int) -> Callable[..., Any]:
+def _killing(fn: Callable[..., Any], name: str, at: int) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        global _count
-        _count += 1
-        if _count == at:
+        target = args[1] if name in ("write_parquet", "copy") else args[0]
+        _log.append(f"{name} {target[0] if isinstance(target, list) else target}")
+        if len(_log) == at:
             os.kill(os.getpid(), signal.SIGKILL)
         return fn(*args, **kwargs)
     return wrapped
@@ -42,11 +42,11 @@ def _one_by_one(remove: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     at = int(os.environ.get("SEGMINT_TEST_KILL_AT", "0"))
     for name in _OPERATIONS:
-        setattr(store, name, _killing(getattr(store, name), at))
+        setattr(store, name, _killing(getattr(store, name), name, at))
     store.remove = _one_by_one(store.remove)
     ops_file = os.environ.get("SEGMINT_TEST_OPS_FILE")
     if ops_file:
-        atexit.register(lambda: Path(ops_file).write_text(str(_count)))
+        atexit.register(lambda: Path(ops_file).write_text("".join(f"{line}\n" for line in _log)))
     from segmint.cli.app import main as cli
 
     cli()

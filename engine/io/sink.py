@@ -334,6 +334,10 @@ def _drop_unreported(root: str, reported: set[str], options: store.Options) -> d
     listed = {f[len(root) + 1:]: size for f, size in store.sizes(root, options).items()}
     strays = [rel for rel in listed if is_part(rel) and rel not in reported]
     store.remove([store.join(root, rel) for rel in strays], options)
+    if not store.is_remote(root):   # folders exist locally: leave none empty (a stray's segment=N)
+        for folder in sorted({Path(root, rel).parent for rel in strays}, reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     missing = sorted(reported - set(listed))
     if missing:
         msg = (f"{len(missing)} file(s) this run wrote are gone from {root} (e.g. {missing[0]}); another process "

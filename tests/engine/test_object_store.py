@@ -1,11 +1,13 @@
 """Inputs and outputs on an object store: a local S3 server (moto), bound to 127.0.0.1 only."""
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,10 @@ from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError, OutputExistsError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
+from segmint.engine.io.lease import Holder
 from segmint.engine.model import Model
-from segmint.engine.pipeline import assign_customers, run
-from segmint.engine.pipeline.abtests import abtest_split
+from segmint.engine.pipeline import assign_customers, commands, run
+from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
 from segmint.engine.pipeline.compare import compare_runs
 
 pytest.importorskip("moto")
@@ -199,28 +202,32 @@ def _state(out: str, s3) -> tuple[pl.DataFrame, np.ndarray]:
     return _committed(out, s3), Model.load(out, dict(s3)).centroids
 
 
-def test_a_run_killed_at_any_point_leaves_the_previous_or_the_new_output_whole(s3, s3_data, tmp_path):
-    base = "s3://segmint-test/kill"
+def _kill_sweep(s3, s3_data, tmp_path, name: str, choose) -> set[str]:
+    """Commit run A at an output, then run B over it killed before each operation ``choose(total)``
+    picks; after each kill the output must be A or B whole, and (at some points) the next run must
+    clean up and commit. Returns which of A and B the kills left."""
+    base = f"s3://segmint-test/{name}"
     run_a = ("run", s3_data, "--k", "3", "--seed", "1", "--buckets", "3")
     run_b = ("run", s3_data, "--k", "5", "--seed", "2", "--buckets", "3")
     for args, out in ((run_a, f"{base}/clean-a"), (run_b, f"{base}/clean-b")):
         assert _cli(s3, *args, "--out", out).returncode == 0
-    clean = {name: _state(f"{base}/clean-{name}", s3) for name in "ab"}
+    clean = {which: _state(f"{base}/clean-{which}", s3) for which in "ab"}
     out = f"{base}/out"
     _copy_output(f"{base}/clean-a", out, s3)
     ops = tmp_path / "ops"
     assert _cli(s3, *run_b, "--out", out, "--overwrite", ops_file=ops).returncode == 0
-    total = int(ops.read_text())
-    assert total > 20
-    # Every 6th operation of the run, and each of the last ten (the commit and what follows it).
-    points = sorted({*range(1, total - 10, 6), *range(total - 9, total + 1)})
+    log = ops.read_text().splitlines()
+    total = len(log)
+    commit = next(i + 1 for i, line in enumerate(log) if line.startswith("put_") and line.endswith("/_SUCCESS"))
+    assert total > 20 and commit < total
+    points = choose(total, commit)
     seen = set()
     for i, at in enumerate(points):
         _copy_output(f"{base}/clean-a", out, s3)
         killed = _cli(s3, *run_b, "--out", out, "--overwrite", kill_at=at)
         assert killed.returncode == -signal.SIGKILL, (at, killed.stderr)
         assignments, centroids = _state(out, s3)
-        which = next((name for name, (rows, cents) in clean.items()
+        which = next((w for w, (rows, cents) in clean.items()
                       if rows.equals(assignments) and np.array_equal(cents, centroids)), None)
         assert which is not None, f"killed before operation {at} of {total}: neither run A nor run B"
         seen.add(which)
@@ -233,7 +240,24 @@ def test_a_run_killed_at_any_point_leaves_the_previous_or_the_new_output_whole(s
             pointer = json.loads(store.read_bytes(f"{out}/_SUCCESS", dict(s3)))
             assert {f[len(out) + 1:].split("/")[0] for f in store.list_files(out, dict(s3))} == {
                 "_SUCCESS", pointer["root"]}
-    assert seen == {"a", "b"}   # the kills fell on both sides of the commit
+    return seen
+
+
+def test_a_run_killed_around_its_commit_leaves_the_previous_or_the_new_output_whole(s3, s3_data, tmp_path):
+    # The operations around the pointer: the last parts and meta files, the manifest, the pointer,
+    # the previous run's removal, the lock's.
+    seen = _kill_sweep(s3, s3_data, tmp_path, "kill-commit",
+                       lambda total, commit: [commit - 3, commit - 2, commit - 1, commit, commit + 1, commit + 4, total])
+    assert seen == {"a", "b"}   # the kills fell on both sides of the pointer
+
+
+@pytest.mark.scale
+def test_a_run_killed_at_any_point_leaves_the_previous_or_the_new_output_whole(s3, s3_data, tmp_path):
+    # Every 4th operation of the run (claim, rejects, scratch, parts, meta files), and each one from the
+    # manifest to the end.
+    seen = _kill_sweep(s3, s3_data, tmp_path, "kill-all",
+                       lambda total, commit: sorted({*range(1, commit - 2, 4), *range(commit - 2, total + 1)}))
+    assert seen == {"a", "b"}
 
 
 def test_every_reader_reads_the_committed_run_beside_a_dead_runs_files(s3, s3_data, tmp_path):
@@ -245,9 +269,10 @@ def test_every_reader_reads_the_committed_run_beside_a_dead_runs_files(s3, s3_da
     _copy_output(f"{base}/clean", f"{base}/out", s3)
     ops = tmp_path / "ops"
     assert _cli(s3, "run", s3_data, "--k", "5", "--buckets", "3", "--out", f"{base}/probe", ops_file=ops).returncode == 0
-    # Killed just before its commit: every part of the new run is written, nothing committed.
+    # Killed just before its pointer: every part of the new run is written, nothing committed.
+    log = ops.read_text().splitlines()
     killed = _cli(s3, "run", s3_data, "--k", "5", "--buckets", "3", "--out", f"{base}/out", "--overwrite",
-                  kill_at=int(ops.read_text()) - 3)
+                  kill_at=next(i + 1 for i, line in enumerate(log) if line.endswith("/_SUCCESS")))
     assert killed.returncode == -signal.SIGKILL
     assert len([f for f in store.list_files(f"{base}/out", dict(s3)) if "/assignments/" in f]) > 3 + 3
     cfg = RunConfig(storage_options=s3)
@@ -269,3 +294,215 @@ def test_every_reader_reads_the_committed_run_beside_a_dead_runs_files(s3, s3_da
         assert previous.manifest["customers"] == n
     read = (lambda o: _committed(o, s3).drop("segment"))
     assert read(f"{base}/out-assigned").equals(read(f"{base}/clean-assigned"))
+
+
+# One writer per output.
+
+def test_two_runs_started_together_on_one_output_one_commits_the_other_stops(s3, s3_data):
+    out = "s3://segmint-test/together"
+    args = ("run", s3_data, "--k", "3", "--buckets", "2", "--out", out)
+    options = [x for key, value in s3 for x in ("--storage-option", f"{key}={value}")]
+    procs = [subprocess.Popen([sys.executable, "-m", "segmint.cli.app", *args, *options], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    assert sorted(code for code, _ in results) == [0, 4], results
+    stopped = next(err for code, err in results if code == 4)
+    assert "being written by run" in stopped or "already exists" in stopped
+    assert _committed(out, s3).height == 3000
+    assert not store.exists(f"{out}/_lock.json", dict(s3))
+
+
+def test_a_live_lease_stops_a_second_run_naming_the_holder_and_a_dead_one_is_taken_over(s3, s3_data):
+    out = "s3://segmint-test/leased"
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3)
+    # A run on another machine holds the output; its lease is live.
+    elsewhere = Holder("20261203T000000Z-0badcafe", "run", "other-host", 4242, "2026-12-03T00:00:00+00:00",
+                       lease_seconds=2)
+    store.write_bytes(f"{out}/_lock.json", json.dumps(dataclasses.asdict(elsewhere)).encode(), dict(s3))
+    with pytest.raises(OutputExistsError, match=r"being written by run 20261203T000000Z-0badcafe \(segmint run, "
+                                                r"host other-host, pid 4242"):
+        run([s3_data], out, cfg)
+    assert store.list_files(out, dict(s3)) == [f"{out}/_lock.json"]    # nothing written or removed
+    # Unrenewed for longer than its lease, it is dead: the next run takes the output over.
+    time.sleep(2.5)
+    run([s3_data], out, cfg)
+    assert _committed(out, s3).height == 3000 and not store.exists(f"{out}/_lock.json", dict(s3))
+
+
+def test_a_run_that_lost_its_lease_commits_nothing(s3, s3_data, monkeypatch):
+    out = "s3://segmint-test/stolen"
+    first = run([s3_data], out, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
+    before = store.list_files(out, dict(s3))
+    profiles = commands.build_profiles
+
+    def taken_over_meanwhile(*args, **kwargs):
+        # Another run decided this one was dead and took the output over.
+        store.write_bytes(f"{out}/_lock.json", b'{"run_id": "someone-else"}', dict(s3))
+        return profiles(*args, **kwargs)
+
+    monkeypatch.setattr(commands, "build_profiles", taken_over_meanwhile)
+    with pytest.raises(OutputExistsError, match="lost its claim on the output"):
+        run([s3_data], out, RunConfig(cluster=ClusterConfig(k=4), storage_options=s3, overwrite=True))
+    assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
+    # Nothing of this run is left, and the other run's lock is left alone.
+    assert sorted(store.list_files(out, dict(s3))) == sorted([*before, f"{out}/_lock.json"])
+
+
+# One spelling per location; --overwrite replaces only a segmint output.
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("s3://b/out/", "s3://b/out"), ("s3://b//out//x/", "s3://b/out/x"), ("s3a://b/out", "s3://b/out"),
+    ("gcs://b/out", "gs://b/out"), ("abfs://c/out", "az://c/out"), ("abfss://c/out/", "az://c/out"),
+    ("azure://c/out", "az://c/out"), ("S3://b/out", "s3://b/out"), ("s3://b", "s3://b"), ("s3://b/", "s3://b"),
+    # An Azure URI that names its account keeps its scheme: the account is part of the address.
+    ("abfss://c@acct.dfs.core.windows.net/out/", "abfss://c@acct.dfs.core.windows.net/out"),
+    ("runs/x/", "runs/x"), ("/", "/"),
+])
+def test_every_location_has_one_spelling(given, expected):
+    assert store.canonical(given) == expected
+
+
+@pytest.mark.parametrize("spelling", ["s3://segmint-test/spelled/out/", "s3://segmint-test//spelled//out",
+                                      "s3a://segmint-test/spelled/out"])
+def test_an_output_spelled_any_way_is_one_output_with_exact_paths(s3, s3_data, spelling):
+    result = run([s3_data], spelling, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3, overwrite=True))
+    out = "s3://segmint-test/spelled/out"
+    assert result.out == out
+    output = open_output(out, dict(s3))
+    assert output.run_id == result.manifest["run_id"]
+    assert all(f.split("/")[0] in ("assignments", "rejects", "model", "profiles.parquet", "profiles.json",
+                                   "profiles.csv", "run.json") for f in output.files)
+    assert _committed(spelling, s3).height == 3000
+    parent = "s3://segmint-test/spelled"
+    assert {f[len(parent) + 1:].split("/")[0] for f in store.list_files(parent, dict(s3))} == {"out"}
+
+
+def test_an_output_spelled_otherwise_still_overlaps_its_input(s3, s3_data):
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        run(["s3a://segmint-test//data/tx/"], "s3://segmint-test/data/tx/out", RunConfig(storage_options=s3))
+
+
+def test_overwrite_never_replaces_what_segmint_did_not_write(s3, s3_data, small_data, tmp_path, monkeypatch):
+    foreign = "s3://segmint-test/theirs"
+    store.write_bytes(f"{foreign}/notes.txt", b"keep me", dict(s3))
+    for out in (foreign, "s3://segmint-test"):     # a prefix of theirs, the whole bucket
+        with pytest.raises(OutputExistsError, match="not a segmint output"):
+            run([small_data / "transactions"], out, RunConfig(storage_options=s3, overwrite=True))
+    assert store.read_bytes(f"{foreign}/notes.txt", dict(s3)) == b"keep me"
+    # Locally: a home folder given as --out is refused, whatever --overwrite says.
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    (home / "photos" / "a.jpg").write_bytes(b"jpg")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(OutputExistsError, match="not a segmint output"):
+        run([small_data / "transactions"], os.path.expanduser("~"), RunConfig(overwrite=True))
+    with pytest.raises(OutputExistsError, match="not a segmint output"):
+        abtest_evaluate(tmp_path / "x.parquet", tmp_path / "y.parquet", home, cost_per_contact=1.0, overwrite=True)
+    assert (home / "photos" / "a.jpg").read_bytes() == b"jpg" and sorted(p.name for p in home.iterdir()) == ["photos"]
+    # An empty folder may be written into.
+    (tmp_path / "empty").mkdir()
+    run([small_data / "transactions"], tmp_path / "empty", RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+    assert (tmp_path / "empty" / "_SUCCESS").exists()
+
+
+# --resume cannot mix data.
+
+def test_a_resumed_run_whose_input_was_rewritten_with_as_many_rows_starts_afresh(s3, s3_data, monkeypatch):
+    from segmint.engine.pipeline import commands as cmd
+
+    source = "s3://segmint-test/rewritten/tx"
+    _copy_output(s3_data, source, s3)
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3, buckets=2, resume=True)
+    out = "s3://segmint-test/rewritten/out"
+    score = cmd.score_bucket
+    with monkeypatch.context() as m:
+        m.setattr(cmd, "score_bucket", lambda job: (_ for _ in ()).throw(ConnectionResetError("lost")))
+        with pytest.raises(ConnectionResetError):
+            run([source], out, cfg)
+    # The same rows, other amounts: one object rewritten, same row count.
+    part = f"{source}/part-0.parquet"
+    frame = store.read_parquet(part, dict(s3))
+    store.write_parquet(frame.with_columns(pl.col("amount") * 2), part, dict(s3))
+    assert cmd.score_bucket is score
+    resumed = run([source], out, cfg)
+    assert "resumes" not in resumed.manifest["stages"]["plan"]
+    assert resumed.manifest["stages"]["map"]["resumed_jobs"] == 0
+    fresh = run([source], "s3://segmint-test/rewritten/fresh", dataclasses.replace(cfg, resume=False))
+    assert _committed(out, s3).equals(_committed("s3://segmint-test/rewritten/fresh", s3))
+    assert fresh.manifest["rows"] == resumed.manifest["rows"]
+
+
+def test_done_markers_are_json_that_round_trips_every_job_result(small_data, tmp_path):
+    from segmint.engine.analytics.cohorts import CohortPartials
+    from segmint.engine.io.clean import RowStats
+    from segmint.engine.pipeline import records
+    from segmint.engine.pipeline.bucket import BucketResult, Counts
+    from segmint.engine.pipeline.score import ScoreResult
+    from segmint.engine.profile import KpiPartials
+
+    when = dt.datetime(2026, 5, 1, 12, 30, 1, 5)
+    values = [
+        RowStats(when, {"web": 3, "store": 1}), RowStats(None, {}),
+        BucketResult(2, Counts(rows_in=5, rejected_amount={"duplicate": [1.5, -2.25e-300]}, first_ts=when),
+                     when, ("store", "web"), RowStats(when, {}),
+                     CohortPartials({202605: 3}, {(202605, 0): 3}, {(202605, 1): [0.1, 1e300]}),
+                     True, {"read": 0.5}, ("rejects/part-00002.parquet",)),
+        ScoreResult(1, KpiPartials((0, 4), [1, 2], [3, 4], [1, 0], {"new": [1, 1]}, [[1.0], [2.0, 3.0]], None,
+                                   [float("inf")], [0, 1]),
+                    {(0, "region", None): 2, (4, "region", "north"): 1}, {"0.1": (3, [9.5])}, ("a", "b")),
+    ]
+    for value in values:
+        data = records.dumps(value)
+        json.loads(data, parse_constant=lambda c: pytest.fail(c))   # strict JSON
+        assert records.loads(data) == value
+    with pytest.raises(TypeError, match="cannot record"):
+        records.dumps(object())
+    with pytest.raises(ValueError, match="not a job result"):
+        records.loads(b'{"$c": "Popen", "f": {"args": "rm -rf /"}}')
+
+
+@pytest.mark.parametrize("root", ["gs://segmint-bucket", "az://segmint-container"])
+def test_the_commit_protocol_on_gcs_and_azure_urls(root, monkeypatch):
+    """No GCS or Azure emulator ships as a Python package: the protocol (lease, version folder, pointer,
+    manifest, readers) runs here on obstore's in-memory store behind gs:// and az:// URLs, the same
+    calls it makes to the real stores (conditional puts included)."""
+    from obstore.store import MemoryStore
+
+    from segmint.engine.io.lease import claim
+    from segmint.engine.io.sink import staged_output
+
+    stores: dict[str, MemoryStore] = {}
+    monkeypatch.setattr(store, "_cached_store", lambda url, options: stores.setdefault(url, MemoryStore()))
+    out = f"{root}/runs/x"
+
+    def write(run_id: str, rows: int, fail: bool = False) -> None:
+        with claim(out, Holder.this_process(run_id, "run", 120), {}) as lease, \
+                staged_output(out, lease, overwrite=True, run_id=run_id) as staging:
+            for bucket in range(3):
+                path = staging.layout.part("assignments/segment=0", bucket)
+                store.write_bytes(path, str(rows).encode())
+                staging.reported.add(staging.layout.relative(path))
+            store.write_bytes(staging.layout.part("assignments/segment=1", 7), b"stray: never reported")
+            store.write_bytes(staging.layout.meta("run.json"), b"{}")
+            if fail:
+                raise RuntimeError("killed")
+
+    write("20261203T000000Z-00000001", 10)
+    output = open_output(out)
+    assert output.run_id == "20261203T000000Z-00000001"
+    assert output.files == ("assignments/segment=0/part-00000.parquet", "assignments/segment=0/part-00001.parquet",
+                            "assignments/segment=0/part-00002.parquet", "run.json")
+    with pytest.raises(RuntimeError, match="killed"):
+        write("20261203T000000Z-00000002", 20, fail=True)
+    assert open_output(out).run_id == "20261203T000000Z-00000001"
+    assert [f for f in store.list_files(out) if "00000002" in f] == []
+    # A dead writer's folder (left without cleanup) goes when the next run claims the output.
+    store.write_bytes(f"{out}/run-20261203T000000Z-00000003/assignments/segment=0/part-00000.parquet", b"dead")
+    write("20261203T000000Z-00000004", 40)
+    assert open_output(out).run_id == "20261203T000000Z-00000004"
+    assert {f[len(out) + 1:].split("/")[0] for f in store.list_files(out)} == {"_SUCCESS",
+                                                                              "run-20261203T000000Z-00000004"}
+    # A second writer while the first holds the lease stops, naming it.
+    with claim(out, Holder.this_process("20261203T000000Z-00000005", "run", 120), {}):
+        with pytest.raises(OutputExistsError, match="being written by run 20261203T000000Z-00000005"):
+            write("20261203T000000Z-00000006", 60)

@@ -22,6 +22,7 @@ from segmint.engine.config import ClusterConfig, RunConfig  # noqa: E402
 from segmint.engine.errors import ConfigError, InputContractError  # noqa: E402
 from segmint.engine.pipeline import commands, run  # noqa: E402
 from segmint.engine.pipeline.bucket import MapJob, map_bucket  # noqa: E402
+from segmint.engine.pipeline.score import ScoreJob, score_bucket  # noqa: E402
 from segmint.engine.pipeline.executor import resolve_executor  # noqa: E402
 from segmint.engine.pipeline.ray_executor import MAX_RETRIES, RayExecutor, _driver_error, start_local_ray  # noqa: E402
 
@@ -102,6 +103,18 @@ def test_crashed_worker_is_retried(small_data, local_out, executor, tmp_path, mo
     _assert_same_output(local_out, out)
 
 
+def test_a_task_killed_after_writing_parts_leaves_no_second_copy(small_data, local_out, executor, tmp_path,
+                                                                  monkeypatch):
+    # Bucket 1's first attempt writes its parts, and one more (a customer in a segment the retry will
+    # not write), then its worker dies; the retry's reported parts are what the run commits.
+    monkeypatch.setattr(commands, "score_bucket", _die_after_writing)
+    out = tmp_path / "run"
+    run([small_data / "transactions"], out, CFG, executor=executor)
+    assert (tmp_path / "died-bucket-1").exists()
+    assert not (out / "assignments" / "segment=99").exists()
+    _assert_same_output(local_out, out)
+
+
 def test_resumable_jobs_run_as_tasks(small_data, local_out, executor, tmp_path):
     # --resume wraps every job with its done marker; the wrapped jobs still travel without their plan.
     out = tmp_path / "run"
@@ -176,6 +189,17 @@ def _crash_first_attempt(job: MapJob):
         marker.touch()
         os._exit(1)
     return map_bucket(job)
+
+
+def _die_after_writing(job: ScoreJob):
+    marker = Path(job.plan.work).parent / f"died-bucket-{job.bucket}"    # the test's tmp_path
+    result = score_bucket(job)
+    if job.bucket == 1 and not marker.exists():
+        marker.touch()
+        stray = pl.read_parquet(job.layout.meta(result.files[0])).head(1)
+        job.layout.write_part(stray, "assignments/segment=99", job.bucket)
+        os._exit(1)
+    return result
 
 
 def _reject_bucket_1(job: _Job) -> int:
