@@ -343,7 +343,7 @@ def validate(
             _render.emit_json({"event": "done", "status": "succeeded", "seconds": _elapsed()})
             return
         lines = [f"rows in        {rep.rows_in:,}", f"rows usable    {rep.rows_used:,}",
-                 *[f"  rejected {reason:<22} {n:>12,}   amount {rep.rejected_amount[reason]:,.2f}"
+                 *[f"  rejected {reason:<22} {n:>12,}   amount {_amount(rep.rejected_amount[reason])}"
                    for reason, n in rep.rejected.items() if n],
                  f"repeats        {rep.repeats_on_mapped_columns:,} rows identical to an earlier row on every "
                  f"mapped column (kept: unmapped columns may tell them apart; --dedupe-on rejects them)",
@@ -458,6 +458,10 @@ def abtest_evaluate(
                          f"{_pct(r['abs_lift']):>8}  {_num(r['p_value'], '.4f'):>7}  {_num(r['roi_pct'], '.1f'):>6}")
         lines.append(f"written to {out}")
         _render.print_lines(lines)
+
+
+def _amount(v: float | None) -> str:
+    return "beyond the float range" if v is None else f"{v:,.2f}"
 
 
 def _pct(v: float | None) -> str:

@@ -113,8 +113,8 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     """
     k = len(kpis.ids)
     n = sum(kpis.customers)
-    revenue = [exact.total([p]) for p in kpis.revenue]
-    total_revenue = exact.total(kpis.revenue)
+    revenue = [exact.finite_total([p], "revenue of a segment") for p in kpis.revenue]
+    total_revenue = exact.finite_total(kpis.revenue, "revenue of all customers")
     cols: dict[str, list] = {
         "segment": list(kpis.ids),
         "customers": kpis.customers,
@@ -128,7 +128,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
            for s in STATUSES},
     }
     if kpis.clv is not None:
-        cols["clv_total"] = [exact.total([p]) for p in kpis.clv]
+        cols["clv_total"] = [exact.finite_total([p], "CLV of a segment") for p in kpis.clv]
     cols["outliers"] = kpis.outliers
     seg = sample["segment"].to_numpy()
     for name in _numeric(sample):
@@ -143,7 +143,7 @@ def micro_profiles(sample: pl.DataFrame, counts: dict[str, tuple[int, list[float
     """One row per micro-segment: its segment, exact customers, share of the segment and revenue
     (from ``counts``), and the sample's medians of the summary features."""
     rows = pl.DataFrame({"micro_segment": list(counts), "customers": [n for n, _ in counts.values()],
-                         "revenue": [exact.total([p]) for _, p in counts.values()]},
+                         "revenue": [exact.finite_total([p], "revenue of a micro-segment") for _, p in counts.values()]},
                         schema={"micro_segment": pl.String, "customers": pl.Int64, "revenue": pl.Float64})
     medians = sample.group_by("micro_segment").agg(
         *[pl.col(f).median().alias(f"{f}_median") for f in SUMMARY_FEATURES])
@@ -156,7 +156,9 @@ def micro_profiles(sample: pl.DataFrame, counts: dict[str, tuple[int, list[float
 
 
 def segment_name(row: dict) -> str:
-    """The words of NAME_RULES that hold for a profile row, e.g. ``Recent · frequent · high spend``."""
+    """The words of NAME_RULES that hold for a profile row, e.g. ``Recent · frequent · high spend``.
+    A statistic a segment lacks (an empty segment has no medians) counts as the population's middle."""
+    row = {key: value for key, value in row.items() if value is not None}
     recency = row.get("recency_days_median_pct", 50.0)
     if row.get("new_rate", 0.0) >= 0.5:
         stage = "New"

@@ -30,7 +30,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     calls = {
         "order_features": lambda: order_features(offsets, np.zeros(1, np.int64), one, np.zeros(1, np.int32), 0,
                                                  np.empty((1, len(ORDER_FEATURES))), np.empty((1, 1))),
-        "line_features": lambda: line_features(offsets, one, np.zeros(1, np.int32), 1, np.empty((1, 3))),
+        "line_features": lambda: line_features(offsets, one, np.zeros(1, np.int32), np.empty((1, 3))),
         "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),

@@ -6,6 +6,9 @@ from any split of the rows (buckets, blocks) can be concatenated and rounded onc
 with ``math.fsum``, which gives the correctly rounded total: the same bits however
 the rows were divided. Float64 partials never number more than about 40 (they
 cover disjoint bit ranges of the 2098-bit exponent span); MAX_PARTIALS leaves room.
+A group whose running sum leaves the float range (as ``math.fsum`` raises on, for its
+"intermediate overflow") keeps one partial, +inf or -inf, from then on: its sum cannot
+be represented, and engine.exact reports it as such instead of a wrong number.
 """
 
 from __future__ import annotations
@@ -34,12 +37,18 @@ def group_partials(groups, values, partials, counts):
     for i in range(values.shape[0]):
         g = groups[i]
         x = values[i]
+        if counts[g] == 1 and not np.isfinite(partials[g, 0]):
+            continue    # overflowed: stays so
         used = 0
         for k in range(counts[g]):
             y = partials[g, k]
             if abs(x) < abs(y):
                 x, y = y, x
             hi = x + y
+            if not np.isfinite(hi):
+                used = 0
+                x = hi
+                break
             lo = y - (hi - x)
             if lo != 0.0:
                 partials[g, used] = lo

@@ -116,15 +116,18 @@ def order_features(offsets, ts_us, amount, channel, as_of_us, out, channel_share
 
 
 @parallel
-def line_features(offsets, amount, category, n_categories, out):
+def line_features(offsets, amount, category, out):
     """Refund share and category breadth per customer, over order lines.
+
+    Distinct categories are counted over the customer's own codes, sorted: linear in the lines
+    whatever the number of categories (a SKU mapped as the category has millions). Entropy is
+    summed over the categories in code order, as a scan over every code would.
 
     Parameters
     ----------
     offsets : int64[n_customers + 1]     # IN  CSR offsets into the line arrays
     amount : float64[n_lines]            # IN  line amount, negative = refund
     category : int32[n_lines]            # IN  category code, -1 when unknown
-    n_categories : int                   # IN  number of category codes
     out : float64[n_customers, 3]        # OUT refund_share, category_count, category_entropy
     """
     n = offsets.shape[0] - 1
@@ -143,23 +146,25 @@ def line_features(offsets, amount, category, n_categories, out):
             out[c, 0] = min(refunded / gross, 1.0)
         else:
             out[c, 0] = 1.0 if refunded > 0 else 0.0
-        counts = np.zeros(max(n_categories, 1), dtype=np.int64)
+        codes = np.sort(category[lo:hi])
         known = 0
-        for i in range(lo, hi):
-            k = category[i]
-            if k >= 0:
-                counts[k] += 1
+        for i in range(codes.shape[0]):
+            if codes[i] >= 0:
                 known += 1
         distinct = 0
         entropy = 0.0
-        for k in range(n_categories):
-            if counts[k] > 0:
+        i = 0
+        while i < codes.shape[0]:
+            j = i
+            while j < codes.shape[0] and codes[j] == codes[i]:
+                j += 1
+            if codes[i] >= 0:
                 distinct += 1
-                p = counts[k] / known
+                p = (j - i) / known
                 entropy -= p * np.log(p)
+            i = j
         out[c, 1] = distinct
         out[c, 2] = entropy
-
 
 
 @parallel

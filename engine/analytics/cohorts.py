@@ -84,7 +84,7 @@ def cohort_table(partials: CohortPartials, as_of: dt.datetime) -> pl.DataFrame:
         size = partials.sizes[cohort]
         for offset in range(last - cohort + 1):
             active = partials.active.get((cohort, offset), 0)
-            revenue = exact.total([partials.revenue.get((cohort, offset), [])])
+            revenue = exact.finite_total([partials.revenue.get((cohort, offset), [])], "revenue of a cohort")
             rows.append((_month_date(cohort), offset, size, active, revenue, cohort + offset < last or complete_last))
     table = pl.DataFrame(rows, schema={"cohort": pl.Date, "months_since_first": pl.Int32, "cohort_size": pl.Int64,
                                        "active_customers": pl.Int64, "revenue": pl.Float64,

@@ -77,7 +77,7 @@ def base_features(lines: pl.DataFrame, as_of: dt.datetime, channels: Sequence[st
     shares = np.empty((n, len(channels)), np.float64)
     order_features(o.offsets, o.ts, o.amount, o.channel, _epoch_us(as_of), order_out, shares)
     line_out = np.empty((n, len(LINE_FEATURES)), np.float64)
-    line_features(g.offsets, g.amount, category, int(category.max(initial=-1)) + 1, line_out)
+    line_features(g.offsets, g.amount, category, line_out)
 
     cols: dict[str, np.ndarray] = dict(zip(ORDER_FEATURES, order_out.T, strict=True))
     cols["refund_share"] = line_out[:, 0]

@@ -6,7 +6,8 @@ renamed as a whole on commit). It is created with a conditional write that fails
 file exists (``store.put_new``: S3 and Azure ``If-None-Match: *``, GCS ``ifGenerationMatch=0``,
 a hard link locally), so of two runs starting together one gets it. The holder renews it every
 quarter of its length by replacing it only if it is still the version it wrote
-(``store.put_if``: ``If-Match`` on the entity tag), and before committing checks it still holds it.
+(``store.put_if``: ``If-Match`` on the entity tag, GCS's generation), and before committing checks it
+still holds it.
 
 A second run that finds a live lease stops with exit 4 naming the holder. A lease is dead when
 its holder's process is gone (same host) or when it has not been renewed for its length
@@ -119,7 +120,7 @@ class Lease:
                     continue
 
     def _write(self) -> None:
-        version = store.put_if(self.path, _encode(self.holder), self._version.etag, self._options)
+        version = store.put_if(self.path, _encode(self.holder), self._version, self._options)
         if version is None:
             self._lost = True
             return
@@ -159,7 +160,7 @@ def _acquire(path: str, holder: Holder, options: store.Options, out: str) -> Lea
             msg = (f"output {out} is being written by {who}, lease renewed {max(age, 0):.0f} s ago; wait for it "
                    f"to finish (if that run is dead, its lease expires in {max(seconds - age, 0):.0f} s)")
             raise OutputExistsError(msg)
-        version = store.put_if(path, _encode(holder), current.etag, options)
+        version = store.put_if(path, _encode(holder), current, options)
         if version is not None:
             return Lease(path, holder, version, options, other)
     msg = f"output {out}: could not claim its lock {path} after {_ATTEMPTS} attempts (other runs starting?); retry"

@@ -357,7 +357,7 @@ def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | N
     lease.check()
     success = json.dumps({"run_id": run_id, "root": store.name(root)}).encode()
     path = store.join(out, "_SUCCESS")
-    moved = store.put_if(path, success, pointer.version.etag, options) if pointer is not None \
+    moved = store.put_if(path, success, pointer.version, options) if pointer is not None \
         else store.put_new(path, success, options)
     if moved is None:
         msg = (f"output {out} was committed by another run while this one ran; this run's output was not "

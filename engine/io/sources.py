@@ -7,6 +7,11 @@ given. Only the mapped columns are read. CSV cells are read as text and parsed b
 segmint (ids stay text: ``007`` and ``7`` are two customers; an amount that is not a
 number is quarantined, not fatal). A chunk is a run of rows of one file, sized so
 that reading it fits the memory budget; Parquet chunks follow row groups.
+
+A directory partitioned Hive-style (``channel=web/part.parquet``) yields its keys as
+columns, as Polars, DuckDB and Spark read it: the values in the folder names below the
+directory given, integers when every value is one, else text (``__HIVE_DEFAULT_PARTITION__``
+is null). A column the files hold themselves is read from the files.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import urllib.parse
 
 import polars as pl
 
@@ -30,6 +37,7 @@ class Chunk:
     path: str
     offset: int
     rows: int
+    hive: tuple[tuple[str, str | None], ...] = ()   # (key, value) of the folders it lies in
 
 
 @dataclass(frozen=True)
@@ -63,12 +71,14 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
         raise InputContractError(msg)
     for p in inputs:
         store.check_scheme(p)
-    files = [f for p in inputs for f in _expand(str(p), options)]
+    found = [item for p in inputs for item in _expand(str(p), options)]
+    files = [f for f, _ in found]
+    hive = _hive_types([keys for _, keys in found])
     csv = [f.lower().endswith(".csv") for f in files]
     if any(csv) and not all(csv):
         msg = f"{label} mixes CSV and Parquet files; give one format per input table"
         raise InputContractError(msg)
-    schemas = [_schema(f, all(csv), options) for f in files]
+    schemas = [_with_hive(_schema(f, all(csv), options), hive) for f in files]
     for f, schema in zip(files, schemas, strict=True):
         for name, flag in wanted.items():
             if name not in schema:
@@ -82,7 +92,7 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
     columns = tuple(wanted)
     source = Source(label=label, paths=tuple(map(str, inputs)), csv=all(csv), columns=columns,
                     schema={n: schemas[0][n] for n in columns},
-                    chunks=tuple(Chunk(f, 0, _rows(f, all(csv), options)) for f in files), options=options)
+                    chunks=tuple(Chunk(f, 0, _rows(f, all(csv), options), keys) for f, keys in found), options=options)
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
@@ -98,14 +108,14 @@ def split(source: Source, max_rows: int) -> Source:
         run = 0
         for size in bounds:
             if run and run + size > max_rows:
-                chunks.append(Chunk(whole.path, start, run))
+                chunks.append(Chunk(whole.path, start, run, whole.hive))
                 start, run = start + run, 0
             run += size
             while run > max_rows:
-                chunks.append(Chunk(whole.path, start, max_rows))
+                chunks.append(Chunk(whole.path, start, max_rows, whole.hive))
                 start, run = start + max_rows, run - max_rows
         if run:
-            chunks.append(Chunk(whole.path, start, run))
+            chunks.append(Chunk(whole.path, start, run, whole.hive))
     return Source(source.label, source.paths, source.csv, source.columns, source.schema, tuple(chunks),
                   source.options)
 
@@ -114,7 +124,10 @@ def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
     """The mapped columns of one chunk, as read (CSV cells as text)."""
     try:
         lf = _scan(chunk.path, source.csv, source.options)
-        return lf.select(*source.columns).slice(chunk.offset, chunk.rows).collect()
+        present = lf.collect_schema().names() if chunk.hive else ()
+        keys = [pl.lit(value, source.schema[key]).alias(key) for key, value in chunk.hive
+                if key in source.columns and key not in present]
+        return lf.with_columns(keys).select(*source.columns).slice(chunk.offset, chunk.rows).collect()
     except (FileNotFoundError, IsADirectoryError, PermissionError, pl.exceptions.PolarsError) as exc:
         # Other OSErrors (connection resets, timeouts) pass up: an executor may retry them.
         msg = f"cannot read {chunk.path}: {first_line(exc)}"
@@ -132,19 +145,49 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[str]:
+def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
+    """The data files of one input, each with the Hive keys of the folders it lies in below a directory input."""
     opts = dict(options)
     if any(ch in path for ch in "*?["):
-        files = [f for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
     elif store.is_dir(path, opts):
         base = path.rstrip("/")
-        files = [f for f in store.list_files(path, opts) if _is_data(Path(f[len(base) + 1:]))]
+        files = [(f, _hive_keys(Path(f[len(base) + 1:]))) for f in store.list_files(path, opts)
+                 if _is_data(Path(f[len(base) + 1:]))]
     else:
-        files = [path] if store.exists(path, opts) else []
+        files = [(path, ())] if store.exists(path, opts) else []
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
     return files
+
+
+def _hive_keys(relative: Path) -> tuple[tuple[str, str | None], ...]:
+    keys = []
+    for part in relative.parts[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            value = urllib.parse.unquote(value)
+            keys.append((urllib.parse.unquote(key), None if value == "__HIVE_DEFAULT_PARTITION__" else value))
+    return tuple(keys)
+
+
+def _hive_types(found: list[tuple[tuple[str, str | None], ...]]) -> dict[str, pl.DataType]:
+    """Each Hive key's type: Int64 when every value is an integer, else String."""
+    values: dict[str, list[str]] = {}
+    for keys in found:
+        for key, value in keys:
+            values.setdefault(key, []).extend([value] if value is not None else [])
+    return {key: pl.Int64 if vs and all(_is_int(v) for v in vs) else pl.String for key, vs in values.items()}
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit() and len(text) < 19
+
+
+def _with_hive(schema: pl.Schema, hive: dict[str, pl.DataType]) -> pl.Schema:
+    extra = {key: dtype for key, dtype in hive.items() if key not in schema}
+    return pl.Schema({**schema, **extra}) if extra else schema
 
 
 def _is_data(relative: Path) -> bool:

@@ -56,6 +56,7 @@ class Version:
     etag: str
     modified: dt.datetime   # aware, UTC
     size: int
+    generation: str | None = None   # GCS compares generations, not entity tags, on a conditional write
 
 
 def is_remote(path: str | Path) -> bool:
@@ -208,7 +209,7 @@ def head(path: str | Path, options: Options | None = None) -> Version | None:
         return None
     except Exception as exc:  # noqa: BLE001
         raise _unreachable(path, exc) from None
-    return Version(str(meta["e_tag"]), meta["last_modified"], int(meta["size"]))
+    return Version(str(meta["e_tag"]), meta["last_modified"], int(meta["size"]), meta.get("version"))
 
 
 def put_new(path: str | Path, data: bytes, options: Options | None = None) -> Version | None:
@@ -237,16 +238,17 @@ def put_new(path: str | Path, data: bytes, options: Options | None = None) -> Ve
     return _version_after(result, len(data))
 
 
-def put_if(path: str | Path, data: bytes, etag: str, options: Options | None = None) -> Version | None:
-    """Replace ``path`` only if its entity tag is still ``etag`` (object stores: If-Match; locally:
-    compared and renamed into place under a lock on the folder). None: it changed or is gone."""
+def put_if(path: str | Path, data: bytes, seen: Version, options: Options | None = None) -> Version | None:
+    """Replace ``path`` only if it is still the version ``seen`` (S3 and Azure: If-Match on the entity
+    tag; GCS: ifGenerationMatch; locally: compared and renamed into place under a lock on the
+    folder). None: it changed or is gone."""
     if not is_remote(path):
         target = local(path)
         tmp = _local_tmp(target, data)
         try:
             with _folder_lock(target.parent):
                 current = head(target)
-                if current is None or current.etag != etag:
+                if current is None or current.etag != seen.etag:
                     return None
                 os.replace(tmp, target)
         finally:
@@ -257,7 +259,8 @@ def put_if(path: str | Path, data: bytes, etag: str, options: Options | None = N
 
     store, key = _store(path, options)
     try:
-        result = obstore.put(store, key, data, mode={"e_tag": etag})
+        match = {"e_tag": seen.etag} | ({"version": seen.generation} if seen.generation is not None else {})
+        result = obstore.put(store, key, data, mode=match)
     except (PreconditionError, NotFoundError, FileNotFoundError):
         return None
     except Exception as exc:  # noqa: BLE001
@@ -353,8 +356,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def _version_after(result: Any, size: int) -> Version:
-    """The version a conditional PUT created; only its etag is compared later."""
-    return Version(str(result["e_tag"]), dt.datetime.now(dt.timezone.utc), size)
+    """The version a conditional PUT created (its time is not compared, only its tag or generation)."""
+    return Version(str(result["e_tag"]), dt.datetime.now(dt.timezone.utc), size, result.get("version"))
 
 
 def _list(prefix: str | Path, options: Options | None, *, with_size: bool = False) -> Iterator[Any]:

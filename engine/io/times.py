@@ -7,11 +7,13 @@ without one are taken as UTC. Anything else (``12/1/2010 8:26``: December 1st or
 January 12th?) is never guessed: ``check_text_times`` stops the run and names the
 format to pass. Datetime columns with a time zone are converted to UTC; date
 columns mean midnight UTC. Integer columns need a format: an strftime pattern such
-as ``%Y%m%d``, or ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns``.
+as ``%Y%m%d``, or ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns``. A time outside
+years 1 to 9999 (an epoch in the wrong unit, a corrupt value) does not parse: it is quarantined.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 
@@ -22,6 +24,12 @@ from segmint.engine.errors import ConfigError
 __all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_text_times", "suggest_format"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
+_PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
+# Times segmint can represent end to end (Python's datetime, which outputs and run.json use).
+_FIRST = dt.datetime(1, 1, 1)
+_LAST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+_FIRST_US = int((_FIRST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+_LAST_US = int((_LAST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 
 _ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
         r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
@@ -30,7 +38,13 @@ _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{
 
 
 def timestamp_expr(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
-    """Expression giving naive-UTC Datetime("us") for column ``name``; null where it does not parse."""
+    """Expression giving naive-UTC Datetime("us") for column ``name``; null where it does not parse
+    or lies outside years 1 to 9999."""
+    parsed = _parsed(name, dtype, fmt)
+    return pl.when(parsed.is_between(_FIRST, _LAST)).then(parsed)
+
+
+def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     col = pl.col(name)
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
@@ -40,8 +54,11 @@ def timestamp_expr(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
         return col.cast(pl.Datetime("us"))
     if fmt in EPOCH_FORMATS:
         number = col.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False) if not dtype.is_integer() \
-            else col.cast(pl.Int64)
-        return pl.from_epoch(number, time_unit=EPOCH_FORMATS[fmt]).cast(pl.Datetime("us"))
+            else col.cast(pl.Int64, strict=False)
+        unit = EPOCH_FORMATS[fmt]
+        # Bounded before conversion: a value beyond the range would wrap around in microseconds.
+        inside = number.is_between(int(_FIRST_US / _PER_US[unit]), int(_LAST_US / _PER_US[unit]))
+        return pl.from_epoch(pl.when(inside).then(number), time_unit=unit).cast(pl.Datetime("us"))
     text = col.cast(pl.String).str.strip_chars()
     if fmt is None:
         return _iso(text)

@@ -75,7 +75,7 @@ class ValidationReport:
     rows_in: int
     rows_used: int
     rejected: dict[str, int]
-    rejected_amount: dict[str, float]
+    rejected_amount: dict[str, float | None]   # None: beyond the float range
     repeats_on_mapped_columns: int
     customers: int
     first_ts: dt.datetime | None
@@ -240,7 +240,7 @@ def validate(inputs: Sequence[str | Path], cfg: RunConfig, progress: Progress | 
         mapped, c = _map(s, "clean")
         return ValidationReport(
             rows_in=c.rows_in, rows_used=c.rows_used, rejected=c.rejected,
-            rejected_amount={r: exact.total([p]) for r, p in c.rejected_amount.items()},
+            rejected_amount={r: exact.reported([p]) for r, p in c.rejected_amount.items()},
             repeats_on_mapped_columns=c.repeats, customers=c.customers, first_ts=c.first_ts, last_ts=c.last_ts,
             as_of=mapped[0].as_of)
 
@@ -524,7 +524,8 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "as_of": as_of.isoformat(),
         "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
                  "rejected_by_reason": c.rejected,
-                 "rejected_amount_by_reason": {r: exact.total([c.rejected_amount[r]]) for r in REASONS},
+                 # null: beyond the float range (amount_overflow rows, by definition)
+                 "rejected_amount_by_reason": {r: exact.reported([c.rejected_amount[r]]) for r in REASONS},
                  "repeats_on_mapped_columns": c.repeats},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],

@@ -102,7 +102,7 @@ def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | No
 
 
 def migration_table(moves: dict[tuple[int | None, int | None], tuple[int, list[float]]]) -> pl.DataFrame:
-    rows = [(old, new, n, exact.total([part])) for (old, new), (n, part) in moves.items()]
+    rows = [(old, new, n, exact.finite_total([part], "migrating revenue")) for (old, new), (n, part) in moves.items()]
     return (pl.DataFrame(rows, schema={"old_segment": pl.Int64, "new_segment": pl.Int64, "customers": pl.Int64,
                                        "revenue": pl.Float64}, orient="row")
             .sort("old_segment", "new_segment", nulls_last=True))

@@ -33,7 +33,7 @@ from segmint.engine.cluster.matching import match_segments
 from segmint.engine.cluster.micro import MicroModel, fit_micro
 from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
-from segmint.engine.errors import ConfigError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.table import channel_columns
 from segmint.engine.io import store
 from segmint.engine.pipeline.bucket import HASH, features_path
@@ -190,6 +190,10 @@ def _fit(x: np.ndarray, k: int, c: ClusterConfig, priority: np.ndarray, backend:
 
     fit = fit_kmeans(x, k, c, priority, backend, init)
     sizes = np.bincount(assign(x, fit.centroids, backend).segment, minlength=k)
+    if (sizes == 0).any() and (distinct := np.unique(x, axis=0).shape[0]) < k:
+        msg = (f"the customers take only {distinct} distinct value(s) of the clustering features, fewer than the "
+               f"{k} segments asked for: lower --k to {max(distinct, 1)} or fewer, or cluster on other features")
+        raise InputContractError(msg)
     return k, fit, sizes
 
 

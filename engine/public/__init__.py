@@ -30,6 +30,7 @@ _EXPORTS = {
     "clv": "segmint.engine.api", "cohorts": "segmint.engine.api", "validate": "segmint.engine.api",
     "Result": "segmint.engine.api",
     "Model": "segmint.engine.model",
+    "open_output": "segmint.engine.io.committed", "Output": "segmint.engine.io.committed",
     "RunConfig": "segmint.engine.config", "Columns": "segmint.engine.config", "ClusterConfig": "segmint.engine.config",
     "FeatureConfig": "segmint.engine.config", "LifecycleConfig": "segmint.engine.config",
     "ClvConfig": "segmint.engine.config", "SamplingConfig": "segmint.engine.config",

@@ -294,7 +294,8 @@ def test_side_table_errors_are_one_line(small_data, tmp_path):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--buckets", "0"], "--buckets must be >= 1"),
     (["--memory-limit", "lots"], "is not a size"),
-    (["--memory-limit", "10KB"], "too small"),
+    (["--memory-limit", "10KB"], "below what segmint needs"),
+    (["--memory-limit", "1MB"], "below what segmint needs"),   # once said "give at least 1MB"
     (["--memory-limit", "50MB"], "below what segmint needs"),
     (["--max-reject-share", "2"], "--max-reject-share must be in [0, 1]"),
 ])

@@ -1,14 +1,17 @@
 """Bad inputs that used to exit 1 ("unexpected") get a clear exit 2 or 3, or a right answer."""
 
+import datetime as dt
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 
-from segmint.engine.config import ClusterConfig, Columns, RunConfig, load_toml
-from segmint.engine.errors import ConfigError
+from segmint.engine.config import ClusterConfig, ClvConfig, Columns, RunConfig, load_toml
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.pipeline import run, validate
 
 
@@ -84,3 +87,102 @@ def test_k_auto_respects_the_minimum_share_in_the_final_fit(small_data, tmp_path
     scan = result.manifest["k_scan"]
     assert [r["k"] for r in scan] == list(range(4, 17))
     assert all(r["eligible"] == (r["min_share"] >= 0.05) for r in scan)
+
+
+# The hostile-input sweep of issue #20: each used to end in exit 1 ("unexpected") or a crash.
+
+def _lines(n_customers: int = 50, lines: int = 4) -> pl.DataFrame:
+    n = n_customers * lines
+    step = dt.timedelta(days=600) / n
+    return pl.DataFrame({"customer_id": np.arange(n) % n_customers,
+                         "ts": [dt.datetime(2024, 1, 1) + i * step for i in range(n)],
+                         "amount": np.linspace(1.0, 100.0, n), "order_id": np.arange(n)})
+
+
+@pytest.mark.parametrize(("unit", "per_second"), [("epoch_s", 1), ("epoch_ms", 1000), ("epoch_us", 10**6)])
+def test_epoch_times_outside_the_datetime_range_are_quarantined(tmp_path, unit, per_second):
+    # A Unix time in the wrong unit is ~1000x too large: year 55,000 and beyond, or a wrap-around.
+    valid = [1_700_000_000 * per_second, 1_700_086_400 * per_second, 1_700_172_800 * per_second]
+    invalid = [2**62, -(2**62), 20_000 * 365 * 86_400 * per_second]
+    pl.DataFrame({"customer_id": [1, 1, 5, 2, 3, 4], "ts": valid[:2] + valid[2:] + invalid,
+                  "amount": [1.0] * 6}).write_parquet(tmp_path / "t.parquet")
+    rep = validate([tmp_path / "t.parquet"], RunConfig(columns=Columns(time_format=unit, order=None, channel=None,
+                                                                       category=None), max_reject_share=1.0))
+    assert rep.rows_used == 3 and rep.rejected["unparseable_timestamp"] == 3
+    assert rep.first_ts == dt.datetime(2023, 11, 14, 22, 13, 20) and rep.last_ts == dt.datetime(2023, 11, 16, 22, 13, 20)
+
+
+def test_a_datetime_column_outside_years_1_to_9999_is_quarantined(tmp_path):
+    far = pl.Series([-5000 * 365 * 86_400 * 10**6, 1_700_000_000 * 10**6, 20_000 * 365 * 86_400 * 10**6]).cast(
+        pl.Datetime("us"))
+    pl.DataFrame({"customer_id": [1, 2, 3], "ts": far, "amount": [1.0] * 3}).write_parquet(tmp_path / "t.parquet")
+    rep = validate([tmp_path / "t.parquet"], RunConfig(max_reject_share=1.0))
+    assert rep.rows_used == 1 and rep.rejected["unparseable_timestamp"] == 2
+
+
+def test_amounts_near_the_float_maximum_are_quarantined_or_refused_never_nan(tmp_path):
+    huge = _lines().with_columns(amount=pl.when(pl.col("customer_id") < 2).then(1e308).otherwise(pl.col("amount")))
+    huge.write_parquet(tmp_path / "huge.parquet")
+    rep = validate([tmp_path / "huge.parquet"], RunConfig())
+    assert rep.rejected["amount_overflow"] == 8 and rep.rejected_amount["amount_overflow"] is None
+    out = tmp_path / "o"
+    result = run([tmp_path / "huge.parquet"], out, RunConfig(cluster=ClusterConfig(k=3), clv=ClvConfig(enabled=False)))
+    assert result.manifest["rows"]["rejected_amount_by_reason"]["amount_overflow"] is None
+    json.loads((out / "run.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    # Two customers whose own totals are finite but whose sum is not: refused, not inf or NaN.
+    pl.DataFrame({"customer_id": [1, 2, 3], "ts": [dt.datetime(2024, 1, d) for d in (1, 2, 3)],
+                  "amount": [1.5e308, 1.5e308, 1.0]}).write_parquet(tmp_path / "sum.parquet")
+    with pytest.raises(InputContractError, match="sums beyond the float range"):
+        run([tmp_path / "sum.parquet"], tmp_path / "o2", RunConfig(cluster=ClusterConfig(k=1),
+                                                                    clv=ClvConfig(enabled=False)))
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("k", [3, None])
+def test_customers_all_alike_are_refused_naming_the_fix(tmp_path, k):
+    n = 200
+    pl.DataFrame({"customer_id": np.arange(n), "ts": [dt.datetime(2024, 1, 1)] * n, "amount": [10.0] * n,
+                  "order_id": np.arange(n)}).write_parquet(tmp_path / "same.parquet")
+    with pytest.raises(InputContractError, match=r"only 1 distinct value\(s\) of the clustering features.*lower --k"):
+        run([tmp_path / "same.parquet"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=k)))
+    assert not (tmp_path / "o").exists()
+
+
+def test_hive_partition_keys_are_columns(tmp_path):
+    lines = _lines()
+    for channel, part in (("web", lines.filter(pl.col("customer_id") % 2 == 0)),
+                          ("store", lines.filter(pl.col("customer_id") % 2 == 1))):
+        (tmp_path / "tx" / f"channel={channel}").mkdir(parents=True)
+        part.write_parquet(tmp_path / "tx" / f"channel={channel}" / "part.parquet")
+    result = run([tmp_path / "tx"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=2), clv=ClvConfig(enabled=False)))
+    shares = pl.read_parquet(tmp_path / "o" / "assignments").sort("customer_id")
+    assert result.manifest["columns"]["channel"] == "channel"
+    assert shares["channel_share_web"].to_list() == [float(c % 2 == 0) for c in range(50)]
+    # A column the files hold wins over a folder of the same name.
+    (tmp_path / "tx2" / "channel=ignored").mkdir(parents=True)
+    lines.with_columns(channel=pl.lit("app")).write_parquet(tmp_path / "tx2" / "channel=ignored" / "p.parquet")
+    run([tmp_path / "tx2"], tmp_path / "o2", RunConfig(cluster=ClusterConfig(k=2), clv=ClvConfig(enabled=False)))
+    assert "channel_share_app" in pl.read_parquet(tmp_path / "o2" / "assignments").columns
+
+
+def test_a_category_with_a_level_per_line_is_linear_and_exact(tmp_path):
+    # A SKU mapped as the category: as many levels as lines. Every customer bought 4 distinct ones.
+    lines = _lines(n_customers=2000).with_columns(category=pl.format("sku-{}", pl.int_range(pl.len())))
+    lines.write_parquet(tmp_path / "sku.parquet")
+    run([tmp_path / "sku.parquet"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=3), clv=ClvConfig(enabled=False)))
+    table = pl.read_parquet(tmp_path / "o" / "assignments")
+    assert (table["category_count"] == 4).all()
+    assert np.allclose(table["category_entropy"].to_numpy(), np.log(4), rtol=0, atol=1e-15)
+
+
+def test_messages_carry_no_id_and_no_secret(tmp_path):
+    pl.DataFrame({"customer_id": [1.0, 123456.5], "ts": [dt.datetime(2024, 1, 1)] * 2,
+                  "amount": [1.0, 2.0]}).write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputContractError) as err:
+        validate([tmp_path / "t.parquet"], RunConfig())
+    assert "not whole numbers" in str(err.value) and "123456" not in str(err.value)
+    from segmint.cli._options import parse_storage_options
+
+    with pytest.raises(ConfigError) as err:
+        parse_storage_options(["aws_secret_access_key:hunter2"])
+    assert "hunter2" not in str(err.value) and "KEY=VALUE" in str(err.value)

@@ -88,7 +88,7 @@ def test_line_features_match_reference(seed):
     groups += [[(0.0, -1)], [(-5.0, 2)], [(10.0, 1), (-15.0, 1)], [(3.0, 4)] * 4]
     offsets, flat = _csr(groups)
     out = np.full((len(groups), 3), np.nan)
-    line_features(offsets, np.array([a for a, _ in flat]), np.array([c for _, c in flat], np.int32), 6, out)
+    line_features(offsets, np.array([a for a, _ in flat]), np.array([c for _, c in flat], np.int32), out)
     for c, g in enumerate(groups):
         np.testing.assert_allclose(out[c], line_features_ref(g), rtol=1e-12, atol=1e-12)
 
@@ -102,12 +102,12 @@ def test_empty_customer_set_is_a_no_op():
     order_features(offsets, np.array([AS_OF - DAY_US], np.int64), np.array([5.0]), np.array([0], np.int32),
                    AS_OF, out, shares)
     lines = np.full((1, 3), -99.0)
-    line_features(offsets, np.array([5.0]), np.array([0], np.int32), 1, lines)
+    line_features(offsets, np.array([5.0]), np.array([0], np.int32), lines)
     assert (out == -99.0).all() and (shares == -99.0).all() and (lines == -99.0).all()
     # Zero-size buffers and no category vocabulary are accepted as well.
     order_features(offsets, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), AS_OF,
                    np.empty((0, len(ORDER_FEATURES))), np.empty((0, 0)))
-    line_features(offsets, np.empty(0), np.empty(0, np.int32), 0, np.empty((0, 3)))
+    line_features(offsets, np.empty(0), np.empty(0, np.int32), np.empty((0, 3)))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
