@@ -239,10 +239,16 @@ class ClvConfig(_Checked):
     time_unit: str = "week"
     horizon: float | None = None
     discount_rate: float = 0.10
+    # "auto": BG/NBD, or its no-dropout limit (NBD, P(alive) = 1) when the data show no dropout in the
+    # window (engine.analytics.clv); "bgnbd" or "nbd" to use one of them whatever the data say.
+    purchase_model: str = "auto"
 
     def check(self) -> None:
         if self.time_unit not in ("day", "week"):
             msg = f"--time-unit must be day or week, got {self.time_unit!r}"
+            raise ConfigError(msg)
+        if self.purchase_model not in ("auto", "bgnbd", "nbd"):
+            msg = f"[clv] purchase_model must be auto, bgnbd or nbd, got {self.purchase_model!r}"
             raise ConfigError(msg)
         if self.horizon is not None and self.horizon <= 0:
             msg = f"--horizon must be > 0, got {self.horizon}"

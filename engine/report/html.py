@@ -217,7 +217,13 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
     missing = f" {fmt.count(h.missing)} customers have no CLV value." if h.missing else ""
     caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {fmt.money(h.edges[0])} are in "
                f"the first bar.{missing}")
-    return (f"<p class=\"lead\">Predicted customer value: BG/NBD expected purchases times Gamma-Gamma expected "
+    if clv.get("purchase_model") == "nbd":
+        purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: every customer counts as "
+                     "still active, chance 100%, and buys at their own observed rate; the BG/NBD's churn needs a "
+                     "longer history to show)")
+    else:
+        purchases = "BG/NBD expected purchases"
+    return (f"<p class=\"lead\">Predicted customer value: {purchases} times Gamma-Gamma expected "
             f"spend, discounted over the horizon (time unit: {html.escape(str(clv.get('time_unit', 'week')))}), "
             f"fitted on {fmt.count(clv.get('fitted_on', 0))} customers.</p>"
             + _figure(charts.clv_chart(h.edges, h.counts, list(colors.values()), labels), caption)
