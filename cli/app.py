@@ -128,11 +128,13 @@ def run(
     columns: dict | None = None,
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
-    previous: Annotated[str | None, typer.Option("--previous", help="An earlier run (or its model folder): matched "
-                                                 "segments keep their ids and names.", metavar="RUN_DIR",
-                                                 rich_help_panel="Run", show_default=False)] = None,
-    warm_start: Annotated[bool | None, flag("--warm-start", help="With --previous: start k-means from its "
-                                            "centroids (and keep their number).")] = None,
+    previous: Annotated[str | None, typer.Option("--previous", help="An earlier run (or its model folder): k-means "
+                                                 "starts from its centroids, and matched segments keep their ids "
+                                                 "and names.", metavar="RUN_DIR", rich_help_panel="Run",
+                                                 show_default=False)] = None,
+    warm_start: Annotated[bool | None, flag("--warm-start/--no-warm-start", help="With --previous: start k-means "
+                                            "from its centroids and keep their number [default], or cluster afresh "
+                                            "with --k and only match the ids.")] = None,
     cluster_attrs: Annotated[str | None, typer.Option("--cluster-attrs", help="Comma-separated attributes of the "
                                                       "customers table to cluster on too, one-hot [default: none].",
                                                       metavar="COLS", rich_help_panel="Run",
@@ -382,8 +384,12 @@ def compare(
                     if r["old_segment"] is not None and r["new_segment"] is not None
                     and r["old_segment"] != r["new_segment"])
         shifted = [d["feature"] for d in doc["drift"] if d["band"] != "stable"]
-        _render.print_lines([f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
-                             f"{', '.join(shifted) or 'none'}; written to {out}"])
+        ids = doc["ids"]
+        kept = (f"{ids['kept_id']:,} of the {ids['customers_in_both']:,} customers in both runs kept their segment "
+                f"id ({ids['kept_share']:.1%}; an optimal relabelling of the segments would keep "
+                f"{ids['optimal_share']:.1%})" if ids["customers_in_both"] else "no customer is in both runs")
+        _render.print_lines([kept, f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
+                                   f"{', '.join(shifted) or 'none'}; written to {out}"])
 
 
 @app.command()
@@ -648,7 +654,11 @@ def _finish(result, json_logs: bool) -> None:
                      f"smaller than the minimum share or size")
     matching = m["clustering"].get("matching")
     if matching:
-        lines.append(f"ids kept from {matching['previous_run']}: new segments {matching['new_ids'] or 'none'}, "
+        shared = matching.get("shared_customers") or {}
+        how = (f" (of the customers both runs share, {shared['kept_share']:.1%} kept their id; an optimal "
+               f"relabelling: {shared['optimal_share']:.1%})" if shared.get("customers")
+               else f" ({matching['note']})" if matching.get("note") else "")
+        lines.append(f"ids kept from {matching['previous_run']}{how}: new segments {matching['new_ids'] or 'none'}, "
                      f"vanished {matching['vanished_ids'] or 'none'}")
     lines.append(f"outputs in {result.out}")
     _render.print_lines(lines)

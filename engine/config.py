@@ -340,8 +340,9 @@ class RunConfig(_Checked):
     dedupe_on: tuple[str, ...] | None = None
     # A previous run (or its model folder): matched segments keep their ids and names.
     previous: str | None = None
-    # With previous: start k-means from the previous centroids (and keep their number).
-    warm_start: bool = False
+    # With previous: start k-means from the previous centroids and keep their number (None: yes);
+    # False clusters afresh with cluster.k and only matches the ids.
+    warm_start: bool | None = None
     # Above this share of rejected rows the input is refused (exit 3).
     max_reject_share: float = 0.5
     pseudonymize_ids: bool = False

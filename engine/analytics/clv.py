@@ -148,9 +148,9 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
     lr = max(2 * (ll - ll0), 0.0) if np.isfinite(ll) else None
     if lr is None or lr < NO_DROPOUT_LR:
         r, alpha, a, b = np.exp(theta)
-        found = f"a = {a:.3g}, b = {b:.3g}, likelihood ratio {lr:.3g}" if lr is not None else "no finite optimum"
-        note = (f"{NO_DROPOUT}: the BG/NBD fit ({found}) does not improve on no dropout (a likelihood ratio "
-                f"of {NO_DROPOUT_LR} or more would), so CLV comes from the NBD limit with P(alive) = 1")
+        found = (f"a = {a:.3g}, b = {b:.3g}: likelihood ratio {lr:.3g} against no dropout, below {NO_DROPOUT_LR}"
+                 if lr is not None else "no finite optimum")
+        note = f"{NO_DROPOUT} (BG/NBD {found}); CLV from the NBD limit, P(alive) = 1"
         return PurchaseFit("nbd", r0, alpha0, None, None, ll0, lr, note)
     if at_edge:
         raise ClvFitError(_degenerate(at_edge))

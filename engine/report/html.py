@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.analytics.funnel import FUNNEL_STAGES
+from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import LifecycleConfig
 from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.report import charts
@@ -276,9 +277,14 @@ def _migration(migration: pl.DataFrame | None, names: dict[str, str]) -> str:
     body = [[html.escape(o), html.escape(f"{n} · {names[n]}" if n in names else n), fmt.count(c),
              fmt.money(v) if v is not None else "n/a"] for o, n, c, v in top.iter_rows()]
     stayed = int(table.filter(pl.col("old_segment") == pl.col("new_segment"))["customers"].sum())
+    ids = kept_ids(migration)
+    held = (f" Of the {fmt.count(ids['customers_in_both'])} customers in both runs, {fmt.share(ids['kept_share'])} "
+            f"kept their segment id; an optimal relabelling of the segments would have kept "
+            f"{fmt.share(ids['optimal_share'])}: a gap means the ids moved more than the customers did."
+            if ids["customers_in_both"] else "")
     return (f"<p class=\"lead\">{fmt.count(stayed)} customers stayed in their segment and "
-            f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left. Colour is the share of the previous "
-            f"segment; numbers are customers.</p>"
+            f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left.{held} Colour is the share of the "
+            f"previous segment; numbers are customers.</p>"
             + _figure(charts.migration_heatmap(rows, cols, grid))
             + "<h3>Largest moves</h3>"
             + _table(["from", "to", "customers", "revenue"], body, numeric={2, 3}, kind="compact"))
