@@ -75,7 +75,7 @@ def test_a_permuted_previous_model_keeps_its_ids(small_data, tmp_path):
         assert Model.load(tmp_path / out).next_segment_id == 15
 
 
-def test_ids_fall_back_to_centroids_when_customers_cannot_be_joined(small_data, tmp_path, monkeypatch):
+def test_ids_join_on_pseudonyms_and_fall_back_to_centroids_where_customers_cannot_be_joined(small_data, tmp_path, monkeypatch):
     tx = [small_data / "transactions"]
     run(tx, tmp_path / "a", RunConfig(cluster=ClusterConfig(k=5, seed=0)))
     # Only the model folder: no assignments to read.
@@ -91,6 +91,12 @@ def test_ids_fall_back_to_centroids_when_customers_cannot_be_joined(small_data, 
     report = hidden.manifest["clustering"]["matching"]
     assert report["method"] == "centroids" and "pseudonymises" in report["note"]
     assert report["new_ids"] == [] and report["vanished_ids"] == []
+    # Both pseudonymised with the same key: the pseudonyms join.
+    both = run(tx, tmp_path / "d", RunConfig(cluster=ClusterConfig(k=5, seed=3), previous=str(tmp_path / "c"),
+                                             pseudonymize_ids=True))
+    report = both.manifest["clustering"]["matching"]
+    assert report["method"] == "customers" and report["shared_customers"]["customers"] == 3000
+    assert _kept(_ids(tmp_path / "c"), _ids(tmp_path / "d")) >= 0.99
 
 
 def test_a_planted_new_persona_gets_a_new_id_never_used_before(small_data, tmp_path):
