@@ -147,7 +147,7 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
     # The NBD is nested in the BG/NBD, so the ratio is >= 0; below 0 is the optimisers' tolerance.
     lr = max(2 * (ll - ll0), 0.0) if np.isfinite(ll) else None
     if lr is None or lr < NO_DROPOUT_LR:
-        r, alpha, a, b = np.exp(theta)
+        _, _, a, b = np.exp(theta)
         found = (f"a = {a:.3g}, b = {b:.3g}: likelihood ratio {lr:.3g} against no dropout, below {NO_DROPOUT_LR}"
                  if lr is not None else "no finite optimum")
         note = f"{NO_DROPOUT} (BG/NBD {found}); CLV from the NBD limit, P(alive) = 1"

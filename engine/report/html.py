@@ -219,9 +219,9 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
     caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {fmt.money(h.edges[0])} are in "
                f"the first bar.{missing}")
     if clv.get("purchase_model") == "nbd":
-        purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: every customer counts as "
-                     "still active, chance 100%, and buys at their own observed rate; the BG/NBD's churn needs a "
-                     "longer history to show)")
+        purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: no customer is seen to "
+                     "stop buying, so every one counts as still active, chance 100%, buying at the rate their "
+                     "history suggests; churn needs a longer history to show)")
     else:
         purchases = "BG/NBD expected purchases"
     return (f"<p class=\"lead\">Predicted customer value: {purchases} times Gamma-Gamma expected "
