@@ -40,8 +40,8 @@ UNITS = {
 }
 
 KPIS = {
-    "segment": Column("id", "segment", "Segment id; a run warm-started from an earlier model keeps the ids of "
-                                       "the segments it matched."),
+    "segment": Column("id", "segment", "Segment id; a run with --previous keeps the ids of the segments it "
+                                       "matched to the earlier run's."),
     "name": Column("text", "name", "Automatic name; every word states a rule that holds for the segment "
                                    "(profile.NAME_RULES)."),
     "customers": Column("customers", "customers", "Customers in the segment."),
