@@ -128,11 +128,13 @@ def run(
     columns: dict | None = None,
     side: dict | None = None,
     as_of: AsOf = None, k: K = None, seed: Seed = None, device: Device = None,
-    previous: Annotated[str | None, typer.Option("--previous", help="An earlier run (or its model folder): matched "
-                                                 "segments keep their ids and names.", metavar="RUN_DIR",
-                                                 rich_help_panel="Run", show_default=False)] = None,
-    warm_start: Annotated[bool | None, flag("--warm-start", help="With --previous: start k-means from its "
-                                            "centroids (and keep their number).")] = None,
+    previous: Annotated[str | None, typer.Option("--previous", help="An earlier run (or its model folder): k-means "
+                                                 "starts from its centroids, and matched segments keep their ids "
+                                                 "and names.", metavar="RUN_DIR", rich_help_panel="Run",
+                                                 show_default=False)] = None,
+    warm_start: Annotated[bool | None, flag("--warm-start/--no-warm-start", help="With --previous: start k-means "
+                                            "from its centroids and keep their number [default], or cluster afresh "
+                                            "with --k and only match the ids.")] = None,
     cluster_attrs: Annotated[str | None, typer.Option("--cluster-attrs", help="Comma-separated attributes of the "
                                                       "customers table to cluster on too, one-hot [default: none].",
                                                       metavar="COLS", rich_help_panel="Run",
@@ -249,12 +251,16 @@ def clv(
     discount_rate: Annotated[float | None, typer.Option("--discount-rate", help="Annual discount rate "
                                                         "[default: 0.10].", metavar="RATE",
                                                         show_default=False)] = None,
+    purchase_model: Annotated[str | None, typer.Option("--purchase-model", help="auto | bgnbd | nbd [default: "
+                                                       "auto: the NBD limit when no dropout is detected].",
+                                                       metavar="MODEL", show_default=False)] = None,
     dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None, pseudonymize_ids: Pseudonymize = None,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
     executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None, resume: Resume = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
-    """Fit BG/NBD + Gamma-Gamma by maximum likelihood and predict each customer's CLV.
+    """Fit BG/NBD (or its no-dropout NBD limit) + Gamma-Gamma by maximum likelihood and predict each
+    customer's CLV.
 
     Example: `segmint clv data/transactions --as-of 2026-03-31 --time-unit week --horizon 52 --out clv`
 
@@ -267,15 +273,18 @@ def clv(
         from segmint.engine.pipeline import compute_clv
 
         cfg = build_config(config, columns=columns,
-                           clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate},
+                           clv={"time_unit": time_unit, "horizon": horizon, "discount_rate": discount_rate,
+                                "purchase_model": purchase_model},
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,
                                           resume))
         result = compute_clv(inputs, out, cfg, _render.make_progress(json_logs))
         p, manifest = result.clv, result.manifest
+        purchases = (f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g}" if p.purchase_model == "bgnbd"
+                     else f"NBD r={p.r:.4g} alpha={p.alpha:.4g} ({p.note})")
         _done(manifest, out, json_logs,
-              f"BG/NBD r={p.r:.4g} alpha={p.alpha:.4g} a={p.a:.4g} b={p.b:.4g} (LL {p.log_likelihood:.2f}, "
-              f"n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} v={p.v:.4g} (n={p.n_gg:,}); written to {out}")
+              f"{purchases} (LL {p.log_likelihood:.2f}, n={p.n:,}); Gamma-Gamma p={p.p:.4g} q={p.q:.4g} "
+              f"v={p.v:.4g} (n={p.n_gg:,}); written to {out}")
 
 
 @app.command()
@@ -375,8 +384,12 @@ def compare(
                     if r["old_segment"] is not None and r["new_segment"] is not None
                     and r["old_segment"] != r["new_segment"])
         shifted = [d["feature"] for d in doc["drift"] if d["band"] != "stable"]
-        _render.print_lines([f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
-                             f"{', '.join(shifted) or 'none'}; written to {out}"])
+        ids = doc["ids"]
+        kept = (f"{ids['kept_id']:,} of the {ids['customers_in_both']:,} customers in both runs kept their segment "
+                f"id ({ids['kept_share']:.1%}; an optimal relabelling of the segments would keep "
+                f"{ids['optimal_share']:.1%})" if ids["customers_in_both"] else "no customer is in both runs")
+        _render.print_lines([kept, f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
+                                   f"{', '.join(shifted) or 'none'}; written to {out}"])
 
 
 @app.command()
@@ -633,8 +646,10 @@ def _finish(result, json_logs: bool) -> None:
         lines.append(f"--k auto: {m['clustering']['k_auto']}")
     clv = m.get("clv") or {}
     if "r" in clv:
-        lines.append(f"CLV: BG/NBD + Gamma-Gamma fitted on {clv['fitted_on']:,} customers; expected value over the "
-                     f"horizon {result.summary['clv_total'].sum():,.0f} in total")
+        model = "BG/NBD" if clv["purchase_model"] == "bgnbd" else "NBD"
+        lines.append(f"CLV: {model} + Gamma-Gamma fitted on {clv['fitted_on']:,} customers; expected value over the "
+                     f"horizon {result.summary['clv_total'].sum():,.0f} in total"
+                     + (f"; {clv['note']}" if clv.get("note") else ""))
     elif "skipped" in clv:
         lines.append(f"CLV skipped: {clv['skipped']}")
     if "events" in m:
@@ -645,7 +660,11 @@ def _finish(result, json_logs: bool) -> None:
                      f"smaller than the minimum share or size")
     matching = m["clustering"].get("matching")
     if matching:
-        lines.append(f"ids kept from {matching['previous_run']}: new segments {matching['new_ids'] or 'none'}, "
+        shared = matching.get("shared_customers") or {}
+        how = (f" (of the customers both runs share, {shared['kept_share']:.1%} kept their id; an optimal "
+               f"relabelling: {shared['optimal_share']:.1%})" if shared.get("customers")
+               else f" ({matching['note']})" if matching.get("note") else "")
+        lines.append(f"ids kept from {matching['previous_run']}{how}: new segments {matching['new_ids'] or 'none'}, "
                      f"vanished {matching['vanished_ids'] or 'none'}")
     lines.append(f"outputs in {result.out}")
     _render.print_lines(lines)

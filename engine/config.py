@@ -239,10 +239,16 @@ class ClvConfig(_Checked):
     time_unit: str = "week"
     horizon: float | None = None
     discount_rate: float = 0.10
+    # "auto": BG/NBD, or its no-dropout limit (NBD, P(alive) = 1) when the data show no dropout in the
+    # window (engine.analytics.clv); "bgnbd" or "nbd" to use one of them whatever the data say.
+    purchase_model: str = "auto"
 
     def check(self) -> None:
         if self.time_unit not in ("day", "week"):
             msg = f"--time-unit must be day or week, got {self.time_unit!r}"
+            raise ConfigError(msg)
+        if self.purchase_model not in ("auto", "bgnbd", "nbd"):
+            msg = f"[clv] purchase_model must be auto, bgnbd or nbd, got {self.purchase_model!r}"
             raise ConfigError(msg)
         if self.horizon is not None and self.horizon <= 0:
             msg = f"--horizon must be > 0, got {self.horizon}"
@@ -334,8 +340,9 @@ class RunConfig(_Checked):
     dedupe_on: tuple[str, ...] | None = None
     # A previous run (or its model folder): matched segments keep their ids and names.
     previous: str | None = None
-    # With previous: start k-means from the previous centroids (and keep their number).
-    warm_start: bool = False
+    # With previous: start k-means from the previous centroids and keep their number (None: yes);
+    # False clusters afresh with cluster.k and only matches the ids.
+    warm_start: bool | None = None
     # Above this share of rejected rows the input is refused (exit 3).
     max_reject_share: float = 0.5
     pseudonymize_ids: bool = False
@@ -497,6 +504,8 @@ def parse_size(text: str) -> int:
 def config_hash(cfg: RunConfig) -> str:
     """A stable digest of the options that can change the outputs (recorded in run.json and the model)."""
     doc = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_HASHED}
+    if doc.get("warm_start") is None and cfg.previous is not None:
+        doc["warm_start"] = True    # the default with --previous, said or not: the same run
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

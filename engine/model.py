@@ -14,7 +14,7 @@ import datetime as dt
 import functools
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -204,8 +204,13 @@ def _from_doc(doc: Any) -> Model:
             raise ValueError(f"rfm_cuts.{name} must be 4 finite numbers")
     clv = None
     if doc.get("clv"):
-        clv = ClvParams(**{f.name: doc["clv"][f.name] for f in fields(ClvParams)})
-        numbers = (clv.r, clv.alpha, clv.a, clv.b, clv.p, clv.q, clv.v, clv.population_mean)
+        # Fields added since (with defaults) may be absent from a model written by an earlier version.
+        clv = ClvParams(**{f.name: doc["clv"][f.name] for f in fields(ClvParams)
+                           if f.name in doc["clv"] or f.default is MISSING})
+        if clv.purchase_model not in ("bgnbd", "nbd"):
+            raise ValueError(f"CLV purchase_model {clv.purchase_model!r}, expected bgnbd or nbd")
+        dropout = (clv.a, clv.b) if clv.purchase_model == "bgnbd" else ()
+        numbers = (clv.r, clv.alpha, *dropout, clv.p, clv.q, clv.v, clv.population_mean)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers):
             raise ValueError("CLV parameters must be finite and positive")
     return Model(

@@ -40,8 +40,8 @@ UNITS = {
 }
 
 KPIS = {
-    "segment": Column("id", "segment", "Segment id; a run warm-started from an earlier model keeps the ids of "
-                                       "the segments it matched."),
+    "segment": Column("id", "segment", "Segment id; a run with --previous keeps the ids of the segments it "
+                                       "matched to the earlier run's."),
     "name": Column("text", "name", "Automatic name; every word states a rule that holds for the segment "
                                    "(profile.NAME_RULES)."),
     "customers": Column("customers", "customers", "Customers in the segment."),
@@ -63,7 +63,8 @@ KPIS = {
     "lapsed_rate": Column("share", "share lapsed", "Share of customers silent for too long (activity_status "
                                                    "lapsed)."),
     "clv_total": Column("currency", "predicted value", "Sum of the customers' CLV: discounted expected spend over "
-                                                       "the CLV horizon (BG/NBD + Gamma-Gamma)."),
+                                                       "the CLV horizon (BG/NBD, or its no-dropout NBD limit as "
+                                                       "'clv' in this file says, + Gamma-Gamma)."),
     "outliers": Column("customers", "outliers", "Customers farther from the segment's centre than 99.5% of its "
                                                 "members (wholesale accounts, data errors): worth a look."),
 }
@@ -100,9 +101,9 @@ FEATURES = {
     "f_score": Column("score", "frequency score", "Frequency quintile score, 5 = most orders."),
     "m_score": Column("score", "spend score", "Monetary quintile score, 5 = highest total spend."),
     "p_alive": Column("probability", "chance still active", "BG/NBD probability that the customer has not "
-                                                            "churned."),
-    "expected_purchases": Column("count", "expected purchases", "BG/NBD expected purchases over the CLV "
-                                                                "horizon."),
+                                                            "churned (1 in the NBD limit: no dropout detected)."),
+    "expected_purchases": Column("count", "expected purchases", "Expected purchases over the CLV horizon "
+                                                                "(BG/NBD, or its NBD limit)."),
     "expected_avg_value": Column("currency", "expected order value", "Gamma-Gamma expected spend per "
                                                                      "purchase."),
     "clv": Column("currency", "predicted value (CLV)", "Discounted expected spend over the CLV horizon."),

@@ -1,8 +1,10 @@
 """The three profile files of a run: Parquet for programs, JSON with its column meanings, CSV for people.
 
 - ``profiles.parquet``: every column at full precision.
-- ``profiles.json``: ``{"units": {...}, "columns": {column: {"unit", "description"}}, "segments": [rows]}``,
-  strict JSON (a non-finite number fails the write).
+- ``profiles.json``: ``{"units": {...}, "columns": {column: {"unit", "description"}}, "clv": {...},
+  "segments": [rows]}``, strict JSON (a non-finite number fails the write); ``clv`` names the purchase
+  model behind the CLV columns (``bgnbd``, or ``nbd`` with the note saying no dropout was detected),
+  null without CLV.
 - ``profiles.csv``: the columns a marketer opens in a spreadsheet (``MARKETER_COLUMNS``), ``aov_kpi``
   as ``revenue_per_order``, rounded by unit (money to cents, shares to 0.01 %).
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.io import store
 from segmint.engine.io.sink import write_json
 from segmint.engine.profile_columns import UNITS, describe, describe_columns
@@ -31,12 +34,15 @@ _OPTIONAL = {"clv_total"}
 _DECIMALS = {"currency": 2, "share": 4, "days": 1, "orders": 2, "count": 2}
 
 
-def write_profiles(directory: str | Path, profiles: pl.DataFrame, options: store.Options | None = None) -> None:
+def write_profiles(directory: str | Path, profiles: pl.DataFrame, options: store.Options | None = None,
+                   clv: ClvParams | None = None) -> None:
     """Write profiles.parquet, profiles.json and profiles.csv of ``profiles`` (one row per segment) into
-    ``directory``, a local folder or an object-store prefix (``options`` as for engine.io.store)."""
+    ``directory``, a local folder or an object-store prefix (``options`` as for engine.io.store); ``clv``
+    is the CLV model the profiles' CLV columns come from."""
     store.write_parquet(profiles, store.join(directory, "profiles.parquet"), options)
+    model = {"purchase_model": clv.purchase_model, "note": clv.note} if clv is not None else None
     write_json(store.join(directory, "profiles.json"), {"units": UNITS, "columns": describe_columns(profiles.columns),
-                                                        "segments": profiles.to_dicts()}, options)
+                                                        "clv": model, "segments": profiles.to_dicts()}, options)
     store.write_bytes(store.join(directory, "profiles.csv"), marketer_table(profiles).write_csv().encode(), options)
 
 

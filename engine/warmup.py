@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
+from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, nbd_customer_terms
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, group_partials, segment_sums
 from segmint.kernels.grouping import group_rows, sort_segments, take
@@ -35,6 +35,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
         "bgnbd_customer_terms": lambda: bgnbd_customer_terms(one, one, one * 2, 1.0, 1.0, 1.0, 1.0, np.empty((1, 5))),
+        "nbd_customer_terms": lambda: nbd_customer_terms(one, one * 2, 1.0, 1.0, np.empty((1, 3))),
         "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, 1.0, 1.0, 1.0, np.empty((1, 4))),
         "simulate_purchases": lambda: simulate_purchases(
             0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,

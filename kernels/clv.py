@@ -1,4 +1,4 @@
-"""Customer-dependent parts of the BG/NBD and Gamma-Gamma log-likelihoods, with gradients.
+"""Customer-dependent parts of the BG/NBD, NBD and Gamma-Gamma log-likelihoods, with gradients.
 
 Terms that depend only on the repeat count x (the log-gamma and digamma
 terms) are evaluated once per distinct x by the caller; these kernels add
@@ -14,7 +14,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel
 
-__all__ = ["bgnbd_customer_terms", "gamma_gamma_customer_terms", "n_blocks", "BLOCK"]
+__all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
 
@@ -64,6 +64,35 @@ def bgnbd_customer_terms(x, tx, T, r, alpha, a, b, out):
         out[blk, 2] = gal
         out[blk, 3] = ga
         out[blk, 4] = gb
+
+
+@parallel
+def nbd_customer_terms(x, T, r, alpha, out):
+    """Sum over customers of -(r + x) log(alpha + T) and its gradient in (r, alpha).
+
+    The NBD (Poisson-gamma, no dropout) log-likelihood of x repeat purchases in (0, T] is this term
+    plus log Gamma(r + x) - log Gamma(r) + r log alpha: the BG/NBD's at a -> 0 (its A4 term vanishes).
+
+    Parameters
+    ----------
+    x, T : float64[n]            # IN  repeat purchases, age (same unit)
+    r, alpha : float             # IN  parameters
+    out : float64[n_blocks, 3]   # OUT per block: value, d/dr, d/dalpha
+    """
+    n = x.shape[0]
+    for blk in prange(out.shape[0]):
+        v = 0.0
+        gr = 0.0
+        gal = 0.0
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            rx = r + x[i]
+            lT = math.log(alpha + T[i])
+            v += -rx * lT
+            gr += -lT
+            gal += -rx / (alpha + T[i])
+        out[blk, 0] = v
+        out[blk, 1] = gr
+        out[blk, 2] = gal
 
 
 @parallel

@@ -1,20 +1,30 @@
 """Customer lifetime value: BG/NBD (Fader, Hardie & Lee 2005) and Gamma-Gamma (Fader & Hardie 2013).
 
-Both are fitted by maximum likelihood with L-BFGS-B (SciPy) on log
-parameters bounded to [1e-5, 1e5], using analytic gradients; an optimum on a
-bound means the data cannot identify the model, and the fit is refused. The log-likelihood is a sum over
+Every model is fitted by maximum likelihood with L-BFGS-B (SciPy) on log
+parameters bounded to [1e-5, 1e5], using analytic gradients. The log-likelihood is a sum over
 customers: the parts that depend only on the repeat count x are evaluated
 once per distinct x, the rest by a Numba kernel in fixed blocks, so 10M
 customers take seconds and the fit is reproducible.
+
+No dropout in the window. The BG/NBD's limit a -> 0 (no customer ever drops out) is the NBD
+(Poisson-gamma) model, whose log-likelihood is the BG/NBD's without its dropout term. On short or
+churn-free histories the BG/NBD maximum sits on that bound; its dropout parameters are then not
+identified, but (r, alpha) are: the NBD is fitted by maximum likelihood on its own and used, with
+P(alive) = 1. ``purchase_model = "auto"`` decides by the likelihood ratio: the BG/NBD is used when
+2 (LL_BG/NBD - LL_NBD) >= ``NO_DROPOUT_LR`` (chi-square, 2 degrees of freedom, 5%), else the NBD
+("no dropout detected in the window"). An optimum on any other bound, or an NBD on its own bound
+(customers alike: no heterogeneity to fit), means the data cannot identify the model, and the fit is
+refused.
 
 Inputs are the lifetimes-compatible summary: x = ``lt_frequency``,
 t_x = ``lt_recency``, T = ``lt_T`` (converted to the time unit) and
 m = ``lt_monetary``. Gamma-Gamma is fitted on customers with x > 0 and m > 0.
 
 Predictions per customer:
-- ``p_alive``: P(alive | x, t_x, T), eq. 11 of FHL 2005;
+- ``p_alive``: P(alive | x, t_x, T), eq. 11 of FHL 2005 (1 in the NBD limit);
 - ``expected_purchases``: E[purchases in the next ``horizon`` units], eq. 10,
   evaluated in a form that is finite for every parameter value (a + b < 1 too);
+  in the NBD limit (r + x) t / (alpha + T), the mean of the posterior Gamma(r + x, alpha + T) rate;
 - ``expected_avg_value``: E[M | x, m] = p (v + x m) / (p x + q - 1); the
   population mean p v / (q - 1) for customers without usable repeat spend
   (where q <= 1 that mean does not exist and the observed mean repeat spend
@@ -33,15 +43,20 @@ import polars as pl
 
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks
+from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
 
-__all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_gamma_gamma",
-           "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT"]
+__all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
+           "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT", "NO_DROPOUT_LR",
+           "NO_DROPOUT"]
 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
 MIN_REPEATERS = 3
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
 PARAM_LIMIT = 1e5
+# 2 (LL_BG/NBD - LL_NBD) below this (the chi-square 95% point for the two dropout parameters): the data
+# cannot tell the BG/NBD's dropout from none, and the NBD limit is used.
+NO_DROPOUT_LR = 5.991
+NO_DROPOUT = "no dropout detected in the window"
 _STEP_DAYS = 30.0
 # Within _NEAR of a removable singularity (a = 1, c = 0) the value is averaged _NUDGE either side.
 _NEAR = 1e-7
@@ -56,21 +71,37 @@ class ClvFitError(InputContractError):
 class ClvParams:
     r: float
     alpha: float
-    a: float
-    b: float
+    a: float | None             # BG/NBD dropout, Beta(a, b); None in the NBD limit
+    b: float | None
     p: float
     q: float
     v: float
-    log_likelihood: float       # BG/NBD, at the optimum
+    log_likelihood: float       # the purchase model's (BG/NBD or NBD), at the optimum
     gg_log_likelihood: float    # Gamma-Gamma, at the optimum
-    n: int                      # customers in the BG/NBD fit
+    n: int                      # customers in the purchase-model fit
     n_gg: int                   # customers in the Gamma-Gamma fit (x > 0 and m > 0)
     time_unit: str
     population_mean: float      # E[M] for customers without usable repeat spend
     population_mean_source: str # "model" (p v / (q - 1)) or the observed mean where q <= 1
+    purchase_model: str = "bgnbd"   # "bgnbd", or "nbd": the no-dropout limit, P(alive) = 1
+    likelihood_ratio: float | None = None  # 2 (LL_BG/NBD - LL_NBD) where both were fitted
+    note: str | None = None     # why the NBD limit is used
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PurchaseFit:
+    """The purchase model chosen by ``fit_purchases``: BG/NBD (r, alpha, a, b) or NBD (r, alpha)."""
+    model: str
+    r: float
+    alpha: float
+    a: float | None
+    b: float | None
+    log_likelihood: float
+    likelihood_ratio: float | None
+    note: str | None
 
 
 def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
@@ -86,7 +117,7 @@ def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
         msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers to fit BG/NBD; found {repeaters}. "
                f"Use a longer history or disable CLV ([clv] enabled = false)")
         raise ClvFitError(msg)
-    r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
+    purchases = fit_purchases(x, tx, T, cfg.purchase_model)
     keep = (x > 0) & (m > 0)
     if keep.sum() < MIN_REPEATERS:
         msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers with positive spend to fit Gamma-Gamma; "
@@ -98,8 +129,33 @@ def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
     else:
         # q <= 1: the Gamma-Gamma population has no mean; the observed mean repeat spend stands in.
         mean, source = float(np.mean(m[keep])), "observed mean of lt_monetary (q <= 1: the model has no mean)"
-    return ClvParams(r, alpha, a, b, p, q, v, ll, gg_ll, int(x.size), int(keep.sum()), cfg.time_unit,
-                     float(mean), source)
+    f = purchases
+    return ClvParams(f.r, f.alpha, f.a, f.b, p, q, v, f.log_likelihood, gg_ll, int(x.size), int(keep.sum()),
+                     cfg.time_unit, float(mean), source, f.model, f.likelihood_ratio, f.note)
+
+
+def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "auto") -> PurchaseFit:
+    """The purchase model: ``choice`` "bgnbd" or "nbd", or "auto" (the module docstring says how)."""
+    if choice == "bgnbd":
+        r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
+        return PurchaseFit("bgnbd", r, alpha, a, b, ll, None, None)
+    r0, alpha0, ll0 = fit_nbd(x, T)  # refused when even the NBD is not identified: nothing is
+    if choice == "nbd":
+        return PurchaseFit("nbd", r0, alpha0, None, None, ll0, None, "the NBD model was asked for "
+                                                                      "([clv] purchase_model = \"nbd\")")
+    theta, ll, at_edge = _bgnbd_optimum(x, tx, T)
+    # The NBD is nested in the BG/NBD, so the ratio is >= 0; below 0 is the optimisers' tolerance.
+    lr = max(2 * (ll - ll0), 0.0) if np.isfinite(ll) else None
+    if lr is None or lr < NO_DROPOUT_LR:
+        _, _, a, b = np.exp(theta)
+        found = (f"a = {a:.3g}, b = {b:.3g}: likelihood ratio {lr:.3g} against no dropout, below {NO_DROPOUT_LR}"
+                 if lr is not None else "no finite optimum")
+        note = f"{NO_DROPOUT} (BG/NBD {found}); CLV from the NBD limit, P(alive) = 1"
+        return PurchaseFit("nbd", r0, alpha0, None, None, ll0, lr, note)
+    if at_edge:
+        raise ClvFitError(_degenerate(at_edge))
+    r, alpha, a, b = map(float, np.exp(theta))
+    return PurchaseFit("bgnbd", r, alpha, a, b, ll, lr, None)
 
 
 def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.DataFrame:
@@ -117,7 +173,14 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     step = _STEP_DAYS / cfg.unit_days
     times = np.minimum(np.arange(1, int(np.ceil(horizon / step)) + 1) * step, horizon)
     per_step = (1 + cfg.discount_rate) ** (_STEP_DAYS / 365.0) - 1
-    alive = p_alive(bg, x, tx, T)
+    if params.purchase_model == "nbd":  # no dropout: alive for sure, purchases at the posterior mean rate
+        alive = np.ones_like(x)
+        def expected(t, xu, Tu):
+            return (params.r + xu) * t / (params.alpha + Tu)
+    else:
+        alive = p_alive(bg, x, tx, T)
+        def expected(t, xu, Tu):
+            return _expected_alive(*bg, t, xu, Tu)
     # The expectation given alive depends on (x, T) alone: evaluated once per distinct pair
     # (far fewer than customers, since T is in whole days), then spread to every customer.
     pairs, inverse = np.unique(np.column_stack([x, T]).view(np.complex128).ravel(), return_inverse=True)
@@ -125,14 +188,46 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     clv = np.zeros_like(x)
     before = np.zeros_like(x)
     for i, t in enumerate(times, start=1):
-        upto = _expected_alive(*bg, t, xu, Tu)[inverse] * alive
+        upto = expected(t, xu, Tu)[inverse] * alive
         clv += (upto - before) * avg / (1 + per_step) ** i
         before = upto
     return pl.DataFrame({"p_alive": alive, "expected_purchases": before, "expected_avg_value": avg, "clv": clv})
 
 
 def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, float, float, float, float]:
-    """Maximum-likelihood (r, alpha, a, b) and the log-likelihood at the optimum."""
+    """Maximum-likelihood (r, alpha, a, b) and the log-likelihood at the optimum; ClvFitError on a bound."""
+    theta, ll, at_edge = _bgnbd_optimum(x, tx, T)
+    if at_edge or not np.isfinite(ll):
+        raise ClvFitError(_degenerate(at_edge))
+    return (*map(float, np.exp(theta)), ll)
+
+
+def fit_nbd(x: np.ndarray, T: np.ndarray) -> tuple[float, float, float]:
+    """Maximum-likelihood (r, alpha) of the NBD (no dropout) and the log-likelihood at the optimum, on the
+    BG/NBD's scale (its a -> 0 limit); ClvFitError on a bound (customers too alike to tell a spread of rates)."""
+    from scipy.special import digamma, gammaln
+
+    xs, counts = np.unique(x, return_counts=True)
+    out = np.empty((n_blocks(x.size), 3))
+    n = x.size
+
+    def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        r, alpha = np.exp(theta)
+        per_x = gammaln(r + xs) - gammaln(r) + r * np.log(alpha)
+        g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
+        nbd_customer_terms(x, T, r, alpha, out)
+        s = out.sum(axis=0)
+        grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2]])
+        return -(counts @ per_x + s[0]) / n, -grad * np.array([r, alpha]) / n
+
+    theta, ll, at_edge = _maximise(neg, ("r", "alpha"), n)
+    if at_edge or not np.isfinite(ll):
+        raise ClvFitError(_degenerate(at_edge))
+    return (*map(float, np.exp(theta)), ll)
+
+
+def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, float, list[str]]:
+    """The BG/NBD's bounded maximum: log parameters, log-likelihood, the parameters on a bound."""
     from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
 
     xs, counts = np.unique(x, return_counts=True)
@@ -152,8 +247,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, floa
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2], counts @ g_a + s[3], counts @ g_b + s[4]])
         return -ll / n, -grad * np.array([r, alpha, a, b]) / n
 
-    theta, ll = _maximise(neg, ("r", "alpha", "a", "b"), n)
-    return (*map(float, np.exp(theta)), ll)
+    return _maximise(neg, ("r", "alpha", "a", "b"), n)
 
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, float]:
@@ -179,7 +273,9 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
         ])
         return -ll / n, -grad * np.array([p, q, v]) / n
 
-    theta, ll = _maximise(neg, ("p", "q", "v"), n)
+    theta, ll, at_edge = _maximise(neg, ("p", "q", "v"), n)
+    if at_edge or not np.isfinite(ll):
+        raise ClvFitError(_degenerate(at_edge))
     return (*map(float, np.exp(theta)), ll)
 
 
@@ -256,9 +352,9 @@ def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:
             table["lt_monetary"].to_numpy())
 
 
-def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float]:
-    """Maximum likelihood over log parameters bounded to [1e-5, 1e5]; an optimum on a bound,
-    or a failed optimisation, is a degenerate fit and raises ClvFitError."""
+def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, list[str]]:
+    """Maximum likelihood over log parameters bounded to [1e-5, 1e5]: the log parameters, the
+    log-likelihood (-inf where the optimisation found nothing finite) and the parameters on a bound."""
     from scipy.optimize import minimize
 
     bound = np.log(PARAM_LIMIT)
@@ -268,8 +364,9 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float]:
                        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
     at_edge = [f"{name}={np.exp(t):.3g}" for name, t in zip(names, res.x, strict=True)
                if abs(abs(t) - bound) < 1e-3]
-    if at_edge or not np.isfinite(res.fun):
-        msg = (f"the CLV fit is degenerate ({', '.join(at_edge) or 'no finite optimum'}): the data cannot "
-               f"identify the model, as with very few or near-identical customers; CLV is left out")
-        raise ClvFitError(msg)
-    return res.x, float(-res.fun * n)
+    return res.x, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
+
+
+def _degenerate(at_edge: list[str]) -> str:
+    return (f"the CLV fit is degenerate ({', '.join(at_edge) or 'no finite optimum'}): the data cannot "
+            f"identify the model, as with very few or near-identical customers; CLV is left out")

@@ -33,7 +33,7 @@ import polars as pl
 
 from segmint.engine import exact
 from segmint.engine.analytics.attributes import segment_mix
-from segmint.engine.analytics.clv import ClvParams
+from segmint.engine.analytics.clv import ClvFitError, ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import RunConfig, config_hash, to_dict
@@ -99,7 +99,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
             cuts = fit_rfm_cuts(sample)
             clv, clv_report = fit.fit_clv_reported(sample, cfg.clv, counts.customers)
-            info.update(fitted_on=sample.height, clv="fitted" if clv else "skipped")
+            info.update(fitted_on=sample.height, clv=clv.purchase_model if clv else "skipped")
             del sample
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
@@ -133,7 +133,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             "profiles_note": _profiles_note(cfg, counts.customers),
             **({"micro": micro_report} if micro_report else {}),
         }
-        return _finish_run(s, profiles, model, manifest, files)
+        return _finish_run(s, profiles, model, manifest, files, clv)
 
 
 def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
@@ -169,11 +169,13 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
                 if model.micro is not None else {}
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
+            **({"clv": {"purchase_model": model.clv.purchase_model, "note": model.clv.note, "fitted_on": model.clv.n,
+                        "time_unit": model.clv.time_unit}} if model.clv else {}),
             "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
                            "features": list(model.scaler.columns)},
             "profiles_note": _profiles_note(cfg, counts.customers),
         }
-        return _finish_run(s, profiles, None, manifest, files)
+        return _finish_run(s, profiles, None, manifest, files, model.clv)
 
 
 def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
@@ -206,8 +208,9 @@ def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
             cuts = fit_rfm_cuts(sample)
             params, report = fit.fit_clv_reported(sample, clv_cfg, counts.customers)
             if params is None:
-                raise InputContractError(report["skipped"])
-            info.update(r=params.r, alpha=params.alpha, a=params.a, b=params.b)
+                raise ClvFitError(report["skipped"])
+            info.update(model=params.purchase_model, r=params.r, alpha=params.alpha,
+                        **({"a": params.a, "b": params.b} if params.purchase_model == "bgnbd" else {}))
         _score(s, Scoring(s.plan.cfg.features, cuts, params, clv_cfg), buckets, "clv")
         as_of = mapped[0].as_of
         write_json(s.layout.meta("clv_params.json"), params.to_dict() | {
@@ -549,9 +552,9 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
 
 
 def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manifest: dict[str, Any],
-                files: dict[str, pl.DataFrame]) -> RunResult:
+                files: dict[str, pl.DataFrame], clv: ClvParams | None) -> RunResult:
     opts = s.plan.options
-    write_profiles(s.layout.root, profiles, opts)
+    write_profiles(s.layout.root, profiles, opts, clv)
     if model is not None:
         model.save(s.layout.meta("model"), opts)
     for name, frame in files.items():

@@ -7,7 +7,9 @@
 - ``drift.parquet``: per feature both runs share, the population stability index
   PSI = sum over bins of (new% - old%) ln(new% / old%), over the old run's deciles (shares
   floored at 0.0001), flagged ``stable`` below 0.1, ``moderate`` to 0.25, ``major`` above.
-- ``compare.json``: all of it, and run.json.
+- ``compare.json``: all of it, ``ids`` (of the customers in both runs, how many kept their segment id and
+  the share an optimal relabelling of the segments would have kept: engine.analytics.migration), and
+  run.json.
 
 Memory is bounded: both runs' assignments are read bucket by bucket (customers split by a
 hash of their id), each bucket joined on its own; only counts and exact sums are kept.
@@ -25,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine import exact
+from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import RunConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
@@ -81,7 +84,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
             segments = _segments(prof_a, prof_b)
             info.update(customers_old=int(table.filter(pl.col("old_segment").is_not_null())["customers"].sum()),
                         customers_new=int(table.filter(pl.col("new_segment").is_not_null())["customers"].sum()))
-        doc = {"old_run": str(run_a), "new_run": str(run_b), "migration": table.to_dicts(),
+        doc = {"old_run": str(run_a), "new_run": str(run_b), "ids": kept_ids(table), "migration": table.to_dicts(),
                "segments": segments.to_dicts(), "drift": drift.to_dicts(), "buckets": buckets}
         store.write_parquet(table, layout.meta("migration.parquet"), opts)
         store.write_parquet(segments, layout.meta("segments.parquet"), opts)

@@ -29,7 +29,7 @@ import polars as pl
 from segmint.engine.analytics.clv import ClvFitError, ClvParams, fit_clv
 from segmint.engine.cluster.backend import ArrayBackend
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
-from segmint.engine.cluster.matching import match_segments
+from segmint.engine.cluster.matching import check_same_features, match_segments
 from segmint.engine.cluster.micro import MicroModel, fit_micro
 from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
@@ -38,6 +38,7 @@ from segmint.engine.features.table import channel_columns
 from segmint.engine.io import store
 from segmint.engine.pipeline.bucket import HASH, features_path
 from segmint.engine.pipeline.plan import Plan
+from segmint.engine.pipeline.previous import shared_customers
 from segmint.engine.preprocess import fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "gather", "fit_clv_reported",
@@ -112,8 +113,10 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
                  backend: ArrayBackend | None, previous: Any = None) -> Segmentation:
     """Scaler, k (scanned with --k auto), centroids and their ids, on the profile sample.
 
-    Without ``previous`` (a Model) segments are numbered by decreasing size; with it, matched
-    to the previous segments (engine.cluster.matching), optionally starting from their centroids.
+    Without ``previous`` (a Model) segments are numbered by decreasing size; with it, k-means starts
+    from the previous centroids (unless ``cfg.warm_start`` is False) and the segments are matched to
+    the previous ones (engine.cluster.matching) on the customers both runs share where the previous
+    run's assignments are readable, else on centroids.
     """
     c = cfg.cluster
     feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
@@ -126,23 +129,25 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
         msg = f"k={c.k} is larger than the number of customers ({customers}); lower --k"
         raise ConfigError(msg)
     scan, note = None, None
-    if cfg.warm_start:  # the previous number of segments, whatever --k says
-        if previous.scaler.columns != feats:
-            msg = (f"--warm-start needs the previous clustering features {list(previous.scaler.columns)}, "
-                   f"not {list(feats)}")
-            raise ConfigError(msg)
+    warm = previous is not None and cfg.warm_start is not False
+    if previous is not None:
+        check_same_features(feats, previous)
+    if warm:  # the previous number of segments, whatever --k says
         init = scaler.scale(previous.scaler.unscale(previous.centroids)).astype(np.float32)
-        k, fit, sizes = _fit(x, previous.k, c, priority, backend, init)
+        k, fit, labels = _fit(x, previous.k, c, priority, backend, init)
     elif c.k is None:
         scan = select_k(x, c, priority)
-        k, fit, sizes, note = _fit_auto(x, scan, c, priority, backend)
+        k, fit, labels, note = _fit_auto(x, scan, c, priority, backend)
     else:
-        k, fit, sizes = _fit(x, c.k, c, priority, backend)
+        k, fit, labels = _fit(x, c.k, c, priority, backend)
+    sizes = np.bincount(labels, minlength=k)
     if previous is None:
         order = np.argsort(-sizes, kind="stable")
         return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(range(k)), (None,) * k, k, k,
                             scan, fit, tuple(feats), note, None)
-    m = match_segments(fit.centroids, scaler, sizes, previous, c.match_distance)
+    shared, why = shared_customers(sample["customer_id"], labels, k, previous, cfg)
+    m = match_segments(fit.centroids, scaler, sizes, previous, c.match_distance, shared, why)
+    m.report["warm_start"] = warm
     order = np.argsort(m.ids, kind="stable")
     return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
                         tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report)
@@ -174,11 +179,17 @@ def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) ->
 def clustering_report(seg: Segmentation, cfg: ClusterConfig, device: str, inertia: float,
                       customers: int) -> dict[str, Any]:
     """The ``clustering`` section of run.json, training sample stated."""
+    if seg.matching and seg.matching["warm_start"]:
+        note = (f"started from the {seg.k} centroids of the previous run (k={seg.k} kept; --no-warm-start "
+                f"clusters afresh) and trained on {seg.fit.n_train:,} of {customers:,} customers (the profile "
+                f"sample); every customer is assigned")
+    else:
+        note = (f"centroids trained on {seg.fit.n_train:,} of {customers:,} customers "
+                f"(max_points_per_centroid={cfg.max_points_per_centroid}); every customer is assigned")
     return {
         "device": device, "features": list(seg.features), "n_train": seg.fit.n_train, "n_init_sample": seg.fit.n_init,
         "niter": cfg.niter, "nredo": cfg.nredo, "train_inertia": seg.fit.train_inertia, "inertia": inertia,
-        "note": (f"centroids trained on {seg.fit.n_train:,} of {customers:,} customers "
-                 f"(max_points_per_centroid={cfg.max_points_per_centroid}); every customer is assigned"),
+        "note": note,
         **({"k_auto": seg.note} if seg.note else {}),
         **({"matching": seg.matching} if seg.matching else {}),
     }
@@ -186,15 +197,16 @@ def clustering_report(seg: Segmentation, cfg: ClusterConfig, device: str, inerti
 
 def _fit(x: np.ndarray, k: int, c: ClusterConfig, priority: np.ndarray, backend: ArrayBackend | None,
          init: np.ndarray | None = None) -> tuple[int, KMeansResult, np.ndarray]:
+    """k, the fit, and the centroid row of each row of ``x``."""
     from segmint.engine.cluster.assign import assign
 
     fit = fit_kmeans(x, k, c, priority, backend, init)
-    sizes = np.bincount(assign(x, fit.centroids, backend).segment, minlength=k)
-    if (sizes == 0).any() and (distinct := np.unique(x, axis=0).shape[0]) < k:
+    rows = assign(x, fit.centroids, backend).segment
+    if np.bincount(rows, minlength=k).min() == 0 and (distinct := np.unique(x, axis=0).shape[0]) < k:
         msg = (f"the customers take only {distinct} distinct value(s) of the clustering features, fewer than the "
                f"{k} segments asked for: lower --k to {max(distinct, 1)} or fewer, or cluster on other features")
         raise InputContractError(msg)
-    return k, fit, sizes
+    return k, fit, rows
 
 
 def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray,
@@ -207,16 +219,17 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
     ranked = sorted((r for r in scan.rows if r["eligible"]), key=lambda r: (-r["silhouette"], r["davies_bouldin"]))
     tried = []
     for row in ranked:
-        k, fit, sizes = _fit(x, row["k"], c, priority, backend)
+        k, fit, labels = _fit(x, row["k"], c, priority, backend)
+        sizes = np.bincount(labels, minlength=k)
         share = float(sizes.min() / sizes.sum())
         if share >= c.min_segment_share:
             note = None if not tried else (f"k={', '.join(map(str, tried))} left a segment below "
                                            f"{c.min_segment_share * 100:.3g}% after the final fit; k={k} kept")
-            return k, fit, sizes, note
+            return k, fit, labels, note
         tried.append(row["k"])
-    k, fit, sizes = _fit(x, c.k_min, c, priority, backend)
-    return k, fit, sizes, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
-                           f"k_min={c.k_min} used")
+    k, fit, labels = _fit(x, c.k_min, c, priority, backend)
+    return k, fit, labels, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
+                            f"k_min={c.k_min} used")
 
 
 def _threshold(customers: int, want: int) -> np.uint64:

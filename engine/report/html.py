@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.analytics.funnel import FUNNEL_STAGES
+from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import LifecycleConfig
 from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.report import charts
@@ -217,7 +218,13 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
     missing = f" {fmt.count(h.missing)} customers have no CLV value." if h.missing else ""
     caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {fmt.money(h.edges[0])} are in "
                f"the first bar.{missing}")
-    return (f"<p class=\"lead\">Predicted customer value: BG/NBD expected purchases times Gamma-Gamma expected "
+    if clv.get("purchase_model") == "nbd":
+        purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: no customer is seen to "
+                     "stop buying, so every one counts as still active, chance 100%, buying at the rate their "
+                     "history suggests; churn needs a longer history to show)")
+    else:
+        purchases = "BG/NBD expected purchases"
+    return (f"<p class=\"lead\">Predicted customer value: {purchases} times Gamma-Gamma expected "
             f"spend, discounted over the horizon (time unit: {html.escape(str(clv.get('time_unit', 'week')))}), "
             f"fitted on {fmt.count(clv.get('fitted_on', 0))} customers.</p>"
             + _figure(charts.clv_chart(h.edges, h.counts, list(colors.values()), labels), caption)
@@ -270,9 +277,14 @@ def _migration(migration: pl.DataFrame | None, names: dict[str, str]) -> str:
     body = [[html.escape(o), html.escape(f"{n} · {names[n]}" if n in names else n), fmt.count(c),
              fmt.money(v) if v is not None else "n/a"] for o, n, c, v in top.iter_rows()]
     stayed = int(table.filter(pl.col("old_segment") == pl.col("new_segment"))["customers"].sum())
+    ids = kept_ids(migration)
+    held = (f" Of the {fmt.count(ids['customers_in_both'])} customers in both runs, {fmt.share(ids['kept_share'])} "
+            f"kept their segment id; an optimal relabelling of the segments would have kept "
+            f"{fmt.share(ids['optimal_share'])}: a gap means the ids moved more than the customers did."
+            if ids["customers_in_both"] else "")
     return (f"<p class=\"lead\">{fmt.count(stayed)} customers stayed in their segment and "
-            f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left. Colour is the share of the previous "
-            f"segment; numbers are customers.</p>"
+            f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left.{held} Colour is the share of the "
+            f"previous segment; numbers are customers.</p>"
             + _figure(charts.migration_heatmap(rows, cols, grid))
             + "<h3>Largest moves</h3>"
             + _table(["from", "to", "customers", "revenue"], body, numeric={2, 3}, kind="compact"))

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from scipy.special import betaln, gammaln
 
-from segmint.engine.analytics.clv import fit_bgnbd, fit_gamma_gamma, p_alive
-from segmint.engine.analytics.clv_simulate import simulate_bgnbd, simulate_spend
+from segmint.engine.analytics.clv import fit_bgnbd, fit_clv, fit_gamma_gamma, fit_nbd, p_alive, predict_clv
+from segmint.engine.analytics.clv_simulate import simulate_bgnbd, simulate_nbd, simulate_spend
 from segmint.engine.config import ClvConfig, Columns, RunConfig
 from segmint.engine.pipeline import compute_clv, compute_feature_table
 from tests.fixtures import DATA
@@ -192,7 +192,8 @@ def test_gamma_gamma_without_a_population_mean_uses_the_observed_mean(monkeypatc
     table = pl.DataFrame({"lt_frequency": [0, 1, 2, 3, 1], "lt_recency": [0.0, 7.0, 14.0, 21.0, 7.0],
                           "lt_T": [30.0, 30.0, 30.0, 30.0, 30.0], "lt_monetary": [0.0, 10.0, 20.0, 30.0, 40.0]})
     monkeypatch.setattr(clv, "fit_gamma_gamma", lambda x, m: (2.0, 0.8, 5.0, -1.0))  # q <= 1: no mean
-    monkeypatch.setattr(clv, "fit_bgnbd", lambda x, tx, T: (0.5, 4.0, 0.8, 2.5, -1.0))
+    monkeypatch.setattr(clv, "fit_purchases",
+                        lambda x, tx, T, choice: clv.PurchaseFit("bgnbd", 0.5, 4.0, 0.8, 2.5, -1.0, None, None))
     params = clv.fit_clv(table, ClvConfig(time_unit="day"))
     assert params.population_mean == pytest.approx(25.0) and params.population_mean_source != "model"
     out = clv.predict_clv(table, params, ClvConfig(time_unit="day"))
@@ -216,3 +217,104 @@ def test_degenerate_fits_are_refused_not_returned():
 def test_default_horizon_spans_the_same_days_in_either_unit():
     assert ClvConfig(time_unit="week").horizon_units * 7 == ClvConfig(time_unit="day").horizon_units == 364
     assert ClvConfig(time_unit="day", horizon=30).horizon_units == 30
+
+
+def test_nbd_fit_maximises_the_negative_binomial_likelihood():
+    from scipy.stats import nbinom
+
+    x, _, T, _ = simulate_nbd(np.random.default_rng(4), 3000, 0.7, 5.0)
+
+    def counts(r, alpha):  # x ~ NB(r, alpha / (alpha + T)): SciPy's, not ours
+        return nbinom.logpmf(x, r, alpha / (alpha + T)).sum()
+
+    r, alpha, ll = fit_nbd(x, T)
+    # The timing likelihood we maximise is the count likelihood times T^x / x!, free of parameters.
+    assert ll == pytest.approx(counts(r, alpha) - (x * np.log(T) - gammaln(x + 1)).sum(), rel=1e-10)
+    for bump in np.eye(2) * 0.01:
+        assert counts(*(np.array([r, alpha]) * (1 + bump))) < counts(r, alpha)
+        assert counts(*(np.array([r, alpha]) * (1 - bump))) < counts(r, alpha)
+
+
+def test_nbd_is_the_bgnbd_without_dropout():
+    x, tx, T, _ = simulate_nbd(np.random.default_rng(6), 500, 0.7, 5.0)
+    r, alpha, ll = fit_nbd(x, T)
+    # The textbook BG/NBD likelihood as a -> 0, whatever b: no customer ever drops out.
+    for b in (0.5, 3.0):
+        assert _bgnbd_ll_ref((r, alpha, 1e-10, b), x, tx, T) == pytest.approx(ll, rel=1e-8)
+
+
+def _weeks_table(x, tx, T, m) -> pl.DataFrame:
+    return pl.DataFrame({"lt_frequency": x, "lt_recency": tx * 7, "lt_T": T * 7, "lt_monetary": m})
+
+
+def test_no_dropout_gives_the_nbd_limit_against_its_closed_form_and_the_simulation():
+    rng = np.random.default_rng(5)
+    r, alpha, horizon = 0.6, 4.0, 26.0
+    x, tx, T, rate = simulate_nbd(rng, 40_000, r, alpha, t_range=(20.0, 60.0))
+    m = np.zeros_like(x)
+    m[x > 0] = simulate_spend(rng, x[x > 0], 5.0, 4.0, 20.0)
+    table, cfg = _weeks_table(x, tx, T, m), ClvConfig(horizon=horizon)
+    params = fit_clv(table, cfg)
+    assert params.purchase_model == "nbd" and params.a is None and params.b is None
+    assert params.note.startswith("no dropout detected in the window") and params.likelihood_ratio < 5.991
+    np.testing.assert_allclose([params.r, params.alpha], [r, alpha], rtol=0.06)
+    out = predict_clv(table, params, cfg)
+    assert (out["p_alive"] == 1).all()
+    # Closed form: the posterior rate is Gamma(r + x, alpha + T), its mean times the horizon.
+    rate_mean = (params.r + x) / (params.alpha + T)
+    np.testing.assert_allclose(out["expected_purchases"], rate_mean * horizon, rtol=1e-12)
+    # Discounted as the BG/NBD path: 30-day steps (the last one partial), 10% a year compounded per step.
+    step, q = 30 / 7, 1.1 ** (-30 / 365)
+    n = math.ceil(horizon / step)
+    weight = step * q * (1 - q ** (n - 1)) / (1 - q) + (horizon - (n - 1) * step) * q ** n
+    np.testing.assert_allclose(out["clv"], rate_mean * out["expected_avg_value"] * weight, rtol=1e-10)
+    # Against the simulation: the same customers' purchases in the next 26 weeks, by repeat count.
+    future = rng.poisson(rate * horizon)
+    for lo, hi in ((0, 0), (1, 2), (3, 6), (7, 10_000)):
+        group = (x >= lo) & (x <= hi)
+        se = future[group].std() / math.sqrt(group.sum())
+        assert abs(out["expected_purchases"].to_numpy()[group].mean() - future[group].mean()) < 4 * se + 0.03 * future[group].mean()
+
+
+def test_dropout_in_the_window_keeps_the_bgnbd():
+    rng = np.random.default_rng(7)
+    x, tx, T = simulate_bgnbd(rng, 20_000, 0.6, 4.0, 0.8, 2.5)
+    m = np.zeros_like(x)
+    m[x > 0] = simulate_spend(rng, x[x > 0], 5.0, 4.0, 20.0)
+    table = _weeks_table(x, tx, T, m)
+    params = fit_clv(table, ClvConfig())
+    assert params.purchase_model == "bgnbd" and params.note is None and params.likelihood_ratio > 100
+    assert params.a == pytest.approx(0.8, rel=0.15)
+    forced = fit_clv(table, ClvConfig(purchase_model="nbd"))
+    assert forced.purchase_model == "nbd" and forced.likelihood_ratio is None
+
+
+def test_a_run_without_dropout_says_so_in_run_json_profiles_and_report(tmp_path):
+    from segmint.engine.config import ClusterConfig
+    from segmint.engine.pipeline import run
+    from segmint.engine.report import write_report
+
+    # 1,500 customers buying at Gamma(0.8, 3)-distributed weekly rates for 2 to 40 weeks, never dropping out.
+    rng = np.random.default_rng(8)
+    n, as_of = 1500, np.datetime64("2026-06-30T12:00:00.000")
+    age = rng.uniform(2, 40, n)
+    repeats = rng.poisson(rng.gamma(0.8, 1 / 3.0, n) * age)
+    customer = np.repeat(np.arange(n), repeats + 1)
+    weeks_before = np.repeat(age, repeats + 1) * np.concatenate([[1.0, *rng.random(k)] for k in repeats])
+    ts = as_of - (weeks_before * 7 * 86400e3).astype("timedelta64[ms]")
+    pl.DataFrame({"customer_id": customer, "ts": ts, "amount": rng.gamma(4.0, 10.0, customer.size)}).write_parquet(
+        tmp_path / "tx.parquet")
+    result = run([tmp_path / "tx.parquet"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=3)))
+    clv = result.manifest["clv"]
+    assert clv["purchase_model"] == "nbd" and clv["a"] is None
+    assert clv["note"].startswith("no dropout detected in the window")
+    profiles = json.loads((tmp_path / "run" / "profiles.json").read_text())
+    assert profiles["clv"] == {"purchase_model": "nbd", "note": clv["note"]}
+    assignments = pl.read_parquet(tmp_path / "run" / "assignments")
+    assert (assignments["p_alive"] == 1).all() and (assignments["clv"] > 0).all()
+    page = write_report(tmp_path / "run", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "no dropout detected in the window" in page
+    from segmint.engine.model import Model
+
+    scored = Model.load(tmp_path / "run").predict(pl.read_parquet(tmp_path / "tx.parquet"), as_of="2026-06-30")
+    assert (scored["p_alive"] == 1).all()

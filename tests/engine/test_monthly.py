@@ -54,12 +54,30 @@ def test_compare_counts_every_customer_once_and_flags_drift(two_runs):
     assert json.loads((root / "cmp" / "compare.json").read_text())["migration"] == doc["migration"]
 
 
+def test_compare_says_how_many_kept_their_id_and_what_a_relabelling_would_keep(two_runs):
+    import itertools
+
+    root, _, _ = two_runs
+    ids = compare_runs(root / "a", root / "b", root / "ids")["ids"]
+    a = pl.read_parquet(root / "a" / "assignments").select("customer_id", "segment")
+    b = pl.read_parquet(root / "b" / "assignments").select("customer_id", "segment")
+    both = a.join(b, on="customer_id")
+    size = int(max(both["segment"].max(), both["segment_right"].max())) + 1
+    table = np.zeros((size, size), np.int64)
+    np.add.at(table, (both["segment"].to_numpy(), both["segment_right"].to_numpy()), 1)
+    best = max(sum(table[i, j] for i, j in enumerate(p)) for p in itertools.permutations(range(size)))  # brute force
+    kept = int((both["segment"] == both["segment_right"]).sum())
+    assert ids == {"customers_in_both": both.height, "kept_id": kept, "optimal_relabelling": best,
+                   "kept_share": kept / both.height, "optimal_share": best / both.height}
+    assert ids["kept_share"] >= 0.99 * ids["optimal_share"]  # the second run kept ids with --previous
+
+
 def test_compare_in_buckets_gives_the_same_tables(two_runs):
     root, _, _ = two_runs
     one = compare_runs(root / "a", root / "b", root / "one", RunConfig(buckets=1))
     many = compare_runs(root / "a", root / "b", root / "many", RunConfig(buckets=4))
     assert many["buckets"] == 4
-    for name in ("migration", "segments", "drift"):
+    for name in ("ids", "migration", "segments", "drift"):
         assert many[name] == one[name]
 
 

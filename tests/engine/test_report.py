@@ -218,3 +218,15 @@ def test_profiles_csv_has_the_marketer_columns(small_run, tmp_path):
     assert [int(r["customers"]) for r in rows] == profiles["customers"].to_list()
     assert float(rows[0]["revenue_per_order"]) == pytest.approx(profiles["aov_kpi"][0], abs=0.005)
     assert [r["name"] for r in rows] == profiles["name"].to_list()
+
+
+def test_migration_says_how_many_kept_their_id_and_what_a_relabelling_would_keep(small_run, migration, tmp_path):
+    text = write_report(small_run, tmp_path / "m.html", migration=migration).read_text(encoding="utf-8")
+    # 1,040 customers in both runs; 1,000 on the diagonal, which is also the best relabelling.
+    assert "Of the 1,040 customers in both runs, 96% kept their segment id; an optimal relabelling of the " \
+           "segments would have kept 96%" in text
+    swapped = pl.DataFrame({"old_segment": [0, 1, 1], "new_segment": [1, 0, 1], "customers": [500, 300, 20],
+                            "revenue": [1.0, 2.0, 3.0]})
+    text = write_report(small_run, tmp_path / "s.html", migration=swapped).read_text(encoding="utf-8")
+    assert "Of the 820 customers in both runs, 2.4% kept their segment id; an optimal relabelling of the " \
+           "segments would have kept 98%" in text

@@ -1,11 +1,12 @@
-"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), value and gradient."""
+"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), and the NBD kernel
+against its terms in plain NumPy: value and gradient."""
 
 import math
 
 import numpy as np
 import pytest
 
-from segmint.kernels.clv import BLOCK, gamma_gamma_customer_terms, n_blocks
+from segmint.kernels.clv import BLOCK, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -37,4 +38,24 @@ def test_gamma_gamma_terms_match_the_textbook_likelihood_and_its_gradient(seed, 
         up[i] += h
         down[i] -= h
         fd.append((_kernel_part_ref(x, m, *up) - _kernel_part_ref(x, m, *down)) / (2 * h))
+    np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("seed", "n"), [(0, 1), (1, 700), (2, BLOCK + 7)])
+def test_nbd_terms_match_plain_numpy_and_their_gradient(seed, n):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 30, n).astype(np.float64)
+    T = rng.uniform(1.0, 80.0, n)
+    r, alpha = rng.uniform([0.1, 0.5], [5.0, 40.0])
+
+    def ref(r, alpha):  # what the kernel adds: -(r + x) log(alpha + T), summed in NumPy's order
+        return float(-((r + x) * np.log(alpha + T)).sum())
+
+    out = np.full((n_blocks(n), 3), np.nan)
+    nbd_customer_terms(x, T, r, alpha, out)
+    value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
+    assert value == pytest.approx(ref(r, alpha), rel=1e-12)
+    h = (r * 1e-6, alpha * 1e-6)
+    fd = [(ref(r + h[0], alpha) - ref(r - h[0], alpha)) / (2 * h[0]),
+          (ref(r, alpha + h[1]) - ref(r, alpha - h[1])) / (2 * h[1])]
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
