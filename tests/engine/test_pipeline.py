@@ -389,6 +389,10 @@ def test_a_reject_share_above_the_limit_is_refused(small_data, tmp_path):
 
 
 def test_json_outputs_are_strict(small_run):
+    parsed = []
     for path in small_run.rglob("*.json"):
         json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+        parsed.append(str(path.relative_to(small_run)))
+    # Every JSON file a run writes was parsed (an empty loop would pass on a run that wrote none).
+    assert sorted(parsed) == ["_manifest.json", "model/model.json", "profiles.json", "run.json"]
 
