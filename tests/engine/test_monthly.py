@@ -85,6 +85,12 @@ def test_outliers_are_the_farthest_half_percent_of_each_segment(small_run):
     a = pl.read_parquet(small_run / "assignments")
     model = Model.load(small_run)
     limit = dict(zip(model.segment_ids, model.outlier_distance, strict=True))
+    # Each segment's limit is the 99.5th percentile of its own customers' distances (the profile
+    # sample holds every customer of this small run), computed here with plain Polars.
+    own = dict(a.group_by("segment").agg(pl.col("distance").cast(pl.Float64).quantile(0.995, "linear")).iter_rows())
+    assert set(own) == set(limit) and len(own) == 6
+    for segment, distance in own.items():
+        assert limit[segment] == pytest.approx(distance, rel=1e-6), segment
     over = a.with_columns(limit=pl.col("segment").replace_strict(limit, return_dtype=pl.Float64))
     assert (over["outlier"] == (over["distance"] > over["limit"])).all()
     assert 0.002 < a["outlier"].mean() < 0.01
