@@ -75,7 +75,7 @@ class CleanResult:
     as_of: dt.datetime
     rows_in: int
     rejected: dict[str, int]      # every reason, zero included
-    rejected_amount: dict[str, list[float]]  # per reason: exact partials of the finite rejected amounts
+    rejected_amount: dict[str, list[float]]  # per reason: exact partials of the rejected amounts up to _HUGE
     repeats: int                  # rows identical to an earlier row on every mapped column
     stats: RowStats | None        # when the as-of was derived from these rows
 
@@ -109,8 +109,11 @@ def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: 
     rejects = df.filter(pl.col("__reason").is_not_null())
     counts = dict(rejects.group_by("__reason").len().iter_rows())
     codes = rejects["__reason"].cast(pl.Enum(REASONS)).to_physical().to_numpy()
-    finite = np.isfinite(rejects["__amount"].fill_null(np.nan).to_numpy())
-    amounts = exact.partials(codes[finite], rejects["__amount"].to_numpy()[finite], len(REASONS))
+    # Amounts above _HUGE are left out of the sums: two of them already overflow a float (an
+    # amount_overflow customer's rows are such), and the total could not be written to run.json.
+    # Below it, 2^40 rows cannot overflow.
+    summable = np.abs(rejects["__amount"].fill_null(np.nan).to_numpy()) <= _HUGE  # False for NaN
+    amounts = exact.partials(codes[summable], rejects["__amount"].to_numpy()[summable], len(REASONS))
     lines = df.filter(pl.col("__reason").is_null()).select(
         pl.col("__cid").alias("customer_id"),
         pl.col("__ts").alias("ts"),
