@@ -105,23 +105,50 @@ def test_json_logs_are_json_lines(small_data, tmp_path):
     assert error["event"] == "error" and error["exit_code"] == 4 and "--overwrite" in error["message"]
 
 
-@pytest.fixture
-def dirty_csv(tmp_path):
-    path = tmp_path / "dirty.csv"
-    path.write_text("cust,when,value\n1,2024-01-01,5\n,2024-01-02,3\n2,not a date,4\n3,2024-01-03,\n"
-                    "3,2024-01-04,9\n4,2024-01-05,2\n")
-    return path
+# One CSV row per case, with the reason it must be rejected for: with --as-of 2024-01-04 (first) and
+# without (second: the as-of is then the latest valid time, 2024-01-05, and rows after the moment the
+# run started are future_timestamp instead). None: the row is used.
+DIRTY_ROWS = [
+    ("1,2024-01-01,5", None, None),
+    (",2024-01-02,3", "null_customer_id", "null_customer_id"),
+    ("2,,4", "null_timestamp", "null_timestamp"),
+    ("2,not a date,4", "unparseable_timestamp", "unparseable_timestamp"),
+    ("2,2024-01-02,abc", "unparseable_amount", "unparseable_amount"),
+    ("3,2024-01-03,", "non_finite_amount", "non_finite_amount"),
+    ("3,2024-01-03,inf", "non_finite_amount", "non_finite_amount"),
+    ("3,2024-01-04,9", None, None),
+    ("3,2024-01-04,9", "duplicate", "duplicate"),              # --dedupe-on cust,when,value
+    ("4,2024-01-05,2", "after_as_of", None),
+    ("5,2999-01-01,2", "after_as_of", "future_timestamp"),
+    ("6,2024-01-02,1e308", "amount_overflow", "amount_overflow"),  # the customer's total is not a float
+    ("6,2024-01-03,1e308", "amount_overflow", "amount_overflow"),
+    ("7,2024-01-02,-5", "returns_only", "returns_only"),      # a customer without a purchase
+    ("8,2024-01-02,7", None, None),
+]
 
 
-def test_csv_with_every_reject_reason_is_quarantined(dirty_csv, tmp_path):
-    r = invoke("run", dirty_csv, "--out", tmp_path / "o", "--customer-col", "cust", "--time-col", "when",
-               "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, "--as-of", "2024-01-04",
-               "--max-reject-share", 0.7)
-    assert r.exit_code == 0, r.stderr
-    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
-    assert sorted(rejects["reason"]) == ["after_as_of", "non_finite_amount", "null_customer_id",
-                                         "unparseable_timestamp"]
-    assert "4 rejected" in r.stdout
+def test_csv_with_every_reject_reason_is_quarantined(tmp_path):
+    from segmint.engine.io.clean import REASONS
+
+    (tmp_path / "dirty.csv").write_text("cust,when,value\n" + "".join(line + "\n" for line, _, _ in DIRTY_ROWS))
+    # Every reason is covered by the two runs: after_as_of needs --as-of, future_timestamp needs none.
+    assert {r for _, *reasons in DIRTY_ROWS for r in reasons} - {None} == set(REASONS)
+    for which, as_of in ((1, ["--as-of", "2024-01-04"]), (2, [])):
+        out = tmp_path / f"o{which}"
+        r = invoke("run", tmp_path / "dirty.csv", "--out", out, "--customer-col", "cust", "--time-col", "when",
+                   "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, *as_of,
+                   "--dedupe-on", "cust,when,value", "--max-reject-share", 0.9)
+        assert r.exit_code == 0, r.stderr
+        want = sorted(((line, reasons[which - 1]) for line, *reasons in DIRTY_ROWS if reasons[which - 1]),
+                      key=str)
+        rejects = pl.read_parquet(out / "rejects")
+        assert rejects.columns == ["cust", "when", "value", "reason"]
+        got = sorted(((",".join(v or "" for v in row[:3]), row[3]) for row in rejects.iter_rows()), key=str)
+        assert got == want
+        counts = json.loads((out / "run.json").read_text())["rows"]["rejected_by_reason"]
+        assert {k: n for k, n in counts.items() if n} == {reason: [w for _, w in want].count(reason)
+                                                          for reason in {w for _, w in want}}
+        assert f"{len(want)} rejected" in r.stdout
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
