@@ -358,3 +358,46 @@ def test_assign_takes_a_customers_table_and_refuses_events(tmp_path):
                                        "--out", str(tmp_path / "t"), *side, "--events", str(tmp_path / "d" / "events")])
     assert refused.exit_code == 2 and "assign reads no events table" in refused.output
     assert not (tmp_path / "t").exists()
+
+
+def _plain_migration(old_run: Path, new_run: Path) -> dict[tuple[int | None, int | None], int]:
+    """Customers per (old segment, new segment) from a full join of the two runs' assignments
+    (None: not in that run)."""
+    old = pl.read_parquet(old_run / "assignments").select("customer_id", old="segment")
+    new = pl.read_parquet(new_run / "assignments").select("customer_id", new="segment")
+    both = old.join(new, on="customer_id", how="full", coalesce=True)
+    return {(o, n): c for o, n, c in both.group_by("old", "new").len().iter_rows()}
+
+
+def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs, tmp_path):
+    import re
+
+    root, gone, newcomers = two_runs
+    plain = _plain_migration(root / "a", root / "b")
+    assert sum(c for (o, n), c in plain.items() if n is None) == gone.len()
+    assert sum(c for (o, n), c in plain.items() if o is None) == newcomers.len()
+
+    r = invoke("compare", root / "a", root / "b", "--out", tmp_path / "cmp")
+    assert r.exit_code == 0, r.stderr
+    moves = pl.read_parquet(tmp_path / "cmp" / "migration.parquet")
+    assert {(o, n): c for o, n, c in moves.select("old_segment", "new_segment", "customers").iter_rows()} == plain
+    changed = sum(c for (o, n), c in plain.items() if o is not None and n is not None and o != n)
+    assert changed > 0
+    assert f"{changed:,} customers changed segment" in r.stdout.replace("\n", " ")
+
+    r = invoke("report", root / "b", "--compare", root / "a", "--out", tmp_path / "report.html")
+    assert r.exit_code == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    stayed = sum(c for (o, n), c in plain.items() if o == n)
+    others = sum(plain.values()) - stayed
+    assert f"{stayed:,} customers stayed in their segment and {others:,} moved, arrived or left" in page
+    # The largest moves: each row's count is the join's, and they are the ten largest.
+    table = page.split("<h3>Largest moves</h3>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td class=\"num\">([\d,]+)</td>", table)
+    assert len(rows) == 10
+    listed = []
+    for old, new, count in rows:
+        key = (None if old == "new customers" else int(old), None if new == "lost" else int(new.split(" · ")[0]))
+        assert plain.get(key) == int(count.replace(",", "")), f"{old} -> {new}: the join has {plain.get(key)}"
+        listed.append(plain[key])
+    assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]

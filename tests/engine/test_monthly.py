@@ -11,24 +11,6 @@ from segmint.engine.pipeline import run
 from segmint.engine.pipeline.compare import compare_runs
 
 
-@pytest.fixture(scope="module")
-def two_runs(small_data, tmp_path_factory):
-    """The small data, then a month later: 200 customers gone, amounts of the rest tripled, 100 new."""
-    root = tmp_path_factory.mktemp("monthly")
-    tx = pl.read_parquet(small_data / "transactions")
-    ids = tx["customer_id"].unique().sort()
-    gone, rest = ids.head(200), ids.tail(ids.len() - 200)
-    newcomers = tx.filter(pl.col("customer_id").is_in(rest.head(100).implode())).with_columns(
-        customer_id=pl.col("customer_id") + 5_000_000)
-    later = pl.concat([tx.filter(pl.col("customer_id").is_in(rest.implode())).with_columns(amount=pl.col("amount") * 3),
-                       newcomers])
-    later.write_parquet(root / "later.parquet")
-    cfg = RunConfig(cluster=ClusterConfig(k=5, seed=0))
-    run([small_data / "transactions"], root / "a", cfg)
-    run([root / "later.parquet"], root / "b", RunConfig(cluster=ClusterConfig(k=5, seed=0), previous=str(root / "a")))
-    return root, gone, newcomers["customer_id"].unique()
-
-
 def test_compare_counts_every_customer_once_and_flags_drift(two_runs):
     root, gone, newcomers = two_runs
     doc = compare_runs(root / "a", root / "b", root / "cmp")
