@@ -5,6 +5,8 @@
 - ``planted``: skewed planted clusters for the clustering tests.
 - ``faiss_lloyd``: Faiss' CPU k-means from given initial centroids, the reference for our Lloyd iterations.
 - ``restored_process_settings``: undo what the CLI's ``segmint.engine.runtime.configure`` changes.
+- ``segmint_child``: the CLI in a child process, with Ctrl-C delivered as in a terminal.
+- ``wait_for``: poll until a glob matches, so that a signal lands while a child is at work.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +66,24 @@ def restored_process_settings() -> Iterator[None]:
         numba.set_num_threads(numba_threads)
         faiss.omp_set_num_threads(faiss_threads)
         signal.signal(signal.SIGTERM, sigterm)
+
+
+# Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal: a shell that starts a command
+# in the background (a CI step, `pytest &`) makes its children ignore SIGINT, and Python keeps that.
+_CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "from segmint.cli.app import main; sys.argv = ['segmint', *sys.argv[1:]]; main()")
+
+
+def segmint_child(*args: object, **popen) -> subprocess.Popen:
+    """``segmint ARGS`` in a child process (``popen``: Popen's keywords, e.g. stderr)."""
+    return subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, args)], text=True, **popen)
+
+
+def wait_for(folder: Path, pattern: str, timeout: float = 60) -> bool:
+    """Poll every 50 ms until ``folder.glob(pattern)`` matches; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(folder.glob(pattern)):
+            return True
+        time.sleep(0.05)
+    return False

@@ -401,3 +401,64 @@ def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs,
         assert plain.get(key) == int(count.replace(",", "")), f"{old} -> {new}: the join has {plain.get(key)}"
         listed.append(plain[key])
     assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]
+
+
+# `segmint ARGS` with an error segmint does not expect, deep in the engine (reading the input).
+_BOOM = """
+import sys
+import segmint.engine.io.sources as sources
+
+def boom(*args, **kwargs):
+    raise RuntimeError("disk on fire")
+
+sources._scan = boom
+from segmint.cli.app import main
+sys.argv = ["segmint", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_unexpected_error_exits_1_in_one_line_and_debug_shows_the_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    pl.DataFrame({"customer_id": [1], "ts": ["2024-01-01"], "amount": [5.0]}).write_parquet(tmp_path / "t.parquet")
+    plain = subprocess.run([sys.executable, "-c", _BOOM, "validate", str(tmp_path / "t.parquet")],
+                           capture_output=True, text=True)
+    assert plain.returncode == 1
+    assert "Traceback" not in plain.stderr + plain.stdout
+    errors = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert errors[-1:] == ["error: unexpected RuntimeError: disk on fire (rerun with --debug for the traceback)"]
+    assert [line for line in errors if line.startswith("error:")] == errors[-1:]
+    debug = subprocess.run([sys.executable, "-c", _BOOM, "--debug", "validate", str(tmp_path / "t.parquet")],
+                           capture_output=True, text=True)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and ", in boom" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == "RuntimeError: disk on fire"
+
+
+def test_ctrl_c_exits_130_and_leaves_the_previous_output(small_data, small_run, tmp_path):
+    import shutil
+    import signal
+
+    from tests.fixtures import segmint_child, wait_for
+
+    def digest(folder):
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    out = tmp_path / "out"
+    shutil.copytree(small_run, out)
+    before = digest(out)
+    with open(tmp_path.parent / f"{tmp_path.name}-stderr", "w+") as err:
+        proc = segmint_child("run", small_data / "transactions", "--out", out, "--overwrite", "--k", 3,
+                             "--buckets", 3, stderr=err)
+        assert wait_for(tmp_path, ".out.work-*/tx"), "the run never started its buckets"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 130
+        err.seek(0)
+        message = err.read()
+    assert "Traceback" not in message
+    assert message.strip().splitlines()[-1] == "error: interrupted; no output was changed"
+    assert digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind
