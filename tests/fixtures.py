@@ -7,6 +7,7 @@
 - ``restored_process_settings``: undo what the CLI's ``segmint.engine.runtime.configure`` changes.
 - ``segmint_child``: the CLI in a child process, with Ctrl-C delivered as in a terminal.
 - ``wait_for``: poll until a glob matches, so that a signal lands while a child is at work.
+- ``run_watching_peak_rss``: run a command; its peak RSS from /proc, its exit code and stderr.
 """
 
 from __future__ import annotations
@@ -87,3 +88,25 @@ def wait_for(folder: Path, pattern: str, timeout: float = 60) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def run_watching_peak_rss(cmd: list[str]) -> tuple[int, int, str]:
+    """Run ``cmd``: (peak RSS in bytes, exit code, stderr). The peak is the child's VmHWM in
+    /proc/<pid>/status, polled every 20 ms: a high-water mark, so polling misses no spike, only
+    growth after the last poll. (VmHWM starts afresh at exec; a forked child's ru_maxrss would
+    count this process's pages.)"""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                                      if line.startswith("VmHWM:")))
+            except (OSError, StopIteration):  # exiting: the last reading stands
+                pass
+            time.sleep(0.02)
+        err.seek(0)
+        return peak, proc.returncode, err.read()
