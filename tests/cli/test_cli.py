@@ -56,8 +56,16 @@ def test_generate_same_seed_same_bytes(tmp_path):
     def digest(d):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.parquet"))}
 
-    for name in ("a", "b"):
-        assert invoke("generate", "--out", tmp_path / name, "--n-customers", 800, "--seed", 5).exit_code == 0
+    assert invoke("generate", "--out", tmp_path / "a", "--n-customers", 800, "--seed", 5).exit_code == 0
+    # Again in a child process whose str hashes differ from this one's (PYTHONHASHSEED).
+    import os
+    import subprocess
+    import sys
+
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    subprocess.run([sys.executable, "-m", "segmint.cli.app", "generate", "--out", str(tmp_path / "b"),
+                    "--n-customers", "800", "--seed", "5"], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONHASHSEED": seed})
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert invoke("generate", "--out", tmp_path / "c", "--n-customers", 800, "--seed", 6).exit_code == 0
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
