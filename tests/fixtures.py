@@ -71,13 +71,34 @@ def restored_process_settings() -> Iterator[None]:
 
 # Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal: a shell that starts a command
 # in the background (a CI step, `pytest &`) makes its children ignore SIGINT, and Python keeps that.
-_CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-          "from segmint.cli.app import main; sys.argv = ['segmint', *sys.argv[1:]]; main()")
+# With a marker path, the run pauses when it saves its model (its staging and work folders exist then):
+# it creates the marker and sleeps, so a signal sent once the marker exists lands mid-run, never after
+# a run that a warm kernel cache finished in a second. (Importing the model module first loads Polars
+# before the CLI sets the thread budget; these tests do not depend on threads.)
+_CHILD = """
+import signal, sys, time
+from pathlib import Path
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+marker = sys.argv[1]
+if marker:
+    from segmint.engine.model import Model
+
+    def pause(*args, **kwargs):
+        Path(marker).touch()
+        time.sleep(120)
+
+    Model.save = pause
+from segmint.cli.app import main
+sys.argv = ["segmint", *sys.argv[2:]]
+main()
+"""
 
 
-def segmint_child(*args: object, **popen) -> subprocess.Popen:
-    """``segmint ARGS`` in a child process (``popen``: Popen's keywords, e.g. stderr)."""
-    return subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, args)], text=True, **popen)
+def segmint_child(*args: object, paused: Path | None = None, **popen) -> subprocess.Popen:
+    """``segmint ARGS`` in a child process (``popen``: Popen's keywords, e.g. stderr); ``paused``:
+    the marker file the run creates when it pauses mid-run (above)."""
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(paused or ""), *map(str, args)], text=True, **popen)
 
 
 def wait_for(folder: Path, pattern: str, timeout: float = 60) -> bool:

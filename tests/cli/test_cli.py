@@ -458,10 +458,12 @@ def test_ctrl_c_exits_130_and_leaves_the_previous_output(small_data, small_run, 
     out = tmp_path / "out"
     shutil.copytree(small_run, out)
     before = digest(out)
+    marker = tmp_path.parent / f"{tmp_path.name}-paused"
     with open(tmp_path.parent / f"{tmp_path.name}-stderr", "w+") as err:
         proc = segmint_child("run", small_data / "transactions", "--out", out, "--overwrite", "--k", 3,
-                             "--buckets", 3, stderr=err)
-        assert wait_for(tmp_path, ".out.work-*/tx"), "the run never started its buckets"
+                             "--buckets", 3, paused=marker, stderr=err)
+        assert wait_for(marker.parent, marker.name), "the run never reached its model"
+        assert list(tmp_path.glob(".out.*"))  # mid-run: its staging folder is there
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 130
         err.seek(0)

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,16 +157,17 @@ def test_failed_run_leaves_previous_output_intact(small_data, small_cfg, tmp_pat
 def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path):
     """SIGTERM removes the staging and work folders (exit 143); after kill -9 the next run on the
     same output removes them (their owner process is gone)."""
+    from tests.fixtures import segmint_child, wait_for
+
     out = tmp_path / "out"
-    code = ("import sys; from segmint.cli.app import main; sys.argv = ['segmint', 'run', sys.argv[1], '--out', "
-            "sys.argv[2], '--k', '3', '--buckets', '3']; main()")
     for sig, rc in ((signal.SIGTERM, 143), (signal.SIGKILL, -9)):
+        # The child pauses mid-run (with its staging and work folders) until the signal comes: a run
+        # that finished first (a second, with warm kernels) made this test fail with exit 0.
+        marker = tmp_path.parent / f"{tmp_path.name}-paused-{sig}"
         with open(tmp_path.parent / f"err-{sig}", "w+") as err:
-            proc = subprocess.Popen([sys.executable, "-c", code, str(small_data / "transactions"), str(out)],
-                                    stderr=err, text=True)
-            deadline = time.time() + 60
-            while not list(tmp_path.glob(".out.work-*/tx")) and time.time() < deadline:
-                time.sleep(0.05)
+            proc = segmint_child("run", small_data / "transactions", "--out", out, "--k", 3, "--buckets", 3,
+                                 paused=marker, stderr=err)
+            assert wait_for(marker.parent, marker.name), "the run never reached its model"
             proc.send_signal(sig)
             assert proc.wait(60) == rc
             err.seek(0)
