@@ -130,7 +130,8 @@ class Model:
             output = open_output(directory, options)
             path = output.path("model/model.json") if output.has("model/model.json") else None
         else:
-            candidates = [store.join(directory, "model.json"), directory]
+            # A model folder copied out of a run, or a folder holding one.
+            candidates = [store.join(directory, "model", "model.json"), store.join(directory, "model.json"), directory]
             path = next((c for c in candidates if c.endswith(".json") and _is_file(c, options)), None)
         if path is None:
             msg = f"no model at {directory}: give a run directory written by 'segmint run' or its model/ folder"

@@ -59,7 +59,16 @@ def current_rss() -> int:
 
 
 def peak_rss() -> int:
-    """Peak bytes resident for this process so far (0 where the platform does not say)."""
+    """Peak bytes resident for this process so far (0 where the platform does not say).
+
+    Linux: VmHWM, which starts afresh at exec. getrusage's ru_maxrss does not: a process started
+    by a larger one (a Python harness, a scheduler's worker) would report its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -1,10 +1,11 @@
 """Shared fixtures: process settings restored after each test, one small synthetic dataset, CDNOW as
-Parquet, and a finished run."""
+Parquet, a finished run, and two runs a month apart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from segmint.engine.config import ClusterConfig, RunConfig
@@ -52,3 +53,22 @@ def cdnow_parquet() -> Path:
 def cdnow_sample() -> Path:
     """The CDNOW 1/10 sample: ``customer_id`` (the sample id), ``date`` text, ``dollars``."""
     return DATA / "cdnow_sample.parquet"
+
+
+@pytest.fixture(scope="session")
+def two_runs(small_data, tmp_path_factory):
+    """The small data, then a month later: 200 customers gone, amounts of the rest tripled, 100 new; run on
+    both (k=5), the second with --previous the first. (root, gone ids, new ids); runs in root/a and root/b."""
+    root = tmp_path_factory.mktemp("monthly")
+    tx = pl.read_parquet(small_data / "transactions")
+    ids = tx["customer_id"].unique().sort()
+    gone, rest = ids.head(200), ids.tail(ids.len() - 200)
+    newcomers = tx.filter(pl.col("customer_id").is_in(rest.head(100).implode())).with_columns(
+        customer_id=pl.col("customer_id") + 5_000_000)
+    later = pl.concat([tx.filter(pl.col("customer_id").is_in(rest.implode())).with_columns(amount=pl.col("amount") * 3),
+                       newcomers])
+    later.write_parquet(root / "later.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=5, seed=0))
+    run([small_data / "transactions"], root / "a", cfg)
+    run([root / "later.parquet"], root / "b", RunConfig(cluster=ClusterConfig(k=5, seed=0), previous=str(root / "a")))
+    return root, gone, newcomers["customer_id"].unique()

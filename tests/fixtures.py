@@ -5,6 +5,9 @@
 - ``planted``: skewed planted clusters for the clustering tests.
 - ``faiss_lloyd``: Faiss' CPU k-means from given initial centroids, the reference for our Lloyd iterations.
 - ``restored_process_settings``: undo what the CLI's ``segmint.engine.runtime.configure`` changes.
+- ``segmint_child``: the CLI in a child process, with Ctrl-C delivered as in a terminal.
+- ``wait_for``: poll until a glob matches, so that a signal lands while a child is at work.
+- ``run_watching_peak_rss``: run a command; its peak RSS from /proc, its exit code and stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +67,67 @@ def restored_process_settings() -> Iterator[None]:
         numba.set_num_threads(numba_threads)
         faiss.omp_set_num_threads(faiss_threads)
         signal.signal(signal.SIGTERM, sigterm)
+
+
+# Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal: a shell that starts a command
+# in the background (a CI step, `pytest &`) makes its children ignore SIGINT, and Python keeps that.
+# With a marker path, the run pauses when it saves its model (its staging and work folders exist then):
+# it creates the marker and sleeps, so a signal sent once the marker exists lands mid-run, never after
+# a run that a warm kernel cache finished in a second. (Importing the model module first loads Polars
+# before the CLI sets the thread budget; these tests do not depend on threads.)
+_CHILD = """
+import signal, sys, time
+from pathlib import Path
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+marker = sys.argv[1]
+if marker:
+    from segmint.engine.model import Model
+
+    def pause(*args, **kwargs):
+        Path(marker).touch()
+        time.sleep(120)
+
+    Model.save = pause
+from segmint.cli.app import main
+sys.argv = ["segmint", *sys.argv[2:]]
+main()
+"""
+
+
+def segmint_child(*args: object, paused: Path | None = None, **popen) -> subprocess.Popen:
+    """``segmint ARGS`` in a child process (``popen``: Popen's keywords, e.g. stderr); ``paused``:
+    the marker file the run creates when it pauses mid-run (above)."""
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(paused or ""), *map(str, args)], text=True, **popen)
+
+
+def wait_for(folder: Path, pattern: str, timeout: float = 60) -> bool:
+    """Poll every 50 ms until ``folder.glob(pattern)`` matches; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(folder.glob(pattern)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_watching_peak_rss(cmd: list[str]) -> tuple[int, int, str]:
+    """Run ``cmd``: (peak RSS in bytes, exit code, stderr). The peak is the child's VmHWM in
+    /proc/<pid>/status, polled every 20 ms: a high-water mark, so polling misses no spike, only
+    growth after the last poll. (VmHWM starts afresh at exec; a forked child's ru_maxrss would
+    count this process's pages.)"""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                                      if line.startswith("VmHWM:")))
+            except (OSError, StopIteration):  # exiting: the last reading stands
+                pass
+            time.sleep(0.02)
+        err.seek(0)
+        return peak, proc.returncode, err.read()

@@ -22,12 +22,28 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     for stage in ("segmint map", "segmint fit", "segmint cluster", "segmint score", "duckdb aggregate query",
                   "segmint k-means k=8", "scikit-learn k-means k=64", "faiss defaults k-means k=64"):
         assert res["stages"][stage]["seconds"] > 0 and res["stages"][stage]["peak_rss_mb"] > 0
+    assert set(res["clustering"]) == {"k=8", "k=64"}
     for runs in res["clustering"].values():
         assert set(runs) == {"segmint", "scikit-learn", "faiss defaults"}
-        assert all(-1 <= r["ari_vs_personas"] <= 1 and r["inertia"] > 0 for r in runs.values())
+        # The quality bar: inertia no worse than scikit-learn's k-means++ on the same matrix.
+        assert runs["segmint"]["inertia"] <= 1.02 * runs["scikit-learn"]["inertia"]
+    # At the default k every method recovers the planted personas far above chance (ARI about 0 for
+    # labels unrelated to them; 0.58 to 0.64 here).
+    ari = {method: r["ari_vs_personas"] for method, r in res["clustering"]["k=8"].items()}
+    assert min(ari.values()) > 0.4, ari
+    # The child's peak, polled from outside, is the peak the run recorded for itself (run.json).
     e2e = res["end_to_end"]
-    assert e2e["seconds"] > 0 and 50 < e2e["peak_rss_mb"] < 20_000
+    recorded = max(stage["peak_rss_mb"] for stage in e2e["stages"].values())
+    assert e2e["seconds"] > 0 and e2e["peak_rss_mb"] == pytest.approx(recorded, rel=0.05)
+    assert set(res["ratios"]) == {
+        "map (read + clean + features) / duckdb query (time)", "end to end / duckdb query (time)",
+        *[name for k in (8, 64) for name in (
+            f"ARI vs personas, segmint k={k}", f"scikit-learn time / segmint time, k={k}",
+            f"segmint / scikit-learn inertia, k={k}", f"segmint / faiss-defaults inertia, k={k}")]}
     assert all(isinstance(v, float) for v in res["ratios"].values())
+    k8 = res["clustering"]["k=8"]
+    assert res["ratios"]["segmint / scikit-learn inertia, k=8"] == pytest.approx(
+        k8["segmint"]["inertia"] / k8["scikit-learn"]["inertia"], abs=1e-4)
     assert "| map (read + clean + features) / duckdb query (time) |" in ratio_table(res)
     json.dumps(res)  # everything is JSON-serialisable for --out
     # The data is cached: a second run does not regenerate it.
@@ -68,12 +84,21 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
 
 @pytest.mark.slow
 def test_out_of_memory_scenario_runs_segmint_twice_in_child_processes(monkeypatch, tmp_path):
-    monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 40_000, 2_000, False, False))
+    import math
+
+    from segmint.engine.pipeline.plan import BYTES_PER_ROW
+
+    # Enough lines that mapping them costs 1.3 x 2 GB at the plan's cost per row: the 2 GB run must
+    # bucket (the generator writes about 22 lines per customer; 20 errs on more). About 10 M lines.
+    customers = math.ceil(1.3 * 2e9 / BYTES_PER_ROW["tx"] / 20)
+    monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 20 * customers, customers, False, False))
     res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
     assert "segmint map" not in res["stages"]
-    assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] > 20_000
+    assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] > 15 * customers
     assert set(res["ratios"]) == L_RATIOS
-    assert res["end_to_end_2GB"]["buckets"] >= 1
+    limited = res["end_to_end_2GB"]
+    assert limited["command"].endswith("--memory-limit 2GB") and limited["buckets"] > 1
+    assert limited["peak_rss_mb"] <= 1.15 * 2e9 / 2**20
 
 
 def test_gpu_scenario_harness_on_the_host_backend():
@@ -127,8 +152,11 @@ def test_ray_scenario_reports_overhead_and_a_checked_scaling_model(tiny, tmp_pat
 
     res = run_ray_benchmark("S", data_root=tmp_path, progress=lambda line: None)
     runs = res["runs"]
-    assert set(runs) == {"local", "ray, 1 worker of 2 CPUs", "ray, 1 worker of 1 CPU", "ray, 2 workers of 1 CPU"} \
-        or res["threads"] != 2
+    threads = res["threads"]
+    # One Ray worker with every thread (the same as "1 worker of 1 CPU" on a 1-thread machine), then the
+    # scaling pair.
+    assert set(runs) == {"local", f"ray, 1 worker of {threads} CPU{'s' if threads > 1 else ''}",
+                         "ray, 1 worker of 1 CPU", "ray, 2 workers of 1 CPU"}
     lines, model = res["lines"], res["model"]
     one = runs["ray, 1 worker of 1 CPU"]
     work = sum(one["stages"][s] for s in ("partition", "map", "score"))

@@ -109,6 +109,8 @@ def clean(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: 
     rejects = df.filter(pl.col("__reason").is_not_null())
     counts = dict(rejects.group_by("__reason").len().iter_rows())
     codes = rejects["__reason"].cast(pl.Enum(REASONS)).to_physical().to_numpy()
+    # Every finite amount counts: a sum beyond the float range (amount_overflow rows, by definition) is
+    # +-inf in the partials, which run.json reports as null, never as a total that leaves rows out.
     finite = np.isfinite(rejects["__amount"].fill_null(np.nan).to_numpy())
     amounts = exact.partials(codes[finite], rejects["__amount"].to_numpy()[finite], len(REASONS))
     lines = df.filter(pl.col("__reason").is_null()).select(

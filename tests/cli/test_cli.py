@@ -56,8 +56,16 @@ def test_generate_same_seed_same_bytes(tmp_path):
     def digest(d):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.parquet"))}
 
-    for name in ("a", "b"):
-        assert invoke("generate", "--out", tmp_path / name, "--n-customers", 800, "--seed", 5).exit_code == 0
+    assert invoke("generate", "--out", tmp_path / "a", "--n-customers", 800, "--seed", 5).exit_code == 0
+    # Again in a child process whose str hashes differ from this one's (PYTHONHASHSEED).
+    import os
+    import subprocess
+    import sys
+
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    subprocess.run([sys.executable, "-m", "segmint.cli.app", "generate", "--out", str(tmp_path / "b"),
+                    "--n-customers", "800", "--seed", "5"], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONHASHSEED": seed})
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert invoke("generate", "--out", tmp_path / "c", "--n-customers", 800, "--seed", 6).exit_code == 0
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
@@ -105,23 +113,50 @@ def test_json_logs_are_json_lines(small_data, tmp_path):
     assert error["event"] == "error" and error["exit_code"] == 4 and "--overwrite" in error["message"]
 
 
-@pytest.fixture
-def dirty_csv(tmp_path):
-    path = tmp_path / "dirty.csv"
-    path.write_text("cust,when,value\n1,2024-01-01,5\n,2024-01-02,3\n2,not a date,4\n3,2024-01-03,\n"
-                    "3,2024-01-04,9\n4,2024-01-05,2\n")
-    return path
+# One CSV row per case, with the reason it must be rejected for: with --as-of 2024-01-04 (first) and
+# without (second: the as-of is then the latest valid time, 2024-01-05, and rows after the moment the
+# run started are future_timestamp instead). None: the row is used.
+DIRTY_ROWS = [
+    ("1,2024-01-01,5", None, None),
+    (",2024-01-02,3", "null_customer_id", "null_customer_id"),
+    ("2,,4", "null_timestamp", "null_timestamp"),
+    ("2,not a date,4", "unparseable_timestamp", "unparseable_timestamp"),
+    ("2,2024-01-02,abc", "unparseable_amount", "unparseable_amount"),
+    ("3,2024-01-03,", "non_finite_amount", "non_finite_amount"),
+    ("3,2024-01-03,inf", "non_finite_amount", "non_finite_amount"),
+    ("3,2024-01-04,9", None, None),
+    ("3,2024-01-04,9", "duplicate", "duplicate"),              # --dedupe-on cust,when,value
+    ("4,2024-01-05,2", "after_as_of", None),
+    ("5,2999-01-01,2", "after_as_of", "future_timestamp"),
+    ("6,2024-01-02,1e308", "amount_overflow", "amount_overflow"),  # the customer's total is not a float
+    ("6,2024-01-03,1e308", "amount_overflow", "amount_overflow"),
+    ("7,2024-01-02,-5", "returns_only", "returns_only"),      # a customer without a purchase
+    ("8,2024-01-02,7", None, None),
+]
 
 
-def test_csv_with_every_reject_reason_is_quarantined(dirty_csv, tmp_path):
-    r = invoke("run", dirty_csv, "--out", tmp_path / "o", "--customer-col", "cust", "--time-col", "when",
-               "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, "--as-of", "2024-01-04",
-               "--max-reject-share", 0.7)
-    assert r.exit_code == 0, r.stderr
-    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
-    assert sorted(rejects["reason"]) == ["after_as_of", "non_finite_amount", "null_customer_id",
-                                         "unparseable_timestamp"]
-    assert "4 rejected" in r.stdout
+def test_csv_with_every_reject_reason_is_quarantined(tmp_path):
+    from segmint.engine.io.clean import REASONS
+
+    (tmp_path / "dirty.csv").write_text("cust,when,value\n" + "".join(line + "\n" for line, _, _ in DIRTY_ROWS))
+    # Every reason is covered by the two runs: after_as_of needs --as-of, future_timestamp needs none.
+    assert {r for _, *reasons in DIRTY_ROWS for r in reasons} - {None} == set(REASONS)
+    for which, as_of in ((1, ["--as-of", "2024-01-04"]), (2, [])):
+        out = tmp_path / f"o{which}"
+        r = invoke("run", tmp_path / "dirty.csv", "--out", out, "--customer-col", "cust", "--time-col", "when",
+                   "--time-format", "%Y-%m-%d", "--amount-col", "value", "--k", 2, *as_of,
+                   "--dedupe-on", "cust,when,value", "--max-reject-share", 0.9)
+        assert r.exit_code == 0, r.stderr
+        want = sorted(((line, reasons[which - 1]) for line, *reasons in DIRTY_ROWS if reasons[which - 1]),
+                      key=str)
+        rejects = pl.read_parquet(out / "rejects")
+        assert rejects.columns == ["cust", "when", "value", "reason"]
+        got = sorted(((",".join(v or "" for v in row[:3]), row[3]) for row in rejects.iter_rows()), key=str)
+        assert got == want
+        counts = json.loads((out / "run.json").read_text())["rows"]["rejected_by_reason"]
+        assert {k: n for k, n in counts.items() if n} == {reason: [w for _, w in want].count(reason)
+                                                          for reason in {w for _, w in want}}
+        assert f"{len(want)} rejected" in r.stdout
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
@@ -332,3 +367,109 @@ def test_assign_takes_a_customers_table_and_refuses_events(tmp_path):
                                        "--out", str(tmp_path / "t"), *side, "--events", str(tmp_path / "d" / "events")])
     assert refused.exit_code == 2 and "assign reads no events table" in refused.output
     assert not (tmp_path / "t").exists()
+
+
+def _plain_migration(old_run: Path, new_run: Path) -> dict[tuple[int | None, int | None], int]:
+    """Customers per (old segment, new segment) from a full join of the two runs' assignments
+    (None: not in that run)."""
+    old = pl.read_parquet(old_run / "assignments").select("customer_id", old="segment")
+    new = pl.read_parquet(new_run / "assignments").select("customer_id", new="segment")
+    both = old.join(new, on="customer_id", how="full", coalesce=True)
+    return {(o, n): c for o, n, c in both.group_by("old", "new").len().iter_rows()}
+
+
+def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs, tmp_path):
+    import re
+
+    root, gone, newcomers = two_runs
+    plain = _plain_migration(root / "a", root / "b")
+    assert sum(c for (o, n), c in plain.items() if n is None) == gone.len()
+    assert sum(c for (o, n), c in plain.items() if o is None) == newcomers.len()
+
+    r = invoke("compare", root / "a", root / "b", "--out", tmp_path / "cmp")
+    assert r.exit_code == 0, r.stderr
+    moves = pl.read_parquet(tmp_path / "cmp" / "migration.parquet")
+    assert {(o, n): c for o, n, c in moves.select("old_segment", "new_segment", "customers").iter_rows()} == plain
+    changed = sum(c for (o, n), c in plain.items() if o is not None and n is not None and o != n)
+    assert changed > 0
+    assert f"{changed:,} customers changed segment" in r.stdout.replace("\n", " ")
+
+    r = invoke("report", root / "b", "--compare", root / "a", "--out", tmp_path / "report.html")
+    assert r.exit_code == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    stayed = sum(c for (o, n), c in plain.items() if o == n)
+    others = sum(plain.values()) - stayed
+    assert f"{stayed:,} customers stayed in their segment and {others:,} moved, arrived or left" in page
+    # The largest moves: each row's count is the join's, and they are the ten largest.
+    table = page.split("<h3>Largest moves</h3>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td class=\"num\">([\d,]+)</td>", table)
+    assert len(rows) == 10
+    listed = []
+    for old, new, count in rows:
+        key = (None if old == "new customers" else int(old), None if new == "lost" else int(new.split(" · ")[0]))
+        assert plain.get(key) == int(count.replace(",", "")), f"{old} -> {new}: the join has {plain.get(key)}"
+        listed.append(plain[key])
+    assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]
+
+
+# `segmint ARGS` with an error segmint does not expect, deep in the engine (reading the input).
+_BOOM = """
+import sys
+import segmint.engine.io.sources as sources
+
+def boom(*args, **kwargs):
+    raise RuntimeError("disk on fire")
+
+sources._scan = boom
+from segmint.cli.app import main
+sys.argv = ["segmint", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_unexpected_error_exits_1_in_one_line_and_debug_shows_the_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    pl.DataFrame({"customer_id": [1], "ts": ["2024-01-01"], "amount": [5.0]}).write_parquet(tmp_path / "t.parquet")
+    plain = subprocess.run([sys.executable, "-c", _BOOM, "validate", str(tmp_path / "t.parquet")],
+                           capture_output=True, text=True)
+    assert plain.returncode == 1
+    assert "Traceback" not in plain.stderr + plain.stdout
+    errors = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert errors[-1:] == ["error: unexpected RuntimeError: disk on fire (rerun with --debug for the traceback)"]
+    assert [line for line in errors if line.startswith("error:")] == errors[-1:]
+    debug = subprocess.run([sys.executable, "-c", _BOOM, "--debug", "validate", str(tmp_path / "t.parquet")],
+                           capture_output=True, text=True)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and ", in boom" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == "RuntimeError: disk on fire"
+
+
+def test_ctrl_c_exits_130_and_leaves_the_previous_output(small_data, small_run, tmp_path):
+    import shutil
+    import signal
+
+    from tests.fixtures import segmint_child, wait_for
+
+    def digest(folder):
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    out = tmp_path / "out"
+    shutil.copytree(small_run, out)
+    before = digest(out)
+    marker = tmp_path.parent / f"{tmp_path.name}-paused"
+    with open(tmp_path.parent / f"{tmp_path.name}-stderr", "w+") as err:
+        proc = segmint_child("run", small_data / "transactions", "--out", out, "--overwrite", "--k", 3,
+                             "--buckets", 3, paused=marker, stderr=err)
+        assert wait_for(marker.parent, marker.name), "the run never reached its model"
+        assert list(tmp_path.glob(".out.*"))  # mid-run: its staging folder is there
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 130
+        err.seek(0)
+        message = err.read()
+    assert "Traceback" not in message
+    assert message.strip().splitlines()[-1] == "error: interrupted; no output was changed"
+    assert digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind

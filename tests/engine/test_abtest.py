@@ -1,5 +1,6 @@
 """A/B split determinism and ratio; evaluation against a hand-computed example; bad outcome files."""
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -47,6 +48,46 @@ def test_evaluate_matches_hand_computation():
     assert row["ci95_high"] == pytest.approx(0.833206, abs=1e-6)
     assert row["incremental_revenue"] == pytest.approx((10 - 1.25) * 6)
     assert row["cost"] == 12.0 and row["roi_pct"] == pytest.approx((52.5 - 12) / 12 * 100)
+
+
+def test_evaluate_matches_scipy_on_a_large_sample():
+    # 180,000 customers in three segments: a planted lift, none, and a larger one; holdout 20%.
+    # Only converters are in the outcomes (everyone else counts as not converted).
+    from scipy.stats import binom, chi2_contingency, norm
+
+    rng = np.random.default_rng(0)
+    rates = {0: (0.12, 0.10), 1: (0.05, 0.05), 2: (0.30, 0.25)}  # segment: (treatment, holdout)
+    n = 60_000
+    segment = np.repeat(np.arange(3), n)
+    holdout = rng.random(3 * n) < 0.2
+    p_true = np.array([rates[s][1] if h else rates[s][0] for s, h in zip(segment, holdout, strict=True)])
+    converted = rng.random(3 * n) < p_true
+    groups = pl.DataFrame({"customer_id": np.arange(3 * n), "segment": segment,
+                           "group": np.where(holdout, "holdout", "treatment")})
+    outcomes = pl.DataFrame({"customer_id": np.flatnonzero(converted), "converted": 1})
+    res = evaluate(groups, outcomes, 1.0)
+    assert res["segment"].to_list() == [0, 1, 2, None]
+    for row in res.iter_rows(named=True):
+        mine = np.ones(3 * n, bool) if row["segment"] is None else segment == row["segment"]
+        t, h = mine & ~holdout, mine & holdout
+        x_t, n_t, x_h, n_h = int(converted[t].sum()), int(t.sum()), int(converted[h].sum()), int(h.sum())
+        assert (row["n_t"], row["n_h"]) == (n_t, n_h)
+        assert row["conv_t"] == pytest.approx(x_t / n_t, rel=1e-12)
+        assert row["conv_h"] == pytest.approx(x_h / n_h, rel=1e-12)
+        # The pooled two-proportion z-test is the chi-square test of the 2x2 table without correction.
+        table = [[x_t, n_t - x_t], [x_h, n_h - x_h]]
+        assert row["p_value"] == pytest.approx(chi2_contingency(table, correction=False).pvalue, rel=1e-6)
+        # The Wald interval: the normal 95% interval around the difference, with binomial variances.
+        se = np.sqrt(binom.var(n_t, x_t / n_t) / n_t**2 + binom.var(n_h, x_h / n_h) / n_h**2)
+        low, high = norm.interval(0.95, loc=x_t / n_t - x_h / n_h, scale=se)
+        assert row["ci95_low"] == pytest.approx(low, rel=1e-9)
+        assert row["ci95_high"] == pytest.approx(high, rel=1e-9)
+    by_segment = {row["segment"]: row for row in res.iter_rows(named=True)}
+    # With this many customers the planted lifts are found and the null segment is not.
+    assert by_segment[0]["p_value"] < 1e-4 and by_segment[2]["p_value"] < 1e-4
+    assert by_segment[1]["p_value"] > 0.01
+    for segment, (t_rate, h_rate) in rates.items():
+        assert by_segment[segment]["ci95_low"] < t_rate - h_rate < by_segment[segment]["ci95_high"]
 
 
 def test_evaluate_overall_row_and_segments():

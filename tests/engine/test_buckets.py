@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -98,24 +99,45 @@ def test_stage_names_are_the_same_with_one_bucket_or_many(dirty, tmp_path):
     assert names[0] == names[1] == ["plan", "partition", "map", "fit", "cluster", "score", "profile"]
 
 
-def test_memory_limit_decides_the_bucket_count(dirty):
-    tx = [dirty["int"] / "tx"]
-    assert validate(tx, RunConfig(memory_limit=parse_size("4GB"))).rows_in > 0
-    small = RunConfig(memory_limit=parse_size("300MB"))
-    from segmint.engine.pipeline.plan import BYTES_PER_ROW, make_plan
-    from segmint.engine.runtime import current_rss
+def test_memory_limit_decides_the_bucket_count(tmp_path):
+    """A limit that leaves room for 1/2.5 of the mapped data forces 3 buckets.
 
+    The limit is derived from the plan's own inputs, not from constant values: the rows, the
+    per-row costs (BYTES_PER_ROW, read here so the test holds when they are re-measured) and the
+    process's memory when planning (memory_limit - data_budget of a plan with a large limit)."""
     import datetime as dt
 
+    import numpy as np
+
+    from segmint.engine.pipeline.plan import BYTES_PER_ROW, make_plan
+
+    # Enough rows that 1/2.5 of their cost is well above the least budget a plan accepts (32 MiB).
+    rows = -(-int(2.5 * 64 * 2**20) // BYTES_PER_ROW["tx"])
+    pl.DataFrame({"customer_id": np.arange(rows) % 50_000,
+                  "ts": pl.datetime_range(dt.datetime(2024, 1, 1), dt.datetime(2024, 12, 31), interval="1h",
+                                          eager=True).sample(rows, with_replacement=True, seed=0),
+                  "amount": np.ones(rows)}).write_parquet(tmp_path / "t.parquet")
+    tx = [tmp_path / "t.parquet"]
     started = dt.datetime.now(dt.timezone.utc)
-    plan = make_plan("validate", tx, RunConfig(memory_limit=parse_size("4GB")), work="/tmp/x", run_id="t",
-                     started=started)
-    assert plan.buckets == 1
-    budget = parse_size("300MB") - current_rss()
-    if budget > 32 * 2**20:
-        plan = make_plan("validate", tx, small, work="/tmp/x", run_id="t", started=started)
-        # Bytes needed / bytes available, rounded up; at least one bucket.
-        assert plan.buckets == max(1, -(-plan.tx.rows * BYTES_PER_ROW["tx"] // plan.data_budget))
+
+    def plan(cfg):
+        return make_plan("validate", tx, cfg, work=tmp_path / "work", run_id="t", started=started)
+
+    plan(RunConfig(memory_limit=parse_size("64GB")))  # the first plan loads libraries (pyarrow: ~36 MB)
+    roomy = plan(RunConfig(memory_limit=parse_size("64GB")))
+    assert roomy.buckets == 1 and roomy.tx.rows == rows
+    in_use = roomy.memory_limit - roomy.data_budget  # this process's memory when planning
+    vm_rss = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                  if line.startswith("VmRSS:"))
+    assert abs(in_use - vm_rss) < 16 * 2**20  # the budget is what the limit leaves beside this process
+    need = rows * BYTES_PER_ROW["tx"]
+    tight = plan(RunConfig(memory_limit=in_use + int(need / 2.5)))
+    # The process's memory moves a little between the two plans; the budget stays within (need/3, need/2].
+    assert need / 3 < tight.data_budget <= need / 2
+    assert tight.buckets == 3
+    # --buckets wins over the memory limit, either way.
+    assert plan(RunConfig(memory_limit=parse_size("64GB"), buckets=3)).buckets == 3
+    assert plan(RunConfig(memory_limit=in_use + int(need / 2.5), buckets=1)).buckets == 1
 
 
 def test_a_bucket_of_rejects_only_keeps_its_rejects(tmp_path):

@@ -88,6 +88,14 @@ def test_a_customer_with_only_returns_and_an_overflowing_customer_are_quarantine
                        "amt": [10.0, -4.0, -3.0, -2.0, 1.7e308, 1.7e308, 5.0]})
     res = _clean(df)
     assert res.rejected["returns_only"] == 2 and res.rejected["amount_overflow"] == 3
+    # The two 1.7e308 amounts cannot be summed in floats: the sum is reported as beyond the float
+    # range (null in run.json, which is strict JSON), never as a total that leaves them out;
+    # summing them failed every run with exit 1.
+    from segmint.engine import exact
+
+    assert exact.total([res.rejected_amount["amount_overflow"]]) == float("inf")
+    assert exact.reported([res.rejected_amount["amount_overflow"]]) is None
+    assert exact.total([res.rejected_amount["returns_only"]]) == -5.0
     assert res.lines["customer_id"].to_list() == ["a", "a"]  # a return does not make a returns-only customer
 
 

@@ -111,16 +111,34 @@ def test_p_alive_closed_form():
     np.testing.assert_allclose(p_alive(params, x, tx, T), [1.0, expected])
 
 
-def test_run_adds_clv_and_assign_reuses_the_params(small_run):
+def test_run_adds_clv_and_assign_reuses_the_params(small_data, small_run, tmp_path):
     from segmint.engine.model import Model
+    from segmint.engine.pipeline import assign_customers
 
     a = pl.read_parquet(small_run / "assignments")
-    assert {"p_alive", "expected_purchases", "expected_avg_value", "clv"} <= set(a.columns)
+    clv_columns = ["p_alive", "expected_purchases", "expected_avg_value", "clv"]
+    assert set(clv_columns) <= set(a.columns)
     model = Model.load(small_run)
     assert model.clv is not None and model.clv_config == RunConfig().clv
     prof = pl.read_parquet(small_run / "profiles.parquet")
     assert prof["clv_total"].sum() == pytest.approx(a["clv"].sum())
     assert "clv_mean" in prof.columns and "p_alive_mean" in prof.columns
+
+    # assign scores every tenth customer with the saved parameters: each gets the CLV the run gave them.
+    few_ids = a["customer_id"].sort().gather_every(10)
+    tx = pl.read_parquet(small_data / "transactions")
+    tx.filter(pl.col("customer_id").is_in(few_ids.implode())).write_parquet(tmp_path / "few.parquet")
+    as_of = json.loads((small_run / "run.json").read_text())["as_of"]  # the same as-of, so the same features
+    assign_customers(small_run, [tmp_path / "few.parquet"], tmp_path / "scored", RunConfig(as_of=as_of))
+    scored = pl.read_parquet(tmp_path / "scored" / "assignments").sort("customer_id")
+    trained = a.filter(pl.col("customer_id").is_in(few_ids.implode())).sort("customer_id")
+    assert scored["customer_id"].equals(trained["customer_id"]) and scored.height == few_ids.len()
+    for column in clv_columns:
+        np.testing.assert_allclose(scored[column], trained[column], rtol=1e-9, err_msg=column)
+    # A fit on those customers alone gives other parameters, so the check above tells a refit apart.
+    compute_clv([tmp_path / "few.parquet"], tmp_path / "refit", RunConfig(as_of=as_of))
+    refit = json.loads((tmp_path / "refit" / "clv_params.json").read_text())
+    assert abs(refit["r"] / model.clv.r - 1) > 0.01
 
 
 def _expected_alive_series(r, alpha, a, b, t, x, T):

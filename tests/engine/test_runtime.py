@@ -49,6 +49,20 @@ def test_configure_says_what_a_started_library_could_not_take(monkeypatch, tmp_p
         assert numba.get_num_threads() == launched
 
 
+def test_peak_rss_is_this_process_not_the_parent_it_was_started_from():
+    # A child started by a large process (this test session: hundreds of MB) measures its own peak;
+    # getrusage's ru_maxrss would report the parent's size, as run.json did.
+    import subprocess
+    import sys
+
+    ballast = bytearray(256 * 2**20)  # this process is at least 256 MB larger than a bare Python
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
+    code = "from segmint.engine.runtime import peak_rss; print(peak_rss())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0 < child < 128 * 2**20  # a Python that imported segmint.engine.runtime
+    assert runtime.peak_rss() > len(ballast)
+
+
 def test_bad_thread_count_is_a_config_error():
     with pytest.raises(ConfigError, match="--threads"):
         runtime.configure(-1)

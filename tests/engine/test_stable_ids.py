@@ -1,6 +1,7 @@
 """Stable segment ids: matched to a previous run on the customers both share (centroids where they cannot be
 joined), a permuted previous model followed, new segments get ids never used before."""
 
+import dataclasses
 import json
 import shutil
 
@@ -97,6 +98,35 @@ def test_ids_join_on_pseudonyms_and_fall_back_to_centroids_where_customers_canno
     report = both.manifest["clustering"]["matching"]
     assert report["method"] == "customers" and report["shared_customers"]["customers"] == 3000
     assert _kept(_ids(tmp_path / "c"), _ids(tmp_path / "d")) >= 0.99
+
+
+def test_previous_ids_are_followed_when_they_are_not_in_size_order(small_data, small_cfg, small_run, tmp_path):
+    # A fresh run numbers its segments by decreasing size, so a matcher that did nothing would
+    # pass a check against an unchanged previous run. Rotate the previous model's ids instead: the
+    # same data and seed give the same centroids, and each must take the id its partner now has.
+    previous = tmp_path / "previous"
+    (previous / "model").mkdir(parents=True)
+    doc = json.loads((small_run / "model" / "model.json").read_text())
+    old_ids = doc["segment_ids"]
+    assert old_ids == list(range(6))
+    rotated = old_ids[1:] + old_ids[:1]  # no id keeps its row
+    doc["segment_ids"] = rotated
+    (previous / "model" / "model.json").write_text(json.dumps(doc))
+    to_new = dict(zip(old_ids, rotated, strict=True))
+    result = run([small_data / "transactions"], tmp_path / "again",
+                 dataclasses.replace(small_cfg, previous=str(previous)))
+    before = _ids(small_run)
+    after = _ids(tmp_path / "again")
+    both = before.join(after, on="customer_id", suffix="_new")
+    assert both.height == before.height == after.height
+    moved = both.filter(pl.col("segment_new") != pl.col("segment").replace_strict(to_new))
+    assert moved.height == 0, f"{moved.height} customers did not follow their segment's rotated id: {moved.head(3)}"
+    # Names travel with their ids.
+    names_before = dict(pl.read_parquet(small_run / "profiles.parquet").select("segment", "name").iter_rows())
+    names_after = dict(pl.read_parquet(tmp_path / "again" / "profiles.parquet").select("segment", "name").iter_rows())
+    assert names_after == {to_new[s]: name for s, name in names_before.items()}
+    report = result.manifest["clustering"]["matching"]
+    assert report["new_ids"] == [] and report["vanished_ids"] == []
 
 
 def test_a_planted_new_persona_gets_a_new_id_never_used_before(small_data, tmp_path):
