@@ -191,6 +191,12 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
         upto = expected(t, xu, Tu)[inverse] * alive
         clv += (upto - before) * avg / (1 + per_step) ** i
         before = upto
+    if not (np.isfinite(clv).all() and np.isfinite(before).all() and np.isfinite(alive).all()):
+        # Never a NaN in an output: parameters this extreme are a fit the data did not identify.
+        msg = (f"the CLV expectations are not finite for the fitted parameters (r={params.r:.4g}, "
+               f"alpha={params.alpha:.4g}, a={params.a}, b={params.b}); the data cannot identify the model: "
+               f"disable CLV ([clv] enabled = false) or give more history")
+        raise ClvFitError(msg)
     return pl.DataFrame({"p_alive": alive, "expected_purchases": before, "expected_avg_value": avg, "clv": clv})
 
 
@@ -335,13 +341,21 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.
 def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float, x: float, t: float) -> float:
     """The same expectation as a Beta mixture over the dropout probability p:
     E = integral over p of (1 - (alpha_T / (alpha_T + p t))^(r + x)) / p, p ~ Beta(a, b + x).
-    Slow but valid everywhere; used only where the closed form is not finite."""
-    from scipy.integrate import quad
+    Slow but valid everywhere; used only where the closed form is not finite. NaN where the
+    quadrature cannot reach its tolerance: no number rather than a doubtful one."""
+    import warnings
+
+    from scipy.integrate import IntegrationWarning, quad
     from scipy.special import betaln
     def integrand(p: float) -> float:  # quad's algebraic weight carries p^(a-1) (1-p)^(b+x-1)
         g = -np.expm1(-(r + x) * np.log1p(p * t / alpha_T)) / p if p > 0 else (r + x) * t / alpha_T
         return g * np.exp(-betaln(a, b_x))
-    return float(quad(integrand, 0.0, 1.0, weight="alg", wvar=(a - 1, b_x - 1), limit=200)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IntegrationWarning)
+        try:
+            return float(quad(integrand, 0.0, 1.0, weight="alg", wvar=(a - 1, b_x - 1), limit=200)[0])
+        except IntegrationWarning:
+            return float("nan")
 
 
 def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:

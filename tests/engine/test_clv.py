@@ -336,3 +336,19 @@ def test_a_run_without_dropout_says_so_in_run_json_profiles_and_report(tmp_path)
 
     scored = Model.load(tmp_path / "run").predict(pl.read_parquet(tmp_path / "tx.parquet"), as_of="2026-06-30")
     assert (scored["p_alive"] == 1).all()
+
+
+def test_parameters_whose_expectations_are_not_finite_are_refused_not_written_as_nan():
+    # A BG/NBD optimum found on 48 near-identical customers (a hostile input of issue #20): the
+    # Gauss hypergeometric term of the expectation is not finite there. Before, the clv command wrote
+    # NaN for every customer with exit 0.
+    from segmint.engine.analytics.clv import ClvFitError, ClvParams, predict_clv
+
+    params = ClvParams(r=11953.828961368401, alpha=98757.08640175001, a=0.00043966172661338653,
+                       b=1484.7092157764753, p=28.0, q=36190.8, v=81903.9, log_likelihood=-448.0,
+                       gg_log_likelihood=-160.0, n=48, n_gg=48, time_unit="week", population_mean=63.4,
+                       population_mean_source="model")
+    table = pl.DataFrame({"lt_frequency": [3, 3], "lt_recency": [150.0, 150.0], "lt_T": [152.0, 197.0],
+                          "lt_monetary": [60.0, 61.0]})
+    with pytest.raises(ClvFitError, match="not finite"):
+        predict_clv(table, params, ClvConfig())
