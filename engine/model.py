@@ -72,18 +72,15 @@ class Model:
         Rows that cannot be used (see ``segmint validate``) are left out, as are customers
         without a purchase.
         """
-        from segmint.engine.features.table import customer_features
-        from segmint.engine.io.clean import clean
+        from segmint.engine.features.table import features_of
         from segmint.engine.pipeline.score import score_table
 
         frame = transactions if isinstance(transactions, pl.DataFrame) else pl.DataFrame(transactions)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         if isinstance(as_of, str):
             as_of = parse_as_of(as_of)
-        cfg = self._config
-        cleaned = clean(frame.select(cfg.columns.source_columns()), cfg, as_of=as_of or now, now=now)
-        table = customer_features(cleaned.lines, cleaned.as_of, self.channels, self.features)
-        scored = score_table(table, self.scoring())
+        mapped = features_of(frame, self._config, as_of=as_of or now, now=now, channels=self.channels)
+        scored = score_table(mapped.table, self.scoring())
         names = pl.DataFrame({"segment": pl.Series(self.segment_ids, dtype=pl.Int32), "name": list(self.names)})
         scored = scored.join(names, on="segment", how="left", maintain_order="left")
         return scored.select("customer_id", "segment", "name", "distance", "margin",

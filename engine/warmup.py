@@ -2,22 +2,28 @@
 
 Each kernel runs once on tiny inputs; with ``cache=True`` the machine code is
 written to NUMBA_CACHE_DIR, so later processes start without compiling. Cache
-files are keyed to the CPU model: warm up on the machine that runs the job.
+files are keyed to the CPU model: warm up on the machine that runs the job. The
+map's kernels are compiled by mapping tiny tables of the column types the map meets
+(integer and text ids, integer and text order ids, no order column), so that every
+specialisation a run uses is in the cache.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import numpy as np
+import polars as pl
 
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, nbd_customer_terms
+from segmint.kernels.codes import int_rehash, text_hash, text_rehash
 from segmint.kernels.distances import nearest_distances
-from segmint.kernels.exact_sum import MAX_PARTIALS, group_partials, segment_sums
-from segmint.kernels.grouping import group_rows, sort_segments, take
-from segmint.kernels.hashing import hash_int64, hash_utf8
+from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
+from segmint.kernels.hashing import hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
-from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features, sort_within
+from segmint.kernels.lines import row_reasons
+from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
 
 __all__ = ["warmup"]
@@ -28,9 +34,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     one = np.ones(1)
     offsets = np.array([0, 1], np.int64)
     calls = {
-        "order_features": lambda: order_features(offsets, np.zeros(1, np.int64), one, np.zeros(1, np.int32), 0,
-                                                 np.empty((1, len(ORDER_FEATURES))), np.empty((1, 1))),
-        "line_features": lambda: line_features(offsets, one, np.zeros(1, np.int32), np.empty((1, 3))),
+        "map": _map_tiny_tables,
         "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
@@ -43,10 +47,6 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     }
     ints = np.zeros(1, np.int64)
     calls |= {
-        "group_rows": lambda: group_rows(ints, 1, np.empty(1, np.int64), np.empty(2, np.int64)),
-        "sort_segments": lambda: sort_segments(offsets, np.zeros(1, np.int64), ints, ints),
-        # One specialisation per column type the feature table gathers.
-        "take": lambda: [take(np.zeros(1, t), ints, np.empty(1, t)) for t in (np.int64, np.float64, np.int32)],
         "sort_within": lambda: sort_within(offsets, ints, ints, np.empty(1, np.int64)),
         "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
         "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
@@ -55,6 +55,19 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "nearest_distances": lambda: nearest_distances(np.ones((1, 1), np.float32), np.ones((1, 1)),
                                                        np.zeros((1, 2), np.int64), np.empty(1, np.float32),
                                                        np.empty(1, np.float32)),
+        # The partition pass's reasons, the code tables' growth, and the building blocks the map's
+        # kernels inline (callable on their own: tests and scoring one customer call them).
+        "row_reasons": lambda: row_reasons(np.zeros(1, np.int32), ints, np.zeros(1, np.uint8), one,
+                                           np.zeros(1, np.bool_), 1, 1, np.empty(1, np.uint8)),
+        "int_rehash": lambda: int_rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32)),
+        "text_rehash": lambda: text_rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32)),
+        "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
+        "mix64": lambda: mix64(np.uint64(1)),
+        "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),
+        "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),
+        "order_row": lambda: order_row(ints, one, np.zeros(1, np.int32), 1, 0, np.empty(len(ORDER_FEATURES)),
+                                       np.empty(1)),
+        "line_row": lambda: line_row(one, np.zeros(1, np.int32), 1, np.empty(3)),
     }
     seconds = {}
     for name, call in calls.items():
@@ -64,3 +77,19 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         call()
         seconds[name] = round(time.perf_counter() - t0, 3)
     return seconds
+
+
+def _map_tiny_tables() -> None:
+    """The map (engine.features.table.features_of) on two rows of each column type it reads fast."""
+    from segmint.engine.config import Columns, RunConfig
+    from segmint.engine.features.table import features_of
+
+    when = dt.datetime(2024, 1, 1)
+    rows = {"ts": [when, when + dt.timedelta(days=3)], "amount": [1.0, 2.0], "channel": ["a", "b"],
+            "category": ["x", "x"]}
+    for customer, order in (([1, 1], [7, 8]), (["a", "a"], ["o1", "o2"]), ([1, 1], None)):
+        frame = pl.DataFrame({"customer_id": customer, **rows, **({"order_id": order} if order else {})})
+        cfg = RunConfig(columns=Columns(order="order_id" if order else None))
+        for mode in ("features", "cohorts"):
+            features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),
+                        channels=None, mode=mode)

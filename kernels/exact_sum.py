@@ -18,7 +18,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["group_partials", "segment_sums", "MAX_PARTIALS"]
+__all__ = ["group_partials", "segment_sums", "add_partial", "round_partials", "MAX_PARTIALS"]
 
 MAX_PARTIALS = 64
 
@@ -36,26 +36,31 @@ def group_partials(groups, values, partials, counts):
     """
     for i in range(values.shape[0]):
         g = groups[i]
-        x = values[i]
-        if counts[g] == 1 and not np.isfinite(partials[g, 0]):
-            continue    # overflowed: stays so
-        used = 0
-        for k in range(counts[g]):
-            y = partials[g, k]
-            if abs(x) < abs(y):
-                x, y = y, x
-            hi = x + y
-            if not np.isfinite(hi):
-                used = 0
-                x = hi
-                break
-            lo = y - (hi - x)
-            if lo != 0.0:
-                partials[g, used] = lo
-                used += 1
-            x = hi
-        partials[g, used] = x
-        counts[g] = used + 1
+        counts[g] = add_partial(partials[g], counts[g], values[i])
+
+
+@serial
+def add_partial(partials, used, x):
+    """Add ``x`` to the non-overlapping partials ``partials[:used]``; returns how many are in use.
+    Beyond the float range the partials become one, +inf or -inf, and stay so."""
+    if used == 1 and not np.isfinite(partials[0]):
+        return 1
+    kept = 0
+    for k in range(used):
+        y = partials[k]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        if not np.isfinite(hi):
+            partials[0] = hi
+            return 1
+        lo = y - (hi - x)
+        if lo != 0.0:
+            partials[kept] = lo
+            kept += 1
+        x = hi
+    partials[kept] = x
+    return kept + 1
 
 
 @parallel
@@ -78,25 +83,12 @@ def segment_sums(values, offsets, out):
         for s in range(b * block, min(n_segments, (b + 1) * block)):
             used = 0
             for i in range(offsets[s], offsets[s + 1]):
-                x = values[i]
-                kept = 0
-                for k in range(used):
-                    y = partials[k]
-                    if abs(x) < abs(y):
-                        x, y = y, x
-                    hi = x + y
-                    lo = y - (hi - x)
-                    if lo != 0.0:
-                        partials[kept] = lo
-                        kept += 1
-                    x = hi
-                partials[kept] = x
-                used = kept + 1
-            out[s] = _round_partials(partials, used)
+                used = add_partial(partials, used, values[i])
+            out[s] = round_partials(partials, used)
 
 
 @serial
-def _round_partials(partials, n):
+def round_partials(partials, n):
     """CPython's final step of math.fsum: the partials' exact sum, correctly rounded."""
     if n == 0:
         return 0.0

@@ -12,7 +12,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["hash_int64", "hash_utf8"]
+__all__ = ["hash_int64", "hash_utf8", "mix64"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -22,7 +22,7 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 def hash_int64(values, seed, out):
     """out[i] = splitmix64(values[i] + seed * golden); values int64[n], out uint64[n]."""
     for i in prange(values.shape[0]):
-        out[i] = _mix(np.uint64(values[i]) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        out[i] = mix64(np.uint64(values[i]) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
 
 
 @parallel
@@ -32,12 +32,12 @@ def hash_utf8(offsets, data, seed, out):
         h = _FNV_OFFSET
         for j in range(offsets[i], offsets[i + 1]):
             h = (h ^ np.uint64(data[j])) * _FNV_PRIME
-        out[i] = _mix(h ^ np.uint64(seed))
+        out[i] = mix64(h ^ np.uint64(seed))
 
 
 
 @serial
-def _mix(z):
+def mix64(z):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))

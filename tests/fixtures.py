@@ -20,10 +20,31 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def clean(frame, cfg, *, as_of, now) -> SimpleNamespace:
+    """Clean ``frame`` (the mapped source columns) as a bucket's map does: counts, rejects, as-of, and the
+    clean lines (customer_id, ts, amount) grouped by customer id, in each customer's line order."""
+    import datetime as dt
+
+    import polars as pl
+
+    from segmint.engine.features.table import features_of
+
+    mapped = features_of(frame, cfg, as_of=as_of, now=now, channels=None, mode="cohorts")
+    g = mapped.grouped
+    owner = np.repeat(np.arange(g.ids.len()), np.diff(g.offsets))
+    lines = pl.DataFrame({"customer_id": g.ids.gather(owner),
+                          "ts": [dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(t)) for t in g.ts],
+                          "amount": g.amount})
+    return SimpleNamespace(lines=lines, rejects=mapped.rejects, rejected=mapped.rejected,
+                           rejected_amount=mapped.rejected_amount, rows_in=mapped.rows_in, rows_used=mapped.rows_used,
+                           repeats=mapped.repeats, as_of=mapped.as_of)
 
 # What segmint.engine.runtime.configure sets, besides NUMBA_CACHE_DIR.
 THREAD_VARIABLES = ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
@@ -78,6 +99,7 @@ def restored_process_settings() -> Iterator[None]:
 _CHILD = """
 import signal, sys, time
 from pathlib import Path
+from types import SimpleNamespace
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 marker = sys.argv[1]

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine import exact
-from segmint.engine.features.orders import collapse_orders, group_lines
+from segmint.engine.features.orders import Grouped, collapse_orders
 from segmint.engine.pairs import unique_pairs
 
 __all__ = ["CohortPartials", "cohort_partials", "cohort_table", "retention_pivot"]
@@ -47,12 +47,12 @@ class CohortPartials:
             self.revenue[key] = self.revenue.get(key, []) + parts
 
 
-def cohort_partials(lines: pl.DataFrame, as_of: dt.datetime) -> CohortPartials:
-    """The partials of one bucket's clean lines (every customer has a purchase: cleaning saw to it)."""
+def cohort_partials(g: Grouped, as_of: dt.datetime) -> CohortPartials:
+    """The partials of one bucket's clean lines, grouped by customer in line order (every customer has a
+    purchase: cleaning saw to it)."""
     out = CohortPartials()
-    if lines.height == 0:
+    if g.ts.size == 0:
         return out
-    g = group_lines(lines)
     orders = collapse_orders(g)
     n = g.offsets.size - 1
     o_customer = np.repeat(np.arange(n), np.diff(orders.offsets))

@@ -21,15 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import urllib.parse
+from collections.abc import Iterator
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 
-__all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "first_line"]
+__all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "stream", "read_at", "first_line"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
+_IPC = ".arrow"     # scratch files of the partition pass
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,93 @@ def read_chunks(source: Source, chunks: Sequence[Chunk]) -> pl.DataFrame:
     return pl.concat(frames, rechunk=False) if frames else source.empty()
 
 
+def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = ()) -> Iterator[pa.Table]:
+    """The mapped columns of ``chunks``, in order, as Arrow tables: local Parquet a row group at a
+    time, decoded ahead on Arrow's threads, the ``dictionary`` columns as dictionaries (their
+    values decoded once per row group); anything else a chunk at a time through Polars."""
+    if chunks and all(c.path.endswith(_IPC) for c in chunks):
+        for chunk in chunks:
+            yield _read_ipc(chunk, source.options)
+        return
+    if source.csv or any(store.is_remote(c.path) for c in chunks):
+        for chunk in chunks:
+            yield read_chunk(source, chunk).to_arrow()
+        return
+    yield from _parquet_stream(source, chunks, dictionary)
+
+
+def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:
+    """The rows at ``positions`` (sorted; numbered across ``chunks`` in order), as read."""
+    parts = []
+    start = 0
+    for chunk in chunks:
+        lo, hi = np.searchsorted(positions, [start, start + chunk.rows])
+        if hi > lo:
+            parts.append(read_chunk(source, chunk).to_arrow().take(pa.array(positions[lo:hi] - start)))
+        start += chunk.rows
+    return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) -> Iterator[pa.Table]:
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    local = pafs.LocalFileSystem()
+    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)))
+    fragments, windows = [], []
+    for chunk in chunks:
+        path = str(store.local(chunk.path))
+        meta = pq.ParquetFile(path).metadata
+        starts = np.concatenate(([0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])))
+        groups = [i for i in range(meta.num_row_groups)
+                  if starts[i] < chunk.offset + chunk.rows and starts[i + 1] > chunk.offset]
+        fragments.append(fmt.make_fragment(path, filesystem=local).subset(row_group_ids=groups))
+        # The chunk's rows within what its row groups yield: skip, then take.
+        first = int(starts[groups[0]]) if groups else 0
+        total = int(starts[groups[-1] + 1]) - first if groups else 0
+        windows.append((chunk.offset - first, chunk.rows, total, chunk))
+    if not fragments:
+        return
+    present = [c for c in source.columns if c in fragments[0].physical_schema.names]
+    dataset = ds.FileSystemDataset(fragments, fragments[0].physical_schema, fmt, filesystem=local)
+    index, seen = 0, 0
+    try:
+        for batch in dataset.scanner(columns=present, use_threads=True).to_batches():
+            while windows[index][2] == seen:   # a fragment done (or empty): the next one's batches follow
+                index, seen = index + 1, 0
+            skip, rows, _, chunk = windows[index]
+            lo, hi = max(skip - seen, 0), min(batch.num_rows, skip + rows - seen)
+            seen += batch.num_rows
+            if hi > lo:
+                yield _hive_columns(pa.Table.from_batches([batch.slice(lo, hi - lo)]), source, chunk)
+    except (OSError, pa.ArrowInvalid) as exc:
+        msg = f"cannot read {chunks[index].path}: {first_line(exc)}"
+        raise InputContractError(msg) from None
+
+
+def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
+    """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local."""
+    if store.is_remote(chunk.path):
+        table = pa.ipc.open_file(pa.py_buffer(store.read_bytes(chunk.path, dict(options)))).read_all()
+    else:
+        with pa.memory_map(str(store.local(chunk.path))) as source:
+            table = pa.ipc.open_file(source).read_all()
+    return table.slice(chunk.offset, chunk.rows)
+
+
+def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:
+    """Hive keys of the chunk's folders as columns, for mapped columns the file does not hold."""
+    for key, value in chunk.hive:
+        if key in source.columns and key not in table.column_names:
+            arrow_type = pa.int64() if source.schema[key] == pl.Int64 else pa.large_string()
+            table = table.append_column(key, pa.array([int(value) if value is not None and arrow_type == pa.int64()
+                                                       else value] * table.num_rows, arrow_type))
+    return table.select(list(source.columns))
 
 
 def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
@@ -200,6 +288,8 @@ def _is_data(relative: Path) -> bool:
 
 def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl.LazyFrame:
     opts = store.polars_options(dict(options))
+    if path.endswith(_IPC):
+        return pl.scan_ipc(path, storage_options=opts)
     if csv:
         return pl.scan_csv(path, infer_schema=False, storage_options=opts)
     return pl.scan_parquet(path, storage_options=opts)

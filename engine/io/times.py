@@ -21,15 +21,15 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_text_times", "suggest_format"]
+__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_text_times", "suggest_format", "FIRST_US", "LAST_US"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
 _PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
 # Times segmint can represent end to end (Python's datetime, which outputs and run.json use).
 _FIRST = dt.datetime(1, 1, 1)
 _LAST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
-_FIRST_US = int((_FIRST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
-_LAST_US = int((_LAST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+FIRST_US = int((_FIRST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+LAST_US = int((_LAST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 
 _ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
         r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
@@ -57,7 +57,7 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
             else col.cast(pl.Int64, strict=False)
         unit = EPOCH_FORMATS[fmt]
         # Bounded before conversion: a value beyond the range would wrap around in microseconds.
-        inside = number.is_between(int(_FIRST_US / _PER_US[unit]), int(_LAST_US / _PER_US[unit]))
+        inside = number.is_between(int(FIRST_US / _PER_US[unit]), int(LAST_US / _PER_US[unit]))
         return pl.from_epoch(pl.when(inside).then(number), time_unit=unit).cast(pl.Datetime("us"))
     text = col.cast(pl.String).str.strip_chars()
     if fmt is None:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
 import polars as pl
 
 from segmint.engine.analytics.attributes import attach
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
-from segmint.engine.features.table import customer_features, top_channels
+from segmint.engine.features.build import map_lines
 from segmint.engine.hashing import customer_hash
 from segmint.engine.io import store
-from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean, clean_events
+from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.partition import bucket_rows
+from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, reread
 from segmint.engine.pipeline.plan import Plan
 
 __all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "features_path", "HASH"]
@@ -91,42 +94,56 @@ class BucketResult:
 
 def map_bucket(job: MapJob) -> BucketResult:
     plan, cfg = job.plan, job.plan.cfg
-    t0 = time.perf_counter()
-    raw = bucket_rows(plan, "tx", job.bucket)
-    t1 = time.perf_counter()
-    cleaned = clean(raw, cfg, as_of=job.as_of, now=plan.now)
-    del raw
-    seconds = {"read": t1 - t0, "clean": time.perf_counter() - t1}
-    as_of = cleaned.as_of
-    channels = job.channels
-    if channels is None and cleaned.stats is not None:
-        channels = top_channels(cleaned.stats.channels, cfg.features.max_channels)
-    counts = Counts(rows_in=cleaned.rows_in, rows_used=cleaned.rows_used, rejected=cleaned.rejected,
-                    rejected_amount=cleaned.rejected_amount, repeats=cleaned.repeats,
-                    customers=cleaned.lines["customer_id"].n_unique(),
-                    first_ts=cleaned.lines["ts"].min(), last_ts=cleaned.lines["ts"].max())
+    source = bucket_source(plan, "tx", job.bucket)
+    start = time.perf_counter()
+    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c]))
+    mapped = map_lines(chunks, source.rows, plan.read_schema("tx"), cfg, as_of=job.as_of, now=plan.now,
+                       channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
+                       reason_column=reason_column(list(source.columns)))
+    seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
+    counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
+                    rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
+                    first_ts=mapped.first_ts, last_ts=mapped.last_ts)
     files: list[str] = []
     if job.layout is not None:
-        files.append(job.layout.write_part(cleaned.rejects, "rejects", job.bucket))
-    result = dict(bucket=job.bucket, counts=counts, as_of=as_of, channels=channels, stats=cleaned.stats,
-                  has_customers=cleaned.rows_used > 0, seconds=seconds)
+        files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
+    stats = RowStats(mapped.latest, mapped.channel_counts) if job.as_of is None else None
+    result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
+                  channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
+                  stats=stats, has_customers=mapped.rows_used > 0, seconds=seconds)
     if job.mode == "clean":
         return BucketResult(**result, files=tuple(files))
     if job.mode == "cohorts":
-        return BucketResult(**result, cohorts=cohort_partials(cleaned.lines, as_of), files=tuple(files))
-    t2 = time.perf_counter()
-    table = customer_features(cleaned.lines, as_of, channels or (), cfg.features)
-    seconds["features"] = time.perf_counter() - t2
-    del cleaned
-    table = _with_events(table, plan, job, as_of, counts, files)
+        return BucketResult(**result, cohorts=cohort_partials(mapped.grouped, mapped.as_of), files=tuple(files))
+    table = _with_events(mapped.table, plan, job, mapped.as_of, counts, files)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
+    start = time.perf_counter()
     store.write_parquet(table, features_path(plan, job.bucket), plan.options, scratch=True)
+    seconds["write"] = time.perf_counter() - start
     return BucketResult(**result, files=tuple(files))
 
 
 def features_path(plan: Plan, bucket: int) -> str:
     return store.join(plan.work, "features", f"bucket-{bucket:05d}.parquet")
+
+
+class _Timed:
+    """An iterator that adds up the seconds spent producing its items (reading chunks)."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+        self.seconds = 0.0
+
+    def __iter__(self) -> _Timed:
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetime, counts: Counts,

@@ -39,7 +39,7 @@ from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
-from segmint.engine.features.table import top_channels
+from segmint.engine.features.build import top_channels
 from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
@@ -50,7 +50,7 @@ from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, resolve_executor
-from segmint.engine.pipeline.partition import PartitionJob, partition_chunk
+from segmint.engine.pipeline.partition import partition_chunk, partition_jobs
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
@@ -435,7 +435,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     with s.clock.stage("partition") as info:
         info["buckets"] = plan.buckets
         if plan.buckets > 1:
-            jobs = [PartitionJob(plan, role, i) for role in plan.roles() for i in range(len(plan.source(role).chunks))]
+            jobs = [job for role in plan.roles() for job in partition_jobs(plan, role)]
             stats = [st for st in s.run_jobs("partition", partition_chunk, jobs, info) if st is not None]
             merged = RowStats.merge(stats)
             as_of = as_of or merged.latest or plan.now
@@ -450,7 +450,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
             counts.add(r.counts)
         info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
-                       for part in ("read", "clean", "features")})
+                       for part in ("read", "lines", "write")})
     _check_rejects(counts, plan.cfg.max_reject_share)
     return mapped, counts
 

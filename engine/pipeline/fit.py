@@ -34,7 +34,7 @@ from segmint.engine.cluster.micro import MicroModel, fit_micro
 from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.features.table import channel_columns
+from segmint.engine.features.build import channel_columns
 from segmint.engine.io import store
 from segmint.engine.pipeline.bucket import HASH, features_path
 from segmint.engine.pipeline.plan import Plan

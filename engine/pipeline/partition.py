@@ -1,84 +1,121 @@
-"""Partition: one streaming pass that puts every row in its customer's bucket.
+"""Partition: one streaming pass that puts every row in its customer's bucket, and the reading of a bucket.
 
-A row's bucket is a function of its customer id alone (a stable hash, never
-Polars' own), so a customer's rows, events and attributes all meet in one bucket,
-and each bucket can be mapped on its own. The hash picks one of ``SLOTS`` slots,
-and slots are dealt to buckets (``slot % buckets``). Each chunk job writes
-``work/<table>/bucket=B/chunk-C.parquet`` (names fixed by the job: a retry
-overwrites them) and returns what the run needs of all rows: the latest valid
-time (the as-of) and the channel counts. With one bucket there is no pass at
-all: the map reads the input itself.
+A row's bucket is a function of its customer id alone (a stable hash, never Polars' own),
+so a customer's rows, events and attributes all meet in one bucket, and each bucket can be
+mapped on its own. The hash picks one of ``SLOTS`` slots, and slots are dealt to buckets
+(``slot % buckets``). A partition job reads a run of consecutive input chunks (up to the
+plan's chunk size, however many files that is) and appends each Arrow batch's rows to its
+bucket's file, ``work/<table>/bucket=B/part-J.arrow`` (Arrow IPC, LZ4: written and read at
+memory speed): the scratch files number jobs x buckets, not input files x buckets. Names are
+fixed by the job, so a retry overwrites them. Transaction jobs also return what the run needs
+of all rows: the latest usable time (the as-of) and the channel counts. With one bucket there
+is no pass at all: the map reads the input itself.
 
-Reading is where ids are made canonical and, with ``--pseudonymize-ids``,
-replaced by their pseudonyms: no raw id reaches any file segmint writes.
+Reading is where ids are made canonical and, with ``--pseudonymize-ids``, replaced by their
+pseudonyms: no raw id reaches any file segmint writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from segmint.engine.hashing import customer_hash
 from segmint.engine.io import store
-from segmint.engine.io.clean import RowStats, row_stats
+from segmint.engine.io.canonical import usable_rows
+from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
-from segmint.engine.io.sources import Chunk, read_chunks
+from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
 
-__all__ = ["PartitionJob", "partition_chunk", "read_rows", "bucket_rows", "bucket_of", "id_column",
-           "SLOTS", "BUCKET_SEED"]
+__all__ = ["PartitionJob", "partition_jobs", "partition_chunk", "bucket_source", "read_tables", "reread",
+           "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
 
 SLOTS = 4096
 BUCKET_SEED = 0x5E6_B0C
+_NEVER = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
 class PartitionJob:
     plan: Plan
     role: str       # tx, events or customers
-    index: int      # chunk number within that table
+    index: int      # job number within that table (partition_jobs)
+
+
+def partition_jobs(plan: Plan, role: str) -> list[PartitionJob]:
+    return [PartitionJob(plan, role, i) for i in range(len(_job_chunks(plan, role)))]
 
 
 def partition_chunk(job: PartitionJob) -> RowStats | None:
-    """Write one chunk's rows to their buckets; transactions return their RowStats."""
+    """Write the job's rows to their buckets' files (one file per bucket with rows, one dictionary per
+    text column: its chunks' dictionaries unified); transactions return their RowStats."""
     plan = job.plan
     source = plan.source(job.role)
-    raw = read_rows(plan, job.role, [source.chunks[job.index]])
-    ids = raw.select(customer_expr(raw.schema, id_column(plan, job.role))).to_series()
-    keyed = raw.with_columns(__bucket=pl.Series(bucket_of(ids, plan.buckets)))
-    for (bucket,), part in keyed.partition_by("__bucket", as_dict=True, include_key=False).items():
-        store.write_parquet(part, store.join(plan.work, job.role, f"bucket={bucket:05d}", f"chunk-{job.index:06d}.parquet"),
-                            plan.options, scratch=True)
-    return row_stats(raw, plan.cfg, now=plan.now) if job.role == "tx" else None
+    first, last = _job_chunks(plan, job.role)[job.index]
+    text = _text_columns(plan, job.role)
+    tables = list(read_tables(plan, source, text, chunks=source.chunks[first:last]))
+    if not tables:
+        return RowStats(None, {}) if job.role == "tx" else None
+    table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries().combine_chunks()
+    del tables
+    buckets = bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets)
+    order = np.argsort(buckets, kind="stable")
+    bounds = np.searchsorted(buckets[order], np.arange(plan.buckets + 1))
+    stats = row_stats(table, plan) if job.role == "tx" else None
+    table = table.take(pa.array(order))
+    for b in range(plan.buckets):
+        if bounds[b + 1] > bounds[b]:
+            _write_ipc(table.slice(bounds[b], bounds[b + 1] - bounds[b]), _scratch_path(plan, job, b), plan)
+    return stats
 
 
-def read_rows(plan: Plan, role: str, chunks: Sequence[Chunk]) -> pl.DataFrame:
-    """The mapped columns of ``chunks`` as read, ids checked and (if asked) pseudonymised."""
+def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
+    """Where one bucket's rows of a table are: the input itself with one bucket, else its scratch files."""
     source = plan.source(role)
-    raw = read_chunks(source, chunks)
-    column = id_column(plan, role)
-    check_integral_ids(raw, column)
-    if plan.cfg.pseudonymize_ids:
-        ids = raw.select(customer_expr(raw.schema, column)).to_series()
-        raw = raw.with_columns(pseudonymize(ids).alias(column))
-    return raw
+    if plan.buckets == 1:
+        return source
+    folder = store.join(plan.work, role, f"bucket={bucket:05d}")
+    files = store.list_files(folder, plan.options)
+    return Source(source.label, (folder,), False, source.columns, plan.read_schema(role),
+                  tuple(Chunk(f, 0, _ipc_rows(f, plan)) for f in files), source.options)
+
+
+def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
+                chunks: Sequence[Chunk] | None = None) -> Iterator[pa.Table]:
+    """The rows of ``source`` (its ``chunks``, all by default) as read, with ids pseudonymised when the
+    run asks for it (scratch files already hold pseudonyms)."""
+    role_column = _role_column(plan, source)
+    tables = stream(source, source.chunks if chunks is None else chunks, dictionary)
+    if not (plan.cfg.pseudonymize_ids and _is_input(plan, source)):
+        yield from tables
+        return
+    for table in tables:
+        yield _pseudonymized(table, role_column)
+
+
+def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:
+    """The rows at ``positions`` of ``source`` as ``read_tables`` gives them."""
+    table = read_at(source, source.chunks, positions)
+    if plan.cfg.pseudonymize_ids and _is_input(plan, source):
+        table = _pseudonymized(table, _role_column(plan, source))
+    return table
 
 
 def bucket_rows(plan: Plan, role: str, bucket: int) -> pl.DataFrame:
-    """All of one bucket's rows of a table, in input order (the input itself when there is one bucket)."""
-    source = plan.source(role)
-    if plan.buckets == 1:
-        return read_rows(plan, role, source.chunks)
-    files = store.list_files(store.join(plan.work, role, f"bucket={bucket:05d}"), plan.options)
-    if files:
-        return pl.concat([store.read_parquet(f, plan.options) for f in files], rechunk=False)
-    schema = dict(source.schema)
-    if plan.cfg.pseudonymize_ids:
-        schema[id_column(plan, role)] = pl.String
-    return pl.DataFrame(schema=schema)
+    """All of one bucket's rows of a side table (events, customers) as one frame, in input order."""
+    source = bucket_source(plan, role, bucket)
+    if not source.chunks:
+        return pl.DataFrame(schema=source.schema)
+    frames = [pl.from_arrow(t) for t in read_tables(plan, source)]
+    return pl.concat(frames, how="vertical_relaxed", rechunk=False).cast(source.schema) if frames \
+        else pl.DataFrame(schema=source.schema)
 
 
 def bucket_of(ids: pl.Series, buckets: int) -> np.ndarray:
@@ -93,3 +130,87 @@ def id_column(plan: Plan, role: str) -> str:
     return {"tx": cfg.columns.customer,
             "events": cfg.events.customer if cfg.events else "",
             "customers": cfg.customers.customer if cfg.customers else ""}[role]
+
+
+def row_stats(table: pa.Table, plan: Plan) -> RowStats:
+    """The as-of candidate and the channel counts of ``table``, over its rows with no row-level reason."""
+    usable, ts, channels = usable_rows(table, plan.cfg.columns, plan.typed("tx"),
+                                       _NEVER if plan.cfg.as_of else _us(plan.now))
+    latest = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(ts[usable].max())) if usable.any() else None
+    return RowStats(latest, channels)
+
+
+def _job_chunks(plan: Plan, role: str) -> list[tuple[int, int]]:
+    """Runs of consecutive chunks of up to the plan's chunk size: the partition jobs (chunk index ranges)."""
+    jobs, start, rows = [], 0, 0
+    chunks = plan.source(role).chunks
+    for i, chunk in enumerate(chunks):
+        if rows and rows + chunk.rows > plan.chunk_rows:
+            jobs.append((start, i))
+            start, rows = i, 0
+        rows += chunk.rows
+    if chunks:
+        jobs.append((start, len(chunks)))
+    return jobs
+
+
+def _ids(table: pa.Table, column: str) -> pl.Series:
+    """Canonical ids of a table's rows (for their bucket)."""
+    frame = pl.from_arrow(table.select([column]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(customer_expr(frame.schema, column)).to_series()
+
+
+def _pseudonymized(table: pa.Table, column: str) -> pa.Table:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    check_integral_ids(frame, column)
+    ids = frame.select(customer_expr(frame.schema, column)).to_series()
+    return frame.with_columns(pseudonymize(ids).alias(column)).to_arrow()
+
+
+def _is_input(plan: Plan, source: Source) -> bool:
+    """Whether ``source`` is an input (not scratch files, which hold pseudonyms already)."""
+    return any(source is plan.source(role) for role in plan.roles())
+
+
+def _role_column(plan: Plan, source: Source) -> str:
+    for role in plan.roles():
+        if source.label == plan.source(role).label:
+            return id_column(plan, role)
+    raise ValueError(source.label)
+
+
+def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    if store.is_remote(path):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        store.write_bytes(path, sink.getvalue().to_pybytes(), plan.options)
+        return
+    store.local(path).parent.mkdir(parents=True, exist_ok=True)
+    with pa.ipc.new_file(str(store.local(path)), table.schema, options=options) as writer:
+        writer.write_table(table)
+
+
+def _text_columns(plan: Plan, role: str) -> list[str]:
+    """Columns read as dictionaries: the transactions' channel and category."""
+    c = plan.cfg.columns
+    return [name for name in (c.channel, c.category) if name is not None] if role == "tx" else []
+
+
+def _scratch_path(plan: Plan, job: PartitionJob, bucket: int) -> str:
+    return store.join(plan.work, job.role, f"bucket={bucket:05d}", f"part-{job.index:06d}.arrow")
+
+
+def _ipc_rows(path: str, plan: Plan) -> int:
+    if store.is_remote(path):
+        return pa.ipc.open_file(pa.py_buffer(store.read_bytes(path, plan.options))).read_all().num_rows
+    with pa.memory_map(str(store.local(path))) as f:
+        reader = pa.ipc.open_file(f)
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+
+def _us(when: dt.datetime) -> int:
+    return int((when - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))

@@ -17,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from segmint.engine.config import RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import contract
+from segmint.engine.io.canonical import is_typed
 from segmint.engine.io.pseudonym import require_key
 from segmint.engine.io.sources import Source, split
 from segmint.engine.runtime import current_rss, default_memory_limit
@@ -74,6 +77,20 @@ class Plan:
 
     def roles(self) -> list[str]:
         return [r for r in ("tx", "events", "customers") if self.source(r) is not None]
+
+    def read_schema(self, role: str) -> dict[str, pl.DataType]:
+        """The types of a table's columns as the stages see them: ids are text once pseudonymised."""
+        schema = dict(self.source(role).schema)
+        if self.cfg.pseudonymize_ids:
+            c = self.cfg
+            column = {"tx": c.columns.customer, "events": c.events.customer if c.events else "",
+                      "customers": c.customers.customer if c.customers else ""}[role]
+            schema[column] = pl.String
+        return schema
+
+    def typed(self, role: str) -> bool:
+        """Whether the transactions need no parsing (engine.io.canonical.is_typed)."""
+        return is_typed(self.read_schema(role), self.cfg.columns)
 
 
 def new_run_id(started: dt.datetime) -> str:

@@ -8,7 +8,8 @@ import pytest
 
 from segmint.engine.config import Columns, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.io.clean import REASONS, clean, repeated_rows
+from segmint.engine.io.clean import REASONS
+from tests.fixtures import clean
 
 COLS = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M", amount="amt", order=None,
                channel=None, category=None)
@@ -248,10 +249,23 @@ def test_spark_and_hive_folders_are_read_without_their_markers(small_data, tmp_p
     assert by_glob.rows_in == tx.filter(pl.col("ts").dt.year() == 2025).height
 
 
-def test_repeated_rows_matches_the_naive_count():
+@pytest.mark.parametrize("as_text", [False, True])
+def test_repeats_match_the_naive_count(as_text):
+    # Rows identical on every mapped column as read, nulls, NaN and rejected rows included.
     rng = np.random.default_rng(0)
-    df = pl.DataFrame({"a": rng.integers(0, 20, 5000), "b": rng.integers(0, 5, 5000).astype(str),
-                       "c": pl.Series([[1.5, None, float("nan")][i] for i in rng.integers(0, 3, 5000)],
-                                      dtype=pl.Float64)})
-    assert repeated_rows(df) == df.height - df.n_unique()
-    assert repeated_rows(df.unique(maintain_order=True)) == 0
+    n = 5000
+    df = pl.DataFrame({
+        "cid": pl.Series([None if i == 0 else i for i in rng.integers(0, 20, n)], dtype=pl.Int64),
+        "t": [dt.datetime(2024, 1, 1 + int(d)) for d in rng.integers(0, 5, n)],
+        "amt": pl.Series([[1.5, None, float("nan"), 2.0][i] for i in rng.integers(0, 4, n)], dtype=pl.Float64),
+        "o": pl.Series([None if i == 0 else i for i in rng.integers(0, 4, n)], dtype=pl.Int64),
+    })
+    cols = Columns(customer="cid", time="t", amount="amt", order="o", channel=None, category=None)
+    if as_text:   # parsed from text: "2.0" and "2" are two values as read, one parsed
+        df = df.with_columns(pl.col("t").dt.strftime("%Y-%m-%d"),
+                             pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.col("amt").cast(pl.String) + "0")
+                             .otherwise(pl.col("amt").cast(pl.String)).alias("amt"))
+    res = clean(df, RunConfig(columns=cols, max_reject_share=1.0), as_of=None, now=NOW)
+    assert res.repeats == df.height - df.n_unique()
+    assert clean(df.unique(maintain_order=True), RunConfig(columns=cols, max_reject_share=1.0),
+                 as_of=None, now=NOW).repeats == 0

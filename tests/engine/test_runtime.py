@@ -69,19 +69,25 @@ def test_bad_thread_count_is_a_config_error():
 
 
 def test_warmup_compiles_every_kernel():
-    from segmint.engine.warmup import warmup
+    # In a fresh process, nothing has run a kernel before warmup: afterwards every public kernel has
+    # at least one compiled specialisation (the map's kernels through its tiny tables).
+    code = """
+import importlib, pkgutil, numba
+import segmint.kernels as kernels
+from segmint.engine.warmup import warmup
+warmup()
+public = {}
+for info in pkgutil.iter_modules(kernels.__path__):
+    module = importlib.import_module(f"segmint.kernels.{info.name}")
+    public |= {name: getattr(module, name) for name in getattr(module, "__all__", ())
+               if isinstance(getattr(module, name), numba.core.dispatcher.Dispatcher)}
+missing = sorted(name for name, kernel in public.items() if not kernel.signatures)
+print(len(public), missing)
+"""
+    import subprocess
+    import sys
 
-    import importlib
-    import pkgutil
-
-    import numba
-
-    import segmint.kernels as kernels
-
-    public = set()
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"segmint.kernels.{info.name}")
-        public |= {name for name in getattr(module, "__all__", ())
-                   if isinstance(getattr(module, name), numba.core.dispatcher.Dispatcher)}
-    seconds = warmup()
-    assert public and set(seconds) == public
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    count, missing = result.stdout.split(" ", 1)
+    assert int(count) > 10 and missing.strip() == "[]"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segmint.kernels.sequence import ORDER_FEATURES, line_features, order_features
+from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row
 from tests.reference import DAY_US, line_features_ref, order_features_ref
 
 AS_OF = 20_000 * DAY_US + 12 * 3_600_000_000
@@ -13,6 +13,20 @@ def _csr(groups):
     offsets = np.zeros(len(groups) + 1, np.int64)
     offsets[1:] = np.cumsum([len(g) for g in groups])
     return offsets, [item for g in groups for item in g]
+
+
+def order_features(offsets, ts, amount, channel, as_of, out, shares):
+    """order_row over every customer of CSR arrays, as kernels/lines.py runs it."""
+    for c in range(offsets.size - 1):
+        lo, hi = offsets[c], offsets[c + 1]
+        order_row(ts[lo:hi], amount[lo:hi], channel[lo:hi], hi - lo, as_of, out[c], shares[c])
+
+
+def line_features(offsets, amount, category, out):
+    """line_row over every customer of CSR arrays (it sorts a copy of the customer's categories)."""
+    for c in range(offsets.size - 1):
+        lo, hi = offsets[c], offsets[c + 1]
+        line_row(amount[lo:hi], category[lo:hi].copy(), hi - lo, out[c])
 
 
 def _random_customers(rng, n):
@@ -93,21 +107,13 @@ def test_line_features_match_reference(seed):
         np.testing.assert_allclose(out[c], line_features_ref(g), rtol=1e-12, atol=1e-12)
 
 
-def test_empty_customer_set_is_a_no_op():
-    # No customer (offsets == [0]), though the arrays hold an order and the buffers have a row:
-    # the order belongs to nobody and no buffer is written, not even reset.
-    offsets = np.zeros(1, np.int64)
-    out = np.full((1, len(ORDER_FEATURES)), -99.0)
-    shares = np.full((1, 3), -99.0)
-    order_features(offsets, np.array([AS_OF - DAY_US], np.int64), np.array([5.0]), np.array([0], np.int32),
-                   AS_OF, out, shares)
-    lines = np.full((1, 3), -99.0)
-    line_features(offsets, np.array([5.0]), np.array([0], np.int32), lines)
-    assert (out == -99.0).all() and (shares == -99.0).all() and (lines == -99.0).all()
-    # Zero-size buffers and no category vocabulary are accepted as well.
-    order_features(offsets, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), AS_OF,
-                   np.empty((0, len(ORDER_FEATURES))), np.empty((0, 0)))
-    line_features(offsets, np.empty(0), np.empty(0, np.int32), np.empty((0, 3)))
+def test_line_features_of_many_lines_sort_their_categories():
+    # Above the insertion-sort size the general sort takes over: same counts and entropy.
+    rng = np.random.default_rng(5)
+    lines = list(zip(np.round(rng.normal(10, 5, 200), 2).tolist(), rng.integers(-1, 40, 200).tolist()))
+    out = np.empty(3)
+    line_row(np.array([a for a, _ in lines]), np.array([c for _, c in lines], np.int32), len(lines), out)
+    np.testing.assert_allclose(out, line_features_ref(lines), rtol=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -1,0 +1,128 @@
+"""Dense codes for the values of a column across the chunks of a bucket (kernels/codes.py).
+
+``IntCodes`` and ``TextCodes`` give every distinct value a code 0, 1, 2, ... in first-seen
+order, chunk after chunk, growing their hash table so it stays at most half full. ``ranks()``
+then gives each code the rank of its value in value order (strings by their UTF-8 bytes, as
+Polars and Arrow sort them), which is how customers, order ids and categories are ordered
+in every output, whatever order the chunks came in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segmint.kernels.codes import int_codes, int_rehash, text_codes, text_rehash
+
+__all__ = ["IntCodes", "TextCodes", "text_buffers"]
+
+_START = 1 << 12
+
+
+class IntCodes:
+    """Codes for int64 keys."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._slot_keys = np.zeros(_START, np.int64)
+        self._slot_codes = np.full(_START, -1, np.int32)
+        self._code_keys = np.zeros(_START, np.int64)
+
+    def encode(self, keys: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """int32 code of each key (-1 where missing)."""
+        self._reserve(keys.size)
+        out = np.empty(keys.size, np.int32)
+        self.n = int(int_codes(keys, missing, self._slot_keys, self._slot_codes, self._code_keys, self.n, out))
+        return out
+
+    def values(self) -> np.ndarray:
+        """The key of each code."""
+        return self._code_keys[: self.n]
+
+    def ranks(self) -> np.ndarray:
+        """int32 rank of each code's key among all keys (ascending)."""
+        return _inverse(np.argsort(self.values(), kind="stable"))
+
+    def _reserve(self, more: int) -> None:
+        if self._code_keys.size < self.n + more:
+            self._code_keys = _grown(self._code_keys, self.n + more, self.n)
+        if self._slot_codes.size < 2 * (self.n + more):
+            size = _power_of_two(2 * (self.n + more))
+            self._slot_keys = np.zeros(size, np.int64)
+            self._slot_codes = np.full(size, -1, np.int32)
+            int_rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes)
+
+
+class TextCodes:
+    """Codes for strings, compared byte for byte."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._slot_hashes = np.zeros(_START, np.uint64)
+        self._slot_codes = np.full(_START, -1, np.int32)
+        self._code_hashes = np.zeros(_START, np.uint64)
+        self._code_offsets = np.zeros(_START + 1, np.int64)
+        self._code_data = np.zeros(_START * 16, np.uint8)
+
+    def encode(self, strings: pa.Array) -> np.ndarray:
+        """int32 code of each string of an Arrow string-like array (-1 where null)."""
+        offsets, data, missing = text_buffers(strings)
+        self._reserve(missing.size, data.size)
+        out = np.empty(missing.size, np.int32)
+        self.n = int(text_codes(offsets, data, missing, self._slot_hashes, self._slot_codes, self._code_hashes,
+                                self._code_offsets, self._code_data, self.n, out))
+        return out
+
+    def values(self) -> pa.LargeStringArray:
+        """The string of each code."""
+        offsets = self._code_offsets[: self.n + 1]
+        return pa.Array.from_buffers(pa.large_string(), self.n,
+                                     [None, pa.py_buffer(offsets), pa.py_buffer(self._code_data[: offsets[-1]])])
+
+    def ranks(self) -> np.ndarray:
+        """int32 rank of each code's string among all strings (by UTF-8 bytes)."""
+        return _inverse(pc.array_sort_indices(self.values()).to_numpy())
+
+    def _reserve(self, more: int, more_bytes: int) -> None:
+        used = int(self._code_offsets[self.n])
+        if self._code_hashes.size < self.n + more:
+            self._code_hashes = _grown(self._code_hashes, self.n + more, self.n)
+            self._code_offsets = _grown(self._code_offsets, self.n + more + 1, self.n + 1)
+        if self._code_data.size < used + more_bytes:
+            self._code_data = _grown(self._code_data, used + more_bytes, used)
+        if self._slot_codes.size < 2 * (self.n + more):
+            size = _power_of_two(2 * (self.n + more))
+            self._slot_hashes = np.zeros(size, np.uint64)
+            self._slot_codes = np.full(size, -1, np.int32)
+            text_rehash(self._code_hashes, self.n, self._slot_hashes, self._slot_codes)
+
+
+def text_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets (int64), bytes (uint8) and null mask of a string-like Arrow array, without copying
+    the bytes when it already is a large_string array."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    if strings.type != pa.large_string():
+        strings = strings.cast(pa.large_string())
+    _, offsets_buf, data_buf = strings.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int64)[strings.offset: strings.offset + len(strings) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    missing = strings.is_null().to_numpy(zero_copy_only=False)
+    return offsets, data, missing
+
+
+def _grown(array: np.ndarray, need: int, keep: int) -> np.ndarray:
+    out = np.zeros(max(need, 2 * array.size), array.dtype)
+    out[:keep] = array[:keep]
+    return out
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(int(n - 1).bit_length(), 4)
+
+
+def _inverse(order: np.ndarray) -> np.ndarray:
+    ranks = np.empty(order.size, np.int32)
+    ranks[order] = np.arange(order.size, dtype=np.int32)
+    return ranks

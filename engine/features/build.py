@@ -1,0 +1,324 @@
+"""A bucket's raw rows to clean lines, quarantined rows and per-customer features, in one pass of kernels.
+
+``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read), turns
+each into canonical arrays (engine.io.canonical) and row-level reasons (kernels/lines.py), and
+keeps only those arrays (the chunk itself is dropped, but for its rejected rows). Then, for the
+whole bucket: customers are ranked by id and their rows grouped by a counting sort, each
+customer's rows put in line order, and one parallel pass per customer finds repeats, duplicates,
+returns-only and overflowing customers, collapses orders and computes every feature. Rows
+rejected per customer are read again from their chunks, by position: there are few.
+
+The results do not depend on how the input was split into chunks or buckets (customers are
+ordered by id, lines by their order id, time and input position), nor on the thread count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from segmint.engine import exact
+from segmint.engine.config import FeatureConfig, RunConfig, parse_as_of
+from segmint.engine.errors import InputContractError
+from segmint.engine.features.lifecycle import activity_status
+from segmint.engine.features.orders import Grouped
+from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
+from segmint.engine.io.clean import REASONS
+from segmint.kernels.grouping import group_rows
+from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER, DEDUPE_TIME, OK,
+                                   customer_pass, fill_lines)
+from segmint.kernels.sequence import ORDER_FEATURES
+
+__all__ = ["MappedLines", "map_lines", "REASON_NAMES", "LINE_FEATURES", "channel_columns", "top_channels"]
+
+# Reason code k (kernels/lines.py) is REASON_NAMES[k - 1].
+REASON_NAMES = REASONS
+LINE_FEATURES = ("refund_share", "category_count", "category_entropy")
+_INTEGER = ("frequency", "lt_frequency", "category_count")
+_NEVER = np.iinfo(np.int64).max
+_PER_CUSTOMER = 8   # reasons from duplicate on are decided per customer
+
+
+@dataclass
+class MappedLines:
+    """What a bucket's rows came to."""
+
+    table: pl.DataFrame | None        # features by customer_id (mode "features")
+    grouped: Grouped | None           # the clean lines grouped by customer (mode "cohorts")
+    rejects: pl.DataFrame             # the rejected rows as read, and the reason column
+    rejected: dict[str, int]          # rows per reason, every reason
+    rejected_amount: dict[str, list[float]]  # per reason: exact partials of the finite rejected amounts
+    rows_in: int
+    rows_used: int
+    repeats: int
+    customers: int
+    first_ts: dt.datetime | None
+    last_ts: dt.datetime | None
+    latest: dt.datetime | None        # latest time of a row with no row-level reason (the as-of candidate)
+    channel_counts: dict[str, int]    # lines per channel among those rows
+    as_of: dt.datetime
+    channels: tuple[str, ...]         # the channel vocabulary of the shares
+
+
+def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
+              as_of: dt.datetime | None, now: dt.datetime, channels: Sequence[str] | None, mode: str,
+              reread: Callable[[np.ndarray], pa.Table], reason_column: str) -> MappedLines:
+    """Map the ``rows`` rows of ``chunks`` (tables of the source columns of ``schema``, as read).
+
+    ``as_of``: the run's as-of; None derives it from these rows (right when they are the whole input).
+    ``channels``: the channel vocabulary; None takes the most common channels of these rows.
+    ``mode``: "features", "cohorts" (clean lines grouped) or "clean" (counts and rejects only).
+    ``reread(positions)``: the rows at those positions (numbered across the chunks), as read.
+    """
+    c = cfg.columns
+    if as_of is None and cfg.as_of is not None:
+        as_of = parse_as_of(cfg.as_of)
+    enc = Encoders.for_schema(schema, c)
+    lines = _read(chunks, rows, c, is_typed(schema, c), enc, _NEVER if cfg.as_of else _us(now),
+                  _us(as_of) if as_of is not None else _NEVER)
+    if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
+        as_of = _datetime(lines.latest) if lines.latest is not None else now
+    channel_counts = lines.channel_counts(enc)
+    if channels is None:
+        channels = top_channels(channel_counts, cfg.features.max_channels)
+    n_customers = enc.customers.n
+    offsets = np.empty(n_customers + 2, np.int64)
+    perm = np.empty(rows, np.int64)
+    group_rows(_grouping(lines.customer, enc), n_customers + 1, perm, offsets)
+    lines.customer = None
+    rec = lines.records
+    # Column-major: each feature column is contiguous, for the table built from them.
+    features = np.empty((n_customers, len(ORDER_FEATURES)), np.float64, order="F")
+    shares = np.empty((n_customers, len(channels)), np.float64, order="F")
+    line_out = np.empty((n_customers, len(LINE_FEATURES)), np.float64, order="F")
+    status = np.empty(n_customers, np.uint8)
+    repeats = np.zeros(n_customers + 1, np.int64)
+    span = np.empty((n_customers, 2), np.int64)
+    customer_pass(offsets, perm, rec["ts"], rec["ts_state"], rec["amount"], rec["amount"].view(np.uint64),
+                  rec["amount_bad"], rec["amount_null"], rec["order"], rec["order_missing"],
+                  enc.orders.ranks().astype(np.int64) if enc.orders is not None else np.zeros(0, np.int64),
+                  lines.has_order, rec["channel"], _channel_columns(enc, channels), rec["category"],
+                  np.append(enc.categories.ranks(), np.int32(-1)),
+                  lines.raw if lines.raw is not None else np.zeros(1, np.uint64), rec["reason"], _dedupe_fields(cfg),
+                  _us(as_of), features, shares, line_out, status, repeats, span)
+    kept = status == OK
+    later = np.flatnonzero(rec["reason"] >= _PER_CUSTOMER)
+    lines.count_rejects(rec["reason"][later], rec["amount"][later])
+    table = grouped = None
+    if mode == "features":
+        ids = enc.customer_ids(_codes_by_rank(enc)[kept])
+        table = _feature_table(ids, kept, features, shares, line_out, channels, lines.has_category, cfg.features)
+    elif mode == "cohorts":
+        grouped = _grouped(offsets, perm, rec, enc, lines.has_order)
+    rejected = int(lines.rejected[1:].sum())
+    return MappedLines(
+        table=table, grouped=grouped,
+        rejects=_rejects(lines.early, later, rec["reason"], reread, schema, reason_column),
+        rejected=dict(zip(REASON_NAMES, lines.rejected[1:].tolist(), strict=True)),
+        rejected_amount=dict(zip(REASON_NAMES, lines.rejected_amount, strict=True)),
+        rows_in=rows, rows_used=rows - rejected, repeats=int(repeats.sum()), customers=int(kept.sum()),
+        first_ts=_datetime(int(span[kept, 0].min())) if kept.any() else None,
+        last_ts=_datetime(int(span[kept, 1].max())) if kept.any() else None,
+        latest=_datetime(lines.latest) if lines.latest is not None else None, channel_counts=channel_counts,
+        as_of=as_of, channels=tuple(channels))
+
+
+def top_channels(counts: dict[str, int], cap: int) -> tuple[str, ...]:
+    """The ``cap`` most common channels (ties by name), listed by name so columns are stable."""
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:cap]
+    return tuple(sorted(name for name, _ in top))
+
+
+def channel_columns(channels: Sequence[str]) -> list[str]:
+    """Feature names of the channel shares, e.g. ``channel_share_web`` (made unique)."""
+    import re
+
+    names: list[str] = []
+    for ch in channels:
+        base = f"channel_share_{re.sub(r'[^0-9a-zA-Z]+', '_', ch).strip('_').lower() or 'blank'}"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}_{i}", i + 1
+        names.append(name)
+    return names
+
+
+# One record per row: the fields the customer pass reads of a row share a cache line.
+LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), ("channel", np.int32),
+                 ("category", np.int32), ("ts_state", np.uint8), ("amount_bad", np.bool_),
+                 ("amount_null", np.bool_), ("order_missing", np.bool_), ("reason", np.uint8)], align=True)
+
+
+class _Lines:
+    """The bucket's rows in input order (records, customer codes, raw identities), and what the
+    chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
+
+    def __init__(self, rows: int) -> None:
+        self.records = np.empty(rows, LINE)
+        self.customer: np.ndarray | None = np.empty(rows, np.int32)
+        self.raw: np.ndarray | None = None
+        self.has_order = self.has_category = False
+        self.latest: int | None = None
+        self.rejected = np.zeros(len(REASON_NAMES) + 1, np.int64)
+        self.rejected_amount: list[list[float]] = [[] for _ in REASON_NAMES]
+        self.early: list[tuple[np.ndarray, pa.Table]] = []
+        self._channels = np.zeros(0, np.int64)
+
+    def add(self, at: int, part: LineColumns, table: pa.Table, future_us: int, as_of_us: int) -> None:
+        n = part.rows
+        rec = self.records
+        none32, none64, nobool = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.bool_)
+        fill_lines(at, part.customer, part.ts, part.ts_state, part.amount, part.amount_bad, part.amount_null,
+                   part.order if part.order is not None else none64,
+                   part.order_missing if part.order_missing is not None else nobool,
+                   part.channel if part.channel is not None else none32,
+                   part.category if part.category is not None else none32, future_us, as_of_us,
+                   self.customer, rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"], rec["amount_null"],
+                   rec["order"],
+                   rec["order_missing"], rec["channel"], rec["category"], rec["reason"])
+        reason = rec["reason"][at: at + n]
+        self.has_order, self.has_category = part.order is not None, part.category is not None
+        if part.raw is not None:
+            if self.raw is None:
+                self.raw = np.empty(self.records.size, np.uint64)
+            self.raw[at: at + n] = part.raw
+        usable = reason == OK
+        if usable.any():
+            top = int(part.ts[usable].max())
+            self.latest = top if self.latest is None else max(self.latest, top)
+        if part.channel is not None:
+            counts = np.bincount(part.channel[usable & (part.channel >= 0)])
+            if counts.size > self._channels.size:
+                counts[: self._channels.size] += self._channels
+                self._channels = counts
+            else:
+                self._channels[: counts.size] += counts
+        bad = np.flatnonzero(reason)
+        if bad.size:
+            self.early.append((bad + at, table.take(pa.array(bad))))
+            self.count_rejects(reason[bad], part.amount[bad])
+
+    def count_rejects(self, reason: np.ndarray, amount: np.ndarray) -> None:
+        self.rejected += np.bincount(reason, minlength=self.rejected.size)
+        finite = np.isfinite(amount)
+        parts = exact.partials(reason[finite].astype(np.int64) - 1, amount[finite], len(REASON_NAMES))
+        for i, more in enumerate(parts):
+            self.rejected_amount[i] = self.rejected_amount[i] + more
+
+    def channel_counts(self, enc: Encoders) -> dict[str, int]:
+        if not self._channels.size:
+            return {}
+        names = enc.channels.values().to_pylist()
+        return {names[i]: int(n) for i, n in enumerate(self._channels) if n}
+
+
+def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, future_us: int,
+          as_of_us: int) -> _Lines:
+    """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
+    rejected rows of each chunk kept as read, with their positions."""
+    out = _Lines(rows)
+    at = 0
+    for table in chunks:
+        part = canonical(table, c, typed, enc)
+        n = part.rows
+        if at + n > rows:
+            msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"
+            raise InputContractError(msg)
+        out.add(at, part, table, future_us, as_of_us)
+        at += n
+    if at != rows:
+        msg = f"the input holds {at} rows, not the {rows} the run planned for: it changed while being read; rerun"
+        raise InputContractError(msg)
+    return out
+
+
+def _grouping(customer: np.ndarray, enc: Encoders) -> np.ndarray:
+    """Each row's group (int32): its customer's rank by id; rows without an id last."""
+    ranks = np.append(enc.customers.ranks(), np.int32(enc.customers.n))
+    return ranks[customer]   # a missing id is -1: the appended last entry
+
+
+def _codes_by_rank(enc: Encoders) -> np.ndarray:
+    """The code of the customer of each rank."""
+    return np.argsort(enc.customers.ranks()).astype(np.int64)
+
+
+def _channel_columns(enc: Encoders, channels: Sequence[str]) -> np.ndarray:
+    """Each channel code's share column (-1: not among ``channels``)."""
+    position = {name: i for i, name in enumerate(channels)}
+    names = enc.channels.values().to_pylist()
+    return np.array([position.get(name, -1) for name in names], np.int32) if names else np.zeros(1, np.int32)
+
+
+def _dedupe_fields(cfg: RunConfig) -> int:
+    """The DEDUPE_* bits of --dedupe-on's columns (the customer is always compared): values as parsed."""
+    if not cfg.dedupe_on:
+        return 0
+    c = cfg.columns
+    roles = {c.time: DEDUPE_TIME, c.amount: DEDUPE_AMOUNT, c.quantity: DEDUPE_AMOUNT, c.price: DEDUPE_AMOUNT,
+             c.order: DEDUPE_ORDER, c.channel: DEDUPE_CHANNEL, c.category: DEDUPE_CATEGORY}
+    bits = 0
+    for name in cfg.dedupe_on:
+        bits |= roles.get(name, 0) if name != c.customer else 0
+    return bits
+
+
+def _feature_table(ids: pl.Series, kept: np.ndarray, features: np.ndarray, shares: np.ndarray, line_out: np.ndarray,
+                   channels: Sequence[str], has_category: bool, cfg: FeatureConfig) -> pl.DataFrame:
+    everyone = bool(kept.all())
+    pick = (lambda column: column) if everyone else (lambda column: column[kept])  # noqa: E731
+    cols: dict[str, np.ndarray] = {name: pick(features[:, j]) for j, name in enumerate(ORDER_FEATURES)}
+    cols["refund_share"] = pick(line_out[:, 0])
+    if has_category:
+        cols["category_count"] = pick(line_out[:, 1])
+        cols["category_entropy"] = pick(line_out[:, 2])
+    cols.update((name, pick(shares[:, j])) for j, name in enumerate(channel_columns(channels)))
+    table = pl.DataFrame({"customer_id": ids, **cols}).with_columns(
+        *(pl.col(name).cast(pl.Int64) for name in _INTEGER if name in cols))
+    return table.with_columns(activity_status=activity_status(cfg.lifecycle))
+
+
+def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encoders, has_order: bool) -> Grouped:
+    """The usable lines of customers with any, grouped by customer (in id order), in line order."""
+    keep = rec["reason"][perm] == OK
+    before = np.concatenate(([0], np.cumsum(keep)))
+    counts = (before[offsets[1:]] - before[offsets[:-1]])[:-1]   # the last group: rows without an id
+    rows = perm[keep]
+    offsets = np.concatenate(([0], np.cumsum(counts[counts > 0]))).astype(np.int64)
+    lines = rec[rows]
+    key = None
+    if has_order:
+        key = lines["order"].copy()   # a key that changes exactly where an order does
+        missing = lines["order_missing"]
+        key[missing] = np.iinfo(np.int64).max - np.arange(int(missing.sum()))
+    return Grouped(ids=enc.customer_ids(_codes_by_rank(enc)[counts > 0]), offsets=offsets, perm=rows,
+                   ts=lines["ts"].copy(), amount=lines["amount"].copy(), order_key=key)
+
+
+def _rejects(early: list[tuple[np.ndarray, pa.Table]], later: np.ndarray, reason: np.ndarray,
+             reread: Callable[[np.ndarray], pa.Table], schema: dict[str, pl.DataType], column: str) -> pl.DataFrame:
+    """The rejected rows as read, in input order, with their reason; rows rejected per customer read again."""
+    parts = list(early)
+    if later.size:
+        parts.append((later, reread(later)))
+    source = pl.Schema(schema)
+    if not parts:
+        return pl.DataFrame(schema={**source, column: pl.String})
+    positions = np.concatenate([p for p, _ in parts])
+    frame = pl.concat([pl.from_arrow(t).cast(source) for _, t in parts], how="vertical")
+    order = np.argsort(positions, kind="stable")
+    names = np.array(REASON_NAMES, dtype=object)[reason[positions[order]] - 1]
+    return frame[order].with_columns(pl.Series(column, names, dtype=pl.String))
+
+
+def _us(when: dt.datetime) -> int:
+    return int((when - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+
+
+def _datetime(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)

@@ -1,0 +1,285 @@
+"""A chunk of transaction rows as canonical arrays: the columns the map's kernels read.
+
+``Encoders`` holds a bucket's dense codes (engine.codes): customer ids, text order ids,
+channels and categories get one code per distinct value across the bucket's chunks.
+``canonical(table, ...)`` turns one chunk (an Arrow table of the mapped columns as read) into
+``LineColumns``:
+
+- ``customer``: int32 code (-1: no id); ``ts``: microseconds since epoch, with ``ts_state``
+  0, TS_MISSING (empty cell) or TS_BAD (does not parse, or outside years 1 to 9999);
+  ``amount`` (NaN when missing), ``amount_bad`` (text that is not a number) and ``amount_null``;
+  ``order`` (an integer id's value, or a text id's code) and ``order_missing``; ``channel`` and
+  ``category`` codes (-1: none);
+- ``raw``: where values were parsed from text (CSV cells, text times, quantity x price, float
+  ids...), a 64-bit hash of each row as read, so that repeats are rows identical as read, not
+  merely as parsed; None when the parsed values are the values as read (typed Parquet).
+
+Typed columns (integer or text ids, timestamps in s/ms/us or dates, numeric amounts, integer
+or text order ids, text or dictionary channels and categories) go straight from Arrow to NumPy.
+Anything else is parsed by Polars with the contract's expressions (engine.io.ids, engine.io.times)
+first; the result is the same arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segmint.engine.codes import IntCodes, TextCodes
+from segmint.engine.config import Columns
+from segmint.engine.io.ids import check_integral_ids, customer_expr
+from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
+from segmint.kernels.lines import OK, TS_BAD, TS_MISSING, row_reasons, times_us
+
+__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_rows"]
+
+_UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_RAW_SEED = 0x5E6
+
+
+@dataclass
+class LineColumns:
+    customer: np.ndarray
+    ts: np.ndarray
+    ts_state: np.ndarray
+    amount: np.ndarray
+    amount_bad: np.ndarray
+    amount_null: np.ndarray
+    order: np.ndarray | None
+    order_missing: np.ndarray | None
+    channel: np.ndarray | None
+    category: np.ndarray | None
+    raw: np.ndarray | None
+
+    @property
+    def rows(self) -> int:
+        return self.customer.size
+
+
+@dataclass
+class Encoders:
+    """One bucket's codes. ``customers`` is IntCodes for integer ids (UInt64 ids as order-preserving
+    int64 keys), TextCodes for text; text order ids, channels and categories are TextCodes."""
+
+    customers: IntCodes | TextCodes
+    unsigned: bool                      # customer ids are UInt64
+    orders: TextCodes | None            # text order ids (integer ids are their own key)
+    channels: TextCodes = field(default_factory=TextCodes)
+    categories: TextCodes = field(default_factory=TextCodes)
+
+    @staticmethod
+    def for_schema(schema: dict[str, pl.DataType], columns: Columns) -> Encoders:
+        cid = schema[columns.customer]
+        text_id = not (cid.is_integer() or cid.is_float() or isinstance(cid, pl.Decimal))
+        order = schema.get(columns.order) if columns.order is not None else None
+        return Encoders(TextCodes() if text_id else IntCodes(), cid == pl.UInt64,
+                        TextCodes() if order is not None and not order.is_integer() else None)
+
+    def customer_ids(self, codes: np.ndarray) -> pl.Series:
+        """The customer id of each code in ``codes``, in the canonical type."""
+        if isinstance(self.customers, TextCodes):
+            return pl.Series("customer_id", self.customers.values().take(pa.array(codes)), dtype=pl.String)
+        keys = self.customers.values()[codes]
+        if self.unsigned:
+            return pl.Series("customer_id", keys.view(np.uint64) ^ np.uint64(1 << 63), dtype=pl.UInt64)
+        return pl.Series("customer_id", keys, dtype=pl.Int64)
+
+
+def is_typed(schema: dict[str, pl.DataType], columns: Columns) -> bool:
+    """Whether rows of this schema need no parsing (module docstring): then ``raw`` is None."""
+    if columns.amount is None or columns.time_format is not None:
+        return False
+    cid, ts, amount = schema[columns.customer], schema[columns.time], schema[columns.amount]
+    typed_id = cid.is_integer() or cid in (pl.String, pl.Categorical) or isinstance(cid, pl.Enum)
+    typed_ts = (isinstance(ts, pl.Datetime) and ts.time_unit != "ns") or ts == pl.Date
+    typed_amount = amount.is_integer() or amount.is_float()
+    optional = [schema[c] for c in (columns.order, columns.channel, columns.category) if c is not None]
+    typed_rest = all(t.is_integer() or t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum) for t in optional)
+    return typed_id and typed_ts and typed_amount and typed_rest
+
+
+def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders) -> LineColumns:
+    """The canonical arrays of one chunk (``table``: the mapped columns as read; ids already
+    pseudonymised when the run asks for it, so that nothing downstream sees a raw id)."""
+    if not typed:
+        table = _parsed(table, columns)
+    n = table.num_rows
+    cid = table.column(columns.customer if typed else "__cid")
+    if isinstance(enc.customers, TextCodes):
+        customer = _text_codes(enc.customers, cid)
+    else:
+        keys, missing = _ints(cid)
+        customer = enc.customers.encode(keys, missing)
+    ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
+    amount, amount_null = _floats(table.column(columns.amount if typed else "__amount"))
+    amount_bad = np.zeros(n, bool) if typed else table.column("__amount_bad").to_numpy(zero_copy_only=False)
+    order = order_missing = None
+    if columns.order is not None:
+        source = table.column(columns.order if typed else "__order")
+        if enc.orders is not None:
+            order = _text_codes(enc.orders, source).astype(np.int64)
+            order_missing = order < 0
+        else:
+            order, order_missing = _ints(source)
+    channel = _text_codes(enc.channels, table.column(columns.channel if typed else "__channel")) \
+        if columns.channel is not None else None
+    category = _text_codes(enc.categories, table.column(columns.category if typed else "__category")) \
+        if columns.category is not None else None
+    raw = None if typed else table.column("__raw").to_numpy()
+    return LineColumns(customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
+                       raw)
+
+
+def usable_rows(table: pa.Table, columns: Columns, typed: bool,
+                future_us: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Rows with no row-level reason (but ``after_as_of``, which needs the as-of these rows decide),
+    their times, and the lines per channel among them: what a partition job tells the run."""
+    if not typed:
+        table = _parsed(table, columns)
+    missing = _nulls(table.column(columns.customer if typed else "__cid"))
+    ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
+    amount, _ = _floats(table.column(columns.amount if typed else "__amount"))
+    amount_bad = np.zeros(missing.size, bool) if typed else table.column("__amount_bad").to_numpy(zero_copy_only=False)
+    reason = np.empty(missing.size, np.uint8)
+    row_reasons(np.where(missing, -1, 0).astype(np.int32), ts, ts_state, amount, amount_bad, future_us,
+                np.iinfo(np.int64).max, reason)
+    usable = reason == OK
+    counts: dict[str, int] = {}
+    if columns.channel is not None:
+        names = TextCodes()
+        codes = _text_codes(names, table.column(columns.channel if typed else "__channel"))
+        tally = np.bincount(codes[usable & (codes >= 0)], minlength=names.n)
+        counts = {name: int(n) for name, n in zip(names.values().to_pylist(), tally, strict=True) if n}
+    return usable, ts, counts
+
+
+def _ints(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """int64 keys of an integer column (UInt64 shifted by 2^63, which keeps their order) and its nulls."""
+    array = _one_chunk(array)
+    missing = _nulls(array)
+    if array.null_count:
+        array = pc.fill_null(array, 0)
+    if array.type == pa.uint64():
+        return array.to_numpy().view(np.int64) ^ np.int64(-(1 << 63)), missing
+    if array.type != pa.int64():
+        array = array.cast(pa.int64())
+    return array.to_numpy(), missing
+
+
+def _floats(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (NaN where null) and the nulls (a null and a NaN are two values as read)."""
+    array = _one_chunk(array)
+    missing = _nulls(array)
+    if array.type != pa.float64():
+        array = array.cast(pa.float64())
+    if array.null_count:
+        array = pc.fill_null(array, np.nan)
+    return array.to_numpy(), missing
+
+
+def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Microseconds since epoch of a timestamp (s, ms, us; any zone: Arrow stores UTC) or date column;
+    a time outside years 1 to 9999 is TS_BAD and keeps its raw value (rows are compared as read)."""
+    array = _one_chunk(array)
+    missing = _nulls(array)
+    if pa.types.is_date(array.type):
+        values = array.cast(pa.date32()).cast(pa.int32())
+        per = 86_400_000_000
+    else:
+        values = array.cast(pa.int64())
+        per = _UNITS_US[array.type.unit]
+    if values.null_count:
+        values = pc.fill_null(values, 0)
+    ts = np.empty(len(values), np.int64)
+    state = np.empty(len(values), np.uint8)
+    times_us(values.to_numpy(), missing, per, FIRST_US, LAST_US, ts, state)
+    return ts, state
+
+
+def _one_chunk(array: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    return array
+
+
+def _parsed_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    parsed = table.column("__ts")
+    missing = table.column("__ts_missing").to_numpy(zero_copy_only=False)
+    bad = ~missing & _nulls(parsed)
+    values = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy()
+    state = np.where(missing, TS_MISSING, np.where(bad, TS_BAD, 0)).astype(np.uint8)
+    return np.ascontiguousarray(values), state
+
+
+def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Codes of a text column; a dictionary column's values are coded once, its indices mapped."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            array = array.chunk(0)
+        elif pa.types.is_dictionary(array.type):
+            return np.concatenate([_text_codes(codes, chunk) for chunk in array.chunks]) if array.num_chunks \
+                else np.zeros(0, np.int32)
+        else:
+            array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        lookup = np.append(codes.encode(array.dictionary.cast(pa.large_string())), np.int32(-1))
+        indices = pc.fill_null(array.indices.cast(pa.int64()), -1).to_numpy()
+        return lookup[indices]
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+            or pa.types.is_string_view(array.type)):
+        array = array.cast(pa.large_string())
+    return codes.encode(array)
+
+
+def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if array.null_count == 0:
+        return np.zeros(len(array), bool)
+    return pc.is_null(array).to_numpy(zero_copy_only=False)
+
+
+def _parsed(table: pa.Table, columns: Columns) -> pa.Table:
+    """Rows parsed with the contract's expressions, and the raw identity of each row."""
+    raw = pl.from_arrow(table)
+    assert isinstance(raw, pl.DataFrame)
+    check_integral_ids(raw, columns.customer)
+    schema = raw.schema
+    order = columns.order
+    exprs = [
+        customer_expr(schema, columns.customer).alias("__cid"),
+        timestamp_expr(columns.time, schema[columns.time], columns.time_format).dt.epoch("us").alias("__ts"),
+        pl.col(columns.time).is_null().alias("__ts_missing"),
+        _amount(schema, columns).alias("__amount"),
+        _unparseable_amount(schema, columns).alias("__amount_bad"),
+        pl.struct(pl.all()).hash(_RAW_SEED).alias("__raw"),
+    ]
+    if order is not None:
+        exprs.append((pl.col(order) if schema[order].is_integer() else pl.col(order).cast(pl.String)).alias("__order"))
+    for name, alias in ((columns.channel, "__channel"), (columns.category, "__category")):
+        if name is not None:
+            exprs.append(pl.col(name).cast(pl.String).alias(alias))
+    return raw.select(exprs).to_arrow()
+
+
+def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:
+    if c.amount is not None:
+        return _number(schema, c.amount)
+    return _number(schema, c.quantity) * _number(schema, c.price)
+
+
+def _number(schema: pl.Schema, name: str) -> pl.Expr:
+    col = pl.col(name)
+    if schema[name] == pl.String:  # CSV cells are read as text: parse them here, quarantine what fails
+        return col.str.strip_chars().cast(pl.Float64, strict=False)
+    return col.cast(pl.Float64)
+
+
+def _unparseable_amount(schema: pl.Schema, c: Columns) -> pl.Expr:
+    names = [c.amount] if c.amount is not None else [c.quantity, c.price]
+    text = [n for n in names if schema[n] == pl.String]
+    if not text:
+        return pl.lit(False)
+    return pl.any_horizontal([pl.col(n).is_not_null() & _number(schema, n).is_null() for n in text])

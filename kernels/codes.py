@@ -1,0 +1,155 @@
+"""Dense codes for keys, in first-seen order: open-addressing hash tables with linear probing.
+
+``int_codes`` gives each distinct int64 key a code 0, 1, 2, ... as it first appears.
+``text_codes`` does the same for strings (Arrow offsets and bytes) and compares the bytes
+of every candidate it meets, so two strings share a code only when they are equal: a hash
+only says where to look. The caller keeps each table at most half full (engine.codes grows
+it between chunks), so probes stay short; ``*_rehash`` fills a larger table from the codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segmint.kernels._jit import serial
+from segmint.kernels.hashing import mix64
+
+__all__ = ["int_codes", "int_rehash", "text_codes", "text_rehash", "text_hash"]
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@serial
+def int_codes(keys, missing, slot_keys, slot_codes, code_keys, n_codes, out):
+    """Code of each key; returns the number of codes after the call.
+
+    Parameters
+    ----------
+    keys : int64[n]                  # IN     keys
+    missing : bool[n]                # IN     True: no key (code -1)
+    slot_keys : int64[capacity]      # IN/OUT the key held by each slot (capacity a power of two)
+    slot_codes : int32[capacity]     # IN/OUT the code held by each slot, -1 when empty
+    code_keys : int64[>= n_codes+n]  # IN/OUT the key of each code
+    n_codes : int                    # IN     codes given so far
+    out : int32[n]                   # OUT    the code of each key
+    """
+    mask = np.uint64(slot_codes.shape[0] - 1)
+    for i in range(keys.shape[0]):
+        if missing[i]:
+            out[i] = -1
+            continue
+        key = keys[i]
+        slot = np.int64(mix64(np.uint64(key)) & mask)
+        while True:
+            code = slot_codes[slot]
+            if code < 0:
+                slot_keys[slot] = key
+                slot_codes[slot] = n_codes
+                code_keys[n_codes] = key
+                out[i] = n_codes
+                n_codes += 1
+                break
+            if slot_keys[slot] == key:
+                out[i] = code
+                break
+            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+    return n_codes
+
+
+@serial
+def int_rehash(code_keys, n_codes, slot_keys, slot_codes):
+    """Fill an empty table (slot_codes all -1) with the first ``n_codes`` codes."""
+    mask = np.uint64(slot_codes.shape[0] - 1)
+    for code in range(n_codes):
+        key = code_keys[code]
+        slot = np.int64(mix64(np.uint64(key)) & mask)
+        while slot_codes[slot] >= 0:
+            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+        slot_keys[slot] = key
+        slot_codes[slot] = code
+
+
+@serial
+def text_codes(offsets, data, missing, slot_hashes, slot_codes, code_hashes, code_offsets, code_data, n_codes, out):
+    """Code of each string; returns the number of codes after the call (their bytes end at
+    ``code_offsets[n_codes]``).
+
+    Parameters
+    ----------
+    offsets : int64[n + 1]              # IN     Arrow offsets of the strings
+    data : uint8[m]                     # IN     their bytes
+    missing : bool[n]                   # IN     True: no string (code -1)
+    slot_hashes : uint64[capacity]      # IN/OUT the hash of the string in each slot
+    slot_codes : int32[capacity]        # IN/OUT the code held by each slot, -1 when empty
+    code_hashes : uint64[>= n_codes+n]  # IN/OUT the hash of each code's string
+    code_offsets : int64[>= n_codes+n+1]  # IN/OUT each code's bytes are code_data[code_offsets[c]:code_offsets[c+1]]
+    code_data : uint8[>= used + m]      # IN/OUT the bytes of every code's string
+    n_codes : int                       # IN     codes given so far
+    out : int32[n]                      # OUT    the code of each string
+    """
+    mask = np.uint64(slot_codes.shape[0] - 1)
+    for i in range(offsets.shape[0] - 1):
+        if missing[i]:
+            out[i] = -1
+            continue
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        h = _fnv(data, lo, hi)
+        slot = np.int64(h & mask)
+        while True:
+            code = slot_codes[slot]
+            if code < 0:
+                slot_hashes[slot] = h
+                slot_codes[slot] = n_codes
+                code_hashes[n_codes] = h
+                start = code_offsets[n_codes]
+                for j in range(hi - lo):
+                    code_data[start + j] = data[lo + j]
+                code_offsets[n_codes + 1] = start + hi - lo
+                out[i] = n_codes
+                n_codes += 1
+                break
+            if slot_hashes[slot] == h and _same(data, lo, hi, code_data, code_offsets[code], code_offsets[code + 1]):
+                out[i] = code
+                break
+            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+    return n_codes
+
+
+@serial
+def text_rehash(code_hashes, n_codes, slot_hashes, slot_codes):
+    """Fill an empty table (slot_codes all -1) with the first ``n_codes`` codes."""
+    mask = np.uint64(slot_codes.shape[0] - 1)
+    for code in range(n_codes):
+        h = code_hashes[code]
+        slot = np.int64(h & mask)
+        while slot_codes[slot] >= 0:
+            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+        slot_hashes[slot] = h
+        slot_codes[slot] = code
+
+
+@serial
+def text_hash(data, lo, hi):
+    """The hash ``text_codes`` places a string by (exposed for tests)."""
+    return _fnv(data, lo, hi)
+
+
+@serial
+def _fnv(data, lo, hi):
+    h = _FNV_OFFSET
+    for j in range(lo, hi):
+        h = (h ^ np.uint64(data[j])) * _FNV_PRIME
+    return mix64(h)
+
+
+@serial
+def _same(a, a_lo, a_hi, b, b_lo, b_hi):
+    if a_hi - a_lo != b_hi - b_lo:
+        return False
+    for j in range(a_hi - a_lo):
+        if a[a_lo + j] != b[b_lo + j]:
+            return False
+    return True
+

@@ -1,0 +1,494 @@
+"""The map's kernels: a reject reason per row, each customer's rows in line order, and one pass per
+customer for repeats, duplicates, order netting, the returns-only and overflow checks and every feature.
+
+Rows are in input order (engine.io.canonical, engine.features.build: one record per row, so a
+customer's fields share a cache line). ``row_reasons`` gives each row its first row-level reason.
+After a counting sort of rows by customer (kernels/grouping.py), ``customer_pass`` reduces each
+customer, serially within the customer and in parallel across customers, so nothing depends on
+the thread count. It first copies the customer's rows into scratch (one memory access per row)
+and puts them in line order: by order id, then time, ties in input order, lines without an order
+id last, in input order (each its own order); then:
+
+1. repeats: rows identical on every mapped column (rejected rows included) after the first;
+2. with ``--dedupe-on``, usable rows identical on those columns after the first in input order
+   become ``duplicate``;
+3. usable lines are collapsed into orders: an order's time, position and channel are its first
+   line's, its amount the exact sum of its lines (kernels/exact_sum.py);
+4. a customer whose absolute amounts sum beyond the float range is ``amount_overflow``; one
+   without an order netting to >= 0 is ``returns_only`` (every usable row takes the reason);
+5. every other customer gets its features: ``order_row`` over its orders by time (ties by
+   position), ``line_row`` over its lines in line order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from segmint.kernels._jit import parallel, serial
+from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, round_partials
+from segmint.kernels.hashing import mix64
+from segmint.kernels.sequence import line_row, order_row
+
+__all__ = ["row_reasons", "customer_pass", "fill_lines", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
+           "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
+           "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD", "DEDUPE_TIME",
+           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "EMPTY"]
+
+# Reason codes: 0 = used; k = engine.io.clean.REASONS[k - 1] (the same order).
+OK = 0
+NULL_CUSTOMER_ID = 1
+NULL_TIMESTAMP = 2
+UNPARSEABLE_TIMESTAMP = 3
+UNPARSEABLE_AMOUNT = 4
+NON_FINITE_AMOUNT = 5
+FUTURE_TIMESTAMP = 6
+AFTER_AS_OF = 7
+DUPLICATE = 8
+AMOUNT_OVERFLOW = 9
+RETURNS_ONLY = 10
+# ts_state of a row.
+TS_MISSING = 1
+TS_BAD = 2
+# Which columns --dedupe-on compares (bits), the customer always.
+DEDUPE_TIME = 1
+DEDUPE_AMOUNT = 2
+DEDUPE_ORDER = 4
+DEDUPE_CHANNEL = 8
+DEDUPE_CATEGORY = 16
+DEDUPE_RAW = 32          # also the raw row identity (columns compared as read, not as parsed)
+_EVERYTHING = 63
+# status of a customer with no usable row: not a customer of the output.
+EMPTY = 255
+
+_BLOCK = 1024
+
+
+@parallel
+def row_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us, out):
+    """The first row-level reason of each row (``OK`` for a usable row).
+
+    Parameters
+    ----------
+    customer : int32[n]       # IN  customer code, -1 when the id is missing
+    ts : int64[n]             # IN  microseconds since epoch (meaningful when ts_state is 0)
+    ts_state : uint8[n]       # IN  0, TS_MISSING (empty cell) or TS_BAD (does not parse, or out of range)
+    amount : float64[n]       # IN  NaN when missing
+    amount_bad : bool[n]      # IN  an amount cell holds text that is not a number
+    future_us : int           # IN  later is future_timestamp (the int64 maximum: no such check)
+    as_of_us : int            # IN  later is after_as_of (the int64 maximum: no such check)
+    out : uint8[n]            # OUT
+    """
+    for i in prange(customer.shape[0]):
+        out[i] = _reason(customer[i], ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+
+
+@parallel
+def times_us(values, missing, per_us, first_us, last_us, out_ts, out_state):
+    """Times in ``per_us`` microseconds to microseconds: TS_MISSING where missing, TS_BAD (the raw value
+    kept) outside [first_us, last_us]."""
+    lo = -(-first_us // per_us)
+    hi = last_us // per_us
+    for i in prange(values.shape[0]):
+        v = np.int64(values[i])
+        if missing[i]:
+            out_ts[i] = 0
+            out_state[i] = TS_MISSING
+        elif v < lo or v > hi:
+            out_ts[i] = v
+            out_state[i] = TS_BAD
+        else:
+            out_ts[i] = v * per_us
+            out_state[i] = 0
+
+
+@parallel
+def fill_lines(at, customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
+               future_us, as_of_us, out_customer, out_ts, out_state, out_amount, out_bad, out_null, out_order,
+               out_missing, out_channel, out_category, out_reason):
+    """Write a chunk's rows at ``at`` into the bucket's line records (the out_* arrays: fields of one
+    record array, so each row is written in one go) with their row-level reason (``row_reasons``).
+    order, order_missing, channel, category: of length 0 when the column is not mapped."""
+    has_order = order.shape[0] > 0
+    has_channel = channel.shape[0] > 0
+    has_category = category.shape[0] > 0
+    for i in prange(customer.shape[0]):
+        j = at + i
+        out_customer[j] = customer[i]
+        out_ts[j] = ts[i]
+        out_state[j] = ts_state[i]
+        out_amount[j] = amount[i]
+        out_bad[j] = amount_bad[i]
+        out_null[j] = amount_null[i]
+        out_order[j] = order[i] if has_order else 0
+        out_missing[j] = order_missing[i] if has_order else False
+        out_channel[j] = channel[i] if has_channel else -1
+        out_category[j] = category[i] if has_category else -1
+        out_reason[j] = _reason(customer[i], ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+
+
+@serial
+def _reason(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us):
+    if customer < 0:
+        return NULL_CUSTOMER_ID
+    if ts_state == TS_MISSING:
+        return NULL_TIMESTAMP
+    if ts_state == TS_BAD:
+        return UNPARSEABLE_TIMESTAMP
+    if amount_bad:
+        return UNPARSEABLE_AMOUNT
+    if not np.isfinite(amount):
+        return NON_FINITE_AMOUNT
+    if ts > future_us:
+        return FUTURE_TIMESTAMP
+    if ts > as_of_us:
+        return AFTER_AS_OF
+    return OK
+
+
+@parallel
+def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, amount_null, order, order_missing,
+                  order_rank, has_order, channel, channel_column, category, category_rank, raw, reason, dedupe, as_of_us,
+                  features, shares, lines, status, repeats, span):
+    """Line order and steps 1-5 of the module docstring, for every customer.
+
+    Parameters
+    ----------
+    offsets : int64[n_groups + 1]       # IN     rows of group g: perm[offsets[g]:offsets[g+1]]; the last group
+                                        #        holds the rows without a customer id (repeats only)
+    perm : int[n]                       # IN/OUT row numbers, each group's in input order; out: in line order
+    ts, ts_state, amount, amount_bad    # IN     per row, as for row_reasons
+    amount_bits : uint64[rows]          # IN     amount.view(uint64), for the repeat hash
+    amount_null : bool[rows]            # IN     the amount cell was empty (a null and a NaN are two values)
+    order : int64[rows]                 # IN     an integer order id, or a text one's code
+    order_missing : bool[rows]          # IN
+    order_rank : int64[n_codes] or [0]  # IN     each text order code's rank by value ([0]: ids are integers)
+    has_order : bool                    # IN     False: no order column, every line is an order of its own
+    channel : int32[rows]               # IN     channel code (-1 none)
+    channel_column : int32[n_codes]     # IN     each channel code's share column, -1 when not among them
+    category : int32[rows]              # IN     category code (-1 none)
+    category_rank : int32[n_codes + 1]  # IN     each category code's rank by value; [-1] last, for "none"
+    raw : uint64[rows] or [0]           # IN     identity of each row as read, when values were parsed from text
+    reason : uint8[rows]                # IN/OUT row-level reasons in; duplicate, amount_overflow, returns_only added
+    dedupe : int                        # IN     DEDUPE_* bits (0: no --dedupe-on)
+    as_of_us : int                      # IN
+    features : float64[n_customers, N_ORDER_FEATURES]  # OUT (rows of customers with a status are not set)
+    shares : float64[n_customers, n_channels]          # OUT
+    lines : float64[n_customers, 3]                    # OUT refund_share, category_count, category_entropy
+    status : uint8[n_customers]                        # OUT OK, AMOUNT_OVERFLOW, RETURNS_ONLY, or EMPTY
+    repeats : int64[n_groups]                          # OUT rows repeating an earlier row of the group
+    span : int64[n_customers, 2]                       # OUT first and last time of the customer's usable lines
+    """
+    n_groups = offsets.shape[0] - 1
+    n_customers = n_groups - 1
+    widest = 1
+    for g in range(n_groups):
+        widest = max(widest, offsets[g + 1] - offsets[g])
+    has_raw = raw.shape[0] > 1
+    ranked = order_rank.shape[0] > 0
+    for block in prange((n_groups + _BLOCK - 1) // _BLOCK):
+        # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders.
+        pos = np.empty(widest, np.int64)
+        l_ts = np.empty(widest, np.int64)
+        l_state = np.empty(widest, np.uint8)
+        l_amount = np.empty(widest, np.float64)
+        l_bits = np.empty(widest, np.uint64)
+        l_bad = np.empty(widest, np.bool_)
+        l_null = np.empty(widest, np.bool_)
+        l_key = np.empty(widest, np.int64)
+        l_missing = np.empty(widest, np.bool_)
+        l_channel = np.empty(widest, np.int32)
+        l_category = np.empty(widest, np.int32)
+        l_raw = np.zeros(widest, np.uint64)
+        l_reason = np.empty(widest, np.uint8)
+        by = np.empty(widest, np.int64)
+        keys = np.empty(widest, np.uint64)
+        sub = np.empty(widest, np.int64)
+        rows = np.empty(widest, np.int64)
+        o_ts = np.empty(widest, np.int64)
+        o_pos = np.empty(widest, np.int64)
+        o_amount = np.empty(widest, np.float64)
+        o_channel = np.empty(widest, np.int32)
+        s_ts = np.empty(widest, np.int64)
+        s_amount = np.empty(widest, np.float64)
+        s_channel = np.empty(widest, np.int32)
+        u_amount = np.empty(widest, np.float64)
+        u_category = np.empty(widest, np.int32)
+        partials = np.empty(MAX_PARTIALS, np.float64)
+        for g in range(block * _BLOCK, min(n_groups, (block + 1) * _BLOCK)):
+            lo = offsets[g]
+            n = offsets[g + 1] - lo
+            for i in range(n):
+                r = perm[lo + i]
+                pos[i] = r
+                l_ts[i] = ts[r]
+                l_state[i] = ts_state[r]
+                l_amount[i] = amount[r]
+                l_bits[i] = amount_bits[r]
+                l_bad[i] = amount_bad[r]
+                l_null[i] = amount_null[r]
+                # Without an order column every line is an order of its own, and lines go by time.
+                l_missing[i] = has_order and order_missing[r]
+                l_key[i] = 0 if l_missing[i] or not has_order else (order_rank[order[r]] if ranked else order[r])
+                l_channel[i] = channel[r]
+                l_category[i] = category_rank[category[r]]
+                if has_raw:
+                    l_raw[i] = raw[r]
+                l_reason[i] = reason[r]
+            _line_order(l_missing, l_key, l_ts, n, by)
+            for i in range(n):
+                perm[lo + i] = pos[by[i]]
+            repeats[g] = _repeats(n, by, l_ts, l_state, l_amount, l_bits, l_bad, l_null, l_key, l_missing,
+                                  l_channel, l_category, l_raw, l_reason, keys, sub, rows)
+            if g == n_customers:
+                continue
+            if dedupe:
+                m = 0
+                for i in range(n):
+                    if l_reason[i] == OK:
+                        rows[m] = i
+                        m += 1
+                _identical_after_first(m, True, dedupe, l_ts, l_state, l_amount, l_bits, l_bad, l_null, l_key,
+                                       l_missing, l_channel, l_category, l_raw, l_reason, keys, sub, rows)
+            # Orders of the usable lines, in line order.
+            n_orders = 0
+            n_lines = 0
+            gross = 0.0
+            buys = False
+            used = 0
+            first_ts = np.iinfo(np.int64).max
+            last_ts = np.iinfo(np.int64).min
+            for j in range(n):
+                i = by[j]
+                if l_reason[i] != OK:
+                    continue
+                a = l_amount[i]
+                gross += abs(a)
+                u_amount[n_lines] = a
+                u_category[n_lines] = l_category[i]
+                n_lines += 1
+                first_ts = min(first_ts, l_ts[i])
+                last_ts = max(last_ts, l_ts[i])
+                if n_orders == 0 or not has_order or l_missing[i] or l_missing[rows[n_orders - 1]] or \
+                        l_key[i] != l_key[rows[n_orders - 1]]:
+                    if n_orders > 0:
+                        o_amount[n_orders - 1] = round_partials(partials, used)
+                        buys = buys or o_amount[n_orders - 1] >= 0
+                    rows[n_orders] = i
+                    o_ts[n_orders] = l_ts[i]
+                    o_pos[n_orders] = i      # input order within the customer: as good as the position
+                    o_channel[n_orders] = channel_column[l_channel[i]] if l_channel[i] >= 0 else -1
+                    n_orders += 1
+                    used = 0
+                used = add_partial(partials, used, a)
+            if n_orders == 0:
+                status[g] = EMPTY
+            else:
+                o_amount[n_orders - 1] = round_partials(partials, used)
+                buys = buys or o_amount[n_orders - 1] >= 0
+                if not np.isfinite(gross):
+                    status[g] = AMOUNT_OVERFLOW
+                elif not buys:
+                    status[g] = RETURNS_ONLY
+                else:
+                    status[g] = OK
+                if status[g] != OK:
+                    for i in range(n):
+                        if l_reason[i] == OK:
+                            l_reason[i] = status[g]
+                else:
+                    span[g, 0] = first_ts
+                    span[g, 1] = last_ts
+                    # Orders by time, ties by the position of their first line.
+                    _sort_pairs(o_ts, o_pos, n_orders, sub)
+                    for j in range(n_orders):
+                        s_ts[j] = o_ts[sub[j]]
+                        s_amount[j] = o_amount[sub[j]]
+                        s_channel[j] = o_channel[sub[j]]
+                    order_row(s_ts, s_amount, s_channel, n_orders, as_of_us, features[g], shares[g])
+                    line_row(u_amount, u_category, n_lines, lines[g])
+            for i in range(n):
+                if l_reason[i] != reason[pos[i]]:
+                    reason[pos[i]] = l_reason[i]
+
+
+@serial
+def _line_order(missing, key, ts, n, by):
+    """by[:n] = the rows 0..n-1 (input order) in line order: (missing, key, ts) ascending, ties in input
+    order; rows with a missing key compare by input order alone (each is an order of its own)."""
+    in_order = True
+    for i in range(n):
+        by[i] = i
+        if i > 0 and _before(i, i - 1, missing, key, ts):
+            in_order = False
+    if in_order:
+        return
+    if n <= 64:
+        for i in range(1, n):
+            j = i - 1
+            while j >= 0 and _before(i, by[j], missing, key, ts):
+                by[j + 1] = by[j]
+                j -= 1
+            by[j + 1] = i
+        return
+    major = np.empty(n, np.int64)
+    minor = np.empty(n, np.int64)
+    flag = np.empty(n, np.int64)
+    for i in range(n):
+        flag[i] = 1 if missing[i] else 0
+        major[i] = 0 if missing[i] else key[i]
+        minor[i] = 0 if missing[i] else ts[i]
+    # Three stable passes, the least significant key first; ties keep input order.
+    first = np.argsort(minor, kind="mergesort")
+    second = first[np.argsort(major[first], kind="mergesort")]
+    third = second[np.argsort(flag[second], kind="mergesort")]
+    for i in range(n):
+        by[i] = third[i]
+
+
+@serial
+def _before(a, b, missing, key, ts):
+    """Row ``a`` strictly before row ``b`` in line order (a comes after b in input order)."""
+    if missing[a] != missing[b]:
+        return missing[b]
+    if missing[a]:
+        return a < b
+    if key[a] != key[b]:
+        return key[a] < key[b]
+    if ts[a] != ts[b]:
+        return ts[a] < ts[b]
+    return a < b
+
+
+@serial
+def _repeats(n, by, ts, ts_state, amount, bits, amount_bad, amount_null, key, missing, channel, category, raw, reason,
+             keys, sub, rows):
+    """Rows identical on every column to an earlier row (in input order), counted. Identical rows share
+    their order id and time, so in line order they are next to each other (ties in input order): only
+    such runs are compared. Rows without an order id are compared through a hash of their values."""
+    count = 0
+    n_missing = 0
+    start = 0
+    while start < n:
+        a = by[start]
+        if missing[a]:
+            rows[n_missing] = a
+            n_missing += 1
+            start += 1
+            continue
+        end = start + 1
+        while end < n and not missing[by[end]] and key[by[end]] == key[a] and ts[by[end]] == ts[a]:
+            end += 1
+        if end - start > 1:
+            for j in range(start, end):
+                keys[j] = _row_hash(by[j], _EVERYTHING, ts, ts_state, amount, bits, amount_bad, amount_null, key, missing,
+                                    channel, category, raw)
+            for j in range(start + 1, end):
+                for k in range(start, j):
+                    if keys[k] == keys[j] and _same_row(by[k], by[j], _EVERYTHING, ts, ts_state, amount, amount_bad,
+                                                        amount_null, key, missing, channel, category, raw):
+                        count += 1
+                        break
+        start = end
+    if n_missing > 1:
+        count += _identical_after_first(n_missing, False, _EVERYTHING, ts, ts_state, amount, bits, amount_bad,
+                                        amount_null, key, missing, channel, category, raw, reason, keys, sub, rows)
+    return count
+
+
+@serial
+def _identical_after_first(m, mark, fields, ts, ts_state, amount, bits, amount_bad, amount_null, key, missing,
+                           channel, category, raw, reason, keys, sub, rows):
+    """Of the rows ``rows[:m]`` (in input order), those identical on ``fields`` to an earlier one: counted,
+    and with ``mark`` (dedupe) made DUPLICATE. Rows are sorted by a hash of the compared values, then
+    compared exactly: a hash never decides alone."""
+    if m < 2:
+        return 0
+    for j in range(m):
+        keys[j] = _row_hash(rows[j], fields, ts, ts_state, amount, bits, amount_bad, amount_null, key, missing,
+                            channel, category, raw)
+    # By hash, ties by input order: equal rows end up together, earliest first.
+    _sort_pairs(keys, rows, m, sub)
+    count = 0
+    start = 0
+    while start < m:
+        end = start + 1
+        while end < m and keys[sub[end]] == keys[sub[start]]:
+            end += 1
+        for j in range(start + 1, end):
+            rj = rows[sub[j]]
+            for k in range(start, j):
+                if _same_row(rows[sub[k]], rj, fields, ts, ts_state, amount, amount_bad, amount_null, key, missing,
+                             channel, category, raw):
+                    count += 1
+                    if mark:
+                        reason[rj] = DUPLICATE
+                    break
+        start = end
+    return count
+
+
+@serial
+def _sort_pairs(major, minor, n, by):
+    """by[:n] = the positions 0..n-1 ordered by (major, minor); insertion sort for the few rows
+    a customer usually has, a stable two-pass argsort beyond."""
+    in_order = True
+    for i in range(1, n):
+        if major[i] < major[i - 1] or (major[i] == major[i - 1] and minor[i] < minor[i - 1]):
+            in_order = False
+            break
+    if in_order:
+        for i in range(n):
+            by[i] = i
+        return
+    if n <= 48:
+        for i in range(n):
+            j = i - 1
+            while j >= 0 and (major[by[j]] > major[i] or (major[by[j]] == major[i] and minor[by[j]] > minor[i])):
+                by[j + 1] = by[j]
+                j -= 1
+            by[j + 1] = i
+        return
+    first = np.argsort(minor[:n], kind="mergesort")
+    second = first[np.argsort(major[:n][first], kind="mergesort")]
+    for i in range(n):
+        by[i] = second[i]
+
+
+@serial
+def _row_hash(i, fields, ts, ts_state, amount, bits, amount_bad, amount_null, key, missing, channel, category, raw):
+    h = np.uint64(0x9E3779B97F4A7C15)
+    if fields & DEDUPE_TIME:
+        h = mix64(h ^ np.uint64(ts_state[i]) ^ (np.uint64(ts[i]) if ts_state[i] != TS_MISSING else np.uint64(0)))
+    if fields & DEDUPE_AMOUNT:
+        a = amount[i]
+        # Equal amounts hash alike: every NaN as one, -0.0 as 0.0 (they compare equal).
+        b = np.uint64(0x7FF8000000000000) if np.isnan(a) else (np.uint64(0) if a == 0.0 else bits[i])
+        h = mix64(h ^ b ^ np.uint64(amount_bad[i]) ^ (np.uint64(amount_null[i]) << np.uint64(1)))
+    if fields & DEDUPE_ORDER:
+        h = mix64(h ^ (np.uint64(0xFFFFFFFF) if missing[i] else np.uint64(key[i])))
+    if fields & DEDUPE_CHANNEL:
+        h = mix64(h ^ np.uint64(np.int64(channel[i])))
+    if fields & DEDUPE_CATEGORY:
+        h = mix64(h ^ np.uint64(np.int64(category[i])))
+    if fields & DEDUPE_RAW:
+        h = mix64(h ^ raw[i])
+    return h
+
+
+@serial
+def _same_row(a, b, fields, ts, ts_state, amount, amount_bad, amount_null, key, missing, channel, category, raw):
+    if fields & DEDUPE_TIME and (ts_state[a] != ts_state[b] or (ts_state[a] != TS_MISSING and ts[a] != ts[b])):
+        return False
+    if fields & DEDUPE_AMOUNT and (amount_bad[a] != amount_bad[b] or amount_null[a] != amount_null[b] or
+                                   not (amount[a] == amount[b] or (np.isnan(amount[a]) and np.isnan(amount[b])))):
+        return False
+    if fields & DEDUPE_ORDER and (missing[a] != missing[b] or (not missing[a] and key[a] != key[b])):
+        return False
+    if fields & DEDUPE_CHANNEL and channel[a] != channel[b]:
+        return False
+    if fields & DEDUPE_CATEGORY and category[a] != category[b]:
+        return False
+    if fields & DEDUPE_RAW and raw[a] != raw[b]:
+        return False
+    return True

@@ -1,0 +1,149 @@
+"""The map's kernels against the plain reference (tests/reference_map.py) on random dirty rows, and
+against themselves when the rows come in other chunks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from segmint.engine.config import Columns, FeatureConfig, RunConfig
+from segmint.engine.features.build import map_lines
+from segmint.engine.features.table import features_of
+from segmint.engine.io.clean import reason_column
+from tests.reference_map import reference_map
+
+NOW = dt.datetime(2024, 6, 1)
+START = dt.datetime(2024, 1, 1)
+
+
+def _dirty(seed: int, *, text_ids: bool, order: str, text: bool, n: int = 3000) -> pl.DataFrame:
+    """Rows with every kind of trouble: missing ids, times and amounts, NaN and text that is not a number,
+    future times, returns, customers with only returns or amounts beyond the float range, repeats, ties."""
+    rng = np.random.default_rng(seed)
+    cid = rng.integers(0, 300, n)
+    ids = [None if r < 0.01 else (f"c{x:03d}" if text_ids else int(x)) for x, r in zip(cid, rng.random(n))]
+    minutes = rng.integers(0, 60 * 24 * 120, n)
+    minutes[rng.random(n) < 0.3] //= 1440   # many lines at one instant: ties
+    ts = [None if r < 0.01 else START + dt.timedelta(minutes=int(m)) for m, r in zip(minutes, rng.random(n))]
+    ts = [t if t is None or r > 0.01 else NOW + dt.timedelta(days=30) for t, r in zip(ts, rng.random(n))]
+    amount = np.round(rng.lognormal(3, 1, n), 2) * np.where(rng.random(n) < 0.2, -1, 1)
+    amount = [None if r < 0.01 else (float("nan") if r < 0.02 else a) for a, r in zip(amount, rng.random(n))]
+    for c in (7, 8):                                   # returns only
+        amount = [-abs(a) if x == c and a is not None else a for a, x in zip(amount, cid)]
+    amount = [1.5e308 if x == 9 and a is not None else a for a, x in zip(amount, cid)]   # overflow
+    oid = rng.integers(0, 900, n)
+    orders = {"int": [None if r < 0.1 else int(o) for o, r in zip(oid, rng.random(n))],
+              "text": [None if r < 0.1 else f"o{o}" for o, r in zip(oid, rng.random(n))]}
+    frame = pl.DataFrame({
+        "cid": pl.Series(ids, dtype=pl.String if text_ids else pl.Int64),
+        "t": pl.Series(ts, dtype=pl.Datetime("us")), "amt": pl.Series(amount, dtype=pl.Float64),
+        **({"o": pl.Series(orders[order], dtype=pl.String if order == "text" else pl.Int64)} if order != "none" else {}),
+        "ch": pl.Series([None if r < 0.05 else ["web", "store", "app", "mail"][int(r * 4) % 4]
+                         for r in rng.random(n)], dtype=pl.String),
+        "cat": pl.Series([None if r < 0.05 else f"k{int(r * 7)}" for r in rng.random(n)], dtype=pl.String),
+    })
+    frame = pl.concat([frame, frame.sample(200, seed=seed)])   # repeats
+    if text:
+        frame = frame.with_columns(pl.col("t").dt.strftime("%Y-%m-%d %H:%M"),
+                                   pl.when(pl.int_range(pl.len()) % 97 == 0).then(pl.lit("n/a"))
+                                   .otherwise(pl.col("amt").cast(pl.String)).alias("amt"))
+    return frame
+
+
+def _cfg(frame: pl.DataFrame, order: str, text: bool, **more) -> RunConfig:
+    cols = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M" if text else None, amount="amt",
+                   order="o" if order != "none" else None, channel="ch", category="cat")
+    return RunConfig(columns=cols, max_reject_share=1.0, **more)
+
+
+CASES = [(seed, text_ids, order, text) for seed, (text_ids, order, text) in enumerate([
+    (False, "int", False), (True, "text", False), (False, "none", False), (True, "int", True), (False, "text", True),
+])]
+
+
+@pytest.mark.parametrize(("seed", "text_ids", "order", "text"), CASES)
+@pytest.mark.parametrize("as_of", [None, dt.datetime(2024, 3, 15)])
+def test_the_map_matches_the_reference(seed, text_ids, order, text, as_of):
+    frame = _dirty(seed, text_ids=text_ids, order=order, text=text)
+    cfg = _cfg(frame, order, text)
+    got = features_of(frame, cfg, as_of=as_of, now=NOW, channels=None)
+    want = reference_map(frame, cfg, as_of=as_of, now=NOW)
+    assert got.as_of == want["as_of"]
+    assert got.rejected == want["rejected"] and got.rows_used == want["rows_used"]
+    assert got.rejected["returns_only"] > 0 and got.rejected["amount_overflow"] > 0
+    assert got.repeats == want["repeats"] > 0
+    # Rejects: the rows as read, in input order, each with its reason.
+    column = reason_column(frame.columns)
+    positions = [i for i, why in enumerate(want["reason"]) if why is not None]
+    assert got.rejects[column].to_list() == [want["reason"][i] for i in positions]
+    assert got.rejects.drop(column).equals(frame[positions])
+    _assert_same_table(got.table, want["table"])
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_dedupe_keeps_the_first_of_rows_alike_in_the_named_columns(text):
+    frame = _dirty(7, text_ids=False, order="int", text=text)
+    for columns in (("cid", "t"), ("cid", "amt", "o"), ("cid", "ch", "cat")):
+        cfg = _cfg(frame, "int", text, dedupe_on=columns)
+        got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+        want = reference_map(frame, cfg, as_of=None, now=NOW)
+        assert got.rejected == want["rejected"] and got.rejected["duplicate"] > 0, columns
+        _assert_same_table(got.table, want["table"])
+
+
+@pytest.mark.parametrize(("seed", "text_ids", "order", "text"), CASES[:3])
+def test_chunks_do_not_change_anything(seed, text_ids, order, text):
+    # The same rows in one table, or cut into chunks of every size: the same features, rejects and counts.
+    frame = _dirty(seed, text_ids=text_ids, order=order, text=text)
+    cfg = _cfg(frame, order, text)
+    whole = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+    table = frame.to_arrow()
+    for size in (1, 7, 500):
+        chunks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
+        cut = map_lines(chunks, table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW, channels=None,
+                        mode="features", reread=lambda positions: table.take(pa.array(positions)),
+                        reason_column="reason")
+        assert cut.table.equals(whole.table) and cut.rejects.equals(whole.rejects)
+        assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
+
+
+def test_edge_customers():
+    # Empty input, one line, one customer all rejected, identical lines, a cancelled order netting to 0.
+    cfg = _cfg(pl.DataFrame(), "int", False)
+    empty = pl.DataFrame(schema={"cid": pl.Int64, "t": pl.Datetime("us"), "amt": pl.Float64, "o": pl.Int64,
+                                 "ch": pl.String, "cat": pl.String})
+    got = features_of(empty, cfg, as_of=None, now=NOW, channels=None)
+    assert got.table.height == 0 and got.rows_in == 0 and got.as_of == NOW
+    t = START + dt.timedelta(days=3)
+    rows = pl.DataFrame({"cid": [1, 2, 2, 3, 3, 4, 4], "t": [t] * 7, "amt": [5.0, 3.0, 3.0, 5.0, -5.0, None, 2.0],
+                         "o": [1, 2, 2, 3, 3, 4, 5], "ch": ["web"] * 7, "cat": ["a"] * 7}, schema=empty.schema)
+    got = features_of(rows, cfg, as_of=None, now=NOW, channels=None)
+    want = reference_map(rows, cfg, as_of=None, now=NOW)
+    assert got.repeats == 1 and got.customers == 4
+    _assert_same_table(got.table, want["table"])
+    netting = got.table.filter(pl.col("customer_id") == 3)
+    assert netting["frequency"].item() == 1 and netting["monetary_total"].item() == 0.0
+
+
+def _assert_same_table(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    got = got.drop("activity_status")
+    assert got.columns == want.columns and got.height == want.height
+    assert got["customer_id"].to_list() == want["customer_id"].to_list()
+    for name in got.columns[1:]:
+        a, b = got[name].to_numpy().astype(float), want[name].to_numpy().astype(float)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9, err_msg=name)
+
+
+def test_features_of_clean_lines_follow_their_definitions():
+    from segmint.engine.features.table import compute_features
+
+    lines = pl.DataFrame({"customer_id": [1, 1, 2], "ts": [START, START + dt.timedelta(days=10), START],
+                          "amount": [10.0, 30.0, 7.0]})
+    table = compute_features(lines, START + dt.timedelta(days=20), FeatureConfig()).table
+    one = table.row(0, named=True)
+    assert (one["frequency"], one["monetary_total"], one["recency_days"], one["tenure_days"]) == (2, 40.0, 10.0, 20.0)
+    assert one["ipt_mean_days"] == 10.0 and one["lt_monetary"] == 30.0

@@ -1,0 +1,52 @@
+"""Dense codes (engine.codes over kernels/codes.py) against Python dictionaries, across chunks and table growth."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from segmint.engine.codes import IntCodes, TextCodes
+from segmint.kernels.codes import text_hash
+
+
+def _first_seen(values):
+    codes, out = {}, []
+    for v in values:
+        out.append(-1 if v is None else codes.setdefault(v, len(codes)))
+    return out, list(codes)
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 10_000])
+def test_int_codes_are_first_seen_codes_and_ranks_sort_the_keys(chunk):
+    rng = np.random.default_rng(chunk)
+    keys = np.concatenate([rng.integers(-2**63, 2**63 - 1, 3000, dtype=np.int64), rng.integers(0, 50, 3000)])
+    rng.shuffle(keys)
+    missing = rng.random(keys.size) < 0.05
+    codes = IntCodes()
+    got = np.concatenate([codes.encode(keys[i:i + chunk], missing[i:i + chunk]) for i in range(0, keys.size, chunk)])
+    want, distinct = _first_seen([None if m else int(k) for k, m in zip(keys, missing)])
+    assert got.tolist() == want and codes.values().tolist() == distinct
+    assert codes.ranks().tolist() == np.argsort(np.argsort(distinct, kind="stable"), kind="stable").tolist()
+
+
+@pytest.mark.parametrize("chunk", [1, 53, 10_000])
+def test_text_codes_compare_bytes_and_rank_by_them(chunk):
+    rng = np.random.default_rng(chunk)
+    words = ["", "a", "b", "ab", "ba", "é", "e\u0301", "z" * 300, "日本", "a\x00b", "a\x00c"]
+    values = [None if r < 0.05 else words[int(r * 1000) % len(words)] + str(int(r * 50)) for r in rng.random(4000)]
+    codes = TextCodes()
+    array = pa.array(values, pa.large_string())
+    got = np.concatenate([codes.encode(array.slice(i, chunk)) for i in range(0, len(values), chunk)])
+    want, distinct = _first_seen(values)
+    assert got.tolist() == want and codes.values().to_pylist() == distinct
+    by_bytes = sorted(range(len(distinct)), key=lambda i: distinct[i].encode())
+    assert [by_bytes.index(i) for i in range(len(distinct))] == codes.ranks().tolist()
+    # A dictionary, a string_view and a sliced array give the same codes.
+    assert TextCodes().encode(pa.array(values, pa.string())).tolist() == want
+
+
+def test_strings_are_told_apart_by_their_bytes_not_their_hash():
+    # Every code's string is compared byte for byte when its hash matches: equal hashes would not merge them.
+    data = np.frombuffer(b"abcabd", np.uint8)
+    assert text_hash(data, 0, 3) != text_hash(data, 3, 6)
+    codes = TextCodes()
+    assert codes.encode(pa.array(["abc", "abd", "abc"])).tolist() == [0, 1, 0]
