@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from segmint.engine.runtime import peak_rss
+from segmint.engine.runtime import current_rss, peak_rss
 
 __all__ = ["Progress", "StageClock", "peak_rss_mb", "log"]
 
@@ -42,7 +43,9 @@ class _Silent:
 
 
 class StageClock:
-    """Times stages and records the process's peak RSS after each, for run.json."""
+    """Times stages and records, for run.json, each stage's peak RSS (``peak_rss_mb``, sampled every
+    few milliseconds while it runs) and what it added to what the process held when it started
+    (``added_mb``: what the plan budgets for)."""
 
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress or _Silent()
@@ -55,9 +58,11 @@ class StageClock:
         self.progress.start(name)
         self._current = name
         t0 = time.perf_counter()
-        yield info
+        with _Sampler() as rss:
+            yield info
         seconds = time.perf_counter() - t0
-        self.stages[name] = {"seconds": round(seconds, 4), "peak_rss_mb": peak_rss_mb(), **_plain(info)}
+        self.stages[name] = {"seconds": round(seconds, 4), "peak_rss_mb": round(rss.peak / 2**20, 1),
+                             "added_mb": round(max(rss.peak - rss.start, 0) / 2**20, 1), **_plain(info)}
         log.info("%s: %.2f s %s", name, seconds, info)
         self.progress.done(name, seconds, info)
 
@@ -66,6 +71,28 @@ class StageClock:
         advance = getattr(self.progress, "advance", None)
         if advance is not None:
             advance(self._current, done, total)
+
+
+class _Sampler:
+    """The highest resident size of this process while the block runs, read every 5 ms on a thread."""
+
+    _EVERY = 0.005
+
+    def __enter__(self) -> _Sampler:
+        self.start = self.peak = current_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="segmint-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._EVERY):
+            self.peak = max(self.peak, current_rss())
 
 
 def peak_rss_mb() -> float:

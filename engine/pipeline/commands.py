@@ -51,7 +51,7 @@ from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, resolve_executor
 from segmint.engine.pipeline.partition import partition_chunk, partition_jobs
-from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
+from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
 from segmint.engine.profile_files import write_profiles
@@ -533,7 +533,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
         "buckets": plan.buckets,
-        "memory": {"limit_bytes": plan.memory_limit, "peak_rss_mb": None},
+        "memory": {"limit_bytes": plan.memory_limit, "peak_rss_mb": None, "planned_bytes_per_line": BYTES_PER_ROW},
         "executor": s.executor.name,
         "seed": cfg.cluster.seed,
         "threads": numba.get_num_threads(),
@@ -570,6 +570,9 @@ def _commit(s: _Session, manifest: dict[str, Any]) -> RunResult:
     renames the staging folder into place."""
     manifest["stages"] = s.clock.stages
     manifest["memory"]["peak_rss_mb"] = peak_rss_mb()
+    manifest["memory"]["measured_bytes_per_line"] = {
+        stage: round(s.clock.stages[stage]["added_mb"] * 2**20 / max(s.plan.tx.rows, 1), 1)
+        for stage in ("partition", "map", "score") if "added_mb" in s.clock.stages.get(stage, {})}
     manifest["ended_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     manifest["seconds"] = round((dt.datetime.now(dt.timezone.utc) - s.started).total_seconds(), 3)
     write_json(s.layout.meta("run.json"), manifest, s.plan.options)

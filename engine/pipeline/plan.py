@@ -30,9 +30,12 @@ from segmint.engine.runtime import current_rss, default_memory_limit
 __all__ = ["Plan", "make_plan", "new_run_id", "SCHEMA_VERSION", "MAX_BUCKET_ROWS", "BYTES_PER_ROW"]
 
 SCHEMA_VERSION = 2
-# Peak bytes per input row while a bucket is mapped (cleaned, reduced to features),
-# by table, and while a chunk is partitioned; measured (bench/README.md), rounded up.
-BYTES_PER_ROW = {"tx": 300, "events": 120, "customers": 150, "partition": 200}
+# Bytes per input row a stage adds to the process while it holds a bucket (map: cleaned, reduced to
+# features) or a partition job's rows; measured (run.json's memory.measured_bytes_per_line, and
+# bench/README.md), rounded up. The map holds a 40-byte record per row, its customer code, its place
+# in the grouping and the per-customer results; a partition job its rows as read, twice (as read and
+# sorted by bucket): text columns read from CSV take more than typed Parquet.
+BYTES_PER_ROW = {"tx": 100, "events": 120, "customers": 150, "partition": 250}
 # Smaller buckets are faster, not only leaner: on scenario L (224 M rows) 29 buckets of
 # about 8 M rows ran in 351 s against 431 s for 10 buckets of 22 M (bench/README.md).
 MAX_BUCKET_ROWS = 8_000_000
