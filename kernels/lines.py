@@ -323,13 +323,19 @@ def _line_order(missing, key, ts, n, by):
             in_order = False
     if in_order:
         return
-    if n <= 64:
-        for i in range(1, n):
-            j = i - 1
-            while j >= 0 and _before(i, by[j], missing, key, ts):
-                by[j + 1] = by[j]
-                j -= 1
-            by[j + 1] = i
+    # Nearly in order (a late return of an earlier order): insertion sort, whose cost is the number of
+    # rows out of place; beyond a budget of moves, three stable sorts.
+    budget = 16 * n + 256
+    for i in range(1, n):
+        j = i - 1
+        while j >= 0 and _before(i, by[j], missing, key, ts):
+            by[j + 1] = by[j]
+            j -= 1
+            budget -= 1
+        by[j + 1] = i
+        if budget < 0:
+            break
+    if budget >= 0:
         return
     major = np.empty(n, np.int64)
     minor = np.empty(n, np.int64)

@@ -116,15 +116,15 @@ def order_row(ts_us, amount, channel, n, as_of_us, out, channel_share):
 def line_row(amount, category, n, out):
     """Refund share and category breadth of one customer's ``n`` order lines.
 
-    Distinct categories are counted over the customer's own codes, sorted in place: linear
-    in the lines whatever the number of categories (a SKU mapped as the category has
-    millions). Entropy is summed over the categories in code order (codes rank the
-    category values), as a scan over every code would.
+    Distinct categories are counted per code when the customer's codes are small, else over
+    the customer's own codes sorted in place: linear in the lines whatever the number of
+    categories (a SKU mapped as the category has millions). Entropy is summed over the
+    categories in code order (codes rank the category values) either way.
 
     Parameters
     ----------
     amount : float64[>= n]   # IN      line amounts, negative = refund, in the customer's line order
-    category : int32[>= n]   # IN/OUT  category code of each line, -1 when unknown (sorted on return)
+    category : int32[>= n]   # IN/OUT  category code of each line, -1 when unknown (may be sorted on return)
     n : int                  # IN      lines
     out : float64[3]         # OUT     refund_share, category_count, category_entropy
     """
@@ -141,32 +141,38 @@ def line_row(amount, category, n, out):
     else:
         out[0] = 1.0 if refunded > 0 else 0.0
     codes = category[:n]
-    if n <= 32:     # a customer's few lines: insertion sort, without the general sort's set-up
-        for i in range(1, n):
-            v = codes[i]
-            j = i - 1
-            while j >= 0 and codes[j] > v:
-                codes[j + 1] = codes[j]
-                j -= 1
-            codes[j + 1] = v
-    else:
-        codes.sort()
-    known = 0
+    top = -1
     for i in range(n):
-        if codes[i] >= 0:
-            known += 1
+        top = max(top, codes[i])
+    known = 0
     distinct = 0
     entropy = 0.0
-    i = 0
-    while i < n:
-        j = i
-        while j < n and codes[j] == codes[i]:
-            j += 1
-        if codes[i] >= 0:
-            distinct += 1
-            p = (j - i) / known
-            entropy -= p * np.log(p)
-        i = j
+    if top < 64:    # few categories: count them in code order (no sort)
+        counts = np.zeros(top + 1, np.int64)
+        for i in range(n):
+            if codes[i] >= 0:
+                counts[codes[i]] += 1
+                known += 1
+        for k in range(top + 1):
+            if counts[k] > 0:
+                distinct += 1
+                p = counts[k] / known
+                entropy -= p * np.log(p)
+    else:           # many (a SKU mapped as the category): sort the customer's own codes
+        codes.sort()
+        for i in range(n):
+            if codes[i] >= 0:
+                known += 1
+        i = 0
+        while i < n:
+            j = i
+            while j < n and codes[j] == codes[i]:
+                j += 1
+            if codes[i] >= 0:
+                distinct += 1
+                p = (j - i) / known
+                entropy -= p * np.log(p)
+            i = j
     out[1] = distinct
     out[2] = entropy
 

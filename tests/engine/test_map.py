@@ -147,3 +147,17 @@ def test_features_of_clean_lines_follow_their_definitions():
     one = table.row(0, named=True)
     assert (one["frequency"], one["monetary_total"], one["recency_days"], one["tenure_days"]) == (2, 40.0, 10.0, 20.0)
     assert one["ipt_mean_days"] == 10.0 and one["lt_monetary"] == 30.0
+
+
+def test_a_customer_with_many_shuffled_lines_is_put_in_line_order():
+    # Thousands of lines in random order: beyond insertion sort's budget, the stable sorts take over.
+    rng = np.random.default_rng(3)
+    n = 4000
+    frame = pl.DataFrame({"cid": np.repeat([1, 2], n // 2), "t": [START + dt.timedelta(hours=int(h))
+                                                                 for h in rng.integers(0, 2000, n)],
+                          "amt": np.round(rng.normal(20, 15, n), 2), "o": rng.integers(0, 300, n),
+                          "ch": rng.choice(["web", "app"], n), "cat": rng.choice(["a", "b", "c"], n)})
+    frame = frame.sample(fraction=1.0, shuffle=True, seed=1)
+    cfg = _cfg(frame, "int", False)
+    got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+    _assert_same_table(got.table, reference_map(frame, cfg, as_of=None, now=NOW)["table"])
