@@ -106,13 +106,15 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             prepared = prepare(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
             del profile_sample
             seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
-            outliers, micro_model, micro_report = fit.fit_second_level(prepared, seg, cfg.cluster)
+            second = fit.fit_second_level(prepared, seg, cfg.cluster, backend_for(device))
+            outliers, micro_model, micro_report = second.limits, second.micro, second.report
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
                               seg.ids, outliers, micro_model)
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
         kpis, mix, micro = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
-            scored_sample = assign_segments(prepared, scoring).drop(HASH)
+            # The profile sample as the score stage places every customer, from the cluster stage's matrix.
+            scored_sample = assign_segments(prepared, scoring, (seg.matrix, second.assignment)).drop(HASH)
             profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
             if scoring.micro is not None:

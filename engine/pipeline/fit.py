@@ -41,7 +41,7 @@ from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
 from segmint.engine.preprocess import fit_scaler
 
-__all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "gather", "fit_clv_reported",
+__all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total",
@@ -65,6 +65,17 @@ class Segmentation:
     features: tuple[str, ...]
     note: str | None             # what --k auto had to do to respect the minimum share
     matching: dict[str, Any] | None
+    matrix: np.ndarray           # the profile sample, scaled: float32[n, d] (reused, never saved)
+
+
+@dataclass(frozen=True)
+class SecondLevel:
+    """Outlier limits and micro-segments, and the profile sample's assignment they came from."""
+
+    limits: tuple[float, ...]
+    micro: MicroModel | None
+    report: dict[str, Any] | None
+    assignment: Any              # engine.cluster.assign.Assignment of the profile sample, final centroids
 
 
 def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
@@ -144,30 +155,29 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     if previous is None:
         order = np.argsort(-sizes, kind="stable")
         return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(range(k)), (None,) * k, k, k,
-                            scan, fit, tuple(feats), note, None)
+                            scan, fit, tuple(feats), note, None, x)
     shared, why = shared_customers(sample["customer_id"], labels, k, previous, cfg)
     m = match_segments(fit.centroids, scaler, sizes, previous, c.match_distance, shared, why)
     m.report["warm_start"] = warm
     order = np.argsort(m.ids, kind="stable")
     return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
-                        tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report)
+                        tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report, x)
 
 
-def fit_second_level(sample: pl.DataFrame, seg: Segmentation,
-                     c: ClusterConfig) -> tuple[tuple[float, ...], MicroModel | None, dict[str, Any] | None]:
+def fit_second_level(sample: pl.DataFrame, seg: Segmentation, c: ClusterConfig,
+                     backend: ArrayBackend | None) -> SecondLevel:
     """Per segment: the outlier distance (``outlier_quantile`` of its customers' distances in the
     profile sample) and, with ``micro_k``, the micro-segment centroids."""
     from segmint.engine.cluster.assign import assign
 
-    x = seg.scaler.transform(sample)
-    a = assign(x, seg.centroids)
+    a = assign(seg.matrix, seg.centroids, backend)
     limits = tuple(float(np.quantile(a.distance[a.segment == r], c.outlier_quantile)) if (a.segment == r).any()
                    else float("inf") for r in range(seg.k))
     limits = tuple(v if np.isfinite(v) else 3.4e38 for v in limits)  # strict JSON: no Infinity
     if c.micro_k is None:
-        return limits, None, None
-    micro, report = fit_micro(x, a.segment, sample[HASH].to_numpy(), c)
-    return limits, micro, report
+        return SecondLevel(limits, None, None, a)
+    micro, report = fit_micro(seg.matrix, a.segment, sample[HASH].to_numpy(), c)
+    return SecondLevel(limits, micro, report, a)
 
 
 def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:

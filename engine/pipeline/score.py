@@ -15,7 +15,7 @@ import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams, predict_clv
 from segmint.engine import exact
-from segmint.engine.cluster.assign import assign
+from segmint.engine.cluster.assign import Assignment, assign
 from segmint.engine.cluster.micro import MicroModel, assign_micro, micro_names
 from segmint.engine.cluster.device import backend_for
 from segmint.engine.config import ClvConfig, FeatureConfig
@@ -108,12 +108,16 @@ def prepare(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
     return table
 
 
-def assign_segments(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
-    """Segment, distance, margin, outlier and micro-segment of every row of a prepared table."""
+def assign_segments(table: pl.DataFrame, scoring: Scoring,
+                    placed: tuple[np.ndarray, Assignment] | None = None) -> pl.DataFrame:
+    """Segment, distance, margin, outlier and micro-segment of every row of a prepared table. ``placed``:
+    its scaled matrix and its assignment to ``scoring``'s centroids, when already computed."""
     if scoring.centroids is None or scoring.scaler is None:
         return table
-    x = scoring.scaler.transform(table)
-    a = assign(x, scoring.centroids, backend_for(scoring.device))
+    if placed is None:
+        x = scoring.scaler.transform(table)
+        placed = x, assign(x, scoring.centroids, backend_for(scoring.device))
+    x, a = placed
     segment = np.asarray(scoring.ids, dtype=np.int32)[a.segment]
     extra = []
     if scoring.outlier_distance:
