@@ -32,14 +32,16 @@ __all__ = ["warmup"]
 def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     """Seconds spent compiling (or loading from cache) each kernel but those named in ``skip``."""
     one = np.ones(1)
+    first = np.zeros(1, np.int32)
     offsets = np.array([0, 1], np.int64)
     calls = {
         "map": _map_tiny_tables,
         "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
-        "bgnbd_customer_terms": lambda: bgnbd_customer_terms(one, one, one * 2, 1.0, 1.0, 1.0, 1.0, np.empty((1, 5))),
-        "nbd_customer_terms": lambda: nbd_customer_terms(one, one * 2, 1.0, 1.0, np.empty((1, 3))),
+        "bgnbd_customer_terms": lambda: bgnbd_customer_terms(first, first, first, one, one, one * 2, 1.0, 1.0, 1.0, 1.0,
+                                                             np.empty((1, 5))),
+        "nbd_customer_terms": lambda: nbd_customer_terms(first, first, one, one * 2, 1.0, 1.0, np.empty((1, 3))),
         "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, 1.0, 1.0, 1.0, np.empty((1, 4))),
         "simulate_purchases": lambda: simulate_purchases(
             0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,

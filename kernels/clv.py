@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import prange
 
-from segmint.kernels._jit import parallel
+from segmint.kernels._jit import parallel, serial
 
 __all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "n_blocks", "BLOCK"]
 
@@ -20,19 +21,24 @@ BLOCK = 65_536
 
 
 @parallel
-def bgnbd_customer_terms(x, tx, T, r, alpha, a, b, out):
+def bgnbd_customer_terms(ix, itx, iT, xs, txs, Ts, r, alpha, a, b, out):
     """Sum over customers of log(e^A3 + [x>0] e^A4) and its gradient in (r, alpha, a, b).
 
     A3 = -(r + x) log(alpha + T); A4 = log a - log(b + x - 1) - (r + x) log(alpha + t_x)
-    (Fader, Hardie & Lee 2005, eq. 6, in log form).
+    (Fader, Hardie & Lee 2005, eq. 6, in log form). Customers come as indices into their
+    distinct values (whole days give a few hundred): the logarithms are taken once per value.
 
     Parameters
     ----------
-    x, tx, T : float64[n]        # IN  repeat purchases, time of last purchase, age (same unit)
+    ix, itx, iT : int32[n]       # IN  each customer's index into xs, txs, Ts
+    xs, txs, Ts : float64[...]   # IN  distinct repeat purchases, times of last purchase, ages (same unit)
     r, alpha, a, b : float       # IN  parameters
     out : float64[n_blocks, 5]   # OUT per block: value, d/dr, d/dalpha, d/da, d/db
     """
-    n = x.shape[0]
+    aT, lT = _shifted_logs(Ts, alpha, 0.0)
+    atx, ltx = _shifted_logs(txs, alpha, 0.0)
+    bx, lbx = _shifted_logs(xs, b, 1.0)
+    n = ix.shape[0]
     for blk in prange(out.shape[0]):
         v = 0.0
         gr = 0.0
@@ -40,25 +46,27 @@ def bgnbd_customer_terms(x, tx, T, r, alpha, a, b, out):
         ga = 0.0
         gb = 0.0
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            rx = r + x[i]
-            lT = math.log(alpha + T[i])
-            a3 = -rx * lT
-            if x[i] > 0:
-                ltx = math.log(alpha + tx[i])
-                a4 = math.log(a) - math.log(b + x[i] - 1.0) - rx * ltx
+            x = xs[ix[i]]
+            k = iT[i]
+            rx = r + x
+            a3 = -rx * lT[k]
+            if x > 0:
+                j = itx[i]
+                c = ix[i]
+                a4 = math.log(a) - lbx[c] - rx * ltx[j]
                 m = max(a3, a4)
                 ll = m + math.log(math.exp(a3 - m) + math.exp(a4 - m))
                 w3 = math.exp(a3 - ll)
                 w4 = math.exp(a4 - ll)
                 v += ll
-                gr += -w3 * lT - w4 * ltx
-                gal += -w3 * rx / (alpha + T[i]) - w4 * rx / (alpha + tx[i])
+                gr += -w3 * lT[k] - w4 * ltx[j]
+                gal += -w3 * rx / aT[k] - w4 * rx / atx[j]
                 ga += w4 / a
-                gb += -w4 / (b + x[i] - 1.0)
+                gb += -w4 / bx[c]
             else:
                 v += a3
-                gr += -lT
-                gal += -rx / (alpha + T[i])
+                gr += -lT[k]
+                gal += -rx / aT[k]
         out[blk, 0] = v
         out[blk, 1] = gr
         out[blk, 2] = gal
@@ -67,7 +75,7 @@ def bgnbd_customer_terms(x, tx, T, r, alpha, a, b, out):
 
 
 @parallel
-def nbd_customer_terms(x, T, r, alpha, out):
+def nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out):
     """Sum over customers of -(r + x) log(alpha + T) and its gradient in (r, alpha).
 
     The NBD (Poisson-gamma, no dropout) log-likelihood of x repeat purchases in (0, T] is this term
@@ -75,21 +83,23 @@ def nbd_customer_terms(x, T, r, alpha, out):
 
     Parameters
     ----------
-    x, T : float64[n]            # IN  repeat purchases, age (same unit)
+    ix, iT : int32[n]            # IN  each customer's index into xs, Ts
+    xs, Ts : float64[...]        # IN  distinct repeat purchases, ages (same unit)
     r, alpha : float             # IN  parameters
     out : float64[n_blocks, 3]   # OUT per block: value, d/dr, d/dalpha
     """
-    n = x.shape[0]
+    aT, lT = _shifted_logs(Ts, alpha, 0.0)
+    n = ix.shape[0]
     for blk in prange(out.shape[0]):
         v = 0.0
         gr = 0.0
         gal = 0.0
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            rx = r + x[i]
-            lT = math.log(alpha + T[i])
-            v += -rx * lT
-            gr += -lT
-            gal += -rx / (alpha + T[i])
+            k = iT[i]
+            rx = r + xs[ix[i]]
+            v += -rx * lT[k]
+            gr += -lT[k]
+            gal += -rx / aT[k]
         out[blk, 0] = v
         out[blk, 1] = gr
         out[blk, 2] = gal
@@ -131,3 +141,14 @@ def n_blocks(n: int) -> int:
     """Blocks needed for n customers (at least one, so empty input sums to 0)."""
     return max(1, -(-n // BLOCK))
 
+
+
+@serial
+def _shifted_logs(values, shift, less):
+    """(values + shift) - less and its logarithm, per value, rounded as the likelihood writes them."""
+    shifted = np.empty(values.size)
+    logs = np.empty(values.size)
+    for j in range(values.size):
+        shifted[j] = (values[j] + shift) - less
+        logs[j] = math.log(shifted[j])
+    return shifted, logs

@@ -213,7 +213,8 @@ def fit_nbd(x: np.ndarray, T: np.ndarray) -> tuple[float, float, float]:
     BG/NBD's scale (its a -> 0 limit); ClvFitError on a bound (customers too alike to tell a spread of rates)."""
     from scipy.special import digamma, gammaln
 
-    xs, counts = np.unique(x, return_counts=True)
+    xs, ix, counts = _distinct(x)
+    Ts, iT, _ = _distinct(T)
     out = np.empty((n_blocks(x.size), 3))
     n = x.size
 
@@ -221,7 +222,7 @@ def fit_nbd(x: np.ndarray, T: np.ndarray) -> tuple[float, float, float]:
         r, alpha = np.exp(theta)
         per_x = gammaln(r + xs) - gammaln(r) + r * np.log(alpha)
         g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
-        nbd_customer_terms(x, T, r, alpha, out)
+        nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out)
         s = out.sum(axis=0)
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2]])
         return -(counts @ per_x + s[0]) / n, -grad * np.array([r, alpha]) / n
@@ -236,7 +237,8 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
     """The BG/NBD's bounded maximum: log parameters, log-likelihood, the parameters on a bound."""
     from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
 
-    xs, counts = np.unique(x, return_counts=True)
+    xs, ix, counts = _distinct(x)
+    (txs, itx, _), (Ts, iT, _) = _distinct(tx), _distinct(T)
     out = np.empty((n_blocks(x.size), 5))
     n = x.size
 
@@ -247,7 +249,7 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
         g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
         g_a = digamma(a + b) - digamma(a + b + xs)
         g_b = digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs)
-        bgnbd_customer_terms(x, tx, T, r, alpha, a, b, out)
+        bgnbd_customer_terms(ix, itx, iT, xs, txs, Ts, r, alpha, a, b, out)
         s = out.sum(axis=0)
         ll = counts @ per_x + s[0]
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2], counts @ g_a + s[3], counts @ g_b + s[4]])
@@ -379,6 +381,12 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
     at_edge = [f"{name}={np.exp(t):.3g}" for name, t in zip(names, res.x, strict=True)
                if abs(abs(t) - bound) < 1e-3]
     return res.x, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
+
+
+def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct values of ``v``, each element's index into them (int32) and their counts."""
+    values, index, counts = np.unique(v, return_inverse=True, return_counts=True)
+    return values, index.astype(np.int32), counts
 
 
 def _degenerate(at_edge: list[str]) -> str:

@@ -1,12 +1,12 @@
-"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), and the NBD kernel
-against its terms in plain NumPy: value and gradient."""
+"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), and the BG/NBD and NBD
+kernels against their terms in plain NumPy: value and gradient."""
 
 import math
 
 import numpy as np
 import pytest
 
-from segmint.kernels.clv import BLOCK, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
+from segmint.kernels.clv import BLOCK, bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -52,10 +52,45 @@ def test_nbd_terms_match_plain_numpy_and_their_gradient(seed, n):
         return float(-((r + x) * np.log(alpha + T)).sum())
 
     out = np.full((n_blocks(n), 3), np.nan)
-    nbd_customer_terms(x, T, r, alpha, out)
+    nbd_customer_terms(*_indexed(x, T), r, alpha, out)
     value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
     assert value == pytest.approx(ref(r, alpha), rel=1e-12)
     h = (r * 1e-6, alpha * 1e-6)
     fd = [(ref(r + h[0], alpha) - ref(r - h[0], alpha)) / (2 * h[0]),
           (ref(r, alpha + h[1]) - ref(r, alpha - h[1])) / (2 * h[1])]
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("seed", "n", "repeat_share"), [(0, 1, 1.0), (1, 700, 0.6), (2, 900, 0.0),
+                                                         (3, BLOCK + 7, 0.8)])
+def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share):
+    rng = np.random.default_rng(seed)
+    x = np.where(rng.random(n) < repeat_share, rng.integers(1, 30, n), 0).astype(np.float64)
+    T = np.round(rng.uniform(1.0, 80.0, n))  # whole units: the repeated values the kernel tables
+    tx = np.where(x > 0, np.floor(T * rng.random(n)), 0.0)
+    params = rng.uniform([0.1, 0.5, 0.05, 0.2], [5.0, 40.0, 3.0, 6.0])  # b < 1 too: log(b - 1) is not taken
+
+    def ref(r, alpha, a, b):  # FHL 2005 eq. 6 without the terms in x alone, summed in NumPy's order
+        a3 = -(r + x) * np.log(alpha + T)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a4 = np.log(a) - np.log(b + x - 1) - (r + x) * np.log(alpha + tx)
+        return float(np.where(x > 0, np.logaddexp(a3, np.where(x > 0, a4, -np.inf)), a3).sum())
+
+    out = np.full((n_blocks(n), 5), np.nan)
+    bgnbd_customer_terms(*_indexed(x, tx, T), *params, out)
+    value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
+    assert value == pytest.approx(ref(*params), rel=1e-12)
+    fd = []
+    for i in range(4):
+        h = params[i] * 1e-6
+        up, down = params.copy(), params.copy()
+        up[i] += h
+        down[i] -= h
+        fd.append((ref(*up) - ref(*down)) / (2 * h))
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9 * n)
+
+
+def _indexed(*columns):
+    """Each column as the kernels take it: per-customer int32 indices first, then the distinct values."""
+    pairs = [np.unique(c, return_inverse=True) for c in columns]
+    return *(inverse.astype(np.int32) for _, inverse in pairs), *(values for values, _ in pairs)
