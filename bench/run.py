@@ -8,7 +8,9 @@ k=64 for segmint, scikit-learn and Faiss defaults on the run's standardised matr
 (the model's scaler applied to its assignments), each over seeds 0-4: time from the
 start of the fit to every customer labelled (scikit-learn's fit labels them), mean
 inertia and ARI. Last, ``segmint run`` end to end in
-a child process (wall time, peak RSS). Ratios are segmint / peer for times (below 1
+a child process (wall time, peak RSS), and beside it the pipeline a user writes by hand
+(bench/handwritten.py: DuckDB features, StandardScaler, scikit-learn KMeans k=8, partitioned Parquet),
+also in a child process. Ratios are segmint / peer for times (below 1
 = segmint faster) and segmint / scikit-learn for inertia (below 1 = better).
 """
 
@@ -60,6 +62,7 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
     _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
     res.setdefault("customers", duck_rows)
     res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
+    res["handwritten"] = _handwritten(tx, seed, threads, progress)
     if not sc.in_process:
         res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
     res.setdefault("lines", res["end_to_end"]["rows_in"])
@@ -93,6 +96,7 @@ def ratio_table(res: dict[str, Any]) -> str:
     lines += ["", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
     for key, label in (("end_to_end", "segmint run (end to end, child process)"),
+                       ("handwritten", "hand-written DuckDB + scikit-learn pipeline (child process)"),
                        ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)")):
         if key in res:
             lines += [f"| {label} | {res[key]['seconds']} | {res[key]['peak_rss_mb']} |"]
@@ -126,30 +130,48 @@ def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str |
         cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), "run", str(tx),
                "--out", f"{tmp}/run", "--seed", str(seed), "--json",
                *(["--memory-limit", memory_limit] if memory_limit else [])]
-        t0 = time.perf_counter()
-        peak_kb, rc, err = _run_watching_rss(cmd)
-        seconds = time.perf_counter() - t0
-        manifest = json.loads((Path(tmp) / "run" / "run.json").read_text()) if rc == 0 else {}
-    if rc != 0:
-        msg = f"end-to-end run failed ({rc}): {err.strip().splitlines()[-1:]}"
-        raise RuntimeError(msg)
-    progress(f"{'segmint run (end to end)':<28} {seconds:9.2f} s")
+        seconds, peak_kb, _ = _child(cmd, "segmint run (end to end)", progress)
+        manifest = json.loads((Path(tmp) / "run" / "run.json").read_text())
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
             "buckets": manifest.get("buckets", 1), "rows_in": manifest["rows"]["in"],
             "stages": manifest.get("stages")}
 
 
-def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str]:
+def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
+    """The hand-written DuckDB + scikit-learn pipeline (bench/handwritten.py) in a child process."""
+    with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
+        cmd = [sys.executable, "-m", "segmint.bench.handwritten", str(tx), f"{tmp}/segments", "--threads",
+               str(threads), "--seed", str(seed)]
+        seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress)
+    done = json.loads(out)
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
+            "steps": done["seconds"], "customers": done["customers"]}
+
+
+def _child(cmd: list[str], name: str, progress) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) and stdout of ``cmd``; RuntimeError naming its last error line."""
+    t0 = time.perf_counter()
+    peak_kb, rc, out, err = _run_watching_rss(cmd)
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        msg = f"{name} failed ({rc}): {err.strip().splitlines()[-1:]}"
+        raise RuntimeError(msg)
+    progress(f"{name:<36} {seconds:9.2f} s")
+    return seconds, peak_kb, out
+
+
+def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str, str]:
     """Run ``cmd``; its peak RSS in KiB from /proc VmHWM, polled every 50 ms (it resets at exec,
     unlike a forked child's ru_maxrss, which counts the parent's pages from before the exec)."""
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _vmhwm_kb(proc.pid))
             time.sleep(0.05)
+        out.seek(0)
         err.seek(0)
-        return peak, proc.returncode, err.read()
+        return peak, proc.returncode, out.read(), err.read()
 
 
 def _vmhwm_kb(pid: int) -> int:
@@ -164,15 +186,21 @@ def _vmhwm_kb(pid: int) -> int:
 
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     st = res["stages"]
+    e2e, hand = res["end_to_end"], res["handwritten"]
+    peer = {"end to end / hand-written pipeline (time)": round(e2e["seconds"] / hand["seconds"], 3),
+            "end to end / hand-written pipeline (peak RSS)": round(e2e["peak_rss_mb"] / hand["peak_rss_mb"], 3)}
     if "segmint map" not in st:
-        out = {"end to end / duckdb query (time)": round(res["end_to_end"]["seconds"] / duck_s, 3)}
+        out = {"end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3), **peer}
         if "end_to_end_2GB" in res:
             out["end to end with --memory-limit 2GB, peak RSS GiB"] = round(res["end_to_end_2GB"]["peak_rss_mb"] / 1024, 2)
         out["end to end, peak RSS GiB"] = round(res["end_to_end"]["peak_rss_mb"] / 1024, 2)
         return out
     out: dict[str, Any] = {
         "map (read + clean + features) / duckdb query (time)": round(st["segmint map"]["seconds"] / duck_s, 3),
-        "end to end / duckdb query (time)": round(res["end_to_end"]["seconds"] / duck_s, 3),
+        "end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3),
+        **peer,
+        "fit + cluster + score + profile (seconds)": round(sum(st[f"segmint {name}"]["seconds"]
+                                                               for name in ("fit", "cluster", "score", "profile")), 3),
     }
     for key, runs in res["clustering"].items():
         seg = runs["segmint"]

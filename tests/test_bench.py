@@ -1,6 +1,7 @@
 """The benchmark suite runs end to end on a tiny scenario and reports every figure it promises."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,16 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     e2e = res["end_to_end"]
     recorded = max(stage["peak_rss_mb"] for stage in e2e["stages"].values())
     assert e2e["seconds"] > 0 and e2e["peak_rss_mb"] == pytest.approx(recorded, rel=0.05)
+    # The hand-written peer segmented every customer the run did, and its steps add up to its own total.
+    hand = res["handwritten"]
+    assert hand["customers"] == 600 and hand["seconds"] >= hand["steps"]["total"] > 0
+    assert hand["steps"]["total"] == pytest.approx(sum(v for step, v in hand["steps"].items() if step != "total"),
+                                                   abs=0.01)
+    assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(
+        e2e["seconds"] / hand["seconds"], abs=1e-3)
     assert set(res["ratios"]) == {
         "map (read + clean + features) / duckdb query (time)", "end to end / duckdb query (time)",
+        *PEER_RATIOS, "fit + cluster + score + profile (seconds)",
         *[name for k in (8, 64) for name in (
             f"ARI vs personas, segmint k={k}", f"scikit-learn time / segmint time, k={k}",
             f"segmint / scikit-learn inertia, k={k}", f"segmint / faiss-defaults inertia, k={k}")]}
@@ -52,8 +61,9 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     assert (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime == stamp
 
 
+PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (peak RSS)"}
 L_RATIOS = {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
-            "end to end with --memory-limit 2GB, peak RSS GiB"}
+            "end to end with --memory-limit 2GB, peak RSS GiB", *PEER_RATIOS}
 
 
 def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path):
@@ -65,18 +75,23 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
 
     def child(cmd):
         commands.append(cmd)
+        time.sleep(0.01)  # a wall time the ratios can divide by
+        if "segmint.bench.handwritten" in cmd:
+            return 1024, 0, json.dumps({"seconds": {"total": 0.5}, "customers": 200}), ""
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 3, "stages": {}}))
-        return 2048, 0, ""
+        return 2048, 0, "", ""
 
     monkeypatch.setattr(bench_run, "_run_watching_rss", child)
     monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 4_000, 200, False, False))
     res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
     assert set(res["stages"]) == {"duckdb aggregate query"}
-    # Two runs of segmint on the scenario's data, the second with the 2 GB budget.
-    assert [cmd[cmd.index("run") + 1] for cmd in commands] == [str(tmp_path / "L-seed0" / "transactions")] * 2
-    assert "--memory-limit" not in commands[0] and commands[1][-2:] == ["--memory-limit", "2GB"]
+    # Two runs of segmint on the scenario's data, the second with the 2 GB budget, and the hand-written peer.
+    runs = [cmd for cmd in commands if "segmint.bench.handwritten" not in cmd]
+    assert [cmd[cmd.index("run") + 1] for cmd in runs] == [str(tmp_path / "L-seed0" / "transactions")] * 2
+    assert "--memory-limit" not in runs[0] and runs[1][-2:] == ["--memory-limit", "2GB"]
+    assert len(commands) == 3 and res["handwritten"]["peak_rss_mb"] == 1.0
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
     assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
     assert set(res["ratios"]) == L_RATIOS
