@@ -111,7 +111,6 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
 
     ``sample`` holds the profile sample's customers (segment and features), in customer-id order.
     """
-    k = len(kpis.ids)
     n = sum(kpis.customers)
     revenue = [exact.finite_total([p], "revenue of a segment") for p in kpis.revenue]
     total_revenue = exact.finite_total(kpis.revenue, "revenue of all customers")
@@ -130,10 +129,14 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     if kpis.clv is not None:
         cols["clv_total"] = [exact.finite_total([p], "CLV of a segment") for p in kpis.clv]
     cols["outliers"] = kpis.outliers
+    # Each segment's rows as one slice, in sample order within the segment (a stable sort).
     seg = sample["segment"].to_numpy()
+    order = np.argsort(seg, kind="stable")
+    bounds = np.searchsorted(seg[order], np.asarray(kpis.ids), side="left"), np.searchsorted(
+        seg[order], np.asarray(kpis.ids), side="right")
     for name in _numeric(sample):
         values = sample[name].to_numpy().astype(np.float64)
-        cols.update(_feature_stats(name, values, seg, kpis.ids))
+        cols.update(_feature_stats(name, values, values[order], bounds))
     prof = pl.DataFrame(cols).with_columns(pl.col("segment").cast(pl.Int32))
     names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])
     return prof.with_columns(name=pl.Series(names, dtype=pl.String)).select("segment", "name", pl.exclude("segment", "name"))
@@ -191,24 +194,30 @@ def _numeric(table: pl.DataFrame) -> list[str]:
     return [c for c, t in table.schema.items() if (t.is_numeric() or t == pl.Boolean) and c not in NON_FEATURES]
 
 
-def _feature_stats(name: str, values: np.ndarray, seg: np.ndarray, ids: tuple[int, ...]) -> dict[str, list]:
+def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
+                   bounds: tuple[np.ndarray, np.ndarray]) -> dict[str, list]:
+    """Per segment (``by_segment[bounds[0][i]:bounds[1][i]]``): mean, median, std, p10, p90, z-lift and
+    the median's percentile in the population (``values``); NaN and infinities left out."""
     finite = np.isfinite(values)
     pop = np.sort(values[finite])
     mean, std = (float(pop.mean()), float(pop.std(ddof=1))) if pop.size > 1 else (float(pop.mean()) if pop.size
                                                                                  else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
-    for s in ids:
-        v = values[(seg == s) & finite]
+    for lo, hi in zip(*bounds, strict=True):
+        v = by_segment[lo:hi]
+        if not finite.all():
+            v = v[np.isfinite(v)]
         if v.size == 0:
             for stat in _STATS:
                 out[f"{name}_{stat}"].append(None)
             continue
         median = float(np.median(v))
+        p10, p90 = np.quantile(v, [0.1, 0.9]).tolist()
         out[f"{name}_mean"].append(float(v.mean()))
         out[f"{name}_median"].append(median)
         out[f"{name}_std"].append(float(v.std(ddof=1)) if v.size > 1 else None)
-        out[f"{name}_p10"].append(float(np.quantile(v, 0.1)))
-        out[f"{name}_p90"].append(float(np.quantile(v, 0.9)))
+        out[f"{name}_p10"].append(p10)
+        out[f"{name}_p90"].append(p90)
         out[f"{name}_zlift"].append((float(v.mean()) - mean) / std if std else 0.0)
         below = np.searchsorted(pop, median, "left")
         upto = np.searchsorted(pop, median, "right")
