@@ -16,7 +16,7 @@ import time
 import numpy as np
 import polars as pl
 
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, nbd_customer_terms
+from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, logs, nbd_customer_terms
 from segmint.kernels.codes import int_rehash, text_hash, text_rehash
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
@@ -42,7 +42,8 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "bgnbd_customer_terms": lambda: bgnbd_customer_terms(first, first, first, one, one, one * 2, 1.0, 1.0, 1.0, 1.0,
                                                              np.empty((1, 5))),
         "nbd_customer_terms": lambda: nbd_customer_terms(first, first, one, one * 2, 1.0, 1.0, np.empty((1, 3))),
-        "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, 1.0, 1.0, 1.0, np.empty((1, 4))),
+        "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, one * 0, 1.0, 1.0, 1.0, np.empty((1, 4))),
+        "logs": lambda: logs(one),
         "simulate_purchases": lambda: simulate_purchases(
             0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,
             one, one * 0.1, one * 2, np.ones((1, 1)), one, 1),

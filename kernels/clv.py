@@ -15,7 +15,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "n_blocks", "BLOCK"]
+__all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "logs", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
 
@@ -106,13 +106,14 @@ def nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out):
 
 
 @parallel
-def gamma_gamma_customer_terms(x, m, p, q, v, out):
+def gamma_gamma_customer_terms(x, m, lm, p, q, v, out):
     """Sum over customers of (p x - 1) log m - (p x + q) log(x m + v) and its gradient in (p, q, v).
 
     Parameters
     ----------
     x : float64[n]               # IN  repeat purchases (> 0)
     m : float64[n]               # IN  mean repeat spend (> 0)
+    lm : float64[n]              # IN  log m (``logs(m)``: the same for every evaluation of a fit)
     p, q, v : float              # IN  parameters
     out : float64[n_blocks, 4]   # OUT per block: value, d/dp, d/dq, d/dv
     """
@@ -123,18 +124,26 @@ def gamma_gamma_customer_terms(x, m, p, q, v, out):
         gq = 0.0
         gv = 0.0
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            lm = math.log(m[i])
             xm = x[i] * m[i] + v
             lxm = math.log(xm)
             px = p * x[i]
-            s += (px - 1.0) * lm - (px + q) * lxm
-            gp += x[i] * lm - x[i] * lxm
+            s += (px - 1.0) * lm[i] - (px + q) * lxm
+            gp += x[i] * lm[i] - x[i] * lxm
             gq += -lxm
             gv += -(px + q) / xm
         out[blk, 0] = s
         out[blk, 1] = gp
         out[blk, 2] = gq
         out[blk, 3] = gv
+
+
+@parallel
+def logs(values):
+    """The natural logarithm of each value, as the likelihood kernels take it (math.log)."""
+    out = np.empty(values.shape[0])
+    for i in prange(values.shape[0]):
+        out[i] = math.log(values[i])
+    return out
 
 
 def n_blocks(n: int) -> int:

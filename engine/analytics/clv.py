@@ -43,7 +43,7 @@ import polars as pl
 
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
+from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT", "NO_DROPOUT_LR",
@@ -266,12 +266,13 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
     out = np.empty((n_blocks(x.size), 4))
     n = x.size
     xlogx = counts @ (xs * np.log(xs))
+    lm = logs(m)
 
     def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
         p, q, v = np.exp(theta)
         per_x = gammaln(p * xs + q) - gammaln(p * xs)
         g_px = digamma(p * xs + q) - digamma(p * xs)
-        gamma_gamma_customer_terms(x, m, p, q, v, out)
+        gamma_gamma_customer_terms(x, m, lm, p, q, v, out)
         s = out.sum(axis=0)
         ll = counts @ per_x + n * (q * np.log(v) - gammaln(q)) + p * xlogx + s[0]
         grad = np.array([

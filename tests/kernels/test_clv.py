@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from segmint.kernels.clv import BLOCK, bgnbd_customer_terms, gamma_gamma_customer_terms, n_blocks, nbd_customer_terms
+from segmint.kernels.clv import BLOCK, bgnbd_customer_terms, gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -27,7 +27,7 @@ def test_gamma_gamma_terms_match_the_textbook_likelihood_and_its_gradient(seed, 
     m = rng.lognormal(3, 1.2, n)
     params = rng.uniform([0.3, 0.5, 0.5], [12.0, 15.0, 80.0])
     out = np.full((n_blocks(n), 4), np.nan)
-    gamma_gamma_customer_terms(x, m, *params, out)
+    gamma_gamma_customer_terms(x, m, logs(m), *params, out)
     value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
     assert value == pytest.approx(_kernel_part_ref(x, m, *params), rel=1e-11)
     # Central differences of the reference, step 1e-6 relative (measured agreement: 1e-10 to 1e-7).
