@@ -81,9 +81,8 @@ class Model:
             as_of = parse_as_of(as_of)
         mapped = features_of(frame, self._config, as_of=as_of or now, now=now, channels=self.channels)
         scored = score_table(mapped.table, self.scoring())
-        names = pl.DataFrame({"segment": pl.Series(self.segment_ids, dtype=pl.Int32), "name": list(self.names)})
-        scored = scored.join(names, on="segment", how="left", maintain_order="left")
-        return scored.select("customer_id", "segment", "name", "distance", "margin",
+        name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
+        return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
                              "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
                              *[c for c in ("p_alive", "expected_purchases", "clv") if c in scored.columns])
 

@@ -182,13 +182,15 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
         def expected(t, xu, Tu):
             return _expected_alive(*bg, t, xu, Tu)
     # The expectation given alive depends on (x, T) alone: evaluated once per distinct pair
-    # (far fewer than customers, since T is in whole days), then spread to every customer.
+    # (far fewer than customers, since T is in whole days), at every step in one call, then spread to
+    # every customer.
     pairs, inverse = np.unique(np.column_stack([x, T]).view(np.complex128).ravel(), return_inverse=True)
     xu, Tu = pairs.real.copy(), pairs.imag.copy()
+    grid = expected(*np.broadcast_arrays(times, xu[:, None], Tu[:, None])).reshape(xu.size, times.size)
     clv = np.zeros_like(x)
     before = np.zeros_like(x)
-    for i, t in enumerate(times, start=1):
-        upto = expected(t, xu, Tu)[inverse] * alive
+    for i in range(1, times.size + 1):
+        upto = grid[:, i - 1][inverse] * alive
         clv += (upto - before) * avg / (1 + per_step) ** i
         before = upto
     if not (np.isfinite(clv).all() and np.isfinite(before).all() and np.isfinite(alive).all()):
@@ -313,9 +315,10 @@ def expected_purchases(params: tuple[float, float, float, float], t: float, x, t
     return alive * p_alive(params, x, tx, T)
 
 
-def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.ndarray,
+def _expected_alive(r: float, alpha: float, a: float, b: float, t: float | np.ndarray, x: np.ndarray,
                     T: np.ndarray) -> np.ndarray:
-    """E[purchases in (T, T + t] | alive at T, x, T]."""
+    """E[purchases in (T, T + t] | alive at T, x, T], elementwise (``t``: a number, or one per element)."""
+    t, x, T = (np.ascontiguousarray(v, dtype=np.float64) for v in np.broadcast_arrays(t, x, T))
     if abs(a - 1) < _NEAR:
         return 0.5 * (_expected_alive(r, alpha, a - _NUDGE, b, t, x, T)
                       + _expected_alive(r, alpha, a + _NUDGE, b, t, x, T))
@@ -324,9 +327,10 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.
     if near_pole.any():
         out = np.empty_like(c)
         far = ~near_pole
-        out[far] = _expected_alive(r, alpha, a, b, t, x[far], T[far])
-        out[near_pole] = 0.5 * (_expected_alive(r, alpha, a, b - _NUDGE, t, x[near_pole], T[near_pole])
-                                + _expected_alive(r, alpha, a, b + _NUDGE, t, x[near_pole], T[near_pole]))
+        out[far] = _expected_alive(r, alpha, a, b, t[far], x[far], T[far])
+        near = t[near_pole], x[near_pole], T[near_pole]
+        out[near_pole] = 0.5 * (_expected_alive(r, alpha, a, b - _NUDGE, *near)
+                                + _expected_alive(r, alpha, a, b + _NUDGE, *near))
         return out
     from scipy.special import hyp2f1
 
@@ -336,8 +340,8 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float, x: np.
         value = c / (a - 1) * bracket
     bad = ~np.isfinite(value)
     if bad.any():
-        value[bad] = [_expected_alive_by_quadrature(r, alpha + Ti, a, b + xi, xi, t)
-                      for xi, Ti in zip(x[bad], T[bad], strict=True)]
+        value[bad] = [_expected_alive_by_quadrature(r, alpha + Ti, a, b + xi, xi, ti)
+                      for ti, xi, Ti in zip(t[bad], x[bad], T[bad], strict=True)]
     return value
 
 

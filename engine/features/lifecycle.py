@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from segmint.engine.config import LifecycleConfig
@@ -20,8 +22,9 @@ __all__ = ["STATUSES", "activity_status"]
 STATUSES = ("new", "active", "at_risk", "lapsed")
 
 
+@functools.lru_cache(maxsize=16)
 def activity_status(cfg: LifecycleConfig) -> pl.Expr:
-    """Expression over the feature table giving ``activity_status`` (an Enum)."""
+    """Expression over the feature table giving ``activity_status`` (an Enum); built once per config."""
     recency = pl.col("recency_days")
     rhythm = recency / pl.max_horizontal(pl.col("ipt_mean_days"), pl.lit(1.0))
     repeat = pl.col("lt_frequency") >= 1

@@ -11,6 +11,8 @@ scale.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,8 +46,10 @@ def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
     return RfmCuts(cuts("recency_days"), cuts("frequency"), cuts("monetary_total"))
 
 
-def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[pl.Expr]:
-    """Expressions for r_score, f_score, m_score, rfm_code, rfm_segment."""
+@functools.lru_cache(maxsize=16)
+def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> tuple[pl.Expr, ...]:
+    """Expressions for r_score, f_score, m_score, rfm_code, rfm_segment (built once per model: scoring one
+    customer spends more time building expressions than evaluating them)."""
     r = (5 - _below(pl.col("recency_days"), cuts.recency)).alias("r_score")
     f = (1 + _below(pl.col("frequency"), cuts.frequency)).alias("f_score")
     m = (1 + _below(pl.col("monetary_total"), cuts.monetary)).alias("m_score")
@@ -54,7 +58,7 @@ def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence
     code = pl.concat_str(r.cast(pl.String), f.cast(pl.String), m.cast(pl.String))
     segment = (pl.concat_str(r.cast(pl.String), f.cast(pl.String))
                .replace_strict(lookup, return_dtype=pl.Enum(names)))
-    return [r, f, m, code.alias("rfm_code"), segment.alias("rfm_segment")]
+    return r, f, m, code.alias("rfm_code"), segment.alias("rfm_segment")
 
 
 def _below(col: pl.Expr, cuts: Sequence[float]) -> pl.Expr:

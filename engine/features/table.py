@@ -36,8 +36,9 @@ class FeatureTable:
 def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: dt.datetime,
                 channels: Sequence[str] | None, mode: str = "features") -> MappedLines:
     """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory."""
-    table = frame.select(cfg.columns.source_columns()).to_arrow()
-    return map_lines([table], table.num_rows, dict(frame.select(cfg.columns.source_columns()).schema), cfg,
+    source = frame.select(cfg.columns.source_columns())
+    table = source.to_arrow()
+    return map_lines([table], table.num_rows, dict(source.schema), cfg,
                      as_of=as_of, now=now, channels=channels, mode=mode,
                      reread=lambda positions: table.take(pa.array(positions.astype(np.int64))),
                      reason_column=reason_column(cfg.columns.source_columns()))
