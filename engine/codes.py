@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segmint.kernels.codes import int_codes, int_rehash, text_codes, text_rehash
+from segmint.kernels.codes import int_codes, rehash, text_codes
 
 __all__ = ["IntCodes", "TextCodes", "text_buffers"]
 
@@ -51,7 +51,7 @@ class IntCodes:
             size = _power_of_two(2 * (self.n + more))
             self._slot_keys = np.zeros(size, np.int64)
             self._slot_codes = np.full(size, -1, np.int32)
-            int_rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes)
+            rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes, True)
 
 
 class TextCodes:
@@ -95,7 +95,7 @@ class TextCodes:
             size = _power_of_two(2 * (self.n + more))
             self._slot_hashes = np.zeros(size, np.uint64)
             self._slot_codes = np.full(size, -1, np.int32)
-            text_rehash(self._code_hashes, self.n, self._slot_hashes, self._slot_codes)
+            rehash(self._code_hashes, self.n, self._slot_hashes, self._slot_codes, False)
 
 
 def text_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

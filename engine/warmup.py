@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, logs, nbd_customer_terms
-from segmint.kernels.codes import int_rehash, text_hash, text_rehash
+from segmint.kernels.codes import rehash, text_hash
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_int64, hash_utf8, mix64
@@ -62,8 +62,8 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         # kernels inline (callable on their own: tests and scoring one customer call them).
         "row_reasons": lambda: row_reasons(np.zeros(1, np.int32), ints, np.zeros(1, np.uint8), one,
                                            np.zeros(1, np.bool_), 1, 1, np.empty(1, np.uint8)),
-        "int_rehash": lambda: int_rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32)),
-        "text_rehash": lambda: text_rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32)),
+        "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
+                           rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
         "mix64": lambda: mix64(np.uint64(1)),
         "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),

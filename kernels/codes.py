@@ -4,7 +4,7 @@
 ``text_codes`` does the same for strings (Arrow offsets and bytes) and compares the bytes
 of every candidate it meets, so two strings share a code only when they are equal: a hash
 only says where to look. The caller keeps each table at most half full (engine.codes grows
-it between chunks), so probes stay short; ``*_rehash`` fills a larger table from the codes.
+it between chunks), so probes stay short; ``rehash`` fills a larger table from the codes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from segmint.kernels._jit import serial
 from segmint.kernels.hashing import mix64
 
-__all__ = ["int_codes", "int_rehash", "text_codes", "text_rehash", "text_hash"]
+__all__ = ["int_codes", "text_codes", "rehash", "text_hash"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -58,15 +58,17 @@ def int_codes(keys, missing, slot_keys, slot_codes, code_keys, n_codes, out):
 
 
 @serial
-def int_rehash(code_keys, n_codes, slot_keys, slot_codes):
-    """Fill an empty table (slot_codes all -1) with the first ``n_codes`` codes."""
+def rehash(code_values, n_codes, slot_values, slot_codes, mixed):
+    """Fill an empty table (slot_codes all -1) with the first ``n_codes`` codes, as the coding kernels
+    place them: an integer key's slot is its mix64 (``mixed``), a string's its hash as it is."""
     mask = np.uint64(slot_codes.shape[0] - 1)
     for code in range(n_codes):
-        key = code_keys[code]
-        slot = np.int64(mix64(np.uint64(key)) & mask)
+        value = code_values[code]
+        h = mix64(np.uint64(value)) if mixed else np.uint64(value)
+        slot = np.int64(h & mask)
         while slot_codes[slot] >= 0:
             slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
-        slot_keys[slot] = key
+        slot_values[slot] = value
         slot_codes[slot] = code
 
 
@@ -115,19 +117,6 @@ def text_codes(offsets, data, missing, slot_hashes, slot_codes, code_hashes, cod
                 break
             slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
     return n_codes
-
-
-@serial
-def text_rehash(code_hashes, n_codes, slot_hashes, slot_codes):
-    """Fill an empty table (slot_codes all -1) with the first ``n_codes`` codes."""
-    mask = np.uint64(slot_codes.shape[0] - 1)
-    for code in range(n_codes):
-        h = code_hashes[code]
-        slot = np.int64(h & mask)
-        while slot_codes[slot] >= 0:
-            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
-        slot_hashes[slot] = h
-        slot_codes[slot] = code
 
 
 @serial
