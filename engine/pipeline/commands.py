@@ -50,7 +50,7 @@ from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, resolve_executor
-from segmint.engine.pipeline.partition import partition_chunk, partition_jobs
+from segmint.engine.pipeline.partition import job_rows, partition_chunk, partition_jobs
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
@@ -444,6 +444,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
             if vocabulary is None:
                 vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
             info["chunks"] = len(jobs)
+            info["largest_job_rows"] = max(job_rows(job) for job in jobs)
     with s.clock.stage("map") as info:
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout) for b in range(plan.buckets)]
         mapped = s.run_jobs("map", map_bucket, jobs, info)
@@ -451,6 +452,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         for r in mapped:
             counts.add(r.counts)
         info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
+                    largest_bucket_rows=max((r.counts.rows_in for r in mapped), default=0),
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
                        for part in ("read", "lines", "write")})
     _check_rejects(counts, plan.cfg.max_reject_share)
@@ -572,13 +574,26 @@ def _commit(s: _Session, manifest: dict[str, Any]) -> RunResult:
     renames the staging folder into place."""
     manifest["stages"] = s.clock.stages
     manifest["memory"]["peak_rss_mb"] = peak_rss_mb()
-    manifest["memory"]["measured_bytes_per_line"] = {
-        stage: round(s.clock.stages[stage]["added_mb"] * 2**20 / max(s.plan.tx.rows, 1), 1)
-        for stage in ("partition", "map", "score") if "added_mb" in s.clock.stages.get(stage, {})}
+    manifest["memory"]["measured_bytes_per_line"] = _measured_bytes_per_line(s)
     manifest["ended_at"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     manifest["seconds"] = round((dt.datetime.now(dt.timezone.utc) - s.started).total_seconds(), 3)
     write_json(s.layout.meta("run.json"), manifest, s.plan.options)
     return RunResult(s.out, None, manifest)
+
+
+def _measured_bytes_per_line(s: _Session) -> dict[str, float]:
+    """What the partition and map stages added to this process per line they held at once (a job's rows,
+    the largest bucket's), as the plan budgets them. Measured by RSS, so only where it shows: in this
+    process (not Ray's workers), and for the map only when no partition stage ran before it (the
+    memory a partition frees is reused by the map without the RSS growing)."""
+    if s.plan.cfg.executor != "local":
+        return {}
+    held = {"partition": "largest_job_rows", "map": "largest_bucket_rows"}
+    stages = {name: s.clock.stages.get(name, {}) for name in held}
+    if s.plan.buckets > 1:
+        stages.pop("map")
+    return {name: round(st["added_mb"] * 2**20 / st[held[name]], 1) for name, st in stages.items()
+            if st.get(held[name]) and "added_mb" in st}
 
 
 def _input_paths(inputs: Sequence[str | Path], cfg: RunConfig, model_dir: str | Path | None) -> dict[str, list[str]]:

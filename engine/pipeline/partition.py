@@ -34,7 +34,7 @@ from segmint.engine.io.pseudonym import pseudonymize
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
 
-__all__ = ["PartitionJob", "partition_jobs", "partition_chunk", "bucket_source", "read_tables", "reread",
+__all__ = ["PartitionJob", "partition_jobs", "job_rows", "partition_chunk", "bucket_source", "read_tables", "reread",
            "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
 
 SLOTS = 4096
@@ -51,6 +51,12 @@ class PartitionJob:
 
 def partition_jobs(plan: Plan, role: str) -> list[PartitionJob]:
     return [PartitionJob(plan, role, i) for i in range(len(_job_chunks(plan, role)))]
+
+
+def job_rows(job: PartitionJob) -> int:
+    """The input rows a partition job reads (its chunks')."""
+    first, last = _job_chunks(job.plan, job.role)[job.index]
+    return sum(chunk.rows for chunk in job.plan.source(job.role).chunks[first:last])
 
 
 def partition_chunk(job: PartitionJob) -> RowStats | None:

@@ -91,12 +91,25 @@ def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp
 
 
 def test_stage_names_are_the_same_with_one_bucket_or_many(dirty, tmp_path):
-    names = []
+    names, manifests = [], []
     for buckets in (1, 4):
         result = run([dirty["int"] / "tx"], tmp_path / f"r{buckets}", RunConfig(cluster=ClusterConfig(k=3),
                                                                                 buckets=buckets))
         names.append(list(result.manifest["stages"]))
+        manifests.append(result.manifest)
     assert names[0] == names[1] == ["plan", "partition", "map", "fit", "cluster", "score", "profile"]
+    # Bytes per line are per line held at once: one bucket's lines (no partition ran before the map),
+    # or a partition job's; the map is not measured after a partition, whose freed memory it reuses.
+    one, many = manifests
+    st = one["stages"]["map"]
+    assert st["largest_bucket_rows"] == one["rows"]["in"]
+    assert one["memory"]["measured_bytes_per_line"] == {
+        "map": round(st["added_mb"] * 2**20 / one["rows"]["in"], 1)}
+    st = many["stages"]["partition"]
+    assert 0 < st["largest_job_rows"] <= many["rows"]["in"]
+    assert many["stages"]["map"]["largest_bucket_rows"] < many["rows"]["in"]
+    assert many["memory"]["measured_bytes_per_line"] == {
+        "partition": round(st["added_mb"] * 2**20 / st["largest_job_rows"], 1)}
 
 
 def test_memory_limit_decides_the_bucket_count(tmp_path):
