@@ -20,7 +20,7 @@ from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms
 from segmint.kernels.codes import rehash, text_hash
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
-from segmint.kernels.hashing import hash_int64, hash_utf8, mix64
+from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import row_reasons
 from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row, sort_within
@@ -53,6 +53,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "sort_within": lambda: sort_within(offsets, ints, ints, np.empty(1, np.int64)),
         "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
         "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
+        "hash_buckets": lambda: hash_buckets(np.ones(1, np.uint64), 52, 3, np.empty(1, np.int32)),
         "group_partials": lambda: group_partials(ints, one, np.zeros((1, MAX_PARTIALS)), np.zeros(1, np.int64)),
         "segment_sums": lambda: segment_sums(one, offsets, np.empty(1)),
         "nearest_distances": lambda: nearest_distances(np.ones((1, 1), np.float32), np.ones((1, 1)),

@@ -12,7 +12,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["hash_int64", "hash_utf8", "mix64"]
+__all__ = ["hash_int64", "hash_utf8", "mix64", "hash_buckets"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -34,6 +34,13 @@ def hash_utf8(offsets, data, seed, out):
             h = (h ^ np.uint64(data[j])) * _FNV_PRIME
         out[i] = mix64(h ^ np.uint64(seed))
 
+
+
+@parallel
+def hash_buckets(hashes, shift, buckets, out):
+    """out[i] = (hashes[i] >> shift) % buckets: the bucket of a hash's slot; out int32[n]."""
+    for i in prange(hashes.shape[0]):
+        out[i] = np.int32((hashes[i] >> np.uint64(shift)) % np.uint64(buckets))
 
 
 @serial

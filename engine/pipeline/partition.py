@@ -33,6 +33,8 @@ from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
+from segmint.kernels.grouping import group_rows
+from segmint.kernels.hashing import hash_buckets
 
 __all__ = ["PartitionJob", "partition_jobs", "job_rows", "partition_chunk", "bucket_source", "read_tables", "reread",
            "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
@@ -61,25 +63,29 @@ def job_rows(job: PartitionJob) -> int:
 
 def partition_chunk(job: PartitionJob) -> RowStats | None:
     """Write the job's rows to their buckets' files (one file per bucket with rows, one dictionary per
-    text column: its chunks' dictionaries unified); transactions return their RowStats."""
+    text column: its chunks' dictionaries unified); transactions return their RowStats.
+
+    Each input chunk is split by bucket as it is read (a counting sort of its rows), so that no array
+    is the size of the whole job: small arrays reuse freed memory, where one of the job's size is
+    fresh memory, page-faulted in (on L that was half the partition's time)."""
     plan = job.plan
     source = plan.source(job.role)
     first, last = _job_chunks(plan, job.role)[job.index]
-    text = _text_columns(plan, job.role)
-    tables = list(read_tables(plan, source, text, chunks=source.chunks[first:last]))
-    if not tables:
-        return RowStats(None, {}) if job.role == "tx" else None
-    table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries().combine_chunks()
-    del tables
-    buckets = bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets)
-    order = np.argsort(buckets, kind="stable")
-    bounds = np.searchsorted(buckets[order], np.arange(plan.buckets + 1))
-    stats = row_stats(table, plan) if job.role == "tx" else None
-    table = table.take(pa.array(order))
-    for b in range(plan.buckets):
-        if bounds[b + 1] > bounds[b]:
-            _write_ipc(table.slice(bounds[b], bounds[b + 1] - bounds[b]), _scratch_path(plan, job, b), plan)
-    return stats
+    parts: list[list[pa.Table]] = [[] for _ in range(plan.buckets)]
+    stats = []
+    for table in read_tables(plan, source, _text_columns(plan, job.role), chunks=source.chunks[first:last]):
+        order, bounds = np.empty(table.num_rows, np.int64), np.empty(plan.buckets + 1, np.int64)
+        group_rows(bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets), plan.buckets, order, bounds)
+        if job.role == "tx":
+            stats.append(row_stats(table, plan))
+        table = table.take(pa.array(order))
+        for b in np.flatnonzero(np.diff(bounds)):
+            parts[b].append(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+    for b, slices in enumerate(parts):
+        if slices:
+            rows = pa.concat_tables(slices, promote_options="permissive").unify_dictionaries().combine_chunks()
+            _write_ipc(rows, _scratch_path(plan, job, b), plan)
+    return RowStats.merge(stats) if job.role == "tx" else None
 
 
 def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
@@ -125,10 +131,11 @@ def bucket_rows(plan: Plan, role: str, bucket: int) -> pl.DataFrame:
 
 
 def bucket_of(ids: pl.Series, buckets: int) -> np.ndarray:
-    """Bucket number (uint32) of each canonical id; missing ids share one bucket."""
+    """Bucket number (int32) of each canonical id: its hash's slot dealt to buckets; missing ids share one."""
     filled = ids.fill_null(0 if ids.dtype.is_integer() else "")
-    slot = customer_hash(filled, BUCKET_SEED) >> np.uint64(64 - SLOTS.bit_length() + 1)
-    return (slot % np.uint64(buckets)).astype(np.uint32)
+    out = np.empty(filled.len(), np.int32)
+    hash_buckets(customer_hash(filled, BUCKET_SEED), 64 - SLOTS.bit_length() + 1, buckets, out)
+    return out
 
 
 def id_column(plan: Plan, role: str) -> str:

@@ -33,8 +33,8 @@ SCHEMA_VERSION = 2
 # Bytes per input row a stage adds to the process while it holds a bucket (map: cleaned, reduced to
 # features) or a partition job's rows; measured (run.json's memory.measured_bytes_per_line, and
 # bench/README.md), rounded up. The map holds a 40-byte record per row, its customer code, its place
-# in the grouping and the per-customer results; a partition job its rows as read, twice (as read and
-# sorted by bucket): text columns read from CSV take more than typed Parquet.
+# in the grouping and the per-customer results (81 measured on M); a partition job its rows as read,
+# split by bucket (82 measured on L's typed Parquet): text columns read from CSV take more.
 BYTES_PER_ROW = {"tx": 100, "events": 120, "customers": 150, "partition": 250}
 # Smaller buckets are faster, not only leaner: on scenario L (224 M rows) 29 buckets of
 # about 8 M rows ran in 351 s against 431 s for 10 buckets of 22 M (bench/README.md).

@@ -41,3 +41,17 @@ def test_samples_follow_customers_not_row_order():
     perm = np.random.default_rng(0).permutation(10_000)
     chosen = set(ids.to_numpy()[bottom_k(h, 100)])
     assert chosen == set(ids.to_numpy()[perm][bottom_k(h[perm], 100)])
+
+
+@pytest.mark.parametrize("buckets", [1, 3, 29, 4096])
+def test_bucket_of_deals_slots_as_plain_integer_arithmetic(buckets):
+    from segmint.engine.pipeline.partition import BUCKET_SEED, SLOTS, bucket_of
+
+    ids = pl.Series([0, 1, -1, 2**62, -(2**63), 1_000_003, None, *range(5000)])
+    shift = 64 - SLOTS.bit_length() + 1
+    expected = [(hash_int_ref(v if v is not None else 0, BUCKET_SEED) >> shift) % buckets for v in ids.to_list()]
+    got = bucket_of(ids, buckets)
+    assert got.dtype == np.int32 and got.tolist() == expected
+    # Every bucket gets customers when there are many more customers than buckets (slots dealt evenly).
+    if buckets < 100:
+        assert set(got.tolist()) == set(range(buckets))
