@@ -37,6 +37,7 @@ def handwritten_pipeline(transactions: Path, out: Path, threads: int, seed: int,
     t0 = time.perf_counter()
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
+    con.execute("SET enable_progress_bar = false")
     features = pl.from_arrow(con.sql(f"""
         WITH lines AS (SELECT customer_id, ts, amount, order_id FROM read_parquet('{transactions}/*.parquet')),
              latest AS (SELECT max(ts) AS as_of FROM lines)

@@ -17,6 +17,7 @@ def duckdb_aggregates(transactions: Path, threads: int) -> tuple[float, int]:
 
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
+    con.execute("SET enable_progress_bar = false")
     t0 = time.perf_counter()
     rows = con.sql(f"""
         SELECT customer_id, count(*) AS lines, sum(amount) AS total, min(ts) AS first_ts,
