@@ -64,9 +64,17 @@ def test_times_past_year_9999_are_quarantined_not_fatal(tmp_path):
 
 
 def test_an_unwritable_home_falls_back_for_the_kernel_cache(tmp_path, small_data):
+    import shutil
+
+    from segmint.engine.runtime import numba_cache_dir
+
     home = tmp_path / "home"
     home.mkdir(mode=0o500)
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | {"HOME": str(home)}
+    # The fallback is under the temporary directory; seeded with this session's compiled kernels so the
+    # command below loads them instead of compiling every kernel again (20 s on a fresh machine).
+    tmp = tmp_path / "tmp"
+    shutil.copytree(numba_cache_dir(), tmp / f"segmint-numba-{os.getuid()}")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | {"HOME": str(home), "TMPDIR": str(tmp)}
     code = ("from segmint.engine.runtime import numba_cache_dir; import tempfile; d = numba_cache_dir(); "
             "assert str(d).startswith(tempfile.gettempdir()), d; print(d)")
     if os.geteuid() == 0:  # root writes anywhere: make the home a file instead, which nobody can mkdir under
