@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from segmint.engine.runtime import current_rss, peak_rss
+from segmint.engine.runtime import current_rss, peak_rss, release_free_memory
 
 __all__ = ["Progress", "StageClock", "peak_rss_mb", "log"]
 
@@ -55,6 +55,7 @@ class StageClock:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         info: dict[str, Any] = {}
+        release_free_memory()  # a stage starts on what is live, not on what the last one freed
         self.progress.start(name)
         self._current = name
         t0 = time.perf_counter()

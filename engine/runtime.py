@@ -9,14 +9,17 @@ Faiss always) and ``configure`` says what could not.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["available_cpus", "configure", "passive_openmp", "numba_cache_dir", "current_rss", "peak_rss",
-           "default_memory_limit"]
+           "default_memory_limit", "release_free_memory"]
 
 
 def available_cpus() -> int:
@@ -58,6 +61,19 @@ def current_rss() -> int:
         return peak_rss()
 
 
+def release_free_memory() -> None:
+    """Give back to the system what the allocators keep after frees: Arrow's pool, and glibc's heap
+    where glibc is the C library. Called between stages and jobs, so that what one freed is not still
+    resident under the next (under --memory-limit 1GB on 800 k customers the cluster stage began at
+    630 MB, 180 MB of it memory freed and kept; it peaked 1.12 GB against 0.92 GB with this)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def peak_rss() -> int:
     """Peak bytes resident for this process so far (0 where the platform does not say).
 
@@ -94,6 +110,15 @@ def default_memory_limit() -> int:
     except OSError:
         pass
     return (min(candidates) if candidates else 8 * 2**30) // 4
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another C library, another platform)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _user() -> str:

@@ -35,9 +35,12 @@ class LocalExecutor:
     name = "local"
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J], *, tick: Callable[[int, int], None]) -> list[R]:
+        from segmint.engine.runtime import release_free_memory
+
         out = []
         for i, job in enumerate(jobs, start=1):
             out.append(fn(job))
+            release_free_memory()  # what the job freed is not resident under the next one
             tick(i, len(jobs))
         return out
 
