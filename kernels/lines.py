@@ -11,7 +11,8 @@ id last, in input order (each its own order); then:
 
 1. repeats: rows identical on every mapped column (rejected rows included) after the first;
 2. with ``--dedupe-on``, usable rows identical on those columns after the first in input order
-   become ``duplicate``;
+   become ``duplicate`` (columns as read: parsed values where they are the values as read, typed
+   Parquet, else a hash of the named cells as read, ``dedupe_key``);
 3. usable lines are collapsed into orders: an order's time, position and channel are its first
    line's, its amount the exact sum of its lines (kernels/exact_sum.py);
 4. a customer whose absolute amounts sum beyond the float range is ``amount_overflow``; one
@@ -33,7 +34,7 @@ from segmint.kernels.sequence import line_row, order_row
 __all__ = ["row_reasons", "customer_pass", "fill_lines", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
            "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
            "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD", "DEDUPE_TIME",
-           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "EMPTY"]
+           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "DEDUPE_ASKED", "EMPTY"]
 
 # Reason codes: 0 = used; k = engine.io.clean.REASONS[k - 1] (the same order).
 OK = 0
@@ -56,7 +57,8 @@ DEDUPE_AMOUNT = 2
 DEDUPE_ORDER = 4
 DEDUPE_CHANNEL = 8
 DEDUPE_CATEGORY = 16
-DEDUPE_RAW = 32          # also the raw row identity (columns compared as read, not as parsed)
+DEDUPE_RAW = 32          # the row identity (raw, or dedupe_key for --dedupe-on), columns as read
+DEDUPE_ASKED = 64        # --dedupe-on was given (naming the customer alone compares no other field)
 _EVERYTHING = 63
 # status of a customer with no usable row: not a customer of the output.
 EMPTY = 255
@@ -148,8 +150,8 @@ def _reason(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us):
 
 @parallel
 def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, amount_null, order, order_missing,
-                  order_rank, has_order, channel, channel_column, category, category_rank, raw, reason, dedupe, as_of_us,
-                  features, shares, lines, status, repeats, span):
+                  order_rank, has_order, channel, channel_column, category, category_rank, raw, dedupe_key, reason,
+                  dedupe, as_of_us, features, shares, lines, status, repeats, span):
     """Line order and steps 1-5 of the module docstring, for every customer.
 
     Parameters
@@ -169,8 +171,9 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     category : int32[rows]              # IN     category code (-1 none)
     category_rank : int32[n_codes + 1]  # IN     each category code's rank by value; [-1] last, for "none"
     raw : uint64[rows] or [0]           # IN     identity of each row as read, when values were parsed from text
+    dedupe_key : uint64[rows] or [0]    # IN     identity of --dedupe-on's columns as read, where values were parsed
     reason : uint8[rows]                # IN/OUT row-level reasons in; duplicate, amount_overflow, returns_only added
-    dedupe : int                        # IN     DEDUPE_* bits (0: no --dedupe-on)
+    dedupe : int                        # IN     DEDUPE_* bits (0: no --dedupe-on; DEDUPE_RAW: compare dedupe_key)
     as_of_us : int                      # IN
     features : float64[n_customers, N_ORDER_FEATURES]  # OUT (rows of customers with a status are not set)
     shares : float64[n_customers, n_channels]          # OUT
@@ -185,6 +188,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     for g in range(n_groups):
         widest = max(widest, offsets[g + 1] - offsets[g])
     has_raw = raw.shape[0] > 1
+    has_key = dedupe_key.shape[0] > 1
     ranked = order_rank.shape[0] > 0
     for block in prange((n_groups + _BLOCK - 1) // _BLOCK):
         # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders.
@@ -200,6 +204,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
         l_channel = np.empty(widest, np.int32)
         l_category = np.empty(widest, np.int32)
         l_raw = np.zeros(widest, np.uint64)
+        l_dkey = np.zeros(widest, np.uint64)
         l_reason = np.empty(widest, np.uint8)
         by = np.empty(widest, np.int64)
         keys = np.empty(widest, np.uint64)
@@ -234,6 +239,8 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
                 l_category[i] = category_rank[category[r]]
                 if has_raw:
                     l_raw[i] = raw[r]
+                if has_key:
+                    l_dkey[i] = dedupe_key[r]
                 l_reason[i] = reason[r]
             _line_order(l_missing, l_key, l_ts, n, by)
             for i in range(n):
@@ -249,7 +256,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
                         rows[m] = i
                         m += 1
                 _identical_after_first(m, True, dedupe, l_ts, l_state, l_amount, l_bits, l_bad, l_null, l_key,
-                                       l_missing, l_channel, l_category, l_raw, l_reason, keys, sub, rows)
+                                       l_missing, l_channel, l_category, l_dkey, l_reason, keys, sub, rows)
             # Orders of the usable lines, in line order.
             n_orders = 0
             n_lines = 0

@@ -2,7 +2,7 @@
 
 ``reference_map(raw, cfg, as_of, now)`` cleans the mapped source rows and computes every customer's
 features the way docs/reference.md defines them, one rule at a time: reasons in their order,
-duplicates (parsed values, first in input order kept), customers without a purchase or beyond the
+duplicates (the named columns as read, first in input order kept), customers without a purchase or beyond the
 float range, repeats as rows identical as read, orders netted exactly, lines in line order
 (order id, time, input position; lines without an order id last), orders by time then position.
 """
@@ -65,7 +65,7 @@ def reference_map(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
         seen: set[tuple] = set()
         for i, r in enumerate(rows):
             if reason[i] is None:
-                key = tuple(_parsed(r, name, c) for name in cfg.dedupe_on)
+                key = (r["__cid"], *(r[name] for name in cfg.dedupe_on))   # the named columns as read
                 if key in seen:
                     reason[i] = "duplicate"
                 seen.add(key)
@@ -145,16 +145,6 @@ def _features(clean: dict, c, as_of: dt.datetime, channels: tuple[str, ...],
                      **({"category_count": count, "category_entropy": entropy} if c.category else {}),
                      **dict(zip(channel_columns(channels), shares, strict=True))})
     return pl.DataFrame(rows)
-
-
-def _parsed(r: dict, name: str, c) -> Any:
-    if name == c.customer:
-        return r["__cid"]
-    if name == c.time:
-        return r["__ts"]
-    if name in (c.amount, c.quantity, c.price):
-        return r["__amount"]
-    return r[name]
 
 
 def _number(schema: pl.Schema, name: str) -> pl.Expr:

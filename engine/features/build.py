@@ -30,8 +30,8 @@ from segmint.engine.features.orders import Grouped
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
 from segmint.kernels.grouping import group_rows
-from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER, DEDUPE_TIME, OK,
-                                   customer_pass, fill_lines)
+from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
+                                   DEDUPE_RAW, DEDUPE_TIME, OK, customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "REASON_NAMES", "LINE_FEATURES", "channel_columns", "top_channels"]
@@ -79,7 +79,8 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     if as_of is None and cfg.as_of is not None:
         as_of = parse_as_of(cfg.as_of)
     enc = Encoders.for_schema(schema, c)
-    lines = _read(chunks, rows, c, is_typed(schema, c), enc, _NEVER if cfg.as_of else _us(now),
+    typed = is_typed(schema, c)
+    lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
                   _us(as_of) if as_of is not None else _NEVER)
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
@@ -104,7 +105,9 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
                   enc.orders.ranks().astype(np.int64) if enc.orders is not None else np.zeros(0, np.int64),
                   lines.has_order, rec["channel"], _channel_columns(enc, channels), rec["category"],
                   np.append(enc.categories.ranks(), np.int32(-1)),
-                  lines.raw if lines.raw is not None else np.zeros(1, np.uint64), rec["reason"], _dedupe_fields(cfg),
+                  lines.raw if lines.raw is not None else np.zeros(1, np.uint64),
+                  lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), rec["reason"],
+                  _dedupe_fields(cfg, typed),
                   _us(as_of), features, shares, line_out, status, repeats, span)
     kept = status == OK
     later = np.flatnonzero(rec["reason"] >= _PER_CUSTOMER)
@@ -162,6 +165,7 @@ class _Lines:
         self.records = np.empty(rows, LINE)
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
         self.raw: np.ndarray | None = None
+        self.dedupe_key: np.ndarray | None = None
         self.has_order = self.has_category = False
         self.latest: int | None = None
         self.rejected = np.zeros(len(REASON_NAMES) + 1, np.int64)
@@ -187,6 +191,10 @@ class _Lines:
             if self.raw is None:
                 self.raw = np.empty(self.records.size, np.uint64)
             self.raw[at: at + n] = part.raw
+        if part.dedupe_key is not None:
+            if self.dedupe_key is None:
+                self.dedupe_key = np.empty(self.records.size, np.uint64)
+            self.dedupe_key[at: at + n] = part.dedupe_key
         usable = reason == OK
         if usable.any():
             top = int(part.ts[usable].max())
@@ -217,14 +225,14 @@ class _Lines:
         return {names[i]: int(n) for i, n in enumerate(self._channels) if n}
 
 
-def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, future_us: int,
-          as_of_us: int) -> _Lines:
+def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, dedupe_on: Sequence[str],
+          future_us: int, as_of_us: int) -> _Lines:
     """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
     rejected rows of each chunk kept as read, with their positions."""
     out = _Lines(rows)
     at = 0
     for table in chunks:
-        part = canonical(table, c, typed, enc)
+        part = canonical(table, c, typed, enc, dedupe_on)
         n = part.rows
         if at + n > rows:
             msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"
@@ -255,14 +263,18 @@ def _channel_columns(enc: Encoders, channels: Sequence[str]) -> np.ndarray:
     return np.array([position.get(name, -1) for name in names], np.int32) if names else np.zeros(1, np.int32)
 
 
-def _dedupe_fields(cfg: RunConfig) -> int:
-    """The DEDUPE_* bits of --dedupe-on's columns (the customer is always compared): values as parsed."""
+def _dedupe_fields(cfg: RunConfig, typed: bool) -> int:
+    """The DEDUPE_* bits of --dedupe-on (the customer is always compared): its columns as read. Where rows
+    need no parsing (typed), the parsed values are the values as read and are compared field by field;
+    elsewhere the named cells' hash as read (``dedupe_key``: quantity and price stay two columns)."""
     if not cfg.dedupe_on:
         return 0
+    if not typed:
+        return DEDUPE_ASKED | DEDUPE_RAW
     c = cfg.columns
-    roles = {c.time: DEDUPE_TIME, c.amount: DEDUPE_AMOUNT, c.quantity: DEDUPE_AMOUNT, c.price: DEDUPE_AMOUNT,
-             c.order: DEDUPE_ORDER, c.channel: DEDUPE_CHANNEL, c.category: DEDUPE_CATEGORY}
-    bits = 0
+    roles = {c.time: DEDUPE_TIME, c.amount: DEDUPE_AMOUNT, c.order: DEDUPE_ORDER, c.channel: DEDUPE_CHANNEL,
+             c.category: DEDUPE_CATEGORY}
+    bits = DEDUPE_ASKED
     for name in cfg.dedupe_on:
         bits |= roles.get(name, 0) if name != c.customer else 0
     return bits
@@ -291,10 +303,11 @@ def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encode
     offsets = np.concatenate(([0], np.cumsum(counts[counts > 0]))).astype(np.int64)
     lines = rec[rows]
     key = None
-    if has_order:
-        key = lines["order"].copy()   # a key that changes exactly where an order does
-        missing = lines["order_missing"]
-        key[missing] = np.iinfo(np.int64).max - np.arange(int(missing.sum()))
+    if has_order:  # a key that changes exactly where an order does: a line without an order id is one
+        order, missing = lines["order"], lines["order_missing"]
+        starts = np.ones(order.size, bool)
+        starts[1:] = missing[1:] | missing[:-1] | (order[1:] != order[:-1])
+        key = np.cumsum(starts)
     return Grouped(ids=enc.customer_ids(_codes_by_rank(enc)[counts > 0]), offsets=offsets, perm=rows,
                    ts=lines["ts"].copy(), amount=lines["amount"].copy(), order_key=key)
 

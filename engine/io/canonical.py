@@ -22,6 +22,7 @@ first; the result is the same arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,7 @@ class LineColumns:
     channel: np.ndarray | None
     category: np.ndarray | None
     raw: np.ndarray | None
+    dedupe_key: np.ndarray | None = None   # --dedupe-on's columns as read, hashed (parsed input only)
 
     @property
     def rows(self) -> int:
@@ -102,11 +104,13 @@ def is_typed(schema: dict[str, pl.DataType], columns: Columns) -> bool:
     return typed_id and typed_ts and typed_amount and typed_rest
 
 
-def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders) -> LineColumns:
+def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
+              dedupe_on: Sequence[str] = ()) -> LineColumns:
     """The canonical arrays of one chunk (``table``: the mapped columns as read; ids already
-    pseudonymised when the run asks for it, so that nothing downstream sees a raw id)."""
+    pseudonymised when the run asks for it, so that nothing downstream sees a raw id).
+    ``dedupe_on``: --dedupe-on's columns, hashed as read where values are parsed (``dedupe_key``)."""
     if not typed:
-        table = _parsed(table, columns)
+        table = _parsed(table, columns, dedupe_on)
     n = table.num_rows
     cid = table.column(columns.customer if typed else "__cid")
     if isinstance(enc.customers, TextCodes):
@@ -130,14 +134,15 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders) -> 
     category = _text_codes(enc.categories, table.column(columns.category if typed else "__category")) \
         if columns.category is not None else None
     raw = None if typed else table.column("__raw").to_numpy()
+    dedupe_key = table.column("__dedupe").to_numpy() if not typed and dedupe_on else None
     return LineColumns(customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
-                       raw)
+                       raw, dedupe_key)
 
 
-def usable_rows(table: pa.Table, columns: Columns, typed: bool,
-                future_us: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Rows with no row-level reason (but ``after_as_of``, which needs the as-of these rows decide),
-    their times, and the lines per channel among them: what a partition job tells the run."""
+def usable_rows(table: pa.Table, columns: Columns, typed: bool, future_us: int,
+                as_of_us: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Rows with no row-level reason, their times, and the lines per channel among them: what a partition
+    job tells the run. ``as_of_us``: a given --as-of (the int64 maximum when these rows decide it)."""
     if not typed:
         table = _parsed(table, columns)
     missing = _nulls(table.column(columns.customer if typed else "__cid"))
@@ -146,7 +151,7 @@ def usable_rows(table: pa.Table, columns: Columns, typed: bool,
     amount_bad = np.zeros(missing.size, bool) if typed else table.column("__amount_bad").to_numpy(zero_copy_only=False)
     reason = np.empty(missing.size, np.uint8)
     row_reasons(np.where(missing, -1, 0).astype(np.int32), ts, ts_state, amount, amount_bad, future_us,
-                np.iinfo(np.int64).max, reason)
+                as_of_us, reason)
     usable = reason == OK
     counts: dict[str, int] = {}
     if columns.channel is not None:
@@ -215,6 +220,24 @@ def _parsed_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(values), state
 
 
+def _as_read(schema: pl.Schema, names: Sequence[str]) -> list[pl.Expr]:
+    """The columns as read, for a row's identity: categorical values by their text (their codes depend on
+    the chunk's dictionary)."""
+    return [pl.col(n).cast(pl.String) if isinstance(schema[n], (pl.Categorical, pl.Enum)) else pl.col(n)
+            for n in names]
+
+
+def _order_expr(schema: pl.Schema, name: str) -> pl.Expr:
+    """Integer order ids as they are; others as text, a float NaN missing (not the text "NaN", which would
+    make every such line of a customer one order)."""
+    col = pl.col(name)
+    if schema[name].is_integer():
+        return col
+    if schema[name].is_float():
+        col = pl.when(col.is_nan()).then(None).otherwise(col)
+    return col.cast(pl.String)
+
+
 def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Codes of a text column; a dictionary column's values are coded once, its indices mapped."""
     if isinstance(array, pa.ChunkedArray):
@@ -241,8 +264,9 @@ def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.is_null(array).to_numpy(zero_copy_only=False)
 
 
-def _parsed(table: pa.Table, columns: Columns) -> pa.Table:
-    """Rows parsed with the contract's expressions, and the raw identity of each row."""
+def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) -> pa.Table:
+    """Rows parsed with the contract's expressions, the raw identity of each row and, with ``dedupe_on``,
+    that of its --dedupe-on columns."""
     raw = pl.from_arrow(table)
     assert isinstance(raw, pl.DataFrame)
     check_integral_ids(raw, columns.customer)
@@ -254,10 +278,12 @@ def _parsed(table: pa.Table, columns: Columns) -> pa.Table:
         pl.col(columns.time).is_null().alias("__ts_missing"),
         _amount(schema, columns).alias("__amount"),
         _unparseable_amount(schema, columns).alias("__amount_bad"),
-        pl.struct(pl.all()).hash(_RAW_SEED).alias("__raw"),
+        pl.struct(_as_read(schema, schema.names())).hash(_RAW_SEED).alias("__raw"),
     ]
+    if dedupe_on:
+        exprs.append(pl.struct(_as_read(schema, dedupe_on)).hash(_RAW_SEED).alias("__dedupe"))
     if order is not None:
-        exprs.append((pl.col(order) if schema[order].is_integer() else pl.col(order).cast(pl.String)).alias("__order"))
+        exprs.append(_order_expr(schema, order).alias("__order"))
     for name, alias in ((columns.channel, "__channel"), (columns.category, "__category")):
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))

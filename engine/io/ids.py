@@ -4,7 +4,7 @@ Integer ids keep their value; text ids (CSV cells always: ``007`` and ``7`` are 
 customers) keep their text; categorical ids become their text. Float ids, common
 after a round trip through pandas, are accepted when every one is integral (they
 become Int64); a fractional id is a contract violation, never rounded. NaN is a
-missing id.
+missing id. Decimal ids are cast exactly (not through Float64, which holds integers up to 2^53 only).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def customer_expr(schema: pl.Schema, name: str) -> pl.Expr:
     """The canonical id of column ``name`` (null where missing); run ``check_integral_ids`` first for floats."""
     dtype = schema[name]
     col = pl.col(name)
-    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+    if isinstance(dtype, pl.Decimal):  # exact: through Float64 ids above 2^53 would merge or change
+        return col.cast(pl.Int64, strict=False)
+    if dtype.is_float():
         col = col.cast(pl.Float64)
         return pl.when(col.is_nan()).then(None).otherwise(col).cast(pl.Int64, strict=False)
     return col.cast(canonical_id_type(dtype))
@@ -46,11 +48,15 @@ def check_customer_type(dtype: pl.DataType, name: str, path: str) -> None:
 def check_integral_ids(frame: pl.DataFrame, name: str) -> None:
     """Float ids must all be integral and within int64; otherwise stop (exit 3), counting them."""
     dtype = frame.schema[name]
-    if not (dtype.is_float() or isinstance(dtype, pl.Decimal)):
+    if isinstance(dtype, pl.Decimal):
+        whole = pl.col(name).cast(pl.Int64, strict=False)   # null beyond int64; truncated when fractional
+        bad = frame.filter(pl.col(name).is_not_null() & (whole.is_null() | (whole.cast(dtype) != pl.col(name))))[name]
+    elif dtype.is_float():
+        col = pl.col(name).cast(pl.Float64)
+        bad = frame.filter(col.is_not_null() & ~col.is_nan()
+                           & ((col != col.floor()) | (col.abs() >= 2.0**63)))[name]
+    else:
         return
-    col = pl.col(name).cast(pl.Float64)
-    bad = frame.filter(col.is_not_null() & ~col.is_nan()
-                       & ((col != col.floor()) | (col.abs() >= 2.0**63)))[name]
     if bad.len():
         # No example: an id is personal data, and error lines end up in logs.
         msg = (f"customer id column {name!r} is {dtype} and {bad.len()} ids are not whole numbers "

@@ -147,8 +147,9 @@ def id_column(plan: Plan, role: str) -> str:
 
 def row_stats(table: pa.Table, plan: Plan) -> RowStats:
     """The as-of candidate and the channel counts of ``table``, over its rows with no row-level reason."""
+    given = plan.fixed_as_of
     usable, ts, channels = usable_rows(table, plan.cfg.columns, plan.typed("tx"),
-                                       _NEVER if plan.cfg.as_of else _us(plan.now))
+                                       _NEVER if given else _us(plan.now), _us(given) if given else _NEVER)
     latest = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(ts[usable].max())) if usable.any() else None
     return RowStats(latest, channels)
 

@@ -197,3 +197,23 @@ def test_fit_memory_check_refuses_only_a_sample_that_cannot_fit():
         check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=fit_bytes - 1), 50_000, 12)
     # Fewer customers than the sample sizes: only they are held.
     check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=2_000 * FIT_BYTES_PER_CUSTOMER), 2_000, 12)
+
+
+def test_a_given_as_of_counts_channels_alike_in_one_bucket_or_many(tmp_path):
+    # Channel B is the commonest only with its rows after the as-of: those do not choose the columns.
+    import datetime as dt
+
+    from segmint.engine.config import FeatureConfig
+
+    t = dt.datetime(2024, 1, 1)
+    rows = ([(i, t + dt.timedelta(days=i), 10.0, "A") for i in range(3)]
+            + [(10 + i, t + dt.timedelta(days=i), 10.0, "B") for i in range(2)]
+            + [(20 + i, t + dt.timedelta(days=100), 10.0, "B") for i in range(5)])
+    pl.DataFrame(rows, schema=["customer_id", "ts", "amount", "channel"], orient="row").write_parquet(
+        tmp_path / "t.parquet")
+    cfg = RunConfig(as_of="2024-02-01", max_reject_share=0.9, features=FeatureConfig(max_channels=1),
+                    columns=dataclasses.replace(RunConfig().columns, order=None, category=None))
+    for buckets in (1, 3):
+        result = compute_feature_table([tmp_path / "t.parquet"], tmp_path / f"b{buckets}",
+                                       dataclasses.replace(cfg, buckets=buckets))
+        assert result.manifest["channels"] == ["A"], buckets

@@ -69,3 +69,14 @@ def test_a_month_ending_at_the_as_of_is_complete(small_data, tmp_path):
     table = compute_cohorts([small_data / "transactions"], tmp_path / "c",
                             RunConfig(as_of="2026-05-31", max_reject_share=1.0)).cohorts
     assert table.filter(pl.col("cohort") == pl.col("cohort").max())["complete_month"].all()
+
+
+@pytest.mark.parametrize("order_id", [12345, 2**63 - 1])
+def test_a_line_without_an_order_id_is_an_order_of_its_own_whatever_the_other_ids(tmp_path, order_id):
+    # The largest int64 order id once stood for "no order id": a line without one joined that order.
+    t = dt.datetime(2024, 1, 1)
+    pl.DataFrame({"customer_id": [1, 1, 2, 2], "ts": [t, t + dt.timedelta(days=40)] * 2, "amount": [10.0, 5.0] * 2,
+                  "order_id": pl.Series([order_id, None, 7, None], dtype=pl.Int64)}).write_parquet(tmp_path / "t.parquet")
+    table = compute_cohorts([tmp_path / "t.parquet"], tmp_path / "c", RunConfig()).cohorts
+    month1 = table.filter(pl.col("months_since_first") == 1)
+    assert month1["active_customers"].item() == 2

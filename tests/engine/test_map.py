@@ -87,12 +87,35 @@ def test_the_map_matches_the_reference(seed, text_ids, order, text, as_of):
 @pytest.mark.parametrize("text", [False, True])
 def test_dedupe_keeps_the_first_of_rows_alike_in_the_named_columns(text):
     frame = _dirty(7, text_ids=False, order="int", text=text)
-    for columns in (("cid", "t"), ("cid", "amt", "o"), ("cid", "ch", "cat")):
+    for columns in (("cid",), ("cid", "t"), ("cid", "amt", "o"), ("cid", "ch", "cat")):
         cfg = _cfg(frame, "int", text, dedupe_on=columns)
         got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
         want = reference_map(frame, cfg, as_of=None, now=NOW)
         assert got.rejected == want["rejected"] and got.rejected["duplicate"] > 0, columns
         _assert_same_table(got.table, want["table"])
+
+
+def test_dedupe_on_quantity_compares_quantities_not_amounts():
+    # qty 2 x price 5 and qty 1 x price 10 are one amount but not one quantity; the named columns decide.
+    t = [START + dt.timedelta(days=d) for d in range(4)]
+    frame = pl.DataFrame({"cid": [1, 1, 1, 1], "t": t, "qty": [2.0, 1.0, 1.0, 2.0], "price": [5.0, 10.0, 20.0, 5.0]})
+    cols = Columns(customer="cid", time="t", amount=None, quantity="qty", price="price", order=None, channel=None,
+                   category=None)
+    for named, duplicates in ((("cid", "qty"), 2), (("cid", "price"), 1), (("cid", "qty", "price"), 1)):
+        cfg = RunConfig(columns=cols, max_reject_share=1.0, dedupe_on=named)
+        got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+        want = reference_map(frame, cfg, as_of=None, now=NOW)
+        assert got.rejected["duplicate"] == want["rejected"]["duplicate"] == duplicates, named
+        _assert_same_table(got.table, want["table"])
+
+
+def test_float_order_ids_nan_is_no_order_id():
+    # A NaN order id is missing: each such line is an order of its own, not one order of all of them.
+    t = [START + dt.timedelta(days=d) for d in (0, 5, 9)]
+    frame = pl.DataFrame({"cid": [1, 1, 1], "t": t, "amt": [10.0, 20.0, 30.0], "o": [float("nan"), float("nan"), 1.0]})
+    cols = Columns(customer="cid", time="t", amount="amt", order="o", channel=None, category=None)
+    got = features_of(frame, RunConfig(columns=cols), as_of=None, now=NOW, channels=None).table
+    assert got["frequency"].item() == 3 and got["ipt_mean_days"].item() == 4.5
 
 
 @pytest.mark.parametrize(("seed", "text_ids", "order", "text"), CASES[:3])
@@ -161,3 +184,21 @@ def test_a_customer_with_many_shuffled_lines_is_put_in_line_order():
     cfg = _cfg(frame, "int", False)
     got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
     _assert_same_table(got.table, reference_map(frame, cfg, as_of=None, now=NOW)["table"])
+
+
+def test_decimal_ids_are_exact_beyond_two_to_the_53():
+    # Decimal(20, 0) ids (Spark writes them) went through Float64: 2^53 and 2^53 + 1 became one customer.
+    from decimal import Decimal
+
+    from segmint.engine.errors import InputContractError
+
+    ids = [2**53, 2**53 + 1, 123456789012345678]
+    frame = pl.DataFrame({"cid": pl.Series([Decimal(i) for i in ids], dtype=pl.Decimal(20, 0)),
+                          "t": [START + dt.timedelta(days=d) for d in range(3)], "amt": [1.0, 2.0, 3.0]})
+    cfg = RunConfig(columns=Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None))
+    got = features_of(frame, cfg, as_of=None, now=NOW, channels=None).table
+    assert got["customer_id"].to_list() == ids and got["monetary_total"].to_list() == [1.0, 2.0, 3.0]
+    for bad in (Decimal("1.5"), Decimal(2**64)):   # fractional, or beyond int64: stop, never round
+        frame = frame.with_columns(pl.Series("cid", [Decimal(1), Decimal(2), bad], dtype=pl.Decimal(38, 1)))
+        with pytest.raises(InputContractError, match="not whole numbers"):
+            features_of(frame, cfg, as_of=None, now=NOW, channels=None)
