@@ -259,7 +259,8 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
 
 
 def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    if array.null_count == 0:
+    # A dictionary's null count is its indices'; a null among its values is missing too (is_null sees both).
+    if array.null_count == 0 and not pa.types.is_dictionary(array.type):
         return np.zeros(len(array), bool)
     return pc.is_null(array).to_numpy(zero_copy_only=False)
 

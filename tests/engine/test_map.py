@@ -202,3 +202,18 @@ def test_decimal_ids_are_exact_beyond_two_to_the_53():
         frame = frame.with_columns(pl.Series("cid", [Decimal(1), Decimal(2), bad], dtype=pl.Decimal(38, 1)))
         with pytest.raises(InputContractError, match="not whole numbers"):
             features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+
+
+def test_a_null_among_a_dictionarys_values_is_a_missing_id_for_the_partition_and_the_map():
+    from segmint.engine.io.canonical import usable_rows
+
+    never = np.iinfo(np.int64).max
+    table = pa.table({"cid": pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()), pa.array(["a", None])),
+                      "t": pa.array([START] * 3, pa.timestamp("us")), "amt": [1.0, 2.0, 3.0]})
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    usable, _, _ = usable_rows(table, cols, True, never, never)
+    assert usable.tolist() == [True, False, True]
+    mapped = map_lines([table], 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols), as_of=None, now=NOW,
+                       channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
+                       reason_column="reason")
+    assert mapped.rejected["null_customer_id"] == 1 and mapped.rows_used == 2
