@@ -317,14 +317,15 @@ def test_a_live_lease_stops_a_second_run_naming_the_holder_and_a_dead_one_is_tak
     cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3)
     # A run on another machine holds the output; its lease is live.
     elsewhere = Holder("20261203T000000Z-0badcafe", "run", "other-host", 4242, "2026-12-03T00:00:00+00:00",
-                       lease_seconds=2)
+                       lease_seconds=5)
     store.write_bytes(f"{out}/_lock.json", json.dumps(dataclasses.asdict(elsewhere)).encode(), dict(s3))
     with pytest.raises(OutputExistsError, match=r"being written by run 20261203T000000Z-0badcafe \(segmint run, "
                                                 r"host other-host, pid 4242"):
         run([s3_data], out, cfg)
     assert store.list_files(out, dict(s3)) == [f"{out}/_lock.json"]    # nothing written or removed
-    # Unrenewed for longer than its lease, it is dead: the next run takes the output over.
-    time.sleep(2.5)
+    # Unrenewed for longer than its lease, it is dead: the next run takes the output over. (The lease is
+    # long enough that the first run's start, on a machine busy with other tests, stays within it.)
+    time.sleep(5.5)
     run([s3_data], out, cfg)
     assert _committed(out, s3).height == 3000 and not store.exists(f"{out}/_lock.json", dict(s3))
 
