@@ -51,10 +51,7 @@ class Scaler:
         one_hot = [(a, levels) for a, levels in self.attributes if levels]
         x = np.empty((table.height, len(self.columns)), np.float32)
         for j, (name, log) in enumerate(zip(self.features, self.log, strict=True)):
-            v = table[name].cast(pl.Float64).to_numpy()
-            if log:
-                v = np.sign(v) * np.log1p(np.abs(v))
-            x[:, j] = (v - self.mean[j]) / self.std[j]
+            x[:, j] = (_column(table, name, log) - self.mean[j]) / self.std[j]
         j = len(self.features)
         for a, levels in one_hot:
             text = table[a].cast(pl.String)
@@ -69,7 +66,7 @@ class Scaler:
         d = len(self.features)
         for j, flag in enumerate(self.log):
             if flag:
-                x[:, j] = np.sign(x[:, j]) * np.log1p(np.abs(x[:, j]))
+                x[:, j] = _signed_log(x[:, j])
         x[:, :d] = (x[:, :d] - np.asarray(self.mean)) / np.asarray(self.std)
         x[:, d:] *= self.weight
         return x
@@ -130,6 +127,15 @@ def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> n
     time: no second copy of the matrix."""
     x = np.empty((table.height, len(features)))
     for j, (name, flag) in enumerate(zip(features, log, strict=True)):
-        v = table[name].cast(pl.Float64).to_numpy()
-        x[:, j] = np.sign(v) * np.log1p(np.abs(v)) if flag else v
+        x[:, j] = _column(table, name, flag)
     return x
+
+
+def _column(table: pl.DataFrame, name: str, log: bool) -> np.ndarray:
+    """A feature as float64, signed-log1p transformed where ``log``."""
+    v = table[name].cast(pl.Float64).to_numpy()
+    return _signed_log(v) if log else v
+
+
+def _signed_log(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.log1p(np.abs(v))
