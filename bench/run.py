@@ -36,6 +36,7 @@ from segmint.engine.cluster import assign, fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.model import Model
 from segmint.engine.pipeline import run
+from segmint.engine.runtime import vm_hwm
 from segmint.engine.warmup import warmup
 
 __all__ = ["run_benchmark", "ratio_table"]
@@ -168,21 +169,11 @@ def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str, str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, _vmhwm_kb(proc.pid))
+            peak = max(peak, vm_hwm(proc.pid) // 1024)
             time.sleep(0.05)
         out.seek(0)
         err.seek(0)
         return peak, proc.returncode, out.read(), err.read()
-
-
-def _vmhwm_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["available_cpus", "configure", "passive_openmp", "numba_cache_dir", "current_rss", "peak_rss",
-           "default_memory_limit", "release_free_memory"]
+           "default_memory_limit", "release_free_memory", "vm_hwm"]
 
 
 def available_cpus() -> int:
@@ -79,18 +79,27 @@ def peak_rss() -> int:
 
     Linux: VmHWM, which starts afresh at exec. getrusage's ru_maxrss does not: a process started
     by a larger one (a Python harness, a scheduler's worker) would report its parent's size."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    hwm = vm_hwm()
+    if hwm:
+        return hwm
     try:
         import resource
     except ImportError:  # Windows
         return 0
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def vm_hwm(pid: int | str = "self") -> int:
+    """Peak bytes resident of a process (this one by default) from Linux's /proc VmHWM; 0 where
+    /proc does not say (another platform, or the process has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def default_memory_limit() -> int:
