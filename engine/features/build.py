@@ -29,7 +29,7 @@ from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
-from segmint.kernels.grouping import group_rows
+from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, OK, customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
@@ -89,8 +89,8 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
         channels = top_channels(channel_counts, cfg.features.max_channels)
     n_customers = enc.customers.n
     offsets = np.empty(n_customers + 2, np.int64)
-    perm = np.empty(rows, np.int64)
-    group_rows(_grouping(lines.customer, enc), n_customers + 1, perm, offsets)
+    perm = np.empty(rows, perm_dtype(rows))
+    group_rows(lines.customer, _group_of_code(enc), n_customers + 1, perm, offsets)
     lines.customer = None
     rec = lines.records
     # Column-major: each feature column is contiguous, for the table built from them.
@@ -245,10 +245,10 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
     return out
 
 
-def _grouping(customer: np.ndarray, enc: Encoders) -> np.ndarray:
-    """Each row's group (int32): its customer's rank by id; rows without an id last."""
-    ranks = np.append(enc.customers.ranks(), np.int32(enc.customers.n))
-    return ranks[customer]   # a missing id is -1: the appended last entry
+def _group_of_code(enc: Encoders) -> np.ndarray:
+    """The group of each customer code (int32): its customer's rank by id; a missing id (code -1) takes the
+    appended last entry, the group after every customer's."""
+    return np.append(enc.customers.ranks(), np.int32(enc.customers.n))
 
 
 def _codes_by_rank(enc: Encoders) -> np.ndarray:

@@ -27,7 +27,7 @@ class Grouped:
 
     ids: pl.Series                  # one per customer, in group order
     offsets: np.ndarray             # int64[n_customers + 1]
-    perm: np.ndarray                # int64[n_lines]: input row of each grouped line
+    perm: np.ndarray                # int32 or int64[n_lines]: input row of each grouped line
     ts: np.ndarray                  # int64[n_lines]: microseconds since epoch
     amount: np.ndarray              # float64[n_lines]
     order_key: np.ndarray | None    # int64[n_lines]; None without an order column (a line is an order)

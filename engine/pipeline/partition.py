@@ -73,9 +73,11 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     first, last = _job_chunks(plan, job.role)[job.index]
     parts: list[list[pa.Table]] = [[] for _ in range(plan.buckets)]
     stats = []
+    buckets = np.arange(plan.buckets, dtype=np.int32)   # a row's group is its bucket
     for table in read_tables(plan, source, _text_columns(plan, job.role), chunks=source.chunks[first:last]):
         order, bounds = np.empty(table.num_rows, np.int64), np.empty(plan.buckets + 1, np.int64)
-        group_rows(bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets), plan.buckets, order, bounds)
+        group_rows(bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets), buckets, plan.buckets, order,
+                   bounds)
         if job.role == "tx":
             stats.append(row_stats(table, plan))
         table = table.take(pa.array(order))
