@@ -16,7 +16,8 @@ import time
 import numpy as np
 import polars as pl
 
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, logs, nbd_customer_terms
+from segmint.kernels.clv import (bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs,
+                                 nbd_customer_terms)
 from segmint.kernels.codes import rehash, text_hash
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
@@ -44,6 +45,8 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "nbd_customer_terms": lambda: nbd_customer_terms(first, first, one, one * 2, 1.0, 1.0, np.empty((1, 3))),
         "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, one * 0, 1.0, 1.0, 1.0, np.empty((1, 4))),
         "logs": lambda: logs(one),
+        "discounted_value": lambda: discounted_value(np.ones((1, 1)), np.zeros(1, np.intp), one, one, one,
+                                                     np.empty(1), np.empty(1)),
         "simulate_purchases": lambda: simulate_purchases(
             0, np.zeros(1, np.int64), np.zeros(1), one, one * 0.5, np.zeros(1), np.zeros(1, np.int64), 1.0,
             one, one * 0.1, one * 2, np.ones((1, 1)), one, 1),

@@ -15,7 +15,8 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "logs", "n_blocks", "BLOCK"]
+__all__ = ["bgnbd_customer_terms", "nbd_customer_terms", "gamma_gamma_customer_terms", "discounted_value", "logs",
+           "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
 
@@ -135,6 +136,33 @@ def gamma_gamma_customer_terms(x, m, lm, p, q, v, out):
         out[blk, 1] = gp
         out[blk, 2] = gq
         out[blk, 3] = gv
+
+
+@parallel
+def discounted_value(grid, pair, alive, avg, discount, out_clv, out_expected):
+    """Each customer's discounted CLV over the horizon's steps and its expected purchases by the horizon.
+
+    Step i (from 1) adds (E_i - E_{i-1}) * avg / discount[i-1], where E_i = grid[pair, i-1] * alive is
+    the expected purchases by the step's end (E_0 = 0): the NumPy expression, one customer at a time,
+    in the same order of operations, so the same bits.
+
+    Parameters
+    ----------
+    grid : float64[n_pairs, steps]   # IN  expected purchases given alive, per distinct (x, T) and step
+    pair : intp[n]                   # IN  each customer's row of grid
+    alive, avg : float64[n]          # IN  P(alive) and the expected order value
+    discount : float64[steps]        # IN  (1 + rate per step) ** i for step i
+    out_clv, out_expected : float64[n]  # OUT
+    """
+    for c in prange(pair.shape[0]):
+        clv = 0.0
+        before = 0.0
+        for i in range(grid.shape[1]):
+            upto = grid[pair[c], i] * alive[c]
+            clv += (upto - before) * avg[c] / discount[i]
+            before = upto
+        out_clv[c] = clv
+        out_expected[c] = before
 
 
 @parallel

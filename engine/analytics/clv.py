@@ -43,7 +43,8 @@ import polars as pl
 
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
-from segmint.kernels.clv import bgnbd_customer_terms, gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms
+from segmint.kernels.clv import (bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs, n_blocks,
+                                 nbd_customer_terms)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT", "NO_DROPOUT_LR",
@@ -184,15 +185,11 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     # The expectation given alive depends on (x, T) alone: evaluated once per distinct pair
     # (far fewer than customers, since T is in whole days), at every step in one call, then spread to
     # every customer.
-    pairs, inverse = np.unique(np.column_stack([x, T]).view(np.complex128).ravel(), return_inverse=True)
-    xu, Tu = pairs.real.copy(), pairs.imag.copy()
+    xu, Tu, inverse = _pairs(x, T)
     grid = expected(*np.broadcast_arrays(times, xu[:, None], Tu[:, None])).reshape(xu.size, times.size)
-    clv = np.zeros_like(x)
-    before = np.zeros_like(x)
-    for i in range(1, times.size + 1):
-        upto = grid[:, i - 1][inverse] * alive
-        clv += (upto - before) * avg / (1 + per_step) ** i
-        before = upto
+    clv, before = np.empty_like(x), np.empty_like(x)
+    discounted_value(np.ascontiguousarray(grid), inverse, alive, avg,
+                     np.array([(1 + per_step) ** i for i in range(1, times.size + 1)]), clv, before)
     if not (np.isfinite(clv).all() and np.isfinite(before).all() and np.isfinite(alive).all()):
         # Never a NaN in an output: parameters this extreme are a fit the data did not identify.
         msg = (f"the CLV expectations are not finite for the fitted parameters (r={params.r:.4g}, "
@@ -386,6 +383,17 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
     at_edge = [f"{name}={np.exp(t):.3g}" for name, t in zip(names, res.x, strict=True)
                if abs(abs(t) - bound) < 1e-3]
     return res.x, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
+
+
+def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (x, T) pairs (x: whole numbers) and each customer's index into them: T's distinct
+    values first, then one integer key per pair, which sorts far faster than pairs of floats."""
+    if x.size == 0:
+        return x.copy(), T.copy(), np.zeros(0, np.intp)
+    Ts, iT = np.unique(T, return_inverse=True)
+    width = int(x.max()) + 1
+    keys, inverse = np.unique(iT.astype(np.int64) * width + x.astype(np.int64), return_inverse=True)
+    return (keys % width).astype(np.float64), Ts[keys // width], inverse
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

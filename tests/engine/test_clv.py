@@ -352,3 +352,16 @@ def test_parameters_whose_expectations_are_not_finite_are_refused_not_written_as
                           "lt_monetary": [60.0, 61.0]})
     with pytest.raises(ClvFitError, match="not finite"):
         predict_clv(table, params, ClvConfig())
+
+
+@pytest.mark.parametrize("n", [0, 1, 3_000])
+def test_distinct_pairs_index_every_customer_back_to_its_own_values(n):
+    from segmint.engine.analytics.clv import _pairs
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 30, n).astype(np.float64)
+    T = rng.integers(0, 200, n) / 7.0          # weeks: T is any float, x a whole number
+    xu, Tu, inverse = _pairs(x, T)
+    assert np.array_equal(xu[inverse], x) and np.array_equal(Tu[inverse], T)
+    assert len(set(zip(xu.tolist(), Tu.tolist(), strict=True))) == xu.size == len(set(zip(x.tolist(), T.tolist(),
+                                                                                              strict=True)))

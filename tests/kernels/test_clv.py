@@ -1,12 +1,13 @@
-"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), and the BG/NBD and NBD
-kernels against their terms in plain NumPy: value and gradient."""
+"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), the BG/NBD and NBD
+kernels against their terms in plain NumPy (value and gradient), and the discounted CLV against NumPy."""
 
 import math
 
 import numpy as np
 import pytest
 
-from segmint.kernels.clv import BLOCK, bgnbd_customer_terms, gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms
+from segmint.kernels.clv import (BLOCK, bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs,
+                                 n_blocks, nbd_customer_terms)
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -89,3 +90,23 @@ def _central_differences(f, params):
         down[i] -= h
         out.append((f(*up) - f(*down)) / (2 * h))
     return out
+
+
+@pytest.mark.parametrize(("seed", "n", "steps"), [(0, 0, 3), (1, 1, 1), (2, 5_000, 13), (3, 2_000, 40)])
+def test_discounted_value_is_the_numpy_loop_bit_for_bit(seed, n, steps):
+    rng = np.random.default_rng(seed)
+    pairs = max(1, n // 7)
+    grid = np.cumsum(rng.exponential(0.3, (pairs, steps)), axis=1)    # expected purchases grow with time
+    grid[0] = 0.0                                                    # a pair that never buys again
+    pair = rng.integers(0, pairs, n)
+    alive, avg = rng.uniform(0, 1, n), rng.lognormal(3, 1.5, n)
+    rate = 0.1 * rng.uniform()
+    discount = np.array([(1 + rate) ** i for i in range(1, steps + 1)])
+    clv, expected = np.empty(n), np.empty(n)
+    discounted_value(grid, pair, alive, avg, discount, clv, expected)
+    ref_clv, before = np.zeros(n), np.zeros(n)
+    for i in range(1, steps + 1):   # predict_clv's NumPy expression before the kernel
+        upto = grid[:, i - 1][pair] * alive
+        ref_clv += (upto - before) * avg / (1 + rate) ** i
+        before = upto
+    assert clv.tobytes() == ref_clv.tobytes() and expected.tobytes() == before.tobytes()
