@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -144,16 +145,20 @@ def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
         cmd = [sys.executable, "-m", "segmint.bench.handwritten", str(tx), f"{tmp}/segments", "--threads",
                str(threads), "--seed", str(seed)]
-        seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress)
+        # NumPy's own default (huge pages), as the user's script would run: importing the module from
+        # segmint's package would otherwise give the peer segmint's choice (runtime.small_pages).
+        env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "1"}
+        seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress, env)
     done = json.loads(out)
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
             "steps": done["seconds"], "customers": done["customers"]}
 
 
-def _child(cmd: list[str], name: str, progress) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) and stdout of ``cmd``; RuntimeError naming its last error line."""
+def _child(cmd: list[str], name: str, progress, env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) and stdout of ``cmd`` (in ``env``, default this process's); RuntimeError
+    naming its last error line."""
     t0 = time.perf_counter()
-    peak_kb, rc, out, err = _run_watching_rss(cmd)
+    peak_kb, rc, out, err = _run_watching_rss(cmd, env)
     seconds = time.perf_counter() - t0
     if rc != 0:
         msg = f"{name} failed ({rc}): {err.strip().splitlines()[-1:]}"
@@ -162,11 +167,11 @@ def _child(cmd: list[str], name: str, progress) -> tuple[float, int, str]:
     return seconds, peak_kb, out
 
 
-def _run_watching_rss(cmd: list[str]) -> tuple[int, int, str, str]:
+def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, int, str, str]:
     """Run ``cmd``; its peak RSS in KiB from /proc VmHWM, polled every 50 ms (it resets at exec,
     unlike a forked child's ru_maxrss, which counts the parent's pages from before the exec)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, vm_hwm(proc.pid) // 1024)

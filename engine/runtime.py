@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available_cpus", "configure", "passive_openmp", "numba_cache_dir", "current_rss", "peak_rss",
+__all__ = ["available_cpus", "configure", "passive_openmp", "small_pages", "numba_cache_dir", "current_rss", "peak_rss",
            "default_memory_limit", "release_free_memory", "vm_hwm"]
 
 
@@ -147,6 +147,7 @@ def configure(threads: int | None = None) -> tuple[int, list[str]]:
         raise ConfigError(msg)
     late = []
     passive_openmp()
+    small_pages()
     os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
     for var in ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = str(n)
@@ -177,6 +178,26 @@ def passive_openmp() -> None:
     passive). Effective only before either library loads.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def small_pages() -> None:
+    """NumPy's arrays on ordinary pages, unless the user chose (NUMPY_MADVISE_HUGEPAGE set).
+
+    NumPy asks for transparent huge pages on every array above 4 MB. Where the kernel's THP defrag
+    setting is "madvise" (its default), a first touch of such memory may stall on synchronous
+    compaction (numpy/numpy#31590): 880 MB of fresh NumPy memory took 0.12 to 2.1 s to touch with huge
+    pages and 0.30 to 0.32 s without, four runs each on the development machine, and the map of bench
+    scenario M 5.8-6.2 s against 4.2-4.5 s (bench/README.md). The map's random reads of its records lose
+    the larger pages' TLB reach, and come out ahead all the same. Set before NumPy loads, or switched
+    where it has.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return
+    os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
+    if "numpy" in sys.modules:
+        from numpy._core import multiarray
+
+        multiarray._set_madvise_hugepage(False)
 
 
 def _cgroup_quota() -> int | None:

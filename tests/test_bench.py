@@ -1,6 +1,7 @@
 """The benchmark suite runs end to end on a tiny scenario and reports every figure it promises."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -72,12 +73,15 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     import segmint.bench.run as bench_run
 
     commands = []
+    pages = {}
 
-    def child(cmd):
+    def child(cmd, env):
         commands.append(cmd)
         time.sleep(0.01)  # a wall time the ratios can divide by
         if "segmint.bench.handwritten" in cmd:
+            pages["peer"] = env["NUMPY_MADVISE_HUGEPAGE"]
             return 1024, 0, json.dumps({"seconds": {"total": 0.5}, "customers": 200}), ""
+        pages["segmint"] = (env or os.environ).get("NUMPY_MADVISE_HUGEPAGE")
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 3, "stages": {}}))
@@ -95,6 +99,7 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
     assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
     assert set(res["ratios"]) == L_RATIOS
+    assert pages == {"peer": "1", "segmint": "0"}   # the peer with NumPy's default, segmint with its own
 
 
 @pytest.mark.slow

@@ -16,9 +16,10 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from segmint.engine.runtime import passive_openmp
+from segmint.engine.runtime import passive_openmp, small_pages
 
 passive_openmp()  # before Numba or Faiss load
+small_pages()     # before NumPy loads, where it has not
 
 try:
     __version__ = version("segmint")

@@ -91,3 +91,19 @@ print(len(public), missing)
     assert result.returncode == 0, result.stderr
     count, missing = result.stdout.split(" ", 1)
     assert int(count) > 10 and missing.strip() == "[]"
+
+@pytest.mark.parametrize(("code", "env", "huge"), [
+    ("import segmint", None, False),                      # before NumPy loads: NumPy reads the variable
+    ("import numpy; import segmint", None, False),        # after: switched where NumPy already runs
+    ("import segmint", "1", True),                        # the user's choice stands
+])
+def test_numpy_arrays_stay_off_huge_pages_unless_the_user_asks(code, env, huge):
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if env is not None:
+        environ["NUMPY_MADVISE_HUGEPAGE"] = env
+    probe = f"{code}; from numpy._core import multiarray; print(multiarray._set_madvise_hugepage(False))"
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(huge)
