@@ -29,6 +29,7 @@ from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
+from segmint.engine.runtime import release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, OK, customer_pass, fill_lines)
@@ -82,6 +83,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     typed = is_typed(schema, c)
     lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
                   _us(as_of) if as_of is not None else _NEVER)
+    release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
     channel_counts = lines.channel_counts(enc)
