@@ -187,9 +187,9 @@ def small_pages() -> None:
     setting is "madvise" (its default), a first touch of such memory may stall on synchronous
     compaction (numpy/numpy#31590): 880 MB of fresh NumPy memory took 0.12 to 2.1 s to touch with huge
     pages and 0.30 to 0.32 s without, four runs each on the development machine, and the map of bench
-    scenario M 5.8-6.2 s against 4.2-4.5 s (bench/README.md). The map's random reads of its records lose
-    the larger pages' TLB reach, and come out ahead all the same. Set before NumPy loads, or switched
-    where it has.
+    scenario M (one bucket) 5.8-6.2 s against 4.2-4.5 s. A run in many buckets, which reuses the huge
+    pages each bucket frees, came out even (scenario L, bench/README.md). Set before NumPy loads, or
+    switched where it has.
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return
