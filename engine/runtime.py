@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available_cpus", "configure", "passive_openmp", "small_pages", "numba_cache_dir", "current_rss", "peak_rss",
-           "default_memory_limit", "release_free_memory", "vm_hwm"]
+__all__ = ["available_cpus", "configure", "passive_openmp", "small_pages", "numba_cache_dir", "current_rss",
+           "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm"]
 
 
 def available_cpus() -> int:
