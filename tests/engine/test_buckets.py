@@ -217,3 +217,39 @@ def test_a_given_as_of_counts_channels_alike_in_one_bucket_or_many(tmp_path):
         result = compute_feature_table([tmp_path / "t.parquet"], tmp_path / f"b{buckets}",
                                        dataclasses.replace(cfg, buckets=buckets))
         assert result.manifest["channels"] == ["A"], buckets
+
+
+def test_partition_writes_text_with_64_bit_offsets(tmp_path, monkeypatch):
+    """A job's bucket slices are concatenated into one array per column: with 32-bit offsets (Arrow's
+    ``string``, as pyarrow writes Parquet), more than 2 GiB of text in one slice would overflow. Scratch
+    files hold 64-bit offsets, and the outputs are those of one bucket."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 600
+    table = pa.table({"customer_id": pa.array([f"c{i % 150}" if i % 97 else None for i in range(rows)], pa.string()),
+                      "ts": pa.array([dt.datetime(2024, 1, 1) + dt.timedelta(hours=7 * i) for i in range(rows)],
+                                     pa.timestamp("us")),
+                      "amount": [float(i % 13) + 1.0 for i in range(rows)],
+                      "order_id": pa.array([f"o{i // 2}" for i in range(rows)], pa.string()),
+                      "channel": pa.array(["web", "app", "store"] * (rows // 3), pa.string())})
+    pq.write_table(table, tmp_path / "t.parquet")
+    cfg = RunConfig(columns=dataclasses.replace(RunConfig().columns, order="order_id", channel="channel"),
+                    cluster=ClusterConfig(k=3), max_reject_share=0.5)
+    from segmint.engine.pipeline import partition
+
+    scratch_types = set()
+    write = partition._write_ipc
+
+    def recording(t, path, plan):
+        scratch_types.update(f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in t.schema)
+        write(t, path, plan)
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    run(tmp_path / "t.parquet", tmp_path / "three", dataclasses.replace(cfg, buckets=3))
+    assert pa.large_string() in scratch_types and not {pa.string(), pa.binary()} & scratch_types
+    run(tmp_path / "t.parquet", tmp_path / "one", dataclasses.replace(cfg, buckets=1))
+    for name in ("assignments", "rejects"):
+        _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "three" / name), name)
