@@ -206,8 +206,14 @@ def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _one_chunk(array: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One array of a column; text and binary chunks are combined with 64-bit offsets: Arrow's 32-bit
+    ``string`` (as pyarrow writes Parquet) cannot hold more than 2 GiB of text in one array, which a
+    scratch file or a row group may hold in several chunks."""
     if isinstance(array, pa.ChunkedArray):
-        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+        if array.num_chunks == 1:
+            return array.chunk(0)
+        wide = {pa.string(): pa.large_string(), pa.binary(): pa.large_binary()}.get(array.type)
+        return (array.cast(wide) if wide is not None else array).combine_chunks()
     return array
 
 
@@ -247,7 +253,7 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
             return np.concatenate([_text_codes(codes, chunk) for chunk in array.chunks]) if array.num_chunks \
                 else np.zeros(0, np.int32)
         else:
-            array = array.combine_chunks()
+            array = _one_chunk(array)
     if pa.types.is_dictionary(array.type):
         lookup = np.append(codes.encode(array.dictionary.cast(pa.large_string())), np.int32(-1))
         indices = pc.fill_null(array.indices.cast(pa.int64()), -1).to_numpy()

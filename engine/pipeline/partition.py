@@ -80,7 +80,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
                    bounds)
         if job.role == "tx":
             stats.append(row_stats(table, plan))
-        table = _wide_offsets(table).take(pa.array(order))
+        table = table.take(pa.array(order))
         for b in np.flatnonzero(np.diff(bounds)):
             parts[b].append(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
     for b, slices in enumerate(parts):
@@ -208,20 +208,6 @@ def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
     store.local(path).parent.mkdir(parents=True, exist_ok=True)
     with pa.ipc.new_file(str(store.local(path)), table.schema, options=options) as writer:
         writer.write_table(table)
-
-
-def _wide_offsets(table: pa.Table) -> pa.Table:
-    """Text and binary columns with 64-bit offsets (dictionary values too). A job's slices of a bucket go
-    to one scratch file, whose columns the map combines into one array each: with Arrow's 32-bit
-    ``string`` (as pyarrow writes Parquet) more than 2 GiB of text there stops the run with "offset
-    overflow while concatenating arrays"."""
-    wide = {pa.string(): pa.large_string(), pa.binary(): pa.large_binary()}
-    def widened(t: pa.DataType) -> pa.DataType:
-        if pa.types.is_dictionary(t):
-            return pa.dictionary(t.index_type, wide.get(t.value_type, t.value_type), t.ordered)
-        return wide.get(t, t)
-    schema = pa.schema([f.with_type(widened(f.type)) for f in table.schema], metadata=table.schema.metadata)
-    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def _text_columns(plan: Plan, role: str) -> list[str]:
