@@ -195,9 +195,11 @@ def small_pages() -> None:
         return
     os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
     if "numpy" in sys.modules:
-        from numpy._core import multiarray
-
-        multiarray._set_madvise_hugepage(False)
+        try:  # NumPy's own switch (private): without it, NumPy keeps what it read when it loaded
+            from numpy._core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return
+        _set_madvise_hugepage(False)
 
 
 def _cgroup_quota() -> int | None:

@@ -53,7 +53,8 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     }
     ints = np.zeros(1, np.int64)
     calls |= {
-        "sort_within": lambda: sort_within(offsets, ints, ints, np.empty(1, np.int64)),
+        "sort_within": lambda: (sort_within(offsets, ints, ints, np.empty(1, np.int64)),
+                                sort_within(offsets, ints, np.zeros(1, np.int32), np.empty(1, np.int64))),  # cohorts
         "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
         "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
         "hash_buckets": lambda: hash_buckets(np.ones(1, np.uint64), 52, 3, np.empty(1, np.int32)),

@@ -185,7 +185,7 @@ def sort_within(offsets, key, tie, out_perm):
     ----------
     offsets : int64[n + 1]     # IN  range boundaries
     key : int64[m]             # IN  sort key
-    tie : int64[m]             # IN  second key, deciding between equal keys
+    tie : int32[m] or int64[m] # IN  second key, deciding between equal keys
     out_perm : int64[m]        # OUT global indices; out_perm[lo:hi] orders range [lo, hi)
     """
     n = offsets.shape[0] - 1

@@ -33,7 +33,7 @@ from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
-from segmint.kernels.grouping import group_rows
+from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.hashing import hash_buckets
 
 __all__ = ["PartitionJob", "partition_jobs", "job_rows", "partition_chunk", "bucket_source", "read_tables", "reread",
@@ -75,7 +75,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     stats = []
     buckets = np.arange(plan.buckets, dtype=np.int32)   # a row's group is its bucket
     for table in read_tables(plan, source, _text_columns(plan, job.role), chunks=source.chunks[first:last]):
-        order, bounds = np.empty(table.num_rows, np.int64), np.empty(plan.buckets + 1, np.int64)
+        order, bounds = np.empty(table.num_rows, perm_dtype(table.num_rows)), np.empty(plan.buckets + 1, np.int64)
         group_rows(bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets), buckets, plan.buckets, order,
                    bounds)
         if job.role == "tx":
