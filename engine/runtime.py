@@ -147,7 +147,6 @@ def configure(threads: int | None = None) -> tuple[int, list[str]]:
         raise ConfigError(msg)
     late = []
     passive_openmp()
-    small_pages()
     os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
     for var in ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = str(n)
