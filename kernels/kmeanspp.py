@@ -31,9 +31,14 @@ def kmeanspp_greedy(x, first, uniforms, out_idx):
     n, d = x.shape
     k = out_idx.shape[0]
     n_trials = uniforms.shape[1]
-    closest = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        closest[i] = _sqdist(x, i, first, d)
+    # The points feature by feature, in float64: a distance is built up one feature at a time for
+    # every point at once (vector instructions), each point's sum still taken in feature order.
+    xt = np.empty((d, n), dtype=np.float64)
+    for i in prange(n):
+        for f in range(d):
+            xt[f, i] = x[i, f]
+    closest = np.zeros(n, dtype=np.float64)
+    _add_sqdist(xt, first, closest)
     out_idx[0] = first
     cand_dist = np.empty((n_trials, n), dtype=np.float64)
     cand_pot = np.empty(n_trials, dtype=np.float64)
@@ -48,11 +53,13 @@ def kmeanspp_greedy(x, first, uniforms, out_idx):
             j = np.searchsorted(cumsum, uniforms[c - 1, t] * acc)
             cand_idx[t] = min(j, n - 1)
         for t in prange(n_trials):
+            dist = cand_dist[t]
+            dist[:] = 0.0
+            _add_sqdist(xt, cand_idx[t], dist)
             pot = 0.0
-            ci = cand_idx[t]
             for i in range(n):
-                dd = min(closest[i], _sqdist(x, i, ci, d))
-                cand_dist[t, i] = dd
+                dd = min(closest[i], dist[i])
+                dist[i] = dd
                 pot += dd
             cand_pot[t] = pot
         best = 0
@@ -60,15 +67,15 @@ def kmeanspp_greedy(x, first, uniforms, out_idx):
             if cand_pot[t] < cand_pot[best]:
                 best = t
         out_idx[c] = cand_idx[best]
-        for i in range(n):
-            closest[i] = cand_dist[best, i]
-
+        closest[:] = cand_dist[best]
 
 
 @serial
-def _sqdist(x, i, j, d):
-    s = 0.0
-    for f in range(d):
-        diff = np.float64(x[i, f]) - np.float64(x[j, f])
-        s += diff * diff
-    return s
+def _add_sqdist(xt, j, out):
+    """out += squared distances of every point (columns of ``xt``) to point ``j``."""
+    for f in range(xt.shape[0]):
+        row = xt[f]
+        c = row[j]
+        for i in range(out.shape[0]):
+            diff = row[i] - c
+            out[i] += diff * diff

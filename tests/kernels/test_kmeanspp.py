@@ -7,10 +7,15 @@ from segmint.kernels.kmeanspp import kmeanspp_greedy
 from tests.reference import kmeanspp_greedy_ref
 
 
-@pytest.mark.parametrize(("n", "d", "k"), [(500, 3, 8), (2000, 10, 16), (50, 2, 50), (10, 4, 1)])
-def test_kmeanspp_matches_reference(n, d, k):
+@pytest.mark.parametrize(("n", "d", "k", "dtype", "ties"), [
+    (500, 3, 8, np.float32, False), (2000, 10, 16, np.float32, False), (50, 2, 50, np.float32, False),
+    (10, 4, 1, np.float32, False), (4096, 16, 64, np.float32, False), (300, 1, 20, np.float64, False),
+    (1000, 5, 12, np.float64, True), (64, 3, 64, np.float32, True)])
+def test_kmeanspp_matches_reference(n, d, k, dtype, ties):
     rng = np.random.default_rng(n + k)
-    x = rng.lognormal(0, 1, (n, d)).astype(np.float32)
+    x = rng.lognormal(0, 1, (n, d)).astype(dtype)
+    if ties:   # repeated points: equal distances and candidates drawn twice
+        x[::3] = x[1]
     uniforms = rng.random((max(k - 1, 0), 2 + int(np.log(k))))
     idx = np.empty(k, np.int64)
     kmeanspp_greedy(x, 3, uniforms, idx)
