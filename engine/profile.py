@@ -91,14 +91,14 @@ def kpi_partials(table: pl.DataFrame, ids: tuple[int, ...]) -> KpiPartials:
     row[list(ids)] = np.arange(k)
     seg = row[table["segment"].to_numpy().astype(np.int64)]
     count = lambda values: np.bincount(seg, weights=values, minlength=k).astype(np.int64).tolist()  # noqa: E731
-    status = table["activity_status"].cast(pl.String).to_numpy()
+    status = _status_codes(table["activity_status"])
     distance = table["distance"].to_numpy().astype(np.float64)
     return KpiPartials(
         ids=ids,
         customers=np.bincount(seg, minlength=k).tolist(),
         orders=count(table["frequency"].to_numpy()),
         repurchasers=count((table["lt_frequency"].to_numpy() >= 1).astype(np.int64)),
-        status={s: count((status == s).astype(np.int64)) for s in STATUSES},
+        status={s: count((status == i).astype(np.int64)) for i, s in enumerate(STATUSES)},
         revenue=exact.partials(seg, table["monetary_total"].to_numpy(), k),
         clv=exact.partials(seg, table["clv"].to_numpy(), k) if "clv" in table.columns else None,
         inertia=[v for part in exact.partials(np.zeros(seg.size, np.int64), distance * distance, 1) for v in part],
@@ -197,6 +197,12 @@ def sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
     h = s.size // 2
     median = float(np.mean(s[h - 1 + s.size % 2:h + 1]))   # as np.median: the mean of the middle one or two
     return (median, *(_linear_quantile(s, q) for q in (0.1, 0.9)))
+
+
+def _status_codes(status: pl.Series) -> np.ndarray:
+    """Each row's index in STATUSES (-1: null), from Enum codes: no string per row."""
+    codes = status.cast(pl.Enum(STATUSES)).to_physical()
+    return np.where(codes.is_null().to_numpy(), -1, codes.fill_null(0).to_numpy().astype(np.int64))
 
 
 def _numeric(table: pl.DataFrame) -> list[str]:
