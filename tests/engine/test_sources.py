@@ -1,0 +1,98 @@
+"""Streaming local Parquet: the rows of each chunk exactly, and never more than two tables decoded at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from segmint.engine.errors import InputContractError
+from segmint.engine.io import sources
+from segmint.engine.io.sources import resolve, split, stream
+
+
+def _write(path, rows, row_group, seed):
+    rng = np.random.default_rng(seed)
+    table = pa.table({"customer_id": rng.integers(0, 50, rows), "amount": rng.normal(0, 1, rows),
+                      "channel": pa.array(rng.choice(["web", "app", "store"], rows))})
+    pq.write_table(table, path, row_group_size=row_group)
+    return pl.from_arrow(table)
+
+
+@pytest.mark.parametrize("max_rows", [7, 100, 333, 10_000])
+def test_stream_gives_each_chunks_rows_in_order_across_row_groups_and_hive_folders(tmp_path, max_rows):
+    expected = []
+    for i, channel in enumerate(["app", "web"]):   # the order files are listed in
+        folder = tmp_path / f"region={channel}"
+        folder.mkdir()
+        expected.append(_write(folder / "part.parquet", 1_000 + 17 * i, 90, i).with_columns(
+            region=pl.lit(channel)))
+    source, _ = resolve([tmp_path], {"customer_id": "--customer-col", "amount": "--amount-col", "channel": "",
+                                     "region": ""}, "transactions")
+    source = split(source, max_rows)
+    tables = list(stream(source, source.chunks, ["channel"]))
+    assert [t.num_rows for t in tables if t.num_rows] != []
+    got = pl.concat([pl.from_arrow(t).with_columns(pl.col("channel").cast(pl.String)) for t in tables])
+    assert pa.types.is_dictionary(tables[0].schema.field("channel").type)
+    assert got.equals(pl.concat(expected).select(got.columns))
+    # Chunk by chunk: a chunk's rows are the ones its offset and count name.
+    for chunk in source.chunks[:5]:
+        one = pl.concat([pl.from_arrow(t) for t in stream(source, [chunk], ())])
+        whole = pl.read_parquet(chunk.path).slice(chunk.offset, chunk.rows)
+        assert one.select("customer_id", "amount").equals(whole.select("customer_id", "amount"))
+
+
+def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
+    _write(tmp_path / "a.parquet", 500, 100, 0)
+    source, _ = resolve([tmp_path / "a.parquet"], {"customer_id": "--customer-col"}, "transactions")
+    (tmp_path / "a.parquet").write_bytes(b"PAR1 not parquet any more PAR1")
+    with pytest.raises(InputContractError, match="cannot read .*a.parquet"):
+        list(stream(source, source.chunks))
+
+
+def test_one_ahead_passes_errors_on_and_can_be_left_early():
+    def items():
+        yield pa.table({"a": [1]})
+        yield pa.table({"a": [2]})
+        raise OSError("disk gone")
+
+    ahead = sources._one_ahead(items())
+    assert next(ahead)["a"].to_pylist() == [1]
+    assert next(ahead)["a"].to_pylist() == [2]
+    with pytest.raises(OSError, match="disk gone"):
+        next(ahead)
+    left = sources._one_ahead(iter([pa.table({"a": [i]}) for i in range(5)]))
+    assert next(left)["a"].to_pylist() == [0]
+    left.close()   # returns: the helper thread is not left waiting
+
+
+def test_streaming_holds_at_most_two_batches_however_slow_the_reader(tmp_path):
+    # 40 row groups of about 2 MB decoded: a reader that reads ahead without a bound holds most of them
+    # while the caller is slow; ours holds the batch being used and the next. In a fresh process, so that
+    # Arrow's pool peak is this stream's alone.
+    rng = np.random.default_rng(0)
+    n = 40 * 65_536
+    pq.write_table(pa.table({"customer_id": rng.integers(0, 10**9, n), "amount": rng.normal(0, 1, n),
+                             "ts": rng.integers(0, 10**15, n)}), tmp_path / "big.parquet",
+                   row_group_size=65_536, compression="none")
+    code = textwrap.dedent(f"""
+        import time, pyarrow as pa
+        from segmint.engine.io.sources import resolve, stream
+        source, _ = resolve([{str(tmp_path / "big.parquet")!r}], {{"customer_id": "", "amount": "", "ts": ""}}, "t")
+        rows = 0
+        for table in stream(source, source.chunks):
+            rows += table.num_rows
+            time.sleep(0.01)
+        print(rows, pa.default_memory_pool().max_memory())
+    """)
+    rows, peak = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                         check=True).stdout.split())
+    batch = 65_536 * 3 * 8
+    assert rows == n
+    assert peak < 6 * batch, f"{peak / 2**20:.0f} MB of Arrow memory at once for batches of {batch / 2**20:.1f} MB"
