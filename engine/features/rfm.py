@@ -50,15 +50,18 @@ def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
 def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> tuple[pl.Expr, ...]:
     """Expressions for r_score, f_score, m_score, rfm_code, rfm_segment (built once per model: scoring one
     customer spends more time building expressions than evaluating them)."""
-    r = (5 - _below(pl.col("recency_days"), cuts.recency)).alias("r_score")
-    f = (1 + _below(pl.col("frequency"), cuts.frequency)).alias("f_score")
-    m = (1 + _below(pl.col("monetary_total"), cuts.monetary)).alias("m_score")
+    r = 5 - _below(pl.col("recency_days"), cuts.recency)
+    f = 1 + _below(pl.col("frequency"), cuts.frequency)
+    m = 1 + _below(pl.col("monetary_total"), cuts.monetary)
     names = [name for name, _, _ in grid]
-    lookup = {f"{ri}{fi}": name for name, rs, fs in grid for ri in rs for fi in fs}
-    code = pl.concat_str(r.cast(pl.String), f.cast(pl.String), m.cast(pl.String))
-    segment = (pl.concat_str(r.cast(pl.String), f.cast(pl.String))
-               .replace_strict(lookup, return_dtype=pl.Enum(names)))
-    return r, f, m, code.alias("rfm_code"), segment.alias("rfm_segment")
+    # Scores are digits 1-5: the code "RFM" is the number 100 R + 10 F + M as text, and the segment is
+    # looked up by 10 R + F, with no text per customer but the code (3x faster than joining digits).
+    rf = r.cast(pl.Int16) * 10 + f.cast(pl.Int16)
+    lookup = {ri * 10 + fi: name for name, rs, fs in grid for ri in rs for fi in fs}
+    code = (rf * 10 + m.cast(pl.Int16)).cast(pl.String)
+    segment = rf.replace_strict(lookup, return_dtype=pl.Enum(names))
+    return (r.alias("r_score"), f.alias("f_score"), m.alias("m_score"), code.alias("rfm_code"),
+            segment.alias("rfm_segment"))
 
 
 def _below(col: pl.Expr, cuts: Sequence[float]) -> pl.Expr:
