@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from segmint.kernels.codes import int_codes, rehash, text_codes
 
-__all__ = ["IntCodes", "TextCodes", "text_buffers"]
+__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse"]
 
 _START = 1 << 12
 
@@ -40,9 +40,13 @@ class IntCodes:
         """The key of each code."""
         return self._code_keys[: self.n]
 
+    def order(self) -> np.ndarray:
+        """The codes (int64) in their keys' order (ascending)."""
+        return np.argsort(self.values(), kind="stable")
+
     def ranks(self) -> np.ndarray:
         """int32 rank of each code's key among all keys (ascending)."""
-        return _inverse(np.argsort(self.values(), kind="stable"))
+        return inverse(self.order())
 
     def _reserve(self, more: int) -> None:
         if self._code_keys.size < self.n + more:
@@ -80,9 +84,13 @@ class TextCodes:
         return pa.Array.from_buffers(pa.large_string(), self.n,
                                      [None, pa.py_buffer(offsets), pa.py_buffer(self._code_data[: offsets[-1]])])
 
+    def order(self) -> np.ndarray:
+        """The codes (int64) in their strings' order (by UTF-8 bytes)."""
+        return pc.array_sort_indices(self.values()).to_numpy().astype(np.int64)
+
     def ranks(self) -> np.ndarray:
         """int32 rank of each code's string among all strings (by UTF-8 bytes)."""
-        return _inverse(pc.array_sort_indices(self.values()).to_numpy())
+        return inverse(self.order())
 
     def _reserve(self, more: int, more_bytes: int) -> None:
         used = int(self._code_offsets[self.n])
@@ -122,7 +130,8 @@ def _power_of_two(n: int) -> int:
     return 1 << max(int(n - 1).bit_length(), 4)
 
 
-def _inverse(order: np.ndarray) -> np.ndarray:
+def inverse(order: np.ndarray) -> np.ndarray:
+    """The rank (int32) of each code, from the codes in rank order."""
     ranks = np.empty(order.size, np.int32)
     ranks[order] = np.arange(order.size, dtype=np.int32)
     return ranks

@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmint.engine import exact
+from segmint.engine.codes import inverse
 from segmint.engine.config import FeatureConfig, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
@@ -90,9 +91,10 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     if channels is None:
         channels = top_channels(channel_counts, cfg.features.max_channels)
     n_customers = enc.customers.n
+    by_rank = enc.customers.order()   # the code of each customer, customers in id order
     offsets = np.empty(n_customers + 2, np.int64)
     perm = np.empty(rows, perm_dtype(rows))
-    group_rows(lines.customer, _group_of_code(enc), n_customers + 1, perm, offsets)
+    group_rows(lines.customer, _group_of_code(by_rank), n_customers + 1, perm, offsets)
     lines.customer = None
     rec = lines.records
     # Column-major: each feature column is contiguous, for the table built from them.
@@ -116,10 +118,10 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     lines.count_rejects(rec["reason"][later], rec["amount"][later])
     table = grouped = None
     if mode == "features":
-        ids = enc.customer_ids(_codes_by_rank(enc)[kept])
+        ids = enc.customer_ids(by_rank[kept])
         table = _feature_table(ids, kept, features, shares, line_out, channels, lines.has_category, cfg.features)
     elif mode == "cohorts":
-        grouped = _grouped(offsets, perm, rec, enc, lines.has_order)
+        grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
     return MappedLines(
         table=table, grouped=grouped,
@@ -247,15 +249,10 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
     return out
 
 
-def _group_of_code(enc: Encoders) -> np.ndarray:
+def _group_of_code(by_rank: np.ndarray) -> np.ndarray:
     """The group of each customer code (int32): its customer's rank by id; a missing id (code -1) takes the
     appended last entry, the group after every customer's."""
-    return np.append(enc.customers.ranks(), np.int32(enc.customers.n))
-
-
-def _codes_by_rank(enc: Encoders) -> np.ndarray:
-    """The code of the customer of each rank."""
-    return np.argsort(enc.customers.ranks()).astype(np.int64)
+    return np.append(inverse(by_rank), np.int32(by_rank.size))
 
 
 def _channel_columns(enc: Encoders, channels: Sequence[str]) -> np.ndarray:
@@ -296,7 +293,8 @@ def _feature_table(ids: pl.Series, kept: np.ndarray, features: np.ndarray, share
     return pl.DataFrame({"customer_id": ids, **cols}).with_columns(activity_status=activity_status(cfg.lifecycle))
 
 
-def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encoders, has_order: bool) -> Grouped:
+def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encoders, by_rank: np.ndarray,
+             has_order: bool) -> Grouped:
     """The usable lines of customers with any, grouped by customer (in id order), in line order."""
     keep = rec["reason"][perm] == OK
     before = np.concatenate(([0], np.cumsum(keep)))
@@ -310,7 +308,7 @@ def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encode
         starts = np.ones(order.size, bool)
         starts[1:] = missing[1:] | missing[:-1] | (order[1:] != order[:-1])
         key = np.cumsum(starts)
-    return Grouped(ids=enc.customer_ids(_codes_by_rank(enc)[counts > 0]), offsets=offsets, perm=rows,
+    return Grouped(ids=enc.customer_ids(by_rank[counts > 0]), offsets=offsets, perm=rows,
                    ts=lines["ts"].copy(), amount=lines["amount"].copy(), order_key=key)
 
 
