@@ -16,12 +16,11 @@ is null). A column the files hold themselves is read from the files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import urllib.parse
-from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -177,7 +176,8 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) -> Iterator[pa.Table]:
+def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \
+        -> Generator[pa.Table, None, None]:
     import pyarrow.parquet as pq
 
     for chunk in chunks:
@@ -205,17 +205,46 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
             raise InputContractError(msg) from None
 
 
-def _one_ahead(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
+def _one_ahead(items: Generator[pa.Table, None, None]) -> Iterator[pa.Table]:
     """``items``, each produced on a helper thread while the caller works on the one before: decoding
     overlaps the map, and no more than two are held at once (a dataset scanner reads ahead without a
-    bound in bytes: 280-470 MB of M's input in flight)."""
-    from concurrent.futures import ThreadPoolExecutor
+    bound in bytes: 280-470 MB of M's input in flight). A plain daemon thread, not an executor: Python
+    shuts executors down when the main thread ends, which would stop a run going on in another thread;
+    and left early, the helper stops after the item it is making and ``items`` is closed."""
+    import queue
+    import threading
 
-    with ThreadPoolExecutor(1, thread_name_prefix="segmint-read") as pool:
-        coming = pool.submit(next, items, None)
-        while (item := coming.result()) is not None:
-            coming = pool.submit(next, items, None)
+    asks: queue.Queue[bool] = queue.Queue()
+    made: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+    def produce() -> None:
+        while asks.get():   # True: make the next item; False: stop
+            try:
+                made.put((True, next(items)))
+            except StopIteration:
+                made.put((False, None))
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                made.put((False, exc))
+                return
+
+    helper = threading.Thread(target=produce, name="segmint-read", daemon=True)
+    helper.start()
+    asks.put(True)
+    try:
+        while True:
+            ok, item = made.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            asks.put(True)
             yield item
+    finally:
+        asks.put(False)
+        if threading.current_thread() is not helper:   # (closed by a collection on the helper: it stops alone)
+            helper.join()
+            items.close()
 
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:

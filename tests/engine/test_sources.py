@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import polars as pl
@@ -56,20 +57,45 @@ def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
         list(stream(source, source.chunks))
 
 
-def test_one_ahead_passes_errors_on_and_can_be_left_early():
-    def items():
-        yield pa.table({"a": [1]})
-        yield pa.table({"a": [2]})
-        raise OSError("disk gone")
+def test_one_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
+    def items(n, fail=False):
+        for i in range(n):
+            yield pa.table({"a": [i]})
+        if fail:
+            raise OSError("disk gone")
 
-    ahead = sources._one_ahead(items())
+    ahead = sources._one_ahead(items(2, fail=True))
+    assert next(ahead)["a"].to_pylist() == [0]
     assert next(ahead)["a"].to_pylist() == [1]
-    assert next(ahead)["a"].to_pylist() == [2]
     with pytest.raises(OSError, match="disk gone"):
         next(ahead)
-    left = sources._one_ahead(iter([pa.table({"a": [i]}) for i in range(5)]))
+    source = items(5)
+    left = sources._one_ahead(source)
     assert next(left)["a"].to_pylist() == [0]
-    left.close()   # returns: the helper thread is not left waiting
+    left.close()
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+    assert source.gi_frame is None   # closed: its file is released now, not when collected
+
+
+def test_a_run_in_another_thread_reads_on_after_the_main_thread_ends(tmp_path):
+    # Python shuts executors down once the main thread is done: a helper built on one stopped a run
+    # going on in a worker thread with "cannot schedule new futures after shutdown".
+    _write(tmp_path / "a.parquet", 50_000, 1_000, 0)
+    code = textwrap.dedent(f"""
+        import threading, time
+        from segmint.engine.io.sources import resolve, stream
+        source, _ = resolve([{str(tmp_path / "a.parquet")!r}], {{"customer_id": ""}}, "t")
+        def work():
+            rows = 0
+            for table in stream(source, source.chunks):
+                rows += table.num_rows
+                time.sleep(0.005)
+            print(rows)
+        threading.Thread(target=work).start()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["50000"]
 
 
 def test_streaming_holds_at_most_two_batches_however_slow_the_reader(tmp_path):
