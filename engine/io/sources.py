@@ -200,6 +200,8 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
                 seen += batch.num_rows
                 if hi > lo:
                     yield _hive_columns(pa.Table.from_batches([batch.slice(lo, hi - lo)]), source, chunk)
+                if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
+                    break
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
