@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
+from segmint.engine.codes import IntCodes
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.kernels.clv import (bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs, n_blocks,
@@ -386,14 +387,19 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
 
 
 def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct (x, T) pairs (x: whole numbers) and each customer's index into them: T's distinct
-    values first, then one integer key per pair, which sorts far faster than pairs of floats."""
+    """The distinct (x, T) pairs (x: whole numbers), in first-seen order, and each customer's index into
+    them: T's distinct values coded by their bits, then one integer key per pair coded, by hash tables
+    (engine.codes): no sort. Their order does not matter: each pair's values are computed alone."""
     if x.size == 0:
         return x.copy(), T.copy(), np.zeros(0, np.intp)
-    Ts, iT = np.unique(T, return_inverse=True)
+    none_missing = np.zeros(x.size, bool)
+    times = IntCodes()
+    iT = times.encode((np.asarray(T, dtype=np.float64) + 0.0).view(np.int64), none_missing)   # + 0.0: -0.0 is 0.0
     width = int(x.max()) + 1
-    keys, inverse = np.unique(iT.astype(np.int64) * width + x.astype(np.int64), return_inverse=True)
-    return (keys % width).astype(np.float64), Ts[keys // width], inverse
+    pairs = IntCodes()
+    inverse = pairs.encode(iT.astype(np.int64) * width + x.astype(np.int64), none_missing).astype(np.intp)
+    keys = pairs.values()
+    return (keys % width).astype(np.float64), times.values().view(np.float64)[keys // width], inverse
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

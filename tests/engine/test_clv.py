@@ -361,6 +361,7 @@ def test_distinct_pairs_index_every_customer_back_to_its_own_values(n):
     rng = np.random.default_rng(n)
     x = rng.integers(0, 30, n).astype(np.float64)
     T = rng.integers(0, 200, n) / 7.0          # weeks: T is any float, x a whole number
+    T[: n // 10] *= -0.0                       # zeros of both signs are one value
     xu, Tu, inverse = _pairs(x, T)
     assert np.array_equal(xu[inverse], x) and np.array_equal(Tu[inverse], T)
     assert len(set(zip(xu.tolist(), Tu.tolist(), strict=True))) == xu.size == len(set(zip(x.tolist(), T.tolist(),
