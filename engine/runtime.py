@@ -15,11 +15,15 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["available_cpus", "configure", "passive_openmp", "small_pages", "numba_cache_dir", "current_rss",
-           "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm"]
+           "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "map_threads"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def available_cpus() -> int:
@@ -166,6 +170,38 @@ def configure(threads: int | None = None) -> tuple[int, list[str]]:
 
         faiss.omp_set_num_threads(n)
     return n, late
+
+
+def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, for
+    work that releases the GIL (NumPy sorts and reductions); results in order, the first error raised.
+    Plain threads, not an executor: Python stops executors once the main thread ends, which would stop
+    a run going on in another thread."""
+    import threading
+
+    import numba
+
+    n = min(len(items), numba.get_num_threads())
+    if n <= 1:
+        return [fn(item) for item in items]
+    out: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        try:
+            for i in range(first, len(items), n):
+                out[i] = fn(items[i])
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(first,), name="segmint-map") for first in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return out
 
 
 def passive_openmp() -> None:

@@ -107,3 +107,29 @@ def test_numpy_arrays_stay_off_huge_pages_unless_the_user_asks(code, env, huge):
     probe = f"{code}; from numpy._core import multiarray; print(multiarray._set_madvise_hugepage(False))"
     out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(huge)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
+    import threading
+
+    import numba
+
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    seen = set()
+
+    def square(i):
+        seen.add(threading.current_thread())   # the thread objects live until joined: never reused
+        return i * i
+
+    assert runtime.map_threads(square, list(range(9))) == [i * i for i in range(9)]
+    assert runtime.map_threads(square, []) == []
+    assert len(seen - {threading.main_thread()}) == (0 if threads == 1 else 2)
+
+    def fail(i):
+        if i == 5:
+            raise ValueError("item 5")
+        return i
+
+    with pytest.raises(ValueError, match="item 5"):
+        runtime.map_threads(fail, list(range(9)))
