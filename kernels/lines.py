@@ -31,7 +31,7 @@ from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, round_partials
 from segmint.kernels.hashing import mix64
 from segmint.kernels.sequence import line_row, order_row
 
-__all__ = ["row_reasons", "customer_pass", "fill_lines", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
+__all__ = ["row_reasons", "customer_pass", "fill_lines", "chunk_tally", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
            "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
            "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD", "DEDUPE_TIME",
            "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "DEDUPE_ASKED", "EMPTY"]
@@ -127,6 +127,27 @@ def fill_lines(at, customer, ts, ts_state, amount, amount_bad, amount_null, orde
         out_channel[j] = channel[i] if has_channel else -1
         out_category[j] = category[i] if has_category else -1
         out_reason[j] = _reason(customer[i], ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+
+
+@serial
+def chunk_tally(reason, ts, channel, counts):
+    """Of a chunk's rows (their reasons as ``fill_lines`` wrote them): whether any row has no reason,
+    the latest time among those rows, and the rows with a reason, counted; ``counts[code]`` += the
+    rows with no reason of each channel code (channel: of length 0 when not mapped; -1: none).
+    One pass, where NumPy took seven."""
+    has_channel = channel.shape[0] > 0
+    usable = False
+    latest = np.iinfo(np.int64).min
+    bad = 0
+    for i in range(reason.shape[0]):
+        if reason[i] != OK:
+            bad += 1
+            continue
+        usable = True
+        latest = max(latest, ts[i])
+        if has_channel and channel[i] >= 0:
+            counts[channel[i]] += 1
+    return usable, latest, bad
 
 
 @serial

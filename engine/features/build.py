@@ -33,7 +33,7 @@ from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
-                                   DEDUPE_RAW, DEDUPE_TIME, OK, customer_pass, fill_lines)
+                                   DEDUPE_RAW, DEDUPE_TIME, OK, chunk_tally, customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "REASON_NAMES", "LINE_FEATURES", "channel_columns", "top_channels"]
@@ -177,7 +177,8 @@ class _Lines:
         self.early: list[tuple[np.ndarray, pa.Table]] = []
         self._channels = np.zeros(0, np.int64)
 
-    def add(self, at: int, part: LineColumns, table: pa.Table, future_us: int, as_of_us: int) -> None:
+    def add(self, at: int, part: LineColumns, table: pa.Table, future_us: int, as_of_us: int, n_channels: int) -> None:
+        """Write a chunk's rows at ``at``; ``n_channels``: the channel codes given so far."""
         n = part.rows
         rec = self.records
         none32, none64, nobool = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.bool_)
@@ -191,6 +192,10 @@ class _Lines:
                    rec["order_missing"], rec["channel"], rec["category"], rec["reason"])
         reason = rec["reason"][at: at + n]
         self.has_order, self.has_category = part.order is not None, part.category is not None
+        if n_channels > self._channels.size:
+            self._channels = np.concatenate([self._channels, np.zeros(n_channels - self._channels.size, np.int64)])
+        usable, top, bad_rows = chunk_tally(reason, part.ts, part.channel if part.channel is not None else none32,
+                                            self._channels)
         if part.raw is not None:
             if self.raw is None:
                 self.raw = np.empty(self.records.size, np.uint64)
@@ -199,19 +204,10 @@ class _Lines:
             if self.dedupe_key is None:
                 self.dedupe_key = np.empty(self.records.size, np.uint64)
             self.dedupe_key[at: at + n] = part.dedupe_key
-        usable = reason == OK
-        if usable.any():
-            top = int(part.ts[usable].max())
+        if usable:
             self.latest = top if self.latest is None else max(self.latest, top)
-        if part.channel is not None:
-            counts = np.bincount(part.channel[usable & (part.channel >= 0)])
-            if counts.size > self._channels.size:
-                counts[: self._channels.size] += self._channels
-                self._channels = counts
-            else:
-                self._channels[: counts.size] += counts
-        bad = np.flatnonzero(reason)
-        if bad.size:
+        if bad_rows:
+            bad = np.flatnonzero(reason)
             self.early.append((bad + at, table.take(pa.array(bad))))
             self.count_rejects(reason[bad], part.amount[bad])
 
@@ -241,7 +237,7 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
         if at + n > rows:
             msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"
             raise InputContractError(msg)
-        out.add(at, part, table, future_us, as_of_us)
+        out.add(at, part, table, future_us, as_of_us, enc.channels.n)
         at += n
     if at != rows:
         msg = f"the input holds {at} rows, not the {rows} the run planned for: it changed while being read; rerun"
