@@ -122,3 +122,16 @@ def test_streaming_holds_at_most_two_batches_however_slow_the_reader(tmp_path):
     batch = 65_536 * 3 * 8
     assert rows == n
     assert peak < 6 * batch, f"{peak / 2**20:.0f} MB of Arrow memory at once for batches of {batch / 2**20:.1f} MB"
+
+
+def test_a_hive_key_some_files_hold_themselves_comes_from_each_files_folder_otherwise(tmp_path):
+    # Read through a dataset scanner, every file took the first file's columns: where the first held the
+    # key itself, the others' rows came back with it null instead of their folder's value.
+    (tmp_path / "region=north").mkdir()
+    (tmp_path / "region=south").mkdir()
+    pq.write_table(pa.table({"customer_id": [1, 2], "region": ["north", "north"]}),
+                   tmp_path / "region=north" / "a.parquet")
+    pq.write_table(pa.table({"customer_id": [3]}), tmp_path / "region=south" / "b.parquet")
+    source, _ = resolve([tmp_path], {"customer_id": "--customer-col", "region": ""}, "transactions")
+    got = pl.concat([pl.from_arrow(t) for t in stream(source, source.chunks)])
+    assert got.sort("customer_id")["region"].to_list() == ["north", "north", "south"]
