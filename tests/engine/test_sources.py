@@ -135,3 +135,13 @@ def test_a_hive_key_some_files_hold_themselves_comes_from_each_files_folder_othe
     source, _ = resolve([tmp_path], {"customer_id": "--customer-col", "region": ""}, "transactions")
     got = pl.concat([pl.from_arrow(t) for t in stream(source, source.chunks)])
     assert got.sort("customer_id")["region"].to_list() == ["north", "north", "south"]
+
+
+def test_row_counts_from_the_parquet_footer_equal_what_is_read(tmp_path):
+    frame = _write(tmp_path / "a.parquet", 1_234, 100, 3)
+    pq.write_table(pa.table({"customer_id": pa.array([], pa.int64()), "amount": pa.array([], pa.float64()),
+                             "channel": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    assert sources._rows(str(tmp_path / "a.parquet"), False, ()) == frame.height == 1_234
+    assert sources._rows(str(tmp_path / "empty.parquet"), False, ()) == 0
+    frame.write_csv(tmp_path / "a.csv")
+    assert sources._rows(str(tmp_path / "a.csv"), True, ()) == 1_234
