@@ -187,7 +187,7 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
             names = meta.schema.to_arrow_schema().names
             present = [c for c in source.columns if c in names]   # the others: Hive keys (_hive_columns)
             file = pq.ParquetFile(path, metadata=meta, read_dictionary=[c for c in dictionary if c in names])
-            starts = np.concatenate(([0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])))
+            starts = np.concatenate(([0], np.cumsum(_group_sizes(meta))))
             groups = [i for i in range(meta.num_row_groups)
                       if starts[i] < chunk.offset + chunk.rows and starts[i + 1] > chunk.offset]
             # The chunk's rows within what its row groups yield: skip, then take.
@@ -357,4 +357,9 @@ def _row_groups(path: str) -> list[int]:
     except (OSError, ValueError) as exc:
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None
+    return _group_sizes(meta)
+
+
+def _group_sizes(meta: Any) -> list[int]:
+    """Rows of each row group of a Parquet file's metadata."""
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
