@@ -85,13 +85,16 @@ def row_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us,
         out[i] = _reason(customer[i], ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
 
 
-@parallel
+@serial
 def times_us(values, missing, per_us, first_us, last_us, out_ts, out_state):
     """Times in ``per_us`` microseconds to microseconds: TS_MISSING where missing, TS_BAD (the raw value
-    kept) outside [first_us, last_us]."""
+    kept) outside [first_us, last_us].
+
+    Serial: it runs in the map's read loop while the read-ahead thread decodes on the other core, and a
+    parallel region there waits on a worker that shares that core (on M: 0.20 s in the map, 0.05 s serial)."""
     lo = -(-first_us // per_us)
     hi = last_us // per_us
-    for i in prange(values.shape[0]):
+    for i in range(values.shape[0]):
         v = np.int64(values[i])
         if missing[i]:
             out_ts[i] = 0
