@@ -4,8 +4,8 @@ Each kernel runs once on tiny inputs; with ``cache=True`` the machine code is
 written to NUMBA_CACHE_DIR, so later processes start without compiling. Cache
 files are keyed to the CPU model: warm up on the machine that runs the job. The
 map's kernels are compiled by mapping tiny tables of the column types the map meets
-(integer and text ids, integer and text order ids, no order column), so that every
-specialisation a run uses is in the cache.
+(integer and text ids, integer and text order ids, no order column, text and dictionary
+channels), so that every specialisation a run uses is in the cache.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def _map_tiny_tables() -> None:
             "category": ["x", "x"]}
     for customer, order in (([1, 1], [7, 8]), (["a", "a"], ["o1", "o2"]), ([1, 1], None)):
         frame = pl.DataFrame({"customer_id": customer, **rows, **({"order_id": order} if order else {})})
+        if order is None:   # channels and categories as Parquet files give them to the map: dictionaries
+            frame = frame.with_columns(pl.col("channel", "category").cast(pl.Categorical))
         cfg = RunConfig(columns=Columns(order="order_id" if order else None))
         for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),

@@ -34,6 +34,7 @@ from segmint.engine.codes import IntCodes, TextCodes
 from segmint.engine.config import Columns
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
+from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import OK, TS_BAD, TS_MISSING, row_reasons, times_us
 
 __all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_rows"]
@@ -255,9 +256,15 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
         else:
             array = _one_chunk(array)
     if pa.types.is_dictionary(array.type):
-        lookup = np.append(codes.encode(array.dictionary.cast(pa.large_string())), np.int32(-1))
-        indices = pc.fill_null(array.indices.cast(pa.int64()), -1).to_numpy()
-        return lookup[indices]
+        lookup = codes.encode(array.dictionary.cast(pa.large_string()))
+        indices = array.indices if array.indices.type == pa.int32() else array.indices.cast(pa.int32())
+        missing = np.zeros(0, bool)
+        if indices.null_count:
+            missing = _nulls(indices)
+            indices = pc.fill_null(indices, 0)
+        out = np.empty(len(indices), np.int32)
+        dictionary_codes(indices.to_numpy(), missing, lookup, out)
+        return out
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
             or pa.types.is_string_view(array.type)):
         array = array.cast(pa.large_string())

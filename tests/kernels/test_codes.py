@@ -50,3 +50,26 @@ def test_strings_are_told_apart_by_their_bytes_not_their_hash():
     assert text_hash(data, 0, 3) != text_hash(data, 3, 6)
     codes = TextCodes()
     assert codes.encode(pa.array(["abc", "abd", "abc"])).tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("index_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint32()])
+def test_dictionary_columns_code_each_row_as_its_value(index_type):
+    # A dictionary column's rows are coded through its values' codes (kernels.codes.dictionary_codes): each
+    # row's code is its value's, a null row or a null value -1, across slices and chunks.
+    from segmint.engine.io.canonical import _text_codes
+
+    rng = np.random.default_rng(7)
+    vocabulary = pa.array(["web", None, "store", "", "app", "日本"], pa.string())
+    indices = rng.integers(0, len(vocabulary), 3000)
+    rows_missing = rng.random(3000) < 0.1
+    column = pa.DictionaryArray.from_arrays(pa.array(np.where(rows_missing, None, indices).tolist(), index_type),
+                                            vocabulary)
+    values = [None if m else vocabulary[int(i)].as_py() for i, m in zip(indices, rows_missing)]
+    codes = TextCodes()
+    pieces = [column.slice(0, 1000), pa.chunked_array([column.slice(1000, 700), column.slice(1700, 1300)])]
+    got = np.concatenate([_text_codes(codes, piece) for piece in pieces])
+    names = codes.values().to_pylist()
+    assert [None if c < 0 else names[c] for c in got] == values and (got >= 0).all() == (None not in values)
+    assert len(set(names)) == len(names) and None not in names
+    no_nulls = pa.DictionaryArray.from_arrays(pa.array(indices[:500] % 2 * 2, index_type), vocabulary)
+    assert _text_codes(TextCodes(), no_nulls).tolist() == (indices[:500] % 2).tolist()
