@@ -247,10 +247,19 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
         for g in range(block * _BLOCK, min(n_groups, (block + 1) * _BLOCK)):
             lo = offsets[g]
             n = offsets[g + 1] - lo
+            # The customer's rows are scattered over the bucket: a first loop that only loads them lets
+            # the CPU wait for all their cache misses at once; copying the fields then hits the cache
+            # (customer_pass on M: 1.20-1.27 -> 1.05-1.06 s).
             for i in range(n):
                 r = perm[lo + i]
                 pos[i] = r
                 l_ts[i] = ts[r]
+                if has_raw:
+                    l_raw[i] = raw[r]
+                if has_key:
+                    l_dkey[i] = dedupe_key[r]
+            for i in range(n):
+                r = pos[i]
                 l_state[i] = ts_state[r]
                 l_amount[i] = amount[r]
                 l_bits[i] = amount_bits[r]
@@ -261,10 +270,6 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
                 l_key[i] = 0 if l_missing[i] or not has_order else (order_rank[order[r]] if ranked else order[r])
                 l_channel[i] = channel[r]
                 l_category[i] = category_rank[category[r]]
-                if has_raw:
-                    l_raw[i] = raw[r]
-                if has_key:
-                    l_dkey[i] = dedupe_key[r]
                 l_reason[i] = reason[r]
             _line_order(l_missing, l_key, l_ts, n, by)
             for i in range(n):
