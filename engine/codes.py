@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segmint.engine.io import arrow_numpy
 from segmint.kernels.codes import int_codes, rehash, text_codes
 
 __all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse"]
@@ -86,7 +87,7 @@ class TextCodes:
 
     def order(self) -> np.ndarray:
         """The codes (int64) in their strings' order (by UTF-8 bytes)."""
-        return pc.array_sort_indices(self.values()).to_numpy().astype(np.int64)
+        return arrow_numpy.values(pc.array_sort_indices(self.values())).astype(np.int64)
 
     def ranks(self) -> np.ndarray:
         """int32 rank of each code's string among all strings (by UTF-8 bytes)."""
@@ -116,7 +117,7 @@ def text_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     _, offsets_buf, data_buf = strings.buffers()
     offsets = np.frombuffer(offsets_buf, np.int64)[strings.offset: strings.offset + len(strings) + 1]
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    missing = strings.is_null().to_numpy(zero_copy_only=False)
+    missing = arrow_numpy.flags(strings.is_null())
     return offsets, data, missing
 
 

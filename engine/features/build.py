@@ -28,6 +28,7 @@ from segmint.engine.config import FeatureConfig, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
+from segmint.engine.io import arrow_numpy
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import release_free_memory
@@ -208,7 +209,7 @@ class _Lines:
             self.latest = top if self.latest is None else max(self.latest, top)
         if bad_rows:
             bad = np.flatnonzero(reason)
-            self.early.append((bad + at, table.take(pa.array(bad))))
+            self.early.append((bad + at, table.take(arrow_numpy.array(bad))))
             self.count_rejects(reason[bad], part.amount[bad])
 
     def count_rejects(self, reason: np.ndarray, amount: np.ndarray) -> None:

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from segmint.engine.codes import IntCodes, TextCodes
 from segmint.engine.config import Columns
+from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
@@ -85,7 +86,7 @@ class Encoders:
     def customer_ids(self, codes: np.ndarray) -> pl.Series:
         """The customer id of each code in ``codes``, in the canonical type."""
         if isinstance(self.customers, TextCodes):
-            return pl.Series("customer_id", self.customers.values().take(pa.array(codes)), dtype=pl.String)
+            return pl.Series("customer_id", self.customers.values().take(array(codes)), dtype=pl.String)
         keys = self.customers.values()[codes]
         if self.unsigned:
             return pl.Series("customer_id", keys.view(np.uint64) ^ np.uint64(1 << 63), dtype=pl.UInt64)
@@ -121,7 +122,7 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
         customer = enc.customers.encode(keys, missing)
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, amount_null = _floats(table.column(columns.amount if typed else "__amount"))
-    amount_bad = np.zeros(n, bool) if typed else table.column("__amount_bad").to_numpy(zero_copy_only=False)
+    amount_bad = np.zeros(n, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
     order = order_missing = None
     if columns.order is not None:
         source = table.column(columns.order if typed else "__order")
@@ -134,8 +135,8 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
         if columns.channel is not None else None
     category = _text_codes(enc.categories, table.column(columns.category if typed else "__category")) \
         if columns.category is not None else None
-    raw = None if typed else table.column("__raw").to_numpy()
-    dedupe_key = table.column("__dedupe").to_numpy() if not typed and dedupe_on else None
+    raw = None if typed else values(_one_chunk(table.column("__raw")))
+    dedupe_key = values(_one_chunk(table.column("__dedupe"))) if not typed and dedupe_on else None
     return LineColumns(customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
                        raw, dedupe_key)
 
@@ -149,7 +150,7 @@ def usable_rows(table: pa.Table, columns: Columns, typed: bool, future_us: int,
     missing = _nulls(table.column(columns.customer if typed else "__cid"))
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, _ = _floats(table.column(columns.amount if typed else "__amount"))
-    amount_bad = np.zeros(missing.size, bool) if typed else table.column("__amount_bad").to_numpy(zero_copy_only=False)
+    amount_bad = np.zeros(missing.size, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
     reason = np.empty(missing.size, np.uint8)
     row_reasons(np.where(missing, -1, 0).astype(np.int32), ts, ts_state, amount, amount_bad, future_us,
                 as_of_us, reason)
@@ -167,13 +168,11 @@ def _ints(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """int64 keys of an integer column (UInt64 shifted by 2^63, which keeps their order) and its nulls."""
     array = _one_chunk(array)
     missing = _nulls(array)
-    if array.null_count:
-        array = pc.fill_null(array, 0)
     if array.type == pa.uint64():
-        return array.to_numpy().view(np.int64) ^ np.int64(-(1 << 63)), missing
+        return values(array).view(np.int64) ^ np.int64(-(1 << 63)), missing
     if array.type != pa.int64():
         array = array.cast(pa.int64())
-    return array.to_numpy(), missing
+    return values(array), missing
 
 
 def _floats(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -182,9 +181,7 @@ def _floats(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     missing = _nulls(array)
     if array.type != pa.float64():
         array = array.cast(pa.float64())
-    if array.null_count:
-        array = pc.fill_null(array, np.nan)
-    return array.to_numpy(), missing
+    return values(array, np.nan), missing
 
 
 def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -193,16 +190,14 @@ def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     array = _one_chunk(array)
     missing = _nulls(array)
     if pa.types.is_date(array.type):
-        values = array.cast(pa.date32()).cast(pa.int32())
+        raw = array.cast(pa.date32()).cast(pa.int32())
         per = 86_400_000_000
     else:
-        values = array.cast(pa.int64())
+        raw = array.cast(pa.int64())
         per = _UNITS_US[array.type.unit]
-    if values.null_count:
-        values = pc.fill_null(values, 0)
-    ts = np.empty(len(values), np.int64)
-    state = np.empty(len(values), np.uint8)
-    times_us(values.to_numpy(), missing, per, FIRST_US, LAST_US, ts, state)
+    ts = np.empty(len(raw), np.int64)
+    state = np.empty(len(raw), np.uint8)
+    times_us(values(raw), missing, per, FIRST_US, LAST_US, ts, state)
     return ts, state
 
 
@@ -220,11 +215,11 @@ def _one_chunk(array: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def _parsed_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     parsed = table.column("__ts")
-    missing = table.column("__ts_missing").to_numpy(zero_copy_only=False)
+    missing = flags(_one_chunk(table.column("__ts_missing")))
     bad = ~missing & _nulls(parsed)
-    values = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy()
+    times = values(_one_chunk(parsed.cast(pa.int64())))
     state = np.where(missing, TS_MISSING, np.where(bad, TS_BAD, 0)).astype(np.uint8)
-    return np.ascontiguousarray(values), state
+    return np.ascontiguousarray(times), state
 
 
 def _as_read(schema: pl.Schema, names: Sequence[str]) -> list[pl.Expr]:
@@ -258,12 +253,9 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
     if pa.types.is_dictionary(array.type):
         lookup = codes.encode(array.dictionary.cast(pa.large_string()))
         indices = array.indices if array.indices.type == pa.int32() else array.indices.cast(pa.int32())
-        missing = np.zeros(0, bool)
-        if indices.null_count:
-            missing = _nulls(indices)
-            indices = pc.fill_null(indices, 0)
+        missing = _nulls(indices) if indices.null_count else np.zeros(0, bool)
         out = np.empty(len(indices), np.int32)
-        dictionary_codes(indices.to_numpy(), missing, lookup, out)
+        dictionary_codes(values(indices), missing, lookup, out)
         return out
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
             or pa.types.is_string_view(array.type)):
@@ -275,7 +267,7 @@ def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     # A dictionary's null count is its indices'; a null among its values is missing too (is_null sees both).
     if array.null_count == 0 and not pa.types.is_dictionary(array.type):
         return np.zeros(len(array), bool)
-    return pc.is_null(array).to_numpy(zero_copy_only=False)
+    return flags(_one_chunk(pc.is_null(array)))
 
 
 def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) -> pa.Table:

@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmint.engine.errors import InputContractError
-from segmint.engine.io import store
+from segmint.engine.io import arrow_numpy, store
 
 __all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "stream", "read_at", "first_line"]
 
@@ -167,7 +167,7 @@ def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> p
     for chunk in chunks:
         lo, hi = np.searchsorted(positions, [start, start + chunk.rows])
         if hi > lo:
-            parts.append(read_chunk(source, chunk).to_arrow().take(pa.array(positions[lo:hi] - start)))
+            parts.append(read_chunk(source, chunk).to_arrow().take(arrow_numpy.array(positions[lo:hi] - start)))
         start += chunk.rows
     return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
 

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmint.engine.hashing import customer_hash
-from segmint.engine.io import store
+from segmint.engine.io import arrow_numpy, store
 from segmint.engine.io.canonical import usable_rows
 from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
@@ -80,7 +80,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
                    bounds)
         if job.role == "tx":
             stats.append(row_stats(table, plan))
-        table = table.take(pa.array(order))
+        table = table.take(arrow_numpy.array(order))
         for b in np.flatnonzero(np.diff(bounds)):
             parts[b].append(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
     for b, slices in enumerate(parts):

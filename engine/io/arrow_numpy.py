@@ -1,0 +1,48 @@
+"""Arrow arrays as NumPy arrays, read from their buffers.
+
+pyarrow's ``Array.to_numpy`` imports pandas wherever pandas is installed (0.16 s, once per
+process: every command's first chunk paid it), although the map only needs the buffers.
+``values`` views a numeric array's values buffer; ``flags`` unpacks a boolean array's bits;
+``array`` goes the other way (``pa.array`` of a NumPy array imports pandas as well).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["values", "flags", "array"]
+
+_DTYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+           pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
+           pa.float32(): np.float32, pa.float64(): np.float64}
+
+
+def values(array: pa.Array, fill: float = 0) -> np.ndarray:
+    """The values of a fixed-width numeric array, without a copy where it has no nulls; else a copy with
+    ``fill`` at the nulls (pyarrow's fill_null takes a pyarrow scalar, whose making imports pandas too)."""
+    dtype = np.dtype(_DTYPES[array.type])
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    view = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
+    if not array.null_count:
+        return view
+    return np.where(flags(pc.is_valid(array)), view, dtype.type(fill))
+
+
+def flags(array: pa.Array) -> np.ndarray:
+    """A boolean array without nulls as NumPy bools."""
+    if array.null_count:
+        msg = "flags() takes a boolean array without nulls"
+        raise ValueError(msg)
+    if len(array) == 0:
+        return np.zeros(0, bool)
+    bits = np.frombuffer(array.buffers()[1], np.uint8)
+    return np.unpackbits(bits, count=array.offset + len(array), bitorder="little")[array.offset:].view(bool)
+
+
+def array(numbers: np.ndarray) -> pa.Array:
+    """A NumPy numeric array as an Arrow array over the same memory."""
+    numbers = np.ascontiguousarray(numbers)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(numbers.dtype), numbers.size, [None, pa.py_buffer(numbers)])

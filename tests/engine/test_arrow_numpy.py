@@ -1,0 +1,50 @@
+"""Arrow arrays as NumPy from their buffers (engine.io.arrow_numpy) against pyarrow's own conversion."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from segmint.engine.io.arrow_numpy import flags, values
+
+
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
+                                        pa.uint32(), pa.uint64(), pa.float32(), pa.float64()])
+def test_values_are_the_arrays_values_at_any_offset(arrow_type):
+    rng = np.random.default_rng(3)
+    array = pa.array(rng.integers(0, 100, 1000)).cast(arrow_type)
+    for lo, n in ((0, 1000), (1, 998), (517, 3), (999, 1), (400, 0)):
+        part = array.slice(lo, n)
+        got = values(part)
+        assert got.dtype == part.to_numpy().dtype and np.array_equal(got, part.to_numpy())
+
+
+@pytest.mark.parametrize("offset", [0, 1, 7, 8, 13])
+def test_flags_unpack_the_bits_at_any_offset(offset):
+    rng = np.random.default_rng(offset)
+    bits = rng.random(300) < 0.4
+    part = pa.array(bits).slice(offset, 300 - 2 * offset)
+    got = flags(part)
+    assert got.dtype == bool and got.tolist() == bits[offset: 300 - offset].tolist()
+    assert flags(pa.array([], pa.bool_())).size == 0
+    with pytest.raises(ValueError, match="without nulls"):
+        flags(pa.array([True, None]))
+
+
+def test_the_map_does_not_import_pandas():
+    # pyarrow's to_numpy imports pandas where installed (0.16 s a process); the map reads buffers instead.
+    code = """
+import sys, datetime as dt, polars as pl
+from segmint.engine.config import RunConfig, Columns
+from segmint.engine.features.table import features_of
+when = dt.datetime(2024, 1, 1)
+frame = pl.DataFrame({"customer_id": [1, 1, None], "ts": [when, None, when], "amount": [1.0, None, 2.0],
+                      "order_id": [7, 8, 9], "channel": ["a", None, "b"], "category": ["x", "y", None]})
+frame = frame.with_columns(pl.col("channel").cast(pl.Categorical))
+features_of(frame, RunConfig(columns=Columns(order="order_id")), as_of=when, now=when, channels=None, mode="features")
+print("pandas" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
