@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from segmint.engine.codes import IntCodes
+from segmint.engine.codes import IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.kernels.clv import (bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs, n_blocks,
@@ -403,9 +403,17 @@ def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct values of ``v``, each element's index into them (int32) and their counts."""
-    values, index, counts = np.unique(v, return_inverse=True, return_counts=True)
-    return values, index.astype(np.int32), counts
+    """The distinct values of ``v`` (ascending, as np.unique's), each element's index into them (int32) and
+    their counts. The values are coded by their bits in a hash table (every NaN as one, -0.0 as 0.0, the
+    values np.unique takes as equal) and only the distinct ones sorted: np.unique sorted all 909 k, five
+    times a fit (0.165 s on bench M, now 0.04 s)."""
+    v = np.asarray(v, np.float64)
+    codes = IntCodes()
+    code = codes.encode(np.where(np.isnan(v), np.nan, v + 0.0).view(np.int64), np.zeros(v.size, bool))
+    values = codes.values().view(np.float64)
+    order = np.argsort(values, kind="stable")
+    index = inverse(order)[code]
+    return values[order], index, np.bincount(index, minlength=values.size)
 
 
 def _degenerate(at_edge: list[str]) -> str:

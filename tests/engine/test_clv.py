@@ -366,3 +366,22 @@ def test_distinct_pairs_index_every_customer_back_to_its_own_values(n):
     assert np.array_equal(xu[inverse], x) and np.array_equal(Tu[inverse], T)
     assert len(set(zip(xu.tolist(), Tu.tolist(), strict=True))) == xu.size == len(set(zip(x.tolist(), T.tolist(),
                                                                                               strict=True)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distinct_values_are_numpys_unique(seed):
+    # The fits' distinct values (a hash coding, then a sort of the distinct ones) are np.unique's: values
+    # ascending, each element's index, counts; ties, -0.0 beside 0.0, NaNs and an empty array included.
+    from segmint.engine.analytics.clv import _distinct
+
+    rng = np.random.default_rng(seed)
+    v = np.round(rng.exponential(30, 5000), 1) / 7
+    v[rng.random(v.size) < 0.05] = -0.0
+    v[rng.random(v.size) < 0.05] = 0.0
+    v[rng.random(v.size) < 0.01 * seed] = np.nan
+    for values in (v, v[:1], v[:0], np.full(10, 3.5)):
+        got = _distinct(values)
+        want = np.unique(values, return_inverse=True, return_counts=True)
+        assert np.array_equal(got[0], want[0], equal_nan=True)
+        assert got[1].dtype == np.int32 and got[1].tolist() == want[1].tolist()
+        assert got[2].tolist() == want[2].tolist()
