@@ -52,7 +52,8 @@ from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, m
 from segmint.engine.pipeline.executor import Executor, resolve_executor
 from segmint.engine.pipeline.partition import job_rows, partition_chunk, partition_jobs
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
-from segmint.engine.pipeline.score import ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table
+from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
+                                           write_scored)
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
@@ -111,10 +112,13 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
                               seg.ids, outliers, micro_model)
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
-        kpis, mix, micro = _score(s, scoring, buckets, "assignments")
-        with s.clock.stage("profile"):
             # The profile sample as the score stage places every customer, from the cluster stage's matrix.
             scored_sample = assign_segments(prepared, scoring, (seg.matrix, second.assignment)).drop(HASH)
+        # One bucket whose every customer is in the profile sample: that sample, scored, is the bucket's scores.
+        whole = scored_sample if buckets == [0] and plan.buckets == 1 and prepared.height == counts.customers else None
+        kpis, mix, micro = _score(s, scoring, buckets, "assignments", whole)
+        del whole
+        with s.clock.stage("profile"):
             profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
             if scoring.micro is not None:
@@ -273,10 +277,14 @@ class _Session:
                                            options=self.plan.options)
         if done is not None:
             info["resumed_jobs"] = skipped
+        self.report_files(results)
+        return results
+
+    def report_files(self, results: list[Any]) -> None:
+        """The part files jobs wrote, for the commit to list."""
         if self.staging is not None:
             for r in results:
                 self.staging.reported.update(getattr(r, "files", ()))
-        return results
 
 
 @contextlib.contextmanager
@@ -459,14 +467,21 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     return mapped, counts
 
 
-def _score(s: _Session, scoring: Scoring, buckets: list[int],
-           output: str) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
+def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str,
+           scored: pl.DataFrame | None = None) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
+    """Score every bucket through the executor; ``scored``: the only bucket's rows already scored (run's
+    profile sample, when it holds every customer of one bucket), written here instead of scored again."""
     with s.clock.stage("score") as info:
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
             _clear_score_markers(s)  # scored by a model that came out differently
-        results = s.run_jobs(stage, score_bucket, jobs, info)
+        if scored is not None:
+            results = [write_scored(jobs[0], scored)]
+            s.report_files(results)
+            s.clock.tick(1, 1)
+        else:
+            results = s.run_jobs(stage, score_bucket, jobs, info)
         kpis = KpiPartials(ids=scoring.ids, customers=[0] * scoring.k, orders=[0] * scoring.k,
                            repurchasers=[0] * scoring.k, outliers=[0] * scoring.k,
                            status={st: [0] * scoring.k for st in ("new", "active", "at_risk", "lapsed")},

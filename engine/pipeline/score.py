@@ -28,8 +28,8 @@ from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
 
-__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "score_table", "prepare", "assign_segments",
-           "LT_COLUMNS"]
+__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "write_scored", "score_table", "prepare",
+           "assign_segments", "LT_COLUMNS"]
 
 LT_COLUMNS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary")
 
@@ -78,7 +78,11 @@ class ScoreResult:
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
     table = store.read_parquet(features_path(job.plan, job.bucket), job.plan.options).drop(HASH)
-    scored = score_table(table, job.scoring)
+    return write_scored(job, score_table(table, job.scoring))
+
+
+def write_scored(job: ScoreJob, scored: pl.DataFrame) -> ScoreResult:
+    """Write a bucket's scored rows (``score_table`` of its feature table) and sum its KPIs."""
     out = job.layout
     if job.output == "features":
         files = [out.write_part(scored, "features", job.bucket)] if scored.height else []
