@@ -16,7 +16,7 @@ import polars as pl
 from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
-from segmint.engine.io.sources import Source, read_chunk, resolve
+from segmint.engine.io.sources import Source, list_inputs, read_chunk, resolve
 from segmint.engine.io.times import EPOCH_FORMATS, check_text_times
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
@@ -35,7 +35,8 @@ def transactions(inputs: Sequence[str | Path], columns: Columns,
                  options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, Columns]:
     """The transactions source and the mapping resolved against it (absent default-named
     optional roles unmapped)."""
-    probe, schema = resolve(inputs, {columns.customer: _FLAGS["customer"]}, "transactions", options)
+    listing = list_inputs(inputs, "transactions", options)
+    schema = listing.schemas[0]
     defaults = Columns()
     columns = dataclasses.replace(columns, **{
         role: None for role in OPTIONAL_ROLES
@@ -45,7 +46,7 @@ def transactions(inputs: Sequence[str | Path], columns: Columns,
         name = getattr(columns, role)
         if name is not None:
             wanted.setdefault(name, flag)
-    source, _ = resolve(probe.paths, wanted, "transactions", options)
+    source, _ = resolve(listing, wanted, "transactions")
     where = source.chunks[0].path
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, "--time-format")

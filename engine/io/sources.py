@@ -29,7 +29,7 @@ import pyarrow as pa
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy, store
 
-__all__ = ["Chunk", "Source", "resolve", "split", "read_chunk", "read_chunks", "stream", "read_at", "first_line"]
+__all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream", "read_at", "first_line"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 _IPC = ".arrow"     # scratch files of the partition pass
@@ -64,10 +64,19 @@ class Source:
         return pl.DataFrame(schema=self.schema)
 
 
-def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
-            options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, pl.Schema]:
-    """Expand ``inputs``, check that every ``wanted`` column (name -> the flag that maps it)
-    exists in every file, and return the source with its full first-file schema."""
+@dataclass(frozen=True)
+class Listing:
+    """The files of some inputs (each with its Hive keys) and their schemas, read once."""
+
+    inputs: tuple[str, ...]
+    found: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]
+    csv: bool
+    schemas: tuple[pl.Schema, ...]    # per file, Hive keys included
+    options: tuple[tuple[str, str], ...]
+
+
+def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[str, str], ...] = ()) -> Listing:
+    """Expand ``inputs`` and read every file's schema (a Parquet footer each)."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if not inputs:
@@ -82,7 +91,18 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
     if any(csv) and not all(csv):
         msg = f"{label} mixes CSV and Parquet files; give one format per input table"
         raise InputContractError(msg)
-    schemas = [_with_hive(_schema(f, all(csv), options), hive) for f in files]
+    schemas = tuple(_with_hive(_schema(f, all(csv), options), hive) for f in files)
+    return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options)
+
+
+def resolve(inputs: Sequence[str | Path] | Listing, wanted: dict[str, str], label: str,
+            options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, pl.Schema]:
+    """Check that every ``wanted`` column (name -> the flag that maps it) exists in every file of
+    ``inputs`` (listed here unless given as a Listing), and return the source with its full first-file
+    schema."""
+    listing = inputs if isinstance(inputs, Listing) else list_inputs(inputs, label, options)
+    files = [f for f, _ in listing.found]
+    schemas = listing.schemas
     for f, schema in zip(files, schemas, strict=True):
         for name, flag in wanted.items():
             if name not in schema:
@@ -93,10 +113,11 @@ def resolve(inputs: Sequence[str | Path], wanted: dict[str, str], label: str,
             msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[0][changed[0]]} in "
                    f"{files[0]}; give files of one schema")
             raise InputContractError(msg)
-    columns = tuple(wanted)
-    source = Source(label=label, paths=tuple(map(str, inputs)), csv=all(csv), columns=columns,
-                    schema={n: schemas[0][n] for n in columns},
-                    chunks=tuple(Chunk(f, 0, _rows(f, all(csv), options), keys) for f, keys in found), options=options)
+    csv, options = listing.csv, listing.options
+    source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted),
+                    schema={n: schemas[0][n] for n in wanted},
+                    chunks=tuple(Chunk(f, 0, _rows(f, csv, options), keys) for f, keys in listing.found),
+                    options=options)
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
