@@ -379,7 +379,7 @@ def test_distinct_values_are_numpys_unique(seed):
     v[rng.random(v.size) < 0.05] = -0.0
     v[rng.random(v.size) < 0.05] = 0.0
     v[rng.random(v.size) < 0.01 * seed] = np.nan
-    for values in (v, v[:1], v[:0], np.full(10, 3.5)):
+    for values in (v, v[:1], v[:0], np.full(10, 3.5), np.tile(v, 40)):   # the last across coding slices
         got = _distinct(values)
         want = np.unique(values, return_inverse=True, return_counts=True)
         assert np.array_equal(got[0], want[0], equal_nan=True)
