@@ -28,6 +28,18 @@ def test_int_codes_are_first_seen_codes_and_ranks_sort_the_keys(chunk):
     assert codes.ranks().tolist() == np.argsort(np.argsort(distinct, kind="stable"), kind="stable").tolist()
 
 
+def test_int_codes_of_one_call_longer_than_a_slice():
+    # One encode call codes its keys a slice at a time (the table grows with the distinct keys): codes stay
+    # first-seen across slices, for few distinct keys and for mostly new ones.
+    rng = np.random.default_rng(11)
+    for keys in (rng.integers(0, 300, 200_000), rng.integers(0, 10**9, 200_000), np.arange(140_000)[::-1].copy()):
+        missing = rng.random(keys.size) < 0.01
+        codes = IntCodes()
+        got = codes.encode(keys.astype(np.int64), missing)
+        want, distinct = _first_seen([None if m else int(k) for k, m in zip(keys, missing)])
+        assert got.tolist() == want and codes.values().tolist() == distinct
+
+
 @pytest.mark.parametrize("chunk", [1, 53, 10_000])
 def test_text_codes_compare_bytes_and_rank_by_them(chunk):
     rng = np.random.default_rng(chunk)
