@@ -44,8 +44,8 @@ import polars as pl
 from segmint.engine.codes import IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
-from segmint.kernels.clv import (bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs, n_blocks,
-                                 nbd_customer_terms)
+from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
+                                 logs, n_blocks, nbd_customer_terms)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT", "NO_DROPOUT_LR",
@@ -239,6 +239,8 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
 
     xs, ix, counts = _distinct(x)
     (txs, itx, _), (Ts, iT, _) = _distinct(tx), _distinct(T)
+    triple, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
+    terms = np.empty((t_x.size, 5))
     out = np.empty((n_blocks(x.size), 5))
     n = x.size
 
@@ -249,7 +251,8 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
         g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
         g_a = digamma(a + b) - digamma(a + b + xs)
         g_b = digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs)
-        bgnbd_customer_terms(ix, itx, iT, xs, txs, Ts, r, alpha, a, b, out)
+        bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms)
+        bgnbd_customer_sums(triple, terms, out)
         s = out.sum(axis=0)
         ll = counts @ per_x + s[0]
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2], counts @ g_a + s[3], counts @ g_b + s[4]])
@@ -400,6 +403,22 @@ def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     inverse = pairs.encode(iT.astype(np.int64) * width + x.astype(np.int64), none_missing).astype(np.intp)
     keys = pairs.values()
     return (keys % width).astype(np.float64), times.values().view(np.float64)[keys // width], inverse
+
+
+def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
+             n_T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each customer's distinct (x, t_x, T) triple (int32, first-seen order) and each triple's indices into
+    the distinct x, t_x and T: (x, t_x) pairs coded first, then (pair, T), so no key exceeds customers x
+    distinct values (a single key of three indices could pass 2^63)."""
+    none_missing = np.zeros(ix.size, bool)
+    pairs = IntCodes()
+    pair = pairs.encode(ix.astype(np.int64) * n_tx + itx, none_missing)
+    triples = IntCodes()
+    triple = triples.encode(pair.astype(np.int64) * n_T + iT, none_missing)
+    keys = triples.values()
+    first = pairs.values()[keys // n_T]
+    return (triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32),
+            (keys % n_T).astype(np.int32))
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,13 +1,15 @@
-"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), the BG/NBD and NBD
-kernels against their terms in plain NumPy (value and gradient), and the discounted CLV against NumPy."""
+"""The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), the BG/NBD (terms per
+distinct triple, summed per customer) and NBD kernels against their terms in plain NumPy (value and
+gradient), and the discounted CLV against NumPy."""
 
 import math
 
 import numpy as np
 import pytest
 
-from segmint.kernels.clv import (BLOCK, bgnbd_customer_terms, discounted_value, gamma_gamma_customer_terms, logs,
-                                 n_blocks, nbd_customer_terms)
+from segmint.engine.analytics.clv import _triples
+from segmint.kernels.clv import (BLOCK, bgnbd_customer_sums, bgnbd_triple_terms, discounted_value,
+                                 gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -67,8 +69,13 @@ def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share)
             a4 = np.log(a) - np.log(b + x - 1) - (r + x) * np.log(alpha + tx)
         return float(np.where(x > 0, np.logaddexp(a3, np.where(x > 0, a4, -np.inf)), a3).sum())
 
+    ix, itx, iT, xs, txs, Ts = _indexed(x, tx, T)
+    triple, *indices = _triples(ix, itx, iT, txs.size, Ts.size)
+    assert all(np.array_equal(index[triple], i) for index, i in zip(indices, (ix, itx, iT), strict=True))
+    terms = np.full((indices[0].size, 5), np.nan)
+    bgnbd_triple_terms(*indices, xs, txs, Ts, *params, terms)
     out = np.full((n_blocks(n), 5), np.nan)
-    bgnbd_customer_terms(*_indexed(x, tx, T), *params, out)
+    bgnbd_customer_sums(triple, terms, out)
     value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
     assert value == pytest.approx(ref(*params), rel=1e-12)
     np.testing.assert_allclose(grad, _central_differences(ref, params), rtol=1e-6, atol=1e-9 * n)
