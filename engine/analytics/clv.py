@@ -240,6 +240,7 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
     xs, ix, counts = _distinct(x)
     (txs, itx, _), (Ts, iT, _) = _distinct(tx), _distinct(T)
     triple, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
+    del ix, itx, iT   # each customer is its triple from here on (120 MB on 10 M customers)
     terms = np.empty((t_x.size, 5))
     out = np.empty((n_blocks(x.size), 5))
     n = x.size
@@ -409,12 +410,15 @@ def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
              n_T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each customer's distinct (x, t_x, T) triple (int32, first-seen order) and each triple's indices into
     the distinct x, t_x and T: (x, t_x) pairs coded first, then (pair, T), so no key exceeds customers x
-    distinct values (a single key of three indices could pass 2^63)."""
-    none_missing = np.zeros(ix.size, bool)
-    pairs = IntCodes()
-    pair = pairs.encode(ix.astype(np.int64) * n_tx + itx, none_missing)
-    triples = IntCodes()
-    triple = triples.encode(pair.astype(np.int64) * n_T + iT, none_missing)
+    distinct values (a single key of three indices could pass 2^63). Coded a slice of customers at a time:
+    the fit's peak memory holds no key array the size of the customers."""
+    pairs, triples = IntCodes(), IntCodes()
+    triple = np.empty(ix.size, np.int32)
+    none_missing = np.zeros(min(ix.size, _SLICE), bool)
+    for lo in range(0, ix.size, _SLICE):
+        part = slice(lo, lo + _SLICE)
+        pair = pairs.encode(ix[part].astype(np.int64) * n_tx + itx[part], none_missing[:ix[part].size])
+        triple[part] = triples.encode(pair.astype(np.int64) * n_T + iT[part], none_missing[:pair.size])
     keys = triples.values()
     first = pairs.values()[keys // n_T]
     return (triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32),
@@ -424,16 +428,25 @@ def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct values of ``v`` (ascending, as np.unique's), each element's index into them (int32) and
     their counts. The values are coded by their bits in a hash table (every NaN as one, -0.0 as 0.0, the
-    values np.unique takes as equal) and only the distinct ones sorted: np.unique sorted all 909 k, five
-    times a fit (0.165 s on bench M, now 0.04 s)."""
-    keys = np.asarray(v, np.float64) + 0.0
-    keys[np.isnan(keys)] = np.nan
+    values np.unique takes as equal), a slice at a time, and only the distinct ones sorted: np.unique
+    sorted all 909 k, five times a fit (0.165 s on bench M, now 0.04 s)."""
+    v = np.asarray(v, np.float64)
     codes = IntCodes()
-    code = codes.encode(keys.view(np.int64), np.zeros(keys.size, bool))
+    code = np.empty(v.size, np.int32)
+    none_missing = np.zeros(min(v.size, _SLICE), bool)
+    for lo in range(0, v.size, _SLICE):
+        keys = v[lo:lo + _SLICE] + 0.0
+        keys[np.isnan(keys)] = np.nan
+        code[lo:lo + keys.size] = codes.encode(keys.view(np.int64), none_missing[:keys.size])
     values = codes.values().view(np.float64)
     order = np.argsort(values, kind="stable")
     index = inverse(order)[code]
+    del code
     return values[order], index, np.bincount(index, minlength=values.size)
+
+
+# Customers coded per call by _triples and _distinct: small temporaries, whatever the population.
+_SLICE = 1 << 16
 
 
 def _degenerate(at_edge: list[str]) -> str:
