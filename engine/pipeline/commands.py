@@ -114,8 +114,9 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             info.update(k=seg.k, trained_on=seg.fit.n_train, device=device)
             # The profile sample as the score stage places every customer, from the cluster stage's matrix.
             scored_sample = assign_segments(prepared, scoring, (seg.matrix, second.assignment)).drop(HASH)
+            del prepared   # the scored sample holds its columns: one copy of the sample from here on
         # One bucket whose every customer is in the profile sample: that sample, scored, is the bucket's scores.
-        whole = scored_sample if buckets == [0] and plan.buckets == 1 and prepared.height == counts.customers else None
+        whole = scored_sample if buckets == [0] and scored_sample.height == counts.customers else None
         kpis, mix, micro = _score(s, scoring, buckets, "assignments", whole)
         del whole
         with s.clock.stage("profile"):
@@ -123,7 +124,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
             if scoring.micro is not None:
                 files["micro_profiles.parquet"] = micro_profiles(scored_sample, micro)
-            del prepared, scored_sample
+            del scored_sample
         model = Model(columns=cfg.columns, features=cfg.features, channels=tuple(channels), rfm_cuts=cuts,
                       scaler=seg.scaler, centroids=seg.centroids, names=tuple(profiles["name"]), clv=clv,
                       clv_config=cfg.clv if clv else None,
