@@ -169,11 +169,12 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         kpis, _, micro = _score(s, scoring, buckets, "assignments")
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.profile_customers)
-            profiles = build_profiles(score_table(sample, scoring).drop(HASH), kpis)
+            scored_sample = score_table(sample, scoring).drop(HASH)
+            del sample
+            profiles = build_profiles(scored_sample, kpis)
             # Scored customers keep the training names of their segments.
             profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))  # same id order
-            files = {"micro_profiles.parquet": micro_profiles(score_table(sample, scoring), micro)} \
-                if model.micro is not None else {}
+            files = {"micro_profiles.parquet": micro_profiles(scored_sample, micro)} if model.micro is not None else {}
         manifest = _manifest(s, mapped[0].as_of, counts) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             **({"clv": {"purchase_model": model.clv.purchase_model, "note": model.clv.note, "fitted_on": model.clv.n,
