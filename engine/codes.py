@@ -16,10 +16,12 @@ import pyarrow.compute as pc
 from segmint.engine.io import arrow_numpy
 from segmint.kernels.codes import int_codes, rehash, text_codes
 
-__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse"]
+__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse", "SLICE"]
 
 _START = 1 << 12
-_SLICE = 1 << 16
+# Keys coded per kernel call: a table sized for the codes so far and one slice (callers slicing their own
+# keys to keep temporaries small use it too).
+SLICE = 1 << 16
 
 
 class IntCodes:
@@ -37,8 +39,8 @@ class IntCodes:
         A slice of keys at a time: the table is sized for the codes so far and a slice, not for every key
         given (a table for 10 M keys of a few hundred values took longer to fill with -1 than the coding)."""
         out = np.empty(keys.size, np.int32)
-        for lo in range(0, keys.size, _SLICE):
-            hi = min(keys.size, lo + _SLICE)
+        for lo in range(0, keys.size, SLICE):
+            hi = min(keys.size, lo + SLICE)
             self._reserve(hi - lo)
             self.n = int(int_codes(keys[lo:hi], missing[lo:hi], self._slot_keys, self._slot_codes, self._code_keys,
                                    self.n, out[lo:hi]))

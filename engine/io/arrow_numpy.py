@@ -20,15 +20,19 @@ _DTYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.in
 
 
 def values(array: pa.Array, fill: float = 0) -> np.ndarray:
-    """The values of a fixed-width numeric array, without a copy where it has no nulls; else a copy with
-    ``fill`` at the nulls (pyarrow's fill_null takes a pyarrow scalar, whose making imports pandas too)."""
+    """The values of a fixed-width numeric array, read-only: without a copy where it has no nulls, else a
+    copy with ``fill`` at the nulls (pyarrow's fill_null takes a pyarrow scalar, whose making imports pandas
+    too). Read-only whatever the buffer, as ``to_numpy`` gives them: Numba compiles a kernel once per
+    array type, and a writable array would be another type than the one the warmup cached."""
     dtype = np.dtype(_DTYPES[array.type])
     if len(array) == 0:
-        return np.zeros(0, dtype)
-    view = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
-    if not array.null_count:
-        return view
-    return np.where(flags(pc.is_valid(array)), view, dtype.type(fill))
+        out = np.zeros(0, dtype)
+    else:
+        out = np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
+        if array.null_count:
+            out = np.where(flags(pc.is_valid(array)), out, dtype.type(fill))
+    out.flags.writeable = False
+    return out
 
 
 def flags(array: pa.Array) -> np.ndarray:

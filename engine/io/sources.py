@@ -29,7 +29,8 @@ import pyarrow as pa
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy, store
 
-__all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream", "read_at", "first_line"]
+__all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
+           "read_at", "first_line"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 _IPC = ".arrow"     # scratch files of the partition pass

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-from segmint.engine.io.arrow_numpy import flags, values
+from segmint.engine.io.arrow_numpy import array, flags, values
 
 
 @pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
@@ -18,6 +18,25 @@ def test_values_are_the_arrays_values_at_any_offset(arrow_type):
         part = array.slice(lo, n)
         got = values(part)
         assert got.dtype == part.to_numpy().dtype and np.array_equal(got, part.to_numpy())
+
+
+def test_values_fill_nulls_and_are_read_only():
+    # Nulls become ``fill`` (pyarrow's fill_null), and every result is read-only, as to_numpy's zero-copy
+    # arrays are: the Numba kernels are compiled (and cached by the warmup) for that array type.
+    column = pa.array([4.0, None, -1.5, None, 2.0]).slice(1)
+    got = values(column, np.nan)
+    assert np.array_equal(got, [np.nan, -1.5, np.nan, 2.0], equal_nan=True) and not got.flags.writeable
+    assert values(pa.array([7, None], pa.int64())).tolist() == [7, 0]
+    assert not values(pa.array([1, 2], pa.int32())).flags.writeable
+    assert not values(pa.array([], pa.int64())).flags.writeable
+
+
+def test_array_is_the_numpy_array_in_arrow():
+    numbers = np.arange(10, dtype=np.int64)[::-1][2:]
+    got = array(numbers)
+    assert got.type == pa.int64() and got.null_count == 0 and got.to_pylist() == numbers.tolist()
+    table = pa.table({"x": pa.array(range(10))})
+    assert table.take(array(np.array([3, 1], np.int64)))["x"].to_pylist() == [3, 1]
 
 
 @pytest.mark.parametrize("offset", [0, 1, 7, 8, 13])

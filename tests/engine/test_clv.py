@@ -371,7 +371,8 @@ def test_distinct_pairs_index_every_customer_back_to_its_own_values(n):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_distinct_values_are_numpys_unique(seed):
     # The fits' distinct values (a hash coding, then a sort of the distinct ones) are np.unique's: values
-    # ascending, each element's index, counts; ties, -0.0 beside 0.0, NaNs and an empty array included.
+    # ascending, each element's index, counts; ties, -0.0 beside 0.0, NaNs and an empty array included
+    # (a zero comes back +0.0 where np.unique may keep -0.0: array_equal takes them as equal, as the fits do).
     from segmint.engine.analytics.clv import _distinct
 
     rng = np.random.default_rng(seed)
