@@ -18,7 +18,7 @@ import polars as pl
 
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, nbd_customer_terms)
-from segmint.kernels.codes import rehash, text_hash
+from segmint.kernels.codes import int_codes, rehash, text_codes, text_hash
 from segmint.kernels.distances import nearest_distances
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
@@ -56,18 +56,31 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     calls |= {
         "sort_within": lambda: (sort_within(offsets, ints, ints, np.empty(1, np.int64)),
                                 sort_within(offsets, ints, np.zeros(1, np.int32), np.empty(1, np.int64))),  # cohorts
-        "hash_int64": lambda: hash_int64(ints, 0, np.empty(1, np.uint64)),
-        "hash_utf8": lambda: hash_utf8(offsets, np.zeros(1, np.uint8), 0, np.empty(1, np.uint64)),
+        "hash_int64": lambda: (hash_int64(ints, 0, np.empty(1, np.uint64)),
+                               hash_int64(_readonly(ints), 0, np.empty(1, np.uint64))),
+        "hash_utf8": lambda: [hash_utf8(o, d, 0, np.empty(1, np.uint64))
+                              for o, d in ((offsets, np.zeros(1, np.uint8)),
+                                           (_readonly(offsets), _readonly(np.zeros(1, np.uint8))))],
         "hash_buckets": lambda: hash_buckets(np.ones(1, np.uint64), 52, 3, np.empty(1, np.int32)),
-        "group_partials": lambda: group_partials(ints, one, np.zeros((1, MAX_PARTIALS)), np.zeros(1, np.int64)),
+        "group_partials": lambda: (group_partials(ints, one, np.zeros((1, MAX_PARTIALS)), np.zeros(1, np.int64)),
+                                   group_partials(ints, _readonly(one), np.zeros((1, MAX_PARTIALS)),
+                                                  np.zeros(1, np.int64))),
         "segment_sums": lambda: segment_sums(one, offsets, np.empty(1)),
         "nearest_distances": lambda: nearest_distances(np.ones((1, 1), np.float32), np.ones((1, 1)),
                                                        np.zeros((1, 2), np.int64), np.empty(1, np.float32),
                                                        np.empty(1, np.float32)),
         # The partition pass's reasons, the code tables' growth, and the building blocks the map's
         # kernels inline (callable on their own: tests and scoring one customer call them).
-        "row_reasons": lambda: row_reasons(np.zeros(1, np.int32), ints, np.zeros(1, np.uint8), one,
-                                           np.zeros(1, np.bool_), 1, 1, np.empty(1, np.uint8)),
+        "row_reasons": lambda: [row_reasons(np.zeros(1, np.int32), ints, np.zeros(1, np.uint8), amount,
+                                            np.zeros(1, np.bool_), 1, 1, np.empty(1, np.uint8))
+                                for amount in (one, _readonly(one))],
+        # Codes of keys the map reads from Arrow (read-only, through the tiny tables) and of keys computed
+        # in NumPy (the CLV's distinct values and pairs, writable).
+        "int_codes": lambda: int_codes(ints, np.zeros(1, np.bool_), np.zeros(16, np.int64), np.full(16, -1, np.int32),
+                                       np.zeros(2, np.int64), 0, np.empty(1, np.int32)),
+        "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
+                                         np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
+                                         np.zeros(2, np.uint8), 0, np.empty(1, np.int32)),
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
@@ -94,9 +107,12 @@ def _map_tiny_tables() -> None:
     from segmint.engine.features.table import features_of
 
     when = dt.datetime(2024, 1, 1)
-    rows = {"ts": [when, when + dt.timedelta(days=3)], "amount": [1.0, 2.0], "channel": ["a", "b"],
-            "category": ["x", "x"]}
-    for customer, order in (([1, 1], [7, 8]), (["a", "a"], ["o1", "o2"]), ([1, 1], None)):
+    # Two customers: the per-customer outputs are then column-major as in any real bucket (with one
+    # customer they are C-contiguous too, and Numba would compile and cache another specialisation).
+    rows = {"ts": [when, when + dt.timedelta(days=3)] * 2, "amount": [1.0, 2.0] * 2, "channel": ["a", "b"] * 2,
+            "category": ["x", "x"] * 2}
+    for customer, order in (([1, 1, 2, 2], [7, 8, 9, 10]), (["a", "a", "b", "b"], ["o1", "o2", "o3", "o4"]),
+                            ([1, 1, 2, 2], None)):
         frame = pl.DataFrame({"customer_id": customer, **rows, **({"order_id": order} if order else {})})
         if order is None:   # channels and categories as Parquet files give them to the map: dictionaries
             frame = frame.with_columns(pl.col("channel", "category").cast(pl.Categorical))
@@ -104,3 +120,15 @@ def _map_tiny_tables() -> None:
         for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),
                         channels=None, mode=mode)
+    # Every cell as text, as CSV files are read: the values parsed by the contract's expressions.
+    text = pl.DataFrame({"customer_id": ["1", "1", "2", "2"], "order_id": ["o1", "o2", "o3", "o4"],
+                         **{name: [str(v) for v in values] for name, values in rows.items()}})
+    features_of(text, RunConfig(columns=Columns(order="order_id")), as_of=when + dt.timedelta(days=5),
+                now=when + dt.timedelta(days=5), channels=None, mode="features")
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view: arrays read from Arrow are, and Numba compiles a kernel once per array type."""
+    view = array.view()
+    view.flags.writeable = False
+    return view

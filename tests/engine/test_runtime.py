@@ -2,6 +2,7 @@
 
 import os
 
+import polars as pl
 import pytest
 
 from segmint.engine import runtime
@@ -91,6 +92,42 @@ print(len(public), missing)
     assert result.returncode == 0, result.stderr
     count, missing = result.stdout.split(" ", 1)
     assert int(count) > 10 and missing.strip() == "[]"
+
+def test_a_run_after_warmup_compiles_nothing(small_data, tmp_path):
+    # `segmint warmup` is for batch jobs that must not compile: every kernel specialisation a run uses
+    # (array layouts, read-only arrays from Arrow, the CSV path, buckets, CLV, scoring) is already there.
+    csv = tmp_path / "tx.csv"
+    pl.read_parquet(small_data / "transactions").head(3000).write_csv(csv)
+    code = f"""
+import importlib, pkgutil, numba
+import segmint.kernels as kernels
+from segmint.engine.warmup import warmup
+from segmint.engine.config import RunConfig
+from segmint.engine.pipeline import run, assign_customers
+warmup()
+def signatures():
+    out = set()
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"segmint.kernels.{{info.name}}")
+        for name in dir(module):
+            kernel = getattr(module, name)
+            if isinstance(kernel, numba.core.dispatcher.Dispatcher):
+                out |= {{(name, str(s)) for s in kernel.signatures}}
+    return out
+before = signatures()
+run([{str(small_data / "transactions")!r}], {str(tmp_path / "one")!r}, RunConfig())
+run([{str(small_data / "transactions")!r}], {str(tmp_path / "two")!r}, RunConfig(buckets=2))
+assign_customers({str(tmp_path / "one")!r}, [{str(small_data / "transactions")!r}], {str(tmp_path / "a")!r}, RunConfig())
+run([{str(csv)!r}], {str(tmp_path / "csv")!r}, RunConfig())
+print(sorted(name for name, _ in signatures() - before))
+"""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
 
 @pytest.mark.parametrize(("code", "env", "huge"), [
     ("import segmint", None, False),                      # before NumPy loads: NumPy reads the variable
