@@ -219,7 +219,7 @@ def _parsed_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     bad = ~missing & _nulls(parsed)
     times = values(_one_chunk(parsed.cast(pa.int64())))
     state = np.where(missing, TS_MISSING, np.where(bad, TS_BAD, 0)).astype(np.uint8)
-    return np.ascontiguousarray(times), state
+    return times, state
 
 
 def _as_read(schema: pl.Schema, names: Sequence[str]) -> list[pl.Expr]:

@@ -46,7 +46,7 @@ def transactions(inputs: Sequence[str | Path], columns: Columns,
         name = getattr(columns, role)
         if name is not None:
             wanted.setdefault(name, flag)
-    source, _ = resolve(listing, wanted, "transactions")
+    source = resolve(listing, wanted, "transactions")
     where = source.chunks[0].path
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, "--time-format")
@@ -60,7 +60,8 @@ def transactions(inputs: Sequence[str | Path], columns: Columns,
 
 
 def events(src: EventSource, options: tuple[tuple[str, str], ...] = ()) -> Source:
-    source, _ = resolve(src.paths, src.columns(), "the events input", options)
+    label = "the events input"
+    source = resolve(list_inputs(src.paths, label, options), src.columns(), label)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     _check_time(source, src.time, src.time_format, "--event-time-format")
     return source
@@ -68,7 +69,8 @@ def events(src: EventSource, options: tuple[tuple[str, str], ...] = ()) -> Sourc
 
 def customers(src: CustomerSource, options: tuple[tuple[str, str], ...] = ()) -> Source:
     wanted = {src.customer: "--customers-id-col", **{a: "--customer-attrs" for a in src.attributes}}
-    source, _ = resolve(src.paths, wanted, "the customers table", options)
+    label = "the customers table"
+    source = resolve(list_inputs(src.paths, label, options), wanted, label)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     return source
 

@@ -96,12 +96,9 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
     return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options)
 
 
-def resolve(inputs: Sequence[str | Path] | Listing, wanted: dict[str, str], label: str,
-            options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, pl.Schema]:
-    """Check that every ``wanted`` column (name -> the flag that maps it) exists in every file of
-    ``inputs`` (listed here unless given as a Listing), and return the source with its full first-file
-    schema."""
-    listing = inputs if isinstance(inputs, Listing) else list_inputs(inputs, label, options)
+def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
+    """The source of ``listing``'s files, checked: every ``wanted`` column (name -> the flag that maps it)
+    exists in every file, with one type."""
     files = [f for f, _ in listing.found]
     schemas = listing.schemas
     for f, schema in zip(files, schemas, strict=True):
@@ -122,7 +119,7 @@ def resolve(inputs: Sequence[str | Path] | Listing, wanted: dict[str, str], labe
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
-    return source, schemas[0]
+    return source
 
 
 def split(source: Source, max_rows: int) -> Source:

@@ -15,7 +15,7 @@ import pytest
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import sources
-from segmint.engine.io.sources import resolve, split, stream
+from segmint.engine.io.sources import list_inputs, resolve, split, stream
 
 
 def _write(path, rows, row_group, seed):
@@ -34,8 +34,8 @@ def test_stream_gives_each_chunks_rows_in_order_across_row_groups_and_hive_folde
         folder.mkdir()
         expected.append(_write(folder / "part.parquet", 1_000 + 17 * i, 90, i).with_columns(
             region=pl.lit(channel)))
-    source, _ = resolve([tmp_path], {"customer_id": "--customer-col", "amount": "--amount-col", "channel": "",
-                                     "region": ""}, "transactions")
+    wanted = {"customer_id": "--customer-col", "amount": "--amount-col", "channel": "", "region": ""}
+    source = resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
     source = split(source, max_rows)
     tables = list(stream(source, source.chunks, ["channel"]))
     assert [t.num_rows for t in tables if t.num_rows] != []
@@ -51,7 +51,7 @@ def test_stream_gives_each_chunks_rows_in_order_across_row_groups_and_hive_folde
 
 def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
     _write(tmp_path / "a.parquet", 500, 100, 0)
-    source, _ = resolve([tmp_path / "a.parquet"], {"customer_id": "--customer-col"}, "transactions")
+    source = resolve(list_inputs([tmp_path / "a.parquet"], "t"), {"customer_id": "--customer-col"}, "transactions")
     (tmp_path / "a.parquet").write_bytes(b"PAR1 not parquet any more PAR1")
     with pytest.raises(InputContractError, match="cannot read .*a.parquet"):
         list(stream(source, source.chunks))
@@ -83,8 +83,8 @@ def test_a_run_in_another_thread_reads_on_after_the_main_thread_ends(tmp_path):
     _write(tmp_path / "a.parquet", 50_000, 1_000, 0)
     code = textwrap.dedent(f"""
         import threading, time
-        from segmint.engine.io.sources import resolve, stream
-        source, _ = resolve([{str(tmp_path / "a.parquet")!r}], {{"customer_id": ""}}, "t")
+        from segmint.engine.io.sources import list_inputs, resolve, stream
+        source = resolve(list_inputs([{str(tmp_path / "a.parquet")!r}], "t"), {{"customer_id": ""}}, "t")
         def work():
             rows = 0
             for table in stream(source, source.chunks):
@@ -109,8 +109,9 @@ def test_streaming_holds_at_most_two_batches_however_slow_the_reader(tmp_path):
                    row_group_size=65_536, compression="none")
     code = textwrap.dedent(f"""
         import time, pyarrow as pa
-        from segmint.engine.io.sources import resolve, stream
-        source, _ = resolve([{str(tmp_path / "big.parquet")!r}], {{"customer_id": "", "amount": "", "ts": ""}}, "t")
+        from segmint.engine.io.sources import list_inputs, resolve, stream
+        source = resolve(list_inputs([{str(tmp_path / "big.parquet")!r}], "t"),
+                         {{"customer_id": "", "amount": "", "ts": ""}}, "t")
         rows = 0
         for table in stream(source, source.chunks):
             rows += table.num_rows
@@ -132,7 +133,7 @@ def test_a_hive_key_some_files_hold_themselves_comes_from_each_files_folder_othe
     pq.write_table(pa.table({"customer_id": [1, 2], "region": ["north", "north"]}),
                    tmp_path / "region=north" / "a.parquet")
     pq.write_table(pa.table({"customer_id": [3]}), tmp_path / "region=south" / "b.parquet")
-    source, _ = resolve([tmp_path], {"customer_id": "--customer-col", "region": ""}, "transactions")
+    source = resolve(list_inputs([tmp_path], "t"), {"customer_id": "--customer-col", "region": ""}, "transactions")
     got = pl.concat([pl.from_arrow(t) for t in stream(source, source.chunks)])
     assert got.sort("customer_id")["region"].to_list() == ["north", "north", "south"]
 
