@@ -16,9 +16,9 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from segmint.engine.runtime import passive_openmp, small_pages
+from segmint.engine.runtime import short_openmp_spin, small_pages
 
-passive_openmp()  # before Numba or Faiss load
+short_openmp_spin()  # before Numba or Faiss load
 small_pages()     # before NumPy loads, where it has not
 
 try:

@@ -146,6 +146,21 @@ def test_numpy_arrays_stay_off_huge_pages_unless_the_user_asks(code, env, huge):
     assert out.stdout.strip() == str(huge)
 
 
+@pytest.mark.parametrize(("user", "spin", "policy"), [
+    ({}, "10000", "PASSIVE"),                             # GNU OpenMP spins briefly, others sleep
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, None, "ACTIVE"),      # the user's policy stands, spin included
+    ({"GOMP_SPINCOUNT": "5"}, "5", "PASSIVE"),
+])
+def test_openmp_threads_spin_briefly_unless_the_user_chose(user, spin, policy):
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | user
+    probe = "import os, segmint; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(spin), policy]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
     import threading
