@@ -19,7 +19,7 @@ import polars as pl
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, nbd_customer_terms)
 from segmint.kernels.codes import int_codes, rehash, text_codes, text_hash
-from segmint.kernels.distances import nearest_distances
+from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
@@ -66,8 +66,8 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                    group_partials(ints, _readonly(one), np.zeros((1, MAX_PARTIALS)),
                                                   np.zeros(1, np.int64))),
         "segment_sums": lambda: segment_sums(one, offsets, np.empty(1)),
-        "nearest_distances": lambda: nearest_distances(np.ones((1, 1), np.float32), np.ones((1, 1)),
-                                                       np.zeros((1, 2), np.int64), np.empty(1, np.float32),
+        "nearest_centroids": lambda: nearest_centroids(np.ones((1, 1), np.float32), np.ones((1, 2)),
+                                                       np.empty(1, np.int32), np.empty(1, np.float32),
                                                        np.empty(1, np.float32)),
         # The partition pass's reasons, the code tables' growth, and the building blocks the map's
         # kernels inline (callable on their own: tests and scoring one customer call them).

@@ -1,8 +1,10 @@
 """Where k-means arrays live: the host (NumPy + Faiss CPU) or the card (CuPy + Faiss GPU).
 
 Lloyd iterations (engine.cluster.lloyd) and assignment (engine.cluster.assign)
-are written once against ``ArrayBackend``. The host backend is the CPU path's
-assignment, so the code the GPU runs is exercised on every machine, GPU or not.
+are written once against ``ArrayBackend``. The host backend is the CPU path's, so
+the Lloyd code the GPU runs is exercised on every machine, GPU or not. The nearest
+centroid of the final assignment differs by backend: exact float64 sums on the host,
+Faiss' float32 search on the card.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ if TYPE_CHECKING:  # Faiss is loaded when clustering starts, not with the pipeli
 
 __all__ = ["ArrayBackend", "HostBackend", "CudaBackend", "gpu_missing", "HOST_BATCH_ROWS"]
 
-# Faiss' flat search at k=64 on M: 0.18 s in batches of 65,536 rows, 0.49 s in one batch of
-# 909,090 (the smaller batch's distances stay in cache).
+# Rows a host assignment batch converts to float32 at a time (when x is another dtype).
 HOST_BATCH_ROWS = 65_536
 # Card memory an assignment batch may take: x in float32, its float64 copy and the
 # differences to two centroids, Faiss' outputs for two neighbours. A quarter of what is
@@ -35,9 +36,11 @@ class ArrayBackend(Protocol):
     def flat_index(self, d: int) -> faiss.Index: ...
     def search(self, index: faiss.Index, x: Any, nn: int) -> tuple[Any, Any]: ...
     def batch_rows(self, d: int) -> int: ...
-    def nearest_distances(self, x: Any, centroids: Any, idx: Any, distance: np.ndarray, margin: np.ndarray) -> None:
-        """Into host ``distance`` and ``margin``: each row's float64-summed distance to centroid
-        ``idx[:, 0]``, and (when ``idx`` has 2 columns) to ``idx[:, 1]`` minus it, in float32."""
+    def nearest(self, x: Any, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
+                margin: np.ndarray) -> None:
+        """Into host ``segment``, ``distance`` and ``margin``: each row's nearest of ``centroids``
+        (host float64[k, d]), its float64-summed distance, and (k > 1) the distance to the second
+        nearest minus it, in float32."""
         ...
 
 
@@ -64,11 +67,12 @@ class HostBackend:
     def batch_rows(self, d: int) -> int:
         return HOST_BATCH_ROWS
 
-    def nearest_distances(self, x: np.ndarray, centroids: np.ndarray, idx: np.ndarray, distance: np.ndarray,
-                          margin: np.ndarray) -> None:
-        from segmint.kernels.distances import nearest_distances
+    def nearest(self, x: np.ndarray, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
+                margin: np.ndarray) -> None:
+        """Exact: float64 distances to every centroid (kernels.distances)."""
+        from segmint.kernels.distances import nearest_centroids
 
-        nearest_distances(x, centroids, np.ascontiguousarray(idx, dtype=np.int64), distance, margin)
+        nearest_centroids(x, np.ascontiguousarray(centroids.T), segment, distance, margin)
 
 
 class CudaBackend:
@@ -114,12 +118,20 @@ class CudaBackend:
                        faiss.cast_integer_to_idx_t_ptr(labels.data.ptr))
         return dist, labels
 
-    def nearest_distances(self, x: Any, centroids: Any, idx: Any, distance: np.ndarray, margin: np.ndarray) -> None:
-        xp = self.xp
-        first = _row_distance(xp, x, centroids[idx[:, 0]])
+    def nearest(self, x: Any, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
+                margin: np.ndarray) -> None:
+        """Faiss' float32 search picks the nearest two (it may swap two within float32 rounding of each
+        other, which the host's exact kernel does not); their distances are then summed in float64."""
+        k, d = centroids.shape
+        index = self.flat_index(d)
+        index.add(centroids.astype(np.float32))
+        _, idx = self.search(index, x, min(2, k))
+        wide = self.to_device(centroids)
+        segment[:] = self.to_host(idx[:, 0])
+        first = _row_distance(self.xp, x, wide[idx[:, 0]])
         distance[:] = self.to_host(first)
-        if idx.shape[1] == 2:
-            margin[:] = self.to_host(_row_distance(xp, x, centroids[idx[:, 1]]) - first)
+        if k > 1:
+            margin[:] = self.to_host(_row_distance(self.xp, x, wide[idx[:, 1]]) - first)
 
     def batch_rows(self, d: int) -> int:
         free, _ = self.xp.cuda.runtime.memGetInfo()

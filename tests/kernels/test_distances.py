@@ -1,4 +1,4 @@
-"""The per-row distance kernel against plain Python on random inputs, edge cases included."""
+"""The nearest-centroid kernel against plain Python on random inputs, edge cases included."""
 
 from __future__ import annotations
 
@@ -7,31 +7,68 @@ import math
 import numpy as np
 import pytest
 
-from segmint.kernels.distances import nearest_distances
+from segmint.kernels.distances import nearest_centroids
 
 
-def _reference(x, c, idx):
-    """Row by row, in Python floats (float64), summed in feature order."""
-    dist, margin = [], []
+def _reference(x, c):
+    """Row by row, in Python floats (float64) summed in feature order; the first of equal distances wins."""
+    seg, dist, margin = [], [], []
     for i in range(x.shape[0]):
-        ds = [math.sqrt(sum((float(x[i, f]) - float(c[j, f])) ** 2 for f in range(x.shape[1]))) for j in idx[i]]
-        first = np.float32(ds[0])
+        ds = [math.sqrt(sum((float(x[i, f]) - float(c[j, f])) ** 2 for f in range(x.shape[1])))
+              for j in range(c.shape[0])]
+        order = sorted((d, j) for j, d in enumerate(ds) if not math.isnan(d) and d != math.inf)
+        if not order:
+            seg.append(-1)
+            dist.append(np.float32(np.inf))
+            margin.append(np.float32(np.nan) if len(ds) > 1 else np.float32(np.inf))
+            continue
+        seg.append(order[0][1])
+        first = np.float32(order[0][0])
         dist.append(first)
-        margin.append(np.float32(ds[1]) - first if len(ds) == 2 else np.float32(np.inf))
-    return np.array(dist, np.float32), np.array(margin, np.float32)
+        second = order[1][0] if len(order) > 1 else math.inf
+        margin.append(np.float32(second) - first if len(ds) > 1 else np.float32(np.inf))
+    return np.array(seg, np.int32), np.array(dist, np.float32), np.array(margin, np.float32)
 
 
-@pytest.mark.parametrize(("n", "k", "d", "m"), [(0, 3, 4, 2), (1, 1, 1, 1), (257, 5, 10, 2), (64, 2, 3, 1),
-                                                 (100, 7, 1, 2)])
-def test_nearest_distances_match_plain_python(n, k, d, m):
+def _run(x, c):
+    n = x.shape[0]
+    seg, dist, margin = np.full(n, -7, np.int32), np.full(n, -1, np.float32), np.full(n, np.inf, np.float32)
+    nearest_centroids(x, np.ascontiguousarray(c.T), seg, dist, margin)
+    return seg, dist, margin
+
+
+@pytest.mark.parametrize(("n", "k", "d"), [(0, 3, 4), (1, 1, 1), (3, 2, 3), (257, 5, 10), (64, 2, 3), (100, 7, 1),
+                                           (1030, 70, 6)])
+def test_nearest_centroids_match_plain_python(n, k, d):
     rng = np.random.default_rng(n + k + d)
     x = (rng.standard_normal((n, d)) * 10 ** rng.uniform(-3, 3, (n, 1))).astype(np.float32)
     c = rng.standard_normal((k, d))
-    idx = np.stack([rng.permutation(k)[:m] for _ in range(n)]) if n else np.empty((0, m), np.int64)
-    x[: min(n, 3)] = c[idx[: min(n, 3), 0]].astype(np.float32)   # rows on (float32 of) their centroid
-    dist = np.full(n, -1, np.float32)
-    margin = np.full(n, np.inf, np.float32)
-    nearest_distances(x, c, idx.astype(np.int64), dist, margin)
-    want_dist, want_margin = _reference(x, c, idx)
-    np.testing.assert_array_equal(dist, want_dist)
-    np.testing.assert_array_equal(margin, want_margin)
+    x[: min(n, 3)] = c[rng.integers(0, k, min(n, 3))].astype(np.float32)   # rows on (float32 of) a centroid
+    for got, want in zip(_run(x, c), _reference(x, c), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ties_go_to_the_lowest_centroid_and_nan_rows_to_none():
+    c = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])   # centroids 0 and 3 coincide
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [np.nan, 0.0], [0.0, 3.0], [5.0, 5.0]], np.float32)
+    seg, dist, margin = _run(x, c)
+    assert seg.tolist() == [0, 0, -1, 2, 0]          # equidistant from 0, 1 and 3; 0 and 3 tie; NaN
+    assert margin[1] == 0.0 and margin[0] == 0.0
+    for got, want in zip((seg, dist, margin), _reference(x, c), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_float32_near_tie_is_ranked_exactly():
+    # Two centroids whose float32 distances |x|^2 + |c|^2 - 2 x.c (Faiss' search) can come out in the
+    # wrong order: the exact sum never gives a negative margin.
+    rng = np.random.default_rng(5)
+    c = rng.standard_normal((2, 10))
+    mid = (c[0] + c[1]) / 2
+    x = (mid + rng.standard_normal((20_000, 10)) * 1e-4).astype(np.float32)
+    seg, dist, margin = _run(x, c)
+    want = _reference(x[:500], c)
+    for got, exp in zip((seg[:500], dist[:500], margin[:500]), want, strict=True):
+        np.testing.assert_array_equal(got, exp)
+    assert (margin >= 0).all()
+    exact = np.sqrt(((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1))
+    np.testing.assert_array_equal(seg, np.argmin(exact, axis=1))
