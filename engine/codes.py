@@ -80,12 +80,15 @@ class TextCodes:
         self._code_data = np.zeros(_START * 16, np.uint8)
 
     def encode(self, strings: pa.Array) -> np.ndarray:
-        """int32 code of each string of an Arrow string-like array (-1 where null)."""
+        """int32 code of each string of an Arrow string-like array (-1 where null); a slice of strings at
+        a time, as ``IntCodes.encode``."""
         offsets, data, missing = text_buffers(strings)
-        self._reserve(missing.size, data.size)
         out = np.empty(missing.size, np.int32)
-        self.n = int(text_codes(offsets, data, missing, self._slot_hashes, self._slot_codes, self._code_hashes,
-                                self._code_offsets, self._code_data, self.n, out))
+        for lo in range(0, missing.size, SLICE):
+            hi = min(missing.size, lo + SLICE)
+            self._reserve(hi - lo, int(offsets[hi] - offsets[lo]))
+            self.n = int(text_codes(offsets[lo:hi + 1], data, missing[lo:hi], self._slot_hashes, self._slot_codes,
+                                    self._code_hashes, self._code_offsets, self._code_data, self.n, out[lo:hi]))
         return out
 
     def values(self) -> pa.LargeStringArray:

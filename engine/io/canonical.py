@@ -241,15 +241,14 @@ def _order_expr(schema: pl.Schema, name: str) -> pl.Expr:
 
 
 def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Codes of a text column; a dictionary column's values are coded once, its indices mapped."""
+    """Codes of a text column, chunk by chunk (codes are given in first-seen order either way, and
+    combining the chunks would copy every string); a dictionary column's values are coded once, its
+    indices mapped."""
     if isinstance(array, pa.ChunkedArray):
-        if array.num_chunks == 1:
-            array = array.chunk(0)
-        elif pa.types.is_dictionary(array.type):
+        if array.num_chunks != 1:
             return np.concatenate([_text_codes(codes, chunk) for chunk in array.chunks]) if array.num_chunks \
                 else np.zeros(0, np.int32)
-        else:
-            array = _one_chunk(array)
+        array = array.chunk(0)
     if pa.types.is_dictionary(array.type):
         lookup = codes.encode(array.dictionary.cast(pa.large_string()))
         indices = array.indices if array.indices.type == pa.int32() else array.indices.cast(pa.int32())

@@ -56,6 +56,22 @@ def test_text_codes_compare_bytes_and_rank_by_them(chunk):
     assert TextCodes().encode(pa.array(values, pa.string())).tolist() == want
 
 
+def test_text_codes_of_one_call_longer_than_a_slice_and_of_chunked_columns():
+    # One encode call codes a slice at a time, and a chunked column is coded chunk by chunk: codes stay
+    # first-seen across slices and chunks, for few distinct strings and for mostly new ones.
+    from segmint.engine.io.canonical import _text_codes
+
+    rng = np.random.default_rng(12)
+    for distinct in (7, 10**9):
+        values = [None if r < 0.01 else f"v{int(r * distinct)}" for r in rng.random(150_000)]
+        want, names = _first_seen(values)
+        codes = TextCodes()
+        assert codes.encode(pa.array(values, pa.string())).tolist() == want and codes.values().to_pylist() == names
+        chunked = pa.chunked_array([pa.array(values[lo:lo + 40_000], pa.string()) for lo in range(0, 150_000, 40_000)])
+        codes = TextCodes()
+        assert _text_codes(codes, chunked).tolist() == want and codes.values().to_pylist() == names
+
+
 def test_strings_are_told_apart_by_their_bytes_not_their_hash():
     # Every code's string is compared byte for byte when its hash matches: equal hashes would not merge them.
     data = np.frombuffer(b"abcabd", np.uint8)
