@@ -50,8 +50,8 @@ def bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms):
         a3 = -rx * lT[k]
         if x > 0:
             a4 = math.log(a) - lbx[c] - rx * ltx[j]
-            m = max(a3, a4)
-            ll = m + math.log(math.exp(a3 - m) + math.exp(a4 - m))
+            # log(e^a3 + e^a4) around the larger: its own exp(0.0) is exactly 1.0, one exp fewer
+            ll = a3 + math.log(1.0 + math.exp(a4 - a3)) if a3 >= a4 else a4 + math.log(math.exp(a3 - a4) + 1.0)
             w3 = math.exp(a3 - ll)
             w4 = math.exp(a4 - ll)
             terms[t, 0] = ll
