@@ -37,7 +37,10 @@ def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
                 channels: Sequence[str] | None, mode: str = "features") -> MappedLines:
     """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory."""
     source = frame.select(cfg.columns.source_columns())
-    table = source.to_arrow()
+    # Channels and categories as dictionaries: their few values are coded once, their rows by index (text
+    # cells were copied into Arrow, then hashed one by one: 0.10 -> 0.05 s for 2.2 M lines).
+    text = [c for c in (cfg.columns.channel, cfg.columns.category) if c is not None and source.schema[c] == pl.String]
+    table = source.with_columns(pl.col(text).cast(pl.Categorical)).to_arrow() if text else source.to_arrow()
     return map_lines([table], table.num_rows, dict(source.schema), cfg,
                      as_of=as_of, now=now, channels=channels, mode=mode,
                      reread=lambda positions: table.take(pa.array(positions.astype(np.int64))),
