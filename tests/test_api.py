@@ -24,6 +24,21 @@ def test_a_notebook_runs_loads_predicts_and_reads_results(small_data, tmp_path):
     assert set(scored["name"]) <= set(result.summary["name"])
 
 
+def test_predict_reads_a_frame_chunk_by_chunk_and_an_empty_one(small_data, tmp_path):
+    import segmint
+
+    result = segmint.run(str(small_data / "transactions"), tmp_path / "run", segmint.RunConfig())
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    tx = pl.read_parquet(small_data / "transactions")
+    # A customer's lines fall in several chunks.
+    chunked = pl.concat([tx.slice(0, tx.height // 3), tx.head(0), tx.slice(tx.height // 3)], rechunk=False)
+    assert chunked.n_chunks() >= 2
+    whole = model.predict(chunked.rechunk(), as_of=as_of)
+    assert model.predict(chunked, as_of=as_of).equals(whole) and whole.height == 3000
+    empty = model.predict(tx.head(0), as_of=as_of)
+    assert empty.height == 0 and empty.columns == whole.columns
+
+
 def test_inputs_may_be_a_path_a_list_a_lazyframe_or_arrow(small_data, tmp_path):
     import pyarrow.dataset as ds
 
