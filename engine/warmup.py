@@ -114,8 +114,6 @@ def _map_tiny_tables() -> None:
     for customer, order in (([1, 1, 2, 2], [7, 8, 9, 10]), (["a", "a", "b", "b"], ["o1", "o2", "o3", "o4"]),
                             ([1, 1, 2, 2], None)):
         frame = pl.DataFrame({"customer_id": customer, **rows, **({"order_id": order} if order else {})})
-        if order is None:   # channels and categories as Parquet files give them to the map: dictionaries
-            frame = frame.with_columns(pl.col("channel", "category").cast(pl.Categorical))
         cfg = RunConfig(columns=Columns(order="order_id" if order else None))
         for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),

@@ -18,8 +18,7 @@ from segmint.kernels._jit import parallel, serial
 
 __all__ = ["nearest_centroids"]
 
-BLOCK = 512   # rows per parallel task
-ROWS = 4      # rows whose squared distances are summed together
+BLOCK = 512   # rows per parallel task (a multiple of the four rows _squares sums together)
 
 
 @parallel
@@ -31,8 +30,8 @@ def nearest_centroids(x, centroids_t, segment, distance, margin):
     x : float32[n, d]             # IN  rows
     centroids_t : float64[d, k]   # IN  centroids, transposed
     segment : int32[n]            # OUT nearest centroid (the lowest index among exact ties; -1 where
-                                  #     every distance is NaN or infinite)
-    distance : float32[n]         # OUT distance to it, summed in float64 in feature order
+                                  #     every distance is NaN or infinite, as Faiss gave)
+    distance : float32[n]         # OUT distance to it, summed in float64 in feature order (NaN for -1)
     margin : float32[n]           # OUT distance to the second nearest minus distance (float32);
                                   #     untouched if k == 1
     """
@@ -40,9 +39,9 @@ def nearest_centroids(x, centroids_t, segment, distance, margin):
     k = centroids_t.shape[1]
     for b in prange((n + BLOCK - 1) // BLOCK):
         hi = min(n, (b + 1) * BLOCK)
-        acc = np.empty((ROWS, k))
-        for first in range(b * BLOCK, hi, ROWS):
-            last = min(first + ROWS, hi) - 1
+        acc = np.empty((4, k))
+        for first in range(b * BLOCK, hi, 4):
+            last = min(first + 4, hi) - 1
             _squares(x, centroids_t, first, last, acc)
             for i in range(first, last + 1):
                 _nearest_two(acc[i - first], k, i, segment, distance, margin)
@@ -50,7 +49,8 @@ def nearest_centroids(x, centroids_t, segment, distance, margin):
 
 @serial
 def _squares(x, centroids_t, first, last, acc):
-    """acc[r, j] = squared distance of row min(first + r, last) to centroid j, summed in feature order."""
+    """acc[r, j] = squared distance of row min(first + r, last) to centroid j, summed in feature order:
+    four rows at once, each centroid value loaded once for the four (rows past ``last`` repeat it)."""
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     acc[:] = 0.0
     for f in range(x.shape[1]):
@@ -69,16 +69,16 @@ def _squares(x, centroids_t, first, last, acc):
 
 @serial
 def _nearest_two(squares, k, i, segment, distance, margin):
-    j1 = j2 = -1
+    j1 = -1
     d1 = d2 = np.inf
     for j in range(k):
         v = squares[j]
         if v < d1:
-            j2, d2, j1, d1 = j1, d1, j, v
+            d2, j1, d1 = d1, j, v
         elif v < d2:
-            j2, d2 = j, v
+            d2 = v
     segment[i] = j1
-    near = np.float32(np.sqrt(d1))
+    near = np.float32(np.sqrt(d1)) if j1 >= 0 else np.float32(np.nan)
     distance[i] = near
     if k > 1:
         margin[i] = np.float32(np.sqrt(d2)) - near

@@ -28,13 +28,13 @@ def assign(x: np.ndarray, centroids: np.ndarray, backend: ArrayBackend | None = 
     each batch is copied to the card once, and results come back as host arrays.
     """
     backend = backend or HostBackend()
-    wide = np.asarray(centroids, dtype=np.float64)
+    index = backend.centroid_index(np.asarray(centroids, dtype=np.float64))
     seg = np.empty(x.shape[0], np.int32)
     dist = np.empty(x.shape[0], np.float32)
     margin = np.full(x.shape[0], np.inf, np.float32)
-    step = backend.batch_rows(wide.shape[1])
+    step = backend.batch_rows(centroids.shape[1])
     for lo in range(0, x.shape[0], step):
         batch = backend.to_device(np.ascontiguousarray(x[lo:lo + step], dtype=np.float32))
         hi = lo + batch.shape[0]
-        backend.nearest(batch, wide, seg[lo:hi], dist[lo:hi], margin[lo:hi])
+        backend.nearest(batch, index, seg[lo:hi], dist[lo:hi], margin[lo:hi])
     return Assignment(seg, dist, margin)

@@ -36,10 +36,13 @@ class ArrayBackend(Protocol):
     def flat_index(self, d: int) -> faiss.Index: ...
     def search(self, index: faiss.Index, x: Any, nn: int) -> tuple[Any, Any]: ...
     def batch_rows(self, d: int) -> int: ...
-    def nearest(self, x: Any, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
-                margin: np.ndarray) -> None:
-        """Into host ``segment``, ``distance`` and ``margin``: each row's nearest of ``centroids``
-        (host float64[k, d]), its float64-summed distance, and (k > 1) the distance to the second
+    def centroid_index(self, centroids: np.ndarray) -> Any:
+        """``centroids`` (host float64[k, d]) as ``nearest`` takes them, made once per assignment."""
+        ...
+
+    def nearest(self, x: Any, index: Any, segment: np.ndarray, distance: np.ndarray, margin: np.ndarray) -> None:
+        """Into host ``segment``, ``distance`` and ``margin``: each row's nearest centroid of ``index``
+        (``centroid_index``), its float64-summed distance, and (k > 1) the distance to the second
         nearest minus it, in float32."""
         ...
 
@@ -67,12 +70,15 @@ class HostBackend:
     def batch_rows(self, d: int) -> int:
         return HOST_BATCH_ROWS
 
-    def nearest(self, x: np.ndarray, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
+    def centroid_index(self, centroids: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(centroids.T)   # float64[d, k], as the kernel reads them
+
+    def nearest(self, x: np.ndarray, index: np.ndarray, segment: np.ndarray, distance: np.ndarray,
                 margin: np.ndarray) -> None:
         """Exact: float64 distances to every centroid (kernels.distances)."""
         from segmint.kernels.distances import nearest_centroids
 
-        nearest_centroids(x, np.ascontiguousarray(centroids.T), segment, distance, margin)
+        nearest_centroids(x, index, segment, distance, margin)
 
 
 class CudaBackend:
@@ -118,15 +124,19 @@ class CudaBackend:
                        faiss.cast_integer_to_idx_t_ptr(labels.data.ptr))
         return dist, labels
 
-    def nearest(self, x: Any, centroids: np.ndarray, segment: np.ndarray, distance: np.ndarray,
+    def centroid_index(self, centroids: np.ndarray) -> tuple[faiss.Index, Any]:
+        """Faiss' flat index of the centroids (float32) and the centroids on the card (float64)."""
+        index = self.flat_index(centroids.shape[1])
+        index.add(centroids.astype(np.float32))
+        return index, self.to_device(centroids)
+
+    def nearest(self, x: Any, index: tuple[faiss.Index, Any], segment: np.ndarray, distance: np.ndarray,
                 margin: np.ndarray) -> None:
         """Faiss' float32 search picks the nearest two (it may swap two within float32 rounding of each
         other, which the host's exact kernel does not); their distances are then summed in float64."""
-        k, d = centroids.shape
-        index = self.flat_index(d)
-        index.add(centroids.astype(np.float32))
-        _, idx = self.search(index, x, min(2, k))
-        wide = self.to_device(centroids)
+        flat, wide = index
+        k = wide.shape[0]
+        _, idx = self.search(flat, x, min(2, k))
         segment[:] = self.to_host(idx[:, 0])
         first = _row_distance(self.xp, x, wide[idx[:, 0]])
         distance[:] = self.to_host(first)

@@ -24,7 +24,8 @@ from segmint.engine.pipeline import commands, run  # noqa: E402
 from segmint.engine.pipeline.bucket import MapJob, map_bucket  # noqa: E402
 from segmint.engine.pipeline.score import ScoreJob, score_bucket  # noqa: E402
 from segmint.engine.pipeline.executor import resolve_executor  # noqa: E402
-from segmint.engine.pipeline.ray_executor import MAX_RETRIES, RayExecutor, _driver_error, start_local_ray  # noqa: E402
+from segmint.engine.pipeline.ray_executor import (  # noqa: E402
+    MAX_RETRIES, RayExecutor, _driver_error, _task_env, start_local_ray)
 
 CFG = RunConfig(buckets=3, cluster=ClusterConfig(k=6, seed=3))
 # Differ by run: run_id, times, the executor's name (and the sizes of those files).
@@ -153,6 +154,15 @@ def test_memory_failures_name_the_fix(job, error, message):
     translated = _driver_error(ray, error, job)
     assert type(translated) is ConfigError
     assert str(translated) == message
+
+
+def test_tasks_get_the_drivers_openmp_settings(monkeypatch):
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    env = _task_env(3)
+    assert (env["GOMP_SPINCOUNT"], env["OMP_WAIT_POLICY"], env["NUMBA_NUM_THREADS"]) == ("10000", "PASSIVE", "3")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert "GOMP_SPINCOUNT" not in _task_env(3)
 
 
 def test_without_ray_names_the_extra(monkeypatch):

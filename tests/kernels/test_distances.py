@@ -17,9 +17,9 @@ def _reference(x, c):
         ds = [math.sqrt(sum((float(x[i, f]) - float(c[j, f])) ** 2 for f in range(x.shape[1])))
               for j in range(c.shape[0])]
         order = sorted((d, j) for j, d in enumerate(ds) if not math.isnan(d) and d != math.inf)
-        if not order:
+        if not order:   # as Faiss gave such rows: no centroid, a NaN distance
             seg.append(-1)
-            dist.append(np.float32(np.inf))
+            dist.append(np.float32(np.nan))
             margin.append(np.float32(np.nan) if len(ds) > 1 else np.float32(np.inf))
             continue
         seg.append(order[0][1])
@@ -58,17 +58,20 @@ def test_ties_go_to_the_lowest_centroid_and_nan_rows_to_none():
         np.testing.assert_array_equal(got, want)
 
 
-def test_a_float32_near_tie_is_ranked_exactly():
-    # Two centroids whose float32 distances |x|^2 + |c|^2 - 2 x.c (Faiss' search) can come out in the
-    # wrong order: the exact sum never gives a negative margin.
+def test_rows_near_two_centroids_go_to_the_nearer_where_faiss_float32_swaps_them():
+    # Rows halfway between two centroids: Faiss ranks them by |x|^2 + |c|^2 - 2 x.c in float32 and puts
+    # some of them (5 here) in the farther one; the kernel's float64 sums put each in the nearer.
+    import faiss
+
     rng = np.random.default_rng(5)
     c = rng.standard_normal((2, 10))
-    mid = (c[0] + c[1]) / 2
-    x = (mid + rng.standard_normal((20_000, 10)) * 1e-4).astype(np.float32)
+    x = ((c[0] + c[1]) / 2 + rng.standard_normal((20_000, 10)) * 1e-4).astype(np.float32)
     seg, dist, margin = _run(x, c)
-    want = _reference(x[:500], c)
-    for got, exp in zip((seg[:500], dist[:500], margin[:500]), want, strict=True):
-        np.testing.assert_array_equal(got, exp)
-    assert (margin >= 0).all()
-    exact = np.sqrt(((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1))
-    np.testing.assert_array_equal(seg, np.argmin(exact, axis=1))
+    for got, want in zip((seg[:500], dist[:500], margin[:500]), _reference(x[:500], c), strict=True):
+        np.testing.assert_array_equal(got, want)
+    index = faiss.IndexFlatL2(10)
+    index.add(c.astype(np.float32))
+    swapped = np.flatnonzero(index.search(x, 1)[1][:, 0] != seg)
+    assert swapped.size > 0
+    exact = ((x[swapped].astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1)
+    assert (exact[np.arange(swapped.size), seg[swapped]] < exact[np.arange(swapped.size), 1 - seg[swapped]]).all()
