@@ -18,7 +18,7 @@ import polars as pl
 
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, nbd_customer_terms)
-from segmint.kernels.codes import int_codes, rehash, text_codes, text_hash
+from segmint.kernels.codes import dictionary_codes, int_codes, rehash, text_codes, text_hash
 from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
@@ -81,6 +81,9 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
                                          np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
                                          np.zeros(2, np.uint8), 0, np.empty(1, np.int32)),
+        # Parquet dictionaries' int32 indices (the tiny tables are Polars frames: their indices are uint32).
+        "dictionary_codes": lambda: dictionary_codes(_readonly(np.zeros(1, np.int32)), np.zeros(0, np.bool_),
+                                                     np.zeros(1, np.int32), np.empty(1, np.int32)),
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),

@@ -251,7 +251,8 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
         array = array.chunk(0)
     if pa.types.is_dictionary(array.type):
         lookup = codes.encode(array.dictionary.cast(pa.large_string()))
-        indices = array.indices if array.indices.type == pa.int32() else array.indices.cast(pa.int32())
+        # int32 (Parquet's) and uint32 (Polars' Categorical) as they are: a cast would copy every row's index.
+        indices = array.indices if array.indices.type in (pa.int32(), pa.uint32()) else array.indices.cast(pa.int32())
         missing = _nulls(indices) if indices.null_count else np.zeros(0, bool)
         out = np.empty(len(indices), np.int32)
         dictionary_codes(values(indices), missing, lookup, out)
