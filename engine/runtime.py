@@ -19,13 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "numba_cache_dir", "current_rss",
+__all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "numba_cache_dir", "prune_numba_cache",
+           "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "map_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 # GNU OpenMP spins this many times (about 0.1 ms) before an idle thread sleeps: short_openmp_spin.
 OPENMP_SPIN = 10_000
+# The file in a kernel cache folder that names the source folder it holds the compiled kernels of.
+_SOURCE_MARK = "segmint-source"
 
 
 def available_cpus() -> int:
@@ -56,6 +59,37 @@ def numba_cache_dir() -> Path:
 
     msg = f"no writable folder for compiled kernels; set NUMBA_CACHE_DIR to one (tried {candidates[1:]})"
     raise ConfigError(msg)
+
+
+def prune_numba_cache(cache: Path) -> None:
+    """Record in this install's kernel cache the folder it compiles, and remove the caches of installs
+    whose folder is gone.
+
+    Numba names a cache folder after the source folder (``kernels_<sha1 of its path>``) and never removes
+    one: every clean clone or reinstall left another behind (18 folders, 117 MB, on the development
+    machine). A folder without the record (another program's, an earlier segmint's) is left alone; one
+    whose folder exists is kept, whoever installed it.
+    """
+    import hashlib
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("segmint.kernels")   # where, without importing Numba
+    if spec is None or not spec.submodule_search_locations:
+        return
+    kernels = os.path.abspath(next(iter(spec.submodule_search_locations)))
+    own = cache / f"{os.path.basename(kernels)}_{hashlib.sha1(kernels.encode()).hexdigest()}"
+    try:
+        own.mkdir(exist_ok=True)
+        mark = own / _SOURCE_MARK
+        if not mark.is_file():
+            mark.write_text(kernels)
+        for folder in cache.iterdir():
+            source = folder / _SOURCE_MARK
+            if folder != own and source.is_file() and not Path(source.read_text()).is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        return   # a cache that cannot be tidied still works
 
 
 def current_rss() -> int:
@@ -153,7 +187,9 @@ def configure(threads: int | None = None) -> tuple[int, list[str]]:
         raise ConfigError(msg)
     late = []
     short_openmp_spin()
-    os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
+    cache = numba_cache_dir()
+    os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    prune_numba_cache(cache)
     for var in ("POLARS_MAX_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = str(n)
     if "polars" in sys.modules:

@@ -1,6 +1,7 @@
 """Thread budget and warmup."""
 
 import os
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -159,6 +160,27 @@ def test_openmp_threads_spin_briefly_unless_the_user_chose(user, spin, policy):
     probe = "import os, segmint; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(spin), policy]
+
+
+def test_kernel_caches_of_installs_that_are_gone_are_removed(tmp_path):
+    # Numba keeps one cache folder per source folder; the caches of deleted clones are removed, the rest kept.
+    cache = tmp_path / "cache"
+    alive, gone = tmp_path / "other-clone" / "kernels", tmp_path / "deleted-clone" / "kernels"
+    alive.mkdir(parents=True)
+    folders = {name: cache / name for name in ("kernels_alive", "kernels_gone", "kernels_unmarked", "someone_else")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "f-1.py311.nbi").write_bytes(b"x")
+    (folders["kernels_alive"] / "segmint-source").write_text(str(alive))
+    (folders["kernels_gone"] / "segmint-source").write_text(str(gone))
+    runtime.prune_numba_cache(cache)
+    assert not folders["kernels_gone"].exists()
+    assert all(folders[n].exists() for n in ("kernels_alive", "kernels_unmarked", "someone_else"))
+    own = [f for f in cache.iterdir() if f.name not in folders]
+    assert len(own) == 1 and Path((own[0] / "segmint-source").read_text()).is_dir()
+    assert own[0].name.startswith("kernels_") and (Path((own[0] / "segmint-source").read_text()) / "lines.py").is_file()
+    runtime.prune_numba_cache(cache)   # again: nothing more goes
+    assert sorted(f.name for f in cache.iterdir()) == sorted([*[n for n in folders if n != "kernels_gone"], own[0].name])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
