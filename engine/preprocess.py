@@ -51,15 +51,17 @@ class Scaler:
         # 800 k customers those copies were 150 MB above the matrix, the run's peak under --memory-limit 1GB).
         one_hot = [(a, levels) for a, levels in self.attributes if levels]
         x = np.empty((table.height, len(self.columns)), np.float32)
-        for lo, block in _row_blocks(table):
-            for j, (name, log) in enumerate(zip(self.features, self.log, strict=True)):
-                x[lo:lo + block.height, j] = (_column(block, name, log) - self.mean[j]) / self.std[j]
+        with np.errstate(over="ignore"):   # a value beyond float32 becomes inf, which _check_finite names
+            for lo, block in _row_blocks(table):
+                for j, (name, log) in enumerate(zip(self.features, self.log, strict=True)):
+                    x[lo:lo + block.height, j] = (_column(block, name, log) - self.mean[j]) / self.std[j]
         j = len(self.features)
         for a, levels in one_hot:
             text = table[a].cast(pl.String)
             for level in levels:
                 x[:, j] = (text == level).fill_null(False).to_numpy() * self.weight
                 j += 1
+        _check_finite(x, table, self.columns)
         return x
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
@@ -132,6 +134,19 @@ def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> n
         for j, (name, flag) in enumerate(zip(features, log, strict=True)):
             x[lo:lo + block.height, j] = _column(block, name, flag)
     return x
+
+
+def _check_finite(x: np.ndarray, table: pl.DataFrame, columns: Sequence[str]) -> None:
+    """Refuse a matrix with a missing or overflowing value: no centroid is nearest to it, and such a customer
+    would be placed in a segment at random (the default features are never missing)."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    row, col = map(int, np.argwhere(~finite)[0])
+    who = f"customer {table['customer_id'][row]}" if "customer_id" in table.columns else f"row {row}"
+    msg = (f"cluster feature {columns[col]!r} of {who} is missing or not a finite number after scaling; "
+           f"cluster on features every customer has ([features] cluster_features)")
+    raise ConfigError(msg)
 
 
 def _row_blocks(table: pl.DataFrame) -> Iterator[tuple[int, pl.DataFrame]]:

@@ -82,8 +82,10 @@ def prune_numba_cache(cache: Path) -> None:
     try:
         own.mkdir(exist_ok=True)
         mark = own / _SOURCE_MARK
-        if not mark.is_file():
-            mark.write_text(kernels)
+        if not mark.is_file():   # whole or absent to a process reading it: a partial path would read as gone
+            partial = own / f"{_SOURCE_MARK}.{os.getpid()}"
+            partial.write_text(kernels)
+            os.replace(partial, mark)
         for folder in cache.iterdir():
             source = folder / _SOURCE_MARK
             if folder != own and source.is_file() and not Path(source.read_text()).is_dir():

@@ -30,3 +30,16 @@ def test_scaler_and_matrix_match_numpy_across_row_blocks_and_chunks(rows):
     x = scaler.transform(table)
     assert x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_array_equal(x, ((raw - raw.mean(axis=0)) / std).astype(np.float32))
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), 1e300])
+def test_a_missing_or_overflowing_cluster_feature_is_refused_with_the_customer_named(bad):
+    # No centroid is nearest to a NaN row: it would have landed in a segment at random, with exit 0.
+    from segmint.engine.errors import ConfigError
+
+    frame = pl.DataFrame({"customer_id": [10, 11, 12], "a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]})
+    scaler = fit_scaler(frame, ["a", "b"], [])
+    broken = frame.with_columns(pl.Series("b", [4.0, bad, 6.0], dtype=pl.Float64))
+    with pytest.raises(ConfigError, match="cluster feature 'b' of customer 11 is missing or not a finite number"):
+        scaler.transform(broken)
+    assert np.isfinite(scaler.transform(frame)).all()
