@@ -6,7 +6,7 @@ the assignments partitioned by segment. It does none of what segmint adds (rejec
 quarantine, order netting, repeats, returns-only customers, CLV, sequence and mix features, profiles,
 names, a reusable model), which is why it is the bar for time and memory, not for output.
 
-``python -m segmint.bench.handwritten TRANSACTIONS OUT --threads N --seed S`` prints its stage times as one
+``python bench/handwritten.py TRANSACTIONS OUT --threads N --seed S`` prints its stage times as one
 JSON line; ``segmint bench`` runs it in a child process beside ``segmint run`` to compare wall time and
 peak RSS.
 """

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 import polars as pl
 
+from segmint.bench import handwritten
 from segmint.bench.peers import duckdb_aggregates, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
 from segmint.bench.timing import StageTimer
@@ -37,7 +38,7 @@ from segmint.engine.cluster import assign, fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.model import Model
 from segmint.engine.pipeline import run
-from segmint.engine.runtime import vm_hwm
+from segmint.engine.runtime import set_by_segmint, vm_hwm
 from segmint.engine.warmup import warmup
 
 __all__ = ["run_benchmark", "ratio_table"]
@@ -143,11 +144,12 @@ def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str |
 def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
     """The hand-written DuckDB + scikit-learn pipeline (bench/handwritten.py) in a child process."""
     with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
-        cmd = [sys.executable, "-m", "segmint.bench.handwritten", str(tx), f"{tmp}/segments", "--threads",
+        # Run as the user's own script runs: from its file, not through segmint's package (whose import
+        # sets segmint's runtime defaults), and without the variables segmint set in this process (NumPy's
+        # pages, OpenMP's spin, OpenBLAS' threads: engine.runtime).
+        cmd = [sys.executable, str(Path(handwritten.__file__)), str(tx), f"{tmp}/segments", "--threads",
                str(threads), "--seed", str(seed)]
-        # NumPy's own default (huge pages), as the user's script would run: importing the module from
-        # segmint's package would otherwise give the peer segmint's choice (runtime.small_pages).
-        env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "1"}
+        env = {var: value for var, value in os.environ.items() if var not in set_by_segmint()}
         seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress, env)
     done = json.loads(out)
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),

@@ -9,6 +9,7 @@ import pytest
 
 from segmint.bench import scenarios
 from segmint.bench.run import ratio_table, run_benchmark
+from segmint.engine import runtime
 
 
 @pytest.fixture
@@ -74,13 +75,16 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
 
     commands = []
     pages = {}
-    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "0")   # segmint's choice, whatever this shell set
+    # segmint's choice, set by segmint (not this shell): the peer runs without it, with NumPy's default.
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "0")
+    monkeypatch.setattr(runtime, "_DEFAULTED", {"NUMPY_MADVISE_HUGEPAGE"})
+    monkeypatch.setenv("SEGMINT_TEST_USER_VAR", "kept")   # the user's own: the peer keeps it
 
     def child(cmd, env):
         commands.append(cmd)
         time.sleep(0.01)  # a wall time the ratios can divide by
-        if "segmint.bench.handwritten" in cmd:
-            pages["peer"] = env["NUMPY_MADVISE_HUGEPAGE"]
+        if cmd[1].endswith("handwritten.py"):
+            pages["peer"] = env.get("NUMPY_MADVISE_HUGEPAGE"), env["SEGMINT_TEST_USER_VAR"]
             return 1024, 0, json.dumps({"seconds": {"total": 0.5}, "customers": 200}), ""
         pages["segmint"] = (env or os.environ).get("NUMPY_MADVISE_HUGEPAGE")
         out = Path(cmd[cmd.index("--out") + 1])
@@ -93,14 +97,14 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
     assert set(res["stages"]) == {"duckdb aggregate query"}
     # Two runs of segmint on the scenario's data, the second with the 2 GB budget, and the hand-written peer.
-    runs = [cmd for cmd in commands if "segmint.bench.handwritten" not in cmd]
+    runs = [cmd for cmd in commands if not cmd[1].endswith("handwritten.py")]
     assert [cmd[cmd.index("run") + 1] for cmd in runs] == [str(tmp_path / "L-seed0" / "transactions")] * 2
     assert "--memory-limit" not in runs[0] and runs[1][-2:] == ["--memory-limit", "2GB"]
     assert len(commands) == 3 and res["handwritten"]["peak_rss_mb"] == 1.0
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
     assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
     assert set(res["ratios"]) == L_RATIOS
-    assert pages == {"peer": "1", "segmint": "0"}   # the peer with NumPy's default, segmint with its own
+    assert pages == {"peer": (None, "kept"), "segmint": "0"}   # the peer with NumPy's default, segmint with its own
 
 
 @pytest.mark.slow

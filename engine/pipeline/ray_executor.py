@@ -222,7 +222,8 @@ def _task_env(cpus: int) -> dict[str, str]:
     n = str(cpus)
     return {"POLARS_MAX_THREADS": n, "NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n,
             "NUMBA_CACHE_DIR": str(numba_cache_dir()),
-            **{var: os.environ[var] for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if var in os.environ}}
+            **{var: os.environ[var] for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS")
+               if var in os.environ}}
 
 
 def _detach_plan(job: Any) -> tuple[Any, Any]:

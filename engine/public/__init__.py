@@ -16,10 +16,11 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from segmint.engine.runtime import short_openmp_spin, small_pages
+from segmint.engine.runtime import serial_blas, short_openmp_spin, small_pages
 
 short_openmp_spin()  # before Numba or Faiss load
 small_pages()     # before NumPy loads, where it has not
+serial_blas()     # before NumPy or SciPy load
 
 try:
     __version__ = version("segmint")

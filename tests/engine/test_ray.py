@@ -156,11 +156,13 @@ def test_memory_failures_name_the_fix(job, error, message):
     assert str(translated) == message
 
 
-def test_tasks_get_the_drivers_openmp_settings(monkeypatch):
+def test_tasks_get_the_drivers_openmp_and_blas_settings(monkeypatch):
     monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     env = _task_env(3)
     assert (env["GOMP_SPINCOUNT"], env["OMP_WAIT_POLICY"], env["NUMBA_NUM_THREADS"]) == ("10000", "PASSIVE", "3")
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
     monkeypatch.delenv("GOMP_SPINCOUNT")
     assert "GOMP_SPINCOUNT" not in _task_env(3)
 

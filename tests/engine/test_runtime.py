@@ -1,5 +1,6 @@
 """Thread budget and warmup."""
 
+import json
 import os
 from pathlib import Path
 
@@ -160,6 +161,26 @@ def test_openmp_threads_spin_briefly_unless_the_user_chose(user, spin, policy):
     probe = "import os, segmint; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(spin), policy]
+
+
+@pytest.mark.parametrize(("user", "threads"), [
+    (None, 1),     # segmint's BLAS calls are small: no OpenBLAS worker threads to spin against Numba's
+    ("2", 2),      # the user's choice stands
+])
+def test_openblas_runs_on_the_calling_thread_unless_the_user_chose(user, threads):
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user is not None:
+        environ["OPENBLAS_NUM_THREADS"] = user
+    probe = ("import json, segmint, scipy.optimize, threadpoolctl; from segmint.engine.runtime import set_by_segmint; "
+             "print(json.dumps([sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() "
+             "if i['internal_api'] == 'openblas'}), 'OPENBLAS_NUM_THREADS' in set_by_segmint()]))")
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    counts, by_segmint = json.loads(out.stdout)
+    assert counts == [threads]   # NumPy's and SciPy's OpenBLAS alike
+    assert by_segmint == (user is None)   # what a peer run as the user's script must not inherit
 
 
 def test_kernel_caches_of_installs_that_are_gone_are_removed(tmp_path):
