@@ -14,24 +14,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segmint.engine.io import arrow_numpy
-from segmint.kernels.codes import int_codes, rehash, text_codes
+from segmint.kernels.codes import direct_codes, int_codes, key_range, rehash, text_codes
 
-__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse", "SLICE"]
+__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse", "SLICE", "DENSE_SPAN", "DENSE_SPAN_PER_CODE"]
 
 _START = 1 << 12
 # Keys coded per kernel call: a table sized for the codes so far and one slice (callers slicing their own
 # keys to keep temporaries small use it too).
 SLICE = 1 << 16
+# IntCodes reads codes from a table indexed by key while the keys span at most the larger of these: 16 MB of
+# table, or 24 bytes per code (the hash table's size when half full: 8 bytes of key and 4 of code per slot).
+DENSE_SPAN = 1 << 22
+DENSE_SPAN_PER_CODE = 6
+_KEY_START, _KEY_END = -(1 << 63), 1 << 63
 
 
 class IntCodes:
-    """Codes for int64 keys."""
+    """Codes for int64 keys.
+
+    While the keys seen span few values for their number (dense integer ids, as a database's sequence
+    gives), a key's code is read from a table indexed by key - low: one read where a hash probe took several
+    (bench M's 20.4 M lines of 909 k customer ids: 0.45-0.49 -> 0.10-0.15 s). Once they span more than DENSE_SPAN and
+    DENSE_SPAN_PER_CODE per code, the codes move to the hash table for good. Either way the codes are the
+    first-seen ones."""
 
     def __init__(self) -> None:
         self.n = 0
-        self._slot_keys = np.zeros(_START, np.int64)
-        self._slot_codes = np.full(_START, -1, np.int32)
         self._code_keys = np.zeros(_START, np.int64)
+        self._low = 0
+        self._direct: np.ndarray | None = np.zeros(0, np.int32)   # None: the hash table holds the codes
+        self._slot_keys = np.zeros(0, np.int64)
+        self._slot_codes = np.zeros(0, np.int32)
 
     def encode(self, keys: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """int32 code of each key (-1 where missing).
@@ -41,9 +54,13 @@ class IntCodes:
         out = np.empty(keys.size, np.int32)
         for lo in range(0, keys.size, SLICE):
             hi = min(keys.size, lo + SLICE)
+            part, gone = keys[lo:hi], missing[lo:hi]
             self._reserve(hi - lo)
-            self.n = int(int_codes(keys[lo:hi], missing[lo:hi], self._slot_keys, self._slot_codes, self._code_keys,
-                                   self.n, out[lo:hi]))
+            if self._direct is not None and self._covered(part, gone):
+                self.n = int(direct_codes(part, gone, self._low, self._direct, self._code_keys, self.n, out[lo:hi]))
+            else:
+                self.n = int(int_codes(part, gone, self._slot_keys, self._slot_codes, self._code_keys, self.n,
+                                       out[lo:hi]))
         return out
 
     def values(self) -> np.ndarray:
@@ -61,11 +78,38 @@ class IntCodes:
     def _reserve(self, more: int) -> None:
         if self._code_keys.size < self.n + more:
             self._code_keys = _grown(self._code_keys, self.n + more, self.n)
-        if self._slot_codes.size < 2 * (self.n + more):
-            size = _power_of_two(2 * (self.n + more))
-            self._slot_keys = np.zeros(size, np.int64)
-            self._slot_codes = np.full(size, -1, np.int32)
-            rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes, True)
+        if self._direct is None and self._slot_codes.size < 2 * (self.n + more):
+            self._hash_table(more)
+
+    def _covered(self, keys: np.ndarray, missing: np.ndarray) -> bool:
+        """Whether the direct table covers ``keys``, grown if need be; False once it would be too sparse (the
+        codes are then in the hash table)."""
+        found, smallest, largest = (int(v) for v in key_range(keys, missing))
+        size = self._direct.size
+        low, high = self._low, self._low + size
+        if not found or (size and low <= smallest and largest < high):
+            return True
+        low_, high_ = (min(low, smallest), max(high, largest + 1)) if size else (smallest, largest + 1)
+        # Room on the side that grew, as ids arrive in rising or falling runs: the table at least doubles.
+        wide = max(high_ - low_, 2 * size)
+        roomy = (low_, min(low_ + wide, _KEY_END)) if high_ > high or not size else (max(high_ - wide, _KEY_START), high_)
+        limit = max(DENSE_SPAN, DENSE_SPAN_PER_CODE * (self.n + keys.size))
+        new_low, new_high = next(((a, b) for a, b in (roomy, (low_, high_)) if b - a <= limit), (None, None))
+        if new_low is None:
+            self._direct = None
+            self._hash_table(keys.size)
+            return False
+        table = np.full(new_high - new_low, -1, np.int32)
+        if size:
+            table[low - new_low: high - new_low] = self._direct
+        self._low, self._direct = new_low, table
+        return True
+
+    def _hash_table(self, more: int) -> None:
+        size = _power_of_two(2 * (self.n + more))
+        self._slot_keys = np.zeros(size, np.int64)
+        self._slot_codes = np.full(size, -1, np.int32)
+        rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes, True)
 
 
 class TextCodes:

@@ -18,7 +18,7 @@ import polars as pl
 
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, nbd_customer_terms)
-from segmint.kernels.codes import dictionary_codes, int_codes, rehash, text_codes, text_hash
+from segmint.kernels.codes import dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash
 from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
@@ -76,8 +76,12 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                 for amount in (one, _readonly(one))],
         # Codes of keys the map reads from Arrow (read-only, through the tiny tables) and of keys computed
         # in NumPy (the CLV's distinct values and pairs, writable).
-        "int_codes": lambda: int_codes(ints, np.zeros(1, np.bool_), np.zeros(16, np.int64), np.full(16, -1, np.int32),
-                                       np.zeros(2, np.int64), 0, np.empty(1, np.int32)),
+        "int_codes": lambda: [int_codes(keys, np.zeros(1, np.bool_), np.zeros(16, np.int64), np.full(16, -1, np.int32),
+                                        np.zeros(2, np.int64), 0, np.empty(1, np.int32)) for keys in (ints, _readonly(ints))],
+        "direct_codes": lambda: [direct_codes(keys, np.zeros(1, np.bool_), 0, np.full(1, -1, np.int32),
+                                              np.zeros(2, np.int64), 0, np.empty(1, np.int32))
+                                 for keys in (ints, _readonly(ints))],
+        "key_range": lambda: [key_range(keys, np.zeros(1, np.bool_)) for keys in (ints, _readonly(ints))],
         "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
                                          np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
                                          np.zeros(2, np.uint8), 0, np.empty(1, np.int32)),

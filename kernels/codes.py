@@ -1,6 +1,8 @@
 """Dense codes for keys, in first-seen order: open-addressing hash tables with linear probing.
 
-``int_codes`` gives each distinct int64 key a code 0, 1, 2, ... as it first appears.
+``int_codes`` gives each distinct int64 key a code 0, 1, 2, ... as it first appears;
+``direct_codes`` gives the same codes from a table indexed by key - low, for keys that span a
+range not much wider than their number (``key_range`` measures it).
 ``text_codes`` does the same for strings (Arrow offsets and bytes) and compares the bytes
 of every candidate it meets, so two strings share a code only when they are equal: a hash
 only says where to look. The caller keeps each table at most half full (engine.codes grows
@@ -14,7 +16,7 @@ import numpy as np
 from segmint.kernels._jit import serial
 from segmint.kernels.hashing import mix64
 
-__all__ = ["int_codes", "text_codes", "rehash", "text_hash", "dictionary_codes"]
+__all__ = ["int_codes", "direct_codes", "key_range", "text_codes", "rehash", "text_hash", "dictionary_codes"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -55,6 +57,56 @@ def int_codes(keys, missing, slot_keys, slot_codes, code_keys, n_codes, out):
                 break
             slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
     return n_codes
+
+
+@serial
+def direct_codes(keys, missing, low, table, code_keys, n_codes, out):
+    """``int_codes`` for keys in [low, low + table size): the code of key k is held at table[k - low].
+
+    Parameters
+    ----------
+    keys : int64[n]                  # IN     keys, each missing or within the table's range
+    missing : bool[n]                # IN     True: no key (code -1)
+    low : int64                      # IN     the key of table[0]
+    table : int32[span]              # IN/OUT the code of each key of the range, -1 when not seen yet
+    code_keys : int64[>= n_codes+n]  # IN/OUT the key of each code
+    n_codes : int                    # IN     codes given so far
+    out : int32[n]                   # OUT    the code of each key
+    """
+    for i in range(keys.shape[0]):
+        if missing[i]:
+            out[i] = -1
+            continue
+        key = keys[i]
+        code = table[key - low]
+        if code < 0:
+            code = n_codes
+            table[key - low] = code
+            code_keys[code] = key
+            n_codes += 1
+        out[i] = code
+    return n_codes
+
+
+@serial
+def key_range(keys, missing):
+    """(whether any key is present, the smallest, the largest) among the keys not missing."""
+    found = False
+    smallest = np.int64(0)
+    largest = np.int64(0)
+    for i in range(keys.shape[0]):
+        if missing[i]:
+            continue
+        key = keys[i]
+        if not found:
+            found = True
+            smallest = key
+            largest = key
+        elif key < smallest:
+            smallest = key
+        elif key > largest:
+            largest = key
+    return found, smallest, largest
 
 
 @serial

@@ -40,6 +40,51 @@ def test_int_codes_of_one_call_longer_than_a_slice():
         assert got.tolist() == want and codes.values().tolist() == distinct
 
 
+@pytest.mark.parametrize("case", ["rising", "falling", "shuffled", "top of int64", "bottom of int64", "then sparse"])
+def test_dense_int_keys_are_coded_from_a_direct_table_with_the_same_codes(case):
+    # Dense ids (a database sequence) are read from a table indexed by key: it grows as runs of ids arrive,
+    # up or down, stays inside int64 at its ends, and hands over to the hash table when a far key comes;
+    # the codes are the first-seen ones throughout.
+    rng = np.random.default_rng(len(case))
+    base = {"top of int64": 2**63 - 300_000, "bottom of int64": -2**63}.get(case, 10**12)
+    ids = base + np.arange(300_000, dtype=np.int64)
+    keys = np.repeat(ids, rng.integers(1, 4, ids.size))
+    if case == "falling":
+        keys = keys[::-1].copy()
+    elif case in ("shuffled", "then sparse"):
+        rng.shuffle(keys)
+    if case == "then sparse":
+        keys = np.concatenate([keys, rng.integers(-2**62, 2**62, 5_000), keys[:1000]])
+    missing = rng.random(keys.size) < 0.02
+    codes = IntCodes()
+    got = np.concatenate([codes.encode(keys[lo:lo + 40_000], missing[lo:lo + 40_000])
+                          for lo in range(0, keys.size, 40_000)])
+    want, distinct = _first_seen([None if m else int(k) for k, m in zip(keys, missing)])
+    assert got.tolist() == want and codes.values().tolist() == distinct
+    assert codes.ranks().tolist() == np.argsort(np.argsort(distinct, kind="stable"), kind="stable").tolist()
+    assert (codes._direct is None) == (case == "then sparse")   # the direct table served the dense ids
+
+
+def test_direct_codes_and_key_range_against_plain_python():
+    from segmint.kernels.codes import direct_codes, key_range
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 1000):
+        keys = rng.integers(-50, 50, n).astype(np.int64)
+        missing = rng.random(n) < 0.3
+        present = [int(k) for k, m in zip(keys, missing) if not m]
+        found, smallest, largest = key_range(keys, missing)
+        assert (bool(found), *((int(smallest), int(largest)) if found else ())) == \
+            ((True, min(present), max(present)) if present else (False,))
+        table, code_keys, out = np.full(101, -1, np.int32), np.zeros(n + 1, np.int64), np.empty(n, np.int32)
+        table[3] = 0   # key -47 already holds code 0
+        code_keys[0] = -47
+        n_codes = direct_codes(keys, missing, -50, table, code_keys, 1, out)
+        want, distinct = _first_seen([-47] + [None if m else int(k) for k, m in zip(keys, missing)])
+        assert out.tolist() == want[1:] and code_keys[:n_codes].tolist() == distinct
+        assert [int(table[k + 50]) for k in distinct] == list(range(len(distinct)))
+
+
 @pytest.mark.parametrize("chunk", [1, 53, 10_000])
 def test_text_codes_compare_bytes_and_rank_by_them(chunk):
     rng = np.random.default_rng(chunk)
