@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.errors import ConfigError
+from segmint.kernels.moments import column_moments
 
 __all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
 
@@ -105,9 +106,9 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
     log = tuple(f in log_features for f in features)
     sample = table if rows is None else table[rows]
     x = _raw(sample, features, log)
-    std = x.std(axis=0)
+    mean, std = column_moments(x) if x.shape[0] and x.shape[1] > 1 else (x.mean(axis=0), x.std(axis=0))
     std[std == 0] = 1.0
-    return Scaler(tuple(features), log, tuple(map(float, x.mean(axis=0))), tuple(map(float, std)),
+    return Scaler(tuple(features), log, tuple(map(float, mean)), tuple(map(float, std)),
                   tuple((a, _levels(sample, a)) for a in attributes), weight)
 
 

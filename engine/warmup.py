@@ -24,6 +24,7 @@ from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials,
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import row_reasons
+from segmint.kernels.moments import column_moments
 from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
 
@@ -81,6 +82,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "direct_codes": lambda: [direct_codes(keys, np.zeros(1, np.bool_), 0, np.full(1, -1, np.int32),
                                               np.zeros(2, np.int64), 0, np.empty(1, np.int32))
                                  for keys in (ints, _readonly(ints))],
+        "column_moments": lambda: column_moments(np.ones((1, 2))),
         "key_range": lambda: [key_range(keys, np.zeros(1, np.bool_)) for keys in (ints, _readonly(ints))],
         "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
                                          np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
