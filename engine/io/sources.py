@@ -201,7 +201,8 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
 
     # Columns decoded on Arrow's pool only where it has cores beyond the two this reading thread and the
     # caller's take: on two, the pool's threads and the caller's kernels took turns on the same cores
-    # (bench M's read loop 1.22-1.23 s with the pool, 1.09-1.12 s without).
+    # (bench M's read loop 1.22-1.23 s with the pool, 1.09-1.12 s without; scenario L's partition jobs, whose
+    # own work is light, were no faster with it: 8 jobs each way, interleaved, either order).
     pool = pa.cpu_count() > 2
     for chunk in chunks:
         try:
