@@ -152,7 +152,7 @@ def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
         env = {var: value for var, value in os.environ.items() if var not in set_by_segmint()}
         seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress, env)
     done = json.loads(out)
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[1:]),
             "steps": done["seconds"], "customers": done["customers"]}
 
 

@@ -1,7 +1,8 @@
 """Dense codes for the values of a column across the chunks of a bucket (kernels/codes.py).
 
 ``IntCodes`` and ``TextCodes`` give every distinct value a code 0, 1, 2, ... in first-seen
-order, chunk after chunk, growing their hash table so it stays at most half full. ``ranks()``
+order, chunk after chunk, growing their hash table so it stays at most half full (dense integer
+keys are looked up in a table indexed by key instead, while they stay dense). ``ranks()``
 then gives each code the rank of its value in value order (strings by their UTF-8 bytes, as
 Polars and Arrow sort them), which is how customers, order ids and categories are ordered
 in every output, whatever order the chunks came in.
@@ -90,15 +91,16 @@ class IntCodes:
         if not found or (size and low <= smallest and largest < high):
             return True
         low_, high_ = (min(low, smallest), max(high, largest + 1)) if size else (smallest, largest + 1)
-        # Room on the side that grew, as ids arrive in rising or falling runs: the table at least doubles.
-        wide = max(high_ - low_, 2 * size)
-        roomy = (low_, min(low_ + wide, _KEY_END)) if high_ > high or not size else (max(high_ - wide, _KEY_START), high_)
         limit = max(DENSE_SPAN, DENSE_SPAN_PER_CODE * (self.n + keys.size))
-        new_low, new_high = next(((a, b) for a, b in (roomy, (low_, high_)) if b - a <= limit), (None, None))
-        if new_low is None:
+        if high_ - low_ > limit:
             self._direct = None
             self._hash_table(keys.size)
             return False
+        # Room on the side that grew, as ids arrive in rising or falling runs: the table doubles (within the
+        # limit and int64), so a run of ids costs a few copies of it, not one per slice.
+        wide = max(high_ - low_, min(2 * size, limit))
+        new_low, new_high = ((low_, min(low_ + wide, _KEY_END)) if high_ > high or not size
+                             else (max(high_ - wide, _KEY_START), high_))
         table = np.full(new_high - new_low, -1, np.int32)
         if size:
             table[low - new_low: high - new_low] = self._direct

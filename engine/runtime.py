@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 __all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "serial_blas", "set_by_segmint",
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
-           "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "map_threads"]
+           "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 # GNU OpenMP spins this many times (about 0.1 ms) before an idle thread sleeps: short_openmp_spin.
 OPENMP_SPIN = 10_000
-# The environment variables this process's segmint set itself (the user had not): set_by_segmint.
-_DEFAULTED: set[str] = set()
+# The environment variables segmint set itself in this process (the user had not), and the values it set.
+_DEFAULTED: dict[str, str] = {}
 # The file in a kernel cache folder that names the source folder it holds the compiled kernels of.
 _SOURCE_MARK = "segmint-source"
 
@@ -215,6 +215,13 @@ def configure(threads: int | None = None) -> tuple[int, list[str]]:
     return n, late
 
 
+def thread_budget() -> int:
+    """The thread budget in force: Numba's thread count, which ``configure`` sets (cgroup-aware by default)."""
+    import numba
+
+    return numba.get_num_threads()
+
+
 def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, for
     work that releases the GIL (NumPy sorts and reductions); results in order, the first error raised.
@@ -222,9 +229,7 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     a run going on in another thread."""
     import threading
 
-    import numba
-
-    n = min(len(items), numba.get_num_threads())
+    n = min(len(items), thread_budget())
     if n <= 1:
         return [fn(item) for item in items]
     out: list[Any] = [None] * len(items)
@@ -277,9 +282,11 @@ def serial_blas() -> None:
 
 
 def set_by_segmint() -> frozenset[str]:
-    """The environment variables segmint set in this process where the user had not (its defaults above):
-    what a peer run as the user would run it must not inherit."""
-    return frozenset(_DEFAULTED)
+    """The environment variables that hold a default segmint set in this process where the user had set none
+    (the three above): what a peer run as the user would run it must not inherit. ``configure``'s thread
+    budget (POLARS_MAX_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS) is not among them: it is the user's
+    --threads."""
+    return frozenset(var for var, value in _DEFAULTED.items() if os.environ.get(var) == value)
 
 
 def small_pages() -> None:
@@ -307,7 +314,7 @@ def small_pages() -> None:
 def _default(var: str, value: str) -> None:
     if var not in os.environ:
         os.environ[var] = value
-        _DEFAULTED.add(var)
+        _DEFAULTED[var] = value
 
 
 def _cgroup_quota() -> int | None:

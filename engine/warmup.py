@@ -82,7 +82,6 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "direct_codes": lambda: [direct_codes(keys, np.zeros(1, np.bool_), 0, np.full(1, -1, np.int32),
                                               np.zeros(2, np.int64), 0, np.empty(1, np.int32))
                                  for keys in (ints, _readonly(ints))],
-        "column_moments": lambda: column_moments(np.ones((1, 2))),
         "key_range": lambda: [key_range(keys, np.zeros(1, np.bool_)) for keys in (ints, _readonly(ints))],
         "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
                                          np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
@@ -93,6 +92,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
+        "column_moments": lambda: column_moments(np.ones((1, 2))),   # the scaler's statistics
         "mix64": lambda: mix64(np.uint64(1)),
         "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),
         "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),

@@ -90,7 +90,14 @@ def direct_codes(keys, missing, low, table, code_keys, n_codes, out):
 
 @serial
 def key_range(keys, missing):
-    """(whether any key is present, the smallest, the largest) among the keys not missing."""
+    """(whether any key is present, the smallest, the largest) among the keys not missing.
+
+    Parameters
+    ----------
+    keys : int64[n]      # IN  keys
+    missing : bool[n]    # IN  True: no key
+    Returns bool, int64, int64 (the two 0 when no key is present)
+    """
     found = False
     smallest = np.int64(0)
     largest = np.int64(0)

@@ -77,7 +77,7 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     pages = {}
     # segmint's choice, set by segmint (not this shell): the peer runs without it, with NumPy's default.
     monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "0")
-    monkeypatch.setattr(runtime, "_DEFAULTED", {"NUMPY_MADVISE_HUGEPAGE"})
+    monkeypatch.setattr(runtime, "_DEFAULTED", {"NUMPY_MADVISE_HUGEPAGE": "0"})
     monkeypatch.setenv("SEGMINT_TEST_USER_VAR", "kept")   # the user's own: the peer keeps it
 
     def child(cmd, env):
@@ -101,6 +101,7 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert [cmd[cmd.index("run") + 1] for cmd in runs] == [str(tmp_path / "L-seed0" / "transactions")] * 2
     assert "--memory-limit" not in runs[0] and runs[1][-2:] == ["--memory-limit", "2GB"]
     assert len(commands) == 3 and res["handwritten"]["peak_rss_mb"] == 1.0
+    assert res["handwritten"]["command"].split()[0].endswith("bench/handwritten.py")   # the script is named
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
     assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
     assert set(res["ratios"]) == L_RATIOS

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy, store
+from segmint.engine.runtime import thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
            "read_at", "first_line"]
@@ -199,11 +200,12 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
         -> Generator[pa.Table, None, None]:
     import pyarrow.parquet as pq
 
-    # Columns decoded on Arrow's pool only where it has cores beyond the two this reading thread and the
-    # caller's take: on two, the pool's threads and the caller's kernels took turns on the same cores
-    # (bench M's read loop 1.22-1.23 s with the pool, 1.09-1.12 s without; scenario L's partition jobs, whose
-    # own work is light, were no faster with it: 8 jobs each way, interleaved, either order).
-    pool = pa.cpu_count() > 2
+    # Columns decoded on Arrow's pool only where the thread budget has room beyond the two this reading
+    # thread and the caller's take: on two, the pool's threads and the caller's kernels took turns on the
+    # same cores (bench M's read loop 1.22-1.23 s with the pool, 1.09-1.12 s without; scenario L's partition
+    # jobs, whose own work is light, were no faster with it: 8 jobs each way, interleaved, either order).
+    # The budget, not Arrow's own count: in a library that loaded pyarrow first, that is the host's cores.
+    pool = thread_budget() > 2
     for chunk in chunks:
         try:
             path = str(store.local(chunk.path))

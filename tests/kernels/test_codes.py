@@ -40,22 +40,25 @@ def test_int_codes_of_one_call_longer_than_a_slice():
         assert got.tolist() == want and codes.values().tolist() == distinct
 
 
-@pytest.mark.parametrize("case", ["rising", "falling", "shuffled", "top of int64", "bottom of int64", "then sparse"])
+@pytest.mark.parametrize("case", ["rising", "falling", "shuffled", "top of int64", "bottom of int64",
+                                  "falling at the bottom of int64", "every 5th id", "then sparse"])
 def test_dense_int_keys_are_coded_from_a_direct_table_with_the_same_codes(case):
     # Dense ids (a database sequence) are read from a table indexed by key: it grows as runs of ids arrive,
     # up or down, stays inside int64 at its ends, and hands over to the hash table when a far key comes;
     # the codes are the first-seen ones throughout.
     rng = np.random.default_rng(len(case))
-    base = {"top of int64": 2**63 - 300_000, "bottom of int64": -2**63}.get(case, 10**12)
-    ids = base + np.arange(300_000, dtype=np.int64)
+    base = {"top of int64": 2**63 - 300_000, "bottom of int64": -2**63,
+            "falling at the bottom of int64": -2**63}.get(case, 10**12)
+    ids = base + np.arange(300_000, dtype=np.int64) * (5 if case == "every 5th id" else 1)
     keys = np.repeat(ids, rng.integers(1, 4, ids.size))
-    if case == "falling":
+    if case.startswith("falling"):
         keys = keys[::-1].copy()
     elif case in ("shuffled", "then sparse"):
         rng.shuffle(keys)
     if case == "then sparse":
         keys = np.concatenate([keys, rng.integers(-2**62, 2**62, 5_000), keys[:1000]])
     missing = rng.random(keys.size) < 0.02
+    keys[missing] = 0   # a missing key's value is any value: never coded
     codes = IntCodes()
     got = np.concatenate([codes.encode(keys[lo:lo + 40_000], missing[lo:lo + 40_000])
                           for lo in range(0, keys.size, 40_000)])
@@ -63,6 +66,33 @@ def test_dense_int_keys_are_coded_from_a_direct_table_with_the_same_codes(case):
     assert got.tolist() == want and codes.values().tolist() == distinct
     assert codes.ranks().tolist() == np.argsort(np.argsort(distinct, kind="stable"), kind="stable").tolist()
     assert (codes._direct is None) == (case == "then sparse")   # the direct table served the dense ids
+
+
+@pytest.mark.parametrize("step", [1, 4, 5])
+def test_the_direct_table_grows_by_doubling_not_once_per_slice(step):
+    # Rising ids a few apart (a sequence shared by several tables) extend the table at every slice: each
+    # growth copies it, so it must grow geometrically. 60 slices of new ids take a handful of copies.
+    from segmint.engine.codes import SLICE
+
+    codes, table, growths = IntCodes(), None, 0
+    for lo in range(0, 60 * SLICE, SLICE):
+        keys = np.arange(lo, lo + SLICE, dtype=np.int64) * step
+        assert codes.encode(keys, np.zeros(SLICE, bool)).tolist() == list(range(lo, lo + SLICE))
+        growths += codes._direct is not table
+        table = codes._direct
+    assert table is not None and growths <= 16
+
+
+def test_the_direct_table_holds_at_most_its_limit_and_a_slice_of_missing_keys_changes_nothing():
+    from segmint.engine.codes import DENSE_SPAN
+
+    codes = IntCodes()
+    assert codes.encode(np.array([5, 7], np.int64), np.ones(2, bool)).tolist() == [-1, -1] and codes.n == 0
+    within = np.array([0, DENSE_SPAN - 1], np.int64)   # a span of exactly DENSE_SPAN values
+    assert codes.encode(within, np.zeros(2, bool)).tolist() == [0, 1] and codes._direct.size == DENSE_SPAN
+    assert codes.encode(np.array([DENSE_SPAN, 3], np.int64), np.zeros(2, bool)).tolist() == [2, 3]
+    assert codes._direct is None   # one value more than the limit: the hash table from then on
+    assert codes.encode(within[::-1].copy(), np.zeros(2, bool)).tolist() == [1, 0]
 
 
 def test_direct_codes_and_key_range_against_plain_python():
