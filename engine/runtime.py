@@ -1,4 +1,5 @@
-"""One thread budget for Polars, Numba and Faiss (OpenMP), and Numba's cache directory.
+"""One thread budget for Polars, Numba and Faiss (OpenMP), Numba's cache directory, and the process-wide
+defaults ``import segmint`` sets (OpenMP's spin, NumPy's pages, OpenBLAS' threads) where the user set none.
 
 Call ``configure`` before Polars, Numba or Faiss are imported (the CLI does
 it first thing): Polars reads POLARS_MAX_THREADS and Numba NUMBA_NUM_THREADS
@@ -283,7 +284,8 @@ def serial_blas() -> None:
 
 def set_by_segmint() -> frozenset[str]:
     """The environment variables that hold a default segmint set in this process where the user had set none
-    (the three above): what a peer run as the user would run it must not inherit. ``configure``'s thread
+    (short_openmp_spin's, small_pages' and serial_blas'): what a peer run as the user would run it must not
+    inherit. ``configure``'s thread
     budget (POLARS_MAX_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS) is not among them: it is the user's
     --threads."""
     return frozenset(var for var, value in _DEFAULTED.items() if os.environ.get(var) == value)
