@@ -407,10 +407,15 @@ def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
              n_T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each customer's distinct (x, t_x, T) triple (int32, first-seen order) and each triple's indices into
-    the distinct x, t_x and T: (x, t_x) pairs coded first, then (pair, T), so no key exceeds customers x
-    distinct values (a single key of three indices could pass 2^63). Coded a slice of customers at a time:
-    the fit's peak memory holds no key array the size of the customers."""
+    """Each customer's distinct (x, t_x, T) triple (int32) and each triple's indices into the distinct x, t_x
+    and T: (x, t_x) pairs coded first, then (pair, T), so no key exceeds customers x distinct values (a single
+    key of three indices could pass 2^63). Coded a slice of customers at a time: the fit's peak memory holds
+    no key array the size of the customers.
+
+    Triples are numbered by how many customers share each, most shared first (ties in first-seen order):
+    ``bgnbd_customer_sums`` reads each customer's triple's terms, and with the common ones together those
+    reads mostly hit the cache (L's 10 M customers over 2.7 M triples: 49 -> 35 ms a call, 72 calls a fit).
+    Each triple's terms and each customer's sum are what they were: only where a triple's row lies changes."""
     pairs, triples = IntCodes(), IntCodes()
     triple = np.empty(ix.size, np.int32)
     none_missing = np.zeros(min(ix.size, SLICE), bool)
@@ -418,7 +423,9 @@ def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
         part = slice(lo, lo + SLICE)
         pair = pairs.encode(ix[part].astype(np.int64) * n_tx + itx[part], none_missing[:ix[part].size])
         triple[part] = triples.encode(pair.astype(np.int64) * n_T + iT[part], none_missing[:pair.size])
-    keys = triples.values()
+    shared_first = np.argsort(-np.bincount(triple, minlength=triples.n), kind="stable")
+    triple = inverse(shared_first)[triple]
+    keys = triples.values()[shared_first]
     first = pairs.values()[keys // n_T]
     return (triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32),
             (keys % n_T).astype(np.int32))
