@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "serial_blas", "set_by_segmint",
+           "PROCESS_VARIABLES",
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads"]
@@ -29,6 +30,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 # GNU OpenMP spins this many times (about 0.1 ms) before an idle thread sleeps: short_openmp_spin.
 OPENMP_SPIN = 10_000
+# The variables the defaults of ``import segmint`` govern (short_openmp_spin, small_pages, serial_blas), set by
+# segmint or the user: a process started for segmint's work (a Ray task) takes the driver's.
+PROCESS_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMPY_MADVISE_HUGEPAGE", "OPENBLAS_NUM_THREADS")
 # The environment variables segmint set itself in this process (the user had not), and the values it set.
 _DEFAULTED: dict[str, str] = {}
 # The file in a kernel cache folder that names the source folder it holds the compiled kernels of.
@@ -283,11 +287,9 @@ def serial_blas() -> None:
 
 
 def set_by_segmint() -> frozenset[str]:
-    """The environment variables that hold a default segmint set in this process where the user had set none
-    (short_openmp_spin's, small_pages' and serial_blas'): what a peer run as the user would run it must not
-    inherit. ``configure``'s thread
-    budget (POLARS_MAX_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS) is not among them: it is the user's
-    --threads."""
+    """The PROCESS_VARIABLES that hold a default segmint set in this process where the user had set none: what
+    a peer run as the user would run it must not inherit. ``configure``'s thread budget (POLARS_MAX_THREADS,
+    NUMBA_NUM_THREADS, OMP_NUM_THREADS) is not among them: it is the user's --threads."""
     return frozenset(var for var, value in _DEFAULTED.items() if os.environ.get(var) == value)
 
 

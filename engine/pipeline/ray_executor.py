@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from segmint.engine.errors import ConfigError, SegmintError
-from segmint.engine.runtime import available_cpus, numba_cache_dir
+from segmint.engine.runtime import PROCESS_VARIABLES, available_cpus, numba_cache_dir
 
 __all__ = ["RayExecutor", "start_local_ray", "MAX_RETRIES", "RETRY_EXCEPTIONS"]
 
@@ -222,8 +222,7 @@ def _task_env(cpus: int) -> dict[str, str]:
     n = str(cpus)
     return {"POLARS_MAX_THREADS": n, "NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n,
             "NUMBA_CACHE_DIR": str(numba_cache_dir()),
-            **{var: os.environ[var] for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS")
-               if var in os.environ}}
+            **{var: os.environ[var] for var in PROCESS_VARIABLES if var in os.environ}}
 
 
 def _detach_plan(job: Any) -> tuple[Any, Any]:

@@ -160,9 +160,10 @@ def test_tasks_get_the_drivers_openmp_and_blas_settings(monkeypatch):
     monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "0")
     env = _task_env(3)
     assert (env["GOMP_SPINCOUNT"], env["OMP_WAIT_POLICY"], env["NUMBA_NUM_THREADS"]) == ("10000", "PASSIVE", "3")
-    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert (env["OPENBLAS_NUM_THREADS"], env["NUMPY_MADVISE_HUGEPAGE"]) == ("1", "0")
     monkeypatch.delenv("GOMP_SPINCOUNT")
     assert "GOMP_SPINCOUNT" not in _task_env(3)
 

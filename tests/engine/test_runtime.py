@@ -186,6 +186,18 @@ def test_openblas_runs_on_the_calling_thread_unless_the_user_chose(user, threads
     assert by_segmint == (user is None)   # what a peer run as the user's script must not inherit
 
 
+def test_every_default_segmint_sets_is_one_a_ray_task_is_given():
+    # The import-time defaults and the variables Ray tasks take from the driver are one list.
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k not in runtime.PROCESS_VARIABLES}
+    probe = ("import json, segmint; from segmint.engine.runtime import set_by_segmint; "
+             "print(json.dumps(sorted(set_by_segmint())))")
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == sorted(runtime.PROCESS_VARIABLES)
+
+
 def test_kernel_caches_of_installs_that_are_gone_are_removed(tmp_path):
     # Numba keeps one cache folder per source folder; the caches of deleted clones are removed, the rest kept.
     cache = tmp_path / "cache"
