@@ -152,6 +152,32 @@ def test_edge_customers():
     assert netting["frequency"].item() == 1 and netting["monetary_total"].item() == 0.0
 
 
+@pytest.mark.parametrize("lines", [2, 6, 7, 16, 17, 60])
+@pytest.mark.parametrize("text", [False, True])
+def test_repeats_among_the_lines_of_one_order(lines, text):
+    # Lines sharing an order id and time are compared field by field up to 16 of them, through a hash
+    # beyond: both count the lines identical to an earlier one, NaN amounts alike, a null not a NaN.
+    # A line, then lines differing from it in one field each (amount, NaN, null, channel, category),
+    # then the same again: every line after the first six repeats one of them.
+    variants = [(5.0, "web", "a"), (7.5, "web", "a"), (float("nan"), "web", "a"), (None, "web", "a"),
+                (5.0, "app", "a"), (5.0, "web", "b")]
+    amt, ch, cat = zip(*(variants * lines)[:lines], strict=True)
+    t = START + dt.timedelta(days=3)
+    frame = pl.DataFrame({"cid": [1] * lines + [2], "t": [t] * (lines + 1), "amt": [*amt, 4.0],
+                          "o": [9] * (lines + 1), "ch": [*ch, "web"], "cat": [*cat, "a"]},
+                         schema={"cid": pl.Int64, "t": pl.Datetime("us"), "amt": pl.Float64, "o": pl.Int64,
+                                 "ch": pl.String, "cat": pl.String})
+    if text:
+        frame = frame.with_columns(pl.col("t").dt.strftime("%Y-%m-%d %H:%M"),
+                                   pl.col("amt").cast(pl.String).fill_null("n/a"))
+    cfg = _cfg(frame, "int", text)
+    got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+    want = reference_map(frame, cfg, as_of=None, now=NOW)
+    assert got.repeats == want["repeats"] == max(0, lines - len(variants))
+    assert got.rejected == want["rejected"]
+    _assert_same_table(got.table, want["table"])
+
+
 def _assert_same_table(got: pl.DataFrame, want: pl.DataFrame) -> None:
     got = got.drop("activity_status")
     assert got.columns == want.columns and got.height == want.height
