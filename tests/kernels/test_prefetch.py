@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from segmint.kernels._jit import serial
+from segmint.kernels.prefetch import prefetch
+
+
+@serial
+def _gather(values, rows, ahead):
+    total = 0.0
+    for i in range(rows.shape[0]):
+        prefetch(values, rows[i] + ahead)   # a hint: any index, in bounds or not
+        total += values[rows[i]]
+    return total
+
+
+@pytest.mark.parametrize("ahead", [0, 1, -3, 10**9])
+@pytest.mark.parametrize("index_type", [np.int32, np.int64])
+def test_a_prefetch_never_changes_results_nor_faults(ahead, index_type):
+    rng = np.random.default_rng(0)
+    records = np.zeros(5000, np.dtype([("ts", np.int64), ("amount", np.float64), ("flag", np.uint8)], align=True))
+    records["amount"] = rng.normal(size=records.size)
+    rows = rng.integers(0, records.size, 20_000).astype(index_type)
+    want = 0.0
+    for r in rows:
+        want += records["amount"][r]
+    assert _gather(records["amount"], rows, ahead) == want   # a strided field view
+    assert _gather(np.ascontiguousarray(records["amount"]), rows, ahead) == want
