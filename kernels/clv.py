@@ -80,7 +80,7 @@ def bgnbd_customer_sums(triple, terms, out):
     Parameters
     ----------
     triple : int32[n]            # IN  each customer's triple (row of terms)
-    terms : float64[m, 5]        # IN
+    terms : float64[m, 5]        # IN  C-contiguous (rows are prefetched through a flat view)
     out : float64[n_blocks, 5]   # OUT per block: value, d/dr, d/dalpha, d/da, d/db
     """
     n = triple.shape[0]

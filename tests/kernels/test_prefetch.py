@@ -1,3 +1,5 @@
+import platform
+
 import numpy as np
 import pytest
 
@@ -26,3 +28,9 @@ def test_a_prefetch_never_changes_results_nor_faults(ahead, index_type):
         want += records["amount"][r]
     assert _gather(records["amount"], rows, ahead) == want   # a strided field view
     assert _gather(np.ascontiguousarray(records["amount"]), rows, ahead) == want
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction name")
+def test_the_hint_is_emitted_as_a_prefetch_instruction():
+    _gather(np.zeros(4), np.zeros(4, np.int64), 1)
+    assert all("prefetcht0" in asm for asm in _gather.inspect_asm().values())
