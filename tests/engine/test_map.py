@@ -178,6 +178,39 @@ def test_repeats_among_the_lines_of_one_order(lines, text):
     _assert_same_table(got.table, want["table"])
 
 
+@pytest.mark.parametrize("text", [False, True])
+def test_repeats_of_values_written_differently(text):
+    """Lines of one order at one time that differ only in how a value was written, or in what made a time
+    unusable: 0.0 and -0.0; "5", "5.0" and "05"; a time missing (held as 0, as 1970-01-01 is), unparseable
+    or in the future. The
+    field-by-field comparison (up to 16 lines) and the hash (beyond) agree with the reference, and with
+    each other: past the distinct lines, every further line is one repeat more."""
+    t = START + dt.timedelta(days=3)
+    if text:
+        when, late = t.strftime("%Y-%m-%d %H:%M"), (NOW + dt.timedelta(days=9)).strftime("%Y-%m-%d %H:%M")
+        variants = [(when, "5"), (when, "5.0"), (when, "05"), (when, "0"), (when, "-0"), (when, "-0.0"),
+                    (None, "5"), ("not a time", "5"), ("1970-01-01 00:00", "5"), (late, "5"), (when, "n/a"),
+                    (when, None)]
+        schema = {"t": pl.String, "amt": pl.String}
+    else:
+        variants = [(t, 5.0), (t, 0.0), (t, -0.0), (t, float("nan")), (t, None), (None, 5.0),
+                    (dt.datetime(1970, 1, 1), 5.0), (NOW + dt.timedelta(days=9), 5.0), (NOW + dt.timedelta(days=9), -0.0)]
+        schema = {"t": pl.Datetime("us"), "amt": pl.Float64}
+    extra = {}
+    for lines in (len(variants) + 3, 40):
+        when_, amt = zip(*(variants * 6)[:lines], strict=True)
+        frame = pl.DataFrame({"cid": [1] * lines, "t": list(when_), "amt": list(amt), "o": [9] * lines,
+                              "ch": ["web"] * lines, "cat": ["a"] * lines},
+                             schema={"cid": pl.Int64, **schema, "o": pl.Int64, "ch": pl.String, "cat": pl.String})
+        cfg = _cfg(frame, "int", text)
+        got = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
+        want = reference_map(frame, cfg, as_of=None, now=NOW)
+        assert got.repeats == want["repeats"] and got.rejected == want["rejected"], lines
+        _assert_same_table(got.table, want["table"])
+        extra[lines] = got.repeats - lines
+    assert len(set(extra.values())) == 1, extra
+
+
 def _assert_same_table(got: pl.DataFrame, want: pl.DataFrame) -> None:
     got = got.drop("activity_status")
     assert got.columns == want.columns and got.height == want.height
