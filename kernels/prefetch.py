@@ -20,6 +20,8 @@ def prefetch(typingctx, array, index):
     array : 1-d array of any dtype   # IN
     index : integer                  # IN  need not be in bounds: a prefetch never faults
     """
+    if not (isinstance(array, types.Array) and array.ndim == 1 and isinstance(index, types.Integer)):
+        return None   # a typing error where it is called: an index into a 2-d array would address its first row
     def codegen(context, builder, signature, args):
         array_type, index_type = signature.args
         view = context.make_array(array_type)(context, builder, args[0])

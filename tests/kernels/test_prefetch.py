@@ -34,3 +34,21 @@ def test_a_prefetch_never_changes_results_nor_faults(ahead, index_type):
 def test_the_hint_is_emitted_as_a_prefetch_instruction():
     _gather(np.zeros(4), np.zeros(4, np.int64), 1)
     assert all("prefetcht0" in asm for asm in _gather.inspect_asm().values())
+
+
+def test_a_prefetch_takes_only_a_1d_array_and_an_integer():
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    @njit
+    def two_d(values):
+        prefetch(values, 1)
+
+    @njit
+    def float_index(values):
+        prefetch(values, 1.5)
+
+    with pytest.raises(TypingError):
+        two_d(np.zeros((3, 3)))
+    with pytest.raises(TypingError):
+        float_index(np.zeros(3))
