@@ -152,7 +152,7 @@ def test_edge_customers():
     assert netting["frequency"].item() == 1 and netting["monetary_total"].item() == 0.0
 
 
-@pytest.mark.parametrize("lines", [2, 6, 7, 16, 17, 60])
+@pytest.mark.parametrize("lines", [2, 6, 7, 16, 17, 60, 300])
 @pytest.mark.parametrize("text", [False, True])
 def test_repeats_among_the_lines_of_one_order(lines, text):
     # Lines sharing an order id and time are compared field by field up to 16 of them, through a hash
@@ -197,8 +197,8 @@ def test_repeats_of_values_written_differently(text):
                     (dt.datetime(1970, 1, 1), 5.0), (NOW + dt.timedelta(days=9), 5.0), (NOW + dt.timedelta(days=9), -0.0)]
         schema = {"t": pl.Datetime("us"), "amt": pl.Float64}
     extra = {}
-    for lines in (len(variants) + 3, 40):
-        when_, amt = zip(*(variants * 6)[:lines], strict=True)
+    for lines in (len(variants) + 3, 40, 130):
+        when_, amt = zip(*(variants * (lines // len(variants) + 1))[:lines], strict=True)
         frame = pl.DataFrame({"cid": [1] * lines, "t": list(when_), "amt": list(amt), "o": [9] * lines,
                               "ch": ["web"] * lines, "cat": ["a"] * lines},
                              schema={"cid": pl.Int64, **schema, "o": pl.Int64, "ch": pl.String, "cat": pl.String})
