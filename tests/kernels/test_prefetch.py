@@ -3,11 +3,12 @@ import platform
 import numpy as np
 import pytest
 
-from segmint.kernels._jit import serial
+from numba import njit
+
 from segmint.kernels.prefetch import prefetch
 
 
-@serial
+@njit   # not cached: Numba cannot show the assembly of cached code
 def _gather(values, rows, ahead):
     total = 0.0
     for i in range(rows.shape[0]):
@@ -37,7 +38,6 @@ def test_the_hint_is_emitted_as_a_prefetch_instruction():
 
 
 def test_a_prefetch_takes_only_a_1d_array_and_an_integer():
-    from numba import njit
     from numba.core.errors import TypingError
 
     @njit

@@ -1,0 +1,58 @@
+"""Cached kernels follow every kernel module's source, not only their own file's."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from numba.core import caching
+
+from segmint.kernels import _jit, lines
+
+_DRIVER = textwrap.dedent("""
+    import sys
+    import segmint.kernels._jit as jit
+    jit._FOLDER = sys.argv[1]     # the folder whose modules are kernels (this test's, not segmint's)
+    sys.path.insert(0, sys.argv[1])
+    import main
+    print(main.g())
+""")
+
+
+def test_an_edit_to_a_module_a_cached_kernel_calls_recompiles_it(tmp_path):
+    """``main.g`` (cached) calls ``dep.f``; dep.py alone changes between two processes. Numba keys a cache on
+    the function's own file and ran the old ``f`` in the second process; keyed on the whole folder, the new."""
+    folder = tmp_path / "k"
+    folder.mkdir()
+    (folder / "main.py").write_text("from segmint.kernels._jit import serial\nfrom dep import f\n\n\n"
+                                    "@serial\ndef g():\n    return f()\n")
+    driver = tmp_path / "drive.py"
+    driver.write_text(_DRIVER)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    seen = []
+    for value in (1, 2):
+        (folder / "dep.py").write_text(f"from numba import njit\n\n\n@njit\ndef f():\n    return {value}\n")
+        out = subprocess.run([sys.executable, str(driver), str(folder)], env=env, capture_output=True, text=True,
+                             check=True)
+        seen.append(int(out.stdout.strip()))
+    assert seen == [1, 2]
+    assert list((tmp_path / "cache").rglob("*.nbi"))   # it was cached, and the cache was not used stale
+
+
+def test_kernels_are_stamped_with_the_whole_folder_and_other_functions_as_numba_does(tmp_path):
+    kernel = caching.CacheImpl._locator_classes[0].from_function(lines.customer_pass.py_func, lines.__file__)
+    assert kernel is not None and kernel.get_source_stamp() == _jit._folder_stamp(_jit._FOLDER)
+    numba_own = next(loc for c in _jit._NUMBA_LOCATORS
+                     if (loc := c.from_function(lines.customer_pass.py_func, lines.__file__)) is not None)
+    assert kernel.get_cache_path() == numba_own.get_cache_path()   # where Numba would put it: pruned as before
+
+    def elsewhere():
+        return 1
+
+    assert caching.CacheImpl._locator_classes[0].from_function(elsewhere, __file__) is None
+    # The stamp follows any module's content.
+    for name, text in (("a.py", "x = 1\n"), ("b.py", "y = 1\n")):
+        (tmp_path / name).write_text(text)
+    before = _jit._folder_stamp(str(tmp_path))
+    (tmp_path / "b.py").write_text("y = 22\n")
+    assert _jit._folder_stamp(str(tmp_path)) != before
