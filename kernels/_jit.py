@@ -8,12 +8,13 @@ A kernel's cached code is keyed on the source of every module in this folder,
 not on its own file alone as Numba keys it: kernels compile in functions of
 other modules (``customer_pass`` calls ``sequence.line_row`` and
 ``hashing.mix64``), so an edit to one of those alone left the cached callers
-running the old code, with no error (an editable install after a pull).
+running the old code, with no error (an editable install after a pull). Any
+edit here therefore recompiles every kernel. A NUMBA_CACHE_LOCATOR_CLASSES the
+user sets replaces this, as it replaces Numba's own choice.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 
@@ -27,16 +28,19 @@ _NUMBA_LOCATORS = tuple(c for c in caching.CacheImpl._locator_classes if c.__nam
 
 
 class _KernelsLocator:
-    """Numba's own locator for a function of this folder, its cache stamped with the whole folder's source."""
+    """Numba's own locator for a function of this folder, its stamp Numba's (the file's) and the folder's."""
 
     def __init__(self, inner: object) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> object:
+        if name == "_inner":   # not set yet (a copy in the making): no recursion
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
-    def get_source_stamp(self) -> str:
-        return _folder_stamp(_FOLDER)
+    def get_source_stamp(self) -> tuple[object, str]:
+        # Never weaker than Numba's own stamp (a zipped or frozen install has no folder of sources to read).
+        return self._inner.get_source_stamp(), _FOLDER_STAMP
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -50,23 +54,25 @@ class _KernelsLocator:
 
 
 def _folder_stamp(folder: str) -> str:
-    """A digest of the folder's Python sources, recomputed when any of them changes size or time."""
-    names = sorted(n for n in os.listdir(folder) if n.endswith(".py"))
-    stats = tuple((n, os.stat(os.path.join(folder, n)).st_mtime_ns, os.stat(os.path.join(folder, n)).st_size)
-                  for n in names)
-    return _digest(folder, stats)
-
-
-@functools.lru_cache(maxsize=8)
-def _digest(folder: str, stats: tuple[tuple[str, int, int], ...]) -> str:
+    """A digest of the folder's Python sources (their names and contents); files that cannot be read (an
+    editor's dangling lock link, a file removed meanwhile) are left out, as is a folder that cannot be listed."""
     h = hashlib.sha256()
-    for name, _, _ in stats:
-        h.update(name.encode() + b"\0")
-        with open(os.path.join(folder, name), "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".py") and not n.startswith("."))
+    except OSError:
+        return ""
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+        except OSError:
+            continue
     return h.hexdigest()
 
 
+# Read once, as the kernels load: a module compiled later in this process (with the others' code as loaded
+# now) is saved under the sources as they were then, so a new process with newer sources compiles again.
+_FOLDER_STAMP = _folder_stamp(_FOLDER)
 caching.CacheImpl._locator_classes = [_KernelsLocator, *_NUMBA_LOCATORS]
 
 serial = numba.njit(cache=True, nogil=True)

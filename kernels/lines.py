@@ -448,7 +448,8 @@ def _repeats(n, by, ts, ts_state, amount, bits, amount_bad, amount_null, key, mi
         elif end - start > 1:
             # More lines (a bulk order's, at one time): sorted by hash, then compared within equal hashes,
             # O(m log m), where comparing each line with every earlier one was O(m^2) (an order of 200 k
-            # distinct lines took minutes). Placed after the order-less rows gathered so far in ``rows``.
+            # distinct lines took minutes). Placed after any order-less rows gathered in ``rows`` (none so far
+            # today: _line_order puts them last).
             run = rows[n_missing:]
             for j in range(end - start):
                 run[j] = by[start + j]

@@ -182,8 +182,7 @@ def test_repeats_among_the_lines_of_one_order(lines, text):
 def test_repeats_of_values_written_differently(text):
     """Lines of one order at one time that differ only in how a value was written, or in what made a time
     unusable: 0.0 and -0.0; "5", "5.0" and "05"; a time missing (held as 0, as 1970-01-01 is), unparseable
-    or in the future. The
-    field-by-field comparison (up to 16 lines) and the hash (beyond) agree with the reference, and with
+    or in the future. The field-by-field comparison (up to 16 lines) and the hash (beyond) agree with the reference, and with
     each other: past the distinct lines, every further line is one repeat more."""
     t = START + dt.timedelta(days=3)
     if text:

@@ -5,14 +5,13 @@ import subprocess
 import sys
 import textwrap
 
-from numba.core import caching
-
 from segmint.kernels import _jit, lines
 
 _DRIVER = textwrap.dedent("""
     import sys
     import segmint.kernels._jit as jit
     jit._FOLDER = sys.argv[1]     # the folder whose modules are kernels (this test's, not segmint's)
+    jit._FOLDER_STAMP = jit._folder_stamp(sys.argv[1])
     sys.path.insert(0, sys.argv[1])
     import main
     print(main.g())
@@ -40,19 +39,22 @@ def test_an_edit_to_a_module_a_cached_kernel_calls_recompiles_it(tmp_path):
 
 
 def test_kernels_are_stamped_with_the_whole_folder_and_other_functions_as_numba_does(tmp_path):
-    kernel = caching.CacheImpl._locator_classes[0].from_function(lines.customer_pass.py_func, lines.__file__)
-    assert kernel is not None and kernel.get_source_stamp() == _jit._folder_stamp(_jit._FOLDER)
-    numba_own = next(loc for c in _jit._NUMBA_LOCATORS
-                     if (loc := c.from_function(lines.customer_pass.py_func, lines.__file__)) is not None)
-    assert kernel.get_cache_path() == numba_own.get_cache_path()   # where Numba would put it: pruned as before
+    locator = lines.customer_pass._cache._impl.locator   # the one the dispatcher uses
+    assert type(locator) is _jit._KernelsLocator
+    assert locator.get_source_stamp() == (locator._inner.get_source_stamp(), _jit._folder_stamp(_jit._FOLDER))
+    assert locator.get_cache_path() == locator._inner.get_cache_path()   # Numba's folder: pruned as before
 
     def elsewhere():
         return 1
 
-    assert caching.CacheImpl._locator_classes[0].from_function(elsewhere, __file__) is None
-    # The stamp follows any module's content.
+    assert _jit._KernelsLocator.from_function(elsewhere, __file__) is None
+    # The stamp follows any module's content; unreadable entries (an editor's dangling lock link) are left out.
     for name, text in (("a.py", "x = 1\n"), ("b.py", "y = 1\n")):
         (tmp_path / name).write_text(text)
     before = _jit._folder_stamp(str(tmp_path))
+    (tmp_path / ".#b.py").symlink_to("user@host.1234:1")
+    (tmp_path / "gone.py").symlink_to(tmp_path / "nowhere.py")
+    assert _jit._folder_stamp(str(tmp_path)) == before
     (tmp_path / "b.py").write_text("y = 22\n")
     assert _jit._folder_stamp(str(tmp_path)) != before
+    assert _jit._folder_stamp(str(tmp_path / "missing")) == ""
