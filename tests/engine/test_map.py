@@ -182,8 +182,8 @@ def test_repeats_among_the_lines_of_one_order(lines, text):
 def test_repeats_of_values_written_differently(text):
     """Lines of one order at one time that differ only in how a value was written, or in what made a time
     unusable: 0.0 and -0.0; "5", "5.0" and "05"; a time missing (held as 0, as 1970-01-01 is), unparseable
-    or in the future. The field-by-field comparison (up to 16 lines) and the hash (beyond) agree with the reference, and with
-    each other: past the distinct lines, every further line is one repeat more."""
+    or in the future. The field-by-field comparison (up to 16 lines) and the hash sort (beyond) agree with the
+    reference, and with each other: past the distinct lines, every further line is one repeat more."""
     t = START + dt.timedelta(days=3)
     if text:
         when, late = t.strftime("%Y-%m-%d %H:%M"), (NOW + dt.timedelta(days=9)).strftime("%Y-%m-%d %H:%M")
@@ -192,8 +192,9 @@ def test_repeats_of_values_written_differently(text):
                     (when, None)]
         schema = {"t": pl.String, "amt": pl.String}
     else:
+        late = NOW + dt.timedelta(days=9)
         variants = [(t, 5.0), (t, 0.0), (t, -0.0), (t, float("nan")), (t, None), (None, 5.0),
-                    (dt.datetime(1970, 1, 1), 5.0), (NOW + dt.timedelta(days=9), 5.0), (NOW + dt.timedelta(days=9), -0.0)]
+                    (dt.datetime(1970, 1, 1), 5.0), (late, 5.0), (late, -0.0)]
         schema = {"t": pl.Datetime("us"), "amt": pl.Float64}
     extra = {}
     for lines in (len(variants) + 3, 40, 130):
