@@ -4,7 +4,9 @@
 channel vocabulary): it writes the bucket's rejects (and funnel, with events) to the
 output, its feature table to ``work/features/bucket-B.parquet``, and returns counts
 that add up across buckets. With one bucket the as-of and the vocabulary are derived
-here, from the same rows the partition pass would have seen.
+here, from the same rows the partition pass would have seen. A job that ``keep``s its
+table (the only bucket, mapped in the process that goes on to fit and score it) returns
+it instead of writing it: the stages after read it with ``feature_frame`` either way.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, reread
 from segmint.engine.pipeline.plan import Plan
 
-__all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "features_path", "HASH"]
+__all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "features_path", "HASH"]
 
 # The per-customer sampling hash, stored with the features (samples are sets of customers).
 HASH = "__hash"
@@ -43,6 +45,7 @@ class MapJob:
     channels: tuple[str, ...] | None    # None: derive from this (only) bucket
     mode: str                           # "features", "cohorts" or "clean" (validate)
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
+    keep: bool = False                  # return the feature table in the result instead of writing it
 
 
 @dataclass
@@ -90,6 +93,7 @@ class BucketResult:
     has_customers: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # where the bucket's time went
     files: tuple[str, ...] = ()                   # output parts written (relative to the output's root)
+    table: pl.DataFrame | None = None             # the feature table of a job that keeps it (never recorded)
 
 
 def map_bucket(job: MapJob) -> BucketResult:
@@ -118,10 +122,19 @@ def map_bucket(job: MapJob) -> BucketResult:
     table = _with_events(mapped.table, plan, job, mapped.as_of, counts, files)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
+    if job.keep:
+        return BucketResult(**result, files=tuple(files), table=table)
     start = time.perf_counter()
     store.write_parquet(table, features_path(plan, job.bucket), plan.options, scratch=True)
     seconds["write"] = time.perf_counter() - start
     return BucketResult(**result, files=tuple(files))
+
+
+def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
+    """A mapped bucket's feature table: the one its job kept, else its scratch file."""
+    if mapped.table is not None:
+        return mapped.table.lazy()
+    return store.scan_parquet(features_path(plan, mapped.bucket), plan.options)
 
 
 def features_path(plan: Plan, bucket: int) -> str:

@@ -49,7 +49,7 @@ from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_wri
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
-from segmint.engine.pipeline.executor import Executor, resolve_executor
+from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
 from segmint.engine.pipeline.partition import job_rows, partition_chunk, partition_jobs
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
@@ -93,17 +93,17 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features")
         plan, cfg = s.plan, s.plan.cfg
-        buckets = [r.bucket for r in mapped if r.has_customers]
+        filled = [r for r in mapped if r.has_customers]
         channels = mapped[0].channels or ()
         with s.clock.stage("fit") as info:
             fit.check_fit_memory(plan, counts.customers, 40 + len(channels))
-            sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            sample = fit.gather(plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
             cuts = fit_rfm_cuts(sample)
             clv, clv_report = fit.fit_clv_reported(sample, cfg.clv, counts.customers)
             info.update(fitted_on=sample.height, clv=clv.purchase_model if clv else "skipped")
             del sample
         with s.clock.stage("cluster") as info:
-            profile_sample = fit.gather(plan, buckets, counts.customers, cfg.sampling.profile_customers)
+            profile_sample = fit.gather(plan, filled, counts.customers, cfg.sampling.profile_customers)
             prepared = prepare(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
             del profile_sample
             seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
@@ -116,8 +116,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             scored_sample = assign_segments(prepared, scoring, (seg.matrix, second.assignment)).drop(HASH)
             del prepared   # the scored sample holds its columns: one copy of the sample from here on
         # One bucket whose every customer is in the profile sample: that sample, scored, is the bucket's scores.
-        whole = scored_sample if buckets == [0] and scored_sample.height == counts.customers else None
-        kpis, mix, micro = _score(s, scoring, buckets, "assignments", whole)
+        whole = scored_sample if [r.bucket for r in filled] == [0] and scored_sample.height == counts.customers else None
+        kpis, mix, micro = _score(s, scoring, filled, "assignments", whole)
         del whole
         with s.clock.stage("profile"):
             profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
@@ -164,11 +164,11 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features", channels=model.channels)
-        buckets = [r.bucket for r in mapped if r.has_customers]
+        filled = [r for r in mapped if r.has_customers]
         scoring = model.scoring(device)
-        kpis, _, micro = _score(s, scoring, buckets, "assignments")
+        kpis, _, micro = _score(s, scoring, filled, "assignments")
         with s.clock.stage("profile"):
-            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.profile_customers)
+            sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.profile_customers)
             scored_sample = score_table(sample, scoring).drop(HASH)
             del sample
             profiles = build_profiles(scored_sample, kpis)
@@ -191,13 +191,13 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
     """Write the per-customer feature table to ``out/features/`` (a Parquet dataset), with rejects and run.json."""
     with _session("features", inputs, out, cfg, progress, executor) as s:
         mapped, counts = _map(s, "features")
-        buckets = [r.bucket for r in mapped if r.has_customers]
+        filled = [r for r in mapped if r.has_customers]
         with s.clock.stage("fit") as info:
             fit.check_fit_memory(s.plan, counts.customers, 0)
-            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
             cuts = fit_rfm_cuts(sample)
             info["fitted_on"] = sample.height
-        _score(s, Scoring(s.plan.cfg.features, cuts), buckets, "features")
+        _score(s, Scoring(s.plan.cfg.features, cuts), filled, "features")
         manifest = _manifest(s, mapped[0].as_of, counts) | {"rfm_cuts": cuts.to_dict(),
                                                               "channels": list(mapped[0].channels or ())}
         return _commit(s, manifest)
@@ -208,18 +208,18 @@ def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
     """Fit BG/NBD + Gamma-Gamma; write ``out/clv_params.json`` and ``out/clv/`` (per customer)."""
     with _session("clv", inputs, out, cfg, progress, executor) as s:
         mapped, counts = _map(s, "features")
-        buckets = [r.bucket for r in mapped if r.has_customers]
+        filled = [r for r in mapped if r.has_customers]
         clv_cfg = dataclasses.replace(cfg.clv, enabled=True)
         with s.clock.stage("fit") as info:
             fit.check_fit_memory(s.plan, counts.customers, 0)
-            sample = fit.gather(s.plan, buckets, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
+            sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
             cuts = fit_rfm_cuts(sample)
             params, report = fit.fit_clv_reported(sample, clv_cfg, counts.customers)
             if params is None:
                 raise ClvFitError(report["skipped"])
             info.update(model=params.purchase_model, r=params.r, alpha=params.alpha,
                         **({"a": params.a, "b": params.b} if params.purchase_model == "bgnbd" else {}))
-        _score(s, Scoring(s.plan.cfg.features, cuts, params, clv_cfg), buckets, "clv")
+        _score(s, Scoring(s.plan.cfg.features, cuts, params, clv_cfg), filled, "clv")
         as_of = mapped[0].as_of
         write_json(s.layout.meta("clv_params.json"), params.to_dict() | {
             "as_of": as_of.isoformat(), "horizon": clv_cfg.horizon_units, "discount_rate": clv_cfg.discount_rate,
@@ -456,7 +456,12 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
             info["chunks"] = len(jobs)
             info["largest_job_rows"] = max(job_rows(job) for job in jobs)
     with s.clock.stage("map") as info:
-        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout) for b in range(plan.buckets)]
+        # The only bucket's feature table stays in this process for the fit and score that follow here,
+        # unless a resumed attempt must find it on disk (or the map ran elsewhere). It is already part
+        # of the map's peak, so the later stages holding it stay under that peak.
+        keep = (plan.buckets == 1 and mode == "features" and isinstance(s.executor, LocalExecutor)
+                and not (plan.cfg.resume and s.out is not None))
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep) for b in range(plan.buckets)]
         mapped = s.run_jobs("map", map_bucket, jobs, info)
         counts = Counts()
         for r in mapped:
@@ -469,15 +474,20 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     return mapped, counts
 
 
-def _score(s: _Session, scoring: Scoring, buckets: list[int], output: str,
+def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: str,
            scored: pl.DataFrame | None = None) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
-    """Score every bucket through the executor; ``scored``: the only bucket's rows already scored (run's
-    profile sample, when it holds every customer of one bucket), written here instead of scored again."""
+    """Score every bucket with customers through the executor; ``scored``: the only bucket's rows already
+    scored (run's profile sample, when it holds every customer of one bucket), written here instead of
+    scored again. A feature table its map job kept is scored here too, from memory."""
     with s.clock.stage("score") as info:
+        buckets = [r.bucket for r in filled]
         jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
             _clear_score_markers(s)  # scored by a model that came out differently
+        kept = [r.table for r in filled if r.table is not None]   # only ever the one bucket's
+        if scored is None and kept:
+            scored = score_table(kept[0].drop(HASH), scoring)
         if scored is not None:
             results = [write_scored(jobs[0], scored)]
             s.report_files(results)

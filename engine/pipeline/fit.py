@@ -35,8 +35,7 @@ from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.build import channel_columns
-from segmint.engine.io import store
-from segmint.engine.pipeline.bucket import HASH, features_path
+from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
 from segmint.engine.preprocess import fit_transform
@@ -78,17 +77,20 @@ class SecondLevel:
     assignment: Any              # engine.cluster.assign.Assignment of the profile sample, final centroids
 
 
-def gather(plan: Plan, buckets: Sequence[int], customers: int, want: int,
+def gather(plan: Plan, mapped: Sequence[BucketResult], customers: int, want: int,
            columns: Sequence[str] | None = None) -> pl.DataFrame:
-    """The customers of lowest hash, about ``want`` of ``customers`` (all when fewer), sorted by id.
+    """The customers of lowest hash in the ``mapped`` buckets' feature tables, about ``want`` of ``customers``
+    (all when fewer), sorted by id.
 
     Sorted one column at a time, so the peak is the gathered table plus one column, not two tables;
-    not at all when already in order.
+    not at all when already in order. Every customer wanted from a table kept in memory: its columns
+    themselves, not a copy.
     """
-    bound = _threshold(customers, want)
     parts = []
-    for b in buckets:
-        lf = store.scan_parquet(features_path(plan, b), plan.options).filter(pl.col(HASH) <= bound)
+    for r in mapped:
+        lf = feature_frame(plan, r)
+        if want < customers:
+            lf = lf.filter(pl.col(HASH) <= _threshold(customers, want))
         parts.append((lf.select(*columns, HASH) if columns else lf).collect())
     frame = pl.concat(parts, rechunk=False)
     parts.clear()

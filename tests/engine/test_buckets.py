@@ -90,6 +90,41 @@ def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp
     assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
 
 
+def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_same_bytes(dirty, tmp_path,
+                                                                                          monkeypatch):
+    """A run of one bucket in this process fits and scores the map's table where it is: no scratch file. A
+    --resume run writes it (a later attempt must find it); its outputs are the same, byte for byte."""
+    from segmint.engine.io import store
+
+    scratch = []
+    write = store.write_parquet
+
+    def recording(frame, path, options=None, **kw):
+        if kw.get("scratch"):
+            scratch.append(path)
+        return write(frame, path, options, **kw)
+
+    monkeypatch.setattr(store, "write_parquet", recording)
+    data = dirty["str"]
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=1,
+                    customers=CustomerSource(paths=(str(data / "customers.parquet"),), attributes=("region",)))
+    for name, c in (("kept", cfg), ("written", dataclasses.replace(cfg, resume=True))):
+        scratch.clear()
+        run([data / "tx"], tmp_path / name / "run", c)
+        compute_feature_table([data / "tx"], tmp_path / name / "features", c)
+        compute_clv([data / "tx"], tmp_path / name / "clv", c)
+        assign_customers(tmp_path / "kept" / "run", [data / "tx"], tmp_path / name / "assign", c)
+        features = [p for p in scratch if "/features/bucket-" in p]
+        assert len(features) == (0 if name == "kept" else 4), scratch
+    files = {rel: (tmp_path / "kept" / rel).read_bytes() for rel in
+             (str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*.parquet"))}
+    assert any(rel.startswith("run/assignments/segment=") for rel in files)
+    for rel in ("features/features", "clv/clv", "assign/assignments"):
+        assert any(f.startswith(rel) for f in files), rel
+    for rel, content in files.items():
+        assert (tmp_path / "written" / rel).read_bytes() == content, rel
+
+
 def test_stage_names_are_the_same_with_one_bucket_or_many(dirty, tmp_path):
     names, manifests = [], []
     for buckets in (1, 4):
