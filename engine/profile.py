@@ -91,19 +91,29 @@ def kpi_partials(table: pl.DataFrame, ids: tuple[int, ...]) -> KpiPartials:
     row = np.full(max(ids) + 1, -1, np.int64)
     row[list(ids)] = np.arange(k)
     seg = row[table["segment"].to_numpy().astype(np.int64)]
-    count = lambda values: np.bincount(seg, weights=values, minlength=k).astype(np.int64).tolist()  # noqa: E731
+
+    def among(rows: np.ndarray) -> list[int]:   # customers per segment among ``rows`` (a mask)
+        return np.bincount(seg[rows], minlength=k).tolist()
+
     status = _status_codes(table["activity_status"])
+    known = status >= 0
+    by_status = np.bincount(seg[known] * len(STATUSES) + status[known], minlength=k * len(STATUSES))
     distance = table["distance"].to_numpy().astype(np.float64)
+    # The exact sums are serial kernels that release the GIL: side by side, the same partials.
+    sums = [(seg, table["monetary_total"].to_numpy(), k), (np.zeros(seg.size, np.int64), distance * distance, 1)]
+    if "clv" in table.columns:
+        sums.append((seg, table["clv"].to_numpy(), k))
+    revenue, inertia, *clv = map_threads(lambda args: exact.partials(*args), sums)
     return KpiPartials(
         ids=ids,
         customers=np.bincount(seg, minlength=k).tolist(),
-        orders=count(table["frequency"].to_numpy()),
-        repurchasers=count((table["lt_frequency"].to_numpy() >= 1).astype(np.int64)),
-        status={s: count((status == i).astype(np.int64)) for i, s in enumerate(STATUSES)},
-        revenue=exact.partials(seg, table["monetary_total"].to_numpy(), k),
-        clv=exact.partials(seg, table["clv"].to_numpy(), k) if "clv" in table.columns else None,
-        inertia=[v for part in exact.partials(np.zeros(seg.size, np.int64), distance * distance, 1) for v in part],
-        outliers=count(table["outlier"].to_numpy().astype(np.int64)) if "outlier" in table.columns else [0] * k,
+        orders=np.bincount(seg, weights=table["frequency"].to_numpy(), minlength=k).astype(np.int64).tolist(),
+        repurchasers=among(table["lt_frequency"].to_numpy() >= 1),
+        status={s: by_status[i::len(STATUSES)].tolist() for i, s in enumerate(STATUSES)},
+        revenue=revenue,
+        clv=clv[0] if clv else None,
+        inertia=[v for part in inertia for v in part],
+        outliers=among(table["outlier"].to_numpy()) if "outlier" in table.columns else [0] * k,
     )
 
 
@@ -136,7 +146,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     bounds = np.searchsorted(seg[order], np.asarray(kpis.ids), side="left"), np.searchsorted(
         seg[order], np.asarray(kpis.ids), side="right")
     def stats(name: str) -> dict[str, list]:
-        values = sample[name].to_numpy().astype(np.float64)
+        values = sample[name].to_numpy().astype(np.float64, copy=False)
         return _feature_stats(name, values, values[order], bounds)
 
     for part in map_threads(stats, _numeric(sample)):   # features apart: their sorts run side by side
@@ -218,13 +228,14 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
     """Per segment (``by_segment[bounds[0][i]:bounds[1][i]]``): mean, median, std, p10, p90, z-lift and
     the median's percentile in the population (``values``); NaN and infinities left out."""
     finite = np.isfinite(values)
-    pop = np.sort(values[finite])
+    all_finite = bool(finite.all())
+    pop = np.sort(values if all_finite else values[finite])
     mean, std = (float(pop.mean()), float(pop.std(ddof=1))) if pop.size > 1 else (float(pop.mean()) if pop.size
                                                                                  else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
     for lo, hi in zip(*bounds, strict=True):
         v = by_segment[lo:hi]
-        if not finite.all():
+        if not all_finite:
             v = v[np.isfinite(v)]
         if v.size == 0:
             for stat in _STATS:

@@ -34,3 +34,44 @@ def test_sorted_stats_with_both_zeros_are_numpys_numbers():
     for n in range(1, 200):
         v = rng.choice(np.array([-0.0, 0.0, -2.0, 3.0]), n)
         assert sorted_stats(np.sort(v)) == _numpy(v)
+
+
+@pytest.mark.parametrize("n", [1, 7, 5000])
+@pytest.mark.parametrize("with_clv", [True, False])
+def test_kpi_partials_count_and_sum_each_segment_as_a_plain_loop_does(n, with_clv):
+    """Segment ids not in 0..k-1 order, statuses with nulls, outliers, and sums whose rounding depends
+    on the order: the counts are a loop's, and the partials sum exactly to each segment's exact sum."""
+    import math
+
+    import polars as pl
+
+    from segmint.engine.features.lifecycle import STATUSES
+    from segmint.engine.profile import kpi_partials
+
+    rng = np.random.default_rng(n)
+    ids = (3, 0, 7)
+    status = [None if rng.random() < 0.1 else STATUSES[i] for i in rng.integers(0, len(STATUSES), n)]
+    table = pl.DataFrame({
+        "segment": rng.choice(ids, n).astype(np.int32), "distance": rng.exponential(1.0, n).astype(np.float32),
+        "frequency": rng.integers(0, 30, n), "lt_frequency": rng.integers(0, 4, n),
+        "activity_status": pl.Series(status, dtype=pl.Enum(STATUSES)), "outlier": rng.random(n) < 0.2,
+        "monetary_total": rng.normal(0, 1, n) * 10.0 ** rng.integers(-3, 12, n),
+        "clv": rng.exponential(100.0, n) * 10.0 ** rng.integers(0, 9, n)})
+    if not with_clv:
+        table = table.drop("clv")
+    got = kpi_partials(table, ids)
+    rows = table.to_dicts()
+    for j, s in enumerate(ids):
+        mine = [r for r in rows if r["segment"] == s]
+        assert got.customers[j] == len(mine)
+        assert got.orders[j] == sum(r["frequency"] for r in mine)
+        assert got.repurchasers[j] == sum(r["lt_frequency"] >= 1 for r in mine)
+        assert got.outliers[j] == sum(r["outlier"] for r in mine)
+        for st in STATUSES:
+            assert got.status[st][j] == sum(r["activity_status"] == st for r in mine)
+        assert math.fsum(got.revenue[j]) == math.fsum(r["monetary_total"] for r in mine)
+        if with_clv:
+            assert math.fsum(got.clv[j]) == math.fsum(r["clv"] for r in mine)
+    assert got.clv is None if not with_clv else len(got.clv) == len(ids)
+    distance = table["distance"].to_numpy().astype(np.float64)
+    assert math.fsum(got.inertia) == math.fsum((distance * distance).tolist())
