@@ -32,3 +32,30 @@ def test_empty_groups_get_empty_ranges():
 def test_row_numbers_are_int32_while_they_fit():
     assert perm_dtype(0) == np.int32 and perm_dtype(2**31 - 1) == np.int32
     assert perm_dtype(2**31) == np.int64
+
+
+@pytest.mark.parametrize("n_groups", [1, 7, 50_000])
+def test_runs_on_each_thread_give_the_serial_order(n_groups):
+    """Past two runs' worth of rows the sort cuts them into one run per thread: the same permutation
+    and offsets on one thread and on two, and NumPy's stable argsort's."""
+    import numba
+
+    rng = np.random.default_rng(n_groups)
+    n = 300_001
+    rank = rng.permutation(n_groups).astype(np.int32)
+    key = rng.integers(0, n_groups, n).astype(np.int32)
+    key[rng.random(n) < 0.01] = -1      # the last entry of rank: its group gets rows from every run
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
+            group_rows(key, rank, n_groups, perm, offsets)
+            results.append((perm, offsets))
+    finally:
+        numba.set_num_threads(before)
+    for perm, offsets in results:
+        np.testing.assert_array_equal(perm, np.argsort(rank[key], kind="stable"))
+        np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(rank[key],
+                                                                                         minlength=n_groups)))))
