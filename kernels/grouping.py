@@ -19,7 +19,7 @@ __all__ = ["group_rows", "perm_dtype"]
 _MIN_RUN = 1 << 16   # rows: below this a second run costs more than it saves
 
 
-def group_rows(key, rank, n_groups, out_perm, out_offsets):
+def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     """Stable counting sort of rows by their group ``rank[key[i]]``.
 
     The rows are cut into one run per thread (runs of at least _MIN_RUN rows): each run counts its
@@ -34,9 +34,10 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets):
     n_groups : int                   # IN
     out_perm : int32[n] or int64[n]  # OUT rows of group 0 (in input order), then of group 1, ...
     out_offsets : int64[n_groups+1]  # OUT rows of group g are out_perm[out_offsets[g]:out_offsets[g+1]]
+    threads : int                    # most runs (default: Numba's thread count)
     """
-    _group_rows(key, rank, n_groups, max(1, min(numba.get_num_threads(), key.shape[0] // _MIN_RUN)), out_perm,
-                out_offsets)
+    most = numba.get_num_threads() if threads is None else threads
+    _group_rows(key, rank, n_groups, max(1, min(most, key.shape[0] // _MIN_RUN)), out_perm, out_offsets)
 
 
 @parallel

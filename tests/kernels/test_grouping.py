@@ -55,6 +55,9 @@ def test_runs_on_each_thread_give_the_serial_order(n_groups):
             results.append((perm, offsets))
     finally:
         numba.set_num_threads(before)
+    perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
+    group_rows(key, rank, n_groups, perm, offsets, threads=1)   # one run on any thread count
+    results.append((perm, offsets))
     for perm, offsets in results:
         np.testing.assert_array_equal(perm, np.argsort(rank[key], kind="stable"))
         np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(rank[key],
