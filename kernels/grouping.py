@@ -12,7 +12,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from segmint.kernels._jit import parallel
+from segmint.kernels._jit import parallel, serial
 
 __all__ = ["group_rows", "perm_dtype"]
 
@@ -25,7 +25,8 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     The rows are cut into one run per thread (runs of at least _MIN_RUN rows): each run counts its
     rows per group, then writes them after those of the same group in earlier runs. That is where the
     serial sort puts them, so the result does not depend on the thread count (bench M, 20 M rows into
-    909 k groups: 0.117 s on one thread). The counts take 8 bytes per group and run.
+    909 k groups: 0.117 s on one thread). The counts take 8 bytes per group and run. One run is sorted
+    without a parallel region, whose start costs more than a customer's rows (Model.predict).
 
     Parameters
     ----------
@@ -37,31 +38,61 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     threads : int                    # most runs (default: Numba's thread count)
     """
     most = numba.get_num_threads() if threads is None else threads
-    _group_rows(key, rank, n_groups, max(1, min(most, key.shape[0] // _MIN_RUN)), out_perm, out_offsets)
+    at = np.zeros((max(1, min(most, key.shape[0] // _MIN_RUN)), n_groups), np.int64)
+    if at.shape[0] == 1:
+        _count(key, rank, 0, key.shape[0], at[0])
+        _starts(at, out_offsets)
+        _place(key, rank, 0, key.shape[0], at[0], out_perm)
+    else:   # the thread count is read here: a kernel that reads it cannot be cached
+        _count_runs(key, rank, at)
+        _starts(at, out_offsets)
+        _place_runs(key, rank, at, out_perm)
 
 
 @parallel
-def _group_rows(key, rank, n_groups, runs, out_perm, out_offsets):
-    """``group_rows`` in ``runs`` runs (the thread count is read outside: a kernel that reads it cannot
-    be cached)."""
-    n = key.shape[0]
-    at = np.zeros((runs, n_groups), np.int64)   # rows per group in each run, then where the run writes them
+def _count_runs(key, rank, at):
+    """``_count`` of each run (row of ``at``) on its own thread."""
+    runs, n = at.shape[0], key.shape[0]
     for r in prange(runs):
-        for i in range(r * n // runs, (r + 1) * n // runs):
-            at[r, rank[key[i]]] += 1
+        _count(key, rank, r * n // runs, (r + 1) * n // runs, at[r])
+
+
+@parallel
+def _place_runs(key, rank, at, out_perm):
+    """``_place`` of each run (row of ``at``) on its own thread."""
+    runs, n = at.shape[0], key.shape[0]
+    for r in prange(runs):
+        _place(key, rank, r * n // runs, (r + 1) * n // runs, at[r], out_perm)
+
+
+@serial
+def _count(key, rank, lo, hi, counts):
+    """``counts[g]`` += the rows of group g among rows lo..hi-1."""
+    for i in range(lo, hi):
+        counts[rank[key[i]]] += 1
+
+
+@serial
+def _starts(at, out_offsets):
+    """Each run's counts (rows of ``at``) become where its rows of each group start: after the group's
+    rows of earlier runs, and after every row of earlier groups; and the groups' offsets."""
     out_offsets[0] = 0
-    for g in range(n_groups):
+    for g in range(at.shape[1]):
         start = out_offsets[g]
-        for r in range(runs):
+        for r in range(at.shape[0]):
             rows = at[r, g]
             at[r, g] = start
             start += rows
         out_offsets[g + 1] = start
-    for r in prange(runs):
-        for i in range(r * n // runs, (r + 1) * n // runs):
-            g = rank[key[i]]
-            out_perm[at[r, g]] = i
-            at[r, g] += 1
+
+
+@serial
+def _place(key, rank, lo, hi, at, out_perm):
+    """Rows lo..hi-1, in order, to where ``at`` says their group's next row goes."""
+    for i in range(lo, hi):
+        g = rank[key[i]]
+        out_perm[at[g]] = i
+        at[g] += 1
 
 
 def perm_dtype(rows: int) -> np.dtype:
