@@ -25,8 +25,10 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     The rows are cut into one run per thread (runs of at least _MIN_RUN rows): each run counts its
     rows per group, then writes them after those of the same group in earlier runs. That is where the
     serial sort puts them, so the result does not depend on the thread count (bench M, 20 M rows into
-    909 k groups: 0.117 s on one thread). The counts take 8 bytes per group and run. One run is sorted
-    without a parallel region, whose start costs more than a customer's rows (Model.predict).
+    909 k groups: 0.117 s on one thread). The counts take 8 bytes per group and run, so there are no more
+    runs than rows / (8 x groups): all of them together take at most a byte per row, on any thread count.
+    One run is sorted without a parallel region, whose start costs more than a customer's rows
+    (Model.predict).
 
     Parameters
     ----------
@@ -37,12 +39,13 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     out_offsets : int64[n_groups+1]  # OUT rows of group g are out_perm[out_offsets[g]:out_offsets[g+1]]
     threads : int                    # most runs (default: Numba's thread count)
     """
+    n = key.shape[0]
     most = numba.get_num_threads() if threads is None else threads
-    at = np.zeros((max(1, min(most, key.shape[0] // _MIN_RUN)), n_groups), np.int64)
+    at = np.zeros((max(1, min(most, n // _MIN_RUN, n // (8 * max(n_groups, 1)))), n_groups), np.int64)
     if at.shape[0] == 1:
-        _count(key, rank, 0, key.shape[0], at[0])
+        _count(key, rank, 0, n, at[0])
         _starts(at, out_offsets)
-        _place(key, rank, 0, key.shape[0], at[0], out_perm)
+        _place(key, rank, 0, n, at[0], out_perm)
     else:   # the thread count is read here: a kernel that reads it cannot be cached
         _count_runs(key, rank, at)
         _starts(at, out_offsets)

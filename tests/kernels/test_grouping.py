@@ -34,31 +34,25 @@ def test_row_numbers_are_int32_while_they_fit():
     assert perm_dtype(2**31) == np.int64
 
 
-@pytest.mark.parametrize("n_groups", [1, 7, 50_000])
-def test_runs_on_each_thread_give_the_serial_order(n_groups):
-    """Past two runs' worth of rows the sort cuts them into one run per thread: the same permutation
-    and offsets on one thread and on two, and NumPy's stable argsort's."""
-    import numba
+@pytest.mark.parametrize("n_groups, runs", [(1, 4), (7, 4), (5_000, 4), (50_000, 1)])
+def test_runs_give_the_serial_order_and_their_counts_stay_under_a_byte_a_row(n_groups, runs, monkeypatch):
+    """Past two runs' worth of rows the sort cuts them into one run per thread, but never into more runs
+    than rows / (8 x groups) (300 k rows in 50 k groups: one run): on one thread and on four, the
+    permutation and offsets of NumPy's stable argsort."""
+    import segmint.kernels.grouping as grouping
 
     rng = np.random.default_rng(n_groups)
     n = 300_001
     rank = rng.permutation(n_groups).astype(np.int32)
     key = rng.integers(0, n_groups, n).astype(np.int32)
     key[rng.random(n) < 0.01] = -1      # the last entry of rank: its group gets rows from every run
-    results = []
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
-            group_rows(key, rank, n_groups, perm, offsets)
-            results.append((perm, offsets))
-    finally:
-        numba.set_num_threads(before)
-    perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
-    group_rows(key, rank, n_groups, perm, offsets, threads=1)   # one run on any thread count
-    results.append((perm, offsets))
-    for perm, offsets in results:
-        np.testing.assert_array_equal(perm, np.argsort(rank[key], kind="stable"))
-        np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(rank[key],
+    group = rank[key]
+    parallel, counted = grouping._count_runs, []
+    monkeypatch.setattr(grouping, "_count_runs", lambda k, r, at: (counted.append(at.shape[0]), parallel(k, r, at)))
+    for threads in (1, 4):
+        perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
+        group_rows(key, rank, n_groups, perm, offsets, threads=threads)
+        np.testing.assert_array_equal(perm, np.argsort(group, kind="stable"))
+        np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(group,
                                                                                          minlength=n_groups)))))
+    assert counted == ([runs] if runs > 1 else [])
