@@ -20,11 +20,14 @@ import polars as pl
 from segmint.engine.errors import ConfigError
 from segmint.kernels.moments import column_moments
 
-__all__ = ["Scaler", "fit_scaler", "fit_transform", "MAX_LEVELS"]
+__all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
 
 MAX_LEVELS = 32
 _BLOCK_ROWS = 8192
 _SLICE_ROWS = 16 * _BLOCK_ROWS
+# Types NumPy holds as they are (not Int128, not Decimal): converted to float64 by NumPy as by Polars.
+_NUMPY_NUMBERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32,
+                  pl.Float64)
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,8 @@ class Scaler:
         """The matrix's columns: the features, then ``attribute=level`` per one-hot column."""
         return (*self.features, *(f"{a}={level}" for a, levels in self.attributes for level in levels))
 
-    def transform(self, table: pl.DataFrame, raw: np.ndarray | None = None) -> np.ndarray:
-        """float32[n, d] C-contiguous matrix, as Faiss wants it. ``raw``: the table's feature values before
-        scaling (``fit_transform``'s), so they are not read and logged a second time."""
+    def transform(self, table: pl.DataFrame) -> np.ndarray:
+        """float32[n, d] C-contiguous matrix, as Faiss wants it."""
         _require(table, self.features)
         missing = [a for a, _ in self.attributes if a not in table.columns]
         if missing:
@@ -55,7 +57,7 @@ class Scaler:
         one_hot = [(a, levels) for a, levels in self.attributes if levels]
         x = np.empty((table.height, len(self.columns)), np.float32)
         with np.errstate(over="ignore"):   # a value beyond float32 becomes inf, which _check_finite names
-            for rows, values in _blocks(table, self.features, self.log) if raw is None else _matrix_blocks(raw):
+            for rows, values in _blocks(table, self.features, self.log):
                 for j, v in enumerate(values):
                     x[rows, j] = (v - self.mean[j]) / self.std[j]
         j = len(self.features)
@@ -104,15 +106,14 @@ class Scaler:
 def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str],
                rows: np.ndarray | None = None, attributes: Sequence[str] = (), weight: float = 1.0) -> Scaler:
     """Fit on the customers in ``table`` (or on its ``rows``, a sample given by position)."""
+    _require(table, features)
+    log = tuple(f in log_features for f in features)
     sample = table if rows is None else table[rows]
-    return _fit(sample, features, log_features, attributes, weight)[0]
-
-
-def fit_transform(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str],
-                  attributes: Sequence[str] = (), weight: float = 1.0) -> tuple[Scaler, np.ndarray]:
-    """``fit_scaler`` on ``table`` and ``transform`` of it, the same bits, each value read and logged once."""
-    scaler, raw = _fit(table, features, log_features, attributes, weight)
-    return scaler, scaler.transform(table, raw)
+    x = _raw(sample, features, log)
+    mean, std = column_moments(x) if x.shape[0] and x.shape[1] > 1 else (x.mean(axis=0), x.std(axis=0))
+    std[std == 0] = 1.0
+    return Scaler(tuple(features), log, tuple(map(float, mean)), tuple(map(float, std)),
+                  tuple((a, _levels(sample, a)) for a in attributes), weight)
 
 
 def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
@@ -128,18 +129,6 @@ def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
         msg = (f"cluster feature(s) {missing} are not available; available: "
                f"{[c for c, t in table.schema.items() if t.is_numeric()]}")
         raise ConfigError(msg)
-
-
-def _fit(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str], attributes: Sequence[str],
-         weight: float) -> tuple[Scaler, np.ndarray]:
-    """The scaler fitted on every row of ``table``, and the feature values it was fitted on (``_raw``)."""
-    _require(table, features)
-    log = tuple(f in log_features for f in features)
-    x = _raw(table, features, log)
-    mean, std = column_moments(x) if x.shape[0] and x.shape[1] > 1 else (x.mean(axis=0), x.std(axis=0))
-    std[std == 0] = 1.0
-    return Scaler(tuple(features), log, tuple(map(float, mean)), tuple(map(float, std)),
-                  tuple((a, _levels(table, a)) for a in attributes), weight), x
 
 
 def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> np.ndarray:
@@ -169,9 +158,9 @@ def _blocks(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -
     """The features as float64 (signed-log1p where ``log``), _BLOCK_ROWS rows at a time: each block's rows
     and its values per feature. A C-ordered matrix filled a column at a time over all its rows reads and
     writes the whole matrix once per column; a block of it stays in cache across its columns (0.22 -> 0.09 s
-    for 909 k x 13). Each column is taken from Polars once, in its own type (no copy where it has no nulls),
-    and converted a block at a time. Polars is asked for _SLICE_ROWS rows of a column at once (no copy where
-    they lie in one chunk and have no nulls): no float64 copy of whole columns, no Polars call per block."""
+    for 909 k x 13). Polars is asked for _SLICE_ROWS rows of a column at once, in the column's own type (no
+    copy where they lie in one chunk and have no nulls), and NumPy converts a block at a time: no float64
+    copy of whole columns, no Polars call per block."""
     for start in range(0, table.height, _SLICE_ROWS):
         part = table.slice(start, _SLICE_ROWS)
         columns = [_numpy(part[name]) for name in features]
@@ -181,17 +170,10 @@ def _blocks(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -
                                                                  for c, flag in zip(columns, log, strict=True)]
 
 
-def _matrix_blocks(raw: np.ndarray) -> Iterator[tuple[slice, list]]:
-    """``_blocks`` of a matrix ``_raw`` made."""
-    for lo in range(0, raw.shape[0], _BLOCK_ROWS):
-        rows = slice(lo, lo + _BLOCK_ROWS)
-        yield rows, [raw[rows, j] for j in range(raw.shape[1])]
-
-
 def _numpy(column: pl.Series) -> np.ndarray:
     """Integers and floats without nulls as they are (NumPy converts them to float64 as Polars does);
     anything else through Polars' cast: nulls to NaN, and its errors for what is not a number."""
-    if (column.dtype.is_integer() or column.dtype.is_float()) and not column.null_count():
+    if column.dtype in _NUMPY_NUMBERS and not column.null_count():
         return column.to_numpy()
     return column.cast(pl.Float64).to_numpy()
 

@@ -38,7 +38,7 @@ from segmint.engine.features.build import channel_columns
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
-from segmint.engine.preprocess import fit_transform
+from segmint.engine.preprocess import fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory"]
@@ -136,9 +136,10 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     """
     c = cfg.cluster
     feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
-    scaler, x = fit_transform(sample, feats, cfg.features.log_features, attributes=c.attributes,
-                              weight=c.attribute_weight)
+    scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
+                        weight=c.attribute_weight)
     feats = scaler.columns
+    x = scaler.transform(sample)
     priority = sample[HASH].to_numpy()
     if c.k is not None and c.k > customers:
         msg = f"k={c.k} is larger than the number of customers ({customers}); lower --k"
