@@ -118,7 +118,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         # One bucket whose every customer is in the profile sample: that sample, scored, is the bucket's scores.
         whole = scored_sample if [r.bucket for r in filled] == [0] and scored_sample.height == counts.customers else None
         kpis, mix, micro = _score(s, scoring, filled, "assignments", whole)
-        del whole
+        del whole, filled
+        mapped = _without_tables(mapped)   # a kept feature table's last use was the score
         with s.clock.stage("profile"):
             profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
@@ -169,6 +170,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         kpis, _, micro = _score(s, scoring, filled, "assignments")
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.profile_customers)
+            del filled
+            mapped = _without_tables(mapped)   # a kept feature table's last use was this sample
             scored_sample = score_table(sample, scoring).drop(HASH)
             del sample
             profiles = build_profiles(scored_sample, kpis)
@@ -511,6 +514,11 @@ def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: st
                 micro[key] = (have[0] + n, have[1] + revenue)
         info["buckets"] = len(buckets)
     return kpis, mix, micro
+
+
+def _without_tables(mapped: list[BucketResult]) -> list[BucketResult]:
+    """The map's results without the feature table a job kept: what holds it after its last use."""
+    return [dataclasses.replace(r, table=None) for r in mapped]
 
 
 def _clear_score_markers(s: _Session) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segmint.engine.config import ClusterConfig, CustomerSource, EventSource, RunConfig, parse_size
+from segmint.engine.config import (ClusterConfig, CustomerSource, EventSource, RunConfig, SamplingConfig,
+                                   parse_size)
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
 from segmint.engine.synth import generate
@@ -90,10 +91,14 @@ def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp
     assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
 
 
+@pytest.mark.parametrize("profile_customers", [1_000_000, 1000])
 def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_same_bytes(dirty, tmp_path,
-                                                                                          monkeypatch):
+                                                                                          monkeypatch,
+                                                                                          profile_customers):
     """A run of one bucket in this process fits and scores the map's table where it is: no scratch file. A
-    --resume run writes it (a later attempt must find it); its outputs are the same, byte for byte."""
+    --resume run writes it (a later attempt must find it); its outputs are the same, byte for byte. With a
+    profile sample of every customer the run writes that sample scored; with fewer (1,000 of about 1,500)
+    it scores the kept table."""
     from segmint.engine.io import store
 
     scratch = []
@@ -106,7 +111,8 @@ def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_
 
     monkeypatch.setattr(store, "write_parquet", recording)
     data = dirty["str"]
-    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=1,
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=1, sampling=SamplingConfig(
+                        profile_customers=profile_customers),
                     customers=CustomerSource(paths=(str(data / "customers.parquet"),), attributes=("region",)))
     for name, c in (("kept", cfg), ("written", dataclasses.replace(cfg, resume=True))):
         scratch.clear()
@@ -123,6 +129,34 @@ def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_
         assert any(f.startswith(rel) for f in files), rel
     for rel, content in files.items():
         assert (tmp_path / "written" / rel).read_bytes() == content, rel
+
+
+def test_a_kept_feature_table_is_dropped_after_the_score(dirty, tmp_path, monkeypatch):
+    """Its last use is the score: the profile stage, the model and the commit run without it."""
+    import gc
+    import weakref
+
+    from segmint.engine.pipeline import bucket, commands
+
+    kept, alive = [], []
+    map_bucket, build_profiles = bucket.map_bucket, commands.build_profiles
+
+    def mapping(job):
+        result = map_bucket(job)
+        kept.append(weakref.ref(result.table))
+        return result
+
+    def profiling(*args):
+        gc.collect()
+        alive.append(kept[0]() is not None)
+        return build_profiles(*args)
+
+    monkeypatch.setattr(commands, "map_bucket", mapping)
+    monkeypatch.setattr(commands, "build_profiles", profiling)
+    for profile_customers in (1_000_000, 1000):
+        run([dirty["int"] / "tx"], tmp_path / str(profile_customers), RunConfig(
+            cluster=ClusterConfig(k=3), buckets=1, sampling=SamplingConfig(profile_customers=profile_customers)))
+    assert len(kept) == 2 and alive == [False, False]
 
 
 def test_stage_names_are_the_same_with_one_bucket_or_many(dirty, tmp_path):
