@@ -227,14 +227,14 @@ def thread_budget() -> int:
     return numba.get_num_threads()
 
 
-def map_threads(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, for
-    work that releases the GIL (NumPy sorts and reductions); results in order, the first error raised.
-    Plain threads, not an executor: Python stops executors once the main thread ends, which would stop
-    a run going on in another thread."""
+def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = None) -> list[R]:
+    """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, and
+    at most ``most``, for work that releases the GIL (NumPy sorts and reductions); results in order, the
+    first error raised. Plain threads, not an executor: Python stops executors once the main thread ends,
+    which would stop a run going on in another thread."""
     import threading
 
-    n = min(len(items), thread_budget())
+    n = min(len(items), thread_budget(), most or len(items))
     if n <= 1:
         return [fn(item) for item in items]
     out: list[Any] = [None] * len(items)
