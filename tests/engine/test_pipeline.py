@@ -154,6 +154,32 @@ def test_failed_run_leaves_previous_output_intact(small_data, small_cfg, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind
 
 
+def test_a_partition_write_failing_on_one_thread_fails_the_run_with_nothing_left(small_data, small_cfg, tmp_path,
+                                                                                 monkeypatch):
+    """A partition job writes its buckets' files two at a time: an error in either thread is the job's
+    error, and the run fails with the previous output intact and no scratch left."""
+    from segmint.engine.pipeline import partition
+
+    out = tmp_path / "out"
+    cfg = dataclasses.replace(small_cfg, cluster=ClusterConfig(k=3), buckets=4)
+    run([small_data / "transactions"], out, cfg)
+    before = _digest(out)
+    write, written = partition._write_ipc, []
+
+    def failing(table, path, plan):
+        if "bucket=00002" in path:
+            raise OSError("disk full")
+        written.append(path)
+        write(table, path, plan)
+
+    monkeypatch.setattr(partition, "_write_ipc", failing)
+    with pytest.raises(OSError, match="disk full"):
+        run([small_data / "transactions"], out, dataclasses.replace(cfg, overwrite=True))
+    assert written   # the other buckets' files were being written beside the failing one
+    assert _digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path):
     """SIGTERM removes the staging and work folders (exit 143); after kill -9 the next run on the
     same output removes them (their owner process is gone)."""
