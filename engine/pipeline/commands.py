@@ -116,7 +116,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             scored_sample = assign_segments(prepared, scoring, (seg.matrix, second.assignment)).drop(HASH)
             del prepared   # the scored sample holds its columns: one copy of the sample from here on
         # One bucket whose every customer is in the profile sample: that sample, scored, is the bucket's scores.
-        whole = scored_sample if [r.bucket for r in filled] == [0] and scored_sample.height == counts.customers else None
+        only_zero = len(filled) == 1 and filled[0].bucket == 0
+        whole = scored_sample if only_zero and scored_sample.height == counts.customers else None
         kpis, mix, micro = _score(s, scoring, filled, "assignments", whole)
         del whole, filled
         mapped = _without_tables(mapped)   # a kept feature table's last use was the score
