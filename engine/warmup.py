@@ -83,9 +83,12 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                               np.zeros(2, np.int64), 0, np.empty(1, np.int32))
                                  for keys in (ints, _readonly(ints))],
         "key_range": lambda: [key_range(keys, np.zeros(1, np.bool_)) for keys in (ints, _readonly(ints))],
-        "text_codes": lambda: text_codes(offsets, np.zeros(1, np.uint8), np.zeros(1, np.bool_), np.zeros(16, np.uint64),
-                                         np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
-                                         np.zeros(2, np.uint8), 0, np.empty(1, np.int32)),
+        # Text from Arrow: read-only where memory-mapped (the partition's scratch files).
+        "text_codes": lambda: [text_codes(o, d, np.zeros(1, np.bool_), np.zeros(16, np.uint64),
+                                          np.full(16, -1, np.int32), np.zeros(2, np.uint64), np.zeros(3, np.int64),
+                                          np.zeros(2, np.uint8), 0, np.empty(1, np.int32))
+                               for o in (offsets, _readonly(offsets))
+                               for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
         # Parquet dictionaries' int32 indices (the tiny tables are Polars frames: their indices are uint32).
         "dictionary_codes": lambda: dictionary_codes(_readonly(np.zeros(1, np.int32)), np.zeros(0, np.bool_),
                                                      np.zeros(1, np.int32), np.empty(1, np.int32)),

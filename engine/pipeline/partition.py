@@ -5,8 +5,8 @@ so a customer's rows, events and attributes all meet in one bucket, and each buc
 mapped on its own. The hash picks one of ``SLOTS`` slots, and slots are dealt to buckets
 (``slot % buckets``). A partition job reads a run of consecutive input chunks (up to the
 plan's chunk size, however many files that is) and appends each Arrow batch's rows to its
-bucket's file, ``work/<table>/bucket=B/part-J.arrow`` (Arrow IPC, LZ4: written and read at
-memory speed): the scratch files number jobs x buckets, not input files x buckets. Names are
+bucket's file, ``work/<table>/bucket=B/part-J.arrow`` (Arrow IPC: written and read at memory
+speed; LZ4 on an object store): the scratch files number jobs x buckets, not input files x buckets. Names are
 fixed by the job, so a retry overwrites them. Transaction jobs also return what the run needs
 of all rows: the latest usable time (the as-of) and the channel counts. With one bucket there
 is no pass at all: the map reads the input itself.
@@ -205,15 +205,18 @@ def _role_column(plan: Plan, source: Source) -> str:
 
 
 def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
-    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    """LZ4 on an object store, where bytes cross the network; uncompressed on a local disk, where the map
+    memory-maps the file back. LZ4 took a job of 7.2 M rows 0.65 s against 0.48 s, and the map 3.2 s
+    of L's 224 M lines to decompress (L end to end 83.3 -> 78.5-79.2 s), for 2.3x the bytes on disk
+    (8.7 GB on L, about 40 bytes a line)."""
     if store.is_remote(path):
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
             writer.write_table(table)
         store.write_bytes(path, sink.getvalue().to_pybytes(), plan.options)
         return
     store.local(path).parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_file(str(store.local(path)), table.schema, options=options) as writer:
+    with pa.ipc.new_file(str(store.local(path)), table.schema) as writer:
         writer.write_table(table)
 
 
