@@ -15,7 +15,7 @@ ordered by id, lines by their order id, time and input position), nor on the thr
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
-from segmint.engine.runtime import release_free_memory
+from segmint.engine.runtime import one_ahead, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, OK, chunk_tally, customer_pass, fill_lines)
@@ -70,13 +70,15 @@ class MappedLines:
 
 def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
               as_of: dt.datetime | None, now: dt.datetime, channels: Sequence[str] | None, mode: str,
-              reread: Callable[[np.ndarray], pa.Table], reason_column: str) -> MappedLines:
+              reread: Callable[[np.ndarray], pa.Table], reason_column: str, ahead: bool = False) -> MappedLines:
     """Map the ``rows`` rows of ``chunks`` (tables of the source columns of ``schema``, as read).
 
     ``as_of``: the run's as-of; None derives it from these rows (right when they are the whole input).
     ``channels``: the channel vocabulary; None takes the most common channels of these rows.
     ``mode``: "features", "cohorts" (clean lines grouped) or "clean" (counts and rejects only).
     ``reread(positions)``: the rows at those positions (numbered across the chunks), as read.
+    ``ahead``: make each chunk canonical on a helper thread, one ahead, for chunks that no thread of their
+    own decodes (memory-mapped scratch files): the other core would be idle.
     """
     c = cfg.columns
     if as_of is None and cfg.as_of is not None:
@@ -84,7 +86,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
     lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER)
+                  _us(as_of) if as_of is not None else _NEVER, ahead)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
@@ -227,18 +229,21 @@ class _Lines:
 
 
 def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, dedupe_on: Sequence[str],
-          future_us: int, as_of_us: int) -> _Lines:
+          future_us: int, as_of_us: int, ahead: bool) -> _Lines:
     """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
     rejected rows of each chunk kept as read, with their positions."""
+    def parts() -> Iterator[tuple[pa.Table, LineColumns, int]]:
+        for table in chunks:
+            yield table, canonical(table, c, typed, enc, dedupe_on), enc.channels.n
+
     out = _Lines(rows)
     at = 0
-    for table in chunks:
-        part = canonical(table, c, typed, enc, dedupe_on)
+    for table, part, n_channels in one_ahead(parts()) if ahead else parts():
         n = part.rows
         if at + n > rows:
             msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"
             raise InputContractError(msg)
-        out.add(at, part, table, future_us, as_of_us, enc.channels.n)
+        out.add(at, part, table, future_us, as_of_us, n_channels)
         at += n
     if at != rows:
         msg = f"the input holds {at} rows, not the {rows} the run planned for: it changed while being read; rerun"

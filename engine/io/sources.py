@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy, store
-from segmint.engine.runtime import thread_budget
+from segmint.engine.runtime import one_ahead, thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
            "read_at", "first_line"]
@@ -177,7 +177,7 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
         for chunk in chunks:
             yield read_chunk(source, chunk).to_arrow()
         return
-    yield from _one_ahead(_parquet_stream(source, chunks, dictionary))
+    yield from one_ahead(_parquet_stream(source, chunks, dictionary))
 
 
 def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:
@@ -231,48 +231,6 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
-
-
-def _one_ahead(items: Generator[pa.Table, None, None]) -> Iterator[pa.Table]:
-    """``items``, each produced on a helper thread while the caller works on the one before: decoding
-    overlaps the map, and no more than two are held at once (a dataset scanner reads ahead without a
-    bound in bytes: 280-470 MB of M's input in flight). A plain daemon thread, not an executor: Python
-    shuts executors down when the main thread ends, which would stop a run going on in another thread;
-    and left early, the helper stops after the item it is making and ``items`` is closed."""
-    import queue
-    import threading
-
-    asks: queue.Queue[bool] = queue.Queue()
-    made: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-    def produce() -> None:
-        while asks.get():   # True: make the next item; False: stop
-            try:
-                made.put((True, next(items)))
-            except StopIteration:
-                made.put((False, None))
-                return
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-                made.put((False, exc))
-                return
-
-    helper = threading.Thread(target=produce, name="segmint-read", daemon=True)
-    helper.start()
-    asks.put(True)
-    try:
-        while True:
-            ok, item = made.get()
-            if not ok:
-                if item is not None:
-                    raise item
-                return
-            asks.put(True)
-            yield item
-    finally:
-        asks.put(False)
-        if threading.current_thread() is not helper:   # (closed by a collection on the helper: it stops alone)
-            helper.join()
-            items.close()
 
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:

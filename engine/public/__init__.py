@@ -16,11 +16,12 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from segmint.engine.runtime import serial_blas, short_openmp_spin, small_pages
+from segmint.engine.runtime import few_malloc_arenas, serial_blas, short_openmp_spin, small_pages
 
 short_openmp_spin()  # before Numba or Faiss load
 small_pages()     # before NumPy loads, where it has not
 serial_blas()     # before NumPy or SciPy load
+few_malloc_arenas()  # before helper threads allocate
 
 try:
     __version__ = version("segmint")

@@ -4,6 +4,7 @@ against themselves when the rows come in other chunks."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import polars as pl
@@ -120,16 +121,17 @@ def test_float_order_ids_nan_is_no_order_id():
 
 @pytest.mark.parametrize(("seed", "text_ids", "order", "text"), CASES[:3])
 def test_chunks_do_not_change_anything(seed, text_ids, order, text):
-    # The same rows in one table, or cut into chunks of every size: the same features, rejects and counts.
+    # The same rows in one table, or cut into chunks of every size, made canonical on the calling thread or
+    # one ahead on a helper (a bucket's scratch files): the same features, rejects and counts.
     frame = _dirty(seed, text_ids=text_ids, order=order, text=text)
     cfg = _cfg(frame, order, text)
     whole = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
     table = frame.to_arrow()
-    for size in (1, 7, 500):
+    for size, ahead in itertools.product((1, 7, 500), (False, True)):
         chunks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
         cut = map_lines(chunks, table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW, channels=None,
                         mode="features", reread=lambda positions: table.take(pa.array(positions)),
-                        reason_column="reason")
+                        reason_column="reason", ahead=ahead)
         assert cut.table.equals(whole.table) and cut.rejects.equals(whole.rejects)
         assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
 

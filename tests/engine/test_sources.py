@@ -16,6 +16,7 @@ import pytest
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import sources
 from segmint.engine.io.sources import list_inputs, resolve, split, stream
+from segmint.engine.runtime import one_ahead
 
 
 def _write(path, rows, row_group, seed):
@@ -64,13 +65,13 @@ def test_one_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
         if fail:
             raise OSError("disk gone")
 
-    ahead = sources._one_ahead(items(2, fail=True))
+    ahead = one_ahead(items(2, fail=True))
     assert next(ahead)["a"].to_pylist() == [0]
     assert next(ahead)["a"].to_pylist() == [1]
     with pytest.raises(OSError, match="disk gone"):
         next(ahead)
     source = items(5)
-    left = sources._one_ahead(source)
+    left = one_ahead(source)
     assert next(left)["a"].to_pylist() == [0]
     left.close()
     assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
