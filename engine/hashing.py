@@ -12,18 +12,16 @@ import polars as pl
 
 from segmint.kernels.hashing import hash_int64, hash_utf8
 
-__all__ = ["customer_hash", "bottom_k"]
+__all__ = ["customer_hash", "int64_hash", "bottom_k"]
 
 
 def customer_hash(ids: pl.Series, seed: int) -> np.ndarray:
     """uint64 hash of each id (integer ids by value, anything else by its UTF-8 text)."""
-    out = np.empty(ids.len(), np.uint64)
     if ids.dtype == pl.UInt64:  # by value: the bits of the value mod 2^64
-        hash_int64(ids.to_numpy().view(np.int64), seed, out)
-        return out
+        return int64_hash(ids.to_numpy().view(np.int64), seed)
     if ids.dtype.is_integer():
-        hash_int64(ids.cast(pl.Int64).to_numpy(), seed, out)
-        return out
+        return int64_hash(ids.cast(pl.Int64).to_numpy(), seed)
+    out = np.empty(ids.len(), np.uint64)
     import pyarrow as pa
     import pyarrow.compute  # noqa: F401 - pa.compute below
 
@@ -35,6 +33,13 @@ def customer_hash(ids: pl.Series, seed: int) -> np.ndarray:
     offsets = np.frombuffer(offsets_buf, np.int64)[arr.offset: arr.offset + len(arr) + 1]
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
     hash_utf8(offsets, data, seed, out)
+    return out
+
+
+def int64_hash(keys: np.ndarray, seed: int) -> np.ndarray:
+    """uint64 hash of each int64 id: ``customer_hash`` of integer ids, from their values."""
+    out = np.empty(keys.size, np.uint64)
+    hash_int64(keys, seed, out)
     return out
 
 

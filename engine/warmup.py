@@ -23,7 +23,7 @@ from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
-from segmint.kernels.lines import row_reasons
+from segmint.kernels.lines import chunk_tally, row_reasons
 from segmint.kernels.moments import column_moments
 from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
@@ -75,6 +75,10 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "row_reasons": lambda: [row_reasons(np.zeros(1, np.int32), ints, np.zeros(1, np.uint8), amount,
                                             np.zeros(1, np.bool_), 1, 1, np.empty(1, np.uint8))
                                 for amount in (one, _readonly(one))],
+        # The partition's tally of a chunk's reasons (contiguous, where the map's are a field of its records),
+        # times as made from Arrow's (writable) or parsed from text (read-only).
+        "chunk_tally": lambda: [chunk_tally(np.zeros(1, np.uint8), ts, np.zeros(1, np.int32),
+                                            np.zeros(1, np.int64)) for ts in (ints, _readonly(ints))],
         # Codes of keys the map reads from Arrow (read-only, through the tiny tables) and of keys computed
         # in NumPy (the CLV's distinct values and pairs, writable).
         "int_codes": lambda: [int_codes(keys, np.zeros(1, np.bool_), np.zeros(16, np.int64), np.full(16, -1, np.int32),

@@ -36,9 +36,9 @@ from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
-from segmint.kernels.lines import OK, TS_BAD, TS_MISSING, row_reasons, times_us
+from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
-__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_rows"]
+__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_tally"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
@@ -141,10 +141,11 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
                        raw, dedupe_key)
 
 
-def usable_rows(table: pa.Table, columns: Columns, typed: bool, future_us: int,
-                as_of_us: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Rows with no row-level reason, their times, and the lines per channel among them: what a partition
-    job tells the run. ``as_of_us``: a given --as-of (the int64 maximum when these rows decide it)."""
+def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,
+                 as_of_us: int) -> tuple[int | None, dict[str, int]]:
+    """Of the rows with no row-level reason: the latest time (microseconds; None when there is no such
+    row) and the lines per channel: what a partition job tells the run. ``as_of_us``: a given --as-of
+    (the int64 maximum when these rows decide it)."""
     if not typed:
         table = _parsed(table, columns)
     missing = _nulls(table.column(columns.customer if typed else "__cid"))
@@ -154,14 +155,15 @@ def usable_rows(table: pa.Table, columns: Columns, typed: bool, future_us: int,
     reason = np.empty(missing.size, np.uint8)
     row_reasons(np.where(missing, -1, 0).astype(np.int32), ts, ts_state, amount, amount_bad, future_us,
                 as_of_us, reason)
-    usable = reason == OK
-    counts: dict[str, int] = {}
-    if columns.channel is not None:
-        names = TextCodes()
-        codes = _text_codes(names, table.column(columns.channel if typed else "__channel"))
-        tally = np.bincount(codes[usable & (codes >= 0)], minlength=names.n)
-        counts = {name: int(n) for name, n in zip(names.values().to_pylist(), tally, strict=True) if n}
-    return usable, ts, counts
+    names = TextCodes()
+    codes = _text_codes(names, table.column(columns.channel if typed else "__channel")) \
+        if columns.channel is not None else np.zeros(0, np.int32)
+    tally = np.zeros(names.n, np.int64)
+    # One pass, as the map's chunks are tallied: a mask, a masked bincount and a masked max took a job of
+    # 7.2 M rows of L 0.15 s in all here, the one pass 0.11 s.
+    usable, latest, _ = chunk_tally(reason, ts, codes, tally)
+    counts = {name: int(n) for name, n in zip(names.values().to_pylist(), tally, strict=True) if n}
+    return (int(latest) if usable else None), counts
 
 
 def _ints(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from segmint.engine.hashing import customer_hash
+from segmint.engine.hashing import customer_hash, int64_hash
 from segmint.engine.io import arrow_numpy, store
-from segmint.engine.io.canonical import usable_rows
+from segmint.engine.io.canonical import usable_tally
 from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
@@ -78,7 +78,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     for table in read_tables(plan, source, _text_columns(plan, job.role), chunks=source.chunks[first:last]):
         order, bounds = np.empty(table.num_rows, perm_dtype(table.num_rows)), np.empty(plan.buckets + 1, np.int64)
         # One run: the reading thread decodes the next table meanwhile, on the other core.
-        group_rows(bucket_of(_ids(table, id_column(plan, job.role)), plan.buckets), buckets, plan.buckets, order,
+        group_rows(_buckets_of(table, id_column(plan, job.role), plan.buckets), buckets, plan.buckets, order,
                    bounds, threads=1)
         if job.role == "tx":
             stats.append(row_stats(table, plan))
@@ -142,9 +142,7 @@ def bucket_rows(plan: Plan, role: str, bucket: int) -> pl.DataFrame:
 def bucket_of(ids: pl.Series, buckets: int) -> np.ndarray:
     """Bucket number (int32) of each canonical id: its hash's slot dealt to buckets; missing ids share one."""
     filled = ids.fill_null(0 if ids.dtype.is_integer() else "")
-    out = np.empty(filled.len(), np.int32)
-    hash_buckets(customer_hash(filled, BUCKET_SEED), 64 - SLOTS.bit_length() + 1, buckets, out)
-    return out
+    return _slot_buckets(customer_hash(filled, BUCKET_SEED), buckets)
 
 
 def id_column(plan: Plan, role: str) -> str:
@@ -157,10 +155,10 @@ def id_column(plan: Plan, role: str) -> str:
 def row_stats(table: pa.Table, plan: Plan) -> RowStats:
     """The as-of candidate and the channel counts of ``table``, over its rows with no row-level reason."""
     given = plan.fixed_as_of
-    usable, ts, channels = usable_rows(table, plan.cfg.columns, plan.typed("tx"),
-                                       _NEVER if given else _us(plan.now), _us(given) if given else _NEVER)
-    latest = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(ts[usable].max())) if usable.any() else None
-    return RowStats(latest, channels)
+    latest, channels = usable_tally(table, plan.cfg.columns, plan.typed("tx"),
+                                    _NEVER if given else _us(plan.now), _us(given) if given else _NEVER)
+    return RowStats(dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=latest) if latest is not None else None,
+                    channels)
 
 
 def _job_chunks(plan: Plan, role: str) -> list[tuple[int, int]]:
@@ -177,11 +175,22 @@ def _job_chunks(plan: Plan, role: str) -> list[tuple[int, int]]:
     return jobs
 
 
-def _ids(table: pa.Table, column: str) -> pl.Series:
-    """Canonical ids of a table's rows (for their bucket)."""
+def _buckets_of(table: pa.Table, column: str, buckets: int) -> np.ndarray:
+    """``bucket_of`` the canonical ids of a table's rows. Int64 ids without a null are their own canonical
+    ids, hashed from Arrow's buffer (a job of 7.2 M rows of L: 0.044-0.066 s through Polars, 0.017 s so)."""
+    ids = table.column(column)
+    if ids.type == pa.int64() and ids.null_count == 0:
+        keys = arrow_numpy.values(ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0))
+        return _slot_buckets(int64_hash(keys, BUCKET_SEED), buckets)
     frame = pl.from_arrow(table.select([column]))
     assert isinstance(frame, pl.DataFrame)
-    return frame.select(customer_expr(frame.schema, column)).to_series()
+    return bucket_of(frame.select(customer_expr(frame.schema, column)).to_series(), buckets)
+
+
+def _slot_buckets(hashes: np.ndarray, buckets: int) -> np.ndarray:
+    out = np.empty(hashes.size, np.int32)
+    hash_buckets(hashes, 64 - SLOTS.bit_length() + 1, buckets, out)
+    return out
 
 
 def _pseudonymized(table: pa.Table, column: str) -> pa.Table:

@@ -266,14 +266,17 @@ def test_decimal_ids_are_exact_beyond_two_to_the_53():
 
 
 def test_a_null_among_a_dictionarys_values_is_a_missing_id_for_the_partition_and_the_map():
-    from segmint.engine.io.canonical import usable_rows
+    from segmint.engine.io.canonical import usable_tally
 
     never = np.iinfo(np.int64).max
+    times = [START, START + dt.timedelta(hours=1), START]   # the row of no id is the latest
     table = pa.table({"cid": pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()), pa.array(["a", None])),
-                      "t": pa.array([START] * 3, pa.timestamp("us")), "amt": [1.0, 2.0, 3.0]})
-    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
-    usable, _, _ = usable_rows(table, cols, True, never, never)
-    assert usable.tolist() == [True, False, True]
+                      "t": pa.array(times, pa.timestamp("us")), "amt": [1.0, 2.0, 3.0],
+                      "ch": ["web", "app", "web"]})
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel="ch", category=None)
+    latest, channels = usable_tally(table, cols, True, never, never)
+    assert latest == (START - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    assert channels == {"web": 2}
     mapped = map_lines([table], 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols), as_of=None, now=NOW,
                        channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
                        reason_column="reason")
