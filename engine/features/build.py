@@ -14,7 +14,9 @@ ordered by id, lines by their order id, time and input position), nor on the thr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +39,8 @@ from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY,
                                    DEDUPE_RAW, DEDUPE_TIME, OK, chunk_tally, customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
-__all__ = ["MappedLines", "map_lines", "REASON_NAMES", "LINE_FEATURES", "channel_columns", "top_channels"]
+__all__ = ["MappedLines", "map_lines", "records_reused", "REASON_NAMES", "LINE_FEATURES", "channel_columns",
+           "top_channels"]
 
 # Reason code k (kernels/lines.py) is REASON_NAMES[k - 1].
 REASON_NAMES = REASONS
@@ -126,9 +129,10 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     elif mode == "cohorts":
         grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
+    rejects = _rejects(lines.early, later, rec["reason"], reread, schema, reason_column)
+    _SPARE.give(rec)   # read no more
     return MappedLines(
-        table=table, grouped=grouped,
-        rejects=_rejects(lines.early, later, rec["reason"], reread, schema, reason_column),
+        table=table, grouped=grouped, rejects=rejects,
         rejected=dict(zip(REASON_NAMES, lines.rejected[1:].tolist(), strict=True)),
         rejected_amount=dict(zip(REASON_NAMES, lines.rejected_amount, strict=True)),
         rows_in=rows, rows_used=rows - rejected, repeats=int(repeats.sum()), customers=int(kept.sum()),
@@ -136,6 +140,25 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
         last_ts=_datetime(int(span[kept, 1].max())) if kept.any() else None,
         latest=_datetime(lines.latest) if lines.latest is not None else None, channel_counts=channel_counts,
         as_of=as_of, channels=tuple(channels))
+
+
+@contextlib.contextmanager
+def records_reused() -> Iterator[None]:
+    """While it lasts, a ``map_lines`` call hands its line records on to the next one, which takes them if
+    they are large enough: for buckets mapped one after another in this process. A bucket's records are
+    otherwise fresh memory (40 bytes a line: 370 MB for 7.7 M lines) that the kernel must fault in and zero
+    again for every bucket (L's buckets of 7.7 M lines, alternately: 0.76-0.96 -> 0.69-0.92 s; L's map 23.9-24.1
+    -> 22.9-23.1 s, its peak 0.79-0.81 -> 0.85 GB). Dropped when the last user leaves, so the stages after
+    do not hold them."""
+    with _SPARE.lock:
+        _SPARE.users += 1
+    try:
+        yield
+    finally:
+        with _SPARE.lock:
+            _SPARE.users -= 1
+            if not _SPARE.users:
+                _SPARE.records = None
 
 
 def top_channels(counts: dict[str, int], cap: int) -> tuple[str, ...]:
@@ -164,12 +187,37 @@ LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), 
                  ("amount_null", np.bool_), ("order_missing", np.bool_), ("reason", np.uint8)], align=True)
 
 
+class _Spare:
+    """The line records one ``map_lines`` call left for the next (``records_reused``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.records: np.ndarray | None = None
+
+    def take(self, rows: int) -> np.ndarray:
+        """Records for ``rows`` lines: the spare ones when large enough, else new (the spare freed first)."""
+        with self.lock:
+            spare, self.records = self.records, None
+        return spare[:rows] if spare is not None and spare.size >= rows else np.empty(rows, LINE)
+
+    def give(self, records: np.ndarray) -> None:
+        """``records`` (of ``take``) are free: kept for the next call while ``records_reused`` lasts. Every
+        field of a line is written before it is read (fill_lines), so nothing of one bucket shows in the next."""
+        with self.lock:
+            if self.users:
+                self.records = records if records.base is None else records.base
+
+
+_SPARE = _Spare()
+
+
 class _Lines:
     """The bucket's rows in input order (records, customer codes, raw identities), and what the
     chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
     def __init__(self, rows: int) -> None:
-        self.records = np.empty(rows, LINE)
+        self.records = _SPARE.take(rows)
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
         self.raw: np.ndarray | None = None
         self.dedupe_key: np.ndarray | None = None

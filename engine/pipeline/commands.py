@@ -39,7 +39,7 @@ from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
-from segmint.engine.features.build import top_channels
+from segmint.engine.features.build import records_reused, top_channels
 from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
@@ -466,7 +466,9 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         keep = (plan.buckets == 1 and mode == "features" and isinstance(s.executor, LocalExecutor)
                 and not (plan.cfg.resume and s.out is not None))
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep) for b in range(plan.buckets)]
-        mapped = s.run_jobs("map", map_bucket, jobs, info)
+        # Buckets mapped one after another here reuse one bucket's line records (never across processes).
+        with records_reused() if isinstance(s.executor, LocalExecutor) else contextlib.nullcontext():
+            mapped = s.run_jobs("map", map_bucket, jobs, info)
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)

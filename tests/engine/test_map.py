@@ -136,6 +136,31 @@ def test_chunks_do_not_change_anything(seed, text_ids, order, text):
         assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
 
 
+def test_buckets_mapped_one_after_another_reuse_line_records_without_a_trace():
+    # Within records_reused each map hands its line records to the next: a smaller bucket takes a slice of
+    # them, a larger one new records. Whatever the last bucket's lines held, the results are those of a
+    # map on fresh records; the records are dropped when it ends.
+    import gc
+    import weakref
+
+    from segmint.engine.features import build
+
+    cases = ((0, False, "int", False, 3000), (2, False, "none", False, 800), (1, True, "text", False, 900),
+             (3, True, "int", True, 4000))
+    frames = [(_dirty(seed, text_ids=ids, order=order, text=text, n=n), _cfg(None, order, text))
+              for seed, ids, order, text, n in cases]
+    fresh = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
+    with build.records_reused():
+        reused = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
+        spare = weakref.ref(build._SPARE.records)
+        assert spare() is not None and spare().size >= 4000   # the last (largest) map's records
+    gc.collect()
+    assert spare() is None and build._SPARE.records is None
+    for got, want in zip(reused, fresh, strict=True):
+        assert got.table.equals(want.table) and got.rejects.equals(want.rejects)
+        assert (got.rejected, got.repeats, got.rows_used) == (want.rejected, want.repeats, want.rows_used)
+
+
 def test_edge_customers():
     # Empty input, one line, one customer all rejected, identical lines, a cancelled order netting to 0.
     cfg = _cfg(pl.DataFrame(), "int", False)
