@@ -467,7 +467,11 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                 and not (plan.cfg.resume and s.out is not None))
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep) for b in range(plan.buckets)]
         # Buckets mapped one after another here reuse one bucket's line records (never across processes).
-        with records_reused() if isinstance(s.executor, LocalExecutor) else contextlib.nullcontext():
+        # Not with one bucket (there is no next one) nor with side tables, whose rows a bucket maps after
+        # its lines, while the records would still be held.
+        reuse = (plan.buckets > 1 and isinstance(s.executor, LocalExecutor) and plan.events is None
+                 and plan.customers is None)
+        with records_reused() if reuse else contextlib.nullcontext():
             mapped = s.run_jobs("map", map_bucket, jobs, info)
         counts = Counts()
         for r in mapped:
