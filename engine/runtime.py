@@ -179,7 +179,7 @@ def _malloc_trim() -> Any:
     """glibc's malloc_trim, or None (another C library, another platform)."""
     try:
         return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):   # TypeError: Windows, where CDLL needs a name
         return None
 
 
@@ -339,13 +339,14 @@ def few_malloc_arenas() -> None:
     arrays of a chunk are allocated there): on scenario L each bucket's job left about 30 MB more resident
     than the last, 340 -> 644 MB over 12 buckets, where two arenas held it at 340-420 MB and took the
     same time (0.69-0.75 s a bucket). segmint's threads allocate little in glibc's heap: Arrow and Polars
-    have allocators of their own, and Numba's kernels allocate once per block of work.
+    have allocators of their own, and Numba's kernels allocate once per block of work. glibc keeps the
+    arenas it has made: in a process whose threads made more before ``import segmint``, this caps no more.
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):   # TypeError: Windows, where CDLL needs a name
         return
     mallopt(_M_ARENA_MAX, 2)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +130,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
         grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
     rejects = _rejects(lines.early, later, rec["reason"], reread, schema, reason_column)
-    _SPARE.give(rec)   # read no more
+    _give_records_back()
     return MappedLines(
         table=table, grouped=grouped, rejects=rejects,
         rejected=dict(zip(REASON_NAMES, lines.rejected[1:].tolist(), strict=True)),
@@ -144,21 +144,18 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
 
 @contextlib.contextmanager
 def records_reused() -> Iterator[None]:
-    """While it lasts, a ``map_lines`` call hands its line records on to the next one, which takes them if
-    they are large enough: for buckets mapped one after another in this process. A bucket's records are
+    """While it lasts, a ``map_lines`` call of this thread hands its line records on to the next one, which
+    takes them if they are large enough: for buckets mapped one after another (the local executor runs its
+    jobs in the caller's thread; another run in another thread keeps its own). A bucket's records are
     otherwise fresh memory (40 bytes a line: 370 MB for 7.7 M lines) that the kernel must fault in and zero
-    again for every bucket (L's buckets of 7.7 M lines, alternately: 0.76-0.96 -> 0.69-0.92 s; L's map 23.9-24.1
-    -> 22.9-23.1 s, its peak 0.79-0.81 -> 0.85 GB). Dropped when the last user leaves, so the stages after
-    do not hold them."""
-    with _SPARE.lock:
-        _SPARE.users += 1
+    again for every bucket (L's buckets of 7.7 M lines, alternately: 0.76-0.96 -> 0.69-0.92 s; L's map
+    23.9-24.1 -> 22.9-23.1 s, its peak 0.79-0.81 -> 0.85 GB). Dropped when it ends, so the stages after do
+    not hold them."""
+    _REUSE.spare = _Spare()
     try:
         yield
     finally:
-        with _SPARE.lock:
-            _SPARE.users -= 1
-            if not _SPARE.users:
-                _SPARE.records = None
+        del _REUSE.spare
 
 
 def top_channels(counts: dict[str, int], cap: int) -> tuple[str, ...]:
@@ -188,28 +185,37 @@ LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), 
 
 
 class _Spare:
-    """The line records one ``map_lines`` call left for the next (``records_reused``)."""
+    """The line records one ``map_lines`` call left for the next (``records_reused``), and those lent out."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
         self.records: np.ndarray | None = None
-
-    def take(self, rows: int) -> np.ndarray:
-        """Records for ``rows`` lines: the spare ones when large enough, else new (the spare freed first)."""
-        with self.lock:
-            spare, self.records = self.records, None
-        return spare[:rows] if spare is not None and spare.size >= rows else np.empty(rows, LINE)
-
-    def give(self, records: np.ndarray) -> None:
-        """``records`` (of ``take``) are free: kept for the next call while ``records_reused`` lasts. Every
-        field of a line is written before it is read (fill_lines), so nothing of one bucket shows in the next."""
-        with self.lock:
-            if self.users:
-                self.records = records if records.base is None else records.base
+        self.lent: np.ndarray | None = None
 
 
-_SPARE = _Spare()
+# This thread's spare records, while records_reused lasts.
+_REUSE = threading.local()
+
+
+def _take_records(rows: int) -> np.ndarray:
+    """Records for ``rows`` lines: the spare ones when large enough, else new ones (the spare freed first)."""
+    holder = getattr(_REUSE, "spare", None)
+    if holder is None:
+        return np.empty(rows, LINE)
+    spare, holder.records = holder.records, None
+    if spare is None or spare.size < rows:
+        del spare
+        spare = np.empty(rows, LINE)
+    holder.lent = spare
+    return spare[:rows]
+
+
+def _give_records_back() -> None:
+    """The records ``_take_records`` lent are read no more: kept for the next call while records_reused
+    lasts. Every field of a line is written before it is read (fill_lines): nothing of one bucket shows in
+    the next."""
+    holder = getattr(_REUSE, "spare", None)
+    if holder is not None:
+        holder.records, holder.lent = holder.lent, None
 
 
 class _Lines:
@@ -217,7 +223,7 @@ class _Lines:
     chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
     def __init__(self, rows: int) -> None:
-        self.records = _SPARE.take(rows)
+        self.records = _take_records(rows)
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
         self.raw: np.ndarray | None = None
         self.dedupe_key: np.ndarray | None = None
@@ -280,7 +286,7 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
           future_us: int, as_of_us: int, ahead: bool) -> _Lines:
     """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
     rejected rows of each chunk kept as read, with their positions."""
-    def parts() -> Iterator[tuple[pa.Table, LineColumns, int]]:
+    def parts() -> Generator[tuple[pa.Table, LineColumns, int], None, None]:
         for table in chunks:
             yield table, canonical(table, c, typed, enc, dedupe_on), enc.channels.n
 

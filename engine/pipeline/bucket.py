@@ -46,6 +46,7 @@ class MapJob:
     mode: str                           # "features", "cohorts" or "clean" (validate)
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
     keep: bool = False                  # return the feature table in the result instead of writing it
+    ahead: bool = False                 # make chunks canonical one ahead on a helper thread (map_lines)
 
 
 @dataclass
@@ -101,12 +102,9 @@ def map_bucket(job: MapJob) -> BucketResult:
     source = bucket_source(plan, "tx", job.bucket)
     start = time.perf_counter()
     chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c]))
-    # Scratch files (several buckets) are memory-mapped, not decoded: no reader thread takes the other core,
-    # so chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket). One bucket reads
-    # Parquet, which its reader thread decodes: a third busy thread made M's map slower (2.06 -> 2.19 s).
     mapped = map_lines(chunks, source.rows, plan.read_schema("tx"), cfg, as_of=job.as_of, now=plan.now,
                        channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
-                       reason_column=reason_column(list(source.columns)), ahead=plan.buckets > 1)
+                       reason_column=reason_column(list(source.columns)), ahead=job.ahead)
     seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
                     rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,

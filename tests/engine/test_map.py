@@ -134,12 +134,13 @@ def test_chunks_do_not_change_anything(seed, text_ids, order, text):
                         reason_column="reason", ahead=ahead)
         assert cut.table.equals(whole.table) and cut.rejects.equals(whole.rejects)
         assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
+        assert (cut.latest, cut.channel_counts) == (whole.latest, whole.channel_counts)
 
 
 def test_buckets_mapped_one_after_another_reuse_line_records_without_a_trace():
     # Within records_reused each map hands its line records to the next: a smaller bucket takes a slice of
-    # them, a larger one new records. Whatever the last bucket's lines held, the results are those of a
-    # map on fresh records; the records are dropped when it ends.
+    # them, a larger one new records. Whatever the records held (every byte set at first, then the last
+    # bucket's lines), the results are those of a map on fresh records; the records are dropped when it ends.
     import gc
     import weakref
 
@@ -151,11 +152,12 @@ def test_buckets_mapped_one_after_another_reuse_line_records_without_a_trace():
               for seed, ids, order, text, n in cases]
     fresh = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
     with build.records_reused():
+        build._REUSE.spare.records = np.full(5000 * build.LINE.itemsize, 255, np.uint8).view(build.LINE)
         reused = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
-        spare = weakref.ref(build._SPARE.records)
+        spare = weakref.ref(build._REUSE.spare.records)
         assert spare() is not None and spare().size >= 4000   # the last (largest) map's records
     gc.collect()
-    assert spare() is None and build._SPARE.records is None
+    assert spare() is None and getattr(build._REUSE, "spare", None) is None
     for got, want in zip(reused, fresh, strict=True):
         assert got.table.equals(want.table) and got.rejects.equals(want.rejects)
         assert (got.rejected, got.repeats, got.rows_used) == (want.rejected, want.repeats, want.rows_used)
