@@ -356,6 +356,10 @@ class RunConfig(_Checked):
     ray_address: str | None = None
     # Scratch space for bucket files; None: beside the output.
     work_dir: str | None = None
+    # LZ4 for the partition's scratch files: None compresses them on an object store only (a local disk
+    # takes them uncompressed, 2.3x the bytes, and the map memory-maps them); true where the disk is slow
+    # or a network volume; false never.
+    compress_scratch: bool | None = None
     # Keep finished jobs if the run fails; rerun with resume to go on from them (engine.pipeline.resume).
     resume: bool = False
     # Object-store options ((key, value) pairs, as Polars takes them): credentials, endpoint.
@@ -403,8 +407,8 @@ class RunConfig(_Checked):
 
 
 # Options that cannot change a run's outputs: left out of config_hash.
-_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "resume",
-               "lease_seconds")
+_NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "compress_scratch",
+               "resume", "lease_seconds")
 # Options never written anywhere (credentials).
 _SECRET = ("storage_options",)
 

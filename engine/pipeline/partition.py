@@ -215,17 +215,21 @@ def _role_column(plan: Plan, source: Source) -> str:
 
 def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
     """LZ4 on an object store, where bytes cross the network; uncompressed on a local disk, where the map
-    memory-maps the file back. LZ4 took a job of 7.2 M rows 0.65 s against 0.48 s, and the map 3.2 s
-    of L's 224 M lines to decompress (L end to end 83.3 -> 78.5-79.2 s), for 2.3x the bytes on disk
-    (8.7 GB on L, about 40 bytes a line)."""
-    if store.is_remote(path):
+    memory-maps the file back (``compress_scratch`` decides where set). LZ4 took a job of 7.2 M rows 0.65 s
+    against 0.48 s, and the map 3.2 s of L's 224 M lines to decompress (L end to end 83.3 -> 78.5-79.2 s),
+    for 2.3x the bytes on disk (8.7 GB on L, about 40 bytes a line): a disk slower than the writes then
+    bounds the partition."""
+    remote = store.is_remote(path)
+    compress = plan.cfg.compress_scratch if plan.cfg.compress_scratch is not None else remote
+    options = pa.ipc.IpcWriteOptions(compression="lz4" if compress else None)
+    if remote:
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
             writer.write_table(table)
         store.write_bytes(path, sink.getvalue().to_pybytes(), plan.options)
         return
     store.local(path).parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_file(str(store.local(path)), table.schema) as writer:
+    with pa.ipc.new_file(str(store.local(path)), table.schema, options=options) as writer:
         writer.write_table(table)
 
 

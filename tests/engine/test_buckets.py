@@ -345,3 +345,29 @@ def test_int64_ids_read_from_arrow_go_to_the_buckets_their_canonical_ids_do():
         small = rng.integers(-2**31, 2**31, 1000)
         assert (_buckets_of(pa.table({"c": small.astype(np.int32)}), "c", buckets)
                 == _buckets_of(pa.table({"c": small.astype(np.int64)}), "c", buckets)).all()
+
+
+def test_scratch_compression_changes_the_scratch_bytes_and_no_output(dirty, tmp_path, monkeypatch):
+    # Local scratch is uncompressed unless compress_scratch asks for LZ4; the outputs are the same bytes.
+    from segmint.engine.pipeline import partition
+
+    written: dict[str, int] = {}
+    write = partition._write_ipc
+
+    def recording(table, path, plan):
+        write(table, path, plan)
+        written[path] = Path(path).stat().st_size
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    data = dirty["int"]
+    sizes = {}
+    for name, compress in (("plain", None), ("lz4", True), ("off", False)):
+        written.clear()
+        run([data / "tx"], tmp_path / name, RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=3,
+                                                     compress_scratch=compress))
+        sizes[name] = sum(written.values())
+    assert sizes["lz4"] < sizes["plain"] == sizes["off"]
+    files = sorted(str(p.relative_to(tmp_path / "plain")) for p in (tmp_path / "plain").rglob("*.parquet"))
+    assert files
+    for rel in files:
+        assert (tmp_path / "lz4" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes(), rel
