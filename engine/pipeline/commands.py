@@ -466,17 +466,16 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         # of the map's peak, so the later stages holding it stay under that peak.
         keep = (plan.buckets == 1 and mode == "features" and isinstance(s.executor, LocalExecutor)
                 and not (plan.cfg.resume and s.out is not None))
-        # Local scratch files (several buckets) are memory-mapped, not decoded: no reader thread takes another
-        # core, so chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket). One bucket
-        # reads Parquet, which its reader thread decodes (a third busy thread made M's map 2.06 -> 2.19 s);
-        # a Ray worker has one CPU.
-        ahead = plan.buckets > 1 and isinstance(s.executor, LocalExecutor) and thread_budget() > 1
+        # Several buckets mapped one after another in this process (not by Ray's workers, of one CPU each):
+        # - their scratch files are memory-mapped, not decoded, so no reader thread takes another core and
+        #   chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket; one bucket reads
+        #   Parquet, whose reader thread decodes: a third busy thread made M's map 2.06 -> 2.19 s);
+        # - they reuse one bucket's line records, but not with side tables, whose rows a bucket maps after
+        #   its lines, while the records would still be held.
+        local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
+        ahead = local_buckets and thread_budget() > 1
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead) for b in range(plan.buckets)]
-        # Buckets mapped one after another here reuse one bucket's line records (never across processes).
-        # Not with one bucket (there is no next one) nor with side tables, whose rows a bucket maps after
-        # its lines, while the records would still be held.
-        reuse = (plan.buckets > 1 and isinstance(s.executor, LocalExecutor) and plan.events is None
-                 and plan.customers is None)
+        reuse = local_buckets and plan.events is None and plan.customers is None
         with records_reused() if reuse else contextlib.nullcontext():
             mapped = s.run_jobs("map", map_bucket, jobs, info)
         counts = Counts()

@@ -6,10 +6,10 @@ mapped on its own. The hash picks one of ``SLOTS`` slots, and slots are dealt to
 (``slot % buckets``). A partition job reads a run of consecutive input chunks (up to the
 plan's chunk size, however many files that is) and appends each Arrow batch's rows to its
 bucket's file, ``work/<table>/bucket=B/part-J.arrow`` (Arrow IPC: written and read at memory
-speed; LZ4 on an object store): the scratch files number jobs x buckets, not input files x buckets. Names are
-fixed by the job, so a retry overwrites them. Transaction jobs also return what the run needs
-of all rows: the latest usable time (the as-of) and the channel counts. With one bucket there
-is no pass at all: the map reads the input itself.
+speed; LZ4 on an object store, or with ``compress_scratch``): the scratch files number jobs x
+buckets, not input files x buckets. Names are fixed by the job, so a retry overwrites them.
+Transaction jobs also return what the run needs of all rows: the latest usable time (the as-of)
+and the channel counts. With one bucket there is no pass at all: the map reads the input itself.
 
 Reading is where ids are made canonical and, with ``--pseudonymize-ids``, replaced by their
 pseudonyms: no raw id reaches any file segmint writes.
