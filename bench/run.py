@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from segmint.bench import handwritten
-from segmint.bench.peers import duckdb_aggregates, faiss_default_kmeans, sklearn_kmeans
+from segmint.bench.peers import duckdb_aggregates, duckdb_features, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
 from segmint.bench.timing import StageTimer
 from segmint.engine.cluster import assign, fit_kmeans
@@ -64,6 +64,8 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
         _in_process(res, tx, data, cfg, sc, stage, progress)
     _, duck_rows = stage("duckdb aggregate query", lambda: duckdb_aggregates(tx, threads))
     res.setdefault("customers", duck_rows)
+    if sc.in_process:   # the map's own work in SQL: minutes on L's 224 M lines, so in-process scenarios only
+        stage("duckdb same-features query", lambda: duckdb_features(tx, threads))
     res["end_to_end"] = _end_to_end(tx, seed, threads, progress)
     res["handwritten"] = _handwritten(tx, seed, threads, progress)
     if not sc.in_process:
@@ -196,6 +198,8 @@ def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
         return out
     out: dict[str, Any] = {
         "map (read + clean + features) / duckdb query (time)": round(st["segmint map"]["seconds"] / duck_s, 3),
+        "map / duckdb same-features query (time)": round(st["segmint map"]["seconds"]
+                                                          / st["duckdb same-features query"]["seconds"], 3),
         "end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3),
         **peer,
         "fit + cluster + score + profile (seconds)": round(sum(st[f"segmint {name}"]["seconds"]

@@ -5,11 +5,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from segmint.bench import scenarios
+from segmint.bench.peers import duckdb_features
 from segmint.bench.run import ratio_table, run_benchmark
 from segmint.engine import runtime
+from segmint.kernels.sequence import ORDER_FEATURES
 
 
 @pytest.fixture
@@ -23,6 +27,7 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     res = run_benchmark("S", data_root=tmp_path, progress=lines.append)
     assert res["customers"] == 600 and res["lines"] > 6_000
     for stage in ("segmint map", "segmint fit", "segmint cluster", "segmint score", "duckdb aggregate query",
+                  "duckdb same-features query",
                   "segmint k-means k=8", "scikit-learn k-means k=64", "faiss defaults k-means k=64"):
         assert res["stages"][stage]["seconds"] > 0 and res["stages"][stage]["peak_rss_mb"] > 0
     assert set(res["clustering"]) == {"k=8", "k=64"}
@@ -46,7 +51,8 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(
         e2e["seconds"] / hand["seconds"], abs=1e-3)
     assert set(res["ratios"]) == {
-        "map (read + clean + features) / duckdb query (time)", "end to end / duckdb query (time)",
+        "map (read + clean + features) / duckdb query (time)", "map / duckdb same-features query (time)",
+        "end to end / duckdb query (time)",
         *PEER_RATIOS, "fit + cluster + score + profile (seconds)",
         *[name for k in (8, 64) for name in (
             f"ARI vs personas, segmint k={k}", f"scikit-learn time / segmint time, k={k}",
@@ -61,6 +67,22 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     stamp = (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime
     scenarios.ensure_data(scenarios.SCENARIOS["S"], 0, tmp_path)
     assert (tmp_path / "S-seed0" / "_SUCCESS").stat().st_mtime == stamp
+
+
+def test_the_duckdb_same_features_peer_computes_segmints_features(small_data, small_run):
+    # The peer the map is compared with "on the same work" is that only if its numbers are segmint's: every
+    # feature of every customer, the customers themselves (returns-only ones left out) and the repeats.
+    _, table = duckdb_features(small_data / "transactions", threads=2)
+    peer = pl.from_arrow(table)
+    ours = pl.read_parquet(small_run / "assignments" / "**" / "*.parquet").sort("customer_id")
+    manifest = json.loads((small_run / "run.json").read_text())
+    assert peer["customer_id"].to_list() == ours["customer_id"].to_list()
+    features = [c for c in peer.columns if c not in ("customer_id", "repeats")]
+    assert len(features) == len(ORDER_FEATURES) + 3 + sum(c.startswith("channel_share_") for c in ours.columns)
+    for name in features:
+        np.testing.assert_allclose(peer[name].to_numpy(), ours[name].cast(pl.Float64).to_numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+    assert int(peer["repeats"].sum()) == manifest["rows"]["repeats_on_mapped_columns"] > 0
 
 
 PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (peak RSS)"}
