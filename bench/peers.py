@@ -30,7 +30,8 @@ def duckdb_aggregates(transactions: Path, threads: int) -> tuple[float, int]:
     return time.perf_counter() - t0, rows
 
 
-def duckdb_features(transactions: Path, threads: int, max_channels: int = 16) -> tuple[float, pa.Table]:
+def duckdb_features(transactions: Path, threads: int, max_channels: int = 16,
+                    memory_limit: str | None = None) -> tuple[float, pa.Table]:
     """Seconds and result of one DuckDB query that does the map's work: segmint's per-customer features
     (docs/reference.md, "Features") with its row-level filters, order netting, returns-only customers left
     out and identical lines counted (``repeats``), in customer order. What the issue's "DuckDB parity on
@@ -41,12 +42,15 @@ def duckdb_features(transactions: Path, threads: int, max_channels: int = 16) ->
     exact). Where it does less than the map, the difference is in DuckDB's favour: identical lines are
     found by a 64-bit hash of the line (a collision would count as a repeat), an order's channel is that
     of one of its earliest lines (segmint's: the first in input order), no rejected row is kept, and lines
-    without an order id are one order per customer (segmint: one order each; the bench's data has none)."""
+    without an order id are one order per customer (segmint: one order each; the bench's data has none).
+    ``memory_limit``: DuckDB's (e.g. "2GB", as segmint's --memory-limit); None keeps its default."""
     import duckdb
 
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     con.execute("SET enable_progress_bar = false")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
     files = f"read_parquet('{transactions}/*.parquet')"
     t0 = time.perf_counter()
     # The channel vocabulary first, as the map takes it: the most common among usable rows, ties by name.
