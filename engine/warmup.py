@@ -93,9 +93,11 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                           np.zeros(2, np.uint8), 0, np.empty(1, np.int32))
                                for o in (offsets, _readonly(offsets))
                                for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
-        # Parquet dictionaries' int32 indices (the tiny tables are Polars frames: their indices are uint32).
-        "dictionary_codes": lambda: dictionary_codes(_readonly(np.zeros(1, np.int32)), np.zeros(0, np.bool_),
-                                                     np.zeros(1, np.int32), np.empty(1, np.int32)),
+        # Parquet dictionaries' int32 indices and the partition scratch's int8 and int16 ones, read-only as
+        # Arrow gives them (the tiny tables are Polars frames: their indices are uint32).
+        "dictionary_codes": lambda: [dictionary_codes(_readonly(np.zeros(1, dtype)), np.zeros(0, np.bool_),
+                                                      np.zeros(1, np.int32), np.empty(1, np.int32))
+                                     for dtype in (np.int8, np.int16, np.int32)],
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),

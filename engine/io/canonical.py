@@ -42,6 +42,8 @@ __all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_tally"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
+# Dictionary index types coded as they are (``_text_codes``); warmup compiles dictionary_codes for each.
+_INDEX_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.uint32())
 
 
 @dataclass
@@ -253,8 +255,9 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
         array = array.chunk(0)
     if pa.types.is_dictionary(array.type):
         lookup = codes.encode(array.dictionary.cast(pa.large_string()))
-        # int32 (Parquet's) and uint32 (Polars' Categorical) as they are: a cast would copy every row's index.
-        indices = array.indices if array.indices.type in (pa.int32(), pa.uint32()) else array.indices.cast(pa.int32())
+        # int32 (Parquet's), uint32 (Polars' Categorical), int8 and int16 (the partition's scratch) as they are:
+        # a cast would copy every row's index.
+        indices = array.indices if array.indices.type in _INDEX_TYPES else array.indices.cast(pa.int32())
         missing = _nulls(indices) if indices.null_count else np.zeros(0, bool)
         out = np.empty(len(indices), np.int32)
         dictionary_codes(values(indices), missing, lookup, out)

@@ -371,3 +371,45 @@ def test_scratch_compression_changes_the_scratch_bytes_and_no_output(dirty, tmp_
     assert files
     for rel in files:
         assert (tmp_path / "lz4" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes(), rel
+
+
+def test_scratch_dictionaries_take_the_narrowest_index_and_map_alike(tmp_path, monkeypatch):
+    # The partition writes a dictionary column's indices as int8 or int16 where its dictionary fits (a
+    # channel or category index was 4 of the 40 bytes a line of scratch); the map codes every width alike:
+    # 300 categories (int16), three channels and a null (int8), an id column of text (int32 indices kept).
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from segmint.engine.pipeline import partition
+
+    indices: dict[str, set[pa.DataType]] = {}
+    write = partition._write_ipc
+
+    def recording(table, path, plan):
+        for field in table.schema:
+            if pa.types.is_dictionary(field.type):
+                indices.setdefault(field.name, set()).add(field.type.index_type)
+        write(table, path, plan)
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    rows = 3000
+    table = pa.table({"customer_id": pa.array([i * 7919 % 400 for i in range(rows)], pa.int64()),
+                      "ts": pa.array([dt.datetime(2024, 1, 1) + dt.timedelta(hours=5 * i) for i in range(rows)],
+                                     pa.timestamp("us")),
+                      "amount": [float(i % 17) - 2.0 for i in range(rows)],
+                      "order_id": pa.array([i // 2 for i in range(rows)], pa.int64()),
+                      "channel": pa.array([None if i % 101 == 0 else ("web", "app", "store")[i % 3]
+                                           for i in range(rows)], pa.string()),
+                      "category": pa.array([f"cat-{i * 31 % 300:03d}" for i in range(rows)], pa.string())})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=700)
+    cfg = RunConfig(columns=dataclasses.replace(RunConfig().columns, order="order_id", channel="channel",
+                                                category="category"),
+                    cluster=ClusterConfig(k=3, seed=1), max_reject_share=0.5)
+    for name, buckets in (("one", 1), ("three", 3)):
+        run(tmp_path / "t.parquet", tmp_path / name, dataclasses.replace(cfg, buckets=buckets))
+    assert indices == {"channel": {pa.int8()}, "category": {pa.int16()}}
+    for name in ("assignments", "rejects"):
+        _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "three" / name), name)
+    assert pl.read_parquet(tmp_path / "three" / "assignments")["category_count"].max() > 1
