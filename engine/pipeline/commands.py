@@ -50,7 +50,7 @@ from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
-from segmint.engine.pipeline.partition import job_rows, partition_chunk, partition_jobs
+from segmint.engine.pipeline.partition import check_scratch_space, job_rows, partition_chunk, partition_jobs
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
@@ -452,6 +452,8 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     with s.clock.stage("partition") as info:
         info["buckets"] = plan.buckets
         if plan.buckets > 1:
+            if not s.resumed:   # a resumed run's finished jobs hold their space already
+                check_scratch_space(plan)
             jobs = [job for role in plan.roles() for job in partition_jobs(plan, role)]
             stats = [st for st in s.run_jobs("partition", partition_chunk, jobs, info) if st is not None]
             merged = RowStats.merge(stats)

@@ -18,6 +18,8 @@ pseudonyms: no raw id reaches any file segmint writes.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from segmint.engine.errors import ConfigError
 from segmint.engine.hashing import customer_hash, int64_hash
 from segmint.engine.io import arrow_numpy, store
 from segmint.engine.io.canonical import usable_tally
@@ -37,8 +40,8 @@ from segmint.engine.runtime import map_threads
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.hashing import hash_buckets
 
-__all__ = ["PartitionJob", "partition_jobs", "job_rows", "partition_chunk", "bucket_source", "read_tables", "reread",
-           "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
+__all__ = ["PartitionJob", "partition_jobs", "job_rows", "check_scratch_space", "partition_chunk", "bucket_source",
+           "read_tables", "reread", "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
 
 SLOTS = 4096
 BUCKET_SEED = 0x5E6_B0C
@@ -60,6 +63,26 @@ def job_rows(job: PartitionJob) -> int:
     """The input rows a partition job reads (its chunks')."""
     first, last = _job_chunks(job.plan, job.role)[job.index]
     return sum(chunk.rows for chunk in job.plan.source(job.role).chunks[first:last])
+
+
+def check_scratch_space(plan: Plan) -> None:
+    """Refuse, before a row is written, a partition whose uncompressed scratch cannot fit the local disk it
+    goes to. What it counts is a floor (each row's fixed-width bytes; text its offsets alone, a dictionary
+    column one byte of index), so a refusal is certain, not a guess; without it a full disk stopped the
+    run minutes in with an unexpected OSError. LZ4 scratch (``compress_scratch``, an object store) is not
+    checked: how far it shrinks depends on the data."""
+    if plan.buckets == 1 or store.is_remote(plan.work) or plan.cfg.compress_scratch:
+        return
+    need = sum(plan.source(role).rows * _least_row_bytes(plan, role) for role in plan.roles())
+    folder = store.local(plan.work)
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        msg = (f"the partition's scratch needs at least {math.ceil(need / 2**20):,} MB under {folder} and "
+               f"{free // 2**20:,} MB are free there: free some space, give --work-dir a larger local disk, or set "
+               f"compress_scratch = true in [run] (LZ4, about half the bytes)")
+        raise ConfigError(msg)
 
 
 def partition_chunk(job: PartitionJob) -> RowStats | None:
@@ -246,6 +269,21 @@ def _narrow_indices(table: pa.Table) -> pa.Table:
         if index is not None and index.bit_width < field.type.index_type.bit_width:
             table = table.set_column(i, field.name, table.column(i).cast(pa.dictionary(index, field.type.value_type)))
     return table
+
+
+def _least_row_bytes(plan: Plan, role: str) -> int:
+    """The fewest bytes a row of ``role`` takes in uncompressed scratch (``check_scratch_space``)."""
+    dictionary = set(_text_columns(plan, role))
+    total = 0
+    for name, dtype in plan.read_schema(role).items():
+        arrow = pl.Series(name, [], dtype).to_arrow().type
+        if name in dictionary or pa.types.is_boolean(arrow):
+            total += name in dictionary   # an index of one byte; a boolean is a bit
+        elif pa.types.is_primitive(arrow):
+            total += arrow.bit_width // 8
+        else:
+            total += 4   # text and the like: an offset at least
+    return total
 
 
 def _text_columns(plan: Plan, role: str) -> list[str]:

@@ -413,3 +413,40 @@ def test_scratch_dictionaries_take_the_narrowest_index_and_map_alike(tmp_path, m
     for name in ("assignments", "rejects"):
         _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "three" / name), name)
     assert pl.read_parquet(tmp_path / "three" / "assignments")["category_count"].max() > 1
+
+
+def test_a_partition_that_cannot_fit_its_disk_is_refused_before_it_starts(dirty, tmp_path, monkeypatch):
+    # The check counts a floor of the scratch's bytes: a disk with as much free space as a run's scratch
+    # took is never refused, one byte less than the floor is, before anything is written, with the fixes
+    # named; LZ4 scratch is not checked.
+    import shutil
+
+    from segmint.engine.errors import ConfigError
+    from segmint.engine.pipeline import partition
+
+    written: list[int] = []
+    write = partition._write_ipc
+
+    def recording(table, path, plan):
+        write(table, path, plan)
+        written.append(Path(path).stat().st_size)
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    tx = [dirty["int"] / "tx"]
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=3)
+    run(tx, tmp_path / "measured", cfg)
+    scratch = sum(written)
+    usage = shutil.disk_usage(tmp_path)
+
+    def free(nbytes):
+        monkeypatch.setattr(partition.shutil, "disk_usage", lambda path: usage._replace(free=nbytes))
+
+    free(scratch)
+    run(tx, tmp_path / "fits", cfg)
+    free(1)
+    with pytest.raises(ConfigError, match="compress_scratch = true") as refused:
+        run(tx, tmp_path / "refused", cfg)
+    assert "needs at least" in str(refused.value)
+    assert not (tmp_path / "refused").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fits", "measured"]   # no work folder left
+    run(tx, tmp_path / "lz4", dataclasses.replace(cfg, compress_scratch=True))
