@@ -375,8 +375,10 @@ def test_scratch_compression_changes_the_scratch_bytes_and_no_output(dirty, tmp_
 
 def test_scratch_dictionaries_take_the_narrowest_index_and_map_alike(tmp_path, monkeypatch):
     # The partition writes a dictionary column's indices as int8 or int16 where its dictionary fits (a
-    # channel or category index was 4 of the 40 bytes a line of scratch); the map codes every width alike:
-    # 300 categories (int16), three channels and a null (int8), an id column of text (int32 indices kept).
+    # channel or category index was 4 of the 40 bytes a line of scratch); the map codes every width alike.
+    # Two files, one partition job each: 300 categories (int16) in one, 50 in the other (int8), so a bucket
+    # holds files of both widths; channels with nulls (int8); rejected rows (null times, returns-only
+    # customers) read back from the scratch for the rejects.
     import datetime as dt
 
     import pyarrow as pa
@@ -394,24 +396,31 @@ def test_scratch_dictionaries_take_the_narrowest_index_and_map_alike(tmp_path, m
         write(table, path, plan)
 
     monkeypatch.setattr(partition, "_write_ipc", recording)
-    rows = 3000
-    table = pa.table({"customer_id": pa.array([i * 7919 % 400 for i in range(rows)], pa.int64()),
-                      "ts": pa.array([dt.datetime(2024, 1, 1) + dt.timedelta(hours=5 * i) for i in range(rows)],
-                                     pa.timestamp("us")),
-                      "amount": [float(i % 17) - 2.0 for i in range(rows)],
-                      "order_id": pa.array([i // 2 for i in range(rows)], pa.int64()),
-                      "channel": pa.array([None if i % 101 == 0 else ("web", "app", "store")[i % 3]
-                                           for i in range(rows)], pa.string()),
-                      "category": pa.array([f"cat-{i * 31 % 300:03d}" for i in range(rows)], pa.string())})
-    pq.write_table(table, tmp_path / "t.parquet", row_group_size=700)
-    cfg = RunConfig(columns=dataclasses.replace(RunConfig().columns, order="order_id", channel="channel",
-                                                category="category"),
-                    cluster=ClusterConfig(k=3, seed=1), max_reject_share=0.5)
+    monkeypatch.setattr(partition, "_job_chunks", lambda plan, role: [(i, i + 1) for i in
+                                                                      range(len(plan.source(role).chunks))])
+
+    def part(seed: int, categories: int, rows: int = 3000) -> pa.Table:
+        customer = [(i * 7919 + seed) % 400 for i in range(rows)]
+        return pa.table({
+            "customer_id": pa.array(customer, pa.int64()),
+            "ts": pa.array([None if i % 499 == 0 else dt.datetime(2024, 1, 1) + dt.timedelta(hours=3 * i + seed)
+                            for i in range(rows)], pa.timestamp("us")),
+            "amount": [-3.0 if c % 50 == 0 else float(i % 13) - 1.0 for i, c in enumerate(customer)],
+            "order_id": pa.array([i // 2 + seed * 100_000 for i in range(rows)], pa.int64()),
+            "channel": pa.array([None if i % 7 == 0 else ("web", "app", "store")[i % 3] for i in range(rows)]),
+            "category": pa.array([f"cat-{i * 31 % categories:03d}" for i in range(rows)])})
+
+    (tmp_path / "tx").mkdir()
+    pq.write_table(part(1, 300), tmp_path / "tx" / "a.parquet")
+    pq.write_table(part(2, 50), tmp_path / "tx" / "b.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=3, seed=1), max_reject_share=0.9)
     for name, buckets in (("one", 1), ("three", 3)):
-        run(tmp_path / "t.parquet", tmp_path / name, dataclasses.replace(cfg, buckets=buckets))
-    assert indices == {"channel": {pa.int8()}, "category": {pa.int16()}}
+        run([tmp_path / "tx"], tmp_path / name, dataclasses.replace(cfg, buckets=buckets))
+    assert indices == {"channel": {pa.int8()}, "category": {pa.int8(), pa.int16()}}
     for name in ("assignments", "rejects"):
         _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "three" / name), name)
+    reasons = set(pl.read_parquet(tmp_path / "three" / "rejects")["reason"])
+    assert {"null_timestamp", "returns_only"} <= reasons
     assert pl.read_parquet(tmp_path / "three" / "assignments")["category_count"].max() > 1
 
 
