@@ -71,18 +71,55 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
 
 def test_the_duckdb_same_features_peer_computes_segmints_features(small_data, small_run):
     # The peer the map is compared with "on the same work" is that only if its numbers are segmint's: every
-    # feature of every customer, the customers themselves (returns-only ones left out) and the repeats.
-    _, table = duckdb_features(small_data / "transactions", threads=2)
+    # feature of every customer, the same customers in the same order, and the repeats.
+    _same_features(small_data / "transactions", small_run)
+
+
+def test_the_duckdb_same_features_peer_agrees_on_edge_cases(tmp_path):
+    # What generated data never holds: an order whose first line has no channel, returns-only customers,
+    # identical lines among rejected rows (no id, returns-only), days before 1970, NaN amounts, null times,
+    # and a channel name that is not a column name as it stands.
+    import datetime as dt
+
+    from segmint.engine.config import ClusterConfig, RunConfig
+    from segmint.engine.pipeline import run
+
+    def at(day, hour=12):
+        return dt.datetime(2024, 1, 1) + dt.timedelta(days=day, hours=hour)
+
+    rows = [(c, at(10 * k + c % 7), 10.0 + k + c % 5, 1000 * c + k, ("web", "app", "Web Shop")[k % 3],
+             ("books", "games")[(c + k) % 2]) for c in range(100, 160) for k in range(3)]
+    rows += [(1, at(0, 1), 5.0, 1, None, "books"), (1, at(0, 2), 6.0, 1, "web", "toys"),
+             (1, at(9), 4.0, 2, "app", "books")]
+    rows += [(2, at(3), -5.0, 2, "web", "books"), (2, at(3), -5.0, 2, "web", "books")]
+    rows += [(None, at(4), 1.0, 3, "web", "books"), (None, at(4), 1.0, 3, "web", "books")]
+    rows += [(4, dt.datetime(1969, 12, 31, 12), 5.0, 40, "web", "books"),
+             (4, dt.datetime(1970, 1, 2, 12), 7.0, 41, "web", "books"), (4, at(1), 2.0, 42, "app", None)]
+    rows += [(5, at(2), float("nan"), 50, "web", "books"), (5, None, 3.0, 51, "web", "books"),
+             (5, at(5), 9.0, 52, "web", "books"), (5, at(5), -2.0, 52, "app", "books")]
+    (tmp_path / "tx").mkdir()
+    pl.DataFrame(rows, schema={"customer_id": pl.Int64, "ts": pl.Datetime("us"), "amount": pl.Float64,
+                               "order_id": pl.Int64, "channel": pl.String, "category": pl.String},
+                 orient="row").write_parquet(tmp_path / "tx" / "part-0.parquet")
+    run([tmp_path / "tx"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=2, seed=1), max_reject_share=0.5))
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["rows"]["rejected_by_reason"]["returns_only"] == 2
+    _same_features(tmp_path / "tx", tmp_path / "run")
+
+
+def _same_features(transactions: Path, run_dir: Path) -> None:
+    _, table = duckdb_features(transactions, threads=2)
     peer = pl.from_arrow(table)
-    ours = pl.read_parquet(small_run / "assignments" / "**" / "*.parquet").sort("customer_id")
-    manifest = json.loads((small_run / "run.json").read_text())
+    ours = pl.read_parquet(run_dir / "assignments" / "**" / "*.parquet").sort("customer_id")
+    manifest = json.loads((run_dir / "run.json").read_text())
     assert peer["customer_id"].to_list() == ours["customer_id"].to_list()
     features = [c for c in peer.columns if c not in ("customer_id", "repeats")]
     assert len(features) == len(ORDER_FEATURES) + 3 + sum(c.startswith("channel_share_") for c in ours.columns)
     for name in features:
         np.testing.assert_allclose(peer[name].to_numpy(), ours[name].cast(pl.Float64).to_numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
-    assert int(peer["repeats"].sum()) == manifest["rows"]["repeats_on_mapped_columns"] > 0
+    assert peer["repeats"].unique().to_list() == [manifest["rows"]["repeats_on_mapped_columns"]]
+    assert manifest["rows"]["repeats_on_mapped_columns"] > 0
 
 
 PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (peak RSS)"}
