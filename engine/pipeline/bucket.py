@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from segmint.engine.analytics.attributes import attach
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
@@ -31,7 +32,8 @@ from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, reread
 from segmint.engine.pipeline.plan import Plan
 
-__all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "features_path", "HASH"]
+__all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
+           "features_path", "HASH"]
 
 # The per-customer sampling hash, stored with the features (samples are sets of customers).
 HASH = "__hash"
@@ -126,7 +128,7 @@ def map_bucket(job: MapJob) -> BucketResult:
     if job.keep:
         return BucketResult(**result, files=tuple(files), table=table)
     start = time.perf_counter()
-    store.write_parquet(table, features_path(plan, job.bucket), plan.options, scratch=True)
+    _write_features(table, features_path(plan, job.bucket), plan)
     seconds["write"] = time.perf_counter() - start
     return BucketResult(**result, files=tuple(files))
 
@@ -135,11 +137,46 @@ def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
     """A mapped bucket's feature table: the one its job kept, else its scratch file."""
     if mapped.table is not None:
         return mapped.table.lazy()
-    return store.scan_parquet(features_path(plan, mapped.bucket), plan.options)
+    return scan_features(plan, mapped.bucket)
+
+
+def scan_features(plan: Plan, bucket: int) -> pl.LazyFrame:
+    """A bucket's feature table as its map job wrote it (``features_path``), for the columns or rows a stage
+    takes of every bucket at once (the fit's samples): read into memory, not mapped, as mapped pages of the
+    29 buckets of scenario L would stay resident until the last column of each file was dropped (its
+    fit stage's peak 1.70 -> 1.82 GB)."""
+    path = features_path(plan, bucket)
+    return store.scan_parquet(path, plan.options) if store.is_remote(path) else pl.scan_ipc(store.local(path))
+
+
+def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
+    """The whole feature table of one bucket (the score's); a local file is memory-mapped, not read: a bucket
+    at a time, its pages are released when its table is."""
+    path = features_path(plan, bucket)
+    if store.is_remote(path):
+        return store.read_parquet(path, plan.options)
+    with pa.memory_map(str(store.local(path))) as source:
+        frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def features_path(plan: Plan, bucket: int) -> str:
-    return store.join(plan.work, "features", f"bucket-{bucket:05d}.parquet")
+    """Uncompressed Arrow IPC on a local disk, LZ4 Parquet on an object store: an L bucket of 345 k
+    customers took 0.07-0.08 s to write as Parquet and 0.02-0.04 s to read; as IPC 0.02 s to write, 0.005 s
+    to read its fit columns and 0.002 s to map."""
+    suffix = "parquet" if store.is_remote(plan.work) else "arrow"
+    return store.join(plan.work, "features", f"bucket-{bucket:05d}.{suffix}")
+
+
+def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:
+    if store.is_remote(path):
+        store.write_parquet(table, path, plan.options, scratch=True)
+        return
+    store.local(path).parent.mkdir(parents=True, exist_ok=True)
+    arrow = table.to_arrow()
+    with pa.ipc.new_file(str(store.local(path)), arrow.schema) as writer:
+        writer.write_table(arrow)
 
 
 class _Timed:

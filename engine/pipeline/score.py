@@ -21,9 +21,8 @@ from segmint.engine.cluster.device import backend_for
 from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.features.table import add_rfm
-from segmint.engine.io import store
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.bucket import HASH, features_path
+from segmint.engine.pipeline.bucket import HASH, read_features
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
@@ -77,7 +76,7 @@ class ScoreResult:
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
-    table = store.read_parquet(features_path(job.plan, job.bucket), job.plan.options).drop(HASH)
+    table = read_features(job.plan, job.bucket).drop(HASH)
     return write_scored(job, score_table(table, job.scoring))
 
 

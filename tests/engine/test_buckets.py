@@ -99,17 +99,16 @@ def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_
     --resume run writes it (a later attempt must find it); its outputs are the same, byte for byte. With a
     profile sample of every customer the run writes that sample scored; with fewer (1,000 of about 1,500)
     it scores the kept table."""
-    from segmint.engine.io import store
+    from segmint.engine.pipeline import bucket
 
     scratch = []
-    write = store.write_parquet
+    write = bucket._write_features
 
-    def recording(frame, path, options=None, **kw):
-        if kw.get("scratch"):
-            scratch.append(path)
-        return write(frame, path, options, **kw)
+    def recording(table, path, plan):
+        scratch.append(path)
+        return write(table, path, plan)
 
-    monkeypatch.setattr(store, "write_parquet", recording)
+    monkeypatch.setattr(bucket, "_write_features", recording)
     data = dirty["str"]
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), buckets=1, sampling=SamplingConfig(
                         profile_customers=profile_customers),
@@ -122,6 +121,7 @@ def test_one_bucket_keeps_its_feature_table_in_memory_unless_resumable_with_the_
         assign_customers(tmp_path / "kept" / "run", [data / "tx"], tmp_path / name / "assign", c)
         features = [p for p in scratch if "/features/bucket-" in p]
         assert len(features) == (0 if name == "kept" else 4), scratch
+        assert all(p.endswith(".arrow") for p in features), features   # a local disk: Arrow IPC
     files = {rel: (tmp_path / "kept" / rel).read_bytes() for rel in
              (str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*.parquet"))}
     assert any(rel.startswith("run/assignments/segment=") for rel in files)
