@@ -2,7 +2,7 @@
 
 ``map_bucket`` is a function of (the bucket's files, the plan, the run-wide as-of and
 channel vocabulary): it writes the bucket's rejects (and funnel, with events) to the
-output, its feature table to ``work/features/bucket-B.parquet``, and returns counts
+output, its feature table to ``work/features/bucket-B.arrow`` (``features_path``), and returns counts
 that add up across buckets. With one bucket the as-of and the vocabulary are derived
 here, from the same rows the partition pass would have seen. A job that ``keep``s its
 table (the only bucket, mapped in the process that goes on to fit and score it) returns
@@ -33,7 +33,7 @@ from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_t
 from segmint.engine.pipeline.plan import Plan
 
 __all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
-           "features_path", "HASH"]
+           "features_path", "HASH", "SCRATCH_FORMAT"]
 
 # The per-customer sampling hash, stored with the features (samples are sets of customers).
 HASH = "__hash"
@@ -140,20 +140,25 @@ def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
     return scan_features(plan, mapped.bucket)
 
 
+# The feature scratch's format, in the --resume fingerprint: an attempt that wrote other files (LZ4 Parquet on a
+# local disk before a7c9bf6) is not resumed by one that would look for these.
+SCRATCH_FORMAT = 2
+
+
 def scan_features(plan: Plan, bucket: int) -> pl.LazyFrame:
     """A bucket's feature table as its map job wrote it (``features_path``), for the columns or rows a stage
     takes of every bucket at once (the fit's samples): read into memory, not mapped, as mapped pages of the
     29 buckets of scenario L would stay resident until the last column of each file was dropped (its
     fit stage's peak 1.70 -> 1.82 GB)."""
     path = features_path(plan, bucket)
-    return store.scan_parquet(path, plan.options) if store.is_remote(path) else pl.scan_ipc(store.local(path))
+    return store.scan_parquet(path, plan.options) if path.endswith(".parquet") else pl.scan_ipc(store.local(path))
 
 
 def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
     """The whole feature table of one bucket (the score's); a local file is memory-mapped, not read: a bucket
     at a time, its pages are released when its table is."""
     path = features_path(plan, bucket)
-    if store.is_remote(path):
+    if path.endswith(".parquet"):
         return store.read_parquet(path, plan.options)
     with pa.memory_map(str(store.local(path))) as source:
         frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
@@ -162,15 +167,15 @@ def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
 
 
 def features_path(plan: Plan, bucket: int) -> str:
-    """Uncompressed Arrow IPC on a local disk, LZ4 Parquet on an object store: an L bucket of 345 k
-    customers took 0.07-0.08 s to write as Parquet and 0.02-0.04 s to read; as IPC 0.02 s to write, 0.005 s
-    to read its fit columns and 0.002 s to map."""
-    suffix = "parquet" if store.is_remote(plan.work) else "arrow"
+    """Uncompressed Arrow IPC on a local disk, LZ4 Parquet on an object store or where ``compress_scratch``
+    asks for it (a slow disk, a network volume): an L bucket of 345 k customers took 0.07-0.08 s to write as
+    Parquet and 0.02-0.04 s to read; as IPC 0.02 s to write, 0.005 s to read its fit columns, 0.002 s to map."""
+    suffix = "parquet" if store.is_remote(plan.work) or plan.cfg.compress_scratch else "arrow"
     return store.join(plan.work, "features", f"bucket-{bucket:05d}.{suffix}")
 
 
 def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:
-    if store.is_remote(path):
+    if path.endswith(".parquet"):
         store.write_parquet(table, path, plan.options, scratch=True)
         return
     store.local(path).parent.mkdir(parents=True, exist_ok=True)

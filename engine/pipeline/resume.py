@@ -36,6 +36,7 @@ from segmint.engine.config import config_hash
 from segmint.engine.io import store
 from segmint.engine.io.pseudonym import require_key
 from segmint.engine.pipeline import records
+from segmint.engine.pipeline.bucket import SCRATCH_FORMAT
 from segmint.engine.pipeline.executor import Executor
 from segmint.engine.pipeline.plan import Plan
 
@@ -69,7 +70,8 @@ def fingerprint(plan: Plan, out: str | Path) -> str:
     doc = {"command": plan.command, "out": str(out), "inputs": list(plan.inputs), "config": config_hash(plan.cfg),
            "buckets": plan.cfg.buckets, "files": identity, "versions": versions(),
            "key": _key_id() if plan.cfg.pseudonymize_ids else None,
-           "threads": numba.get_num_threads()}  # outputs are the same for the same thread count
+           "threads": numba.get_num_threads(),  # outputs are the same for the same thread count
+           "scratch": [SCRATCH_FORMAT, plan.cfg.compress_scratch]}   # the names and formats of its files
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -61,10 +61,19 @@ def _committed(out, s3):
     return open_output(out, dict(s3)).scan("assignments").collect().sort("customer_id")
 
 
-def test_a_run_reads_and_writes_s3_like_a_local_run(s3, s3_data, small_data, tmp_path):
-    cfg = RunConfig(cluster=ClusterConfig(k=4), storage_options=s3, buckets=3)
+def test_a_run_reads_and_writes_s3_like_a_local_run(s3, s3_data, small_data, tmp_path, monkeypatch):
+    # Its scratch on S3 too: the partition's LZ4 Arrow IPC and the feature tables' LZ4 Parquet.
+    from segmint.engine.pipeline import bucket
+
+    features: list[str] = []
+    write = bucket._write_features
+    monkeypatch.setattr(bucket, "_write_features", lambda table, path, plan: (features.append(path),
+                                                                             write(table, path, plan)))
+    cfg = RunConfig(cluster=ClusterConfig(k=4), storage_options=s3, buckets=3, work_dir="s3://segmint-test/work")
     out = "s3://segmint-test/runs/a"
     result = run([s3_data], out, cfg)
+    assert len(features) == 3 and all(p.startswith("s3://segmint-test/work/") and p.endswith(".parquet")
+                                      for p in features), features
     (tmp_path / "tx").mkdir()
     for i in range(2):  # the same files, local
         (tmp_path / "tx" / f"part-{i}.parquet").write_bytes(
@@ -73,6 +82,7 @@ def test_a_run_reads_and_writes_s3_like_a_local_run(s3, s3_data, small_data, tmp
     # The same table, segments included, as the local run's.
     local_rows = pl.read_parquet(tmp_path / "local" / "assignments").sort("customer_id")
     assert _committed(out, s3).select(local_rows.columns).equals(local_rows)
+    assert store.list_files("s3://segmint-test/work", dict(s3)) == []   # its scratch removed
     files = store.list_files(out, dict(s3))
     run_id = result.manifest["run_id"]
     root = f"{out}/run-{run_id}"

@@ -89,6 +89,24 @@ def test_a_changed_input_is_not_resumed(small_data, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tx"]
 
 
+@pytest.mark.parametrize("attempts", [(True, None), (None, True)])
+def test_a_changed_scratch_format_is_not_resumed(small_data, uninterrupted, tmp_path, monkeypatch, attempts):
+    # compress_scratch decides the feature scratch's files (LZ4 Parquet or Arrow IPC on a local disk), as the
+    # code's version did (Parquet before a7c9bf6): an attempt that would look for files of the other kind
+    # starts afresh, where it failed on the missing files at every retry.
+    first, second = (dataclasses.replace(RESUME, compress_scratch=c) for c in attempts)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _Calls(m, fail_score_bucket=1)
+        with pytest.raises(RuntimeError):
+            run([small_data / "transactions"], out, first)
+    calls = _Calls(monkeypatch)
+    result = run([small_data / "transactions"], out, second)
+    assert calls.ran["map"] == [0, 1, 2, 3] and "resumes" not in result.manifest["stages"]["plan"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    _assert_same_output(uninterrupted, out)
+
+
 def test_without_resume_a_failure_keeps_nothing(small_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     _Calls(monkeypatch, fail_score_bucket=0)
