@@ -356,9 +356,9 @@ class RunConfig(_Checked):
     ray_address: str | None = None
     # Scratch space for bucket files; None: beside the output.
     work_dir: str | None = None
-    # LZ4 for the partition's scratch files: None compresses them on an object store only (a local disk
-    # takes them uncompressed, 2.3x the bytes, and the map memory-maps them); true where the disk is slow
-    # or a network volume; false never.
+    # LZ4 for the scratch files between stages (the partition's Arrow IPC; the feature tables then LZ4
+    # Parquet): None compresses them on an object store only (a local disk takes them uncompressed, about
+    # twice the bytes, and memory-maps them); true where the disk is slow or a network volume; false never.
     compress_scratch: bool | None = None
     # Keep finished jobs if the run fails; rerun with resume to go on from them (engine.pipeline.resume).
     resume: bool = False

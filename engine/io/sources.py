@@ -235,12 +235,7 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
     """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local."""
-    if store.is_remote(chunk.path):
-        table = pa.ipc.open_file(pa.py_buffer(store.read_bytes(chunk.path, dict(options)))).read_all()
-    else:
-        with pa.memory_map(str(store.local(chunk.path))) as source:
-            table = pa.ipc.open_file(source).read_all()
-    return table.slice(chunk.offset, chunk.rows)
+    return store.read_ipc(chunk.path, dict(options)).slice(chunk.offset, chunk.rows)
 
 
 def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:

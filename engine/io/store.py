@@ -35,7 +35,8 @@ from segmint.engine.errors import ConfigError, InputContractError
 
 __all__ = ["SCHEMES", "is_remote", "check_scheme", "canonical", "local", "join", "name", "parent", "exists", "is_dir",
            "list_files", "sizes", "glob", "read_bytes", "write_bytes", "copy", "remove", "remove_prefix", "polars_options",
-           "write_parquet", "read_parquet", "scan_parquet", "Options", "Version", "head", "put_new", "put_if"]
+           "write_parquet", "read_parquet", "scan_parquet", "write_ipc", "read_ipc", "Options", "Version", "head",
+           "put_new", "put_if"]
 
 SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "azure", "file")
 # obstore takes these as client options; every other key is the store's own configuration.
@@ -306,6 +307,32 @@ def scan_parquet(path: str | list[str], options: Options | None = None) -> Any:
     import polars as pl
 
     return pl.scan_parquet(path, storage_options=polars_options(options))
+
+
+def write_ipc(table: Any, path: str, options: Options | None = None, *, compress: bool = False) -> None:
+    """A pyarrow Table to one Arrow IPC file (folders created locally), LZ4-compressed with ``compress``."""
+    import pyarrow as pa
+
+    settings = pa.ipc.IpcWriteOptions(compression="lz4" if compress else None)
+    if is_remote(path):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema, options=settings) as writer:
+            writer.write_table(table)
+        write_bytes(path, sink.getvalue().to_pybytes(), options)
+        return
+    local(path).parent.mkdir(parents=True, exist_ok=True)
+    with pa.ipc.new_file(str(local(path)), table.schema, options=settings) as writer:
+        writer.write_table(table)
+
+
+def read_ipc(path: str, options: Options | None = None) -> Any:
+    """One Arrow IPC file as a pyarrow Table: memory-mapped when local (its buffers keep the mapping)."""
+    import pyarrow as pa
+
+    if is_remote(path):
+        return pa.ipc.open_file(pa.py_buffer(read_bytes(path, options))).read_all()
+    with pa.memory_map(str(local(path))) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def remove(paths: list[str], options: Options | None = None) -> None:

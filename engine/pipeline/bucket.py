@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from segmint.engine.analytics.attributes import attach
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
@@ -160,8 +159,7 @@ def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
     path = features_path(plan, bucket)
     if path.endswith(".parquet"):
         return store.read_parquet(path, plan.options)
-    with pa.memory_map(str(store.local(path))) as source:
-        frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
+    frame = pl.from_arrow(store.read_ipc(path, plan.options))
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -178,11 +176,8 @@ def features_path(plan: Plan, bucket: int) -> str:
 def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:
     if path.endswith(".parquet"):
         store.write_parquet(table, path, plan.options, scratch=True)
-        return
-    store.local(path).parent.mkdir(parents=True, exist_ok=True)
-    arrow = table.to_arrow()
-    with pa.ipc.new_file(str(store.local(path)), arrow.schema) as writer:
-        writer.write_table(arrow)
+    else:
+        store.write_ipc(table.to_arrow(), path, plan.options)
 
 
 class _Timed:

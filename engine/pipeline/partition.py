@@ -242,18 +242,8 @@ def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
     against 0.48 s, and the map 3.2 s of L's 224 M lines to decompress (L end to end 83.3 -> 78.5-79.2 s),
     for 2.3x the bytes on disk (8.7 GB on L against 3.7 GB, 40 bytes a line; 7.2 GB and 34 bytes since
     ``_narrow_indices``): a disk slower than the writes then bounds the partition."""
-    remote = store.is_remote(path)
-    compress = plan.cfg.compress_scratch if plan.cfg.compress_scratch is not None else remote
-    options = pa.ipc.IpcWriteOptions(compression="lz4" if compress else None)
-    if remote:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
-            writer.write_table(table)
-        store.write_bytes(path, sink.getvalue().to_pybytes(), plan.options)
-        return
-    store.local(path).parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_file(str(store.local(path)), table.schema, options=options) as writer:
-        writer.write_table(table)
+    compress = plan.cfg.compress_scratch if plan.cfg.compress_scratch is not None else store.is_remote(path)
+    store.write_ipc(table, path, plan.options, compress=compress)
 
 
 def _narrow_indices(table: pa.Table) -> pa.Table:
