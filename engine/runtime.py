@@ -25,7 +25,7 @@ __all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "s
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "one_ahead", "few_malloc_arenas"]
+           "read_ahead", "few_malloc_arenas"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -260,12 +260,13 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
     return out
 
 
-def one_ahead(items: Generator[T, None, None]) -> Iterator[T]:
-    """``items``, each produced on a helper thread while the caller works on the one before (decoding, or
-    making a chunk canonical, overlaps the map), and no more than two are held at once (a dataset scanner
-    reads ahead without a bound in bytes: 280-470 MB of M's input in flight). A plain daemon thread, not an
-    executor: Python shuts executors down when the main thread ends, which would stop a run going on in
-    another thread; and left early, the helper stops after the item it is making and ``items`` is closed."""
+def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
+    """``items``, each produced on a helper thread while the caller works on an earlier one (decoding, or
+    making a chunk canonical, overlaps the map), and no more than ``depth`` + 1 held at once (a dataset
+    scanner reads ahead without a bound in bytes: 280-470 MB of M's input in flight). A plain daemon thread,
+    not an executor: Python shuts executors down when the main thread ends, which would stop a run going on
+    in another thread; and left early, the helper stops after the items already asked for and ``items`` is
+    closed."""
     import queue
     import threading
 
@@ -285,7 +286,8 @@ def one_ahead(items: Generator[T, None, None]) -> Iterator[T]:
 
     helper = threading.Thread(target=produce, name="segmint-read", daemon=True)
     helper.start()
-    asks.put(True)
+    for _ in range(depth):
+        asks.put(True)
     try:
         while True:
             ok, item = made.get()

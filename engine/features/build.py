@@ -33,7 +33,7 @@ from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
 from segmint.engine.io.clean import REASONS
-from segmint.engine.runtime import one_ahead, release_free_memory
+from segmint.engine.runtime import read_ahead, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, OK, chunk_tally, customer_pass, fill_lines)
@@ -292,7 +292,7 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
 
     out = _Lines(rows)
     at = 0
-    for table, part, n_channels in one_ahead(parts()) if ahead else parts():
+    for table, part, n_channels in read_ahead(parts()) if ahead else parts():
         n = part.rows
         if at + n > rows:
             msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"

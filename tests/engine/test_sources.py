@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import polars as pl
@@ -16,7 +17,7 @@ import pytest
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import sources
 from segmint.engine.io.sources import list_inputs, resolve, split, stream
-from segmint.engine.runtime import one_ahead
+from segmint.engine.runtime import read_ahead
 
 
 def _write(path, rows, row_group, seed):
@@ -58,24 +59,44 @@ def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
         list(stream(source, source.chunks))
 
 
-def test_one_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
+def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     def items(n, fail=False):
         for i in range(n):
             yield pa.table({"a": [i]})
         if fail:
             raise OSError("disk gone")
 
-    ahead = one_ahead(items(2, fail=True))
+    ahead = read_ahead(items(2, fail=True))
     assert next(ahead)["a"].to_pylist() == [0]
     assert next(ahead)["a"].to_pylist() == [1]
     with pytest.raises(OSError, match="disk gone"):
         next(ahead)
     source = items(5)
-    left = one_ahead(source)
+    left = read_ahead(source)
     assert next(left)["a"].to_pylist() == [0]
     left.close()
     assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
     assert source.gi_frame is None   # closed: its file is released now, not when collected
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_read_ahead_makes_depth_items_ahead_and_no_more(depth):
+    made = []
+
+    def items():
+        for i in range(10):
+            made.append(i)
+            yield i
+
+    ahead = read_ahead(items(), depth)
+    assert next(ahead) == 0
+    deadline = time.monotonic() + 5
+    while len(made) < depth + 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)   # time to make one too many, were it asked for
+    assert len(made) == depth + 1   # the one in use and ``depth`` ahead
+    assert list(ahead) == list(range(1, 10))
+    ahead.close()
 
 
 def test_a_run_in_another_thread_reads_on_after_the_main_thread_ends(tmp_path):
