@@ -712,8 +712,34 @@ def _errors(json_logs: bool) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
             raise
+        if _disk_full(exc):
+            _fail(_DISK_FULL, 2, json_logs, getattr(exc, "__notes__", None))
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, json_logs,
               getattr(exc, "__notes__", None))
+
+
+# Before a partition the run checks the scratch's free space (engine.pipeline.partition); the feature tables
+# between stages and the outputs can still fill a disk, and each library says so in its own words.
+_DISK_FULL = ("a disk the command writes to is full (no space left on device); nothing was changed: free some space "
+              "or write --out to a disk with room (a run's scratch goes beside --out unless --work-dir names "
+              "another disk; compress_scratch = true in [run] about halves it)")
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "(os error 28)", "(os error 122)")
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """A full disk or quota, as an OSError (Python, Arrow) or in the text of Polars' and Ray's errors, here or
+    in what the error was raised from."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _fail(message: str, code: int, json_logs: bool, notes: list[str] | None = None) -> None:

@@ -446,6 +446,46 @@ def test_an_unexpected_error_exits_1_in_one_line_and_debug_shows_the_traceback(t
     assert debug.stderr.strip().splitlines()[-1] == "RuntimeError: disk on fire"
 
 
+@pytest.mark.parametrize("error", [
+    pl.exceptions.ComputeError("parquet: File out of specification: underlying IO error: No space left on device "
+                               "(os error 28)"),   # Polars' words (its Parquet writer on a full tmpfs)
+    OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device"),   # Arrow's
+])
+def test_a_full_disk_exits_2_naming_the_fixes_and_keeps_the_previous_output(small_data, small_run, tmp_path,
+                                                                            monkeypatch, error):
+    import shutil
+
+    from segmint.engine.io import store
+
+    out = tmp_path / "out"
+    shutil.copytree(small_run, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    write = store.write_parquet
+
+    def full(frame, path, options=None, *, scratch=False):
+        if "assignments" in str(path):   # the score's output parts, mid-run
+            raise error
+        return write(frame, path, options, scratch=scratch)
+
+    monkeypatch.setattr(store, "write_parquet", full)
+    result = invoke("run", small_data / "transactions", "--out", out, "--overwrite")
+    assert result.exit_code == 2
+    _one_line_error(result, "a disk the command writes to is full", "--work-dir", "compress_scratch")
+    after = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # no staging or scratch left beside it
+
+
+def test_an_error_that_is_not_a_full_disk_stays_unexpected():
+    from segmint.cli.app import _disk_full
+
+    assert not _disk_full(OSError(13, "Permission denied"))
+    assert not _disk_full(RuntimeError("os error 2"))
+    wrapped = RuntimeError("a worker failed")
+    wrapped.__cause__ = OSError(122, "Disk quota exceeded")
+    assert _disk_full(wrapped)
+
+
 def test_ctrl_c_exits_130_and_leaves_the_previous_output(small_data, small_run, tmp_path):
     import shutil
     import signal
