@@ -177,7 +177,9 @@ def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:
     if path.endswith(".parquet"):
         store.write_parquet(table, path, plan.options, scratch=True)
     else:
-        store.write_ipc(table.to_arrow(), path, plan.options)
+        # One dictionary per column: an IPC file takes no other, and a Categorical stacked from frames may
+        # hold one per chunk ("Dictionary replacement detected"; Parquet writes either).
+        store.write_ipc(table.to_arrow().unify_dictionaries(), path, plan.options)
 
 
 class _Timed:

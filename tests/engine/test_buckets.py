@@ -459,3 +459,20 @@ def test_a_partition_that_cannot_fit_its_disk_is_refused_before_it_starts(dirty,
     assert not (tmp_path / "refused").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fits", "measured"]   # no work folder left
     run(tx, tmp_path / "lz4", dataclasses.replace(cfg, compress_scratch=True))
+
+
+def test_a_feature_table_with_a_dictionary_per_chunk_is_written_as_local_scratch(tmp_path):
+    # A Categorical stacked from frames holds a dictionary per chunk; an Arrow IPC file takes one per column.
+    from types import SimpleNamespace
+
+    from segmint.engine.io import store
+    from segmint.engine.pipeline.bucket import _write_features
+
+    part = [pl.DataFrame({"customer_id": [i, i + 1], "tier": pl.Series(tiers, dtype=pl.Categorical)})
+            for i, tiers in ((0, ["gold", "silver"]), (2, ["bronze", "gold"]))]
+    table = pl.concat(part, rechunk=False)
+    assert table.to_arrow().column("tier").num_chunks == 2
+    _write_features(table, str(tmp_path / "f.arrow"), SimpleNamespace(options=()))
+    back = pl.from_arrow(store.read_ipc(str(tmp_path / "f.arrow")))
+    assert back["customer_id"].to_list() == [0, 1, 2, 3]
+    assert back["tier"].cast(pl.String).to_list() == ["gold", "silver", "bronze", "gold"]
