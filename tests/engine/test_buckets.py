@@ -9,8 +9,7 @@ import pytest
 
 from segmint.engine.config import (ClusterConfig, CustomerSource, EventSource, RunConfig, SamplingConfig,
                                    parse_size)
-from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
-                                     validate)
+from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run)
 from segmint.engine.synth import generate
 
 
