@@ -28,11 +28,11 @@ from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, reread
+from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, release_bucket, reread
 from segmint.engine.pipeline.plan import Plan
 
 __all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
-           "features_path", "HASH", "SCRATCH_FORMAT"]
+           "release_features", "features_path", "HASH", "SCRATCH_FORMAT"]
 
 # The per-customer sampling hash, stored with the features (samples are sets of customers).
 HASH = "__hash"
@@ -48,6 +48,7 @@ class MapJob:
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
     keep: bool = False                  # return the feature table in the result instead of writing it
     ahead: bool = False                 # make chunks canonical one ahead on a helper thread (map_lines)
+    release: bool = False               # remove the bucket's scratch files once mapped (partition.release_bucket)
 
 
 @dataclass
@@ -99,37 +100,10 @@ class BucketResult:
 
 
 def map_bucket(job: MapJob) -> BucketResult:
-    plan, cfg = job.plan, job.plan.cfg
-    source = bucket_source(plan, "tx", job.bucket)
-    start = time.perf_counter()
-    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c]))
-    mapped = map_lines(chunks, source.rows, plan.read_schema("tx"), cfg, as_of=job.as_of, now=plan.now,
-                       channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
-                       reason_column=reason_column(list(source.columns)), ahead=job.ahead)
-    seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
-    counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
-                    rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
-                    first_ts=mapped.first_ts, last_ts=mapped.last_ts)
-    files: list[str] = []
-    if job.layout is not None:
-        files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
-    stats = RowStats(mapped.latest, mapped.channel_counts) if job.as_of is None else None
-    result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
-                  channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
-                  stats=stats, has_customers=mapped.rows_used > 0, seconds=seconds)
-    if job.mode == "clean":
-        return BucketResult(**result, files=tuple(files))
-    if job.mode == "cohorts":
-        return BucketResult(**result, cohorts=cohort_partials(mapped.grouped, mapped.as_of), files=tuple(files))
-    table = _with_events(mapped.table, plan, job, mapped.as_of, counts, files)
-    table = _with_attributes(table, plan, job.bucket, counts)
-    table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
-    if job.keep:
-        return BucketResult(**result, files=tuple(files), table=table)
-    start = time.perf_counter()
-    _write_features(table, features_path(plan, job.bucket), plan)
-    seconds["write"] = time.perf_counter() - start
-    return BucketResult(**result, files=tuple(files))
+    result = _map(job)
+    if job.release:
+        release_bucket(job.plan, job.bucket)
+    return result
 
 
 def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
@@ -164,6 +138,12 @@ def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
     return frame
 
 
+def release_features(plan: Plan, bucket: int) -> None:
+    """Remove a bucket's feature table once it is scored, where the score cannot run again (as
+    partition.release_bucket does the partition's scratch; a mapped file stays readable until unmapped)."""
+    store.remove([features_path(plan, bucket)], plan.options)
+
+
 def features_path(plan: Plan, bucket: int) -> str:
     """Uncompressed Arrow IPC on a local disk, LZ4 Parquet on an object store or where ``compress_scratch``
     asks for it (a slow disk, a network volume): 345 k customers (an L bucket) of 24 feature columns took
@@ -171,6 +151,40 @@ def features_path(plan: Plan, bucket: int) -> str:
     columns, 0.002 s to map."""
     suffix = "parquet" if store.is_remote(plan.work) or plan.cfg.compress_scratch else "arrow"
     return store.join(plan.work, "features", f"bucket-{bucket:05d}.{suffix}")
+
+
+def _map(job: MapJob) -> BucketResult:
+    plan, cfg = job.plan, job.plan.cfg
+    source = bucket_source(plan, "tx", job.bucket)
+    start = time.perf_counter()
+    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c]))
+    mapped = map_lines(chunks, source.rows, plan.read_schema("tx"), cfg, as_of=job.as_of, now=plan.now,
+                       channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
+                       reason_column=reason_column(list(source.columns)), ahead=job.ahead)
+    seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
+    counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
+                    rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
+                    first_ts=mapped.first_ts, last_ts=mapped.last_ts)
+    files: list[str] = []
+    if job.layout is not None:
+        files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
+    stats = RowStats(mapped.latest, mapped.channel_counts) if job.as_of is None else None
+    result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
+                  channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
+                  stats=stats, has_customers=mapped.rows_used > 0, seconds=seconds)
+    if job.mode == "clean":
+        return BucketResult(**result, files=tuple(files))
+    if job.mode == "cohorts":
+        return BucketResult(**result, cohorts=cohort_partials(mapped.grouped, mapped.as_of), files=tuple(files))
+    table = _with_events(mapped.table, plan, job, mapped.as_of, counts, files)
+    table = _with_attributes(table, plan, job.bucket, counts)
+    table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
+    if job.keep:
+        return BucketResult(**result, files=tuple(files), table=table)
+    start = time.perf_counter()
+    _write_features(table, features_path(plan, job.bucket), plan)
+    seconds["write"] = time.perf_counter() - start
+    return BucketResult(**result, files=tuple(files))
 
 
 def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:

@@ -50,7 +50,8 @@ from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
-from segmint.engine.pipeline.partition import check_scratch_space, job_rows, partition_chunk, partition_jobs
+from segmint.engine.pipeline.partition import (check_scratch_space, job_rows, partition_chunk, partition_jobs,
+                                               released)
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
@@ -169,7 +170,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         mapped, counts = _map(s, "features", channels=model.channels)
         filled = [r for r in mapped if r.has_customers]
         scoring = model.scoring(device)
-        kpis, _, micro = _score(s, scoring, filled, "assignments")
+        kpis, _, micro = _score(s, scoring, filled, "assignments", read_again=True)
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.profile_customers)
             del filled
@@ -466,8 +467,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         # The only bucket's feature table stays in this process for the fit and score that follow here,
         # unless a resumed attempt must find it on disk (or the map ran elsewhere). It is already part
         # of the map's peak, so the later stages holding it stay under that peak.
-        keep = (plan.buckets == 1 and mode == "features" and isinstance(s.executor, LocalExecutor)
-                and not (plan.cfg.resume and s.out is not None))
+        keep = plan.buckets == 1 and mode == "features" and _run_once(s)
         # Several buckets mapped one after another in this process (not by Ray's workers, of one CPU each):
         # - their scratch files are memory-mapped, not decoded, so no reader thread takes another core and
         #   chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket; one bucket reads
@@ -476,10 +476,15 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         #   its lines, while the records would still be held.
         local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
         ahead = local_buckets and thread_budget() > 1
-        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead) for b in range(plan.buckets)]
+        # - each removes its scratch files once done (partition.release_bucket), where no job runs twice.
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, release=_run_once(s))
+                for b in range(plan.buckets)]
         reuse = local_buckets and plan.events is None and plan.customers is None
-        with records_reused() if reuse else contextlib.nullcontext():
-            mapped = s.run_jobs("map", map_bucket, jobs, info)
+        try:
+            with records_reused() if reuse else contextlib.nullcontext():
+                mapped = s.run_jobs("map", map_bucket, jobs, info)
+        finally:
+            released()
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
@@ -492,13 +497,16 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
 
 
 def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: str,
-           scored: pl.DataFrame | None = None) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
+           scored: pl.DataFrame | None = None, *,
+           read_again: bool = False) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
     """Score every bucket with customers through the executor; ``scored``: the only bucket's rows already
     scored (run's profile sample, when it holds every customer of one bucket), written here instead of
-    scored again. A feature table its map job kept is scored here too, from memory."""
+    scored again. A feature table its map job kept is scored here too, from memory. ``read_again``: the
+    command reads the feature tables after this (else each is removed once scored, where jobs run once)."""
     with s.clock.stage("score") as info:
         buckets = [r.bucket for r in filled]
-        jobs = [ScoreJob(s.plan, b, scoring, output, s.layout) for b in buckets]
+        release = _run_once(s) and not read_again
+        jobs = [ScoreJob(s.plan, b, scoring, output, s.layout, release) for b in buckets]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
             _clear_score_markers(s)  # scored by a model that came out differently
@@ -528,6 +536,12 @@ def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: st
                 micro[key] = (have[0] + n, have[1] + revenue)
         info["buckets"] = len(buckets)
     return kpis, mix, micro
+
+
+def _run_once(s: _Session) -> bool:
+    """Whether each job runs at most once and nothing reads its input after it: this process's jobs (Ray may
+    run a task again) in a run that cannot be resumed (a later attempt goes on from the work dir)."""
+    return isinstance(s.executor, LocalExecutor) and not (s.plan.cfg.resume and s.out is not None)
 
 
 def _without_tables(mapped: list[BucketResult]) -> list[BucketResult]:

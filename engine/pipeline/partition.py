@@ -11,6 +11,14 @@ buckets, not input files x buckets. Names are fixed by the job, so a retry overw
 Transaction jobs also return what the run needs of all rows: the latest usable time (the as-of)
 and the channel counts. With one bucket there is no pass at all: the map reads the input itself.
 
+A bucket's scratch files are read by its map job alone. Where that job cannot run again (the local
+executor, a run that cannot be resumed), ``release_bucket`` removes them once it is done. Their pages in
+the page cache then go back to memory while the run still writes (the feature tables, the fit's arrays,
+the outputs), and pages just freed are far cheaper to take than memory the process has not touched yet
+(on the development machine, a VM, copying into fresh pages ran at 0.4-1.6 GB/s against 11.7 GB/s into
+pages in use). On scenario L the map's feature tables took 0.51-0.54 s to write against 3.47 s, the fit
+10.7-12.0 s against 14.2 s, and the work dir's removal at the end 0.002 s against 2.2 s.
+
 Reading is where ids are made canonical and, with ``--pseudonymize-ids``, replaced by their
 pseudonyms: no raw id reaches any file segmint writes.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +50,8 @@ from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.hashing import hash_buckets
 
 __all__ = ["PartitionJob", "partition_jobs", "job_rows", "check_scratch_space", "partition_chunk", "bucket_source",
-           "read_tables", "reread", "bucket_rows", "bucket_of", "id_column", "row_stats", "SLOTS", "BUCKET_SEED"]
+           "release_bucket", "released", "read_tables", "reread", "bucket_rows", "bucket_of", "id_column", "row_stats",
+           "SLOTS", "BUCKET_SEED"]
 
 SLOTS = 4096
 BUCKET_SEED = 0x5E6_B0C
@@ -125,10 +135,29 @@ def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
     source = plan.source(role)
     if plan.buckets == 1:
         return source
-    folder = store.join(plan.work, role, f"bucket={bucket:05d}")
+    folder = _bucket_folder(plan, role, bucket)
     files = store.list_files(folder, plan.options)
     return Source(source.label, (folder,), False, source.columns, plan.read_schema(role),
                   tuple(Chunk(f, 0, _ipc_rows(f, plan)) for f in files), source.options)
+
+
+def release_bucket(plan: Plan, bucket: int) -> None:
+    """Remove one bucket's scratch files, of every table, once its map job is done (module docstring), on a
+    helper thread while the next bucket is mapped (``released`` waits for them): freeing their pages takes
+    the kernel 0.06 s a bucket of scenario L, 1.7 s of its map in all. With one bucket there are none: the
+    bucket is the input itself, which nothing here ever removes."""
+    if plan.buckets == 1:
+        return
+    folders = [_bucket_folder(plan, role, bucket) for role in plan.roles()]
+    thread = threading.Thread(target=_remove, args=(folders, plan.options), name="segmint-release", daemon=True)
+    thread.start()
+    _releasing.append(thread)
+
+
+def released() -> None:
+    """Wait for the removals ``release_bucket`` started: the map stage ends with its scratch gone."""
+    while _releasing:
+        _releasing.pop().join()
 
 
 def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
@@ -283,7 +312,19 @@ def _text_columns(plan: Plan, role: str) -> list[str]:
 
 
 def _scratch_path(plan: Plan, job: PartitionJob, bucket: int) -> str:
-    return store.join(plan.work, job.role, f"bucket={bucket:05d}", f"part-{job.index:06d}.arrow")
+    return store.join(_bucket_folder(plan, job.role, bucket), f"part-{job.index:06d}.arrow")
+
+
+def _bucket_folder(plan: Plan, role: str, bucket: int) -> str:
+    return store.join(plan.work, role, f"bucket={bucket:05d}")
+
+
+_releasing: list[threading.Thread] = []
+
+
+def _remove(folders: list[str], options: store.Options) -> None:
+    for folder in folders:
+        store.remove_prefix(folder, options)
 
 
 def _ipc_rows(path: str, plan: Plan) -> int:

@@ -22,7 +22,7 @@ from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.features.table import add_rfm
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.bucket import HASH, read_features
+from segmint.engine.pipeline.bucket import HASH, read_features, release_features
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
@@ -64,6 +64,7 @@ class ScoreJob:
     scoring: Scoring
     output: str        # "assignments", "features" or "clv": what the bucket writes
     layout: Layout
+    release: bool = False   # remove the bucket's feature table once scored (bucket.release_features)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ class ScoreResult:
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
     table = read_features(job.plan, job.bucket).drop(HASH)
-    return write_scored(job, score_table(table, job.scoring))
+    result = write_scored(job, score_table(table, job.scoring))
+    if job.release:
+        release_features(job.plan, job.bucket)
+    return result
 
 
 def write_scored(job: ScoreJob, scored: pl.DataFrame) -> ScoreResult:

@@ -475,3 +475,41 @@ def test_a_feature_table_with_a_dictionary_per_chunk_is_written_as_local_scratch
     back = pl.from_arrow(store.read_ipc(str(tmp_path / "f.arrow")))
     assert back["customer_id"].to_list() == [0, 1, 2, 3]
     assert back["tier"].cast(pl.String).to_list() == ["gold", "silver", "bronze", "gold"]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_scratch_is_removed_as_soon_as_nothing_reads_it_unless_a_run_may_go_on(dirty, tmp_path, monkeypatch, resume):
+    """Each bucket's partition scratch goes once its map job is done, its feature table once scored; a resumable
+    run keeps both for its next attempt (the work dir goes at the end either way)."""
+    from segmint.engine.pipeline import commands, fit
+
+    seen: dict[str, list[str]] = {}
+    work: list[Path] = []
+    gather, build_profiles = fit.gather, commands.build_profiles
+
+    def files(folder: str) -> list[str]:
+        return sorted(p.name for p in (work[0] / folder).rglob("*") if p.is_file())
+
+    def gathering(plan, *args, **kwargs):
+        work.append(Path(plan.work))
+        seen.setdefault("fit: tx", files("tx"))
+        seen.setdefault("fit: events", files("events"))
+        seen.setdefault("fit: features", files("features"))
+        return gather(plan, *args, **kwargs)
+
+    def profiling(*args):
+        seen["profile: features"] = files("features")
+        return build_profiles(*args)
+
+    monkeypatch.setattr(fit, "gather", gathering)
+    monkeypatch.setattr(commands, "build_profiles", profiling)
+    cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=3, resume=resume,
+                    events=EventSource(paths=(str(dirty["int"] / "events.parquet"),)))
+    run([dirty["int"] / "tx"], tmp_path / "out", cfg)
+    mapped = [f"bucket-{b:05d}.arrow" for b in range(3)]
+    if resume:
+        assert len(seen["fit: tx"]) >= 3 and len(seen["fit: events"]) >= 3
+        assert seen["fit: features"] == seen["profile: features"] == mapped
+    else:
+        assert seen == {"fit: tx": [], "fit: events": [], "fit: features": mapped, "profile: features": []}
+    assert not work[0].exists()
