@@ -145,8 +145,8 @@ def release_bucket(plan: Plan, bucket: int) -> None:
     """Remove one bucket's scratch files, of every table, once its map job is done (module docstring), on a
     helper thread while the next bucket is mapped (``released`` waits for them): freeing their pages takes
     the kernel 0.06 s a bucket of scenario L, 1.7 s of its map in all. With one bucket there are none: the
-    bucket is the input itself, which nothing here ever removes."""
-    if plan.buckets == 1:
+    bucket is the input itself, which nothing here ever removes (nor anything outside a work dir)."""
+    if plan.buckets == 1 or not plan.work:
         return
     folders = [_bucket_folder(plan, role, bucket) for role in plan.roles()]
     thread = threading.Thread(target=_remove, args=(folders, plan.options), name="segmint-release", daemon=True)
