@@ -720,10 +720,10 @@ def _errors(json_logs: bool) -> Iterator[None]:
 
 # Before a partition the run checks the scratch's free space (engine.pipeline.partition); the feature tables
 # between stages and the outputs can still fill a disk, and each library says so in its own words.
-_DISK_FULL = ("a disk the command writes to is full (no space left on device); nothing was changed: free some space "
-              "or write --out to a disk with room (a run's scratch goes beside --out unless --work-dir names "
-              "another disk; compress_scratch = true in [run] about halves it)")
-_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "(os error 28)", "(os error 122)")
+_DISK_FULL = ("a disk the command writes to is full (no space left on device): free some space, or write --out to "
+              "a disk with room (a run's scratch goes beside --out, or to the temp folder without one, unless "
+              "--work-dir names another disk; compress_scratch = true in [run] about halves it)")
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
 
 
 def _disk_full(exc: BaseException | None) -> bool:
@@ -736,7 +736,7 @@ def _disk_full(exc: BaseException | None) -> bool:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(text in str(exc) for text in _DISK_FULL_TEXT):
+        if any(text in str(exc).lower() for text in _DISK_FULL_TEXT):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -28,7 +28,7 @@ from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.partition import bucket_rows, bucket_source, read_tables, release_bucket, reread
+from segmint.engine.pipeline.partition import Releases, bucket_rows, bucket_source, read_tables, reread
 from segmint.engine.pipeline.plan import Plan
 
 __all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
@@ -48,7 +48,7 @@ class MapJob:
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
     keep: bool = False                  # return the feature table in the result instead of writing it
     ahead: bool = False                 # make chunks canonical one ahead on a helper thread (map_lines)
-    release: bool = False               # remove the bucket's scratch files once mapped (partition.release_bucket)
+    releases: Releases | None = None    # removes the bucket's scratch files once mapped (partition.Releases)
 
 
 @dataclass
@@ -101,8 +101,8 @@ class BucketResult:
 
 def map_bucket(job: MapJob) -> BucketResult:
     result = _map(job)
-    if job.release:
-        release_bucket(job.plan, job.bucket)
+    if job.releases is not None:
+        job.releases.release(job.plan, job.bucket)
     return result
 
 
@@ -140,8 +140,9 @@ def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
 
 def release_features(plan: Plan, bucket: int) -> None:
     """Remove a bucket's feature table once it is scored, where the score cannot run again (as
-    partition.release_bucket does the partition's scratch; a mapped file stays readable until unmapped)."""
-    store.remove([features_path(plan, bucket)], plan.options)
+    partition.Releases does the partition's scratch; a mapped file stays readable until unmapped)."""
+    if plan.work:
+        store.remove([features_path(plan, bucket)], plan.options)
 
 
 def features_path(plan: Plan, bucket: int) -> str:

@@ -50,8 +50,8 @@ from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
 from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
-from segmint.engine.pipeline.partition import (check_scratch_space, job_rows, partition_chunk, partition_jobs,
-                                               released)
+from segmint.engine.pipeline.partition import (Releases, check_scratch_space, job_rows, partition_chunk,
+                                               partition_jobs)
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
@@ -476,15 +476,16 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         #   its lines, while the records would still be held.
         local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
         ahead = local_buckets and thread_budget() > 1
-        # - each removes its scratch files once done (partition.release_bucket), where no job runs twice.
-        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, release=_run_once(s))
-                for b in range(plan.buckets)]
+        # - each removes its scratch files once done (partition.Releases), where no job runs twice.
+        releases = Releases() if _run_once(s) else None
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, releases) for b in range(plan.buckets)]
         reuse = local_buckets and plan.events is None and plan.customers is None
         try:
             with records_reused() if reuse else contextlib.nullcontext():
                 mapped = s.run_jobs("map", map_bucket, jobs, info)
         finally:
-            released()
+            if releases is not None:
+                releases.wait()
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)

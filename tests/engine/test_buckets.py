@@ -513,3 +513,23 @@ def test_scratch_is_removed_as_soon_as_nothing_reads_it_unless_a_run_may_go_on(d
     else:
         assert seen == {"fit: tx": [], "fit: events": [], "fit: features": mapped, "profile: features": []}
     assert not work[0].exists()
+
+
+def test_a_scratch_removal_that_fails_is_left_to_the_work_dirs_removal(dirty, tmp_path, monkeypatch, capfd):
+    """An object store refusing a delete mid-map: no traceback from the helper thread, the run goes on, and the
+    work dir's removal at the end takes what was left."""
+    from segmint.engine.io import store
+
+    remove_prefix, refused = store.remove_prefix, []
+
+    def refusing(prefix, options=None):
+        if "bucket=" in str(prefix):
+            refused.append(prefix)
+            raise OSError("503 Slow Down")
+        return remove_prefix(prefix, options)
+
+    monkeypatch.setattr(store, "remove_prefix", refusing)
+    run([dirty["int"] / "tx"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3), buckets=3))
+    assert len(refused) == 3
+    assert "Traceback" not in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
