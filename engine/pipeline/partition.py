@@ -194,11 +194,12 @@ def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:
 def bucket_rows(plan: Plan, role: str, bucket: int) -> pl.DataFrame:
     """All of one bucket's rows of a side table (events, customers) as one frame, in input order."""
     source = bucket_source(plan, role, bucket)
+    schema = plan.read_schema(role)   # as read: the input's own schema has the raw ids' type, not pseudonyms'
     if not source.chunks:
-        return pl.DataFrame(schema=source.schema)
+        return pl.DataFrame(schema=schema)
     frames = [pl.from_arrow(t) for t in read_tables(plan, source)]
-    return pl.concat(frames, how="vertical_relaxed", rechunk=False).cast(source.schema) if frames \
-        else pl.DataFrame(schema=source.schema)
+    return pl.concat(frames, how="vertical_relaxed", rechunk=False).cast(schema) if frames \
+        else pl.DataFrame(schema=schema)
 
 
 def bucket_of(ids: pl.Series, buckets: int) -> np.ndarray:

@@ -533,3 +533,20 @@ def test_a_scratch_removal_that_fails_is_left_to_the_work_dirs_removal(dirty, tm
     assert len(refused) == 3
     assert "Traceback" not in capfd.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_pseudonymised_side_tables_map_alike_in_one_bucket_or_many(dirty, tmp_path, monkeypatch):
+    """With --pseudonymize-ids, integer ids of events and customers are read as text pseudonyms: one bucket
+    (the inputs themselves) failed casting them back to the input's integer type."""
+    monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 32)
+    data = dirty["int"]
+    cfg = RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True,
+                    events=EventSource(paths=(str(data / "events.parquet"),)),
+                    customers=CustomerSource(paths=(str(data / "customers.parquet"),), attributes=("region",)))
+    for buckets in (1, 3):
+        run([data / "tx"], tmp_path / str(buckets), dataclasses.replace(cfg, buckets=buckets))
+    for rel in ("assignments", "funnel", "segment_mix.parquet"):
+        one, many = (_sorted(tmp_path / str(b) / rel) for b in (1, 3))
+        assert one.height > 0
+        _same(one, many, rel)
+    assert pl.read_parquet(tmp_path / "1" / "assignments")["customer_id"].dtype == pl.String
