@@ -44,8 +44,8 @@ from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
-from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, sibling_path, staged_output,
-                                   version_root, work_dir, write_json)
+from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, remove_stale, sibling_path,
+                                   staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -432,6 +432,10 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor,
             raise
         store.remove_prefix(work, dict(cfg.storage_options))
         return
+    # A run killed outright (SIGKILL, a lost node) leaves its scratch. Beside a local output the staging
+    # removes it (staged_dir); in the temp folder (no local --out) or under --work-dir nothing did, and every
+    # killed run's scratch stayed there for good.
+    remove_stale(_work_base(cfg, out))
     with work_dir(Path(work), keep=keep) as folder:
         yield str(folder)
 
@@ -440,10 +444,16 @@ def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:
     """``--work-dir``, else beside a local output, else the temp folder."""
     if cfg.work_dir and store.is_remote(cfg.work_dir):
         return store.join(cfg.work_dir, f"segmint-work-{run_id}")
-    base = (Path(cfg.work_dir) / "segmint" if cfg.work_dir else
-            store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint")
+    base = _work_base(cfg, out)
     base.parent.mkdir(parents=True, exist_ok=True)
     return str(sibling_path(base, "work", run_id))
+
+
+def _work_base(cfg: RunConfig, out: str | Path | None) -> Path:
+    """What a local work dir is named beside (``sibling_path``)."""
+    if cfg.work_dir:
+        return Path(cfg.work_dir) / "segmint"
+    return store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint"
 
 
 def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tuple[list[BucketResult], Counts]:

@@ -4,6 +4,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -422,3 +423,27 @@ def test_features_do_not_depend_on_how_ids_are_spelled(small_data):
         got = got.join(mapping, on="customer_id").sort("original").drop("customer_id").rename(
             {"original": "customer_id"}).select(want.columns)
         assert got.equals(want), name
+
+
+@pytest.mark.parametrize("place", ["work_dir", "temp"])
+def test_scratch_of_a_killed_run_is_removed_by_the_next_wherever_it_lies(small_data, tmp_path, monkeypatch, place):
+    """Beside a local output the staging always did; under --work-dir or in the temp folder (no local --out)
+    every SIGKILLed run's scratch stayed. A live run's and a resumable run's are left alone."""
+    import socket
+    import tempfile
+
+    from segmint.engine.pipeline import validate
+
+    base = tmp_path / "scratch"
+    monkeypatch.setattr(tempfile, "tempdir", str(base) if place == "temp" else None)
+    parent = base if place == "temp" else base / "w"
+    parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owners = {"dead": (int(dead.stdout), False), "live": (os.getpid(), False), "kept": (int(dead.stdout), True)}
+    for name, (pid, resume) in owners.items():
+        folder = parent / f".segmint.work-{name}"
+        (folder / "tx").mkdir(parents=True)
+        (folder / "_owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "resume": resume}))
+    cfg = RunConfig(buckets=3, work_dir=str(parent) if place == "work_dir" else None)
+    assert validate([small_data / "transactions"], cfg).rows_in > 0
+    assert sorted(p.name for p in parent.iterdir()) == [".segmint.work-kept", ".segmint.work-live"]
