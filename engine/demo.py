@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segmint.engine.config import CustomerSource, EventSource, RunConfig
-from segmint.engine.errors import InputContractError, OutputExistsError
+from segmint.engine.errors import ConfigError, InputContractError, OutputExistsError, SegmintError
 from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
 from segmint.engine.warmup import warmup
@@ -89,5 +89,7 @@ def _child(*args: object) -> None:
     previous one whole."""
     child = subprocess.run([sys.executable, "-m", "segmint.cli.app", *map(str, args)], capture_output=True, text=True)
     if child.returncode:
-        msg = f"segmint {args[0]} failed in the demo: {child.stderr.strip().splitlines()[-1:]}"
-        raise InputContractError(msg)
+        last = (child.stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1].removeprefix("error: ")
+        # The child's own exit code (a full disk is 2, like a bad option): not every failure is the input's.
+        error = {2: ConfigError, 3: InputContractError, 4: OutputExistsError}.get(child.returncode, SegmintError)
+        raise error(f"segmint {args[0]} failed in the demo: {last}")

@@ -513,3 +513,19 @@ def test_ctrl_c_exits_130_and_leaves_the_previous_output(small_data, small_run, 
     assert message.strip().splitlines()[-1] == "error: interrupted; no output was changed"
     assert digest(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind
+
+
+@pytest.mark.parametrize(("args", "error", "code"), [
+    (("run", "{missing}", "--out", "{out}"), "InputContractError", 3),
+    (("run", "{data}", "--out", "{out}", "--k", "0"), "ConfigError", 2),
+])
+def test_a_demo_step_that_fails_keeps_its_exit_code_and_its_line(small_data, tmp_path, args, error, code):
+    # Every failing step was an input contract error (exit 3), quoted as a Python list.
+    from segmint.engine import demo, errors
+
+    values = {"missing": tmp_path / "missing", "data": small_data / "transactions", "out": tmp_path / "out"}
+    with pytest.raises(getattr(errors, error)) as raised:
+        demo._child(*(a.format(**values) for a in args))
+    assert raised.value.exit_code == code
+    message = str(raised.value)
+    assert message.startswith("segmint run failed in the demo: ") and "['" not in message and "error:" not in message
