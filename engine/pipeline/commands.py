@@ -483,10 +483,10 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         #   chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket; one bucket reads
         #   Parquet, whose reader thread decodes: a third busy thread made M's map 2.06 -> 2.19 s);
         # - they reuse one bucket's line records, but not with side tables, whose rows a bucket maps after
-        #   its lines, while the records would still be held.
+        #   its lines, while the records would still be held;
+        # - each removes its scratch files once done (partition.Releases), where no job runs twice.
         local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
         ahead = local_buckets and thread_budget() > 1
-        # - each removes its scratch files once done (partition.Releases), where no job runs twice.
         releases = Releases() if _run_once(s) else None
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, releases) for b in range(plan.buckets)]
         reuse = local_buckets and plan.events is None and plan.customers is None
@@ -499,6 +499,12 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
+        if counts.rows_in != plan.source("tx").rows:
+            # Every input row goes to one bucket: fewer read back means scratch files went missing (removed
+            # too early, lost from a resumed attempt's work dir), and customers would be missing with exit 0.
+            msg = (f"the buckets hold {counts.rows_in:,} rows but the input has {plan.source('tx').rows:,}: "
+                   f"scratch files under {plan.work} went missing; rerun (without --resume)")
+            raise InputContractError(msg)
         info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
                     largest_bucket_rows=max((r.counts.rows_in for r in mapped), default=0),
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
@@ -550,8 +556,8 @@ def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: st
 
 
 def _run_once(s: _Session) -> bool:
-    """Whether each job runs at most once and nothing reads its input after it: this process's jobs (Ray may
-    run a task again) in a run that cannot be resumed (a later attempt goes on from the work dir)."""
+    """Whether each job runs at most once, so its input may be removed once it is done: this process's jobs
+    (Ray may run a task again) in a run that cannot be resumed (a later attempt goes on from the work dir)."""
     return isinstance(s.executor, LocalExecutor) and not (s.plan.cfg.resume and s.out is not None)
 
 

@@ -550,3 +550,25 @@ def test_pseudonymised_side_tables_map_alike_in_one_bucket_or_many(dirty, tmp_pa
         assert one.height > 0
         _same(one, many, rel)
     assert pl.read_parquet(tmp_path / "1" / "assignments")["customer_id"].dtype == pl.String
+
+
+def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its_customers(dirty, tmp_path,
+                                                                                          monkeypatch):
+    """Scratch removed too early (or lost from a resumed attempt's work dir) read back as an empty bucket, and
+    the run went on without its customers, exit 0."""
+    import shutil
+
+    from segmint.engine.errors import InputContractError
+    from segmint.engine.pipeline import commands
+
+    map_bucket = commands.map_bucket
+
+    def losing(job):
+        if job.bucket == 1:
+            shutil.rmtree(Path(job.plan.work) / "tx" / "bucket=00001")
+        return map_bucket(job)
+
+    monkeypatch.setattr(commands, "map_bucket", losing)
+    with pytest.raises(InputContractError, match="scratch files under .* went missing"):
+        run([dirty["int"] / "tx"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3), buckets=3))
+    assert not (tmp_path / "out").exists()
