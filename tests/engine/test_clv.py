@@ -307,6 +307,29 @@ def test_dropout_in_the_window_keeps_the_bgnbd():
     assert forced.purchase_model == "nbd" and forced.likelihood_ratio is None
 
 
+def test_predictions_are_the_same_bits_scored_at_once_or_bucket_by_bucket():
+    import segmint.engine.analytics.clv as clv
+
+    rng = np.random.default_rng(9)
+    x, tx, T = simulate_bgnbd(rng, 6_000, 0.6, 4.0, 0.8, 2.5)
+    m = np.zeros_like(x)
+    m[x > 0] = simulate_spend(rng, x[x > 0], 5.0, 4.0, 20.0)
+    table = _weeks_table(x, tx, np.round(T * 7) / 7, m)   # whole days: pairs recur across parts
+    cfg = ClvConfig()
+    bgnbd = clv.ClvParams(0.6, 4.0, 0.8, 2.5, 5.0, 4.0, 20.0, 0.0, 0.0, 6_000, 3_000, "week", 26.7, "model")
+    nbd = clv.ClvParams(0.7, 5.0, None, None, 5.0, 4.0, 20.0, 0.0, 0.0, 6_000, 3_000, "week", 26.7, "model", "nbd")
+    clv._GRID = clv._PairGrid()
+    for params in (bgnbd, nbd, bgnbd):   # each set of parameters replaces the grid the one before left
+        whole = clv.predict_clv(table, params, cfg)
+        clv._GRID = clv._PairGrid()
+        # Parts of every size, each meeting pairs the parts before met and pairs of its own.
+        parts = [table[lo:hi] for lo, hi in ((0, 1), (1, 2_000), (2_000, 2_001), (2_001, 5_000), (5_000, 6_000))]
+        scored = pl.concat([clv.predict_clv(part, params, cfg) for part in parts])
+        assert 0 < clv._GRID._pairs.n < table.height
+        for name in whole.columns:
+            assert scored[name].to_numpy().tobytes() == whole[name].to_numpy().tobytes(), name
+
+
 def test_a_run_without_dropout_says_so_in_run_json_profiles_and_report(tmp_path):
     from segmint.engine.config import ClusterConfig
     from segmint.engine.pipeline import run
@@ -356,16 +379,18 @@ def test_parameters_whose_expectations_are_not_finite_are_refused_not_written_as
 
 @pytest.mark.parametrize("n", [0, 1, 3_000])
 def test_distinct_pairs_index_every_customer_back_to_its_own_values(n):
-    from segmint.engine.analytics.clv import _pairs
+    from segmint.engine.analytics.clv import _PairGrid
 
-    rng = np.random.default_rng(n)
-    x = rng.integers(0, 30, n).astype(np.float64)
-    T = rng.integers(0, 200, n) / 7.0          # weeks: T is any float, x a whole number
-    T[: n // 10] *= -0.0                       # zeros of both signs are one value
-    xu, Tu, inverse = _pairs(x, T)
-    assert np.array_equal(xu[inverse], x) and np.array_equal(Tu[inverse], T)
-    assert len(set(zip(xu.tolist(), Tu.tolist(), strict=True))) == xu.size == len(set(zip(x.tolist(), T.tolist(),
-                                                                                              strict=True)))
+    grid, seen = _PairGrid(), set()
+    for part in range(3):   # pairs met in an earlier call keep their rows
+        rng = np.random.default_rng(n + part)
+        x = rng.integers(0, 30, n).astype(np.float64)
+        T = rng.integers(0, 200, n) / 7.0          # weeks: T is any float, x a whole number
+        T[: n // 10] *= -0.0                       # zeros of both signs are one value
+        rows, row = grid.rows("key", x, T, lambda xu, Tu: np.stack([xu, Tu], axis=1))
+        assert np.array_equal(rows[row, 0], x) and np.array_equal(rows[row, 1], T)
+        seen |= set(zip(x.tolist(), (T + 0.0).tolist(), strict=True))
+        assert grid._pairs.n == len(seen) == len({tuple(r) for r in rows[: grid._pairs.n].tolist()})
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
