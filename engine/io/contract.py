@@ -16,7 +16,7 @@ import polars as pl
 from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
-from segmint.engine.io.sources import Source, list_inputs, read_chunk, resolve
+from segmint.engine.io.sources import Listing, Source, list_inputs, read_chunk, resolve
 from segmint.engine.io.times import EPOCH_FORMATS, check_text_times
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
@@ -31,16 +31,21 @@ _FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amoun
 _TIME_SAMPLE = 2_000
 
 
-def transactions(inputs: Sequence[str | Path], columns: Columns,
-                 options: tuple[tuple[str, str], ...] = ()) -> tuple[Source, Columns]:
-    """The transactions source and the mapping resolved against it (absent default-named
-    optional roles unmapped)."""
+def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[tuple[str, str], ...] = (), *,
+                 model: bool = False) -> tuple[Source, Columns]:
+    """The transactions source and the mapping resolved against it: a default-named optional role whose
+    column no file has is unmapped. ``model``: ``columns`` is a saved model's mapping, every column of which
+    its features came from, so none is unmapped and each must be in every file."""
     listing = list_inputs(inputs, "transactions", options)
-    schema = listing.schemas[0]
+    if model:
+        _check_model_columns(listing, columns)
     defaults = Columns()
+    # Not the first file's schema alone: a role its file lacked was unmapped for every file, and the
+    # features that need it (orders, channel shares) silently came out of the others' rows without it.
     columns = dataclasses.replace(columns, **{
         role: None for role in OPTIONAL_ROLES
-        if getattr(columns, role) == getattr(defaults, role) and getattr(columns, role) not in schema})
+        if not model and getattr(columns, role) == getattr(defaults, role)
+        and all(getattr(columns, role) not in schema for schema in listing.schemas)})
     wanted = {}
     for role, flag in _FLAGS.items():
         name = getattr(columns, role)
@@ -57,6 +62,16 @@ def transactions(inputs: Sequence[str | Path], columns: Columns,
                    f"cast it or map another column")
             raise InputContractError(msg)
     return source, columns
+
+
+def _check_model_columns(listing: Listing, columns: Columns) -> None:
+    for (path, _), schema in zip(listing.found, listing.schemas, strict=True):
+        for role, flag in _FLAGS.items():
+            name = getattr(columns, role)
+            if name is not None and name not in schema:
+                msg = (f"column {name!r} not found in {path}: the model was trained with it as its {flag} column; "
+                       f"give transactions with that column (available: {', '.join(schema.names())})")
+                raise InputContractError(msg)
 
 
 def events(src: EventSource, options: tuple[tuple[str, str], ...] = ()) -> Source:

@@ -109,8 +109,10 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
     for f, schema in zip(files, schemas, strict=True):
         for name, flag in wanted.items():
             if name not in schema:
-                msg = (f"column {name!r} ({flag}) not found in {f}; available: {', '.join(schema.names())}; "
-                       f"map the right column with {flag}")
+                other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
+                fix = (f"{other} has it: give files of one schema" if other is not None else
+                       f"available: {', '.join(schema.names())}; map the right column with {flag}")
+                msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
         if (changed := [n for n in wanted if schema[n] != schemas[0][n]]):
             msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[0][changed[0]]} in "

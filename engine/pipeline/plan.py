@@ -109,7 +109,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
         inputs = [inputs]
     if cfg.pseudonymize_ids:
         require_key()  # before any data is read
-    tx, columns = contract.transactions(inputs, cfg.columns, cfg.storage_options)
+    # assign scores with a saved model's mapping (commands.assign_customers): it unmaps nothing.
+    tx, columns = contract.transactions(inputs, cfg.columns, cfg.storage_options, model=command == "assign")
     cfg = dataclasses.replace(cfg, columns=columns)
     events = customers = None
     if side_tables and cfg.events is not None:

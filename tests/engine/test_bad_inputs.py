@@ -194,3 +194,34 @@ def test_messages_carry_no_id_and_no_secret(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_storage_options(["aws_secret_access_key:hunter2"])
     assert "hunter2" not in str(err.value) and "KEY=VALUE" in str(err.value)
+
+
+@pytest.mark.parametrize("rows_first", [100, 0])
+def test_an_optional_column_in_some_files_only_is_refused_not_dropped(tmp_path, rows_first):
+    # The first file's schema alone decided: its lacking order ids (or channels, in an empty file) unmapped the
+    # role for every file, and the others' orders and channels were silently dropped (exit 0).
+    lines = _lines().with_columns(channel=pl.lit("web"))
+    for name, column in (("order", "order_id"), ("channel", "channel")):
+        folder = tmp_path / name
+        folder.mkdir()
+        lines.head(rows_first).drop(column).write_parquet(folder / "a.parquet")
+        lines.slice(rows_first).write_parquet(folder / "b.parquet")
+        with pytest.raises(InputContractError, match=f"'{column}' .*not found in .*a.parquet; .*b.parquet has it"):
+            run([folder], tmp_path / f"o-{name}", RunConfig(cluster=ClusterConfig(k=2)))
+        assert not (tmp_path / f"o-{name}").exists()
+    # A column that no file has is unmapped, as before.
+    lines.drop("order_id").write_parquet(tmp_path / "none.parquet")
+    result = run([tmp_path / "none.parquet"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=2)))
+    assert result.manifest["columns"]["order"] is None
+
+
+def test_assign_needs_every_column_the_model_was_trained_with(small_run, small_data, tmp_path):
+    from segmint.engine.pipeline import assign_customers
+
+    lines = pl.read_parquet(small_data / "transactions")
+    for column in ("order_id", "channel", "category"):
+        lines.drop(column).write_parquet(tmp_path / f"no-{column}.parquet")
+        with pytest.raises(InputContractError, match=f"'{column}' not found in .*the model was trained with it"):
+            assign_customers(small_run / "model", [tmp_path / f"no-{column}.parquet"], tmp_path / f"o-{column}",
+                             RunConfig())
+        assert not (tmp_path / f"o-{column}").exists()
