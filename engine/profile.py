@@ -131,10 +131,12 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
         "share": [c / n for c in kpis.customers],
         "revenue": revenue,
         "revenue_share": [r / total_revenue if total_revenue else 0.0 for r in revenue],
-        "aov_kpi": [r / o if o else 0.0 for r, o in zip(revenue, kpis.orders, strict=True)],
-        "orders_per_customer": [o / c if c else 0.0 for o, c in zip(kpis.orders, kpis.customers, strict=True)],
-        "repurchase_rate": [r / c if c else 0.0 for r, c in zip(kpis.repurchasers, kpis.customers, strict=True)],
-        **{f"{s}_rate": [v / c if c else 0.0 for v, c in zip(kpis.status[s], kpis.customers, strict=True)]
+        # A segment without customers (a model's segment no customer of an assigned batch falls in) has no
+        # orders, rates or order value: null, not 0.0, which read as customers who never came back.
+        "aov_kpi": [r / o if o else None for r, o in zip(revenue, kpis.orders, strict=True)],
+        "orders_per_customer": [o / c if c else None for o, c in zip(kpis.orders, kpis.customers, strict=True)],
+        "repurchase_rate": [r / c if c else None for r, c in zip(kpis.repurchasers, kpis.customers, strict=True)],
+        **{f"{s}_rate": [v / c if c else None for v, c in zip(kpis.status[s], kpis.customers, strict=True)]
            for s in STATUSES},
     }
     if kpis.clv is not None:
@@ -151,7 +153,9 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
 
     for part in map_threads(stats, _numeric(sample)):   # features apart: their sorts run side by side
         cols.update(part)
-    prof = pl.DataFrame(cols).with_columns(pl.col("segment").cast(pl.Int32))
+    rates = ("aov_kpi", "orders_per_customer", "repurchase_rate", *(f"{s}_rate" for s in STATUSES))
+    prof = pl.DataFrame(cols, schema_overrides=dict.fromkeys(rates, pl.Float64))
+    prof = prof.with_columns(pl.col("segment").cast(pl.Int32))
     names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])
     return prof.with_columns(name=pl.Series(names, dtype=pl.String)).select("segment", "name", pl.exclude("segment", "name"))
 

@@ -117,7 +117,7 @@ def _header(run: RunData, rows: list[dict]) -> str:
     m = run.manifest
     customers = sum(r["customers"] for r in rows)
     revenue = math.fsum(r["revenue"] for r in rows)
-    orders = sum(round(r["orders_per_customer"] * r["customers"]) for r in rows)
+    orders = sum(round(r["orders_per_customer"] * r["customers"]) for r in rows if r["customers"])
     tiles = [(fmt.count(customers), "customers"), (str(run.k), "segments"), (fmt.money(revenue), "revenue"),
              (fmt.money(revenue / orders) if orders else "n/a", "revenue per order")]
     if "clv_total" in run.profiles.columns:
@@ -146,8 +146,8 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
     headers = ["segment", "name", "customers", "share", "revenue", "revenue share", "revenue per order",
                "orders per customer", "repurchase rate"] + (["predicted value (CLV)"] if has_clv else [])
     body = [[_swatch(colors[r["segment"]]) + str(r["segment"]), html.escape(r["name"]), fmt.count(r["customers"]),
-             fmt.share(r["share"]), fmt.money(r["revenue"]), fmt.share(r["revenue_share"]), fmt.money(r["aov_kpi"]),
-             fmt.value("orders", r["orders_per_customer"]), fmt.share(r["repurchase_rate"]),
+             fmt.share(r["share"]), fmt.money(r["revenue"]), fmt.share(r["revenue_share"]),
+             fmt.value("currency", r["aov_kpi"]), fmt.value("orders", r["orders_per_customer"]), fmt.value("share", r["repurchase_rate"]),
              *([fmt.money(r["clv_total"])] if has_clv else [])]
             for r in rows]
     return ("<p class=\"lead\">Each segment's share of customers next to its share of revenue"
@@ -182,7 +182,7 @@ def _rfm(run: RunData) -> str:
 
 
 def _lifecycle(m: dict, prof: pl.DataFrame, labels: list[str]) -> str:
-    rates = {s: prof[f"{s}_rate"].to_list() for s in STATUSES}
+    rates = {s: prof[f"{s}_rate"].fill_null(0.0).to_list() for s in STATUSES}   # an empty segment: no bar
     lc = LifecycleConfig(**(m.get("config", {}).get("features", {}).get("lifecycle") or {}))
     return (f"<p class=\"lead\">Activity status of each segment's customers: <b>new</b> first ordered within "
             f"{lc.new_days:g} days; repeat buyers are <b>active</b> while the days since their last order are at "

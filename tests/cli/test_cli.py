@@ -184,6 +184,26 @@ def test_assign_in_buckets(small_data, small_run, tmp_path):
     assert pl.read_parquet(tmp_path / "o" / "assignments").height == 3000
 
 
+def test_assign_of_a_batch_that_leaves_segments_empty_reports_them_without_rates(small_data, small_run, tmp_path):
+    # Three customers fill at most three of the model's six segments. The summary printed after the commit
+    # formatted the empty ones' missing means and exited 1 over a written output; their rates read 0.0.
+    lines = pl.read_parquet(small_data / "transactions")
+    lines.filter(pl.col("customer_id").is_in(lines["customer_id"].unique().sort()[:3].implode())).write_parquet(
+        tmp_path / "three.parquet")
+    r = invoke("assign", small_run, tmp_path / "three.parquet", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    profiles = pl.read_parquet(tmp_path / "o" / "profiles.parquet")
+    empty = profiles.filter(pl.col("customers") == 0)
+    assert empty.height >= 3
+    for column in ("aov_kpi", "orders_per_customer", "repurchase_rate", "new_rate", "lapsed_rate"):
+        assert empty[column].null_count() == empty.height, column
+        assert profiles.filter(pl.col("customers") > 0)[column].null_count() == 0, column
+    assert json.loads((tmp_path / "o" / "profiles.json").read_text(), parse_constant=pytest.fail)
+    r = invoke("report", tmp_path / "o", "--out", tmp_path / "report.html")
+    assert r.exit_code == 0, r.stderr
+    assert "n/a" in (tmp_path / "report.html").read_text()
+
+
 @NEEDS_NO_GPU
 def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--device", "gpu")
