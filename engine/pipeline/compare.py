@@ -60,7 +60,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     with clock.stage("read") as info:
         old, new = (_run(r, opts) for r in (run_a, run_b))
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
-        a, b = (r.scan("assignments") for r in (old, new))
+        a, b = _assignments(old, new)
         features = [c for c, t in a.collect_schema().items()
                     if t.is_numeric() and c in b.collect_schema() and c not in ("customer_id", "segment")]
         rows = sum(f.select(pl.len()).collect().item() for f in (a, b))
@@ -98,7 +98,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
     """The migration table alone, in one bucket (the report's migration section)."""
-    a, b = (_run(r, options or {}).scan("assignments") for r in (run_a, run_b))
+    a, b = _assignments(*(_run(r, options or {}) for r in (run_a, run_b)))
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
     return migration_table(moves)
@@ -118,6 +118,25 @@ def _run(run: str, opts: dict[str, str]) -> Output:
         msg = f"{run} holds no profiles and assignments: give run directories written by 'segmint run' or 'segmint assign'"
         raise InputContractError(msg)
     return output
+
+
+def _assignments(old: Output, new: Output) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Both runs' assignments, refused where their customers cannot be joined: one run pseudonymises its ids
+    and the other does not (no customer matched and the migration read as every customer lost and new), or
+    their ids are of two types (the join failed with an unexpected error)."""
+    pseudonymised = [(r.read_json("run.json").get("config") or {}).get("pseudonymize_ids") for r in (old, new)]
+    if None not in pseudonymised and pseudonymised[0] != pseudonymised[1]:
+        which, other = (old, new) if pseudonymised[0] else (new, old)
+        msg = (f"{which.location} pseudonymises customer ids (--pseudonymize-ids) and {other.location} does not, "
+               f"so no customer of one can be found in the other; compare two runs made alike")
+        raise InputContractError(msg)
+    a, b = (r.scan("assignments") for r in (old, new))
+    ta, tb = (f.collect_schema()["customer_id"] for f in (a, b))
+    if ta != tb:
+        msg = (f"customer ids are {ta} in {old.location} and {tb} in {new.location}, so their customers cannot be "
+               f"joined; compare runs of inputs with ids of one type")
+        raise InputContractError(msg)
+    return a, b
 
 
 def _deciles(a: pl.LazyFrame, features: Sequence[str], rows: int) -> dict[str, np.ndarray]:

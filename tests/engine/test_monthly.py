@@ -36,6 +36,26 @@ def test_compare_counts_every_customer_once_and_flags_drift(two_runs):
     assert json.loads((root / "cmp" / "compare.json").read_text())["migration"] == doc["migration"]
 
 
+def test_compare_refuses_runs_whose_customers_cannot_be_joined(two_runs, small_data, tmp_path, monkeypatch):
+    from segmint.engine.errors import InputContractError
+
+    root, _, _ = two_runs
+    source = small_data / "transactions"
+    monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 32)
+    # The same customers as run a, pseudonymised: the migration read as all of them lost and all new.
+    run([source], tmp_path / "hashed", RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True))
+    for pair in ((root / "a", tmp_path / "hashed"), (tmp_path / "hashed", root / "a")):
+        with pytest.raises(InputContractError, match="pseudonymises customer ids .* compare two runs made alike"):
+            compare_runs(*pair, tmp_path / "cmp")
+    # Ids of another type: the join failed with an unexpected SchemaError.
+    texts = pl.read_parquet(source).with_columns(pl.format("c{}", "customer_id").alias("customer_id"))
+    texts.write_parquet(tmp_path / "texts.parquet")
+    run([tmp_path / "texts.parquet"], tmp_path / "texts", RunConfig(cluster=ClusterConfig(k=3)))
+    with pytest.raises(InputContractError, match="customer ids are Int64 in .* and String in .*cannot be joined"):
+        compare_runs(root / "a", tmp_path / "texts", tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_compare_says_how_many_kept_their_id_and_what_a_relabelling_would_keep(two_runs):
     import itertools
 
