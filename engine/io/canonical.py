@@ -119,6 +119,7 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
     cid = table.column(columns.customer if typed else "__cid")
     if isinstance(enc.customers, TextCodes):
         customer = _text_codes(enc.customers, cid)
+        customer[_blank(cid)] = -1
     else:
         keys, missing = _ints(cid)
         customer = enc.customers.encode(keys, missing)
@@ -130,7 +131,7 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
         source = table.column(columns.order if typed else "__order")
         if enc.orders is not None:
             order = _text_codes(enc.orders, source).astype(np.int64)
-            order_missing = order < 0
+            order_missing = (order < 0) | _blank(source)
         else:
             order, order_missing = _ints(source)
     channel = _text_codes(enc.channels, table.column(columns.channel if typed else "__channel")) \
@@ -150,7 +151,8 @@ def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,
     (the int64 maximum when these rows decide it)."""
     if not typed:
         table = _parsed(table, columns)
-    missing = _nulls(table.column(columns.customer if typed else "__cid"))
+    cid = table.column(columns.customer if typed else "__cid")
+    missing = _nulls(cid) | _blank(cid)
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, _ = _floats(table.column(columns.amount if typed else "__amount"))
     amount_bad = np.zeros(missing.size, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
@@ -268,6 +270,23 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
     return codes.encode(array)
 
 
+def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Where a text id is the empty string: no id, as an empty CSV cell (read as null) is. A Parquet "" was a
+    customer of its own, and an order id "" made one order of every such line of a customer."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+            or pa.types.is_string_view(array.type) or pa.types.is_dictionary(array.type)):
+        return np.zeros(len(array), bool)
+    if isinstance(array, pa.ChunkedArray):
+        return np.concatenate([_blank(chunk) for chunk in array.chunks]) if array.num_chunks \
+            else np.zeros(0, bool)
+    if pa.types.is_dictionary(array.type):
+        empty = _blank(array.dictionary)
+        if not empty.any():
+            return np.zeros(len(array), bool)
+        return empty[pc.fill_null(array.indices, 0).to_numpy()] & ~_nulls(array.indices)
+    return pc.fill_null(pc.equal(pc.binary_length(array), 0), False).to_numpy(zero_copy_only=False)
+
+
 def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     # A dictionary's null count is its indices'; a null among its values is missing too (is_null sees both).
     if array.null_count == 0 and not pa.types.is_dictionary(array.type):
@@ -286,7 +305,7 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     exprs = [
         customer_expr(schema, columns.customer).alias("__cid"),
         timestamp_expr(columns.time, schema[columns.time], columns.time_format).dt.epoch("us").alias("__ts"),
-        pl.col(columns.time).is_null().alias("__ts_missing"),
+        _time_missing(schema, columns.time).alias("__ts_missing"),
         _amount(schema, columns).alias("__amount"),
         _unparseable_amount(schema, columns).alias("__amount_bad"),
         pl.struct(_as_read(schema, schema.names())).hash(_RAW_SEED).alias("__raw"),
@@ -299,6 +318,12 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
     return raw.select(exprs).to_arrow()
+
+
+def _time_missing(schema: pl.Schema, name: str) -> pl.Expr:
+    """An empty time cell: null, or an empty text (a CSV's empty cell is read as null; Parquet keeps "")."""
+    col = pl.col(name)
+    return (col.is_null() | (col == "")) if schema[name] == pl.String else col.is_null()
 
 
 def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:

@@ -207,6 +207,33 @@ def test_csv_ids_are_text_and_float_ids_must_be_whole(tmp_path):
         validate([tmp_path / "g.parquet"], RunConfig(columns=float_cols))
 
 
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_empty_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary):
+    # A CSV's empty cell is read as null. Parquet keeps "": an id "" was a customer of its own, an order id ""
+    # merged every such line of a customer into one order, and a time "" was unparseable, not empty.
+    from segmint.engine.pipeline import compute_feature_table
+
+    cols = Columns(customer="cid", time="t", amount="amt", order="o", channel=None, category=None)
+    rows = [("a", "2024-01-01 10:00", "5", ""), ("a", "2024-01-09 10:00", "6", ""), ("a", "2024-01-20 10:00", "7", "x"),
+            ("", "2024-01-02 10:00", "3", "y"), ("b", "", "4", "z"), ("b", "2024-01-05 10:00", "2", "")]
+    csv = "cid,t,amt,o\n" + "".join(",".join(r) + "\n" for r in rows)
+    (tmp_path / "t.csv").write_text(csv)
+    frame = pl.DataFrame(rows, schema=["cid", "t", "amt", "o"], orient="row").with_columns(pl.col("amt").cast(pl.Float64))
+    if dictionary:
+        frame = frame.with_columns(pl.col("cid", "o").cast(pl.Categorical))
+    frame.write_parquet(tmp_path / "t.parquet")
+    out = {}
+    for name in ("t.csv", "t.parquet"):
+        cfg = RunConfig(columns=cols, as_of="2024-02-01")
+        result = compute_feature_table([tmp_path / name], tmp_path / f"out-{name}", cfg)
+        out[name] = (result.manifest["rows"], pl.read_parquet(tmp_path / f"out-{name}" / "features").sort("customer_id"))
+    (rows_csv, csv_features), (rows_pq, pq_features) = out["t.csv"], out["t.parquet"]
+    assert rows_pq["rejected_by_reason"] == rows_csv["rejected_by_reason"]
+    assert rows_pq["rejected_by_reason"]["null_customer_id"] == 1 and rows_pq["rejected_by_reason"]["null_timestamp"] == 1
+    assert pq_features["customer_id"].to_list() == ["a", "b"]
+    assert pq_features["frequency"].to_list() == csv_features["frequency"].to_list() == [3, 1]
+
+
 def test_ids_beyond_int64(tmp_path):
     from segmint.engine.config import ClusterConfig
     from segmint.engine.pipeline import run
