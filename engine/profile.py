@@ -21,6 +21,7 @@ by the feature in which they differ most.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -234,8 +235,7 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
     finite = np.isfinite(values)
     all_finite = bool(finite.all())
     pop = np.sort(values if all_finite else values[finite])
-    mean, std = (float(pop.mean()), float(pop.std(ddof=1))) if pop.size > 1 else (float(pop.mean()) if pop.size
-                                                                                 else 0.0, 0.0)
+    mean, std = (_mean(pop), _std(pop)) if pop.size > 1 else (_mean(pop) if pop.size else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
     for lo, hi in zip(*bounds, strict=True):
         v = by_segment[lo:hi]
@@ -246,16 +246,44 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
                 out[f"{name}_{stat}"].append(None)
             continue
         median, p10, p90 = sorted_stats(np.sort(v))
-        out[f"{name}_mean"].append(float(v.mean()))
+        out[f"{name}_mean"].append(_mean(v))
         out[f"{name}_median"].append(median)
-        out[f"{name}_std"].append(float(v.std(ddof=1)) if v.size > 1 else None)
+        out[f"{name}_std"].append(_std(v) if v.size > 1 else None)
         out[f"{name}_p10"].append(p10)
         out[f"{name}_p90"].append(p90)
-        out[f"{name}_zlift"].append((float(v.mean()) - mean) / std if std else 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            lift = (_mean(v) - mean) / std if std else 0.0
+        out[f"{name}_zlift"].append(lift if math.isfinite(lift) else None)
         below = np.searchsorted(pop, median, "left")
         upto = np.searchsorted(pop, median, "right")
         out[f"{name}_median_pct"].append(100.0 * (below + upto) / 2 / pop.size)
     return out
+
+
+def _mean(v: np.ndarray) -> float:
+    """NumPy's mean; where its sum passes the float range (values near it), the mean of the values scaled
+    by a power of two (exactly), scaled back: finite, as every value is."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = float(v.mean())
+    return m if math.isfinite(m) else _scaled(v, lambda s: float(s.mean()))
+
+
+def _std(v: np.ndarray) -> float | None:
+    """NumPy's sample standard deviation; where its squares pass the float range (values beyond about
+    1.3e154), that of the values scaled by a power of two, scaled back; None where even that is beyond it
+    (profiles.json holds no Infinity: the run stopped with exit 1 writing it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(v.std(ddof=1))
+        if math.isfinite(s):
+            return s
+        s = _scaled(v, lambda w: float(w.std(ddof=1)))
+    return s if math.isfinite(s) else None
+
+
+def _scaled(v: np.ndarray, stat) -> float:
+    exponent = math.frexp(float(np.abs(v).max()))[1]
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(stat(np.ldexp(v, -exponent)), exponent))   # inf beyond the float range
 
 
 def _linear_quantile(s: np.ndarray, q: float) -> float:

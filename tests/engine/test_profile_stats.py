@@ -75,3 +75,31 @@ def test_kpi_partials_count_and_sum_each_segment_as_a_plain_loop_does(n, with_cl
     assert got.clv is None if not with_clv else len(got.clv) == len(ids)
     distance = table["distance"].to_numpy().astype(np.float64)
     assert math.fsum(got.inertia) == math.fsum((distance * distance).tolist())
+
+
+def test_feature_statistics_of_values_near_the_float_range_stay_finite():
+    # Squares of values beyond ~1.3e154 pass the float range: the std was inf, and writing profiles.json stopped
+    # the run with exit 1. Ordinary values keep NumPy's own bits.
+    from segmint.engine.profile import _feature_stats
+
+    rng = np.random.default_rng(0)
+    ordinary = rng.gamma(2.0, 50.0, 1_000)
+    for values in (ordinary, np.append(ordinary, 1e300), np.append(ordinary, [1.7e308, 1.7e308])):
+        order = np.argsort(values % 3, kind="stable")   # three segments
+        by = values[order]
+        seg = (values % 3)[order]
+        bounds = (np.searchsorted(seg, [0, 1, 2]), np.searchsorted(seg, [1, 2, 3]))
+        stats = _feature_stats("m", values, by, bounds)
+        for i, (lo, hi) in enumerate(zip(*bounds, strict=True)):
+            v = by[lo:hi]
+            assert all(s[i] is None or np.isfinite(s[i]) for s in stats.values())
+            with np.errstate(over="ignore", invalid="ignore"):
+                plain = np.isfinite(v.std(ddof=1)) and np.isfinite(v.mean())
+            if plain:
+                assert stats["m_std"][i] == v.std(ddof=1) and stats["m_mean"][i] == v.mean()
+            else:   # against the same statistics of the values scaled down by hand
+                with np.errstate(over="ignore"):
+                    mean, std = (v / 2.0**1000).mean() * 2.0**1000, (v / 2.0**1000).std(ddof=1) * 2.0**1000
+                assert stats["m_mean"][i] == pytest.approx(mean, rel=1e-12)
+                assert stats["m_std"][i] == pytest.approx(std, rel=1e-12) if np.isfinite(std) else \
+                    stats["m_std"][i] is None
