@@ -182,11 +182,13 @@ def _ints(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _floats(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """float64 values (NaN where null) and the nulls (a null and a NaN are two values as read)."""
+    """float64 values (NaN where null) and the nulls (a null and a NaN are two values as read). Integers are
+    the nearest float64, as Polars casts them where rows are parsed: Arrow's safe cast refused those beyond
+    2^53 that have none exactly (exit 1, 'unexpected ArrowInvalid')."""
     array = _one_chunk(array)
     missing = _nulls(array)
     if array.type != pa.float64():
-        array = array.cast(pa.float64())
+        array = array.cast(pa.float64(), safe=not pa.types.is_integer(array.type))
     return values(array, np.nan), missing
 
 

@@ -55,11 +55,21 @@ def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[
     where = source.chunks[0].path
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, "--time-format")
-    for role in ("amount", "quantity", "price"):
+    for role in ("customer", "amount", "quantity", "price"):
         name = getattr(columns, role)
-        if name is not None and not (source.schema[name].is_numeric() or source.csv):
-            msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs a number; "
-                   f"cast it or map another column")
+        dtype = source.schema[name] if name is not None else None
+        if role != "customer" and dtype is not None and not (dtype.is_numeric() or source.csv):
+            msg = f"column {name!r} in {where} is {dtype}; segmint needs a number; cast it or map another column"
+            raise InputContractError(msg)
+        if isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > 38:   # Polars panicked computing on them
+            msg = (f"column {name!r} in {where} is {dtype}, wider than the 38 digits segmint computes with; cast it "
+                   f"to decimal(38) or float64")
+            raise InputContractError(msg)
+    for role in OPTIONAL_ROLES:
+        name = getattr(columns, role)
+        if name is not None and source.schema[name].is_nested():   # a KeyError deep in the map, exit 1
+            msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs one text or number per "
+                   f"line; flatten it or map another column")
             raise InputContractError(msg)
     return source, columns
 

@@ -225,3 +225,43 @@ def test_assign_needs_every_column_the_model_was_trained_with(small_run, small_d
             assign_customers(small_run / "model", [tmp_path / f"no-{column}.parquet"], tmp_path / f"o-{column}",
                              RunConfig())
         assert not (tmp_path / f"o-{column}").exists()
+
+
+def test_column_types_segmint_cannot_read_are_refused_in_one_line(tmp_path):
+    # Each went up as exit 1: a Rust panic with a traceback (decimal256, a +05:30 zone) or a KeyError deep in
+    # the map (a list or struct per line).
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    base = {"customer_id": pa.array(np.arange(n) % 5), "amount": pa.array(np.linspace(1.0, 9.0, n)),
+            "ts": pa.array([dt.datetime(2024, 1, 1) + dt.timedelta(days=i) for i in range(n)], pa.timestamp("us"))}
+    cases = {
+        "amount": (pa.array([decimal.Decimal("1.25")] * n, pa.decimal256(40, 2)), "wider than the 38 digits"),
+        "channel": (pa.array([["web"]] * n), "one text or number per line"),
+        "category": (pa.array([{"a": 1}] * n), "one text or number per line"),
+        "ts": (pa.array(base["ts"].cast(pa.int64()), pa.int64()).cast(pa.timestamp("us", "+05:30")),
+               "time zone '\\+05:30', which Polars cannot read"),
+    }
+    for column, (values, needle) in cases.items():
+        pq.write_table(pa.table({**base, column: values}), tmp_path / f"{column}.parquet")
+        with pytest.raises(InputContractError, match=needle):
+            validate([tmp_path / f"{column}.parquet"], RunConfig())
+    # A whole-hour offset is a zone Polars names (Etc/GMT+8): read as any other.
+    pq.write_table(pa.table({**base, "ts": base["ts"].cast(pa.int64()).cast(pa.timestamp("us", "-08:00"))}),
+                   tmp_path / "hour.parquet")
+    assert validate([tmp_path / "hour.parquet"], RunConfig()).rows_used == n
+
+
+def test_integer_amounts_beyond_two_to_the_53_are_their_nearest_float(tmp_path):
+    # Arrow's safe cast refused them (exit 1, 'unexpected ArrowInvalid'); Polars, where rows are parsed, rounds.
+    amounts = [2**63 - 1, 2**53 + 1, 5, 7]
+    pl.DataFrame({"customer_id": [1, 2, 3, 3], "ts": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)],
+                  "amount": pl.Series(amounts, dtype=pl.Int64)}).write_parquet(tmp_path / "t.parquet")
+    from segmint.engine.pipeline import compute_feature_table
+
+    compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(as_of="2024-02-01"))
+    table = pl.read_parquet(tmp_path / "o" / "features").sort("customer_id")
+    assert table["monetary_total"].to_list() == [float(2**63 - 1), float(2**53 + 1), 12.0]
