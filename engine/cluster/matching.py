@@ -100,8 +100,13 @@ def match_segments(centroids: np.ndarray, scaler: Scaler, sizes: np.ndarray, pre
 def check_same_features(columns: tuple[str, ...], previous: Any) -> None:
     """Refuse a previous model that clusters on other features: neither its centroids nor its ids apply."""
     if columns != previous.scaler.columns:
-        msg = (f"--previous clusters on {list(previous.scaler.columns)} but this run on {list(columns)}; "
-               f"segments can only be matched on the same features")
+        added = [c for c in columns if c not in previous.scaler.columns]
+        gone = [c for c in previous.scaler.columns if c not in columns]
+        what = "; ".join(part for part in (f"new here: {added}" if added else "",
+                                             f"gone here: {gone}" if gone else "") if part) or "in another order"
+        msg = (f"--previous clusters on other features than this run ({what}), and segments can only be matched "
+               f"on the same ones: set [features] cluster_features = {list(previous.scaler.columns)} in --config, "
+               f"or run without --previous (segment ids then start afresh)")
         raise ConfigError(msg)
 
 

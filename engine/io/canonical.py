@@ -346,4 +346,6 @@ def _unparseable_amount(schema: pl.Schema, c: Columns) -> pl.Expr:
     text = [n for n in names if schema[n] == pl.String]
     if not text:
         return pl.lit(False)
-    return pl.any_horizontal([pl.col(n).is_not_null() & _number(schema, n).is_null() for n in text])
+    # A blank cell (spaces) is an empty one, null as a CSV reads "": non_finite_amount, not unparseable text.
+    return pl.any_horizontal([pl.col(n).str.strip_chars().ne("").fill_null(False) & _number(schema, n).is_null()
+                              for n in text])

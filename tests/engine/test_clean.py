@@ -111,9 +111,11 @@ def test_a_cancelled_order_netting_to_zero_is_still_a_purchase():
 
 def test_text_amounts_that_are_not_numbers_are_quarantined():
     cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
-    df = pl.DataFrame({"cid": ["1", "2", "3", "4"], "t": ["2024-01-01"] * 4, "amt": ["5.5", "1,234.00", None, " 7 "]})
+    df = pl.DataFrame({"cid": ["1", "2", "3", "4", "5"], "t": ["2024-01-01"] * 5,
+                       "amt": ["5.5", "1,234.00", None, " 7 ", "  "]})
     res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
-    assert res.rejected["unparseable_amount"] == 1 and res.rejected["non_finite_amount"] == 1
+    # A blank cell is an empty one (null, as a CSV reads ""), not text that is not a number.
+    assert res.rejected["unparseable_amount"] == 1 and res.rejected["non_finite_amount"] == 2
     assert res.lines["amount"].to_list() == [5.5, 7.0]
     assert res.rejects.filter(pl.col("reason") == "unparseable_amount")["amt"].to_list() == ["1,234.00"]
 

@@ -167,9 +167,22 @@ def test_previous_must_cluster_on_the_same_features(small_data, tmp_path):
     from segmint.engine.config import FeatureConfig
 
     run([small_data / "transactions"], tmp_path / "a", RunConfig(cluster=ClusterConfig(k=3)))
-    with pytest.raises(ConfigError, match="same features"):
+    with pytest.raises(ConfigError, match="same ones") as err:
         run([small_data / "transactions"], tmp_path / "b",
             RunConfig(cluster=ClusterConfig(k=3), previous=str(tmp_path / "a"),
                       features=FeatureConfig(cluster_features=("recency_days", "frequency"))))
+    assert "gone here: ['tenure_days'" in str(err.value) and "new here" not in str(err.value)
+    # A channel new this month adds a share column: the message names it and the setting that keeps the
+    # previous features, which then runs.
+    lines = pl.read_parquet(small_data / "transactions")
+    lines.with_columns(channel=pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.lit("kiosk"))
+                       .otherwise(pl.col("channel"))).write_parquet(tmp_path / "later.parquet")
+    with pytest.raises(ConfigError, match="new here: \\['channel_share_kiosk'\\]") as err:
+        run([tmp_path / "later.parquet"], tmp_path / "b",
+            RunConfig(cluster=ClusterConfig(k=3), previous=str(tmp_path / "a")))
+    previous = Model.load(tmp_path / "a").scaler.columns
+    assert f"cluster_features = {list(previous)}" in str(err.value)
+    run([tmp_path / "later.parquet"], tmp_path / "b", RunConfig(
+        cluster=ClusterConfig(k=3), previous=str(tmp_path / "a"), features=FeatureConfig(cluster_features=previous)))
     with pytest.raises(ConfigError, match="--warm-start needs --previous"):
         RunConfig(warm_start=True)
