@@ -356,7 +356,8 @@ def validate(
                  *[f"  rejected {reason:<22} {n:>12,}   amount {_amount(rep.rejected_amount[reason])}"
                    for reason, n in rep.rejected.items() if n],
                  f"repeats        {rep.repeats_on_mapped_columns:,} rows identical to an earlier row on every "
-                 f"mapped column (kept: unmapped columns may tell them apart; --dedupe-on rejects them)",
+                 + ("mapped column (rejected as duplicate: --dedupe-on)" if cfg.dedupe_on else
+                    "mapped column (kept: unmapped columns may tell them apart; --dedupe-on rejects them)"),
                  f"customers      {rep.customers:,}",
                  f"time range     {rep.first_ts} .. {rep.last_ts}", f"as of          {rep.as_of}"]
         _render.print_lines(lines)
@@ -646,7 +647,8 @@ def _finish(result, json_logs: bool) -> None:
     lines = [f"rows: {rows['in']:,} in, {rows['used']:,} used, {rows['rejected']:,} rejected"
              + (" (" + ", ".join(f"{r}: {n:,}" for r, n in rows["rejected_by_reason"].items() if n) + ")"
                 if rows["rejected"] else "")
-             + f"; {rows['repeats_on_mapped_columns']:,} rows repeat an earlier one on every mapped column (kept)"]
+             + f"; {rows['repeats_on_mapped_columns']:,} rows repeat an earlier one on every mapped column "
+             + ("(rejected as duplicate: --dedupe-on)" if (m.get("config") or {}).get("dedupe_on") else "(kept)")]
     note = m["clustering"].get("note", "every customer assigned to the model's nearest centroid")
     lines.append(f"clustering ({m['clustering']['device']}): {note}")
     if m["clustering"].get("k_auto"):

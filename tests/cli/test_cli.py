@@ -549,3 +549,16 @@ def test_a_demo_step_that_fails_keeps_its_exit_code_and_its_line(small_data, tmp
     assert raised.value.exit_code == code
     message = str(raised.value)
     assert message.startswith("segmint run failed in the demo: ") and "['" not in message and "error:" not in message
+
+
+def test_the_summary_says_repeats_are_rejected_where_dedupe_on_rejects_them(small_data, tmp_path):
+    lines = pl.read_parquet(small_data / "transactions")
+    pl.concat([lines, lines.head(3)]).write_parquet(tmp_path / "t.parquet")
+    kept = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "a", "--k", "3")
+    dedupe = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "b", "--k", "3",
+                    "--dedupe-on", ",".join(c for c in lines.columns))
+    checked = invoke("validate", tmp_path / "t.parquet", "--dedupe-on", ",".join(lines.columns))
+    assert kept.exit_code == dedupe.exit_code == checked.exit_code == 0, kept.stderr + dedupe.stderr
+    assert "rows repeat an earlier one on every mapped column (kept)" in kept.stdout
+    assert "rejected (duplicate: " in dedupe.stdout and "(rejected as duplicate: --dedupe-on)" in dedupe.stdout
+    assert "(kept" not in dedupe.stdout and "(rejected as duplicate: --dedupe-on)" in checked.stdout
