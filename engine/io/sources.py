@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import urllib.parse
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "rea
 _PARQUET = (".parquet", ".pq", ".parq")
 _IPC = ".arrow"     # scratch files of the partition pass
 _BATCH_ROWS = 131_072
+_READ_AHEAD_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -221,9 +223,11 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     # jobs, whose own work is light, were no faster with it: 8 jobs each way, interleaved, either order).
     # The budget, not Arrow's own count: in a library that loaded pyarrow first, that is the host's cores.
     pool = thread_budget() > 2
+    ahead = _ReadAhead([str(store.local(c.path)) for c in chunks])
     for chunk in chunks:
         try:
             path = str(store.local(chunk.path))
+            ahead.advise(path)
             meta = pq.read_metadata(path)
             names = meta.schema.to_arrow_schema().names
             present = [c for c in source.columns if c in names]   # the others: Hive keys (_hive_columns)
@@ -246,6 +250,50 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
+
+
+class _ReadAhead:
+    """Asks the kernel to read the files of the next ``_READ_AHEAD_BYTES`` into the page cache while this one
+    is decoded. Arrow reads a file a column chunk at a time, each read waiting on the disk when the file is
+    not cached: scenario L's partition (1,000 files of 2.5 MB) took 28.3-28.9 s so, and 24.2-25.5 s after
+    Polars' schema read had read its small files whole (alternating runs, page cache dropped)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self._files = list(dict.fromkeys(paths))
+        self._at = {path: i for i, path in enumerate(self._files)}
+        self._sizes = [_size(path) for path in self._files] if hasattr(os, "posix_fadvise") else []
+        self._advised = 0      # files advised so far, in order
+
+    def advise(self, path: str) -> None:
+        """Before ``path`` is read: it and the files after it, up to the byte budget."""
+        if not self._sizes:
+            return
+        end = first = self._at[path]
+        total = 0
+        while end < len(self._files) and (end == first or total < _READ_AHEAD_BYTES):
+            total += self._sizes[end]
+            end += 1
+        for i in range(max(self._advised, first), end):
+            _advise(self._files[i])
+        self._advised = max(self._advised, end)
+
+
+def _advise(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return   # reading it says what is wrong
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:

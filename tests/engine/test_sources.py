@@ -59,6 +59,34 @@ def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
         list(stream(source, source.chunks))
 
 
+def test_the_stream_asks_for_the_next_files_ahead_up_to_its_byte_budget(tmp_path, monkeypatch):
+    import os
+
+    sizes = {}
+    for i in range(8):
+        _write(tmp_path / f"p{i}.parquet", 300, 100, i)
+        sizes[str(tmp_path / f"p{i}.parquet")] = os.path.getsize(tmp_path / f"p{i}.parquet")
+    advised, reading = [], []
+    monkeypatch.setattr(sources, "_advise", advised.append)
+    monkeypatch.setattr(sources, "_READ_AHEAD_BYTES", 3 * max(sizes.values()))
+    original = pq.read_metadata
+
+    def read_metadata(path, *args, **kwargs):   # the stream's first read of each chunk's file
+        reading.append((path, list(advised)))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_metadata", read_metadata)
+    source = split(resolve(list_inputs([tmp_path], "t"), {"customer_id": "--customer-col"}, "t"), 100)
+    assert sum(t.num_rows for t in stream(source, source.chunks)) == 8 * 300
+    files = list(sizes)
+    assert advised == files   # each file once, in the order read
+    for path, before in reading:
+        i = files.index(path)
+        # The file itself and at least the budget's worth after it, where there are files left.
+        assert before[: i + 1] == files[: i + 1]
+        assert len(before) == min(8, i + 3) or sum(sizes[f] for f in before[i:]) >= 3 * max(sizes.values())
+
+
 def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     def items(n, fail=False):
         for i in range(n):
