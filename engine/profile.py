@@ -245,19 +245,31 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
             for stat in _STATS:
                 out[f"{name}_{stat}"].append(None)
             continue
-        median, p10, p90 = sorted_stats(np.sort(v))
+        median, p10, p90 = _finite_sorted_stats(np.sort(v))
         out[f"{name}_mean"].append(_mean(v))
         out[f"{name}_median"].append(median)
         out[f"{name}_std"].append(_std(v) if v.size > 1 else None)
         out[f"{name}_p10"].append(p10)
         out[f"{name}_p90"].append(p90)
+        # No lift where the population's spread is beyond the float range (its std is None), not 0.0.
         with np.errstate(over="ignore", invalid="ignore"):
-            lift = (_mean(v) - mean) / std if std else 0.0
+            lift = (_mean(v) - mean) / std if std else (0.0 if std == 0.0 else math.nan)
         out[f"{name}_zlift"].append(lift if math.isfinite(lift) else None)
         below = np.searchsorted(pop, median, "left")
         upto = np.searchsorted(pop, median, "right")
         out[f"{name}_median_pct"].append(100.0 * (below + upto) / 2 / pop.size)
     return out
+
+
+def _finite_sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
+    """``sorted_stats``; where a mean of two values or a step between them passes the float range (values near
+    it), those of the values scaled by a power of two, scaled back (quantiles scale exactly)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        stats = sorted_stats(s)
+        if all(math.isfinite(x) for x in stats):
+            return stats
+        exponent = math.frexp(float(np.abs(s).max()))[1]
+        return tuple(float(np.ldexp(x, exponent)) for x in sorted_stats(np.ldexp(s, -exponent)))
 
 
 def _mean(v: np.ndarray) -> float:

@@ -104,9 +104,11 @@ def check_same_features(columns: tuple[str, ...], previous: Any) -> None:
         gone = [c for c in previous.scaler.columns if c not in columns]
         what = "; ".join(part for part in (f"new here: {added}" if added else "",
                                              f"gone here: {gone}" if gone else "") if part) or "in another order"
+        # Keeping the previous features works only where this run has every one of them.
+        keep = f"set [features] cluster_features = {list(previous.scaler.columns)} in --config, or " if not gone \
+            else ""
         msg = (f"--previous clusters on other features than this run ({what}), and segments can only be matched "
-               f"on the same ones: set [features] cluster_features = {list(previous.scaler.columns)} in --config, "
-               f"or run without --previous (segment ids then start afresh)")
+               f"on the same ones: {keep}run without --previous (segment ids then start afresh)")
         raise ConfigError(msg)
 
 

@@ -286,6 +286,8 @@ def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
         if not empty.any():
             return np.zeros(len(array), bool)
         return empty[pc.fill_null(array.indices, 0).to_numpy()] & ~_nulls(array.indices)
+    if pa.types.is_string_view(array.type):   # binary_length has no kernel for views
+        array = array.cast(pa.large_string())
     return pc.fill_null(pc.equal(pc.binary_length(array), 0), False).to_numpy(zero_copy_only=False)
 
 

@@ -55,16 +55,13 @@ def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[
     where = source.chunks[0].path
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, "--time-format")
-    for role in ("customer", "amount", "quantity", "price"):
+    for role in ("amount", "quantity", "price"):
         name = getattr(columns, role)
-        dtype = source.schema[name] if name is not None else None
-        if role != "customer" and dtype is not None and not (dtype.is_numeric() or source.csv):
-            msg = f"column {name!r} in {where} is {dtype}; segmint needs a number; cast it or map another column"
+        if name is not None and not (source.schema[name].is_numeric() or source.csv):
+            msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs a number; cast it or map "
+                   f"another column")
             raise InputContractError(msg)
-        if isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > 38:   # Polars panicked computing on them
-            msg = (f"column {name!r} in {where} is {dtype}, wider than the 38 digits segmint computes with; cast it "
-                   f"to decimal(38) or float64")
-            raise InputContractError(msg)
+    _check_decimals(source)
     for role in OPTIONAL_ROLES:
         name = getattr(columns, role)
         if name is not None and source.schema[name].is_nested():   # a KeyError deep in the map, exit 1
@@ -72,6 +69,15 @@ def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[
                    f"line; flatten it or map another column")
             raise InputContractError(msg)
     return source, columns
+
+
+def _check_decimals(source: Source) -> None:
+    """Decimals wider than 38 digits: Polars panicked computing on them (a traceback, exit 1)."""
+    for name, dtype in source.schema.items():
+        if isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > 38:
+            msg = (f"column {name!r} in {source.chunks[0].path} is {dtype}, wider than the 38 digits segmint computes "
+                   f"with; cast it to decimal(38) or float64")
+            raise InputContractError(msg)
 
 
 def _check_model_columns(listing: Listing, columns: Columns) -> None:
@@ -89,6 +95,7 @@ def events(src: EventSource, options: tuple[tuple[str, str], ...] = ()) -> Sourc
     source = resolve(list_inputs(src.paths, label, options), src.columns(), label)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     _check_time(source, src.time, src.time_format, "--event-time-format")
+    _check_decimals(source)
     return source
 
 
@@ -97,6 +104,7 @@ def customers(src: CustomerSource, options: tuple[tuple[str, str], ...] = ()) ->
     label = "the customers table"
     source = resolve(list_inputs(src.paths, label, options), wanted, label)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
+    _check_decimals(source)
     return source
 
 

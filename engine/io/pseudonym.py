@@ -21,10 +21,10 @@ KEY_ENV = "SEGMINT_ID_KEY"
 
 
 def pseudonymize(ids: pl.Series) -> pl.Series:
-    """Hex HMAC-SHA256 of each id's text form; nulls stay null."""
+    """Hex HMAC-SHA256 of each id's text form; nulls and empty texts (no id: engine.io.canonical) are null."""
     key = require_key()
     uniques = ids.drop_nulls().unique().cast(pl.String).to_list()
-    mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques}
+    mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques if u}
     return ids.cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
 
 

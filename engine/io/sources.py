@@ -244,12 +244,22 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
                 lo, hi = max(chunk.offset - seen, 0), min(batch.num_rows, chunk.offset + chunk.rows - seen)
                 seen += batch.num_rows
                 if hi > lo:
-                    yield _hive_columns(pa.Table.from_batches([batch.slice(lo, hi - lo)]), source, chunk)
+                    yield _hive_columns(_without_views(pa.Table.from_batches([batch.slice(lo, hi - lo)])), source,
+                                        chunk)
                 if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
                     break
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    """Text and binary view columns (a Parquet file written from string_view keeps that type) as large ones:
+    Arrow's take has no kernel for views (exit 1, 'array_take has no kernel ... string_view')."""
+    views = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+    if not any(field.type in views for field in table.schema):
+        return table
+    return table.cast(pa.schema([field.with_type(views.get(field.type, field.type)) for field in table.schema]))
 
 
 class _ReadAhead:
@@ -399,13 +409,20 @@ def _unreadable_zones(arrow_schema: bytes) -> list[tuple[str, str]]:
     schema: the files of a dataset share theirs (1,000 footers' schemas converted one by one took 0.05 s)."""
     out = []
     for field in pa.ipc.read_schema(pa.py_buffer(base64.b64decode(arrow_schema))):
-        zone = getattr(field.type, "tz", None)
-        if zone:
+        for zone in _zones(field.type):   # any column's, mapped or not: Polars reads every column's schema
             try:
                 pl.Series([0]).cast(pl.Datetime("us", zone))
             except pl.exceptions.PolarsError:
                 out.append((field.name, zone))
     return out
+
+
+def _zones(dtype: pa.DataType) -> Iterator[str]:
+    """The time zones of a type and of the types nested in it (struct fields, list values, map keys and items)."""
+    if getattr(dtype, "tz", None):
+        yield dtype.tz
+    for i in range(dtype.num_fields):
+        yield from _zones(dtype.field(i).type)
 
 
 def _local_parquet(path: str, csv: bool) -> bool:

@@ -220,7 +220,8 @@ def test_empty_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary)
             ("", "2024-01-02 10:00", "3", "y"), ("b", "", "4", "z"), ("b", "2024-01-05 10:00", "2", "")]
     csv = "cid,t,amt,o\n" + "".join(",".join(r) + "\n" for r in rows)
     (tmp_path / "t.csv").write_text(csv)
-    frame = pl.DataFrame(rows, schema=["cid", "t", "amt", "o"], orient="row").with_columns(pl.col("amt").cast(pl.Float64))
+    frame = pl.DataFrame(rows, schema=["cid", "t", "amt", "o"], orient="row")
+    frame = frame.with_columns(pl.col("amt").cast(pl.Float64))
     if dictionary:
         frame = frame.with_columns(pl.col("cid", "o").cast(pl.Categorical))
     frame.write_parquet(tmp_path / "t.parquet")
@@ -228,12 +229,29 @@ def test_empty_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary)
     for name in ("t.csv", "t.parquet"):
         cfg = RunConfig(columns=cols, as_of="2024-02-01")
         result = compute_feature_table([tmp_path / name], tmp_path / f"out-{name}", cfg)
-        out[name] = (result.manifest["rows"], pl.read_parquet(tmp_path / f"out-{name}" / "features").sort("customer_id"))
+        features = pl.read_parquet(tmp_path / f"out-{name}" / "features").sort("customer_id")
+        out[name] = (result.manifest["rows"], features)
     (rows_csv, csv_features), (rows_pq, pq_features) = out["t.csv"], out["t.parquet"]
     assert rows_pq["rejected_by_reason"] == rows_csv["rejected_by_reason"]
-    assert rows_pq["rejected_by_reason"]["null_customer_id"] == 1 and rows_pq["rejected_by_reason"]["null_timestamp"] == 1
+    rejected = rows_pq["rejected_by_reason"]
+    assert rejected["null_customer_id"] == 1 and rejected["null_timestamp"] == 1
     assert pq_features["customer_id"].to_list() == ["a", "b"]
     assert pq_features["frequency"].to_list() == csv_features["frequency"].to_list() == [3, 1]
+
+
+def test_an_empty_text_id_is_missing_when_ids_are_pseudonymised_too(tmp_path, monkeypatch):
+    # The pseudonym of "" is a hash like any other: the id came back as a customer of its own.
+    from segmint.engine.pipeline import compute_feature_table
+
+    monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 32)
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    pl.DataFrame({"cid": ["a", "", "b", ""], "t": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)],
+                  "amt": [1.0, 2.0, 3.0, 4.0]}).write_parquet(tmp_path / "t.parquet")
+    for buckets in (1, 2):
+        cfg = RunConfig(columns=cols, as_of="2024-02-01", pseudonymize_ids=True, buckets=buckets)
+        result = compute_feature_table([tmp_path / "t.parquet"], tmp_path / f"o{buckets}", cfg)
+        assert result.manifest["rows"]["rejected_by_reason"]["null_customer_id"] == 2
+        assert pl.read_parquet(tmp_path / f"o{buckets}" / "features").height == 2
 
 
 def test_ids_beyond_int64(tmp_path):

@@ -103,3 +103,9 @@ def test_feature_statistics_of_values_near_the_float_range_stay_finite():
                 assert stats["m_mean"][i] == pytest.approx(mean, rel=1e-12)
                 assert stats["m_std"][i] == pytest.approx(std, rel=1e-12) if np.isfinite(std) else \
                     stats["m_std"][i] is None
+    # A population spread beyond the float range: no std, and no lift (0.0 read as "typical").
+    v = np.array([1.7e308, 1.6e308, -1.7e308, -1.6e308])
+    stats = _feature_stats("f", v, v.copy(), (np.array([0, 2]), np.array([2, 4])))
+    assert stats["f_zlift"] == [None, None] and stats["f_mean"] == pytest.approx([1.65e308, -1.65e308])
+    assert stats["f_median"] == pytest.approx([1.65e308, -1.65e308])   # the mean of two values near the range
+    assert all(x is None or np.isfinite(x) for column in stats.values() for x in column)

@@ -172,6 +172,7 @@ def test_previous_must_cluster_on_the_same_features(small_data, tmp_path):
             RunConfig(cluster=ClusterConfig(k=3), previous=str(tmp_path / "a"),
                       features=FeatureConfig(cluster_features=("recency_days", "frequency"))))
     assert "gone here: ['tenure_days'" in str(err.value) and "new here" not in str(err.value)
+    assert "cluster_features" not in str(err.value)   # it would name features this run has not
     # A channel new this month adds a share column: the message names it and the setting that keeps the
     # previous features, which then runs.
     lines = pl.read_parquet(small_data / "transactions")
