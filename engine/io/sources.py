@@ -289,12 +289,13 @@ class _ReadAhead:
 
 
 def _advise(path: str) -> None:
+    """The first ``_READ_AHEAD_BYTES`` of ``path``: a file of many gigabytes is not asked for at once."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return   # reading it says what is wrong
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        os.posix_fadvise(fd, 0, _READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)
     finally:
         os.close(fd)
 

@@ -87,6 +87,18 @@ def test_the_stream_asks_for_the_next_files_ahead_up_to_its_byte_budget(tmp_path
         assert len(before) == min(8, i + 3) or sum(sizes[f] for f in before[i:]) >= 3 * max(sizes.values())
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="no posix_fadvise here")
+def test_a_file_is_asked_for_up_to_the_budget_not_whole(tmp_path, monkeypatch):
+    import os
+
+    _write(tmp_path / "a.parquet", 300, 100, 0)
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: calls.append((offset, length, advice)))
+    sources._advise(str(tmp_path / "a.parquet"))
+    sources._advise(str(tmp_path / "gone.parquet"))   # removed since it was listed: its read says so, not this
+    assert calls == [(0, sources._READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)]
+
+
 def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     def items(n, fail=False):
         for i in range(n):
