@@ -23,7 +23,7 @@ import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.config import RunConfig
-from segmint.engine.errors import ConfigError
+from segmint.engine.errors import ConfigError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.model import Model
@@ -153,7 +153,12 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
     try:
         path = folder / "input.parquet"
         _write(data, path)
-        yield [str(path)]
+        try:
+            yield [str(path)]
+        except SegmintError as exc:   # it named the hidden file the data went through, not the caller's data
+            exc.args = tuple(a.replace(str(path), f"the {type(data).__name__} given") if isinstance(a, str) else a
+                             for a in exc.args)
+            raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -63,3 +63,17 @@ def test_wrong_types_are_refused_with_the_field_named(small_data):
         segmint.run(str(small_data / "transactions"), "x", {"k": 5})
     with pytest.raises(segmint.ConfigError, match="transactions must be a path"):
         segmint.validate(42)
+
+
+def test_errors_about_in_memory_data_name_it_not_the_file_it_went_through(small_data, tmp_path, monkeypatch):
+    import segmint
+
+    monkeypatch.chdir(tmp_path)
+    lines = pl.read_parquet(small_data / "transactions")
+    with pytest.raises(segmint.InputContractError) as err:
+        segmint.features(lines.drop("amount"), "out")
+    assert "'amount' (--amount-col) not found in the DataFrame given" in str(err.value)
+    assert ".segmint-input" not in str(err.value)
+    with pytest.raises(segmint.InputContractError, match="'amount' in the LazyFrame given is String"):
+        segmint.run(lines.lazy().with_columns(pl.col("amount").cast(pl.String)), tmp_path / "o")
+    assert not list(tmp_path.glob(".segmint-input-*"))
