@@ -20,6 +20,7 @@ Customers absent from the outcomes file count as not converted, zero revenue.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import polars as pl
@@ -55,9 +56,17 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
             msg = (f"outcomes file lacks column {col!r}; it needs customer_id, converted (0/1) "
                    f"and optionally revenue")
             raise InputContractError(msg)
-    if cost_per_contact <= 0:
-        msg = f"--cost-per-contact must be > 0, got {cost_per_contact}"
+    if not (math.isfinite(cost_per_contact) and cost_per_contact > 0):   # nan passed "<= 0" and nulled the ROI
+        msg = f"--cost-per-contact must be a number > 0, got {cost_per_contact}"
         raise ConfigError(msg)
+    labels = set(groups["group"].unique().to_list()) - {TREATMENT, HOLDOUT}
+    if labels:   # their customers were in neither measure, silently
+        msg = (f"assignments file has group(s) {sorted(labels, key=str)} besides {TREATMENT!r} and {HOLDOUT!r}; "
+               f"give the file written by 'segmint abtest split'")
+        raise InputContractError(msg)
+    if groups["customer_id"].is_duplicated().any():
+        msg = "assignments file lists a customer more than once; give the file written by 'segmint abtest split'"
+        raise InputContractError(msg)
     outcomes = outcomes.select(
         pl.col("customer_id").cast(pl.String),
         pl.col("converted").cast(pl.Float64),
@@ -65,8 +74,14 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     if outcomes["customer_id"].is_duplicated().any():
         msg = "outcomes file lists a customer more than once; give one row per customer"
         raise InputContractError(msg)
-    if not outcomes["converted"].is_in([0.0, 1.0]).all():
-        msg = "outcomes column 'converted' must be 0/1 (or true/false) for every row"
+    # is_in passes nulls by, and they were then filled as "not converted"; a NaN revenue nulled every measure.
+    if outcomes["converted"].null_count() or not outcomes["converted"].is_in([0.0, 1.0]).all():
+        msg = "outcomes column 'converted' must be 0/1 (or true/false) for every row; it has empty or other values"
+        raise InputContractError(msg)
+    if not outcomes["revenue"].is_finite().fill_null(False).all():
+        bad = outcomes.height - int(outcomes["revenue"].is_finite().fill_null(False).sum())
+        msg = (f"outcomes column 'revenue' has {bad} empty, NaN or infinite value(s); give a number for every row "
+               f"(0 for none)")
         raise InputContractError(msg)
     known = groups.select(pl.col("customer_id").cast(pl.String))
     unknown = outcomes.join(known, on="customer_id", how="anti")

@@ -107,8 +107,31 @@ def test_evaluate_overall_row_and_segments():
     (pl.DataFrame({"customer_id": ["0"], "bought": [1]}), "lacks column 'converted'"),
     (pl.DataFrame({"customer_id": ["0", "0"], "converted": [1, 1]}), "more than once"),
     (pl.DataFrame({"customer_id": ["0"], "converted": [3]}), "must be 0/1"),
+    # Read as "not converted", and a NaN revenue nulled every measure it touched: both with exit 0.
+    (pl.DataFrame({"customer_id": ["0", "1"], "converted": [1, None]}), "must be 0/1 .* empty"),
+    (pl.DataFrame({"customer_id": ["0", "1"], "converted": [1, 0], "revenue": [5.0, float("nan")]}),
+     "'revenue' has 1 empty, NaN or infinite"),
+    (pl.DataFrame({"customer_id": ["0"], "converted": [1], "revenue": [None]},
+                  schema_overrides={"revenue": pl.Float64}), "'revenue' has 1 empty"),
 ])
 def test_bad_outcome_files_are_clear_errors(outcomes, match):
     groups = split_groups(_assignments(100), 0.5, "s")
     with pytest.raises(InputContractError, match=match):
         evaluate(groups, outcomes, 1.0)
+
+
+def test_bad_assignment_files_and_costs_are_clear_errors():
+    from segmint.engine.errors import ConfigError
+
+    groups = split_groups(_assignments(100), 0.5, "s")
+    outcomes = pl.DataFrame({"customer_id": ["0"], "converted": [1]})
+    # Customers of another group were in neither measure; a customer twice was counted twice.
+    relabelled = groups.with_columns(pl.when(pl.int_range(pl.len()) < 10).then(pl.lit("control"))
+                                     .otherwise(pl.col("group")).alias("group"))
+    with pytest.raises(InputContractError, match="group\\(s\\) \\['control'\\]"):
+        evaluate(relabelled, outcomes, 1.0)
+    with pytest.raises(InputContractError, match="more than once"):
+        evaluate(pl.concat([groups, groups.head(3)]), outcomes, 1.0)
+    for cost in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="must be a number > 0"):
+            evaluate(groups, outcomes, cost)
