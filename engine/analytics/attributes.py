@@ -21,8 +21,10 @@ __all__ = ["attach", "segment_mix"]
 
 def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
            attributes: Sequence[str]) -> tuple[pl.DataFrame, int]:
-    """Features with the attributes joined, and how many customers had no row in the table."""
-    table = customers.select(pl.col(id_col).alias("customer_id"), *attributes).drop_nulls("customer_id")
+    """Features with the attributes joined, and how many customers had no row in the table. A NaN is a missing
+    value, as a null is (it was a level "NaN" of its own, in the segment mix and as a clustering column)."""
+    values = [pl.col(a).fill_nan(None) if customers.schema[a].is_float() else pl.col(a) for a in attributes]
+    table = customers.select(pl.col(id_col).alias("customer_id"), *values).drop_nulls("customer_id")
     if table.schema["customer_id"] != features.schema["customer_id"]:
         msg = (f"customers-table ids are {table.schema['customer_id']} but transaction ids are "
                f"{features.schema['customer_id']}; map an id column of the same type (--customers-id-col)")

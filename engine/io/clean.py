@@ -86,11 +86,12 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
     """
     df = raw.with_columns(__cid=customer_expr(raw.schema, src.customer),
                           __ts=timestamp_expr(src.time, raw.schema[src.time], src.time_format))
+    # An empty text is an empty cell, as for transactions (engine.io.canonical): a Parquet "" id was a customer.
     reason = (
-        pl.when(pl.col("__cid").is_null()).then(pl.lit("null_customer_id"))
-        .when(pl.col(src.time).is_null()).then(pl.lit("null_timestamp"))
+        pl.when(_empty(df.schema, "__cid")).then(pl.lit("null_customer_id"))
+        .when(_empty(df.schema, src.time)).then(pl.lit("null_timestamp"))
         .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
-        .when(pl.col(src.event_type).is_null()).then(pl.lit("null_event_type"))
+        .when(_empty(df.schema, src.event_type)).then(pl.lit("null_event_type"))
         .when(pl.lit(future_after is not None) & (pl.col("__ts") > (future_after or as_of)))
         .then(pl.lit("future_timestamp"))
         .when(pl.col("__ts") > as_of).then(pl.lit("after_as_of"))
@@ -110,6 +111,14 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in EVENT_REASONS},
     )
+
+
+def _empty(schema: pl.Schema, name: str) -> pl.Expr:
+    """A null cell, or an empty text."""
+    col = pl.col(name)
+    if schema[name] == pl.String or isinstance(schema[name], (pl.Categorical, pl.Enum)):
+        return col.is_null() | (col.cast(pl.String) == "")
+    return col.is_null()
 
 
 def _optional(source: str | None, name: str, *, keep_type: bool = False) -> list[pl.Expr]:

@@ -15,9 +15,10 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["KEY_ENV", "pseudonymize", "require_key"]
+__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "require_key"]
 
 KEY_ENV = "SEGMINT_ID_KEY"
+MIN_KEY_BYTES = 32   # HMAC-SHA256's own output size, the key length RFC 2104 recommends
 
 
 def pseudonymize(ids: pl.Series) -> pl.Series:
@@ -31,7 +32,9 @@ def pseudonymize(ids: pl.Series) -> pl.Series:
 def require_key() -> bytes:
     """The key, or a config error naming the variable to set (checked before any work)."""
     key = os.environ.get(KEY_ENV, "").encode()
-    if not key:
-        msg = f"--pseudonymize-ids needs a secret key: export {KEY_ENV}=<secret> (it is never written out)"
+    if len(key) < MIN_KEY_BYTES:   # a short key can be found by trying keys, and with it every raw id
+        what = "a secret key" if not key else f"a key of at least {MIN_KEY_BYTES} characters ({len(key)} given)"
+        msg = (f"--pseudonymize-ids needs {what}: export {KEY_ENV}=$(python -c 'import secrets; "
+               f"print(secrets.token_hex(32))') and keep it to pseudonymise later runs alike (it is never written out)")
         raise ConfigError(msg)
     return key

@@ -82,6 +82,23 @@ def test_segment_mix_lifts_are_among_known_values_and_missing_is_its_own_level()
     assert even.filter(pl.col("value").is_not_null())["lift"].to_list() == pytest.approx([1.0] * 4)
 
 
+def test_empty_texts_in_events_are_empty_cells():
+    # A Parquet "" id was a customer of its own in the funnel, and a "" event type a type of its own.
+    events = pl.DataFrame({"cid": ["1", "", "2", "3"], "when": ["2024-02-01", "2024-02-02", "", "2024-02-03"],
+                           "kind": ["visit", "visit", "visit", ""]})
+    src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session=None)
+    ev = clean_events(events, src, AS_OF, future_after=None)
+    assert ev.events["customer_id"].to_list() == ["1"]
+    assert ev.rejected == {"null_customer_id": 1, "null_timestamp": 1, "unparseable_timestamp": 0,
+                           "null_event_type": 1, "future_timestamp": 0, "after_as_of": 0}
+
+
+def test_a_nan_attribute_is_a_missing_value():
+    table = pl.DataFrame({"customer_id": [1, 2, 3], "segment": [0, 0, 1]})
+    joined, _ = attach(table, pl.DataFrame({"id": [1, 2, 3], "score": [0.5, float("nan"), None]}), "id", ["score"])
+    assert joined["score"].to_list() == [0.5, None, None]
+
+
 def test_customers_table_with_repeated_ids_is_refused():
     table = pl.DataFrame({"customer_id": [1, 2], "segment": [0, 1]})
     with pytest.raises(InputContractError, match="more than one row for customer 1"):

@@ -211,7 +211,7 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(small_data, tm
 def test_pseudonymized_ids_never_expose_raw_ids_or_key(small_data, tmp_path, monkeypatch):
     from segmint.engine.config import CustomerSource, EventSource
 
-    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value")
+    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
     out = tmp_path / "p"
     tx = pl.read_parquet(small_data / "transactions")
     dirty = pl.concat([tx, tx.head(20).with_columns(amount=pl.lit(float("nan")))])
@@ -231,7 +231,7 @@ def test_pseudonymized_ids_never_expose_raw_ids_or_key(small_data, tmp_path, mon
             assert not raw & set(frame[column].cast(pl.String).drop_nulls()), path
     for path in out.rglob("*"):
         if path.is_file():
-            assert b"s3cret-key-value" not in path.read_bytes()
+            assert b"s3cret-key-value-of-32-characters" not in path.read_bytes()
 
 
 def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, monkeypatch):
@@ -241,6 +241,10 @@ def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, mo
     for buckets in (1, 4):
         with pytest.raises(ConfigError, match="SEGMINT_ID_KEY"):
             run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True, buckets=buckets))
+    # A short key is a guessable one: the pseudonyms could be reversed by trying keys.
+    monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 31)
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True))
     assert read == [] and not (tmp_path / "x").exists()
 
 
