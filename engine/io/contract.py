@@ -8,16 +8,17 @@ column and the fix; a text time column in a form segmint will not guess raises
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from segmint.engine.config import Columns, CustomerSource, EventSource
-from segmint.engine.errors import InputContractError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
 from segmint.engine.io.sources import Listing, Source, list_inputs, read_chunk, resolve
-from segmint.engine.io.times import EPOCH_FORMATS, check_text_times
+from segmint.engine.io.times import EPOCH_FORMATS, check_text_times, timestamp_expr
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
 
@@ -134,7 +135,27 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str) -> None:
                           dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
         check_text_times(head[name].to_list(), name, flag)
     if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
-        from segmint.engine.errors import ConfigError
-
         msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
+        raise ConfigError(msg)
+    if fmt in EPOCH_FORMATS:
+        _check_epoch_unit(source, name, fmt, flag)
+
+
+def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str) -> None:
+    """Refuse an epoch unit a thousand times too fine: Unix seconds read as milliseconds put every purchase in
+    January 1970, and the run went on with exit 0 (a wrong unit the other way lands past year 9999 and its rows
+    are quarantined). Judged on the first chunk's sample, as text times are."""
+    units = list(EPOCH_FORMATS)
+    coarser = units[units.index(fmt) - 1] if units.index(fmt) else None
+    if coarser is None:
+        return
+    first = source.chunks[0]
+    head = read_chunk(dataclasses.replace(source, columns=(name,)),
+                      dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
+    as_given, as_coarser = (head.select(timestamp_expr(name, head.schema[name], f).alias("t"))["t"].drop_nulls()
+                            for f in (fmt, coarser))
+    if as_given.len() and as_given.max() < dt.datetime(1971, 1, 1) and as_coarser.len() \
+            and as_coarser.min() >= dt.datetime(1971, 1, 1):
+        msg = (f"{flag} {fmt} puts every sampled time of column {name!r} in 1970 (the latest {as_given.max()}); as "
+               f"{coarser} they run from {as_coarser.min()} to {as_coarser.max()}: give {flag} {coarser}")
         raise ConfigError(msg)

@@ -296,3 +296,19 @@ def test_integer_amounts_beyond_two_to_the_53_are_their_nearest_float(tmp_path):
     compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(as_of="2024-02-01"))
     table = pl.read_parquet(tmp_path / "o" / "features").sort("customer_id")
     assert table["monetary_total"].to_list() == [float(2**63 - 1), float(2**53 + 1), 12.0]
+
+
+@pytest.mark.parametrize(("given", "values", "fix"), [("epoch_ms", "s", "epoch_s"), ("epoch_us", "ms", "epoch_ms"),
+                                                       ("epoch_ns", "us", "epoch_us")])
+def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, values, fix):
+    # Unix seconds read as milliseconds put every purchase in January 1970, and the run went on (exit 0).
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6}[values]
+    seconds = 1_700_000_000 + np.arange(40) * 86_400
+    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second,
+                  "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
+    cols = Columns(time_format=given, order=None, channel=None, category=None)
+    with pytest.raises(ConfigError, match=f"--time-format {given} puts every sampled time .* in 1970.*give "
+                                          f"--time-format {fix}"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
+    assert validate([tmp_path / "t.parquet"], RunConfig(columns=Columns(
+        time_format=fix, order=None, channel=None, category=None))).rows_used == 40
