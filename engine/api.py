@@ -156,8 +156,9 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
         try:
             yield [str(path)]
         except SegmintError as exc:   # it named the hidden file the data went through, not the caller's data
-            exc.args = tuple(a.replace(str(path), f"the {type(data).__name__} given") if isinstance(a, str) else a
-                             for a in exc.args)
+            given = f"the {type(data).__name__} given"
+            exc.args = tuple(a.replace(repr([str(path)]), f"({given})").replace(str(path), given)
+                             if isinstance(a, str) else a for a in exc.args)
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)

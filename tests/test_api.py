@@ -76,4 +76,6 @@ def test_errors_about_in_memory_data_name_it_not_the_file_it_went_through(small_
     assert ".segmint-input" not in str(err.value)
     with pytest.raises(segmint.InputContractError, match="'amount' in the LazyFrame given is String"):
         segmint.run(lines.lazy().with_columns(pl.col("amount").cast(pl.String)), tmp_path / "o")
+    with pytest.raises(segmint.InputContractError, match="transactions \\(the DataFrame given\\) has no rows"):
+        segmint.validate(lines.head(0))
     assert not list(tmp_path.glob(".segmint-input-*"))

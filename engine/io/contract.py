@@ -142,20 +142,43 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str) -> None:
 
 
 def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str) -> None:
-    """Refuse an epoch unit a thousand times too fine: Unix seconds read as milliseconds put every purchase in
-    January 1970, and the run went on with exit 0 (a wrong unit the other way lands past year 9999 and its rows
-    are quarantined). Judged on the first chunk's sample, as text times are."""
+    """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
+    the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
+    only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
+    way are left as given. Judged on the first chunks with readable times, up to ``_TIME_SAMPLE`` rows each."""
     units = list(EPOCH_FORMATS)
-    coarser = units[units.index(fmt) - 1] if units.index(fmt) else None
-    if coarser is None:
+    coarser = units[: units.index(fmt)][::-1]   # the nearest first
+    if not coarser:
         return
-    first = source.chunks[0]
-    head = read_chunk(dataclasses.replace(source, columns=(name,)),
-                      dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
-    as_given, as_coarser = (head.select(timestamp_expr(name, head.schema[name], f).alias("t"))["t"].drop_nulls()
-                            for f in (fmt, coarser))
-    if as_given.len() and as_given.max() < dt.datetime(1971, 1, 1) and as_coarser.len() \
-            and as_coarser.min() >= dt.datetime(1971, 1, 1):
-        msg = (f"{flag} {fmt} puts every sampled time of column {name!r} in 1970 (the latest {as_given.max()}); as "
-               f"{coarser} they run from {as_coarser.min()} to {as_coarser.max()}: give {flag} {coarser}")
-        raise ConfigError(msg)
+    values = _epoch_sample(source, name)
+    given = _read(values, name, fmt) if values is not None else None
+    if given is None or given.len() < values.height or given.max() >= dt.datetime(1971, 1, 1):
+        return
+    plausible = dt.datetime(1990, 1, 1), dt.datetime.now() + dt.timedelta(days=366)
+    for unit in coarser:
+        times = _read(values, name, unit)
+        if times.len() == values.height and plausible[0] <= times.min() and times.max() <= plausible[1]:
+            msg = (f"{flag} {fmt} puts every sampled time of column {name!r} in 1970 (the latest {given.max()}); "
+                   f"as {unit} they run from {times.min()} to {times.max()}: give {flag} {unit}")
+            raise ConfigError(msg)
+
+
+def _epoch_sample(source: Source, name: str) -> pl.DataFrame | None:
+    """The readable values of the first chunks that have any (a first file of nulls or an empty one said
+    nothing, and the rest went unchecked); None where the first 16 chunks have none."""
+    for chunk in source.chunks[:16]:
+        head = read_chunk(dataclasses.replace(source, columns=(name,)),
+                          dataclasses.replace(chunk, rows=min(chunk.rows, _TIME_SAMPLE)))
+        readable = head.filter(_read_expr(head, name, "epoch_ns").is_not_null()
+                               | _read_expr(head, name, "epoch_s").is_not_null())
+        if readable.height:
+            return readable
+    return None
+
+
+def _read(values: pl.DataFrame, name: str, fmt: str) -> pl.Series:
+    return values.select(_read_expr(values, name, fmt).alias("t"))["t"].drop_nulls()
+
+
+def _read_expr(values: pl.DataFrame, name: str, fmt: str) -> pl.Expr:
+    return timestamp_expr(name, values.schema[name], fmt)

@@ -299,7 +299,8 @@ def test_integer_amounts_beyond_two_to_the_53_are_their_nearest_float(tmp_path):
 
 
 @pytest.mark.parametrize(("given", "values", "fix"), [("epoch_ms", "s", "epoch_s"), ("epoch_us", "ms", "epoch_ms"),
-                                                       ("epoch_ns", "us", "epoch_us")])
+                                                       ("epoch_ns", "us", "epoch_us"), ("epoch_ns", "s", "epoch_s"),
+                                                       ("epoch_us", "s", "epoch_s")])
 def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, values, fix):
     # Unix seconds read as milliseconds put every purchase in January 1970, and the run went on (exit 0).
     per_second = {"s": 1, "ms": 10**3, "us": 10**6}[values]
@@ -312,3 +313,19 @@ def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, val
         validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
     assert validate([tmp_path / "t.parquet"], RunConfig(columns=Columns(
         time_format=fix, order=None, channel=None, category=None))).rows_used == 40
+    # A first file without readable times says nothing: the next one is judged.
+    (tmp_path / "d").mkdir()
+    pl.DataFrame({"customer_id": [9, 9], "ts": [None, None], "amount": [1.0, 1.0]},
+                 schema_overrides={"ts": pl.Int64}).write_parquet(tmp_path / "d" / "a.parquet")
+    (tmp_path / "t.parquet").rename(tmp_path / "d" / "b.parquet")
+    with pytest.raises(ConfigError, match=f"give --time-format {fix}"):
+        validate([tmp_path / "d"], RunConfig(columns=cols, max_reject_share=1.0))
+
+
+def test_times_of_1970_in_a_fine_unit_are_taken_as_given(tmp_path):
+    # Read as seconds they would fall in 1973, no likelier: nothing to correct.
+    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": 100_000_000 + np.arange(40) * 3_600_000,
+                  "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
+    cols = Columns(time_format="epoch_ms", order=None, channel=None, category=None)
+    report = validate([tmp_path / "t.parquet"], RunConfig(columns=cols, as_of="1970-03-01"))
+    assert report.rows_used == 40 and report.first_ts.year == 1970

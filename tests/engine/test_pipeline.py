@@ -243,7 +243,7 @@ def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, mo
             run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True, buckets=buckets))
     # A short key is a guessable one: the pseudonyms could be reversed by trying keys.
     monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 31)
-    with pytest.raises(ConfigError, match="at least 32 characters"):
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
         run([small_data / "transactions"], tmp_path / "x", RunConfig(pseudonymize_ids=True))
     assert read == [] and not (tmp_path / "x").exists()
 
