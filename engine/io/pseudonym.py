@@ -15,7 +15,7 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "require_key"]
+__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "require_key", "key_fingerprint"]
 
 KEY_ENV = "SEGMINT_ID_KEY"
 MIN_KEY_BYTES = 32   # HMAC-SHA256's own output size, the key length RFC 2104 recommends
@@ -39,3 +39,10 @@ def require_key() -> bytes:
                f"print(secrets.token_hex(32))') and keep it to pseudonymise later runs alike (it is never written out)")
         raise ConfigError(msg)
     return key
+
+
+def key_fingerprint() -> str:
+    """Which key pseudonymised a run: 16 hex digits of the key's HMAC of a fixed label, in run.json. Two runs
+    pseudonymised with two keys share no id, and compare would read every customer as lost and new; a key of
+    32 bytes or more cannot be found from it."""
+    return hmac.new(require_key(), b"segmint key fingerprint", hashlib.sha256).hexdigest()[:16]

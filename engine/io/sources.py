@@ -391,7 +391,10 @@ def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Sc
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None
     except pl.exceptions.PanicException as exc:   # a BaseException: it went up as a traceback
-        msg = f"cannot read {path}: Polars cannot read it ({first_line(exc)})"
+        # A zone Polars cannot parse in a file whose footer Arrow did not read first (an object store's).
+        fix = ("; write its times in UTC or a named zone (such as Asia/Kolkata for +05:30)"
+               if "time zone" in first_line(exc) else "")
+        msg = f"cannot read {path}: Polars cannot read it ({first_line(exc)}){fix}"
         raise InputContractError(msg) from None
 
 

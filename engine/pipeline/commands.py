@@ -44,6 +44,7 @@ from segmint.engine.io.clean import REASONS, RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
+from segmint.engine.io.pseudonym import key_fingerprint
 from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, remove_stale, sibling_path,
                                    staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
@@ -625,6 +626,8 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "config": to_dict(cfg),
     }
+    if cfg.pseudonymize_ids:
+        doc["pseudonym_key"] = key_fingerprint()
     if plan.events is not None:
         doc["events"] = {"rows": {"in": c.events_in, "used": c.events_used, "rejected": c.events_in - c.events_used,
                                   "rejected_by_reason": c.events_rejected},

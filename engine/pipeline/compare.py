@@ -124,11 +124,17 @@ def _assignments(old: Output, new: Output) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Both runs' assignments, refused where their customers cannot be joined: one run pseudonymises its ids
     and the other does not (no customer matched and the migration read as every customer lost and new), or
     their ids are of two types (the join failed with an unexpected error)."""
-    pseudonymised = [(r.read_json("run.json").get("config") or {}).get("pseudonymize_ids") for r in (old, new)]
+    manifests = [r.read_json("run.json") for r in (old, new)]
+    pseudonymised = [(m.get("config") or {}).get("pseudonymize_ids") for m in manifests]
     if None not in pseudonymised and pseudonymised[0] != pseudonymised[1]:
         which, other = (old, new) if pseudonymised[0] else (new, old)
         msg = (f"{which.location} pseudonymises customer ids (--pseudonymize-ids) and {other.location} does not, "
                f"so no customer of one can be found in the other; compare two runs made alike")
+        raise InputContractError(msg)
+    keys = [m.get("pseudonym_key") for m in manifests]   # absent before segmint recorded it
+    if None not in keys and keys[0] != keys[1]:
+        msg = (f"{old.location} and {new.location} pseudonymise customer ids with two keys (SEGMINT_ID_KEY), so no "
+               f"customer of one can be found in the other; compare runs made with one key")
         raise InputContractError(msg)
     a, b = (r.scan("assignments") for r in (old, new))
     ta, tb = (f.collect_schema()["customer_id"] for f in (a, b))

@@ -47,6 +47,13 @@ def test_compare_refuses_runs_whose_customers_cannot_be_joined(two_runs, small_d
     for pair in ((root / "a", tmp_path / "hashed"), (tmp_path / "hashed", root / "a")):
         with pytest.raises(InputContractError, match="pseudonymises customer ids .* compare two runs made alike"):
             compare_runs(*pair, tmp_path / "cmp")
+    # Two keys: no pseudonym in common either. run.json says which key, never the key itself.
+    monkeypatch.setenv("SEGMINT_ID_KEY", "q" * 32)
+    run([source], tmp_path / "hashed2", RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True))
+    fingerprints = [json.loads((tmp_path / r / "run.json").read_text())["pseudonym_key"] for r in ("hashed", "hashed2")]
+    assert len(set(fingerprints)) == 2 and all(len(f) == 16 and "qqqq" not in f for f in fingerprints)
+    with pytest.raises(InputContractError, match="with two keys"):
+        compare_runs(tmp_path / "hashed", tmp_path / "hashed2", tmp_path / "cmp")
     # Ids of another type: the join failed with an unexpected SchemaError.
     texts = pl.read_parquet(source).with_columns(pl.format("c{}", "customer_id").alias("customer_id"))
     texts.write_parquet(tmp_path / "texts.parquet")
