@@ -266,10 +266,7 @@ def _finite_sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
     it), those of the values scaled by a power of two, scaled back (quantiles scale exactly)."""
     with np.errstate(over="ignore", invalid="ignore"):
         stats = sorted_stats(s)
-        if all(math.isfinite(x) for x in stats):
-            return stats
-        exponent = math.frexp(float(np.abs(s).max()))[1]
-        return tuple(float(np.ldexp(x, exponent)) for x in sorted_stats(np.ldexp(s, -exponent)))
+    return stats if all(math.isfinite(x) for x in stats) else tuple(map(float, _scaled(s, sorted_stats)))
 
 
 def _mean(v: np.ndarray) -> float:
@@ -277,7 +274,7 @@ def _mean(v: np.ndarray) -> float:
     by a power of two (exactly), scaled back: finite, as every value is."""
     with np.errstate(over="ignore", invalid="ignore"):
         m = float(v.mean())
-    return m if math.isfinite(m) else _scaled(v, lambda s: float(s.mean()))
+    return m if math.isfinite(m) else float(_scaled(v, np.mean))
 
 
 def _std(v: np.ndarray) -> float | None:
@@ -288,14 +285,16 @@ def _std(v: np.ndarray) -> float | None:
         s = float(v.std(ddof=1))
         if math.isfinite(s):
             return s
-        s = _scaled(v, lambda w: float(w.std(ddof=1)))
+        s = float(_scaled(v, lambda w: w.std(ddof=1)))
     return s if math.isfinite(s) else None
 
 
-def _scaled(v: np.ndarray, stat) -> float:
+def _scaled(v: np.ndarray, stat) -> np.ndarray:
+    """``stat`` (a number or several) of ``v`` scaled by a power of two, scaled back: exact but for rounding in
+    the subnormal range, and inf beyond the float range."""
     exponent = math.frexp(float(np.abs(v).max()))[1]
-    with np.errstate(over="ignore"):
-        return float(np.ldexp(stat(np.ldexp(v, -exponent)), exponent))   # inf beyond the float range
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ldexp(np.asarray(stat(np.ldexp(v, -exponent)), np.float64), exponent)
 
 
 def _linear_quantile(s: np.ndarray, q: float) -> float:

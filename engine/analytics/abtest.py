@@ -78,8 +78,9 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     if outcomes["converted"].null_count() or not outcomes["converted"].is_in([0.0, 1.0]).all():
         msg = "outcomes column 'converted' must be 0/1 (or true/false) for every row; it has empty or other values"
         raise InputContractError(msg)
-    if not outcomes["revenue"].is_finite().fill_null(False).all():
-        bad = outcomes.height - int(outcomes["revenue"].is_finite().fill_null(False).sum())
+    finite = outcomes["revenue"].is_finite().fill_null(False)
+    if not finite.all():
+        bad = outcomes.height - int(finite.sum())
         msg = (f"outcomes column 'revenue' has {bad} empty, NaN or infinite value(s); give a number for every row "
                f"(0 for none)")
         raise InputContractError(msg)

@@ -102,8 +102,8 @@ def check_same_features(columns: tuple[str, ...], previous: Any) -> None:
     if columns != previous.scaler.columns:
         added = [c for c in columns if c not in previous.scaler.columns]
         gone = [c for c in previous.scaler.columns if c not in columns]
-        what = "; ".join(part for part in (f"new here: {added}" if added else "",
-                                             f"gone here: {gone}" if gone else "") if part) or "in another order"
+        what = "; ".join([f"new here: {added}"] * bool(added) + [f"gone here: {gone}"] * bool(gone)) \
+            or "in another order"
         # Keeping the previous features works only where this run has every one of them.
         keep = f"set [features] cluster_features = {list(previous.scaler.columns)} in --config, or " if not gone \
             else ""

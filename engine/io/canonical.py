@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from segmint.engine.codes import IntCodes, TextCodes
 from segmint.engine.config import Columns
 from segmint.engine.io.arrow_numpy import array, flags, values
+from segmint.engine.io.clean import empty_cell
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
@@ -309,7 +310,7 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     exprs = [
         customer_expr(schema, columns.customer).alias("__cid"),
         timestamp_expr(columns.time, schema[columns.time], columns.time_format).dt.epoch("us").alias("__ts"),
-        _time_missing(schema, columns.time).alias("__ts_missing"),
+        empty_cell(schema, columns.time).alias("__ts_missing"),
         _amount(schema, columns).alias("__amount"),
         _unparseable_amount(schema, columns).alias("__amount_bad"),
         pl.struct(_as_read(schema, schema.names())).hash(_RAW_SEED).alias("__raw"),
@@ -322,12 +323,6 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
     return raw.select(exprs).to_arrow()
-
-
-def _time_missing(schema: pl.Schema, name: str) -> pl.Expr:
-    """An empty time cell: null, or an empty text (a CSV's empty cell is read as null; Parquet keeps "")."""
-    col = pl.col(name)
-    return (col.is_null() | (col == "")) if schema[name] == pl.String else col.is_null()
 
 
 def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:

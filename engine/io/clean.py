@@ -36,7 +36,7 @@ from segmint.engine.errors import InputContractError
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.times import timestamp_expr
 
-__all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column"]
+__all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column", "empty_cell"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "unparseable_amount",
            "non_finite_amount", "future_timestamp", "after_as_of", "duplicate", "amount_overflow", "returns_only")
@@ -88,10 +88,10 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
                           __ts=timestamp_expr(src.time, raw.schema[src.time], src.time_format))
     # An empty text is an empty cell, as for transactions (engine.io.canonical): a Parquet "" id was a customer.
     reason = (
-        pl.when(_empty(df.schema, "__cid")).then(pl.lit("null_customer_id"))
-        .when(_empty(df.schema, src.time)).then(pl.lit("null_timestamp"))
+        pl.when(empty_cell(df.schema, "__cid")).then(pl.lit("null_customer_id"))
+        .when(empty_cell(df.schema, src.time)).then(pl.lit("null_timestamp"))
         .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
-        .when(_empty(df.schema, src.event_type)).then(pl.lit("null_event_type"))
+        .when(empty_cell(df.schema, src.event_type)).then(pl.lit("null_event_type"))
         .when(pl.lit(future_after is not None) & (pl.col("__ts") > (future_after or as_of)))
         .then(pl.lit("future_timestamp"))
         .when(pl.col("__ts") > as_of).then(pl.lit("after_as_of"))
@@ -113,8 +113,8 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
     )
 
 
-def _empty(schema: pl.Schema, name: str) -> pl.Expr:
-    """A null cell, or an empty text."""
+def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:
+    """A null cell, or an empty text: a CSV's empty cell is read as null, and Parquet keeps ""."""
     col = pl.col(name)
     if schema[name] == pl.String or isinstance(schema[name], (pl.Categorical, pl.Enum)):
         return col.is_null() | (col.cast(pl.String) == "")

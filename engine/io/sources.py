@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy, store
 from segmint.engine.runtime import read_ahead, thread_budget

@@ -147,7 +147,8 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
                "orders per customer", "repurchase rate"] + (["predicted value (CLV)"] if has_clv else [])
     body = [[_swatch(colors[r["segment"]]) + str(r["segment"]), html.escape(r["name"]), fmt.count(r["customers"]),
              fmt.share(r["share"]), fmt.money(r["revenue"]), fmt.share(r["revenue_share"]),
-             fmt.value("currency", r["aov_kpi"]), fmt.value("orders", r["orders_per_customer"]), fmt.value("share", r["repurchase_rate"]),
+             fmt.value("currency", r["aov_kpi"]), fmt.value("orders", r["orders_per_customer"]),
+             fmt.value("share", r["repurchase_rate"]),
              *([fmt.money(r["clv_total"])] if has_clv else [])]
             for r in rows]
     return ("<p class=\"lead\">Each segment's share of customers next to its share of revenue"
