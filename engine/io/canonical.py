@@ -274,8 +274,9 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
 
 
 def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Where a text id is the empty string: no id, as an empty CSV cell (read as null) is. A Parquet "" was a
-    customer of its own, and an order id "" made one order of every such line of a customer."""
+    """Where a text id is blank (empty, or ASCII whitespace only): no id, as an empty CSV cell (read as null) is.
+    A Parquet "" was a customer of its own, and an order id "" made one order of every such line of a customer;
+    " " did the same, in CSV too."""
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
             or pa.types.is_string_view(array.type) or pa.types.is_dictionary(array.type)):
         return np.zeros(len(array), bool)
@@ -289,7 +290,8 @@ def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return empty[pc.fill_null(array.indices, 0).to_numpy()] & ~_nulls(array.indices)
     if pa.types.is_string_view(array.type):   # binary_length has no kernel for views
         array = array.cast(pa.large_string())
-    return pc.fill_null(pc.equal(pc.binary_length(array), 0), False).to_numpy(zero_copy_only=False)
+    blank = pc.or_(pc.equal(pc.binary_length(array), 0), pc.ascii_is_space(array))
+    return pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
 
 
 def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

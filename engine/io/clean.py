@@ -36,12 +36,14 @@ from segmint.engine.errors import InputContractError
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.times import timestamp_expr
 
-__all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column", "empty_cell"]
+__all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column", "empty_cell",
+           "ASCII_SPACE"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "unparseable_amount",
            "non_finite_amount", "future_timestamp", "after_as_of", "duplicate", "amount_overflow", "returns_only")
 EVENT_REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "null_event_type",
                  "future_timestamp", "after_as_of")
+ASCII_SPACE = " \t\n\r\v\f"   # what a blank id may hold: Arrow's ascii_is_space
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,11 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
 
 
 def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:
-    """A null cell, or an empty text: a CSV's empty cell is read as null, and Parquet keeps ""."""
+    """A null cell, or a blank text (empty, or ASCII whitespace only): a CSV's empty cell is read as null, and
+    Parquet keeps "" (engine.io.canonical's ``_blank`` for transactions)."""
     col = pl.col(name)
     if schema[name] == pl.String or isinstance(schema[name], (pl.Categorical, pl.Enum)):
-        return col.is_null() | (col.cast(pl.String) == "")
+        return col.is_null() | (col.cast(pl.String).str.strip_chars(ASCII_SPACE) == "")
     return col.is_null()
 
 

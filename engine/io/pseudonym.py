@@ -14,6 +14,7 @@ import os
 import polars as pl
 
 from segmint.engine.errors import ConfigError
+from segmint.engine.io.clean import ASCII_SPACE
 
 __all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "require_key", "key_fingerprint"]
 
@@ -22,10 +23,10 @@ MIN_KEY_BYTES = 32   # HMAC-SHA256's own output size, the key length RFC 2104 re
 
 
 def pseudonymize(ids: pl.Series) -> pl.Series:
-    """Hex HMAC-SHA256 of each id's text form; nulls and empty texts (no id: engine.io.canonical) are null."""
+    """Hex HMAC-SHA256 of each id's text form; nulls and blank texts (no id: engine.io.canonical) are null."""
     key = require_key()
     uniques = ids.drop_nulls().unique().cast(pl.String).to_list()
-    mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques if u}
+    mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques if u.strip(ASCII_SPACE)}
     return ids.cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
 
 

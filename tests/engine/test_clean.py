@@ -210,14 +210,17 @@ def test_csv_ids_are_text_and_float_ids_must_be_whole(tmp_path):
 
 
 @pytest.mark.parametrize("dictionary", [False, True])
-def test_empty_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary):
+@pytest.mark.parametrize("blank", ["", " \t "])
+def test_blank_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary, blank):
     # A CSV's empty cell is read as null. Parquet keeps "": an id "" was a customer of its own, an order id ""
-    # merged every such line of a customer into one order, and a time "" was unparseable, not empty.
+    # merged every such line of a customer into one order, and a time "" was unparseable, not empty. An id of
+    # whitespace only did the same, in CSV too.
     from segmint.engine.pipeline import compute_feature_table
 
     cols = Columns(customer="cid", time="t", amount="amt", order="o", channel=None, category=None)
-    rows = [("a", "2024-01-01 10:00", "5", ""), ("a", "2024-01-09 10:00", "6", ""), ("a", "2024-01-20 10:00", "7", "x"),
-            ("", "2024-01-02 10:00", "3", "y"), ("b", "", "4", "z"), ("b", "2024-01-05 10:00", "2", "")]
+    rows = [("a", "2024-01-01 10:00", "5", blank), ("a", "2024-01-09 10:00", "6", blank),
+            ("a", "2024-01-20 10:00", "7", "x"), (blank, "2024-01-02 10:00", "3", "y"), ("b", blank, "4", "z"),
+            ("b", "2024-01-05 10:00", "2", blank)]
     csv = "cid,t,amt,o\n" + "".join(",".join(r) + "\n" for r in rows)
     (tmp_path / "t.csv").write_text(csv)
     frame = pl.DataFrame(rows, schema=["cid", "t", "amt", "o"], orient="row")
@@ -239,13 +242,13 @@ def test_empty_text_cells_are_missing_in_parquet_as_in_csv(tmp_path, dictionary)
     assert pq_features["frequency"].to_list() == csv_features["frequency"].to_list() == [3, 1]
 
 
-def test_an_empty_text_id_is_missing_when_ids_are_pseudonymised_too(tmp_path, monkeypatch):
+def test_a_blank_text_id_is_missing_when_ids_are_pseudonymised_too(tmp_path, monkeypatch):
     # The pseudonym of "" is a hash like any other: the id came back as a customer of its own.
     from segmint.engine.pipeline import compute_feature_table
 
     monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 32)
     cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
-    pl.DataFrame({"cid": ["a", "", "b", ""], "t": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)],
+    pl.DataFrame({"cid": ["a", "", "b", "  "], "t": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)],
                   "amt": [1.0, 2.0, 3.0, 4.0]}).write_parquet(tmp_path / "t.parquet")
     for buckets in (1, 2):
         cfg = RunConfig(columns=cols, as_of="2024-02-01", pseudonymize_ids=True, buckets=buckets)

@@ -83,13 +83,15 @@ def test_segment_mix_lifts_are_among_known_values_and_missing_is_its_own_level()
 
 
 def test_empty_texts_in_events_are_empty_cells():
-    # A Parquet "" id was a customer of its own in the funnel, and a "" event type a type of its own.
-    events = pl.DataFrame({"cid": ["1", "", "2", "3"], "when": ["2024-02-01", "2024-02-02", "", "2024-02-03"],
-                           "kind": ["visit", "visit", "visit", ""]})
+    # A Parquet "" id was a customer of its own in the funnel, and a "" event type a type of its own; so were
+    # texts of whitespace only.
+    events = pl.DataFrame({"cid": ["1", "", "2", "3", " ", "4"],
+                           "when": ["2024-02-01", "2024-02-02", "", "2024-02-03", "2024-02-04", "\t"],
+                           "kind": ["visit", "visit", "visit", "", "visit", "visit"]})
     src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session=None)
     ev = clean_events(events, src, AS_OF, future_after=None)
     assert ev.events["customer_id"].to_list() == ["1"]
-    assert ev.rejected == {"null_customer_id": 1, "null_timestamp": 1, "unparseable_timestamp": 0,
+    assert ev.rejected == {"null_customer_id": 2, "null_timestamp": 2, "unparseable_timestamp": 0,
                            "null_event_type": 1, "future_timestamp": 0, "after_as_of": 0}
 
 
