@@ -33,9 +33,10 @@ from segmint.kernels.prefetch import prefetch
 from segmint.kernels.sequence import line_row, order_row
 
 __all__ = ["row_reasons", "customer_pass", "fill_lines", "chunk_tally", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
-           "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
+           "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "ANCIENT_TIMESTAMP", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
            "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD", "DEDUPE_TIME",
-           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "DEDUPE_ASKED", "EMPTY"]
+           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "DEDUPE_ASKED", "EMPTY",
+           "EARLIEST_US"]
 
 # Reason codes: 0 = used; k = engine.io.clean.REASONS[k - 1] (the same order).
 OK = 0
@@ -44,11 +45,14 @@ NULL_TIMESTAMP = 2
 UNPARSEABLE_TIMESTAMP = 3
 UNPARSEABLE_AMOUNT = 4
 NON_FINITE_AMOUNT = 5
-FUTURE_TIMESTAMP = 6
-AFTER_AS_OF = 7
-DUPLICATE = 8
-AMOUNT_OVERFLOW = 9
-RETURNS_ONLY = 10
+ANCIENT_TIMESTAMP = 6
+FUTURE_TIMESTAMP = 7
+AFTER_AS_OF = 8
+DUPLICATE = 9
+AMOUNT_OVERFLOW = 10
+RETURNS_ONLY = 11
+# Earlier times are ANCIENT_TIMESTAMP: 1901-01-01 in microseconds since 1970 (engine.io.clean says why).
+EARLIEST_US = -2_177_452_800_000_000
 # ts_state of a row.
 TS_MISSING = 1
 TS_BAD = 2
@@ -168,6 +172,8 @@ def _reason(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us):
         return UNPARSEABLE_AMOUNT
     if not np.isfinite(amount):
         return NON_FINITE_AMOUNT
+    if ts < EARLIEST_US:
+        return ANCIENT_TIMESTAMP
     if ts > future_us:
         return FUTURE_TIMESTAMP
     if ts > as_of_us:

@@ -49,6 +49,7 @@ def reference_map(raw: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
             "unparseable_timestamp" if r["__ts"] is None else
             "unparseable_amount" if r["__bad"] else
             "non_finite_amount" if a is None or not math.isfinite(a) else
+            "ancient_timestamp" if r["__ts"] < dt.datetime(1901, 1, 1) else
             "future_timestamp" if future is not None and r["__ts"] > future else
             "after_as_of" if as_of is not None and r["__ts"] > as_of else None)
     usable = [r for r, why in zip(rows, reason, strict=True) if why is None]

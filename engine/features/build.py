@@ -36,7 +36,7 @@ from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import read_ahead, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
-                                   DEDUPE_RAW, DEDUPE_TIME, OK, chunk_tally, customer_pass, fill_lines)
+                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, OK, chunk_tally, customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "records_reused", "REASON_NAMES", "LINE_FEATURES", "channel_columns",
@@ -47,7 +47,7 @@ REASON_NAMES = REASONS
 LINE_FEATURES = ("refund_share", "category_count", "category_entropy")
 _INTEGER = ("frequency", "lt_frequency", "category_count")
 _NEVER = np.iinfo(np.int64).max
-_PER_CUSTOMER = 8   # reasons from duplicate on are decided per customer
+_PER_CUSTOMER = DUPLICATE   # reasons from duplicate on are decided per customer (kernels/lines.py's order)
 
 
 @dataclass

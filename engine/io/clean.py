@@ -10,6 +10,9 @@ the order they are tested (a row gets the first that applies):
 - ``unparseable_timestamp``: the time does not parse (ISO 8601, or ``--time-format``)
 - ``unparseable_amount``: an amount (or quantity, price) cell holds text that is not a number
 - ``non_finite_amount``: amount (or quantity x price) is null, NaN or infinite
+- ``ancient_timestamp``: a time before 1901-01-01: a placeholder for an unknown date (0001-01-01,
+  1753-01-01, 1899-12-30, 1900-01-01 are common ones), not a purchase; used, it gave its customer a
+  tenure of centuries and ``cohorts`` a column for every month since
 - ``future_timestamp``: without ``--as-of``, a time later than the moment the run started
 - ``after_as_of``: the time is later than the as-of instant
 - ``duplicate``: only with ``--dedupe-on``; every usable row after the first (in input
@@ -35,15 +38,18 @@ from segmint.engine.config import EventSource
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.times import timestamp_expr
+from segmint.kernels.lines import EARLIEST_US
 
 __all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column", "empty_cell",
            "ASCII_SPACE"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "unparseable_amount",
-           "non_finite_amount", "future_timestamp", "after_as_of", "duplicate", "amount_overflow", "returns_only")
+           "non_finite_amount", "ancient_timestamp", "future_timestamp", "after_as_of", "duplicate", "amount_overflow",
+           "returns_only")
 EVENT_REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "null_event_type",
-                 "future_timestamp", "after_as_of")
+                 "ancient_timestamp", "future_timestamp", "after_as_of")
 ASCII_SPACE = " \t\n\r\v\f"   # what a blank id may hold: Arrow's ascii_is_space
+EARLIEST = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=EARLIEST_US)   # ancient_timestamp before
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
         .when(empty_cell(df.schema, src.time)).then(pl.lit("null_timestamp"))
         .when(pl.col("__ts").is_null()).then(pl.lit("unparseable_timestamp"))
         .when(empty_cell(df.schema, src.event_type)).then(pl.lit("null_event_type"))
+        .when(pl.col("__ts") < EARLIEST).then(pl.lit("ancient_timestamp"))
         .when(pl.lit(future_after is not None) & (pl.col("__ts") > (future_after or as_of)))
         .then(pl.lit("future_timestamp"))
         .when(pl.col("__ts") > as_of).then(pl.lit("after_as_of"))

@@ -124,6 +124,9 @@ DIRTY_ROWS = [
     ("2,2024-01-02,abc", "unparseable_amount", "unparseable_amount"),
     ("3,2024-01-03,", "non_finite_amount", "non_finite_amount"),
     ("3,2024-01-03,inf", "non_finite_amount", "non_finite_amount"),
+    ("9,0001-01-01,4", "ancient_timestamp", "ancient_timestamp"),    # placeholders for an unknown date
+    ("9,1900-12-31,4", "ancient_timestamp", "ancient_timestamp"),
+    ("9,1901-01-01,4", None, None),
     ("3,2024-01-04,9", None, None),
     ("3,2024-01-04,9", "duplicate", "duplicate"),              # --dedupe-on cust,when,value
     ("4,2024-01-05,2", "after_as_of", None),

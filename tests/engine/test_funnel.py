@@ -36,7 +36,7 @@ def test_event_rejects_are_counted_with_reasons():
     ev = _clean()
     assert ev.rows_in == 11 and ev.events.height == 8
     assert ev.rejected == {"null_customer_id": 1, "null_timestamp": 0, "unparseable_timestamp": 0,
-                           "null_event_type": 1, "future_timestamp": 0, "after_as_of": 1}
+                           "null_event_type": 1, "ancient_timestamp": 0, "future_timestamp": 0, "after_as_of": 1}
 
 
 def test_event_features_by_hand():
@@ -92,7 +92,15 @@ def test_empty_texts_in_events_are_empty_cells():
     ev = clean_events(events, src, AS_OF, future_after=None)
     assert ev.events["customer_id"].to_list() == ["1"]
     assert ev.rejected == {"null_customer_id": 2, "null_timestamp": 2, "unparseable_timestamp": 0,
-                           "null_event_type": 1, "future_timestamp": 0, "after_as_of": 0}
+                           "null_event_type": 1, "ancient_timestamp": 0, "future_timestamp": 0, "after_as_of": 0}
+
+
+def test_events_dated_before_1901_are_placeholders_not_events():
+    events = pl.DataFrame({"cid": ["1", "2", "3"], "when": ["0001-01-01", "1900-01-01", "1901-01-01"],
+                           "kind": ["visit"] * 3})
+    src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session=None)
+    ev = clean_events(events, src, AS_OF, future_after=None)
+    assert ev.events["customer_id"].to_list() == ["3"] and ev.rejected["ancient_timestamp"] == 2
 
 
 def test_a_nan_attribute_is_a_missing_value():
