@@ -57,7 +57,8 @@ Device = Annotated[str | None, _value("--device", "auto | cpu | gpu [default: au
 DedupeOn = Annotated[str | None, _value("--dedupe-on", "Comma-separated source columns, the customer's among "
                                         "them: reject every repeat of a row on exactly these.", "COLS")]
 MaxRejectShare = Annotated[float | None, _value("--max-reject-share", "Refuse input (exit 3) when more than this "
-                                                "share of rows is rejected [default: 0.5].", "SHARE")]
+                                                "share of rows is rejected (rows after a given --as-of not counted) "
+                                                "[default: 0.5].", "SHARE")]
 Pseudonymize = Annotated[bool | None, flag("--pseudonymize-ids", help="Replace customer ids by HMAC-SHA256 "
                                            "pseudonyms (key from SEGMINT_ID_KEY) as they are read.")]
 MemoryLimit = Annotated[str | None, _value("--memory-limit", "Memory budget, e.g. 2GB; larger input runs bucket "

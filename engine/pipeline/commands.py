@@ -510,7 +510,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                     largest_bucket_rows=max((r.counts.rows_in for r in mapped), default=0),
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
                        for part in ("read", "lines", "write")})
-    _check_rejects(counts, plan.cfg.max_reject_share)
+    _check_rejects(counts, plan.cfg.max_reject_share, cut=plan.cfg.as_of is not None)
     return mapped, counts
 
 
@@ -586,14 +586,18 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.Data
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
 
 
-def _check_rejects(c: Counts, limit: float) -> None:
+def _check_rejects(c: Counts, limit: float, *, cut: bool) -> None:
+    """``cut``: --as-of was given, so rows after it were left out by choice (a back-test's later months), not
+    for their quality: they are not part of the share."""
     reasons = ", ".join(f"{r}: {n:,}" for r, n in c.rejected.items() if n)
     if c.rows_used == 0:
         msg = f"no usable rows: all {c.rows_in:,} rows were rejected ({reasons}); check the column mapping"
         raise InputContractError(msg)
-    share = 1 - c.rows_used / c.rows_in
+    judged = c.rows_in - (c.rejected["after_as_of"] if cut else 0)
+    share = 1 - c.rows_used / judged
     if share > limit:
-        msg = (f"{c.rows_in - c.rows_used:,} of {c.rows_in:,} rows ({share:.1%}) were rejected ({reasons}), above "
+        after = f" (the {c.rejected['after_as_of']:,} after --as-of not counted)" if cut and judged < c.rows_in else ""
+        msg = (f"{judged - c.rows_used:,} of {judged:,} rows{after} ({share:.1%}) were rejected ({reasons}), above "
                f"--max-reject-share {limit:g}; check the mapping, --as-of and --time-format, or raise the share")
         raise InputContractError(msg)
 

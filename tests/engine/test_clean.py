@@ -120,6 +120,22 @@ def test_text_amounts_that_are_not_numbers_are_quarantined():
     assert res.rejects.filter(pl.col("reason") == "unparseable_amount")["amt"].to_list() == ["1,234.00"]
 
 
+def test_a_bad_share_stops_but_rows_after_a_given_as_of_are_not_part_of_it(tmp_path):
+    # A back-test's as-of leaves the later months out by choice: they made a clean dataset "a bad month".
+    from segmint.engine.pipeline import validate
+
+    days = [f"2024-01-{d:02d} 10:00" for d in range(1, 11)]
+    pl.DataFrame({"cid": ["a", "b"] * 5, "t": days, "amt": [1.0] * 10}).write_parquet(tmp_path / "t.parquet")
+    rep = validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2024-01-03"))
+    assert rep.rejected["after_as_of"] == 7
+    pl.DataFrame({"cid": ["a", None, None] + ["b"] * 7, "t": days, "amt": [1.0] * 10}).write_parquet(
+        tmp_path / "t.parquet")
+    with pytest.raises(InputContractError, match=r"2 of 3 rows \(the 7 after --as-of not counted\) \(66.7%\)"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2024-01-03"))
+    with pytest.raises(InputContractError, match=r"2 of 10 rows \(20.0%\) were rejected"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, max_reject_share=0.1))
+
+
 def test_a_source_column_named_reason_keeps_its_values():
     cols = Columns(customer="cid", time="reason", amount="amt", order=None, channel=None, category=None)
     df = pl.DataFrame({"cid": [1, None], "reason": ["2024-01-01", "2024-01-02"], "amt": [1.0, 2.0]})
