@@ -114,7 +114,13 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
     exists in every file, with one type."""
     files = [f for f, _ in listing.found]
     schemas = listing.schemas
-    for f, schema in zip(files, schemas, strict=True):
+    csv, options = listing.csv, listing.options
+    rows = [sum(groups) if groups is not None else _rows(f, csv, options)
+            for f, groups in zip(files, listing.groups, strict=True)]
+    # A file without rows has no values to read, so its types are not compared (pandas writes an empty
+    # frame's text columns as Null); the first file with rows gives the types.
+    first = next((i for i, n in enumerate(rows) if n), 0)
+    for f, schema, n in zip(files, schemas, rows, strict=True):
         for name, flag in wanted.items():
             if name not in schema:
                 other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
@@ -122,15 +128,13 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                        f"available: {', '.join(schema.names())}; map the right column with {flag}")
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
-        if (changed := [n for n in wanted if schema[n] != schemas[0][n]]):
-            msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[0][changed[0]]} in "
-                   f"{files[0]}; give files of one schema")
+        if n and (changed := [c for c in wanted if schema[c] != schemas[first][c]]):
+            msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[first][changed[0]]} in "
+                   f"{files[first]}; give files of one schema")
             raise InputContractError(msg)
-    csv, options = listing.csv, listing.options
     source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted),
-                    schema={n: schemas[0][n] for n in wanted},
-                    chunks=tuple(Chunk(f, 0, sum(groups) if groups is not None else _rows(f, csv, options), keys)
-                                 for (f, keys), groups in zip(listing.found, listing.groups, strict=True)),
+                    schema={c: schemas[first][c] for c in wanted},
+                    chunks=tuple(Chunk(f, 0, n, keys) for (f, keys), n in zip(listing.found, rows, strict=True) if n),
                     options=options)
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"

@@ -215,6 +215,32 @@ def test_an_optional_column_in_some_files_only_is_refused_not_dropped(tmp_path, 
     assert result.manifest["columns"]["order"] is None
 
 
+def test_an_empty_file_of_null_columns_is_read_as_no_rows(tmp_path):
+    # pandas writes an empty frame's columns as Null: the file was refused as another schema, though it adds
+    # nothing; first or not.
+    lines = _lines().with_columns(channel=pl.lit("web"))
+    empty = pl.DataFrame({c: pl.Series([], dtype=pl.Null) for c in lines.columns})
+    whole = run([_write(tmp_path / "whole", [lines])], tmp_path / "o-whole", RunConfig(cluster=ClusterConfig(k=2)))
+    for at in (0, 1, 2):
+        parts = [lines.head(100), lines.slice(100)]
+        parts.insert(at, empty)
+        result = run([_write(tmp_path / f"in{at}", parts)], tmp_path / f"o{at}", RunConfig(cluster=ClusterConfig(k=2)))
+        assert result.manifest["rows"] == whole.manifest["rows"]
+        assert pl.read_parquet(tmp_path / f"o{at}" / "assignments").equals(
+            pl.read_parquet(tmp_path / "o-whole" / "assignments"))
+    # Its types are not compared, but its columns are there: one lacking a mapped column is still refused.
+    parts = [empty.drop("channel"), lines]
+    with pytest.raises(InputContractError, match="'channel' .*not found in .*0.parquet; .*1.parquet has it"):
+        run([_write(tmp_path / "lacking", parts)], tmp_path / "o-lacking", RunConfig(cluster=ClusterConfig(k=2)))
+
+
+def _write(folder, frames):
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        frame.write_parquet(folder / f"{i}.parquet")
+    return folder
+
+
 def test_assign_needs_every_column_the_model_was_trained_with(small_run, small_data, tmp_path):
     from segmint.engine.pipeline import assign_customers
 
