@@ -117,10 +117,25 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
 
 
 def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
-    """The MAX_LEVELS most frequent non-null values, most frequent first (ties by value)."""
+    """The MAX_LEVELS most frequent non-null values, most frequent first (ties by value); refused where
+    they are not categories (a ConfigError naming the fix): a number of more than MAX_LEVELS values
+    (an amount, an age in years), or values so many that the levels kept hold under half the customers
+    with one (an email, a postcode). Either was one-hot on a few arbitrary values, without a word."""
     counts = (table.select(pl.col(attribute).cast(pl.String).alias("v")).drop_nulls().group_by("v").len()
               .sort(["len", "v"], descending=[True, False]))
-    return tuple(counts["v"].head(MAX_LEVELS).to_list())
+    kept = counts.head(MAX_LEVELS)
+    known = int(counts["len"].sum())
+    fix = (f"clustering takes an attribute as categories, one column for each of its {MAX_LEVELS} most frequent "
+           f"values: group its values into at most {MAX_LEVELS} (bands, regions) in the customers table, or leave "
+           f"it out of --cluster-attrs")
+    if table.schema[attribute].is_numeric() and counts.height > MAX_LEVELS:
+        msg = f"--cluster-attrs {attribute} is a number with {counts.height:,} values; {fix}"
+        raise ConfigError(msg)
+    if 2 * int(kept["len"].sum()) < known:
+        msg = (f"--cluster-attrs {attribute} has {counts.height:,} values, and its {MAX_LEVELS} most frequent hold "
+               f"{int(kept['len'].sum()):,} of the {known:,} customers with one; {fix}")
+        raise ConfigError(msg)
+    return tuple(kept["v"].to_list())
 
 
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:

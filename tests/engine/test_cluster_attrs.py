@@ -62,6 +62,23 @@ def test_cluster_attributes_must_come_from_the_customers_table():
         ClusterConfig(attribute_weight=0)
 
 
+def test_attributes_that_are_not_categories_are_refused():
+    # Each was one-hot on its 32 most frequent values, arbitrary ones, without a word.
+    n = 200
+    base = pl.DataFrame({"f": np.arange(n, dtype=np.float64)})
+    income = base.with_columns(a=pl.Series(np.arange(n) * 10.0))
+    with pytest.raises(ConfigError, match="--cluster-attrs a is a number with 200 values; .*at most 32"):
+        fit_scaler(income, ["f"], [], attributes=["a"])
+    email = base.with_columns(a=pl.Series([f"c{i}@x" for i in range(n)]))
+    with pytest.raises(ConfigError, match="a has 200 values, and its 32 most frequent hold 32 of the 200 customers"):
+        fit_scaler(email, ["f"], [], attributes=["a"])
+    # Categories stay: a number of few values (a grade), and a long tail under the levels kept.
+    grade = base.with_columns(a=pl.Series(np.arange(n) % 5))
+    assert len(fit_scaler(grade, ["f"], [], attributes=["a"]).columns) == 6
+    country = base.with_columns(a=pl.Series(["big"] * 120 + [f"small{i}" for i in range(80)]))
+    assert len(fit_scaler(country, ["f"], [], attributes=["a"]).columns) == 33
+
+
 def test_one_hot_levels_by_frequency_unseen_and_missing_values_at_the_origin():
     fit = pl.DataFrame({"f": [1.0, 2.0, 3.0, 4.0], "a": ["x", "y", "y", None]})
     scaler = fit_scaler(fit, ["f"], [], attributes=["a"], weight=3.0)
