@@ -62,3 +62,16 @@ def test_nulls_booleans_wide_integers_and_text_in_cluster_features_convert_as_po
         fit_scaler(frame, ["n"], ["n"]).transform(frame.with_columns(pl.Series("n", [3, None, 7])))
     with pytest.raises(pl.exceptions.InvalidOperationError):
         fit_scaler(frame, ["t"], [])
+
+
+@pytest.mark.parametrize("value", [1.0, 0.1, 7.3, 1e6])
+def test_a_constant_feature_gets_std_one_though_its_computed_std_is_rounding_noise(value):
+    # frequency 1 for every customer (log1p): the std came out 1.2e-15, not 0, so a new customer with two
+    # orders sat 3e14 standard deviations from every centroid and went to segment 0, the first of equal ties.
+    frame = pl.DataFrame({"f": np.full(1000, value), "g": np.linspace(0.0, 1.0, 1000)})
+    scaler = fit_scaler(frame, ["f", "g"], ["f"])
+    assert scaler.std[0] == 1.0 and scaler.std[1] != 1.0
+    new = pl.DataFrame({"f": [value, value + 1.0], "g": [0.5, 0.5]})
+    scaled = scaler.transform(new)[:, 0]   # float32, as clustering takes it
+    assert scaled[0] == 0.0
+    assert scaled[1] == pytest.approx(np.log1p(value + 1.0) - np.log1p(value), rel=1e-6)
