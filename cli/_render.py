@@ -90,7 +90,7 @@ def print_summary(summary: pl.DataFrame, title: str) -> None:
         table.add_column(col, justify=justify, no_wrap=col != "name", min_width=18 if col == "name" else None)
     for r in summary.iter_rows(named=True):
         table.add_row(str(r["segment"]), r["name"], f"{r['customers']:,}", f"{r['share']:.1%}",
-                      f"{r['revenue_share']:.1%}", _or_dash(r["recency_days_mean"], ".0f"),
+                      _or_dash(r["revenue_share"], ".1%"), _or_dash(r["recency_days_mean"], ".0f"),
                       _or_dash(r["frequency_mean"], ".1f"), _or_dash(r["aov_kpi"], ".2f"))
     _out.print(table)
 
@@ -119,5 +119,6 @@ def _fmt(v: Any) -> str:
 
 
 def _or_dash(v: float | None, spec: str) -> str:
-    """A segment without customers (an assigned batch none of whose customers fall in it) has no means."""
+    """A segment without customers (an assigned batch none of whose customers fall in it) has no means; no
+    revenue share where the revenue of all customers is not positive."""
     return "-" if v is None else format(v, spec)

@@ -131,7 +131,8 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
         "customers": kpis.customers,
         "share": [c / n for c in kpis.customers],
         "revenue": revenue,
-        "revenue_share": [r / total_revenue if total_revenue else 0.0 for r in revenue],
+        # Refunds beyond purchases leave no revenue to share out: a segment's -44% of -340 read as a share.
+        "revenue_share": [r / total_revenue if total_revenue > 0 else None for r in revenue],
         # A segment without customers (a model's segment no customer of an assigned batch falls in) has no
         # orders, rates or order value: null, not 0.0, which read as customers who never came back.
         "aov_kpi": [r / o if o else None for r, o in zip(revenue, kpis.orders, strict=True)],
@@ -154,7 +155,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
 
     for part in map_threads(stats, _numeric(sample)):   # features apart: their sorts run side by side
         cols.update(part)
-    rates = ("aov_kpi", "orders_per_customer", "repurchase_rate", *(f"{s}_rate" for s in STATUSES))
+    rates = ("revenue_share", "aov_kpi", "orders_per_customer", "repurchase_rate", *(f"{s}_rate" for s in STATUSES))
     prof = pl.DataFrame(cols, schema_overrides=dict.fromkeys(rates, pl.Float64))
     prof = prof.with_columns(pl.col("segment").cast(pl.Int32))
     names = _disambiguate(prof, [segment_name(row) for row in prof.iter_rows(named=True)])

@@ -48,7 +48,8 @@ KPIS = {
     "share": Column("share", "share of customers", "Segment customers / all customers."),
     "revenue": Column("currency", "revenue", "Sum of the segment's net spend (monetary_total) over the whole "
                                              "history up to the as-of date."),
-    "revenue_share": Column("share", "share of revenue", "Segment revenue / revenue of all customers."),
+    "revenue_share": Column("share", "share of revenue", "Segment revenue / revenue of all customers; "
+                            "null where that revenue is zero or negative (refunds beyond purchases)."),
     "aov_kpi": Column("currency", "revenue per order", "Segment revenue / segment orders (average order value "
                                                        "weighted by orders)."),
     "orders_per_customer": Column("orders", "orders per customer", "Segment orders / segment customers."),

@@ -138,7 +138,9 @@ def _section(sid: str, inner: str) -> str:
 
 
 def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, str]) -> str:
-    measures = {"customers": [r["share"] for r in rows], "revenue": [r["revenue_share"] for r in rows]}
+    measures = {"customers": [r["share"] for r in rows]}
+    if all(r["revenue_share"] is not None for r in rows):   # none where the revenue of all is not positive
+        measures["revenue"] = [r["revenue_share"] for r in rows]
     has_clv = "clv_total" in run.profiles.columns
     if has_clv:
         total = math.fsum(r["clv_total"] for r in rows)
@@ -146,7 +148,7 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
     headers = ["segment", "name", "customers", "share", "revenue", "revenue share", "revenue per order",
                "orders per customer", "repurchase rate"] + (["predicted value (CLV)"] if has_clv else [])
     body = [[_swatch(colors[r["segment"]]) + str(r["segment"]), html.escape(r["name"]), fmt.count(r["customers"]),
-             fmt.share(r["share"]), fmt.money(r["revenue"]), fmt.share(r["revenue_share"]),
+             fmt.share(r["share"]), fmt.money(r["revenue"]), fmt.value("share", r["revenue_share"]),
              fmt.value("currency", r["aov_kpi"]), fmt.value("orders", r["orders_per_customer"]),
              fmt.value("share", r["repurchase_rate"]),
              *([fmt.money(r["clv_total"])] if has_clv else [])]

@@ -78,7 +78,7 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
 def kpi_sentence(row: dict, total_customers: int) -> str:
     """Size, value and habits in one line."""
     parts = [f"{fmt.count(row['customers'])} of {fmt.count(total_customers)} customers ({fmt.share(row['share'])})",
-             f"{fmt.share(row['revenue_share'])} of revenue",
+             f"{fmt.value('share', row['revenue_share'])} of revenue",
              f"{fmt.value('orders', row['orders_per_customer'])} orders per customer",
              f"{fmt.value('currency', row['aov_kpi'])} revenue per order",
              f"{fmt.value('share', row['repurchase_rate'])} bought on two or more days"]

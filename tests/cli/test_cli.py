@@ -207,6 +207,27 @@ def test_assign_of_a_batch_that_leaves_segments_empty_reports_them_without_rates
     assert "n/a" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.parametrize("refund", [110.0, 500.0])
+def test_no_revenue_share_where_refunds_leave_no_revenue(tmp_path, refund):
+    # Net revenue 0: every share read 0.0%. Net revenue -340: +150 read -44% of revenue and -490 read 144%.
+    # (The summary prints "-" for them: formatting a missing share would exit 1 over a written output.)
+    import datetime as dt
+
+    d = dt.datetime
+    pl.DataFrame({"customer_id": [1, 2, 2, 3], "ts": [d(2025, 1, 1), d(2025, 1, 5), d(2025, 2, 1), d(2025, 1, 3)],
+                  "amount": [100.0, 10.0, -refund, 50.0 if refund == 500.0 else 0.0],
+                  "order_id": [1, 2, 3, 4]}).write_parquet(tmp_path / "t.parquet")
+    r = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "o", "--k", "2")
+    assert r.exit_code == 0, r.stderr
+    profiles = pl.read_parquet(tmp_path / "o" / "profiles.parquet")
+    assert profiles["revenue"].sum() <= 0 and profiles["revenue_share"].null_count() == 2
+    assert profiles.schema["revenue_share"] == pl.Float64
+    assert json.loads((tmp_path / "o" / "profiles.json").read_text(), parse_constant=pytest.fail)
+    r = invoke("report", tmp_path / "o", "--out", tmp_path / "report.html")
+    assert r.exit_code == 0, r.stderr
+    assert "n/a of revenue" in (tmp_path / "report.html").read_text()
+
+
 @NEEDS_NO_GPU
 def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--device", "gpu")
