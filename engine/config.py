@@ -320,6 +320,9 @@ class CustomerSource(_Checked):
         if not self.attributes:
             msg = "--customers needs --customer-attrs naming the columns to carry (e.g. region,age_band)"
             raise ConfigError(msg)
+        if (twice := sorted({a for a in self.attributes if self.attributes.count(a) > 1})):
+            msg = f"--customer-attrs names {', '.join(twice)} more than once; name each attribute once"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)

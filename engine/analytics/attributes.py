@@ -16,13 +16,24 @@ import polars as pl
 
 from segmint.engine.errors import InputContractError
 
-__all__ = ["attach", "segment_mix"]
+__all__ = ["attach", "segment_mix", "SCORED_COLUMNS"]
+
+# Columns scoring adds beside the features (engine.pipeline.score, engine.features.rfm): an attribute of one
+# of these names was dropped for the computed column (its segment mix then showed r_score as "r_score"), or
+# stopped the run with a DuplicateError.
+SCORED_COLUMNS = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "r_score", "f_score",
+                  "m_score", "rfm_code", "rfm_segment", "p_alive", "expected_purchases", "expected_avg_value", "clv")
 
 
 def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
            attributes: Sequence[str]) -> tuple[pl.DataFrame, int]:
     """Features with the attributes joined, and how many customers had no row in the table. A NaN is a missing
     value, as a null is (it was a level "NaN" of its own, in the segment mix and as a clustering column)."""
+    clash = [a for a in attributes if a in features.columns or a in SCORED_COLUMNS]
+    if clash:
+        msg = (f"customer attribute(s) {clash} clash with the names of features or scores; rename them in the "
+               f"customers table")
+        raise InputContractError(msg)
     values = [pl.col(a).fill_nan(None) if customers.schema[a].is_float() else pl.col(a) for a in attributes]
     table = customers.select(pl.col(id_col).alias("customer_id"), *values).drop_nulls("customer_id")
     if table.schema["customer_id"] != features.schema["customer_id"]:
@@ -33,10 +44,6 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
     if dupes.len():
         msg = (f"the customers table has more than one row for customer {dupes.min()}; "
                f"give one row per customer")
-        raise InputContractError(msg)
-    clash = [a for a in attributes if a in features.columns]
-    if clash:
-        msg = f"customer attribute(s) {clash} clash with feature names; rename them in the customers table"
         raise InputContractError(msg)
     joined = features.join(table, on="customer_id", how="left", maintain_order="left")
     missing = features.join(table, on="customer_id", how="anti").height

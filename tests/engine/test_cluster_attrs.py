@@ -90,3 +90,37 @@ def test_one_hot_levels_by_frequency_unseen_and_missing_values_at_the_origin():
     raw = np.array([[2.5, 1.0, 0.0], [7.0, 0.0, 1.0]])
     np.testing.assert_allclose(scaler.unscale(scaler.scale(raw)), raw)
     np.testing.assert_allclose(scaler.scale(raw)[:, 1:], raw[:, 1:] * 3.0)
+
+
+def test_attributes_named_as_scores_or_features_or_twice_are_refused(small_data, tmp_path):
+    # r_score, rfm_segment, rfm_code: the attribute was dropped for the computed column with exit 0 (its segment
+    # mix showed the scores under the attribute's name); segment, clv, customer_id, ...: a DuplicateError.
+    from segmint.engine.analytics.attributes import SCORED_COLUMNS
+    from segmint.engine.errors import InputContractError
+
+    customers = pl.read_parquet(small_data / "customers.parquet")
+    for name in (*SCORED_COLUMNS, "frequency"):
+        if name == "customer_id":
+            continue
+        customers.with_columns(pl.col("region").alias(name)).write_parquet(tmp_path / "c.parquet")
+        cfg = RunConfig(cluster=ClusterConfig(k=3), customers=CustomerSource(paths=(str(tmp_path / "c.parquet"),),
+                                                                             attributes=(name,)))
+        with pytest.raises(InputContractError, match=rf"attribute\(s\) \['{name}'\] clash with the names"):
+            run([small_data / "transactions"], tmp_path / "o", cfg)
+        assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="--customer-attrs names region more than once"):
+        CustomerSource(paths=("c.parquet",), attributes=("region", "age_band", "region"))
+
+
+def test_every_column_scoring_adds_is_reserved(small_data, tmp_path):
+    # SCORED_COLUMNS is what attribute names may not be: every column of the assignments besides the features
+    # and the attributes, and none that is not one.
+    from segmint.engine.analytics.attributes import SCORED_COLUMNS
+    from segmint.engine.pipeline import compute_feature_table
+
+    cfg = dataclasses.replace(_cfg(small_data, 1.0), cluster=ClusterConfig(k=3, micro_k=2))
+    run([small_data / "transactions"], tmp_path / "o", cfg)
+    compute_feature_table([small_data / "transactions"], tmp_path / "f", cfg)
+    features = set(pl.read_parquet(tmp_path / "f" / "features").columns)
+    assigned = set(pl.read_parquet(tmp_path / "o" / "assignments", hive_partitioning=True).columns)
+    assert assigned - features - {"region", "age_band"} <= set(SCORED_COLUMNS) <= assigned
