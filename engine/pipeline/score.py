@@ -132,8 +132,11 @@ def assign_segments(table: pl.DataFrame, scoring: Scoring,
     if scoring.micro is not None:
         extra.append(pl.Series("micro_segment", micro_names(segment, assign_micro(x, a.segment, scoring.micro)),
                                dtype=pl.String))
+    # One segment has no second nearest: no margin (it was +inf in the Parquet files).
+    margin = pl.Series("margin", a.margin) if len(scoring.ids) > 1 else \
+        pl.repeat(None, len(a.margin), dtype=pl.Float32, eager=True).alias("margin")
     return table.select("customer_id", pl.Series("segment", segment), pl.Series("distance", a.distance),
-                        pl.Series("margin", a.margin), *extra, pl.exclude("customer_id"))
+                        margin, *extra, pl.exclude("customer_id"))
 
 
 _CLV = ("p_alive", "expected_purchases", "expected_avg_value", "clv")

@@ -355,3 +355,13 @@ def test_times_of_1970_in_a_fine_unit_are_taken_as_given(tmp_path):
     cols = Columns(time_format="epoch_ms", order=None, channel=None, category=None)
     report = validate([tmp_path / "t.parquet"], RunConfig(columns=cols, as_of="1970-03-01"))
     assert report.rows_used == 40 and report.first_ts.year == 1970
+
+
+def test_one_segment_has_no_margin_rather_than_an_infinite_one(tmp_path):
+    # k=1 wrote margin +inf into the assignments (compare then warned of an invalid subtraction).
+    _lines().write_parquet(tmp_path / "t.parquet")
+    for k in (1, 2):
+        run([tmp_path / "t.parquet"], tmp_path / f"o{k}", RunConfig(cluster=ClusterConfig(k=k)))
+        margin = pl.read_parquet(tmp_path / f"o{k}" / "assignments")["margin"]
+        assert margin.dtype == pl.Float32 and margin.len() == 50
+        assert margin.null_count() == 50 if k == 1 else margin.is_finite().all()
