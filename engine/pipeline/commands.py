@@ -329,10 +329,14 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                 if out is not None:
                     lease = stack.enter_context(claim(out, Holder.this_process(plan.run_id, command, cfg.lease_seconds),
                                                       dict(opts)))
-                    if lease.taken_over is not None:
-                        _discard_work(lease.taken_over.work, lease.taken_over.run_id, cfg, out)
                     check_writable(out, overwrite=cfg.overwrite, options=opts)
                     plan, resumed = _recorded_run(plan, out, cfg)
+                    # A dead run's scratch goes, unless it is the run this one resumes: killed outright (an OOM
+                    # kill, kill -9, a lost node), a --resume run leaves its lease behind, and its finished jobs
+                    # were removed before they could be resumed.
+                    dead = lease.taken_over
+                    if dead is not None and not (resumed and dead.run_id == plan.run_id):
+                        _discard_work(dead.work, dead.run_id, cfg, out)
                     recorded = keep
                     if resumed:
                         info["resumes"] = plan.run_id

@@ -68,6 +68,41 @@ def test_a_resumed_run_runs_only_unfinished_jobs_and_writes_the_same_output(smal
     _assert_same_output(uninterrupted, out)
 
 
+_KILLED_AT_SCORE = """
+import os, signal, sys
+from segmint.engine.pipeline import commands, run
+from tests.engine.test_resume import RESUME
+score = commands.score_bucket
+def killed(job):
+    if job.bucket == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return score(job)
+commands.score_bucket = killed
+run([sys.argv[1]], sys.argv[2], RESUME)
+"""
+
+
+def test_a_run_killed_outright_is_resumed_too(small_data, uninterrupted, tmp_path, monkeypatch):
+    # kill -9 (an OOM kill, a lost node) leaves the output's lease behind: the next run took the dead run's
+    # lease over and removed its scratch before it looked for a run to resume, so it ran every job again.
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_SCORE, str(small_data / "transactions"), str(out)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert any(p.name.startswith(".run.lock") for p in tmp_path.iterdir())    # the dead run's lease
+    calls = _Calls(monkeypatch)
+    result = run([small_data / "transactions"], out, RESUME)
+    assert calls.ran["partition"] == [] and calls.ran["map"] == [] and 2 in calls.ran["score"]
+    assert result.manifest["stages"]["map"]["resumed_jobs"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    _assert_same_output(uninterrupted, out)
+
+
 def test_a_changed_input_is_not_resumed(small_data, tmp_path, monkeypatch):
     data = tmp_path / "tx"
     data.mkdir()
