@@ -620,8 +620,11 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "as_of": as_of.isoformat(),
         "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
                  "rejected_by_reason": c.rejected,
-                 # null: beyond the float range (amount_overflow rows, by definition)
-                 "rejected_amount_by_reason": {r: exact.reported([c.rejected_amount[r]]) for r in REASONS},
+                 # The sum of the rows' finite amounts. null: beyond the float range (amount_overflow rows, by
+                 # definition), or rows without one (non_finite_amount's: 0.0 read as rows that carried nothing).
+                 "rejected_amount_by_reason": {
+                     r: None if r == "non_finite_amount" and c.rejected[r] else exact.reported([c.rejected_amount[r]])
+                     for r in REASONS},
                  "repeats_on_mapped_columns": c.repeats},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],

@@ -156,7 +156,12 @@ def test_csv_with_every_reject_reason_is_quarantined(tmp_path):
         assert rejects.columns == ["cust", "when", "value", "reason"]
         got = sorted(((",".join(v or "" for v in row[:3]), row[3]) for row in rejects.iter_rows()), key=str)
         assert got == want
-        counts = json.loads((out / "run.json").read_text())["rows"]["rejected_by_reason"]
+        rows = json.loads((out / "run.json").read_text())["rows"]
+        counts = rows["rejected_by_reason"]
+        # Sums of the rows' finite amounts; none for rows without one (they read 0.0: rows that carried nothing).
+        amounts = rows["rejected_amount_by_reason"]
+        assert amounts["non_finite_amount"] is None and amounts["amount_overflow"] is None
+        assert amounts["null_customer_id"] == 3.0 and amounts["ancient_timestamp"] == 8.0
         assert {k: n for k, n in counts.items() if n} == {reason: [w for _, w in want].count(reason)
                                                           for reason in {w for _, w in want}}
         assert f"{len(want)} rejected" in r.stdout
