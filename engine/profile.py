@@ -41,8 +41,8 @@ NAME_RULES = {
     "New": "new_rate >= 0.5",
     "Recent": "recency_days_median_pct <= 30",
     "Dormant": "recency_days_median_pct >= 70",
-    "Lapsing": "50 <= recency_days_median_pct < 70",
-    "Steady": "30 < recency_days_median_pct < 50",
+    "Lapsing": "50 < recency_days_median_pct < 70",
+    "Steady": "30 < recency_days_median_pct <= 50",
     "one-time": "frequency_median == 1 and repurchase_rate < 0.5",
     "frequent": "frequency_median_pct >= 75",
     "occasional": "frequency_median_pct <= 35",
@@ -189,7 +189,7 @@ def segment_name(row: dict) -> str:
         stage = "Recent"
     elif recency >= 70:
         stage = "Dormant"
-    elif recency >= 50:
+    elif recency > 50:   # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing
         stage = "Lapsing"
     else:
         stage = "Steady"

@@ -339,6 +339,18 @@ def test_every_word_of_a_segment_name_holds_for_its_profile(small_run):
     assert checked >= 3 * profiles.height
 
 
+@pytest.mark.parametrize(("pct", "stage"), [(30.0, "Recent"), (30.5, "Steady"), (50.0, "Steady"), (50.5, "Lapsing"),
+                                          (69.9, "Lapsing"), (70.0, "Dormant")])
+def test_the_recency_bands_and_the_middle_that_every_tie_takes(pct, stage):
+    # Customers who all bought at the as-of tie at mid-rank 50: every segment was "Lapsing" with recency 0.
+    from segmint.engine.profile import NAME_RULES, segment_name
+
+    row = {"recency_days_median_pct": pct, "frequency_median_pct": 50.0, "aov_median_pct": 50.0,
+           "frequency_median": 2.0, "new_rate": 0.0, "refund_share_median": 0.0}
+    assert segment_name(row).split(" · ")[0] == stage
+    assert eval(NAME_RULES[stage], {}, row)  # noqa: S307 - our own rules
+
+
 def test_twins_are_told_apart_by_the_feature_that_differs_most():
     from segmint.engine.profile import _disambiguate
 
