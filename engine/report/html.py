@@ -174,7 +174,8 @@ def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], 
     return (f"<p class=\"lead\">Traits compare the segment's typical (median) customer with all customers, for "
             f"the features where that customer sits at least {TRAIT_DISTANCE:.0f} percentile points from the "
             f"middle, strongest first; the percentages count the customers strictly below (or above) that median. "
-            f"Below them, why each word of the name holds.</p>"
+            f"Below them, why each word of the name holds, or that it no longer does where the name was kept from "
+            f"an earlier run.</p>"
             f'<div class="cards">{"".join(cards)}</div>')
 
 

@@ -175,6 +175,17 @@ def test_name_reasons_restate_the_rules_with_the_segments_numbers():
     assert "differs most" in reasons["more web"] and "same name" in reasons["#3"]
 
 
+def test_a_kept_name_that_no_longer_holds_says_so():
+    # An assigned batch takes the model's names, with its own percentiles: the report said "occasional: percentile
+    # (here 50) <= 35" and "Lapsing: 50 <= percentile (here 33) < 70" as if they held.
+    row = {"name": "Lapsing · occasional · mid spend", "recency_days_median_pct": 33.0,
+           "frequency_median_pct": 60.0, "frequency_median": 3.0, "aov_median_pct": 50.0}
+    reasons = dict(name_reasons(row))
+    assert reasons["Lapsing"].startswith("not so here (50 < percentile of median days since last order (here 33)")
+    assert reasons["occasional"].startswith("not so here") and "earlier run" in reasons["occasional"]
+    assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
+
+
 def test_run_aggregates_cover_every_customer(small_run):
     run = read_run(small_run)
     customers = run.manifest["customers"]
