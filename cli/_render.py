@@ -96,13 +96,13 @@ def print_summary(summary: pl.DataFrame, title: str) -> None:
 
 
 def print_lines(lines: list[str]) -> None:
-    for line in lines:
-        _out.print(line)
+    for line in lines:   # plain text: "[clv] enabled = false" in a line is a config section, not Rich markup
+        _out.print(line, markup=False)
 
 
 def print_progress(message: str) -> None:
     """A progress line on stderr (not an error)."""
-    _err.print(message, highlight=False)
+    _err.print(message, highlight=False, markup=False)
 
 
 def print_error(message: str) -> None:

@@ -651,6 +651,13 @@ def _finish(result, json_logs: bool) -> None:
              + ("(rejected as duplicate: --dedupe-on)" if (m.get("config") or {}).get("dedupe_on") else "(kept)")]
     note = m["clustering"].get("note", "every customer assigned to the model's nearest centroid")
     lines.append(f"clustering ({m['clustering']['device']}): {note}")
+    trained = (m.get("model_provenance") or {}).get("as_of")
+    if trained is not None and trained != m["as_of"]:
+        # assign measures recency, status and CLV at its own as-of; a small batch's latest purchase read as
+        # "New" customers the model's run had called lapsed
+        given = "given" if (m.get("config") or {}).get("as_of") else "the batch's latest purchase"
+        lines.append(f"as-of {m['as_of']} ({given}); the model was trained as of {trained}: recency, status and CLV "
+                     f"are measured at {m['as_of'][:10]}; pass --as-of to score at another date")
     if m["clustering"].get("k_auto"):
         lines.append(f"--k auto: {m['clustering']['k_auto']}")
     clv = m.get("clv") or {}

@@ -233,6 +233,27 @@ def test_no_revenue_share_where_refunds_leave_no_revenue(tmp_path, refund):
     assert "n/a of revenue" in (tmp_path / "report.html").read_text()
 
 
+def test_summary_lines_are_plain_text_and_assign_names_its_as_of(small_data, small_run, tmp_path):
+    # Rich read "[clv]" as markup and printed "disable CLV ( enabled = false)"; assign measured a batch at its
+    # own latest purchase without a word, so one lapsed customer came back "New".
+    lines = pl.read_parquet(small_data / "transactions")
+    one = lines.filter(pl.col("customer_id") == lines["customer_id"].min())
+    one.write_parquet(tmp_path / "one.parquet")
+    r = invoke("run", tmp_path / "one.parquet", "--out", tmp_path / "o", "--k", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "[clv] enabled = false" in " ".join(r.stdout.split())
+    r = invoke("assign", small_run, tmp_path / "one.parquet", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    trained = json.loads((small_run / "run.json").read_text())["as_of"]
+    assert f"(the batch's latest purchase); the model was trained as of {trained}" in " ".join(r.stdout.split())
+    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "b", "--as-of", trained[:10])
+    assert r.exit_code == 0, r.stderr
+    assert "the model was trained as of" in r.stdout     # a given date that is not the model's instant
+    r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.stderr
+    assert "the model was trained as of" not in r.stdout
+
+
 @NEEDS_NO_GPU
 def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "o", "--device", "gpu")
