@@ -124,8 +124,9 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     limit = cfg.memory_limit or default_memory_limit()
     budget = limit - current_rss()
     if budget < _MIN_DATA_BYTES:
-        msg = (f"--memory-limit {limit / 2**20:.0f}MB is below what segmint needs: the process already uses "
-               f"{current_rss() / 2**20:.0f} MB; give at least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 2**20)}MB")
+        # In MB as --memory-limit reads them (10^6 bytes): 20MB was quoted back as "19MB".
+        msg = (f"--memory-limit {limit / 1e6:.0f}MB is below what segmint needs: the process already uses "
+               f"{current_rss() / 1e6:.0f}MB; give at least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 1e6)}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget),

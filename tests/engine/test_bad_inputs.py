@@ -365,3 +365,15 @@ def test_one_segment_has_no_margin_rather_than_an_infinite_one(tmp_path):
         margin = pl.read_parquet(tmp_path / f"o{k}" / "assignments")["margin"]
         assert margin.dtype == pl.Float32 and margin.len() == 50
         assert margin.null_count() == 50 if k == 1 else margin.is_finite().all()
+
+
+def test_a_memory_limit_too_low_is_quoted_in_the_unit_it_was_given_in(tmp_path):
+    # --memory-limit reads MB as 10^6 bytes: 20MB was quoted back as "19MB", and the least to give in MiB.
+    from segmint.engine.config import parse_size
+    from segmint.engine.runtime import current_rss
+
+    _lines().write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match=r"^--memory-limit 20MB is below .*; give at least (\d+)MB$") as err:
+        run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(memory_limit=parse_size("20MB")))
+    least = int(str(err.value).rsplit(" ", 1)[1][:-2])
+    assert least * 10**6 > current_rss()
