@@ -590,12 +590,21 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.Data
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
 
 
+# What to check where no row is usable, by the most frequent reason (else the column mapping).
+_NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
+                "future_timestamp": "check the time column and --time-format, or give --as-of",
+                "unparseable_timestamp": "check the time column and --time-format",
+                "ancient_timestamp": "check the time column: its dates are placeholders before 1901"}
+
+
 def _check_rejects(c: Counts, limit: float, *, cut: bool) -> None:
     """``cut``: --as-of was given, so rows after it were left out by choice (a back-test's later months), not
     for their quality: they are not part of the share."""
     reasons = ", ".join(f"{r}: {n:,}" for r, n in c.rejected.items() if n)
     if c.rows_used == 0:
-        msg = f"no usable rows: all {c.rows_in:,} rows were rejected ({reasons}); check the column mapping"
+        top = max(c.rejected, key=c.rejected.get)
+        fix = _NO_ROWS_FIX.get(top, "check the column mapping")
+        msg = f"no usable rows: all {c.rows_in:,} rows were rejected ({reasons}); {fix}"
         raise InputContractError(msg)
     judged = c.rows_in - (c.rejected["after_as_of"] if cut else 0)
     share = 1 - c.rows_used / judged

@@ -134,6 +134,9 @@ def test_a_bad_share_stops_but_rows_after_a_given_as_of_are_not_part_of_it(tmp_p
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2024-01-03"))
     with pytest.raises(InputContractError, match=r"2 of 10 rows \(20.0%\) were rejected"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, max_reject_share=0.1))
+    # No row before the as-of: the fix named is the as-of, not the column mapping.
+    with pytest.raises(InputContractError, match=r"no usable rows: .*after_as_of: 8\); check --as-of"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2023-12-31"))
 
 
 def test_a_source_column_named_reason_keeps_its_values():
