@@ -81,16 +81,17 @@ def emit_json(obj: dict[str, Any]) -> None:
 
 def print_summary(summary: pl.DataFrame, title: str) -> None:
     """One row per segment. ``summary`` carries segment, name, customers, share, revenue_share,
-    recency_days_mean, frequency_mean and aov_kpi (revenue / orders)."""
+    recency_days_median (the names' measure, not the mean: "Steady" read 239 days beside "Lapsing" at 233),
+    frequency_mean and aov_kpi (revenue / orders)."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)
     for col, justify in (("seg", "right"), ("name", "left"), ("customers", "right"),
-                         ("share", "right"), ("revenue share", "right"), ("recency (days)", "right"),
+                         ("share", "right"), ("revenue share", "right"), ("median recency (days)", "right"),
                          ("orders/customer", "right"), ("revenue/order", "right")):
         table.add_column(col, justify=justify, no_wrap=col != "name", min_width=18 if col == "name" else None)
     for r in summary.iter_rows(named=True):
         table.add_row(str(r["segment"]), r["name"], f"{r['customers']:,}", f"{r['share']:.1%}",
-                      _or_dash(r["revenue_share"], ".1%"), _or_dash(r["recency_days_mean"], ".0f"),
+                      _or_dash(r["revenue_share"], ".1%"), _or_dash(r["recency_days_median"], ".0f"),
                       _or_dash(r["frequency_mean"], ".1f"), _or_dash(r["aov_kpi"], ".2f"))
     _out.print(table)
 

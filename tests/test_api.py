@@ -13,6 +13,8 @@ def test_a_notebook_runs_loads_predicts_and_reads_results(small_data, tmp_path):
     assignments = result.assignments().collect()
     assert assignments.height == 3000 and {"segment", "distance", "clv"} <= set(assignments.columns)
     assert result.profiles()["customers"].to_list() == result.summary["customers"].to_list()
+    # The recency printed beside a name is the median the name is judged by, not the mean.
+    assert result.profiles()["recency_days_median"].to_list() == result.summary["recency_days_median"].to_list()
     assert not list(tmp_path.glob(".segmint-input-*"))  # the in-memory input was spilled and removed
 
     model = segmint.Model.load(result.out)

@@ -667,7 +667,7 @@ def _finish_run(s: _Session, profiles: pl.DataFrame, model: Model | None, manife
     for name, frame in files.items():
         store.write_parquet(frame, s.layout.meta(name), opts)
     summary = profiles.select("segment", "name", "customers", "share", "revenue_share", "aov_kpi",
-                              *[f"{f}_mean" for f in SUMMARY_FEATURES],
+                              *[f"{f}_mean" for f in SUMMARY_FEATURES], "recency_days_median",
                               *(["clv_total"] if "clv_total" in profiles.columns else []))
     return dataclasses.replace(_commit(s, manifest), summary=summary)
 
