@@ -76,6 +76,11 @@ class Model:
         from segmint.engine.pipeline.score import score_table
 
         frame = transactions if isinstance(transactions, pl.DataFrame) else pl.DataFrame(transactions)
+        missing = [c for c in self.columns.source_columns() if c not in frame.columns]
+        if missing:   # it raised Polars' ColumnNotFoundError, not a segmint error
+            msg = (f"the transactions given lack {', '.join(map(repr, missing))}, which the model was trained with "
+                   f"(its columns: {', '.join(self.columns.source_columns())}); give every one of them")
+            raise InputContractError(msg)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         if isinstance(as_of, str):
             as_of = parse_as_of(as_of)

@@ -39,6 +39,9 @@ def test_predict_reads_a_frame_chunk_by_chunk_and_an_empty_one(small_data, tmp_p
     assert model.predict(chunked, as_of=as_of).equals(whole) and whole.height == 3000
     empty = model.predict(tx.head(0), as_of=as_of)
     assert empty.height == 0 and empty.columns == whole.columns
+    # A column the model was trained with, missing: Polars' ColumnNotFoundError went up, not a segmint error.
+    with pytest.raises(segmint.InputContractError, match="the transactions given lack 'channel', which the model"):
+        model.predict(tx.drop("channel"), as_of=as_of)
 
 
 def test_inputs_may_be_a_path_a_list_a_lazyframe_or_arrow(small_data, tmp_path):
