@@ -141,11 +141,9 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     feats = scaler.columns
     x = scaler.transform(sample)
     priority = sample[HASH].to_numpy()
-    if c.k is not None and c.k > customers:
-        msg = f"k={c.k} is larger than the number of customers ({customers}); lower --k"
-        raise ConfigError(msg)
-    scan, note = None, None
     warm = previous is not None and cfg.warm_start is not False
+    _check_k(previous.k if warm else c.k, customers, c, warm)
+    scan, note = None, None
     if previous is not None:
         check_same_features(feats, previous)
     if warm:  # the previous number of segments, whatever --k says
@@ -253,3 +251,16 @@ def _threshold(customers: int, want: int) -> np.uint64:
         return np.uint64(2**64 - 1)
     return np.uint64((2**64 - 1) * want // customers)
 
+
+def _check_k(k: int | None, customers: int, c: ClusterConfig, warm: bool) -> None:
+    """k within the customers, the message naming the k that applies: a warm start keeps the previous run's
+    (the default --k 8 was named), --k auto scans from k_min (it named k=4 and said to lower --k)."""
+    if k is None and customers < c.k_min:
+        msg = (f"--k auto scans k from {c.k_min} ([cluster] k_min), more than the {customers} customers; give --k "
+               f"{customers} or less")
+        raise ConfigError(msg)
+    if k is not None and k > customers:
+        fix = ("a warm start keeps the previous run's k; --no-warm-start clusters afresh with --k" if warm
+               else "lower --k")
+        msg = f"k={k} is larger than the number of customers ({customers}); {fix}"
+        raise ConfigError(msg)

@@ -377,3 +377,17 @@ def test_a_memory_limit_too_low_is_quoted_in_the_unit_it_was_given_in(tmp_path):
         run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(memory_limit=parse_size("20MB")))
     least = int(str(err.value).rsplit(" ", 1)[1][:-2])
     assert least * 10**6 > current_rss()
+
+
+def test_a_k_beyond_the_customers_names_the_k_that_applies(tmp_path):
+    # A warm start keeps the previous run's k, yet the default --k 8 was named; --k auto named k=4 and "lower --k".
+    _lines(n_customers=5).write_parquet(tmp_path / "five.parquet")
+    _lines(n_customers=2).write_parquet(tmp_path / "two.parquet")
+    run([tmp_path / "two.parquet"], tmp_path / "prev", RunConfig(cluster=ClusterConfig(k=2)))
+    warm = run([tmp_path / "five.parquet"], tmp_path / "o", RunConfig(previous=str(tmp_path / "prev")))
+    assert warm.manifest["k"] == 2
+    run([tmp_path / "five.parquet"], tmp_path / "p6", RunConfig(cluster=ClusterConfig(k=5)))
+    with pytest.raises(ConfigError, match=r"^k=5 is larger than the number of customers \(2\); a warm start keeps"):
+        run([tmp_path / "two.parquet"], tmp_path / "o2", RunConfig(previous=str(tmp_path / "p6")))
+    with pytest.raises(ConfigError, match=r"^--k auto scans k from 4 \(\[cluster\] k_min\), more than the 2 customers"):
+        run([tmp_path / "two.parquet"], tmp_path / "o3", RunConfig(cluster=ClusterConfig(k=None)))
