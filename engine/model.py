@@ -204,6 +204,8 @@ def _from_doc(doc: Any) -> Model:
         values = getattr(cuts, name)
         if len(values) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             raise ValueError(f"rfm_cuts.{name} must be 4 finite numbers")
+        if list(values) != sorted(values):   # quantiles: out of order, the scores were taken as they came
+            raise ValueError(f"rfm_cuts.{name} must be in increasing order")
     clv = None
     if doc.get("clv"):
         # Fields added since (with defaults) may be absent from a model written by an earlier version.

@@ -372,6 +372,7 @@ def test_model_round_trips_exactly_and_refuses_tampering(small_run, tmp_path):
                          (lambda d: d["centroids"].pop(), "names for"),
                          (lambda d: d["scaler"]["std"].__setitem__(0, 0.0), "scaler"),
                          (lambda d: d.pop("rfm_cuts"), "rfm_cuts"),
+                         (lambda d: d["rfm_cuts"]["frequency"].reverse(), "rfm_cuts.frequency must be in increasing"),
                          (lambda d: d["columns"].__setitem__("customer", 5), "columns.customer"),
                          (lambda d: d.__setitem__("format_version", 1), "format_version")):
         broken = json.loads(json.dumps(doc))
