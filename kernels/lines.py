@@ -32,11 +32,11 @@ from segmint.kernels.hashing import mix64
 from segmint.kernels.prefetch import prefetch
 from segmint.kernels.sequence import line_row, order_row
 
-__all__ = ["row_reasons", "customer_pass", "fill_lines", "chunk_tally", "times_us", "OK", "NULL_CUSTOMER_ID", "NULL_TIMESTAMP",
-           "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "ANCIENT_TIMESTAMP", "FUTURE_TIMESTAMP", "AFTER_AS_OF",
-           "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD", "DEDUPE_TIME",
-           "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW", "DEDUPE_ASKED", "EMPTY",
-           "EARLIEST_US"]
+__all__ = ["row_reasons", "customer_pass", "fill_lines", "chunk_tally", "times_us", "OK", "NULL_CUSTOMER_ID",
+           "NULL_TIMESTAMP", "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "ANCIENT_TIMESTAMP",
+           "FUTURE_TIMESTAMP", "AFTER_AS_OF", "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD",
+           "DEDUPE_TIME", "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW",
+           "DEDUPE_ASKED", "EMPTY", "EARLIEST_US"]
 
 # Reason codes: 0 = used; k = engine.io.clean.REASONS[k - 1] (the same order).
 OK = 0
