@@ -476,7 +476,7 @@ def abtest_evaluate(
 
 
 def _amount(v: float | None) -> str:
-    return "beyond the float range" if v is None else f"{v:,.2f}"
+    return "n/a (beyond the float range, or not a number)" if v is None else f"{v:,.2f}"
 
 
 def _pct(v: float | None) -> str:

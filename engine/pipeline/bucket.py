@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from segmint.engine import exact
 from segmint.engine.analytics.attributes import attach
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
@@ -83,6 +84,13 @@ class Counts:
         self.first_ts = min(times) if times else None
         times = [t for t in (self.last_ts, other.last_ts) if t is not None]
         self.last_ts = max(times) if times else None
+
+    def reported_amounts(self) -> dict[str, float | None]:
+        """Per reason, the sum of the rejected rows' finite amounts; None beyond the float range
+        (amount_overflow rows, by definition) and for non_finite_amount rows, which have none (0.0 read as
+        rows that carried nothing)."""
+        return {r: None if r == "non_finite_amount" and self.rejected[r] else exact.reported([parts])
+                for r, parts in self.rejected_amount.items()}
 
 
 @dataclass(frozen=True)

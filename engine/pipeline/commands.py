@@ -40,7 +40,7 @@ from segmint.engine.config import RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.build import records_reused, top_channels
-from segmint.engine.io.clean import REASONS, RowStats
+from segmint.engine.io.clean import RowStats
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
@@ -79,7 +79,7 @@ class ValidationReport:
     rows_in: int
     rows_used: int
     rejected: dict[str, int]
-    rejected_amount: dict[str, float | None]   # None: beyond the float range
+    rejected_amount: dict[str, float | None]   # None: beyond the float range, or no finite amount (Counts)
     repeats_on_mapped_columns: int
     customers: int
     first_ts: dt.datetime | None
@@ -258,7 +258,7 @@ def validate(inputs: Sequence[str | Path], cfg: RunConfig, progress: Progress | 
         mapped, c = _map(s, "clean")
         return ValidationReport(
             rows_in=c.rows_in, rows_used=c.rows_used, rejected=c.rejected,
-            rejected_amount={r: exact.reported([p]) for r, p in c.rejected_amount.items()},
+            rejected_amount=c.reported_amounts(),
             repeats_on_mapped_columns=c.repeats, customers=c.customers, first_ts=c.first_ts, last_ts=c.last_ts,
             as_of=mapped[0].as_of)
 
@@ -629,11 +629,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "as_of": as_of.isoformat(),
         "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
                  "rejected_by_reason": c.rejected,
-                 # The sum of the rows' finite amounts. null: beyond the float range (amount_overflow rows, by
-                 # definition), or rows without one (non_finite_amount's: 0.0 read as rows that carried nothing).
-                 "rejected_amount_by_reason": {
-                     r: None if r == "non_finite_amount" and c.rejected[r] else exact.reported([c.rejected_amount[r]])
-                     for r in REASONS},
+                 "rejected_amount_by_reason": c.reported_amounts(),
                  "repeats_on_mapped_columns": c.repeats},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],

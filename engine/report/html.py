@@ -304,7 +304,7 @@ def _quality(m: dict) -> str:
     for reason, n in rows["rejected_by_reason"].items():
         if n:
             body.append([f"rejected: {html.escape(reason)}", fmt.count(n), fmt.share(n / rows["in"]),
-                         fmt.money(amounts.get(reason, 0.0))])
+                         fmt.value("currency", amounts.get(reason, 0.0))])
         else:
             zero.append(reason)
     parts = [_table(["input rows", "rows", "share", "amount"], body, numeric={1, 2, 3}, kind="compact")]

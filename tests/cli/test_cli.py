@@ -165,6 +165,17 @@ def test_csv_with_every_reject_reason_is_quarantined(tmp_path):
         assert {k: n for k, n in counts.items() if n} == {reason: [w for _, w in want].count(reason)
                                                           for reason in {w for _, w in want}}
         assert f"{len(want)} rejected" in r.stdout
+        # The report and validate say the same of them (the report exited 1 on a missing sum; validate said 0.00).
+        r = invoke("report", out, "--out", tmp_path / f"r{which}.html")
+        assert r.exit_code == 0, r.stderr
+        page = (tmp_path / f"r{which}.html").read_text()
+        assert "rejected: non_finite_amount" in page and "rejected: amount_overflow" in page
+        r = invoke("validate", tmp_path / "dirty.csv", "--customer-col", "cust", "--time-col", "when",
+                   "--time-format", "%Y-%m-%d", "--amount-col", "value", *as_of, "--dedupe-on", "cust,when,value",
+                   "--max-reject-share", 0.9)
+        assert r.exit_code == 0, r.stderr
+        line = next(x for x in r.stdout.splitlines() if "rejected non_finite_amount" in x)
+        assert line.rsplit("amount", 1)[1].strip().startswith("n/a")
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
