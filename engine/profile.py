@@ -32,7 +32,7 @@ from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.runtime import map_threads
 
 __all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "sorted_stats",
-           "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES"]
+           "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
 NON_FEATURES = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "__hash")
@@ -52,6 +52,9 @@ NAME_RULES = {
     "mid spend": "25 < aov_median_pct < 75",
     "returns-heavy": "refund_share_median >= 0.1",
 }
+# A name takes one word of each group, the first whose rule holds (segment_name).
+_WORD_GROUPS = (("New", "Recent", "Dormant", "Lapsing", "Steady"), ("one-time", "frequent", "occasional", "regular"),
+                ("high spend", "low spend", "mid spend"))
 _STATS = ("mean", "median", "std", "p10", "p90", "zlift", "median_pct")
 # How a twin's distinguishing feature reads, higher / lower than its twins.
 _LABELS = {"recency_days": ("less recent", "more recent"), "tenure_days": ("longer tenure", "shorter tenure"),
@@ -179,35 +182,39 @@ def micro_profiles(sample: pl.DataFrame, counts: dict[str, tuple[int, list[float
 
 
 def segment_name(row: dict) -> str:
-    """The words of NAME_RULES that hold for a profile row, e.g. ``Recent · frequent · high spend``.
-    A statistic a segment lacks (an empty segment has no medians) counts as the population's middle."""
-    row = {key: value for key, value in row.items() if value is not None}
-    recency = row.get("recency_days_median_pct", 50.0)
-    if row.get("new_rate", 0.0) >= 0.5:
-        stage = "New"
-    elif recency <= 30:
-        stage = "Recent"
-    elif recency >= 70:
-        stage = "Dormant"
-    elif recency > 50:   # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing
-        stage = "Lapsing"
-    else:
-        stage = "Steady"
-    freq_pct = row.get("frequency_median_pct", 50.0)
-    if row.get("frequency_median") == 1 and row.get("repurchase_rate", 1.0) < 0.5:
-        freq = "one-time"
-    elif freq_pct >= 75:
-        freq = "frequent"
-    elif freq_pct <= 35:
-        freq = "occasional"
-    else:
-        freq = "regular"
-    aov = row.get("aov_median_pct", 50.0)
-    spend = "high spend" if aov >= 75 else "low spend" if aov <= 25 else "mid spend"
-    words = [stage, freq, spend]
-    if (row.get("refund_share_median") or 0.0) >= 0.1:
+    """The words of NAME_RULES that hold for a profile row, e.g. ``Recent · frequent · high spend``: of
+    each group the first that holds (New before Recent, one-time before occasional), and returns-heavy
+    where it holds."""
+    words = [next(w for w in group if word_holds(w, row)) for group in _WORD_GROUPS]
+    if word_holds("returns-heavy", row):
         words.append("returns-heavy")
     return " · ".join(words)
+
+
+def word_holds(word: str, row: dict) -> bool:
+    """Whether the rule of one word of NAME_RULES holds for a profile row. A statistic a segment lacks
+    (an empty segment has no medians) counts as the population's middle."""
+    row = {key: value for key, value in row.items() if value is not None}
+    recency = row.get("recency_days_median_pct", 50.0)
+    freq_pct = row.get("frequency_median_pct", 50.0)
+    aov = row.get("aov_median_pct", 50.0)
+    rules = {
+        "New": lambda: row.get("new_rate", 0.0) >= 0.5,
+        "Recent": lambda: recency <= 30,
+        "Dormant": lambda: recency >= 70,
+        # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing
+        "Lapsing": lambda: 50 < recency < 70,
+        "Steady": lambda: 30 < recency <= 50,
+        "one-time": lambda: row.get("frequency_median") == 1 and row.get("repurchase_rate", 1.0) < 0.5,
+        "frequent": lambda: freq_pct >= 75,
+        "occasional": lambda: freq_pct <= 35,
+        "regular": lambda: 35 < freq_pct < 75,
+        "high spend": lambda: aov >= 75,
+        "low spend": lambda: aov <= 25,
+        "mid spend": lambda: 25 < aov < 75,
+        "returns-heavy": lambda: (row.get("refund_share_median") or 0.0) >= 0.1,
+    }
+    return rules[word]()
 
 
 def sorted_stats(s: np.ndarray) -> tuple[float, float, float]:

@@ -42,7 +42,8 @@ _RC = {
     "legend.frameon": False,
     "figure.facecolor": "white",
 }
-_MEASURE_COLORS = ("#9aa3ad", "#2171b5", "#41ab5d")   # customers, revenue, predicted value
+# By measure, not by place: without revenue bars (no revenue to share out) CLV took revenue's blue.
+_MEASURE_COLORS = {"customers": "#9aa3ad", "revenue": "#2171b5", "predicted value": "#41ab5d"}
 STATUS_COLORS = {"new": "#4c9be8", "active": "#2ca25f", "at_risk": "#f2a93b", "lapsed": "#b8bec6"}
 _SHEET = LinearSegmentedColormap.from_list("segmint", ["#f4f8fc", "#9ecae1", "#2171b5", "#08306b"])
 WIDTH = 11.0              # inches of a full-width chart: 1,056 px at the page's 96 px per inch
@@ -82,7 +83,7 @@ def sizes_chart(labels: Sequence[str], measures: dict[str, Sequence[float]]) -> 
     height = 0.8 / m
     y = np.arange(k)
     for j, (name, values) in enumerate(measures.items()):
-        bars = ax.barh(y - 0.4 + height * (j + 0.5), values, height=height * 0.92, color=_MEASURE_COLORS[j],
+        bars = ax.barh(y - 0.4 + height * (j + 0.5), values, height=height * 0.92, color=_MEASURE_COLORS[name],
                        label=name)
         ax.bar_label(bars, labels=[share(v) for v in values], padding=3, fontsize=7.5, color="#333")
     ax.set_yticks(y, labels)

@@ -153,9 +153,13 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
              fmt.value("share", r["repurchase_rate"]),
              *([fmt.money(r["clv_total"])] if has_clv else [])]
             for r in rows]
-    return ("<p class=\"lead\">Each segment's share of customers next to its share of revenue"
-            + (" and of predicted future value" if has_clv else "") + ": a segment whose value bar is longer than "
-            "its customer bar is worth more than its size.</p>"
+    values = [v for v in ("revenue", "predicted value") if v in measures]
+    lead = (f"Each segment's share of customers next to its share of {' and of '.join(values)}: a segment whose "
+            f"value bar is longer than its customer bar is worth more than its size." if values else
+            "Each segment's share of customers.")
+    if "revenue" not in measures:
+        lead += " Refunds match or exceed purchases over all customers: there is no revenue to share out."
+    return (f"<p class=\"lead\">{lead}</p>"
             + _figure(charts.sizes_chart(labels, measures))
             + _table(headers, body, numeric=set(range(2, len(headers))), kind="segs"))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from segmint.engine.profile import NAME_RULES, segment_name
+from segmint.engine.profile import NAME_RULES, word_holds
 from segmint.engine.profile_columns import describe
 from segmint.engine.report import numfmt as fmt
 
@@ -65,13 +65,12 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
     from an earlier run (an assigned batch takes the model's names, a run with --previous keeps matched
     segments' names) may state what no longer holds here: such a word says so, not why it holds."""
     name, number = _NUMBERED.match(row["name"]).groups()  # profile._disambiguate's last resort: " #<id>"
-    # An empty segment (none of an assigned batch in it) has no numbers to judge by: its rules read "n/a".
-    holds = set(segment_name(row).split(" · ")) if row.get("customers", 1) else set(name.split(" · "))
     reasons = []
     for word in name.split(" · "):
         if word in NAME_RULES:
             rule = _TOKEN.sub(lambda m: _term(m.group(0), row), _plain_ops(NAME_RULES[word]))
-            reasons.append((word, rule if word in holds else
+            # An empty segment (none of an assigned batch in it) has no numbers to judge by: "n/a" in its rules.
+            reasons.append((word, rule if word_holds(word, row) or not row.get("customers", 1) else
                             f"not so here ({rule} does not hold): the name was given in an earlier run (the "
                             f"model's, or the one --previous named) where it held"))
         else:

@@ -351,6 +351,23 @@ def test_the_recency_bands_and_the_middle_that_every_tie_takes(pct, stage):
     assert eval(NAME_RULES[stage], {}, row)  # noqa: S307 - our own rules
 
 
+def test_each_words_rule_is_the_one_the_docs_state():
+    # word_holds judges a name's words (segment_name, the report); NAME_RULES states them (docs, report text).
+    import random
+
+    from segmint.engine.profile import NAME_RULES, word_holds
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        row = {"recency_days_median_pct": rng.choice([0.0, 30.0, 30.5, 50.0, 50.5, 70.0, rng.uniform(0, 100)]),
+               "frequency_median_pct": rng.choice([35.0, 75.0, rng.uniform(0, 100)]),
+               "aov_median_pct": rng.choice([25.0, 75.0, rng.uniform(0, 100)]),
+               "frequency_median": rng.choice([1.0, 2.0]), "repurchase_rate": rng.choice([0.2, 0.5, 0.9]),
+               "new_rate": rng.choice([0.1, 0.5, 0.7]), "refund_share_median": rng.choice([0.0, 0.1, 0.3])}
+        for word, rule in NAME_RULES.items():
+            assert word_holds(word, row) == eval(rule, {}, row), (word, row)  # noqa: S307 - our own rules
+
+
 def test_twins_are_told_apart_by_the_feature_that_differs_most():
     from segmint.engine.profile import _disambiguate
 

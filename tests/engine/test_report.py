@@ -184,6 +184,12 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     assert reasons["Lapsing"].startswith("not so here (50 < percentile of median days since last order (here 33)")
     assert reasons["occasional"].startswith("not so here") and "earlier run" in reasons["occasional"]
     assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
+    # A kept word whose rule holds, though a word before it in its group would be chosen now (New before Recent,
+    # one-time before occasional): it holds, and says why.
+    row = {"name": "Recent · occasional · mid spend", "new_rate": 0.6, "recency_days_median_pct": 20.0,
+           "frequency_median_pct": 20.0, "frequency_median": 1.0, "repurchase_rate": 0.2, "aov_median_pct": 50.0,
+           "customers": 5}
+    assert not any(reason.startswith("not so") for reason in dict(name_reasons(row)).values())
 
 
 def test_run_aggregates_cover_every_customer(small_run):
