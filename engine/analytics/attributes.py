@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from segmint.engine.errors import InputContractError
+from segmint.engine.io.clean import empty_cell
 
 __all__ = ["attach", "segment_mix", "SCORED_COLUMNS"]
 
@@ -35,7 +36,9 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
                f"customers table")
         raise InputContractError(msg)
     values = [pl.col(a).fill_nan(None) if customers.schema[a].is_float() else pl.col(a) for a in attributes]
-    table = customers.select(pl.col(id_col).alias("customer_id"), *values).drop_nulls("customer_id")
+    # A blank id is no id, as in transactions: two rows of " " were "more than one row for customer  ".
+    table = customers.filter(~empty_cell(customers.schema, id_col)).select(pl.col(id_col).alias("customer_id"),
+                                                                           *values)
     if table.schema["customer_id"] != features.schema["customer_id"]:
         msg = (f"customers-table ids are {table.schema['customer_id']} but transaction ids are "
                f"{features.schema['customer_id']}; map an id column of the same type (--customers-id-col)")

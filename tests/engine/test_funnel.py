@@ -113,3 +113,11 @@ def test_customers_table_with_repeated_ids_is_refused():
     table = pl.DataFrame({"customer_id": [1, 2], "segment": [0, 1]})
     with pytest.raises(InputContractError, match="more than one row for customer 1"):
         attach(table, pl.DataFrame({"id": [1, 1], "region": ["a", "b"]}), "id", ["region"])
+
+
+def test_blank_ids_in_the_customers_table_are_no_ids():
+    # Two rows of " " stopped the run as "more than one row for customer  ".
+    table = pl.DataFrame({"customer_id": ["a", "b"], "segment": [0, 1]})
+    joined, missing = attach(table, pl.DataFrame({"id": ["a", " ", " ", "", "b"], "region": list("xyzwv")}), "id",
+                             ["region"])
+    assert joined["region"].to_list() == ["x", "v"] and missing == 0
