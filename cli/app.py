@@ -655,9 +655,10 @@ def _finish(result, json_logs: bool) -> None:
     if trained is not None and trained != m["as_of"]:
         # assign measures recency, status and CLV at its own as-of; a small batch's latest purchase read as
         # "New" customers the model's run had called lapsed
-        given = "given" if (m.get("config") or {}).get("as_of") else "the batch's latest purchase"
-        lines.append(f"as-of {m['as_of']} ({given}); the model was trained as of {trained}: recency, status and CLV "
-                     f"are measured at {m['as_of'][:10]}; pass --as-of to score at another date")
+        given = bool((m.get("config") or {}).get("as_of"))
+        lines.append(f"as-of {m['as_of']} ({'given' if given else 'the latest valid time in the batch'}); the model "
+                     f"was trained as of {trained}: recency, status and CLV are measured at {m['as_of'][:10]}"
+                     + ("" if given else "; pass --as-of to score at another date"))
     if m["clustering"].get("k_auto"):
         lines.append(f"--k auto: {m['clustering']['k_auto']}")
     clv = m.get("clv") or {}

@@ -107,8 +107,8 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
     need = max(min(customers, s.fit_customers) * FIT_BYTES_PER_CUSTOMER,
                min(customers, s.profile_customers) * 8 * (feature_columns + 8))
     if need > plan.data_budget:
-        msg = (f"the global fits need about {need / 2**20:,.0f} MB for {customers:,} customers but the memory "
-               f"budget leaves {plan.data_budget / 2**20:,.0f} MB: raise --memory-limit or lower "
+        msg = (f"the global fits need about {need / 1e6:,.0f} MB for {customers:,} customers but the memory "
+               f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
                f"[sampling] fit_customers / profile_customers")
         raise ConfigError(msg)
 

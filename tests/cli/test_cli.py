@@ -257,7 +257,7 @@ def test_summary_lines_are_plain_text_and_assign_names_its_as_of(small_data, sma
     r = invoke("assign", small_run, tmp_path / "one.parquet", "--out", tmp_path / "a")
     assert r.exit_code == 0, r.stderr
     trained = json.loads((small_run / "run.json").read_text())["as_of"]
-    assert f"(the batch's latest purchase); the model was trained as of {trained}" in " ".join(r.stdout.split())
+    assert f"(the latest valid time in the batch); the model was trained as of {trained}" in " ".join(r.stdout.split())
     r = invoke("assign", small_run, small_data / "transactions", "--out", tmp_path / "b", "--as-of", trained[:10])
     assert r.exit_code == 0, r.stderr
     assert "the model was trained as of" in r.stdout     # a given date that is not the model's instant
