@@ -79,7 +79,7 @@ class Result:
 def run(transactions: Data, out: str | Path, config: RunConfig | None = None, *, progress: Progress | None = None,
         executor: Executor | str | None = None) -> Result:
     """Segment customers; writes the run directory ``out`` (see ``segmint run --help``)."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, out, cfg) as paths:
         return _result(commands.run(paths, out, cfg, progress, executor=executor), cfg)
 
@@ -87,7 +87,7 @@ def run(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
 def assign(model: str | Path, transactions: Data, out: str | Path, config: RunConfig | None = None, *,
            progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
     """Score customers with the model of an earlier run (a run directory or its model folder)."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, out, cfg) as paths:
         return _result(commands.assign_customers(model, paths, out, cfg, progress, executor=executor), cfg)
 
@@ -95,7 +95,7 @@ def assign(model: str | Path, transactions: Data, out: str | Path, config: RunCo
 def features(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
              progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
     """Write the per-customer feature table to ``out/features/``."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, out, cfg) as paths:
         return _result(commands.compute_feature_table(paths, out, cfg, progress, executor=executor), cfg)
 
@@ -103,7 +103,7 @@ def features(transactions: Data, out: str | Path, config: RunConfig | None = Non
 def clv(transactions: Data, out: str | Path, config: RunConfig | None = None, *, progress: Progress | None = None,
         executor: Executor | str | None = None) -> Result:
     """Fit BG/NBD + Gamma-Gamma; ``result.clv`` holds the parameters, ``result.clv_table()`` the customers."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, out, cfg) as paths:
         return _result(commands.compute_clv(paths, out, cfg, progress, executor=executor), cfg)
 
@@ -111,7 +111,7 @@ def clv(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
 def cohorts(transactions: Data, out: str | Path, config: RunConfig | None = None, *,
             progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
     """Acquisition-month cohorts; ``result.cohorts`` holds the long table."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, out, cfg) as paths:
         return _result(commands.compute_cohorts(paths, out, cfg, progress, executor=executor), cfg)
 
@@ -119,12 +119,18 @@ def cohorts(transactions: Data, out: str | Path, config: RunConfig | None = None
 def validate(transactions: Data, config: RunConfig | None = None, *, progress: Progress | None = None,
              executor: Executor | str | None = None) -> commands.ValidationReport:
     """Check the data contract and count data-quality issues; writes nothing."""
-    cfg = _config(config)
+    cfg = _checked(config, progress)
     with _inputs(transactions, None, cfg) as paths:
         return commands.validate(paths, cfg, progress, executor=executor)
 
 
-def _config(config: RunConfig | None) -> RunConfig:
+def _checked(config: RunConfig | None, progress: Progress | None) -> RunConfig:
+    """The config (a default one for None), after checking both arguments' types: a plain function as
+    ``progress`` failed deep in the first stage with an AttributeError."""
+    if progress is not None and not all(callable(getattr(progress, m, None)) for m in ("start", "advance", "done")):
+        msg = (f"progress must have the methods start(stage), advance(stage, done, total) and done(stage, seconds, "
+               f"info) (segmint.Progress), got {type(progress).__name__}")
+        raise ConfigError(msg)
     if config is None:
         return RunConfig()
     if not isinstance(config, RunConfig):

@@ -164,7 +164,7 @@ class FeatureConfig(_Checked):
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig(_Checked):
-    """Faiss k-means settings. ``k=None`` means choose k automatically in [k_min, k_max]."""
+    """Faiss k-means settings. ``k=None`` (or "auto") means choose k automatically in [k_min, k_max]."""
 
     section: ClassVar[str] = "cluster"
     k: int | None = 8
@@ -197,6 +197,11 @@ class ClusterConfig(_Checked):
     # attribute_weight * sqrt(2) apart, as far as 1.4 standard deviations of one feature at 1.0.
     attributes: tuple[str, ...] = ()
     attribute_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.k == "auto":   # as the CLI and TOML say it (the API took only None)
+            object.__setattr__(self, "k", None)
+        super().__post_init__()
 
     def check(self) -> None:
         if not (math.isfinite(self.attribute_weight) and self.attribute_weight > 0):

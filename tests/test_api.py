@@ -68,6 +68,32 @@ def test_wrong_types_are_refused_with_the_field_named(small_data):
         segmint.run(str(small_data / "transactions"), "x", {"k": 5})
     with pytest.raises(segmint.ConfigError, match="transactions must be a path"):
         segmint.validate(42)
+    # A plain function as progress failed in the first stage with an AttributeError (exit 1).
+    with pytest.raises(segmint.ConfigError, match=r"progress must have the methods start\(stage\)"):
+        segmint.validate(str(small_data / "transactions"), progress=print)
+    # k "auto", as the CLI and TOML say it, is k None.
+    assert segmint.ClusterConfig(k="auto") == segmint.ClusterConfig(k=None)
+
+
+def test_a_progress_object_hears_every_stage(small_data):
+    import segmint
+
+    class Events:
+        def __init__(self):
+            self.finished = []
+
+        def start(self, stage):
+            pass
+
+        def advance(self, stage, done, total):
+            pass
+
+        def done(self, stage, seconds, info):
+            self.finished.append(stage)
+
+    events = Events()
+    segmint.validate(str(small_data / "transactions"), progress=events)
+    assert events.finished[0] == "plan" and "map" in events.finished
 
 
 def test_errors_about_in_memory_data_name_it_not_the_file_it_went_through(small_data, tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ _EXPORTS = {
     "load_toml": "segmint.engine.config",
     "SegmintError": "segmint.engine.errors", "ConfigError": "segmint.engine.errors",
     "InputContractError": "segmint.engine.errors", "OutputExistsError": "segmint.engine.errors",
-    "configure_threads": "segmint.engine.runtime",
+    "configure_threads": "segmint.engine.runtime", "Progress": "segmint.engine.progress",
 }
 __all__ = ["__version__", *_EXPORTS]
 
