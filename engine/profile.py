@@ -32,7 +32,8 @@ from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.runtime import map_threads
 
 __all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "sorted_stats",
-           "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds"]
+           "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds",
+           "name_holds"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
 NON_FEATURES = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "__hash")
@@ -189,6 +190,12 @@ def segment_name(row: dict) -> str:
     if word_holds("returns-heavy", row):
         words.append("returns-heavy")
     return " · ".join(words)
+
+
+def name_holds(name: str, row: dict) -> bool:
+    """Whether every word of NAME_RULES in ``name`` holds for a profile row (a twin's distinguishing words,
+    " · more app", and its last-resort " #<id>" state no rule)."""
+    return all(word_holds(w, row) for w in name.rsplit(" #", 1)[0].split(" · ") if w in NAME_RULES)
 
 
 def word_holds(word: str, row: dict) -> bool:

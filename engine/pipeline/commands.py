@@ -56,7 +56,7 @@ from segmint.engine.pipeline.partition import (Releases, check_scratch_space, jo
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
-from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles
+from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles, name_holds
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
 from segmint.engine.runtime import thread_budget
@@ -125,7 +125,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         del whole, filled
         mapped = _without_tables(mapped)   # a kept feature table's last use was the score
         with s.clock.stage("profile"):
-            profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names)
+            profiles = _kept_names(build_profiles(scored_sample, kpis), seg.names, seg.matching)
             files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
             if scoring.micro is not None:
                 files["micro_profiles.parquet"] = micro_profiles(scored_sample, micro)
@@ -580,11 +580,18 @@ def _clear_score_markers(s: _Session) -> None:
     store.remove([f for f in store.list_files(done, opts) if f[len(done) + 1:].startswith("score-")], opts)
 
 
-def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...]) -> pl.DataFrame:
-    """Segments matched to a previous run keep its names; a new segment's own name is marked
-    ``(new)`` should it equal a kept one."""
+def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: dict[str, Any] | None) -> pl.DataFrame:
+    """Segments matched to a previous run keep its names where every word still holds for the new profile
+    ("frequent" kept for a segment now at the 37th percentile was false); a name given afresh is marked
+    ``(new)`` should it equal a kept one. The matching report's pairs say which names were kept."""
     if not any(kept):
         return profiles
+    kept = tuple(k if k is not None and name_holds(k, row) else None
+                 for k, row in zip(kept, profiles.iter_rows(named=True), strict=True))
+    if matching is not None:
+        by_id = dict(zip(profiles["segment"].to_list(), kept, strict=True))
+        for pair in matching["pairs"]:
+            pair["name_kept"] = by_id.get(pair["segment"]) is not None
     taken = {n for n in kept if n}
     names = [k or (n if n not in taken else f"{n} (new)") for n, k in zip(profiles["name"], kept, strict=True)]
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))

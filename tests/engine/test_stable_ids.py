@@ -187,3 +187,20 @@ def test_previous_must_cluster_on_the_same_features(small_data, tmp_path):
         cluster=ClusterConfig(k=3), previous=str(tmp_path / "a"), features=FeatureConfig(cluster_features=previous)))
     with pytest.raises(ConfigError, match="--warm-start needs --previous"):
         RunConfig(warm_start=True)
+
+
+def test_a_kept_name_whose_words_no_longer_hold_is_given_afresh():
+    # "frequent" kept for a segment whose median now sits at the 37th percentile was false (exit 0).
+    from segmint.engine.pipeline.commands import _kept_names
+
+    profiles = pl.DataFrame({
+        "segment": [3, 5, 6], "name": ["Recent · frequent · mid spend", "Dormant · regular · low spend",
+                                       "Recent · frequent · mid spend"],
+        "recency_days_median_pct": [20.0, 80.0, 25.0], "frequency_median_pct": [80.0, 37.0, 90.0],
+        "frequency_median": [9.0, 3.0, 12.0], "aov_median_pct": [50.0, 10.0, 60.0]})
+    matching = {"pairs": [{"segment": 3, "name_kept": True}, {"segment": 5, "name_kept": True}]}
+    kept = ("Recent · frequent · mid spend · more web", "Dormant · frequent · low spend #5", None)
+    named = _kept_names(profiles, kept, matching)
+    assert named["name"].to_list() == ["Recent · frequent · mid spend · more web", "Dormant · regular · low spend",
+                                       "Recent · frequent · mid spend"]
+    assert [p["name_kept"] for p in matching["pairs"]] == [True, False]
