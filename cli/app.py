@@ -80,9 +80,9 @@ def demo(
 
     Example: `segmint demo --out demo --n-customers 5000`
 
-    Writes OUT/data (transactions, planted personas, events, customers table) and
-    OUT/run (segments, profiles, model, funnel, segment mix). A previous demo at OUT
-    is replaced.
+    Writes OUT (default ./segmint-demo): data/ (transactions, planted personas, events,
+    customers table), run/ (segments, profiles, model, funnel, segment mix), cohorts/ and
+    report.html. A previous demo at OUT is replaced.
     """
     with _errors(json_logs):
         _threads(threads)
@@ -152,7 +152,7 @@ def run(
 
     Example: `segmint run data/transactions --out runs/2026-06 --k auto`
 
-    Writes OUT/assignments/segment=N/, profiles.parquet/.json, model/, rejects/,
+    Writes OUT/assignments/segment=N/, profiles.parquet/.json/.csv, model/, rejects/,
     run.json, _manifest.json and _SUCCESS, atomically.
     """
     with _errors(json_logs):
@@ -186,8 +186,10 @@ def assign(
 
     Example: `segmint assign runs/2026-06 data/transactions --out runs/2026-06-scored`
 
-    The model fixes the column mapping; output has the same layout as `run`. A model that
-    clusters on customer attributes (--cluster-attrs) needs the customers table here too.
+    The model fixes the column mapping; output has the layout of `run` without model/ (score
+    again with the run's model). Recency, status and CLV are measured at --as-of, else at the
+    batch's latest valid time. A model that clusters on customer attributes (--cluster-attrs)
+    needs the customers table here too.
     """
     with _errors(json_logs):
         _threads(threads)
