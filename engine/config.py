@@ -417,6 +417,9 @@ class RunConfig(_Checked):
 # Options that cannot change a run's outputs: left out of config_hash.
 _NOT_HASHED = ("overwrite", "memory_limit", "buckets", "executor", "ray_address", "work_dir", "compress_scratch",
                "resume", "lease_seconds")
+# Fields filled from a section of their own ([cluster], [storage], [lifecycle], ...), not keys of their parent's.
+_OTHER_SECTIONS = {"columns", "features", "cluster", "clv", "sampling", "events", "customers", "storage_options",
+                   "lifecycle"}
 # Options never written anywhere (credentials).
 _SECRET = ("storage_options",)
 
@@ -461,16 +464,15 @@ def load_toml(path: str | Path) -> RunConfig:
         if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
             run["as_of"] = run["as_of"].isoformat()
         return RunConfig(
-            columns=_build(Columns, raw.get("columns", {}), path),
-            features=_build(FeatureConfig, {**feats, "lifecycle": _build(
-                LifecycleConfig, raw.get("lifecycle", {}), path)}, path),
-            cluster=_build(ClusterConfig, cluster, path),
-            clv=_build(ClvConfig, raw.get("clv", {}), path),
-            sampling=_build(SamplingConfig, raw.get("sampling", {}), path),
-            events=_side(EventSource, raw.get("events"), path),
-            customers=_side(CustomerSource, raw.get("customers"), path),
+            columns=_build(Columns, raw.get("columns", {})),
+            features=_build(FeatureConfig, {**feats, "lifecycle": _build(LifecycleConfig, raw.get("lifecycle", {}))}),
+            cluster=_build(ClusterConfig, cluster),
+            clv=_build(ClvConfig, raw.get("clv", {})),
+            sampling=_build(SamplingConfig, raw.get("sampling", {})),
+            events=_side(EventSource, raw.get("events")),
+            customers=_side(CustomerSource, raw.get("customers")),
             storage_options=storage,
-            **_known(RunConfig, run, path),
+            **_known(RunConfig, run),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -568,23 +570,25 @@ def _lists_to_tuples(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def _known(cls: type, values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of one TOML section, refused where a key is not a field of ``cls``; the message lists the keys
+    of that section, not the fields other sections fill ([run] listed cluster, clv, storage_options, ...)."""
     names = {f.name for f in dataclasses.fields(cls)}
     if unknown := set(values) - names:
-        msg = f"unknown key(s) {sorted(unknown)} in {path}; known: {sorted(names)}"
+        msg = f"unknown key(s) {sorted(unknown)} in [{cls.section}]; known: {sorted(names - _OTHER_SECTIONS)}"
         raise ConfigError(msg)
     return values
 
 
-def _side(cls: type, values: dict[str, Any] | None, path: str | Path) -> Any:
+def _side(cls: type, values: dict[str, Any] | None) -> Any:
     if values is None:
         return None
-    return _build(cls, _lists_to_tuples(values), path)
+    return _build(cls, _lists_to_tuples(values))
 
 
-def _build(cls: type, values: dict[str, Any], path: str | Path) -> Any:
+def _build(cls: type, values: dict[str, Any]) -> Any:
     try:
-        return cls(**_known(cls, values, path))
+        return cls(**_known(cls, values))
     except TypeError as exc:
-        msg = f"bad value in {path}: {exc}"
+        msg = f"bad value in [{cls.section}]: {exc}"
         raise ConfigError(msg) from None
