@@ -491,4 +491,4 @@ def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _degenerate(at_edge: list[str]) -> str:
     return (f"the CLV fit is degenerate ({', '.join(at_edge) or 'no finite optimum'}): the data cannot "
-            f"identify the model, as with very few or near-identical customers; CLV is left out")
+            f"identify the model, as with very few or near-identical customers")
