@@ -79,6 +79,20 @@ def test_attributes_that_are_not_categories_are_refused():
     assert len(fit_scaler(country, ["f"], [], attributes=["a"]).columns) == 33
 
 
+def test_the_cli_refuses_an_attribute_that_is_not_categories_with_exit_2(small_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+
+    customers = pl.read_parquet(small_data / "customers.parquet")
+    customers.with_columns(income=pl.int_range(pl.len()) * 7.5).write_parquet(tmp_path / "c.parquet")
+    r = CliRunner().invoke(app, ["run", str(small_data / "transactions"), "--out", str(tmp_path / "o"), "--customers",
+                                 str(tmp_path / "c.parquet"), "--customer-attrs", "region,income", "--cluster-attrs",
+                                 "income"])
+    assert r.exit_code == 2 and "--cluster-attrs income is a number with" in r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_one_hot_levels_by_frequency_unseen_and_missing_values_at_the_origin():
     fit = pl.DataFrame({"f": [1.0, 2.0, 3.0, 4.0], "a": ["x", "y", "y", None]})
     scaler = fit_scaler(fit, ["f"], [], attributes=["a"], weight=3.0)
