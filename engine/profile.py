@@ -9,7 +9,7 @@ than the segment's 99.5th percentile), and with CLV ``clv_total``.
 Per numeric feature, from the profile sample (every customer up to
 ``sampling.profile_customers``, else that many customers of lowest hash):
 ``_mean``, ``_median``, ``_std``, ``_p10``, ``_p90``, ``_zlift`` ((segment mean -
-population mean) / population std) and ``_median_pct``: the population percentile
+population mean) / the population's sample std, n - 1) and ``_median_pct``: the population percentile
 of the segment's median (mid-rank, 0-100). Statistics run in NumPy over the sample in
 customer-id order, so they are the same bits on every run and for any bucket count.
 

@@ -44,6 +44,7 @@ __all__ = ["compare_runs", "migration", "PSI_BANDS", "KPIS"]
 PSI_BANDS = ((0.1, "stable"), (0.25, "moderate"), (math.inf, "major"))
 KPIS = ("customers", "share", "revenue", "revenue_share", "aov_kpi", "orders_per_customer", "repurchase_rate",
         "lapsed_rate", "clv_total")
+_SUMMED = ("customers", "share", "revenue", "clv_total")   # of a segment's customers: 0 where it has none
 _BYTES_PER_ROW = 400
 _DECILE_SAMPLE = 200_000
 
@@ -196,4 +197,8 @@ def _segments(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
     old = a.select("segment", pl.col("name").alias("name_old"), *[pl.col(k).alias(f"{k}_old") for k in kpis])
     new = b.select("segment", pl.col("name").alias("name_new"), *[pl.col(k).alias(f"{k}_new") for k in kpis])
     both = old.join(new, on="segment", how="full", coalesce=True).sort("segment")
+    # A segment one run lacks has no customers, share, revenue or CLV there (0, so a vanished segment's change
+    # is -46 customers, not null); its rates stay null.
+    counted = [f"{k}_{side}" for k in _SUMMED if k in kpis for side in ("old", "new")]
+    both = both.with_columns(pl.col(counted).fill_null(0))
     return both.with_columns(*[(pl.col(f"{k}_new") - pl.col(f"{k}_old")).alias(f"{k}_change") for k in kpis])

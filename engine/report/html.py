@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -20,7 +20,7 @@ from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import LifecycleConfig
 from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.report import charts
-from segmint.engine.report import numfmt as fmt
+from segmint.engine.report import numfmt
 from segmint.engine.report.inputs import RunData
 from segmint.engine.report.traits import TRAIT_DISTANCE, kpi_sentence, name_reasons, traits
 
@@ -129,7 +129,7 @@ def _header(run: RunData, rows: list[dict]) -> str:
     return ("<header><h1>Customer segments</h1>"
             f"<p>{fmt.count(customers)} customers in {run.k} segments; {span}as of {html.escape(_day(m['as_of']))}. "
             f"Run {html.escape(m['run_id'])} (segmint {html.escape(m['command'])}).</p>"
-            '<div class="tiles">' + "".join(f"<div class=\"tile\"><b>{html.escape(v)}</b><span>{html.escape(t)}"
+            '<div class="tiles">' + "".join(f"<div class=\"tile\"><b>{v}</b><span>{html.escape(t)}"
                                               f"</span></div>" for v, t in tiles) + "</div></header>")
 
 
@@ -363,3 +363,14 @@ def _month(value) -> str:
 
 def _natural(v: str) -> tuple:
     return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
+
+
+class _Escaped:
+    """numfmt's numbers escaped for the page: a share under 0.1% reads "<0.1%", which went into cells raw."""
+
+    def __getattr__(self, name: str) -> Callable[..., str]:
+        plain = getattr(numfmt, name)
+        return lambda *args: html.escape(plain(*args))
+
+
+fmt = _Escaped()

@@ -104,7 +104,9 @@ def _term(token: str, row: dict) -> str:
     v = row[token]
     if token.endswith(_SUFFIX):
         label = describe(token[: -len(_SUFFIX)]).label
-        return f"percentile of median {label} (here {fmt.value('percentile', v)})"
+        # To the hundredth, not whole: 35.25 read "35 < ... (here 35) < 75".
+        here = "n/a" if v is None else f"{v:.2f}".rstrip("0").rstrip(".")
+        return f"percentile of median {label} (here {here})"
     col = describe(token)
     here = "n/a" if v is None else f"{v:.2f}" if col.unit == "share" else fmt.value(col.unit, v)
     return f"{'median ' if token.endswith('_median') else ''}{col.label} (here {here})"

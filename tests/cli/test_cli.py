@@ -494,6 +494,22 @@ def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs,
     assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]
 
 
+def test_compare_counts_a_vanished_segment_as_none_left_not_unknown(small_data, tmp_path):
+    # A segment of the old run that the new one lacks had null customers, change and revenue change.
+    for name, k in (("a", 4), ("b", 2)):
+        r = invoke("run", small_data / "transactions", "--out", tmp_path / name, "--k", k)
+        assert r.exit_code == 0, r.stderr
+    r = invoke("compare", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "cmp")
+    assert r.exit_code == 0, r.stderr
+    seg = pl.read_parquet(tmp_path / "cmp" / "segments.parquet")
+    gone = seg.filter(pl.col("name_new").is_null())
+    assert gone.height == 2
+    assert gone["customers_new"].to_list() == [0, 0] and gone["revenue_new"].to_list() == [0.0, 0.0]
+    assert gone["customers_change"].to_list() == (-gone["customers_old"]).to_list()
+    assert gone["aov_kpi_new"].null_count() == 2     # no customers: no order value, not 0
+    assert seg["customers_new"].sum() == seg["customers_old"].sum() == 3000
+
+
 # `segmint ARGS` with an error segmint does not expect, deep in the engine (reading the input).
 _BOOM = """
 import sys

@@ -181,6 +181,9 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     row = {"name": "Lapsing · occasional · mid spend", "recency_days_median_pct": 33.0,
            "frequency_median_pct": 60.0, "frequency_median": 3.0, "aov_median_pct": 50.0}
     reasons = dict(name_reasons(row))
+    # A percentile by a rule's edge is given to the hundredth: 35.25 read "35 < ... (here 35)".
+    edge = dict(name_reasons({**row, "name": "Lapsing · regular · mid spend", "frequency_median_pct": 35.25}))
+    assert edge["regular"] == "35 < percentile of median number of orders (here 35.25) < 75"
     assert reasons["Lapsing"].startswith("not so here (50 < percentile of median days since last order (here 33)")
     assert reasons["occasional"].startswith("not so here") and "earlier run" in reasons["occasional"]
     assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
@@ -261,3 +264,16 @@ def test_migration_says_how_many_kept_their_id_and_what_a_relabelling_would_keep
     text = write_report(small_run, tmp_path / "s.html", migration=swapped).read_text(encoding="utf-8")
     assert "Of the 820 customers in both runs, 2.4% kept their segment id; an optimal relabelling of the " \
            "segments would have kept 98%" in text
+
+
+def test_numbers_with_a_less_than_sign_are_escaped_in_the_page(small_data, tmp_path):
+    # A share under 0.1% reads "<0.1%": it went into table cells raw (invalid HTML, and text extractors drop it).
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import run
+
+    lines = pl.read_parquet(small_data / "transactions")
+    bad = lines.head(1).with_columns(pl.lit(None, dtype=lines.schema["customer_id"]).alias("customer_id"))
+    pl.concat([lines, bad]).write_parquet(tmp_path / "t.parquet")
+    run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig())
+    page = write_report(tmp_path / "o", tmp_path / "r.html").read_text()
+    assert "&lt;0.1%" in page and "<0.1%" not in page
