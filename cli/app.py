@@ -675,8 +675,8 @@ def _finish(result, json_logs: bool) -> None:
         lines.append("funnel: " + ", ".join(f"{stage} {n:,}" for stage, n in m["events"]["funnel"].items()))
     if "micro" in m:
         made = sum(seg["k"] - seg["merged"] for seg in m["micro"]["segments"])
-        lines.append(f"micro-segments: {made:,} in all; {m['micro']['merged']:,} merged into a sibling for being "
-                     f"smaller than the minimum share or size")
+        lines.append(f"micro-segments: {made:,} in all; {m['micro']['merged']:,} dissolved into the nearest remaining "
+                     f"siblings for being smaller than the minimum share or size")
     matching = m["clustering"].get("matching")
     if matching:
         shared = matching.get("shared_customers") or {}

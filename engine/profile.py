@@ -194,8 +194,10 @@ def segment_name(row: dict) -> str:
 
 def name_holds(name: str, row: dict) -> bool:
     """Whether every word of NAME_RULES in ``name`` holds for a profile row (a twin's distinguishing words,
-    " · more app", and its last-resort " #<id>" state no rule)."""
-    return all(word_holds(w, row) for w in name.rsplit(" #", 1)[0].split(" · ") if w in NAME_RULES)
+    " · more app", its last-resort " #<id>" and the " (new)" of a fresh name equal to a kept one state no
+    rule; "high spend (new)" went unchecked, and was kept every month after)."""
+    words = name.removesuffix(" (new)").rsplit(" #", 1)[0].split(" · ")
+    return all(word_holds(w, row) for w in words if w in NAME_RULES)
 
 
 def word_holds(word: str, row: dict) -> bool:

@@ -3,9 +3,9 @@
 Each segment's customers in the profile sample are clustered again, in the same scaled
 space, into ``micro_k`` groups (or, with ``auto``, the k in 2..8 of best silhouette on
 at most 2,000 of them). A micro-segment smaller than ``min_segment_share`` of its
-segment or than ``min_segment_size`` customers is merged into its nearest sibling
-(its centroid dropped, so its customers go to the nearest remaining one); what was
-merged is counted. Micro-segments are numbered by decreasing size within their
+segment or than ``min_segment_size`` customers is dissolved: its centroid is dropped,
+so each of its customers goes to the nearest remaining sibling (one micro-segment can
+spread over several); what was dissolved is counted. Micro-segments are numbered by decreasing size within their
 segment and named ``<segment>.<nn>``, e.g. ``3.07``. Scoring a customer picks the
 nearest micro centroid of its own segment.
 """

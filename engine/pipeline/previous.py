@@ -49,6 +49,11 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
                                  "other does not, so their customers cannot be joined")
     before = previous_assignments(cfg.previous, dict(cfg.storage_options))
     if before is None:
+        options = dict(cfg.storage_options)
+        if not is_output(cfg.previous, options) and is_output(store.parent(cfg.previous), options):
+            # a model folder said the run's assignments, which sit beside it, were not readable
+            return None, (fallback + f"{cfg.previous} is a model folder; give --previous its run folder, "
+                                     f"{store.parent(cfg.previous)}, to match on the customers both runs share")
         return None, fallback + f"the previous run's assignments are not readable at {cfg.previous}/assignments"
     theirs = before.collect_schema()["customer_id"]
     if theirs != ids.dtype:

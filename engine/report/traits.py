@@ -64,7 +64,8 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
     """(word, reason) for each word of the segment's name: its rule with this segment's numbers. A name kept
     from an earlier run (an assigned batch takes the model's names, a run with --previous keeps matched
     segments' names) may state what no longer holds here: such a word says so, not why it holds."""
-    name, number = _NUMBERED.match(row["name"]).groups()  # profile._disambiguate's last resort: " #<id>"
+    fresh = row["name"].endswith(" (new)")   # commands._kept_names: a fresh name equal to a kept one
+    name, number = _NUMBERED.match(row["name"].removesuffix(" (new)")).groups()  # _disambiguate's " #<id>"
     reasons = []
     for word in name.split(" · "):
         if word in NAME_RULES:
@@ -78,6 +79,9 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
                                   "its name"))
     if number:
         reasons.append((number, "a number, added because another segment has the same name"))
+    if fresh:
+        reasons.append(("(new)", "a name given in this run, marked because a segment kept the same name from "
+                                 "the previous run"))
     return reasons
 
 

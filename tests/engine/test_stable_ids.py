@@ -79,11 +79,12 @@ def test_a_permuted_previous_model_keeps_its_ids(small_data, tmp_path):
 def test_ids_join_on_pseudonyms_and_fall_back_to_centroids_where_customers_cannot_be_joined(small_data, tmp_path, monkeypatch):
     tx = [small_data / "transactions"]
     run(tx, tmp_path / "a", RunConfig(cluster=ClusterConfig(k=5, seed=0)))
-    # Only the model folder: no assignments to read.
+    # Only the model folder: no assignments to read. The note named the run's readable assignments as unreadable.
     only_model = run(tx, tmp_path / "b", RunConfig(cluster=ClusterConfig(k=5, seed=7),
                                                    previous=str(tmp_path / "a" / "model")))
     report = only_model.manifest["clustering"]["matching"]
-    assert report["method"] == "centroids" and "not readable" in report["note"]
+    assert report["method"] == "centroids"
+    assert f"is a model folder; give --previous its run folder, {tmp_path / 'a'}," in report["note"]
     assert _kept(_ids(tmp_path / "a"), _ids(tmp_path / "b")) >= 0.99
     # This run pseudonymises its customer ids, the previous one did not: they cannot be joined.
     monkeypatch.setenv("SEGMINT_ID_KEY", "k" * 32)
@@ -204,3 +205,6 @@ def test_a_kept_name_whose_words_no_longer_hold_is_given_afresh():
     assert named["name"].to_list() == ["Recent · frequent · mid spend · more web", "Dormant · regular · low spend",
                                        "Recent · frequent · mid spend"]
     assert [p["name_kept"] for p in matching["pairs"]] == [True, False]
+    # A fresh name marked " (new)" last month is judged by its words too (its last word went unchecked).
+    named = _kept_names(profiles, ("Recent · frequent · high spend (new)", None, None), None)
+    assert named["name"][0] == "Recent · frequent · mid spend"
