@@ -33,7 +33,7 @@ from segmint.engine.runtime import map_threads
 
 __all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "sorted_stats",
            "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds",
-           "name_holds"]
+           "name_holds", "KEEP_MARGIN"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
 NON_FEATURES = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "__hash")
@@ -53,6 +53,9 @@ NAME_RULES = {
     "mid spend": "25 < aov_median_pct < 75",
     "returns-heavy": "refund_share_median >= 0.1",
 }
+# A name kept from the previous run keeps a word while its percentile stays within this many points of the
+# word's band: without it, a stable segment was renamed 4 times in 5 months by 1-2 point moves (29.2 <-> 30.4).
+KEEP_MARGIN = 5.0
 # A name takes one word of each group, the first whose rule holds (segment_name).
 _WORD_GROUPS = (("New", "Recent", "Dormant", "Lapsing", "Steady"), ("one-time", "frequent", "occasional", "regular"),
                 ("high spend", "low spend", "mid spend"))
@@ -192,35 +195,38 @@ def segment_name(row: dict) -> str:
     return " · ".join(words)
 
 
-def name_holds(name: str, row: dict) -> bool:
-    """Whether every word of NAME_RULES in ``name`` holds for a profile row (a twin's distinguishing words,
-    " · more app", its last-resort " #<id>" and the " (new)" of a fresh name equal to a kept one state no
-    rule; "high spend (new)" went unchecked, and was kept every month after)."""
+def name_holds(name: str, row: dict, margin: float = 0.0) -> bool:
+    """Whether every word of NAME_RULES in ``name`` holds for a profile row, its percentile bands widened by
+    ``margin`` points (``word_holds``). A twin's distinguishing words (" · more app"), its last-resort
+    " #<id>" and the " (new)" of a fresh name equal to a kept one state no rule ("high spend (new)" went
+    unchecked, and was kept every month after)."""
     words = name.removesuffix(" (new)").rsplit(" #", 1)[0].split(" · ")
-    return all(word_holds(w, row) for w in words if w in NAME_RULES)
+    return all(word_holds(w, row, margin) for w in words if w in NAME_RULES)
 
 
-def word_holds(word: str, row: dict) -> bool:
-    """Whether the rule of one word of NAME_RULES holds for a profile row. A statistic a segment lacks
-    (an empty segment has no medians) counts as the population's middle."""
+def word_holds(word: str, row: dict, margin: float = 0.0) -> bool:
+    """Whether the rule of one word of NAME_RULES holds for a profile row; with ``margin``, a percentile
+    band is that many points wider on each side (KEEP_MARGIN, for a name kept from the previous run). A
+    statistic a segment lacks (an empty segment has no medians) counts as the population's middle."""
     row = {key: value for key, value in row.items() if value is not None}
     recency = row.get("recency_days_median_pct", 50.0)
     freq_pct = row.get("frequency_median_pct", 50.0)
     aov = row.get("aov_median_pct", 50.0)
+    m = margin
     rules = {
         "New": lambda: row.get("new_rate", 0.0) >= 0.5,
-        "Recent": lambda: recency <= 30,
-        "Dormant": lambda: recency >= 70,
+        "Recent": lambda: recency <= 30 + m,
+        "Dormant": lambda: recency >= 70 - m,
         # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing
-        "Lapsing": lambda: 50 < recency < 70,
-        "Steady": lambda: 30 < recency <= 50,
+        "Lapsing": lambda: 50 - m < recency < 70 + m,
+        "Steady": lambda: 30 - m < recency <= 50 + m,
         "one-time": lambda: row.get("frequency_median") == 1 and row.get("repurchase_rate", 1.0) < 0.5,
-        "frequent": lambda: freq_pct >= 75,
-        "occasional": lambda: freq_pct <= 35,
-        "regular": lambda: 35 < freq_pct < 75,
-        "high spend": lambda: aov >= 75,
-        "low spend": lambda: aov <= 25,
-        "mid spend": lambda: 25 < aov < 75,
+        "frequent": lambda: freq_pct >= 75 - m,
+        "occasional": lambda: freq_pct <= 35 + m,
+        "regular": lambda: 35 - m < freq_pct < 75 + m,
+        "high spend": lambda: aov >= 75 - m,
+        "low spend": lambda: aov <= 25 + m,
+        "mid spend": lambda: 25 - m < aov < 75 + m,
         "returns-heavy": lambda: (row.get("refund_share_median") or 0.0) >= 0.1,
     }
     return rules[word]()

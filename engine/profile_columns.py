@@ -43,7 +43,8 @@ KPIS = {
     "segment": Column("id", "segment", "Segment id; a run with --previous keeps the ids of the segments it "
                                        "matched to the earlier run's."),
     "name": Column("text", "name", "Automatic name; every word states a rule that holds for the segment "
-                                   "(profile.NAME_RULES) in the run that named it (assign takes the model's)."),
+                                   "(profile.NAME_RULES) in the run that named it, or within 5 percentile points "
+                                   "for a name kept from the previous run (assign takes the model's)."),
     "customers": Column("customers", "customers", "Customers in the segment."),
     "share": Column("share", "share of customers", "Segment customers / all customers."),
     "revenue": Column("currency", "revenue", "Sum of the segment's net spend (monetary_total) over the whole "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from segmint.engine.profile import NAME_RULES, word_holds
+from segmint.engine.profile import KEEP_MARGIN, NAME_RULES, word_holds
 from segmint.engine.profile_columns import describe
 from segmint.engine.report import numfmt as fmt
 
@@ -71,9 +71,14 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
         if word in NAME_RULES:
             rule = _TOKEN.sub(lambda m: _term(m.group(0), row), _plain_ops(NAME_RULES[word]))
             # An empty segment (none of an assigned batch in it) has no numbers to judge by: "n/a" in its rules.
-            reasons.append((word, rule if word_holds(word, row) or not row.get("customers", 1) else
-                            f"not so here ({rule} does not hold): the name was given in an earlier run (the "
-                            f"model's, or the one --previous named) where it held"))
+            if word_holds(word, row) or not row.get("customers", 1):
+                reasons.append((word, rule))
+            elif word_holds(word, row, KEEP_MARGIN):
+                reasons.append((word, f"{rule}, within {KEEP_MARGIN:g} percentile points: a name kept from an earlier "
+                                      f"run keeps a word that close to its band"))
+            else:
+                reasons.append((word, f"not so here ({rule} does not hold): the name was given in an earlier run "
+                                      f"(the model's, or the one --previous named) where it held"))
         else:
             reasons.append((word, "where this segment differs most from the segments that share the rest of "
                                   "its name"))

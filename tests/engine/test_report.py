@@ -184,6 +184,9 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     marked = dict(name_reasons({**row, "name": "Steady · regular · mid spend #3 (new)", "recency_days_median_pct": 40.0}))
     assert marked["mid spend"].startswith("25 <") and "kept the same name" in marked["(new)"]
     assert "same name" in marked["#3"]
+    close = dict(name_reasons({**row, "name": "Recent · regular · mid spend", "recency_days_median_pct": 33.0}))
+    assert close["Recent"].endswith("within 5 percentile points: a name kept from an earlier run keeps a word that "
+                                    "close to its band")
     # A percentile by a rule's edge is given to the hundredth: 35.25 read "35 < ... (here 35)".
     edge = dict(name_reasons({**row, "name": "Lapsing · regular · mid spend", "frequency_median_pct": 35.25}))
     assert edge["regular"] == "35 < percentile of median number of orders (here 35.25) < 75"
