@@ -188,7 +188,8 @@ class ClusterConfig(_Checked):
     match_distance: float = 1.0
     # Micro-segments inside each segment: a number, "auto" (2..8 by silhouette), or None (off).
     micro_k: int | str | None = None
-    # Micro-segments below min_segment_share of their segment or this many customers are merged.
+    # Micro-segments below min_segment_share of their segment or this many customers are dissolved into the
+    # nearest remaining siblings.
     min_segment_size: int = 30
     # Customers farther from their centroid than this quantile of their segment are outliers.
     outlier_quantile: float = 0.995

@@ -33,7 +33,7 @@ from segmint.engine.runtime import map_threads
 
 __all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "sorted_stats",
            "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds",
-           "name_holds", "KEEP_MARGIN"]
+           "name_holds", "keep_names", "KEEP_MARGIN"]
 
 SUMMARY_FEATURES = ("recency_days", "frequency", "aov")
 NON_FEATURES = ("customer_id", "segment", "distance", "margin", "outlier", "micro_segment", "__hash")
@@ -195,13 +195,26 @@ def segment_name(row: dict) -> str:
     return " · ".join(words)
 
 
+def keep_names(rows: list[dict], fresh: list[str], kept: list[str | None]) -> tuple[list[str], list[bool]]:
+    """The names of a run matched to a previous one: ``rows`` the profile rows, ``fresh`` their own names,
+    ``kept`` the previous run's name of each matched segment (None: none). A kept name stays where every
+    word holds within KEEP_MARGIN and no word held only by the margin contradicts another segment's name
+    ("high spend" at the 71st percentile beside a "mid spend" at the 73rd); the others are named afresh.
+    Returns the names, all distinct, and which were kept."""
+    keep = [k if k is not None and name_holds(k, r, KEEP_MARGIN) else None for k, r in zip(kept, rows, strict=True)]
+    while True:
+        names = _distinct_names(fresh, keep, [r["segment"] for r in rows])
+        wrong = [i for i, k in enumerate(keep) if k is not None and _contradicts(i, rows, names)]
+        if not wrong:
+            return names, [k is not None for k in keep]
+        for i in wrong:
+            keep[i] = None
+
+
 def name_holds(name: str, row: dict, margin: float = 0.0) -> bool:
     """Whether every word of NAME_RULES in ``name`` holds for a profile row, its percentile bands widened by
-    ``margin`` points (``word_holds``). A twin's distinguishing words (" · more app"), its last-resort
-    " #<id>" and the " (new)" of a fresh name equal to a kept one state no rule ("high spend (new)" went
-    unchecked, and was kept every month after)."""
-    words = name.removesuffix(" (new)").rsplit(" #", 1)[0].split(" · ")
-    return all(word_holds(w, row, margin) for w in words if w in NAME_RULES)
+    ``margin`` points (``word_holds``)."""
+    return all(word_holds(w, row, margin) for w in _rule_words(name))
 
 
 def word_holds(word: str, row: dict, margin: float = 0.0) -> bool:
@@ -217,8 +230,8 @@ def word_holds(word: str, row: dict, margin: float = 0.0) -> bool:
         "New": lambda: row.get("new_rate", 0.0) >= 0.5,
         "Recent": lambda: recency <= 30 + m,
         "Dormant": lambda: recency >= 70 - m,
-        # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing
-        "Lapsing": lambda: 50 - m < recency < 70 + m,
+        # 50 is the middle: where every customer ties (all bought at the as-of), not Lapsing, margin or not
+        "Lapsing": lambda: 50 - m < recency < 70 + m and recency != 50,
         "Steady": lambda: 30 - m < recency <= 50 + m,
         "one-time": lambda: row.get("frequency_median") == 1 and row.get("repurchase_rate", 1.0) < 0.5,
         "frequent": lambda: freq_pct >= 75 - m,
@@ -239,6 +252,47 @@ def sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
     h = s.size // 2
     median = float(np.mean(s[h - 1 + s.size % 2:h + 1]))   # as np.median: the mean of the middle one or two
     return (median, *(_linear_quantile(s, q) for q in (0.1, 0.9)))
+
+
+def _rule_words(name: str) -> list[str]:
+    """The words of NAME_RULES in a name: a twin's distinguishing words (" · more app"), its last-resort
+    " #<id>" and the " (new)" of a fresh name equal to a kept one state no rule ("high spend (new)" went
+    unchecked, and was kept every month after)."""
+    return [w for w in name.removesuffix(" (new)").rsplit(" #", 1)[0].split(" · ") if w in NAME_RULES]
+
+
+def _distinct_names(fresh: list[str], kept: list[str | None], segments: list[int]) -> list[str]:
+    """Kept names, without the " (new)" marker where no other kept name has the same base (it marked a clash in
+    the run that gave it, and stayed for good); fresh names marked " (new)" where they equal a kept one, and
+    numbered where even that is taken (two segments were both "X (new)")."""
+    bases = [k.removesuffix(" (new)") if k is not None else None for k in kept]
+    names = [None if k is None else b if bases.count(b) == 1 else k for k, b in zip(kept, bases, strict=True)]
+    taken = set(names) | set(bases)
+    names = [n if n is not None else f if f not in taken else f"{f} (new)" for n, f in zip(names, fresh, strict=True)]
+    return [f"{n} #{s}" if k is None and names.count(n) > 1 else n
+            for n, k, s in zip(names, kept, segments, strict=True)]
+
+
+# The words of a group in the order of their statistic: a kept word must not sit on the far side of another's.
+_ORDERED = {"recency_days_median_pct": ("Recent", "Steady", "Lapsing", "Dormant"),
+            "frequency_median_pct": ("occasional", "regular", "frequent"),
+            "aov_median_pct": ("low spend", "mid spend", "high spend")}
+
+
+def _contradicts(i: int, rows: list[dict], names: list[str]) -> bool:
+    """Whether a word that segment ``i``'s name holds only within the margin ranks it against another
+    segment's word of the same group the other way round from their statistic."""
+    for stat, order in _ORDERED.items():
+        mine = [w for w in _rule_words(names[i]) if w in order and not word_holds(w, rows[i])]
+        if not mine or rows[i].get(stat) is None:
+            continue
+        for j, other in enumerate(names):
+            theirs = [w for w in _rule_words(other) if w in order]
+            if j == i or not theirs or rows[j].get(stat) is None:
+                continue
+            if (order.index(mine[0]) - order.index(theirs[0])) * (rows[i][stat] - rows[j][stat]) < 0:
+                return True
+    return False
 
 
 def _status_codes(status: pl.Series) -> np.ndarray:

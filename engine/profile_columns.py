@@ -119,8 +119,8 @@ STATS = {
     "std": (None, "Sample standard deviation of {label} in the segment (null for one customer)."),
     "p10": (None, "10th percentile of {label} in the segment."),
     "p90": (None, "90th percentile of {label} in the segment."),
-    "zlift": ("std", "(segment mean - population mean) / standard deviation of {label} over all customers "
-                     "(the sample one, n - 1, as _std)."),
+    "zlift": ("std", "(segment mean - population mean) / standard deviation of {label} over the profile "
+                     "sample's customers (the sample one, n - 1, as _std)."),
     "median_pct": ("percentile", "Share of all customers (mid-rank, %) whose {label} is below the segment's "
                                  "median: 82 = the typical customer here is above 82% of customers."),
 }

@@ -56,8 +56,7 @@ from segmint.engine.pipeline.partition import (Releases, check_scratch_space, jo
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
-from segmint.engine.profile import (KEEP_MARGIN, SUMMARY_FEATURES, KpiPartials, build_profiles, micro_profiles,
-                                    name_holds)
+from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
 from segmint.engine.runtime import thread_budget
@@ -582,20 +581,16 @@ def _clear_score_markers(s: _Session) -> None:
 
 
 def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: dict[str, Any] | None) -> pl.DataFrame:
-    """Segments matched to a previous run keep its names where every word still holds for the new profile,
-    within KEEP_MARGIN percentile points ("frequent" kept at the 37th percentile was false; with no margin a
-    stable segment flipped between two names month after month); a name given afresh is marked
-    ``(new)`` should it equal a kept one. The matching report's pairs say which names were kept."""
+    """Segments matched to a previous run keep its names where they still hold (profile.keep_names: "frequent"
+    kept at the 37th percentile was false; with no margin a stable segment flipped between two names month after
+    month). The matching report's pairs say which names were kept."""
     if not any(kept):
         return profiles
-    kept = tuple(k if k is not None and name_holds(k, row, KEEP_MARGIN) else None
-                 for k, row in zip(kept, profiles.iter_rows(named=True), strict=True))
+    names, held = keep_names(profiles.to_dicts(), profiles["name"].to_list(), list(kept))
     if matching is not None:
-        by_id = dict(zip(profiles["segment"].to_list(), kept, strict=True))
+        by_id = dict(zip(profiles["segment"].to_list(), held, strict=True))
         for pair in matching["pairs"]:
-            pair["name_kept"] = by_id.get(pair["segment"]) is not None
-    taken = {n for n in kept if n}
-    names = [k or (n if n not in taken else f"{n} (new)") for n, k in zip(profiles["name"], kept, strict=True)]
+            pair["name_kept"] = by_id.get(pair["segment"], False)
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
 
 

@@ -47,13 +47,14 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
     if bool(previous.provenance.get("pseudonymized_ids")) != cfg.pseudonymize_ids:
         return None, (fallback + "one of the two runs pseudonymises customer ids (--pseudonymize-ids) and the "
                                  "other does not, so their customers cannot be joined")
-    before = previous_assignments(cfg.previous, dict(cfg.storage_options))
+    options = dict(cfg.storage_options)
+    before = previous_assignments(cfg.previous, options)
     if before is None:
-        options = dict(cfg.storage_options)
-        if not is_output(cfg.previous, options) and is_output(store.parent(cfg.previous), options):
+        run_dir = store.parent(cfg.previous)
+        if previous_assignments(run_dir, options) is not None:
             # a model folder said the run's assignments, which sit beside it, were not readable
-            return None, (fallback + f"{cfg.previous} is a model folder; give --previous its run folder, "
-                                     f"{store.parent(cfg.previous)}, to match on the customers both runs share")
+            return None, (fallback + f"{cfg.previous} is a model folder; give --previous its run folder, {run_dir}, "
+                                     f"to match on the customers both runs share")
         return None, fallback + f"the previous run's assignments are not readable at {cfg.previous}/assignments"
     theirs = before.collect_schema()["customer_id"]
     if theirs != ids.dtype:

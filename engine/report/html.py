@@ -19,12 +19,25 @@ from segmint.engine.analytics.funnel import FUNNEL_STAGES
 from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import LifecycleConfig
 from segmint.engine.features.lifecycle import STATUSES
+from segmint.engine.profile import KEEP_MARGIN
 from segmint.engine.report import charts
 from segmint.engine.report import numfmt
 from segmint.engine.report.inputs import RunData
 from segmint.engine.report.traits import TRAIT_DISTANCE, kpi_sentence, name_reasons, traits
 
 __all__ = ["render_page", "SECTIONS"]
+
+
+class _Escaped:
+    """numfmt's numbers as HTML, for the page's cells and sentences: a share under 0.1% reads "<0.1%", which
+    went into cells raw. Where a caller escapes again (``_figure``'s caption), numfmt is called instead."""
+
+    def __getattr__(self, name: str) -> Callable[..., str]:
+        plain = getattr(numfmt, name)
+        return lambda *args, **kwargs: html.escape(plain(*args, **kwargs))
+
+
+fmt = _Escaped()
 
 SECTIONS = {
     "segments": "Segments: size and value",
@@ -96,7 +109,9 @@ def render_page(run: RunData, *, cohorts: pl.DataFrame | None, migration: pl.Dat
         _header(run, rows),
         "<nav>" + "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in SECTIONS.items()) + "</nav>",
         _section("segments", _segments(run, rows, labels, colors)),
-        _section("traits", _traits(rows, run.ranks, colors)),
+        # A run with --previous keeps a name's word within KEEP_MARGIN of its band; assign keeps the model's names.
+        _section("traits", _traits(rows, run.ranks, colors,
+                                   KEEP_MARGIN if (m.get("clustering") or {}).get("matching") else 0.0)),
         _section("rfm", _rfm(run)),
         _section("lifecycle", _lifecycle(m, prof, labels)),
         _section("funnel", _funnel(m)),
@@ -164,14 +179,16 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
             + _table(headers, body, numeric=set(range(2, len(headers))), kind="segs"))
 
 
-def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], colors: dict[int, str]) -> str:
+def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], colors: dict[int, str],
+            margin: float) -> str:
     total = sum(r["customers"] for r in rows)
     cards = []
     for r in rows:
         found = traits(r, ranks[r["segment"]])
         items = "".join(f"<li>{html.escape(t)}</li>" for t in found) or \
             "<li>close to the population on every feature</li>"
-        why = "".join(f"<dt>{html.escape(w)}</dt><dd>: {html.escape(reason)}</dd>" for w, reason in name_reasons(r))
+        why = "".join(f"<dt>{html.escape(w)}</dt><dd>: {html.escape(reason)}</dd>"
+                      for w, reason in name_reasons(r, margin))
         cards.append(f'<div class="card" style="--seg:{colors[r["segment"]]}"><h3>{r["segment"]} · '
                      f'{html.escape(r["name"])}</h3><p>{html.escape(kpi_sentence(r, total))}</p><ul>{items}</ul>'
                      f'<dl class="why">{why}</dl></div>')
@@ -223,8 +240,9 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
              *[fmt.money(r[f"clv_{s}"]) if r[f"clv_{s}"] is not None else "n/a"
                for s in ("mean", "p10", "median", "p90")],
              fmt.value("probability", r.get("p_alive_median"))] for r in rows]
-    missing = f" {fmt.count(h.missing)} customers have no CLV value." if h.missing else ""
-    caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {fmt.money(h.edges[0])} are in "
+    # Plain numbers: _figure escapes its caption.
+    missing = f" {numfmt.count(h.missing)} customers have no CLV value." if h.missing else ""
+    caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {numfmt.money(h.edges[0])} are in "
                f"the first bar.{missing}")
     if clv.get("purchase_model") == "nbd":
         purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: no customer is seen to "
@@ -364,13 +382,3 @@ def _month(value) -> str:
 def _natural(v: str) -> tuple:
     return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
 
-
-class _Escaped:
-    """numfmt's numbers escaped for the page: a share under 0.1% reads "<0.1%", which went into cells raw."""
-
-    def __getattr__(self, name: str) -> Callable[..., str]:
-        plain = getattr(numfmt, name)
-        return lambda *args: html.escape(plain(*args))
-
-
-fmt = _Escaped()

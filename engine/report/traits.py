@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from segmint.engine.profile import KEEP_MARGIN, NAME_RULES, word_holds
+from segmint.engine.profile import NAME_RULES, word_holds
 from segmint.engine.profile_columns import describe
 from segmint.engine.report import numfmt as fmt
 
@@ -29,6 +29,8 @@ _SUFFIX = "_median_pct"
 _TOKEN = re.compile(r"[a-z][a-z_]*[a-z]")
 _NUMBERED = re.compile(r"(.*?)(?: (#\d+))?$")
 _OPERATORS = {">=": "≥", "<=": "≤", "==": "="}
+# The percentile bands' edges in NAME_RULES: 25, 30, 35, 50, 70, 75.
+_EDGES = {float(n) for rule in NAME_RULES.values() if _SUFFIX in rule for n in re.findall(r"\b\d+\b", rule)}
 
 
 def candidates(row: dict) -> list[tuple[str, float]]:
@@ -60,10 +62,12 @@ def traits(row: dict, ranks: dict[str, tuple[float, float]]) -> list[str]:
     return out
 
 
-def name_reasons(row: dict) -> list[tuple[str, str]]:
+def name_reasons(row: dict, margin: float = 0.0) -> list[tuple[str, str]]:
     """(word, reason) for each word of the segment's name: its rule with this segment's numbers. A name kept
     from an earlier run (an assigned batch takes the model's names, a run with --previous keeps matched
-    segments' names) may state what no longer holds here: such a word says so, not why it holds."""
+    segments' names) may state what no longer holds here: such a word says so, not why it holds. ``margin``:
+    a run with --previous keeps a word within that many percentile points of its band (KEEP_MARGIN), and
+    such a word says so; assign keeps the model's names whatever the numbers, so its report has none."""
     fresh = row["name"].endswith(" (new)")   # commands._kept_names: a fresh name equal to a kept one
     name, number = _NUMBERED.match(row["name"].removesuffix(" (new)")).groups()  # _disambiguate's " #<id>"
     reasons = []
@@ -73,9 +77,9 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
             # An empty segment (none of an assigned batch in it) has no numbers to judge by: "n/a" in its rules.
             if word_holds(word, row) or not row.get("customers", 1):
                 reasons.append((word, rule))
-            elif word_holds(word, row, KEEP_MARGIN):
-                reasons.append((word, f"{rule}, within {KEEP_MARGIN:g} percentile points: a name kept from an earlier "
-                                      f"run keeps a word that close to its band"))
+            elif margin and word_holds(word, row, margin):
+                reasons.append((word, f"not quite ({rule} does not hold), but within {margin:g} percentile points: a "
+                                      f"name kept from the previous run keeps a word that close to its band"))
             else:
                 reasons.append((word, f"not so here ({rule} does not hold): the name was given in an earlier run "
                                       f"(the model's, or the one --previous named) where it held"))
@@ -85,8 +89,8 @@ def name_reasons(row: dict) -> list[tuple[str, str]]:
     if number:
         reasons.append((number, "a number, added because another segment has the same name"))
     if fresh:
-        reasons.append(("(new)", "a name given in this run, marked because a segment kept the same name from "
-                                 "the previous run"))
+        reasons.append(("(new)", "a mark: when the name was given, another segment had kept the same name from "
+                                 "the run before"))
     return reasons
 
 
@@ -98,6 +102,15 @@ def kpi_sentence(row: dict, total_customers: int) -> str:
              f"{fmt.value('currency', row['aov_kpi'])} revenue per order",
              f"{fmt.value('share', row['repurchase_rate'])} bought on two or more days"]
     return "; ".join(parts)
+
+
+def _percentile(v: float) -> str:
+    for digits in (2, 4, 6):
+        text = f"{v:.{digits}f}".rstrip("0").rstrip(".")
+        if float(text) != v and float(text) in _EDGES:
+            continue
+        return text
+    return repr(v)
 
 
 def _plain_ops(rule: str) -> str:
@@ -113,8 +126,9 @@ def _term(token: str, row: dict) -> str:
     v = row[token]
     if token.endswith(_SUFFIX):
         label = describe(token[: -len(_SUFFIX)]).label
-        # To the hundredth, not whole: 35.25 read "35 < ... (here 35) < 75".
-        here = "n/a" if v is None else f"{v:.2f}".rstrip("0").rstrip(".")
+        # To the hundredth, not whole: 35.25 read "35 < ... (here 35) < 75"; closer yet to a band's edge, as
+        # many digits as tell them apart (74.996 read "(here 75) >= 75" beside "does not hold").
+        here = "n/a" if v is None else _percentile(v)
         return f"percentile of median {label} (here {here})"
     col = describe(token)
     here = "n/a" if v is None else f"{v:.2f}" if col.unit == "share" else fmt.value(col.unit, v)

@@ -505,6 +505,7 @@ def test_compare_counts_a_vanished_segment_as_none_left_not_unknown(small_data, 
     gone = seg.filter(pl.col("name_new").is_null())
     assert gone.height == 2
     assert gone["customers_new"].to_list() == [0, 0] and gone["revenue_new"].to_list() == [0.0, 0.0]
+    assert gone["revenue_share_change"].to_list() == (-gone["revenue_share_old"]).to_list()
     assert gone["customers_change"].to_list() == (-gone["customers_old"]).to_list()
     assert gone["aov_kpi_new"].null_count() == 2     # no customers: no order value, not 0
     assert seg["customers_new"].sum() == seg["customers_old"].sum() == 3000

@@ -181,12 +181,17 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     row = {"name": "Lapsing · occasional · mid spend", "recency_days_median_pct": 33.0,
            "frequency_median_pct": 60.0, "frequency_median": 3.0, "aov_median_pct": 50.0}
     reasons = dict(name_reasons(row))
-    marked = dict(name_reasons({**row, "name": "Steady · regular · mid spend #3 (new)", "recency_days_median_pct": 40.0}))
+    marked = dict(name_reasons({**row, "name": "Steady · regular · mid spend #3 (new)",
+                                "recency_days_median_pct": 40.0}))
     assert marked["mid spend"].startswith("25 <") and "kept the same name" in marked["(new)"]
     assert "same name" in marked["#3"]
-    close = dict(name_reasons({**row, "name": "Recent · regular · mid spend", "recency_days_median_pct": 33.0}))
-    assert close["Recent"].endswith("within 5 percentile points: a name kept from an earlier run keeps a word that "
-                                    "close to its band")
+    near = {**row, "name": "Recent · regular · mid spend", "recency_days_median_pct": 33.0}
+    assert dict(name_reasons(near, 5.0))["Recent"].endswith(
+        "but within 5 percentile points: a name kept from the previous run keeps a word that close to its band")
+    assert dict(name_reasons(near))["Recent"].startswith("not so here")     # assign: no margin
+    # Closer to an edge, as many digits as tell them apart (74.996 read "(here 75) >= 75" beside "not so").
+    edge = dict(name_reasons({**row, "name": "Lapsing · occasional · high spend", "aov_median_pct": 74.996}))
+    assert "(here 74.996) ≥ 75 does not hold" in edge["high spend"]
     # A percentile by a rule's edge is given to the hundredth: 35.25 read "35 < ... (here 35)".
     edge = dict(name_reasons({**row, "name": "Lapsing · regular · mid spend", "frequency_median_pct": 35.25}))
     assert edge["regular"] == "35 < percentile of median number of orders (here 35.25) < 75"

@@ -196,25 +196,47 @@ def test_a_kept_name_whose_words_no_longer_hold_is_given_afresh():
 
     profiles = pl.DataFrame({
         "segment": [3, 5, 6], "name": ["Recent · frequent · mid spend", "Dormant · regular · low spend",
-                                       "Recent · frequent · mid spend"],
+                                       "Recent · frequent · high spend"],    # each one's own name, as named afresh
         "recency_days_median_pct": [20.0, 80.0, 25.0], "frequency_median_pct": [80.0, 37.0, 90.0],
-        "frequency_median": [9.0, 3.0, 12.0], "aov_median_pct": [50.0, 10.0, 60.0]})
+        "frequency_median": [9.0, 3.0, 12.0], "aov_median_pct": [50.0, 10.0, 80.0]})
     matching = {"pairs": [{"segment": 3, "name_kept": True}, {"segment": 5, "name_kept": True}]}
     kept = ("Recent · frequent · mid spend · more web", "Dormant · frequent · low spend #5", None)
     named = _kept_names(profiles, kept, matching)
     assert named["name"].to_list() == ["Recent · frequent · mid spend · more web", "Dormant · regular · low spend",
-                                       "Recent · frequent · mid spend"]
+                                       "Recent · frequent · high spend"]
     assert [p["name_kept"] for p in matching["pairs"]] == [True, False]
     # Within KEEP_MARGIN of a band a kept word stays: 1-2 point moves (29.2 <-> 30.4 recency, 73.4 <-> 75.7
     # frequency) renamed a stable segment 4 times in 5 months.
     near = profiles.with_columns(recency_days_median_pct=pl.Series([34.9, 80.0, 25.0]),
                                  frequency_median_pct=pl.Series([70.1, 37.0, 90.0]),
-                                 name=pl.Series(["Steady · frequent · mid spend", "x", "y"]))   # as named afresh
-    named = _kept_names(near, ("Recent · frequent · mid spend", None, None), None)
-    assert named["name"][0] == "Recent · frequent · mid spend"
+                                 name=pl.Series(["Steady · regular · mid spend", "x", "y"]))
+    assert _kept_names(near, ("Recent · frequent · mid spend", None, None), None)["name"][0] == \
+        "Recent · frequent · mid spend"
     beyond = near.with_columns(recency_days_median_pct=pl.Series([35.1, 80.0, 25.0]))
     assert _kept_names(beyond, ("Recent · frequent · mid spend", None, None), None)["name"][0] == \
-        "Steady · frequent · mid spend"
+        "Steady · regular · mid spend"
+    # ... unless a word held only by the margin ranks it against another segment's the other way round: a kept
+    # "frequent" at 70.1 beside a fresh "regular" at 72 (segment 6 here) is renamed.
+    ranked = near.with_columns(
+        name=pl.Series(["Steady · regular · mid spend", "x", "Recent · regular · high spend"]),
+        frequency_median_pct=pl.Series([70.1, 37.0, 72.0]))
+    assert _kept_names(ranked, ("Recent · frequent · mid spend", None, None), None)["name"][0] == \
+        "Steady · regular · mid spend"
     # A fresh name marked " (new)" last month is judged by its words too (its last word went unchecked).
     named = _kept_names(profiles, ("Recent · frequent · high spend (new)", None, None), None)
     assert named["name"][0] == "Recent · frequent · mid spend"
+
+
+def test_kept_and_fresh_names_stay_distinct_and_the_new_marker_goes_once_it_marks_nothing():
+    from segmint.engine.pipeline.commands import _kept_names
+
+    rows = pl.DataFrame({"segment": [0, 1, 2], "recency_days_median_pct": [20.0, 21.0, 22.0],
+                         "frequency_median_pct": [80.0, 81.0, 82.0], "frequency_median": [9.0, 9.0, 9.0],
+                         "aov_median_pct": [80.0, 81.0, 82.0], "name": ["X", "X · more app", "Y"]})
+    x = "Recent · frequent · high spend"
+    # Both of last month's "X" and "X (new)" kept, and a fresh "X" (two segments were both "X (new)").
+    named = _kept_names(rows.with_columns(name=pl.Series(["a", "b", x])), (x, f"{x} (new)", None), None)
+    assert named["name"].to_list() == [x, f"{x} (new)", f"{x} (new) #2"]
+    # "X (new)" kept alone: the marker marked a clash of the run that gave it, and goes.
+    named = _kept_names(rows.with_columns(name=pl.Series(["a", "b", "c"])), (None, f"{x} (new)", None), None)
+    assert named["name"].to_list() == ["a", x, "c"]
