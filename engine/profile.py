@@ -59,6 +59,10 @@ KEEP_MARGIN = 5.0
 # A name takes one word of each group, the first whose rule holds (segment_name).
 _WORD_GROUPS = (("New", "Recent", "Dormant", "Lapsing", "Steady"), ("one-time", "frequent", "occasional", "regular"),
                 ("high spend", "low spend", "mid spend"))
+# The words of a group in the order of their statistic: a kept word must not sit on the far side of another's.
+_ORDERED = {"recency_days_median_pct": ("Recent", "Steady", "Lapsing", "Dormant"),
+            "frequency_median_pct": ("occasional", "regular", "frequent"),
+            "aov_median_pct": ("low spend", "mid spend", "high spend")}
 _STATS = ("mean", "median", "std", "p10", "p90", "zlift", "median_pct")
 # How a twin's distinguishing feature reads, higher / lower than its twins.
 _LABELS = {"recency_days": ("less recent", "more recent"), "tenure_days": ("longer tenure", "shorter tenure"),
@@ -271,12 +275,6 @@ def _distinct_names(fresh: list[str], kept: list[str | None], segments: list[int
     names = [n if n is not None else f if f not in taken else f"{f} (new)" for n, f in zip(names, fresh, strict=True)]
     return [f"{n} #{s}" if k is None and names.count(n) > 1 else n
             for n, k, s in zip(names, kept, segments, strict=True)]
-
-
-# The words of a group in the order of their statistic: a kept word must not sit on the far side of another's.
-_ORDERED = {"recency_days_median_pct": ("Recent", "Steady", "Lapsing", "Dormant"),
-            "frequency_median_pct": ("occasional", "regular", "frequent"),
-            "aov_median_pct": ("low spend", "mid spend", "high spend")}
 
 
 def _contradicts(i: int, rows: list[dict], names: list[str]) -> bool:

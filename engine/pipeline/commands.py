@@ -64,6 +64,12 @@ from segmint.engine.runtime import thread_budget
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
            "compute_cohorts", "validate"]
 
+# What to check where no row is usable, by the most frequent reason (else the column mapping).
+_NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
+                "future_timestamp": "check the time column and --time-format, or give --as-of",
+                "unparseable_timestamp": "check the time column and --time-format",
+                "ancient_timestamp": "check the time column: its dates are placeholders before 1901"}
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -592,13 +598,6 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: 
         for pair in matching["pairs"]:
             pair["name_kept"] = by_id.get(pair["segment"], False)
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
-
-
-# What to check where no row is usable, by the most frequent reason (else the column mapping).
-_NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
-                "future_timestamp": "check the time column and --time-format, or give --as-of",
-                "unparseable_timestamp": "check the time column and --time-format",
-                "ancient_timestamp": "check the time column: its dates are placeholders before 1901"}
 
 
 def _check_rejects(c: Counts, limit: float, *, cut: bool) -> None:

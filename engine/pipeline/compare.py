@@ -200,8 +200,9 @@ def _segments(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
     # A segment one run lacks has no customers, share, revenue or CLV there (0, so a vanished segment's change
     # is -46 customers, not null), and no revenue share where that run has one (a total above 0); its rates
     # stay null.
-    shared = [k for k in ("revenue_share",) if k in kpis]
-    counted = [f"{k}_{side}" for k in _SUMMED if k in kpis for side in ("old", "new")] + [
-        f"{k}_{side}" for k in shared for side, run in (("old", a), ("new", b)) if run[k].null_count() < run.height]
+    counted = [f"{k}_{side}" for k in _SUMMED if k in kpis for side in ("old", "new")]
+    if "revenue_share" in kpis:
+        counted += [f"revenue_share_{side}" for side, run in (("old", a), ("new", b))
+                    if run["revenue_share"].null_count() < run.height]
     both = both.with_columns(pl.col(counted).fill_null(0))
     return both.with_columns(*[(pl.col(f"{k}_new") - pl.col(f"{k}_old")).alias(f"{k}_change") for k in kpis])

@@ -338,3 +338,11 @@ def test_repeats_match_the_naive_count(as_text):
     assert res.repeats == df.height - df.n_unique()
     assert clean(df.unique(maintain_order=True), RunConfig(columns=cols, max_reject_share=1.0),
                  as_of=None, now=NOW).repeats == 0
+
+
+def test_the_kernels_reason_codes_follow_REASONS():
+    # Code k is REASONS[k - 1]: a reason added to one and not the other shifted every later code (the map found
+    # its per-customer reasons by a literal 8, and wrote rows after --as-of to rejects twice).
+    import segmint.kernels.lines as lines
+
+    assert [getattr(lines, r.upper()) for r in REASONS] == list(range(1, len(REASONS) + 1))
