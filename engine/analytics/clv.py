@@ -385,12 +385,30 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
 
     bound = np.log(PARAM_LIMIT)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        res = minimize(neg, np.zeros(len(names)), jac=True, method="L-BFGS-B",
+        res = minimize(_remembered(neg), np.zeros(len(names)), jac=True, method="L-BFGS-B",
                        bounds=[(-bound, bound)] * len(names),
                        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
     at_edge = [f"{name}={np.exp(t):.3g}" for name, t in zip(names, res.x, strict=True)
                if abs(abs(t) - bound) < 1e-3]
     return res.x, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
+
+
+def _remembered(neg: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``neg`` evaluated once per distinct point. L-BFGS-B asks again for points it has had: on bench M the
+    BG/NBD fit asked 58 times for 45 points and the Gamma-Gamma 86 times for 70, as its line search gave up
+    near the optimum and restarted from where it stood. ``neg`` is deterministic (its kernels' sums run
+    in a fixed order), so a remembered value is the bits a new evaluation would give, and the optimiser's
+    path and result are unchanged."""
+    seen: dict[bytes, tuple[float, np.ndarray]] = {}
+
+    def remembered(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        key = np.asarray(theta, np.float64).tobytes()
+        if key not in seen:
+            seen[key] = neg(theta)
+        value, grad = seen[key]
+        return value, grad.copy()
+
+    return remembered
 
 
 class _PairGrid:

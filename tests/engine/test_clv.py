@@ -411,3 +411,30 @@ def test_distinct_values_are_numpys_unique(seed):
         assert np.array_equal(got[0], want[0], equal_nan=True)
         assert got[1].dtype == np.int32 and got[1].tolist() == want[1].tolist()
         assert got[2].tolist() == want[2].tolist()
+
+
+def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_does(monkeypatch):
+    """L-BFGS-B asks again for points it has had (its line search restarting near the optimum). Each point is
+    evaluated once, and the optimum is the same bits as when every ask is evaluated."""
+    import scipy.optimize
+
+    import segmint.engine.analytics.clv as clv
+
+    x, tx, T = simulate_bgnbd(np.random.default_rng(3), 4_000, 0.5, 6.0, 0.9, 3.0)
+    asked: list[bytes] = []
+    minimize = scipy.optimize.minimize
+
+    def counted(fun, x0, **kw):
+        def ask(theta):
+            asked.append(np.asarray(theta).tobytes())
+            return fun(theta)
+        return minimize(ask, x0, **kw)
+
+    evaluated = []
+    terms = clv.bgnbd_triple_terms
+    monkeypatch.setattr(clv, "bgnbd_triple_terms", lambda *a: (evaluated.append(a[6:10]), terms(*a))[1])
+    monkeypatch.setattr(scipy.optimize, "minimize", counted)
+    remembered = fit_bgnbd(x, tx, T)
+    assert len(evaluated) == len(set(asked)) < len(asked)   # this fit asks again; each point is evaluated once
+    monkeypatch.setattr(clv, "_remembered", lambda neg: neg)
+    assert fit_bgnbd(x, tx, T) == remembered
