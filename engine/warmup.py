@@ -25,7 +25,7 @@ from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import chunk_tally, row_reasons
 from segmint.kernels.moments import column_moments
-from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row, sort_within
+from segmint.kernels.sequence import CATEGORY_SCRATCH, ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
 
 __all__ = ["warmup"]
@@ -107,7 +107,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),
         "order_row": lambda: order_row(ints, one, np.zeros(1, np.int32), 1, 0, np.empty(len(ORDER_FEATURES)),
                                        np.empty(1)),
-        "line_row": lambda: line_row(one, np.zeros(1, np.int32), 1, np.empty(3)),
+        "line_row": lambda: line_row(one, np.zeros(1, np.int32), 1, np.empty(3), np.empty(CATEGORY_SCRATCH, np.int64)),
     }
     seconds = {}
     for name, call in calls.items():

@@ -13,9 +13,11 @@ from numba import prange as numba_prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["order_row", "line_row", "sort_within", "N_ORDER_FEATURES", "ORDER_FEATURES", "DAY_US"]
+__all__ = ["order_row", "line_row", "CATEGORY_SCRATCH", "sort_within", "N_ORDER_FEATURES", "ORDER_FEATURES", "DAY_US"]
 
 DAY_US = 86_400_000_000
+# Category codes below this are counted in line_row's scratch (its size), larger ones sorted.
+CATEGORY_SCRATCH = 64
 
 # Column order of the ``out`` matrix of ``order_features``.
 ORDER_FEATURES = (
@@ -113,7 +115,7 @@ def order_row(ts_us, amount, channel, n, as_of_us, out, channel_share):
 
 
 @serial
-def line_row(amount, category, n, out):
+def line_row(amount, category, n, out, counts):
     """Refund share and category breadth of one customer's ``n`` order lines.
 
     Distinct categories are counted per code when the customer's codes are small, else over
@@ -127,6 +129,8 @@ def line_row(amount, category, n, out):
     category : int32[>= n]   # IN/OUT  category code of each line, -1 when unknown (may be sorted on return)
     n : int                  # IN      lines
     out : float64[3]         # OUT     refund_share, category_count, category_entropy
+    counts : int64[64]       # SCRATCH CATEGORY_SCRATCH: lines per code, when the codes are small (the caller's:
+                             #         one allocation per customer cost customer_pass on bench M 0.77 -> 0.74 s)
     """
     gross = 0.0
     refunded = 0.0
@@ -147,8 +151,9 @@ def line_row(amount, category, n, out):
     known = 0
     distinct = 0
     entropy = 0.0
-    if top < 64:    # few categories: count them in code order (no sort)
-        counts = np.zeros(top + 1, np.int64)
+    if top < CATEGORY_SCRATCH:  # few categories: count them in code order (no sort)
+        for k in range(top + 1):
+            counts[k] = 0
         for i in range(n):
             if codes[i] >= 0:
                 counts[codes[i]] += 1

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segmint.kernels.sequence import ORDER_FEATURES, line_row, order_row
+from segmint.kernels.sequence import CATEGORY_SCRATCH, ORDER_FEATURES, line_row, order_row
 from tests.reference import DAY_US, line_features_ref, order_features_ref
 
 AS_OF = 20_000 * DAY_US + 12 * 3_600_000_000
@@ -23,10 +23,12 @@ def order_features(offsets, ts, amount, channel, as_of, out, shares):
 
 
 def line_features(offsets, amount, category, out):
-    """line_row over every customer of CSR arrays (it sorts a copy of the customer's categories)."""
+    """line_row over every customer of CSR arrays (it sorts a copy of the customer's categories), with one
+    scratch for all, as customer_pass gives it: what a customer counted there must not reach the next."""
+    counts = np.full(CATEGORY_SCRATCH, 7, np.int64)
     for c in range(offsets.size - 1):
         lo, hi = offsets[c], offsets[c + 1]
-        line_row(amount[lo:hi], category[lo:hi].copy(), hi - lo, out[c])
+        line_row(amount[lo:hi], category[lo:hi].copy(), hi - lo, out[c], counts)
 
 
 def _random_customers(rng, n):
@@ -112,7 +114,8 @@ def test_line_features_of_many_lines_sort_their_categories():
     rng = np.random.default_rng(5)
     lines = list(zip(np.round(rng.normal(10, 5, 200), 2).tolist(), rng.integers(-1, 40, 200).tolist()))
     out = np.empty(3)
-    line_row(np.array([a for a, _ in lines]), np.array([c for _, c in lines], np.int32), len(lines), out)
+    line_row(np.array([a for a, _ in lines]), np.array([c for _, c in lines], np.int32), len(lines), out,
+             np.empty(CATEGORY_SCRATCH, np.int64))
     np.testing.assert_allclose(out, line_features_ref(lines), rtol=1e-12)
 
 
