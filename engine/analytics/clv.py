@@ -65,6 +65,8 @@ _STEP_DAYS = 30.0
 # Within _NEAR of a removable singularity (a = 1, c = 0) the value is averaged _NUDGE either side.
 _NEAR = 1e-7
 _NUDGE = 1e-4
+# A negative log-likelihood and its gradient at a point of log parameters.
+_Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 class ClvFitError(InputContractError):
@@ -393,7 +395,7 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
     return res.x, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
 
 
-def _remembered(neg: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+def _remembered(neg: _Objective) -> _Objective:
     """``neg`` evaluated once per distinct point. L-BFGS-B asks again for points it has had: on bench M the
     BG/NBD fit asked 58 times for 45 points and the Gamma-Gamma 86 times for 70, as its line search gave up
     near the optimum and restarted from where it stood. ``neg`` is deterministic (its kernels' sums run
