@@ -481,3 +481,29 @@ def test_scratch_of_a_killed_run_is_removed_by_the_next_wherever_it_lies(small_d
     cfg = RunConfig(buckets=3, work_dir=str(parent) if place == "work_dir" else None)
     assert validate([small_data / "transactions"], cfg).rows_in > 0
     assert sorted(p.name for p in parent.iterdir()) == [".segmint.work-kept", ".segmint.work-live"]
+
+
+def test_run_json_seconds_is_the_time_the_run_took(small_data, small_cfg, tmp_path, monkeypatch):
+    """started_at is cut to the second; seconds was counted from it and read up to a second too long. Here
+    the clock the run reads is at .999999 of a second as the run starts, the worst case."""
+    import time
+    import types
+
+    import segmint.engine.pipeline.commands as commands
+
+    class AtSecondsEnd(dt.datetime):
+        shift: dt.timedelta | None = None
+
+        @classmethod
+        def now(cls, tz=None):
+            real = dt.datetime.now(tz)
+            if cls.shift is None:
+                cls.shift = dt.timedelta(microseconds=999_999 - real.microsecond)
+            return real + cls.shift
+
+    monkeypatch.setattr(commands, "dt", types.SimpleNamespace(**{**vars(dt), "datetime": AtSecondsEnd}))
+    t0 = time.monotonic()
+    result = run([small_data / "transactions"], tmp_path / "run", small_cfg)
+    took = time.monotonic() - t0
+    seconds = result.manifest["seconds"]
+    assert sum(stage["seconds"] for stage in result.manifest["stages"].values()) <= seconds <= took
