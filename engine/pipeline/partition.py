@@ -90,8 +90,9 @@ def check_scratch_space(plan: Plan) -> None:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if free < need:
-        msg = (f"the partition's scratch needs at least {math.ceil(need / 2**20):,} MB under {folder} and "
-               f"{free // 2**20:,} MB are free there: free some space, give --work-dir a larger local disk, or set "
+        # MB of 10^6 bytes, as --memory-limit reads them and as disks are sold (2^20 read 5% low).
+        msg = (f"the partition's scratch needs at least {math.ceil(need / 1e6):,} MB under {folder} and "
+               f"{free // 10**6:,} MB are free there: free some space, give --work-dir a larger local disk, or set "
                f"compress_scratch = true in [run] (LZ4, about half the bytes)")
         raise ConfigError(msg)
 
