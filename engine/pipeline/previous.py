@@ -17,6 +17,7 @@ from segmint.engine.config import RunConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import is_output, open_output
+from segmint.engine.io.pseudonym import key_fingerprint
 
 __all__ = ["previous_assignments", "shared_customers"]
 
@@ -60,6 +61,10 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
     if theirs != ids.dtype:
         return None, (fallback + f"customer ids were {theirs} in the previous run and are {ids.dtype} in this one, "
                                  f"so their customers cannot be joined")
+    if cfg.pseudonymize_ids and _pseudonym_key(cfg.previous, options) not in (None, key_fingerprint()):
+        # Said as compare says it: the note read "no customer of this run was in the previous run".
+        return None, (fallback + "the two runs pseudonymise customer ids with two keys (SEGMINT_ID_KEY), so no "
+                                 "customer of one can be found in the other; give this run the previous run's key")
     column = {sid: j for j, sid in enumerate(previous.segment_ids)}
     now = pl.LazyFrame({"customer_id": ids, "row": pl.Series(labels, dtype=pl.Int64)})
     both = now.join(before, on="customer_id", how="inner").select("row", "segment").collect()
@@ -72,3 +77,12 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
     table = np.zeros((k, len(column)), np.int64)
     np.add.at(table, (both["row"].to_numpy(), both["segment"].replace_strict(column).to_numpy()), 1)
     return table, None
+
+
+def _pseudonym_key(run_dir: str | Path, options: store.Options | None) -> str | None:
+    """The previous run's ``pseudonym_key`` (its key's fingerprint, in run.json); None where it has none (a run
+    of a segmint that did not record it) or its run.json cannot be read."""
+    try:
+        return open_output(run_dir, options).read_json("run.json").get("pseudonym_key")
+    except (OSError, ValueError, InputContractError):
+        return None

@@ -99,6 +99,12 @@ def test_ids_join_on_pseudonyms_and_fall_back_to_centroids_where_customers_canno
     report = both.manifest["clustering"]["matching"]
     assert report["method"] == "customers" and report["shared_customers"]["customers"] == 3000
     assert _kept(_ids(tmp_path / "c"), _ids(tmp_path / "d")) >= 0.99
+    # Pseudonymised with another key: the note names the keys (it said no customer was in the previous run).
+    monkeypatch.setenv("SEGMINT_ID_KEY", "j" * 32)
+    other_key = run(tx, tmp_path / "e", RunConfig(cluster=ClusterConfig(k=5, seed=3), previous=str(tmp_path / "c"),
+                                                  pseudonymize_ids=True))
+    report = other_key.manifest["clustering"]["matching"]
+    assert report["method"] == "centroids" and "with two keys (SEGMINT_ID_KEY)" in report["note"]
 
 
 def test_previous_ids_are_followed_when_they_are_not_in_size_order(small_data, small_cfg, small_run, tmp_path):
