@@ -83,6 +83,7 @@ def _pseudonym_key(run_dir: str | Path, options: store.Options | None) -> str | 
     """The previous run's ``pseudonym_key`` (its key's fingerprint, in run.json); None where it has none (a run
     of a segmint that did not record it) or its run.json cannot be read."""
     try:
-        return open_output(run_dir, options).read_json("run.json").get("pseudonym_key")
+        doc = open_output(run_dir, options).read_json("run.json")
     except (OSError, ValueError, InputContractError):
         return None
+    return doc.get("pseudonym_key") if isinstance(doc, dict) else None
