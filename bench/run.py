@@ -98,8 +98,7 @@ def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, sc, s
 def _read_once(data: Path) -> None:
     """Every file of the scenario read once, untimed, so that every timed run and peer finds it in the page
     cache: segmint's in-process run goes first, and after the cache was dropped it alone read from disk
-    (bench M's map 2.73 and 2.74 s without this read, 2.67 s with it; the rest of the gap to the map of a
-    second run in one process, 2.1-2.3 s, is memory the process touches for the first time)."""
+    (bench M's map 2.73 and 2.74 s without this read, 2.67 s with it)."""
     for path in sorted(p for p in data.rglob("*") if p.is_file()):
         with path.open("rb") as f:
             while f.read(1 << 24):
