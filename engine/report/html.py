@@ -381,4 +381,3 @@ def _month(value) -> str:
 
 def _natural(v: str) -> tuple:
     return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
-
