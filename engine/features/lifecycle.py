@@ -28,13 +28,15 @@ def activity_status(cfg: LifecycleConfig) -> pl.Expr:
     recency = pl.col("recency_days")
     rhythm = recency / pl.max_horizontal(pl.col("ipt_mean_days"), pl.lit(1.0))
     repeat = pl.col("lt_frequency") >= 1
+    # Enum literals: text literals made a text column per branch, then cast it (bench M's 909 k customers:
+    # 0.055-0.078 -> 0.021 s).
+    status = functools.partial(pl.lit, dtype=pl.Enum(STATUSES))
     return (
-        pl.when(pl.col("tenure_days") <= cfg.new_days).then(pl.lit("new"))
-        .when(recency > cfg.lapsed_days).then(pl.lit("lapsed"))
-        .when(repeat & (rhythm <= cfg.at_risk_ratio)).then(pl.lit("active"))
-        .when(repeat & (rhythm <= cfg.lapsed_ratio)).then(pl.lit("at_risk"))
-        .when(repeat).then(pl.lit("lapsed"))
-        .when(recency <= cfg.one_time_active_days).then(pl.lit("active"))
-        .otherwise(pl.lit("at_risk"))
-        .cast(pl.Enum(STATUSES))
+        pl.when(pl.col("tenure_days") <= cfg.new_days).then(status("new"))
+        .when(recency > cfg.lapsed_days).then(status("lapsed"))
+        .when(repeat & (rhythm <= cfg.at_risk_ratio)).then(status("active"))
+        .when(repeat & (rhythm <= cfg.lapsed_ratio)).then(status("at_risk"))
+        .when(repeat).then(status("lapsed"))
+        .when(recency <= cfg.one_time_active_days).then(status("active"))
+        .otherwise(status("at_risk"))
     )
