@@ -110,6 +110,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     status = np.empty(n_customers, np.uint8)
     repeats = np.zeros(n_customers + 1, np.int64)
     span = np.empty((n_customers, 2), np.int64)
+    dedupe = _dedupe_fields(cfg, typed)
     customer_pass(offsets, perm, rec["ts"], rec["ts_state"], rec["amount"], rec["amount"].view(np.uint64),
                   rec["amount_bad"], rec["amount_null"], rec["order"], rec["order_missing"],
                   enc.orders.ranks().astype(np.int64) if enc.orders is not None else np.zeros(0, np.int64),
@@ -117,10 +118,10 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
                   np.append(enc.categories.ranks(), np.int32(-1)),
                   lines.raw if lines.raw is not None else np.zeros(1, np.uint64),
                   lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), rec["reason"],
-                  _dedupe_fields(cfg, typed),
+                  dedupe,
                   _us(as_of), features, shares, line_out, status, repeats, span)
     kept = status == OK
-    later = np.flatnonzero(rec["reason"] >= _PER_CUSTOMER)
+    later = _decided_per_customer(offsets, perm, status, rec["reason"], dedupe)
     lines.count_rejects(rec["reason"][later], rec["amount"][later])
     table = grouped = None
     if mode == "features":
@@ -303,6 +304,22 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
         msg = f"the input holds {at} rows, not the {rows} the run planned for: it changed while being read; rerun"
         raise InputContractError(msg)
     return out
+
+
+def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, reason: np.ndarray,
+                          dedupe: int) -> np.ndarray:
+    """The rows, ascending, that customer_pass gave a reason: duplicates (--dedupe-on), and without it the rows
+    of customers it did not keep alone (their usable rows take the customer's status). The latter are read
+    through those customers' groups, not by a scan of every row's reason, strided through the records (bench M:
+    0.09 s)."""
+    if dedupe:
+        return np.flatnonzero(reason >= _PER_CUSTOMER)
+    groups = np.flatnonzero(status != OK)
+    starts, sizes = offsets[groups], offsets[groups + 1] - offsets[groups]
+    # Each group's slice of perm, concatenated: position k of the result is start + (k - where its slice begins).
+    within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rows = perm[np.repeat(starts, sizes) + within].astype(np.int64)
+    return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
 
 
 def _group_of_code(by_rank: np.ndarray) -> np.ndarray:
