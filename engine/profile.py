@@ -157,7 +157,7 @@ def build_profiles(sample: pl.DataFrame, kpis: KpiPartials) -> pl.DataFrame:
     cols["outliers"] = kpis.outliers
     # Each segment's rows as one slice, in sample order within the segment (a stable sort).
     seg = sample["segment"].to_numpy()
-    order = np.argsort(seg, kind="stable")
+    order = _stable_order(seg)
     bounds = np.searchsorted(seg[order], np.asarray(kpis.ids), side="left"), np.searchsorted(
         seg[order], np.asarray(kpis.ids), side="right")
     def stats(name: str) -> dict[str, list]:
@@ -297,6 +297,14 @@ def _status_codes(status: pl.Series) -> np.ndarray:
     """Each row's index in STATUSES (-1: null), from Enum codes: no string per row."""
     codes = status.cast(pl.Enum(STATUSES)).to_physical()
     return np.where(codes.is_null().to_numpy(), -1, codes.fill_null(0).to_numpy().astype(np.int64))
+
+
+def _stable_order(segments: np.ndarray) -> np.ndarray:
+    """``np.argsort(segments, kind="stable")``. Segment ids are small non-negative numbers: as 8 or 16-bit keys
+    NumPy's stable sort is a radix sort (bench M's 909 k customers: 0.031 -> 0.004 s), the same order."""
+    if segments.size and segments.min() >= 0 and segments.max() < 1 << 16:
+        segments = segments.astype(np.uint8 if segments.max() < 1 << 8 else np.uint16)
+    return np.argsort(segments, kind="stable")
 
 
 def _numeric(table: pl.DataFrame) -> list[str]:

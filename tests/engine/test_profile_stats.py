@@ -109,3 +109,14 @@ def test_feature_statistics_of_values_near_the_float_range_stay_finite():
     assert stats["f_zlift"] == [None, None] and stats["f_mean"] == pytest.approx([1.65e308, -1.65e308])
     assert stats["f_median"] == pytest.approx([1.65e308, -1.65e308])   # the mean of two values near the range
     assert all(x is None or np.isfinite(x) for column in stats.values() for x in column)
+
+
+@pytest.mark.parametrize("high", [1, 8, 300, 70_000])
+def test_segments_are_ordered_as_a_stable_argsort_orders_them(high):
+    # Narrowed to 8 or 16 bits below 2^8 and 2^16 (a radix sort); ids beyond, and none at all, as they are.
+    from segmint.engine.profile import _stable_order
+
+    rng = np.random.default_rng(high)
+    for seg in (rng.integers(0, high, 50_000, dtype=np.int32), np.zeros(0, np.int32),
+                np.array([high - 1, 0, high - 1, 0], np.int32), rng.integers(-3, high, 1000).astype(np.int64)):
+        assert _stable_order(seg).tolist() == np.argsort(seg, kind="stable").tolist()
