@@ -440,10 +440,19 @@ def _local_parquet(path: str, csv: bool) -> bool:
 
 
 def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
+    """The rows of a file. A CSV file is parsed whole, every cell, to count them: Polars' count alone skips
+    the parse, and counted 9 rows of 3,000 in a file whose tenth row opened a quote it never closed (the map
+    then read those 9, with exit 0). Streamed, so no more of the file is held than a batch; 3 M lines of
+    six columns: 0.02 -> 0.23-0.26 s."""
     try:
+        if csv:
+            counts = _scan(path, csv, options).select(pl.len(), pl.all().null_count())
+            return int(counts.collect(engine="streaming").row(0)[0])
         return int(_scan(path, csv, options).select(pl.len()).collect().item())
     except (OSError, pl.exceptions.PolarsError) as exc:
-        msg = f"cannot read {path}: {first_line(exc)}"
+        hint = (" (a quote opened and not closed? In CSV a field holding a quote is quoted, its quotes doubled)"
+                if csv and isinstance(exc, pl.exceptions.ComputeError) else "")
+        msg = f"cannot read {path}: {first_line(exc)}{hint}"
         raise InputContractError(msg) from None
 
 

@@ -208,3 +208,19 @@ def test_row_counts_from_the_parquet_footer_equal_what_is_read(tmp_path):
     assert sources._rows(str(tmp_path / "empty.parquet"), False, ()) == 0
     frame.write_csv(tmp_path / "a.csv")
     assert sources._rows(str(tmp_path / "a.csv"), True, ()) == 1_234
+
+
+@pytest.mark.parametrize("broken", ['{ts},7.5,"beauty', '{ts},7"5,home'])
+def test_a_csv_file_with_a_quote_left_open_is_refused_not_cut_short(tmp_path, broken):
+    # Polars' row count skips the parse: a file whose 11th line opened a quote it never closed counted 10 rows
+    # of 3,000, and the run read those 10 with exit 0. A quote inside an unquoted field counted 0.
+    rows = [f"{i % 97},2024-07-{1 + i % 28:02d}T12:00:00,{i % 50}.25,cat{i % 5}" for i in range(3_000)]
+    rows[10] = "5," + broken.format(ts="2024-07-01T12:00:00")
+    (tmp_path / "t.csv").write_text("customer_id,ts,amount,category\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputContractError, match=r"cannot read .*t\.csv: .*a quote opened and not closed"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    # Quoted fields holding a newline, a delimiter and a doubled quote are rows like any other.
+    rows[10] = '5,2024-07-01T12:00:00,7.5,"two\nlines, a ""quote"""'
+    (tmp_path / "t.csv").write_text("customer_id,ts,amount,category\n" + "\n".join(rows) + "\n")
+    source = resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    assert source.rows == 3_000
