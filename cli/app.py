@@ -416,9 +416,12 @@ def report(
     The file opens offline (inline SVG charts, no scripts, nothing fetched); the same run gives the same bytes.
     """
     with _errors(False):
+        from segmint.engine.io.sink import check_not_inside
         from segmint.engine.pipeline.compare import migration
         from segmint.engine.report import read_cohorts, write_report
 
+        check_not_inside(out, {"--compare": [str(compare)] if compare else [],
+                               "--cohorts": [str(cohorts)] if cohorts else []})
         table = read_cohorts(cohorts) if cohorts is not None else None
         moves = migration(compare, run_dir) if compare is not None else None
         path = write_report(run_dir, out, cohorts=table, migration=moves, overwrite=overwrite)

@@ -9,7 +9,7 @@ import polars as pl
 from segmint.engine.analytics.abtest import evaluate, split_groups
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.committed import open_output
-from segmint.engine.io.sink import check_writable, staged_dir, staged_file, write_json
+from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, staged_file, write_json
 from segmint.engine.io.sources import first_line
 
 __all__ = ["abtest_split", "abtest_evaluate"]
@@ -19,6 +19,7 @@ def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: st
                  options: tuple[tuple[str, str], ...] = ()) -> pl.DataFrame:
     """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run (its committed
     assignments; ``options`` reach an object store)."""
+    check_not_inside(out, {"RUN_DIR": [str(run_dir)]})
     check_writable(out, overwrite=overwrite, file=True)
     assignments = open_output(run_dir, dict(options)).scan("assignments", ["customer_id", "segment"])
     groups = split_groups(assignments.collect(), ratio, salt)
@@ -31,6 +32,7 @@ def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Pa
                     cost_per_contact: float, overwrite: bool = False) -> pl.DataFrame:
     """Write ``out/abtest.parquet`` and ``out/abtest.json``: per-segment and overall lift.
     Measures that are undefined (no holdout, no variance) are null, never NaN."""
+    check_not_inside(out, {"--assignments": [str(assignments)], "--outcomes": [str(outcomes)]})
     check_writable(out, overwrite=overwrite)
     result = evaluate(_read_table(assignments, "assignments"), _read_table(outcomes, "outcomes"), cost_per_contact)
     result = result.with_columns(pl.col(c).replace([float("inf"), float("-inf")], None).fill_nan(None)

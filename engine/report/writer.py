@@ -9,7 +9,7 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
-from segmint.engine.io.sink import check_writable, staged_file
+from segmint.engine.io.sink import check_not_inside, check_writable, staged_file
 from segmint.engine.report.html import render_page
 from segmint.engine.report.inputs import check_cohorts, check_migration, read_run
 
@@ -38,6 +38,7 @@ def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataF
     if store.is_remote(out_html):
         msg = f"segmint report writes a local file, not {out_html}; give a local --out and copy the file after"
         raise ConfigError(msg)
+    check_not_inside(out_html, {"RUN_DIR": [str(run_dir)]})   # a run's own file replaced by the page
     check_writable(out_html, overwrite=overwrite, file=True)  # before any work; staged_file checks again
     cohorts = check_cohorts(cohorts) if cohorts is not None else None
     migration = check_migration(migration) if migration is not None else None

@@ -641,3 +641,14 @@ def test_the_summary_says_repeats_are_rejected_where_dedupe_on_rejects_them(smal
     assert "rows repeat an earlier one on every mapped column (kept)" in kept.stdout
     assert "rejected (duplicate: " in dedupe.stdout and "(rejected as duplicate: --dedupe-on)" in dedupe.stdout
     assert "(kept" not in dedupe.stdout and "(rejected as duplicate: --dedupe-on)" in checked.stdout
+
+
+def test_report_into_the_run_it_compares_with_exits_2_and_writes_nothing(small_run, tmp_path):
+    import shutil
+
+    previous = shutil.copytree(small_run, tmp_path / "previous")
+    before = (previous / "run.json").read_bytes()
+    r = invoke("report", small_run, "--compare", previous, "--out", previous / "run.json", "--overwrite")
+    assert r.exit_code == 2, r.stderr
+    _one_line_error(r, "overlaps the input", "(--compare)")
+    assert (previous / "run.json").read_bytes() == before

@@ -135,3 +135,24 @@ def test_bad_assignment_files_and_costs_are_clear_errors():
     for cost in (float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="must be a number > 0"):
             evaluate(groups, outcomes, cost)
+
+
+def test_abtest_outputs_inside_their_inputs_are_refused_and_the_inputs_kept(small_run, tmp_path):
+    # split wrote Parquet over the run's model.json (and a file among its assignments), with exit 0.
+    import shutil
+
+    from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
+
+    run = shutil.copytree(small_run, tmp_path / "run")
+    model = (run / "model" / "model.json").read_bytes()
+    for out in (run / "model" / "model.json", run / "assignments" / "segment=0" / "holdout.parquet"):
+        with pytest.raises(ConfigError, match="overlaps the input"):
+            abtest_split(run, out, ratio=0.1, salt="s", overwrite=True)
+    assert (run / "model" / "model.json").read_bytes() == model
+    assert not (run / "assignments" / "segment=0" / "holdout.parquet").exists()
+    groups = tmp_path / "groups.parquet"
+    abtest_split(run, groups, ratio=0.1, salt="s")
+    written = groups.read_bytes()
+    with pytest.raises(ConfigError, match="overlaps the input .*--assignments"):
+        abtest_evaluate(groups, groups, groups, cost_per_contact=1.0, overwrite=True)
+    assert groups.read_bytes() == written

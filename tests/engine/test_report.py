@@ -229,8 +229,9 @@ def test_segment_ids_need_not_be_0_to_k_minus_1(small_run, tmp_path):
 
 
 def test_report_refuses_what_it_cannot_use(small_run, tmp_path, report):
+    (tmp_path / "not-a-run").mkdir()
     with pytest.raises(InputContractError, match="not a finished segmint"):
-        write_report(tmp_path, tmp_path / "r.html")
+        write_report(tmp_path / "not-a-run", tmp_path / "r.html")
     with pytest.raises(InputContractError, match="lacks column"):
         write_report(small_run, tmp_path / "r.html", migration=pl.DataFrame({"old_segment": [0]}))
     with pytest.raises(OutputExistsError):
@@ -288,3 +289,15 @@ def test_numbers_with_a_less_than_sign_are_escaped_in_the_page(small_data, tmp_p
     run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig())
     page = write_report(tmp_path / "o", tmp_path / "r.html").read_text()
     assert "&lt;0.1%" in page and "<0.1%" not in page
+
+
+def test_a_report_written_into_the_run_it_reads_is_refused_and_the_run_kept(small_run, tmp_path):
+    # It replaced run.json with the page, with exit 0; the next `assign` could not read the run.
+    from segmint.engine.errors import ConfigError
+
+    run = shutil.copytree(small_run, tmp_path / "run")
+    before = (run / "run.json").read_bytes()
+    for out in (run / "run.json", run / "report.html"):
+        with pytest.raises(ConfigError, match="overlaps the input .* choose an output outside every input"):
+            write_report(run, out, overwrite=True)
+    assert (run / "run.json").read_bytes() == before and not (run / "report.html").exists()
