@@ -149,6 +149,8 @@ def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str
         msg = (f"output {out} is not a segmint output (no _SUCCESS and _manifest.json) and is not empty: "
                f"--overwrite replaces only what segmint wrote; choose a new or empty folder for --out")
         raise OutputExistsError(msg)
+    if out.is_dir() and not file:
+        _check_only_committed(out)
     return out
 
 
@@ -295,14 +297,39 @@ def _replaceable(out: Path) -> bool:
     return ((out / "_SUCCESS").is_file() and (out / "_manifest.json").is_file()) or not any(out.iterdir())
 
 
+def _check_only_committed(out: Path) -> None:
+    """Refuse to replace a committed local output that holds files its manifest does not list (a report, notes
+    saved into it since): replacing the folder deleted them with exit 0."""
+    if not (out / "_manifest.json").is_file():
+        return   # an empty folder
+    try:
+        listed = {f["path"] for f in json.loads((out / "_manifest.json").read_text())["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        msg = (f"output {out} has a _manifest.json segmint cannot read, so what it wrote there is not known: "
+               f"move the folder away or choose another --out")
+        raise OutputExistsError(msg) from None
+    foreign = [p for p in sorted(out.rglob("*")) if p.is_file()
+               and str(p.relative_to(out)) not in listed and p.name not in ("_manifest.json", *_CONTROL)]
+    if foreign:
+        raise _not_written_by_segmint(out, [p.relative_to(out) for p in foreign])
+
+
+def _not_written_by_segmint(out: str | Path, foreign: list[Any]) -> OutputExistsError:
+    msg = (f"output {out} holds {len(foreign)} file(s) segmint did not write (e.g. {foreign[0]}): --overwrite "
+           f"replaces only what segmint wrote; move them out of it or choose another --out")
+    return OutputExistsError(msg)
+
+
 def _check_remote(out: str, pointer: Pointer | None, overwrite: bool, options: store.Options) -> None:
-    if pointer is not None:
-        if not overwrite:
-            msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
-            raise OutputExistsError(msg)
-        return
-    foreign = [f for f in store.list_files(out, options)
-               if not (f[len(out) + 1:] in _CONTROL or _LEFTOVER.fullmatch(f[len(out) + 1:]))]
+    if pointer is not None and not overwrite:
+        msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+        raise OutputExistsError(msg)
+    committed = _committed_files(out, pointer, options)
+    foreign = [f for f in store.list_files(out, options) if f not in committed
+               and not (f[len(out) + 1:] in _CONTROL or _LEFTOVER.fullmatch(f[len(out) + 1:]))]
+    if foreign and pointer is not None:
+        # Files saved beside a committed run: the commit's clean-up took them for a dead run's and deleted them.
+        raise _not_written_by_segmint(out, foreign)
     if foreign:
         msg = (f"output {out} holds {len(foreign)} file(s) that are not a segmint output (e.g. {foreign[0]}): "
                f"--overwrite replaces only what segmint wrote; choose an empty prefix for --out")

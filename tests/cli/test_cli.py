@@ -311,6 +311,23 @@ def test_output_exists_exits_4_and_overwrite_replaces(small_data, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["o"]
 
 
+def test_overwrite_keeps_a_run_that_holds_files_segmint_did_not_write(small_data, tmp_path):
+    # A report or notes saved into a run folder were deleted by the next --overwrite, with exit 0.
+    out = tmp_path / "o"
+    assert invoke("run", small_data / "transactions", "--out", out, "--k", 2).exit_code == 0
+    (out / "assignments" / "notes.txt").write_text("keep")
+    r = invoke("run", small_data / "transactions", "--out", out, "--k", 3, "--overwrite")
+    assert r.exit_code == 4
+    _one_line_error(r, "1 file(s) segmint did not write", "notes.txt")
+    assert (out / "assignments" / "notes.txt").read_text() == "keep"
+    assert json.loads((out / "run.json").read_text())["k"] == 2
+    (out / "assignments" / "notes.txt").unlink()
+    (out / "_manifest.json").write_text("{not json")
+    r = invoke("run", small_data / "transactions", "--out", out, "--k", 3, "--overwrite")
+    assert r.exit_code == 4
+    _one_line_error(r, "_manifest.json segmint cannot read")
+
+
 def test_debug_shows_a_traceback_and_otherwise_one_line(tmp_path):
     import subprocess
     import sys

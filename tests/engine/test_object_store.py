@@ -113,6 +113,18 @@ def test_overwrite_replaces_a_committed_run_and_removes_its_files_after(s3, s3_d
     assert _committed("s3://segmint-test/runs/b-scored", s3).height == 3000
 
 
+def test_overwrite_keeps_a_committed_run_beside_which_files_were_saved(s3, s3_data):
+    # The commit's clean-up took a file saved beside the run for a dead run's leftover and deleted it.
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3)
+    out = "s3://segmint-test/runs/notes"
+    first = run([s3_data], out, cfg)
+    store.write_bytes(f"{out}/notes.txt", b"keep me", dict(s3))
+    with pytest.raises(OutputExistsError, match="1 file.s. segmint did not write .*notes.txt"):
+        run([s3_data], out, RunConfig(cluster=ClusterConfig(k=5), storage_options=s3, overwrite=True))
+    assert store.read_bytes(f"{out}/notes.txt", dict(s3)) == b"keep me"
+    assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
+
+
 def test_a_failed_run_leaves_the_committed_run_and_none_of_its_own_files(s3, s3_data, monkeypatch):
     out = "s3://segmint-test/runs/c"
     first = run([s3_data], out, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
