@@ -9,6 +9,7 @@ overrides single fields with ``dataclasses.replace``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -493,9 +494,10 @@ def parse_k(text: str | int | None, flag: str = "--k") -> int | None:
 
 
 def parse_as_of(text: str) -> dt.datetime:
-    """An ISO date (meaning the end of that day) or an ISO datetime, as naive UTC."""
+    """An ISO date (meaning the end of that day) or an ISO datetime, as naive UTC. A date is any form ISO 8601
+    gives one in (2026-06-30, 20260630): the basic form was read as a datetime, so its day ended at midnight."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        with contextlib.suppress(ValueError):
             return dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time.max)
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:

@@ -299,6 +299,9 @@ def test_ids_beyond_int64(tmp_path):
 
 def test_parse_as_of():
     assert parse_as_of("2024-03-05") == dt.datetime(2024, 3, 5, 23, 59, 59, 999999)
+    # ISO 8601's basic form is a date too: it meant midnight, so the day's own purchases were after the as-of.
+    assert parse_as_of("20240305") == parse_as_of("2024-03-05")
+    assert parse_as_of("20240305T063000") == dt.datetime(2024, 3, 5, 6, 30)
     assert parse_as_of("2024-03-05T06:30+02:00") == dt.datetime(2024, 3, 5, 4, 30)
     with pytest.raises(ConfigError, match="--as-of"):
         parse_as_of("last tuesday")
