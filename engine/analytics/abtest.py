@@ -71,6 +71,14 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
         pl.col("customer_id").cast(pl.String),
         pl.col("converted").cast(pl.Float64),
         (pl.col("revenue") if "revenue" in outcomes.columns else pl.lit(0.0)).cast(pl.Float64).alias("revenue"))
+    if not outcomes.height:   # everyone would count as not converted: a lift of 0 and an ROI of -100%
+        msg = ("outcomes file has no rows; customers absent from it count as not converted, so give at least "
+               "every customer who converted")
+        raise InputContractError(msg)
+    if outcomes["customer_id"].null_count():
+        msg = (f"outcomes file has {outcomes['customer_id'].null_count()} row(s) without a customer_id; "
+               f"give an id on every row")
+        raise InputContractError(msg)
     if outcomes["customer_id"].is_duplicated().any():
         msg = "outcomes file lists a customer more than once; give one row per customer"
         raise InputContractError(msg)

@@ -113,6 +113,10 @@ def test_evaluate_overall_row_and_segments():
      "'revenue' has 1 empty, NaN or infinite"),
     (pl.DataFrame({"customer_id": ["0"], "converted": [1], "revenue": [None]},
                   schema_overrides={"revenue": pl.Float64}), "'revenue' has 1 empty"),
+    # No rows: every customer "not converted", an ROI of -100%, with exit 0. A blank id: a TypeError.
+    (pl.DataFrame(schema={"customer_id": pl.Int64, "converted": pl.Int64}), "outcomes file has no rows"),
+    (pl.DataFrame({"customer_id": [None, "0"], "converted": [1, 0]}, schema_overrides={"customer_id": pl.String}),
+     "1 row\\(s\\) without a customer_id"),
 ])
 def test_bad_outcome_files_are_clear_errors(outcomes, match):
     groups = split_groups(_assignments(100), 0.5, "s")
