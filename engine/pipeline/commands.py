@@ -164,6 +164,11 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     pseudonymisation, overwrite, device, executor and the memory budget.
     """
     model = Model.load(model_dir, dict(cfg.storage_options))
+    if model.provenance.get("pseudonymized_ids") and not cfg.pseudonymize_ids:
+        # Its run wrote pseudonyms; this batch's assignments held the raw ids, without a word.
+        msg = ("this model's run pseudonymised customer ids: score with --pseudonymize-ids and that run's "
+               "SEGMINT_ID_KEY, so that no raw id is written")
+        raise ConfigError(msg)
     # The customers table only where the model clusters on its attributes; events never.
     attributes = tuple(a for a, _ in model.scaler.attributes)
     if attributes and (cfg.customers is None or not set(attributes) <= set(cfg.customers.attributes)):

@@ -234,6 +234,19 @@ def test_pseudonymized_ids_never_expose_raw_ids_or_key(small_data, tmp_path, mon
             assert b"s3cret-key-value-of-32-characters" not in path.read_bytes()
 
 
+def test_assign_with_a_pseudonymised_model_writes_pseudonyms_or_refuses(small_data, tmp_path, monkeypatch):
+    # Without the flag, the assignments of a pseudonymised model's batch held the raw ids, with exit 0.
+    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
+    run([small_data / "transactions"], tmp_path / "p", RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True))
+    with pytest.raises(ConfigError, match="pseudonymised customer ids: score with --pseudonymize-ids"):
+        assign_customers(tmp_path / "p", [small_data / "transactions"], tmp_path / "raw", RunConfig())
+    assert not (tmp_path / "raw").exists()
+    assign_customers(tmp_path / "p", [small_data / "transactions"], tmp_path / "a", RunConfig(pseudonymize_ids=True))
+    scored = pl.read_parquet(tmp_path / "a" / "assignments").sort("customer_id")
+    assert scored["customer_id"].str.len_chars().unique().to_list() == [64]
+    assert scored.equals(pl.read_parquet(tmp_path / "p" / "assignments").sort("customer_id").select(scored.columns))
+
+
 def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, monkeypatch):
     monkeypatch.delenv("SEGMINT_ID_KEY", raising=False)
     read = []
