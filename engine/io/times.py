@@ -89,6 +89,8 @@ def suggest_format(values: Sequence[str]) -> str:
         clock = (" %H:%M" + (":%S" if slash[0].group(5) else "")) if slash[0].group(4) else ""
         day_first = f"%d{sep}%m{sep}{year}{clock}"
         month_first = f"%m{sep}%d{sep}{year}{clock}"
+        if year == "%y":
+            return _two_digit_years(slash, (day_first, month_first, f"%y{sep}%m{sep}%d{clock}"))
         if any(int(m.group(1)) > 12 for m in slash):
             return f"the first field goes above 12, so the day comes first: give --time-format '{day_first}'"
         if any(int(m.group(2)) > 12 for m in slash):
@@ -100,6 +102,21 @@ def suggest_format(values: Sequence[str]) -> str:
     if all(v.lstrip("-").isdigit() for v in values):
         return "for Unix times give --time-format epoch_s (or epoch_ms, epoch_us, epoch_ns)"
     return "give --time-format with the strftime pattern of these values (e.g. '%d %b %Y %H:%M')"
+
+
+def _two_digit_years(dates: Sequence[re.Match], formats: tuple[str, str, str]) -> str:
+    """The suggestion for dates of three two-digit fields: the year may be the first field as well as the last
+    ('24-07-01' is 1 July 2024 as often as 24 July 2001), so a first field above 12 alone says nothing. Of day
+    first, month first and year first, those every value fits (day <= 31, month <= 12) are named; one only
+    where the values leave one."""
+    fields = [tuple(int(m.group(i)) for i in (1, 2, 3)) for m in dates]
+    limits = ((0, 1), (1, 0), (2, 1))   # the (day, month) fields of each format
+    fitting = [fmt for fmt, (day, month) in zip(formats, limits, strict=True)
+               if all(1 <= f[day] <= 31 and 1 <= f[month] <= 12 for f in fields)]
+    if len(fitting) == 1:
+        return f"only one order of day, month and two-digit year fits every value: give --time-format '{fitting[0]}'"
+    named = " or ".join(f"'{fmt}'" for fmt in fitting or formats)
+    return f"two-digit years leave the order of the fields open: give --time-format {named}, the one that is right"
 
 
 def _iso(text: pl.Expr) -> pl.Expr:

@@ -194,6 +194,19 @@ def test_time_formats_with_zones_and_epochs():
     assert df.select(timestamp_expr("e", pl.Int64, "epoch_s")).item() == dt.datetime(2023, 11, 14, 22, 13, 20)
 
 
+def test_two_digit_years_name_every_order_the_values_fit():
+    # '24-07-01' was read as a day first ("the first field goes above 12"): following the advice put 1 July 2024
+    # in 2001 with exit 0. A two-digit year may be the first field too.
+    from segmint.engine.io.times import suggest_format
+
+    open_orders = suggest_format(["24-07-01", "25-12-31"])
+    assert "'%d-%m-%y' or '%y-%m-%d'" in open_orders and "only one" not in open_orders
+    assert "'%d/%m/%y' or '%m/%d/%y' or '%y/%m/%d'" in suggest_format(["05/06/07"])
+    assert suggest_format(["40.07.01"]).endswith("give --time-format '%y.%m.%d'")      # 40 is no day
+    assert suggest_format(["07-13-24 10:15"]).endswith("give --time-format '%m-%d-%y %H:%M'")
+    assert "day comes first: give --time-format '%d/%m/%Y'" in suggest_format(["13/1/2010"])   # four digits
+
+
 def test_slash_dates_are_never_guessed(tmp_path):
     from segmint.engine.pipeline import validate
 
