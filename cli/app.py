@@ -384,6 +384,10 @@ def compare(
 
         cfg = build_config(None, overwrite=overwrite, memory_limit=memory_limit, storage_options=storage_option)
         doc = compare_runs(old_run, new_run, out, cfg, _render.make_progress(json_logs))
+        if json_logs:   # the event every command's --json ends with
+            _render.emit_json({"event": "done", "status": "succeeded", "seconds": _elapsed(), "out": str(out),
+                               "run_json": _join(out, "run.json"), "run_id": doc["run_id"]})
+            return
         moved = sum(r["customers"] for r in doc["migration"]
                     if r["old_segment"] is not None and r["new_segment"] is not None
                     and r["old_segment"] != r["new_segment"])

@@ -85,7 +85,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
             segments = _segments(prof_a, prof_b)
             info.update(customers_old=int(table.filter(pl.col("old_segment").is_not_null())["customers"].sum()),
                         customers_new=int(table.filter(pl.col("new_segment").is_not_null())["customers"].sum()))
-        doc = {"old_run": str(run_a), "new_run": str(run_b), "ids": kept_ids(table), "migration": table.to_dicts(),
+        doc = {"run_id": run_id, "old_run": str(run_a), "new_run": str(run_b), "ids": kept_ids(table),
+               "migration": table.to_dicts(),
                "segments": segments.to_dicts(), "drift": drift.to_dicts(), "buckets": buckets}
         store.write_parquet(table, layout.meta("migration.parquet"), opts)
         store.write_parquet(segments, layout.meta("segments.parquet"), opts)
@@ -93,7 +94,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
         write_json(layout.meta("compare.json"), doc, opts)
         write_json(layout.meta("run.json"), {"command": "compare", "status": "succeeded", "stages": clock.stages,
                                              "started_at": started.isoformat(), **{k: doc[k] for k in (
-                                                 "old_run", "new_run", "buckets")}}, opts)
+                                                 "run_id", "old_run", "new_run", "buckets")}}, opts)
     return doc
 
 

@@ -511,6 +511,19 @@ def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs,
     assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]
 
 
+def test_compare_json_ends_with_the_done_event_of_every_command(two_runs, tmp_path):
+    # compare --json printed its stages and then the summary lines, never `done`.
+    root, _, _ = two_runs
+    r = invoke("compare", root / "a", root / "b", "--out", tmp_path / "cmp", "--json")
+    assert r.exit_code == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    done = events[-1]
+    assert done["event"] == "done" and done["status"] == "succeeded" and r.stdout == ""
+    run_json = json.loads((tmp_path / "cmp" / "run.json").read_text())
+    assert done["run_id"] == run_json["run_id"] == json.loads((tmp_path / "cmp" / "compare.json").read_text())["run_id"]
+    assert done["run_json"] == str(tmp_path / "cmp" / "run.json")
+
+
 def test_compare_counts_a_vanished_segment_as_none_left_not_unknown(small_data, tmp_path):
     # A segment of the old run that the new one lacks had null customers, change and revenue change.
     for name, k in (("a", 4), ("b", 2)):
