@@ -105,6 +105,10 @@ _COLUMN_OPTIONS = (
 )
 
 
+# assign takes the model's column mapping, but its batch's times may be written another way.
+TimeFormat = next(ann for name, _, ann in _COLUMN_OPTIONS if name == "time_format")
+
+
 def column_options(fn: Callable[..., None]) -> Callable[..., None]:
     """Add the column-mapping flags to a command; it receives them as ``columns={field: value}``."""
     return _inject(fn, "columns", _COLUMN_OPTIONS,

@@ -18,7 +18,7 @@ import typer
 from segmint.cli import _render
 from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
                                   MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
-                                  Resume, StorageOption, Threads, WorkDir,
+                                  Resume, StorageOption, Threads, TimeFormat, WorkDir,
                                   build_config, column_options, flag, parse_storage_options, side_table_options)
 from segmint.engine.errors import SegmintError
 
@@ -179,15 +179,15 @@ def assign(
     as_of: AsOf = None, device: Device = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
     pseudonymize_ids: Pseudonymize = None, overwrite: Overwrite = None, memory_limit: MemoryLimit = None,
     buckets: Buckets = None, executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
-    resume: Resume = None,
+    resume: Resume = None, time_format: TimeFormat = None,
     storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Score new customers with a saved model (same features, scaler, cut points, centroids).
 
     Example: `segmint assign runs/2026-06 data/transactions --out runs/2026-06-scored`
 
-    The model fixes the column mapping; output has the layout of `run` without model/ (score
-    again with the run's model). Recency, status and CLV are measured at --as-of, else at the
+    The model fixes the column mapping but for --time-format, how this batch writes its times;
+    output has the layout of `run` without model/ (score again with the run's model). Recency, status and CLV are measured at --as-of, else at the
     batch's latest valid time. A model that clusters on customer attributes (--cluster-attrs)
     needs the customers table here too.
     """
@@ -199,7 +199,7 @@ def assign(
         if side and side["events"]:
             raise ConfigError("assign reads no events table (the model's features come from transactions): "
                               "drop --events and the --event-* options")
-        cfg = build_config(None, cluster={"device": device}, side=side,
+        cfg = build_config(None, columns={"time_format": time_format}, cluster={"device": device}, side=side,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,
                                           resume))

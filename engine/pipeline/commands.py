@@ -159,9 +159,9 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
                      progress: Progress | None = None, *, executor: Executor | str | None = None) -> RunResult:
     """Score the customers in ``inputs`` with a saved model; same layout as ``run``, without a model.
 
-    The model fixes the column mapping, feature settings, channel vocabulary, RFM cut
-    points, CLV parameters, scaler and centroids; ``cfg`` supplies the as-of, dedupe,
-    pseudonymisation, overwrite, device, executor and the memory budget.
+    The model fixes the column mapping (but for ``cfg.columns.time_format``, how the batch writes its times,
+    where given), feature settings, channel vocabulary, RFM cut points, CLV parameters, scaler and centroids;
+    ``cfg`` supplies the as-of, dedupe, pseudonymisation, overwrite, device, executor and the memory budget.
     """
     model = Model.load(model_dir, dict(cfg.storage_options))
     if model.provenance.get("pseudonymized_ids") and not cfg.pseudonymize_ids:
@@ -175,7 +175,10 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = (f"this model clusters on the customer attribute(s) {list(attributes)}: pass --customers with "
                f"--customer-attrs {','.join(attributes)}")
         raise ConfigError(msg)
-    cfg = dataclasses.replace(cfg, columns=model.columns, features=model.features, events=None,
+    # How this batch writes its times is the batch's, where given; the rest of the mapping is the model's.
+    columns = model.columns if cfg.columns.time_format is None else \
+        dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
+    cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=None,
                               customers=cfg.customers if attributes else None,
                               cluster=dataclasses.replace(cfg.cluster, attributes=attributes))
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:

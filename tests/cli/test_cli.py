@@ -511,6 +511,18 @@ def test_compare_and_report_compare_count_migrations_like_a_plain_join(two_runs,
     assert listed == sorted((c for (o, n), c in plain.items() if o != n), reverse=True)[:10]
 
 
+def test_assign_takes_the_time_format_of_its_batch(small_data, small_run, tmp_path):
+    # The refusal named --time-format, which assign did not take: a batch written day first could not be scored.
+    batch = pl.read_parquet(small_data / "transactions").head(2_000)
+    batch.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M:%S")).write_csv(tmp_path / "dmy.csv")
+    r = invoke("assign", small_run, tmp_path / "dmy.csv", "--out", tmp_path / "a")
+    assert r.exit_code == 2
+    _one_line_error(r, "--time-format '%d/%m/%Y %H:%M:%S'")
+    r = invoke("assign", small_run, tmp_path / "dmy.csv", "--out", tmp_path / "a", "--time-format", "%d/%m/%Y %H:%M:%S")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["rows"]["used"] == 2_000
+
+
 def test_compare_json_ends_with_the_done_event_of_every_command(two_runs, tmp_path):
     # compare --json printed its stages and then the summary lines, never `done`.
     root, _, _ = two_runs
