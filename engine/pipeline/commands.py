@@ -180,7 +180,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
     cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=None,
                               customers=cfg.customers if attributes else None,
-                              cluster=dataclasses.replace(cfg.cluster, attributes=attributes))
+                              # The model's k: run.json's config said the default k (8) of a model of 4.
+                              cluster=dataclasses.replace(cfg.cluster, attributes=attributes, k=model.k))
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features", channels=model.channels)

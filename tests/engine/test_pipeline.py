@@ -103,6 +103,9 @@ def test_assign_round_trip_reproduces_training_segments(small_data, small_run, t
     assert trained.select(same).equals(again.select(same))
     np.testing.assert_allclose(trained["distance"], again["distance"], rtol=1e-6)
     assert not (scored / "model").exists()
+    # run.json's config says the model's k (6), not the default (8) assign was not asked for.
+    doc = json.loads((scored / "run.json").read_text())
+    assert doc["k"] == doc["config"]["cluster"]["k"] == 6
 
 
 def test_assign_scores_a_model_that_clusters_on_clv(small_data, tmp_path):
