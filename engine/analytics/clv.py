@@ -172,7 +172,7 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     # E[M | x, m] exists where p x + q > 1; elsewhere the customer's own mean spend stands in.
     usable = (x > 0) & (m > 0)
     defined = usable & (p * x + q > 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # a spend near the float range: below
         conditional = p * (v + x * m) / (p * x + q - 1)
     avg = np.where(defined, conditional, np.where(usable, m, params.population_mean))
     horizon = cfg.horizon_units
@@ -196,6 +196,14 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     clv, before = np.empty_like(x), np.empty_like(x)
     discounted_value(np.ascontiguousarray(grid), inverse, alive, avg,
                      np.array([(1 + per_step) ** i for i in range(1, times.size + 1)]), clv, before)
+    if np.isfinite(before).all() and np.isfinite(alive).all() and not np.isfinite(clv).all():
+        # The purchases are finite: the customer's own spend took its value past the float range (an amount near
+        # 1e308), which the advice about the fit below did not help with.
+        i = int(np.flatnonzero(~np.isfinite(clv))[0])
+        who = f"customer {table['customer_id'][i]}" if "customer_id" in table.columns else f"row {i}"
+        msg = (f"the CLV of {who} is beyond the float range: its mean repeat spend (lt_monetary) is {m[i]:.4g}; "
+               f"correct or leave out its amounts")
+        raise ClvFitError(msg)
     if not (np.isfinite(clv).all() and np.isfinite(before).all() and np.isfinite(alive).all()):
         # Never a NaN in an output: parameters this extreme are a fit the data did not identify.
         msg = (f"the CLV expectations are not finite for the fitted parameters (r={params.r:.4g}, "

@@ -204,6 +204,22 @@ def test_clv_is_finite_for_every_customer_when_the_fit_gives_a_plus_b_below_one(
     assert (out["clv"] > 0).all()
 
 
+def test_a_spend_near_the_float_range_names_its_customer_not_the_fit():
+    # assign's batch with an amount of 1e308: the message blamed the fit's parameters and named a config
+    # setting assign does not take, and NumPy's overflow warning broke the --json event stream.
+    import warnings
+
+    from segmint.engine.analytics.clv import ClvFitError, ClvParams
+
+    params = ClvParams(0.96, 5.2, 0.078, 0.35, 14.4, 1.53, 3.5, 0.0, 0.0, 4, 2, "week", 3.5 * 14.4 / 0.53, "model")
+    table = pl.DataFrame({"customer_id": [7, 8], "lt_frequency": [1, 2], "lt_recency": [14.0, 30.0],
+                          "lt_T": [100.0, 100.0], "lt_monetary": [20.0, 1e308]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ClvFitError, match="CLV of customer 8 is beyond the float range: .* is 1e\\+308"):
+            predict_clv(table, params, ClvConfig())
+
+
 def test_gamma_gamma_without_a_population_mean_uses_the_observed_mean(monkeypatch):
     import segmint.engine.analytics.clv as clv
 
