@@ -187,9 +187,9 @@ def assign(
     Example: `segmint assign runs/2026-06 data/transactions --out runs/2026-06-scored`
 
     The model fixes the column mapping but for --time-format, how this batch writes its times;
-    output has the layout of `run` without model/ (score again with the run's model). Recency, status and CLV are measured at --as-of, else at the
-    batch's latest valid time. A model that clusters on customer attributes (--cluster-attrs)
-    needs the customers table here too.
+    output has the layout of `run` without model/ (score again with the run's model). Recency,
+    status and CLV are measured at --as-of, else at the batch's latest valid time. A model that
+    clusters on customer attributes (--cluster-attrs) needs the customers table here too.
     """
     with _errors(json_logs):
         _threads(threads)
