@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import urllib.parse
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -391,7 +392,10 @@ def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl
 
 def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Schema:
     try:
-        return _scan(path, csv, options).collect_schema()
+        schema = _scan(path, csv, options).collect_schema()
+        if csv:
+            _check_header(path, schema)
+        return schema
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read {path}: {first_line(exc)}"
         raise InputContractError(msg) from None
@@ -401,6 +405,17 @@ def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Sc
                if "time zone" in first_line(exc) else "")
         msg = f"cannot read {path}: Polars cannot read it ({first_line(exc)}){fix}"
         raise InputContractError(msg) from None
+
+
+def _check_header(path: str, schema: pl.Schema) -> None:
+    """Refuse a CSV header that names a column twice: Polars renames the second (``amount_duplicated_0``), and
+    the mapping read the first without a word, whichever was meant."""
+    for name in schema.names():
+        twice = re.fullmatch(r"(.+)_duplicated_\d+", name)
+        if twice and twice.group(1) in schema:
+            msg = (f"{path} names the column {twice.group(1)!r} twice in its header; give each column its own "
+                   f"name, so that the one meant can be mapped")
+            raise InputContractError(msg)
 
 
 def _check_time_zones(path: str, meta: Any) -> None:

@@ -224,3 +224,10 @@ def test_a_csv_file_with_a_quote_left_open_is_refused_not_cut_short(tmp_path, br
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,category\n" + "\n".join(rows) + "\n")
     source = resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     assert source.rows == 3_000
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    # Polars renamed the second 'amount' and the map read the first, whichever was meant, with exit 0.
+    (tmp_path / "t.csv").write_text("customer_id,ts,amount,amount\n1,2024-01-01,5,7\n")
+    with pytest.raises(InputContractError, match="names the column 'amount' twice in its header"):
+        list_inputs([tmp_path / "t.csv"], "t")
