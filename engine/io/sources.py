@@ -126,6 +126,7 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
             if name not in schema:
                 other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
                 fix = (f"{other} has it: give files of one schema" if other is not None else
+                       (csv and _other_separator(schema)) or
                        f"available: {', '.join(schema.names())}; map the right column with {flag}")
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
@@ -407,6 +408,16 @@ def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Sc
         raise InputContractError(msg) from None
 
 
+def _other_separator(schema: pl.Schema) -> str | None:
+    """The fix for a CSV file whose header reads as one column ('customer_id;ts;amount'): its values are
+    separated otherwise than by commas, and no column mapping helps. None for any other header."""
+    names = schema.names()
+    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
+        return (f"its header reads as one column, {names[0][:60]!r}: segmint reads comma-separated CSV; write the "
+                f"file with commas (or as Parquet)")
+    return None
+
+
 def _check_header(path: str, schema: pl.Schema) -> None:
     """Refuse a CSV header that names a column twice: Polars renames the second (``amount_duplicated_0``), and
     the mapping read the first without a word, whichever was meant."""
@@ -482,7 +493,10 @@ def _metadata(path: str) -> Any:
     try:
         return pq.ParquetFile(store.local(path)).metadata
     except (OSError, ValueError) as exc:
-        msg = f"cannot read {path}: {first_line(exc)}"
+        # A file of another format given by name (.tsv, .csv.gz) is read as Parquet: say what is read.
+        other = "" if path.lower().endswith(_PARQUET) else \
+            "; segmint reads Parquet files and uncompressed comma-separated .csv files"
+        msg = f"cannot read {path}: {first_line(exc)}{other}"
         raise InputContractError(msg) from None
 
 

@@ -231,3 +231,19 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,amount\n1,2024-01-01,5,7\n")
     with pytest.raises(InputContractError, match="names the column 'amount' twice in its header"):
         list_inputs([tmp_path / "t.csv"], "t")
+
+
+def test_files_of_another_format_name_what_segmint_reads(tmp_path):
+    # A ';'-separated file was told to map the right column; a .tsv or .csv.gz only that it was not Parquet.
+    (tmp_path / "semi.csv").write_text("customer_id;ts;amount\n1;2024-01-01;5\n")
+    with pytest.raises(InputContractError, match="header reads as one column, 'customer_id;ts;amount': segmint "
+                                                 "reads comma-separated CSV"):
+        resolve(list_inputs([tmp_path / "semi.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    (tmp_path / "t.tsv").write_text("customer_id\tts\n1\t2024-01-01\n")
+    with pytest.raises(InputContractError, match="t.tsv: .*; segmint reads Parquet files and uncompressed "
+                                                 "comma-separated .csv files"):
+        list_inputs([tmp_path / "t.tsv"], "t")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(InputContractError, match="cannot read .*bad.parquet: ") as err:
+        list_inputs([tmp_path / "bad.parquet"], "t")
+    assert "segmint reads" not in str(err.value)   # a damaged Parquet file is just that
