@@ -196,7 +196,8 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     clv, before = np.empty_like(x), np.empty_like(x)
     discounted_value(np.ascontiguousarray(grid), inverse, alive, avg,
                      np.array([(1 + per_step) ** i for i in range(1, times.size + 1)]), clv, before)
-    if np.isfinite(before).all() and np.isfinite(alive).all() and not np.isfinite(clv).all():
+    finite_clv, finite_rest = bool(np.isfinite(clv).all()), bool(np.isfinite(before).all() and np.isfinite(alive).all())
+    if finite_rest and not finite_clv:
         # The purchases are finite: the customer's own spend took its value past the float range (an amount near
         # 1e308), which the advice about the fit below did not help with.
         i = int(np.flatnonzero(~np.isfinite(clv))[0])
@@ -204,7 +205,7 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
         msg = (f"the CLV of {who} is beyond the float range: its mean repeat spend (lt_monetary) is {m[i]:.4g}; "
                f"correct or leave out its amounts")
         raise ClvFitError(msg)
-    if not (np.isfinite(clv).all() and np.isfinite(before).all() and np.isfinite(alive).all()):
+    if not (finite_clv and finite_rest):
         # Never a NaN in an output: parameters this extreme are a fit the data did not identify.
         msg = (f"the CLV expectations are not finite for the fitted parameters (r={params.r:.4g}, "
                f"alpha={params.alpha:.4g}, a={params.a}, b={params.b}); the data cannot identify the model: "
