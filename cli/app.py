@@ -385,8 +385,7 @@ def compare(
         cfg = build_config(None, overwrite=overwrite, memory_limit=memory_limit, storage_options=storage_option)
         doc = compare_runs(old_run, new_run, out, cfg, _render.make_progress(json_logs))
         if json_logs:   # the event every command's --json ends with
-            _render.emit_json({"event": "done", "status": "succeeded", "seconds": _elapsed(), "out": str(out),
-                               "run_json": _join(out, "run.json"), "run_id": doc["run_id"]})
+            _emit_done("succeeded", doc["run_id"], out)
             return
         moved = sum(r["customers"] for r in doc["migration"]
                     if r["old_segment"] is not None and r["new_segment"] is not None
@@ -647,9 +646,7 @@ def _elapsed() -> float:
 def _finish(result, json_logs: bool) -> None:
     m = result.manifest
     if json_logs:
-        _render.emit_json({"event": "done", "status": m["status"], "seconds": _elapsed(), "out": str(result.out),
-                           "run_json": _join(result.out, "run.json"), "run_id": m["run_id"],
-                           "customers": m["customers"], "k": m["k"], "rows": m["rows"]})
+        _emit_done(m["status"], m["run_id"], result.out, customers=m["customers"], k=m["k"], rows=m["rows"])
         return
     _render.print_summary(result.summary, f"{m['customers']:,} customers in {m['k']} segments")
     rows = m["rows"]
@@ -696,10 +693,15 @@ def _finish(result, json_logs: bool) -> None:
     _render.print_lines(lines)
 
 
+def _emit_done(status: str, run_id: str, out: str | Path, **more: Any) -> None:
+    """The ``done`` event a command's --json ends with: its output, run.json and run id, and ``more``."""
+    _render.emit_json({"event": "done", "status": status, "seconds": _elapsed(), "out": str(out),
+                       "run_json": _join(out, "run.json"), "run_id": run_id, **more})
+
+
 def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
     if json_logs:
-        _render.emit_json({"event": "done", "status": manifest["status"], "seconds": _elapsed(), "out": str(out),
-                           "run_json": _join(out, "run.json"), "run_id": manifest["run_id"], "message": text})
+        _emit_done(manifest["status"], manifest["run_id"], out, message=text)
     else:
         _render.print_lines([text])
 
