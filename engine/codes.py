@@ -72,7 +72,7 @@ class IntCodes:
         """The codes (int64) in their keys' order (ascending)."""
         if self._direct is not None:
             # The table is indexed by key and each key has one code: read in index order, its codes are in key
-            # order, in one pass where a sort took log n (bench M's 909 k customers: 0.05 s).
+            # order, in one pass where a sort took log n (bench M's 909 k customers: 0.047 -> 0.005 s).
             return self._direct[self._direct >= 0].astype(np.int64)
         return np.argsort(self.values(), kind="stable")
 
