@@ -106,12 +106,22 @@ class Columns(_Checked):
         if self.quantity is None and self.amount is None:
             msg = "no amount: give --amount-col, or --quantity-col with --price-col"
             raise ConfigError(msg)
+        roles: dict[str, str] = {}
+        for role in ("customer", "time", "amount", "quantity", "price", "order", "channel", "category"):
+            name = getattr(self, role)
+            # One column in two roles read as both: orders of one line each (--order-col customer_id), amounts
+            # squared (--quantity-col and --price-col on one column), with exit 0.
+            if name is not None and roles.setdefault(name, role) != role:
+                leave = f" (or leave it out: --{role}-col '')" if role in ("order", "channel", "category") else ""
+                msg = (f"column {name!r} is mapped to both --{roles[name]}-col and --{role}-col: map each role to "
+                       f"its own column{leave}")
+                raise ConfigError(msg)
 
     def source_columns(self) -> list[str]:
-        """The source columns that are read, in a fixed order, without repeats."""
+        """The source columns that are read, in a fixed order (``check``: no column in two roles)."""
         cols = [self.customer, self.time, self.amount, self.quantity, self.price,
                 self.order, self.channel, self.category]
-        return list(dict.fromkeys(c for c in cols if c is not None))
+        return [c for c in cols if c is not None]
 
 
 @dataclass(frozen=True, kw_only=True)

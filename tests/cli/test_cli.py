@@ -274,6 +274,21 @@ def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--order-col", "customer_id"], "'customer_id' is mapped to both --customer-col and --order-col"),
+    (["--customer-col", "order_id"], "'order_id' is mapped to both --customer-col and --order-col"),
+    (["--channel-col", "channel", "--category-col", "channel"], "both --channel-col and --category-col"),
+    (["--amount-col", "", "--quantity-col", "amount", "--price-col", "amount"],
+     "both --quantity-col and --price-col"),
+])
+def test_one_column_in_two_roles_is_refused(small_data, tmp_path, flags, needle):
+    # Read as both, it made every customer's orders one line each, or squared the amounts, with exit 0.
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *flags)
+    assert r.exit_code == 2, r.stderr
+    _one_line_error(r, needle, "map each role to its own column")
+    assert not (tmp_path / "o").exists()
+
+
 def test_contract_violations_exit_3(tmp_path):
     (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really parquet")
     r = invoke("validate", tmp_path / "corrupt.parquet")
