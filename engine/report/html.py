@@ -137,8 +137,13 @@ def _header(run: RunData, rows: list[dict]) -> str:
              (fmt.money(revenue / orders) if orders else "n/a", "revenue per order")]
     if "clv_total" in run.profiles.columns:
         tiles.append((fmt.money(math.fsum(r["clv_total"] for r in rows)), "predicted value (CLV)"))
-    rejected = m["rows"]["rejected"]
-    tiles.append((fmt.share(rejected / m["rows"]["in"]) if m["rows"]["in"] else "n/a", "input rows rejected"))
+    # Rows after a given --as-of were left out by choice (a back-test's later months), not for their quality:
+    # as in --max-reject-share, they are not part of the share ("93% rejected" read as bad data).
+    later = m["rows"]["rejected_by_reason"].get("after_as_of", 0)
+    judged = m["rows"]["in"] - later
+    tiles.append((fmt.share((m["rows"]["rejected"] - later) / judged) if judged else "n/a", "input rows rejected"))
+    if later:
+        tiles.append((fmt.count(later), "rows after the as-of, left out"))
     start, end = (m.get("time_range") or [None, None])[:2]
     span = f"orders from {_day(start)} to {_day(end)}, " if start and end else ""
     return ("<header><h1>Customer segments</h1>"
@@ -325,7 +330,8 @@ def _quality(m: dict) -> str:
     zero = []
     for reason, n in rows["rejected_by_reason"].items():
         if n:
-            body.append([f"rejected: {html.escape(reason)}", fmt.count(n), fmt.share(n / rows["in"]),
+            what = "left out: after --as-of" if reason == "after_as_of" else f"rejected: {html.escape(reason)}"
+            body.append([what, fmt.count(n), fmt.share(n / rows["in"]),
                          fmt.value("currency", amounts.get(reason, 0.0))])
         else:
             zero.append(reason)
