@@ -655,6 +655,13 @@ def _finish(result, json_logs: bool) -> None:
                 if rows["rejected"] else "")
              + f"; {rows['repeats_on_mapped_columns']:,} rows repeat an earlier one on every mapped column "
              + ("(rejected as duplicate: --dedupe-on)" if (m.get("config") or {}).get("dedupe_on") else "(kept)")]
+    outside = rows.get("channels_without_a_share")
+    if outside:
+        named = ", ".join(f"{ch} ({n:,} lines)" for ch, n in list(outside.items())[:5])
+        named += ", ..." if len(outside) > 5 else ""
+        why = ("the model was trained without them" if m["command"] == "assign"
+               else "beyond the features.max_channels most common")
+        lines.append(f"channels without a share column: {named}; {why}, so no channel share counts them")
     note = m["clustering"].get("note", "every customer assigned to the model's nearest centroid")
     lines.append(f"clustering ({m['clustering']['device']}): {note}")
     trained = (m.get("model_provenance") or {}).get("as_of")

@@ -69,12 +69,13 @@ class Counts:
     events_rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_REASONS, 0))
     funnel: dict[str, int] = field(default_factory=dict)
     without_customer_row: int = 0
+    channel_lines: dict[str, int] = field(default_factory=dict)   # usable lines per channel value
 
     def add(self, other: Counts) -> None:
         for name in ("rows_in", "rows_used", "repeats", "customers", "events_in", "events_used",
                      "without_customer_row"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("rejected", "events_rejected", "funnel"):
+        for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
             mine = getattr(self, name)
             for key, n in getattr(other, name).items():
                 mine[key] = mine.get(key, 0) + n
@@ -173,7 +174,7 @@ def _map(job: MapJob) -> BucketResult:
     seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
                     rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
-                    first_ts=mapped.first_ts, last_ts=mapped.last_ts)
+                    first_ts=mapped.first_ts, last_ts=mapped.last_ts, channel_lines=mapped.channel_counts)
     files: list[str] = []
     if job.layout is not None:
         files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))

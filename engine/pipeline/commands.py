@@ -146,7 +146,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
                       segment_ids=seg.ids, next_segment_id=seg.next_id, outlier_distance=outliers,
                       micro=micro_model)
         inertia = exact.total([kpis.inertia])
-        manifest = _manifest(s, mapped[0].as_of, counts) | {
+        manifest = _manifest(s, mapped[0].as_of, counts, channels) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
             "clustering": fit.clustering_report(seg, cfg.cluster, device, inertia, counts.customers),
             "profiles_note": _profiles_note(cfg, counts.customers),
@@ -198,7 +198,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
             # Scored customers keep the training names of their segments.
             profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))  # same id order
             files = {"micro_profiles.parquet": micro_profiles(scored_sample, micro)} if model.micro is not None else {}
-        manifest = _manifest(s, mapped[0].as_of, counts) | {
+        manifest = _manifest(s, mapped[0].as_of, counts, model.channels) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             **({"clv": {"purchase_model": model.clv.purchase_model, "note": model.clv.note, "fitted_on": model.clv.n,
                         "time_unit": model.clv.time_unit}} if model.clv else {}),
@@ -221,7 +221,7 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
             cuts = fit_rfm_cuts(sample)
             info["fitted_on"] = sample.height
         _score(s, Scoring(s.plan.cfg.features, cuts), filled, "features")
-        manifest = _manifest(s, mapped[0].as_of, counts) | {"rfm_cuts": cuts.to_dict(),
+        manifest = _manifest(s, mapped[0].as_of, counts, mapped[0].channels or ()) | {"rfm_cuts": cuts.to_dict(),
                                                               "channels": list(mapped[0].channels or ())}
         return _commit(s, manifest)
 
@@ -630,9 +630,13 @@ def _check_rejects(c: Counts, limit: float, *, cut: bool) -> None:
         raise InputContractError(msg)
 
 
-def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
-    """The part of run.json every command writes; the commit adds the stages and end time."""
+def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str] | None = None) -> dict[str, Any]:
+    """The part of run.json every command writes; the commit adds the stages and end time. ``channels``: the
+    vocabulary of the channel shares, where the command makes them."""
     plan, cfg = s.plan, s.plan.cfg
+    # Usable lines on a channel no share column holds (one the model never saw, in assign; one beyond
+    # features.max_channels): counted in no share, which said nothing of them.
+    outside = {} if channels is None else {ch: n for ch, n in sorted(c.channel_lines.items()) if ch not in channels}
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
@@ -645,7 +649,8 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts) -> dict[str, Any]:
         "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
                  "rejected_by_reason": c.rejected,
                  "rejected_amount_by_reason": c.reported_amounts(),
-                 "repeats_on_mapped_columns": c.repeats},
+                 "repeats_on_mapped_columns": c.repeats,
+                 **({"channels_without_a_share": outside} if outside else {})},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
         "buckets": plan.buckets,

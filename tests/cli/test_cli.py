@@ -203,6 +203,23 @@ def test_assign_in_buckets(small_data, small_run, tmp_path):
     assert pl.read_parquet(tmp_path / "o" / "assignments").height == 3000
 
 
+def test_lines_on_a_channel_without_a_share_are_counted_and_said(small_data, small_run, tmp_path):
+    # A channel the model never saw (a new kiosk) counted in no share, and neither run.json nor the summary
+    # said so: customers buying only there had every share 0 and were placed as customers who buy nowhere.
+    lines = pl.read_parquet(small_data / "transactions")
+    kiosk = (pl.col("customer_id") % 5 == 0) & (pl.col("channel") == lines["channel"].mode()[0])
+    lines.with_columns(channel=pl.when(kiosk).then(pl.lit("kiosk")).otherwise("channel")).write_parquet(
+        tmp_path / "batch.parquet")
+    r = invoke("assign", small_run, tmp_path / "batch.parquet", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads((tmp_path / "o" / "run.json").read_text())["rows"]
+    assert rows["rejected"] == 0
+    assert rows["channels_without_a_share"] == {"kiosk": lines.filter(kiosk).height}
+    assert f"kiosk ({lines.filter(kiosk).height:,} lines); the model was trained without them" in r.stdout
+    # The run that trained it had every channel a share: nothing to say.
+    assert "channels_without_a_share" not in json.loads((small_run / "run.json").read_text())["rows"]
+
+
 def test_assign_of_a_batch_that_leaves_segments_empty_reports_them_without_rates(small_data, small_run, tmp_path):
     # Three customers fill at most three of the model's six segments. The summary printed after the commit
     # formatted the empty ones' missing means and exited 1 over a written output; their rates read 0.0.

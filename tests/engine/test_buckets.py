@@ -285,6 +285,8 @@ def test_a_given_as_of_counts_channels_alike_in_one_bucket_or_many(tmp_path):
         result = compute_feature_table([tmp_path / "t.parquet"], tmp_path / f"b{buckets}",
                                        dataclasses.replace(cfg, buckets=buckets))
         assert result.manifest["channels"] == ["A"], buckets
+        # B's usable lines hold no share column: counted, in every bucket alike (its later rows were rejected).
+        assert result.manifest["rows"]["channels_without_a_share"] == {"B": 2}, buckets
 
 
 def test_text_written_as_32_bit_string_maps_alike_in_one_bucket_or_many(tmp_path):
