@@ -476,8 +476,11 @@ def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
             return int(counts.collect(engine="streaming").row(0)[0])
         return int(_scan(path, csv, options).select(pl.len()).collect().item())
     except (OSError, pl.exceptions.PolarsError) as exc:
-        hint = (" (a quote opened and not closed? In CSV a field holding a quote is quoted, its quotes doubled)"
-                if csv and isinstance(exc, pl.exceptions.ComputeError) else "")
+        hint = ""
+        if csv and "utf-8" in str(exc).lower():   # Latin-1, Windows-1252 or UTF-16 text, not a quoting fault
+            hint = "; segmint reads CSV as UTF-8: convert the file (e.g. iconv -f latin1 -t utf-8)"
+        elif csv and isinstance(exc, pl.exceptions.ComputeError):
+            hint = " (a quote opened and not closed? In CSV a field holding a quote is quoted, its quotes doubled)"
         msg = f"cannot read {path}: {first_line(exc)}{hint}"
         raise InputContractError(msg) from None
 

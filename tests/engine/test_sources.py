@@ -226,6 +226,16 @@ def test_a_csv_file_with_a_quote_left_open_is_refused_not_cut_short(tmp_path, br
     assert source.rows == 3_000
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_csv_file_not_in_utf8_is_refused_naming_the_encoding(tmp_path, encoding):
+    # The message blamed a quote left open, which sent users looking for one in a file without any.
+    text = "customer_id,ts,amount\n" + "".join(f"Zo\u00eb{i % 7},2024-07-{1 + i % 28:02d},{i}.5\n" for i in range(50))
+    (tmp_path / "t.csv").write_bytes(text.encode(encoding))
+    with pytest.raises(InputContractError, match=r"cannot read .*t\.csv: .*reads CSV as UTF-8: convert the file") as e:
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    assert "quote" not in str(e.value)
+
+
 def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     # Polars renamed the second 'amount' and the map read the first, whichever was meant, with exit 0.
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,amount\n1,2024-01-01,5,7\n")
