@@ -95,9 +95,11 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     known = groups.select(pl.col("customer_id").cast(pl.String))
     unknown = outcomes.join(known, on="customer_id", how="anti")
     if unknown.height:
-        examples = ", ".join(unknown["customer_id"].head(3).to_list())
-        msg = (f"{unknown.height} customer(s) in the outcomes file are not in the assignments "
-               f"(e.g. {examples}); check that both files come from the same run and id scheme")
+        # No example: an id is personal data, and raw ids against a pseudonymised run's groups (the likely
+        # mistake) would go to the logs.
+        msg = (f"{unknown.height:,} of the {outcomes.height:,} customer(s) in the outcomes file are not in the "
+               f"assignments; check that both files come from the same run and id scheme (pseudonyms where the run "
+               f"used --pseudonymize-ids)")
         raise InputContractError(msg)
     df = (groups.with_columns(pl.col("customer_id").cast(pl.String))
           .join(outcomes, on="customer_id", how="left")

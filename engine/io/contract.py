@@ -17,7 +17,7 @@ import polars as pl
 from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
-from segmint.engine.io.sources import Listing, Source, list_inputs, read_chunk, resolve
+from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
 from segmint.engine.io.times import EPOCH_FORMATS, check_text_times, timestamp_expr
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
@@ -87,7 +87,8 @@ def _check_model_columns(listing: Listing, columns: Columns) -> None:
             name = getattr(columns, role)
             if name is not None and name not in schema:
                 msg = (f"column {name!r} not found in {path}: the model was trained with it as its {flag} column; "
-                       f"give transactions with that column (available: {', '.join(schema.names())})")
+                       f"give transactions with that column "
+                       f"({no_header_fix(schema, listing.csv) or 'available: ' + ', '.join(schema.names())})")
                 raise InputContractError(msg)
 
 

@@ -35,12 +35,14 @@ from segmint.engine.io import arrow_numpy, store
 from segmint.engine.runtime import read_ahead, thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
-           "read_at", "first_line"]
+           "read_at", "first_line", "no_header_fix"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 _IPC = ".arrow"     # scratch files of the partition pass
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
+# A CSV header name that is a value (a number, a date or time): the file has no header line.
+_VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
             if name not in schema:
                 other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
                 fix = (f"{other} has it: give files of one schema" if other is not None else
-                       (csv and _other_separator(schema)) or
+                       (csv and _other_separator(schema)) or no_header_fix(schema, csv) or
                        f"available: {', '.join(schema.names())}; map the right column with {flag}")
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
@@ -215,9 +217,22 @@ def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> p
         start += chunk.rows
     return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
 
+
 def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, with what it quotes between backticks masked: Polars quotes the cells
+    it could not parse (a CSV line from an unclosed quote on: a customer id, an unmapped email), and error
+    lines end up in logs, pseudonymised run or not."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"`[^`]*(`|$)", "`…`", text.splitlines()[0]) if text else type(exc).__name__
+
+
+def no_header_fix(schema: pl.Schema, csv: bool) -> str | None:
+    """For a CSV file whose first line holds values (numbers, times), read as its header: that it needs one.
+    Its column names are then a customer's data, not to be quoted in a message. None for any other file."""
+    if csv and any(_VALUE.fullmatch(n) for n in schema.names()):
+        return ("its first line holds values, not column names (a CSV file's first line is its header): add a "
+                "header line")
+    return None
 
 
 def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \
@@ -410,11 +425,13 @@ def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Sc
 
 def _other_separator(schema: pl.Schema) -> str | None:
     """The fix for a CSV file whose header reads as one column ('customer_id;ts;amount'): its values are
-    separated otherwise than by commas, and no column mapping helps. None for any other header."""
+    separated otherwise than by commas, and no column mapping helps. None for any other header. The header is
+    not quoted: without one, it is the first line's values."""
     names = schema.names()
-    if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
-        return (f"its header reads as one column, {names[0][:60]!r}: segmint reads comma-separated CSV; write the "
-                f"file with commas (or as Parquet)")
+    sep = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+    if sep is not None:
+        return (f"its header reads as one column, its fields separated by {sep!r}: segmint reads comma-separated "
+                f"CSV; write the file with commas (or as Parquet)")
     return None
 
 

@@ -420,7 +420,8 @@ def test_cohorts_and_abtest_commands(small_data, small_run, tmp_path):
     r = invoke("abtest", "evaluate", "--assignments", tmp_path / "g.parquet", "--outcomes", tmp_path / "bad.csv",
                "--cost-per-contact", 0.25, "--out", tmp_path / "ab2")
     assert r.exit_code == 3
-    _one_line_error(r, "not in the assignments")
+    _one_line_error(r, "1 of the 1 customer(s) in the outcomes file are not in the assignments")
+    assert "-5" not in r.stderr   # no id: personal data, and a raw one where the groups hold pseudonyms
 
 
 def test_run_with_events_and_customers_tables(small_data, tmp_path):

@@ -103,7 +103,7 @@ def test_evaluate_overall_row_and_segments():
 
 
 @pytest.mark.parametrize(("outcomes", "match"), [
-    (pl.DataFrame({"customer_id": ["0", "999999"], "converted": [1, 0]}), "1 customer\\(s\\) in the outcomes"),
+    (pl.DataFrame({"customer_id": ["0", "999999"], "converted": [1, 0]}), "1 of the 2 customer\\(s\\) in the outcomes"),
     (pl.DataFrame({"customer_id": ["0"], "bought": [1]}), "lacks column 'converted'"),
     (pl.DataFrame({"customer_id": ["0", "0"], "converted": [1, 1]}), "more than once"),
     (pl.DataFrame({"customer_id": ["0"], "converted": [3]}), "must be 0/1"),

@@ -217,8 +217,10 @@ def test_a_csv_file_with_a_quote_left_open_is_refused_not_cut_short(tmp_path, br
     rows = [f"{i % 97},2024-07-{1 + i % 28:02d}T12:00:00,{i % 50}.25,cat{i % 5}" for i in range(3_000)]
     rows[10] = "5," + broken.format(ts="2024-07-01T12:00:00")
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,category\n" + "\n".join(rows) + "\n")
-    with pytest.raises(InputContractError, match=r"cannot read .*t\.csv: .*a quote opened and not closed"):
+    with pytest.raises(InputContractError, match=r"cannot read .*t\.csv: .*a quote opened and not closed") as e:
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    # Polars quoted the lines from the quote on: customers' data, in the logs.
+    assert "home" not in str(e.value) and "beauty" not in str(e.value) and "cat" not in str(e.value)
     # Quoted fields holding a newline, a delimiter and a doubled quote are rows like any other.
     rows[10] = '5,2024-07-01T12:00:00,7.5,"two\nlines, a ""quote"""'
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,category\n" + "\n".join(rows) + "\n")
@@ -236,6 +238,18 @@ def test_a_csv_file_not_in_utf8_is_refused_naming_the_encoding(tmp_path, encodin
     assert "quote" not in str(e.value)
 
 
+def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(tmp_path):
+    # The first line, read as the header, was listed as the columns available: a customer's id and email.
+    (tmp_path / "t.csv").write_text("RAWID7,2024-07-02T00:40:27,1.45,a@x.com\nRAWID8,2024-07-03,2.5,b@x.com\n")
+    with pytest.raises(InputContractError, match="first line holds values, not column names .*add a header") as e:
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    assert "RAWID" not in str(e.value) and "@x.com" not in str(e.value)
+    # A header of names is listed, to map one of them.
+    (tmp_path / "t.csv").write_text("client,when,value\nRAWID7,2024-07-02,1.45\n")
+    with pytest.raises(InputContractError, match="available: client, when, value; map the right column"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+
+
 def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     # Polars renamed the second 'amount' and the map read the first, whichever was meant, with exit 0.
     (tmp_path / "t.csv").write_text("customer_id,ts,amount,amount\n1,2024-01-01,5,7\n")
@@ -246,8 +260,8 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
 def test_files_of_another_format_name_what_segmint_reads(tmp_path):
     # A ';'-separated file was told to map the right column; a .tsv or .csv.gz only that it was not Parquet.
     (tmp_path / "semi.csv").write_text("customer_id;ts;amount\n1;2024-01-01;5\n")
-    with pytest.raises(InputContractError, match="header reads as one column, 'customer_id;ts;amount': segmint "
-                                                 "reads comma-separated CSV"):
+    with pytest.raises(InputContractError, match="header reads as one column, its fields separated by ';': "
+                                                 "segmint reads comma-separated CSV"):
         resolve(list_inputs([tmp_path / "semi.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     (tmp_path / "t.tsv").write_text("customer_id\tts\n1\t2024-01-01\n")
     with pytest.raises(InputContractError, match="t.tsv: .*; segmint reads Parquet files and uncompressed "
