@@ -9,7 +9,6 @@ overrides single fields with ``dataclasses.replace``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -504,12 +503,22 @@ def parse_k(text: str | int | None, flag: str = "--k") -> int | None:
 
 
 def parse_as_of(text: str) -> dt.datetime:
-    """An ISO date (meaning the end of that day) or an ISO datetime, as naive UTC. A date is any form ISO 8601
-    gives one in (2026-06-30, 20260630): the basic form was read as a datetime, so its day ended at midnight."""
+    """An ISO date (meaning the end of that day, at its offset where one follows) or an ISO datetime, as naive
+    UTC. A date is any form ISO 8601 gives one in (2026-06-30, 20260630): the basic form was read as a
+    datetime, so its day ended at midnight. Date and time are separated by T or a space: Python reads any
+    character there, and '2026-06-30+05:00' meant 05:00 on that day, '2026-06-30x12' noon."""
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}|\d{8})(.*)", text.strip())
     try:
-        with contextlib.suppress(ValueError):
-            return dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time.max)
-        value = dt.datetime.fromisoformat(text.strip())
+        if m is None:
+            raise ValueError(text)
+        day, rest = m.groups()
+        if not rest or re.fullmatch(r"Z|z|[+-]\d{2}(:?\d{2})?", rest):
+            value = dt.datetime.combine(dt.date.fromisoformat(day), dt.time.max)
+            value = dt.datetime.fromisoformat(value.isoformat() + rest) if rest else value
+        elif rest[0] in "Tt ":
+            value = dt.datetime.fromisoformat(f"{day}T{rest[1:]}")
+        else:
+            raise ValueError(text)
     except ValueError:
         msg = f"--as-of {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
         raise ConfigError(msg) from None

@@ -316,8 +316,12 @@ def test_parse_as_of():
     assert parse_as_of("20240305") == parse_as_of("2024-03-05")
     assert parse_as_of("20240305T063000") == dt.datetime(2024, 3, 5, 6, 30)
     assert parse_as_of("2024-03-05T06:30+02:00") == dt.datetime(2024, 3, 5, 4, 30)
-    with pytest.raises(ConfigError, match="--as-of"):
-        parse_as_of("last tuesday")
+    # A date with an offset is the end of that day there; Python read the offset as a time (05:00 UTC).
+    assert parse_as_of("2024-03-05+05:00") == dt.datetime(2024, 3, 5, 18, 59, 59, 999999)
+    assert parse_as_of("2024-03-05 06:30") == parse_as_of("2024-03-05t06:30Z") == dt.datetime(2024, 3, 5, 6, 30)
+    for text in ("last tuesday", "2024-03-05x12", "2024-03-05_06:30", "2024-3-5"):
+        with pytest.raises(ConfigError, match="--as-of"):
+            parse_as_of(text)
 
 
 def test_spark_and_hive_folders_are_read_without_their_markers(small_data, tmp_path):
