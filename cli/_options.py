@@ -23,7 +23,7 @@ from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device", "DedupeOn",
            "MemoryLimit", "Buckets", "Pseudonymize", "MaxRejectShare", "Executor", "RayAddress", "StorageOption",
-           "WorkDir", "Threads",
+           "WorkDir", "Threads", "AppThreads",
            "column_options", "side_table_options", "build_config", "flag", "parse_storage_options"]
 
 _COLS = "Column mapping"
@@ -77,9 +77,14 @@ StorageOption = Annotated[list[str] | None, _value("--storage-option", "Object-s
                                                    _SCALE)]
 WorkDir = Annotated[str | None, _value("--work-dir", "Scratch folder for bucket files [default: beside the "
                                        "output]; shared storage for a cluster.", "DIR", _SCALE)]
-Threads = Annotated[int | None, typer.Option(
+_THREADS_HELP = "Threads for Polars, Numba and Faiss [default: the CPUs this process may use]."
+# SEGMINT_THREADS is read once, before the command (segmint's own option): read again by the command's, it
+# replaced a --threads given before the command (SEGMINT_THREADS=1 segmint --threads 2 run: 1 thread).
+AppThreads = Annotated[int | None, typer.Option(
     "--threads", envvar="SEGMINT_THREADS", metavar="N", show_default=False, rich_help_panel=_SCALE,
-    help="Threads for Polars, Numba and Faiss [default: the CPUs this process may use].")]
+    help=_THREADS_HELP)]
+Threads = Annotated[int | None, typer.Option(
+    "--threads", metavar="N", show_default=False, rich_help_panel=_SCALE, help=_THREADS_HELP)]
 
 
 def _col(flag_: str, help_: str) -> Any:

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from segmint.cli import _render
-from segmint.cli._options import (AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json, K,
-                                  MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
+from segmint.cli._options import (AppThreads, AsOf, Buckets, ConfigFile, DedupeOn, Device, Executor, Inputs, Json,
+                                  K, MaxRejectShare, MemoryLimit, Out, Overwrite, Pseudonymize, RayAddress, Seed,
                                   Resume, StorageOption, Threads, TimeFormat, WorkDir,
                                   build_config, column_options, flag, parse_storage_options, side_table_options)
 from segmint.engine.errors import SegmintError
@@ -53,11 +53,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, flag("--debug", help="Show tracebacks on errors.", panel=None)] = False,
-    threads: Threads = None,
+    threads: AppThreads = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", metavar="",
                                           callback=_version, is_eager=True)] = False,
 ) -> None:
-    _state["debug"] = debug or bool(os.environ.get("SEGMINT_DEBUG"))
+    _state["debug"] = debug or os.environ.get("SEGMINT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     _state["started"] = time.perf_counter()
     with contextlib.suppress(ValueError):  # only the main thread may install handlers
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -135,6 +135,13 @@ class LifecycleConfig(_Checked):
     lapsed_days: float = 365.0
 
     def check(self) -> None:
+        # NaN passed every comparison below and stopped the run at its end (exit 1, writing run.json); a
+        # negative new_days made no customer new, with exit 0.
+        bad = [f.name for f in dataclasses.fields(self) if not (math.isfinite(getattr(self, f.name))
+                                                                and getattr(self, f.name) > 0)]
+        if bad:
+            msg = f"lifecycle.{bad[0]} must be a positive number, got {getattr(self, bad[0])}"
+            raise ConfigError(msg)
         if not 0 < self.at_risk_ratio <= self.lapsed_ratio:
             msg = (f"lifecycle ratios must satisfy 0 < at_risk_ratio <= lapsed_ratio, "
                    f"got {self.at_risk_ratio} and {self.lapsed_ratio}")
@@ -169,6 +176,9 @@ class FeatureConfig(_Checked):
             raise ConfigError(msg)
         if self.max_channels < 0:
             msg = f"features.max_channels must be >= 0, got {self.max_channels}"
+            raise ConfigError(msg)
+        if self.cluster_features is not None and not self.cluster_features:   # it meant the default set
+            msg = "features.cluster_features is empty; name the features to cluster on, or leave it out for the default"
             raise ConfigError(msg)
 
 
@@ -215,6 +225,13 @@ class ClusterConfig(_Checked):
         super().__post_init__()
 
     def check(self) -> None:
+        # NumPy's seeds are >= 0 and Faiss' a 32-bit int (restart r seeds with seed + r): exit 1 past either.
+        if not 0 <= self.seed <= 2**31 - 1 - max(self.nredo, 0):
+            msg = f"--seed must be in [0, {2**31 - 1 - max(self.nredo, 0)}], got {self.seed}"
+            raise ConfigError(msg)
+        if not (math.isfinite(self.match_distance) and self.match_distance >= 0):
+            msg = f"cluster.match_distance must be a number >= 0 (standard deviations), got {self.match_distance}"
+            raise ConfigError(msg)
         if not (math.isfinite(self.attribute_weight) and self.attribute_weight > 0):
             msg = f"cluster.attribute_weight must be a positive number, got {self.attribute_weight}"
             raise ConfigError(msg)
@@ -266,7 +283,7 @@ class ClvConfig(_Checked):
         if self.purchase_model not in ("auto", "bgnbd", "nbd"):
             msg = f"[clv] purchase_model must be auto, bgnbd or nbd, got {self.purchase_model!r}"
             raise ConfigError(msg)
-        if self.horizon is not None and self.horizon <= 0:
+        if self.horizon is not None and not (math.isfinite(self.horizon) and self.horizon > 0):
             msg = f"--horizon must be > 0, got {self.horizon}"
             raise ConfigError(msg)
         if not 0 <= self.discount_rate < 1:
@@ -464,7 +481,7 @@ def load_toml(path: str | Path) -> RunConfig:
             msg = f"features.rfm_grid in {path} needs tables with name, r and f ({exc})"
             raise ConfigError(msg) from None
     try:
-        cluster = dict(raw.get("cluster", {}))
+        cluster = _lists_to_tuples(raw.get("cluster", {}))
         if isinstance(cluster.get("k"), str):
             cluster["k"] = parse_k(cluster["k"], "cluster.k")
         run = _lists_to_tuples(raw.get("run", {}))
@@ -476,7 +493,7 @@ def load_toml(path: str | Path) -> RunConfig:
             run["as_of"] = run["as_of"].isoformat()
         return RunConfig(
             columns=_build(Columns, raw.get("columns", {})),
-            features=_build(FeatureConfig, {**feats, "lifecycle": _build(LifecycleConfig, raw.get("lifecycle", {}))}),
+            features=_build(FeatureConfig, feats, lifecycle=_build(LifecycleConfig, raw.get("lifecycle", {}))),
             cluster=_build(ClusterConfig, cluster),
             clv=_build(ClvConfig, raw.get("clv", {})),
             sampling=_build(SamplingConfig, raw.get("sampling", {})),
@@ -595,9 +612,13 @@ def _lists_to_tuples(values: dict[str, Any]) -> dict[str, Any]:
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` of one TOML section, refused where a key is not a field of ``cls``; the message lists the keys
     of that section, not the fields other sections fill ([run] listed cluster, clv, storage_options, ...)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - _OTHER_SECTIONS
     if unknown := set(values) - names:
-        msg = f"unknown key(s) {sorted(unknown)} in [{cls.section}]; known: {sorted(names - _OTHER_SECTIONS)}"
+        # A section's key inside another ([features] lifecycle = {...}) was passed on, then overwritten by the
+        # section's defaults without a word, or failed as a keyword given twice ([run] columns, exit 1).
+        own = [f"[{'storage' if k == 'storage_options' else k}]" for k in sorted(unknown & _OTHER_SECTIONS)]
+        where = f" ({', '.join(own)} is a section of its own)" if own else ""
+        msg = f"unknown key(s) {sorted(unknown)} in [{cls.section}]{where}; known: {sorted(names)}"
         raise ConfigError(msg)
     return values
 
@@ -608,9 +629,10 @@ def _side(cls: type, values: dict[str, Any] | None) -> Any:
     return _build(cls, _lists_to_tuples(values))
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
+def _build(cls: type, values: dict[str, Any], **sections: Any) -> Any:
+    """``cls`` of one TOML section's ``values``, with the ``sections`` nested in it (built from their own)."""
     try:
-        return cls(**_known(cls, values))
+        return cls(**_known(cls, values), **sections)
     except TypeError as exc:
         msg = f"bad value in [{cls.section}]: {exc}"
         raise ConfigError(msg) from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from segmint.engine.config import FeatureConfig
 from segmint.engine.errors import ConfigError
 from segmint.kernels.moments import column_moments
 
@@ -107,6 +108,12 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
                rows: np.ndarray | None = None, attributes: Sequence[str] = (), weight: float = 1.0) -> Scaler:
     """Fit on the customers in ``table`` (or on its ``rows``, a sample given by position)."""
     _require(table, features)
+    # A misspelled name ("frequncy") left its feature unlogged without a word; the defaults name features some
+    # data lack (category_count without a category column).
+    stray = [f for f in log_features if f not in table.columns and f not in FeatureConfig().log_features]
+    if stray:
+        msg = f"features.log_features names {stray}, which are not features; available: {_numeric_features(table)}"
+        raise ConfigError(msg)
     log = tuple(f in log_features for f in features)
     sample = table if rows is None else table[rows]
     x = _raw(sample, features, log)
@@ -149,9 +156,13 @@ def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
     missing = [f for f in features if f not in table.columns]
     if missing:
-        msg = (f"cluster feature(s) {missing} are not available; available: "
-               f"{[c for c, t in table.schema.items() if t.is_numeric()]}")
+        msg = f"cluster feature(s) {missing} are not available; available: {_numeric_features(table)}"
         raise ConfigError(msg)
+
+
+def _numeric_features(table: pl.DataFrame) -> list[str]:
+    """The numeric columns a feature list may name (not the id, nor the internal hash)."""
+    return [c for c, t in table.schema.items() if t.is_numeric() and c != "customer_id" and not c.startswith("__")]
 
 
 def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> np.ndarray:

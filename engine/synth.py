@@ -82,7 +82,10 @@ def generate(out: str | Path, *, customers: int, seed: int = 0, events: bool = T
     (seed, block), so memory stays flat however many customers are asked for.
     """
     if customers < 1:
-        msg = f"--customers must be >= 1, got {customers}"
+        msg = f"--n-customers must be >= 1, got {customers}"
+        raise ConfigError(msg)
+    if seed < 0:   # NumPy's generators take none below 0: a traceback, exit 1
+        msg = f"--seed must be >= 0, got {seed}"
         raise ConfigError(msg)
     n_lines = n_events = n_files = n_event_files = 0
     personas, tables = [], []

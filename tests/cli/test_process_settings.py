@@ -46,3 +46,14 @@ def test_a_finished_command_keeps_its_objects_out_of_the_exit_collection(tmp_pat
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert out.returncode == 3, out.stderr
     assert int(out.stdout.split()[-1]) > 1000
+
+
+def test_threads_given_before_the_command_win_over_segmint_threads(tmp_path):
+    # The command's own --threads read SEGMINT_THREADS again and replaced the 2 given before it, without a word.
+    with restored_process_settings():
+        CliRunner().invoke(app, ["--threads", "2", "validate", str(tmp_path / "missing.parquet")],
+                           env={"SEGMINT_THREADS": "1"})
+        assert numba.get_num_threads() == 2
+    with restored_process_settings():
+        CliRunner().invoke(app, ["validate", str(tmp_path / "missing.parquet")], env={"SEGMINT_THREADS": "1"})
+        assert numba.get_num_threads() == 1   # the variable alone still applies

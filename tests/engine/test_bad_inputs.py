@@ -1,5 +1,6 @@
 """Bad inputs that used to exit 1 ("unexpected") get a clear exit 2 or 3, or a right answer."""
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -28,12 +29,39 @@ from segmint.engine.pipeline import run, validate
     # The keys of that section, not the fields other sections fill (it listed cluster, clv, storage_options).
     ("[run]\nbogus = 1\n", "unknown key(s) ['bogus'] in [run]; known: ['as_of', 'buckets', 'compress_scratch',"),
     ("[lifecycle]\nbogus = 1\n", "in [lifecycle]; known: ['at_risk_ratio',"),
+    # A section's keys inside another: [features] lifecycle was overwritten by [lifecycle]'s defaults (exit 0),
+    # [run] columns a keyword given twice (exit 1).
+    ("[features.lifecycle]\nnew_days = 400\n", "['lifecycle'] in [features] ([lifecycle] is a section of its own)"),
+    ('[run]\ncolumns = "x"\n', "['columns'] in [run] ([columns] is a section of its own)"),
+    # NaN, infinities and negatives: exit 1 writing run.json at the end of the run, or no customer new (exit 0).
+    ("[lifecycle]\nnew_days = nan\n", "lifecycle.new_days must be a positive number, got nan"),
+    ("[lifecycle]\nnew_days = -5\n", "lifecycle.new_days must be a positive number, got -5"),
+    ("[lifecycle]\nlapsed_days = inf\n", "lifecycle.lapsed_days must be a positive number, got inf"),
+    ("[clv]\nhorizon = nan\n", "--horizon must be > 0, got nan"),
+    ("[clv]\nhorizon = inf\n", "--horizon must be > 0, got inf"),
+    ("[cluster]\nmatch_distance = nan\n", "cluster.match_distance must be a number >= 0"),
+    ("[cluster]\nmatch_distance = -1.0\n", "cluster.match_distance must be a number >= 0"),
+    ("[cluster]\nseed = -1\n", "--seed must be in [0, 2147483642], got -1"),
+    ("[cluster]\nseed = 4294967296\n", "--seed must be in [0, 2147483642]"),
+    ("[features]\ncluster_features = []\n", "features.cluster_features is empty"),
 ])
 def test_config_file_type_errors_name_the_field(tmp_path, text, needle):
     (tmp_path / "c.toml").write_text(text)
     with pytest.raises(ConfigError, match=None) as err:
         load_toml(tmp_path / "c.toml")
     assert needle in str(err.value) and str(err.value).count(str(tmp_path / "c.toml")) == 1
+
+
+def test_config_file_lists_and_feature_names_are_read_as_meant(small_data, tmp_path):
+    # [cluster] attributes, a list in TOML, was refused as "must be a tuple (a list in TOML)".
+    (tmp_path / "c.toml").write_text('[cluster]\nattributes = ["region"]\n'
+                                     '[customers]\npaths = ["c.parquet"]\nattributes = ["region"]\n')
+    assert load_toml(tmp_path / "c.toml").cluster.attributes == ("region",)
+    # A misspelled log feature left its feature unlogged, with exit 0.
+    cfg = RunConfig(features=dataclasses.replace(RunConfig().features, log_features=("frequncy",)))
+    with pytest.raises(ConfigError, match=r"features.log_features names \['frequncy'\], which are not features"):
+        run([small_data / "transactions"], tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()
 
 
 def test_config_file_conveniences_are_read_as_meant(tmp_path):
