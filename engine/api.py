@@ -154,6 +154,7 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
         yield [str(p) for p in data]
         return
     base = Path(out).parent if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir())
+    made = [p for p in (base, *base.parents) if not p.exists()]   # removed again unless the output is in them
     base.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".segmint-input-", dir=base))
     try:
@@ -168,6 +169,9 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        for parent in made:   # deepest first; a failed run left them empty behind it
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def _write(data: Data, path: Path) -> None:

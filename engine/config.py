@@ -74,6 +74,10 @@ class _Checked:
             if not _matches(value, hints[f.name]):
                 msg = f"{self.section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}"
                 raise ConfigError(msg)
+            # An integer for a number (new_days = 30 in TOML) as the float it means: config_hash, and with it
+            # --resume's fingerprint, told 30 and 30.0 apart.
+            if type(value) is int and float in _members(hints[f.name]) and int not in _members(hints[f.name]):
+                object.__setattr__(self, f.name, float(value))
         self.check()
 
     def check(self) -> None:
@@ -222,6 +226,8 @@ class ClusterConfig(_Checked):
     def __post_init__(self) -> None:
         if self.k == "auto":   # as the CLI and TOML say it (the API took only None)
             object.__setattr__(self, "k", None)
+        if isinstance(self.micro_k, str) and self.micro_k.strip().lower() == "auto":   # "AUTO", as k takes it
+            object.__setattr__(self, "micro_k", "auto")
         super().__post_init__()
 
     def check(self) -> None:
@@ -492,7 +498,9 @@ def load_toml(path: str | Path) -> RunConfig:
         if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
             run["as_of"] = run["as_of"].isoformat()
         return RunConfig(
-            columns=_build(Columns, raw.get("columns", {})),
+            # '' leaves an optional column out, as the flags' '' does (TOML has no null): it named a column ''.
+            columns=_build(Columns, {k: None if v == "" and k not in ("customer", "time") else v
+                                     for k, v in raw.get("columns", {}).items()}),
             features=_build(FeatureConfig, feats, lifecycle=_build(LifecycleConfig, raw.get("lifecycle", {}))),
             cluster=_build(ClusterConfig, cluster),
             clv=_build(ClvConfig, raw.get("clv", {})),
@@ -565,6 +573,11 @@ def config_hash(cfg: RunConfig) -> str:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-JSON form of a config dataclass, without secrets (storage options)."""
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SECRET}
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    """The types of a union (``float | None``: float, NoneType), or the type itself."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -63,7 +63,7 @@ class Model:
     def k(self) -> int:
         return self.centroids.shape[0]
 
-    def predict(self, transactions: Any, *, as_of: str | dt.datetime | None = None) -> pl.DataFrame:
+    def predict(self, transactions: Any, *, as_of: str | dt.date | None = None) -> pl.DataFrame:
         """Score customers in this process: one row per customer with segment, name, distance,
         margin, RFM scores and, when the model has them, CLV columns.
 
@@ -82,8 +82,8 @@ class Model:
                    f"(its columns: {', '.join(self.columns.source_columns())}); give every one of them")
             raise InputContractError(msg)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        if isinstance(as_of, str):
-            as_of = parse_as_of(as_of)
+        if as_of is not None:   # a date, or a datetime with a zone, as the text they write (a TypeError before)
+            as_of = parse_as_of(as_of if isinstance(as_of, str) else as_of.isoformat())
         mapped = features_of(frame, self._config, as_of=as_of or now, now=now, channels=self.channels)
         scored = score_table(mapped.table, self.scoring())
         name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)

@@ -1,5 +1,7 @@
 """The Python API a notebook uses: only ``import segmint``."""
 
+import datetime as dt
+
 import polars as pl
 import pytest
 
@@ -37,6 +39,11 @@ def test_predict_reads_a_frame_chunk_by_chunk_and_an_empty_one(small_data, tmp_p
     assert chunked.n_chunks() >= 2
     whole = model.predict(chunked.rechunk(), as_of=as_of)
     assert model.predict(chunked, as_of=as_of).equals(whole) and whole.height == 3000
+    # A datetime with a zone, or a date (its end), as the text that writes them: a TypeError before.
+    when = dt.datetime.fromisoformat(as_of)
+    assert model.predict(tx, as_of=when.replace(tzinfo=dt.timezone.utc).astimezone(
+        dt.timezone(dt.timedelta(hours=5)))).equals(model.predict(tx, as_of=when))
+    assert model.predict(tx, as_of=when.date()).equals(model.predict(tx, as_of=when.date().isoformat()))
     empty = model.predict(tx.head(0), as_of=as_of)
     assert empty.height == 0 and empty.columns == whole.columns
     # A column the model was trained with, missing: Polars' ColumnNotFoundError went up, not a segmint error.
@@ -110,3 +117,7 @@ def test_errors_about_in_memory_data_name_it_not_the_file_it_went_through(small_
     with pytest.raises(segmint.InputContractError, match="transactions \\(the DataFrame given\\) has no rows"):
         segmint.validate(lines.head(0))
     assert not list(tmp_path.glob(".segmint-input-*"))
+    # The folders made to hold the data beside the output went away with it when the run failed.
+    with pytest.raises(segmint.InputContractError):
+        segmint.run(lines.drop("amount"), tmp_path / "a" / "b" / "out")
+    assert not (tmp_path / "a").exists()

@@ -125,7 +125,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     budget = limit - current_rss()
     if budget < _MIN_DATA_BYTES:
         # In MB as --memory-limit reads them (10^6 bytes): 20MB was quoted back as "19MB".
-        msg = (f"--memory-limit {limit / 1e6:.0f}MB is below what segmint needs: the process already uses "
+        given = f"{limit / 1e6:.0f}MB" if limit >= 1e6 else f"{limit:,} bytes"   # 1KB read as "0MB"
+        msg = (f"--memory-limit {given} is below what segmint needs: the process already uses "
                f"{current_rss() / 1e6:.0f}MB; give at least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 1e6)}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}

@@ -64,6 +64,22 @@ def test_config_file_lists_and_feature_names_are_read_as_meant(small_data, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_config_file_spellings_of_one_setting_are_one_setting(tmp_path):
+    from segmint.engine.config import config_hash
+
+    # '' leaves an optional column out, as --channel-col '' does: it named a column '' (exit 3).
+    (tmp_path / "c.toml").write_text('[columns]\nchannel = ""\norder = ""\n[cluster]\nmicro_k = "AUTO"\n')
+    cfg = load_toml(tmp_path / "c.toml")
+    assert cfg.columns.channel is None and cfg.columns.order is None and cfg.columns.category == "category"
+    assert cfg.cluster.micro_k == "auto"   # as --micro-k AUTO and k = "AUTO" are taken
+    # 30 and 30.0 are one setting: the hash, --resume's fingerprint among them, told them apart.
+    hashes = set()
+    for days in ("30", "30.0"):
+        (tmp_path / "c.toml").write_text(f"[lifecycle]\nnew_days = {days}\n[clv]\nhorizon = 52\n")
+        hashes.add(config_hash(load_toml(tmp_path / "c.toml")))
+    assert len(hashes) == 1 and hashes == {config_hash(RunConfig(clv=ClvConfig(horizon=52.0)))}
+
+
 def test_config_file_conveniences_are_read_as_meant(tmp_path):
     (tmp_path / "c.toml").write_text('[run]\nmemory_limit = "2GB"\nas_of = 2024-06-30\ndedupe_on = "customer_id"\n'
                                      '[cluster]\nk = "auto"\nmicro_k = "auto"\n')
@@ -408,6 +424,8 @@ def test_a_memory_limit_too_low_is_quoted_in_the_unit_it_was_given_in(tmp_path):
         run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(memory_limit=parse_size("20MB")))
     least = int(str(err.value).rsplit(" ", 1)[1][:-2])
     assert least * 10**6 > current_rss()
+    with pytest.raises(ConfigError, match=r"^--memory-limit 1,000 bytes is below"):   # it read "0MB"
+        run([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(memory_limit=parse_size("1KB")))
 
 
 def test_a_k_beyond_the_customers_names_the_k_that_applies(tmp_path):
