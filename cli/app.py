@@ -395,8 +395,10 @@ def compare(
         kept = (f"{ids['kept_id']:,} of the {ids['customers_in_both']:,} customers in both runs kept their segment "
                 f"id ({ids['kept_share']:.1%}; an optimal relabelling of the segments would keep "
                 f"{ids['optimal_share']:.1%})" if ids["customers_in_both"] else "no customer is in both runs")
+        differ = [f"the runs' settings differ, so part of these changes is theirs, not the customers' ({d})"
+                  for d in doc.get("settings_differ", [])]
         _render.print_lines([kept, f"{moved:,} customers changed segment; features drifting (PSI >= 0.1): "
-                                   f"{', '.join(shifted) or 'none'}; written to {out}"])
+                                   f"{', '.join(shifted) or 'none'}; written to {out}", *differ])
 
 
 @app.command()

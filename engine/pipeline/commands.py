@@ -55,6 +55,7 @@ from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_ex
 from segmint.engine.pipeline.partition import (Releases, check_scratch_space, job_rows, partition_chunk,
                                                partition_jobs)
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
+from segmint.engine.pipeline.settings_diff import check_previous_meaning
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
@@ -100,6 +101,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
     previous = Model.load(cfg.previous, dict(cfg.storage_options)) if cfg.previous else None
     with _session("run", inputs, out, cfg, progress, executor,
                   model_dir=cfg.previous) as s:
+        if previous is not None:   # the mapping as resolved against the input
+            check_previous_meaning(previous, s.plan.cfg)
         device = resolve_device(cfg.cluster.device)
         mapped, counts = _map(s, "features")
         plan, cfg = s.plan, s.plan.cfg

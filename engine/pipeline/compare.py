@@ -36,6 +36,7 @@ from segmint.engine.io.lease import Holder, claim
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_output, write_json
 from segmint.engine.pairs import unique_pairs
 from segmint.engine.pipeline.plan import new_run_id
+from segmint.engine.pipeline.settings_diff import differences, manifest_meaning
 from segmint.engine.progress import Progress, StageClock
 from segmint.engine.runtime import current_rss, default_memory_limit
 
@@ -62,6 +63,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
         old, new = (_run(r, opts) for r in (run_a, run_b))
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
         a, b = _assignments(old, new)
+        # Changes of frequency, order value, CLV or status rates that a setting made, not the customers.
+        meanings = [manifest_meaning(r.read_json("run.json")) for r in (old, new)]
+        differ = differences(*meanings) if None not in meanings else []
         features = [c for c, t in a.collect_schema().items()
                     if t.is_numeric() and c in b.collect_schema() and c not in ("customer_id", "segment")]
         rows = sum(f.select(pl.len()).collect().item() for f in (a, b))
@@ -87,7 +91,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
                         customers_new=int(table.filter(pl.col("new_segment").is_not_null())["customers"].sum()))
         doc = {"run_id": run_id, "old_run": str(run_a), "new_run": str(run_b), "ids": kept_ids(table),
                "migration": table.to_dicts(),
-               "segments": segments.to_dicts(), "drift": drift.to_dicts(), "buckets": buckets}
+               "segments": segments.to_dicts(), "drift": drift.to_dicts(), "buckets": buckets,
+               **({"settings_differ": differ} if differ else {})}
         store.write_parquet(table, layout.meta("migration.parquet"), opts)
         store.write_parquet(segments, layout.meta("segments.parquet"), opts)
         store.write_parquet(drift, layout.meta("drift.parquet"), opts)

@@ -36,6 +36,38 @@ def test_compare_counts_every_customer_once_and_flags_drift(two_runs):
     assert json.loads((root / "cmp" / "compare.json").read_text())["migration"] == doc["migration"]
 
 
+def test_runs_whose_features_mean_other_things_are_refused_as_previous_and_flagged_in_compare(two_runs, tmp_path):
+    # Lines not grouped into orders (--order-col ''), or a CLV of another horizon where the clustering uses
+    # it: --previous kept every id and name over other quantities, and compare read the change as the customers'.
+    import dataclasses
+
+    from segmint.engine.config import ClvConfig, Columns, FeatureConfig
+    from segmint.engine.errors import ConfigError
+
+    root, _, _ = two_runs
+    assert "settings_differ" not in compare_runs(root / "a", root / "b", tmp_path / "same")
+    lines = RunConfig(cluster=ClusterConfig(k=5, seed=0), columns=Columns(order=None))
+    with pytest.raises(ConfigError, match=r"--previous was made with other settings than this run \(orders: lines "
+                                          r"grouped by an order column against each line an order"):
+        run([root / "later.parquet"], tmp_path / "o", dataclasses.replace(lines, previous=str(root / "a")))
+    assert not (tmp_path / "o").exists()
+    run([root / "later.parquet"], tmp_path / "lines", lines)
+    doc = compare_runs(root / "a", tmp_path / "lines", tmp_path / "c")
+    assert doc["settings_differ"] == ["orders: lines grouped by an order column against each line an order "
+                                      "(no --order-col)"]
+    on_clv = RunConfig(cluster=ClusterConfig(k=4, seed=0),
+                       features=FeatureConfig(cluster_features=("recency_days", "frequency", "aov", "clv")))
+    run([root / "later.parquet"], tmp_path / "h52", on_clv)
+    with pytest.raises(ConfigError, match=r"\(CLV: 52 weeks, 10% a year, auto against 520 weeks, 10% a year, auto\)"):
+        run([root / "later.parquet"], tmp_path / "h520",
+            dataclasses.replace(on_clv, clv=ClvConfig(horizon=520), previous=str(tmp_path / "h52")))
+    # Without clustering on it, the CLV's horizon changes no centroid: the same run goes through.
+    run([root / "later.parquet"], tmp_path / "h520", RunConfig(cluster=ClusterConfig(k=5, seed=0),
+                                                           clv=ClvConfig(horizon=520), previous=str(root / "a")))
+    assert compare_runs(root / "a", tmp_path / "h520", tmp_path / "c2")["settings_differ"] == [
+        "CLV: 52 weeks, 10% a year, auto against 520 weeks, 10% a year, auto"]
+
+
 def test_compare_refuses_runs_whose_customers_cannot_be_joined(two_runs, small_data, tmp_path, monkeypatch):
     from segmint.engine.errors import InputContractError
 

@@ -1,0 +1,61 @@
+"""Settings under which two runs' features mean different things, though they have the same names: lines
+grouped into orders or not (frequency, order value), the CLV's horizon, unit, rate and model, the lifecycle
+thresholds (the status rates). ``run --previous`` refuses what would make its warm start and matching compare
+other quantities; ``compare`` says what differs beside its changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from segmint.engine.analytics.clv import CLV_COLUMNS
+from segmint.engine.config import ClvConfig, RunConfig
+from segmint.engine.errors import ConfigError
+
+__all__ = ["meaning", "manifest_meaning", "differences", "check_previous_meaning"]
+
+
+def meaning(order: str | None, clv: ClvConfig | None, lifecycle: Mapping[str, float]) -> dict[str, str]:
+    """What a run's features mean, setting by setting, as text a message quotes. ``order``: the order column,
+    if any (its name may change from month to month; whether lines are grouped may not). ``clv``: None where
+    the run computes no CLV."""
+    return {
+        "orders": "lines grouped by an order column" if order else "each line an order (no --order-col)",
+        "CLV": "none" if clv is None else (f"{clv.horizon_units:g} {clv.time_unit}s, {clv.discount_rate:.0%} a year, "
+                                           f"{clv.purchase_model}"),
+        "lifecycle": ", ".join(f"{k}={float(v):g}" for k, v in sorted(lifecycle.items())),
+    }
+
+
+def manifest_meaning(manifest: Mapping[str, Any]) -> dict[str, str] | None:
+    """``meaning`` of a run from its run.json; None where it records no config (an earlier segmint)."""
+    config = manifest.get("config")
+    if not config:
+        return None
+    clv = config.get("clv") or {}
+    known = {k: v for k, v in clv.items() if k in ClvConfig.__dataclass_fields__}
+    # The settings, not what came of them: a CLV fit skipped on one month's data is no setting of that run.
+    return meaning((manifest.get("columns") or config.get("columns") or {}).get("order"),
+                   ClvConfig(**known) if clv.get("enabled", True) else None,
+                   (config.get("features") or {}).get("lifecycle") or {})
+
+
+def differences(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    """One line per setting the two differ in."""
+    return [f"{key}: {a[key]} against {b[key]}" for key in a if key in b and a[key] != b[key]]
+
+
+def check_previous_meaning(previous: Any, cfg: RunConfig) -> None:
+    """Refuse a previous model whose features mean other things than this run's under the same names: its
+    centroids would be compared with other quantities. Orders always (frequency and order value are among
+    the default cluster features); the CLV where this run clusters on a CLV column."""
+    clv_clustered = any(c in CLV_COLUMNS for c in (cfg.features.cluster_features or ()))
+    old = meaning(previous.columns.order, previous.clv_config if clv_clustered else None, {})
+    new = meaning(cfg.columns.order, cfg.clv if clv_clustered and previous.clv_config is not None else None, {})
+    differ = differences(old, new)
+    if differ:
+        msg = (f"--previous was made with other settings than this run ({'; '.join(differ)}), so its segments "
+               f"measure other quantities under the same names: run as it did, or without --previous (segment "
+               f"ids then start afresh)")
+        raise ConfigError(msg)
