@@ -29,7 +29,7 @@ import polars as pl
 from segmint.engine import exact
 from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import RunConfig
-from segmint.engine.errors import InputContractError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import Output, open_output
 from segmint.engine.io.lease import Holder, claim
@@ -104,8 +104,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 
 
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
-    """The migration table alone, in one bucket (the report's migration section)."""
-    a, b = _assignments(*(_run(r, options or {}) for r in (run_a, run_b)))
+    """The migration table alone, in one bucket (the report's migration section), from the earlier run
+    ``run_a``: a later one's newer customers read as lost, its moves backwards, without a word."""
+    old, new = (_run(r, options or {}) for r in (run_a, run_b))
+    when = [r.read_json("run.json").get("as_of") for r in (old, new)]
+    if None not in when and dt.datetime.fromisoformat(when[0]) > dt.datetime.fromisoformat(when[1]):
+        msg = (f"--compare {run_a} is as of {when[0]}, after {run_b} (as of {when[1]}): the migration runs from "
+               f"an earlier run; give that one to --compare")
+        raise ConfigError(msg)
+    a, b = _assignments(old, new)
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
     return migration_table(moves)

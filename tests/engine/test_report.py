@@ -322,3 +322,19 @@ def test_rows_after_a_given_as_of_are_left_out_not_rejected(small_data, small_cf
     assert tiles["input rows rejected"] == numfmt.share(bad)
     assert tiles["rows after the as-of, left out"] == f"{later:,}"
     assert "left out: after --as-of" in page and "rejected: after_as_of" not in page
+
+
+def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_cfg, small_run, tmp_path):
+    # The migration ran backwards: the later run's newer customers read as lost, without a word.
+    from segmint.engine.config import RunConfig
+    from segmint.engine.errors import ConfigError
+    from segmint.engine.pipeline import run
+    from segmint.engine.pipeline.compare import migration
+
+    times = pl.read_parquet(small_data / "transactions", columns=["ts"])["ts"].sort()
+    earlier = tmp_path / "earlier"
+    run([small_data / "transactions"], earlier,
+        RunConfig(cluster=small_cfg.cluster, as_of=times[int(0.9 * times.len())].date().isoformat()))
+    assert migration(earlier, small_run)["customers"].sum() > 0
+    with pytest.raises(ConfigError, match=f"--compare {small_run} is as of .*, after {earlier} "):
+        migration(small_run, earlier)
