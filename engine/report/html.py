@@ -240,7 +240,7 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
         return _note(f"{why} It is fitted by default when the data allow it (README: CLV).")
     h = run.clv
     clv = run.manifest.get("clv") or {}
-    headers = ["segment", "name", "predicted value (CLV)", "mean", "p10", "median", "p90", "chance still active"]
+    headers = ["segment", "name", "predicted value (CLV)", "mean", "p10", "median", "p90", "median chance still active"]
     body = [[_swatch(colors[r["segment"]]) + str(r["segment"]), html.escape(r["name"]), fmt.money(r["clv_total"]),
              *[fmt.money(r[f"clv_{s}"]) if r[f"clv_{s}"] is not None else "n/a"
                for s in ("mean", "p10", "median", "p90")],
