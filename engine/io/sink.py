@@ -325,8 +325,12 @@ def _check_remote(out: str, pointer: Pointer | None, overwrite: bool, options: s
         msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
         raise OutputExistsError(msg)
     committed = _committed_files(out, pointer, options)
+    # A dead run's leftovers are in another run's folder than the committed one: what its manifest does not
+    # list in the committed folder was saved there.
+    live = f"{pointer.root}/" if pointer is not None and not pointer.legacy else None
     foreign = [f for f in store.list_files(out, options) if f not in committed
-               and not (f[len(out) + 1:] in _CONTROL or _LEFTOVER.fullmatch(f[len(out) + 1:]))]
+               and not (f[len(out) + 1:] in _CONTROL or (_LEFTOVER.fullmatch(f[len(out) + 1:])
+                                                          and not (live and f.startswith(live))))]
     if foreign and pointer is not None:
         # Files saved beside a committed run: the commit's clean-up took them for a dead run's and deleted them.
         raise _not_written_by_segmint(out, foreign)
@@ -340,10 +344,11 @@ def _committed_files(out: str, pointer: Pointer | None, options: store.Options) 
     """Every file the committed run of ``out`` consists of (its manifest among them)."""
     if pointer is None:
         return set()
-    if not pointer.legacy:
-        return set(store.list_files(pointer.root, options))
-    doc = json.loads(store.read_bytes(store.join(out, "_manifest.json"), options))
-    return {store.join(out, f["path"]) for f in doc["files"]} | {store.join(out, "_manifest.json")}
+    # Its manifest's files, not everything under its folder: a file saved into the run's folder was taken
+    # for part of it, and --overwrite deleted it with the run (exit 0).
+    root = out if pointer.legacy else pointer.root
+    doc = json.loads(store.read_bytes(store.join(root, "_manifest.json"), options))
+    return {store.join(root, f["path"]) for f in doc["files"]} | {store.join(root, "_manifest.json")}
 
 
 def _remove_uncommitted(out: str, pointer: Pointer | None, *, keep_root: str, options: store.Options) -> None:

@@ -393,12 +393,17 @@ def _list(prefix: str | Path, options: Options | None, *, with_size: bool = Fals
     store, key = _store(prefix, options)
     key = key.rstrip("/")
     try:
-        for batch in obstore.list(store, prefix=f"{key}/" if key else None):
-            for item in batch:
-                rel = item["path"][len(key) + 1:] if key else item["path"]
-                yield (rel, item["size"]) if with_size else rel
+        items = [(item["path"][len(key) + 1:] if key else item["path"], item["size"])
+                 for batch in obstore.list(store, prefix=f"{key}/" if key else None) for item in batch]
     except Exception as exc:  # noqa: BLE001
         raise _unreachable(prefix, exc) from None
+    # Folder markers are no files: the empty object "sub/" a console's "Create folder" makes (listed without
+    # its slash, so not told apart from an empty file "sub", which holds no rows either), and Hadoop's
+    # "sub_$folder$". Read as a Hive file without extension, "sub" made Polars read the folder's files a
+    # second time: every amount doubled, with exit 0.
+    for rel, size in items:
+        if size and not rel.endswith("_$folder$"):
+            yield (rel, size) if with_size else rel
 
 
 def _store(path: str | Path, options: Options | None) -> tuple[Any, str]:

@@ -21,7 +21,7 @@ from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.lease import Holder
 from segmint.engine.model import Model
-from segmint.engine.pipeline import assign_customers, commands, run
+from segmint.engine.pipeline import assign_customers, commands, run, validate
 from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
 from segmint.engine.pipeline.compare import compare_runs
 
@@ -123,6 +123,36 @@ def test_overwrite_keeps_a_committed_run_beside_which_files_were_saved(s3, s3_da
         run([s3_data], out, RunConfig(cluster=ClusterConfig(k=5), storage_options=s3, overwrite=True))
     assert store.read_bytes(f"{out}/notes.txt", dict(s3)) == b"keep me"
     assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
+
+
+def test_overwrite_keeps_a_file_saved_inside_the_committed_runs_folder(s3, s3_data):
+    # Everything under the run's version folder counted as the run's, and --overwrite deleted the file with it.
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3)
+    out = "s3://segmint-test/runs/inside"
+    first = run([s3_data], out, cfg)
+    root = open_output(out, dict(s3)).root
+    store.write_bytes(f"{root}/notes.txt", b"keep me", dict(s3))
+    with pytest.raises(OutputExistsError, match="1 file.s. segmint did not write .*notes.txt"):
+        run([s3_data], out, RunConfig(cluster=ClusterConfig(k=5), storage_options=s3, overwrite=True))
+    assert store.read_bytes(f"{root}/notes.txt", dict(s3)) == b"keep me"
+    assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
+
+
+def test_folder_markers_are_not_read_as_files(s3, s3_data, small_data):
+    # A console's "Create folder" object ("in/" beside "in/part-0.parquet"), listed without its slash, was read
+    # as a Hive file: Polars read the folder again, and every row counted twice with exit 0.
+    opts = dict(s3)
+    tx = pl.read_parquet(small_data / "transactions")
+    for prefix in ("markers/in", "markers/up"):
+        store.write_parquet(tx, f"s3://segmint-test/{prefix}/part-0.parquet", opts)
+    for marker in ("markers/in/", "markers/", "markers/up_$folder$", "markers/empty/"):
+        store.write_bytes(f"s3://segmint-test/{marker}", b"", opts)
+    for given in ("s3://segmint-test/markers/in", "s3://segmint-test/markers"):
+        rows = validate([given], RunConfig(storage_options=s3)).rows_in
+        assert rows == tx.height * (1 if given.endswith("/in") else 2), given
+    # An output prefix holding only a marker is empty: written into, not refused as not segmint's.
+    run([s3_data], "s3://segmint-test/markers/empty", RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
+    assert _committed("s3://segmint-test/markers/empty", s3).height == 3000
 
 
 def test_a_failed_run_leaves_the_committed_run_and_none_of_its_own_files(s3, s3_data, monkeypatch):
