@@ -403,13 +403,14 @@ def compare(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (the --out of segmint run or assign).",
-                                            metavar="RUN_DIR")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output HTML file.", metavar="FILE")],
-    cohorts: Annotated[Path | None, typer.Option("--cohorts", help="cohorts.parquet written by segmint cohorts "
+    # Text, not Path: Path("s3://b/x") is the local "s3:/b/x", where the page was written with exit 0.
+    run_dir: Annotated[str, typer.Argument(help="A run directory (the --out of segmint run or assign).",
+                                           metavar="RUN_DIR")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output HTML file.", metavar="FILE")],
+    cohorts: Annotated[str | None, typer.Option("--cohorts", help="cohorts.parquet written by segmint cohorts "
                                                  "(or its --out folder): adds the retention heatmap.",
                                                  metavar="FILE")] = None,
-    compare: Annotated[Path | None, typer.Option("--compare", help="An earlier run: adds the migration from its "
+    compare: Annotated[str | None, typer.Option("--compare", help="An earlier run: adds the migration from its "
                                                  "segments to this run's.", metavar="PREV_RUN")] = None,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
@@ -437,7 +438,7 @@ def report(
 def abtest_split(
     run_dir: Annotated[str, typer.Argument(help="A run directory (its assignments are split), local or a URI.",
                                            metavar="RUN_DIR")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file.", metavar="FILE")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output Parquet file.", metavar="FILE")],
     ratio: Annotated[float, typer.Option(help="Share of each segment held out.", metavar="SHARE")] = 0.1,
     salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.", metavar="TEXT")] = "segmint",
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
@@ -459,10 +460,10 @@ def abtest_split(
 
 @abtest_app.command("evaluate")
 def abtest_evaluate(
-    assignments: Annotated[Path, typer.Option("--assignments", help="The file written by abtest split.",
-                                              metavar="FILE")],
-    outcomes: Annotated[Path, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.",
-                                           metavar="FILE")],
+    assignments: Annotated[str, typer.Option("--assignments", help="The file written by abtest split.",
+                                             metavar="FILE")],
+    outcomes: Annotated[str, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.",
+                                          metavar="FILE")],
     cost_per_contact: Annotated[float, typer.Option("--cost-per-contact", help="Cost of contacting one "
                                                     "treated customer.", metavar="AMOUNT")],
     out: Out,

@@ -306,6 +306,21 @@ def test_one_column_in_two_roles_is_refused(small_data, tmp_path, flags, needle)
     assert not (tmp_path / "o").exists()
 
 
+def test_report_and_abtest_refuse_uris_they_would_write_as_local_files(small_run, tmp_path, monkeypatch):
+    # Path("s3://b/x") is the local "s3:/b/x": the page and the groups were written there, with exit 0.
+    monkeypatch.chdir(tmp_path)
+    for args in (["report", small_run, "--out", "s3://b/r.html"], ["report", "s3://b/run", "--out", "r.html"],
+                 ["abtest", "split", small_run, "--out", "s3://b/g.parquet"],
+                 ["abtest", "evaluate", "--assignments", "s3://b/g.parquet", "--outcomes", "o.csv",
+                  "--cost-per-contact", 1, "--out", "ab"],
+                 ["abtest", "evaluate", "--assignments", "g.parquet", "--outcomes", "o.csv",
+                  "--cost-per-contact", 1, "--out", "s3://b/ab"]):
+        r = invoke(*args)
+        assert r.exit_code == 2, (args, r.stderr)
+        _one_line_error(r, "s3://b/")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_contract_violations_exit_3(tmp_path):
     (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really parquet")
     r = invoke("validate", tmp_path / "corrupt.parquet")
