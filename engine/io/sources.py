@@ -41,6 +41,7 @@ _PARQUET = (".parquet", ".pq", ".parq")
 _IPC = ".arrow"     # scratch files of the partition pass
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
+_CONVERT = "convert the file (e.g. iconv -f latin1 -t utf-8)"
 # A CSV header name that is a value (a number, a date or time): the file has no header line.
 _VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
 
@@ -437,7 +438,12 @@ def _other_separator(schema: pl.Schema) -> str | None:
 
 def _check_header(path: str, schema: pl.Schema) -> None:
     """Refuse a CSV header that names a column twice: Polars renames the second (``amount_duplicated_0``), and
-    the mapping read the first without a word, whichever was meant."""
+    the mapping read the first without a word, whichever was meant. Refuse one that is not UTF-8: Polars
+    reads a header lossily (a Latin-1 'montant_\xe9' became 'montant_\ufffd', mappable as such), where it
+    refuses such rows."""
+    if any("\ufffd" in name for name in schema.names()):
+        msg = f"cannot read {path}: its header is not UTF-8; segmint reads CSV as UTF-8: {_CONVERT}"
+        raise InputContractError(msg)
     for name in schema.names():
         twice = re.fullmatch(r"(.+)_duplicated_\d+", name)
         if twice and twice.group(1) in schema:
@@ -495,7 +501,7 @@ def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
     except (OSError, pl.exceptions.PolarsError) as exc:
         hint = ""
         if csv and "utf-8" in str(exc).lower():   # Latin-1, Windows-1252 or UTF-16 text, not a quoting fault
-            hint = "; segmint reads CSV as UTF-8: convert the file (e.g. iconv -f latin1 -t utf-8)"
+            hint = f"; segmint reads CSV as UTF-8: {_CONVERT}"
         elif csv and isinstance(exc, pl.exceptions.ComputeError):
             hint = " (a quote opened and not closed? In CSV a field holding a quote is quoted, its quotes doubled)"
         msg = f"cannot read {path}: {first_line(exc)}{hint}"

@@ -236,6 +236,10 @@ def test_a_csv_file_not_in_utf8_is_refused_naming_the_encoding(tmp_path, encodin
     with pytest.raises(InputContractError, match=r"cannot read .*t\.csv: .*reads CSV as UTF-8: convert the file") as e:
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     assert "quote" not in str(e.value)
+    # Only the header in Latin-1: Polars read it lossily ('montant_\ufffd', mappable as such), the rows as UTF-8.
+    (tmp_path / "h.csv").write_bytes("customer_id,ts,montant_\u00e9\n1,2024-07-01,5.5\n".encode("latin-1"))
+    with pytest.raises(InputContractError, match=r"h\.csv: its header is not UTF-8; .*convert the file"):
+        list_inputs([tmp_path / "h.csv"], "t")
 
 
 def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(tmp_path):
