@@ -466,7 +466,7 @@ def abtest_evaluate(
                                           metavar="FILE")],
     cost_per_contact: Annotated[float, typer.Option("--cost-per-contact", help="Cost of contacting one "
                                                     "treated customer.", metavar="AMOUNT")],
-    out: Out,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local).", metavar="DIR")],
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Lift, 95% CI, p-value, incremental revenue and ROI per segment and overall.

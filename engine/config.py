@@ -115,9 +115,10 @@ class Columns(_Checked):
             # One column in two roles read as both: orders of one line each (--order-col customer_id), amounts
             # squared (--quantity-col and --price-col on one column), with exit 0.
             if name is not None and roles.setdefault(name, role) != role:
-                leave = f" (or leave it out: --{role}-col '')" if role in ("order", "channel", "category") else ""
-                msg = (f"column {name!r} is mapped to both --{roles[name]}-col and --{role}-col: map each role to "
-                       f"its own column{leave}")
+                optional = [f"--{r}-col ''" for r in (roles[name], role) if r in ("order", "channel", "category")]
+                leave = f" (or leave one out: {' or '.join(optional)})" if optional else ""
+                msg = (f"column {name!r} is mapped to both --{roles[name]}-col and --{role}-col (given or by "
+                       f"default): map each role to its own column{leave}")
                 raise ConfigError(msg)
 
     def source_columns(self) -> list[str]:
@@ -142,9 +143,9 @@ class LifecycleConfig(_Checked):
         # NaN passed every comparison below and stopped the run at its end (exit 1, writing run.json); a
         # negative new_days made no customer new, with exit 0.
         bad = [f.name for f in dataclasses.fields(self) if not (math.isfinite(getattr(self, f.name))
-                                                                and getattr(self, f.name) > 0)]
-        if bad:
-            msg = f"lifecycle.{bad[0]} must be a positive number, got {getattr(self, bad[0])}"
+                                                                and getattr(self, f.name) >= 0)]
+        if bad:   # new_days = 0: only first-day buyers are new; the others' ranges are checked below
+            msg = f"lifecycle.{bad[0]} must be a number >= 0, got {getattr(self, bad[0])}"
             raise ConfigError(msg)
         if not 0 < self.at_risk_ratio <= self.lapsed_ratio:
             msg = (f"lifecycle ratios must satisfy 0 < at_risk_ratio <= lapsed_ratio, "
@@ -232,8 +233,8 @@ class ClusterConfig(_Checked):
 
     def check(self) -> None:
         # NumPy's seeds are >= 0 and Faiss' a 32-bit int (restart r seeds with seed + r): exit 1 past either.
-        if not 0 <= self.seed <= 2**31 - 1 - max(self.nredo, 0):
-            msg = f"--seed must be in [0, {2**31 - 1 - max(self.nredo, 0)}], got {self.seed}"
+        if not 0 <= self.seed <= 2**31 - max(self.nredo, 1):
+            msg = f"--seed must be in [0, {2**31 - max(self.nredo, 1)}], got {self.seed}"
             raise ConfigError(msg)
         if not (math.isfinite(self.match_distance) and self.match_distance >= 0):
             msg = f"cluster.match_distance must be a number >= 0 (standard deviations), got {self.match_distance}"
@@ -529,8 +530,8 @@ def parse_k(text: str | int | None, flag: str = "--k") -> int | None:
 
 def parse_as_of(text: str) -> dt.datetime:
     """An ISO date (meaning the end of that day, at its offset where one follows) or an ISO datetime, as naive
-    UTC. A date is any form ISO 8601 gives one in (2026-06-30, 20260630): the basic form was read as a
-    datetime, so its day ended at midnight. Date and time are separated by T or a space: Python reads any
+    UTC. A date is a calendar date in either ISO 8601 form (2026-06-30, 20260630): the basic form was read as
+    a datetime, so its day ended at midnight. Date and time are separated by T or a space: Python reads any
     character there, and '2026-06-30+05:00' meant 05:00 on that day, '2026-06-30x12' noon."""
     m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}|\d{8})(.*)", text.strip())
     try:
@@ -539,7 +540,7 @@ def parse_as_of(text: str) -> dt.datetime:
         day, rest = m.groups()
         if not rest or re.fullmatch(r"Z|z|[+-]\d{2}(:?\d{2})?", rest):
             value = dt.datetime.combine(dt.date.fromisoformat(day), dt.time.max)
-            value = dt.datetime.fromisoformat(value.isoformat() + rest) if rest else value
+            value = dt.datetime.fromisoformat(value.isoformat() + rest.upper()) if rest else value
         elif rest[0] in "Tt ":
             value = dt.datetime.fromisoformat(f"{day}T{rest[1:]}")
         else:

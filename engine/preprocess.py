@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from segmint.engine.config import FeatureConfig
 from segmint.engine.errors import ConfigError
 from segmint.kernels.moments import column_moments
 
@@ -108,9 +107,10 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
                rows: np.ndarray | None = None, attributes: Sequence[str] = (), weight: float = 1.0) -> Scaler:
     """Fit on the customers in ``table`` (or on its ``rows``, a sample given by position)."""
     _require(table, features)
-    # A misspelled name ("frequncy") left its feature unlogged without a word; the defaults name features some
-    # data lack (category_count without a category column).
-    stray = [f for f in log_features if f not in table.columns and f not in FeatureConfig().log_features]
+    # A misspelled name ("frequncy") left its feature unlogged without a word. Names of features this data
+    # lacks (category_entropy without categories, clv where its fit was skipped) are no error.
+    stray = [f for f in log_features if f not in table.columns and f not in _feature_names()
+             and not f.startswith("channel_share_")]
     if stray:
         msg = f"features.log_features names {stray}, which are not features; available: {_numeric_features(table)}"
         raise ConfigError(msg)
@@ -158,6 +158,16 @@ def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
     if missing:
         msg = f"cluster feature(s) {missing} are not available; available: {_numeric_features(table)}"
         raise ConfigError(msg)
+
+
+def _feature_names() -> set[str]:
+    """Every numeric feature segmint makes but the channel shares (named by the data's channels)."""
+    from segmint.engine.analytics.clv import CLV_COLUMNS
+    from segmint.engine.analytics.funnel import EVENT_FEATURES
+    from segmint.engine.features.build import LINE_FEATURES
+    from segmint.kernels.sequence import ORDER_FEATURES
+
+    return {*ORDER_FEATURES, *LINE_FEATURES, *CLV_COLUMNS, *EVENT_FEATURES, "r_score", "f_score", "m_score"}
 
 
 def _numeric_features(table: pl.DataFrame) -> list[str]:

@@ -347,8 +347,11 @@ def _committed_files(out: str, pointer: Pointer | None, options: store.Options) 
     # Its manifest's files, not everything under its folder: a file saved into the run's folder was taken
     # for part of it, and --overwrite deleted it with the run (exit 0).
     root = out if pointer.legacy else pointer.root
-    doc = json.loads(store.read_bytes(store.join(root, "_manifest.json"), options))
-    return {store.join(root, f["path"]) for f in doc["files"]} | {store.join(root, "_manifest.json")}
+    try:
+        doc = json.loads(store.read_bytes(store.join(root, "_manifest.json"), options))
+        return {store.join(root, f["path"]) for f in doc["files"]} | {store.join(root, "_manifest.json")}
+    except (OSError, ValueError, KeyError, TypeError):   # a manifest lost or damaged: the folder as it is
+        return set(store.list_files(root, options)) if not pointer.legacy else set()
 
 
 def _remove_uncommitted(out: str, pointer: Pointer | None, *, keep_root: str, options: store.Options) -> None:

@@ -22,6 +22,7 @@ import datetime as dt
 import fcntl
 import fnmatch
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -33,7 +34,8 @@ from typing import Any
 
 from segmint.engine.errors import ConfigError, InputContractError
 
-__all__ = ["SCHEMES", "is_remote", "check_scheme", "canonical", "local", "join", "name", "parent", "exists", "is_dir",
+__all__ = ["SCHEMES", "is_remote", "check_scheme", "canonical", "local", "local_only", "join", "name", "parent",
+           "exists", "is_dir",
            "list_files", "sizes", "glob", "read_bytes", "write_bytes", "copy", "remove", "remove_prefix", "polars_options",
            "write_parquet", "read_parquet", "scan_parquet", "write_ipc", "read_ipc", "Options", "Version", "head",
            "put_new", "put_if"]
@@ -99,6 +101,16 @@ def local(path: str | Path) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+def local_only(path: str | Path, what: str, *, writing: bool = False) -> Path:
+    """``local(path)`` for a command that reads or writes ``what`` only on a local disk; a URI refused (exit 2):
+    as a Path, s3://b/x is the local "s3:/b/x", where such a command wrote with exit 0."""
+    if is_remote(path):
+        fix = "write it to a local path, then copy it" if writing else "copy it to a local path first"
+        msg = f"{what} is local, not {path}; {fix}"
+        raise ConfigError(msg)
+    return local(path)
+
+
 def join(base: str | Path, *parts: str) -> str:
     if is_remote(base):
         return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
@@ -129,13 +141,13 @@ def exists(path: str | Path, options: Options | None = None) -> bool:
         pass
     except Exception as exc:  # noqa: BLE001 - obstore raises its own error types per backend
         raise _unreachable(path, exc) from None
-    return any(True for _ in _list(path, options))
+    return _any(path, options)
 
 
 def is_dir(path: str | Path, options: Options | None = None) -> bool:
     if not is_remote(path):
         return local(path).is_dir()
-    return any(True for _ in _list(path, options))
+    return _any(path, options)
 
 
 def list_files(prefix: str | Path, options: Options | None = None) -> list[str]:
@@ -397,13 +409,26 @@ def _list(prefix: str | Path, options: Options | None, *, with_size: bool = Fals
                  for batch in obstore.list(store, prefix=f"{key}/" if key else None) for item in batch]
     except Exception as exc:  # noqa: BLE001
         raise _unreachable(prefix, exc) from None
-    # Folder markers are no files: the empty object "sub/" a console's "Create folder" makes (listed without
-    # its slash, so not told apart from an empty file "sub", which holds no rows either), and Hadoop's
-    # "sub_$folder$". Read as a Hive file without extension, "sub" made Polars read the folder's files a
-    # second time: every amount doubled, with exit 0.
+    # Folder markers are no files: the empty object "sub/" a console's "Create folder" makes, listed without
+    # its slash (as the prefix itself, or as an empty "sub" beside "sub/..."), and Hadoop's "sub_$folder$".
+    # Read as a Hive file without extension, "sub" made Polars read the folder's files a second time: every
+    # amount doubled, with exit 0. An empty object with nothing under it is a file, as an empty local one is.
+    folders = {rel.rsplit("/", i)[0] for rel, _ in items for i in range(1, rel.count("/") + 1)}
     for rel, size in items:
-        if size and not rel.endswith("_$folder$"):
+        if not (size == 0 and (rel == "" or rel in folders or rel.endswith("_$folder$"))):
             yield (rel, size) if with_size else rel
+
+
+def _any(prefix: str | Path, options: Options | None) -> bool:
+    """Whether anything lies under ``prefix``: the first object listed, not the whole listing."""
+    import obstore
+
+    store, key = _store(prefix, options)
+    key = key.rstrip("/")
+    try:
+        return any(len(batch) for batch in itertools.islice(obstore.list(store, prefix=f"{key}/" if key else None), 1))
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(prefix, exc) from None
 
 
 def _store(path: str | Path, options: Options | None) -> tuple[Any, str]:

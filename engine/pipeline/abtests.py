@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from segmint.engine.analytics.abtest import evaluate, split_groups
-from segmint.engine.errors import ConfigError, InputContractError
+from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, staged_file, write_json
@@ -20,7 +20,7 @@ def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: st
                  options: tuple[tuple[str, str], ...] = ()) -> pl.DataFrame:
     """Write ``out`` (Parquet: customer_id, segment, group) for the customers of a run (its committed
     assignments; ``options`` reach an object store)."""
-    _check_local({"--out": out})
+    store.local_only(out, "abtest split's --out", writing=True)
     check_not_inside(out, {"RUN_DIR": [str(run_dir)]})
     check_writable(out, overwrite=overwrite, file=True)
     assignments = open_output(run_dir, dict(options)).scan("assignments", ["customer_id", "segment"])
@@ -34,7 +34,9 @@ def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Pa
                     cost_per_contact: float, overwrite: bool = False) -> pl.DataFrame:
     """Write ``out/abtest.parquet`` and ``out/abtest.json``: per-segment and overall lift.
     Measures that are undefined (no holdout, no variance) are null, never NaN."""
-    _check_local({"--assignments": assignments, "--outcomes": outcomes, "--out": out})
+    for flag, path in (("--assignments", assignments), ("--outcomes", outcomes)):
+        store.local_only(path, f"abtest evaluate's {flag}")
+    store.local_only(out, "abtest evaluate's --out", writing=True)
     check_not_inside(out, {"--assignments": [str(assignments)], "--outcomes": [str(outcomes)]})
     check_writable(out, overwrite=overwrite)
     result = evaluate(_read_table(assignments, "assignments"), _read_table(outcomes, "outcomes"), cost_per_contact)
@@ -44,16 +46,6 @@ def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Pa
         result.write_parquet(stage / "abtest.parquet")
         write_json(stage / "abtest.json", result.to_dicts())
     return result
-
-
-def _check_local(paths: dict[str, str | Path]) -> None:
-    """Refuse a URI where these files are local: Path("s3://b/x") is the local file "s3:/b/x", written or
-    looked for there (exit 0 for a written one)."""
-    for flag, path in paths.items():
-        if store.is_remote(path):
-            fix = "write it to a local path, then copy it" if flag == "--out" else "copy it to a local path first"
-            msg = f"abtest {flag} takes a local path, not {path}; {fix}"
-            raise ConfigError(msg)
 
 
 def _read_table(path: str | Path, what: str) -> pl.DataFrame:

@@ -181,7 +181,10 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     # How this batch writes its times is the batch's, where given; the rest of the mapping is the model's.
     columns = model.columns if cfg.columns.time_format is None else \
         dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
+    # The model's CLV settings, which its scoring uses: run.json said the CLI's defaults (compare then read
+    # a model of a 26-week horizon as scored at 52).
     cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=None,
+                              clv=model.clv_config if model.clv_config is not None else cfg.clv,
                               customers=cfg.customers if attributes else None,
                               # The model's k: run.json's config said the default k (8) of a model of 4.
                               cluster=dataclasses.replace(cfg.cluster, attributes=attributes, k=model.k))
@@ -639,7 +642,10 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
     plan, cfg = s.plan, s.plan.cfg
     # Usable lines on a channel no share column holds (one the model never saw, in assign; one beyond
     # features.max_channels): counted in no share, which said nothing of them.
-    outside = {} if channels is None else {ch: n for ch, n in sorted(c.channel_lines.items()) if ch not in channels}
+    outside = sorted(((n, ch) for ch, n in c.channel_lines.items() if channels is not None and ch not in channels),
+                     key=lambda nc: (-nc[0], nc[1]))
+    # The 20 with most lines (a column of store ids holds thousands), then the others' count and lines.
+    others = {"channels": len(outside) - 20, "lines": sum(n for n, _ in outside[20:])} if len(outside) > 20 else None
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
@@ -653,7 +659,8 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
                  "rejected_by_reason": c.rejected,
                  "rejected_amount_by_reason": c.reported_amounts(),
                  "repeats_on_mapped_columns": c.repeats,
-                 **({"channels_without_a_share": outside} if outside else {})},
+                 **({"channels_without_a_share": {ch: n for n, ch in outside[:20]}} if outside else {}),
+                 **({"channels_without_a_share_others": others} if others else {})},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
         "buckets": plan.buckets,

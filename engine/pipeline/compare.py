@@ -61,6 +61,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     clock = StageClock(progress)
     with clock.stage("read") as info:
         old, new = (_run(r, opts) for r in (run_a, run_b))
+        _check_order(old, new, "OLD_RUN")
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
         a, b = _assignments(old, new)
         # Changes of frequency, order value, CLV or status rates that a setting made, not the customers.
@@ -104,14 +105,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 
 
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
-    """The migration table alone, in one bucket (the report's migration section), from the earlier run
-    ``run_a``: a later one's newer customers read as lost, its moves backwards, without a word."""
+    """The migration table alone, in one bucket (the report's migration section)."""
     old, new = (_run(r, options or {}) for r in (run_a, run_b))
-    when = [r.read_json("run.json").get("as_of") for r in (old, new)]
-    if None not in when and dt.datetime.fromisoformat(when[0]) > dt.datetime.fromisoformat(when[1]):
-        msg = (f"--compare {run_a} is as of {when[0]}, after {run_b} (as of {when[1]}): the migration runs from "
-               f"an earlier run; give that one to --compare")
-        raise ConfigError(msg)
+    _check_order(old, new, "--compare")
     a, b = _assignments(old, new)
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
@@ -132,6 +128,16 @@ def _run(run: str, opts: dict[str, str]) -> Output:
         msg = f"{run} holds no profiles and assignments: give run directories written by 'segmint run' or 'segmint assign'"
         raise InputContractError(msg)
     return output
+
+
+def _check_order(old: Output, new: Output, what: str) -> None:
+    """Refuse an old run as of a later time than the new one: the migration ran backwards, the later run's
+    newer customers counted as lost, without a word."""
+    when = [r.read_json("run.json").get("as_of") for r in (old, new)]
+    if None not in when and dt.datetime.fromisoformat(when[0]) > dt.datetime.fromisoformat(when[1]):
+        msg = (f"{what} {old.location} is as of {when[0]}, after {new.location} (as of {when[1]}): the migration "
+               f"runs from the earlier run; give the runs the other way round")
+        raise ConfigError(msg)
 
 
 def _assignments(old: Output, new: Output) -> tuple[pl.LazyFrame, pl.LazyFrame]:

@@ -22,8 +22,8 @@ def meaning(order: str | None, clv: ClvConfig | None, lifecycle: Mapping[str, fl
     the run computes no CLV."""
     return {
         "orders": "lines grouped by an order column" if order else "each line an order (no --order-col)",
-        "CLV": "none" if clv is None else (f"{clv.horizon_units:g} {clv.time_unit}s, {clv.discount_rate:.0%} a year, "
-                                           f"{clv.purchase_model}"),
+        "CLV": "none" if clv is None else (f"{clv.horizon_units:g} {clv.time_unit}s, "
+                                           f"{clv.discount_rate * 100:g}% a year, {clv.purchase_model}"),
         "lifecycle": ", ".join(f"{k}={float(v):g}" for k, v in sorted(lifecycle.items())),
     }
 
@@ -35,14 +35,17 @@ def manifest_meaning(manifest: Mapping[str, Any]) -> dict[str, str] | None:
         return None
     clv = config.get("clv") or {}
     known = {k: v for k, v in clv.items() if k in ClvConfig.__dataclass_fields__}
-    # The settings, not what came of them: a CLV fit skipped on one month's data is no setting of that run.
-    return meaning((manifest.get("columns") or config.get("columns") or {}).get("order"),
-                   ClvConfig(**known) if clv.get("enabled", True) else None,
-                   (config.get("features") or {}).get("lifecycle") or {})
+    found = meaning((manifest.get("columns") or config.get("columns") or {}).get("order"), ClvConfig(**known),
+                    (config.get("features") or {}).get("lifecycle") or {})
+    # CLV settings only where the run has a CLV: a fit skipped on one month's data is no setting of that run,
+    # and without a CLV in one run there are no CLV changes to explain.
+    if not clv.get("enabled", True) or "skipped" in (manifest.get("clv") or {"skipped": True}):
+        del found["CLV"]
+    return found
 
 
 def differences(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
-    """One line per setting the two differ in."""
+    """One line per setting the two differ in (of those both have)."""
     return [f"{key}: {a[key]} against {b[key]}" for key in a if key in b and a[key] != b[key]]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from segmint.engine.errors import ConfigError, InputContractError
+from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.sources import first_line
@@ -59,7 +59,7 @@ class RunData:
 
 def read_run(run_dir: str | Path) -> RunData:
     """Read a finished ``segmint run`` or ``segmint assign`` directory (local): only the files its commit lists."""
-    output = open_output(_local(run_dir, "run directory"))
+    output = open_output(store.local_only(run_dir, "segmint report's run directory"))
     missing = [name for name in ("run.json", "profiles.parquet", "assignments") if not output.has(name)]
     if missing:
         msg = (f"{output.location} is not a finished segmint run (no {', '.join(missing)}); give the --out folder of "
@@ -79,7 +79,7 @@ def read_run(run_dir: str | Path) -> RunData:
 
 def read_cohorts(path: str | Path) -> pl.DataFrame:
     """The long table of ``segmint cohorts``: its ``cohorts.parquet``, or the folder that holds it (local)."""
-    path = _local(path, "cohort table")
+    path = store.local_only(path, "segmint report's cohort table")
     file = path / "cohorts.parquet" if path.is_dir() else path
     if not file.is_file():
         msg = f"no cohort table at {file}; give the cohorts.parquet written by segmint cohorts (or its --out folder)"
@@ -109,13 +109,6 @@ def check_migration(table: pl.DataFrame) -> pl.DataFrame:
         msg = "the migration table has null or negative customers; give a count of customers on every row"
         raise InputContractError(msg)
     return table
-
-
-def _local(path: str | Path, what: str) -> Path:
-    if store.is_remote(path):
-        msg = f"segmint report reads a local {what}, not {path}; copy it to a local folder first"
-        raise ConfigError(msg)
-    return store.local(path)
 
 
 def _require(table: pl.DataFrame, columns: tuple[str, ...], what: str, fix: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import polars as pl
 
-from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_file
 from segmint.engine.report.html import render_page
@@ -35,9 +34,7 @@ def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataF
     overwrite
         Replace an existing ``out_html``; without it an existing file is an error (exit 4).
     """
-    if store.is_remote(out_html):
-        msg = f"segmint report writes a local file, not {out_html}; give a local --out and copy the file after"
-        raise ConfigError(msg)
+    store.local_only(out_html, "segmint report's page", writing=True)
     check_not_inside(out_html, {"RUN_DIR": [str(run_dir)]})   # a run's own file replaced by the page
     check_writable(out_html, overwrite=overwrite, file=True)  # before any work; staged_file checks again
     cohorts = check_cohorts(cohorts) if cohorts is not None else None

@@ -34,15 +34,15 @@ from segmint.engine.pipeline import run, validate
     ("[features.lifecycle]\nnew_days = 400\n", "['lifecycle'] in [features] ([lifecycle] is a section of its own)"),
     ('[run]\ncolumns = "x"\n', "['columns'] in [run] ([columns] is a section of its own)"),
     # NaN, infinities and negatives: exit 1 writing run.json at the end of the run, or no customer new (exit 0).
-    ("[lifecycle]\nnew_days = nan\n", "lifecycle.new_days must be a positive number, got nan"),
-    ("[lifecycle]\nnew_days = -5\n", "lifecycle.new_days must be a positive number, got -5"),
-    ("[lifecycle]\nlapsed_days = inf\n", "lifecycle.lapsed_days must be a positive number, got inf"),
+    ("[lifecycle]\nnew_days = nan\n", "lifecycle.new_days must be a number >= 0, got nan"),
+    ("[lifecycle]\nnew_days = -5\n", "lifecycle.new_days must be a number >= 0, got -5.0"),
+    ("[lifecycle]\nlapsed_days = inf\n", "lifecycle.lapsed_days must be a number >= 0, got inf"),
     ("[clv]\nhorizon = nan\n", "--horizon must be > 0, got nan"),
     ("[clv]\nhorizon = inf\n", "--horizon must be > 0, got inf"),
     ("[cluster]\nmatch_distance = nan\n", "cluster.match_distance must be a number >= 0"),
     ("[cluster]\nmatch_distance = -1.0\n", "cluster.match_distance must be a number >= 0"),
-    ("[cluster]\nseed = -1\n", "--seed must be in [0, 2147483642], got -1"),
-    ("[cluster]\nseed = 4294967296\n", "--seed must be in [0, 2147483642]"),
+    ("[cluster]\nseed = -1\n", "--seed must be in [0, 2147483643], got -1"),
+    ("[cluster]\nseed = 4294967296\n", "--seed must be in [0, 2147483643]"),
     ("[features]\ncluster_features = []\n", "features.cluster_features is empty"),
 ])
 def test_config_file_type_errors_name_the_field(tmp_path, text, needle):
@@ -62,6 +62,12 @@ def test_config_file_lists_and_feature_names_are_read_as_meant(small_data, tmp_p
     with pytest.raises(ConfigError, match=r"features.log_features names \['frequncy'\], which are not features"):
         run([small_data / "transactions"], tmp_path / "o", cfg)
     assert not (tmp_path / "o").exists()
+    # Features this data lacks (no events, no kiosk channel) are names of features, not misspellings.
+    lacking = ("frequency", "conversion_rate", "channel_share_kiosk")
+    run([small_data / "transactions"], tmp_path / "o",
+        RunConfig(features=dataclasses.replace(RunConfig().features, log_features=lacking)))
+    from segmint.engine.config import LifecycleConfig
+    assert LifecycleConfig(new_days=0).new_days == 0.0   # only first-day buyers are new: a setting, not an error
 
 
 def test_config_file_spellings_of_one_setting_are_one_setting(tmp_path):

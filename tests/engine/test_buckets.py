@@ -289,6 +289,25 @@ def test_a_given_as_of_counts_channels_alike_in_one_bucket_or_many(tmp_path):
         assert result.manifest["rows"]["channels_without_a_share"] == {"B": 2}, buckets
 
 
+def test_channels_without_a_share_are_listed_up_to_twenty_then_counted(tmp_path):
+    # A channel column of store ids put every one of thousands in run.json.
+    import datetime as dt
+
+    from segmint.engine.config import FeatureConfig
+
+    t = dt.datetime(2024, 1, 1)
+    rows = [(i, t + dt.timedelta(hours=i), 10.0, f"s{i % 30:02d}") for i in range(30 * 31)]
+    pl.DataFrame(rows, schema=["customer_id", "ts", "amount", "channel"], orient="row").write_parquet(
+        tmp_path / "t.parquet")
+    cfg = RunConfig(features=FeatureConfig(max_channels=2),
+                    columns=dataclasses.replace(RunConfig().columns, order=None, category=None))
+    rows_doc = compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", cfg).manifest["rows"]
+    listed = rows_doc["channels_without_a_share"]
+    assert len(listed) == 20 and set(listed.values()) == {31}
+    assert rows_doc["channels_without_a_share_others"] == {"channels": 8, "lines": 8 * 31}
+    assert sorted(listed) == [f"s{i:02d}" for i in range(2, 22)]   # ties by name, after the two with shares
+
+
 def test_text_written_as_32_bit_string_maps_alike_in_one_bucket_or_many(tmp_path):
     """pyarrow writes Parquet text as ``string`` (32-bit offsets), which cannot hold more than 2 GiB in one
     array: a column read in several chunks is combined with 64-bit offsets (reproduced by hand: 2.2 GB of

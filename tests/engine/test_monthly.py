@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from segmint.engine.config import ClusterConfig, RunConfig
-from segmint.engine.pipeline import run
+from segmint.engine.pipeline import assign_customers, run
 from segmint.engine.pipeline.compare import compare_runs
 
 
@@ -66,6 +66,11 @@ def test_runs_whose_features_mean_other_things_are_refused_as_previous_and_flagg
                                                            clv=ClvConfig(horizon=520), previous=str(root / "a")))
     assert compare_runs(root / "a", tmp_path / "h520", tmp_path / "c2")["settings_differ"] == [
         "CLV: 52 weeks, 10% a year, auto against 520 weeks, 10% a year, auto"]
+    # assign scores with its model's CLV settings, and its run.json says them: it said the CLI's defaults, so
+    # compare read a 520-week model's batch as scored at 52.
+    assign_customers(tmp_path / "h520", [root / "later.parquet"], tmp_path / "scored", RunConfig())
+    assert json.loads((tmp_path / "scored" / "run.json").read_text())["config"]["clv"]["horizon"] == 520
+    assert "settings_differ" not in compare_runs(tmp_path / "h520", tmp_path / "scored", tmp_path / "c3")
 
 
 def test_compare_refuses_runs_whose_customers_cannot_be_joined(two_runs, small_data, tmp_path, monkeypatch):

@@ -145,14 +145,11 @@ def test_folder_markers_are_not_read_as_files(s3, s3_data, small_data):
     tx = pl.read_parquet(small_data / "transactions")
     for prefix in ("markers/in", "markers/up"):
         store.write_parquet(tx, f"s3://segmint-test/{prefix}/part-0.parquet", opts)
-    for marker in ("markers/in/", "markers/", "markers/up_$folder$", "markers/empty/"):
+    for marker in ("markers/in/", "markers/", "markers/up_$folder$"):
         store.write_bytes(f"s3://segmint-test/{marker}", b"", opts)
     for given in ("s3://segmint-test/markers/in", "s3://segmint-test/markers"):
         rows = validate([given], RunConfig(storage_options=s3)).rows_in
         assert rows == tx.height * (1 if given.endswith("/in") else 2), given
-    # An output prefix holding only a marker is empty: written into, not refused as not segmint's.
-    run([s3_data], "s3://segmint-test/markers/empty", RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
-    assert _committed("s3://segmint-test/markers/empty", s3).height == 3000
 
 
 def test_a_failed_run_leaves_the_committed_run_and_none_of_its_own_files(s3, s3_data, monkeypatch):

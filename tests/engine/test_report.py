@@ -329,7 +329,7 @@ def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_
     from segmint.engine.config import RunConfig
     from segmint.engine.errors import ConfigError
     from segmint.engine.pipeline import run
-    from segmint.engine.pipeline.compare import migration
+    from segmint.engine.pipeline.compare import compare_runs, migration
 
     times = pl.read_parquet(small_data / "transactions", columns=["ts"])["ts"].sort()
     earlier = tmp_path / "earlier"
@@ -338,3 +338,6 @@ def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_
     assert migration(earlier, small_run)["customers"].sum() > 0
     with pytest.raises(ConfigError, match=f"--compare {small_run} is as of .*, after {earlier} "):
         migration(small_run, earlier)
+    with pytest.raises(ConfigError, match=f"OLD_RUN {small_run} is as of .*, after {earlier} "):
+        compare_runs(small_run, earlier, tmp_path / "c")
+    assert not (tmp_path / "c").exists()

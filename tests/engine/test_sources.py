@@ -248,6 +248,11 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     with pytest.raises(InputContractError, match="first line holds values, not column names .*add a header") as e:
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     assert "RAWID" not in str(e.value) and "@x.com" not in str(e.value)
+    # A value repeated on that first line read as a header naming a column twice, quoted.
+    (tmp_path / "d.csv").write_text("a@x.com,2024-07-01,1.5,a@x.com\nb@x.com,2024-07-02,2.5,b@x.com\n")
+    with pytest.raises(InputContractError, match="first line holds values") as e:
+        list_inputs([tmp_path / "d.csv"], "t")
+    assert "@x.com" not in str(e.value)
     # A header of names is listed, to map one of them.
     (tmp_path / "t.csv").write_text("client,when,value\nRAWID7,2024-07-02,1.45\n")
     with pytest.raises(InputContractError, match="available: client, when, value; map the right column"):
