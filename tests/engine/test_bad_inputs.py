@@ -446,3 +446,17 @@ def test_a_k_beyond_the_customers_names_the_k_that_applies(tmp_path):
         run([tmp_path / "two.parquet"], tmp_path / "o2", RunConfig(previous=str(tmp_path / "p6")))
     with pytest.raises(ConfigError, match=r"^--k auto scans k from 4 \(\[cluster\] k_min\), more than the 2 customers"):
         run([tmp_path / "two.parquet"], tmp_path / "o3", RunConfig(cluster=ClusterConfig(k=None)))
+
+
+def test_a_model_made_with_settings_now_refused_says_so_not_damaged(small_run, tmp_path):
+    # A model whose run mapped one column to two roles (accepted then) was called "damaged or edited".
+    import shutil
+
+    from segmint.engine.model import Model
+
+    model = shutil.copytree(small_run / "model", tmp_path / "model")
+    doc = json.loads((model / "model.json").read_text())
+    doc["columns"]["category"] = doc["columns"]["channel"]
+    (model / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(InputContractError, match="was made with settings segmint now refuses .*mapped to both"):
+        Model.load(model)
