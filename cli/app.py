@@ -406,7 +406,7 @@ def report(
     # Text, not Path: Path("s3://b/x") is the local "s3:/b/x", where the page was written with exit 0.
     run_dir: Annotated[str, typer.Argument(help="A run directory (the --out of segmint run or assign).",
                                            metavar="RUN_DIR")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output HTML file.", metavar="FILE")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output HTML file (local).", metavar="FILE")],
     cohorts: Annotated[str | None, typer.Option("--cohorts", help="cohorts.parquet written by segmint cohorts "
                                                  "(or its --out folder): adds the retention heatmap.",
                                                  metavar="FILE")] = None,
@@ -438,7 +438,7 @@ def report(
 def abtest_split(
     run_dir: Annotated[str, typer.Argument(help="A run directory (its assignments are split), local or a URI.",
                                            metavar="RUN_DIR")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output Parquet file.", metavar="FILE")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output Parquet file (local).", metavar="FILE")],
     ratio: Annotated[float, typer.Option(help="Share of each segment held out.", metavar="SHARE")] = 0.1,
     salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.", metavar="TEXT")] = "segmint",
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,

@@ -140,12 +140,12 @@ class LifecycleConfig(_Checked):
     lapsed_days: float = 365.0
 
     def check(self) -> None:
-        # NaN passed every comparison below and stopped the run at its end (exit 1, writing run.json); a
-        # negative new_days made no customer new, with exit 0.
+        # NaN passed every comparison below and stopped the run at its end (exit 1, writing run.json); new_days
+        # <= 0 made no customer new (tenure is fractional: a same-day buyer's is above 0), with exit 0.
         bad = [f.name for f in dataclasses.fields(self) if not (math.isfinite(getattr(self, f.name))
-                                                                and getattr(self, f.name) >= 0)]
-        if bad:   # new_days = 0: only first-day buyers are new; the others' ranges are checked below
-            msg = f"lifecycle.{bad[0]} must be a number >= 0, got {getattr(self, bad[0])}"
+                                                                and getattr(self, f.name) > 0)]
+        if bad:
+            msg = f"lifecycle.{bad[0]} must be a positive number, got {getattr(self, bad[0])}"
             raise ConfigError(msg)
         if not 0 < self.at_risk_ratio <= self.lapsed_ratio:
             msg = (f"lifecycle ratios must satisfy 0 < at_risk_ratio <= lapsed_ratio, "

@@ -144,8 +144,8 @@ class Model:
             raise InputContractError(msg) from None
         try:
             return _from_doc(doc)
-        except ConfigError as exc:   # settings this segmint refuses (one column in two roles): not a damaged file
-            msg = f"the model {path} was made with settings segmint now refuses ({exc}); rerun 'segmint run'"
+        except ConfigError as exc:   # settings segmint refuses (one column in two roles), made or edited so
+            msg = f"the model {path} holds settings segmint refuses ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"

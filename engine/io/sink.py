@@ -350,8 +350,10 @@ def _committed_files(out: str, pointer: Pointer | None, options: store.Options) 
     try:
         doc = json.loads(store.read_bytes(store.join(root, "_manifest.json"), options))
         return {store.join(root, f["path"]) for f in doc["files"]} | {store.join(root, "_manifest.json")}
-    except (OSError, ValueError, KeyError, TypeError):   # a manifest lost or damaged: the folder as it is
-        return set(store.list_files(root, options)) if not pointer.legacy else set()
+    except (OSError, ValueError, KeyError, TypeError):   # as a local output's lost manifest is: nothing to go by
+        msg = (f"output {out}'s committed run has no readable _manifest.json, so what segmint wrote there is not "
+               f"known: remove the output by hand, or choose another --out")
+        raise OutputExistsError(msg) from None
 
 
 def _remove_uncommitted(out: str, pointer: Pointer | None, *, keep_root: str, options: store.Options) -> None:
@@ -402,7 +404,7 @@ def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | N
 
 def _remove_version(out: str, previous: Pointer, options: store.Options) -> None:
     """After the pointer moved: the replaced run's files. Should this fail, the next run removes them."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, OutputExistsError):
         store.remove(sorted(_committed_files(out, previous, options)), options)
 
 

@@ -446,9 +446,9 @@ def _check_header(path: str, schema: pl.Schema) -> None:
         raise InputContractError(msg)
     for name in schema.names():
         twice = re.fullmatch(r"(.+)_duplicated_\d+", name)
-        if twice and twice.group(1) in schema and (fix := no_header_fix(schema, True)):
-            raise InputContractError(f"{path}: {fix}")   # its repeated "name" is a customer's value: not quoted
         if twice and twice.group(1) in schema:
+            if fix := no_header_fix(schema, True):   # its repeated "name" is a customer's value: not quoted
+                raise InputContractError(f"{path}: {fix}")
             msg = (f"{path} names the column {twice.group(1)!r} twice in its header; give each column its own "
                    f"name, so that the one meant can be mapped")
             raise InputContractError(msg)

@@ -410,17 +410,33 @@ def _list(prefix: str | Path, options: Options | None, *, with_size: bool = Fals
     except Exception as exc:  # noqa: BLE001
         raise _unreachable(prefix, exc) from None
     # Folder markers are no files: the empty object "sub/" a console's "Create folder" makes, listed without
-    # its slash (as the prefix itself, or as an empty "sub" beside "sub/..."), and Hadoop's "sub_$folder$".
-    # Read as a Hive file without extension, "sub" made Polars read the folder's files a second time: every
-    # amount doubled, with exit 0. An empty object with nothing under it is a file, as an empty local one is.
+    # its slash (as the prefix itself, or as an empty "sub"), and Hadoop's "sub_$folder$". Read as a Hive file
+    # without extension, "sub" made Polars read the folder's files a second time: every amount doubled, with
+    # exit 0. An empty object is a file where it is one ("sub" has a HEAD), as an empty local file is.
     folders = {rel.rsplit("/", i)[0] for rel, _ in items for i in range(1, rel.count("/") + 1)}
     for rel, size in items:
-        if not (size == 0 and (rel == "" or rel in folders or rel.endswith("_$folder$"))):
+        marker = size == 0 and (rel == "" or rel in folders or rel.endswith("_$folder$")
+                                or not _is_object(store, f"{key}/{rel}" if key else rel))
+        if not marker:
             yield (rel, size) if with_size else rel
 
 
+def _is_object(store: Any, key: str) -> bool:
+    """Whether ``key`` itself is an object (not only listed as one: a folder marker is "key/")."""
+    import obstore
+
+    try:
+        obstore.head(store, key)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001 - obstore raises its own error types per backend
+        raise _unreachable(key, exc) from None
+    return True
+
+
 def _any(prefix: str | Path, options: Options | None) -> bool:
-    """Whether anything lies under ``prefix``: the first object listed, not the whole listing."""
+    """Whether anything lies under ``prefix`` (a folder marker too): the first object listed, not the whole
+    listing."""
     import obstore
 
     store, key = _store(prefix, options)

@@ -66,6 +66,8 @@ from segmint.engine.runtime import thread_budget
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
            "compute_cohorts", "validate"]
 
+# Channels without a share column listed by name in run.json; the rest are counted.
+_LISTED_CHANNELS = 20
 # What to check where no row is usable, by the most frequent reason (else the column mapping).
 _NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
                 "future_timestamp": "check the time column and --time-format, or give --as-of",
@@ -644,8 +646,10 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
     # features.max_channels): counted in no share, which said nothing of them.
     outside = sorted(((n, ch) for ch, n in c.channel_lines.items() if channels is not None and ch not in channels),
                      key=lambda nc: (-nc[0], nc[1]))
-    # The 20 with most lines (a column of store ids holds thousands), then the others' count and lines.
-    others = {"channels": len(outside) - 20, "lines": sum(n for n, _ in outside[20:])} if len(outside) > 20 else None
+    # The most used (a column of store ids holds thousands), then the others' count and lines.
+    listed = _LISTED_CHANNELS
+    others = {"channels": len(outside) - listed, "lines": sum(n for n, _ in outside[listed:])} \
+        if len(outside) > listed else None
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
@@ -659,7 +663,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
                  "rejected_by_reason": c.rejected,
                  "rejected_amount_by_reason": c.reported_amounts(),
                  "repeats_on_mapped_columns": c.repeats,
-                 **({"channels_without_a_share": {ch: n for n, ch in outside[:20]}} if outside else {}),
+                 **({"channels_without_a_share": {ch: n for n, ch in outside[:listed]}} if outside else {}),
                  **({"channels_without_a_share_others": others} if others else {})},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],

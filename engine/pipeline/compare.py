@@ -61,7 +61,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     clock = StageClock(progress)
     with clock.stage("read") as info:
         old, new = (_run(r, opts) for r in (run_a, run_b))
-        _check_order(old, new, "OLD_RUN")
+        _check_order(old, new, "OLD_RUN", "give the runs the other way round")
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
         a, b = _assignments(old, new)
         # Changes of frequency, order value, CLV or status rates that a setting made, not the customers.
@@ -107,7 +107,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
     """The migration table alone, in one bucket (the report's migration section)."""
     old, new = (_run(r, options or {}) for r in (run_a, run_b))
-    _check_order(old, new, "--compare")
+    _check_order(old, new, "--compare", "give an earlier run to --compare")
     a, b = _assignments(old, new)
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
@@ -130,13 +130,13 @@ def _run(run: str, opts: dict[str, str]) -> Output:
     return output
 
 
-def _check_order(old: Output, new: Output, what: str) -> None:
+def _check_order(old: Output, new: Output, what: str, fix: str) -> None:
     """Refuse an old run as of a later time than the new one: the migration ran backwards, the later run's
     newer customers counted as lost, without a word."""
     when = [r.read_json("run.json").get("as_of") for r in (old, new)]
     if None not in when and dt.datetime.fromisoformat(when[0]) > dt.datetime.fromisoformat(when[1]):
         msg = (f"{what} {old.location} is as of {when[0]}, after {new.location} (as of {when[1]}): the migration "
-               f"runs from the earlier run; give the runs the other way round")
+               f"runs from the earlier run; {fix}")
         raise ConfigError(msg)
 
 

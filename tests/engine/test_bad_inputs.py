@@ -34,9 +34,11 @@ from segmint.engine.pipeline import run, validate
     ("[features.lifecycle]\nnew_days = 400\n", "['lifecycle'] in [features] ([lifecycle] is a section of its own)"),
     ('[run]\ncolumns = "x"\n', "['columns'] in [run] ([columns] is a section of its own)"),
     # NaN, infinities and negatives: exit 1 writing run.json at the end of the run, or no customer new (exit 0).
-    ("[lifecycle]\nnew_days = nan\n", "lifecycle.new_days must be a number >= 0, got nan"),
-    ("[lifecycle]\nnew_days = -5\n", "lifecycle.new_days must be a number >= 0, got -5.0"),
-    ("[lifecycle]\nlapsed_days = inf\n", "lifecycle.lapsed_days must be a number >= 0, got inf"),
+    ("[lifecycle]\nnew_days = nan\n", "lifecycle.new_days must be a positive number, got nan"),
+    ("[lifecycle]\nnew_days = -5\n", "lifecycle.new_days must be a positive number, got -5.0"),
+    # Tenure is fractional (a same-day buyer's is above 0): new_days = 0 made no customer new.
+    ("[lifecycle]\nnew_days = 0\n", "lifecycle.new_days must be a positive number, got 0.0"),
+    ("[lifecycle]\nlapsed_days = inf\n", "lifecycle.lapsed_days must be a positive number, got inf"),
     ("[clv]\nhorizon = nan\n", "--horizon must be > 0, got nan"),
     ("[clv]\nhorizon = inf\n", "--horizon must be > 0, got inf"),
     ("[cluster]\nmatch_distance = nan\n", "cluster.match_distance must be a number >= 0"),
@@ -66,8 +68,6 @@ def test_config_file_lists_and_feature_names_are_read_as_meant(small_data, tmp_p
     lacking = ("frequency", "conversion_rate", "channel_share_kiosk")
     run([small_data / "transactions"], tmp_path / "o",
         RunConfig(features=dataclasses.replace(RunConfig().features, log_features=lacking)))
-    from segmint.engine.config import LifecycleConfig
-    assert LifecycleConfig(new_days=0).new_days == 0.0   # only first-day buyers are new: a setting, not an error
 
 
 def test_config_file_spellings_of_one_setting_are_one_setting(tmp_path):
@@ -458,5 +458,5 @@ def test_a_model_made_with_settings_now_refused_says_so_not_damaged(small_run, t
     doc = json.loads((model / "model.json").read_text())
     doc["columns"]["category"] = doc["columns"]["channel"]
     (model / "model.json").write_text(json.dumps(doc))
-    with pytest.raises(InputContractError, match="was made with settings segmint now refuses .*mapped to both"):
+    with pytest.raises(InputContractError, match="holds settings segmint refuses .*mapped to both"):
         Model.load(model)

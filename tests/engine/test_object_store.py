@@ -136,6 +136,11 @@ def test_overwrite_keeps_a_file_saved_inside_the_committed_runs_folder(s3, s3_da
         run([s3_data], out, RunConfig(cluster=ClusterConfig(k=5), storage_options=s3, overwrite=True))
     assert store.read_bytes(f"{root}/notes.txt", dict(s3)) == b"keep me"
     assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
+    # Without the run's manifest, what segmint wrote there is not known: refused, as a local output is.
+    store.remove([f"{root}/_manifest.json"], dict(s3))
+    with pytest.raises(OutputExistsError, match="no readable _manifest.json"):
+        run([s3_data], out, RunConfig(cluster=ClusterConfig(k=5), storage_options=s3, overwrite=True))
+    assert store.read_bytes(f"{root}/notes.txt", dict(s3)) == b"keep me"
 
 
 def test_folder_markers_are_not_read_as_files(s3, s3_data, small_data):
@@ -145,11 +150,22 @@ def test_folder_markers_are_not_read_as_files(s3, s3_data, small_data):
     tx = pl.read_parquet(small_data / "transactions")
     for prefix in ("markers/in", "markers/up"):
         store.write_parquet(tx, f"s3://segmint-test/{prefix}/part-0.parquet", opts)
-    for marker in ("markers/in/", "markers/", "markers/up_$folder$"):
-        store.write_bytes(f"s3://segmint-test/{marker}", b"", opts)
+    import boto3
+
+    # As a console makes them (obstore would write "in/" as "in", a file): keys ending in a slash.
+    client = boto3.client("s3", endpoint_url=opts["aws_endpoint_url"], aws_access_key_id="test-key",
+                          aws_secret_access_key="test-secret", region_name="us-east-1")
+    for marker in ("markers/in/", "markers/", "markers/empty/"):
+        client.put_object(Bucket="segmint-test", Key=marker, Body=b"")
+    store.write_bytes("s3://segmint-test/markers/up_$folder$", b"", opts)   # Hadoop's
     for given in ("s3://segmint-test/markers/in", "s3://segmint-test/markers"):
         rows = validate([given], RunConfig(storage_options=s3)).rows_in
         assert rows == tx.height * (1 if given.endswith("/in") else 2), given
+    # An empty folder made in a console is a marker too; an empty file is a file (stopping a run, as locally).
+    run([s3_data], "s3://segmint-test/markers/empty", RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
+    assert _committed("s3://segmint-test/markers/empty", s3).height == 3000
+    store.write_bytes("s3://segmint-test/markers/up/blank.csv", b"", opts)
+    assert "s3://segmint-test/markers/up/blank.csv" in store.list_files("s3://segmint-test/markers/up", opts)
 
 
 def test_a_failed_run_leaves_the_committed_run_and_none_of_its_own_files(s3, s3_data, monkeypatch):

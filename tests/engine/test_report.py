@@ -336,7 +336,8 @@ def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_
     run([small_data / "transactions"], earlier,
         RunConfig(cluster=small_cfg.cluster, as_of=times[int(0.9 * times.len())].date().isoformat()))
     assert migration(earlier, small_run)["customers"].sum() > 0
-    with pytest.raises(ConfigError, match=f"--compare {small_run} is as of .*, after {earlier} "):
+    with pytest.raises(ConfigError, match=f"--compare {small_run} is as of .*, after {earlier} .*give an earlier "
+                                          f"run to --compare"):
         migration(small_run, earlier)
     with pytest.raises(ConfigError, match=f"OLD_RUN {small_run} is as of .*, after {earlier} "):
         compare_runs(small_run, earlier, tmp_path / "c")
