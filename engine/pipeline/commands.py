@@ -647,9 +647,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
     outside = sorted(((n, ch) for ch, n in c.channel_lines.items() if channels is not None and ch not in channels),
                      key=lambda nc: (-nc[0], nc[1]))
     # The most used (a column of store ids holds thousands), then the others' count and lines.
-    listed = _LISTED_CHANNELS
-    others = {"channels": len(outside) - listed, "lines": sum(n for n, _ in outside[listed:])} \
-        if len(outside) > listed else None
+    listed, rest = outside[:_LISTED_CHANNELS], outside[_LISTED_CHANNELS:]
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
@@ -663,8 +661,9 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
                  "rejected_by_reason": c.rejected,
                  "rejected_amount_by_reason": c.reported_amounts(),
                  "repeats_on_mapped_columns": c.repeats,
-                 **({"channels_without_a_share": {ch: n for n, ch in outside[:listed]}} if outside else {}),
-                 **({"channels_without_a_share_others": others} if others else {})},
+                 **({"channels_without_a_share": {ch: n for n, ch in listed}} if listed else {}),
+                 **({"channels_without_a_share_others": {"channels": len(rest), "lines": sum(n for n, _ in rest)}}
+                    if rest else {})},
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
         "buckets": plan.buckets,

@@ -61,11 +61,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     clock = StageClock(progress)
     with clock.stage("read") as info:
         old, new = (_run(r, opts) for r in (run_a, run_b))
-        _check_order(old, new, "OLD_RUN", "give the runs the other way round")
+        manifests = [r.read_json("run.json") for r in (old, new)]
+        _check_order(old, new, manifests, "OLD_RUN", "give the runs the other way round")
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
-        a, b = _assignments(old, new)
+        a, b = _assignments(old, new, manifests)
         # Changes of frequency, order value, CLV or status rates that a setting made, not the customers.
-        meanings = [manifest_meaning(r.read_json("run.json")) for r in (old, new)]
+        meanings = [manifest_meaning(m) for m in manifests]
         differ = differences(*meanings) if None not in meanings else []
         features = [c for c, t in a.collect_schema().items()
                     if t.is_numeric() and c in b.collect_schema() and c not in ("customer_id", "segment")]
@@ -107,8 +108,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
 def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
     """The migration table alone, in one bucket (the report's migration section)."""
     old, new = (_run(r, options or {}) for r in (run_a, run_b))
-    _check_order(old, new, "--compare", "give an earlier run to --compare")
-    a, b = _assignments(old, new)
+    manifests = [r.read_json("run.json") for r in (old, new)]
+    _check_order(old, new, manifests, "--compare", "give an earlier run to --compare")
+    a, b = _assignments(old, new, manifests)
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
     return migration_table(moves)
@@ -130,21 +132,20 @@ def _run(run: str, opts: dict[str, str]) -> Output:
     return output
 
 
-def _check_order(old: Output, new: Output, what: str, fix: str) -> None:
-    """Refuse an old run as of a later time than the new one: the migration ran backwards, the later run's
-    newer customers counted as lost, without a word."""
-    when = [r.read_json("run.json").get("as_of") for r in (old, new)]
+def _check_order(old: Output, new: Output, manifests: list[dict[str, Any]], what: str, fix: str) -> None:
+    """Refuse an old run as of a later time than the new one (``manifests``: their run.json): the migration
+    ran backwards, the later run's newer customers counted as lost, without a word."""
+    when = [m.get("as_of") for m in manifests]
     if None not in when and dt.datetime.fromisoformat(when[0]) > dt.datetime.fromisoformat(when[1]):
         msg = (f"{what} {old.location} is as of {when[0]}, after {new.location} (as of {when[1]}): the migration "
                f"runs from the earlier run; {fix}")
         raise ConfigError(msg)
 
 
-def _assignments(old: Output, new: Output) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Both runs' assignments, refused where their customers cannot be joined: one run pseudonymises its ids
-    and the other does not (no customer matched and the migration read as every customer lost and new), or
-    their ids are of two types (the join failed with an unexpected error)."""
-    manifests = [r.read_json("run.json") for r in (old, new)]
+def _assignments(old: Output, new: Output, manifests: list[dict[str, Any]]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Both runs' assignments (``manifests``: their run.json), refused where their customers cannot be joined:
+    one run pseudonymises its ids and the other does not (no customer matched and the migration read as every
+    customer lost and new), or their ids are of two types (the join failed with an unexpected error)."""
     pseudonymised = [(m.get("config") or {}).get("pseudonymize_ids") for m in manifests]
     if None not in pseudonymised and pseudonymised[0] != pseudonymised[1]:
         which, other = (old, new) if pseudonymised[0] else (new, old)
