@@ -1,7 +1,8 @@
 """Customer attributes (demographic, geographic) carried into profiles.
 
 ``attach`` joins the mapped attribute columns of the customers table onto the
-feature table (customers absent from it get nulls, and are counted).
+feature table (customers absent from it get nulls, and are counted; so are the table's
+rows left unused: without an id, or of no customer of the output).
 ``segment_mix`` gives, per segment and attribute value: customers, ``share``
 of the segment, and ``lift`` = share in the segment / share in the population,
 both among customers whose value is known; a missing value (null in the table,
@@ -11,13 +12,14 @@ or a customer without a row) is its own level (``value`` null).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.clean import empty_cell
 
-__all__ = ["attach", "segment_mix", "SCORED_COLUMNS"]
+__all__ = ["attach", "Attached", "segment_mix", "SCORED_COLUMNS"]
 
 # Columns scoring adds beside the features (engine.pipeline.score, engine.features.rfm): an attribute of one
 # of these names was dropped for the computed column (its segment mix then showed r_score as "r_score"), or
@@ -26,10 +28,19 @@ SCORED_COLUMNS = ("customer_id", "segment", "distance", "margin", "outlier", "mi
                   "m_score", "rfm_code", "rfm_segment", "p_alive", "expected_purchases", "expected_avg_value", "clv")
 
 
-def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
-           attributes: Sequence[str]) -> tuple[pl.DataFrame, int]:
-    """Features with the attributes joined, and how many customers had no row in the table. A NaN is a missing
-    value, as a null is (it was a level "NaN" of its own, in the segment mix and as a clustering column)."""
+@dataclass(frozen=True)
+class Attached:
+    """The features with the attributes joined, and what the join left out."""
+
+    table: pl.DataFrame
+    without_a_row: int       # customers with no row in the customers table
+    rows_without_id: int     # rows of the table with an empty id cell (no customer's)
+    rows_unmatched: int      # rows of the table whose customer is not one of the features' (no usable line)
+
+
+def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str, attributes: Sequence[str]) -> Attached:
+    """Features with the attributes joined, and the counts of ``Attached``. A NaN is a missing value, as a null
+    is (it was a level "NaN" of its own, in the segment mix and as a clustering column)."""
     clash = [a for a in attributes if a in features.columns or a in SCORED_COLUMNS]
     if clash:
         msg = (f"customer attribute(s) {clash} clash with the names of features or scores; rename them in the "
@@ -50,7 +61,8 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str,
         raise InputContractError(msg)
     joined = features.join(table, on="customer_id", how="left", maintain_order="left")
     missing = features.join(table, on="customer_id", how="anti").height
-    return joined, missing
+    unmatched = table.join(features.select("customer_id"), on="customer_id", how="anti").height
+    return Attached(joined, missing, customers.height - table.height, unmatched)
 
 
 def segment_mix(counts: dict[tuple[int, str, str | None], int]) -> pl.DataFrame:

@@ -69,11 +69,13 @@ class Counts:
     events_rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_REASONS, 0))
     funnel: dict[str, int] = field(default_factory=dict)
     without_customer_row: int = 0
+    customer_rows_without_id: int = 0      # customers-table rows left out: an empty id cell
+    customer_rows_unmatched: int = 0       # customers-table rows left out: no customer of the output
     channel_lines: dict[str, int] = field(default_factory=dict)   # usable lines per channel value
 
     def add(self, other: Counts) -> None:
         for name in ("rows_in", "rows_used", "repeats", "customers", "events_in", "events_used",
-                     "without_customer_row"):
+                     "without_customer_row", "customer_rows_without_id", "customer_rows_unmatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
             mine = getattr(self, name)
@@ -250,6 +252,8 @@ def _with_attributes(table: pl.DataFrame, plan: Plan, bucket: int, counts: Count
         return table
     raw = bucket_rows(plan, "customers", bucket)
     raw = raw.with_columns(customer_expr(raw.schema, src.customer).alias(src.customer))
-    table, missing = attach(table, raw, src.customer, src.attributes)
-    counts.without_customer_row += missing
-    return table
+    attached = attach(table, raw, src.customer, src.attributes)
+    counts.without_customer_row += attached.without_a_row
+    counts.customer_rows_without_id += attached.rows_without_id
+    counts.customer_rows_unmatched += attached.rows_unmatched
+    return attached.table

@@ -683,7 +683,9 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
                          "funnel": dict(sorted(c.funnel.items()))}
     if plan.customers is not None:
         doc["customers_table"] = {"attributes": list(cfg.customers.attributes),
-                                  "without_a_row": c.without_customer_row}
+                                  "without_a_row": c.without_customer_row,
+                                  "rows_left_out": {"no_customer_id": c.customer_rows_without_id,
+                                                    "no_usable_transaction": c.customer_rows_unmatched}}
     return doc
 
 

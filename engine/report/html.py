@@ -346,7 +346,12 @@ def _quality(m: dict) -> str:
                      + "".join(f"; {html.escape(r)} {fmt.count(n)}" for r, n in events["rejected_by_reason"].items()
                                if n) + ".")
     if "customers_table" in m:
-        notes.append(f"Customers table: {fmt.count(m['customers_table']['without_a_row'])} customers have no row.")
+        table = m["customers_table"]
+        note = f"Customers table: {fmt.count(table['without_a_row'])} customers have no row"
+        if left := table.get("rows_left_out"):   # not in runs made before it was counted
+            note += (f"; {fmt.count(left['no_usable_transaction'])} of its rows are of no customer with a purchase, "
+                     f"{fmt.count(left['no_customer_id'])} have no customer id")
+        notes.append(note + ".")
     clustering = m.get("clustering") or {}
     if clustering.get("note"):
         notes.append(f"Clustering: {html.escape(clustering['note'])}.")

@@ -67,8 +67,9 @@ def test_segment_mix_lifts_are_among_known_values_and_missing_is_its_own_level()
 
     table = pl.DataFrame({"customer_id": range(8), "segment": [0, 0, 0, 1, 1, 1, 1, 1]})
     customers = pl.DataFrame({"id": range(7), "region": ["n", "n", "s", "s", "s", "n", None]})
-    joined, missing = attach(table, customers, "id", ["region"])
-    assert missing == 1 and joined["customer_id"].to_list() == list(range(8))
+    attached = attach(table, customers, "id", ["region"])
+    joined = attached.table
+    assert attached.without_a_row == 1 and joined["customer_id"].to_list() == list(range(8))
     mix = {(r["segment"], r["value"]): r for r in segment_mix(_mix(joined, ("region",))).iter_rows(named=True)}
     # Known values: n 3/6, s 3/6 of the population. Segment 0 (all known): n 2/3.
     assert mix[(0, "n")]["customers"] == 2 and mix[(0, "n")]["share"] == pytest.approx(2 / 3)
@@ -105,7 +106,7 @@ def test_events_dated_before_1901_are_placeholders_not_events():
 
 def test_a_nan_attribute_is_a_missing_value():
     table = pl.DataFrame({"customer_id": [1, 2, 3], "segment": [0, 0, 1]})
-    joined, _ = attach(table, pl.DataFrame({"id": [1, 2, 3], "score": [0.5, float("nan"), None]}), "id", ["score"])
+    joined = attach(table, pl.DataFrame({"id": [1, 2, 3], "score": [0.5, float("nan"), None]}), "id", ["score"]).table
     assert joined["score"].to_list() == [0.5, None, None]
 
 
@@ -118,6 +119,8 @@ def test_customers_table_with_repeated_ids_is_refused():
 def test_blank_ids_in_the_customers_table_are_no_ids():
     # Two rows of " " stopped the run as "more than one row for customer  ".
     table = pl.DataFrame({"customer_id": ["a", "b"], "segment": [0, 1]})
-    joined, missing = attach(table, pl.DataFrame({"id": ["a", " ", " ", "", "b"], "region": list("xyzwv")}), "id",
-                             ["region"])
-    assert joined["region"].to_list() == ["x", "v"] and missing == 0
+    attached = attach(table, pl.DataFrame({"id": ["a", " ", " ", "", "b", None, "c"], "region": list("xyzwvut")}),
+                      "id", ["region"])
+    assert attached.table["region"].to_list() == ["x", "v"] and attached.without_a_row == 0
+    # Every row of the table is used or counted: 4 without an id, "c" of no customer of the features.
+    assert (attached.rows_without_id, attached.rows_unmatched) == (4, 1)

@@ -342,3 +342,15 @@ def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_
     with pytest.raises(ConfigError, match=f"OLD_RUN {small_run} is as of .*, after {earlier} "):
         compare_runs(small_run, earlier, tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_quality_notes_count_the_customers_table_rows_left_out():
+    from segmint.engine.report.html import _quality
+
+    older = {"rows": {"in": 10, "used": 10, "rejected": 0, "rejected_by_reason": {}},
+             "customers_table": {"without_a_row": 3}}
+    newer = {**older, "customers_table": {"without_a_row": 3,
+                                          "rows_left_out": {"no_customer_id": 2, "no_usable_transaction": 7}}}
+    assert "7 of its rows are of no customer with a purchase, 2 have no customer id" in _quality(newer)
+    # A run made before the rows were counted says nothing of them rather than 0.
+    assert "customers have no row." in _quality(older) and "of its rows" not in _quality(older)
