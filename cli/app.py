@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -728,13 +729,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _errors(json_logs: bool) -> Iterator[None]:
-    """Domain errors -> one line and their exit code; anything else -> exit 1 (traceback with --debug).
+    """Domain errors -> one line and their exit code; anything else -> exit 1. --debug prints the traceback
+    first, and the exit code stays the same (a script's handling of a refusal does not change under it).
     Under --json the line is an ``error`` event."""
     try:
         yield
     except SegmintError as exc:
         if _state["debug"]:
-            raise
+            traceback.print_exc()
         _fail(str(exc), exc.exit_code, json_logs, getattr(exc, "__notes__", None))
     except KeyboardInterrupt as exc:
         _fail("interrupted; no output was changed", 130, json_logs, getattr(exc, "__notes__", None))
@@ -742,11 +744,11 @@ def _errors(json_logs: bool) -> Iterator[None]:
         _fail("terminated; no output was changed", 143, json_logs, getattr(exc, "__notes__", None))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
-            raise
+            traceback.print_exc()
         if _disk_full(exc):
             _fail(_DISK_FULL, 2, json_logs, getattr(exc, "__notes__", None))
-        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, json_logs,
-              getattr(exc, "__notes__", None))
+        hint = "" if _state["debug"] else " (rerun with --debug for the traceback)"
+        _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, json_logs, getattr(exc, "__notes__", None))
 
 
 # Before a partition the run checks the scratch's free space (engine.pipeline.partition); the feature tables

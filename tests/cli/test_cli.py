@@ -383,7 +383,9 @@ def test_debug_shows_a_traceback_and_otherwise_one_line(tmp_path):
     plain = subprocess.run(cmd, capture_output=True, text=True)
     debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True)
     assert plain.returncode == 3 and "Traceback" not in plain.stderr and plain.stderr.startswith("error: input not")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "InputContractError" in debug.stderr
+    # The traceback, then the same line and exit code: a script's handling of a refusal is the same under --debug.
+    assert debug.returncode == 3 and "Traceback" in debug.stderr and "InputContractError" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
 
 
 def test_config_file_sets_defaults_and_flags_override(small_data, tmp_path):
@@ -651,7 +653,7 @@ def test_an_unexpected_error_exits_1_in_one_line_and_debug_shows_the_traceback(t
                            capture_output=True, text=True)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and ", in boom" in debug.stderr
-    assert debug.stderr.strip().splitlines()[-1] == "RuntimeError: disk on fire"
+    assert debug.stderr.strip().splitlines()[-1] == "error: unexpected RuntimeError: disk on fire"
 
 
 @pytest.mark.parametrize("error", [
