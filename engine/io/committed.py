@@ -56,7 +56,8 @@ class Output:
         if not parts:
             msg = f"{self.location} holds no {folder}/: give the --out folder of a segmint command that writes it"
             raise InputContractError(msg)
-        frame = pl.scan_parquet(parts, hive_partitioning=True, storage_options=store.polars_options(dict(self.options)))
+        frame = pl.scan_parquet(parts, hive_partitioning=True, glob=False,   # files, not patterns: out[1]/...
+                                storage_options=store.polars_options(dict(self.options)))
         return frame.select(columns) if columns is not None else frame
 
     def read_parquet(self, relative: str) -> pl.DataFrame:

@@ -346,16 +346,19 @@ def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:
 
 
 def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
-    """The data files of one input, each with the Hive keys of the folders it lies in below a directory input."""
+    """The data files of one input, each with the Hive keys of the folders it lies in below a directory input.
+    A path that exists is itself, whatever characters it holds (a folder 'export[1]'); else it is a pattern."""
     opts = dict(options)
-    if any(ch in path for ch in "*?["):
-        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
-    elif store.is_dir(path, opts):
+    if store.is_dir(path, opts):
         base = path.rstrip("/")
         files = [(f, _hive_keys(Path(f[len(base) + 1:]))) for f in store.list_files(path, opts)
                  if _is_data(Path(f[len(base) + 1:]))]
+    elif store.exists(path, opts):
+        files = [(path, ())]
+    elif any(ch in path for ch in "*?["):
+        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
     else:
-        files = [(path, ())] if store.exists(path, opts) else []
+        files = []
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
@@ -399,12 +402,13 @@ def _is_data(relative: Path) -> bool:
 
 
 def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl.LazyFrame:
+    """One listed file. Not a pattern: Polars globs by default, and 'export[1].parquet' matched no file."""
     opts = store.polars_options(dict(options))
     if path.endswith(_IPC):
-        return pl.scan_ipc(path, storage_options=opts)
+        return pl.scan_ipc(path, storage_options=opts, glob=False)
     if csv:
-        return pl.scan_csv(path, infer_schema=False, storage_options=opts)
-    return pl.scan_parquet(path, storage_options=opts)
+        return pl.scan_csv(path, infer_schema=False, storage_options=opts, glob=False)
+    return pl.scan_parquet(path, storage_options=opts, glob=False)
 
 
 def _schema(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> pl.Schema:

@@ -312,13 +312,17 @@ def read_parquet(path: str, options: Options | None = None) -> Any:
 
     if is_remote(path) and not path.endswith((".parquet", "/")):
         path += "/"  # a folder on an object store (Polars reads a prefix given with its slash)
-    return pl.read_parquet(path if is_remote(path) else local(path), storage_options=polars_options(options))
+    # The path is not a pattern: Polars globs by default ('out[1]/profiles.parquet' matched no file), and without
+    # globbing a folder's key=value folders are columns only when asked for.
+    folder = path.endswith("/") if is_remote(path) else local(path).is_dir()
+    return pl.read_parquet(path if is_remote(path) else local(path), storage_options=polars_options(options),
+                           glob=False, hive_partitioning=True if folder else None)
 
 
 def scan_parquet(path: str | list[str], options: Options | None = None) -> Any:
     import polars as pl
 
-    return pl.scan_parquet(path, storage_options=polars_options(options))
+    return pl.scan_parquet(path, storage_options=polars_options(options), glob=False)   # paths, not patterns
 
 
 def write_ipc(table: Any, path: str, options: Options | None = None, *, compress: bool = False) -> None:

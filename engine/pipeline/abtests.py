@@ -52,8 +52,8 @@ def _read_table(path: str | Path, what: str) -> pl.DataFrame:
     path = Path(path)
     try:
         if path.suffix.lower() == ".csv":
-            return pl.read_csv(path, schema_overrides={"customer_id": pl.String})
-        return pl.read_parquet(path)
+            return pl.read_csv(path, schema_overrides={"customer_id": pl.String}, glob=False)
+        return pl.read_parquet(path, glob=False)
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read the {what} file {path}: {first_line(exc)}"
         raise InputContractError(msg) from None

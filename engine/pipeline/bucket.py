@@ -135,7 +135,9 @@ def scan_features(plan: Plan, bucket: int) -> pl.LazyFrame:
     29 buckets of scenario L would stay resident until the last column of each file was dropped (its
     fit stage's peak 1.70 -> 1.82 GB)."""
     path = features_path(plan, bucket)
-    return store.scan_parquet(path, plan.options) if path.endswith(".parquet") else pl.scan_ipc(store.local(path))
+    if path.endswith(".parquet"):
+        return store.scan_parquet(path, plan.options)
+    return pl.scan_ipc(store.local(path), glob=False)
 
 
 def read_features(plan: Plan, bucket: int) -> pl.DataFrame:

@@ -85,7 +85,7 @@ def read_cohorts(path: str | Path) -> pl.DataFrame:
         msg = f"no cohort table at {file}; give the cohorts.parquet written by segmint cohorts (or its --out folder)"
         raise InputContractError(msg)
     try:
-        table = pl.read_parquet(file)
+        table = pl.read_parquet(file, glob=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         msg = (f"cannot read the cohort table {file} ({first_line(exc)}); give the cohorts.parquet written by "
                f"segmint cohorts")

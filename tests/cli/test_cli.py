@@ -763,3 +763,26 @@ def test_report_into_the_run_it_compares_with_exits_2_and_writes_nothing(small_r
     assert r.exit_code == 2, r.stderr
     _one_line_error(r, "overlaps the input", "(--compare)")
     assert (previous / "run.json").read_bytes() == before
+
+
+def test_paths_with_glob_characters_are_paths(small_data, tmp_path):
+    # Polars reads a path as a glob pattern by default: an input file 'export[1].parquet' matched no file (exit 3),
+    # and a run written to --out 'runs[1]' could not be reported, resumed into or mapped in buckets (exit 1).
+    inputs = tmp_path / "in[1]"
+    inputs.mkdir()
+    files = sorted((small_data / "transactions").rglob("*.parquet"))
+    for i, f in enumerate(files):
+        (inputs / (f"export[{i}].parquet" if i % 2 else f"part*{i}?.parquet")).write_bytes(f.read_bytes())
+    rows = sum(pl.read_parquet(f).height for f in files)
+    out = tmp_path / "runs[1]"
+    r = invoke("run", inputs, "--out", out, "--k", 3, "--buckets", 2, "--work-dir", tmp_path / "work[1]")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "run.json").read_text())["rows"]["in"] == rows
+    r = invoke("report", out, "--out", tmp_path / "report[1]")
+    assert r.exit_code == 0, r.stderr
+    r = invoke("assign", out, inputs, "--out", tmp_path / "scored[1]")
+    assert r.exit_code == 0, r.stderr
+    r = invoke("compare", out, tmp_path / "scored[1]", "--out", tmp_path / "cmp[1]")
+    assert r.exit_code == 0, r.stderr
+    ids = json.loads((tmp_path / "cmp[1]" / "compare.json").read_text())["ids"]
+    assert ids["customers_in_both"] == ids["kept_id"] > 0   # the same data scored by its own model
