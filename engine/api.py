@@ -26,6 +26,7 @@ from segmint.engine.config import RunConfig
 from segmint.engine.errors import ConfigError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
+from segmint.engine.io.frames import polars_frame
 from segmint.engine.model import Model
 from segmint.engine.pipeline import commands
 from segmint.engine.pipeline.executor import Executor
@@ -183,7 +184,7 @@ def _write(data: Data, path: Path) -> None:
         return
     kind = f"{type(data).__module__}.{type(data).__name__}"
     if kind.startswith("pandas.") and type(data).__name__ == "DataFrame":
-        pl.from_pandas(data).write_parquet(path)
+        polars_frame(data).write_parquet(path)
         return
     if kind.startswith("pyarrow."):
         import pyarrow.parquet as pq

@@ -10,10 +10,11 @@ edited file is refused with the field at fault, never used half-read.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import functools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -53,6 +54,7 @@ class Model:
     next_segment_id: int = 0           # the next id never used by this model's lineage
     outlier_distance: tuple[float, ...] = ()  # per row: customers farther from the centroid are outliers
     micro: MicroModel | None = None    # micro-segment centroids per row
+    dedupe_on: tuple[str, ...] | None = None   # the run's --dedupe-on: how scoring cleans rows by default
 
     def __post_init__(self) -> None:
         if not self.segment_ids:  # a fresh model numbers its segments 0..k-1
@@ -63,28 +65,37 @@ class Model:
     def k(self) -> int:
         return self.centroids.shape[0]
 
-    def predict(self, transactions: Any, *, as_of: str | dt.date | None = None) -> pl.DataFrame:
+    def predict(self, transactions: Any, *, as_of: str | dt.date | None = None, time_format: str | None = None,
+                dedupe_on: Sequence[str] | None = None) -> pl.DataFrame:
         """Score customers in this process: one row per customer with segment, name, distance,
         margin, RFM scores and, when the model has them, CLV columns.
 
-        ``transactions`` is a Polars (or pandas) DataFrame with the model's mapped columns.
-        ``as_of`` defaults to now (UTC): real-time scoring measures recency up to the present.
-        Rows that cannot be used (see ``segmint validate``) are left out, as are customers
-        without a purchase.
+        ``transactions`` is a Polars (LazyFrame, pandas) DataFrame or a pyarrow Table with the model's mapped
+        columns, checked as ``segmint assign`` checks its files. ``as_of`` defaults to now (UTC): real-time
+        scoring measures recency up to the present; given, rows after it are left out, and none is "in the
+        future" (as with ``--as-of``). ``time_format``: how these rows write their times, where not as the
+        model's data did (``assign --time-format``). ``dedupe_on``: the columns that make rows duplicates
+        (``--dedupe-on``); by default the model's run's. Rows that cannot be used (see ``segmint validate``)
+        are left out, as are customers without a purchase; where no row can be used, it says why.
         """
         from segmint.engine.features.table import features_of
+        from segmint.engine.io.contract import check_frame
+        from segmint.engine.io.frames import polars_frame
         from segmint.engine.pipeline.score import score_table
 
-        frame = transactions if isinstance(transactions, pl.DataFrame) else pl.DataFrame(transactions)
+        frame = polars_frame(transactions)
         missing = [c for c in self.columns.source_columns() if c not in frame.columns]
         if missing:   # it raised Polars' ColumnNotFoundError, not a segmint error
             msg = (f"the transactions given lack {', '.join(map(repr, missing))}, which the model was trained with "
                    f"(its columns: {', '.join(self.columns.source_columns())}); give every one of them")
             raise InputContractError(msg)
+        cfg = self._config(as_of, time_format, dedupe_on)
+        frame = frame.select(cfg.columns.source_columns())
+        check_frame(frame, cfg.columns)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        if as_of is not None:   # a date, or a datetime with a zone, as the text they write (a TypeError before)
-            as_of = parse_as_of(as_of if isinstance(as_of, str) else as_of.isoformat())
-        mapped = features_of(frame, self._config, as_of=as_of or now, now=now, channels=self.channels)
+        at = parse_as_of(cfg.as_of) if cfg.as_of is not None else now
+        mapped = features_of(frame, cfg, as_of=at, now=now, channels=self.channels)
+        _check_usable(mapped, cfg)
         scored = score_table(mapped.table, self.scoring())
         name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
         return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
@@ -98,9 +109,17 @@ class Model:
         return Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler, self.centroids, device,
                        self.segment_ids, self.outlier_distance, self.micro)
 
-    @functools.cached_property
-    def _config(self) -> RunConfig:
-        return RunConfig(columns=self.columns, features=self.features)
+    def _config(self, as_of: Any, time_format: str | None, dedupe_on: Sequence[str] | None) -> RunConfig:
+        """The settings ``predict`` maps rows with: the model's, and what the call gives."""
+        if as_of is not None:
+            if not isinstance(as_of, str | dt.date):   # a datetime is a date
+                msg = f"as_of must be text, a date or a datetime, not {type(as_of).__name__}"
+                raise ConfigError(msg)
+            # A date, or a datetime with a zone, as the text they write (a TypeError before); naive UTC, as read.
+            as_of = parse_as_of(as_of if isinstance(as_of, str) else as_of.isoformat()).isoformat()
+        columns = self.columns if time_format is None else dataclasses.replace(self.columns, time_format=time_format)
+        dedupe = self.dedupe_on if dedupe_on is None else tuple(dedupe_on) or None
+        return RunConfig(columns=columns, features=self.features, as_of=as_of, dedupe_on=dedupe)
 
     def save(self, directory: str | Path, options: store.Options | None = None) -> None:
         write_json(store.join(directory, "model.json"), {
@@ -119,6 +138,7 @@ class Model:
             "next_segment_id": self.next_segment_id,
             "outlier_distance": list(self.outlier_distance),
             "micro": self.micro.to_dict() if self.micro is not None else None,
+            "dedupe_on": list(self.dedupe_on) if self.dedupe_on is not None else None,
         }, options)
 
     @classmethod
@@ -150,6 +170,21 @@ class Model:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
+
+
+def _check_usable(mapped: Any, cfg: RunConfig) -> None:
+    """Rows given, none of them usable for a reason of the row itself (its time, amount or id; not a customer
+    left out as returns-only): the result would be empty without a word, where ``assign`` stops (exit 3)."""
+    from segmint.engine.features.build import REASON_NAMES
+    from segmint.kernels.lines import DUPLICATE
+
+    row_level = {r: n for r, n in mapped.rejected.items() if n and REASON_NAMES.index(r) + 1 < DUPLICATE}
+    if mapped.rows_in and sum(row_level.values()) == mapped.rows_in:
+        reasons = ", ".join(f"{r} {n}" for r, n in row_level.items())
+        fix = (f"give times as the model's data wrote them (time_format={cfg.columns.time_format!r}) or pass "
+               f"time_format=" if "unparseable_timestamp" in row_level else "see segmint validate")
+        msg = f"none of the {mapped.rows_in} rows given can be used ({reasons}); {fix}"
+        raise InputContractError(msg)
 
 
 def _is_file(path: str, options: store.Options | None) -> bool:
@@ -220,8 +255,13 @@ def _from_doc(doc: Any) -> Model:
         numbers = (clv.r, clv.alpha, *dropout, clv.p, clv.q, clv.v, clv.population_mean)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers):
             raise ValueError("CLV parameters must be finite and positive")
+    columns = Columns(**doc["columns"])
+    dedupe = doc.get("dedupe_on")   # absent from models written before it was kept: no --dedupe-on
+    if dedupe is not None and (not isinstance(dedupe, list) or columns.customer not in dedupe
+                               or not set(dedupe) <= set(columns.source_columns())):
+        raise ValueError(f"dedupe_on {dedupe!r} must list mapped columns, the customer's among them")
     return Model(
-        columns=Columns(**doc["columns"]),
+        columns=columns,
         features=FeatureConfig(**feats),
         channels=tuple(str(c) for c in doc["channels"]),
         rfm_cuts=cuts,
@@ -235,4 +275,5 @@ def _from_doc(doc: Any) -> Model:
         next_segment_id=int(doc.get("next_segment_id", 0)),
         outlier_distance=outliers,
         micro=MicroModel.from_dict(doc["micro"], d) if doc.get("micro") else None,
+        dedupe_on=tuple(dedupe) if dedupe is not None else None,
     )

@@ -1,5 +1,6 @@
 """The Python API a notebook uses: only ``import segmint``."""
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
@@ -121,3 +122,71 @@ def test_errors_about_in_memory_data_name_it_not_the_file_it_went_through(small_
     with pytest.raises(segmint.InputContractError):
         segmint.run(lines.drop("amount"), tmp_path / "a" / "b" / "out")
     assert not (tmp_path / "a").exists()
+
+
+def test_predict_scores_as_the_run_did_with_its_as_of_and_its_dedupe(small_data, tmp_path):
+    # Rows later than the clock were dropped as "future" though as_of was given (674 of 3,000 customers missing,
+    # exit 0), and a run's --dedupe-on was not in its model: predict kept the duplicates the run rejected.
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    later = tx.with_columns(pl.col("ts") + pl.duration(days=3 * 365))   # beyond today: the run gives its as-of
+    doubled = pl.concat([later, later.filter(pl.col("customer_id") % 3 == 0)])
+    dedupe = ("customer_id", "ts", "amount", "order_id")
+    horizon = later["ts"].max().date().isoformat()
+    cfg = segmint.RunConfig(cluster=segmint.ClusterConfig(k=4, seed=1), as_of=horizon, dedupe_on=dedupe)
+    result = segmint.run(doubled, tmp_path / "run", cfg)
+    assert result.manifest["rows"]["rejected_by_reason"]["duplicate"] > 0
+    run = result.assignments().collect().sort("customer_id")
+    model = segmint.Model.load(result.out)
+    assert model.dedupe_on == dedupe
+    scored = model.predict(doubled, as_of=result.manifest["as_of"]).sort("customer_id")
+    assert scored["customer_id"].to_list() == run["customer_id"].to_list()
+    for column in ("segment", "distance", "m_score", "clv"):
+        assert scored[column].cast(pl.Float64).to_list() == run[column].cast(pl.Float64).to_list(), column
+    # assign without dedupe_on cleans the batch as the model's run did.
+    assigned = segmint.assign(result.out, doubled, tmp_path / "assigned", segmint.RunConfig(as_of=horizon))
+    assert assigned.manifest["rows"]["rejected_by_reason"] == result.manifest["rows"]["rejected_by_reason"]
+    assert assigned.assignments().collect().sort("customer_id")["m_score"].to_list() == run["m_score"].to_list()
+    # Asked to keep duplicates, it does: the customers who have them spend more.
+    kept = model.predict(doubled, as_of=result.manifest["as_of"], dedupe_on=()).sort("customer_id")
+    assert kept["m_score"].to_list() != scored["m_score"].to_list()
+
+
+def test_predict_checks_its_rows_as_assign_checks_files(small_data, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    some = tx.filter(pl.col("customer_id") < tx["customer_id"].min() + 50)
+    want = model.predict(some, as_of=as_of)
+    assert want.height > 0
+    # Times in a form segmint will not guess, or integers without a unit: 0 rows came back without a word.
+    with pytest.raises(segmint.ConfigError, match="--time-format"):
+        model.predict(some.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M")), as_of=as_of)
+    with pytest.raises(segmint.InputContractError, match="--time-format"):
+        model.predict(some.with_columns(pl.col("ts").dt.epoch("s")), as_of=as_of)
+    # Every row's time unreadable with the model's format: said, and time_format= reads them.
+    dmy = some.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M:%S%.6f"))
+    csv_model = segmint.Model(**{**model.__dict__, "columns": dataclasses.replace(model.columns,
+                                                                                   time_format="%Y%m%d")})
+    with pytest.raises(segmint.InputContractError, match=r"none of the \d+ rows given can be used \(unparseable"):
+        csv_model.predict(dmy, as_of=as_of)
+    again = csv_model.predict(dmy, as_of=as_of, time_format="%d/%m/%Y %H:%M:%S%.f")
+    assert again.equals(want)
+    # A LazyFrame is read; pandas rows that do not make a table, and an as-of of another type, are refused in
+    # segmint's words (pyarrow's ArrowTypeError and an AttributeError before).
+    assert model.predict(some.lazy(), as_of=as_of).equals(want)
+    mixed = some.to_pandas().astype({"customer_id": object})
+    mixed.loc[0, "customer_id"] = "x"
+    with pytest.raises(segmint.InputContractError, match="cannot be read as a table"):
+        model.predict(mixed, as_of=as_of)
+    with pytest.raises(segmint.InputContractError, match="cannot be read as a table"):
+        segmint.run(mixed, tmp_path / "mixed")
+    with pytest.raises(segmint.ConfigError, match="as_of must be text, a date or a datetime"):
+        model.predict(some, as_of=np.datetime64("2024-01-01"))
+    assert model.predict(some.to_pandas(), as_of=pd.Timestamp(as_of)).equals(want)

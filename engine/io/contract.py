@@ -20,7 +20,7 @@ from segmint.engine.io.ids import canonical_id_type, check_customer_type
 from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
 from segmint.engine.io.times import EPOCH_FORMATS, check_text_times, timestamp_expr
 
-__all__ = ["OPTIONAL_ROLES", "transactions", "events", "customers", "check_same_ids"]
+__all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "events", "customers", "check_same_ids"]
 
 # Roles that are used when their column exists; an absent column under its
 # default name simply unmaps the role (the features that need it are skipped).
@@ -53,31 +53,46 @@ def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[
         if name is not None:
             wanted.setdefault(name, flag)
     source = resolve(listing, wanted, "transactions")
-    where = source.chunks[0].path
+    _check_roles(source, columns)
+    return source, columns
+
+
+def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
+    """The checks of ``transactions`` on rows held in memory (``Model.predict``'s): times in a form segmint
+    would guess, or integers without a format, were rows of no customer there, and the result came back
+    empty without a word."""
+    _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
+                        columns=tuple(frame.columns), schema=dict(frame.schema), chunks=(), options=()),
+                 columns, frame.head(_TIME_SAMPLE))
+
+
+def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None) -> None:
+    """Each mapped column's type, and a text time column's form; ``head``: the first rows, where held in memory
+    (else read from the source's first chunks)."""
+    where = source.chunks[0].path if source.chunks else source.label
     check_customer_type(source.schema[columns.customer], columns.customer, where)
-    _check_time(source, columns.time, columns.time_format, "--time-format")
+    _check_time(source, columns.time, columns.time_format, "--time-format", head)
     for role in ("amount", "quantity", "price"):
         name = getattr(columns, role)
         if name is not None and not (source.schema[name].is_numeric() or source.csv):
             msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs a number; cast it or map "
                    f"another column")
             raise InputContractError(msg)
-    _check_decimals(source)
+    _check_decimals(source, where)
     for role in OPTIONAL_ROLES:
         name = getattr(columns, role)
         if name is not None and source.schema[name].is_nested():   # a KeyError deep in the map, exit 1
             msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs one text or number per "
                    f"line; flatten it or map another column")
             raise InputContractError(msg)
-    return source, columns
 
 
-def _check_decimals(source: Source) -> None:
+def _check_decimals(source: Source, where: str | None = None) -> None:
     """Decimals wider than 38 digits: Polars panicked computing on them (a traceback, exit 1)."""
     for name, dtype in source.schema.items():
         if isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > 38:
-            msg = (f"column {name!r} in {source.chunks[0].path} is {dtype}, wider than the 38 digits segmint computes "
-                   f"with; cast it to decimal(38) or float64")
+            msg = (f"column {name!r} in {where or source.chunks[0].path} is {dtype}, wider than the 38 digits "
+                   f"segmint computes with; cast it to decimal(38) or float64")
             raise InputContractError(msg)
 
 
@@ -119,9 +134,9 @@ def check_same_ids(tx: Source, tx_col: str, other: Source, other_col: str, flag:
         raise InputContractError(msg)
 
 
-def _check_time(source: Source, name: str, fmt: str | None, flag: str) -> None:
+def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.DataFrame | None = None) -> None:
     dtype = source.schema[name]
-    where = source.chunks[0].path
+    where = source.chunks[0].path if source.chunks else source.label
     if dtype.is_integer() and fmt is None:
         msg = (f"column {name!r} is {dtype}, not a datetime; give {flag} (e.g. %Y%m%d, or epoch_s for "
                f"Unix seconds) to parse it, or convert it")
@@ -131,18 +146,19 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str) -> None:
                f"time format; cast it or map another column")
         raise InputContractError(msg)
     if dtype == pl.String and fmt is None:
-        first = source.chunks[0]
-        head = read_chunk(dataclasses.replace(source, columns=(name,)),
-                          dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
+        if head is None:
+            first = source.chunks[0]
+            head = read_chunk(dataclasses.replace(source, columns=(name,)),
+                              dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
         check_text_times(head[name].to_list(), name, flag)
     if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
         msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
         raise ConfigError(msg)
     if fmt in EPOCH_FORMATS:
-        _check_epoch_unit(source, name, fmt, flag)
+        _check_epoch_unit(source, name, fmt, flag, head)
 
 
-def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str) -> None:
+def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str, head: pl.DataFrame | None) -> None:
     """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
     the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
     only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
@@ -151,7 +167,7 @@ def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str) -> None:
     coarser = units[: units.index(fmt)][::-1]   # the nearest first
     if not coarser:
         return
-    values = _epoch_sample(source, name)
+    values = _epoch_sample(source, name) if head is None else _readable(head.select(name), name)
     given = _read(values, name, fmt) if values is not None else None
     if given is None or given.len() < values.height or given.max() >= dt.datetime(1971, 1, 1):
         return
@@ -170,11 +186,17 @@ def _epoch_sample(source: Source, name: str) -> pl.DataFrame | None:
     for chunk in source.chunks[:16]:
         head = read_chunk(dataclasses.replace(source, columns=(name,)),
                           dataclasses.replace(chunk, rows=min(chunk.rows, _TIME_SAMPLE)))
-        readable = head.filter(_read_expr(head, name, "epoch_ns").is_not_null()
-                               | _read_expr(head, name, "epoch_s").is_not_null())
-        if readable.height:
+        readable = _readable(head, name)
+        if readable is not None:
             return readable
     return None
+
+
+def _readable(head: pl.DataFrame, name: str) -> pl.DataFrame | None:
+    """The rows of ``head`` whose epoch value reads in some unit; None where none does."""
+    readable = head.filter(_read_expr(head, name, "epoch_ns").is_not_null()
+                           | _read_expr(head, name, "epoch_s").is_not_null())
+    return readable if readable.height else None
 
 
 def _read(values: pl.DataFrame, name: str, fmt: str) -> pl.Series:

@@ -143,7 +143,8 @@ def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str
         msg = f"output {out} is a symbolic link; give the real path ({out.resolve()}) or another --out"
         raise ConfigError(msg)
     if out.exists() and not overwrite:
-        msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+        msg = (f"output {out} already exists; pass --overwrite (RunConfig(overwrite=True) in Python) to replace it "
+               f"or choose another --out")
         raise OutputExistsError(msg)
     if out.exists() and not file and not _replaceable(out):
         msg = (f"output {out} is not a segmint output (no _SUCCESS and _manifest.json) and is not empty: "
@@ -322,7 +323,8 @@ def _not_written_by_segmint(out: str | Path, foreign: list[Any]) -> OutputExists
 
 def _check_remote(out: str, pointer: Pointer | None, overwrite: bool, options: store.Options) -> None:
     if pointer is not None and not overwrite:
-        msg = f"output {out} already exists; pass --overwrite to replace it or choose another --out"
+        msg = (f"output {out} already exists; pass --overwrite (RunConfig(overwrite=True) in Python) to replace it "
+               f"or choose another --out")
         raise OutputExistsError(msg)
     committed = _committed_files(out, pointer, options)
     # A dead run's leftovers are in another run's folder than the committed one: what its manifest does not

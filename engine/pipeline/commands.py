@@ -149,7 +149,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
                                   "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
                                   "run_id": plan.run_id},
                       segment_ids=seg.ids, next_segment_id=seg.next_id, outlier_distance=outliers,
-                      micro=micro_model)
+                      micro=micro_model, dedupe_on=cfg.dedupe_on)
         inertia = exact.total([kpis.inertia])
         manifest = _manifest(s, mapped[0].as_of, counts, channels) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
@@ -166,7 +166,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
 
     The model fixes the column mapping (but for ``cfg.columns.time_format``, how the batch writes its times,
     where given), feature settings, channel vocabulary, RFM cut points, CLV parameters, scaler and centroids;
-    ``cfg`` supplies the as-of, dedupe, pseudonymisation, overwrite, device, executor and the memory budget.
+    ``cfg`` supplies the as-of, pseudonymisation, overwrite, device, executor and the memory budget, and
+    --dedupe-on where given (else the model's run's: the batch is cleaned as the training data was).
     """
     model = Model.load(model_dir, dict(cfg.storage_options))
     if model.provenance.get("pseudonymized_ids") and not cfg.pseudonymize_ids:
@@ -186,6 +187,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     # The model's CLV settings, which its scoring uses: run.json said the CLI's defaults (compare then read
     # a model of a 26-week horizon as scored at 52).
     cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=None,
+                              dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else model.dedupe_on,
                               clv=model.clv_config if model.clv_config is not None else cfg.clv,
                               customers=cfg.customers if attributes else None,
                               # The model's k: run.json's config said the default k (8) of a model of 4.
