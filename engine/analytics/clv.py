@@ -36,6 +36,7 @@ Predictions per customer:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -70,7 +71,12 @@ _Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 class ClvFitError(InputContractError):
-    """The data cannot support a CLV fit (too few repeat customers, or a degenerate optimum)."""
+    """The data cannot support a CLV fit (too few repeat customers, or a degenerate optimum: ``at_edge``
+    names the parameters on a bound, as "v=1e+05")."""
+
+    def __init__(self, message: str, at_edge: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.at_edge = at_edge or []
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,26 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.nda
 
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, float]:
-    """Maximum-likelihood (p, q, v) on repeat customers (x > 0, m > 0) and the log-likelihood."""
+    """Maximum-likelihood (p, q, v) on repeat customers (x > 0, m > 0) and the log-likelihood.
+
+    p and q have no unit, v is in the spend's: its bounds are money, and spend in a small unit (rupiah, won:
+    a line of 200,000) put v past them, where the fit was called degenerate. Such a fit runs again on the
+    spend in a unit of the median's power of ten: the likelihood of m = s m' at (p, q, s v') is that of m' at
+    (p, q, v') less n log s, so p, q and v s are the same optimum. Only where the first fit ends on v's bound,
+    so that every other fit keeps its bits."""
+    try:
+        return _fit_gamma_gamma(x, m)
+    except ClvFitError as exc:
+        if not (exc.at_edge and all(edge.startswith("v=") for edge in exc.at_edge)):
+            raise
+    scale = 10.0 ** np.round(np.log10(np.median(m)))
+    if scale == 1.0:
+        raise ClvFitError(_degenerate(exc.at_edge))
+    p, q, v, ll = _fit_gamma_gamma(x, m / scale)
+    return p, q, float(v * scale), float(ll - x.size * math.log(scale))
+
+
+def _fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, float]:
     from scipy.special import digamma, gammaln
 
     xs, counts = np.unique(x, return_counts=True)
@@ -302,7 +327,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
 
     theta, ll, at_edge = _maximise(neg, ("p", "q", "v"), n)
     if at_edge or not np.isfinite(ll):
-        raise ClvFitError(_degenerate(at_edge))
+        raise ClvFitError(_degenerate(at_edge), at_edge)
     return (*map(float, np.exp(theta)), ll)
 
 

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 from scipy.special import betaln, gammaln
 
-from segmint.engine.analytics.clv import fit_bgnbd, fit_clv, fit_gamma_gamma, fit_nbd, p_alive, predict_clv
+from segmint.engine.analytics.clv import (PARAM_LIMIT, fit_bgnbd, fit_clv, fit_gamma_gamma, fit_nbd, p_alive,
+                                          predict_clv)
 from segmint.engine.analytics.clv_simulate import simulate_bgnbd, simulate_nbd, simulate_spend
 from segmint.engine.config import ClvConfig, Columns, RunConfig
 from segmint.engine.pipeline import compute_clv, compute_feature_table
@@ -64,6 +65,21 @@ def test_gamma_gamma_recovers_simulated_parameters():
     x = rng.integers(1, 12, 40_000).astype(float)
     got = fit_gamma_gamma(x, simulate_spend(rng, x, p, q, v))[:3]
     np.testing.assert_allclose(got, (p, q, v), rtol=0.08)
+
+
+@pytest.mark.parametrize("unit", [15_000.0, 1e-7])
+def test_gamma_gamma_is_the_same_model_in_any_currency_unit(unit):
+    # v is money: spend in rupiah (lines of 200,000) put it past its bound of 1e5, and the fit was "degenerate"
+    # (segmint clv exit 3; run skipped CLV). The same spend in another unit is the same model, v in that unit.
+    rng = np.random.default_rng(2)
+    x = rng.integers(1, 12, 5_000).astype(float)
+    m = simulate_spend(rng, x, 5.0, 4.0, 20.0)
+    p, q, v, ll = fit_gamma_gamma(x, m)
+    p2, q2, v2, ll2 = fit_gamma_gamma(x, m * unit)
+    np.testing.assert_allclose([p2, q2, v2 / unit], [p, q, v], rtol=1e-6)
+    # The density of m * unit is that of m divided by unit, once per customer.
+    assert ll2 == pytest.approx(ll - x.size * np.log(unit), rel=1e-9)
+    assert v2 > PARAM_LIMIT if unit > 1 else v2 < 1 / PARAM_LIMIT
 
 
 def _bgnbd_ll_ref(params, x, tx, T):
