@@ -295,9 +295,9 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
     except ClvFitError as exc:
         if not (exc.at_edge and all(edge.startswith("v=") for edge in exc.at_edge)):
             raise
-    scale = 10.0 ** np.round(np.log10(np.median(m)))
-    if scale == 1.0:
-        raise ClvFitError(_degenerate(exc.at_edge))
+        scale = 10.0 ** np.round(np.log10(np.median(m)))
+        if scale == 1.0:
+            raise
     p, q, v, ll = _fit_gamma_gamma(x, m / scale)
     return p, q, float(v * scale), float(ll - x.size * math.log(scale))
 
