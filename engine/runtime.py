@@ -20,8 +20,8 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["available_cpus", "configure", "short_openmp_spin", "small_pages", "serial_blas", "set_by_segmint",
-           "PROCESS_VARIABLES",
+__all__ = ["available_cpus", "process_gone", "configure", "short_openmp_spin", "small_pages", "serial_blas",
+           "set_by_segmint", "PROCESS_VARIABLES",
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
@@ -47,6 +47,24 @@ def available_cpus() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = _cgroup_quota()
     return max(1, min(n, quota)) if quota else max(1, n)
+
+
+def process_gone(pid: int) -> bool | None:
+    """Whether process ``pid`` of this host has ended: True when none is there or it is a zombie (ended, not yet
+    reaped: in a container whose first process does not reap, a killed run's stays one, and its output was
+    "being written" until its lease ran out), False while it runs, None where that cannot be known (another
+    user's process)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"   # the state follows the name in brackets
+    except (OSError, IndexError):
+        return False
 
 
 def numba_cache_dir() -> Path:

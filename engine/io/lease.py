@@ -34,6 +34,7 @@ from typing import Any
 
 from segmint.engine.errors import OutputExistsError
 from segmint.engine.io import store
+from segmint.engine.runtime import process_gone
 
 __all__ = ["Holder", "Lease", "claim", "lock_path", "LEASE_SECONDS"]
 
@@ -175,13 +176,7 @@ def _dead(holder: Holder | None, version: store.Version) -> bool:
         return True
     if holder is None or holder.host != socket.gethostname():
         return False
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return process_gone(holder.pid) is True
 
 
 def _encode(holder: Holder) -> bytes:

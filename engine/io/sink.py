@@ -43,6 +43,7 @@ from typing import Any
 from segmint.engine.errors import ConfigError, OutputExistsError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Lease
+from segmint.engine.runtime import process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
@@ -160,7 +161,10 @@ def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
     target = _normal(out)
     for flag, paths in inputs.items():
         for given in paths:
-            base = _normal(str(given).split("*")[0].split("?")[0].split("[")[0] or ".")
+            # A pattern's folder before its first wildcard; a path that exists is itself (engine.io.sources reads
+            # a folder 'in[1]' as a folder: cut at '[', an --out inside it was not seen to be).
+            literal = not store.is_remote(given) and os.path.lexists(store.local(given))
+            base = _normal(str(given) if literal else str(given).split("*")[0].split("?")[0].split("[")[0] or ".")
             if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
                 msg = (f"--out {out} overlaps the input {given} ({flag}); writing there would replace the "
                        f"input: choose an output outside every input")
@@ -209,11 +213,13 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
         if parts is not None:
             _drop_unreported(str(stage), parts, {})
         write_json(stage / "_manifest.json", {"run_id": run_id, "files": manifest(stage)})
-        (stage / OWNER).unlink()
         if lease is not None:
             lease.check()
         (stage / "_SUCCESS").write_text("")
+        # The owner file goes with the folder and only then: a staging folder without one is not taken for
+        # segmint's, and one killed here was left beside the output for good, a copy of its customers.
         _replace(stage, out, overwrite=overwrite)
+        (out / OWNER).unlink(missing_ok=True)
     except BaseException:
         if not keep:
             shutil.rmtree(stage, ignore_errors=True)
@@ -279,9 +285,11 @@ def write_json(path: str | Path, doc: Any, options: store.Options | None = None)
 
 
 def manifest(folder: Path) -> list[dict[str, Any]]:
-    """Every file under ``folder`` (relative path and size), sorted."""
+    """Every file under ``folder`` (relative path and size), sorted; not the control files a resumed attempt
+    finds there from the one before (its manifest listed them, with the old manifest's size)."""
     return [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size}
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != OWNER]
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != OWNER and str(p.relative_to(folder)) not in ("_manifest.json", "_SUCCESS")]
 
 
 def _normal(path: str | Path) -> str:
@@ -310,7 +318,7 @@ def _check_only_committed(out: Path) -> None:
                f"move the folder away or choose another --out")
         raise OutputExistsError(msg) from None
     foreign = [p for p in sorted(out.rglob("*")) if p.is_file()
-               and str(p.relative_to(out)) not in listed and p.name not in ("_manifest.json", *_CONTROL)]
+               and str(p.relative_to(out)) not in listed and p.name not in ("_manifest.json", OWNER, *_CONTROL)]
     if foreign:
         raise _not_written_by_segmint(out, [p.relative_to(out) for p in foreign])
 
@@ -427,18 +435,17 @@ def _abandoned(folder: Path, out: Path) -> bool:
     try:
         owner = json.loads((folder / OWNER).read_text())
     except (OSError, ValueError):
-        # "old" folders are a previous output renamed aside, left by a crash after the new
-        # output was in place; staging/work folders without an owner are not ours.
-        return ".old-" in folder.name and out.exists() and (folder / "_SUCCESS").exists()
+        # "old" folders are a previous output renamed aside: left by a crash after the new output was in
+        # place, or while it was being deleted (its _SUCCESS among the first files gone). The one output a
+        # crash between the two renames left aside was put back before this. Staging and work folders without
+        # an owner are not ours.
+        return ".old-" in folder.name
     if owner.get("host") != socket.gethostname() or owner.get("resume"):
         return False
     try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, KeyError):
+        return process_gone(int(owner["pid"])) is True
+    except (ValueError, KeyError, TypeError):
         return False
-    return False
 
 
 def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:

@@ -786,3 +786,6 @@ def test_paths_with_glob_characters_are_paths(small_data, tmp_path):
     assert r.exit_code == 0, r.stderr
     ids = json.loads((tmp_path / "cmp[1]" / "compare.json").read_text())["ids"]
     assert ids["customers_in_both"] == ids["kept_id"] > 0   # the same data scored by its own model
+    # An output inside such a folder is inside the input (it was compared with the folder 'in', cut at '[').
+    r = invoke("run", inputs, "--out", inputs / "out")
+    assert r.exit_code == 2 and "overlaps the input" in r.stderr

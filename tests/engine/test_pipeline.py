@@ -523,3 +523,60 @@ def test_run_json_seconds_is_the_time_the_run_took(small_data, small_cfg, tmp_pa
     took = time.monotonic() - t0
     seconds = result.manifest["seconds"]
     assert sum(stage["seconds"] for stage in result.manifest["stages"].values()) <= seconds <= took
+
+
+_KILL_AT = '''
+import os, pathlib, shutil, signal, sys
+from segmint.engine.io import lease, sink
+point = sys.argv.pop(1)
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "commit":            # the manifest written, before _SUCCESS
+    lease.Lease.check = die
+elif point == "replace":         # _SUCCESS written in the staging folder, before it is renamed
+    sink._replace = die
+elif point == "delete_old":      # the replaced output half deleted (its _SUCCESS among the first files gone)
+    rmtree = shutil.rmtree
+    def half(path, *args, **kwargs):
+        if ".old-" in str(path):
+            (pathlib.Path(path) / "_SUCCESS").unlink()
+            die()
+        return rmtree(path, *args, **kwargs)
+    shutil.rmtree = half
+from segmint.cli.app import main
+sys.exit(main())
+'''
+
+
+@pytest.mark.parametrize("point", ["commit", "replace", "delete_old"])
+def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path, point):
+    # A staging folder killed after its manifest was written had lost its owner file, and a replaced output killed
+    # while being deleted had lost its _SUCCESS: neither was taken for segmint's, and each stayed beside the output
+    # for good, a copy of its customers.
+
+    args = ["run", str(small_data / "transactions"), "--out", str(tmp_path / "out"), "--k", "3", "--overwrite"]
+    run([small_data / "transactions"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3)))
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, point, *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list(tmp_path.glob(".out.*")), "the kill left nothing to clean"
+    assert (tmp_path / "out" / "_SUCCESS").is_file()   # a reader sees the old output or the new one
+    run([small_data / "transactions"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert not (tmp_path / "out" / "_owner.json").exists()
+
+
+def test_a_resumed_run_killed_after_its_success_file_commits_the_manifest_of_an_uninterrupted_run(small_data,
+                                                                                                 tmp_path):
+    # The next --resume attempt reused the staging folder and listed the first attempt's _SUCCESS and
+    # _manifest.json in its manifest (with the old manifest's size).
+
+    args = ["run", str(small_data / "transactions"), "--out", str(tmp_path / "out"), "--k", "3", "--resume"]
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, "replace", *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run([sys.executable, "-m", "segmint.cli.app", *args], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    listed = json.loads((tmp_path / "out" / "_manifest.json").read_text())["files"]
+    assert not {"_SUCCESS", "_manifest.json", "_owner.json"} & {f["path"] for f in listed}
+    on_disk = {str(p.relative_to(tmp_path / "out")): p.stat().st_size for p in (tmp_path / "out").rglob("*")
+               if p.is_file() and p.name not in ("_SUCCESS", "_manifest.json")}
+    assert {f["path"]: f["bytes"] for f in listed} == on_disk

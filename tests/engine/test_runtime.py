@@ -243,3 +243,21 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
 
     with pytest.raises(ValueError, match="item 5"):
         runtime.map_threads(fail, list(range(9)))
+
+
+def test_a_zombie_is_a_process_gone():
+    # A killed run not yet reaped (a container whose first process does not reap) held its output's lease, and
+    # its folders beside the output, as if it ran: a rerun was refused until the lease ran out.
+    import subprocess
+    import sys
+    import time
+
+    from segmint.engine.runtime import process_gone
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not process_gone(child.pid) and time.monotonic() < deadline:   # exited, not reaped: a zombie
+        time.sleep(0.05)
+    assert process_gone(child.pid) is True and child.poll() == 0
+    assert process_gone(child.pid) is True   # reaped: no such process
+    assert process_gone(os.getpid()) is False
