@@ -190,16 +190,13 @@ def assign(
     The model fixes the column mapping but for --time-format, how this batch writes its times;
     output has the layout of `run` without model/ (score again with the run's model). Recency,
     status and CLV are measured at --as-of, else at the batch's latest valid time. A model that
-    clusters on customer attributes (--cluster-attrs) needs the customers table here too.
+    clusters on customer attributes (--cluster-attrs) needs the customers table here too, and one
+    that clusters on event features (sessions, conversion_rate, ...) the events (--events).
     """
     with _errors(json_logs):
         _threads(threads)
-        from segmint.engine.errors import ConfigError
         from segmint.engine.pipeline import assign_customers
 
-        if side and side["events"]:
-            raise ConfigError("assign reads no events table (the model's features come from transactions): "
-                              "drop --events and the --event-* options")
         cfg = build_config(None, columns={"time_format": time_format}, cluster={"device": device}, side=side,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,

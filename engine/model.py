@@ -89,6 +89,10 @@ class Model:
             msg = (f"the transactions given lack {', '.join(map(repr, missing))}, which the model was trained with "
                    f"(its columns: {', '.join(self.columns.source_columns())}); give every one of them")
             raise InputContractError(msg)
+        if engagement := self.event_features():
+            msg = (f"this model clusters on the event feature(s) {list(engagement)}, which predict cannot compute "
+                   f"(it reads no events): score with segmint assign --events")
+            raise ConfigError(msg)
         cfg = self._config(as_of, time_format, dedupe_on)
         frame = frame.select(cfg.columns.source_columns())
         check_frame(frame, cfg.columns)
@@ -101,6 +105,12 @@ class Model:
         return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
                              "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
                              *[c for c in ("p_alive", "expected_purchases", "clv") if c in scored.columns])
+
+    def event_features(self) -> tuple[str, ...]:
+        """The event features (``--events``') this model clusters on."""
+        from segmint.engine.analytics.funnel import EVENT_FEATURES
+
+        return tuple(f for f in self.scaler.features if f in EVENT_FEATURES)
 
     def scoring(self, device: str = "cpu") -> Any:
         """The fitted state that scores customers (engine.pipeline.score.Scoring)."""

@@ -175,8 +175,18 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = ("this model's run pseudonymised customer ids: score with --pseudonymize-ids and that run's "
                "SEGMINT_ID_KEY, so that no raw id is written")
         raise ConfigError(msg)
-    # The customers table only where the model clusters on its attributes; events never.
+    # The customers table only where the model clusters on its attributes; events likewise.
     attributes = tuple(a for a, _ in model.scaler.attributes)
+    engagement = model.event_features()
+    if engagement and cfg.events is None:
+        # It was refused as "not available" by a model its own run had just made, with exit 0.
+        msg = (f"this model clusters on the event feature(s) {list(engagement)}: pass --events (with its run's "
+               f"--event-* options)")
+        raise ConfigError(msg)
+    if cfg.events is not None and not engagement:
+        msg = ("assign reads an events table only for a model that clusters on event features; this one's features "
+               "come from transactions: drop --events and the --event-* options")
+        raise ConfigError(msg)
     if attributes and (cfg.customers is None or not set(attributes) <= set(cfg.customers.attributes)):
         msg = (f"this model clusters on the customer attribute(s) {list(attributes)}: pass --customers with "
                f"--customer-attrs {','.join(attributes)}")
@@ -186,7 +196,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
     # The model's CLV settings, which its scoring uses: run.json said the CLI's defaults (compare then read
     # a model of a 26-week horizon as scored at 52).
-    cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=None,
+    cfg = dataclasses.replace(cfg, columns=columns, features=model.features,
                               dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else model.dedupe_on,
                               clv=model.clv_config if model.clv_config is not None else cfg.clv,
                               customers=cfg.customers if attributes else None,

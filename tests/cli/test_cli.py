@@ -533,8 +533,34 @@ def test_assign_takes_a_customers_table_and_refuses_events(tmp_path):
     assert scored.exit_code == 0, scored.output
     refused = CliRunner().invoke(app, ["assign", str(tmp_path / "r"), str(tmp_path / "d" / "transactions"),
                                        "--out", str(tmp_path / "t"), *side, "--events", str(tmp_path / "d" / "events")])
-    assert refused.exit_code == 2 and "assign reads no events table" in refused.output
+    assert refused.exit_code == 2 and "assign reads an events table only for a model that clusters on" in refused.output
     assert not (tmp_path / "t").exists()
+
+
+def test_a_model_clustering_on_event_features_scores_with_the_events(small_data, tmp_path):
+    # run took event features for clustering with exit 0, and its model could be used nowhere: assign said
+    # they were "not available" and refused --events; predict said the same.
+    import segmint
+
+    tx, events = small_data / "transactions", ["--events", str(small_data / "events")]
+    ran = invoke("run", tx, "--out", tmp_path / "r", "--k", 3, *events, "--config", _config(tmp_path))
+    assert ran.exit_code == 0, ran.stderr
+    scored = invoke("assign", tmp_path / "r", tx, "--out", tmp_path / "s", *events)
+    assert scored.exit_code == 0, scored.stderr
+    run_ids = pl.read_parquet(tmp_path / "r" / "assignments").sort("customer_id")
+    assigned = pl.read_parquet(tmp_path / "s" / "assignments").sort("customer_id")
+    assert assigned["segment"].to_list() == run_ids["segment"].to_list()
+    without = invoke("assign", tmp_path / "r", tx, "--out", tmp_path / "t")
+    assert without.exit_code == 2
+    assert "clusters on the event feature(s) ['sessions', 'conversion_rate']" in without.stderr
+    with pytest.raises(segmint.ConfigError, match="score with segmint assign --events"):
+        segmint.Model.load(tmp_path / "r").predict(pl.read_parquet(tx))
+
+
+def _config(folder: Path) -> Path:
+    path = folder / "segmint.toml"
+    path.write_text('[features]\ncluster_features = ["recency_days", "frequency", "sessions", "conversion_rate"]\n')
+    return path
 
 
 def _plain_migration(old_run: Path, new_run: Path) -> dict[tuple[int | None, int | None], int]:
