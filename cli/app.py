@@ -103,6 +103,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.", metavar="N")] = 0,
     with_events: Annotated[bool, typer.Option("--with-events/--no-events", help="Also write web/app events.")] = True,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Write a synthetic transaction dataset with planted personas.
 
@@ -113,6 +114,7 @@ def generate(
     OUT/events/part-NNNNN.parquet and OUT/customers.parquet.
     """
     with _errors(False):
+        _threads(threads)
         from segmint.engine.synth import generate as gen
 
         r = gen(out, customers=n_customers, seed=seed, events=with_events, overwrite=overwrite)
@@ -369,7 +371,7 @@ def compare(
     new_run: Annotated[str, typer.Argument(help="The later run directory.", metavar="NEW_RUN")],
     out: Out,
     overwrite: Overwrite = None, memory_limit: MemoryLimit = None, storage_option: StorageOption = None,
-    json_logs: Json = False,
+    json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """What changed between two runs: segment migration, KPI changes per segment, feature drift (PSI).
 
@@ -378,6 +380,7 @@ def compare(
     Writes OUT/migration.parquet, segments.parquet, drift.parquet, compare.json and run.json.
     """
     with _errors(json_logs):
+        _threads(threads)
         from segmint.engine.pipeline.compare import compare_runs
 
         cfg = build_config(None, overwrite=overwrite, memory_limit=memory_limit, storage_options=storage_option)
@@ -411,6 +414,7 @@ def report(
     compare: Annotated[str | None, typer.Option("--compare", help="An earlier run: adds the migration from its "
                                                  "segments to this run's.", metavar="PREV_RUN")] = None,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Write one self-contained HTML report of a run: sizes and value, traits, RFM, lifecycle, funnel, CLV,
     cohorts and data quality.
@@ -420,6 +424,7 @@ def report(
     The file opens offline (inline SVG charts, no scripts, nothing fetched); the same run gives the same bytes.
     """
     with _errors(False):
+        _threads(threads)
         from segmint.engine.io.sink import check_not_inside
         from segmint.engine.pipeline.compare import migration
         from segmint.engine.report import read_cohorts, write_report
@@ -440,13 +445,14 @@ def abtest_split(
     ratio: Annotated[float, typer.Option(help="Share of each segment held out.", metavar="SHARE")] = 0.1,
     salt: Annotated[str, typer.Option(help="Campaign salt; same salt, same groups.", metavar="TEXT")] = "segmint",
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
-    storage_option: StorageOption = None,
+    storage_option: StorageOption = None, threads: Threads = None,
 ) -> None:
     """Deterministic holdout per customer, independent of the segment.
 
     Example: `segmint abtest split runs/2026-06 --ratio 0.1 --salt spring-promo --out groups.parquet`
     """
     with _errors(False):
+        _threads(threads)
         from segmint.engine.pipeline import abtest_split as split
 
         groups = split(run_dir, out, ratio=ratio, salt=salt, overwrite=overwrite,
@@ -466,12 +472,14 @@ def abtest_evaluate(
                                                     "treated customer.", metavar="AMOUNT")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local).", metavar="DIR")],
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Lift, 95% CI, p-value, incremental revenue and ROI per segment and overall.
 
     Example: `segmint abtest evaluate --assignments groups.parquet --outcomes outcomes.csv --cost-per-contact 0.5 --out ab`
     """
     with _errors(False):
+        _threads(threads)
         from segmint.engine.pipeline import abtest_evaluate as run_evaluate
 
         result = run_evaluate(assignments, outcomes, out, cost_per_contact=cost_per_contact, overwrite=overwrite)

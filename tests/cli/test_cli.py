@@ -815,3 +815,16 @@ def test_paths_with_glob_characters_are_paths(small_data, tmp_path):
     # An output inside such a folder is inside the input (it was compared with the folder 'in', cut at '[').
     r = invoke("run", inputs, "--out", inputs / "out")
     assert r.exit_code == 2 and "overlaps the input" in r.stderr
+
+
+def test_every_command_takes_threads_after_its_name():
+    # The reference says --threads goes before or after the command; compare, report and abtest refused it after.
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = {name: command for name, command in group.commands.items()}
+    commands.update({f"abtest {name}": c for name, c in group.commands["abtest"].commands.items()})
+    del commands["abtest"]
+    lacking = [name for name, command in commands.items()
+               if not any("--threads" in p.opts for p in command.params)]
+    assert lacking == []
