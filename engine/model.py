@@ -247,6 +247,8 @@ def _from_doc(doc: Any) -> Model:
     if not (len(scaler.log) == len(scaler.mean) == len(scaler.std) == len(scaler.features)) or not all(
             math.isfinite(v) for v in (*scaler.mean, *scaler.std)) or min(scaler.std) <= 0:
         raise ValueError("the scaler's means and standard deviations are not finite and positive per feature")
+    if not all(isinstance(v, bool) for v in scaler.log):   # "no" was a true value: every feature logged
+        raise ValueError("scaler.log must be true or false per feature")
     cuts = RfmCuts.from_dict(doc["rfm_cuts"])
     for name in ("recency", "frequency", "monetary"):
         values = getattr(cuts, name)
@@ -261,6 +263,8 @@ def _from_doc(doc: Any) -> Model:
                            if f.name in doc["clv"] or f.default is MISSING})
         if clv.purchase_model not in ("bgnbd", "nbd"):
             raise ValueError(f"CLV purchase_model {clv.purchase_model!r}, expected bgnbd or nbd")
+        if clv.time_unit not in ("day", "week"):
+            raise ValueError(f"CLV time_unit {clv.time_unit!r}, expected day or week")
         dropout = (clv.a, clv.b) if clv.purchase_model == "bgnbd" else ()
         numbers = (clv.r, clv.alpha, *dropout, clv.p, clv.q, clv.v, clv.population_mean)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers):
@@ -284,6 +288,6 @@ def _from_doc(doc: Any) -> Model:
         segment_ids=ids,
         next_segment_id=int(doc.get("next_segment_id", 0)),
         outlier_distance=outliers,
-        micro=MicroModel.from_dict(doc["micro"], d) if doc.get("micro") else None,
+        micro=MicroModel.from_dict(doc["micro"], d, centroids.shape[0]) if doc.get("micro") else None,
         dedupe_on=tuple(dedupe) if dedupe is not None else None,
     )

@@ -37,11 +37,18 @@ class MicroModel:
         return [c.astype(np.float64).tolist() for c in self.centroids]
 
     @classmethod
-    def from_dict(cls, doc: list[list[list[float]]], d: int) -> MicroModel:
-        centroids = tuple(np.asarray(c, dtype=np.float32).reshape(-1, d) for c in doc)
-        if any(c.shape[0] < 1 or not np.isfinite(c).all() for c in centroids):
-            raise ValueError("micro centroids must be finite, at least one per segment")
-        return cls(centroids)
+    def from_dict(cls, doc: list[list[list[float]]], d: int, k: int) -> MicroModel:
+        """Checked as written (``k`` segments of ``d`` features): a list one short gave the last segment's
+        customers micro-segment 0 of no centroid, and two centroids run together were reshaped into two."""
+        if not isinstance(doc, list) or len(doc) != k:
+            raise ValueError(f"micro must hold the centroids of each of the {k} segments")
+        centroids = []
+        for rows in doc:
+            c = np.asarray(rows, dtype=np.float64)
+            if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] != d or not np.isfinite(c).all():
+                raise ValueError(f"micro centroids must be finite rows of {d} numbers, at least one per segment")
+            centroids.append(c.astype(np.float32))
+        return cls(tuple(centroids))
 
 
 def fit_micro(x: np.ndarray, rows: np.ndarray, priority: np.ndarray, cfg: ClusterConfig) -> tuple[MicroModel, dict]:

@@ -407,6 +407,13 @@ def test_model_round_trips_exactly_and_refuses_tampering(small_run, tmp_path):
                          (lambda d: d.pop("rfm_cuts"), "rfm_cuts"),
                          (lambda d: d["rfm_cuts"]["frequency"].reverse(), "rfm_cuts.frequency must be in increasing"),
                          (lambda d: d["columns"].__setitem__("customer", 5), "columns.customer"),
+                         (lambda d: d["scaler"]["log"].__setitem__(0, "no"), "scaler.log must be true or false"),
+                         (lambda d: d["clv"].__setitem__("time_unit", "month"), "CLV time_unit 'month'"),
+                         (lambda d: d.__setitem__("micro", [[[0.0] * len(d["scaler"]["features"])]]),
+                          "micro must hold the centroids of each of the"),
+                         # Two centroids run together in one row were reshaped into two.
+                         (lambda d: d.__setitem__("micro", [[[0.0] * 2 * len(d["scaler"]["features"])]]
+                                                  * len(d["centroids"])), "micro centroids must be finite rows"),
                          (lambda d: d.__setitem__("format_version", 1), "format_version")):
         broken = json.loads(json.dumps(doc))
         edit(broken)
