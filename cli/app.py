@@ -197,12 +197,17 @@ def assign(
     """
     with _errors(json_logs):
         _threads(threads)
+        from segmint.engine.errors import ConfigError
+        from segmint.engine.model import Model
         from segmint.engine.pipeline import assign_customers
 
         cfg = build_config(None, columns={"time_format": time_format}, cluster={"device": device}, side=side,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
                                           memory_limit, buckets, executor, work_dir, ray_address, storage_option,
                                           resume))
+        if cfg.events is not None and not Model.load(model, dict(cfg.storage_options)).event_features():
+            raise ConfigError("assign reads an events table only for a model that clusters on event features; this "
+                              "one's features come from transactions: drop --events and the --event-* options")
         _finish(assign_customers(model, inputs, out, cfg, _render.make_progress(json_logs)), json_logs)
 
 

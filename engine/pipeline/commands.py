@@ -167,7 +167,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
     The model fixes the column mapping (but for ``cfg.columns.time_format``, how the batch writes its times,
     where given), feature settings, channel vocabulary, RFM cut points, CLV parameters, scaler and centroids;
     ``cfg`` supplies the as-of, pseudonymisation, overwrite, device, executor and the memory budget, and
-    --dedupe-on where given (else the model's run's: the batch is cleaned as the training data was).
+    --dedupe-on where given (else the model's run's: the batch is cleaned as the training data was). Its
+    events are read only for a model that clusters on event features (the CLI refuses them for others).
     """
     model = Model.load(model_dir, dict(cfg.storage_options))
     if model.provenance.get("pseudonymized_ids") and not cfg.pseudonymize_ids:
@@ -183,10 +184,6 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = (f"this model clusters on the event feature(s) {list(engagement)}: pass --events (with its run's "
                f"--event-* options)")
         raise ConfigError(msg)
-    if cfg.events is not None and not engagement:
-        msg = ("assign reads an events table only for a model that clusters on event features; this one's features "
-               "come from transactions: drop --events and the --event-* options")
-        raise ConfigError(msg)
     if attributes and (cfg.customers is None or not set(attributes) <= set(cfg.customers.attributes)):
         msg = (f"this model clusters on the customer attribute(s) {list(attributes)}: pass --customers with "
                f"--customer-attrs {','.join(attributes)}")
@@ -196,7 +193,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
     # The model's CLV settings, which its scoring uses: run.json said the CLI's defaults (compare then read
     # a model of a 26-week horizon as scored at 52).
-    cfg = dataclasses.replace(cfg, columns=columns, features=model.features,
+    cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=cfg.events if engagement else None,
                               dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else model.dedupe_on,
                               clv=model.clv_config if model.clv_config is not None else cfg.clv,
                               customers=cfg.customers if attributes else None,
