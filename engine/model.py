@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -93,12 +94,14 @@ class Model:
             msg = (f"this model clusters on the event feature(s) {list(engagement)}, which predict cannot compute "
                    f"(it reads no events): score with segmint assign --events")
             raise ConfigError(msg)
-        cfg = self._config(as_of, time_format, dedupe_on)
-        frame = frame.select(cfg.columns.source_columns())
+        cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        at = parse_as_of(cfg.as_of) if cfg.as_of is not None else now
-        mapped = features_of(frame, cfg, as_of=at, now=now, channels=self.channels)
+        at = _as_of(as_of) if as_of is not None else now
+        # A given as-of leaves no row "in the future", as --as-of does: the clock is not consulted (rows later
+        # than it were dropped though as_of was given).
+        mapped = features_of(frame, cfg, as_of=at, now=dt.datetime.max if as_of is not None else now,
+                             channels=self.channels)
         _check_usable(mapped, cfg)
         scored = score_table(mapped.table, self.scoring())
         name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
@@ -119,17 +122,20 @@ class Model:
         return Scoring(self.features, self.rfm_cuts, self.clv, self.clv_config, self.scaler, self.centroids, device,
                        self.segment_ids, self.outlier_distance, self.micro)
 
-    def _config(self, as_of: Any, time_format: str | None, dedupe_on: Sequence[str] | None) -> RunConfig:
-        """The settings ``predict`` maps rows with: the model's, and what the call gives."""
-        if as_of is not None:
-            if not isinstance(as_of, str | dt.date):   # a datetime is a date
-                msg = f"as_of must be text, a date or a datetime, not {type(as_of).__name__}"
-                raise ConfigError(msg)
-            # A date, or a datetime with a zone, as the text they write (a TypeError before); naive UTC, as read.
-            as_of = parse_as_of(as_of if isinstance(as_of, str) else as_of.isoformat()).isoformat()
-        columns = self.columns if time_format is None else dataclasses.replace(self.columns, time_format=time_format)
+    def _config(self, time_format: str | None, dedupe_on: Sequence[str] | None) -> RunConfig:
+        """The settings ``predict`` maps rows with: the model's, and what the call gives. Made once per such
+        pair: a RunConfig checks its fields' types on construction (1.5 ms, a third of a call)."""
         dedupe = self.dedupe_on if dedupe_on is None else tuple(dedupe_on) or None
-        return RunConfig(columns=columns, features=self.features, as_of=as_of, dedupe_on=dedupe)
+        key = (time_format, dedupe)
+        if key not in self._configs:
+            columns = self.columns if time_format is None else \
+                dataclasses.replace(self.columns, time_format=time_format)
+            self._configs[key] = RunConfig(columns=columns, features=self.features, dedupe_on=dedupe)
+        return self._configs[key]
+
+    @functools.cached_property
+    def _configs(self) -> dict[tuple[str | None, tuple[str, ...] | None], RunConfig]:
+        return {}
 
     def save(self, directory: str | Path, options: store.Options | None = None) -> None:
         write_json(store.join(directory, "model.json"), {
@@ -180,6 +186,15 @@ class Model:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
+
+
+def _as_of(value: Any) -> dt.datetime:
+    """``predict``'s as_of as naive UTC: text as --as-of takes it, a date (its end) or a datetime with a zone
+    (a TypeError before)."""
+    if not isinstance(value, str | dt.date):   # a datetime is a date
+        msg = f"as_of must be text, a date or a datetime, not {type(value).__name__}"
+        raise ConfigError(msg)
+    return parse_as_of(value if isinstance(value, str) else value.isoformat())
 
 
 def _check_usable(mapped: Any, cfg: RunConfig) -> None:

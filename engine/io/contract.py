@@ -61,8 +61,10 @@ def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
     """The checks of ``transactions`` on rows held in memory (``Model.predict``'s): times in a form segmint
     would guess, or integers without a format, were rows of no customer there, and the result came back
     empty without a word."""
+    mapped = columns.source_columns()   # only those, as a file's other columns are not read
+    schema = frame.schema
     _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
-                        columns=tuple(frame.columns), schema=dict(frame.schema), chunks=(), options=()),
+                        columns=tuple(mapped), schema={c: schema[c] for c in mapped}, chunks=(), options=()),
                  columns, frame.head(_TIME_SAMPLE))
 
 
