@@ -268,15 +268,22 @@ def remove_stale(out: Path) -> list[Path]:
     removed = []
     if not out.parent.is_dir():
         return removed
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"))
+    olds = _siblings(out, "old")
     if not out.exists() and len(olds) == 1 and (olds[0] / "_SUCCESS").exists():
         olds[0].rename(out)  # a crash between the two renames of a replace: put the old output back
     for kind in _KINDS:
-        for folder in out.parent.glob(f".{out.name}.{kind}-*"):
+        for folder in _siblings(out, kind):
             if _abandoned(folder, out):
                 shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
                 removed.append(folder)
     return removed
+
+
+def _siblings(out: Path, kind: str) -> list[Path]:
+    """The ``kind`` folders of ``out`` (``sibling_path``), by name, not by a glob: an output 'runs[1]' made the
+    pattern '.runs[1].old-*', which matched another output's '.runs1.old-*' and none of its own."""
+    prefix = f".{out.name}.{kind}-"
+    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix))
 
 
 def write_json(path: str | Path, doc: Any, options: store.Options | None = None) -> None:
@@ -462,7 +469,8 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
     except BaseException:
         old.rename(out)
         raise
+    # Committed: another run's clean-up may be removing the old output too (generate and abtest hold no lease).
     if old.is_dir():
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        old.unlink()
+        old.unlink(missing_ok=True)

@@ -556,20 +556,24 @@ sys.exit(main())
 
 
 @pytest.mark.parametrize("point", ["commit", "replace", "delete_old"])
-def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path, point):
+@pytest.mark.parametrize("name", ["out", "out[1]"])
+def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remove(small_data, tmp_path, point, name):
     # A staging folder killed after its manifest was written had lost its owner file, and a replaced output killed
     # while being deleted had lost its _SUCCESS: neither was taken for segmint's, and each stayed beside the output
-    # for good, a copy of its customers.
-
-    args = ["run", str(small_data / "transactions"), "--out", str(tmp_path / "out"), "--k", "3", "--overwrite"]
-    run([small_data / "transactions"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3)))
+    # for good, a copy of its customers. An output named with '[' had its folders looked for by a glob, which
+    # matched another output's ('.out1.old-*' for 'out[1]') and none of its own.
+    out = tmp_path / name
+    other = tmp_path / ".out1.old-0"   # another output's (out1), left alone
+    other.mkdir()
+    args = ["run", str(small_data / "transactions"), "--out", str(out), "--k", "3", "--overwrite"]
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
     killed = subprocess.run([sys.executable, "-c", _KILL_AT, point, *args], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert list(tmp_path.glob(".out.*")), "the kill left nothing to clean"
-    assert (tmp_path / "out" / "_SUCCESS").is_file()   # a reader sees the old output or the new one
-    run([small_data / "transactions"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    assert not (tmp_path / "out" / "_owner.json").exists()
+    assert any(p.name.startswith(f".{name}.") for p in tmp_path.iterdir()), "the kill left nothing to clean"
+    assert (out / "_SUCCESS").is_file()   # a reader sees the old output or the new one
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, other.name})
+    assert not (out / "_owner.json").exists()
 
 
 def test_a_resumed_run_killed_after_its_success_file_commits_the_manifest_of_an_uninterrupted_run(small_data,
