@@ -55,7 +55,8 @@ AsOf = Annotated[str | None, _value("--as-of", "As-of date or datetime (a date m
 K = Annotated[str | None, _value("--k", "Number of segments, or 'auto' (scans 4..16) [default: 8].", "N|auto")]
 Device = Annotated[str | None, _value("--device", "auto | cpu | gpu [default: auto].", "DEVICE")]
 DedupeOn = Annotated[str | None, _value("--dedupe-on", "Comma-separated source columns, the customer's among "
-                                        "them: reject every repeat of a row on exactly these.", "COLS")]
+                                        "them: reject every repeat of a row on exactly these (assign: by default "
+                                        "the model's run's).", "COLS")]
 MaxRejectShare = Annotated[float | None, _value("--max-reject-share", "Refuse input (exit 3) when more than this "
                                                 "share of rows is rejected (rows after a given --as-of not counted) "
                                                 "[default: 0.5].", "SHARE")]

@@ -10,6 +10,7 @@ edited file is refused with the field at fault, never used half-read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -36,7 +37,10 @@ from segmint.engine.preprocess import Scaler
 
 __all__ = ["Model", "FORMAT_VERSION", "versions"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Version 2 lacked dedupe_on and events: read from the run's run.json where the model is loaded from its run.
+_READABLE_VERSIONS = (2, 3)
+_EVENT_KEYS = ("customer", "time", "time_format", "event_type", "session")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Model:
     outlier_distance: tuple[float, ...] = ()  # per row: customers farther from the centroid are outliers
     micro: MicroModel | None = None    # micro-segment centroids per row
     dedupe_on: tuple[str, ...] | None = None   # the run's --dedupe-on: how scoring cleans rows by default
+    events: dict[str, str | None] | None = None   # the run's events mapping (EventSource's columns, no paths)
 
     def __post_init__(self) -> None:
         if not self.segment_ids:  # a fresh model numbers its segments 0..k-1
@@ -155,6 +160,7 @@ class Model:
             "outlier_distance": list(self.outlier_distance),
             "micro": self.micro.to_dict() if self.micro is not None else None,
             "dedupe_on": list(self.dedupe_on) if self.dedupe_on is not None else None,
+            "events": self.events,
         }, options)
 
     @classmethod
@@ -163,9 +169,12 @@ class Model:
         file (local or on an object store)."""
         store.check_scheme(directory)
         directory = store.canonical(directory)
+        run_config: dict[str, Any] = {}
         if is_output(directory, options):
             output = open_output(directory, options)
             path = output.path("model/model.json") if output.has("model/model.json") else None
+            with contextlib.suppress(InputContractError, KeyError, TypeError):   # a version 2 model's settings
+                run_config = dict(output.read_json("run.json")["config"])
         else:
             # A model folder copied out of a run, or a folder holding one.
             candidates = [store.join(directory, "model", "model.json"), store.join(directory, "model.json"), directory]
@@ -179,7 +188,7 @@ class Model:
             msg = f"the model file {path} cannot be read ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
         try:
-            return _from_doc(doc)
+            return _from_doc(doc, run_config)
         except ConfigError as exc:   # settings segmint refuses (one column in two roles), made or edited so
             msg = f"the model {path} holds settings segmint refuses ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
@@ -231,11 +240,17 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _from_doc(doc: Any) -> Model:
+def _from_doc(doc: Any, run_config: dict[str, Any]) -> Model:
+    """``run_config``: the config in its run's run.json, where loaded from the run (else empty), for what a
+    version 2 model did not keep: a run's --dedupe-on and events mapping (scoring left them out, exit 0)."""
     if not isinstance(doc, dict):
         raise TypeError("the document is not a JSON object")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if doc["format_version"] == 2:
+        events = run_config.get("events")
+        doc = {**doc, "dedupe_on": run_config.get("dedupe_on"),
+               "events": {k: events.get(k) for k in _EVENT_KEYS} if isinstance(events, dict) else None}
     feats = dict(doc["features"])
     feats["lifecycle"] = LifecycleConfig(**feats["lifecycle"])
     feats["rfm_grid"] = tuple((n, tuple(r), tuple(f)) for n, r, f in feats["rfm_grid"])
@@ -285,10 +300,14 @@ def _from_doc(doc: Any) -> Model:
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers):
             raise ValueError("CLV parameters must be finite and positive")
     columns = Columns(**doc["columns"])
-    dedupe = doc.get("dedupe_on")   # absent from models written before it was kept: no --dedupe-on
-    if dedupe is not None and (not isinstance(dedupe, list) or columns.customer not in dedupe
+    dedupe = doc.get("dedupe_on")
+    if dedupe is not None and (not isinstance(dedupe, list | tuple) or columns.customer not in dedupe
                                or not set(dedupe) <= set(columns.source_columns())):
         raise ValueError(f"dedupe_on {dedupe!r} must list mapped columns, the customer's among them")
+    events = doc.get("events")
+    if events is not None and (not isinstance(events, dict) or set(events) != set(_EVENT_KEYS) or not all(
+            isinstance(events[k], str) for k in ("customer", "time", "event_type"))):
+        raise ValueError(f"events {events!r} must map {', '.join(_EVENT_KEYS)}")
     return Model(
         columns=columns,
         features=FeatureConfig(**feats),
@@ -305,4 +324,5 @@ def _from_doc(doc: Any) -> Model:
         outlier_distance=outliers,
         micro=MicroModel.from_dict(doc["micro"], d, centroids.shape[0]) if doc.get("micro") else None,
         dedupe_on=tuple(dedupe) if dedupe is not None else None,
+        events=events,
     )

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import json
 
 import polars as pl
 import pytest
@@ -148,6 +149,14 @@ def test_predict_scores_as_the_run_did_with_its_as_of_and_its_dedupe(small_data,
     assigned = segmint.assign(result.out, doubled, tmp_path / "assigned", segmint.RunConfig(as_of=horizon))
     assert assigned.manifest["rows"]["rejected_by_reason"] == result.manifest["rows"]["rejected_by_reason"]
     assert assigned.assignments().collect().sort("customer_id")["m_score"].to_list() == run["m_score"].to_list()
+    # A model of the version before kept no dedupe_on: loaded from its run, it is read from its run.json (an
+    # assign without --dedupe-on rejected none of the duplicates its run rejected, exit 0).
+    from segmint.engine.model import _from_doc
+
+    doc = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    older = {k: v for k, v in doc.items() if k not in ("dedupe_on", "events")} | {"format_version": 2}
+    assert _from_doc(older, result.manifest["config"]).dedupe_on == dedupe
+    assert _from_doc(older, {}).dedupe_on is None   # a model folder copied out of its run: not known
     # Asked to keep duplicates, it does: the customers who have them spend more.
     kept = model.predict(doubled, as_of=result.manifest["as_of"], dedupe_on=()).sort("customer_id")
     assert kept["m_score"].to_list() != scored["m_score"].to_list()

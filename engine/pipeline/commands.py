@@ -37,7 +37,7 @@ from segmint.engine.analytics.attributes import segment_mix
 from segmint.engine.analytics.clv import ClvFitError, ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
 from segmint.engine.cluster.device import backend_for, resolve_device
-from segmint.engine.config import RunConfig, config_hash, to_dict
+from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.build import records_reused, top_channels
@@ -149,7 +149,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
                                   "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
                                   "run_id": plan.run_id},
                       segment_ids=seg.ids, next_segment_id=seg.next_id, outlier_distance=outliers,
-                      micro=micro_model, dedupe_on=cfg.dedupe_on)
+                      micro=micro_model, dedupe_on=cfg.dedupe_on, events=_event_mapping(cfg.events))
         inertia = exact.total([kpis.inertia])
         manifest = _manifest(s, mapped[0].as_of, counts, channels) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
@@ -193,7 +193,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         dataclasses.replace(model.columns, time_format=cfg.columns.time_format)
     # The model's CLV settings, which its scoring uses: run.json said the CLI's defaults (compare then read
     # a model of a 26-week horizon as scored at 52).
-    cfg = dataclasses.replace(cfg, columns=columns, features=model.features, events=cfg.events if engagement else None,
+    cfg = dataclasses.replace(cfg, columns=columns, features=model.features,
+                              events=_model_events(model, cfg.events) if engagement else None,
                               dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else model.dedupe_on,
                               clv=model.clv_config if model.clv_config is not None else cfg.clv,
                               customers=cfg.customers if attributes else None,
@@ -494,6 +495,24 @@ def _work_base(cfg: RunConfig, out: str | Path | None) -> Path:
     if cfg.work_dir:
         return Path(cfg.work_dir) / "segmint"
     return store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint"
+
+
+
+def _event_mapping(events: EventSource | None) -> dict[str, str | None] | None:
+    """The columns of a run's events (not its paths), kept in its model."""
+    if events is None:
+        return None
+    return {k: v for k, v in dataclasses.asdict(events).items() if k != "paths"}
+
+
+def _model_events(model: Model, given: EventSource) -> EventSource:
+    """A batch's events read as the model's run read its own (the given paths; their time format where given):
+    a session column left out here but not there changed 26% of customers' sessions and 2.7% of segments."""
+    if model.events is None:   # a model of a version that kept no mapping, loaded without its run
+        return given
+    mapping = dict(model.events)
+    mapping["time_format"] = given.time_format or mapping["time_format"]
+    return EventSource(paths=given.paths, **mapping)
 
 
 def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tuple[list[BucketResult], Counts]:

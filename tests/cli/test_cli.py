@@ -543,8 +543,11 @@ def test_a_model_clustering_on_event_features_scores_with_the_events(small_data,
     import segmint
 
     tx, events = small_data / "transactions", ["--events", str(small_data / "events")]
-    ran = invoke("run", tx, "--out", tmp_path / "r", "--k", 3, *events, "--config", _config(tmp_path))
+    ran = invoke("run", tx, "--out", tmp_path / "r", "--k", 3, *events, "--event-session-col", "",
+                 "--config", _config(tmp_path))
     assert ran.exit_code == 0, ran.stderr
+    # The events are read as the run read its own (no session column), whatever --event-* options are given:
+    # with the default session column, 26% of customers' sessions and 2.7% of segments differed, exit 0.
     scored = invoke("assign", tmp_path / "r", tx, "--out", tmp_path / "s", *events)
     assert scored.exit_code == 0, scored.stderr
     run_ids = pl.read_parquet(tmp_path / "r" / "assignments").sort("customer_id")
