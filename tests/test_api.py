@@ -175,10 +175,13 @@ def test_predict_checks_its_rows_as_assign_checks_files(small_data, tmp_path):
     want = model.predict(some, as_of=as_of)
     assert want.height > 0
     # Times in a form segmint will not guess, or integers without a unit: 0 rows came back without a word.
-    with pytest.raises(segmint.ConfigError, match="--time-format"):
+    # Named as predict takes it, not as the CLI's flag.
+    with pytest.raises(segmint.ConfigError, match="time_format="):
         model.predict(some.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M")), as_of=as_of)
-    with pytest.raises(segmint.InputContractError, match="--time-format"):
+    with pytest.raises(segmint.InputContractError, match="time_format="):
         model.predict(some.with_columns(pl.col("ts").dt.epoch("s")), as_of=as_of)
+    # Amounts as text (a JSON payload's) are read as they were before these checks.
+    assert model.predict(some.with_columns(pl.col("amount").cast(pl.String)), as_of=as_of).equals(want)
     # Every row's time unreadable with the model's format: said, and time_format= reads them.
     dmy = some.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M:%S%.6f"))
     csv_model = dataclasses.replace(model, columns=dataclasses.replace(model.columns, time_format="%Y%m%d"))

@@ -60,23 +60,26 @@ def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[
 def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
     """The checks of ``transactions`` on rows held in memory (``Model.predict``'s): times in a form segmint
     would guess, or integers without a format, were rows of no customer there, and the result came back
-    empty without a word."""
+    empty without a word. Amounts may be text, as a JSON payload's are (parsed as a CSV's cells); the time
+    format is named as ``predict`` takes it."""
     mapped = columns.source_columns()   # only those, as a file's other columns are not read
     schema = frame.schema
     _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
                         columns=tuple(mapped), schema={c: schema[c] for c in mapped}, chunks=(), options=()),
-                 columns, frame.head(_TIME_SAMPLE))
+                 columns, frame.head(_TIME_SAMPLE), text_numbers=True, flag="time_format=")
 
 
-def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None) -> None:
+def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None, *, text_numbers: bool = False,
+                 flag: str = "--time-format") -> None:
     """Each mapped column's type, and a text time column's form; ``head``: the first rows, where held in memory
-    (else read from the source's first chunks)."""
+    (else read from the source's first chunks); ``text_numbers``: amounts may be text columns."""
     where = source.chunks[0].path if source.chunks else source.label
     check_customer_type(source.schema[columns.customer], columns.customer, where)
-    _check_time(source, columns.time, columns.time_format, "--time-format", head)
+    _check_time(source, columns.time, columns.time_format, flag, head)
     for role in ("amount", "quantity", "price"):
         name = getattr(columns, role)
-        if name is not None and not (source.schema[name].is_numeric() or source.csv):
+        dtype = source.schema.get(name) if name is not None else None
+        if dtype is not None and not (dtype.is_numeric() or source.csv or (text_numbers and dtype == pl.String)):
             msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs a number; cast it or map "
                    f"another column")
             raise InputContractError(msg)
