@@ -51,11 +51,18 @@ class MicroModel:
         return cls(tuple(centroids))
 
 
-def fit_micro(x: np.ndarray, rows: np.ndarray, priority: np.ndarray, cfg: ClusterConfig) -> tuple[MicroModel, dict]:
-    """Micro centroids for each segment row, from the sample ``x`` (scaled) and its segment ``rows``."""
+def fit_micro(x: np.ndarray, rows: np.ndarray, priority: np.ndarray, cfg: ClusterConfig,
+              segments: np.ndarray) -> tuple[MicroModel, dict]:
+    """Micro centroids for each segment row (``segments``: their centroids), from the sample ``x`` (scaled) and
+    its segment ``rows``. A segment with no customer in the sample is one micro-segment, at its own centroid:
+    segments after the last one seen had none (a model its loader refuses), one before it a centroid of NaN."""
     centroids, report = [], []
-    for r in range(int(rows.max()) + 1):
+    for r in range(segments.shape[0]):
         members = np.flatnonzero(rows == r)
+        if members.size == 0:
+            centroids.append(segments[r: r + 1].astype(np.float32))
+            report.append({"k": 1, "merged": 0})
+            continue
         sub, pri = x[members], priority[members]
         k = _choose_k(sub, pri, cfg) if cfg.micro_k == "auto" else min(int(cfg.micro_k), len(members))
         if k < 2:

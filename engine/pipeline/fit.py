@@ -179,7 +179,7 @@ def fit_second_level(sample: pl.DataFrame, seg: Segmentation, c: ClusterConfig,
     limits = tuple(v if np.isfinite(v) else 3.4e38 for v in limits)  # strict JSON: no Infinity
     if c.micro_k is None:
         return SecondLevel(limits, None, None, a)
-    micro, report = fit_micro(seg.matrix, a.segment, sample[HASH].to_numpy(), c)
+    micro, report = fit_micro(seg.matrix, a.segment, sample[HASH].to_numpy(), c, seg.centroids)
     return SecondLevel(limits, micro, report, a)
 
 

@@ -162,3 +162,22 @@ def test_auto_k_run_reports_eligibility_and_any_fallback(small_data, tmp_path, s
     assert sizes.len() == k
     if any(eligible):  # the kept k respects the minimum share on every customer, not only the scan sample
         assert sizes.min() / sizes.sum() >= min_share
+
+
+def test_micro_segments_of_a_segment_without_customers_in_the_sample_are_its_centroid():
+    # Segments after the last one with customers in the profile sample had no micro centroids (a model its loader
+    # refuses), and one before it a centroid of NaN (a run that could not write its model).
+    from segmint.engine.cluster.micro import MicroModel, assign_micro, fit_micro
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    rows = np.where(x[:, 0] > 0, 0, 2).astype(np.int32)   # segments 1 and 3 have no customer in the sample
+    segments = rng.normal(size=(4, 3)).astype(np.float32)
+    micro, report = fit_micro(x, rows, rng.random(400), ClusterConfig(micro_k=3, seed=1), segments)
+    assert len(micro.centroids) == 4 and all(np.isfinite(c).all() for c in micro.centroids)
+    np.testing.assert_array_equal(micro.centroids[1], segments[1:2])
+    np.testing.assert_array_equal(micro.centroids[3], segments[3:4])
+    assert [r["k"] for r in report["segments"]][1::2] == [1, 1]
+    again = MicroModel.from_dict(micro.to_dict(), 3, 4)   # the loader takes what the fit writes
+    assert all((a == b).all() for a, b in zip(again.centroids, micro.centroids, strict=True))
+    assert (assign_micro(x[:5], np.full(5, 3, np.int32), micro) == 0).all()
