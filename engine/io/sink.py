@@ -29,6 +29,7 @@ no committed run (nor only what dead segmint runs left) is refused, whatever the
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import re
@@ -161,14 +162,30 @@ def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
     target = _normal(out)
     for flag, paths in inputs.items():
         for given in paths:
-            # A pattern's folder before its first wildcard; a path that exists is itself (engine.io.sources reads
-            # a folder 'in[1]' as a folder: cut at '[', an --out inside it was not seen to be).
-            literal = not store.is_remote(given) and os.path.lexists(store.local(given))
-            base = _normal(str(given) if literal else str(given).split("*")[0].split("?")[0].split("[")[0] or ".")
-            if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
+            if _overlaps(target, str(given)):
                 msg = (f"--out {out} overlaps the input {given} ({flag}); writing there would replace the "
                        f"input: choose an output outside every input")
                 raise ConfigError(msg)
+
+
+def _overlaps(target: str, given: str) -> bool:
+    """Whether the output ``target`` (``_normal``) holds, is or lies in what the input ``given`` reads. A local
+    path that exists is itself (engine.io.sources reads a folder 'in[1]' as a folder); a pattern reads what its
+    first component with a wildcard matches in the folder above it (on an object store, a prefix with a
+    wildcard may be either, without a request to tell). Cut at the wildcard, 'in[12]' was 'in': an --out in
+    'in1', which it reads, was not seen to be inside it, and one in 'in[1]' neither."""
+    base = _normal(given)
+    if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
+        if not any(ch in given for ch in "*?[") or store.is_remote(given) or os.path.lexists(store.local(given)):
+            return True
+    if not any(ch in given for ch in "*?[") or (not store.is_remote(given) and os.path.lexists(store.local(given))):
+        return False
+    parts = given.split("/")
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    base = _normal("/".join(parts[:first]) or ".")
+    if target == base or base.startswith(target + "/"):
+        return True
+    return target.startswith(base + "/") and fnmatch.fnmatchcase(target[len(base) + 1:].split("/")[0], parts[first])
 
 
 def read_pointer(out: str | Path, options: store.Options) -> Pointer | None:

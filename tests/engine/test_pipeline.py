@@ -591,3 +591,29 @@ def test_a_resumed_run_killed_after_its_success_file_commits_the_manifest_of_an_
     on_disk = {str(p.relative_to(tmp_path / "out")): p.stat().st_size for p in (tmp_path / "out").rglob("*")
                if p.is_file() and p.name not in ("_SUCCESS", "_manifest.json")}
     assert {f["path"]: f["bytes"] for f in listed} == on_disk
+
+
+@pytest.mark.parametrize(("out", "given", "overlaps"), [
+    ("data/in1/out", "data/in[12]/*.parquet", True),    # cut at '[', the pattern was 'data/in': in1 not seen
+    ("data/out", "data/in[12]/*.parquet", False),
+    ("data/tx/new.parquet", "data/tx/*.parquet", True),
+    ("data/tx/out", "data/tx/*.parquet", False),          # the pattern reads no folder below data/tx
+    ("data", "data/tx/*.parquet", True),
+    ("abs/q/r", "abs/**/x.parquet", True),
+    ("s3://b/in[1]/out", "s3://b/in[1]", True),           # a prefix that may be read as itself
+    ("s3://b/in1/out", "s3://b/in[1]", True),             # or as a pattern
+    ("s3://b/in2/out", "s3://b/in[1]", False),
+])
+def test_an_output_is_inside_what_a_pattern_reads(out, given, overlaps, tmp_path, monkeypatch):
+    from segmint.engine.io.sink import check_not_inside
+
+    monkeypatch.chdir(tmp_path)
+    if overlaps:
+        with pytest.raises(ConfigError, match="overlaps the input"):
+            check_not_inside(out, {"inputs": [given]})
+    else:
+        check_not_inside(out, {"inputs": [given]})
+    (tmp_path / "in[1]").mkdir()   # a local folder that exists is itself, not the pattern 'in1'
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        check_not_inside("in[1]/out", {"inputs": ["in[1]"]})
+    check_not_inside("in1/out", {"inputs": ["in[1]"]})
