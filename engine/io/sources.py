@@ -347,18 +347,19 @@ def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:
 
 def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
     """The data files of one input, each with the Hive keys of the folders it lies in below a directory input.
-    A path that exists is itself, whatever characters it holds (a folder 'export[1]'); else it is a pattern."""
+    A local path that exists is itself, whatever characters it holds (a folder 'export[1]'), before it is a
+    pattern; on an object store a pattern is listed first (one request, as before), and taken as a path only
+    where it matches nothing."""
     opts = dict(options)
-    if store.is_dir(path, opts):
+    files = []
+    if any(ch in path for ch in "*?[") and (store.is_remote(path) or not os.path.lexists(store.local(path))):
+        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+    if not files and store.is_dir(path, opts):
         base = path.rstrip("/")
         files = [(f, _hive_keys(Path(f[len(base) + 1:]))) for f in store.list_files(path, opts)
                  if _is_data(Path(f[len(base) + 1:]))]
-    elif store.exists(path, opts):
+    elif not files and store.exists(path, opts):
         files = [(path, ())]
-    elif any(ch in path for ch in "*?["):
-        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
-    else:
-        files = []
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)

@@ -572,3 +572,13 @@ def test_the_commit_protocol_on_gcs_and_azure_urls(root, monkeypatch):
     with claim(out, Holder.this_process("20261203T000000Z-00000005", "run", 120), {}):
         with pytest.raises(OutputExistsError, match="being written by run 20261203T000000Z-00000005"):
             write("20261203T000000Z-00000006", 60)
+
+
+def test_prefixes_and_patterns_with_glob_characters(s3, s3_data, small_data):
+    # A prefix 'in[1]' is read as itself where no key matches it as a pattern; a pattern is listed once.
+    opts = dict(s3)
+    tx = pl.read_parquet(small_data / "transactions")
+    store.write_parquet(tx, "s3://segmint-test/brackets/in[1]/part-0.parquet", opts)
+    store.write_parquet(tx.head(10), "s3://segmint-test/brackets/in2/part-0.parquet", opts)
+    assert validate(["s3://segmint-test/brackets/in[1]"], RunConfig(storage_options=s3)).rows_in == tx.height
+    assert validate(["s3://segmint-test/brackets/in[2]/*.parquet"], RunConfig(storage_options=s3)).rows_in == 10
