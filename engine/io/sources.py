@@ -229,8 +229,11 @@ def first_line(exc: BaseException) -> str:
 
 def no_header_fix(schema: pl.Schema, csv: bool) -> str | None:
     """For a CSV file whose first line holds values (numbers, times), read as its header: that it needs one.
-    Its column names are then a customer's data, not to be quoted in a message. None for any other file."""
-    if csv and any(_VALUE.fullmatch(n) for n in schema.names()):
+    Its column names are then a customer's data, not to be quoted in a message. None for any other file, and
+    for a header of names some of which are numbers (a column per year: '2023', '2024'), which was told to add
+    a header: taken for values where they are at least half of it."""
+    names = schema.names()
+    if csv and names and 2 * sum(bool(_VALUE.fullmatch(n)) for n in names) >= len(names):
         return ("its first line holds values, not column names (a CSV file's first line is its header): add a "
                 "header line")
     return None

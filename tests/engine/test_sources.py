@@ -253,9 +253,12 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     with pytest.raises(InputContractError, match="first line holds values") as e:
         list_inputs([tmp_path / "d.csv"], "t")
     assert "@x.com" not in str(e.value)
-    # A header of names is listed, to map one of them.
+    # A header of names is listed, to map one of them; so is one with a few names that are numbers (years).
     (tmp_path / "t.csv").write_text("client,when,value\nRAWID7,2024-07-02,1.45\n")
     with pytest.raises(InputContractError, match="available: client, when, value; map the right column"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    (tmp_path / "t.csv").write_text("client,when,value,2023,2024\nRAWID7,2024-07-02,1.45,1,2\n")
+    with pytest.raises(InputContractError, match="available: client, when, value, 2023, 2024; map the right"):
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
 
 
