@@ -169,12 +169,10 @@ class Model:
         file (local or on an object store)."""
         store.check_scheme(directory)
         directory = store.canonical(directory)
-        run_config: dict[str, Any] = {}
+        output = None
         if is_output(directory, options):
             output = open_output(directory, options)
             path = output.path("model/model.json") if output.has("model/model.json") else None
-            with contextlib.suppress(InputContractError, KeyError, TypeError):   # a version 2 model's settings
-                run_config = dict(output.read_json("run.json")["config"])
         else:
             # A model folder copied out of a run, or a folder holding one.
             candidates = [store.join(directory, "model", "model.json"), store.join(directory, "model.json"), directory]
@@ -187,6 +185,10 @@ class Model:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             msg = f"the model file {path} cannot be read ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
+        run_config: dict[str, Any] = {}
+        if output is not None and isinstance(doc, dict) and doc.get("format_version") == 2:
+            with contextlib.suppress(InputContractError, OSError, KeyError, TypeError):   # what format 2 lacked
+                run_config = dict(output.read_json("run.json")["config"])
         try:
             return _from_doc(doc, run_config)
         except ConfigError as exc:   # settings segmint refuses (one column in two roles), made or edited so
@@ -247,10 +249,10 @@ def _from_doc(doc: Any, run_config: dict[str, Any]) -> Model:
         raise TypeError("the document is not a JSON object")
     if doc.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
-    if doc["format_version"] == 2:
+    if doc["format_version"] == 2:   # what the file lacks (a format 2 model written since keeps dedupe_on)
         events = run_config.get("events")
-        doc = {**doc, "dedupe_on": run_config.get("dedupe_on"),
-               "events": {k: events.get(k) for k in _EVENT_KEYS} if isinstance(events, dict) else None}
+        doc = {"dedupe_on": run_config.get("dedupe_on"),
+               "events": {k: events.get(k) for k in _EVENT_KEYS} if isinstance(events, dict) else None} | doc
     feats = dict(doc["features"])
     feats["lifecycle"] = LifecycleConfig(**feats["lifecycle"])
     feats["rfm_grid"] = tuple((n, tuple(r), tuple(f)) for n, r, f in feats["rfm_grid"])

@@ -157,6 +157,11 @@ def test_predict_scores_as_the_run_did_with_its_as_of_and_its_dedupe(small_data,
     older = {k: v for k, v in doc.items() if k not in ("dedupe_on", "events")} | {"format_version": 2}
     assert _from_doc(older, result.manifest["config"]).dedupe_on == dedupe
     assert _from_doc(older, {}).dedupe_on is None   # a model folder copied out of its run: not known
+    (tmp_path / "run" / "model" / "model.json").write_text(json.dumps(older))   # as the version before wrote it
+    assert segmint.Model.load(tmp_path / "run").dedupe_on == dedupe
+    # One written between the two formats kept its dedupe_on in the file: kept, with or without its run.
+    kept = older | {"dedupe_on": list(dedupe)}
+    assert _from_doc(kept, {}).dedupe_on == dedupe == _from_doc(kept, {"dedupe_on": None}).dedupe_on
     # Asked to keep duplicates, it does: the customers who have them spend more.
     kept = model.predict(doubled, as_of=result.manifest["as_of"], dedupe_on=()).sort("customer_id")
     assert kept["m_score"].to_list() != scored["m_score"].to_list()

@@ -169,23 +169,32 @@ def check_not_inside(out: str | Path, inputs: dict[str, list[str]]) -> None:
 
 
 def _overlaps(target: str, given: str) -> bool:
-    """Whether the output ``target`` (``_normal``) holds, is or lies in what the input ``given`` reads. A local
-    path that exists is itself (engine.io.sources reads a folder 'in[1]' as a folder); a pattern reads what its
-    first component with a wildcard matches in the folder above it (on an object store, a prefix with a
-    wildcard may be either, without a request to tell). Cut at the wildcard, 'in[12]' was 'in': an --out in
-    'in1', which it reads, was not seen to be inside it, and one in 'in[1]' neither."""
-    base = _normal(given)
-    if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
-        if not any(ch in given for ch in "*?[") or store.is_remote(given) or os.path.lexists(store.local(given)):
+    """Whether the output ``target`` (``_normal``) holds, is or lies in what the input ``given`` reads: a path
+    (a local one that exists is itself: engine.io.sources reads a folder 'in[1]' as a folder), or a pattern.
+    A local pattern reads what its first component with a wildcard matches in the folder above it (cut at the
+    wildcard, 'in[12]' was 'in', and an --out in 'in1', which it reads, was not seen to be inside it); on an
+    object store a wildcard matches across '/' (store.glob), so everything from the first one on is read, and
+    a prefix with one may be read as itself, without a request to tell."""
+    wild = any(ch in given for ch in "*?[")
+    remote = store.is_remote(given)
+    if not wild or remote or os.path.lexists(store.local(given)):
+        base = _normal(given)
+        if target == base or base.startswith(target + "/") or target.startswith(base + "/"):
             return True
-    if not any(ch in given for ch in "*?[") or (not store.is_remote(given) and os.path.lexists(store.local(given))):
-        return False
+        if not wild or not remote:
+            return False
+    if remote:   # what the first wildcard token matches, then anything: keys under target it could read
+        pattern = store.canonical(given)
+        at = min(i for i in (pattern.find(ch) for ch in "*?[") if i >= 0)
+        token = pattern.find("]", at) + 1 if pattern[at] == "[" and "]" in pattern[at:] else at + 1
+        return fnmatch.fnmatchcase(target, pattern[:token] + "*") or pattern[:at].startswith(target + "/")
     parts = given.split("/")
     first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
-    base = _normal("/".join(parts[:first]) or ".")
+    base = _normal("/".join(parts[:first]) or ("/" if given.startswith("/") else "."))
+    inside = base if base.endswith("/") else base + "/"
     if target == base or base.startswith(target + "/"):
         return True
-    return target.startswith(base + "/") and fnmatch.fnmatchcase(target[len(base) + 1:].split("/")[0], parts[first])
+    return target.startswith(inside) and fnmatch.fnmatchcase(target[len(inside):].split("/")[0], parts[first])
 
 
 def read_pointer(out: str | Path, options: store.Options) -> Pointer | None:

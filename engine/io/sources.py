@@ -351,11 +351,13 @@ def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:
 def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
     """The data files of one input, each with the Hive keys of the folders it lies in below a directory input.
     A local path that exists is itself, whatever characters it holds (a folder 'export[1]'), before it is a
-    pattern; on an object store a pattern is listed first (one request, as before), and taken as a path only
-    where it matches nothing."""
+    pattern; on an object store a pattern with '*' or '?' is listed first (one request, as before) and taken as
+    a prefix only where it matches nothing, and one with '[' alone (more often a name than a pattern there) is
+    a prefix first: listed as a pattern, 's3://b/in[1]' listed the whole bucket."""
     opts = dict(options)
     files = []
-    if any(ch in path for ch in "*?[") and (store.is_remote(path) or not os.path.lexists(store.local(path))):
+    remote, star = store.is_remote(path), any(ch in path for ch in "*?")
+    if (star and remote) or ((star or "[" in path) and not remote and not os.path.lexists(store.local(path))):
         files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
     if not files and store.is_dir(path, opts):
         base = path.rstrip("/")
@@ -363,6 +365,8 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
                  if _is_data(Path(f[len(base) + 1:]))]
     elif not files and store.exists(path, opts):
         files = [(path, ())]
+    if not files and remote and not star and "[" in path:
+        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)

@@ -553,6 +553,13 @@ def test_a_model_clustering_on_event_features_scores_with_the_events(small_data,
     run_ids = pl.read_parquet(tmp_path / "r" / "assignments").sort("customer_id")
     assigned = pl.read_parquet(tmp_path / "s" / "assignments").sort("customer_id")
     assert assigned["segment"].to_list() == run_ids["segment"].to_list()
+    # A batch that calls a column otherwise names it; the run's (absent) session column still holds.
+    pl.read_parquet(small_data / "events").rename({"customer_id": "uid"}).write_parquet(tmp_path / "ev.parquet")
+    renamed = invoke("assign", tmp_path / "r", tx, "--out", tmp_path / "u", "--events", tmp_path / "ev.parquet",
+                     "--event-customer-col", "uid")
+    assert renamed.exit_code == 0, renamed.stderr
+    again = pl.read_parquet(tmp_path / "u" / "assignments").sort("customer_id")
+    assert again["segment"].to_list() == run_ids["segment"].to_list()
     without = invoke("assign", tmp_path / "r", tx, "--out", tmp_path / "t")
     assert without.exit_code == 2
     assert "clusters on the event feature(s) ['sessions', 'conversion_rate']" in without.stderr

@@ -601,8 +601,11 @@ def test_a_resumed_run_killed_after_its_success_file_commits_the_manifest_of_an_
     ("data", "data/tx/*.parquet", True),
     ("abs/q/r", "abs/**/x.parquet", True),
     ("s3://b/in[1]/out", "s3://b/in[1]", True),           # a prefix that may be read as itself
-    ("s3://b/in1/out", "s3://b/in[1]", True),             # or as a pattern
     ("s3://b/in2/out", "s3://b/in[1]", False),
+    ("s3://b/data/run1", "s3://b/data/*.parquet", True),  # '*' matches across '/' on a store: run1's outputs
+    ("s3://b/data/in1/out", "s3://b/data/in*.parquet", True),
+    ("s3://b/other/out", "s3://b/data/*.parquet", False),
+    ("/tmp/x/out", "/tm*/**/*.parquet", True),           # the folder above '/tm*' is '/', not the working folder
 ])
 def test_an_output_is_inside_what_a_pattern_reads(out, given, overlaps, tmp_path, monkeypatch):
     from segmint.engine.io.sink import check_not_inside
