@@ -2,7 +2,8 @@
 
 Stored as ``model/model.json`` (plain JSON, no pickle): column mapping,
 feature settings, channel vocabulary, RFM cut points, scaler, centroids,
-segment names, CLV parameters, and provenance (versions, config hash, training as-of).
+segment names, CLV parameters, micro-segments, how the run cleaned its rows (--dedupe-on)
+and read its events, and provenance (versions, config hash, training as-of).
 Float32 centroids round-trip exactly through JSON's float64. ``Model.load``
 checks everything it reads (schema, shapes, finite numbers): a truncated or
 edited file is refused with the field at fault, never used half-read.
