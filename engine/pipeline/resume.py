@@ -19,6 +19,7 @@ fingerprint also holds the versions of segmint and the libraries its outputs dep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -68,11 +69,27 @@ def fingerprint(plan: Plan, out: str | Path) -> str:
     options = plan.options
     identity = {path: [rows, *_stat(path, options)] for path, rows in sorted(files.items())}
     doc = {"command": plan.command, "out": str(out), "inputs": list(plan.inputs), "config": config_hash(plan.cfg),
-           "buckets": plan.cfg.buckets, "files": identity, "versions": versions(),
+           "buckets": plan.cfg.buckets, "files": identity, "versions": versions(), "code": _code_stamp(),
            "key": _key_id() if plan.cfg.pseudonymize_ids else None,
            "threads": numba.get_num_threads(),  # outputs are the same for the same thread count
            "scratch": [SCRATCH_FORMAT, plan.cfg.compress_scratch]}   # the names and formats of its files
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _code_stamp() -> str:
+    """A digest of segmint's own sources (engine, kernels, cli): an attempt resumed after the code changed under
+    the same version (an editable install after a pull, a reinstall from a branch) took the first attempt's
+    buckets, mapped by the other code, as its own."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for package in ("segmint.engine", "segmint.kernels", "segmint.cli"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(folder).rglob("*.py")):
+                with contextlib.suppress(OSError):   # a file removed meanwhile: the digest differs anyway
+                    h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def load(out: str | Path, options: store.Options) -> State | None:

@@ -178,3 +178,20 @@ def test_an_error_before_anything_is_kept_says_nothing_about_resume(small_data, 
     with pytest.raises(OutputExistsError) as refused:
         run([small_data / "transactions"], out, RESUME)
     assert not getattr(refused.value, "__notes__", None)
+
+
+def test_code_changed_between_attempts_is_not_resumed(small_data, uninterrupted, tmp_path, monkeypatch):
+    # The fingerprint held segmint's version alone: an attempt resumed after the code changed under the same version
+    # (an editable install after a pull) took the first attempt's mapped buckets, made by the other code, as its own.
+    from segmint.engine.pipeline import resume
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _Calls(m, fail_score_bucket=1)
+        with pytest.raises(RuntimeError):
+            run([small_data / "transactions"], out, RESUME)
+    monkeypatch.setattr(resume, "_code_stamp", lambda: "other code")
+    calls = _Calls(monkeypatch)
+    result = run([small_data / "transactions"], out, RESUME)
+    assert calls.ran["map"] == [0, 1, 2, 3] and "resumes" not in result.manifest["stages"]["plan"]
+    _assert_same_output(uninterrupted, out)
