@@ -309,7 +309,8 @@ def _siblings(out: Path, kind: str) -> list[Path]:
     """The ``kind`` folders of ``out`` (``sibling_path``), by name, not by a glob: an output 'runs[1]' made the
     pattern '.runs[1].old-*', which matched another output's '.runs1.old-*' and none of its own."""
     prefix = f".{out.name}.{kind}-"
-    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix))
+    # A run id holds no dot: '.a.old-x.staging-<id>' is the staging folder of an output 'a.old-x', not a's.
+    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix) and "." not in p.name[len(prefix):])
 
 
 def write_json(path: str | Path, doc: Any, options: store.Options | None = None) -> None:

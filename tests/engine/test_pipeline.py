@@ -565,6 +565,8 @@ def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remo
     out = tmp_path / name
     other = tmp_path / ".out1.old-0"   # another output's (out1), left alone
     other.mkdir()
+    neighbour = tmp_path / f".{name}.old-x.staging-1"   # the staging folder of an output named 'out.old-x'
+    neighbour.mkdir()
     args = ["run", str(small_data / "transactions"), "--out", str(out), "--k", "3", "--overwrite"]
     run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
     killed = subprocess.run([sys.executable, "-c", _KILL_AT, point, *args], capture_output=True, text=True)
@@ -572,7 +574,7 @@ def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remo
     assert any(p.name.startswith(f".{name}.") for p in tmp_path.iterdir()), "the kill left nothing to clean"
     assert (out / "_SUCCESS").is_file()   # a reader sees the old output or the new one
     run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, other.name})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, other.name, neighbour.name})
     assert not (out / "_owner.json").exists()
 
 
