@@ -31,6 +31,8 @@ __all__ = ["split_groups", "evaluate", "HOLDOUT", "TREATMENT"]
 
 HOLDOUT = "holdout"
 TREATMENT = "treatment"
+# What an outcomes file without revenue cannot tell.
+_REVENUE_MEASURES = ("rev_per_customer_t", "rev_per_customer_h", "incremental_revenue", "roi_pct")
 _Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
 
 
@@ -67,6 +69,7 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     if groups["customer_id"].is_duplicated().any():
         msg = "assignments file lists a customer more than once; give the file written by 'segmint abtest split'"
         raise InputContractError(msg)
+    measured_revenue = "revenue" in outcomes.columns
     outcomes = outcomes.select(
         pl.col("customer_id").cast(pl.String),
         pl.col("converted").cast(pl.Float64),
@@ -106,7 +109,10 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
           .with_columns(pl.col("converted").fill_null(0.0), pl.col("revenue").fill_null(0.0)))
     per_segment = _measure(df, cost_per_contact)
     overall = _measure(df.with_columns(pl.lit(None, pl.Int32).alias("segment")), cost_per_contact)
-    return pl.concat([per_segment.sort("segment"), overall], how="vertical_relaxed")
+    result = pl.concat([per_segment.sort("segment"), overall], how="vertical_relaxed")
+    if not measured_revenue:   # revenue never measured is unknown, not 0 (ROI -100% beside an 11-point lift)
+        result = result.with_columns(pl.lit(None, pl.Float64).alias(c) for c in _REVENUE_MEASURES)
+    return result
 
 
 def _measure(df: pl.DataFrame, cost_per_contact: float) -> pl.DataFrame:

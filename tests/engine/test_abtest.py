@@ -48,6 +48,11 @@ def test_evaluate_matches_hand_computation():
     assert row["ci95_high"] == pytest.approx(0.833206, abs=1e-6)
     assert row["incremental_revenue"] == pytest.approx((10 - 1.25) * 6)
     assert row["cost"] == 12.0 and row["roi_pct"] == pytest.approx((52.5 - 12) / 12 * 100)
+    # Without a revenue column the revenue measures are unknown, not 0 (an ROI of -100% beside this lift).
+    blind = evaluate(groups, outcomes.drop("revenue"), 2.0)
+    assert blind.row(0, named=True)["abs_lift"] == 0.25 and blind["cost"].to_list() == [12.0, 12.0]
+    for measure in ("rev_per_customer_t", "rev_per_customer_h", "incremental_revenue", "roi_pct"):
+        assert blind[measure].null_count() == blind.height, measure
 
 
 def test_evaluate_matches_scipy_on_a_large_sample():
@@ -98,7 +103,7 @@ def test_evaluate_overall_row_and_segments():
     assert res["segment"].to_list() == [0, 1, None]
     overall = res.row(2, named=True)
     assert overall["n_t"] + overall["n_h"] == 4000
-    assert overall["conv_h"] == 0.0 and overall["rev_per_customer_t"] == 0.0
+    assert overall["conv_h"] == 0.0 and overall["rev_per_customer_t"] is None   # no revenue column: unknown
     assert overall["p_value"] < 1e-10
 
 

@@ -160,3 +160,24 @@ def test_outliers_are_the_farthest_half_percent_of_each_segment(small_run):
     assert 0.002 < a["outlier"].mean() < 0.01
     profiles = pl.read_parquet(small_run / "profiles.parquet")
     assert profiles["outliers"].sum() == a["outlier"].sum()
+
+
+def test_drift_gives_a_point_mass_its_own_bin():
+    # With 90% of the old customers at 0, the bin [0, inf) held every customer of both runs: a share that went
+    # from 0 to 0.21 on average had a PSI of 0 ("stable"), and 4.65 ("major") with the runs swapped.
+    from segmint.engine.pipeline.compare import _bin, _deciles, _drift
+
+    rng = np.random.default_rng(0)
+    old = np.where(rng.random(5000) < 0.95, 0.0, rng.random(5000))
+    new = np.where(rng.random(5000) < 0.4, 0.0, rng.random(5000))
+
+    def band(a, b):
+        cuts, masses = _deciles(pl.DataFrame({"f": a}).lazy(), ["f"], a.size)["f"]
+        bins = np.stack([np.bincount(_bin(v, cuts, masses), minlength=cuts.size + 1 + masses.size) for v in (a, b)])
+        return _drift({"f": bins})["band"][0]
+
+    assert band(old, new) == "major" and band(new, old) == "major" and band(old, old) == "stable"
+    # A feature without ties keeps the decile bins [e_i, e_i+1) it had.
+    values = rng.normal(size=5000)
+    cuts, masses = _deciles(pl.DataFrame({"f": values}).lazy(), ["f"], values.size)["f"]
+    assert masses.size == 0 and (_bin(values, cuts, masses) == np.searchsorted(cuts, values, side="right")).all()
