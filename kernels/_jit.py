@@ -21,7 +21,7 @@ import os
 import numba
 from numba.core import caching
 
-__all__ = ["serial", "parallel"]
+__all__ = ["serial", "parallel", "folder_stamp"]
 
 _FOLDER = os.path.dirname(os.path.abspath(__file__))
 _NUMBA_LOCATORS = tuple(c for c in caching.CacheImpl._locator_classes if c.__name__ != "_KernelsLocator")
@@ -53,7 +53,7 @@ class _KernelsLocator:
         return None
 
 
-def _folder_stamp(folder: str) -> str:
+def folder_stamp(folder: str) -> str:
     """A digest of the folder's Python sources (their names and contents); files that cannot be read (an
     editor's dangling lock link, a file removed meanwhile) are left out, as is a folder that cannot be listed."""
     h = hashlib.sha256()
@@ -72,7 +72,7 @@ def _folder_stamp(folder: str) -> str:
 
 # Read once, as the kernels load: a module compiled later in this process (with the others' code as loaded
 # now) is saved under the sources as they were then, so a new process with newer sources compiles again.
-_FOLDER_STAMP = _folder_stamp(_FOLDER)
+_FOLDER_STAMP = folder_stamp(_FOLDER)
 caching.CacheImpl._locator_classes = [_KernelsLocator, *_NUMBA_LOCATORS]
 
 serial = numba.njit(cache=True, nogil=True)

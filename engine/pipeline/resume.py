@@ -19,7 +19,6 @@ fingerprint also holds the versions of segmint and the libraries its outputs dep
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -82,13 +81,15 @@ def _code_stamp() -> str:
     buckets, mapped by the other code, as its own."""
     import importlib.util
 
+    from segmint.kernels._jit import folder_stamp
+
     h = hashlib.sha256()
     for package in ("segmint.engine", "segmint.kernels", "segmint.cli"):
         spec = importlib.util.find_spec(package)
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(folder).rglob("*.py")):
-                with contextlib.suppress(OSError):   # a file removed meanwhile: the digest differs anyway
-                    h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            folders = [Path(root), *sorted(p for p in Path(root).rglob("*") if p.is_dir() and p.name != "__pycache__")]
+            for folder in folders:
+                h.update(str(folder.relative_to(root)).encode() + b"\0" + folder_stamp(str(folder)).encode())
     return h.hexdigest()
 
 

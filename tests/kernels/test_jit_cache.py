@@ -11,7 +11,7 @@ _DRIVER = textwrap.dedent("""
     import sys
     import segmint.kernels._jit as jit
     jit._FOLDER = sys.argv[1]     # the folder whose modules are kernels (this test's, not segmint's)
-    jit._FOLDER_STAMP = jit._folder_stamp(sys.argv[1])
+    jit._FOLDER_STAMP = jit.folder_stamp(sys.argv[1])
     sys.path.insert(0, sys.argv[1])
     import main
     print(main.g())
@@ -41,7 +41,7 @@ def test_an_edit_to_a_module_a_cached_kernel_calls_recompiles_it(tmp_path):
 def test_kernels_are_stamped_with_the_whole_folder_and_other_functions_as_numba_does(tmp_path):
     locator = lines.customer_pass._cache._impl.locator   # the one the dispatcher uses
     assert type(locator) is _jit._KernelsLocator
-    assert locator.get_source_stamp() == (locator._inner.get_source_stamp(), _jit._folder_stamp(_jit._FOLDER))
+    assert locator.get_source_stamp() == (locator._inner.get_source_stamp(), _jit.folder_stamp(_jit._FOLDER))
     assert locator.get_cache_path() == locator._inner.get_cache_path()   # Numba's folder: pruned as before
 
     def elsewhere():
@@ -51,10 +51,10 @@ def test_kernels_are_stamped_with_the_whole_folder_and_other_functions_as_numba_
     # The stamp follows any module's content; unreadable entries (an editor's dangling lock link) are left out.
     for name, text in (("a.py", "x = 1\n"), ("b.py", "y = 1\n")):
         (tmp_path / name).write_text(text)
-    before = _jit._folder_stamp(str(tmp_path))
+    before = _jit.folder_stamp(str(tmp_path))
     (tmp_path / ".#b.py").symlink_to("user@host.1234:1")
     (tmp_path / "gone.py").symlink_to(tmp_path / "nowhere.py")
-    assert _jit._folder_stamp(str(tmp_path)) == before
+    assert _jit.folder_stamp(str(tmp_path)) == before
     (tmp_path / "b.py").write_text("y = 22\n")
-    assert _jit._folder_stamp(str(tmp_path)) != before
-    assert _jit._folder_stamp(str(tmp_path / "missing")) == ""
+    assert _jit.folder_stamp(str(tmp_path)) != before
+    assert _jit.folder_stamp(str(tmp_path / "missing")) == ""
