@@ -49,17 +49,16 @@ def available_cpus() -> int:
     return max(1, min(n, quota)) if quota else max(1, n)
 
 
-def process_gone(pid: int) -> bool | None:
-    """Whether process ``pid`` of this host has ended: True when none is there or it is a zombie (ended, not yet
-    reaped: in a container whose first process does not reap, a killed run's stays one, and its output was
-    "being written" until its lease ran out), False while it runs, None where that cannot be known (another
-    user's process)."""
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` of this host has ended: none is there, or it is a zombie (ended, not yet reaped:
+    in a container whose first process does not reap, a killed run's stays one, and its output was "being
+    written" until its lease ran out). Another user's process is taken to run."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return None
+        return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"   # the state follows the name in brackets

@@ -176,7 +176,7 @@ def _dead(holder: Holder | None, version: store.Version) -> bool:
         return True
     if holder is None or holder.host != socket.gethostname():
         return False
-    return process_gone(holder.pid) is True
+    return process_gone(holder.pid)
 
 
 def _encode(holder: Holder) -> bytes:

@@ -477,7 +477,7 @@ def _abandoned(folder: Path, out: Path) -> bool:
     if owner.get("host") != socket.gethostname() or owner.get("resume"):
         return False
     try:
-        return process_gone(int(owner["pid"])) is True
+        return process_gone(int(owner["pid"]))
     except (ValueError, KeyError, TypeError):
         return False
 

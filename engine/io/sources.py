@@ -355,18 +355,24 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
     a prefix only where it matches nothing, and one with '[' alone (more often a name than a pattern there) is
     a prefix first: listed as a pattern, 's3://b/in[1]' listed the whole bucket."""
     opts = dict(options)
-    files = []
     remote, star = store.is_remote(path), any(ch in path for ch in "*?")
-    if (star and remote) or ((star or "[" in path) and not remote and not os.path.lexists(store.local(path))):
-        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+    if remote:
+        pattern_first, pattern_last = star, not star and "[" in path
+    else:
+        pattern_first, pattern_last = (star or "[" in path) and not os.path.lexists(store.local(path)), False
+
+    def matches() -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
+        return [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+
+    files = matches() if pattern_first else []
     if not files and store.is_dir(path, opts):
         base = path.rstrip("/")
         files = [(f, _hive_keys(Path(f[len(base) + 1:]))) for f in store.list_files(path, opts)
                  if _is_data(Path(f[len(base) + 1:]))]
     elif not files and store.exists(path, opts):
         files = [(path, ())]
-    if not files and remote and not star and "[" in path:
-        files = [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+    if not files and pattern_last:
+        files = matches()
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)

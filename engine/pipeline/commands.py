@@ -497,7 +497,6 @@ def _work_base(cfg: RunConfig, out: str | Path | None) -> Path:
     return store.local(out) if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir()) / "segmint"
 
 
-
 def _event_mapping(events: EventSource | None) -> dict[str, str | None] | None:
     """The columns of a run's events (not its paths), kept in its model."""
     if events is None:
