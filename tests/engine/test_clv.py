@@ -264,6 +264,40 @@ def test_degenerate_fits_are_refused_not_returned():
         fit_clv(too_few, ClvConfig())
 
 
+def _spend_alike(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Repeat counts and mean spends of 2,000 customers whose every line is U(10, 90): no heterogeneity."""
+    rng = np.random.default_rng(seed)
+    x = rng.geometric(0.4, 2000).astype(np.float64)
+    return x, np.array([rng.uniform(10, 90, int(k)).mean() for k in x])
+
+
+def test_gamma_gamma_of_spend_without_heterogeneity_is_refused_wherever_the_optimiser_stops():
+    from segmint.engine.analytics.clv import ClvFitError
+
+    # The likelihood rises along q -> inf: 5 of these 20 fits stopped short of the bound (q = 6,013 to 55,882)
+    # and were returned, as were CLV numbers from them.
+    for seed in range(20):
+        with pytest.raises(ClvFitError, match=r"degenerate \(q=1e\+05\)"):
+            fit_gamma_gamma(*_spend_alike(seed))
+
+
+def test_a_stop_short_of_the_optimum_goes_on_to_it(monkeypatch):
+    from segmint.engine.analytics import clv
+
+    ends = []
+    maximise = clv._maximise
+    def spy(neg, names, n):
+        theta, ll, at_edge = maximise(neg, names, n)
+        ends.append(at_edge)
+        return theta, ll, at_edge
+    monkeypatch.setattr(clv, "_maximise", spy)
+    with pytest.raises(clv.ClvFitError):
+        fit_gamma_gamma(*_spend_alike(6))
+    # On v's bound in the spend's unit, then (in tens) L-BFGS-B stopped at q = 6,013 with 1e-3 of log-likelihood
+    # per customer still to gain per unit of log p, and the optimum was returned: it goes on to q's bound.
+    assert ends == [["v=1e+05"], ["q=1e+05"]]
+
+
 def test_default_horizon_spans_the_same_days_in_either_unit():
     assert ClvConfig(time_unit="week").horizon_units * 7 == ClvConfig(time_unit="day").horizon_units == 364
     assert ClvConfig(time_unit="day", horizon=30).horizon_units == 30
