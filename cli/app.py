@@ -98,7 +98,7 @@ def demo(
 
 @app.command()
 def generate(
-    out: Out,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local).", metavar="DIR")],
     n_customers: Annotated[int, typer.Option("--n-customers", help="Number of customers.", metavar="N")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.", metavar="N")] = 0,
     with_events: Annotated[bool, typer.Option("--with-events/--no-events", help="Also write web/app events.")] = True,

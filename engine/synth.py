@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.errors import ConfigError
+from segmint.engine.io import store
 from segmint.engine.io.sink import staged_dir
 from segmint.kernels.synth import simulate_purchases
 
@@ -81,6 +82,7 @@ def generate(out: str | Path, *, customers: int, seed: int = 0, events: bool = T
     Customers are simulated in blocks of BLOCK_CUSTOMERS, each seeded from
     (seed, block), so memory stays flat however many customers are asked for.
     """
+    out = store.local_only(out, "generate's --out", writing=True)   # staged_dir took s3://b/x for a Path: exit 1
     if customers < 1:
         msg = f"--n-customers must be >= 1, got {customers}"
         raise ConfigError(msg)

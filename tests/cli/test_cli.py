@@ -306,10 +306,12 @@ def test_one_column_in_two_roles_is_refused(small_data, tmp_path, flags, needle)
     assert not (tmp_path / "o").exists()
 
 
-def test_report_and_abtest_refuse_uris_they_would_write_as_local_files(small_run, tmp_path, monkeypatch):
-    # Path("s3://b/x") is the local "s3:/b/x": the page and the groups were written there, with exit 0.
+def test_report_abtest_and_generate_refuse_uris_they_would_write_as_local_files(small_run, tmp_path, monkeypatch):
+    # Path("s3://b/x") is the local "s3:/b/x": the page and the groups were written there, with exit 0; generate
+    # failed with exit 1 (an AttributeError).
     monkeypatch.chdir(tmp_path)
     for args in (["report", small_run, "--out", "s3://b/r.html"], ["report", "s3://b/run", "--out", "r.html"],
+                 ["generate", "--out", "s3://b/data", "--n-customers", 10],
                  ["abtest", "split", small_run, "--out", "s3://b/g.parquet"],
                  ["abtest", "evaluate", "--assignments", "s3://b/g.parquet", "--outcomes", "o.csv",
                   "--cost-per-contact", 1, "--out", "ab"],
