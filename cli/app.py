@@ -749,9 +749,9 @@ def _errors(json_logs: bool) -> Iterator[None]:
             traceback.print_exc()
         _fail(str(exc), exc.exit_code, json_logs, getattr(exc, "__notes__", None))
     except KeyboardInterrupt as exc:
-        _fail("interrupted; no output was changed", 130, json_logs, getattr(exc, "__notes__", None))
+        _fail(_stopped("interrupted", exc), 130, json_logs, getattr(exc, "__notes__", None))
     except Terminated as exc:
-        _fail("terminated; no output was changed", 143, json_logs, getattr(exc, "__notes__", None))
+        _fail(_stopped("terminated", exc), 143, json_logs, getattr(exc, "__notes__", None))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
             traceback.print_exc()
@@ -759,6 +759,13 @@ def _errors(json_logs: bool) -> Iterator[None]:
             _fail(_DISK_FULL, 2, json_logs, getattr(exc, "__notes__", None))
         hint = "" if _state["debug"] else " (rerun with --debug for the traceback)"
         _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, json_logs, getattr(exc, "__notes__", None))
+
+
+def _stopped(how: str, exc: BaseException) -> str:
+    """What a signal left: the output as it was, or (one at the commit) the new output in place."""
+    if getattr(exc, "output_committed", False):   # engine.io.sink: the commit had taken place
+        return f"{how} after the output was committed: it is complete; the next run on it removes what is left over"
+    return f"{how}; no output was changed"
 
 
 # Before a partition the run checks the scratch's free space (engine.pipeline.partition); the feature tables

@@ -48,7 +48,7 @@ from segmint.engine.runtime import process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
-           "sibling_path", "version_root", "is_part"]
+           "sibling_path", "version_root", "committed_run", "is_part"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
@@ -120,15 +120,26 @@ def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str
     root = version_root(out, run_id)
     _remove_uncommitted(str(out), pointer, keep_root=root, options=opts)
     staging = Staging(Layout(root, options))
+    committing = False
     try:
         yield staging
+        committing = True
         _commit_remote(str(out), staging, run_id, pointer, lease, opts)
-    except BaseException:
-        if not keep:
+    except BaseException as exc:
+        # A signal during the pointer's write is raised once the store has taken it: the version then is the
+        # output, and removing it left a pointer to nothing (every reader failed, every later run exit 4).
+        moved = _names(out, root, opts) if committing else False
+        if moved:
+            _mark_committed(exc)
+        elif moved is False and not keep:   # unknown (the store unreachable): the next run removes it if not the output
             store.remove_prefix(root, opts)
         raise
     if pointer is not None:
-        _remove_version(str(out), pointer, opts)
+        try:
+            _remove_version(str(out), pointer, opts)
+        except BaseException as exc:   # a signal: committed all the same, the next run removes the rest
+            _mark_committed(exc)
+            raise
 
 
 def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str, str], ...] = (),
@@ -213,6 +224,17 @@ def read_pointer(out: str | Path, options: store.Options) -> Pointer | None:
     return Pointer(version, text.strip(), str(out), True)
 
 
+def committed_run(out: str | Path, options: store.Options) -> str | None:
+    """The run id of the output committed at ``out`` (None: none, or unreadable)."""
+    if store.is_remote(out):
+        pointer = read_pointer(out, options)
+        return pointer.run_id if pointer is not None else None
+    try:
+        return json.loads((store.local(out) / "_manifest.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def version_root(out: str | Path, run_id: str) -> str:
     """The folder an object-store run writes into."""
     return store.join(out, f"run-{run_id}")
@@ -246,8 +268,12 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
         # segmint's, and one killed here was left beside the output for good, a copy of its customers.
         _replace(stage, out, overwrite=overwrite)
         (out / OWNER).unlink(missing_ok=True)
-    except BaseException:
-        if not keep:
+    except BaseException as exc:
+        if not stage.exists():   # renamed into place: a signal after the rename, the output committed
+            with contextlib.suppress(OSError):
+                (out / OWNER).unlink(missing_ok=True)
+            _mark_committed(exc)
+        elif not keep:
             shutil.rmtree(stage, ignore_errors=True)
         raise
 
@@ -446,6 +472,21 @@ def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | N
         raise OutputExistsError(msg)
 
 
+def _names(out: str | Path, root: str, options: store.Options) -> bool | None:
+    """Whether ``out``'s pointer names the version folder ``root`` (None: it could not be read)."""
+    try:
+        pointer = read_pointer(out, options)
+    except Exception:  # noqa: BLE001 - whatever the store raised, the answer is unknown
+        return None
+    return pointer is not None and pointer.root == root
+
+
+def _mark_committed(exc: BaseException) -> None:
+    """An exception raised after the output was committed (a signal at the commit): the CLI says so rather
+    than "no output was changed", and a --resume run does not offer to go on."""
+    exc.output_committed = True  # type: ignore[attr-defined]
+
+
 def _remove_version(out: str, previous: Pointer, options: store.Options) -> None:
     """After the pointer moved: the replaced run's files. Should this fail, the next run removes them."""
     with contextlib.suppress(OSError, OutputExistsError):
@@ -494,7 +535,10 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
     try:
         stage.rename(out)
     except BaseException:
-        old.rename(out)
+        if stage.exists():
+            old.rename(out)
+        else:   # renamed, then a signal (putting the old back failed, "Directory not empty"): committed
+            shutil.rmtree(old, ignore_errors=True)
         raise
     # Committed: another run's clean-up may be removing the old output too (generate and abtest hold no lease).
     if old.is_dir():

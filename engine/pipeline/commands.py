@@ -46,8 +46,8 @@ from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
 from segmint.engine.io.pseudonym import key_fingerprint
-from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, remove_stale, sibling_path,
-                                   staged_output, version_root, work_dir, write_json)
+from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, remove_stale,
+                                    sibling_path, staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -384,7 +384,7 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                 info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
             yield _Session(command, plan, clock, runner, staging, started, out, resumed, began)
     except BaseException as exc:
-        if recorded:
+        if recorded and not getattr(exc, "output_committed", False):
             exc.add_note("the finished buckets are kept: rerun the same command with --resume to go on from them")
         raise
     if keep:
@@ -417,6 +417,12 @@ def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
     discard what it left, and with --resume record this run."""
     opts = dict(cfg.storage_options)
     old = resume.load(out, opts)
+    if old is not None and old.run_id == committed_run(out, opts):
+        # Its run committed and was stopped before forgetting it: there is nothing of it to go on from or to
+        # remove (its version folder is the output: resumed, it was rewritten in place then removed as the
+        # replaced version; discarded, it was deleted, and either way the output was lost, exit 0 or 4).
+        resume.forget(out, opts)
+        old = None
     if cfg.resume:
         fingerprint = resume.fingerprint(plan, out)
         if old is not None and old.fingerprint == fingerprint:

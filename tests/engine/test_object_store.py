@@ -316,6 +316,59 @@ def test_a_run_killed_around_its_commit_leaves_the_previous_or_the_new_output_wh
     assert seen == {"a", "b"}   # the kills fell on both sides of the pointer
 
 
+@pytest.mark.parametrize("next_run", [("--resume",), ()])
+def test_a_resumed_run_killed_after_its_commit_leaves_an_output_the_next_run_replaces(s3, s3_data, tmp_path,
+                                                                                      next_run):
+    # Killed past the pointer but before its record was forgotten, a --resume run left _resume.json naming the
+    # committed run: the next --resume run took that id, wrote into the committed folder and then removed it as the
+    # replaced version (exit 0, no readable output); a plain run discarded it (exit 4, and no run could replace it).
+    base = f"s3://segmint-test/resume-commit-{len(next_run)}"
+    run_b = ("run", s3_data, "--k", "4", "--seed", "2", "--buckets", "2", "--overwrite", "--resume")
+    assert _cli(s3, "run", s3_data, "--k", "3", "--out", f"{base}/a").returncode == 0
+    assert _cli(s3, *run_b, "--out", f"{base}/b").returncode == 0
+    out = f"{base}/out"
+    _copy_output(f"{base}/a", out, s3)
+    ops = tmp_path / "ops"
+    assert _cli(s3, *run_b, "--out", out, ops_file=ops).returncode == 0
+    log = ops.read_text().splitlines()
+    commit = next(i + 1 for i, line in enumerate(log) if line.startswith("put_") and line.endswith("/_SUCCESS"))
+    _copy_output(f"{base}/a", out, s3)
+    killed = _cli(s3, *run_b, "--out", out, kill_at=commit + 1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert store.exists(f"{out}/_resume.json", dict(s3)) and _state(out, s3)[0].equals(_state(f"{base}/b", s3)[0])
+    again = _cli(s3, *run_b[:-1 if not next_run else None], "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert _state(out, s3)[0].equals(_state(f"{base}/b", s3)[0])
+    pointer = json.loads(store.read_bytes(f"{out}/_SUCCESS", dict(s3)))
+    assert {f[len(out) + 1:].split("/")[0] for f in store.list_files(out, dict(s3))} == {"_SUCCESS", pointer["root"]}
+
+
+@pytest.mark.parametrize("signal_after", ["put_if", "remove"])
+def test_a_signal_at_the_commit_keeps_the_new_output_and_says_it_was_committed(s3, s3_data, monkeypatch,
+                                                                              signal_after):
+    # A SIGTERM or Ctrl-C during the pointer's write is raised once the store has taken it: the run removed its
+    # version folder, which the pointer named (every reader failed, every later run exit 4), and said "no output
+    # was changed". After the pointer, while the previous version is removed, it said the same of a new output.
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3, overwrite=True)
+    out = f"s3://segmint-test/signal-commit-{signal_after}"
+    run([s3_data], out, dataclasses.replace(cfg, cluster=ClusterConfig(k=4)))
+    original = getattr(store, signal_after)
+    def then_a_signal(*args, **kwargs):
+        done = original(*args, **kwargs)
+        if str(args[0]).endswith("/_SUCCESS") or (signal_after == "remove" and "/run-" in str(args[0])):
+            raise KeyboardInterrupt
+        return done
+    with monkeypatch.context() as m:
+        m.setattr(store, signal_after, then_a_signal)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            run([s3_data], out, cfg)
+    assert caught.value.output_committed
+    assert Model.load(out, dict(s3)).centroids.shape[0] == 3 and _committed(out, s3).height > 0
+    run([s3_data], out, cfg)   # the next run removes the previous version the signal left
+    pointer = json.loads(store.read_bytes(f"{out}/_SUCCESS", dict(s3)))
+    assert {f[len(out) + 1:].split("/")[0] for f in store.list_files(out, dict(s3))} == {"_SUCCESS", pointer["root"]}
+
+
 @pytest.mark.scale
 def test_a_run_killed_at_any_point_leaves_the_previous_or_the_new_output_whole(s3, s3_data, tmp_path):
     # Every 4th operation of the run (claim, rejects, scratch, parts, meta files), and each one from the

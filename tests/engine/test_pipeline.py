@@ -578,6 +578,33 @@ def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remo
     assert not (out / "_owner.json").exists()
 
 
+@pytest.mark.parametrize("replacing", [False, True])
+def test_a_signal_just_after_the_commit_rename_keeps_the_new_output_and_says_so(small_data, tmp_path, monkeypatch,
+                                                                             replacing):
+    # Replacing, putting the old output back failed ("Directory not empty": exit 1) and left it aside; a first
+    # output kept its _owner.json; both said "no output was changed" of a new output in place.
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+
+    out = tmp_path / "out"
+    if replacing:
+        run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=4)))
+    rename = Path.rename
+    def then_a_signal(self, target):
+        done = rename(self, target)
+        if ".staging-" in self.name:
+            raise KeyboardInterrupt
+        return done
+    monkeypatch.setattr(Path, "rename", then_a_signal)
+    r = CliRunner().invoke(app, ["--threads", "2", "run", str(small_data / "transactions"), "--out", str(out),
+                                 "--k", "3", "--overwrite"])
+    monkeypatch.undo()
+    assert r.exit_code == 130 and "interrupted after the output was committed" in r.stderr, r.stderr
+    assert Model.load(out).centroids.shape[0] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not (out / "_owner.json").exists()
+
+
 def test_a_resumed_run_killed_after_its_success_file_commits_the_manifest_of_an_uninterrupted_run(small_data,
                                                                                                  tmp_path):
     # The next --resume attempt reused the staging folder and listed the first attempt's _SUCCESS and
