@@ -280,10 +280,14 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
 
 @contextlib.contextmanager
 def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``out``; on success it is renamed onto ``out``."""
+    """Yield a temporary path beside ``out`` (in a staging folder with an owner file, so that one a kill left,
+    a whole copy of the output, is removed by the next write of it as staged_dir's are); on success it is
+    renamed onto ``out``."""
     out = check_writable(out, overwrite=overwrite, file=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
+    remove_stale(out)
+    folder = _claim(sibling_path(out, "staging", uuid.uuid4().hex[:12]), False)
+    tmp = folder / out.name
     try:
         yield tmp
         if out.is_dir():
@@ -291,7 +295,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
             raise OutputExistsError(msg)
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

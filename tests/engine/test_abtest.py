@@ -165,3 +165,21 @@ def test_abtest_outputs_inside_their_inputs_are_refused_and_the_inputs_kept(smal
     with pytest.raises(ConfigError, match="overlaps the input .*--assignments"):
         abtest_evaluate(groups, groups, groups, cost_per_contact=1.0, overwrite=True)
     assert groups.read_bytes() == written
+
+
+def test_a_split_killed_before_its_rename_leaves_no_copy_once_written_again(small_run, tmp_path):
+    # The temporary file, every customer's id and group, was left beside the output for good.
+    import signal
+    import subprocess
+    import sys
+
+    kill = ("import os, signal, sys\nos.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "from segmint.cli.app import main\nsys.exit(main())")
+    args = ["abtest", "split", str(small_run), "--out", str(tmp_path / "g.parquet"), "--overwrite"]
+    killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [p.name for p in tmp_path.iterdir()][0].startswith(".g.parquet.staging-")
+    again = subprocess.run([sys.executable, "-m", "segmint.cli.app", *args], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["g.parquet"]
+    assert pl.read_parquet(tmp_path / "g.parquet").height > 0
