@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -517,13 +518,21 @@ def _abandoned(folder: Path, out: Path) -> bool:
         # "old" folders are a previous output renamed aside: left by a crash after the new output was in
         # place, or while it was being deleted (its _SUCCESS among the first files gone). The one output a
         # crash between the two renames left aside was put back before this. Staging and work folders without
-        # an owner are not ours.
-        return ".old-" in folder.name
+        # an owner are not ours, but for an empty one of a minute or more: a run killed between its mkdir and
+        # its owner file left it.
+        return ".old-" in folder.name or _empty_for_a_minute(folder)
     if owner.get("host") != socket.gethostname() or owner.get("resume"):
         return False
     try:
         return process_gone(int(owner["pid"]))
     except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _empty_for_a_minute(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and not any(folder.iterdir()) and folder.stat().st_mtime < time.time() - 60
+    except OSError:
         return False
 
 

@@ -26,6 +26,7 @@ import itertools
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -382,9 +383,23 @@ def _local_version(st: os.stat_result) -> Version:
 
 def _local_tmp(target: Path, data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_tmps(target)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.write_bytes(data)
     return tmp
+
+
+def _remove_abandoned_tmps(target: Path) -> None:
+    """A writer's temporary file lives for one link or rename: one older than a minute was left by a process
+    killed in between (a lease's, beside its output for good)."""
+    prefix, cutoff = f".{target.name}.", time.time() - 60
+    for entry in os.scandir(target.parent):
+        rest = entry.name[len(prefix):]
+        if entry.name.startswith(prefix) and len(rest) == 16 and rest.endswith(".tmp") and \
+                all(c in "0123456789abcdef" for c in rest[:12]):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
 
 
 @contextlib.contextmanager

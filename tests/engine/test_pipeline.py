@@ -578,6 +578,24 @@ def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remo
     assert not (out / "_owner.json").exists()
 
 
+def test_what_a_kill_between_two_steps_of_a_write_left_is_removed_by_the_next_run(small_data, tmp_path):
+    # A lease's temporary file killed before its link (the holder's host and pid), and a staging or work folder
+    # killed between its mkdir and its owner file, stayed beside the output for good.
+    out = tmp_path / "out"
+    left = [tmp_path / "..out.lock.json.0123456789ab.tmp", tmp_path / ".out.staging-20261205T000000Z-0123abcd",
+            tmp_path / ".out.work-20261205T000000Z-0123abcd"]
+    left[0].write_text("{}")
+    left[1].mkdir()
+    left[2].mkdir()
+    fresh = [tmp_path / "..out.lock.json.ba9876543210.tmp", tmp_path / ".out.staging-20261205T000001Z-0123abcd"]
+    for path in left:
+        os.utime(path, (0, dt.datetime.now().timestamp() - 120))
+    fresh[0].write_text("{}")
+    fresh[1].mkdir()   # another run's, a moment old: its owner file is on its way
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", *(p.name for p in fresh)])
+
+
 @pytest.mark.parametrize("replacing", [False, True])
 def test_a_signal_just_after_the_commit_rename_keeps_the_new_output_and_says_so(small_data, tmp_path, monkeypatch,
                                                                              replacing):
