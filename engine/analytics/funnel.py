@@ -31,9 +31,12 @@ _DAY_US = 86_400_000_000
 
 def event_features(events: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
     """customer_id, the EVENT_FEATURES and ``considered`` (bool), one row per customer, sorted."""
+    # A session is an id, or a day: apart (a session id '2026-03-05' was the null sessions of that day).
     day = pl.col("ts").dt.date().cast(pl.String)
-    session = (pl.coalesce(pl.col("session_id").cast(pl.String), day) if "session_id" in events.columns
-               else day).alias("__session")
+    has_id = pl.col("session_id").is_not_null() if "session_id" in events.columns else pl.lit(False)
+    session = pl.struct(has_id.alias("id"), (pl.coalesce(pl.col("session_id").cast(pl.String), day)
+                                             if "session_id" in events.columns else day).alias("key")
+                        ).alias("__session")
     kind = pl.col("event_type")
     return (events.with_columns(session)
             .group_by("customer_id")
@@ -52,13 +55,15 @@ def event_features(events: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
             .sort("customer_id"))
 
 
-def funnel_table(features: pl.DataFrame, behaviour: pl.DataFrame) -> pl.DataFrame:
-    """Every customer of either table: customer_id, funnel_stage, frequency and the event features."""
+def funnel_table(features: pl.DataFrame, behaviour: pl.DataFrame, set_aside: pl.Series) -> pl.DataFrame:
+    """Every customer of either table but those ``set_aside`` (rejected whole, as a returns-only customer:
+    their events made them one who never bought): customer_id, funnel_stage, frequency and the event features."""
     left, right = features.schema["customer_id"], behaviour.schema["customer_id"]
     if left != right:
         msg = (f"event customer ids are {right} but transaction customer ids are {left}; "
                f"map id columns of the same type (--event-customer-col)")
         raise InputContractError(msg)
+    behaviour = behaviour.filter(~pl.col("customer_id").is_in(set_aside.implode()))
     both = features.select("customer_id", "frequency").join(behaviour, on="customer_id", how="full",
                                                             coalesce=True)
     stage = (pl.when(pl.col("frequency") >= 2).then(pl.lit("repurchase"))

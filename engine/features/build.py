@@ -36,7 +36,8 @@ from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import read_ahead, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
-                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, OK, chunk_tally, customer_pass, fill_lines)
+                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, chunk_tally, customer_pass,
+                                   fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "records_reused", "REASON_NAMES", "LINE_FEATURES", "channel_columns",
@@ -57,6 +58,7 @@ class MappedLines:
     table: pl.DataFrame | None        # features by customer_id (mode "features")
     grouped: Grouped | None           # the clean lines grouped by customer (mode "cohorts")
     rejects: pl.DataFrame             # the rejected rows as read, and the reason column
+    set_aside: pl.Series | None       # customers rejected whole (returns only, amount overflow; mode "features")
     rejected: dict[str, int]          # rows per reason, every reason
     rejected_amount: dict[str, list[float]]  # per reason: exact partials of the finite rejected amounts
     rows_in: int
@@ -123,17 +125,18 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     kept = status == OK
     later = _decided_per_customer(offsets, perm, status, rec["reason"], dedupe)
     lines.count_rejects(rec["reason"][later], rec["amount"][later])
-    table = grouped = None
+    table = grouped = set_aside = None
     if mode == "features":
         ids = enc.customer_ids(by_rank[kept])
         table = _feature_table(ids, kept, features, shares, line_out, channels, lines.has_category, cfg.features)
+        set_aside = enc.customer_ids(by_rank[(status != OK) & (status != EMPTY)])
     elif mode == "cohorts":
         grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
     rejects = _rejects(lines.early, later, rec["reason"], reread, schema, reason_column)
     _give_records_back()
     return MappedLines(
-        table=table, grouped=grouped, rejects=rejects,
+        table=table, grouped=grouped, rejects=rejects, set_aside=set_aside,
         rejected=dict(zip(REASON_NAMES, lines.rejected[1:].tolist(), strict=True)),
         rejected_amount=dict(zip(REASON_NAMES, lines.rejected_amount, strict=True)),
         rows_in=rows, rows_used=rows - rejected, repeats=int(repeats.sum()), customers=int(kept.sum()),

@@ -111,7 +111,10 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
         pl.col("__cid").alias("customer_id"),
         pl.col("__ts").alias("ts"),
         pl.col(src.event_type).cast(pl.String).str.to_lowercase().alias("event_type"),
-        *_optional(src.session, "session_id"),
+        # A blank session is an empty cell too: a Parquet "" was one session for every day (a CSV's, read as
+        # null, one per day).
+        *([pl.when(empty_cell(df.schema, src.session)).then(None).otherwise(pl.col(src.session).cast(pl.String))
+           .alias("session_id")] if src.session is not None else []),
     )
     return EventClean(
         events=events,
@@ -130,9 +133,3 @@ def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:
         return col.is_null() | (col.cast(pl.String).str.strip_chars(ASCII_SPACE) == "")
     return col.is_null()
 
-
-def _optional(source: str | None, name: str, *, keep_type: bool = False) -> list[pl.Expr]:
-    if source is None:
-        return []
-    col = pl.col(source)
-    return [(col if keep_type else col.cast(pl.String)).alias(name)]

@@ -190,7 +190,7 @@ def _map(job: MapJob) -> BucketResult:
         return BucketResult(**result, files=tuple(files))
     if job.mode == "cohorts":
         return BucketResult(**result, cohorts=cohort_partials(mapped.grouped, mapped.as_of), files=tuple(files))
-    table = _with_events(mapped.table, plan, job, mapped.as_of, counts, files)
+    table = _with_events(mapped.table, mapped.set_aside, plan, job, mapped.as_of, counts, files)
     table = _with_attributes(table, plan, job.bucket, counts)
     table = table.with_columns(pl.Series(HASH, customer_hash(table["customer_id"], cfg.cluster.seed)))
     if job.keep:
@@ -228,15 +228,15 @@ class _Timed:
             self.seconds += time.perf_counter() - start
 
 
-def _with_events(table: pl.DataFrame, plan: Plan, job: MapJob, as_of: dt.datetime, counts: Counts,
-                 files: list[str]) -> pl.DataFrame:
+def _with_events(table: pl.DataFrame, set_aside: pl.Series, plan: Plan, job: MapJob, as_of: dt.datetime,
+                 counts: Counts, files: list[str]) -> pl.DataFrame:
     src = plan.cfg.events
     if src is None or plan.events is None:
         return table
     raw = bucket_rows(plan, "events", job.bucket)
     ev = clean_events(raw, src, as_of, future_after=None if plan.cfg.as_of else plan.now)
     del raw
-    funnel = funnel_table(table, event_features(ev.events, as_of))
+    funnel = funnel_table(table, event_features(ev.events, as_of), set_aside)
     counts.events_in += ev.rows_in
     counts.events_used += ev.events.height
     counts.events_rejected = ev.rejected

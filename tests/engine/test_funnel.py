@@ -50,16 +50,39 @@ def test_event_features_by_hand():
 
 def test_funnel_stages_cover_buyers_and_prospects():
     features = pl.DataFrame({"customer_id": [1, 6, 7], "frequency": [1, 3, 2]})
-    funnel = funnel_table(features, event_features(_clean().events, AS_OF))
+    funnel = funnel_table(features, event_features(_clean().events, AS_OF), pl.Series([5], dtype=pl.Int64))
     stage = dict(funnel.select("customer_id", pl.col("funnel_stage").cast(pl.String)).iter_rows())
     assert stage == {1: "purchase", 2: "consideration", 3: "awareness", 6: "repurchase", 7: "repurchase"}
     assert funnel.filter(pl.col("customer_id") == 6)["sessions"].item() == 0
 
 
+def test_a_customer_rejected_whole_is_in_no_funnel_stage():
+    # Customer 3 only returned: its events made it a prospect ("awareness") in funnel/ and run.json.
+    features = pl.DataFrame({"customer_id": [1], "frequency": [1]})
+    funnel = funnel_table(features, event_features(_clean().events, AS_OF), pl.Series([3], dtype=pl.Int64))
+    assert funnel["customer_id"].to_list() == [1, 2]
+
+
+def test_a_blank_session_is_a_null_one_and_a_session_named_like_a_day_is_not_that_day():
+    # A Parquet "" (or " ") was one session across every day, where a CSV's empty cell (null) is one per day;
+    # an id "2024-02-05" was the same session as the null-session events of that day.
+    events = pl.DataFrame({"cid": [1, 1, 1, 2, 2, 3, 3], "kind": ["visit", "visit", "purchase", "visit", "purchase",
+                                                                  "visit", "visit"],
+                           "when": [T(2024, 2, 1), T(2024, 2, 2), T(2024, 2, 3), T(2024, 2, 5), T(2024, 2, 5, 9),
+                                    T(2024, 2, 6), T(2024, 2, 6, 9)],
+                           "sess": ["", "", None, "2024-02-05", None, " ", None]})
+    src = EventSource(paths=("x",), customer="cid", time="when", event_type="kind", session="sess")
+    f = {r["customer_id"]: r for r in event_features(clean_events(events, src, AS_OF, future_after=None).events,
+                                                     AS_OF).iter_rows(named=True)}
+    assert (f[1]["sessions"], f[1]["conversion_rate"]) == (3, pytest.approx(1 / 3))
+    assert (f[2]["sessions"], f[2]["conversion_rate"]) == (2, 0.5)
+    assert f[3]["sessions"] == 1
+
+
 def test_funnel_refuses_mismatched_id_types():
     features = pl.DataFrame({"customer_id": ["1"], "frequency": [1]})
     with pytest.raises(InputContractError, match="same type"):
-        funnel_table(features, event_features(_clean().events, AS_OF))
+        funnel_table(features, event_features(_clean().events, AS_OF), pl.Series([], dtype=pl.String))
 
 
 def test_segment_mix_lifts_are_among_known_values_and_missing_is_its_own_level():
@@ -124,3 +147,20 @@ def test_blank_ids_in_the_customers_table_are_no_ids():
     assert attached.table["region"].to_list() == ["x", "v"] and attached.without_a_row == 0
     # Every row of the table is used or counted: 4 without an id, "c" of no customer of the features.
     assert (attached.rows_without_id, attached.rows_unmatched) == (4, 1)
+
+
+def test_a_returns_only_customer_with_events_is_in_rejects_and_not_in_the_funnel(tmp_path):
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import compute_feature_table
+
+    pl.DataFrame({"customer_id": [1, 1, 2, 3], "ts": [T(2024, 2, 1), T(2024, 2, 9), T(2024, 2, 3), T(2024, 2, 4)],
+                  "amount": [10.0, 5.0, 8.0, -7.0]}).write_parquet(tmp_path / "tx.parquet")
+    pl.DataFrame({"customer_id": [3, 4], "ts": [T(2024, 2, 2), T(2024, 2, 2)],
+                  "event_type": ["product_view", "visit"], "session_id": ["s", "t"]}
+                 ).write_parquet(tmp_path / "ev.parquet")
+    cfg = RunConfig(as_of="2024-03-01", events=EventSource(paths=(str(tmp_path / "ev.parquet"),)))
+    result = compute_feature_table([tmp_path / "tx.parquet"], tmp_path / "out", cfg)
+    assert pl.read_parquet(tmp_path / "out" / "rejects")["customer_id"].to_list() == [3]
+    funnel = pl.read_parquet(tmp_path / "out" / "funnel").sort("customer_id")
+    assert funnel["customer_id"].to_list() == [1, 2, 4]
+    assert result.manifest["events"]["funnel"] == {"repurchase": 1, "purchase": 1, "awareness": 1}
