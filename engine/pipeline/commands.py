@@ -176,7 +176,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = ("this model's run pseudonymised customer ids: score with --pseudonymize-ids and that run's "
                "SEGMINT_ID_KEY, so that no raw id is written")
         raise ConfigError(msg)
-    # The customers table only where the model clusters on its attributes; events likewise.
+    # Events only where the model clusters on event features; a customers table for any model, as run takes it.
     attributes = tuple(a for a, _ in model.scaler.attributes)
     engagement = model.event_features()
     if engagement and cfg.events is None:
@@ -197,7 +197,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
                               events=_model_events(model, cfg.events) if engagement else None,
                               dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else model.dedupe_on,
                               clv=model.clv_config if model.clv_config is not None else cfg.clv,
-                              customers=cfg.customers if attributes else None,
+                              customers=cfg.customers,
                               # The model's k: run.json's config said the default k (8) of a model of 4.
                               cluster=dataclasses.replace(cfg.cluster, attributes=attributes, k=model.k))
     with _session("assign", inputs, out, cfg, progress, executor, model_dir=model_dir) as s:
@@ -205,7 +205,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         mapped, counts = _map(s, "features", channels=model.channels)
         filled = [r for r in mapped if r.has_customers]
         scoring = model.scoring(device)
-        kpis, _, micro = _score(s, scoring, filled, "assignments", read_again=True)
+        kpis, mix, micro = _score(s, scoring, filled, "assignments", read_again=True)
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.profile_customers)
             del filled
@@ -215,7 +215,9 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
             profiles = build_profiles(scored_sample, kpis)
             # Scored customers keep the training names of their segments.
             profiles = profiles.with_columns(name=pl.Series(model.names, dtype=pl.String))  # same id order
-            files = {"micro_profiles.parquet": micro_profiles(scored_sample, micro)} if model.micro is not None else {}
+            files = {"segment_mix.parquet": segment_mix(mix)} if cfg.customers else {}
+            if model.micro is not None:
+                files["micro_profiles.parquet"] = micro_profiles(scored_sample, micro)
         manifest = _manifest(s, mapped[0].as_of, counts, model.channels) | {
             "k": model.k, "model": str(model_dir), "model_provenance": model.provenance,
             **({"clv": {"purchase_model": model.clv.purchase_model, "note": model.clv.note, "fitted_on": model.clv.n,

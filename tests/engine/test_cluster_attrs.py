@@ -45,6 +45,20 @@ def test_a_heavy_attribute_makes_segments_pure_and_assign_scores_like_the_run(sm
     assert scored.manifest["clustering"]["features"] == features
 
 
+@pytest.mark.parametrize("attributes", [(), ("region",)])
+def test_assign_joins_a_customers_table_and_writes_its_segment_mix_as_run_does(small_data, tmp_path, attributes):
+    # Ignored without a word for a model not clustering on attributes; the mix never written by assign.
+    cfg = _cfg(small_data, 1.0, attributes)
+    run([small_data / "transactions"], tmp_path / "run", cfg)
+    assign_customers(tmp_path / "run", [small_data / "transactions"], tmp_path / "scored",
+                     dataclasses.replace(cfg, cluster=ClusterConfig()))
+    assert pl.read_parquet(tmp_path / "scored" / "segment_mix.parquet").equals(
+        pl.read_parquet(tmp_path / "run" / "segment_mix.parquet"))
+    read = (lambda o: pl.read_parquet(o / "assignments").select("customer_id", "region", "age_band")
+            .sort("customer_id"))
+    assert read(tmp_path / "scored").equals(read(tmp_path / "run"))
+
+
 def test_a_model_on_attributes_asks_for_them_where_it_scores(small_data, tmp_path):
     run([small_data / "transactions"], tmp_path / "run", _cfg(small_data, 1.0))
     with pytest.raises(ConfigError, match=r"^this model clusters on the customer attribute\(s\) \['region'\]: "
