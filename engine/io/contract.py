@@ -159,6 +159,11 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
     if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
         msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
         raise ConfigError(msg)
+    if fmt is not None and "%Z" in fmt:
+        # Polars' %Z matches any text, or none, and gives the time without its zone: read as UTC, exit 0.
+        msg = (f"{flag} {fmt!r} holds %Z, a zone name, which is read as any text and dropped (every time taken as "
+               f"UTC); use %z for offsets (+0200), or convert named zones to offsets first")
+        raise ConfigError(msg)
     if fmt in EPOCH_FORMATS:
         _check_epoch_unit(source, name, fmt, flag, head)
 

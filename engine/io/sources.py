@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from segmint.engine.errors import InputContractError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import arrow_numpy, store
 from segmint.engine.runtime import read_ahead, thread_budget
 
@@ -95,7 +95,9 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
         raise InputContractError(msg)
     for p in inputs:
         store.check_scheme(p)
-    found = [item for p in inputs for item in _expand(str(p), options)]
+    expanded = [(str(p), _expand(str(p), options)) for p in inputs]
+    _check_each_once(expanded, label)
+    found = [item for _, items in expanded for item in items]
     files = [f for f, _ in found]
     hive = _hive_types([keys for _, keys in found])
     csv = [f.lower().endswith(".csv") for f in files]
@@ -362,13 +364,11 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
         pattern_first, pattern_last = (star or "[" in path) and not os.path.lexists(store.local(path)), False
 
     def matches() -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
-        return [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)))]
+        return [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)), path)]
 
     files = matches() if pattern_first else []
     if not files and store.is_dir(path, opts):
-        base = path.rstrip("/")
-        files = [(f, _hive_keys(Path(f[len(base) + 1:]))) for f in store.list_files(path, opts)
-                 if _is_data(Path(f[len(base) + 1:]))]
+        files = [(f, _hive_keys(rel)) for f, rel in _below(path, opts) if _is_data(rel, path)]
     elif not files and store.exists(path, opts):
         files = [(path, ())]
     if not files and pattern_last:
@@ -377,6 +377,30 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
     return files
+
+
+def _check_each_once(expanded: list[tuple[str, list[tuple[str, Any]]]], label: str) -> None:
+    """Refuse a file two inputs name ('in' and 'in/f.csv', 'in' and 'in/*.parquet'): its rows counted twice."""
+    seen: dict[str, str] = {}
+    for given, items in expanded:
+        for f, _ in items:
+            key = store.canonical(f) if store.is_remote(f) else os.path.realpath(store.local(f))
+            if key in seen:
+                msg = (f"{label} reads {f} twice, through the inputs {seen[key]!r} and {given!r}: its rows would "
+                       f"count twice; give each file once (a folder, or its files, not both)")
+                raise ConfigError(msg)
+            seen[key] = given
+
+
+def _below(folder: str, options: store.Options) -> list[tuple[str, Path]]:
+    """Every file under ``folder`` and its path below it. Locally the listing spells the folder as Path does
+    ('./in', 'in//' and 'file:///x/in' are 'in' and '/x/in'): cut by the length of the path as typed, './in'
+    made '_temporary/0/p.parquet' 'emporary/0/p.parquet', read as data, and 'channel=web' 'hannel'."""
+    if store.is_remote(folder):
+        base = folder.rstrip("/")
+        return [(f, Path(f[len(base) + 1:])) for f in store.list_files(folder, options)]
+    root = store.local(folder)
+    return [(f, Path(f).relative_to(root)) for f in store.list_files(folder, options)]
 
 
 def _hive_keys(relative: Path) -> tuple[tuple[str, str | None], ...]:
@@ -407,12 +431,18 @@ def _with_hive(schema: pl.Schema, hive: dict[str, pl.DataType]) -> pl.Schema:
     return pl.Schema({**schema, **extra}) if extra else schema
 
 
-def _is_data(relative: Path) -> bool:
-    """Not hidden or ``_``-prefixed anywhere in the path; Parquet, CSV, or (Hive) no extension."""
+def _is_data(relative: Path, given: str) -> bool:
+    """Not hidden or ``_``-prefixed anywhere in the path (as Spark and Hive readers skip them). Parquet, CSV or
+    (Hive) no extension is data; any other file is refused (InputContractError): a 'part-1.csv.gz' was left
+    out of its folder without a word."""
     if any(part.startswith((".", "_")) for part in relative.parts):
         return False
     suffix = relative.suffix.lower()
-    return suffix in (*_PARQUET, ".csv") or suffix == ""
+    if suffix in (*_PARQUET, ".csv") or suffix == "":
+        return True
+    msg = (f"input {given} holds {relative}, which segmint does not read (Parquet, or uncompressed CSV): "
+           f"decompress or convert it, move it out, or give a pattern that matches only the data files")
+    raise InputContractError(msg)
 
 
 def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl.LazyFrame:

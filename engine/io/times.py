@@ -138,4 +138,4 @@ def _offset_minutes(zone: pl.Expr) -> pl.Expr:
 
 
 def _has_zone(fmt: str) -> bool:
-    return any(z in fmt for z in ("%z", "%:z", "%#z", "%Z"))
+    return any(z in fmt for z in ("%z", "%:z", "%#z"))

@@ -366,3 +366,14 @@ def test_the_kernels_reason_codes_follow_REASONS():
     import segmint.kernels.lines as lines
 
     assert [getattr(lines, r.upper()) for r in REASONS] == list(range(1, len(REASONS) + 1))
+
+
+def test_a_time_format_with_a_zone_name_is_refused_not_read_as_utc(tmp_path):
+    # Polars' %Z matches any text, or none, and drops it: '10:00:00 +0200' and '23:30:00 CEST' were read as UTC.
+    from segmint.engine.pipeline import compute_feature_table
+
+    (tmp_path / "z.csv").write_text("customer_id,ts,amount\na,2024-01-05 10:00:00 +0200,1\n")
+    cfg = RunConfig(columns=Columns(time_format="%Y-%m-%d %H:%M:%S %Z"), as_of="2024-12-31")
+    with pytest.raises(ConfigError, match="holds %Z, a zone name, .* use %z"):
+        compute_feature_table([tmp_path / "z.csv"], tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists()

@@ -283,3 +283,37 @@ def test_files_of_another_format_name_what_segmint_reads(tmp_path):
     with pytest.raises(InputContractError, match="cannot read .*bad.parquet: ") as err:
         list_inputs([tmp_path / "bad.parquet"], "t")
     assert "segmint reads" not in str(err.value)   # a damaged Parquet file is just that
+
+
+@pytest.mark.parametrize("spelling", ["./{d}", "{d}//", "{d}/.", "file://{abs}", "{abs}//"])
+def test_a_folder_is_the_same_files_however_it_is_spelled(tmp_path, monkeypatch, spelling):
+    # Cut by the length of the path as typed, './sales' read '_temporary/0/part.parquet' as 'emporary/...' (data,
+    # counted twice), skipped files, and named the Hive key 'channel' 'hannel'.
+    monkeypatch.chdir(tmp_path)
+    for folder in ("sales/channel=web", "sales/_temporary/0"):
+        (tmp_path / folder).mkdir(parents=True)
+        _write(tmp_path / folder / "part.parquet", 10, 10, 0)
+    _write(tmp_path / "sales" / "_SUCCESS.parquet", 10, 10, 0)
+    listing = list_inputs([spelling.format(d="sales", abs=tmp_path / "sales")], "t")
+    assert [(sources.store.local(f).resolve(), keys) for f, keys in listing.found] == [
+        ((tmp_path / "sales/channel=web/part.parquet").resolve(), (("channel", "web"),))]
+
+
+def test_a_file_two_inputs_name_is_refused_not_read_twice(tmp_path):
+    from segmint.engine.errors import ConfigError
+
+    _write(tmp_path / "a.parquet", 10, 10, 0)
+    for inputs in ([tmp_path, tmp_path / "a.parquet"], [tmp_path, f"{tmp_path}/*.parquet"], [tmp_path, tmp_path]):
+        with pytest.raises(ConfigError, match=r"reads .*a.parquet twice, through the inputs .*: its rows would "
+                                              r"count twice"):
+            list_inputs(inputs, "transactions")
+
+
+def test_a_file_of_a_folder_that_segmint_does_not_read_is_refused_not_left_out(tmp_path):
+    (tmp_path / "part-0.csv").write_text("customer_id,ts,amount\na,2024-01-05,10\n")
+    (tmp_path / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
+    (tmp_path / ".part-0.csv.crc").write_bytes(b"")   # hidden and _-prefixed files are skipped, as before
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(InputContractError, match=r"holds part-1.csv.gz, which segmint does not read"):
+        list_inputs([tmp_path], "transactions")
+    assert len(list_inputs([f"{tmp_path}/*.csv"], "transactions").found) == 1
