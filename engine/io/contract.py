@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,22 +173,33 @@ def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str, head: pl.D
     """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
     the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
     only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
-    way are left as given. Judged on the first chunks with readable times, up to ``_TIME_SAMPLE`` rows each."""
+    way are left as given. Judged on the first chunks with readable times, up to ``_TIME_SAMPLE`` rows each,
+    by the middle 98% of them: one stray value (a 99999999999999999 among milliseconds) let every other through."""
     units = list(EPOCH_FORMATS)
     coarser = units[: units.index(fmt)][::-1]   # the nearest first
     if not coarser:
         return
     values = _epoch_sample(source, name) if head is None else _readable(head.select(name), name)
-    given = _read(values, name, fmt) if values is not None else None
-    if given is None or given.len() < values.height or given.max() >= dt.datetime(1971, 1, 1):
+    if values is None:
+        return
+    given = _middle(_read(values, name, fmt), values.height)
+    if given is None or given[1] >= dt.datetime(1971, 1, 1):
         return
     plausible = dt.datetime(1990, 1, 1), dt.datetime.now() + dt.timedelta(days=366)
     for unit in coarser:
-        times = _read(values, name, unit)
-        if times.len() == values.height and plausible[0] <= times.min() and times.max() <= plausible[1]:
-            msg = (f"{flag} {fmt} puts every sampled time of column {name!r} in 1970 (the latest {given.max()}); "
-                   f"as {unit} they run from {times.min()} to {times.max()}: give {flag} {unit}")
+        times = _middle(_read(values, name, unit), values.height)
+        if times is not None and plausible[0] <= times[0] and times[1] <= plausible[1]:
+            msg = (f"{flag} {fmt} puts the sampled times of column {name!r} in 1970 (98 in 100 of them up to "
+                   f"{given[1]}); as {unit} they run from {times[0]} to {times[1]}: give {flag} {unit}")
             raise ConfigError(msg)
+
+
+def _middle(times: pl.Series, sampled: int) -> tuple[dt.datetime, dt.datetime] | None:
+    """The 1st and 99th percentiles of ``times`` (values read of ``sampled``); None where under 98% read."""
+    if times.len() < 0.98 * sampled or times.len() == 0:
+        return None
+    ordered = times.sort()
+    return ordered[int(0.01 * (times.len() - 1))], ordered[int(math.ceil(0.99 * (times.len() - 1)))]
 
 
 def _epoch_sample(source: Source, name: str) -> pl.DataFrame | None:

@@ -31,8 +31,9 @@ _LAST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
 FIRST_US = int((_FIRST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 LAST_US = int((_LAST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 
-_ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
-        r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$")
+# Seconds up to 59 and offsets up to 23:59: '10:00:60' was 10:01:00 and '+99:00' an offset of four days.
+_ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::([0-5]\d)(?:[.,](\d{1,9}))?)?)?"
+        r"\s*(Z|z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
 _ISO_RE = re.compile(_ISO)
 _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
 

@@ -387,7 +387,7 @@ def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, val
     pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second,
                   "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
     cols = Columns(time_format=given, order=None, channel=None, category=None)
-    with pytest.raises(ConfigError, match=f"--time-format {given} puts every sampled time .* in 1970.*give "
+    with pytest.raises(ConfigError, match=f"--time-format {given} puts the sampled times .* in 1970.*give "
                                           f"--time-format {fix}"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
     assert validate([tmp_path / "t.parquet"], RunConfig(columns=Columns(
@@ -399,6 +399,17 @@ def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, val
     (tmp_path / "t.parquet").rename(tmp_path / "d" / "b.parquet")
     with pytest.raises(ConfigError, match=f"give --time-format {fix}"):
         validate([tmp_path / "d"], RunConfig(columns=cols, max_reject_share=1.0))
+
+
+def test_one_stray_value_does_not_let_a_unit_too_fine_through(tmp_path):
+    # The latest sampled time decided: one 99999999999999999 (year 5138 as microseconds) and every purchase of
+    # the 200 others was read in January 1970, exit 0.
+    ms = np.append((1_700_000_000 + np.arange(200) * 86_400) * 1000, 99_999_999_999_999_999)
+    pl.DataFrame({"customer_id": np.arange(201) % 5, "ts": ms, "amount": np.ones(201)}).write_parquet(
+        tmp_path / "t.parquet")
+    cols = Columns(time_format="epoch_us", order=None, channel=None, category=None)
+    with pytest.raises(ConfigError, match="give --time-format epoch_ms"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
 
 
 def test_times_of_1970_in_a_fine_unit_are_taken_as_given(tmp_path):

@@ -377,3 +377,13 @@ def test_a_time_format_with_a_zone_name_is_refused_not_read_as_utc(tmp_path):
     with pytest.raises(ConfigError, match="holds %Z, a zone name, .* use %z"):
         compute_feature_table([tmp_path / "z.csv"], tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_iso_times_with_a_second_or_an_offset_out_of_range_do_not_parse():
+    # '10:00:60' was read as 10:01:00, '+99:00' as an offset of four days and '+02:99' of 3 h 39 min.
+    from segmint.engine.io.times import timestamp_expr
+
+    values = ["2024-01-05T10:00:00+99:00", "2024-01-05T10:00:00+02:99", "2024-01-05 10:00:60",
+              "2024-01-05T10:00:59+23:59", "2024-01-05T10:00:00-0530"]
+    got = pl.DataFrame({"t": values}).select(timestamp_expr("t", pl.String, None).alias("x"))["x"].to_list()
+    assert got == [None, None, None, dt.datetime(2024, 1, 4, 10, 1, 59), dt.datetime(2024, 1, 5, 15, 30)]
