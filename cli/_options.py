@@ -186,6 +186,9 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
     col_updates = {k: (v or None) for k, v in (columns or {}).items() if v is not None}
     if col_updates.get("quantity"):
         col_updates.setdefault("amount", None)
+    elif col_updates.get("amount"):   # over a config's quantity and price: the flag wins, as flags do
+        col_updates.setdefault("quantity", None)
+        col_updates.setdefault("price", None)
     cluster_updates = {k: v for k, v in (cluster or {}).items() if v is not None}
     if "k" in cluster_updates:
         cluster_updates["k"] = parse_k(cluster_updates["k"])

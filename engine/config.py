@@ -498,10 +498,13 @@ def load_toml(path: str | Path) -> RunConfig:
             run["memory_limit"] = parse_size(run["memory_limit"])
         if isinstance(run.get("as_of"), dt.date):  # an unquoted TOML date or datetime
             run["as_of"] = run["as_of"].isoformat()
+        # '' leaves an optional column out, as the flags' '' does (TOML has no null): it named a column ''.
+        columns = {k: None if v == "" and k not in ("customer", "time") else v
+                   for k, v in raw.get("columns", {}).items()}
+        if columns.get("quantity") and "amount" not in columns:   # as --quantity-col: no default amount beside them
+            columns["amount"] = None
         return RunConfig(
-            # '' leaves an optional column out, as the flags' '' does (TOML has no null): it named a column ''.
-            columns=_build(Columns, {k: None if v == "" and k not in ("customer", "time") else v
-                                     for k, v in raw.get("columns", {}).items()}),
+            columns=_build(Columns, columns),
             features=_build(FeatureConfig, feats, lifecycle=_build(LifecycleConfig, raw.get("lifecycle", {}))),
             cluster=_build(ClusterConfig, cluster),
             clv=_build(ClvConfig, raw.get("clv", {})),
@@ -640,6 +643,9 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def _side(cls: type, values: dict[str, Any] | None) -> Any:
     if values is None:
         return None
+    if "paths" not in values:   # it said "EventSource.__init__() missing 1 required keyword-only argument"
+        msg = f"[{cls.section}] needs paths = [\"...\"] (the files or folders of the table), or leave the section out"
+        raise ConfigError(msg)
     return _build(cls, _lists_to_tuples(values))
 
 

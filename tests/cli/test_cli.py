@@ -405,6 +405,23 @@ def test_config_file_sets_defaults_and_flags_override(small_data, tmp_path):
     _one_line_error(r, "unknown section")
 
 
+def test_quantity_and_price_in_a_config_and_an_amount_flag_over_them(tmp_path):
+    # [columns] quantity and price were refused beside the default amount column the file did not name, and
+    # --amount-col did not override them ("give either --amount-col or --quantity-col ..., not both"): exit 2.
+    from segmint.cli._options import build_config
+    from segmint.engine.errors import ConfigError
+
+    (tmp_path / "segmint.toml").write_text('[columns]\nquantity = "q"\nprice = "p"\n')
+    cfg = build_config(tmp_path / "segmint.toml")
+    assert (cfg.columns.amount, cfg.columns.quantity, cfg.columns.price) == (None, "q", "p")
+    cfg = build_config(tmp_path / "segmint.toml", columns={"amount": "paid"})
+    assert (cfg.columns.amount, cfg.columns.quantity, cfg.columns.price) == ("paid", None, None)
+    # An [events] section without paths said "EventSource.__init__() missing 1 required keyword-only argument".
+    (tmp_path / "events.toml").write_text('[events]\ncustomer = "cid"\n')
+    with pytest.raises(ConfigError, match=r"\[events\] needs paths = "):
+        build_config(tmp_path / "events.toml")
+
+
 def test_clv_command_writes_params_and_table(cdnow_sample, tmp_path):
     r = invoke("clv", cdnow_sample, "--out", tmp_path / "clv", "--time-col", "date", "--time-format", "%Y%m%d",
                "--amount-col", "dollars", "--as-of", "1997-09-30", "--time-unit", "week", "--horizon", 39)
