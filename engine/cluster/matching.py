@@ -104,9 +104,11 @@ def check_same_features(columns: tuple[str, ...], previous: Any) -> None:
         gone = [c for c in previous.scaler.columns if c not in columns]
         what = "; ".join([f"new here: {added}"] * bool(added) + [f"gone here: {gone}"] * bool(gone)) \
             or "in another order"
-        # Keeping the previous features works only where this run has every one of them.
-        keep = f"set [features] cluster_features = {list(previous.scaler.columns)} in --config, or " if not gone \
-            else ""
+        # Keeping the previous features works only where this run has every one of them, and for behavioural ones:
+        # an attribute's levels are its most frequent values, which no setting names ('region=east' was offered).
+        levels = any("=" in c for c in (*added, *gone))
+        keep = f"set [features] cluster_features = {list(previous.scaler.features)} in --config, or " \
+            if not gone and not levels else ""
         msg = (f"--previous clusters on other features than this run ({what}), and segments can only be matched "
                f"on the same ones: {keep}run without --previous (segment ids then start afresh)")
         raise ConfigError(msg)

@@ -19,6 +19,7 @@ assigned, and sizes, revenue, orders and CLV totals stay exact.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from segmint.engine.features.build import channel_columns
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
-from segmint.engine.preprocess import fit_scaler
+from segmint.engine.preprocess import Scaler, fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory"]
@@ -138,6 +139,8 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
     scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
                         weight=c.attribute_weight)
+    if previous is not None:
+        scaler = _levels_as_before(scaler, previous.scaler)
     feats = scaler.columns
     x = scaler.transform(sample)
     priority = sample[HASH].to_numpy()
@@ -181,6 +184,14 @@ def fit_second_level(sample: pl.DataFrame, seg: Segmentation, c: ClusterConfig,
         return SecondLevel(limits, None, None, a)
     micro, report = fit_micro(seg.matrix, a.segment, sample[HASH].to_numpy(), c, seg.centroids)
     return SecondLevel(limits, micro, report, a)
+
+
+def _levels_as_before(scaler: Scaler, before: Scaler) -> Scaler:
+    """Each attribute's levels in the previous model's order where they are the same levels: ordered by this
+    run's counts, two regions that swapped rank were "other features" and --previous was refused."""
+    old = dict(before.attributes)
+    return dataclasses.replace(scaler, attributes=tuple(
+        (a, old[a]) if a in old and set(old[a]) == set(levels) else (a, levels) for a, levels in scaler.attributes))
 
 
 def default_cluster_features(columns: Sequence[str], channels: Sequence[str]) -> tuple[str, ...]:

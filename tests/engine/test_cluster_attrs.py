@@ -152,3 +152,23 @@ def test_every_column_scoring_adds_is_reserved(small_data, tmp_path):
     features = set(pl.read_parquet(tmp_path / "f" / "features").columns)
     assigned = set(pl.read_parquet(tmp_path / "o" / "assignments", hive_partitioning=True).columns)
     assert assigned - features - {"region", "age_band"} <= set(SCORED_COLUMNS) <= assigned
+
+
+def test_previous_holds_when_two_attribute_levels_swap_rank(small_data, tmp_path):
+    # Levels are ordered by this run's counts: two regions that swapped rank were "other features (in another
+    # order)" and --previous was refused, advising a cluster_features list of 'region=...' that is refused too.
+    customers = pl.read_parquet(small_data / "customers.parquet")
+    counts = customers["region"].value_counts(sort=True)
+    first, second = counts["region"][0], counts["region"][1]
+    gap = int(counts["count"][0] - counts["count"][1])
+    moved = customers.filter(pl.col("region") == first).head(gap + 1)["customer_id"]
+    swapped = customers.with_columns(region=pl.when(pl.col("customer_id").is_in(moved.implode()))
+                                     .then(pl.lit(second)).otherwise("region"))
+    swapped.write_parquet(tmp_path / "customers.parquet")
+    cfg = _cfg(small_data, 1.0)
+    first_run = run([small_data / "transactions"], tmp_path / "a", cfg)
+    later = dataclasses.replace(cfg, previous=str(tmp_path / "a"), customers=dataclasses.replace(
+        cfg.customers, paths=(str(tmp_path / "customers.parquet"),)))
+    result = run([small_data / "transactions"], tmp_path / "b", later)
+    assert result.manifest["clustering"]["features"] == first_run.manifest["clustering"]["features"]
+    assert Model.load(tmp_path / "b").scaler.attributes == Model.load(tmp_path / "a").scaler.attributes
