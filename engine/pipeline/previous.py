@@ -19,7 +19,7 @@ from segmint.engine.io import store
 from segmint.engine.io.committed import is_output, open_output
 from segmint.engine.io.pseudonym import key_fingerprint
 
-__all__ = ["previous_assignments", "shared_customers"]
+__all__ = ["previous_assignments", "shared_customers", "pseudonym_key"]
 
 
 def previous_assignments(run_dir: str | Path, options: store.Options | None = None) -> pl.LazyFrame | None:
@@ -61,7 +61,7 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
     if theirs != ids.dtype:
         return None, (fallback + f"customer ids were {theirs} in the previous run and are {ids.dtype} in this one, "
                                  f"so their customers cannot be joined")
-    if cfg.pseudonymize_ids and _pseudonym_key(cfg.previous, options) not in (None, key_fingerprint()):
+    if cfg.pseudonymize_ids and pseudonym_key(cfg.previous, options) not in (None, key_fingerprint()):
         # Said as compare says it: the note read "no customer of this run was in the previous run".
         return None, (fallback + "the two runs pseudonymise customer ids with two keys (SEGMINT_ID_KEY), so no "
                                  "customer of one can be found in the other; give this run the previous run's key")
@@ -79,7 +79,7 @@ def shared_customers(ids: pl.Series, labels: np.ndarray, k: int, previous: Any,
     return table, None
 
 
-def _pseudonym_key(run_dir: str | Path, options: store.Options | None) -> str | None:
+def pseudonym_key(run_dir: str | Path, options: store.Options | None) -> str | None:
     """The previous run's ``pseudonym_key`` (its key's fingerprint, in run.json); None where it has none (a run
     of a segmint that did not record it) or its run.json cannot be read."""
     try:

@@ -248,6 +248,11 @@ def test_assign_with_a_pseudonymised_model_writes_pseudonyms_or_refuses(small_da
     scored = pl.read_parquet(tmp_path / "a" / "assignments").sort("customer_id")
     assert scored["customer_id"].str.len_chars().unique().to_list() == [64]
     assert scored.equals(pl.read_parquet(tmp_path / "p" / "assignments").sort("customer_id").select(scored.columns))
+    # Another key gave the batch's customers other pseudonyms than the run's, without a word.
+    monkeypatch.setenv("SEGMINT_ID_KEY", "another-key-value-of-32-characters")
+    with pytest.raises(ConfigError, match="pseudonymised customer ids with another key"):
+        assign_customers(tmp_path / "p", [small_data / "transactions"], tmp_path / "k",
+                         RunConfig(pseudonymize_ids=True))
 
 
 def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, monkeypatch):
