@@ -8,7 +8,8 @@ in ``_manifest.json``.
 
 Local outputs: everything is written under a staging folder ``.OUT.staging-<run id>`` beside
 the output; commit writes ``_manifest.json`` and ``_SUCCESS``, then renames the folder into
-place (two renames when replacing: the old output stays whole until the new one is complete).
+place (replacing, one exchange of the two folders where the system can, Linux's renameat2, so that a reader
+finds the old output or the new one, never none; else two renames, the old output whole until the new one is).
 Staging and work folders hold an ``_owner.json`` (host, pid), so the next run on the same
 output removes those whose process is gone (after a ``kill -9``), never those of a run still going.
 
@@ -29,12 +30,16 @@ no committed run (nor only what dead segmint runs left) is refused, whatever the
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fnmatch
+import functools
 import json
 import os
 import re
 import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -53,6 +58,7 @@ __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside",
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2   # <fcntl.h>, <linux/fs.h>
 # Files of an object-store output that belong to segmint's protocol, not to a run's content.
 _CONTROL = ("_SUCCESS", "_lock.json", "_resume.json")
 _PART = re.compile(r"part-\d{5}\.parquet")
@@ -257,6 +263,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     stage = _claim(sibling_path(out, "staging", run_id or uuid.uuid4().hex[:12]), keep)
+    inode = stage.stat().st_ino   # committed once ``out`` is this folder, whatever a signal interrupted
     try:
         yield stage
         if parts is not None:
@@ -270,9 +277,10 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
         _replace(stage, out, overwrite=overwrite)
         (out / OWNER).unlink(missing_ok=True)
     except BaseException as exc:
-        if not stage.exists():   # renamed into place: a signal after the rename, the output committed
+        if _is_folder(out, inode):   # in place: a signal after the commit
             with contextlib.suppress(OSError):
                 (out / OWNER).unlink(missing_ok=True)
+            shutil.rmtree(stage, ignore_errors=True)   # after an exchange, the old output under this name
             _mark_committed(exc)
         elif not keep:
             shutil.rmtree(stage, ignore_errors=True)
@@ -537,12 +545,20 @@ def _empty_for_a_minute(folder: Path) -> bool:
 
 
 def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
+    """``stage`` in place of ``out``. Over an output, one exchange of the two folders where the system can (Linux's
+    renameat2): a reader finds the old output or the new one, never none. Two renames otherwise, between which a
+    kill left no output until the next write put the old one back."""
     # Re-checked here: another process may have created ``out`` meanwhile.
     check_writable(out, overwrite=overwrite)
     if not out.exists():
         stage.rename(out)
         return
-    # Two renames: the old output stays whole until the new one is complete.
+    # The old output leaves under a name of ours and with an owner file of its own (not a resumable one): killed
+    # before it is deleted, the next write removes it, where a folder without one is not taken for segmint's.
+    write_json(out / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": False})
+    if _exchange(stage, out):
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
     out.rename(old)
     try:
@@ -550,6 +566,7 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
     except BaseException:
         if stage.exists():
             old.rename(out)
+            (out / OWNER).unlink(missing_ok=True)
         else:   # renamed, then a signal (putting the old back failed, "Directory not empty"): committed
             shutil.rmtree(old, ignore_errors=True)
         raise
@@ -558,3 +575,34 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2 with RENAME_EXCHANGE); False where the system or the file system
+    has no such call (the caller then renames twice)."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@functools.cache
+def _renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    call = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)   # glibc 2.28+, musl 1.2.4+
+    if call is not None:
+        call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return call
+
+
+def _is_folder(path: Path, inode: int) -> bool:
+    try:
+        return path.stat().st_ino == inode
+    except OSError:
+        return False

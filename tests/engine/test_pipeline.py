@@ -548,9 +548,9 @@ if point == "commit":            # the manifest written, before _SUCCESS
 elif point == "replace":         # _SUCCESS written in the staging folder, before it is renamed
     sink._replace = die
 elif point == "delete_old":      # the replaced output half deleted (its _SUCCESS among the first files gone)
-    rmtree = shutil.rmtree
+    rmtree = shutil.rmtree          # exchanged, it is under the staging folder's name; renamed, an old-* one
     def half(path, *args, **kwargs):
-        if ".old-" in str(path):
+        if (".old-" in str(path) or ".staging-" in str(path)) and (pathlib.Path(path) / "_SUCCESS").exists():
             (pathlib.Path(path) / "_SUCCESS").unlink()
             die()
         return rmtree(path, *args, **kwargs)
@@ -601,30 +601,60 @@ def test_what_a_kill_between_two_steps_of_a_write_left_is_removed_by_the_next_ru
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", *(p.name for p in fresh)])
 
 
-@pytest.mark.parametrize("replacing", [False, True])
-def test_a_signal_just_after_the_commit_rename_keeps_the_new_output_and_says_so(small_data, tmp_path, monkeypatch,
-                                                                             replacing):
-    # Replacing, putting the old output back failed ("Directory not empty": exit 1) and left it aside; a first
-    # output kept its _owner.json; both said "no output was changed" of a new output in place.
+@pytest.mark.parametrize("how", ["first", "exchange", "two renames"])
+def test_a_signal_just_after_the_commit_keeps_the_new_output_and_says_so(small_data, tmp_path, monkeypatch, how):
+    # Replacing by two renames, putting the old output back failed ("Directory not empty": exit 1) and left it
+    # aside; a first output kept its _owner.json; each said "no output was changed" of a new output in place.
     from typer.testing import CliRunner
 
     from segmint.cli.app import app
+    from segmint.engine.io import sink
 
     out = tmp_path / "out"
-    if replacing:
+    if how != "first":
         run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=4)))
-    rename = Path.rename
-    def then_a_signal(self, target):
+    rename, exchange = Path.rename, sink._exchange
+    def rename_then_a_signal(self, target):
         done = rename(self, target)
         if ".staging-" in self.name:
             raise KeyboardInterrupt
         return done
-    monkeypatch.setattr(Path, "rename", then_a_signal)
+    def exchange_then_a_signal(a, b):
+        assert exchange(a, b)   # this machine's file system exchanges folders in one step
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Path, "rename", rename_then_a_signal)
+    if how == "exchange":
+        monkeypatch.setattr(sink, "_exchange", exchange_then_a_signal)
+    elif how == "two renames":
+        monkeypatch.setattr(sink, "_exchange", lambda a, b: False)
     r = CliRunner().invoke(app, ["--threads", "2", "run", str(small_data / "transactions"), "--out", str(out),
                                  "--k", "3", "--overwrite"])
     monkeypatch.undo()
     assert r.exit_code == 130 and "interrupted after the output was committed" in r.stderr, r.stderr
     assert Model.load(out).centroids.shape[0] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not (out / "_owner.json").exists()
+
+
+def test_an_output_is_replaced_in_one_step_or_by_two_renames_where_the_system_cannot(small_data, tmp_path,
+                                                                                    monkeypatch):
+    # Two renames left no output between them: a reader failed there, and a kill there left none until the next
+    # write put the old one back.
+    from segmint.engine.io import sink
+
+    out = tmp_path / "out"
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=4)))
+    seen = []
+    exchange = sink._exchange
+    def watched(a, b):
+        done = exchange(a, b)
+        seen.append(((b / "_SUCCESS").is_file(), json.loads((b / "_manifest.json").read_text())["run_id"]))
+        return done
+    monkeypatch.setattr(sink, "_exchange", watched)
+    replaced = run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+    assert seen == [(True, replaced.manifest["run_id"])]   # the new output, whole, in the same step
+    monkeypatch.setattr(sink, "_exchange", lambda a, b: False)
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=5), overwrite=True))
+    assert Model.load(out).centroids.shape[0] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not (out / "_owner.json").exists()
 
 
