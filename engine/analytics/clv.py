@@ -432,7 +432,8 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
     log-likelihood per customer still to gain per unit of log p, and was returned, where the likelihood
     rises up to q's bound (a degenerate fit, refused). A stop whose gradient is not flat (``_FLAT``) goes
     on from where it stood, ``_RESTARTS`` times at most; a fit that stopped flat keeps its bits (bench M's
-    three stop at 5e-7 and below). Still not flat then, the fit names no optimum ("no optimum found")."""
+    three stop at 5e-7 and below). Still not flat then, the fit is on no optimum: named by the parameter
+    still moving most ("p=5.2e+04 and still rising"), it is refused as degenerate."""
     from scipy.optimize import minimize
 
     bound = np.log(PARAM_LIMIT)
@@ -448,8 +449,9 @@ def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, l
         if flat or not np.isfinite(res.fun):
             break
     at_edge = [f"{name}={np.exp(t):.3g}" for name, t, f in zip(names, theta, free, strict=True) if not f]
-    if not flat and np.isfinite(res.fun) and not at_edge:
-        at_edge = ["no optimum found"]
+    if not flat and np.isfinite(res.fun) and not at_edge:   # named by the parameter still moving most
+        j = int(np.argmax(np.abs(res.jac) * free))
+        at_edge = [f"{names[j]}={np.exp(theta[j]):.3g} and still {'rising' if res.jac[j] < 0 else 'falling'}"]
     return theta, float(-res.fun * n) if np.isfinite(res.fun) else -np.inf, at_edge
 
 

@@ -54,7 +54,7 @@ from segmint.engine.runtime import process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
-           "sibling_path", "version_root", "committed_run", "is_part"]
+           "sibling_path", "version_root", "committed_run", "mark_committed", "is_part"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
@@ -137,7 +137,7 @@ def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str
         # output, and removing it left a pointer to nothing (every reader failed, every later run exit 4).
         moved = _names(out, root, opts) if committing else False
         if moved:
-            _mark_committed(exc)
+            mark_committed(exc)
         elif moved is False and not keep:   # unknown (the store unreachable): the next run removes it if not the output
             store.remove_prefix(root, opts)
         raise
@@ -145,7 +145,7 @@ def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str
         try:
             _remove_version(str(out), pointer, opts)
         except BaseException as exc:   # a signal: committed all the same, the next run removes the rest
-            _mark_committed(exc)
+            mark_committed(exc)
             raise
 
 
@@ -281,7 +281,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
             with contextlib.suppress(OSError):
                 (out / OWNER).unlink(missing_ok=True)
             shutil.rmtree(stage, ignore_errors=True)   # after an exchange, the old output under this name
-            _mark_committed(exc)
+            mark_committed(exc)
         elif not keep:
             shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -294,7 +294,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
     renamed onto ``out``."""
     out = check_writable(out, overwrite=overwrite, file=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
+    remove_stale(out, ("staging",))   # a file has no old-* siblings: one of that name is somebody else's
     folder = _claim(sibling_path(out, "staging", uuid.uuid4().hex[:12]), False)
     tmp = folder / out.name
     try:
@@ -328,15 +328,15 @@ def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:
     return out.parent / f".{out.name}.{kind}-{run_id}"
 
 
-def remove_stale(out: Path) -> list[Path]:
-    """Remove staging/work/old siblings of ``out`` left by segmint runs whose process is gone."""
+def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS) -> list[Path]:
+    """Remove staging/work/old siblings (of ``kinds``) of ``out`` left by segmint runs whose process is gone."""
     removed = []
     if not out.parent.is_dir():
         return removed
     olds = _siblings(out, "old")
-    if not out.exists() and len(olds) == 1 and (olds[0] / "_SUCCESS").exists():
+    if "old" in kinds and not out.exists() and len(olds) == 1 and (olds[0] / "_SUCCESS").exists():
         olds[0].rename(out)  # a crash between the two renames of a replace: put the old output back
-    for kind in _KINDS:
+    for kind in kinds:
         for folder in _siblings(out, kind):
             if _abandoned(folder, out):
                 shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
@@ -494,7 +494,7 @@ def _names(out: str | Path, root: str, options: store.Options) -> bool | None:
     return pointer is not None and pointer.root == root
 
 
-def _mark_committed(exc: BaseException) -> None:
+def mark_committed(exc: BaseException) -> None:
     """An exception raised after the output was committed (a signal at the commit): the CLI says so rather
     than "no output was changed", and a --resume run does not offer to go on."""
     exc.output_committed = True  # type: ignore[attr-defined]
@@ -556,7 +556,11 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
     # The old output leaves under a name of ours and with an owner file of its own (not a resumable one): killed
     # before it is deleted, the next write removes it, where a folder without one is not taken for segmint's.
     write_json(out / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": False})
-    if _exchange(stage, out):
+    try:
+        exchanged = _exchange(stage, out)
+    finally:   # not exchanged, it is the live output's; exchanged, the new output's (whose owner goes anyway)
+        (out / OWNER).unlink(missing_ok=True)
+    if exchanged:
         shutil.rmtree(stage, ignore_errors=True)
         return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
@@ -566,7 +570,6 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
     except BaseException:
         if stage.exists():
             old.rename(out)
-            (out / OWNER).unlink(missing_ok=True)
         else:   # renamed, then a signal (putting the old back failed, "Directory not empty"): committed
             shutil.rmtree(old, ignore_errors=True)
         raise
@@ -586,7 +589,7 @@ def _exchange(a: Path, b: Path) -> bool:
     if call(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):   # EPERM: a sandbox's filter
         return False
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 

@@ -38,6 +38,9 @@ __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "rea
            "read_at", "first_line", "no_header_fix"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
+# Data in forms segmint does not read: compressed files and other table formats, refused rather than left out.
+_OTHER_DATA = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".snappy", ".zip", ".tar", ".json", ".jsonl",
+               ".ndjson", ".orc", ".avro", ".tsv", ".xlsx", ".xls", ".feather", ".arrow", ".ipc")
 _IPC = ".arrow"     # scratch files of the partition pass
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
@@ -433,16 +436,19 @@ def _with_hive(schema: pl.Schema, hive: dict[str, pl.DataType]) -> pl.Schema:
 
 def _is_data(relative: Path, given: str) -> bool:
     """Not hidden or ``_``-prefixed anywhere in the path (as Spark and Hive readers skip them). Parquet, CSV or
-    (Hive) no extension is data; any other file is refused (InputContractError): a 'part-1.csv.gz' was left
-    out of its folder without a word."""
+    (Hive) no extension is data; data in a form segmint does not read is refused (InputContractError): a
+    'part-1.csv.gz' was left out of its folder without a word. Anything else (a README, a .metadata sidecar)
+    is skipped."""
     if any(part.startswith((".", "_")) for part in relative.parts):
         return False
     suffix = relative.suffix.lower()
     if suffix in (*_PARQUET, ".csv") or suffix == "":
         return True
-    msg = (f"input {given} holds {relative}, which segmint does not read (Parquet, or uncompressed CSV): "
-           f"decompress or convert it, move it out, or give a pattern that matches only the data files")
-    raise InputContractError(msg)
+    if suffix in _OTHER_DATA:
+        msg = (f"input {given} holds {relative}, data segmint does not read (Parquet, or uncompressed CSV): "
+               f"decompress or convert it, move it out, or give a pattern that matches only the data files")
+        raise InputContractError(msg)
+    return False
 
 
 def _scan(path: str, csv: bool, options: tuple[tuple[str, str], ...] = ()) -> pl.LazyFrame:

@@ -46,8 +46,8 @@ from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
 from segmint.engine.io.pseudonym import key_fingerprint
-from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, remove_stale,
-                                    sibling_path, staged_output, version_root, work_dir, write_json)
+from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, mark_committed,
+                                    remove_stale, sibling_path, staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -355,6 +355,7 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
     opts = cfg.storage_options
     keep = cfg.resume and out is not None
     recorded = resumed = False
+    run_id = None   # once it writes an output, its run's id
     try:
         with contextlib.ExitStack() as stack:
             with clock.stage("plan") as info:
@@ -386,17 +387,24 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                         info["resumes"] = plan.run_id
                     staging = stack.enter_context(staged_output(out, lease, overwrite=cfg.overwrite,
                                                                 run_id=plan.run_id, options=opts, keep=keep))
+                    run_id = plan.run_id
                 plan = dataclasses.replace(plan, work=stack.enter_context(_work(cfg, out, plan.run_id, runner, keep)))
                 if out is not None:
                     lease.update(run_id=plan.run_id, work=plan.work)
                 info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
             yield _Session(command, plan, clock, runner, staging, started, out, resumed, began)
+        if keep:
+            resume.forget(out, dict(opts))
     except BaseException as exc:
+        # A signal past the commit (the lease released, the runner closed, the record forgotten): the output is
+        # this run's, and the CLI said "no output was changed" and advised --resume.
+        if run_id is not None and not getattr(exc, "output_committed", False):
+            with contextlib.suppress(Exception):
+                if committed_run(out, dict(opts)) == run_id:
+                    mark_committed(exc)
         if recorded and not getattr(exc, "output_committed", False):
             exc.add_note("the finished buckets are kept: rerun the same command with --resume to go on from them")
         raise
-    if keep:
-        resume.forget(out, dict(opts))
 
 
 def canonical_paths(cfg: RunConfig) -> RunConfig:

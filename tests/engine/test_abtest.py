@@ -176,10 +176,18 @@ def test_a_split_killed_before_its_rename_leaves_no_copy_once_written_again(smal
     kill = ("import os, signal, sys\nos.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
             "from segmint.cli.app import main\nsys.exit(main())")
     args = ["abtest", "split", str(small_run), "--out", str(tmp_path / "g.parquet"), "--overwrite"]
+    mine = tmp_path / "keep"   # files of the user's named like segmint's old-* folders: a file has none, left be
+    mine.mkdir()
+    (mine / ".g.parquet.old-jan").write_text("notes")
+    (mine / ".g.parquet.old-v2").mkdir()
     killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert [p.name for p in tmp_path.iterdir()][0].startswith(".g.parquet.staging-")
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith(".g.parquet.staging-")
     again = subprocess.run([sys.executable, "-m", "segmint.cli.app", *args], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["g.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.parquet", "keep"]
     assert pl.read_parquet(tmp_path / "g.parquet").height > 0
+    again = subprocess.run([sys.executable, "-m", "segmint.cli.app", *args[:4], str(mine / "g.parquet")],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in mine.iterdir()) == [".g.parquet.old-jan", ".g.parquet.old-v2", "g.parquet"]

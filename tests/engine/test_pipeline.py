@@ -635,6 +635,54 @@ def test_a_signal_just_after_the_commit_keeps_the_new_output_and_says_so(small_d
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not (out / "_owner.json").exists()
 
 
+def test_a_signal_after_the_commit_while_the_lease_is_released_says_the_output_is_committed(small_data, tmp_path,
+                                                                                           monkeypatch):
+    # The commit's own steps marked it; a signal later, as the lease was released or the --resume record
+    # forgotten, said "no output was changed" and "rerun the same command with --resume".
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+    from segmint.engine.io.lease import Lease
+
+    release = Lease.release
+    def then_a_signal(self):
+        release(self)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Lease, "release", then_a_signal)
+    r = CliRunner().invoke(app, ["--threads", "2", "run", str(small_data / "transactions"), "--out",
+                                 str(tmp_path / "out"), "--k", "3", "--resume"])
+    monkeypatch.undo()
+    assert r.exit_code == 130 and "interrupted after the output was committed" in r.stderr, r.stderr
+    assert "--resume" not in r.stderr and Model.load(tmp_path / "out").centroids.shape[0] == 3
+
+
+def test_a_replace_the_system_will_not_exchange_or_stopped_before_it_leaves_the_output_as_it_was(
+        small_data, tmp_path, monkeypatch):
+    # An exchange refused with EPERM (a sandbox's filter) failed the commit (exit 1) rather than renaming twice,
+    # and it, or a signal before the exchange, left the owner file written for the old output inside it.
+    import ctypes
+    import errno
+
+    from segmint.engine.io import sink
+
+    out = tmp_path / "out"
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=4)))
+    def refused(*args):
+        ctypes.set_errno(errno.EPERM)
+        return -1
+    monkeypatch.setattr(sink, "_renameat2", lambda: refused)
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+    assert Model.load(out).centroids.shape[0] == 3 and not (out / "_owner.json").exists()
+    def a_signal(a, b):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sink, "_exchange", a_signal)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=5), overwrite=True))
+    assert not getattr(caught.value, "output_committed", False)
+    assert Model.load(out).centroids.shape[0] == 3 and not (out / "_owner.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_an_output_is_replaced_in_one_step_or_by_two_renames_where_the_system_cannot(small_data, tmp_path,
                                                                                     monkeypatch):
     # Two renames left no output between them: a reader failed there, and a kill there left none until the next

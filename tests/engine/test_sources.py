@@ -314,6 +314,8 @@ def test_a_file_of_a_folder_that_segmint_does_not_read_is_refused_not_left_out(t
     (tmp_path / "part-1.csv.gz").write_bytes(b"\x1f\x8b")
     (tmp_path / ".part-0.csv.crc").write_bytes(b"")   # hidden and _-prefixed files are skipped, as before
     (tmp_path / "_SUCCESS").write_bytes(b"")
-    with pytest.raises(InputContractError, match=r"holds part-1.csv.gz, which segmint does not read"):
+    (tmp_path / "README.md").write_text("notes")      # and files that are no data
+    with pytest.raises(InputContractError, match=r"holds part-1.csv.gz, data segmint does not read"):
         list_inputs([tmp_path], "transactions")
-    assert len(list_inputs([f"{tmp_path}/*.csv"], "transactions").found) == 1
+    (tmp_path / "part-1.csv.gz").unlink()
+    assert len(list_inputs([tmp_path], "transactions").found) == 1
