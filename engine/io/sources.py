@@ -555,12 +555,15 @@ def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
             return int(counts.collect(engine="streaming").row(0)[0])
         return int(_scan(path, csv, options).select(pl.len()).collect().item())
     except (OSError, pl.exceptions.PolarsError) as exc:
-        hint = ""
+        said, hint = first_line(exc), ""
         if csv and "utf-8" in str(exc).lower():   # Latin-1, Windows-1252 or UTF-16 text, not a quoting fault
             hint = f"; segmint reads CSV as UTF-8: {_CONVERT}"
+        elif csv and "more fields than" in str(exc):   # it was told of quotes, and by Polars of truncate_ragged_lines
+            said, hint = "a line holds more fields than the header", (" (a field with a comma that is not quoted, "
+                                                                      "a decimal comma, or another separator?)")
         elif csv and isinstance(exc, pl.exceptions.ComputeError):
             hint = " (a quote opened and not closed? In CSV a field holding a quote is quoted, its quotes doubled)"
-        msg = f"cannot read {path}: {first_line(exc)}{hint}"
+        msg = f"cannot read {path}: {said}{hint}"
         raise InputContractError(msg) from None
 
 

@@ -319,3 +319,10 @@ def test_a_file_of_a_folder_that_segmint_does_not_read_is_refused_not_left_out(t
         list_inputs([tmp_path], "transactions")
     (tmp_path / "part-1.csv.gz").unlink()
     assert len(list_inputs([tmp_path], "transactions").found) == 1
+
+
+def test_a_csv_line_of_more_fields_than_its_header_is_told_so_not_of_quotes(tmp_path):
+    # It was told "a quote opened and not closed?", and by Polars to set truncate_ragged_lines.
+    (tmp_path / "t.csv").write_text("customer_id,ts,amount\na,2024-01-05,10,5\nb,2024-01-06,5\n")
+    with pytest.raises(InputContractError, match=r"a line holds more fields than the header \(a field with a comma"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
