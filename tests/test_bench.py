@@ -55,8 +55,11 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
         "end to end / duckdb query (time)",
         *PEER_RATIOS, "fit + cluster + score + profile (seconds)",
         *[name for k in (8, 64) for name in (
-            f"ARI vs personas, segmint k={k}", f"scikit-learn time / segmint time, k={k}",
+            *(f"ARI vs personas, {method} k={k}" for method in ("segmint", "faiss defaults", "scikit-learn")),
+            f"scikit-learn time / segmint time, k={k}",
             f"segmint / scikit-learn inertia, k={k}", f"segmint / faiss-defaults inertia, k={k}")]}
+    assert res["ratios"]["ARI vs personas, scikit-learn k=8"] == pytest.approx(
+        res["clustering"]["k=8"]["scikit-learn"]["ari_vs_personas"], abs=1e-4)
     assert all(isinstance(v, float) for v in res["ratios"].values())
     k8 = res["clustering"]["k=8"]
     assert res["ratios"]["segmint / scikit-learn inertia, k=8"] == pytest.approx(
