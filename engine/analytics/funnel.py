@@ -31,12 +31,11 @@ _DAY_US = 86_400_000_000
 
 def event_features(events: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
     """customer_id, the EVENT_FEATURES and ``considered`` (bool), one row per customer, sorted."""
-    # A session is an id, or a day: apart (a session id '2026-03-05' was the null sessions of that day).
     day = pl.col("ts").dt.date().cast(pl.String)
-    has_id = pl.col("session_id").is_not_null() if "session_id" in events.columns else pl.lit(False)
-    session = pl.struct(has_id.alias("id"), (pl.coalesce(pl.col("session_id").cast(pl.String), day)
-                                             if "session_id" in events.columns else day).alias("key")
-                        ).alias("__session")
+    session = day.alias("__session")
+    if "session_id" in events.columns:   # an id, or a day: apart (an id '2026-03-05' was that day's null sessions)
+        session = pl.struct(pl.col("session_id").is_not_null().alias("id"),
+                            pl.coalesce(pl.col("session_id"), day).alias("key")).alias("__session")
     kind = pl.col("event_type")
     return (events.with_columns(session)
             .group_by("customer_id")

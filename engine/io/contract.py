@@ -196,7 +196,7 @@ def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str, head: pl.D
 
 def _middle(times: pl.Series, sampled: int) -> tuple[dt.datetime, dt.datetime] | None:
     """The 1st and 99th percentiles of ``times`` (values read of ``sampled``); None where under 98% read."""
-    if times.len() < 0.98 * sampled or times.len() == 0:
+    if times.len() < 0.98 * sampled:   # ``sampled`` >= 1: none read is under 98% too
         return None
     ordered = times.sort()
     return ordered[int(0.01 * (times.len() - 1))], ordered[int(math.ceil(0.99 * (times.len() - 1)))]

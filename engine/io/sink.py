@@ -54,7 +54,8 @@ from segmint.engine.runtime import process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
-           "sibling_path", "version_root", "committed_run", "mark_committed", "is_part"]
+           "sibling_path", "version_root", "committed_run", "is_committed", "mark_committed",
+           "is_part"]
 
 OWNER = "_owner.json"
 _KINDS = ("staging", "work", "old")
@@ -135,7 +136,7 @@ def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str
     except BaseException as exc:
         # A signal during the pointer's write is raised once the store has taken it: the version then is the
         # output, and removing it left a pointer to nothing (every reader failed, every later run exit 4).
-        moved = _names(out, root, opts) if committing else False
+        moved = is_committed(out, run_id, opts) if committing else False
         if moved:
             mark_committed(exc)
         elif moved is False and not keep:   # unknown (the store unreachable): the next run removes it if not the output
@@ -239,6 +240,14 @@ def committed_run(out: str | Path, options: store.Options) -> str | None:
     try:
         return json.loads((store.local(out) / "_manifest.json").read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_committed(out: str | Path, run_id: str, options: store.Options) -> bool | None:
+    """Whether the output committed at ``out`` is run ``run_id``'s (None: it could not be read)."""
+    try:
+        return committed_run(out, options) == run_id
+    except Exception:  # noqa: BLE001 - whatever the store raised, the answer is unknown
         return None
 
 
@@ -483,15 +492,6 @@ def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | N
         msg = (f"output {out} was committed by another run while this one ran; this run's output was not "
                f"committed: rerun it (with --overwrite to replace that run)")
         raise OutputExistsError(msg)
-
-
-def _names(out: str | Path, root: str, options: store.Options) -> bool | None:
-    """Whether ``out``'s pointer names the version folder ``root`` (None: it could not be read)."""
-    try:
-        pointer = read_pointer(out, options)
-    except Exception:  # noqa: BLE001 - whatever the store raised, the answer is unknown
-        return None
-    return pointer is not None and pointer.root == root
 
 
 def mark_committed(exc: BaseException) -> None:

@@ -46,8 +46,9 @@ from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
 from segmint.engine.io.pseudonym import key_fingerprint
-from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, mark_committed,
-                                    remove_stale, sibling_path, staged_output, version_root, work_dir, write_json)
+from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, is_committed,
+                                    mark_committed, remove_stale, sibling_path, staged_output, version_root, work_dir,
+                                    write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -398,10 +399,8 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
     except BaseException as exc:
         # A signal past the commit (the lease released, the runner closed, the record forgotten): the output is
         # this run's, and the CLI said "no output was changed" and advised --resume.
-        if run_id is not None and not getattr(exc, "output_committed", False):
-            with contextlib.suppress(Exception):
-                if committed_run(out, dict(opts)) == run_id:
-                    mark_committed(exc)
+        if run_id is not None and not getattr(exc, "output_committed", False) and is_committed(out, run_id, dict(opts)):
+            mark_committed(exc)
         if recorded and not getattr(exc, "output_committed", False):
             exc.add_note("the finished buckets are kept: rerun the same command with --resume to go on from them")
         raise
