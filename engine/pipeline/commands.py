@@ -465,12 +465,16 @@ def _discard(old: resume.State, out: str, cfg: RunConfig) -> None:
 
 
 def _discard_work(work: str | None, run_id: str, cfg: RunConfig, out: str) -> None:
-    """Remove a dead or discarded run's scratch space, only if it is where this output's runs put theirs
-    (a path read from a lock or state file is never trusted further than that)."""
+    """Remove a dead or discarded run's scratch space, only if it is named as ``_work_location`` names that
+    run's (a path read from a lock or state file is trusted no further). Wherever it lies: a run given another
+    --work-dir, or none, than the killed one left that run's scratch on the store for good."""
     if not work:
         return
-    places = {_work_location(cfg, out, run_id), _work_location(dataclasses.replace(cfg, work_dir=None), out, run_id)}
-    if store.canonical(work) in {store.canonical(p) for p in places}:
+    leaf = store.canonical(work).rstrip("/").rsplit("/", 1)[-1]
+    names = {f"segmint-work-{run_id}", sibling_path("segmint", "work", run_id).name}
+    if not store.is_remote(out):
+        names.add(sibling_path(store.local(out), "work", run_id).name)
+    if leaf in names:
         store.remove_prefix(work, dict(cfg.storage_options))
 
 

@@ -448,6 +448,27 @@ def test_a_live_lease_stops_a_second_run_naming_the_holder_and_a_dead_one_is_tak
     assert _committed(out, s3).height == 3000 and not store.exists(f"{out}/_lock.json", dict(s3))
 
 
+def test_a_dead_runs_scratch_goes_wherever_its_work_dir_was_and_nothing_else_named_in_its_lock(s3, s3_data):
+    """The killed run had --work-dir s3://.../scratch, the next run none (or another): its scratch stayed for
+    good, as the lock's path was trusted only where this run would put scratch. A path named as no run's
+    scratch, read from a lock, is still never removed."""
+    opts = dict(s3)
+    cfg = RunConfig(cluster=ClusterConfig(k=3), storage_options=s3, overwrite=True)
+    for out, work, removed in [("s3://segmint-test/deadwork", "s3://segmint-test/scratch/segmint-work-{}", True),
+                               ("s3://segmint-test/deadwork2", "s3://segmint-test/precious", False)]:
+        run_id = "20261203T000000Z-0deadbee"
+        work = work.format(run_id)
+        store.write_bytes(f"{work}/tx/bucket=00000/part-000000.arrow", b"scratch", opts)
+        dead = Holder(run_id, "run", "other-host", 4242, "2026-12-03T00:00:00+00:00", work, lease_seconds=1)
+        store.write_bytes(f"{out}/_lock.json", json.dumps(dataclasses.asdict(dead)).encode(), opts)
+        time.sleep(1.5)
+        run([s3_data], out, cfg)
+        assert _committed(out, s3).height == 3000
+        assert (store.list_files(work, opts) == []) is removed, work
+    assert store.list_files("s3://segmint-test/precious", opts) == ["s3://segmint-test/precious/tx/bucket=00000/"
+                                                                     "part-000000.arrow"]
+
+
 def test_a_run_that_lost_its_lease_commits_nothing(s3, s3_data, monkeypatch):
     out = "s3://segmint-test/stolen"
     first = run([s3_data], out, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
