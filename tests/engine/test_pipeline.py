@@ -237,6 +237,26 @@ def test_pseudonymized_ids_never_expose_raw_ids_or_key(small_data, tmp_path, mon
             assert b"s3cret-key-value-of-32-characters" not in path.read_bytes()
 
 
+@pytest.mark.parametrize("table", ["events", "customers"])
+def test_side_table_ids_of_another_type_are_refused_with_pseudonyms_too(small_data, tmp_path, monkeypatch, table):
+    """Pseudonymised, a customers or events table with text ids beside integer transaction ids was read: the
+    pseudonym of 7 is not that of "007", so such customers joined nothing (exit 0), where without pseudonyms
+    the run stops."""
+    from segmint.engine.config import CustomerSource, EventSource
+
+    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
+    source = small_data / ("events" if table == "events" else "customers.parquet")
+    frame = pl.read_parquet(source)
+    frame.with_columns(pl.format("00{}", pl.col("customer_id"))).write_parquet(tmp_path / "side.parquet")
+    side = ({"events": EventSource(paths=(str(tmp_path / "side.parquet"),))} if table == "events" else
+            {"customers": CustomerSource(paths=(str(tmp_path / "side.parquet"),), attributes=("region",))})
+    for pseudonymize in (False, True):
+        cfg = RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=pseudonymize, **side)
+        with pytest.raises(InputContractError, match="String customer ids but the transactions have Int64"):
+            run([small_data / "transactions"], tmp_path / f"out{pseudonymize}", cfg)
+        assert not (tmp_path / f"out{pseudonymize}").exists()
+
+
 def test_assign_with_a_pseudonymised_model_writes_pseudonyms_or_refuses(small_data, tmp_path, monkeypatch):
     # Without the flag, the assignments of a pseudonymised model's batch held the raw ids, with exit 0.
     monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
