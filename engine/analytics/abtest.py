@@ -72,8 +72,8 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     measured_revenue = "revenue" in outcomes.columns
     outcomes = outcomes.select(
         pl.col("customer_id").cast(pl.String),
-        pl.col("converted").cast(pl.Float64),
-        (pl.col("revenue") if "revenue" in outcomes.columns else pl.lit(0.0)).cast(pl.Float64).alias("revenue"))
+        _number(outcomes, "converted"),
+        _number(outcomes, "revenue") if measured_revenue else pl.lit(0.0).alias("revenue"))
     if not outcomes.height:   # everyone would count as not converted: a lift of 0 and an ROI of -100%
         msg = ("outcomes file has no rows; customers absent from it count as not converted, so give at least "
                "every customer who converted")
@@ -92,8 +92,8 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     finite = outcomes["revenue"].is_finite().fill_null(False)
     if not finite.all():
         bad = outcomes.height - int(finite.sum())
-        msg = (f"outcomes column 'revenue' has {bad} empty, NaN or infinite value(s); give a number for every row "
-               f"(0 for none)")
+        msg = (f"outcomes column 'revenue' has {bad} empty, NaN, infinite or non-numeric value(s); give a number for "
+               f"every row (0 for none)")
         raise InputContractError(msg)
     known = groups.select(pl.col("customer_id").cast(pl.String))
     unknown = outcomes.join(known, on="customer_id", how="anti")
@@ -110,9 +110,25 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     per_segment = _measure(df, cost_per_contact)
     overall = _measure(df.with_columns(pl.lit(None, pl.Int32).alias("segment")), cost_per_contact)
     result = pl.concat([per_segment.sort("segment"), overall], how="vertical_relaxed")
+    if result.select(pl.any_horizontal(pl.col(pl.Float64).is_infinite()).any()).item():
+        # A mean or difference of revenues past the float range: it was written as null, exit 0.
+        msg = ("outcomes column 'revenue' sums beyond the float range; give revenue in a larger unit (thousands, "
+               "millions)")
+        raise InputContractError(msg)
     if not measured_revenue:   # revenue never measured is unknown, not 0 (ROI -100% beside an 11-point lift)
         result = result.with_columns(pl.lit(None, pl.Float64).alias(c) for c in _REVENUE_MEASURES)
     return result
+
+
+def _number(outcomes: pl.DataFrame, column: str) -> pl.Expr:
+    """``column`` as Float64: true/false as 1/0, text that is no number null (refused by the checks after, in one
+    line quoting no cell: a strict cast failed with exit 1 and quoted them)."""
+    col = pl.col(column)
+    if outcomes.schema[column] != pl.String:
+        return col.cast(pl.Float64, strict=False)
+    word = col.str.strip_chars().str.to_lowercase()
+    return (pl.when(word == "true").then(1.0).when(word == "false").then(0.0)
+            .otherwise(col.cast(pl.Float64, strict=False)).alias(column))
 
 
 def _measure(df: pl.DataFrame, cost_per_contact: float) -> pl.DataFrame:

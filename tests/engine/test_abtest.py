@@ -115,13 +115,19 @@ def test_evaluate_overall_row_and_segments():
     # Read as "not converted", and a NaN revenue nulled every measure it touched: both with exit 0.
     (pl.DataFrame({"customer_id": ["0", "1"], "converted": [1, None]}), "must be 0/1 .* empty"),
     (pl.DataFrame({"customer_id": ["0", "1"], "converted": [1, 0], "revenue": [5.0, float("nan")]}),
-     "'revenue' has 1 empty, NaN or infinite"),
+     "'revenue' has 1 empty, NaN, infinite"),
     (pl.DataFrame({"customer_id": ["0"], "converted": [1], "revenue": [None]},
                   schema_overrides={"revenue": pl.Float64}), "'revenue' has 1 empty"),
     # No rows: every customer "not converted", an ROI of -100%, with exit 0. A blank id: a TypeError.
     (pl.DataFrame(schema={"customer_id": pl.Int64, "converted": pl.Int64}), "outcomes file has no rows"),
     (pl.DataFrame({"customer_id": [None, "0"], "converted": [1, 0]}, schema_overrides={"customer_id": pl.String}),
      "1 row\\(s\\) without a customer_id"),
+    # Text that is no number: a strict cast failed with exit 1, quoting the cells.
+    (pl.DataFrame({"customer_id": ["0"], "converted": ["1"], "revenue": ["$5"]}), "1 empty, NaN, infinite or non-n"),
+    (pl.DataFrame({"customer_id": ["0", "1"], "converted": ["yes", "no"]}), "must be 0/1"),
+    # Revenues whose mean passes the float range were written as null, exit 0.
+    (pl.DataFrame({"customer_id": ["0", "1", "2", "3"], "converted": [1, 1, 1, 1], "revenue": [1e308] * 4}),
+     "sums beyond the float range"),
 ])
 def test_bad_outcome_files_are_clear_errors(outcomes, match):
     groups = split_groups(_assignments(100), 0.5, "s")
@@ -191,3 +197,23 @@ def test_a_split_killed_before_its_rename_leaves_no_copy_once_written_again(smal
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in mine.iterdir()) == [".g.parquet.old-jan", ".g.parquet.old-v2", "g.parquet"]
+
+
+def test_an_outcomes_csv_is_read_whole_before_its_types_are_judged(small_run, tmp_path):
+    """Types guessed from a CSV's first 100 rows refused a revenue of 12.5 or a converted of true after rows of
+    0 (exit 3, a valid file)."""
+    from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
+
+    groups = abtest_split(small_run, tmp_path / "groups.parquet", ratio=0.5, salt="s")
+    ids = groups["customer_id"].cast(pl.String).to_list()
+    rows = [f"{i},0,0" for i in ids[:150]] + [f"{ids[150]},true,12.5", f"{ids[151]},1,7"]
+    (tmp_path / "outcomes.csv").write_text("customer_id,converted,revenue\n" + "\n".join(rows) + "\n")
+    result = abtest_evaluate(tmp_path / "groups.parquet", tmp_path / "outcomes.csv", tmp_path / "ab",
+                             cost_per_contact=1.0)
+    treated = groups.filter(pl.col("group") == "treatment")["customer_id"].cast(pl.String).to_list()
+    held = groups.filter(pl.col("group") == "holdout")["customer_id"].cast(pl.String).to_list()
+    revenue = {ids[150]: 12.5, ids[151]: 7.0}
+    overall = result.row(-1, named=True)
+    assert overall["rev_per_customer_t"] == pytest.approx(sum(revenue.get(i, 0.0) for i in treated) / len(treated))
+    assert overall["rev_per_customer_h"] == pytest.approx(sum(revenue.get(i, 0.0) for i in held) / len(held))
+    assert overall["conv_t"] + overall["conv_h"] > 0
