@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from segmint.engine.errors import ConfigError, InputContractError
+from segmint.engine.io.ids import check_integral_ids, customer_expr
 
 __all__ = ["split_groups", "evaluate", "HOLDOUT", "TREATMENT"]
 
@@ -70,8 +71,9 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
         msg = "assignments file lists a customer more than once; give the file written by 'segmint abtest split'"
         raise InputContractError(msg)
     measured_revenue = "revenue" in outcomes.columns
+    check_integral_ids(outcomes, "customer_id")   # float ids as pandas writes them: 7.0 is customer 7, not "7.0"
     outcomes = outcomes.select(
-        pl.col("customer_id").cast(pl.String),
+        customer_expr(outcomes.schema, "customer_id").cast(pl.String).alias("customer_id"),
         _number(outcomes, "converted"),
         _number(outcomes, "revenue") if measured_revenue else pl.lit(0.0).alias("revenue"))
     if not outcomes.height:   # everyone would count as not converted: a lift of 0 and an ROI of -100%

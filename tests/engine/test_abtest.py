@@ -95,6 +95,14 @@ def test_evaluate_matches_scipy_on_a_large_sample():
         assert by_segment[segment]["ci95_low"] < t_rate - h_rate < by_segment[segment]["ci95_high"]
 
 
+def test_outcome_ids_written_as_floats_are_the_customers_of_those_integers():
+    """pandas writes integer ids with a null among them as floats: 7.0 was read as "7.0", refused as unknown."""
+    groups = split_groups(_assignments(100, 2), 0.5, "s")
+    as_ints = pl.DataFrame({"customer_id": list(range(0, 100, 3)), "converted": [1] * 34})
+    as_floats = as_ints.with_columns(pl.col("customer_id").cast(pl.Float64))
+    assert evaluate(groups, as_floats, 1.0).equals(evaluate(groups, as_ints, 1.0))
+
+
 def test_evaluate_overall_row_and_segments():
     groups = split_groups(_assignments(4000, 2), 0.5, "s").with_columns(pl.col("customer_id").cast(pl.String))
     outcomes = groups.filter(pl.col("group") == "treatment").head(500).select(
@@ -128,6 +136,7 @@ def test_evaluate_overall_row_and_segments():
     # Revenues whose mean passes the float range were written as null, exit 0.
     (pl.DataFrame({"customer_id": ["0", "1", "2", "3"], "converted": [1, 1, 1, 1], "revenue": [1e308] * 4}),
      "sums beyond the float range"),
+    (pl.DataFrame({"customer_id": [0.0, 1.5], "converted": [1, 1]}), "not whole numbers"),
 ])
 def test_bad_outcome_files_are_clear_errors(outcomes, match):
     groups = split_groups(_assignments(100), 0.5, "s")
