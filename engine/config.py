@@ -185,6 +185,10 @@ class FeatureConfig(_Checked):
         if self.cluster_features is not None and not self.cluster_features:   # it meant the default set
             msg = "features.cluster_features is empty; name the features to cluster on, or leave it out for the default"
             raise ConfigError(msg)
+        twice = sorted({f for f in self.cluster_features or () if self.cluster_features.count(f) > 1})
+        if twice:   # the feature weighed twice in every distance, without a word
+            msg = f"features.cluster_features names {twice} more than once; name each feature once"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)

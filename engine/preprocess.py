@@ -66,7 +66,7 @@ class Scaler:
             for level in levels:
                 x[:, j] = (text == level).fill_null(False).to_numpy() * self.weight
                 j += 1
-        _check_finite(x, table, self.columns)
+        _check_finite(x, self.columns)
         return x
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
@@ -109,7 +109,7 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
     _require(table, features)
     # A misspelled name ("frequncy") left its feature unlogged without a word. Names of features this data
     # lacks (category_entropy without categories, clv where its fit was skipped) are no error.
-    stray = [f for f in log_features if f not in table.columns and f not in _feature_names()
+    stray = [f for f in log_features if f not in _numeric_features(table) and f not in _feature_names()
              and not f.startswith("channel_share_")]
     if stray:
         msg = f"features.log_features names {stray}, which are not features; available: {_numeric_features(table)}"
@@ -154,9 +154,16 @@ def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
 
 
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
+    available = _numeric_features(table)
     missing = [f for f in features if f not in table.columns]
     if missing:
-        msg = f"cluster feature(s) {missing} are not available; available: {_numeric_features(table)}"
+        msg = f"cluster feature(s) {missing} are not available; available: {available}"
+        raise ConfigError(msg)
+    # The id clustered as a number, a text code ("545") as 545, exit 0; a status or an attribute failed a cast.
+    other = [f for f in features if f not in available]
+    if other:
+        msg = (f"cluster feature(s) {other} are not numeric features; available: {available} (a customers table's "
+               f"attributes cluster with --cluster-attrs)")
         raise ConfigError(msg)
 
 
@@ -185,16 +192,17 @@ def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> n
     return x
 
 
-def _check_finite(x: np.ndarray, table: pl.DataFrame, columns: Sequence[str]) -> None:
+def _check_finite(x: np.ndarray, columns: Sequence[str]) -> None:
     """Refuse a matrix with a missing or overflowing value: no centroid is nearest to it, and such a customer
     would be placed in a segment at random (the default features are never missing)."""
     finite = np.isfinite(x)
     if finite.all():
         return
-    row, col = map(int, np.argwhere(~finite)[0])
-    who = f"customer {table['customer_id'][row]}" if "customer_id" in table.columns else f"row {row}"
-    msg = (f"cluster feature {columns[col]!r} of {who} is missing or not a finite number after scaling; "
-           f"cluster on features every customer has ([features] cluster_features)")
+    col = int(np.argwhere(~finite)[0][1])
+    # Counted, no example: an id is personal data, and error lines end up in logs.
+    msg = (f"cluster feature {columns[col]!r} is missing or not a finite number after scaling for "
+           f"{int((~finite[:, col]).sum()):,} customer(s); cluster on features every customer has "
+           f"([features] cluster_features)")
     raise ConfigError(msg)
 
 

@@ -54,10 +54,10 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str, attribu
         msg = (f"customers-table ids are {table.schema['customer_id']} but transaction ids are "
                f"{features.schema['customer_id']}; map an id column of the same type (--customers-id-col)")
         raise InputContractError(msg)
-    dupes = table.filter(pl.col("customer_id").is_duplicated())["customer_id"]
-    if dupes.len():
-        msg = (f"the customers table has more than one row for customer {dupes.min()}; "
-               f"give one row per customer")
+    dupes = table.filter(pl.col("customer_id").is_duplicated())["customer_id"].n_unique()
+    if dupes:
+        # No example: an id is personal data, and error lines end up in logs.
+        msg = f"the customers table has more than one row for {dupes:,} customer(s); give one row per customer"
         raise InputContractError(msg)
     joined = features.join(table, on="customer_id", how="left", maintain_order="left")
     missing = features.join(table, on="customer_id", how="anti").height

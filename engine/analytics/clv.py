@@ -209,10 +209,9 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
     if finite_rest and not finite_clv:
         # The purchases are finite: the customer's own spend took its value past the float range (an amount near
         # 1e308), which the advice about the fit below did not help with.
-        i = int(np.flatnonzero(~np.isfinite(clv))[0])
-        who = f"customer {table['customer_id'][i]}" if "customer_id" in table.columns else f"row {i}"
-        msg = (f"the CLV of {who} is beyond the float range: its mean repeat spend (lt_monetary) is {m[i]:.4g}; "
-               f"correct or leave out its amounts")
+        beyond = ~np.isfinite(clv)   # counted, no example: an id is personal data
+        msg = (f"the CLV of {int(beyond.sum()):,} customer(s) is beyond the float range: their mean repeat spend "
+               f"(lt_monetary) reaches {m[beyond].max():.4g}; correct or leave out their amounts")
         raise ClvFitError(msg)
     if not (finite_clv and finite_rest):
         # Never a NaN in an output: parameters this extreme are a fit the data did not identify.

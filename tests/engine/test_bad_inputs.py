@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segmint.engine.config import ClusterConfig, ClvConfig, Columns, RunConfig, load_toml
+from segmint.engine.config import ClusterConfig, ClvConfig, Columns, FeatureConfig, RunConfig, load_toml
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.pipeline import run, validate
 
@@ -68,6 +68,35 @@ def test_config_file_lists_and_feature_names_are_read_as_meant(small_data, tmp_p
     lacking = ("frequency", "conversion_rate", "channel_share_kiosk")
     run([small_data / "transactions"], tmp_path / "o",
         RunConfig(features=dataclasses.replace(RunConfig().features, log_features=lacking)))
+
+
+@pytest.mark.parametrize(("features", "needle"), [
+    # Clustered on the id as a number, and on the text code "545" as 545, exit 0.
+    (("customer_id", "frequency"), r"\['customer_id'\] are not numeric features"),
+    (("rfm_code",), r"\['rfm_code'\] are not numeric features"),
+    # A status or an attribute failed a cast (exit 1, quoting the attribute's cells).
+    (("activity_status", "frequency"), r"\['activity_status'\] are not numeric features"),
+    (("region", "frequency"), r"\['region'\] are not numeric features.*--cluster-attrs"),
+])
+def test_cluster_features_are_numeric_features(small_data, tmp_path, features, needle):
+    from segmint.engine.config import CustomerSource
+
+    cfg = RunConfig(features=FeatureConfig(cluster_features=features),
+                    customers=CustomerSource(paths=(str(small_data / "customers.parquet"),), attributes=("region",)))
+    with pytest.raises(ConfigError, match=needle):
+        run([small_data / "transactions"], tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_feature_named_twice_is_refused_where_the_config_is_read():
+    # It weighed twice in every distance, exit 0.
+    with pytest.raises(ConfigError, match=r"names \['frequency'\] more than once"):
+        FeatureConfig(cluster_features=("frequency", "recency_days", "frequency"))
+    with pytest.raises(ConfigError, match=r"log_features names \['rfm_code'\], which are not features"):
+        from segmint.engine.preprocess import fit_scaler
+
+        fit_scaler(pl.DataFrame({"customer_id": [1, 2], "frequency": [1.0, 2.0], "rfm_code": ["545", "111"]}),
+                   ["frequency"], ["rfm_code"])
 
 
 def test_config_file_spellings_of_one_setting_are_one_setting(tmp_path):
