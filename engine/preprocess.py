@@ -178,8 +178,9 @@ def _feature_names() -> set[str]:
 
 
 def _numeric_features(table: pl.DataFrame) -> list[str]:
-    """The numeric columns a feature list may name (not the id, nor the internal hash)."""
-    return [c for c, t in table.schema.items() if t.is_numeric() and c != "customer_id" and not c.startswith("__")]
+    """The numeric (or boolean: 0/1) columns a feature list may name (not the id, nor the internal hash)."""
+    return [c for c, t in table.schema.items()
+            if (t.is_numeric() or t == pl.Boolean) and c != "customer_id" and not c.startswith("__")]
 
 
 def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> np.ndarray:
