@@ -58,6 +58,7 @@ class Counts:
 
     rows_in: int = 0
     rows_used: int = 0
+    rows_after_as_of: int = 0           # of a valid time after a given --as-of, whatever their reason
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     rejected_amount: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in REASONS})
     repeats: int = 0
@@ -74,7 +75,7 @@ class Counts:
     channel_lines: dict[str, int] = field(default_factory=dict)   # usable lines per channel value
 
     def add(self, other: Counts) -> None:
-        for name in ("rows_in", "rows_used", "repeats", "customers", "events_in", "events_used",
+        for name in ("rows_in", "rows_used", "rows_after_as_of", "repeats", "customers", "events_in", "events_used",
                      "without_customer_row", "customer_rows_without_id", "customer_rows_unmatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
@@ -176,7 +177,8 @@ def _map(job: MapJob) -> BucketResult:
                        channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
                        reason_column=reason_column(list(source.columns)), ahead=job.ahead)
     seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
-    counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rejected=mapped.rejected,
+    counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rows_after_as_of=mapped.rows_after_as_of,
+                    rejected=mapped.rejected,
                     rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
                     first_ts=mapped.first_ts, last_ts=mapped.last_ts, channel_lines=mapped.channel_counts)
     files: list[str] = []

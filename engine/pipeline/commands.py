@@ -597,7 +597,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                     largest_bucket_rows=max((r.counts.rows_in for r in mapped), default=0),
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
                        for part in ("read", "lines", "write")})
-    _check_rejects(counts, plan.cfg.max_reject_share, cut=plan.cfg.as_of is not None)
+    _check_rejects(counts, plan.cfg.max_reject_share)
     return mapped, counts
 
 
@@ -677,19 +677,19 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: 
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
 
 
-def _check_rejects(c: Counts, limit: float, *, cut: bool) -> None:
-    """``cut``: --as-of was given, so rows after it were left out by choice (a back-test's later months), not
-    for their quality: they are not part of the share."""
+def _check_rejects(c: Counts, limit: float) -> None:
+    """Rows after a given --as-of were left out by choice (a back-test's later months), not for their quality:
+    they are not part of the share, whatever their reason."""
     reasons = ", ".join(f"{r}: {n:,}" for r, n in c.rejected.items() if n)
     if c.rows_used == 0:
         top = max(c.rejected, key=c.rejected.get)
         fix = _NO_ROWS_FIX.get(top, "check the column mapping")
         msg = f"no usable rows: all {c.rows_in:,} rows were rejected ({reasons}); {fix}"
         raise InputContractError(msg)
-    judged = c.rows_in - (c.rejected["after_as_of"] if cut else 0)
+    judged = c.rows_in - c.rows_after_as_of
     share = 1 - c.rows_used / judged
     if share > limit:
-        after = f" (the {c.rejected['after_as_of']:,} after --as-of not counted)" if cut and judged < c.rows_in else ""
+        after = f" (the {c.rows_after_as_of:,} after --as-of not counted)" if c.rows_after_as_of else ""
         msg = (f"{judged - c.rows_used:,} of {judged:,} rows{after} ({share:.1%}) were rejected ({reasons}), above "
                f"--max-reject-share {limit:g}; check the mapping, --as-of and --time-format, or raise the share")
         raise InputContractError(msg)
@@ -715,6 +715,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
         "columns": dataclasses.asdict(cfg.columns),
         "as_of": as_of.isoformat(),
         "rows": {"in": c.rows_in, "used": c.rows_used, "rejected": c.rows_in - c.rows_used,
+                 "after_as_of": c.rows_after_as_of,
                  "rejected_by_reason": c.rejected,
                  "rejected_amount_by_reason": c.reported_amounts(),
                  "repeats_on_mapped_columns": c.repeats,

@@ -139,7 +139,8 @@ def _header(run: RunData, rows: list[dict]) -> str:
         tiles.append((fmt.money(math.fsum(r["clv_total"] for r in rows)), "predicted value (CLV)"))
     # Rows after a given --as-of were left out by choice (a back-test's later months), not for their quality:
     # as in --max-reject-share, they are not part of the share ("93% rejected" read as bad data).
-    later = m["rows"]["rejected_by_reason"].get("after_as_of", 0)
+    # Whatever their reason (a null amount after the as-of is after it too); a run.json before that count: by reason.
+    later = m["rows"].get("after_as_of", m["rows"]["rejected_by_reason"].get("after_as_of", 0))
     judged = m["rows"]["in"] - later
     tiles.append((fmt.share((m["rows"]["rejected"] - later) / judged) if judged else "n/a", "input rows rejected"))
     if later:

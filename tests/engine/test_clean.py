@@ -134,6 +134,12 @@ def test_a_bad_share_stops_but_rows_after_a_given_as_of_are_not_part_of_it(tmp_p
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2024-01-03"))
     with pytest.raises(InputContractError, match=r"2 of 10 rows \(20.0%\) were rejected"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, max_reject_share=0.1))
+    # Rows after the as-of rejected for an earlier reason (no amount) are after it too: they made 5 of 7 (71%).
+    pl.DataFrame({"cid": ["a", "b"] * 5, "t": days, "amt": [1.0, None, 1.0] + [None] * 4 + [1.0] * 3}).write_parquet(
+        tmp_path / "t2.parquet")
+    assert validate([tmp_path / "t2.parquet"], RunConfig(columns=COLS, as_of="2024-01-03")).rows_used == 2
+    with pytest.raises(InputContractError, match=r"1 of 3 rows \(the 7 after --as-of not counted\) \(33.3%\)"):
+        validate([tmp_path / "t2.parquet"], RunConfig(columns=COLS, as_of="2024-01-03", max_reject_share=0.2))
     # No row before the as-of: the fix named is the as-of, not the column mapping.
     with pytest.raises(InputContractError, match=r"no usable rows: .*after_as_of: 8\); check --as-of"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2023-12-31"))
