@@ -121,6 +121,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             del sample
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, filled, counts.customers, cfg.sampling.profile_customers)
+            sampled = profile_sample.height
             prepared = prepare(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
             del profile_sample
             seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
@@ -156,7 +157,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         manifest = _manifest(s, mapped[0].as_of, counts, channels) | {
             "k": seg.k, "k_scan": list(seg.scan.rows) if seg.scan else None, "clv": clv_report,
             "clustering": fit.clustering_report(seg, cfg.cluster, device, inertia, counts.customers),
-            "profiles_note": _profiles_note(cfg, counts.customers),
+            "profiles_note": _profiles_note(sampled, counts.customers),
             **({"micro": micro_report} if micro_report else {}),
         }
         return _finish_run(s, profiles, model, manifest, files, clv)
@@ -215,6 +216,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         kpis, mix, micro = _score(s, scoring, filled, "assignments", read_again=True)
         with s.clock.stage("profile"):
             sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.profile_customers)
+            sampled = sample.height
             del filled
             mapped = _without_tables(mapped)   # a kept feature table's last use was this sample
             scored_sample = score_table(sample, scoring).drop(HASH)
@@ -231,7 +233,7 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
                         "time_unit": model.clv.time_unit}} if model.clv else {}),
             "clustering": {"device": device, "inertia": exact.total([kpis.inertia]),
                            "features": list(model.scaler.columns)},
-            "profiles_note": _profiles_note(cfg, counts.customers),
+            "profiles_note": _profiles_note(sampled, counts.customers),
         }
         return _finish_run(s, profiles, None, manifest, files, model.clv)
 
@@ -801,9 +803,10 @@ def _input_paths(inputs: Sequence[str | Path], cfg: RunConfig, model_dir: str | 
     return paths
 
 
-def _profiles_note(cfg: RunConfig, customers: int) -> str:
-    n = min(customers, cfg.sampling.profile_customers)
-    if n == customers:
+def _profiles_note(sampled: int, customers: int) -> str:
+    """``sampled``: the profile sample's customers, as gathered (a hash threshold keeps about the number asked
+    for: the note said 1,000 of a sample of 975)."""
+    if sampled == customers:
         return "every statistic over every customer"
-    return (f"per-feature statistics (mean, median, std, p10, p90, z-lift) from the {n:,} customers of lowest hash; "
-            f"sizes, revenue, orders and CLV totals exact")
+    return (f"per-feature statistics (mean, median, std, p10, p90, z-lift) from the {sampled:,} customers of lowest "
+            f"hash; sizes, revenue, orders and CLV totals exact")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from segmint.engine.analytics.clv import NO_DROPOUT
 from segmint.engine.analytics.funnel import FUNNEL_STAGES
 from segmint.engine.analytics.migration import kept_ids
 from segmint.engine.config import LifecycleConfig
@@ -250,10 +251,13 @@ def _clv(run: RunData, rows: list[dict], labels: list[str], colors: dict[int, st
     missing = f" {numfmt.count(h.missing)} customers have no CLV value." if h.missing else ""
     caption = (f"Customers per CLV bin (log scale), stacked by segment; values below {numfmt.money(h.edges[0])} are in "
                f"the first bar.{missing}")
-    if clv.get("purchase_model") == "nbd":
+    if clv.get("purchase_model") == "nbd" and str(clv.get("note", "")).startswith(NO_DROPOUT):
         purchases = ("NBD expected purchases (<b>no dropout detected in the window</b>: no customer is seen to "
                      "stop buying, so every one counts as still active, chance 100%, buying at the rate their "
                      "history suggests; churn needs a longer history to show)")
+    elif clv.get("purchase_model") == "nbd":   # asked for ([clv] purchase_model), not detected: said so
+        purchases = ("NBD expected purchases (<b>as the configuration asks</b>: every customer counts as still "
+                     "active, chance 100%, buying at the rate their history suggests)")
     else:
         purchases = "BG/NBD expected purchases"
     return (f"<p class=\"lead\">Predicted customer value: {purchases} times Gamma-Gamma expected "

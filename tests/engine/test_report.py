@@ -361,3 +361,19 @@ def test_quality_notes_count_the_customers_table_rows_left_out():
     assert "7 of its rows are of no customer with a purchase, 2 have no customer id" in _quality(newer)
     # A run made before the rows were counted says nothing of them rather than 0.
     assert "customers have no row." in _quality(older) and "of its rows" not in _quality(older)
+
+
+def test_the_clv_section_and_the_profiles_note_say_what_the_run_did(small_data, small_cfg, tmp_path):
+    """An NBD the configuration asked for read "no dropout detected in the window"; the profiles note named the
+    sample size asked for (1,000), not the sample's (a hash threshold keeps about that many)."""
+    from segmint.engine.config import ClvConfig, RunConfig, SamplingConfig
+    from segmint.engine.pipeline import run
+
+    out = tmp_path / "run"
+    run([small_data / "transactions"], out, RunConfig(cluster=small_cfg.cluster, clv=ClvConfig(purchase_model="nbd"),
+                                                      sampling=SamplingConfig(profile_customers=1000)))
+    doc = json.loads((out / "run.json").read_text())
+    sampled = int(re.search(r"from the ([\d,]+) customers of lowest hash", doc["profiles_note"])[1].replace(",", ""))
+    assert sampled == doc["clustering"]["n_train"] != 1000   # k-means trained on the whole profile sample here
+    page = write_report(out, tmp_path / "r.html").read_text()
+    assert "as the configuration asks" in page and "no dropout detected" not in page
