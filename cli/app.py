@@ -68,7 +68,7 @@ def _main(
 
 @app.command()
 def demo(
-    out: Out = "segmint-demo",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local).", metavar="DIR")] = "segmint-demo",
     n_customers: Annotated[int, typer.Option("--n-customers", help="Customers to generate.", metavar="N")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed for data and clustering.", metavar="N")] = 0,
     k: K = None,

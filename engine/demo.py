@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segmint.engine.config import CustomerSource, EventSource, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError, OutputExistsError, SegmintError
+from segmint.engine.io import store
 from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
 from segmint.engine.warmup import warmup
@@ -30,14 +31,19 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     A previous demo at ``out`` is replaced; any other existing path is left
     alone unless ``cfg.overwrite``.
     """
-    out = Path(out)
+    # As a Path, s3://b/x was the local folder "s3:/b/x": written into, then refused (exit 3).
+    out = store.local_only(out, "demo's --out", writing=True)
     if out.exists() and not (out / _MARKER).exists() and not cfg.overwrite:
         msg = f"{out} exists and is not a segmint demo folder; pass --overwrite or choose another --out"
         raise OutputExistsError(msg)
+    # Another folder (--overwrite) is marked a demo's once the demo is in it: marked first, a refusal on the way
+    # (its run/ not a segmint output) left it taken for a demo's, replaced by the next demo without --overwrite.
+    mark_now = not out.exists() or (out / _MARKER).exists()
     clock = StageClock(progress)
     with clock.stage("generate") as info:
         out.mkdir(parents=True, exist_ok=True)
-        (out / _MARKER).write_text("written by segmint demo; safe to delete\n")
+        if mark_now:
+            _mark(out)
         # While the child generates, this process compiles the kernels the later steps use (the
         # first demo after an install spent 20 s compiling); not the generator's own, which the
         # child compiles (two processes compiling one kernel into a cold cache race).
@@ -60,7 +66,12 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
 
         info["path"] = str(write_report(out / "run", out / "report.html", cohorts=read_cohorts(out / "cohorts"),
                                         overwrite=True))
+    _mark(out)
     return result
+
+
+def _mark(out: Path) -> None:
+    (out / _MARKER).write_text("written by segmint demo; safe to delete\n")
 
 
 def _in_background(fn: Callable[[], object]) -> Callable[[], None]:

@@ -50,6 +50,17 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
     r = invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500)
     assert r.exit_code == 4
     _one_line_error(r, "not a segmint demo folder")
+    # With --overwrite, a step that refuses (run/ is not a segmint output) left the folder marked a demo's: the
+    # next demo, without --overwrite, took it for one.
+    (tmp_path / "mine" / "run").mkdir()
+    (tmp_path / "mine" / "run" / "notes.txt").write_text("mine")
+    assert invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500, "--overwrite").exit_code == 4
+    assert not (tmp_path / "mine" / "SEGMINT_DEMO").exists()
+    assert invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500).exit_code == 4
+    # A URI was the local folder "s3:/b/x", written into, then refused with exit 3.
+    r = invoke("demo", "--out", "s3://bucket/demo", "--n-customers", 500)
+    assert r.exit_code == 2 and not Path("s3:").exists()
+    _one_line_error(r, "demo's --out is local, not s3://bucket/demo")
 
 
 def test_generate_same_seed_same_bytes(tmp_path):
