@@ -337,9 +337,9 @@ def validate(
     config: ConfigFile = None,
     columns: dict | None = None,
     as_of: AsOf = None, dedupe_on: DedupeOn = None, max_reject_share: MaxRejectShare = None,
-    memory_limit: MemoryLimit = None, buckets: Buckets = None, executor: Executor = None,
-    ray_address: RayAddress = None, work_dir: WorkDir = None, storage_option: StorageOption = None,
-    json_logs: Json = False, threads: Threads = None,
+    pseudonymize_ids: Pseudonymize = None, memory_limit: MemoryLimit = None, buckets: Buckets = None,
+    executor: Executor = None, ray_address: RayAddress = None, work_dir: WorkDir = None,
+    storage_option: StorageOption = None, json_logs: Json = False, threads: Threads = None,
 ) -> None:
     """Check the data contract and report data-quality counts; writes nothing.
 
@@ -352,8 +352,9 @@ def validate(
         _threads(threads)
         from segmint.engine.pipeline import validate as run_validate
 
-        cfg = build_config(config, columns=columns, **_run_options(as_of, dedupe_on, max_reject_share, None, None,
-                                                                   memory_limit, buckets, executor, work_dir, ray_address, storage_option))
+        cfg = build_config(config, columns=columns,
+                           **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, None, memory_limit,
+                                          buckets, executor, work_dir, ray_address, storage_option))
         rep = run_validate(inputs, cfg, _render.make_progress(json_logs))
         if json_logs:
             _render.emit_json({"event": "validation", **rep.__dict__})

@@ -102,6 +102,10 @@ def test_run_features_validate_assign(small_data, tmp_path):
     r = invoke("validate", tx)
     assert r.exit_code == 0 and "rows in" in r.stdout
     assert not list(tmp_path.glob(".*staging*"))
+    # --pseudonymize-ids, which every command reading transactions takes, was no option of validate (exit 2).
+    assert invoke("validate", tx, "--pseudonymize-ids", env={"SEGMINT_ID_KEY": ""}).exit_code == 2
+    r = invoke("validate", tx, "--pseudonymize-ids", env={"SEGMINT_ID_KEY": "k" * 32})
+    assert r.exit_code == 0 and r.stdout == invoke("validate", tx).stdout
 
     r = invoke("assign", tmp_path / "run", tx, "--out", tmp_path / "scored")
     assert r.exit_code == 0, r.stderr
