@@ -478,6 +478,9 @@ def abtest_evaluate(
                                                     "treated customer.", metavar="AMOUNT")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder (local).", metavar="DIR")],
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing output.")] = False,
+    pseudonymize_ids: Annotated[bool, flag("--pseudonymize-ids", help="The outcomes hold raw ids and the split "
+                                           "pseudonyms (a run with --pseudonymize-ids): replace the outcomes' ids "
+                                           "by their pseudonyms under SEGMINT_ID_KEY.")] = False,
     threads: Threads = None,
 ) -> None:
     """Lift, 95% CI, p-value, incremental revenue and ROI per segment and overall.
@@ -488,7 +491,8 @@ def abtest_evaluate(
         _threads(threads)
         from segmint.engine.pipeline import abtest_evaluate as run_evaluate
 
-        result = run_evaluate(assignments, outcomes, out, cost_per_contact=cost_per_contact, overwrite=overwrite)
+        result = run_evaluate(assignments, outcomes, out, cost_per_contact=cost_per_contact, overwrite=overwrite,
+                              pseudonymize_ids=pseudonymize_ids)
         lines = ["segment  treated  holdout  conv_t  conv_h  abs lift  p-value   ROI %"]
         for r in result.iter_rows(named=True):
             seg = "all" if r["segment"] is None else str(r["segment"])

@@ -10,6 +10,8 @@ from segmint.engine.analytics.abtest import evaluate, split_groups
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
+from segmint.engine.io.ids import check_integral_ids, customer_expr
+from segmint.engine.io.pseudonym import pseudonymize, require_key
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, staged_file, write_json
 from segmint.engine.io.sources import first_line
 
@@ -31,16 +33,23 @@ def abtest_split(run_dir: str | Path, out: str | Path, *, ratio: float, salt: st
 
 
 def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Path, *,
-                    cost_per_contact: float, overwrite: bool = False) -> pl.DataFrame:
+                    cost_per_contact: float, overwrite: bool = False, pseudonymize_ids: bool = False) -> pl.DataFrame:
     """Write ``out/abtest.parquet`` and ``out/abtest.json``: per-segment and overall lift.
-    Measures that are undefined (no holdout, no variance) are null, never NaN."""
+    Measures that are undefined (no holdout, no variance) are null, never NaN. ``pseudonymize_ids``: the
+    outcomes' raw ids become their pseudonyms, to meet a split of a pseudonymised run."""
+    if pseudonymize_ids:
+        require_key()   # before anything is read
     for flag, path in (("--assignments", assignments), ("--outcomes", outcomes)):
         store.local_only(path, f"abtest evaluate's {flag}")
     store.local_only(out, "abtest evaluate's --out", writing=True)
     check_not_inside(out, {"--assignments": [str(assignments)], "--outcomes": [str(outcomes)]})
     check_writable(out, overwrite=overwrite)
-    result = evaluate(_read_table(assignments, "assignments"), _read_table(outcomes, "outcomes", as_text=True),
-                      cost_per_contact)
+    results = _read_table(outcomes, "outcomes", as_text=True)
+    if pseudonymize_ids and "customer_id" in results.columns:
+        check_integral_ids(results, "customer_id")
+        results = results.with_columns(pseudonymize(results.select(customer_expr(results.schema, "customer_id"))
+                                                    .to_series()).alias("customer_id"))
+    result = evaluate(_read_table(assignments, "assignments"), results, cost_per_contact)
     result = result.with_columns(pl.col(c).fill_nan(None) for c, t in result.schema.items() if t.is_float())
     with staged_dir(out, overwrite=overwrite) as stage:
         result.write_parquet(stage / "abtest.parquet")

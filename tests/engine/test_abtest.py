@@ -226,3 +226,29 @@ def test_an_outcomes_csv_is_read_whole_before_its_types_are_judged(small_run, tm
     assert overall["rev_per_customer_t"] == pytest.approx(sum(revenue.get(i, 0.0) for i in treated) / len(treated))
     assert overall["rev_per_customer_h"] == pytest.approx(sum(revenue.get(i, 0.0) for i in held) / len(held))
     assert overall["conv_t"] + overall["conv_h"] > 0
+
+
+def test_outcomes_with_raw_ids_meet_the_split_of_a_pseudonymised_run(small_data, tmp_path, monkeypatch):
+    """A pseudonymised run's split holds pseudonyms, and segmint gave no way to pseudonymise the outcomes
+    (every customer "not in the assignments", exit 3)."""
+    import hashlib
+    import hmac
+
+    from segmint.engine.config import ClusterConfig, RunConfig
+    from segmint.engine.pipeline import run
+    from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
+
+    key = "s3cret-key-value-of-32-characters"
+    monkeypatch.setenv("SEGMINT_ID_KEY", key)
+    run([small_data / "transactions"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=3), pseudonymize_ids=True))
+    groups = abtest_split(tmp_path / "run", tmp_path / "groups.parquet", ratio=0.5, salt="s")
+    raw = pl.read_parquet(small_data / "personas.parquet")["customer_id"].head(300)
+    outcomes = pl.DataFrame({"customer_id": raw, "converted": [i % 2 for i in range(300)]})
+    outcomes.write_parquet(tmp_path / "outcomes.parquet")
+    with pytest.raises(InputContractError, match="300 of the 300 customer"):
+        abtest_evaluate(tmp_path / "groups.parquet", tmp_path / "outcomes.parquet", tmp_path / "a", cost_per_contact=1)
+    got = abtest_evaluate(tmp_path / "groups.parquet", tmp_path / "outcomes.parquet", tmp_path / "b",
+                          cost_per_contact=1, pseudonymize_ids=True)
+    by_hand = outcomes.with_columns(pl.col("customer_id").map_elements(
+        lambda i: hmac.new(key.encode(), str(i).encode(), hashlib.sha256).hexdigest(), return_dtype=pl.String))
+    assert got.equals(evaluate(groups, by_hand, 1.0))
