@@ -150,6 +150,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
                       clv_config=cfg.clv if clv else None,
                       provenance={"as_of": mapped[0].as_of.isoformat(), "config_hash": config_hash(cfg),
                                   "versions": versions(), "pseudonymized_ids": cfg.pseudonymize_ids,
+                                  **({"pseudonym_key": key_fingerprint()} if cfg.pseudonymize_ids else {}),
                                   "run_id": plan.run_id},
                       segment_ids=seg.ids, next_segment_id=seg.next_id, outlier_distance=outliers,
                       micro=micro_model, dedupe_on=cfg.dedupe_on, events=_event_mapping(cfg.events))
@@ -179,7 +180,9 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = ("this model's run pseudonymised customer ids: score with --pseudonymize-ids and that run's "
                "SEGMINT_ID_KEY, so that no raw id is written")
         raise ConfigError(msg)
-    if cfg.pseudonymize_ids and pseudonym_key(model_dir, dict(cfg.storage_options)) not in (None, key_fingerprint()):
+    # The model names its run's key (a model folder alone, or copied elsewhere, has no run.json beside it).
+    key = model.provenance.get("pseudonym_key") or pseudonym_key(model_dir, dict(cfg.storage_options))
+    if cfg.pseudonymize_ids and key not in (None, key_fingerprint()):
         # Another key gave this batch's customers other pseudonyms than the run's, without a word.
         msg = ("this model's run pseudonymised customer ids with another key: give SEGMINT_ID_KEY that run's key, "
                "so that a customer has one pseudonym in both")

@@ -273,6 +273,13 @@ def test_assign_with_a_pseudonymised_model_writes_pseudonyms_or_refuses(small_da
     with pytest.raises(ConfigError, match="pseudonymised customer ids with another key"):
         assign_customers(tmp_path / "p", [small_data / "transactions"], tmp_path / "k",
                          RunConfig(pseudonymize_ids=True))
+    # The model folder alone (no run.json beside it) was scored under the other key, exit 0.
+    import shutil
+
+    shutil.copytree(tmp_path / "p" / "model", tmp_path / "model")
+    with pytest.raises(ConfigError, match="pseudonymised customer ids with another key"):
+        assign_customers(tmp_path / "model", [small_data / "transactions"], tmp_path / "m",
+                         RunConfig(pseudonymize_ids=True))
 
 
 def test_pseudonymize_without_key_fails_before_any_work(small_data, tmp_path, monkeypatch):
