@@ -438,6 +438,12 @@ class RunConfig(_Checked):
         if self.warm_start and self.previous is None:
             msg = "--warm-start needs --previous (the run whose centroids to start from)"
             raise ConfigError(msg)
+        from segmint.engine.analytics.clv import CLV_COLUMNS   # which imports this module
+
+        clv_named = [f for f in self.features.cluster_features or () if f in CLV_COLUMNS]
+        if clv_named and not self.clv.enabled:   # refused after the map and fits as "not available"
+            msg = f"features.cluster_features names CLV column(s) {clv_named} but [clv] enabled = false"
+            raise ConfigError(msg)
         if not 0 <= self.max_reject_share <= 1:
             msg = f"--max-reject-share must be in [0, 1], got {self.max_reject_share}"
             raise ConfigError(msg)

@@ -34,7 +34,7 @@ import polars as pl
 
 from segmint.engine import exact
 from segmint.engine.analytics.attributes import segment_mix
-from segmint.engine.analytics.clv import ClvFitError, ClvParams
+from segmint.engine.analytics.clv import CLV_COLUMNS, ClvFitError, ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
@@ -119,6 +119,10 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             clv, clv_report = fit.fit_clv_reported(sample, cfg.clv, counts.customers)
             info.update(fitted_on=sample.height, clv=clv.purchase_model if clv else "skipped")
             del sample
+        clv_named = [f for f in cfg.features.cluster_features or () if f in CLV_COLUMNS]
+        if clv_named and clv is None:   # it was "not available", where run.json says why
+            msg = f"cluster feature(s) {clv_named} need CLV, which was not fitted: {clv_report['skipped']}"
+            raise InputContractError(msg)
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, filled, counts.customers, cfg.sampling.profile_customers)
             sampled = profile_sample.height

@@ -88,6 +88,19 @@ def test_cluster_features_are_numeric_features(small_data, tmp_path, features, n
     assert not (tmp_path / "o").exists()
 
 
+def test_clv_as_a_cluster_feature_without_clv_says_why(tmp_path):
+    """Refused after the map and the fits as "not available", where CLV was disabled or could not be fitted."""
+    with pytest.raises(ConfigError, match=r"names CLV column\(s\) \['clv'\] but \[clv\] enabled = false"):
+        RunConfig(features=FeatureConfig(cluster_features=("frequency", "clv")), clv=ClvConfig(enabled=False))
+    once = pl.DataFrame({"customer_id": range(200), "ts": [dt.datetime(2024, 1, 1 + i % 28) for i in range(200)],
+                         "amount": [10.0] * 200})   # nobody repeats: no CLV fit
+    once.write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputContractError, match=r"\['clv'\] need CLV, which was not fitted: CLV needs at least 3 "):
+        run([tmp_path / "t.parquet"], tmp_path / "o",
+            RunConfig(cluster=ClusterConfig(k=2), features=FeatureConfig(cluster_features=("frequency", "clv"))))
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_feature_named_twice_is_refused_where_the_config_is_read():
     # It weighed twice in every distance, exit 0.
     with pytest.raises(ConfigError, match=r"names \['frequency'\] more than once"):
