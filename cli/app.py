@@ -27,7 +27,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="segmint",
-    help="Segment very large customer bases: Parquet transactions in, actionable segments out.",
+    help="Segment very large customer bases: Parquet (or CSV) transactions in, actionable segments out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",

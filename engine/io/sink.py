@@ -164,7 +164,7 @@ def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str
         msg = f"output {out} is a symbolic link; give the real path ({out.resolve()}) or another --out"
         raise ConfigError(msg)
     if out.exists() and not overwrite:
-        msg = (f"output {out} already exists; pass --overwrite (RunConfig(overwrite=True) in Python) to replace it "
+        msg = (f"output {out} already exists; pass --overwrite (overwrite=True in Python) to replace it "
                f"or choose another --out")
         raise OutputExistsError(msg)
     if out.exists() and not file and not _replaceable(out):
@@ -413,7 +413,7 @@ def _not_written_by_segmint(out: str | Path, foreign: list[Any]) -> OutputExists
 
 def _check_remote(out: str, pointer: Pointer | None, overwrite: bool, options: store.Options) -> None:
     if pointer is not None and not overwrite:
-        msg = (f"output {out} already exists; pass --overwrite (RunConfig(overwrite=True) in Python) to replace it "
+        msg = (f"output {out} already exists; pass --overwrite (overwrite=True in Python) to replace it "
                f"or choose another --out")
         raise OutputExistsError(msg)
     committed = _committed_files(out, pointer, options)

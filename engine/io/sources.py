@@ -135,7 +135,8 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                 other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
                 fix = (f"{other} has it: give files of one schema" if other is not None else
                        (csv and _other_separator(schema)) or no_header_fix(schema, csv) or
-                       f"available: {', '.join(schema.names())}; map the right column with {flag}")
+                       f"available: {', '.join(schema.names())}; map the right column with {flag}"
+                       + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
         if n and (changed := [c for c in wanted if schema[c] != schemas[first][c]]):
