@@ -114,7 +114,10 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
         if meta is not None and meta.metadata and b"ARROW:schema" in meta.metadata:   # else UTC, if any zone
             _check_time_zones(f, meta)
     groups = tuple(_group_sizes(meta) if meta is not None else None for meta in footers)
-    schemas = tuple(_with_hive(_schema(f, all(csv), options), hive) for f in files)
+    # A file's own keys only: one outside the key's folders (a root file beside channel=web/) was given the
+    # column, passed the check that every file has it, then failed to read (exit 1, KeyError).
+    schemas = tuple(_with_hive(_schema(f, all(csv), options), {key: hive[key] for key, _ in keys})
+                    for f, keys in found)
     return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options, groups)
 
 
@@ -277,7 +280,7 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
                 seen += batch.num_rows
                 if hi > lo:
                     yield _hive_columns(_without_views(pa.Table.from_batches([batch.slice(lo, hi - lo)])), source,
-                                        chunk)
+                                        chunk, dictionary)
                 if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
                     break
         except (OSError, pa.ArrowInvalid) as exc:
@@ -344,13 +347,18 @@ def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
     return store.read_ipc(chunk.path, dict(options)).slice(chunk.offset, chunk.rows)
 
 
-def _hive_columns(table: pa.Table, source: Source, chunk: Chunk) -> pa.Table:
-    """Hive keys of the chunk's folders as columns, for mapped columns the file does not hold."""
+def _hive_columns(table: pa.Table, source: Source, chunk: Chunk, dictionary: Sequence[str] = ()) -> pa.Table:
+    """Hive keys of the chunk's folders as columns, for mapped columns the file does not hold; text read as
+    a dictionary (``dictionary``) where the files' own columns are: a bucket's rows from a file holding the
+    column and from one taking it from its folder were two types, and the partition failed (exit 1)."""
     for key, value in chunk.hive:
         if key in source.columns and key not in table.column_names:
             arrow_type = pa.int64() if source.schema[key] == pl.Int64 else pa.large_string()
-            table = table.append_column(key, pa.array([int(value) if value is not None and arrow_type == pa.int64()
-                                                       else value] * table.num_rows, arrow_type))
+            column = pa.array([int(value) if value is not None and arrow_type == pa.int64() else value]
+                              * table.num_rows, arrow_type)
+            if key in dictionary and arrow_type != pa.int64():
+                column = column.cast(pa.string()).dictionary_encode()
+            table = table.append_column(key, column)
     return table.select(list(source.columns))
 
 

@@ -200,6 +200,30 @@ def test_a_hive_key_some_files_hold_themselves_comes_from_each_files_folder_othe
     assert got.sort("customer_id")["region"].to_list() == ["north", "north", "south"]
 
 
+def test_a_hive_key_mixed_with_files_holding_it_gives_one_table_in_any_bucket_count(small_data, tmp_path):
+    """The channel in one folder's files, the others' from their folder: one bucket was right; several failed the
+    partition (exit 1, 'Unable to merge: dictionary vs large_string'). A file outside the key's folders was
+    given the column, passed the check, then failed to read (exit 1, KeyError): it lacks the column (exit 3)."""
+    from segmint.engine.config import ClusterConfig, RunConfig
+    from segmint.engine.errors import InputContractError
+    from segmint.engine.pipeline import run
+
+    tx = pl.read_parquet(small_data / "transactions")
+    for (channel,), part in tx.group_by("channel"):
+        (tmp_path / "in" / f"channel={channel}").mkdir(parents=True)
+        (part if channel == "app" else part.drop("channel")).write_parquet(
+            tmp_path / "in" / f"channel={channel}" / "p.parquet")
+    outs = [run([tmp_path / "in"], tmp_path / f"o{b}", RunConfig(cluster=ClusterConfig(k=3), buckets=b))
+            for b in (1, 3)]
+    got = [pl.read_parquet(o.out + "/assignments").sort("customer_id") for o in outs]
+    assert got[0].equals(got[1].select(got[0].columns))
+    assert got[0].equals(pl.read_parquet(run([small_data / "transactions"], tmp_path / "whole", RunConfig(
+        cluster=ClusterConfig(k=3))).out + "/assignments").sort("customer_id").select(got[0].columns))
+    tx.head(10).drop("channel").write_parquet(tmp_path / "in" / "root.parquet")
+    with pytest.raises(InputContractError, match="column 'channel' .* not found in .*root.parquet"):
+        run([tmp_path / "in"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=3)))
+
+
 def test_row_counts_from_the_parquet_footer_equal_what_is_read(tmp_path):
     frame = _write(tmp_path / "a.parquet", 1_234, 100, 3)
     pq.write_table(pa.table({"customer_id": pa.array([], pa.int64()), "amount": pa.array([], pa.float64()),
