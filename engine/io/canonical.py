@@ -201,6 +201,13 @@ def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_date(array.type):
         raw = array.cast(pa.date32()).cast(pa.int32())
         per = 86_400_000_000
+    elif array.type.unit == "ns":
+        # INT96 (Spark) times read as ns where the file's schema says us or ms, which made the column typed
+        # (exit 1, KeyError 'ns'): to microseconds as the parsing path casts ns (is_typed), UTC kept.
+        naive = pl.from_arrow(array.cast(pa.timestamp("ns")))
+        assert isinstance(naive, pl.Series)
+        raw = naive.cast(pl.Datetime("us")).to_physical().to_arrow()
+        per = 1
     else:
         raw = array.cast(pa.int64())
         per = _UNITS_US[array.type.unit]

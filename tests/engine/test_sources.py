@@ -224,6 +224,25 @@ def test_a_hive_key_mixed_with_files_holding_it_gives_one_table_in_any_bucket_co
         run([tmp_path / "in"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=3)))
 
 
+@pytest.mark.parametrize("zone", [None, "UTC", "America/New_York"])
+def test_int96_times_as_spark_writes_them_are_the_times_written(small_data, tmp_path, zone):
+    """pyarrow reads INT96 as ns where the file's schema says us: the column counted as typed, and the map
+    failed (exit 1, KeyError 'ns')."""
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import compute_feature_table
+
+    tx = pl.read_parquet(small_data / "transactions")
+    if zone is not None:
+        tx = tx.with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone(zone))
+    tx.write_parquet(tmp_path / "plain.parquet")
+    pq.write_table(tx.to_arrow(), tmp_path / "spark.parquet", flavor="spark")
+    assert pq.read_schema(tmp_path / "spark.parquet").field("ts").type.unit == "ns"
+    got = [pl.read_parquet(compute_feature_table([tmp_path / f"{name}.parquet"], tmp_path / name,
+                                                 RunConfig(as_of="2026-01-01")).out + "/features")
+           for name in ("plain", "spark")]
+    assert got[0].height > 0 and got[0].equals(got[1])
+
+
 def test_row_counts_from_the_parquet_footer_equal_what_is_read(tmp_path):
     frame = _write(tmp_path / "a.parquet", 1_234, 100, 3)
     pq.write_table(pa.table({"customer_id": pa.array([], pa.int64()), "amount": pa.array([], pa.float64()),
