@@ -8,8 +8,6 @@ column and the fix; a text time column in a form segmint will not guess raises
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
 from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
-from segmint.engine.io.times import EPOCH_FORMATS, check_text_times, timestamp_expr
+from segmint.engine.io.times import EPOCH_FORMATS, TIME_SAMPLE, check_epoch_unit, check_text_times, readable_epochs
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "events", "customers", "check_same_ids"]
 
@@ -30,7 +28,6 @@ _FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amoun
           "quantity": "--quantity-col", "price": "--price-col", "order": "--order-col",
           "channel": "--channel-col", "category": "--category-col"}
 # Rows of the first chunk whose text times are checked for an ISO form.
-_TIME_SAMPLE = 2_000
 
 
 def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[tuple[str, str], ...] = (), *,
@@ -67,7 +64,7 @@ def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
     schema = frame.schema
     _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
                         columns=tuple(mapped), schema={c: schema[c] for c in mapped}, chunks=(), options=()),
-                 columns, frame.head(_TIME_SAMPLE), text_numbers=True, flag="time_format=")
+                 columns, frame.head(TIME_SAMPLE), text_numbers=True, flag="time_format=")
 
 
 def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None, *, text_numbers: bool = False,
@@ -155,7 +152,7 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
         if head is None:
             first = source.chunks[0]
             head = read_chunk(dataclasses.replace(source, columns=(name,)),
-                              dataclasses.replace(first, rows=min(first.rows, _TIME_SAMPLE)))
+                              dataclasses.replace(first, rows=min(first.rows, TIME_SAMPLE)))
         check_text_times(head[name].to_list(), name, flag)
     if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
         msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
@@ -170,36 +167,11 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
 
 
 def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str, head: pl.DataFrame | None) -> None:
-    """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
-    the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
-    only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
-    way are left as given. Judged on the first chunks with readable times, up to ``_TIME_SAMPLE`` rows each,
-    by the middle 98% of them: one stray value (a 99999999999999999 among milliseconds) let every other through."""
-    units = list(EPOCH_FORMATS)
-    coarser = units[: units.index(fmt)][::-1]   # the nearest first
-    if not coarser:
-        return
-    values = _epoch_sample(source, name) if head is None else _readable(head.select(name), name)
-    if values is None:
-        return
-    given = _middle(_read(values, name, fmt), values.height)
-    if given is None or given[1] >= dt.datetime(1971, 1, 1):
-        return
-    plausible = dt.datetime(1990, 1, 1), dt.datetime.now() + dt.timedelta(days=366)
-    for unit in coarser:
-        times = _middle(_read(values, name, unit), values.height)
-        if times is not None and plausible[0] <= times[0] and times[1] <= plausible[1]:
-            msg = (f"{flag} {fmt} puts the sampled times of column {name!r} in 1970 (98 in 100 of them up to "
-                   f"{given[1]}); as {unit} they run from {times[0]} to {times[1]}: give {flag} {unit}")
-            raise ConfigError(msg)
-
-
-def _middle(times: pl.Series, sampled: int) -> tuple[dt.datetime, dt.datetime] | None:
-    """The 1st and 99th percentiles of ``times`` (values read of ``sampled``); None where under 98% read."""
-    if times.len() < 0.98 * sampled:   # ``sampled`` >= 1: none read is under 98% too
-        return None
-    ordered = times.sort()
-    return ordered[int(0.01 * (times.len() - 1))], ordered[int(math.ceil(0.99 * (times.len() - 1)))]
+    """``check_epoch_unit`` on the first chunks with readable times, up to ``TIME_SAMPLE`` rows each (the map
+    judges every chunk it parses again: engine.io.canonical)."""
+    values = _epoch_sample(source, name) if head is None else readable_epochs(head.select(name), name)
+    if values is not None:
+        check_epoch_unit(values, name, fmt, flag)
 
 
 def _epoch_sample(source: Source, name: str) -> pl.DataFrame | None:
@@ -207,23 +179,8 @@ def _epoch_sample(source: Source, name: str) -> pl.DataFrame | None:
     nothing, and the rest went unchecked); None where the first 16 chunks have none."""
     for chunk in source.chunks[:16]:
         head = read_chunk(dataclasses.replace(source, columns=(name,)),
-                          dataclasses.replace(chunk, rows=min(chunk.rows, _TIME_SAMPLE)))
-        readable = _readable(head, name)
+                          dataclasses.replace(chunk, rows=min(chunk.rows, TIME_SAMPLE)))
+        readable = readable_epochs(head, name)
         if readable is not None:
             return readable
     return None
-
-
-def _readable(head: pl.DataFrame, name: str) -> pl.DataFrame | None:
-    """The rows of ``head`` whose epoch value reads in some unit; None where none does."""
-    readable = head.filter(_read_expr(head, name, "epoch_ns").is_not_null()
-                           | _read_expr(head, name, "epoch_s").is_not_null())
-    return readable if readable.height else None
-
-
-def _read(values: pl.DataFrame, name: str, fmt: str) -> pl.Series:
-    return values.select(_read_expr(values, name, fmt).alias("t"))["t"].drop_nulls()
-
-
-def _read_expr(values: pl.DataFrame, name: str, fmt: str) -> pl.Expr:
-    return timestamp_expr(name, values.schema[name], fmt)

@@ -14,6 +14,7 @@ years 1 to 9999 (an epoch in the wrong unit, a corrupt value) does not parse: it
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 
@@ -21,9 +22,12 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_text_times", "suggest_format", "FIRST_US", "LAST_US"]
+__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_epoch_unit", "readable_epochs", "check_text_times",
+           "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
+# Rows a time column is judged on (its unit, its text form), at planning and in each chunk parsed.
+TIME_SAMPLE = 2_000
 _PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
 # Times segmint can represent end to end (Python's datetime, which outputs and run.json use).
 _FIRST = dt.datetime(1, 1, 1)
@@ -67,6 +71,35 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     if _has_zone(fmt):
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     return parsed
+
+
+def check_epoch_unit(values: pl.DataFrame, name: str, fmt: str, flag: str) -> None:
+    """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
+    the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
+    only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
+    way are left as given. ``values``: readable ones (``readable_epochs``), judged by the middle 98% of them: one
+    stray value (a 99999999999999999 among milliseconds) let every other through."""
+    units = list(EPOCH_FORMATS)
+    coarser = units[: units.index(fmt)][::-1]   # the nearest first
+    if not coarser:
+        return
+    given = _middle(_read(values, name, fmt), values.height)
+    if given is None or given[1] >= dt.datetime(1971, 1, 1):
+        return
+    plausible = dt.datetime(1990, 1, 1), dt.datetime.now() + dt.timedelta(days=366)
+    for unit in coarser:
+        times = _middle(_read(values, name, unit), values.height)
+        if times is not None and plausible[0] <= times[0] and times[1] <= plausible[1]:
+            msg = (f"{flag} {fmt} puts the sampled times of column {name!r} in 1970 (98 in 100 of them up to "
+                   f"{given[1]}); as {unit} they run from {times[0]} to {times[1]}: give {flag} {unit}")
+            raise ConfigError(msg)
+
+
+def readable_epochs(head: pl.DataFrame, name: str) -> pl.DataFrame | None:
+    """The rows of ``head`` whose epoch value reads in some unit; None where none does."""
+    readable = head.filter(_read_expr(head, name, "epoch_ns").is_not_null()
+                           | _read_expr(head, name, "epoch_s").is_not_null())
+    return readable if readable.height else None
 
 
 def check_text_times(values: Sequence[str | None], column: str, flag: str) -> None:
@@ -140,3 +173,19 @@ def _offset_minutes(zone: pl.Expr) -> pl.Expr:
 
 def _has_zone(fmt: str) -> bool:
     return any(z in fmt for z in ("%z", "%:z", "%#z"))
+
+
+def _middle(times: pl.Series, sampled: int) -> tuple[dt.datetime, dt.datetime] | None:
+    """The 1st and 99th percentiles of ``times`` (values read of ``sampled``); None where under 98% read."""
+    if times.len() < 0.98 * sampled:   # ``sampled`` >= 1: none read is under 98% too
+        return None
+    ordered = times.sort()
+    return ordered[int(0.01 * (times.len() - 1))], ordered[int(math.ceil(0.99 * (times.len() - 1)))]
+
+
+def _read(values: pl.DataFrame, name: str, fmt: str) -> pl.Series:
+    return values.select(_read_expr(values, name, fmt).alias("t"))["t"].drop_nulls()
+
+
+def _read_expr(values: pl.DataFrame, name: str, fmt: str) -> pl.Expr:
+    return timestamp_expr(name, values.schema[name], fmt)

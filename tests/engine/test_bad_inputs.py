@@ -101,6 +101,31 @@ def test_clv_as_a_cluster_feature_without_clv_says_why(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, buckets):
+    """The plan judged the time column on the first file's first rows: a second file in epoch seconds among
+    milliseconds was read as January 1970 (exit 0, tenures of 20,000 days), one of US dates among ISO times
+    was rejected row by row (exit 0 under the reject share)."""
+    base = dt.datetime(2024, 1, 1)
+    times = [base + dt.timedelta(hours=7 * i) for i in range(3000)]
+    frame = pl.DataFrame({"customer_id": [i % 300 for i in range(3000)], "ts": times, "amount": [5.0] * 3000})
+    ms = frame.with_columns(pl.col("ts").dt.epoch("ms"))
+    for name, first, second, fmt, needle in [
+            ("epoch", ms.head(2000), ms.tail(1000).with_columns(pl.col("ts") // 1000), "epoch_ms", "give --time-format "
+             "epoch_s"),
+            ("text", frame.head(2000).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M")),
+             frame.tail(1000).with_columns(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")), None, "not ISO 8601")]:
+        (tmp_path / name).mkdir()
+        first.write_parquet(tmp_path / name / "a.parquet")
+        second.write_parquet(tmp_path / name / "b.parquet")
+        cfg = RunConfig(cluster=ClusterConfig(k=2), buckets=buckets, columns=Columns(time_format=fmt))
+        with pytest.raises(ConfigError, match=needle):
+            run([tmp_path / name], tmp_path / f"o{name}", cfg)
+        assert not (tmp_path / f"o{name}").exists()
+        first.write_parquet(tmp_path / name / "b.parquet")   # both in the first one's unit or form: read
+        assert run([tmp_path / name], tmp_path / f"o{name}", cfg).manifest["rows"]["used"] == 4000
+
+
 def test_a_feature_named_twice_is_refused_where_the_config_is_read():
     # It weighed twice in every distance, exit 0.
     with pytest.raises(ConfigError, match=r"names \['frequency'\] more than once"):
