@@ -71,6 +71,9 @@ class _Checked:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
+            if value is None and not _matches(value, hints[f.name]):   # --customer-col '' read "got None"
+                msg = f"{self.section}.{f.name} cannot be left out ('' or none): segmint needs it"
+                raise ConfigError(msg)
             if not _matches(value, hints[f.name]):
                 msg = f"{self.section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}"
                 raise ConfigError(msg)

@@ -321,6 +321,14 @@ def test_one_column_in_two_roles_is_refused(small_data, tmp_path, flags, needle)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag", ["--customer-col", "--time-col"])
+def test_a_required_column_left_out_says_so(small_data, tmp_path, flag):
+    # It read "columns.customer must be a string, got None", naming neither what was wrong nor the fix.
+    r = invoke("validate", small_data / "transactions", flag, "")
+    assert r.exit_code == 2, r.stderr
+    _one_line_error(r, "cannot be left out ('' or none): segmint needs it")
+
+
 def test_report_abtest_and_generate_refuse_uris_they_would_write_as_local_files(small_run, tmp_path, monkeypatch):
     # Path("s3://b/x") is the local "s3:/b/x": the page and the groups were written there, with exit 0; generate
     # failed with exit 1 (an AttributeError).
