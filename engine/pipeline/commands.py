@@ -395,11 +395,14 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                     recorded = keep
                     if resumed:
                         info["resumes"] = plan.run_id
+                plan = dataclasses.replace(plan, work=stack.enter_context(_work(cfg, out, plan.run_id, runner, keep)))
+                if out is not None:
+                    # Entered after the scratch, so left before it: the output is committed, then its scratch
+                    # removed. Removed first, a kill meanwhile left a --resume record naming half of it, and
+                    # every --resume run after failed (exit 1) advising --resume.
                     staging = stack.enter_context(staged_output(out, lease, overwrite=cfg.overwrite,
                                                                 run_id=plan.run_id, options=opts, keep=keep))
                     run_id = plan.run_id
-                plan = dataclasses.replace(plan, work=stack.enter_context(_work(cfg, out, plan.run_id, runner, keep)))
-                if out is not None:
                     lease.update(run_id=plan.run_id, work=plan.work)
                 info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
             yield _Session(command, plan, clock, runner, staging, started, out, resumed, began)
@@ -442,9 +445,10 @@ def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
     opts = dict(cfg.storage_options)
     old = resume.load(out, opts)
     if old is not None and old.run_id == committed_run(out, opts):
-        # Its run committed and was stopped before forgetting it: there is nothing of it to go on from or to
-        # remove (its version folder is the output: resumed, it was rewritten in place then removed as the
-        # replaced version; discarded, it was deleted, and either way the output was lost, exit 0 or 4).
+        # Its run committed and was stopped before forgetting it: there is nothing of it to go on from, nor to
+        # remove but what is left of its scratch (its version folder is the output: resumed, it was rewritten in
+        # place then removed as the replaced version; discarded, it was deleted: the output lost, exit 0 or 4).
+        _discard_work(old.work, old.run_id, cfg, out)
         resume.forget(out, opts)
         old = None
     if cfg.resume:

@@ -582,6 +582,15 @@ elif point == "delete_old":      # the replaced output half deleted (its _SUCCES
             die()
         return rmtree(path, *args, **kwargs)
     shutil.rmtree = half
+elif point == "remove_work":     # the run's scratch half removed (its done markers first, as a file system may)
+    rmtree = shutil.rmtree
+    def half(path, *args, **kwargs):
+        if ".work-" in str(path):
+            rmtree(pathlib.Path(path) / "done", ignore_errors=True)
+            rmtree(pathlib.Path(path) / "features", ignore_errors=True)
+            die()
+        return rmtree(path, *args, **kwargs)
+    shutil.rmtree = half
 from segmint.cli.app import main
 sys.exit(main())
 '''
@@ -608,6 +617,22 @@ def test_a_run_killed_while_committing_leaves_nothing_the_next_run_does_not_remo
     run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, other.name, neighbour.name})
     assert not (out / "_owner.json").exists()
+
+
+def test_a_resumable_run_killed_while_its_scratch_is_removed_leaves_its_output_committed(small_data, tmp_path):
+    """The scratch was removed before the commit: killed meanwhile, a --resume run left a record naming half a
+    scratch folder, and every --resume run after failed (exit 1, 'unexpected FileNotFoundError') advising
+    --resume, with a copy of the output and the scratch beside it."""
+    out = tmp_path / "out"
+    args = ["run", str(small_data / "transactions"), "--out", str(out), "--k", "3", "--buckets", "3", "--resume"]
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, "remove_work", *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    want = pl.read_parquet(out / "assignments").sort("customer_id")   # committed before its scratch went
+    again = subprocess.run([sys.executable, "-m", "segmint.cli.app", *args, "--overwrite"], capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr
+    assert pl.read_parquet(out / "assignments").sort("customer_id").equals(want)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_what_a_kill_between_two_steps_of_a_write_left_is_removed_by_the_next_run(small_data, tmp_path):
