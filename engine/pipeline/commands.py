@@ -600,10 +600,12 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
-        if counts.rows_in != plan.source("tx").rows:
+        held = {"tx": counts.rows_in, "events": counts.events_in}
+        for role in [r for r in held if plan.source(r) is not None and held[r] != plan.source(r).rows]:
             # Every input row goes to one bucket: fewer read back means scratch files went missing (removed
-            # too early, lost from a resumed attempt's work dir), and customers would be missing with exit 0.
-            msg = (f"the buckets hold {counts.rows_in:,} rows but the input has {plan.source('tx').rows:,}: "
+            # too early, lost from a resumed attempt's work dir), and customers or their events would be
+            # missing with exit 0.
+            msg = (f"the buckets hold {held[role]:,} {_ROWS[role]} but the input has {plan.source(role).rows:,}: "
                    f"scratch files under {plan.work} went missing; rerun (without --resume)")
             raise InputContractError(msg)
         info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
@@ -612,6 +614,9 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                        for part in ("read", "lines", "write")})
     _check_rejects(counts, plan.cfg.max_reject_share)
     return mapped, counts
+
+
+_ROWS = {"tx": "rows", "events": "event rows"}
 
 
 def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: str,

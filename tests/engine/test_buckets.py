@@ -595,6 +595,29 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bucket_whose_event_scratch_went_missing_stops_the_run(small_data, tmp_path, monkeypatch):
+    """Only the transactions' rows were counted back: a bucket's events lost (a resumed attempt's half-removed
+    work dir) left its customers' sessions, page views and funnel stages wrong, exit 0."""
+    import shutil
+
+    from segmint.engine.config import EventSource
+    from segmint.engine.errors import InputContractError
+    from segmint.engine.pipeline import commands
+
+    map_bucket = commands.map_bucket
+
+    def losing(job):
+        if job.bucket == 1:
+            shutil.rmtree(Path(job.plan.work) / "events" / "bucket=00001")
+        return map_bucket(job)
+
+    monkeypatch.setattr(commands, "map_bucket", losing)
+    cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=3, events=EventSource(paths=(str(small_data / "events"),)))
+    with pytest.raises(InputContractError, match="the buckets hold [0-9,]+ event rows but the input has"):
+        run([small_data / "transactions"], tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_partition_that_cannot_fit_the_disk_is_refused_before_a_row_is_written(small_data, tmp_path, monkeypatch):
     """The refusal names the scratch's floor and the free space in MB of 10^6 bytes, as --memory-limit reads
     them (2^20 bytes read 2,000,000 free bytes as 1 MB)."""
