@@ -92,7 +92,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
     lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER, ahead)
+                  _us(as_of) if as_of is not None else _NEVER, ahead, given=cfg.as_of is not None)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
@@ -228,8 +228,9 @@ class _Lines:
     """The bucket's rows in input order (records, customer codes, raw identities), and what the
     chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
-    def __init__(self, rows: int) -> None:
+    def __init__(self, rows: int, given_as_of: bool) -> None:
         self.records = _take_records(rows)
+        self.given_as_of = given_as_of
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
         self.raw: np.ndarray | None = None
         self.dedupe_key: np.ndarray | None = None
@@ -274,9 +275,11 @@ class _Lines:
             bad = np.flatnonzero(reason)
             self.early.append((bad + at, table.take(arrow_numpy.array(bad))))
             self.count_rejects(reason[bad], part.amount[bad])
-            # A row rejected for an earlier reason (a null id or amount) can be after the as-of too: out of the
-            # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were).
-            self.after_as_of += int(((part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us)).sum())
+            # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the
+            # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were). Not
+            # after one derived from the rows, which several buckets are given: future rows are bad data there.
+            if self.given_as_of:
+                self.after_as_of += int(((part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us)).sum())
 
     def count_rejects(self, reason: np.ndarray, amount: np.ndarray) -> None:
         self.rejected += np.bincount(reason, minlength=self.rejected.size)
@@ -293,14 +296,14 @@ class _Lines:
 
 
 def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, dedupe_on: Sequence[str],
-          future_us: int, as_of_us: int, ahead: bool) -> _Lines:
+          future_us: int, as_of_us: int, ahead: bool, *, given: bool) -> _Lines:
     """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
-    rejected rows of each chunk kept as read, with their positions."""
+    rejected rows of each chunk kept as read, with their positions. ``given``: the as-of is --as-of's."""
     def parts() -> Generator[tuple[pa.Table, LineColumns, int], None, None]:
         for table in chunks:
             yield table, canonical(table, c, typed, enc, dedupe_on), enc.channels.n
 
-    out = _Lines(rows)
+    out = _Lines(rows, given)
     at = 0
     for table, part, n_channels in read_ahead(parts()) if ahead else parts():
         n = part.rows

@@ -140,6 +140,13 @@ def test_a_bad_share_stops_but_rows_after_a_given_as_of_are_not_part_of_it(tmp_p
     assert validate([tmp_path / "t2.parquet"], RunConfig(columns=COLS, as_of="2024-01-03")).rows_used == 2
     with pytest.raises(InputContractError, match=r"1 of 3 rows \(the 7 after --as-of not counted\) \(33.3%\)"):
         validate([tmp_path / "t2.parquet"], RunConfig(columns=COLS, as_of="2024-01-03", max_reject_share=0.2))
+    # Without --as-of, several buckets are given the as-of derived from the rows: rows dated after it (in the
+    # future) were left out of the share there, and 75% of them passed with exit 0 where one bucket stopped.
+    pl.DataFrame({"cid": [f"c{i}" for i in range(40)], "t": ["2099-01-01 10:00"] * 30 + days,
+                  "amt": [1.0] * 40}).write_parquet(tmp_path / "t3.parquet")
+    for buckets in (1, 2):
+        with pytest.raises(InputContractError, match=r"30 of 40 rows \(75.0%\) were rejected"):
+            validate([tmp_path / "t3.parquet"], RunConfig(columns=COLS, buckets=buckets))
     # No row before the as-of: the fix named is the as-of, not the column mapping.
     with pytest.raises(InputContractError, match=r"no usable rows: .*after_as_of: 8\); check --as-of"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=COLS, as_of="2023-12-31"))
