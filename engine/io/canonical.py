@@ -35,8 +35,7 @@ from segmint.engine.config import Columns
 from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.clean import empty_cell
 from segmint.engine.io.ids import check_integral_ids, customer_expr
-from segmint.engine.io.times import (EPOCH_FORMATS, FIRST_US, LAST_US, TIME_SAMPLE, check_epoch_unit, check_text_times,
-                                     readable_epochs, timestamp_expr)
+from segmint.engine.io.times import FIRST_US, LAST_US, check_time_column, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
@@ -315,7 +314,7 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     raw = pl.from_arrow(table)
     assert isinstance(raw, pl.DataFrame)
     check_integral_ids(raw, columns.customer)
-    _check_times(raw, columns)
+    check_time_column(raw, columns.time, columns.time_format, "--time-format")
     schema = raw.schema
     order = columns.order
     exprs = [
@@ -334,21 +333,6 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
     return raw.select(exprs).to_arrow()
-
-
-def _check_times(raw: pl.DataFrame, columns: Columns) -> None:
-    """The plan judges the time column on the first rows of the first file with any: a later file in epoch
-    seconds among milliseconds was read as January 1970 (exit 0), one of times like 12/1/2010 8:26 among ISO
-    ones rejected row by row (exit 0 under the reject share). Each chunk parsed is judged alike, on up to
-    TIME_SAMPLE rows spread over it."""
-    name, fmt = columns.time, columns.time_format
-    sample = raw.select(name).gather_every(max(1, raw.height // TIME_SAMPLE))
-    if fmt in EPOCH_FORMATS:
-        values = readable_epochs(sample, name)
-        if values is not None:
-            check_epoch_unit(values, name, fmt, "--time-format")
-    elif fmt is None and sample.schema[name] == pl.String:
-        check_text_times(sample[name].to_list(), name, "--time-format")
 
 
 def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:

@@ -22,8 +22,8 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_epoch_unit", "readable_epochs", "check_text_times",
-           "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
+__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_time_column", "check_epoch_unit", "readable_epochs",
+           "check_text_times", "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
 # Rows a time column is judged on (its unit, its text form), at planning and in each chunk parsed.
@@ -71,6 +71,20 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     if _has_zone(fmt):
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     return parsed
+
+
+def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str) -> None:
+    """``check_epoch_unit`` or ``check_text_times`` on up to TIME_SAMPLE rows spread over ``frame`` (one chunk as
+    read). The plan judges the first rows of the first file with any; the map judges every chunk alike: a later
+    file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times like 12/1/2010 8:26
+    among ISO ones rejected row by row (exit 0 under the reject share)."""
+    sample = frame.select(name).gather_every(max(1, frame.height // TIME_SAMPLE))
+    if fmt in EPOCH_FORMATS:
+        values = readable_epochs(sample, name)
+        if values is not None:
+            check_epoch_unit(values, name, fmt, flag)
+    elif fmt is None and sample.schema[name] == pl.String:
+        check_text_times(sample[name].to_list(), name, flag)
 
 
 def check_epoch_unit(values: pl.DataFrame, name: str, fmt: str, flag: str) -> None:

@@ -44,6 +44,7 @@ from segmint.engine.io.canonical import usable_tally
 from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymize
+from segmint.engine.io.times import check_time_column
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.runtime import map_threads
@@ -177,11 +178,12 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
     run asks for it (scratch files already hold pseudonyms)."""
     role_column = _role_column(plan, source)
     tables = stream(source, source.chunks if chunks is None else chunks, dictionary)
-    if not (plan.cfg.pseudonymize_ids and _is_input(plan, source)):
-        yield from tables
-        return
+    events = plan.cfg.events if plan.events is not None and source is plan.events else None
     for table in tables:
-        yield _pseudonymized(table, role_column)
+        if events is not None:   # the transactions' times are judged where they are parsed (engine.io.canonical)
+            check_time_column(pl.from_arrow(table.select([events.time])), events.time, events.time_format,
+                              "--event-time-format")
+        yield _pseudonymized(table, role_column) if plan.cfg.pseudonymize_ids and _is_input(plan, source) else table
 
 
 def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:

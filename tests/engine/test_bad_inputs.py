@@ -126,6 +126,24 @@ def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, b
         assert run([tmp_path / name], tmp_path / f"o{name}", cfg).manifest["rows"]["used"] == 4000
 
 
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_a_later_events_file_of_times_in_another_unit_stops_the_run(small_data, tmp_path, buckets):
+    """As for transactions: a second events file in epoch seconds among milliseconds was read as January 1970,
+    and sessions, page views and funnel stages came out wrong with exit 0."""
+    from segmint.engine.config import EventSource
+
+    events = pl.read_parquet(small_data / "events").with_columns(pl.col("ts").dt.epoch("ms"))
+    (tmp_path / "ev").mkdir()
+    half = events.height // 2
+    events.head(half).write_parquet(tmp_path / "ev" / "a.parquet")
+    events.tail(events.height - half).with_columns(pl.col("ts") // 1000).write_parquet(tmp_path / "ev" / "b.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=buckets,
+                    events=EventSource(paths=(str(tmp_path / "ev"),), time_format="epoch_ms"))
+    with pytest.raises(ConfigError, match="--event-time-format epoch_ms puts .* give --event-time-format epoch_s"):
+        run([small_data / "transactions"], tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_feature_named_twice_is_refused_where_the_config_is_read():
     # It weighed twice in every distance, exit 0.
     with pytest.raises(ConfigError, match=r"names \['frequency'\] more than once"):
