@@ -112,7 +112,8 @@ def evaluate(groups: pl.DataFrame, outcomes: pl.DataFrame, cost_per_contact: flo
     per_segment = _measure(df, cost_per_contact)
     overall = _measure(df.with_columns(pl.lit(None, pl.Int32).alias("segment")), cost_per_contact)
     result = pl.concat([per_segment.sort("segment"), overall], how="vertical_relaxed")
-    if result.select(pl.any_horizontal(pl.col(pl.Float64).is_infinite()).any()).item():
+    revenues = pl.col("rev_per_customer_t", "rev_per_customer_h", "incremental_revenue")   # not the cost: its own
+    if result.select(pl.any_horizontal(revenues.is_infinite()).any()).item():
         # A mean or difference of revenues past the float range: it was written as null, exit 0.
         msg = ("outcomes column 'revenue' sums beyond the float range; give revenue in a larger unit (thousands, "
                "millions)")

@@ -3,7 +3,7 @@
 Memory is planned per stage from measured costs per row (``*_BYTES_PER_ROW``): a
 stage holds one chunk (partition) or one bucket (map, score) at a time, and the
 global fits hold their samples. The budget left for data is the limit minus what
-this process already uses (the libraries take about 160 MB when planning) and the code
+this process already uses (the libraries take about 200 MB when planning) and the code
 its stages load later (``CODE_AFTER_PLAN``); a limit that leaves too little is refused
 up front, naming the smallest one that works.
 """
@@ -64,7 +64,7 @@ class Plan:
     buckets: int
     chunk_rows: int                  # most rows a partition job reads
     memory_limit: int
-    data_budget: int                 # the limit minus what the process used when planning
+    data_budget: int                 # the limit minus what the process used when planning and code to come
     work: str                        # scratch folder for bucket files
 
     @property
