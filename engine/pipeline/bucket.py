@@ -70,13 +70,14 @@ class Counts:
     events_rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_REASONS, 0))
     funnel: dict[str, int] = field(default_factory=dict)
     without_customer_row: int = 0
+    customer_rows_in: int = 0              # customers-table rows read (a bucket's scratch lost reads fewer)
     customer_rows_without_id: int = 0      # customers-table rows left out: an empty id cell
     customer_rows_unmatched: int = 0       # customers-table rows left out: no customer of the output
     channel_lines: dict[str, int] = field(default_factory=dict)   # usable lines per channel value
 
     def add(self, other: Counts) -> None:
         for name in ("rows_in", "rows_used", "rows_after_as_of", "repeats", "customers", "events_in", "events_used",
-                     "without_customer_row", "customer_rows_without_id", "customer_rows_unmatched"):
+                     "without_customer_row", "customer_rows_in", "customer_rows_without_id", "customer_rows_unmatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
             mine = getattr(self, name)
@@ -255,6 +256,7 @@ def _with_attributes(table: pl.DataFrame, plan: Plan, bucket: int, counts: Count
     if src is None or plan.customers is None:
         return table
     raw = bucket_rows(plan, "customers", bucket)
+    counts.customer_rows_in += raw.height
     raw = raw.with_columns(customer_expr(raw.schema, src.customer).alias(src.customer))
     attached = attach(table, raw, src.customer, src.attributes)
     counts.without_customer_row += attached.without_a_row

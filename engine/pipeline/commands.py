@@ -600,7 +600,8 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         counts = Counts()
         for r in mapped:
             counts.add(r.counts)
-        held = {"tx": counts.rows_in} | ({"events": counts.events_in} if mode == "features" else {})   # events read
+        held = {"tx": counts.rows_in} | ({"events": counts.events_in, "customers": counts.customer_rows_in}
+                                         if mode == "features" else {})   # side tables: where they are read
         for role in [r for r in held if plan.source(r) is not None and held[r] != plan.source(r).rows]:
             # Every input row goes to one bucket: fewer read back means scratch files went missing (removed
             # too early, lost from a resumed attempt's work dir), and customers or their events would be
@@ -616,7 +617,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     return mapped, counts
 
 
-_ROWS = {"tx": "rows", "events": "event rows"}
+_ROWS = {"tx": "rows", "events": "event rows", "customers": "customers-table rows"}
 
 
 def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: str,

@@ -574,15 +574,16 @@ def test_pseudonymised_side_tables_map_alike_in_one_bucket_or_many(dirty, tmp_pa
     assert pl.read_parquet(tmp_path / "1" / "assignments")["customer_id"].dtype == pl.String
 
 
-@pytest.mark.parametrize(("role", "rows"), [("tx", "rows"), ("events", "event rows")])
+@pytest.mark.parametrize(("role", "rows"), [("tx", "rows"), ("events", "event rows"),
+                                           ("customers", "customers-table rows")])
 def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its_customers(small_data, tmp_path,
                                                                                           monkeypatch, role, rows):
     """Scratch removed too early (or lost from a resumed attempt's work dir) read back as an empty bucket, and
     the run went on without its customers, exit 0; only the transactions' rows were counted back, and a bucket's
-    events lost left its customers' sessions, page views and funnel stages wrong, exit 0."""
+    events or customers-table rows lost left its customers' sessions, funnel stages or attributes wrong, exit 0."""
     import shutil
 
-    from segmint.engine.config import EventSource
+    from segmint.engine.config import CustomerSource, EventSource
     from segmint.engine.errors import InputContractError
     from segmint.engine.pipeline import commands
 
@@ -594,7 +595,8 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
         return map_bucket(job)
 
     monkeypatch.setattr(commands, "map_bucket", losing)
-    cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=3, events=EventSource(paths=(str(small_data / "events"),)))
+    cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=3, events=EventSource(paths=(str(small_data / "events"),)),
+                    customers=CustomerSource(paths=(str(small_data / "customers.parquet"),), attributes=("region",)))
     with pytest.raises(InputContractError, match=f"the buckets hold [0-9,]+ {rows} but the input has .* went missing"):
         run([small_data / "transactions"], tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists()
