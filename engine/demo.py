@@ -66,7 +66,8 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
 
         info["path"] = str(write_report(out / "run", out / "report.html", cohorts=read_cohorts(out / "cohorts"),
                                         overwrite=True))
-    _mark(out)
+    if not mark_now:
+        _mark(out)
     return result
 
 

@@ -27,7 +27,6 @@ OPTIONAL_ROLES = ("order", "channel", "category")
 _FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amount-col",
           "quantity": "--quantity-col", "price": "--price-col", "order": "--order-col",
           "channel": "--channel-col", "category": "--category-col"}
-# Rows of the first chunk whose text times are checked for an ISO form.
 
 
 def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[tuple[str, str], ...] = (), *,

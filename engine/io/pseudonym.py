@@ -15,8 +15,9 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 from segmint.engine.io.clean import ASCII_SPACE
+from segmint.engine.io.ids import check_integral_ids, customer_expr
 
-__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "require_key", "key_fingerprint"]
+__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "pseudonymize", "pseudonymized", "require_key", "key_fingerprint"]
 
 KEY_ENV = "SEGMINT_ID_KEY"
 MIN_KEY_BYTES = 32   # HMAC-SHA256's own output size, the key length RFC 2104 recommends
@@ -28,6 +29,12 @@ def pseudonymize(ids: pl.Series) -> pl.Series:
     uniques = ids.drop_nulls().unique().cast(pl.String).to_list()
     mapping = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in uniques if u.strip(ASCII_SPACE)}
     return ids.cast(pl.String).replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
+def pseudonymized(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``frame`` with the ids of ``column`` (checked, made canonical: 7.0 is customer 7) as their pseudonyms."""
+    check_integral_ids(frame, column)
+    return frame.with_columns(pseudonymize(frame.select(customer_expr(frame.schema, column)).to_series()).alias(column))
 
 
 def require_key() -> bytes:

@@ -10,8 +10,7 @@ from segmint.engine.analytics.abtest import evaluate, split_groups
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
-from segmint.engine.io.ids import check_integral_ids, customer_expr
-from segmint.engine.io.pseudonym import pseudonymize, require_key
+from segmint.engine.io.pseudonym import pseudonymized, require_key
 from segmint.engine.io.sink import check_not_inside, check_writable, staged_dir, staged_file, write_json
 from segmint.engine.io.sources import first_line
 
@@ -46,9 +45,7 @@ def abtest_evaluate(assignments: str | Path, outcomes: str | Path, out: str | Pa
     check_writable(out, overwrite=overwrite)
     results = _read_table(outcomes, "outcomes", as_text=True)
     if pseudonymize_ids and "customer_id" in results.columns:
-        check_integral_ids(results, "customer_id")
-        results = results.with_columns(pseudonymize(results.select(customer_expr(results.schema, "customer_id"))
-                                                    .to_series()).alias("customer_id"))
+        results = pseudonymized(results, "customer_id")
     result = evaluate(_read_table(assignments, "assignments"), results, cost_per_contact)
     result = result.with_columns(pl.col(c).fill_nan(None) for c, t in result.schema.items() if t.is_float())
     with staged_dir(out, overwrite=overwrite) as stage:

@@ -42,10 +42,10 @@ from segmint.engine.hashing import customer_hash, int64_hash
 from segmint.engine.io import arrow_numpy, store
 from segmint.engine.io.canonical import usable_tally
 from segmint.engine.io.clean import RowStats
-from segmint.engine.io.ids import check_integral_ids, customer_expr
-from segmint.engine.io.pseudonym import pseudonymize
-from segmint.engine.io.times import check_time_column
+from segmint.engine.io.ids import customer_expr
+from segmint.engine.io.pseudonym import pseudonymized
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
+from segmint.engine.io.times import check_time_column
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.runtime import map_threads
 from segmint.kernels.grouping import group_rows, perm_dtype
@@ -179,11 +179,12 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
     role_column = _role_column(plan, source)
     tables = stream(source, source.chunks if chunks is None else chunks, dictionary)
     events = plan.cfg.events if plan.events is not None and source is plan.events else None
+    pseudonymize = plan.cfg.pseudonymize_ids and _is_input(plan, source)
     for table in tables:
         if events is not None:   # the transactions' times are judged where they are parsed (engine.io.canonical)
             check_time_column(pl.from_arrow(table.select([events.time])), events.time, events.time_format,
                               "--event-time-format")
-        yield _pseudonymized(table, role_column) if plan.cfg.pseudonymize_ids and _is_input(plan, source) else table
+        yield _pseudonymized(table, role_column) if pseudonymize else table
 
 
 def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:
@@ -262,9 +263,7 @@ def _slot_buckets(hashes: np.ndarray, buckets: int) -> np.ndarray:
 def _pseudonymized(table: pa.Table, column: str) -> pa.Table:
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    check_integral_ids(frame, column)
-    ids = frame.select(customer_expr(frame.schema, column)).to_series()
-    return frame.with_columns(pseudonymize(ids).alias(column)).to_arrow()
+    return pseudonymized(frame, column).to_arrow()
 
 
 def _is_input(plan: Plan, source: Source) -> bool:

@@ -45,7 +45,7 @@ MAX_BUCKET_ROWS = 8_000_000
 _MIN_DATA_BYTES = 32 * 2**20
 # What the stages load after planning, where no run in this process has yet: Numba's compiler with the map's
 # kernels (133 MiB, from the cache), the other kernels, SciPy and Faiss (44 MiB); measured after the plan's
-# imports. Left out of the budget, a run at --memory-limit 300MB peaked at 465 MiB.
+# imports. Left out of the budget, a run at --memory-limit 300MB peaked at about 465 MB.
 CODE_AFTER_PLAN = 180 * 2**20
 
 
@@ -127,13 +127,14 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
         customers = contract.customers(cfg.customers, cfg.storage_options)
         contract.check_same_ids(tx, columns.customer, customers, cfg.customers.customer, "--customers-id-col")
     limit = cfg.memory_limit or default_memory_limit()
-    budget = limit - current_rss() - code_to_come()
+    in_use, code = current_rss(), code_to_come()
+    budget = limit - in_use - code
     if budget < _MIN_DATA_BYTES:
         # In MB as --memory-limit reads them (10^6 bytes): 20MB was quoted back as "19MB".
         given = f"{limit / 1e6:.0f}MB" if limit >= 1e6 else f"{limit:,} bytes"   # 1KB read as "0MB"
-        msg = (f"--memory-limit {given} is below what segmint needs: the process already uses "
-               f"{current_rss() / 1e6:.0f}MB and its stages load {code_to_come() / 1e6:.0f}MB more of code; give at "
-               f"least {math.ceil((limit - budget + _MIN_DATA_BYTES) / 1e6)}MB")
+        msg = (f"--memory-limit {given} is below what segmint needs: the process already uses {in_use / 1e6:.0f}MB "
+               f"and its stages load {code / 1e6:.0f}MB more of code; give at least "
+               f"{math.ceil((in_use + code + _MIN_DATA_BYTES) / 1e6)}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget),
