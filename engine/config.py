@@ -320,7 +320,7 @@ class SamplingConfig(_Checked):
     these counts every customer is used and the fits are exact)."""
 
     section: ClassVar[str] = "sampling"
-    # RFM cut points and the CLV fit: about 160 bytes per customer (fit.FIT_BYTES_PER_CUSTOMER).
+    # RFM cut points and the CLV fit: about 110 bytes per customer (fit.FIT_BYTES_PER_CUSTOMER).
     fit_customers: int = 10_000_000
     # Scaler, k-means, auto-k, segment order, names and the profiles' distribution columns:
     # about 8 bytes per feature per customer.

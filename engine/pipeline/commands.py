@@ -39,7 +39,6 @@ from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, reten
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
-from segmint.engine.features.rfm import fit_rfm_cuts
 from segmint.engine.features.build import records_reused, top_channels
 from segmint.engine.io.clean import RowStats
 from segmint.engine.errors import ConfigError
@@ -113,12 +112,9 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         filled = [r for r in mapped if r.has_customers]
         channels = mapped[0].channels or ()
         with s.clock.stage("fit") as info:
-            fit.check_fit_memory(plan, counts.customers, 40 + len(channels))
-            sample = fit.gather(plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
-            cuts = fit_rfm_cuts(sample)
-            clv, clv_report = fit.fit_clv_reported(sample, cfg.clv, counts.customers)
-            info.update(fitted_on=sample.height, clv=clv.purchase_model if clv else "skipped")
-            del sample
+            cuts, clv, clv_report, fitted_on = fit.fit_cuts_and_clv(plan, filled, counts.customers, cfg.clv,
+                                                                   40 + len(channels))
+            info.update(fitted_on=fitted_on, clv=clv.purchase_model if clv else "skipped")
         clv_named = [f for f in cfg.features.cluster_features or () if f in CLV_COLUMNS]
         if clv_named and clv is None:   # it was "not available", where run.json says why
             msg = f"cluster feature(s) {clv_named} need CLV, which was not fitted: {clv_report['skipped']}"
@@ -252,10 +248,7 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
         mapped, counts = _map(s, "features")
         filled = [r for r in mapped if r.has_customers]
         with s.clock.stage("fit") as info:
-            fit.check_fit_memory(s.plan, counts.customers, 0)
-            sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
-            cuts = fit_rfm_cuts(sample)
-            info["fitted_on"] = sample.height
+            cuts, _, _, info["fitted_on"] = fit.fit_cuts_and_clv(s.plan, filled, counts.customers, None, 0)
         _score(s, Scoring(s.plan.cfg.features, cuts), filled, "features")
         manifest = _manifest(s, mapped[0].as_of, counts, mapped[0].channels or ()) | {"rfm_cuts": cuts.to_dict(),
                                                               "channels": list(mapped[0].channels or ())}
@@ -270,10 +263,7 @@ def compute_clv(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig,
         filled = [r for r in mapped if r.has_customers]
         clv_cfg = dataclasses.replace(cfg.clv, enabled=True)
         with s.clock.stage("fit") as info:
-            fit.check_fit_memory(s.plan, counts.customers, 0)
-            sample = fit.gather(s.plan, filled, counts.customers, cfg.sampling.fit_customers, fit.FIT_COLUMNS)
-            cuts = fit_rfm_cuts(sample)
-            params, report = fit.fit_clv_reported(sample, clv_cfg, counts.customers)
+            cuts, params, report, _ = fit.fit_cuts_and_clv(s.plan, filled, counts.customers, clv_cfg, 0)
             if params is None:
                 raise ClvFitError(report["skipped"])
             info.update(model=params.purchase_model, r=params.r, alpha=params.alpha,

@@ -8,7 +8,7 @@ on the number of buckets, and each sample is sorted by customer id, so every fit
 gives the same bits however the input was split.
 
 Memory, per customer in a sample: the RFM/CLV fit takes about
-``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.6 GB at
+``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.1 GB at
 most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
 default 1 M: about 400 MB with 50 features). ``check_fit_memory`` refuses a budget
 that cannot hold them, naming the sampling options to lower. Beyond those counts the fits are
@@ -36,19 +36,22 @@ from segmint.engine.cluster.select_k import KScan, select_k
 from segmint.engine.config import ClusterConfig, ClvConfig, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.build import channel_columns
+from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
+from segmint.engine.pipeline.score import LT_COLUMNS
 from segmint.engine.preprocess import Scaler, fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
-           "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory"]
+           "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
+           "fit_cuts_and_clv"]
 
-FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total",
-               "lt_frequency", "lt_recency", "lt_T", "lt_monetary")
-# The RFM/CLV fit sample's peak cost per customer: the gathered columns, one column being sorted,
-# and the CLV arrays (measured on scenario L: bench/README.md).
-FIT_BYTES_PER_CUSTOMER = 160
+FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT_COLUMNS)
+# The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
+# is more than the CLV's arrays beside the lifetimes columns alone (measured on scenario L: 99 bytes; 134
+# while the CLV fit ran beside every gathered column: bench/README.md).
+FIT_BYTES_PER_CUSTOMER = 110
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -92,7 +95,7 @@ def gather(plan: Plan, mapped: Sequence[BucketResult], customers: int, want: int
         lf = feature_frame(plan, r)
         if want < customers:
             lf = lf.filter(pl.col(HASH) <= _threshold(customers, want))
-        parts.append((lf.select(*columns, HASH) if columns else lf).collect())
+        parts.append((lf.select(*columns) if columns else lf).collect())
     frame = pl.concat(parts, rechunk=False)
     parts.clear()
     if frame["customer_id"].is_sorted():   # one bucket: the map writes its customers in id order
@@ -112,6 +115,22 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
                f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
                f"[sampling] fit_customers / profile_customers")
         raise ConfigError(msg)
+
+
+def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int, clv: ClvConfig | None,
+                     profile_columns: int) -> tuple[RfmCuts, ClvParams | None, dict[str, Any], int]:
+    """RFM cut points and, where ``clv`` is given, the CLV fit (``fit_clv_reported``) on the fit sample: the
+    cuts, the parameters, what run.json says of them, and the sample's size. Refused first where the fit
+    sample or a profile sample of ``profile_columns`` (0: none to come) cannot fit the budget."""
+    check_fit_memory(plan, customers, profile_columns)
+    sample = gather(plan, filled, customers, plan.cfg.sampling.fit_customers, FIT_COLUMNS)
+    cuts, fitted_on = fit_rfm_cuts(sample), sample.height
+    if clv is None:
+        return cuts, None, {}, fitted_on
+    # The CLV fit's arrays beside the RFM columns and the ids took L's fit from 99 to 134 bytes a customer.
+    sample = sample.select(LT_COLUMNS)
+    params, report = fit_clv_reported(sample, clv, customers)
+    return cuts, params, report, fitted_on
 
 
 def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig,

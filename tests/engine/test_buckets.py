@@ -262,10 +262,46 @@ def test_fit_memory_check_refuses_only_a_sample_that_cannot_fit():
     profile_bytes = 5_000 * 8 * (12 + 8)
     # The two samples are held one after the other: the larger must fit, not their sum.
     check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=max(fit_bytes, profile_bytes)), 50_000, 12)
-    with pytest.raises(ConfigError, match=r"^the global fits need about 2 MB for 50,000 customers .*fit_customers"):
+    with pytest.raises(ConfigError, match=rf"^the global fits need about {fit_bytes / 1e6:,.0f} MB for 50,000 customers "
+                                          r".*fit_customers"):
         check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=fit_bytes - 1), 50_000, 12)
     # Fewer customers than the sample sizes: only they are held.
-    check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=2_000 * FIT_BYTES_PER_CUSTOMER), 2_000, 12)
+    few = max(2_000 * FIT_BYTES_PER_CUSTOMER, 2_000 * 8 * (12 + 8))
+    check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=few), 2_000, 12)
+
+
+def test_the_default_fit_sample_fits_the_documented_scale_run():
+    # README and bench/README run 10 M customers with --memory-limit 2GB. With 160 bytes a customer budgeted
+    # (the CLV fit beside every gathered column and the hash) that run was refused after its partition and
+    # map ("need about 1,600 MB ... leaves 1,596 MB"); its fit sample peaks at about 99 bytes a customer.
+    from segmint.engine.config import SamplingConfig
+    from segmint.engine.pipeline.fit import FIT_BYTES_PER_CUSTOMER
+    from segmint.engine.pipeline.plan import CODE_AFTER_PLAN
+
+    process_at_plan = 250e6   # measured 206-210 MB on scenario L
+    budget = 2e9 - process_at_plan - CODE_AFTER_PLAN
+    assert SamplingConfig().fit_customers * FIT_BYTES_PER_CUSTOMER < budget
+
+
+def test_the_fit_sample_holds_only_the_columns_asked_for(dirty, tmp_path):
+    # The hash, only a filter, was gathered too: 8 of L's 99 bytes a customer.
+    from segmint.engine.pipeline import fit
+
+    cfg = RunConfig(buckets=3, sampling=SamplingConfig(fit_customers=1000))   # of 1,500: the hash filters
+    seen = []
+    real = fit.gather
+
+    def spy(*args, **kwargs):
+        frame = real(*args, **kwargs)
+        seen.append((args[4] if len(args) > 4 else kwargs.get("columns"), frame.columns))
+        return frame
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fit, "gather", spy)
+        result = run([dirty["int"] / "tx"], tmp_path / "out", cfg)
+    asked = [(tuple(columns), tuple(got)) for columns, got in seen if columns is not None]
+    assert asked and all(got == columns for columns, got in asked)
+    assert 900 < result.manifest["stages"]["fit"]["fitted_on"] < 1100
 
 
 def test_a_given_as_of_counts_channels_alike_in_one_bucket_or_many(tmp_path):
