@@ -8,7 +8,8 @@ January 12th?) is never guessed: ``check_text_times`` stops the run and names th
 format to pass. Datetime columns with a time zone are converted to UTC; date
 columns mean midnight UTC. Integer columns need a format: an strftime pattern such
 as ``%Y%m%d``, or ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns``. A time outside
-years 1 to 9999 (an epoch in the wrong unit, a corrupt value) does not parse: it is quarantined.
+years 1 to 9999 (an epoch in a finer unit than given, a corrupt value) does not parse, nor does a value
+that a coarser unit reads between 1990 and 2100 (Unix seconds among milliseconds): it is quarantined.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
 # Times segmint can represent end to end (Python's datetime, which outputs and run.json use).
 _FIRST = dt.datetime(1, 1, 1)
 _LAST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+# A value a coarser epoch unit reads in these years is that unit's, not a time in early 1970 (_coarser_unit).
+_STRAY_FROM_US = int((dt.datetime(1990, 1, 1) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+_STRAY_UNTIL_US = int((dt.datetime(2100, 1, 1) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 FIRST_US = int((_FIRST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 LAST_US = int((_LAST - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
 
@@ -58,12 +62,7 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     if dtype == pl.Date:
         return col.cast(pl.Datetime("us"))
     if fmt in EPOCH_FORMATS:
-        number = col.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False) if not dtype.is_integer() \
-            else col.cast(pl.Int64, strict=False)
-        unit = EPOCH_FORMATS[fmt]
-        # Bounded before conversion: a value beyond the range would wrap around in microseconds.
-        inside = number.is_between(int(FIRST_US / _PER_US[unit]), int(LAST_US / _PER_US[unit]))
-        return pl.from_epoch(pl.when(inside).then(number), time_unit=unit).cast(pl.Datetime("us"))
+        return _epoch(col, dtype, EPOCH_FORMATS[fmt], coarser_read=False)
     text = col.cast(pl.String).str.strip_chars()
     if fmt is None:
         return _iso(text)
@@ -71,6 +70,30 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     if _has_zone(fmt):
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     return parsed
+
+
+def _epoch(col: pl.Expr, dtype: pl.DataType, unit: str, coarser_read: bool) -> pl.Expr:
+    """Epoch values in ``unit``; with ``coarser_read`` False, values of a coarser unit do not parse."""
+    number = col.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False) if not dtype.is_integer() \
+        else col.cast(pl.Int64, strict=False)
+    # Bounded before conversion: a value beyond the range would wrap around in microseconds.
+    keep = number.is_between(int(FIRST_US / _PER_US[unit]), int(LAST_US / _PER_US[unit]))
+    if not coarser_read:
+        keep = keep & ~_coarser_unit(number, unit)
+    return pl.from_epoch(pl.when(keep).then(number), time_unit=unit).cast(pl.Datetime("us"))
+
+
+def _coarser_unit(number: pl.Expr, unit: str) -> pl.Expr:
+    """Whether an epoch value is one of a coarser unit among finer ones: a coarser unit reads it between 1990 and
+    2100, and so the unit given in January or February 1970 (at least 1,000 times finer). ``check_epoch_unit``
+    refuses a column of such values; a minority of them in a chunk (Unix seconds among milliseconds) was read
+    as 1970 and gave its customers tenures of 20,000 days, exit 0. They do not parse (unparseable_timestamp).
+    The bounds are fixed years, not the run's date: the same rows read alike whenever the run is made."""
+    coarser = [u for u in _PER_US if _PER_US[u] > _PER_US[unit]]
+    if not coarser:
+        return pl.lit(False)
+    return pl.any_horizontal(number.is_between(int(_STRAY_FROM_US / _PER_US[u]), int(_STRAY_UNTIL_US / _PER_US[u]),
+                                               closed="left") for u in coarser)
 
 
 def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str) -> None:
@@ -202,4 +225,5 @@ def _read(values: pl.DataFrame, name: str, fmt: str) -> pl.Series:
 
 
 def _read_expr(values: pl.DataFrame, name: str, fmt: str) -> pl.Expr:
-    return timestamp_expr(name, values.schema[name], fmt)
+    """The values as epochs of ``fmt``'s unit, those of a coarser unit too: what the unit checks judge."""
+    return _epoch(pl.col(name), values.schema[name], EPOCH_FORMATS[fmt], coarser_read=True)

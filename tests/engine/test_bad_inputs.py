@@ -13,7 +13,7 @@ import pytest
 
 from segmint.engine.config import ClusterConfig, ClvConfig, Columns, FeatureConfig, RunConfig, load_toml
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.pipeline import run, validate
+from segmint.engine.pipeline import compute_feature_table, run, validate
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -455,7 +455,6 @@ def test_integer_amounts_beyond_two_to_the_53_are_their_nearest_float(tmp_path):
     amounts = [2**63 - 1, 2**53 + 1, 5, 7]
     pl.DataFrame({"customer_id": [1, 2, 3, 3], "ts": [dt.datetime(2024, 1, d) for d in (1, 2, 3, 4)],
                   "amount": pl.Series(amounts, dtype=pl.Int64)}).write_parquet(tmp_path / "t.parquet")
-    from segmint.engine.pipeline import compute_feature_table
 
     compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", RunConfig(as_of="2024-02-01"))
     table = pl.read_parquet(tmp_path / "o" / "features").sort("customer_id")
@@ -495,6 +494,26 @@ def test_one_stray_value_does_not_let_a_unit_too_fine_through(tmp_path):
     cols = Columns(time_format="epoch_us", order=None, channel=None, category=None)
     with pytest.raises(ConfigError, match="give --time-format epoch_ms"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
+
+
+@pytest.mark.parametrize(("given", "per_second"), [("epoch_ms", 10**3), ("epoch_us", 10**6), ("epoch_ns", 10**9)])
+def test_a_minority_of_values_in_a_coarser_unit_is_quarantined_not_read_in_1970(tmp_path, given, per_second):
+    # One row in five in Unix seconds among finer times: the chunk passed the unit check (its middle 98% reach
+    # 2023) and those rows were read as January 1970: tenures of 19,700 days, exit 0.
+    seconds = 1_700_000_000 + np.arange(200) * 86_400
+    stray = np.arange(200) % 5 == 0
+    ts = np.where(stray, seconds, seconds * per_second)
+    pl.DataFrame({"customer_id": np.arange(200) % 10, "ts": ts, "amount": np.ones(200)}).write_parquet(
+        tmp_path / "t.parquet")
+    cfg = RunConfig(columns=Columns(time_format=given, order=None, channel=None, category=None),
+                    as_of="2024-06-01")
+    report = validate([tmp_path / "t.parquet"], cfg)
+    assert report.rejected["unparseable_timestamp"] == 40 and report.rows_used == 160
+    assert report.first_ts == dt.datetime(2023, 11, 15, 22, 13, 20)
+    compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+    assert pl.read_parquet(tmp_path / "o" / "features")["tenure_days"].max() < 200
+    rejects = pl.read_parquet(tmp_path / "o" / "rejects")
+    assert rejects.height == 40 and rejects["ts"].to_list() == seconds[stray].tolist()
 
 
 def test_times_of_1970_in_a_fine_unit_are_taken_as_given(tmp_path):
