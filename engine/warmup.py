@@ -20,7 +20,8 @@ from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discou
                                  logs, nbd_customer_terms)
 from segmint.kernels.codes import dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash
 from segmint.kernels.distances import nearest_centroids
-from segmint.kernels.exact_sum import MAX_PARTIALS, add_partial, group_partials, round_partials, segment_sums
+from segmint.kernels.exact_sum import (MAX_PARTIALS, add_partial, group_partials, net_sum, round_partials,
+                                       segment_sums)
 from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import chunk_tally, row_reasons
@@ -105,6 +106,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "mix64": lambda: mix64(np.uint64(1)),
         "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),
         "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),
+        "net_sum": lambda: net_sum(np.zeros(MAX_PARTIALS), 1, 1.0),
         "order_row": lambda: order_row(ints, one, np.zeros(1, np.int32), 1, 0, np.empty(len(ORDER_FEATURES)),
                                        np.empty(1)),
         "line_row": lambda: line_row(one, np.zeros(1, np.int32), 1, np.empty(3), np.empty(CATEGORY_SCRATCH, np.int64)),

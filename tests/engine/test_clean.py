@@ -109,6 +109,29 @@ def test_a_cancelled_order_netting_to_zero_is_still_a_purchase():
     assert res.rows_used == 2 and res.rejected["returns_only"] == 0
 
 
+def test_an_order_refunded_in_lines_that_cancel_as_written_is_a_purchase_of_zero(tmp_path):
+    # 0.30 - 0.10 - 0.20 nets to -2.8e-17 as floats: the order was a return and the customer was quarantined as
+    # returns_only (exit 0), from CSV text and Decimal columns whose values cancel exactly.
+    from decimal import Decimal
+
+    from segmint.engine.pipeline import compute_feature_table
+
+    rows = {"cid": ["z", "z", "z", "y"], "t": ["2024-01-01 10:00"] * 3 + ["2024-01-02 10:00"],
+            "o": ["1", "1", "1", "2"]}
+    amounts = ["0.30", "-0.10", "-0.20", "5.00"]
+    pl.DataFrame({**rows, "amt": amounts}).write_csv(tmp_path / "t.csv")
+    pl.DataFrame({**rows, "amt": [Decimal(a) for a in amounts]},
+                 schema_overrides={"amt": pl.Decimal(10, 2)}).write_parquet(tmp_path / "t.parquet")
+    cols = Columns(customer="cid", time="t", time_format="%Y-%m-%d %H:%M", amount="amt", order="o",
+                   channel=None, category=None)
+    for name in ("t.csv", "t.parquet"):
+        out = tmp_path / f"o-{name}"
+        result = compute_feature_table([tmp_path / name], out, RunConfig(columns=cols, as_of="2024-02-01"))
+        assert result.manifest["rows"]["rejected"] == 0, name
+        z = pl.read_parquet(out / "features").filter(pl.col("customer_id") == "z")
+        assert z["frequency"].to_list() == [1] and z["monetary_total"].to_list() == [0.0], name
+
+
 def test_text_amounts_that_are_not_numbers_are_quarantined():
     cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
     df = pl.DataFrame({"cid": ["1", "2", "3", "4", "5"], "t": ["2024-01-01"] * 5,

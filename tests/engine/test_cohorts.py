@@ -9,6 +9,7 @@ import pytest
 
 from segmint.engine.config import RunConfig
 from segmint.engine.pipeline import compute_cohorts
+from tests.reference_map import order_net
 
 
 def _reference(lines: pl.DataFrame, as_of: dt.date) -> dict:
@@ -21,7 +22,7 @@ def _reference(lines: pl.DataFrame, as_of: dt.date) -> dict:
     month = {}
     bought = defaultdict(set)
     for (cid, _), (ts, amounts) in orders.items():
-        if math.fsum(amounts) >= 0:  # an order's net is the exact sum of its lines
+        if order_net(amounts) >= 0:
             m = ts.year * 12 + ts.month
             month[cid] = min(month.get(cid, m), m)
             bought[cid].add(m)
