@@ -238,11 +238,19 @@ def _parsed_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return times, state
 
 
-def _as_read(schema: pl.Schema, names: Sequence[str]) -> list[pl.Expr]:
+def _as_read(schema: pl.Schema, names: Sequence[str], ids: Sequence[str]) -> list[pl.Expr]:
     """The columns as read, for a row's identity: categorical values by their text (their codes depend on
-    the chunk's dictionary)."""
-    return [pl.col(n).cast(pl.String) if isinstance(schema[n], (pl.Categorical, pl.Enum)) else pl.col(n)
-            for n in names]
+    the chunk's dictionary); a missing id of ``ids`` (the customer and order columns: null, blank text or a
+    float NaN) as a null, as typed Parquet compares them. A null and a "" order id were two values here only
+    (a Parquet file of ns times, as pandas writes them): --dedupe-on kept both rows, exit 0."""
+    out = []
+    for n in names:
+        col = pl.col(n).cast(pl.String) if isinstance(schema[n], (pl.Categorical, pl.Enum)) else pl.col(n)
+        if n in ids:
+            missing = empty_cell(schema, n) | (col.is_nan() if schema[n].is_float() else pl.lit(False))
+            col = pl.when(missing).then(None).otherwise(col).alias(n)
+        out.append(col)
+    return out
 
 
 def _order_expr(schema: pl.Schema, name: str) -> pl.Expr:
@@ -317,16 +325,17 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     check_time_column(raw, columns.time, columns.time_format, "--time-format")
     schema = raw.schema
     order = columns.order
+    ids = [c for c in (columns.customer, order) if c is not None]
     exprs = [
         customer_expr(schema, columns.customer).alias("__cid"),
         timestamp_expr(columns.time, schema[columns.time], columns.time_format).dt.epoch("us").alias("__ts"),
         empty_cell(schema, columns.time).alias("__ts_missing"),
         _amount(schema, columns).alias("__amount"),
         _unparseable_amount(schema, columns).alias("__amount_bad"),
-        pl.struct(_as_read(schema, schema.names())).hash(_RAW_SEED).alias("__raw"),
+        pl.struct(_as_read(schema, schema.names(), ids)).hash(_RAW_SEED).alias("__raw"),
     ]
     if dedupe_on:
-        exprs.append(pl.struct(_as_read(schema, dedupe_on)).hash(_RAW_SEED).alias("__dedupe"))
+        exprs.append(pl.struct(_as_read(schema, dedupe_on, ids)).hash(_RAW_SEED).alias("__dedupe"))
     if order is not None:
         exprs.append(_order_expr(schema, order).alias("__order"))
     for name, alias in ((columns.channel, "__channel"), (columns.category, "__category")):

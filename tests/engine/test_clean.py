@@ -132,6 +132,25 @@ def test_an_order_refunded_in_lines_that_cancel_as_written_is_a_purchase_of_zero
         assert z["frequency"].to_list() == [1] and z["monetary_total"].to_list() == [0.0], name
 
 
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_a_blank_order_id_is_a_missing_one_on_the_parsed_path_too(tmp_path, unit):
+    # Nanosecond times (as pandas writes them) take the parsing path, where rows are compared by a hash as read:
+    # a null and a "" order id were two values there, so --dedupe-on kept both rows (frequency 2, exit 0).
+    from segmint.engine.pipeline import compute_feature_table
+
+    t = dt.datetime(2024, 1, 7, 12)
+    pl.DataFrame({"customer_id": [5, 5, 5, 7], "order_id": [None, "", "  ", "a"], "ts": [t] * 4,
+                  "amount": [4.0, 4.0, 4.0, 2.0]},
+                 schema={"customer_id": pl.Int64, "order_id": pl.String, "ts": pl.Datetime(unit, "UTC"),
+                         "amount": pl.Float64}).write_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(as_of="2024-02-01", dedupe_on=("customer_id", "order_id", "ts", "amount"))
+    result = compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+    assert {k: n for k, n in result.manifest["rows"]["rejected_by_reason"].items() if n} == {"duplicate": 2}
+    assert result.manifest["rows"]["repeats_on_mapped_columns"] == 2
+    five = pl.read_parquet(tmp_path / "o" / "features").filter(pl.col("customer_id") == 5)
+    assert five["frequency"].to_list() == [1] and five["monetary_total"].to_list() == [4.0]
+
+
 def test_text_amounts_that_are_not_numbers_are_quarantined():
     cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
     df = pl.DataFrame({"cid": ["1", "2", "3", "4", "5"], "t": ["2024-01-01"] * 5,
