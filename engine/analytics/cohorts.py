@@ -77,8 +77,7 @@ def cohort_partials(g: Grouped, as_of: dt.datetime) -> CohortPartials:
 def cohort_table(partials: CohortPartials, as_of: dt.datetime) -> pl.DataFrame:
     """Long table: cohort, months_since_first, cohort_size, the measures above, complete_month."""
     last = _months(np.array([_epoch_us(as_of)]))[0]
-    complete_last = (as_of + dt.timedelta(microseconds=1)).day == 1 and \
-        (as_of + dt.timedelta(microseconds=1)).month != as_of.month
+    complete_last = _ends_its_month(as_of)
     rows = []
     for cohort in sorted(partials.sizes):
         size = partials.sizes[cohort]
@@ -118,3 +117,11 @@ def _month_date(months: int) -> dt.date:
 
 def _epoch_us(when: dt.datetime) -> int:
     return int((when - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+
+
+def _ends_its_month(t: dt.datetime) -> bool:
+    """Whether ``t`` is the last microsecond of its month. The last of year 9999 has no next microsecond: adding
+    one failed `cohorts --as-of 9999-12-31` with exit 1 (OverflowError)."""
+    if t.replace(tzinfo=None) == dt.datetime.max:
+        return True
+    return (t + dt.timedelta(microseconds=1)).month != t.month

@@ -81,3 +81,13 @@ def test_a_line_without_an_order_id_is_an_order_of_its_own_whatever_the_other_id
     table = compute_cohorts([tmp_path / "t.parquet"], tmp_path / "c", RunConfig()).cohorts
     month1 = table.filter(pl.col("months_since_first") == 1)
     assert month1["active_customers"].item() == 2
+
+
+def test_an_as_of_at_the_end_of_year_9999_completes_its_month(tmp_path):
+    # The as-of's next microsecond decided whether its month was complete: past year 9999, exit 1.
+    pl.DataFrame({"customer_id": [1, 2], "ts": [dt.datetime(9999, 11, 5), dt.datetime(9999, 12, 5)],
+                  "amount": [10.0, 20.0]}).write_parquet(tmp_path / "t.parquet")
+    for as_of, complete in (("9999-12-31", True), ("9999-12-30", False)):
+        result = compute_cohorts([tmp_path / "t.parquet"], tmp_path / as_of, RunConfig(as_of=as_of))
+        assert result.cohorts.filter(pl.col("cohort") == dt.date(9999, 12, 1))["complete_month"].to_list() == \
+            [complete]
