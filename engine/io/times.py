@@ -108,6 +108,8 @@ def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str
             check_epoch_unit(values, name, fmt, flag)
     elif fmt is None and sample.schema[name] == pl.String:
         check_text_times(sample[name].to_list(), name, flag)
+    elif fmt is not None and not sample.schema[name].is_temporal():
+        _check_pattern(sample, name, fmt, flag)
 
 
 def check_epoch_unit(values: pl.DataFrame, name: str, fmt: str, flag: str) -> None:
@@ -148,6 +150,23 @@ def check_text_times(values: Sequence[str | None], column: str, flag: str) -> No
     hint = suggest_format(foreign)
     msg = (f"column {column!r} holds times like {foreign[0]!r} and {foreign[-1]!r} that are not ISO 8601 "
            f"(YYYY-MM-DD[ HH:MM[:SS]][+HH:MM]); segmint never guesses day and month order: {hint}")
+    raise ConfigError(msg.replace("--time-format", flag))
+
+
+def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None:
+    """Refuse a chunk whose sampled times mostly do not read with the strftime pattern given: a file whose times
+    were written another way (ISO among US dates) was quarantined row by row, exit 0 under the reject share."""
+    text = sample[name].cast(pl.String).str.strip_chars()
+    read = sample.select(timestamp_expr(name, sample.schema[name], fmt).is_not_null().alias("r"))["r"]
+    filled = text.is_not_null() & (text != "")
+    foreign = text.filter(filled & ~read).to_list()
+    if not foreign or len(foreign) * 2 < int(filled.sum()):
+        return
+    hint = "leave --time-format out: they are ISO 8601" if all(_ISO_RE.match(v) for v in foreign) else \
+        suggest_format(foreign)
+    msg = (f"{flag} '{fmt}' does not read most times of column {name!r} in a chunk of the input, such as "
+           f"{foreign[0]!r} and {foreign[-1]!r}: give files whose times are written one way (for those times "
+           f"alone, {hint})")
     raise ConfigError(msg.replace("--time-format", flag))
 
 

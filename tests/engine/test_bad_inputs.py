@@ -114,7 +114,11 @@ def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, b
             ("epoch", ms.head(2000), ms.tail(1000).with_columns(pl.col("ts") // 1000), "epoch_ms", "give --time-format "
              "epoch_s"),
             ("text", frame.head(2000).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M")),
-             frame.tail(1000).with_columns(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")), None, "not ISO 8601")]:
+             frame.tail(1000).with_columns(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")), None, "not ISO 8601"),
+            # A pattern given: a later file written another way was quarantined row by row, exit 0.
+            ("pattern", frame.head(2000).with_columns(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")),
+             frame.tail(1000).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M")), "%m/%d/%Y %H:%M",
+             "^--time-format '%m/%d/%Y %H:%M' does not read most times .* such as '20.*leave --time-format out")]:
         (tmp_path / name).mkdir()
         first.write_parquet(tmp_path / name / "a.parquet")
         second.write_parquet(tmp_path / name / "b.parquet")
