@@ -171,17 +171,20 @@ def top_channels(counts: dict[str, int], cap: int) -> tuple[str, ...]:
 
 
 def channel_columns(channels: Sequence[str]) -> list[str]:
-    """Feature names of the channel shares, e.g. ``channel_share_web`` (made unique)."""
+    """Feature names of the channel shares, e.g. ``channel_share_web``, in the order of ``channels``. Where two
+    channels make one name, a channel written as that name keeps it and the others take ``_2``, ``_3`` in
+    order: a stray "Web" one month took "web"'s column by byte order and made "web" ``channel_share_web_2``."""
     import re
 
-    names: list[str] = []
-    for ch in channels:
-        base = f"channel_share_{re.sub(r'[^0-9a-zA-Z]+', '_', ch).strip('_').lower() or 'blank'}"
+    cleaned = [re.sub(r"[^0-9a-zA-Z]+", "_", ch).strip("_").lower() or "blank" for ch in channels]
+    names: list[str | None] = [None] * len(channels)
+    for k in sorted(range(len(channels)), key=lambda k: channels[k] != cleaned[k]):   # stable: as written first
+        base = f"channel_share_{cleaned[k]}"
         name, i = base, 2
         while name in names:
             name, i = f"{base}_{i}", i + 1
-        names.append(name)
-    return names
+        names[k] = name
+    return [n for n in names if n is not None]
 
 
 # One record per row: the fields the customer pass reads of a row share a cache line.
