@@ -190,7 +190,8 @@ def test_predict_checks_its_rows_as_assign_checks_files(small_data, tmp_path):
     # Every row's time unreadable with the model's format: said, and time_format= reads them.
     dmy = some.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M:%S%.6f"))
     csv_model = dataclasses.replace(model, columns=dataclasses.replace(model.columns, time_format="%Y%m%d"))
-    with pytest.raises(segmint.InputContractError, match=r"none of the \d+ rows given can be used \(unparseable"):
+    with pytest.raises(segmint.ConfigError, match=r"^time_format= '%Y%m%d' does not read most times .*give "
+                                                  r"time_format= '%d/%m/%Y %H:%M:%S'"):
         csv_model.predict(dmy, as_of=as_of)
     again = csv_model.predict(dmy, as_of=as_of, time_format="%d/%m/%Y %H:%M:%S%.f")
     assert again.equals(want)

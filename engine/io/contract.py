@@ -17,7 +17,8 @@ from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
 from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
-from segmint.engine.io.times import EPOCH_FORMATS, TIME_SAMPLE, check_epoch_unit, check_text_times, readable_epochs
+from segmint.engine.io.times import (EPOCH_FORMATS, TIME_SAMPLE, check_epoch_unit, check_text_times,
+                                     check_time_column, readable_epochs)
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "events", "customers", "check_same_ids"]
 
@@ -163,6 +164,8 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
         raise ConfigError(msg)
     if fmt in EPOCH_FORMATS:
         _check_epoch_unit(source, name, fmt, flag, head)
+    elif fmt is not None and head is not None:   # rows in memory, where the map's check names --time-format
+        check_time_column(head, name, fmt, flag)
 
 
 def _check_epoch_unit(source: Source, name: str, fmt: str, flag: str, head: pl.DataFrame | None) -> None:
