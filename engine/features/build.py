@@ -171,20 +171,17 @@ def top_channels(counts: dict[str, int], cap: int) -> tuple[str, ...]:
 
 
 def channel_columns(channels: Sequence[str]) -> list[str]:
-    """Feature names of the channel shares, e.g. ``channel_share_web``, in the order of ``channels``. Where two
-    channels make one name, a channel written as that name keeps it and the others take ``_2``, ``_3`` in
-    order: a stray "Web" one month took "web"'s column by byte order and made "web" ``channel_share_web_2``."""
+    """Feature names of the channel shares, e.g. ``channel_share_web`` (made unique)."""
     import re
 
-    cleaned = [re.sub(r"[^0-9a-zA-Z]+", "_", ch).strip("_").lower() or "blank" for ch in channels]
-    names: list[str | None] = [None] * len(channels)
-    for k in sorted(range(len(channels)), key=lambda k: channels[k] != cleaned[k]):   # stable: as written first
-        base = f"channel_share_{cleaned[k]}"
+    names: list[str] = []
+    for ch in channels:
+        base = f"channel_share_{re.sub(r'[^0-9a-zA-Z]+', '_', ch).strip('_').lower() or 'blank'}"
         name, i = base, 2
         while name in names:
             name, i = f"{base}_{i}", i + 1
-        names[k] = name
-    return [n for n in names if n is not None]
+        names.append(name)
+    return names
 
 
 # One record per row: the fields the customer pass reads of a row share a cache line.

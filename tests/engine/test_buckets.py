@@ -345,21 +345,6 @@ def test_channels_without_a_share_are_listed_up_to_twenty_then_counted(tmp_path)
     assert sorted(listed) == [f"s{i:02d}" for i in range(2, 22)]   # ties by name, after the two with shares
 
 
-def test_a_channel_written_as_its_column_name_keeps_it_when_another_makes_the_same_name(tmp_path):
-    # "Web" sorts before "web": a stray "Web" one month took channel_share_web, and web's shares moved to _2.
-    import datetime as dt
-
-    t = dt.datetime(2024, 1, 1)
-    frame = pl.DataFrame({"customer_id": [1, 1, 2, 3], "ts": [t + dt.timedelta(days=d) for d in range(4)],
-                          "amount": [5.0] * 4, "channel": ["web", "web", "Web", "app"]})
-    frame.write_parquet(tmp_path / "t.parquet")
-    cfg = RunConfig(columns=dataclasses.replace(RunConfig().columns, order=None, category=None))
-    compute_feature_table([tmp_path / "t.parquet"], tmp_path / "o", cfg)
-    table = pl.read_parquet(tmp_path / "o" / "features").sort("customer_id")
-    assert table["channel_share_web"].to_list() == [1.0, 0.0, 0.0]
-    assert table["channel_share_web_2"].to_list() == [0.0, 1.0, 0.0]
-
-
 def test_text_written_as_32_bit_string_maps_alike_in_one_bucket_or_many(tmp_path):
     """pyarrow writes Parquet text as ``string`` (32-bit offsets), which cannot hold more than 2 GiB in one
     array: a column read in several chunks is combined with 64-bit offsets (reproduced by hand: 2.2 GB of
