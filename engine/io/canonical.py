@@ -35,7 +35,7 @@ from segmint.engine.config import Columns
 from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.clean import empty_cell
 from segmint.engine.io.ids import check_integral_ids, customer_expr
-from segmint.engine.io.times import FIRST_US, LAST_US, check_time_column, timestamp_expr
+from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
@@ -322,7 +322,6 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     raw = pl.from_arrow(table)
     assert isinstance(raw, pl.DataFrame)
     check_integral_ids(raw, columns.customer)
-    check_time_column(raw, columns.time, columns.time_format, "--time-format")
     schema = raw.schema
     order = columns.order
     ids = [c for c in (columns.customer, order) if c is not None]

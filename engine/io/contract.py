@@ -64,7 +64,8 @@ def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
     schema = frame.schema
     _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
                         columns=tuple(mapped), schema={c: schema[c] for c in mapped}, chunks=(), options=()),
-                 columns, frame.head(TIME_SAMPLE), text_numbers=True, flag="time_format=")
+                 columns, frame.gather_every(max(1, frame.height // TIME_SAMPLE)), text_numbers=True,
+                 flag="time_format=")
 
 
 def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None, *, text_numbers: bool = False,

@@ -27,7 +27,7 @@ __all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_time_column", "check_epoch_
            "check_text_times", "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
-# Rows a time column is judged on (its unit, its text form), at planning and in each chunk parsed.
+# Rows a time column is judged on (its unit, its text form), at planning and in each chunk of the input read.
 TIME_SAMPLE = 2_000
 _PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
 # Times segmint can represent end to end (Python's datetime, which outputs and run.json use).
@@ -97,10 +97,11 @@ def _coarser_unit(number: pl.Expr, unit: str) -> pl.Expr:
 
 
 def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str) -> None:
-    """``check_epoch_unit`` or ``check_text_times`` on up to TIME_SAMPLE rows spread over ``frame`` (one chunk as
-    read). The plan judges the first rows of the first file with any; the map judges every chunk alike: a later
-    file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times like 12/1/2010 8:26
-    among ISO ones rejected row by row (exit 0 under the reject share)."""
+    """``check_epoch_unit``, ``check_text_times`` or, for a strftime pattern, ``_check_pattern`` on up to
+    TIME_SAMPLE rows spread over ``frame`` (one chunk of an input as read: engine.pipeline.partition.read_tables).
+    The plan judges the first rows of the first file with any; every chunk of the input is judged alike as it
+    is read: a later file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times
+    like 12/1/2010 8:26 among ISO ones rejected row by row (exit 0 under the reject share)."""
     sample = frame.select(name).gather_every(max(1, frame.height // TIME_SAMPLE))
     if fmt in EPOCH_FORMATS:
         values = readable_epochs(sample, name)
@@ -155,15 +156,17 @@ def check_text_times(values: Sequence[str | None], column: str, flag: str) -> No
 
 def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None:
     """Refuse a chunk whose sampled times mostly do not read with the strftime pattern given: a file whose times
-    were written another way (ISO among US dates) was quarantined row by row, exit 0 under the reject share."""
+    were written another way (ISO among US dates) was quarantined row by row, exit 0 under the reject share.
+    Placeholders are no other way of writing times: cells without a digit ("N/A") and cells all of one value
+    (a column of 0s) leave their rows to be quarantined."""
     text = sample[name].cast(pl.String).str.strip_chars()
     read = sample.select(timestamp_expr(name, sample.schema[name], fmt).is_not_null().alias("r"))["r"]
     filled = text.is_not_null() & (text != "")
-    foreign = text.filter(filled & ~read).to_list()
-    if not foreign or len(foreign) * 2 < int(filled.sum()):
+    foreign = text.filter(filled & ~read & text.str.contains(r"\d")).to_list()
+    if len(set(foreign)) < 2 or len(foreign) * 2 < int(filled.sum()):
         return
-    hint = "leave --time-format out: they are ISO 8601" if all(_ISO_RE.match(v) for v in foreign) else \
-        suggest_format(foreign)
+    hint = "those are ISO 8601, which segmint reads without a format" if all(_ISO_RE.match(v) for v in foreign) \
+        else suggest_format(foreign)
     msg = (f"{flag} '{fmt}' does not read most times of column {name!r} in a chunk of the input, such as "
            f"{foreign[0]!r} and {foreign[-1]!r}: give files whose times are written one way (for those times "
            f"alone, {hint})")

@@ -178,13 +178,26 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
     run asks for it (scratch files already hold pseudonyms)."""
     role_column = _role_column(plan, source)
     tables = stream(source, source.chunks if chunks is None else chunks, dictionary)
-    events = plan.cfg.events if plan.events is not None and source is plan.events else None
+    judged = _judged_time(plan, source)
     pseudonymize = plan.cfg.pseudonymize_ids and _is_input(plan, source)
     for table in tables:
-        if events is not None:   # the transactions' times are judged where they are parsed (engine.io.canonical)
-            check_time_column(pl.from_arrow(table.select([events.time])), events.time, events.time_format,
-                              "--event-time-format")
+        if judged is not None:
+            name, fmt, flag = judged
+            check_time_column(pl.from_arrow(table.select([name])), name, fmt, flag)
         yield _pseudonymized(table, role_column) if pseudonymize else table
+
+
+def _judged_time(plan: Plan, source: Source) -> tuple[str, str | None, str] | None:
+    """The time column, format and flag of an input whose times are judged in every chunk read (their unit and
+    form: engine.io.times.check_time_column): the transactions where their times are parsed, and the events.
+    Not a bucket's scratch, whose chunks mix the input's files by customer: judged there, the same rows passed
+    with one bucket and stopped with four (or the reverse), by which customers a bucket drew."""
+    c = plan.cfg
+    if source is plan.tx and not plan.typed("tx"):
+        return c.columns.time, c.columns.time_format, "--time-format"
+    if plan.events is not None and c.events is not None and source is plan.events:
+        return c.events.time, c.events.time_format, "--event-time-format"
+    return None
 
 
 def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:

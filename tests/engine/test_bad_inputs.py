@@ -118,7 +118,7 @@ def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, b
             # A pattern given: a later file written another way was quarantined row by row, exit 0.
             ("pattern", frame.head(2000).with_columns(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")),
              frame.tail(1000).with_columns(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M")), "%m/%d/%Y %H:%M",
-             "^--time-format '%m/%d/%Y %H:%M' does not read most times .* such as '20.*leave --time-format out")]:
+             "^--time-format '%m/%d/%Y %H:%M' does not read most times .* such as '20.*those are ISO 8601")]:
         (tmp_path / name).mkdir()
         first.write_parquet(tmp_path / name / "a.parquet")
         second.write_parquet(tmp_path / name / "b.parquet")
@@ -128,6 +128,27 @@ def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, b
         assert not (tmp_path / f"o{name}").exists()
         first.write_parquet(tmp_path / name / "b.parquet")   # both in the first one's unit or form: read
         assert run([tmp_path / name], tmp_path / f"o{name}", cfg).manifest["rows"]["used"] == 4000
+
+
+def test_times_are_judged_in_the_input_as_read_whatever_the_buckets(tmp_path):
+    # Judged in each bucket's scratch, whose chunks mix files by customer, 40% of customers writing ISO times
+    # among US ones passed with 1 or 2 buckets and stopped with 4 or 8. Placeholders without a digit, or all of
+    # one value, are not another way of writing times: their rows are quarantined.
+    base = dt.datetime(2024, 1, 1)
+    frame = pl.DataFrame({"customer_id": [i % 40 for i in range(400)],
+                          "ts": [base + dt.timedelta(hours=13 * i) for i in range(400)], "amount": [5.0] * 400})
+    iso = pl.col("customer_id") < 16
+    frame.with_columns(pl.when(iso).then(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M"))
+                       .otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")).alias("ts")).write_parquet(
+        tmp_path / "t.parquet")
+    frame.with_columns(pl.when(pl.int_range(400) < 300).then(pl.lit("N/A")).when(pl.int_range(400) < 360)
+                       .then(pl.lit("0")).otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")).alias("ts")).write_parquet(
+        tmp_path / "placeholders.parquet")
+    cols = Columns(time_format="%m/%d/%Y %H:%M", order=None, channel=None, category=None)
+    for name, used in (("t.parquet", 240), ("placeholders.parquet", 40)):
+        for buckets in (1, 2, 4, 8):
+            cfg = RunConfig(columns=cols, buckets=buckets, max_reject_share=1.0)
+            assert validate([tmp_path / name], cfg).rows_used == used, (name, buckets)
 
 
 @pytest.mark.parametrize("buckets", [1, 3])
