@@ -45,7 +45,7 @@ from segmint.engine.preprocess import Scaler, fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
-           "fit_cuts_and_clv"]
+           "fit_cuts_and_clv", "text_id_bytes"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT_COLUMNS)
 # The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
@@ -104,12 +104,13 @@ def gather(plan: Plan, mapped: Sequence[BucketResult], customers: int, want: int
     return pl.DataFrame([frame.drop_in_place(name).gather(order) for name in list(frame.columns)])
 
 
-def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
+def check_fit_memory(plan: Plan, customers: int, feature_columns: int, id_bytes: float = 0.0) -> None:
     """Refuse, before gathering, a sample that cannot fit the memory budget. The RFM/CLV sample is
-    freed before the profile sample is gathered: the larger of the two is what must fit."""
+    freed before the profile sample is gathered: the larger of the two is what must fit. ``id_bytes``: what a
+    text id takes beyond an integer one in a sample (``text_id_bytes``)."""
     s = plan.cfg.sampling
-    need = max(min(customers, s.fit_customers) * FIT_BYTES_PER_CUSTOMER,
-               min(customers, s.profile_customers) * 8 * (feature_columns + 8))
+    need = max(min(customers, s.fit_customers) * (FIT_BYTES_PER_CUSTOMER + id_bytes),
+               min(customers, s.profile_customers) * (8 * (feature_columns + 8) + id_bytes))
     if need > plan.data_budget:
         msg = (f"the global fits need about {need / 1e6:,.0f} MB for {customers:,} customers but the memory "
                f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
@@ -117,12 +118,26 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int) -> None:
         raise ConfigError(msg)
 
 
+def text_id_bytes(plan: Plan, filled: Sequence[BucketResult]) -> float:
+    """What a text customer id takes beyond an integer one in a sample, sorted one column at a time: Polars'
+    16-byte view and the text, twice, less the integer's 8, from the mean length of the first bucket's ids.
+    FIT_BYTES_PER_CUSTOMER is measured with integer ids: ids of 36 characters took 186 bytes a customer,
+    not 99, where the budget said 110."""
+    if not filled:
+        return 0.0
+    frame = feature_frame(plan, filled[0])
+    if frame.collect_schema()["customer_id"] != pl.String:
+        return 0.0
+    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item()
+    return 2 * (16 + (mean or 0.0) - 8)
+
+
 def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int, clv: ClvConfig | None,
                      profile_columns: int) -> tuple[RfmCuts, ClvParams | None, dict[str, Any], int]:
     """RFM cut points and, where ``clv`` is given, the CLV fit (``fit_clv_reported``) on the fit sample: the
     cuts, the parameters, what run.json says of them, and the sample's size. Refused first where the fit
     sample or a profile sample of ``profile_columns`` (0: none to come) cannot fit the budget."""
-    check_fit_memory(plan, customers, profile_columns)
+    check_fit_memory(plan, customers, profile_columns, text_id_bytes(plan, filled))
     sample = gather(plan, filled, customers, plan.cfg.sampling.fit_customers, FIT_COLUMNS)
     cuts, fitted_on = fit_rfm_cuts(sample), sample.height
     if clv is None:

@@ -262,8 +262,8 @@ def test_fit_memory_check_refuses_only_a_sample_that_cannot_fit():
     profile_bytes = 5_000 * 8 * (12 + 8)
     # The two samples are held one after the other: the larger must fit, not their sum.
     check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=max(fit_bytes, profile_bytes)), 50_000, 12)
-    with pytest.raises(ConfigError, match=rf"^the global fits need about {fit_bytes / 1e6:,.0f} MB for 50,000 customers "
-                                          r".*fit_customers"):
+    need = rf"^the global fits need about {fit_bytes / 1e6:,.0f} MB for 50,000 customers .*fit_customers"
+    with pytest.raises(ConfigError, match=need):
         check_fit_memory(types.SimpleNamespace(cfg=cfg, data_budget=fit_bytes - 1), 50_000, 12)
     # Fewer customers than the sample sizes: only they are held.
     few = max(2_000 * FIT_BYTES_PER_CUSTOMER, 2_000 * 8 * (12 + 8))
@@ -281,6 +281,27 @@ def test_the_default_fit_sample_fits_the_documented_scale_run():
     process_at_plan = 250e6   # measured 206-210 MB on scenario L
     budget = 2e9 - process_at_plan - CODE_AFTER_PLAN
     assert SamplingConfig().fit_customers * FIT_BYTES_PER_CUSTOMER < budget
+
+
+def test_text_ids_are_budgeted_by_their_length():
+    # FIT_BYTES_PER_CUSTOMER is measured with integer ids; 36-character ids took the fit 186 bytes a customer
+    # where 110 were budgeted.
+    import types
+
+    from segmint.engine.errors import ConfigError
+    from segmint.engine.pipeline.fit import FIT_BYTES_PER_CUSTOMER, check_fit_memory, text_id_bytes
+
+    def bucket(ids):
+        return types.SimpleNamespace(table=pl.DataFrame({"customer_id": ids}), bucket=0)
+
+    assert text_id_bytes(None, [bucket([1, 2, 3])]) == 0.0 and text_id_bytes(None, []) == 0.0
+    uuid = text_id_bytes(None, [bucket(["0" * 36, "1" * 36])])
+    assert uuid == 2 * (16 + 36 - 8)
+    cfg = RunConfig(sampling=SamplingConfig(fit_customers=10_000, profile_customers=1_000))
+    enough_for_ints = types.SimpleNamespace(cfg=cfg, data_budget=10_000 * FIT_BYTES_PER_CUSTOMER)
+    check_fit_memory(enough_for_ints, 10_000, 12)
+    with pytest.raises(ConfigError, match="the global fits need about"):
+        check_fit_memory(enough_for_ints, 10_000, 12, uuid)
 
 
 def test_the_fit_sample_holds_only_the_columns_asked_for(dirty, tmp_path):
