@@ -74,7 +74,8 @@ def segment_sums(values, offsets, out):
     values' rounding of 0.
 
     The result, and so its sign, is that of the exact sum, whatever the order of the
-    segment's values: an order whose lines cancel is exactly 0, never +-1e-15.
+    segment's values: an order whose lines cancel is exactly 0, never +-1e-15. (Only a net at the
+    2^-52 bound depends on the order, through the absolute sum's rounding.)
 
     Parameters
     ----------

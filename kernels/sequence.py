@@ -41,7 +41,7 @@ def order_row(ts_us, amount, channel, n, as_of_us, out, channel_share):
     Parameters
     ----------
     ts_us : int64[>= n]                # IN  order time, microseconds since epoch
-    amount : float64[>= n]             # IN  order net amount (lines summed exactly)
+    amount : float64[>= n]             # IN  order net amount (lines summed exactly, 0 within rounding)
     channel : int32[>= n]              # IN  channel (its column in channel_share), -1 when none
     n : int                            # IN  orders
     as_of_us : int                     # IN  as-of instant
