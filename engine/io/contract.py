@@ -126,6 +126,11 @@ def customers(src: CustomerSource, options: tuple[tuple[str, str], ...] = ()) ->
     source = resolve(list_inputs(src.paths, label, options), wanted, label)
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     _check_decimals(source)
+    for name in src.attributes:
+        if source.schema[name].is_nested():   # failed the run after its every stage, exit 1 (segment_mix)
+            msg = (f"attribute {name!r} in {source.chunks[0].path} is {source.schema[name]}; segmint needs one "
+                   f"text, number, date or flag per customer: flatten it or leave it out of --customer-attrs")
+            raise InputContractError(msg)
     return source
 
 

@@ -604,6 +604,8 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                     **{f"{part}_seconds": round(sum(r.seconds.get(part, 0.0) for r in mapped), 3)
                        for part in ("read", "lines", "write")})
     _check_rejects(counts, plan.cfg.max_reject_share)
+    if plan.events is not None:
+        _check_event_rejects(counts, plan.cfg.max_reject_share)
     return mapped, counts
 
 
@@ -684,6 +686,23 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: 
         for pair in matching["pairs"]:
             pair["name_kept"] = by_id.get(pair["segment"], False)
     return profiles.with_columns(name=pl.Series(names, dtype=pl.String))
+
+
+def _check_event_rejects(c: Counts, limit: float) -> None:
+    """The events' share, as the transactions': events given in the wrong unit (every time past year 9999) left
+    every customer without sessions, page views or conversions, exit 0. Events after the as-of are left out of
+    the share, given or derived: an events file runs on past the last purchase."""
+    after = c.events_rejected.get("after_as_of", 0)
+    judged = c.events_in - after
+    if judged == 0:
+        return
+    share = 1 - c.events_used / judged
+    if share > limit:
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n and r != "after_as_of")
+        msg = (f"{judged - c.events_used:,} of {judged:,} event rows (those after the as-of not counted) "
+               f"({share:.1%}) were rejected ({reasons}), above --max-reject-share {limit:g}; check the events' "
+               f"mapping and --event-time-format, or raise the share")
+        raise InputContractError(msg)
 
 
 def _check_rejects(c: Counts, limit: float) -> None:

@@ -141,14 +141,44 @@ def test_times_are_judged_in_the_input_as_read_whatever_the_buckets(tmp_path):
     frame.with_columns(pl.when(iso).then(pl.col("ts").dt.to_string("%Y-%m-%d %H:%M"))
                        .otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")).alias("ts")).write_parquet(
         tmp_path / "t.parquet")
-    frame.with_columns(pl.when(pl.int_range(400) < 300).then(pl.lit("N/A")).when(pl.int_range(400) < 360)
-                       .then(pl.lit("0")).otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M")).alias("ts")).write_parquet(
-        tmp_path / "placeholders.parquet")
+    placeholders = pl.when(pl.int_range(400) < 300).then(pl.lit("N/A")).when(pl.int_range(400) < 360) \
+        .then(pl.lit("0")).otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M"))
+    frame.with_columns(placeholders.alias("ts")).write_parquet(tmp_path / "placeholders.parquet")
     cols = Columns(time_format="%m/%d/%Y %H:%M", order=None, channel=None, category=None)
     for name, used in (("t.parquet", 240), ("placeholders.parquet", 40)):
         for buckets in (1, 2, 4, 8):
             cfg = RunConfig(columns=cols, buckets=buckets, max_reject_share=1.0)
             assert validate([tmp_path / name], cfg).rows_used == used, (name, buckets)
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, buckets):
+    """Events in milliseconds read as epoch_s (every time past year 9999) left every customer without sessions,
+    exit 0; an events or customers-table id 12.7 was cast to 12 (another customer's sessions and region, exit
+    0); a list attribute failed the run after its every stage (exit 1)."""
+    from segmint.engine.config import CustomerSource, EventSource
+
+    events = pl.read_parquet(small_data / "events")
+    customers = pl.read_parquet(small_data / "customers.parquet")
+    events.with_columns(pl.col("ts").dt.epoch("ms")).write_parquet(tmp_path / "ms.parquet")
+    frac = pl.when(pl.int_range(pl.len()) == 3).then(12.7).otherwise(pl.col("customer_id").cast(pl.Float64))
+    events.with_columns(frac.alias("customer_id")).write_parquet(tmp_path / "ev_frac.parquet")
+    customers.with_columns(frac.alias("customer_id")).write_parquet(tmp_path / "cust_frac.parquet")
+    customers.with_columns(tags=pl.lit(["a"])).write_parquet(tmp_path / "cust_list.parquet")
+    base = RunConfig(cluster=ClusterConfig(k=3), buckets=buckets)
+    ev = lambda path, fmt=None: EventSource(paths=(str(tmp_path / path),), time_format=fmt)  # noqa: E731
+    cust = lambda path, attrs=("region",): CustomerSource(paths=(str(tmp_path / path),), attributes=attrs)  # noqa: E731
+    for cfg, error, needle in [
+            (dataclasses.replace(base, events=ev("ms.parquet", "epoch_s")), InputContractError,
+             r"event rows .* were rejected \(unparseable_timestamp: .*--event-time-format"),
+            (dataclasses.replace(base, events=ev("ev_frac.parquet")), InputContractError, "1 ids are not whole"),
+            (dataclasses.replace(base, customers=cust("cust_frac.parquet")), InputContractError,
+             "1 ids are not whole"),
+            (dataclasses.replace(base, customers=cust("cust_list.parquet", ("tags",))), InputContractError,
+             "attribute 'tags' .* is List")]:
+        with pytest.raises(error, match=needle):
+            run([small_data / "transactions"], tmp_path / "o", cfg)
+        assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("buckets", [1, 3])
