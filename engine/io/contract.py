@@ -64,8 +64,13 @@ def check_frame(frame: pl.DataFrame, columns: Columns) -> None:
     schema = frame.schema
     _check_roles(Source(label="the transactions given", paths=("the transactions given",), csv=False,
                         columns=tuple(mapped), schema={c: schema[c] for c in mapped}, chunks=(), options=()),
-                 columns, frame.gather_every(max(1, frame.height // TIME_SAMPLE)), text_numbers=True,
-                 flag="time_format=")
+                 columns, _spread(frame), text_numbers=True, flag="time_format=")
+
+
+def _spread(frame: pl.DataFrame) -> pl.DataFrame:
+    """Up to TIME_SAMPLE rows spread over ``frame``; the frame itself where it holds no more (gather_every costs a
+    call for one customer's history 0.43 ms, a tenth of Model.predict's)."""
+    return frame if frame.height <= TIME_SAMPLE else frame.gather_every(frame.height // TIME_SAMPLE)
 
 
 def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = None, *, text_numbers: bool = False,

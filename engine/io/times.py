@@ -102,7 +102,9 @@ def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str
     The plan judges the first rows of the first file with any; every chunk of the input is judged alike as it
     is read: a later file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times
     like 12/1/2010 8:26 among ISO ones rejected row by row (exit 0 under the reject share)."""
-    sample = frame.select(name).gather_every(max(1, frame.height // TIME_SAMPLE))
+    sample = frame.select(name)
+    if sample.height > TIME_SAMPLE:
+        sample = sample.gather_every(sample.height // TIME_SAMPLE)
     if fmt in EPOCH_FORMATS:
         values = readable_epochs(sample, name)
         if values is not None:
