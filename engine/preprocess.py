@@ -117,6 +117,8 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
     log = tuple(f in log_features for f in features)
     sample = table if rows is None else table[rows]
     x = _raw(sample, features, log)
+    # Before the moments: one missing value made its column's mean NaN, and the refusal counted every customer.
+    _check_finite(x, features)
     mean, std = column_moments(x) if x.shape[0] and x.shape[1] > 1 else (x.mean(axis=0), x.std(axis=0))
     # A constant column's computed mean and std carry rounding (std 1.2e-15 for frequency 1 everywhere, after
     # log1p): a customer who differed in it sat 1e14 standard deviations from every centroid. Only columns of
@@ -201,7 +203,7 @@ def _check_finite(x: np.ndarray, columns: Sequence[str]) -> None:
         return
     col = int(np.argwhere(~finite)[0][1])
     # Counted, no example: an id is personal data, and error lines end up in logs.
-    msg = (f"cluster feature {columns[col]!r} is missing or not a finite number after scaling for "
+    msg = (f"cluster feature {columns[col]!r} is missing or not a finite number for "
            f"{int((~finite[:, col]).sum()):,} customer(s); cluster on features every customer has "
            f"([features] cluster_features)")
     raise ConfigError(msg)
