@@ -346,12 +346,22 @@ class EventSource(_Checked):
     session: str | None = "session_id"
 
     def columns(self) -> dict[str, str]:
-        """Source column -> the flag that maps it."""
-        cols = {self.customer: "--event-customer-col", self.time: "--event-time-col",
-                self.event_type: "--event-type-col"}
-        if self.session is not None:
-            cols[self.session] = "--event-session-col"
-        return cols
+        """Source column -> the flag that maps it (``check``: no column in two roles)."""
+        return {name: flag for flag, name in self._roles()}
+
+    def check(self) -> None:
+        # --event-session-col event_type counted each customer's distinct event types as sessions, exit 0.
+        seen: dict[str, str] = {}
+        for flag, name in self._roles():
+            if seen.setdefault(name, flag) != flag:
+                leave = " (or --event-session-col '' for none)" if "--event-session-col" in (seen[name], flag) else ""
+                msg = f"column {name!r} is mapped to both {seen[name]} and {flag}: map each role to its own column{leave}"
+                raise ConfigError(msg)
+
+    def _roles(self) -> list[tuple[str, str]]:
+        roles = [("--event-customer-col", self.customer), ("--event-time-col", self.time),
+                 ("--event-type-col", self.event_type)]
+        return roles + ([("--event-session-col", self.session)] if self.session is not None else [])
 
 
 @dataclass(frozen=True, kw_only=True)

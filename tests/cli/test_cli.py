@@ -312,9 +312,13 @@ def test_assign_on_gpu_without_one_exits_2(small_data, small_run, tmp_path):
     (["--category-col", "channel"], "leave one out: --channel-col '' or --category-col ''"),
     (["--amount-col", "", "--quantity-col", "amount", "--price-col", "amount"],
      "both --quantity-col and --price-col"),
+    # Sessions were each customer's distinct event types.
+    (["--events", "EVENTS", "--event-session-col", "event_type"],
+     "'event_type' is mapped to both --event-type-col and --event-session-col"),
 ])
 def test_one_column_in_two_roles_is_refused(small_data, tmp_path, flags, needle):
     # Read as both, it made every customer's orders one line each, or squared the amounts, with exit 0.
+    flags = [str(small_data / "events") if f == "EVENTS" else f for f in flags]
     r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", *flags)
     assert r.exit_code == 2, r.stderr
     _one_line_error(r, needle, "map each role to its own column")
