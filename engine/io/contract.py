@@ -132,9 +132,12 @@ def customers(src: CustomerSource, options: tuple[tuple[str, str], ...] = ()) ->
     check_customer_type(source.schema[src.customer], src.customer, source.chunks[0].path)
     _check_decimals(source)
     for name in src.attributes:
-        if source.schema[name].is_nested():   # failed the run after its every stage, exit 1 (segment_mix)
-            msg = (f"attribute {name!r} in {source.chunks[0].path} is {source.schema[name]}; segmint needs one "
-                   f"text, number, date or flag per customer: flatten it or leave it out of --customer-attrs")
+        dtype = source.schema[name]
+        # A list, struct or duration failed the run after its every stage, exit 1 (segment_mix's cast to text).
+        if not (dtype.is_numeric() or dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Date, pl.Time, pl.Null)
+                or isinstance(dtype, pl.Datetime | pl.Enum)):
+            msg = (f"attribute {name!r} in {source.chunks[0].path} is {dtype}; segmint needs one text, number, "
+                   f"date or flag per customer: convert it or leave it out of --customer-attrs")
             raise InputContractError(msg)
     return source
 

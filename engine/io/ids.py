@@ -45,8 +45,9 @@ def check_customer_type(dtype: pl.DataType, name: str, path: str) -> None:
         raise InputContractError(msg)
 
 
-def check_integral_ids(frame: pl.DataFrame, name: str) -> None:
-    """Float ids must all be integral and within int64; otherwise stop (exit 3), counting them."""
+def check_integral_ids(frame: pl.DataFrame, name: str, side_table: str = "") -> None:
+    """Float ids must all be integral and within int64; otherwise stop (exit 3), counting them. ``side_table``:
+    the events or customers input's label, named (a text id there would not join the transactions')."""
     dtype = frame.schema[name]
     if isinstance(dtype, pl.Decimal):
         whole = pl.col(name).cast(pl.Int64, strict=False)   # null beyond int64; truncated when fractional
@@ -59,6 +60,7 @@ def check_integral_ids(frame: pl.DataFrame, name: str) -> None:
         return
     if bad.len():
         # No example: an id is personal data, and error lines end up in logs.
-        msg = (f"customer id column {name!r} is {dtype} and {bad.len()} ids are not whole numbers "
-               f"(or beyond 2^63); ids are never rounded: fix the column or map a text id")
+        where, fix = (f" of {side_table}", "fix the column") if side_table else ("", "fix the column or map a text id")
+        msg = (f"customer id column {name!r}{where} is {dtype} and {bad.len()} ids are not whole numbers "
+               f"(or beyond 2^63); ids are never rounded: {fix}")
         raise InputContractError(msg)

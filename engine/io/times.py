@@ -160,12 +160,14 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
     """Refuse a chunk whose sampled times mostly do not read with the strftime pattern given: a file whose times
     were written another way (ISO among US dates) was quarantined row by row, exit 0 under the reject share.
     Placeholders are no other way of writing times: cells without a digit ("N/A") and cells all of one value
-    (a column of 0s) leave their rows to be quarantined."""
+    that reads as no time (a column of 0s) leave their rows to be quarantined; one day's file in ISO stops."""
     text = sample[name].cast(pl.String).str.strip_chars()
     read = sample.select(timestamp_expr(name, sample.schema[name], fmt).is_not_null().alias("r"))["r"]
     filled = text.is_not_null() & (text != "")
     foreign = text.filter(filled & ~read & text.str.contains(r"\d")).to_list()
-    if len(set(foreign)) < 2 or len(foreign) * 2 < int(filled.sum()):
+    if not foreign or len(foreign) * 2 < int(filled.sum()):
+        return
+    if len(set(foreign)) == 1 and not (_ISO_RE.match(foreign[0]) or _SLASH_RE.match(foreign[0])):
         return
     hint = "those are ISO 8601, which segmint reads without a format" if all(_ISO_RE.match(v) for v in foreign) \
         else suggest_format(foreign)

@@ -690,18 +690,19 @@ def _kept_names(profiles: pl.DataFrame, kept: tuple[str | None, ...], matching: 
 
 def _check_event_rejects(c: Counts, limit: float) -> None:
     """The events' share, as the transactions': events given in the wrong unit (every time past year 9999) left
-    every customer without sessions, page views or conversions, exit 0. Events after the as-of are left out of
-    the share, given or derived: an events file runs on past the last purchase."""
-    after = c.events_rejected.get("after_as_of", 0)
-    judged = c.events_in - after
-    if judged == 0:
+    every customer without sessions, page views or conversions, exit 0. Events of no customer (logged-out
+    visitors: most of some sites' events) and events after the as-of, given or derived (an events file runs on
+    past the last purchase), are left out of it."""
+    aside = ("null_customer_id", "after_as_of")
+    judged = c.events_in - sum(c.events_rejected.get(r, 0) for r in aside)
+    if judged <= 0:
         return
     share = 1 - c.events_used / judged
     if share > limit:
-        reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n and r != "after_as_of")
-        msg = (f"{judged - c.events_used:,} of {judged:,} event rows (those after the as-of not counted) "
-               f"({share:.1%}) were rejected ({reasons}), above --max-reject-share {limit:g}; check the events' "
-               f"mapping and --event-time-format, or raise the share")
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n and r not in aside)
+        msg = (f"{judged - c.events_used:,} of {judged:,} event rows of a customer up to the as-of ({share:.1%}) "
+               f"were rejected ({reasons}), above --max-reject-share {limit:g}; check the events' time column "
+               f"and --event-time-format, or raise the share")
         raise InputContractError(msg)
 
 

@@ -186,7 +186,7 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
             name, fmt, flag = judged
             check_time_column(pl.from_arrow(table.select([name])), name, fmt, flag)
         if numeric_ids is not None:
-            check_integral_ids(pl.from_arrow(table.select([numeric_ids])), numeric_ids)
+            check_integral_ids(pl.from_arrow(table.select([numeric_ids])), numeric_ids, side_table=source.label)
         yield _pseudonymized(table, role_column) if pseudonymize else table
 
 

@@ -144,7 +144,11 @@ def test_times_are_judged_in_the_input_as_read_whatever_the_buckets(tmp_path):
     placeholders = pl.when(pl.int_range(400) < 300).then(pl.lit("N/A")).when(pl.int_range(400) < 360) \
         .then(pl.lit("0")).otherwise(pl.col("ts").dt.to_string("%m/%d/%Y %H:%M"))
     frame.with_columns(placeholders.alias("ts")).write_parquet(tmp_path / "placeholders.parquet")
+    # One day's file written in ISO is all one value, and a time: refused, not taken for a placeholder.
+    frame.with_columns(pl.lit("2024-03-01 10:00").alias("ts")).write_parquet(tmp_path / "oneday.parquet")
     cols = Columns(time_format="%m/%d/%Y %H:%M", order=None, channel=None, category=None)
+    with pytest.raises(ConfigError, match="those are ISO 8601"):
+        validate([tmp_path / "oneday.parquet"], RunConfig(columns=cols))
     for name, used in (("t.parquet", 240), ("placeholders.parquet", 40)):
         for buckets in (1, 2, 4, 8):
             cfg = RunConfig(columns=cols, buckets=buckets, max_reject_share=1.0)
@@ -165,20 +169,31 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
     events.with_columns(frac.alias("customer_id")).write_parquet(tmp_path / "ev_frac.parquet")
     customers.with_columns(frac.alias("customer_id")).write_parquet(tmp_path / "cust_frac.parquet")
     customers.with_columns(tags=pl.lit(["a"])).write_parquet(tmp_path / "cust_list.parquet")
+    customers.with_columns(tags=pl.lit(dt.timedelta(days=1))).write_parquet(tmp_path / "cust_duration.parquet")
+    # Logged-out visitors (events of no customer) are most of some sites' events: no reason to stop.
+    anonymous = pl.when(pl.int_range(pl.len()) % 5 < 3).then(None).otherwise(pl.col("customer_id"))
+    events.with_columns(anonymous.alias("customer_id")).write_parquet(tmp_path / "anonymous.parquet")
     base = RunConfig(cluster=ClusterConfig(k=3), buckets=buckets)
     ev = lambda path, fmt=None: EventSource(paths=(str(tmp_path / path),), time_format=fmt)  # noqa: E731
     cust = lambda path, attrs=("region",): CustomerSource(paths=(str(tmp_path / path),), attributes=attrs)  # noqa: E731
     for cfg, error, needle in [
             (dataclasses.replace(base, events=ev("ms.parquet", "epoch_s")), InputContractError,
-             r"event rows .* were rejected \(unparseable_timestamp: .*--event-time-format"),
-            (dataclasses.replace(base, events=ev("ev_frac.parquet")), InputContractError, "1 ids are not whole"),
+             r"event rows of a customer up to the as-of .* were rejected \(unparseable_timestamp: .*"
+             r"--event-time-format"),
+            (dataclasses.replace(base, events=ev("ev_frac.parquet")), InputContractError,
+             "customer id column 'customer_id' of the events input is Float64 and 1 ids are not whole"),
             (dataclasses.replace(base, customers=cust("cust_frac.parquet")), InputContractError,
-             "1 ids are not whole"),
+             "of the customers table is Float64 and 1 ids are not whole numbers .*: fix the column$"),
             (dataclasses.replace(base, customers=cust("cust_list.parquet", ("tags",))), InputContractError,
-             "attribute 'tags' .* is List")]:
+             "attribute 'tags' .* is List"),
+            (dataclasses.replace(base, customers=cust("cust_duration.parquet", ("tags",))), InputContractError,
+             "attribute 'tags' .* is Duration")]:
         with pytest.raises(error, match=needle):
             run([small_data / "transactions"], tmp_path / "o", cfg)
         assert not (tmp_path / "o").exists()
+    counts = run([small_data / "transactions"], tmp_path / "o", dataclasses.replace(base, events=ev(
+        "anonymous.parquet"))).manifest["events"]["rows"]
+    assert counts["rejected_by_reason"]["null_customer_id"] > counts["used"]
 
 
 @pytest.mark.parametrize("buckets", [1, 3])

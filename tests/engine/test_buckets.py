@@ -297,6 +297,7 @@ def test_text_ids_are_budgeted_by_their_length():
     assert text_id_bytes(None, [bucket([1, 2, 3])]) == 0.0 and text_id_bytes(None, []) == 0.0
     uuid = text_id_bytes(None, [bucket(["0" * 36, "1" * 36])])
     assert uuid == 2 * (16 + 36 - 8)
+    assert text_id_bytes(None, [bucket(["c-1", "c-22"])]) == 2 * (16 - 8)   # held inside Polars' 16-byte view
     cfg = RunConfig(sampling=SamplingConfig(fit_customers=10_000, profile_customers=1_000))
     enough_for_ints = types.SimpleNamespace(cfg=cfg, data_budget=10_000 * FIT_BYTES_PER_CUSTOMER)
     check_fit_memory(enough_for_ints, 10_000, 12)
