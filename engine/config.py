@@ -355,7 +355,8 @@ class EventSource(_Checked):
         for flag, name in self._roles():
             if seen.setdefault(name, flag) != flag:
                 leave = " (or --event-session-col '' for none)" if "--event-session-col" in (seen[name], flag) else ""
-                msg = f"column {name!r} is mapped to both {seen[name]} and {flag}: map each role to its own column{leave}"
+                msg = (f"column {name!r} is mapped to both {seen[name]} and {flag}: map each role to its own "
+                       f"column{leave}")
                 raise ConfigError(msg)
 
     def _roles(self) -> list[tuple[str, str]]:
