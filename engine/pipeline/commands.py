@@ -69,6 +69,10 @@ __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_
 
 # Channels without a share column listed by name in run.json; the rest are counted.
 _LISTED_CHANNELS = 20
+# The commands that read the events and customers tables of a configuration. validate, cohorts and clv use
+# neither: planned with them, their several buckets partitioned and judged events the one bucket never read
+# (a wrong events unit stopped `validate` with 4 buckets, not with 1).
+_SIDE_TABLES = ("run", "features", "assign")
 # What to check where no row is usable, by the most frequent reason (else the column mapping).
 _NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
                 "future_timestamp": "check the time column and --time-format, or give --as-of",
@@ -369,7 +373,8 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                 if out is not None:
                     _check_shared(runner, out, cfg)
                 started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-                plan = make_plan(command, inputs, cfg, work="", run_id=new_run_id(started), started=started)
+                plan = make_plan(command, inputs, cfg, work="", run_id=new_run_id(started), started=started,
+                                 side_tables=command in _SIDE_TABLES)
                 staging = None
                 if out is not None:
                     lease = stack.enter_context(claim(out, Holder.this_process(plan.run_id, command, cfg.lease_seconds),
@@ -446,7 +451,7 @@ def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
         if old is not None and old.fingerprint == fingerprint:
             if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
                 plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
-                                 sizes=(old.buckets, old.chunk_rows))
+                                 side_tables=plan.command in _SIDE_TABLES, sizes=(old.buckets, old.chunk_rows))
             return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
     if old is not None:
         _discard(old, out, cfg)

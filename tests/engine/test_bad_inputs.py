@@ -196,6 +196,25 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
     assert counts["rejected_by_reason"]["null_customer_id"] > counts["used"]
 
 
+def test_commands_that_read_no_side_tables_leave_them_alone_whatever_the_buckets(small_data, tmp_path):
+    # validate, cohorts and clv use neither events nor a customers table: with several buckets a configuration's
+    # events were partitioned and judged all the same, so events in a wrong unit stopped validate with 4 buckets
+    # and not with 1.
+    from segmint.engine.config import EventSource
+    from segmint.engine.pipeline import compute_cohorts
+
+    events = pl.read_parquet(small_data / "events").with_columns(pl.col("ts").dt.epoch("s"))
+    events.write_parquet(tmp_path / "s.parquet")
+    wrong = EventSource(paths=(str(tmp_path / "s.parquet"),), time_format="epoch_ms")
+    used = {b: validate([small_data / "transactions"], RunConfig(buckets=b, events=wrong)).rows_used for b in (1, 4)}
+    assert used[1] == used[4] > 0
+    cohorts = [compute_cohorts([small_data / "transactions"], tmp_path / f"c{b}", RunConfig(buckets=b, events=wrong))
+               .cohorts for b in (1, 4)]
+    assert cohorts[0].equals(cohorts[1])
+    with pytest.raises(ConfigError, match="--event-time-format epoch_ms puts"):   # run reads them: judged
+        run([small_data / "transactions"], tmp_path / "o", RunConfig(buckets=4, events=wrong))
+
+
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_a_later_events_file_of_times_in_another_unit_stops_the_run(small_data, tmp_path, buckets):
     """As for transactions: a second events file in epoch seconds among milliseconds was read as January 1970,
