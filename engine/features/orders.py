@@ -4,9 +4,9 @@ Lines come grouped by customer in line order (engine.features.build: by order id
 input position); an order's time is its earliest line's and its amount the exact (correctly
 rounded) sum of its lines, 0 within their rounding (kernels.exact_sum.net_sum), so an order whose
 lines cancel nets to exactly 0 and its sign does not depend on line order (but for nets within
-the rounding of the lines' absolute sum, itself summed in line order, at 2^-52 of it). Orders are sorted by time within each customer, ties by the
-input position of their first line: the same whether the input is processed whole or
-bucket by bucket (buckets keep input order).
+the rounding of the lines' absolute sum, itself summed in line order, at 2^-52 of it). Orders are
+sorted by time within each customer, ties by the input position of their first line: the same whether
+the input is processed whole or bucket by bucket (buckets keep input order).
 """
 
 from __future__ import annotations

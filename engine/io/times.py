@@ -23,8 +23,8 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_time_column", "check_epoch_unit", "readable_epochs",
-           "check_text_times", "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
+__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_time_column", "spread_sample", "check_epoch_unit",
+           "readable_epochs", "check_text_times", "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
 # Rows a time column is judged on (its unit, its text form), at planning and in each chunk of the input read.
@@ -102,9 +102,7 @@ def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str
     The plan judges the first rows of the first file with any; every chunk of the input is judged alike as it
     is read: a later file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times
     like 12/1/2010 8:26 among ISO ones rejected row by row (exit 0 under the reject share)."""
-    sample = frame.select(name)
-    if sample.height > TIME_SAMPLE:
-        sample = sample.gather_every(sample.height // TIME_SAMPLE)
+    sample = spread_sample(frame.select(name))
     if fmt in EPOCH_FORMATS:
         values = readable_epochs(sample, name)
         if values is not None:
@@ -113,6 +111,12 @@ def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str
         check_text_times(sample[name].to_list(), name, flag)
     elif fmt is not None and not sample.schema[name].is_temporal():
         _check_pattern(sample, name, fmt, flag)
+
+
+def spread_sample(frame: pl.DataFrame) -> pl.DataFrame:
+    """Up to TIME_SAMPLE rows spread over ``frame``; the frame itself where it holds no more (gather_every cost
+    a Model.predict call on one customer's history 0.43 ms, a tenth of it)."""
+    return frame if frame.height <= TIME_SAMPLE else frame.gather_every(frame.height // TIME_SAMPLE)
 
 
 def check_epoch_unit(values: pl.DataFrame, name: str, fmt: str, flag: str) -> None:

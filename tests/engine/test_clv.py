@@ -232,7 +232,8 @@ def test_a_spend_near_the_float_range_names_its_customer_not_the_fit():
                           "lt_T": [100.0, 100.0], "lt_monetary": [20.0, 1e308]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ClvFitError, match="CLV of 1 customer\\(s\\) is beyond the float range: .* reaches 1e\\+308"):
+        beyond = "CLV of 1 customer\\(s\\) is beyond the float range: .* reaches 1e\\+308"
+        with pytest.raises(ClvFitError, match=beyond):
             predict_clv(table, params, ClvConfig())
 
 

@@ -1,7 +1,6 @@
 """Cohort tables against a plain Python computation, and the pivot."""
 
 import datetime as dt
-import math
 from collections import defaultdict
 
 import polars as pl
