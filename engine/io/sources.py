@@ -17,6 +17,7 @@ is null). A column the files hold themselves is read from the files.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import os
 import re
@@ -68,6 +69,7 @@ class Source:
     schema: dict[str, pl.DataType]  # their types as read
     chunks: tuple[Chunk, ...]
     options: tuple[tuple[str, str], ...] = ()   # object-store options (credentials: never written out)
+    widened: tuple[str, ...] = ()   # columns some files hold in a narrower type, cast to ``schema``'s as read
 
     @property
     def rows(self) -> int:
@@ -142,14 +144,19 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                        + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
-        if n and (changed := [c for c in wanted if schema[c] != schemas[first][c]]):
+    types = {c: _common_type([s[c] for s, n in zip(schemas, rows, strict=True) if n] or [schemas[first][c]])
+             for c in wanted}
+    for f, schema, n in zip(files, schemas, rows, strict=True):
+        if n and (changed := [c for c in wanted if types[c] is None and schema[c] != schemas[first][c]]):
             msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[first][changed[0]]} in "
                    f"{files[first]}; give files of one schema")
             raise InputContractError(msg)
     source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted),
-                    schema={c: schemas[first][c] for c in wanted},
+                    schema={c: types[c] for c in wanted},   # type: ignore[misc]  (None refused above)
                     chunks=tuple(Chunk(f, 0, n, keys) for (f, keys), n in zip(listing.found, rows, strict=True) if n),
-                    options=options)
+                    options=options,
+                    widened=tuple(c for c in wanted if any(n and s[c] != types[c]
+                                                           for s, n in zip(schemas, rows, strict=True))))
     if source.rows == 0:
         msg = f"{label} {list(source.paths)} has no rows; check the path or the filter that produced it"
         raise InputContractError(msg)
@@ -173,8 +180,7 @@ def split(source: Source, max_rows: int) -> Source:
                 start, run = start + max_rows, run - max_rows
         if run:
             chunks.append(Chunk(whole.path, start, run, whole.hive))
-    return Source(source.label, source.paths, source.csv, source.columns, source.schema, tuple(chunks),
-                  source.options)
+    return dataclasses.replace(source, chunks=tuple(chunks))
 
 
 def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
@@ -184,7 +190,9 @@ def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
         present = lf.collect_schema().names() if chunk.hive else ()
         keys = [pl.lit(value, source.schema[key]).alias(key) for key, value in chunk.hive
                 if key in source.columns and key not in present]
-        return lf.with_columns(keys).select(*source.columns).slice(chunk.offset, chunk.rows).collect()
+        frame = lf.with_columns(keys).select(*source.columns)
+        widened = {c: source.schema[c] for c in source.widened if c in source.columns}
+        return (frame.cast(widened) if widened else frame).slice(chunk.offset, chunk.rows).collect()
     except (FileNotFoundError, IsADirectoryError, PermissionError, pl.exceptions.PolarsError) as exc:
         # Other OSErrors (connection resets, timeouts) pass up: an executor may retry them.
         msg = f"cannot read {chunk.path}: {first_line(exc)}"
@@ -259,6 +267,7 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     # The budget, not Arrow's own count: in a library that loaded pyarrow first, that is the host's cores.
     pool = thread_budget() > 2
     ahead = _ReadAhead([str(store.local(c.path)) for c in chunks])
+    widened = {c: pl.Series([], dtype=source.schema[c]).to_arrow().type for c in source.widened}
     for chunk in chunks:
         try:
             path = str(store.local(chunk.path))
@@ -279,13 +288,47 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
                 lo, hi = max(chunk.offset - seen, 0), min(batch.num_rows, chunk.offset + chunk.rows - seen)
                 seen += batch.num_rows
                 if hi > lo:
-                    yield _hive_columns(_without_views(pa.Table.from_batches([batch.slice(lo, hi - lo)])), source,
-                                        chunk, dictionary)
+                    table = _widened(pa.Table.from_batches([batch.slice(lo, hi - lo)]), widened)
+                    yield _hive_columns(_without_views(table), source, chunk, dictionary)
                 if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
                     break
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
+
+
+def _common_type(types: list[pl.DataType]) -> pl.DataType | None:
+    """The type every one of ``types`` (one column's, file by file) converts to without loss, or None. Files of
+    one dataset written by different tools differ so: int32 and int64 ids, float32 and float64 amounts, times in
+    milliseconds and microseconds, decimals of one scale and several precisions. A time zone and none, Unix
+    times in nanoseconds beside coarser ones (their range is 1677-2262), a UInt64 beside signed integers, and
+    numbers beside text stay refused: no type holds both without a guess."""
+    first = types[0]
+    if all(t == first for t in types):
+        return first
+    if all(t.is_integer() for t in types):
+        return pl.Int64 if pl.UInt64 not in types else (pl.UInt64 if all(t.is_unsigned_integer() for t in types)
+                                                        else None)
+    if all(t.is_float() for t in types):
+        return pl.Float64
+    if all(isinstance(t, pl.Datetime) for t in types):
+        zones = {t.time_zone for t in types}   # type: ignore[attr-defined]
+        units = {t.time_unit for t in types}   # type: ignore[attr-defined]
+        return pl.Datetime("us", zones.pop()) if len(zones) == 1 and units <= {"ms", "us"} else None
+    if all(isinstance(t, pl.Decimal) for t in types):
+        scales = {t.scale for t in types}   # type: ignore[attr-defined]
+        widest = max((t.precision or 38) for t in types)   # type: ignore[attr-defined]
+        return pl.Decimal(widest, scales.pop()) if len(scales) == 1 else None
+    return None
+
+
+def _widened(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """``table`` with the ``types`` columns it holds cast to them (a file of a narrower type: _common_type)."""
+    for name, dtype in types.items():
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.schema.field(i).type != dtype:
+            table = table.set_column(i, name, table.column(i).cast(dtype))
+    return table
 
 
 def _without_views(table: pa.Table) -> pa.Table:

@@ -681,3 +681,34 @@ def test_a_partition_that_cannot_fit_the_disk_is_refused_before_a_row_is_written
     needed = int(caught.value.args[0].split("needs at least ")[1].split(" MB")[0].replace(",", ""))
     assert needed * 10**6 >= lines * 8 * 3   # at least the three 8-byte columns a line has (id, time, amount)
     assert not (tmp_path / "run").exists()
+
+
+def test_files_of_one_input_in_narrower_types_read_as_the_widest_in_one_bucket_or_many(tmp_path):
+    """Files of one dataset written by different tools: int32 ids, float32 amounts and millisecond times in one
+    file, int64, float64 and microseconds in the others (refused before as "give files of one schema"). Each
+    file is read as the types every file converts to without loss: the outputs are those of the same values
+    written in the wide types, in one bucket or three, events included."""
+    generate(tmp_path / "gen", customers=300, seed=3)
+    tx = pl.read_parquet(tmp_path / "gen" / "transactions")
+    ev = pl.read_parquet(tmp_path / "gen" / "events")
+    narrow = {"customer_id": pl.Int32, "amount": pl.Float32, "ts": pl.Datetime("ms")}
+    for name, frame in (("tx", tx), ("ev", ev)):
+        parts = frame.with_columns(p=pl.int_range(pl.len()) % 3).partition_by("p", maintain_order=True,
+                                                                              include_key=False)
+        narrowed = parts[1].cast({c: t for c, t in narrow.items() if c in frame.columns})
+        (tmp_path / "mixed" / name).mkdir(parents=True)
+        (tmp_path / "wide" / name).mkdir(parents=True)
+        for i, part in enumerate([parts[0], narrowed, parts[2]]):
+            part.write_parquet(tmp_path / "mixed" / name / f"part-{i}.parquet")
+            wide = part.cast({c: frame.schema[c] for c in part.columns})
+            wide.write_parquet(tmp_path / "wide" / name / f"p{i}.parquet")
+    assert pl.read_parquet(tmp_path / "mixed" / "tx" / "part-1.parquet").schema["customer_id"] == pl.Int32
+    events = EventSource(paths=(str(tmp_path / "mixed" / "ev"),))
+    cfg = RunConfig(cluster=ClusterConfig(k=3), events=events)
+    run(tmp_path / "wide" / "tx", tmp_path / "out-wide",
+        dataclasses.replace(cfg, events=EventSource(paths=(str(tmp_path / "wide" / "ev"),))))
+    for buckets in (1, 3):
+        out = tmp_path / f"out-{buckets}"
+        run(tmp_path / "mixed" / "tx", out, dataclasses.replace(cfg, buckets=buckets))
+        for name in ("assignments", "rejects"):
+            _same(_sorted(tmp_path / "out-wide" / name), _sorted(out / name), f"{buckets} {name}")

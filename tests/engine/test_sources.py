@@ -369,3 +369,41 @@ def test_a_csv_line_of_more_fields_than_its_header_is_told_so_not_of_quotes(tmp_
     (tmp_path / "t.csv").write_text("customer_id,ts,amount\na,2024-01-05,10,5\nb,2024-01-06,5\n")
     with pytest.raises(InputContractError, match=r"a line holds more fields than the header \(a field with a comma"):
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+
+
+@pytest.mark.parametrize(("types", "common"), [
+    ([pl.Int32, pl.Int64], pl.Int64), ([pl.Int8, pl.UInt32], pl.Int64), ([pl.UInt32, pl.UInt64], pl.UInt64),
+    ([pl.Int64, pl.UInt64], None), ([pl.Float32, pl.Float64], pl.Float64), ([pl.Int64, pl.Float64], None),
+    ([pl.Datetime("ms"), pl.Datetime("us")], pl.Datetime("us")),
+    ([pl.Datetime("ms", "UTC"), pl.Datetime("us", "UTC")], pl.Datetime("us", "UTC")),
+    ([pl.Datetime("us"), pl.Datetime("us", "UTC")], None), ([pl.Datetime("ns"), pl.Datetime("us")], None),
+    ([pl.Datetime("us"), pl.Date], None), ([pl.Decimal(10, 2), pl.Decimal(18, 2)], pl.Decimal(18, 2)),
+    ([pl.Decimal(10, 2), pl.Decimal(10, 3)], None), ([pl.String, pl.Int64], None), ([pl.String, pl.String], pl.String),
+])
+def test_files_of_one_column_take_the_type_each_converts_to_without_loss(types, common):
+    assert sources._common_type(types) == common
+    assert sources._common_type(types[::-1]) == common
+
+
+def test_files_in_types_no_type_holds_without_a_guess_are_refused_and_others_read_widened(tmp_path):
+    import datetime as dt
+
+    times = [dt.datetime(2024, 1, 1, 12, 30, 0, 250_000), dt.datetime(1960, 5, 1)]
+    wide = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "ts": pa.array(times, pa.timestamp("us")),
+                     "amount": pa.array([1.5, 2.25], pa.float64())})
+    narrow = pa.table({"customer_id": pa.array([3, 4], pa.int32()), "ts": pa.array(times, pa.timestamp("ms")),
+                       "amount": pa.array([0.1, -3.0], pa.float32())})
+    pq.write_table(wide, tmp_path / "a.parquet")
+    pq.write_table(narrow, tmp_path / "b.parquet")
+    wanted = {"customer_id": "--customer-col", "ts": "--time-col", "amount": "--amount-col"}
+    source = resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
+    assert source.schema == {"customer_id": pl.Int64, "ts": pl.Datetime("us"), "amount": pl.Float64}
+    assert set(source.widened) == set(wanted)
+    expected = pl.concat([pl.from_arrow(wide), pl.from_arrow(narrow).cast(source.schema)])
+    streamed = pl.concat([pl.from_arrow(t) for t in stream(source, source.chunks)])
+    polars_read = pl.concat([sources.read_chunk(source, c) for c in source.chunks])   # CSV's and object stores' path
+    assert streamed.equals(expected) and polars_read.equals(expected)
+    assert expected["amount"].to_list()[2] == float(np.float32(0.1))   # the float32 value, exactly
+    pq.write_table(narrow.set_column(1, "ts", pa.array(times, pa.timestamp("us", "UTC"))), tmp_path / "b.parquet")
+    with pytest.raises(InputContractError, match=r"column 'ts' is Datetime.*UTC.* in .*b.parquet but .*one schema"):
+        resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
