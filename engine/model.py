@@ -73,7 +73,7 @@ class Model:
         return self.centroids.shape[0]
 
     def predict(self, transactions: Any, *, as_of: str | dt.date | None = None, time_format: str | None = None,
-                dedupe_on: Sequence[str] | None = None) -> pl.DataFrame:
+                dedupe_on: Sequence[str] | None = None, max_reject_share: float = 0.5) -> pl.DataFrame:
         """Score customers in this process: one row per customer with segment, name, distance,
         margin, RFM scores and, when the model has them, CLV columns.
 
@@ -83,7 +83,8 @@ class Model:
         future" (as with ``--as-of``). ``time_format``: how these rows write their times, where not as the
         model's data did (``assign --time-format``). ``dedupe_on``: the columns that make rows duplicates
         (``--dedupe-on``); by default the model's run's. Rows that cannot be used (see ``segmint validate``)
-        are left out, as are customers without a purchase; where no row can be used, it says why.
+        are left out, as are customers without a purchase; more than ``max_reject_share`` of them (rows after
+        a given ``as_of`` not counted), as ``assign --max-reject-share`` does, or none usable, and it says why.
         """
         from segmint.engine.features.table import features_of
         from segmint.engine.io.contract import check_frame
@@ -100,6 +101,9 @@ class Model:
             msg = (f"this model clusters on the event feature(s) {list(engagement)}, which predict cannot compute "
                    f"(it reads no events): score with segmint assign --events")
             raise ConfigError(msg)
+        if not 0 <= max_reject_share <= 1:
+            msg = f"max_reject_share must be in [0, 1], got {max_reject_share}"
+            raise ConfigError(msg)
         cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -108,7 +112,7 @@ class Model:
         # than it were dropped though as_of was given).
         mapped = features_of(frame, cfg, as_of=at, now=dt.datetime.max if as_of is not None else now,
                              channels=self.channels)
-        _check_usable(mapped, cfg)
+        _check_usable(mapped, cfg, max_reject_share)
         scored = score_table(mapped.table, self.scoring())
         name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
         return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
@@ -209,18 +213,26 @@ def _as_of(value: Any) -> dt.datetime:
     return parse_as_of(value if isinstance(value, str) else value.isoformat())
 
 
-def _check_usable(mapped: Any, cfg: RunConfig) -> None:
+def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
     """Rows given, none of them usable for a reason of the row itself (its time, amount or id; not a customer
-    left out as returns-only): the result would be empty without a word, where ``assign`` stops (exit 3)."""
+    left out as returns-only): the result would be empty without a word, where ``assign`` stops (exit 3). Or
+    more than ``limit`` of them rejected, as ``assign``'s share counts them: a minority of rows in another time
+    unit or form left those customers' histories short, and their segments wrong, without a word."""
     from segmint.engine.features.build import REASON_NAMES
     from segmint.kernels.lines import DUPLICATE
 
     row_level = {r: n for r, n in mapped.rejected.items() if n and REASON_NAMES.index(r) + 1 < DUPLICATE}
+    fix = (f"give times as the model's data wrote them (time_format={cfg.columns.time_format!r}) or pass "
+           f"time_format=" if "unparseable_timestamp" in row_level else "see segmint validate")
     if mapped.rows_in and sum(row_level.values()) == mapped.rows_in:
         reasons = ", ".join(f"{r} {n}" for r, n in row_level.items())
-        fix = (f"give times as the model's data wrote them (time_format={cfg.columns.time_format!r}) or pass "
-               f"time_format=" if "unparseable_timestamp" in row_level else "see segmint validate")
         msg = f"none of the {mapped.rows_in} rows given can be used ({reasons}); {fix}"
+        raise InputContractError(msg)
+    judged = mapped.rows_in - mapped.rejected["after_as_of"]   # a given as_of's later rows: left out by choice
+    if judged and (rejected := judged - mapped.rows_used) > limit * judged:
+        reasons = ", ".join(f"{r} {n}" for r, n in mapped.rejected.items() if n and r != "after_as_of")
+        msg = (f"{rejected} of the {judged} rows given ({rejected / judged:.1%}) cannot be used ({reasons}), above "
+               f"max_reject_share={limit:g}; {fix}, or raise max_reject_share")
         raise InputContractError(msg)
 
 

@@ -207,3 +207,29 @@ def test_predict_checks_its_rows_as_assign_checks_files(small_data, tmp_path):
     with pytest.raises(segmint.ConfigError, match="as_of must be text, a date or a datetime"):
         model.predict(some, as_of=np.datetime64("2024-01-01"))
     assert model.predict(some.to_pandas(), as_of=pd.Timestamp(as_of)).equals(want)
+
+
+def test_predict_stops_above_the_reject_share_as_assign_does(small_data, tmp_path):
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    some = tx.filter(pl.col("customer_id") < tx["customer_id"].min() + 50)
+    # Amounts of 60% of the rows unreadable (a JSON payload's "n/a"): those customers' histories were short,
+    # and their segments another's, without a word.
+    bad = some.with_columns(pl.when(pl.int_range(pl.len()) % 5 < 3).then(pl.lit("n/a"))
+                            .otherwise(pl.col("amount").cast(pl.String)).alias("amount"))
+    rejected = int((pl.int_range(some.height, eager=True) % 5 < 3).sum())
+    with pytest.raises(segmint.InputContractError,
+                       match=rf"^{rejected} of the {some.height} rows given \(.*%\) cannot be used \("
+                             rf"unparseable_amount {rejected}\), above max_reject_share=0.5; .*raise max_reject_share"):
+        model.predict(bad, as_of=as_of)
+    # Below the share, or with it raised, the usable rows are scored, as assign does.
+    kept = model.predict(bad, as_of=as_of, max_reject_share=0.7)
+    assert kept.height > 0 and kept.equals(model.predict(bad.filter(pl.col("amount") != "n/a"), as_of=as_of))
+    # Rows after a given as-of are left out by choice, not counted.
+    later = some.with_columns(pl.col("ts") + pl.duration(days=3650))
+    assert model.predict(pl.concat([some, later, later]), as_of=as_of).equals(model.predict(some, as_of=as_of))
+    with pytest.raises(segmint.ConfigError, match=r"max_reject_share must be in \[0, 1\], got 2"):
+        model.predict(some, as_of=as_of, max_reject_share=2)
