@@ -67,6 +67,7 @@ class Counts:
     last_ts: dt.datetime | None = None
     events_in: int = 0
     events_used: int = 0
+    events_set_aside: int = 0           # valid events of customers rejected whole (returns only): in no output
     events_rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_REASONS, 0))
     funnel: dict[str, int] = field(default_factory=dict)
     without_customer_row: int = 0
@@ -77,7 +78,8 @@ class Counts:
 
     def add(self, other: Counts) -> None:
         for name in ("rows_in", "rows_used", "rows_after_as_of", "repeats", "customers", "events_in", "events_used",
-                     "without_customer_row", "customer_rows_in", "customer_rows_without_id", "customer_rows_unmatched"):
+                     "events_set_aside", "without_customer_row", "customer_rows_in", "customer_rows_without_id",
+                     "customer_rows_unmatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
             mine = getattr(self, name)
@@ -240,8 +242,11 @@ def _with_events(table: pl.DataFrame, set_aside: pl.Series, plan: Plan, job: Map
     ev = clean_events(raw, src, as_of, future_after=None if plan.cfg.as_of else plan.now)
     del raw
     funnel = funnel_table(table, event_features(ev.events, as_of), set_aside)
+    # Counted apart from the used ones: such a customer is in no output (funnel_table leaves them out).
+    aside = int(ev.events["customer_id"].is_in(set_aside.implode()).sum()) if set_aside.len() else 0
     counts.events_in += ev.rows_in
-    counts.events_used += ev.events.height
+    counts.events_used += ev.events.height - aside
+    counts.events_set_aside += aside
     counts.events_rejected = ev.rejected
     counts.funnel = {str(k): int(v) for k, v in funnel.group_by("funnel_stage").len().iter_rows()}
     if job.layout is not None:

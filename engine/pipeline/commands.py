@@ -699,7 +699,7 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     visitors: most of some sites' events) and events after the as-of, given or derived (an events file runs on
     past the last purchase), are left out of it."""
     aside = ("null_customer_id", "after_as_of")
-    judged = c.events_in - sum(c.events_rejected.get(r, 0) for r in aside)
+    judged = c.events_in - sum(c.events_rejected.get(r, 0) for r in aside) - c.events_set_aside
     if judged <= 0:
         return
     share = 1 - c.events_used / judged
@@ -770,8 +770,10 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
     if cfg.pseudonymize_ids:
         doc["pseudonym_key"] = key_fingerprint()
     if plan.events is not None:
-        doc["events"] = {"rows": {"in": c.events_in, "used": c.events_used, "rejected": c.events_in - c.events_used,
-                                  "rejected_by_reason": c.events_rejected},
+        doc["events"] = {"rows": {"in": c.events_in, "used": c.events_used,
+                                  "rejected": c.events_in - c.events_used - c.events_set_aside,
+                                  "rejected_by_reason": c.events_rejected,
+                                  "of_customers_set_aside": c.events_set_aside},
                          "funnel": dict(sorted(c.funnel.items()))}
     if plan.customers is not None:
         doc["customers_table"] = {"attributes": list(cfg.customers.attributes),

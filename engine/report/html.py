@@ -349,7 +349,9 @@ def _quality(m: dict) -> str:
         notes.append(f"Events: {fmt.count(events['in'])} in, {fmt.count(events['used'])} used, "
                      f"{fmt.count(events['rejected'])} rejected"
                      + "".join(f"; {html.escape(r)} {fmt.count(n)}" for r, n in events["rejected_by_reason"].items()
-                               if n) + ".")
+                               if n) + "."
+                     + (f" {fmt.count(aside)} events are of customers rejected whole (in rejects/), in no output."
+                        if (aside := events.get("of_customers_set_aside")) else ""))
     if "customers_table" in m:
         table = m["customers_table"]
         note = f"Customers table: {fmt.count(table['without_a_row'])} customers have no row"

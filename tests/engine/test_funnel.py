@@ -164,3 +164,6 @@ def test_a_returns_only_customer_with_events_is_in_rejects_and_not_in_the_funnel
     funnel = pl.read_parquet(tmp_path / "out" / "funnel").sort("customer_id")
     assert funnel["customer_id"].to_list() == [1, 2, 4]
     assert result.manifest["events"]["funnel"] == {"repurchase": 1, "purchase": 1, "awareness": 1}
+    # Customer 3's event is in no output: counted apart, not as used (it was), nor as a reject.
+    assert {k: v for k, v in result.manifest["events"]["rows"].items() if k != "rejected_by_reason"} == \
+        {"in": 2, "used": 1, "rejected": 0, "of_customers_set_aside": 1}
