@@ -247,10 +247,7 @@ def _as_read(schema: pl.Schema, names: Sequence[str], ids: Sequence[str]) -> lis
     for n in names:
         col = pl.col(n).cast(pl.String) if isinstance(schema[n], (pl.Categorical, pl.Enum)) else pl.col(n)
         if n in ids:
-            missing = empty_cell(schema, n)
-            if schema[n].is_float():
-                missing = missing | col.is_nan()
-            col = pl.when(missing).then(None).otherwise(col).alias(n)
+            col = pl.when(empty_cell(schema, n)).then(None).otherwise(col).alias(n)
         out.append(col)
     return out
 

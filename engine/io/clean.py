@@ -126,10 +126,13 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
 
 
 def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:
-    """A null cell, or a blank text (empty, or ASCII whitespace only): a CSV's empty cell is read as null, and
-    Parquet keeps "" (engine.io.canonical's ``_blank`` for transactions)."""
+    """A null cell, a blank text (empty, or ASCII whitespace only: a CSV's empty cell is read as null, and
+    Parquet keeps ""; engine.io.canonical's ``_blank`` for transactions) or a float NaN (pandas' missing value:
+    Unix times or ids of an integer column holding one are written as floats)."""
     col = pl.col(name)
     if schema[name] == pl.String or isinstance(schema[name], (pl.Categorical, pl.Enum)):
         return col.is_null() | (col.cast(pl.String).str.strip_chars(ASCII_SPACE) == "")
+    if schema[name].is_float():
+        return col.is_null() | col.is_nan()
     return col.is_null()
 

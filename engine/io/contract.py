@@ -152,7 +152,12 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
         msg = (f"column {name!r} is {dtype}, not a datetime; give {flag} (e.g. %Y%m%d, or epoch_s for "
                f"Unix seconds) to parse it, or convert it")
         raise InputContractError(msg)
-    if not (dtype.is_integer() or dtype == pl.String or isinstance(dtype, pl.Datetime | pl.Date)):
+    number = dtype.is_float() or isinstance(dtype, pl.Decimal)   # Unix times, as pandas writes them with a NaN
+    if number and fmt not in EPOCH_FORMATS:
+        msg = (f"column {name!r} in {where} is {dtype}, not a datetime; give {flag} epoch_s (or epoch_ms, "
+               f"epoch_us, epoch_ns) where it holds Unix times, or convert it")
+        raise InputContractError(msg)
+    if not (dtype.is_integer() or number or dtype == pl.String or isinstance(dtype, pl.Datetime | pl.Date)):
         msg = (f"column {name!r} in {where} is {dtype}; segmint needs a datetime, date, or string with a "
                f"time format; cast it or map another column")
         raise InputContractError(msg)

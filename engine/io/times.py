@@ -73,14 +73,27 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
 
 
 def _epoch(col: pl.Expr, dtype: pl.DataType, unit: str, coarser_read: bool) -> pl.Expr:
-    """Epoch values in ``unit``; with ``coarser_read`` False, values of a coarser unit do not parse."""
-    number = col.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False) if not dtype.is_integer() \
-        else col.cast(pl.Int64, strict=False)
-    # Bounded before conversion: a value beyond the range would wrap around in microseconds.
+    """Epoch values in ``unit``; with ``coarser_read`` False, values of a coarser unit do not parse. Integers
+    exactly; numbers with a fraction (pandas writes an integer column holding a NaN as floats, 1710223236.0;
+    Python's time.time() gives 1710223236.25) to the nearest microsecond."""
+    if dtype.is_integer():
+        return _epoch_of(col.cast(pl.Int64, strict=False), unit, coarser_read, whole=True)
+    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return _epoch_of(col.cast(pl.Float64), unit, coarser_read, whole=False)
+    text = col.cast(pl.String).str.strip_chars()
+    return pl.coalesce(_epoch_of(text.cast(pl.Int64, strict=False), unit, coarser_read, whole=True),
+                       _epoch_of(text.cast(pl.Float64, strict=False), unit, coarser_read, whole=False))
+
+
+def _epoch_of(number: pl.Expr, unit: str, coarser_read: bool, *, whole: bool) -> pl.Expr:
+    # Bounded before conversion: a value beyond the range would wrap around in microseconds (NaN is in no range).
     keep = number.is_between(int(FIRST_US / _PER_US[unit]), int(LAST_US / _PER_US[unit]))
     if not coarser_read:
         keep = keep & ~_coarser_unit(number, unit)
-    return pl.from_epoch(pl.when(keep).then(number), time_unit=unit).cast(pl.Datetime("us"))
+    if whole:
+        return pl.from_epoch(pl.when(keep).then(number), time_unit=unit).cast(pl.Datetime("us"))
+    micros = (number * _PER_US[unit]).round(0).cast(pl.Int64, strict=False)
+    return pl.from_epoch(pl.when(keep).then(micros), time_unit="us")
 
 
 def _coarser_unit(number: pl.Expr, unit: str) -> pl.Expr:

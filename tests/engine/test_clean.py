@@ -1,5 +1,6 @@
 """Every reject reason, row conservation, dedupe, time parsing and customer ids."""
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -442,3 +443,44 @@ def test_iso_times_with_a_second_or_an_offset_out_of_range_do_not_parse():
               "2024-01-05T10:00:59+23:59", "2024-01-05T10:00:00-0530"]
     got = pl.DataFrame({"t": values}).select(timestamp_expr("t", pl.String, None).alias("x"))["x"].to_list()
     assert got == [None, None, None, dt.datetime(2024, 1, 4, 10, 1, 59), dt.datetime(2024, 1, 5, 15, 30)]
+
+
+def test_epochs_written_with_a_fraction_read_to_the_microsecond_and_a_nan_is_a_missing_time(tmp_path):
+    """pandas writes an integer column holding a missing value as floats (1710223236.0, NaN): a CSV of them gave
+    "no usable rows" and a Parquet file was refused. They read as the integers do; a fraction to the nearest
+    microsecond; a NaN is an empty cell (null_timestamp); out of range, a coarser unit or text, unparseable."""
+    from segmint.engine.io.times import timestamp_expr
+    from segmint.engine.pipeline import validate
+
+    whole, stamp = 1_710_223_236, dt.datetime(2024, 3, 12, 6, 0, 36)
+    us = dt.timedelta(microseconds=1)
+    cases = [(float(whole), "epoch_s", stamp), (whole + 0.25, "epoch_s", stamp + 250_000 * us),
+             (whole * 1e3 + 0.25, "epoch_ms", stamp + 250 * us), (86_400.0000004, "epoch_s", dt.datetime(1970, 1, 2)),
+             (86_400.0000006, "epoch_s", dt.datetime(1970, 1, 2) + us),
+             (whole * 1e6, "epoch_us", stamp), (whole * 1e9, "epoch_ns", stamp),
+             (-86_400.5, "epoch_s", dt.datetime(1969, 12, 30, 23, 59, 59, 500_000)),
+             (float("nan"), "epoch_s", None), (float("inf"), "epoch_s", None), (1e300, "epoch_s", None),
+             (float(whole), "epoch_ms", None)]   # seconds among milliseconds: a coarser unit, not January 1970
+    for value, fmt, want in cases:
+        floats = pl.DataFrame({"t": [value]})
+        assert floats.select(timestamp_expr("t", pl.Float64, fmt)).item() == want, (value, fmt)
+        text = pl.DataFrame({"t": [f" {value!r} "]})
+        assert text.select(timestamp_expr("t", pl.String, fmt)).item() == want, (value, fmt)
+    assert pl.DataFrame({"t": ["1710223236.0x"]}).select(timestamp_expr("t", pl.String, "epoch_s")).item() is None
+    # Integers written as text keep their exact path: a value past float64's 2^53 reads to the nanosecond's µs.
+    big = pl.DataFrame({"t": ["1710223236123456789"]}).select(timestamp_expr("t", pl.String, "epoch_ns")).item()
+    assert big == stamp + dt.timedelta(microseconds=123_456)
+
+    cols = Columns(customer="cid", time="t", time_format="epoch_s", amount="amt", order=None, channel=None,
+                   category=None)
+    frame = pl.DataFrame({"cid": [1, 1, 2, 3], "t": [float(whole), whole + 86_400.0, float("nan"), whole + 7.5],
+                          "amt": [1.0, 2.0, 3.0, 4.0]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    frame.write_csv(tmp_path / "t.csv", null_value="")
+    (tmp_path / "t.csv").write_text((tmp_path / "t.csv").read_text().replace("NaN", ""))   # as pandas writes it
+    for path in (tmp_path / "t.parquet", tmp_path / "t.csv"):
+        rep = validate([path], RunConfig(columns=cols))
+        assert (rep.rows_used, rep.rejected["null_timestamp"], rep.rejected["unparseable_timestamp"]) == (3, 1, 0)
+        assert (rep.first_ts, rep.last_ts) == (stamp, stamp + dt.timedelta(days=1))
+    with pytest.raises(InputContractError, match=r"is Float64, not a datetime; give --time-format epoch_s"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=dataclasses.replace(cols, time_format=None)))
