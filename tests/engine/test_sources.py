@@ -407,3 +407,19 @@ def test_files_in_types_no_type_holds_without_a_guess_are_refused_and_others_rea
     pq.write_table(narrow.set_column(1, "ts", pa.array(times, pa.timestamp("us", "UTC"))), tmp_path / "b.parquet")
     with pytest.raises(InputContractError, match=r"column 'ts' is Datetime.*UTC.* in .*b.parquet but .*one schema"):
         resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
+
+
+def test_a_zero_byte_csv_file_is_one_without_rows(tmp_path):
+    """A day's export without sales written as an empty file stopped the run ("empty CSV"): it has no header
+    and no rows, as a header-only file has none. A folder of only such files is said to be so."""
+    (tmp_path / "in").mkdir()
+    pl.DataFrame({"customer_id": ["1", "2"], "amount": ["1.5", "2"]}).write_csv(tmp_path / "in" / "a.csv")
+    (tmp_path / "in" / "b.csv").write_bytes(b"")
+    (tmp_path / "in" / "c.csv").write_text("customer_id,amount\n")
+    wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
+    source = resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
+    assert source.rows == 2 and [c.path.rsplit("/", 1)[-1] for c in source.chunks] == ["a.csv"]
+    (tmp_path / "in" / "a.csv").unlink()
+    (tmp_path / "in" / "c.csv").unlink()
+    with pytest.raises(InputContractError, match=r"holds only empty files \(0 bytes\)"):
+        list_inputs([tmp_path / "in"], "transactions")
