@@ -275,7 +275,9 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     # The budget, not Arrow's own count: in a library that loaded pyarrow first, that is the host's cores.
     pool = thread_budget() > 2
     ahead = _ReadAhead([str(store.local(c.path)) for c in chunks])
-    widened = {c: pl.Series([], dtype=source.schema[c]).to_arrow().type for c in source.widened}
+    # Text columns read as dictionaries take one where a file's is all null (Null type): a chunk's type is its column's.
+    widened = {c: pa.dictionary(pa.int32(), pa.string()) if c in dictionary and source.schema[c] == pl.String
+               else pl.Series([], dtype=source.schema[c]).to_arrow().type for c in source.widened}
     for chunk in chunks:
         try:
             path = str(store.local(chunk.path))
@@ -308,9 +310,11 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
 def _common_type(types: list[pl.DataType]) -> pl.DataType | None:
     """The type every one of ``types`` (one column's, file by file) converts to without loss, or None. Files of
     one dataset written by different tools differ so: int32 and int64 ids, float32 and float64 amounts, times in
-    milliseconds and microseconds, decimals of one scale and several precisions. A time zone and none, Unix
-    times in nanoseconds beside coarser ones (their range is 1677-2262), a UInt64 beside signed integers, and
-    numbers beside text stay refused: no type holds both without a guess."""
+    milliseconds and microseconds, decimals of one scale and several precisions; and a column without a value,
+    which pandas writes as the Null type (a day's export where no line had a category), takes any type. A time
+    zone and none, Unix times in nanoseconds beside coarser ones (their range is 1677-2262), a UInt64 beside
+    signed integers, and numbers beside text stay refused: no type holds both without a guess."""
+    types = [t for t in types if t != pl.Null] or [pl.Null]
     first = types[0]
     if all(t == first for t in types):
         return first

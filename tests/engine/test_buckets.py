@@ -712,3 +712,33 @@ def test_files_of_one_input_in_narrower_types_read_as_the_widest_in_one_bucket_o
         run(tmp_path / "mixed" / "tx", out, dataclasses.replace(cfg, buckets=buckets))
         for name in ("assignments", "rejects"):
             _same(_sorted(tmp_path / "out-wide" / name), _sorted(out / name), f"{buckets} {name}")
+
+
+def test_a_file_whose_column_has_no_value_reads_as_the_others_type(tmp_path):
+    """pandas writes a column without a value as the Null type (a day's export where no line had a category or
+    an order id): the run was refused ("give files of one schema"). It reads as the other files' type, text
+    as the dictionaries the map reads: outputs as with the nulls typed, in one bucket or three."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    generate(tmp_path / "gen", customers=300, seed=4)
+    tx = pl.read_parquet(tmp_path / "gen" / "transactions")
+    parts = tx.with_columns(p=pl.int_range(pl.len()) % 3).partition_by("p", maintain_order=True, include_key=False)
+    empty = parts[1].with_columns(pl.lit(None, pl.String).alias("category"), pl.lit(None, pl.String).alias("channel"),
+                                  pl.lit(None, pl.Int64).alias("order_id"))
+    for folder in ("typed", "null"):
+        (tmp_path / folder).mkdir()
+        for i, part in enumerate([parts[0], empty, parts[2]]):
+            table = part.to_arrow()
+            if folder == "null" and i == 1:
+                for name in ("category", "channel", "order_id"):
+                    table = table.set_column(table.schema.get_field_index(name), name, pa.nulls(part.height))
+            pq.write_table(table, tmp_path / folder / f"part-{i}.parquet")
+    assert pl.read_parquet(tmp_path / "null" / "part-1.parquet").schema["category"] == pl.Null
+    cfg = RunConfig(cluster=ClusterConfig(k=3))
+    run(tmp_path / "typed", tmp_path / "out-typed", cfg)
+    for buckets in (1, 3):
+        out = tmp_path / f"out-{buckets}"
+        run(tmp_path / "null", out, dataclasses.replace(cfg, buckets=buckets))
+        for name in ("assignments", "rejects"):
+            _same(_sorted(tmp_path / "out-typed" / name), _sorted(out / name), f"{buckets} {name}")

@@ -379,6 +379,7 @@ def test_a_csv_line_of_more_fields_than_its_header_is_told_so_not_of_quotes(tmp_
     ([pl.Datetime("us"), pl.Datetime("us", "UTC")], None), ([pl.Datetime("ns"), pl.Datetime("us")], None),
     ([pl.Datetime("us"), pl.Date], None), ([pl.Decimal(10, 2), pl.Decimal(18, 2)], pl.Decimal(18, 2)),
     ([pl.Decimal(10, 2), pl.Decimal(10, 3)], None), ([pl.String, pl.Int64], None), ([pl.String, pl.String], pl.String),
+    ([pl.Null, pl.String], pl.String), ([pl.Null, pl.Int32, pl.Int64], pl.Int64), ([pl.Null, pl.Null], pl.Null),
 ])
 def test_files_of_one_column_take_the_type_each_converts_to_without_loss(types, common):
     assert sources._common_type(types) == common
