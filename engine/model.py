@@ -83,8 +83,9 @@ class Model:
         future" (as with ``--as-of``). ``time_format``: how these rows write their times, where not as the
         model's data did (``assign --time-format``). ``dedupe_on``: the columns that make rows duplicates
         (``--dedupe-on``); by default the model's run's. Rows that cannot be used (see ``segmint validate``)
-        are left out, as are customers without a purchase; more than ``max_reject_share`` of them (rows after
-        a given ``as_of`` not counted), as ``assign --max-reject-share`` does, or none usable, and it says why.
+        are left out, as are customers without a purchase (returns only) and duplicates; where none can be used,
+        or more than ``max_reject_share`` for a reason of their own (their time, amount or id; rows after a
+        given ``as_of`` not counted, as ``assign --max-reject-share`` counts them), it says why.
         """
         from segmint.engine.features.table import features_of
         from segmint.engine.io.contract import check_frame
@@ -101,8 +102,9 @@ class Model:
             msg = (f"this model clusters on the event feature(s) {list(engagement)}, which predict cannot compute "
                    f"(it reads no events): score with segmint assign --events")
             raise ConfigError(msg)
-        if not 0 <= max_reject_share <= 1:
-            msg = f"max_reject_share must be in [0, 1], got {max_reject_share}"
+        if isinstance(max_reject_share, bool) or not isinstance(max_reject_share, int | float) \
+                or not 0 <= max_reject_share <= 1:
+            msg = f"max_reject_share must be a number in [0, 1], got {max_reject_share!r}"
             raise ConfigError(msg)
         cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
@@ -111,6 +113,7 @@ class Model:
         # A given as-of leaves no row "in the future", as --as-of does: the clock is not consulted (rows later
         # than it were dropped though as_of was given).
         mapped = features_of(frame, cfg, as_of=at, now=dt.datetime.max if as_of is not None else now,
+                             as_of_given=as_of is not None,
                              channels=self.channels)
         _check_usable(mapped, cfg, max_reject_share)
         scored = score_table(mapped.table, self.scoring())
@@ -216,9 +219,10 @@ def _as_of(value: Any) -> dt.datetime:
 def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
     """Rows given, none of them usable for a reason of the row itself (its time, amount or id; not a customer
     left out as returns-only): the result would be empty without a word, where ``assign`` stops (exit 3). Or
-    more than ``limit`` of them rejected, as ``assign``'s share counts them: a minority of rows in another time
-    unit or form left those customers' histories short, and their segments wrong, without a word."""
+    more than ``limit`` of them rejected for such a reason: a minority of rows in another time unit or form
+    left those customers' histories short, and their segments wrong, without a word."""
     from segmint.engine.features.build import REASON_NAMES
+    from segmint.engine.io.clean import above_share
     from segmint.kernels.lines import DUPLICATE
 
     row_level = {r: n for r, n in mapped.rejected.items() if n and REASON_NAMES.index(r) + 1 < DUPLICATE}
@@ -228,9 +232,13 @@ def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
         reasons = ", ".join(f"{r} {n}" for r, n in row_level.items())
         msg = f"none of the {mapped.rows_in} rows given can be used ({reasons}); {fix}"
         raise InputContractError(msg)
-    judged = mapped.rows_in - mapped.rejected["after_as_of"]   # a given as_of's later rows: left out by choice
-    if judged and (rejected := judged - mapped.rows_used) > limit * judged:
-        reasons = ", ".join(f"{r} {n}" for r, n in mapped.rejected.items() if n and r != "after_as_of")
+    # Of a row's own faults only: a one-customer call whose customer only returned, or whose history came twice,
+    # is left out or deduplicated as documented, not refused. A given as_of's later rows are left out by choice.
+    judged = mapped.rows_in - mapped.rows_after_as_of
+    faults = {r: n for r, n in row_level.items() if r != "after_as_of"}
+    later_faults = mapped.rows_after_as_of - mapped.rejected["after_as_of"]   # after it, with an earlier reason
+    if judged and above_share(rejected := sum(faults.values()) - later_faults, judged, limit):
+        reasons = ", ".join(f"{r} {n}" for r, n in faults.items())
         msg = (f"{rejected} of the {judged} rows given ({rejected / judged:.1%}) cannot be used ({reasons}), above "
                f"max_reject_share={limit:g}; {fix}, or raise max_reject_share")
         raise InputContractError(msg)

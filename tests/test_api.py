@@ -228,8 +228,23 @@ def test_predict_stops_above_the_reject_share_as_assign_does(small_data, tmp_pat
     # Below the share, or with it raised, the usable rows are scored, as assign does.
     kept = model.predict(bad, as_of=as_of, max_reject_share=0.7)
     assert kept.height > 0 and kept.equals(model.predict(bad.filter(pl.col("amount") != "n/a"), as_of=as_of))
-    # Rows after a given as-of are left out by choice, not counted.
+    # Rows after a given as-of are left out by choice, not counted, whatever their reason, as assign counts them.
     later = some.with_columns(pl.col("ts") + pl.duration(days=3650))
-    assert model.predict(pl.concat([some, later, later]), as_of=as_of).equals(model.predict(some, as_of=as_of))
-    with pytest.raises(segmint.ConfigError, match=r"max_reject_share must be in \[0, 1\], got 2"):
-        model.predict(some, as_of=as_of, max_reject_share=2)
+    later_bad = later.with_columns(pl.lit(None, pl.Float64).alias("amount"))
+    assert model.predict(pl.concat([some, later, later_bad]), as_of=as_of).equals(model.predict(some, as_of=as_of))
+    # A one-customer call of a customer who only returned is empty, one whose history came twice is deduplicated:
+    # left out or dropped as documented, not refused.
+    one = some.filter(pl.col("customer_id") == some["customer_id"][0])
+    assert model.predict(one.with_columns(pl.col("amount").abs() * -1), as_of=as_of).height == 0
+    assert model.predict(pl.concat([one, one, one]), as_of=as_of, dedupe_on=one.columns).equals(
+        model.predict(one, as_of=as_of))
+    # Exactly the share is not above it: 3 of 10 at 0.3 (1 - 7/10 is 0.30000000000000004 in floats).
+    ten = pl.concat([one.head(1)] * 10).with_columns(
+        (pl.lit(dt.datetime(2020, 1, 1)) + pl.duration(days=pl.int_range(10))).alias("ts"))
+    three_bad = ten.with_columns(pl.when(pl.int_range(10) < 3).then(None).otherwise(pl.col("amount")).alias("amount"))
+    assert model.predict(three_bad, as_of=as_of, max_reject_share=0.3, dedupe_on=()).height == 1
+    with pytest.raises(segmint.InputContractError, match="3 of the 10 rows"):
+        model.predict(three_bad, as_of=as_of, max_reject_share=0.29, dedupe_on=())
+    for wrong in (2, True, "0.5", float("nan")):
+        with pytest.raises(segmint.ConfigError, match=r"max_reject_share must be a number in \[0, 1\]"):
+            model.predict(some, as_of=as_of, max_reject_share=wrong)

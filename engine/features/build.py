@@ -76,7 +76,8 @@ class MappedLines:
 
 def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
               as_of: dt.datetime | None, now: dt.datetime, channels: Sequence[str] | None, mode: str,
-              reread: Callable[[np.ndarray], pa.Table], reason_column: str, ahead: bool = False) -> MappedLines:
+              reread: Callable[[np.ndarray], pa.Table], reason_column: str, ahead: bool = False,
+              as_of_given: bool = False) -> MappedLines:
     """Map the ``rows`` rows of ``chunks`` (tables of the source columns of ``schema``, as read).
 
     ``as_of``: the run's as-of; None derives it from these rows (right when they are the whole input).
@@ -85,6 +86,8 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     ``reread(positions)``: the rows at those positions (numbered across the chunks), as read.
     ``ahead``: make each chunk canonical on a helper thread, one ahead, for chunks that no thread of their
     own decodes (memory-mapped scratch files): the other core would be idle.
+    ``as_of_given``: ``as_of`` was given by the caller (``Model.predict``'s), as --as-of is: rows after it are
+    counted apart (``rows_after_as_of``) whatever their reason.
     """
     c = cfg.columns
     if as_of is None and cfg.as_of is not None:
@@ -92,7 +95,7 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
     lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER, ahead, given=cfg.as_of is not None)
+                  _us(as_of) if as_of is not None else _NEVER, ahead, given=as_of_given or cfg.as_of is not None)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now

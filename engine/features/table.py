@@ -34,7 +34,7 @@ class FeatureTable:
 
 
 def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: dt.datetime,
-                channels: Sequence[str] | None, mode: str = "features") -> MappedLines:
+                channels: Sequence[str] | None, mode: str = "features", as_of_given: bool = False) -> MappedLines:
     """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory."""
     source = frame.select(cfg.columns.source_columns())
     # Channels and categories as dictionaries: their few values are coded once, their rows by index (text
@@ -50,7 +50,7 @@ def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
     return map_lines(chunks, table.num_rows, dict(source.schema), cfg,
                      as_of=as_of, now=now, channels=channels, mode=mode,
                      reread=lambda positions: table.take(pa.array(positions.astype(np.int64))),
-                     reason_column=reason_column(cfg.columns.source_columns()))
+                     reason_column=reason_column(cfg.columns.source_columns()), as_of_given=as_of_given)
 
 
 def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig, *,

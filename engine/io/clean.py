@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from fractions import Fraction
 
 import polars as pl
 
@@ -41,7 +42,7 @@ from segmint.engine.io.times import timestamp_expr
 from segmint.kernels.lines import EARLIEST_US
 
 __all__ = ["REASONS", "EVENT_REASONS", "EventClean", "RowStats", "clean_events", "reason_column", "empty_cell",
-           "ASCII_SPACE"]
+           "above_share", "ASCII_SPACE"]
 
 REASONS = ("null_customer_id", "null_timestamp", "unparseable_timestamp", "unparseable_amount",
            "non_finite_amount", "ancient_timestamp", "future_timestamp", "after_as_of", "duplicate", "amount_overflow",
@@ -123,6 +124,13 @@ def clean_events(raw: pl.DataFrame, src: EventSource, as_of: dt.datetime, *,
         rows_in=df.height,
         rejected={r: int(counts.get(r, 0)) for r in EVENT_REASONS},
     )
+
+
+def above_share(rejected: int, judged: int, limit: float) -> bool:
+    """Whether ``rejected`` of ``judged`` rows is more than the share ``limit`` (--max-reject-share), the limit
+    read as the decimal it is written as: 3 of 10 is not above 0.3 (1 - 7/10 is 0.30000000000000004 in floats,
+    which stopped assign where predict, comparing otherwise, went on)."""
+    return rejected > Fraction(repr(float(limit))) * judged
 
 
 def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:

@@ -94,7 +94,9 @@ def _check_decimals(source: Source, where: str | None = None) -> None:
     """Decimals wider than 38 digits: Polars panicked computing on them (a traceback, exit 1)."""
     for name, dtype in source.schema.items():
         if isinstance(dtype, pl.Decimal) and (dtype.precision or 0) > 38:
-            msg = (f"column {name!r} in {where or source.chunks[0].path} is {dtype}, wider than the 38 digits "
+            # A widened column's type is its widest file's, not necessarily the first's.
+            place = where or (source.label if name in source.widened else source.chunks[0].path)
+            msg = (f"column {name!r} in {place} is {dtype}, wider than the 38 digits "
                    f"segmint computes with; cast it to decimal(38) or float64")
             raise InputContractError(msg)
 

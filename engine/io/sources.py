@@ -152,15 +152,8 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                        + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
-    types = {c: _common_type([s[c] for s, n in zip(schemas, rows, strict=True) if n] or [schemas[first][c]])
-             for c in wanted}
-    for f, schema, n in zip(files, schemas, rows, strict=True):
-        if n and (changed := [c for c in wanted if types[c] is None and schema[c] != schemas[first][c]]):
-            msg = (f"column {changed[0]!r} is {schema[changed[0]]} in {f} but {schemas[first][changed[0]]} in "
-                   f"{files[first]}; give files of one schema")
-            raise InputContractError(msg)
-    source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted),
-                    schema={c: types[c] for c in wanted},   # type: ignore[misc]  (None refused above)
+    types = {c: _column_type(c, files, schemas, rows, first) for c in wanted}
+    source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted), schema=types,
                     chunks=tuple(Chunk(f, 0, n, keys) for (f, keys), n in zip(listing.found, rows, strict=True) if n),
                     options=options,
                     widened=tuple(c for c in wanted if any(n and s[c] != types[c]
@@ -198,9 +191,10 @@ def read_chunk(source: Source, chunk: Chunk) -> pl.DataFrame:
         present = lf.collect_schema().names() if chunk.hive else ()
         keys = [pl.lit(value, source.schema[key]).alias(key) for key, value in chunk.hive
                 if key in source.columns and key not in present]
-        frame = lf.with_columns(keys).select(*source.columns)
-        widened = {c: source.schema[c] for c in source.widened if c in source.columns}
-        return (frame.cast(widened) if widened else frame).slice(chunk.offset, chunk.rows).collect()
+        frame = lf.with_columns(keys).select(*source.columns).slice(chunk.offset, chunk.rows).collect()
+        # Cast by Arrow, as the streamed path casts: Polars panicked on a time its unit could not hold (exit 1).
+        widened = {c: _arrow_type(source.schema[c]) for c in source.widened if c in source.columns}
+        return pl.DataFrame(pl.from_arrow(_widened(frame.to_arrow(), widened, chunk.path))) if widened else frame
     except (FileNotFoundError, IsADirectoryError, PermissionError, pl.exceptions.PolarsError) as exc:
         # Other OSErrors (connection resets, timeouts) pass up: an executor may retry them.
         msg = f"cannot read {chunk.path}: {first_line(exc)}"
@@ -277,7 +271,7 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     ahead = _ReadAhead([str(store.local(c.path)) for c in chunks])
     # Text columns read as dictionaries take one where a file's is all null (Null type): a chunk's type is its column's.
     widened = {c: pa.dictionary(pa.int32(), pa.string()) if c in dictionary and source.schema[c] == pl.String
-               else pl.Series([], dtype=source.schema[c]).to_arrow().type for c in source.widened}
+               else _arrow_type(source.schema[c]) for c in source.widened}
     for chunk in chunks:
         try:
             path = str(store.local(chunk.path))
@@ -298,13 +292,28 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
                 lo, hi = max(chunk.offset - seen, 0), min(batch.num_rows, chunk.offset + chunk.rows - seen)
                 seen += batch.num_rows
                 if hi > lo:
-                    table = _widened(pa.Table.from_batches([batch.slice(lo, hi - lo)]), widened)
+                    table = _widened(pa.Table.from_batches([batch.slice(lo, hi - lo)]), widened, chunk.path)
                     yield _hive_columns(_without_views(table), source, chunk, dictionary)
                 if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
                     break
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
+
+
+def _column_type(name: str, files: list[str], schemas: Sequence[pl.Schema], rows: list[int], first: int) \
+        -> pl.DataType:
+    """The type column ``name`` is read as: the one every file with rows converts to without loss
+    (_common_type); else refused, naming the first file whose type none shares with the files before it."""
+    common = schemas[first][name]
+    for f, schema, n in zip(files, schemas, rows, strict=True):
+        if n and (wider := _common_type([common, schema[name]])) is None:
+            msg = (f"column {name!r} is {schema[name]} in {f} but {schemas[first][name]} in {files[first]}"
+                   + (f" ({common} in the files between)" if common != schemas[first][name] else "")
+                   + "; give files of one schema")
+            raise InputContractError(msg)
+        common = wider if n else common
+    return common
 
 
 def _common_type(types: list[pl.DataType]) -> pl.DataType | None:
@@ -318,9 +327,10 @@ def _common_type(types: list[pl.DataType]) -> pl.DataType | None:
     first = types[0]
     if all(t == first for t in types):
         return first
+    if all(t.is_unsigned_integer() for t in types):
+        return next(t for t in (pl.UInt64, pl.UInt32, pl.UInt16, pl.UInt8) if t in types)   # the widest
     if all(t.is_integer() for t in types):
-        return pl.Int64 if pl.UInt64 not in types else (pl.UInt64 if all(t.is_unsigned_integer() for t in types)
-                                                        else None)
+        return None if pl.UInt64 in types else pl.Int64
     if all(t.is_float() for t in types):
         return pl.Float64
     if all(isinstance(t, pl.Datetime) for t in types):
@@ -334,13 +344,25 @@ def _common_type(types: list[pl.DataType]) -> pl.DataType | None:
     return None
 
 
-def _widened(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
-    """``table`` with the ``types`` columns it holds cast to them (a file of a narrower type: _common_type)."""
+def _widened(table: pa.Table, types: dict[str, pa.DataType], path: str) -> pa.Table:
+    """``table`` (of the file at ``path``) with the ``types`` columns it holds cast to them (a file of a narrower
+    type: _common_type). The one cast that can fail is of a time in milliseconds beyond the range microseconds
+    hold (about 292,000 years; a sentinel such as 9223372036854775807): refused, naming it, where one unit alone
+    would have quarantined its row."""
     for name, dtype in types.items():
         i = table.schema.get_field_index(name)
         if i >= 0 and table.schema.field(i).type != dtype:
-            table = table.set_column(i, name, table.column(i).cast(dtype))
+            try:
+                table = table.set_column(i, name, table.column(i).cast(dtype))
+            except pa.ArrowInvalid as exc:
+                msg = (f"cannot read {path}: its column {name!r} ({table.schema.field(i).type}) holds a value "
+                       f"{dtype} of the other files cannot hold ({first_line(exc)}); write the files in one type")
+                raise InputContractError(msg) from None
     return table
+
+
+def _arrow_type(dtype: pl.DataType) -> pa.DataType:
+    return pl.Series([], dtype=dtype).to_arrow().type
 
 
 def _without_views(table: pa.Table) -> pa.Table:

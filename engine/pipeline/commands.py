@@ -40,7 +40,7 @@ from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.build import records_reused, top_channels
-from segmint.engine.io.clean import RowStats
+from segmint.engine.io.clean import RowStats, above_share
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim
@@ -703,7 +703,7 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     if judged <= 0:
         return
     share = 1 - c.events_used / judged
-    if share > limit:
+    if above_share(judged - c.events_used, judged, limit):
         reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n and r not in aside)
         msg = (f"{judged - c.events_used:,} of {judged:,} event rows of a customer up to the as-of ({share:.1%}) "
                f"were rejected ({reasons}), above --max-reject-share {limit:g}; check the events' time column "
@@ -722,7 +722,7 @@ def _check_rejects(c: Counts, limit: float) -> None:
         raise InputContractError(msg)
     judged = c.rows_in - c.rows_after_as_of
     share = 1 - c.rows_used / judged
-    if share > limit:
+    if above_share(judged - c.rows_used, judged, limit):
         after = f" (the {c.rows_after_as_of:,} after --as-of not counted)" if c.rows_after_as_of else ""
         msg = (f"{judged - c.rows_used:,} of {judged:,} rows{after} ({share:.1%}) were rejected ({reasons}), above "
                f"--max-reject-share {limit:g}; check the mapping, --as-of and --time-format, or raise the share")

@@ -484,3 +484,13 @@ def test_epochs_written_with_a_fraction_read_to_the_microsecond_and_a_nan_is_a_m
         assert (rep.first_ts, rep.last_ts) == (stamp, stamp + dt.timedelta(days=1))
     with pytest.raises(InputContractError, match=r"is Float64, not a datetime; give --time-format epoch_s"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=dataclasses.replace(cols, time_format=None)))
+
+
+@pytest.mark.parametrize(("rejected", "judged", "limit", "above"), [
+    (3, 10, 0.3, False), (4, 10, 0.3, True), (5, 10, 0.5, False), (6, 10, 0.5, True), (1, 3, 1 / 3, True),
+    (7, 100, 0.07, False), (0, 0, 0.0, False), (1, 1, 1.0, False), (1, 1_000_000, 0.0, True)])
+def test_the_reject_share_is_above_its_limit_as_the_limit_is_written(rejected, judged, limit, above):
+    # 3 of 10 at --max-reject-share 0.3 stopped a run: 1 - 7/10 is 0.30000000000000004 in floats.
+    from segmint.engine.io.clean import above_share
+
+    assert above_share(rejected, judged, limit) is above

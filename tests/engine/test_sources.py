@@ -373,6 +373,7 @@ def test_a_csv_line_of_more_fields_than_its_header_is_told_so_not_of_quotes(tmp_
 
 @pytest.mark.parametrize(("types", "common"), [
     ([pl.Int32, pl.Int64], pl.Int64), ([pl.Int8, pl.UInt32], pl.Int64), ([pl.UInt32, pl.UInt64], pl.UInt64),
+    ([pl.UInt8, pl.UInt16], pl.UInt16), ([pl.UInt8, pl.UInt16, pl.UInt64], pl.UInt64), ([pl.Int8, pl.Int16], pl.Int64),
     ([pl.Int64, pl.UInt64], None), ([pl.Float32, pl.Float64], pl.Float64), ([pl.Int64, pl.Float64], None),
     ([pl.Datetime("ms"), pl.Datetime("us")], pl.Datetime("us")),
     ([pl.Datetime("ms", "UTC"), pl.Datetime("us", "UTC")], pl.Datetime("us", "UTC")),
@@ -407,6 +408,22 @@ def test_files_in_types_no_type_holds_without_a_guess_are_refused_and_others_rea
     assert expected["amount"].to_list()[2] == float(np.float32(0.1))   # the float32 value, exactly
     pq.write_table(narrow.set_column(1, "ts", pa.array(times, pa.timestamp("us", "UTC"))), tmp_path / "b.parquet")
     with pytest.raises(InputContractError, match=r"column 'ts' is Datetime.*UTC.* in .*b.parquet but .*one schema"):
+        resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
+    # A millisecond time microseconds cannot hold (Java's Long.MAX "never"): refused naming it on both paths
+    # (Polars' cast panicked: exit 1), where one unit alone quarantines its row.
+    sentinel = narrow.set_column(1, "ts", pa.array([2**63 - 1, 0], pa.int64()).cast(pa.timestamp("ms")))
+    pq.write_table(sentinel, tmp_path / "b.parquet")
+    source = resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
+    with pytest.raises(InputContractError, match=r"b.parquet: its column 'ts' \(timestamp\[ms\]\) holds a value "
+                                                 r"timestamp\[us\] of the other files cannot hold .*one type"):
+        list(stream(source, source.chunks))
+    with pytest.raises(InputContractError, match=r"b.parquet: its column 'ts' .* holds a value"):
+        sources.read_chunk(source, source.chunks[1])
+    # The file named is the one whose type none shares, not one of a pair that widens (it named b.parquet).
+    pq.write_table(narrow, tmp_path / "b.parquet")
+    pq.write_table(wide.set_column(0, "customer_id", pa.array(["x", "y"])), tmp_path / "c.parquet")
+    with pytest.raises(InputContractError, match=r"column 'customer_id' is String in .*c.parquet but Int64 in "
+                                                 r".*a.parquet; give"):
         resolve(list_inputs([tmp_path], "t"), wanted, "transactions")
 
 
