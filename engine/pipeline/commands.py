@@ -56,7 +56,7 @@ from segmint.engine.pipeline.partition import (Releases, check_scratch_space, jo
                                                partition_jobs)
 from segmint.engine.pipeline.previous import pseudonym_key
 from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
-from segmint.engine.pipeline.settings_diff import check_previous_meaning
+from segmint.engine.pipeline.settings_diff import check_previous_clv_model, check_previous_meaning
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
@@ -119,6 +119,8 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             cuts, clv, clv_report, fitted_on = fit.fit_cuts_and_clv(plan, filled, counts.customers, cfg.clv,
                                                                    40 + len(channels))
             info.update(fitted_on=fitted_on, clv=clv.purchase_model if clv else "skipped")
+        if previous is not None:
+            check_previous_clv_model(previous, cfg, clv)
         clv_named = [f for f in cfg.features.cluster_features or () if f in CLV_COLUMNS]
         if clv_named and clv is None:   # it was "not available", where run.json says why
             msg = f"cluster feature(s) {clv_named} need CLV, which was not fitted: {clv_report['skipped']}"

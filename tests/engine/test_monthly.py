@@ -1,5 +1,6 @@
 """The monthly loop: what changed between runs, micro-segments, outliers."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -58,14 +59,15 @@ def test_runs_whose_features_mean_other_things_are_refused_as_previous_and_flagg
     on_clv = RunConfig(cluster=ClusterConfig(k=4, seed=0),
                        features=FeatureConfig(cluster_features=("recency_days", "frequency", "aov", "clv")))
     run([root / "later.parquet"], tmp_path / "h52", on_clv)
-    with pytest.raises(ConfigError, match=r"\(CLV: 52 weeks, 10% a year, auto against 520 weeks, 10% a year, auto\)"):
+    with pytest.raises(ConfigError, match=r"\(CLV: 52 weeks, 10% a year, bgnbd against 520 weeks, 10% a year, "
+                                          r"bgnbd\)"):
         run([root / "later.parquet"], tmp_path / "h520",
             dataclasses.replace(on_clv, clv=ClvConfig(horizon=520), previous=str(tmp_path / "h52")))
     # Without clustering on it, the CLV's horizon changes no centroid: the same run goes through.
     run([root / "later.parquet"], tmp_path / "h520", RunConfig(cluster=ClusterConfig(k=5, seed=0),
                                                            clv=ClvConfig(horizon=520), previous=str(root / "a")))
     assert compare_runs(root / "a", tmp_path / "h520", tmp_path / "c2")["settings_differ"] == [
-        "CLV: 52 weeks, 10% a year, auto against 520 weeks, 10% a year, auto"]
+        "CLV: 52 weeks, 10% a year, bgnbd against 520 weeks, 10% a year, bgnbd"]
     # assign scores with its model's CLV settings, and its run.json says them: it said the CLI's defaults, so
     # compare read a 520-week model's batch as scored at 52.
     assign_customers(tmp_path / "h520", [root / "later.parquet"], tmp_path / "scored", RunConfig())
@@ -181,3 +183,38 @@ def test_drift_gives_a_point_mass_its_own_bin():
     values = rng.normal(size=5000)
     cuts, masses = _deciles(pl.DataFrame({"f": values}).lazy(), ["f"], values.size)["f"]
     assert masses.size == 0 and (_bin(values, cuts, masses) == np.searchsorted(cuts, values, side="right")).all()
+
+
+def test_a_clv_model_auto_chose_otherwise_than_the_previous_run_is_refused_and_flagged(tmp_path):
+    """purchase_model "auto" chooses on each month's data: the NBD on a short history where nobody has stopped
+    buying yet, the BG/NBD a year on. Clustering on the CLV, --previous warm-started from centroids of the
+    other model's CLVs, and compare listed no difference (exit 0 both); the same models named were refused."""
+    import datetime as dt
+
+    from segmint.engine.config import FeatureConfig
+    from segmint.engine.errors import ConfigError
+
+    rng = np.random.default_rng(5)
+    rows, start = [], dt.datetime(2025, 1, 1)
+    rate, spend, first = rng.gamma(1.5, 1 / 40, 1500), rng.gamma(4, 10, 1500), rng.uniform(0, 60, 1500)
+    stop = np.where(rng.random(1500) < 0.6, rng.uniform(120, 200, 1500), 1e9)   # 60% stop after day 120-200
+    for i in range(1500):
+        t = first[i]
+        while t < 365 and t <= stop[i]:
+            rows.append((1000 + i, start + dt.timedelta(days=float(t)), float(round(rng.gamma(6, spend[i] / 6), 2)),
+                         len(rows)))
+            t += rng.exponential(1 / rate[i])
+    pl.DataFrame(rows, schema=["customer_id", "ts", "amount", "order_id"], orient="row").write_parquet(
+        tmp_path / "tx.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=0),
+                    features=FeatureConfig(cluster_features=("recency_days", "frequency", "aov", "clv")))
+    early = run([tmp_path / "tx.parquet"], tmp_path / "april", dataclasses.replace(cfg, as_of="2025-04-30"))
+    assert early.manifest["clv"]["purchase_model"] == "nbd"
+    later = dataclasses.replace(cfg, as_of="2025-12-31")
+    with pytest.raises(ConfigError, match=r"\(CLV: nbd against bgnbd \(purchase_model 'auto' chose it on this "
+                                          r"run's data; pin it with \[clv\] purchase_model = \"nbd\""):
+        run([tmp_path / "tx.parquet"], tmp_path / "dec", dataclasses.replace(later, previous=str(tmp_path / "april")))
+    assert not (tmp_path / "dec").exists()
+    run([tmp_path / "tx.parquet"], tmp_path / "dec", later)
+    assert compare_runs(tmp_path / "april", tmp_path / "dec", tmp_path / "c")["settings_differ"] == [
+        "CLV: 52 weeks, 10% a year, nbd against 52 weeks, 10% a year, bgnbd"]
