@@ -112,7 +112,8 @@ def render_page(run: RunData, *, cohorts: pl.DataFrame | None, migration: pl.Dat
         _section("segments", _segments(run, rows, labels, colors)),
         # A run with --previous keeps a name's word within KEEP_MARGIN of its band; assign keeps the model's names.
         _section("traits", _traits(rows, run.ranks, colors,
-                                   KEEP_MARGIN if (m.get("clustering") or {}).get("matching") else 0.0)),
+                                   KEEP_MARGIN if (m.get("clustering") or {}).get("matching") else 0.0,
+                                   m.get("command") == "assign")),
         _section("rfm", _rfm(run)),
         _section("lifecycle", _lifecycle(m, prof, labels)),
         _section("funnel", _funnel(m)),
@@ -187,7 +188,7 @@ def _segments(run: RunData, rows: list[dict], labels: list[str], colors: dict[in
 
 
 def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], colors: dict[int, str],
-            margin: float) -> str:
+            margin: float, batch: bool) -> str:
     total = sum(r["customers"] for r in rows)
     cards = []
     for r in rows:
@@ -195,7 +196,7 @@ def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], 
         items = "".join(f"<li>{html.escape(t)}</li>" for t in found) or \
             "<li>close to the population on every feature</li>"
         why = "".join(f"<dt>{html.escape(w)}</dt><dd>: {html.escape(reason)}</dd>"
-                      for w, reason in name_reasons(r, margin))
+                      for w, reason in name_reasons(r, margin, batch))
         cards.append(f'<div class="card" style="--seg:{colors[r["segment"]]}"><h3>{r["segment"]} · '
                      f'{html.escape(r["name"])}</h3><p>{html.escape(kpi_sentence(r, total))}</p><ul>{items}</ul>'
                      f'<dl class="why">{why}</dl></div>')
@@ -203,7 +204,10 @@ def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], 
             f"the features where that customer sits at least {TRAIT_DISTANCE:.0f} percentile points from the "
             f"middle, strongest first; the percentages count the customers strictly below (or above) that median. "
             f"Below them, why each word of the name holds, or that it no longer does where the name was kept from "
-            f"an earlier run.</p>"
+            f"an earlier run."
+            + (" The customers and percentiles are this batch's, judged among its own customers; the names are the "
+               "model's, given among all of its run's customers." if batch else "")
+            + "</p>"
             f'<div class="cards">{"".join(cards)}</div>')
 
 

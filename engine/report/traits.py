@@ -62,12 +62,15 @@ def traits(row: dict, ranks: dict[str, tuple[float, float]]) -> list[str]:
     return out
 
 
-def name_reasons(row: dict, margin: float = 0.0) -> list[tuple[str, str]]:
+def name_reasons(row: dict, margin: float = 0.0, batch: bool = False) -> list[tuple[str, str]]:
     """(word, reason) for each word of the segment's name: its rule with this segment's numbers. A name kept
     from an earlier run (an assigned batch takes the model's names, a run with --previous keeps matched
     segments' names) may state what no longer holds here: such a word says so, not why it holds. ``margin``:
     a run with --previous keeps a word within that many percentile points of its band (KEEP_MARGIN), and
-    such a word says so; assign keeps the model's names whatever the numbers, so its report has none."""
+    such a word says so; assign keeps the model's names whatever the numbers, so its report has none.
+    ``batch``: the row is an assigned batch's, whose percentiles are among the batch's customers, not the
+    model's population: a batch of one segment's customers (or of one customer) puts its medians near the 50th
+    percentile, so a word that does not hold says that, not that the customers changed."""
     fresh = row["name"].endswith(" (new)")   # commands._kept_names: a fresh name equal to a kept one
     name, number = _NUMBERED.match(row["name"].removesuffix(" (new)")).groups()  # _disambiguate's " #<id>"
     reasons = []
@@ -80,6 +83,10 @@ def name_reasons(row: dict, margin: float = 0.0) -> list[tuple[str, str]]:
             elif margin and word_holds(word, row, margin):
                 reasons.append((word, f"not quite ({rule} does not hold), but within {margin:g} percentile points: a "
                                       f"name kept from the previous run keeps a word that close to its band"))
+            elif batch:
+                reasons.append((word, f"not so among this batch ({rule} does not hold, percentiles among the "
+                                      f"batch's customers): the name is the model's, given where the percentiles "
+                                      f"were among all of its run's customers"))
             else:
                 reasons.append((word, f"not so here ({rule} does not hold): the name was given in an earlier run "
                                       f"(the model's, or the one --previous named) where it held"))

@@ -189,6 +189,10 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     assert dict(name_reasons(near, 5.0))["Recent"].endswith(
         "but within 5 percentile points: a name kept from the previous run keeps a word that close to its band")
     assert dict(name_reasons(near))["Recent"].startswith("not so here")     # assign: no margin
+    # An assigned batch's percentiles are among its own customers (one segment's customers, or one customer,
+    # sit near 50): said so, not that the customers no longer fit the name (a sweep read it so).
+    among = dict(name_reasons(near, batch=True))["Recent"]
+    assert among.startswith("not so among this batch (") and "percentiles among the batch's customers" in among
     # Closer to an edge, as many digits as tell them apart (74.996 read "(here 75) >= 75" beside "not so").
     edge = dict(name_reasons({**row, "name": "Lapsing · occasional · high spend", "aov_median_pct": 74.996}))
     assert "(here 74.996) ≥ 75 does not hold" in edge["high spend"]
