@@ -98,7 +98,8 @@ _COLUMN_OPTIONS = (
     ("time_col", "time", _col("--time-col", "Timestamp column [default: ts].")),
     ("time_format", "time_format", Annotated[str | None, _value(
         "--time-format", "How times are written, when not ISO 8601: strftime (e.g. %d/%m/%Y %H:%M) or "
-        "epoch_s, epoch_ms, epoch_us or epoch_ns.", "FORMAT", _COLS)]),
+        "epoch_s, epoch_ms, epoch_us or epoch_ns; iso says ISO 8601 where a model's format would apply "
+        "(assign).", "FORMAT", _COLS)]),
     ("amount_col", "amount", _col("--amount-col", "Amount column, negative = return [default: amount].")),
     ("quantity_col", "quantity", _col("--quantity-col", "Quantity column (amount = quantity x price).")),
     ("price_col", "price", _col("--price-col", "Unit price column (with --quantity-col).")),

@@ -35,7 +35,7 @@ from segmint.engine.config import Columns
 from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.clean import empty_cell
 from segmint.engine.io.ids import check_integral_ids, customer_expr
-from segmint.engine.io.times import FIRST_US, LAST_US, timestamp_expr
+from segmint.engine.io.times import FIRST_US, LAST_US, pattern, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
@@ -98,7 +98,7 @@ class Encoders:
 
 def is_typed(schema: dict[str, pl.DataType], columns: Columns) -> bool:
     """Whether rows of this schema need no parsing (module docstring): then ``raw`` is None."""
-    if columns.amount is None or columns.time_format is not None:
+    if columns.amount is None or pattern(columns.time_format) is not None:
         return False
     cid, ts, amount = schema[columns.customer], schema[columns.time], schema[columns.amount]
     typed_id = cid.is_integer() or cid in (pl.String, pl.Categorical) or isinstance(cid, pl.Enum)

@@ -17,8 +17,8 @@ from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
 from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
-from segmint.engine.io.times import (EPOCH_FORMATS, TIME_SAMPLE, check_epoch_unit, check_text_times,
-                                     check_time_column, readable_epochs, spread_sample)
+from segmint.engine.io.times import (EPOCH_FORMATS, ISO, TIME_SAMPLE, check_epoch_unit, check_text_times,
+                                     check_time_column, pattern, readable_epochs, spread_sample)
 
 __all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "events", "customers", "check_same_ids"]
 
@@ -148,6 +148,7 @@ def check_same_ids(tx: Source, tx_col: str, other: Source, other_col: str, flag:
 
 
 def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.DataFrame | None = None) -> None:
+    fmt = pattern(fmt)
     dtype = source.schema[name]
     where = source.chunks[0].path if source.chunks else source.label
     if dtype.is_integer() and fmt is None:
@@ -170,7 +171,8 @@ def _check_time(source: Source, name: str, fmt: str | None, flag: str, head: pl.
                               dataclasses.replace(first, rows=min(first.rows, TIME_SAMPLE)))
         check_text_times(head[name].to_list(), name, flag)
     if fmt is not None and fmt not in EPOCH_FORMATS and "%" not in fmt:
-        msg = f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M) or one of {', '.join(EPOCH_FORMATS)}"
+        msg = (f"{flag} {fmt!r} is not a strftime pattern (e.g. %Y-%m-%d %H:%M), {ISO} (ISO 8601, as without one) "
+               f"or one of {', '.join(EPOCH_FORMATS)}")
         raise ConfigError(msg)
     if fmt is not None and "%Z" in fmt:
         # Polars' %Z matches any text, or none, and gives the time without its zone: read as UTC, exit 0.

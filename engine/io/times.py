@@ -23,10 +23,14 @@ import polars as pl
 
 from segmint.engine.errors import ConfigError
 
-__all__ = ["EPOCH_FORMATS", "timestamp_expr", "check_time_column", "spread_sample", "check_epoch_unit",
-           "readable_epochs", "check_text_times", "suggest_format", "FIRST_US", "LAST_US", "TIME_SAMPLE"]
+__all__ = ["EPOCH_FORMATS", "ISO", "pattern", "timestamp_expr", "check_time_column", "spread_sample",
+           "check_epoch_unit", "readable_epochs", "check_text_times", "suggest_format", "FIRST_US", "LAST_US",
+           "TIME_SAMPLE"]
 
 EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us", "epoch_ns": "ns"}
+# A time format that says times are ISO 8601, read as with no format: what a batch says where its model's
+# run was given a format (assign --time-format iso; Model.predict(time_format="iso")).
+ISO = "iso"
 # Rows a time column is judged on (its unit, its text form), at planning and in each chunk of the input read.
 TIME_SAMPLE = 2_000
 _PER_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}
@@ -46,10 +50,15 @@ _ISO_RE = re.compile(_ISO)
 _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
 
 
+def pattern(fmt: str | None) -> str | None:
+    """A time format as parsing reads it: ``ISO`` is no format."""
+    return None if fmt == ISO else fmt
+
+
 def timestamp_expr(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     """Expression giving naive-UTC Datetime("us") for column ``name``; null where it does not parse
     or lies outside years 1 to 9999."""
-    parsed = _parsed(name, dtype, fmt)
+    parsed = _parsed(name, dtype, pattern(fmt))
     return pl.when(parsed.is_between(_FIRST, _LAST)).then(parsed)
 
 
@@ -116,6 +125,7 @@ def check_time_column(frame: pl.DataFrame, name: str, fmt: str | None, flag: str
     is read: a later file in epoch seconds among milliseconds was read as January 1970 (exit 0), one of times
     like 12/1/2010 8:26 among ISO ones rejected row by row (exit 0 under the reject share)."""
     sample = spread_sample(frame.select(name))
+    fmt = pattern(fmt)
     if fmt in EPOCH_FORMATS:
         values = readable_epochs(sample, name)
         if values is not None:
@@ -186,8 +196,9 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
         return
     if len(set(foreign)) == 1 and not (_ISO_RE.match(foreign[0]) or _SLASH_RE.match(foreign[0])):
         return
-    hint = "those are ISO 8601, which segmint reads without a format" if all(_ISO_RE.match(v) for v in foreign) \
-        else suggest_format(foreign)
+    # A model's format applies to assign's batch where none is given: "iso" says the batch is ISO 8601.
+    hint = f"those are ISO 8601: give --time-format {ISO}, or no format where the format named is not a model's" \
+        if all(_ISO_RE.match(v) for v in foreign) else suggest_format(foreign)
     msg = (f"{flag} '{fmt}' does not read most times of column {name!r} in a chunk of the input, such as "
            f"{foreign[0]!r} and {foreign[-1]!r}: give files whose times are written one way (for those times "
            f"alone, {hint})")

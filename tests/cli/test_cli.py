@@ -674,6 +674,34 @@ def test_assign_takes_the_time_format_of_its_batch(small_data, small_run, tmp_pa
     assert json.loads((tmp_path / "a" / "run.json").read_text())["rows"]["used"] == 2_000
 
 
+def test_assign_reads_an_iso_batch_of_a_model_trained_with_a_format(small_data, tmp_path):
+    # A model trained on day-first CSV gave its format to an ISO batch, and nothing could undo it: --time-format ''
+    # was not given, and the advice ("ISO 8601, which segmint reads without a format") could not be followed.
+    tx = pl.read_parquet(small_data / "transactions").head(4_000)
+    tx.with_columns(pl.col("ts").dt.strftime("%d/%m/%Y %H:%M:%S")).write_csv(tmp_path / "dmy.csv")
+    tx.write_csv(tmp_path / "iso.csv")
+    r = invoke("run", tmp_path / "dmy.csv", "--out", tmp_path / "run", "--time-format", "%d/%m/%Y %H:%M:%S",
+               "--k", "3")
+    assert r.exit_code == 0, r.stderr
+    as_of = json.loads((tmp_path / "run" / "run.json").read_text())["as_of"]
+    r = invoke("assign", tmp_path / "run", tmp_path / "iso.csv", "--out", tmp_path / "a", "--as-of", as_of)
+    assert r.exit_code == 2
+    _one_line_error(r, "those are ISO 8601: give --time-format iso")
+    r = invoke("assign", tmp_path / "run", tmp_path / "iso.csv", "--out", tmp_path / "a", "--as-of", as_of,
+               "--time-format", "iso")
+    assert r.exit_code == 0, r.stderr
+    iso = pl.read_parquet(tmp_path / "a" / "assignments").sort("customer_id")
+    r = invoke("assign", tmp_path / "run", tmp_path / "dmy.csv", "--out", tmp_path / "b", "--as-of", as_of)
+    assert r.exit_code == 0, r.stderr
+    assert iso.equals(pl.read_parquet(tmp_path / "b" / "assignments").sort("customer_id"))
+    import segmint
+
+    model = segmint.Model.load(tmp_path / "run")
+    scored = model.predict(tx.with_columns(pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S")), as_of=as_of,
+                           time_format="iso")
+    assert scored.height == iso.height
+
+
 def test_compare_json_ends_with_the_done_event_of_every_command(two_runs, tmp_path):
     # compare --json printed its stages and then the summary lines, never `done`.
     root, _, _ = two_runs
