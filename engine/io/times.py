@@ -143,24 +143,28 @@ def spread_sample(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def check_epoch_unit(values: pl.DataFrame, name: str, fmt: str, flag: str) -> None:
-    """Refuse an epoch unit too fine: Unix seconds read as milliseconds put every purchase in January 1970, and
-    the run went on with exit 0 (a unit too coarse lands past year 9999 and its rows are quarantined). Refused
-    only where a coarser unit puts the same values between 1990 and a year from now: times of 1970 read either
-    way are left as given. ``values``: readable ones (``readable_epochs``), judged by the middle 98% of them: one
+    """Refuse an epoch unit too fine (Unix seconds read as milliseconds put every purchase in January 1970, and
+    the run went on with exit 0) or too coarse (past year 9999: every row quarantined, exit 3 naming no unit).
+    Refused only where another unit puts the same values between 1990 and a year from now: times of 1970 read
+    either way are left as given. ``values``: readable ones (``readable_epochs``), judged by the middle 98% of them: one
     stray value (a 99999999999999999 among milliseconds) let every other through."""
     units = list(EPOCH_FORMATS)
-    coarser = units[: units.index(fmt)][::-1]   # the nearest first
-    if not coarser:
-        return
     given = _middle(_read(values, name, fmt), values.height)
-    if given is None or given[1] >= dt.datetime(1971, 1, 1):
+    if given is None:
+        # A unit too coarse: milliseconds read as seconds land past year 9999, and every row was quarantined
+        # with a message that named no unit.
+        others = units[units.index(fmt) + 1:]
+        said = f"reads under 98 in 100 of the sampled times of column {name!r} (the others past year 9999)"
+    elif given[1] < dt.datetime(1971, 1, 1):
+        others = units[: units.index(fmt)][::-1]
+        said = f"puts the sampled times of column {name!r} in 1970 (98 in 100 of them up to {given[1]})"
+    else:
         return
     plausible = dt.datetime(1990, 1, 1), dt.datetime.now() + dt.timedelta(days=366)
-    for unit in coarser:
+    for unit in others:   # the nearest first
         times = _middle(_read(values, name, unit), values.height)
         if times is not None and plausible[0] <= times[0] and times[1] <= plausible[1]:
-            msg = (f"{flag} {fmt} puts the sampled times of column {name!r} in 1970 (98 in 100 of them up to "
-                   f"{given[1]}); as {unit} they run from {times[0]} to {times[1]}: give {flag} {unit}")
+            msg = f"{flag} {fmt} {said}; as {unit} they run from {times[0]} to {times[1]}: give {flag} {unit}"
             raise ConfigError(msg)
 
 

@@ -574,6 +574,21 @@ def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, val
         validate([tmp_path / "d"], RunConfig(columns=cols, max_reject_share=1.0))
 
 
+@pytest.mark.parametrize(("given", "values"), [("epoch_s", "ms"), ("epoch_s", "us"), ("epoch_ms", "us"),
+                                               ("epoch_us", "ns"), ("epoch_s", "ns")])
+def test_an_epoch_unit_a_thousand_times_too_coarse_is_refused_naming_the_unit(tmp_path, given, values):
+    # Milliseconds read as seconds land past year 9999: every row was quarantined and the run stopped with
+    # "check the time column and --time-format", naming no unit (a model's epoch_s given a batch in ms alike).
+    per_second = {"ms": 10**3, "us": 10**6, "ns": 10**9}[values]
+    seconds = 1_700_000_000 + np.arange(40) * 86_400
+    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second,
+                  "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
+    cols = Columns(time_format=given, order=None, channel=None, category=None)
+    with pytest.raises(ConfigError, match=f"--time-format {given} reads under 98 in 100 of the sampled times of "
+                                          f"column 'ts' .*give --time-format epoch_{values}$"):
+        validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
+
+
 def test_one_stray_value_does_not_let_a_unit_too_fine_through(tmp_path):
     # The latest sampled time decided: one 99999999999999999 (year 5138 as microseconds) and every purchase of
     # the 200 others was read in January 1970, exit 0.
