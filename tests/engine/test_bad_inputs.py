@@ -173,13 +173,17 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
     # Logged-out visitors (events of no customer) are most of some sites' events: no reason to stop.
     anonymous = pl.when(pl.int_range(pl.len()) % 5 < 3).then(None).otherwise(pl.col("customer_id"))
     events.with_columns(anonymous.alias("customer_id")).write_parquet(tmp_path / "anonymous.parquet")
+    no_time = pl.when(pl.int_range(pl.len()) % 5 < 3).then(None).otherwise(pl.col("ts"))
+    events.with_columns(no_time.alias("ts")).write_parquet(tmp_path / "no_time.parquet")
     base = RunConfig(cluster=ClusterConfig(k=3), buckets=buckets)
     ev = lambda path, fmt=None: EventSource(paths=(str(tmp_path / path),), time_format=fmt)  # noqa: E731
     cust = lambda path, attrs=("region",): CustomerSource(paths=(str(tmp_path / path),), attributes=attrs)  # noqa: E731
     for cfg, error, needle in [
-            (dataclasses.replace(base, events=ev("ms.parquet", "epoch_s")), InputContractError,
-             r"event rows of a customer up to the as-of .* were rejected \(unparseable_timestamp: .*"
-             r"--event-time-format"),
+            (dataclasses.replace(base, events=ev("ms.parquet", "epoch_s")), ConfigError,
+             r"--event-time-format epoch_s reads under 98 in 100 of the sampled times .*give --event-time-format "
+             r"epoch_ms"),
+            (dataclasses.replace(base, events=ev("no_time.parquet")), InputContractError,
+             r"event rows of a customer up to the as-of .* were rejected \(null_timestamp: .*--event-time-format"),
             (dataclasses.replace(base, events=ev("ev_frac.parquet")), InputContractError,
              "customer id column 'customer_id' of the events input is Float64 and 1 ids are not whole"),
             (dataclasses.replace(base, customers=cust("cust_frac.parquet")), InputContractError,
