@@ -43,6 +43,8 @@ _PARQUET = (".parquet", ".pq", ".parq")
 _OTHER_DATA = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".snappy", ".zip", ".tar", ".json", ".jsonl",
                ".ndjson", ".orc", ".avro", ".tsv", ".xlsx", ".xls", ".feather", ".arrow", ".ipc")
 _IPC = ".arrow"     # scratch files of the partition pass
+# Suffixes of delimited text a tool may write data under: such a file naming the mapped columns is refused.
+_TEXT_DATA = (".txt", ".dat", ".tab", ".psv", ".prn", ".text")
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
 _CONVERT = "convert the file (e.g. iconv -f latin1 -t utf-8)"
@@ -89,6 +91,7 @@ class Listing:
     schemas: tuple[pl.Schema, ...]    # per file, Hive keys included
     options: tuple[tuple[str, str], ...]
     groups: tuple[tuple[int, ...] | None, ...]   # per file, a local Parquet file's row-group sizes
+    skipped: tuple[str, ...] = ()     # local files below a folder input that are not data (a README.txt)
 
 
 def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[str, str], ...] = ()) -> Listing:
@@ -128,7 +131,8 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
     # column, passed the check that every file has it, then failed to read (exit 1, KeyError).
     schemas = tuple(_with_hive(_schema(f, all(csv), options), {key: hive[key] for key, _ in keys})
                     for f, keys in found)
-    return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options, groups)
+    skipped = tuple(f for p in inputs for f in _skipped(str(p), options))
+    return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options, groups, skipped)
 
 
 def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
@@ -152,6 +156,7 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                        + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
+    _check_skipped(listing.skipped, wanted, label)
     types = {c: _column_type(c, files, schemas, rows, first) for c in wanted}
     source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted), schema=types,
                     chunks=tuple(Chunk(f, 0, n, keys) for (f, keys), n in zip(listing.found, rows, strict=True) if n),
@@ -466,6 +471,34 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
     return files
+
+
+def _skipped(path: str, options: tuple[tuple[str, str], ...]) -> list[str]:
+    """The files below a local folder input that are neither hidden nor data (what _is_data skips)."""
+    if store.is_remote(path) or not os.path.isdir(store.local(path)):
+        return []
+    return [f for f, rel in _below(path, dict(options))
+            if not any(part.startswith((".", "_")) for part in rel.parts) and not _is_data(rel, path)]
+
+
+def _check_skipped(skipped: Sequence[str], wanted: dict[str, str], label: str) -> None:
+    """Refuse a skipped file whose first line names the input's mapped columns (a day's export saved as .txt
+    or .dat beside the .csv ones): its rows were left out without a word. A README's first line names none."""
+    names = set(wanted)
+    for path in skipped:
+        if Path(path).suffix.lower() not in _TEXT_DATA:
+            continue
+        try:
+            with open(store.local(path), "rb") as f:
+                first = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
+        except OSError:
+            continue
+        fields = {field.strip().strip('"').strip() for field in re.split(r"[,;\t|]", first)}
+        if len(names) > 1 and len(names & fields) >= 2:
+            msg = (f"{label} holds {path}, whose first line names its mapped columns "
+                   f"({', '.join(sorted(names & fields))}): data segmint does not read, as it reads only Parquet "
+                   f"and .csv files; rename it .csv where it is comma-separated, or move it out")
+            raise InputContractError(msg)
 
 
 def _check_each_once(expanded: list[tuple[str, list[tuple[str, Any]]]], label: str) -> None:

@@ -441,3 +441,19 @@ def test_a_zero_byte_csv_file_is_one_without_rows(tmp_path):
     (tmp_path / "in" / "c.csv").unlink()
     with pytest.raises(InputContractError, match=r"holds only empty files \(0 bytes\)"):
         list_inputs([tmp_path / "in"], "transactions")
+
+
+def test_a_text_file_of_the_inputs_columns_beside_csv_files_is_refused_not_left_out(tmp_path):
+    """A day's export saved as .txt beside the .csv ones was left out without a word (its rows lost, exit 0).
+    A skipped file whose first line names the mapped columns stops the run naming it; a README does not."""
+    (tmp_path / "in").mkdir()
+    frame = pl.DataFrame({"customer_id": ["1", "2"], "amount": ["1.5", "2"]})
+    frame.write_csv(tmp_path / "in" / "a.csv")
+    (tmp_path / "in" / "README.txt").write_text("Exports, one per day; columns customer id and amount.\n")
+    (tmp_path / "in" / "notes.md").write_text("customer_id,amount\n")   # not a data suffix
+    wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
+    assert resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions").rows == 2
+    frame.write_csv(tmp_path / "in" / "b.txt", separator="\t")
+    with pytest.raises(InputContractError, match=r"transactions holds .*b.txt, whose first line names its mapped "
+                                                 r"columns \(amount, customer_id\): .*rename it .csv"):
+        resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
