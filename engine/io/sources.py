@@ -617,6 +617,11 @@ def _check_header(path: str, schema: pl.Schema) -> None:
     if any("\ufffd" in name for name in schema.names()):
         msg = f"cannot read {path}: its header is not UTF-8; segmint reads CSV as UTF-8: {_CONVERT}"
         raise InputContractError(msg)
+    if _cr_only(path):
+        # Read as one line: its header ran on into the rows, and the message said it had no header.
+        msg = (f"cannot read {path}: its lines end in a carriage return alone (as classic Mac OS wrote them); "
+               f"segmint reads lines ending in \\n or \\r\\n: convert them (e.g. tr '\\r' '\\n' < in.csv > out.csv)")
+        raise InputContractError(msg)
     for name in schema.names():
         twice = re.fullmatch(r"(.+)_duplicated_\d+", name)
         if twice and twice.group(1) in schema:
@@ -625,6 +630,18 @@ def _check_header(path: str, schema: pl.Schema) -> None:
             msg = (f"{path} names the column {twice.group(1)!r} twice in its header; give each column its own "
                    f"name, so that the one meant can be mapped")
             raise InputContractError(msg)
+
+
+def _cr_only(path: str) -> bool:
+    """Whether a local file's first 64 KiB hold carriage returns and no line feed."""
+    if store.is_remote(path):
+        return False
+    try:
+        with open(store.local(path), "rb") as f:
+            head = f.read(65_536)
+    except OSError:
+        return False
+    return b"\r" in head and b"\n" not in head
 
 
 def _check_time_zones(path: str, meta: Any) -> None:

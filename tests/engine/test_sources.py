@@ -457,3 +457,13 @@ def test_a_text_file_of_the_inputs_columns_beside_csv_files_is_refused_not_left_
     with pytest.raises(InputContractError, match=r"transactions holds .*b.txt, whose first line names its mapped "
                                                  r"columns \(amount, customer_id\): .*rename it .csv"):
         resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
+
+
+def test_a_csv_whose_lines_end_in_a_carriage_return_alone_says_so(tmp_path):
+    # Read as one line, its header ran on into the rows: "its first line holds values ... add a header line".
+    (tmp_path / "cr.csv").write_bytes(b"customer_id,amount\r1,2.5\r2,3\r")
+    with pytest.raises(InputContractError, match=r"cr.csv: its lines end in a carriage return alone .*tr '\\r' '\\n'"):
+        list_inputs([tmp_path / "cr.csv"], "transactions")
+    (tmp_path / "cr.csv").write_bytes(b"customer_id,amount\r\n1,2.5\r\n2,3\r\n")   # Windows' line ends read
+    wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
+    assert resolve(list_inputs([tmp_path / "cr.csv"], "t"), wanted, "transactions").rows == 2
