@@ -16,7 +16,8 @@ import polars as pl
 from segmint.engine.config import Columns, CustomerSource, EventSource
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io.ids import canonical_id_type, check_customer_type
-from segmint.engine.io.sources import Listing, Source, list_inputs, no_header_fix, read_chunk, resolve
+from segmint.engine.io.sources import (Listing, Source, column_list, list_inputs, no_header_fix, read_chunk,
+                                       resolve)
 from segmint.engine.io.times import (EPOCH_FORMATS, ISO, TIME_SAMPLE, check_epoch_unit, check_text_times,
                                      check_time_column, pattern, readable_epochs, spread_sample)
 
@@ -108,7 +109,7 @@ def _check_model_columns(listing: Listing, columns: Columns) -> None:
             if name is not None and name not in schema:
                 msg = (f"column {name!r} not found in {path}: the model was trained with it as its {flag} column; "
                        f"give transactions with that column "
-                       f"({no_header_fix(schema, listing.csv) or 'available: ' + ', '.join(schema.names())})")
+                       f"({no_header_fix(schema, listing.csv) or 'available: ' + column_list(schema.names())})")
                 raise InputContractError(msg)
 
 

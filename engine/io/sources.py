@@ -36,7 +36,7 @@ from segmint.engine.io import arrow_numpy, store
 from segmint.engine.runtime import read_ahead, thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
-           "read_at", "first_line", "no_header_fix"]
+           "read_at", "first_line", "no_header_fix", "column_list"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 # Data in forms segmint does not read: compressed files and other table formats, refused rather than left out.
@@ -152,7 +152,7 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                 other = next((g for g, s in zip(files, schemas, strict=True) if name in s), None)
                 fix = (f"{other} has it: give files of one schema" if other is not None else
                        (csv and _other_separator(schema)) or no_header_fix(schema, csv) or
-                       f"available: {', '.join(schema.names())}; map the right column with {flag}"
+                       f"available: {column_list(schema.names())}; map the right column with {flag}"
                        + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
@@ -241,6 +241,12 @@ def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> p
             parts.append(read_chunk(source, chunk).to_arrow().take(arrow_numpy.array(positions[lo:hi] - start)))
         start += chunk.rows
     return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
+
+
+def column_list(names: Sequence[str]) -> str:
+    """Column names for a message: plain ones as they are, others quoted (' customer id' among ts, amount
+    read as three names or four)."""
+    return ", ".join(n if re.fullmatch(r"[\w.\-]+", n) else repr(n) for n in names)
 
 
 def first_line(exc: BaseException) -> str:

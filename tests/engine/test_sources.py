@@ -467,3 +467,10 @@ def test_a_csv_whose_lines_end_in_a_carriage_return_alone_says_so(tmp_path):
     (tmp_path / "cr.csv").write_bytes(b"customer_id,amount\r\n1,2.5\r\n2,3\r\n")   # Windows' line ends read
     wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
     assert resolve(list_inputs([tmp_path / "cr.csv"], "t"), wanted, "transactions").rows == 2
+
+
+def test_column_names_a_message_lists_are_quoted_where_plain_names_would_mislead(tmp_path):
+    # "available: customer id, ts, amount" read as three names, or four.
+    (tmp_path / "t.csv").write_text("customer id, ts,amount\n1,2024-01-01,3\n")
+    with pytest.raises(InputContractError, match=r"available: 'customer id', ' ts', amount; map the right"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
