@@ -240,7 +240,7 @@ def features(
                                           resume))
         result = compute_feature_table(inputs, out, cfg, _render.make_progress(json_logs))
         _done(result.manifest, out, json_logs, f"wrote features of {result.manifest['customers']:,} customers "
-                                               f"to {_join(out, 'features')}")
+                                               f"to {_join(_root(out, result.manifest['run_id']), 'features')}")
 
 
 @app.command()
@@ -722,7 +722,7 @@ def _finish(result, json_logs: bool) -> None:
 def _emit_done(status: str, run_id: str, out: str | Path, **more: Any) -> None:
     """The ``done`` event a command's --json ends with: its output, run.json and run id, and ``more``."""
     _render.emit_json({"event": "done", "status": status, "seconds": _elapsed(), "out": str(out),
-                       "run_json": _join(out, "run.json"), "run_id": run_id, **more})
+                       "run_json": _join(_root(out, run_id), "run.json"), "run_id": run_id, **more})
 
 
 def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
@@ -736,6 +736,15 @@ def _join(base: str | Path, name: str) -> str:
     from segmint.engine.io.store import join
 
     return join(str(base), name)
+
+
+def _root(out: str | Path, run_id: str) -> str:
+    """Where a committed run's files are: its version folder on an object store (OUT/run-<id>/, which
+    OUT/_SUCCESS names), the output folder itself locally."""
+    from segmint.engine.io.sink import version_root
+    from segmint.engine.io.store import is_remote
+
+    return version_root(out, run_id) if is_remote(str(out)) else str(out)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

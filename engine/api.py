@@ -26,6 +26,7 @@ from segmint.engine.config import RunConfig
 from segmint.engine.errors import ConfigError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
+from segmint.engine.io.sink import private_folder
 from segmint.engine.io.frames import polars_frame
 from segmint.engine.model import Model
 from segmint.engine.pipeline import commands
@@ -157,7 +158,7 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
     base = Path(out).parent if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir())
     made = [p for p in (base, *base.parents) if not p.exists()]   # removed again unless the output is in them
     base.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".segmint-input-", dir=base))
+    folder = private_folder(base, ".segmint-input-")
     try:
         path = folder / "input.parquet"
         _write(data, path)

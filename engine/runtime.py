@@ -14,13 +14,15 @@ import ctypes
 import functools
 import math
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["available_cpus", "process_gone", "configure", "short_openmp_spin", "small_pages", "serial_blas",
+__all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "configure", "short_openmp_spin",
+           "small_pages", "serial_blas",
            "set_by_segmint", "PROCESS_VARIABLES",
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
@@ -47,6 +49,24 @@ def available_cpus() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = _cgroup_quota()
     return max(1, min(n, quota)) if quota else max(1, n)
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace (Linux: 'pid:[4026531836]'; None elsewhere). With the host name it says
+    whose pids a lock or owner file names: containers on one host (docker --network host, Kubernetes
+    hostNetwork) share the host name, not the pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def pids_here(host: str | None, namespace: str | None, recorded: bool) -> bool:
+    """Whether a pid recorded with ``host`` and ``namespace`` names a process this one can look up
+    (``process_gone``). ``recorded``: the record holds a namespace (those written before it was kept hold none,
+    and are judged by the host alone, as they were). A run in another container of the same host took a live
+    run's lease over, its pid being no process here, and removed its scratch."""
+    return host == socket.gethostname() and (not recorded or namespace == pid_namespace())
 
 
 def process_gone(pid: int) -> bool:

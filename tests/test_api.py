@@ -3,6 +3,7 @@
 import dataclasses
 import datetime as dt
 import json
+import os
 
 import polars as pl
 import pytest
@@ -248,3 +249,33 @@ def test_predict_stops_above_the_reject_share_as_assign_does(small_data, tmp_pat
     for wrong in (2, True, "0.5", float("nan")):
         with pytest.raises(segmint.ConfigError, match=r"max_reject_share must be a number in \[0, 1\]"):
             model.predict(some, as_of=as_of, max_reject_share=wrong)
+
+
+def test_the_copy_of_a_frame_a_killed_call_left_is_removed_by_the_next_call(small_data, tmp_path):
+    # A frame given to segmint.run goes through a Parquet copy beside the output (in the temp folder for an
+    # object store's); killed (SIGKILL, or SIGTERM, which the library does not catch), the copy of every
+    # transaction stayed for good.
+    import socket
+    import subprocess
+    import sys
+
+    import segmint
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left, live = tmp_path / ".segmint-input-dead0000", tmp_path / ".segmint-input-live0000"
+    for folder, pid in ((left, gone.pid), (live, os.getpid())):
+        folder.mkdir()
+        (folder / "input.parquet").write_bytes(b"customer data")
+        (folder / "_owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": pid,
+                                                         "pid_namespace": _namespace(), "resume": False}))
+    segmint.run(pl.read_parquet(small_data / "transactions"), tmp_path / "run",
+                segmint.RunConfig(cluster=segmint.ClusterConfig(k=3)))
+    assert not left.exists() and live.exists()   # another live process's copy stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "run"]
+
+
+def _namespace():
+    from segmint.engine.runtime import pid_namespace
+
+    return pid_namespace()

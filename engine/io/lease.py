@@ -34,9 +34,9 @@ from typing import Any
 
 from segmint.engine.errors import OutputExistsError
 from segmint.engine.io import store
-from segmint.engine.runtime import process_gone
+from segmint.engine.runtime import pid_namespace, pids_here, process_gone
 
-__all__ = ["Holder", "Lease", "claim", "lock_path", "LEASE_SECONDS"]
+__all__ = ["Holder", "Lease", "claim", "held_by", "lock_path", "LEASE_SECONDS"]
 
 LEASE_SECONDS = 120
 _ATTEMPTS = 5   # lost races on a dead lease before giving up
@@ -53,11 +53,14 @@ class Holder:
     started_at: str                 # ISO, UTC
     work: str | None = None         # its scratch location: removed by a run that takes over a dead lease
     lease_seconds: float = LEASE_SECONDS
+    pid_namespace: str | None = None   # with host, whose pid this is (runtime.pids_here)
+    namespaced: bool = False        # False in locks written before the namespace was kept
 
     @staticmethod
     def this_process(run_id: str, command: str, lease_seconds: float, work: str | None = None) -> Holder:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        return Holder(run_id, command, socket.gethostname(), os.getpid(), now.isoformat(), work, lease_seconds)
+        return Holder(run_id, command, socket.gethostname(), os.getpid(), now.isoformat(), work, lease_seconds,
+                      pid_namespace(), True)
 
     def describe(self) -> str:
         return f"run {self.run_id} (segmint {self.command}, host {self.host}, pid {self.pid}, since {self.started_at})"
@@ -138,6 +141,16 @@ def claim(out: str | Path, holder: Holder, options: store.Options) -> Iterator[L
         lease.release()
 
 
+def held_by(out: str | Path, run_id: str, options: store.Options) -> bool:
+    """Whether a live lease of ``out`` may be run ``run_id``'s (a lock that cannot be read may be anyone's)."""
+    path = lock_path(out)
+    current = store.head(path, options)
+    if current is None:
+        return False
+    holder = _read(path, options)
+    return not _dead(holder, current) and (holder is None or holder.run_id == run_id)
+
+
 def lock_path(out: str | Path) -> str:
     if store.is_remote(out):
         return store.join(out, "_lock.json")
@@ -154,6 +167,10 @@ def _acquire(path: str, holder: Holder, options: store.Options, out: str) -> Lea
         if current is None:
             continue    # released meanwhile: try to create it again
         other = _read(path, options)
+        if other == holder:
+            # This run's own write, whose reply was lost: the store's retry found it there (the run stopped,
+            # "being written by" itself, and left its lock behind).
+            return Lease(path, holder, current, options, None)
         if not _dead(other, current):
             age = (dt.datetime.now(dt.timezone.utc) - current.modified).total_seconds()
             who = other.describe() if other is not None else f"another run (its lock {path} is unreadable)"
@@ -174,7 +191,7 @@ def _dead(holder: Holder | None, version: store.Version) -> bool:
     age = (dt.datetime.now(dt.timezone.utc) - version.modified).total_seconds()
     if age > (holder.lease_seconds if holder is not None else LEASE_SECONDS):
         return True
-    if holder is None or holder.host != socket.gethostname():
+    if holder is None or not pids_here(holder.host, holder.pid_namespace, holder.namespaced):
         return False
     return process_gone(holder.pid)
 

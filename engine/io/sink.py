@@ -34,12 +34,14 @@ import ctypes
 import errno
 import fnmatch
 import functools
+import glob
 import json
 import os
 import re
 import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,11 +52,11 @@ from typing import Any
 from segmint.engine.errors import ConfigError, OutputExistsError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Lease
-from segmint.engine.runtime import process_gone
+from segmint.engine.runtime import pid_namespace, pids_here, process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
-           "sibling_path", "version_root", "committed_run", "is_committed", "mark_committed",
+           "private_folder", "sibling_path", "version_root", "committed_run", "is_committed", "mark_committed",
            "is_part"]
 
 OWNER = "_owner.json"
@@ -488,7 +490,8 @@ def _commit_remote(out: str, staging: Staging, run_id: str, pointer: Pointer | N
     path = store.join(out, "_SUCCESS")
     moved = store.put_if(path, success, pointer.version, options) if pointer is not None \
         else store.put_new(path, success, options)
-    if moved is None:
+    if moved is None and not is_committed(out, run_id, options):
+        # Not this run's own write whose reply was lost (the store's retry then found its pointer in place).
         msg = (f"output {out} was committed by another run while this one ran; this run's output was not "
                f"committed: rerun it (with --overwrite to replace that run)")
         raise OutputExistsError(msg)
@@ -506,6 +509,18 @@ def _remove_version(out: str, previous: Pointer, options: store.Options) -> None
         store.remove(sorted(_committed_files(out, previous, options)), options)
 
 
+def private_folder(parent: Path, prefix: str) -> Path:
+    """A new folder of this process under ``parent``, readable by this user only, with its owner file; those
+    of ``prefix`` that processes now gone left (killed: the Python API's copy of a frame given to it, a full
+    copy of the customers' transactions, stayed in the temp folder for good) are removed first."""
+    for left in sorted(parent.glob(f"{glob.escape(prefix)}*")):
+        if left.is_dir() and (left / OWNER).is_file() and _abandoned(left, left):
+            shutil.rmtree(left, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))   # 0700
+    write_json(folder / OWNER, _owner(False))
+    return folder
+
+
 def _claim(folder: Path, keep: bool, *, private: bool = False) -> Path:
     """Create a run's folder with its owner file. ``private`` (scratch space, holding customer data
     nobody asked to be written) is readable by this user only, whatever the umask; a staging
@@ -514,7 +529,7 @@ def _claim(folder: Path, keep: bool, *, private: bool = False) -> Path:
     if private:
         folder.chmod(0o700)
     # A resumable run's folders outlive its process: remove_stale leaves them to --resume.
-    write_json(folder / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": keep})
+    write_json(folder / OWNER, _owner(keep))
     return folder
 
 
@@ -529,12 +544,18 @@ def _abandoned(folder: Path, out: Path) -> bool:
         # an owner are not ours, but for an empty one of a minute or more: a run killed between its mkdir and
         # its owner file left it.
         return ".old-" in folder.name or _empty_for_a_minute(folder)
-    if owner.get("host") != socket.gethostname() or owner.get("resume"):
+    if not pids_here(owner.get("host"), owner.get("pid_namespace"), "pid_namespace" in owner) or owner.get("resume"):
         return False
     try:
         return process_gone(int(owner["pid"]))
     except (ValueError, KeyError, TypeError):
         return False
+
+
+def _owner(resume: bool) -> dict[str, Any]:
+    """An owner file's content: whose process the folder is (runtime.pids_here), and whether a --resume run
+    keeps it."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": pid_namespace(), "resume": resume}
 
 
 def _empty_for_a_minute(folder: Path) -> bool:
@@ -555,7 +576,7 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
         return
     # The old output leaves under a name of ours and with an owner file of its own (not a resumable one): killed
     # before it is deleted, the next write removes it, where a folder without one is not taken for segmint's.
-    write_json(out / OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "resume": False})
+    write_json(out / OWNER, _owner(False))
     try:
         exchanged = _exchange(stage, out)
     finally:   # not exchanged, it is the live output's; exchanged, the new output's (whose owner goes anyway)

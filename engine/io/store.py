@@ -36,8 +36,8 @@ from typing import Any
 from segmint.engine.errors import ConfigError, InputContractError
 
 __all__ = ["SCHEMES", "is_remote", "check_scheme", "canonical", "local", "local_only", "join", "name", "parent",
-           "exists", "is_dir",
-           "list_files", "sizes", "glob", "read_bytes", "write_bytes", "copy", "remove", "remove_prefix", "polars_options",
+           "exists", "is_dir", "list_files", "list_folders", "sizes", "glob", "read_bytes", "write_bytes", "copy",
+           "remove", "remove_prefix", "polars_options",
            "write_parquet", "read_parquet", "scan_parquet", "write_ipc", "read_ipc", "Options", "Version", "head",
            "put_new", "put_if"]
 
@@ -158,6 +158,20 @@ def list_files(prefix: str | Path, options: Options | None = None) -> list[str]:
         return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     base = str(prefix).rstrip("/")
     return sorted(f"{base}/{rel}" for rel in _list(prefix, options))
+
+
+def list_folders(prefix: str | Path, options: Options | None = None) -> list[str]:
+    """The folders right under an object-store ``prefix`` (one listing with a delimiter, not every file)."""
+    import obstore
+
+    store, key = _store(prefix, options)
+    key = key.rstrip("/")
+    try:
+        found = obstore.list_with_delimiter(store, prefix=f"{key}/" if key else None)
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable(prefix, exc) from None
+    base = str(prefix).rstrip("/")
+    return [join(base, folder.rstrip("/").rsplit("/", 1)[-1]) for folder in found["common_prefixes"]]
 
 
 def sizes(prefix: str | Path, options: Options | None = None) -> dict[str, int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import shutil
 import tempfile
 import time
@@ -43,11 +44,11 @@ from segmint.engine.features.build import records_reused, top_channels
 from segmint.engine.io.clean import RowStats, above_share
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
-from segmint.engine.io.lease import Holder, claim
+from segmint.engine.io.lease import Holder, claim, held_by
 from segmint.engine.io.pseudonym import key_fingerprint
-from segmint.engine.io.sink import (Layout, Staging, check_not_inside, check_writable, committed_run, is_committed,
-                                    mark_committed, remove_stale, sibling_path, staged_output, version_root, work_dir,
-                                    write_json)
+from segmint.engine.io.sink import (OWNER, Layout, Staging, check_not_inside, check_writable, committed_run,
+                                    is_committed, mark_committed, remove_stale, sibling_path, staged_output,
+                                    version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -500,6 +501,10 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor,
             runner.check_shared(cfg.work_dir)
     work = _work_location(cfg, out, run_id)
     if store.is_remote(work):
+        opts = dict(cfg.storage_options)
+        _remove_abandoned_work(cfg.work_dir, opts)
+        write_json(store.join(work, OWNER), {"run_id": run_id, "out": store.canonical(out) if out else None,
+                                             "resume": keep}, opts)
         try:
             yield work
         except BaseException:
@@ -514,6 +519,22 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor,
     remove_stale(_work_base(cfg, out))
     with work_dir(Path(work), keep=keep) as folder:
         yield str(folder)
+
+
+def _remove_abandoned_work(work_dir: str, opts: store.Options) -> None:
+    """The scratch killed runs left under an object-store --work-dir: a run's folder whose output no live lease
+    of that run holds (runs commit, then remove their scratch, then release their lease). It stayed for good
+    unless a run went on at the same output: the killed run's features, customer data. Not a --resume run's
+    (kept for its next attempt), nor a folder without an owner (another segmint's, or none)."""
+    for folder in store.list_folders(work_dir, opts):
+        if not store.name(folder).startswith("segmint-work-"):
+            continue
+        try:
+            owner = json.loads(store.read_bytes(store.join(folder, OWNER), opts))
+        except (FileNotFoundError, ValueError):
+            continue
+        if not owner.get("resume") and owner.get("out") and not held_by(owner["out"], owner["run_id"], opts):
+            store.remove_prefix(folder, opts)
 
 
 def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:

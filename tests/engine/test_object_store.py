@@ -469,6 +469,29 @@ def test_a_dead_runs_scratch_goes_wherever_its_work_dir_was_and_nothing_else_nam
                                                                      "part-000000.arrow"]
 
 
+def test_scratch_killed_runs_left_under_an_object_store_work_dir_goes_whatever_their_output(s3, s3_data):
+    """A run killed with --work-dir s3://... left its scratch (features: customer data) for good unless a run
+    went on at the same output. A run under that work dir removes the folders whose output no live lease of
+    their run holds; not a live run's, a --resume run's, or a folder without an owner."""
+    opts, work = dict(s3), "s3://segmint-test/shared-work"
+    live = Holder("20261205T000000Z-0aaaaaaa", "run", "other-host", 4242, "2026-12-05T00:00:00+00:00",
+                  lease_seconds=600)
+    store.write_bytes("s3://segmint-test/live-out/_lock.json", json.dumps(dataclasses.asdict(live)).encode(), opts)
+    folders = {"20261205T000000Z-0bbbbbbb": ("s3://segmint-test/dead-out", False),    # killed: goes
+               live.run_id: ("s3://segmint-test/live-out", False),                      # running elsewhere
+               "20261205T000000Z-0ccccccc": ("s3://segmint-test/dead-out2", True),     # kept for --resume
+               "20261205T000000Z-0ddddddd": None}                                      # no owner: not known
+    for run_id, owner in folders.items():
+        store.write_bytes(f"{work}/segmint-work-{run_id}/features/bucket-00000.arrow", b"customer data", opts)
+        if owner is not None:
+            doc = {"run_id": run_id, "out": owner[0], "resume": owner[1]}
+            store.write_bytes(f"{work}/segmint-work-{run_id}/_owner.json", json.dumps(doc).encode(), opts)
+    run([s3_data], "s3://segmint-test/sweeping", RunConfig(cluster=ClusterConfig(k=3), storage_options=s3,
+                                                           work_dir=work))
+    left = sorted(store.name(f) for f in store.list_folders(work, opts))
+    assert left == sorted(f"segmint-work-{r}" for r in folders if r != "20261205T000000Z-0bbbbbbb")
+
+
 def test_a_run_that_lost_its_lease_commits_nothing(s3, s3_data, monkeypatch):
     out = "s3://segmint-test/stolen"
     first = run([s3_data], out, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3))
@@ -486,6 +509,38 @@ def test_a_run_that_lost_its_lease_commits_nothing(s3, s3_data, monkeypatch):
     assert open_output(out, dict(s3)).run_id == first.manifest["run_id"]
     # Nothing of this run is left, and the other run's lock is left alone.
     assert sorted(store.list_files(out, dict(s3))) == sorted([*before, f"{out}/_lock.json"])
+
+
+@pytest.mark.parametrize("replacing", [False, True])
+def test_a_commit_the_store_applied_though_its_reply_was_lost_is_this_runs(s3, s3_data, monkeypatch, replacing):
+    # The conditional PUT of _SUCCESS landed and its reply was lost; the retry was refused (412): exit 4, "was
+    # committed by another run", of the run whose output it was, and the replaced run's files were left.
+    out = f"s3://segmint-test/lost-reply-{replacing}"
+    if replacing:
+        run([s3_data], out, RunConfig(cluster=ClusterConfig(k=4), storage_options=s3))
+    for name in ("put_new", "put_if"):
+        write = getattr(store, name)
+        def landed_but_unanswered(path, data, *args, write=write):
+            done = write(path, data, *args)
+            return None if str(path).endswith("/_SUCCESS") else done
+        monkeypatch.setattr(store, name, landed_but_unanswered)
+    result = run([s3_data], out, RunConfig(cluster=ClusterConfig(k=3), storage_options=s3, overwrite=True))
+    monkeypatch.undo()
+    assert open_output(out, dict(s3)).run_id == result.manifest["run_id"] and _committed(out, s3).height == 3000
+    left = {f[len(out) + 1:].split("/")[0] for f in store.list_files(out, dict(s3))}
+    assert left == {"_SUCCESS", f"run-{result.manifest['run_id']}"}   # the replaced run's files removed
+
+
+def test_the_done_event_names_the_files_where_they_are_on_an_object_store(s3, s3_data):
+    # `run_json` named OUT/run.json and `features` OUT/features: on a store they are in OUT/run-<id>/.
+    for command, where in (("run", "run.json"), ("features", "features")):
+        out = f"s3://segmint-test/done-{command}"
+        r = _cli(s3, command, s3_data, "--out", out, *(("--k", "3") if command == "run" else ()), "--json")
+        assert r.returncode == 0, r.stderr
+        done = json.loads(r.stderr.strip().splitlines()[-1])
+        named = done["run_json"] if command == "run" else done["message"].rsplit(" to ", 1)[1]
+        assert named == f"{out}/run-{done['run_id']}/{where}"
+        assert store.list_files(named, dict(s3)) if where == "features" else store.exists(named, dict(s3))
 
 
 # One spelling per location; --overwrite replaces only a segmint output.

@@ -802,3 +802,59 @@ def test_an_output_is_inside_what_a_pattern_reads(out, given, overlaps, tmp_path
     with pytest.raises(ConfigError, match="overlaps the input"):
         check_not_inside("in[1]/out", {"inputs": ["in[1]"]})
     check_not_inside("in1/out", {"inputs": ["in[1]"]})
+
+
+def _gone_pid() -> int:
+    """A pid of this host no process holds now."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lease_or_folder_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pid(small_data, tmp_path):
+    """Containers on one host (docker --network host) share its name, not its pids: a run took a live run's
+    lease over, its pid being no process here, removed its scratch and committed, and the other failed (exit 1).
+    In another PID namespace a lease is judged by its age alone, and a folder is left to its own run."""
+    import socket
+
+    from segmint.engine.io.lease import Holder, lock_path
+    from segmint.engine.io.sink import OWNER, remove_stale
+    from segmint.engine.runtime import pid_namespace
+
+    if pid_namespace() is None:
+        pytest.skip("no PID namespaces here")
+    out, pid = tmp_path / "out", _gone_pid()
+    live = Holder("20261205T000000Z-0aa0aa0a", "run", socket.gethostname(), pid, "2026-12-05T00:00:00+00:00",
+                  lease_seconds=600, pid_namespace="pid:[1]", namespaced=True)
+    Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(live)))
+    with pytest.raises(OutputExistsError, match=r"being written by run 20261205T000000Z-0aa0aa0a"):
+        run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
+    # In this namespace (or a lock written before namespaces were kept), a gone pid is a dead run.
+    for holder in (dataclasses.replace(live, pid_namespace=pid_namespace()),
+                   dataclasses.replace(live, pid_namespace=None, namespaced=False)):
+        Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(holder)))
+        run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
+        assert not Path(lock_path(out)).exists()
+    # A work folder of a run in another namespace stays; one of a gone run here goes.
+    theirs, ours = tmp_path / ".out.work-20261205T000000Z-0bb0bb0b", tmp_path / ".out.work-20261205T000000Z-0cc0cc0c"
+    for folder, space in ((theirs, "pid:[1]"), (ours, pid_namespace())):
+        folder.mkdir()
+        (folder / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "pid_namespace": space,
+                                                "resume": False}))
+    assert remove_stale(out) == [ours] and theirs.exists()
+
+
+def test_a_lock_whose_write_landed_though_its_reply_was_lost_is_this_runs(tmp_path, monkeypatch):
+    # The store applied the conditional PUT and the reply was lost; the retry found the lock there: the run
+    # stopped (exit 4, "being written by" itself) and left its lock for the lease's length.
+    from segmint.engine.io import lease, store
+
+    put_new = store.put_new
+    def landed_but_unanswered(path, data, options=None):
+        put_new(path, data, options)
+        return None
+    monkeypatch.setattr(store, "put_new", landed_but_unanswered)
+    holder = lease.Holder.this_process("20261205T000000Z-0dd0dd0d", "run", 60)
+    with lease.claim(tmp_path / "out", holder, {}) as held:
+        assert held.holder == holder and Path(lease.lock_path(tmp_path / "out")).exists()
+    assert not Path(lease.lock_path(tmp_path / "out")).exists()
