@@ -43,9 +43,8 @@ def test_evaluate_matches_hand_computation():
     assert row["abs_lift"] == 0.25 and row["rel_lift"] == 1.0
     # pooled p = 0.4; z = 0.25 / sqrt(0.4 * 0.6 * (1/6 + 1/4)) = 0.790569; p = 2 (1 - Phi(z))
     assert row["p_value"] == pytest.approx(0.429195, abs=1e-6)
-    # se = sqrt(0.5*0.5/6 + 0.25*0.75/4) = 0.297560; CI = 0.25 +- 1.959964 se
-    assert row["ci95_low"] == pytest.approx(-0.333206, abs=1e-6)
-    assert row["ci95_high"] == pytest.approx(0.833206, abs=1e-6)
+    # Newcombe's hybrid score interval from the Wilson intervals of 3/6 and 1/4 (scipy's, independently).
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(_newcombe(3, 6, 1, 4), abs=1e-12)
     assert row["incremental_revenue"] == pytest.approx((10 - 1.25) * 6)
     assert row["cost"] == 12.0 and row["roi_pct"] == pytest.approx((52.5 - 12) / 12 * 100)
     # Without a revenue column the revenue measures are unknown, not 0 (an ROI of -100% beside this lift).
@@ -58,7 +57,7 @@ def test_evaluate_matches_hand_computation():
 def test_evaluate_matches_scipy_on_a_large_sample():
     # 180,000 customers in three segments: a planted lift, none, and a larger one; holdout 20%.
     # Only converters are in the outcomes (everyone else counts as not converted).
-    from scipy.stats import binom, chi2_contingency, norm
+    from scipy.stats import chi2_contingency
 
     rng = np.random.default_rng(0)
     rates = {0: (0.12, 0.10), 1: (0.05, 0.05), 2: (0.30, 0.25)}  # segment: (treatment, holdout)
@@ -82,9 +81,7 @@ def test_evaluate_matches_scipy_on_a_large_sample():
         # The pooled two-proportion z-test is the chi-square test of the 2x2 table without correction.
         table = [[x_t, n_t - x_t], [x_h, n_h - x_h]]
         assert row["p_value"] == pytest.approx(chi2_contingency(table, correction=False).pvalue, rel=1e-6)
-        # The Wald interval: the normal 95% interval around the difference, with binomial variances.
-        se = np.sqrt(binom.var(n_t, x_t / n_t) / n_t**2 + binom.var(n_h, x_h / n_h) / n_h**2)
-        low, high = norm.interval(0.95, loc=x_t / n_t - x_h / n_h, scale=se)
+        low, high = _newcombe(x_t, n_t, x_h, n_h)
         assert row["ci95_low"] == pytest.approx(low, rel=1e-9)
         assert row["ci95_high"] == pytest.approx(high, rel=1e-9)
     by_segment = {row["segment"]: row for row in res.iter_rows(named=True)}
@@ -93,6 +90,38 @@ def test_evaluate_matches_scipy_on_a_large_sample():
     assert by_segment[1]["p_value"] > 0.01
     for segment, (t_rate, h_rate) in rates.items():
         assert by_segment[segment]["ci95_low"] < t_rate - h_rate < by_segment[segment]["ci95_high"]
+
+
+def _newcombe(x_t, n_t, x_h, n_h):
+    """Newcombe (1998) method 10 for the difference of two rates, from scipy's Wilson score intervals."""
+    from scipy.stats import binomtest
+
+    (lt, ut), (lh, uh) = (binomtest(x, n).proportion_ci(0.95, method="wilson") for x, n in ((x_t, n_t), (x_h, n_h)))
+    pt, ph = x_t / n_t, x_h / n_h
+    return pt - ph - np.hypot(pt - lt, uh - ph), pt - ph + np.hypot(ut - pt, ph - lh)
+
+
+@pytest.mark.parametrize(("x_t", "n_t", "x_h", "n_h", "published"), [
+    (56, 70, 48, 80, (0.0524, 0.3339)), (9, 10, 3, 10, (0.1705, 0.8090)),   # Newcombe 1998, table II
+    (300, 1_000, 0, 2, None), (0, 100, 0, 100, None), (1_000, 1_000, 2, 2, None)])
+def test_the_interval_of_the_lift_has_width_where_a_group_has_no_variance(x_t, n_t, x_h, n_h, published):
+    # The Wald interval had none for a group of rate 0 or 1: 300 of 1,000 treated against 0 of 2 held out gave
+    # [0.272, 0.328], excluding 0, beside a p-value of 0.355; two groups of rate 0 gave [0, 0].
+    groups = pl.DataFrame({"customer_id": [str(i) for i in range(n_t + n_h)], "segment": [0] * (n_t + n_h),
+                           "group": ["treatment"] * n_t + ["holdout"] * n_h})
+    converted = [str(i) for i in range(x_t)] + [str(n_t + i) for i in range(x_h)]
+    # One customer who did not convert, named as such: a file with no row is refused.
+    last = str(n_t + n_h - 1)
+    outcomes = pl.DataFrame({"customer_id": [*converted, *([last] if last not in converted else [])]}
+                            ).with_columns(converted=pl.col("customer_id").is_in(converted).cast(pl.Int64))
+    row = evaluate(groups, outcomes, 1.0).row(0, named=True)
+    low, high = row["ci95_low"], row["ci95_high"]
+    assert (low, high) == pytest.approx(_newcombe(x_t, n_t, x_h, n_h), abs=1e-12)
+    if published:
+        assert (round(low, 4), round(high, 4)) == published
+    assert low < row["abs_lift"] < high or row["abs_lift"] in (low, high) and high - low > 0
+    if row["p_value"] is not None and row["p_value"] > 0.05:
+        assert low < 0 < high   # no evidence of a lift: the interval holds none
 
 
 def test_outcome_ids_written_as_floats_are_the_customers_of_those_integers():
