@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_HORIZON_DAYS = 364.0
+MAX_HORIZON_DAYS = 36_525.0   # 100 years
 
 # (name, R scores, F scores): the widely used RFM segment map; every one of the
 # 25 (R, F) cells belongs to exactly one name.
@@ -299,6 +300,12 @@ class ClvConfig(_Checked):
             raise ConfigError(msg)
         if self.horizon is not None and not (math.isfinite(self.horizon) and self.horizon > 0):
             msg = f"--horizon must be > 0, got {self.horizon}"
+            raise ConfigError(msg)
+        # CLV is summed over 30-day steps per distinct (repeats, age) pair: a horizon of 100,000 weeks took 930 MB
+        # under --memory-limit 700MB and minutes, deaf to SIGTERM in one NumPy call.
+        if self.horizon is not None and self.horizon * self.unit_days > MAX_HORIZON_DAYS:
+            msg = (f"--horizon {self.horizon:g} {self.time_unit}s is beyond 100 years "
+                   f"({MAX_HORIZON_DAYS / self.unit_days:g} {self.time_unit}s), which CLV is not computed over")
             raise ConfigError(msg)
         if not 0 <= self.discount_rate < 1:
             msg = f"--discount-rate must be in [0, 1) (annual), got {self.discount_rate}"

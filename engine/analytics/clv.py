@@ -335,7 +335,7 @@ def _fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float,
     if not at_edge and np.isfinite(ll) and -neg(np.log([p, PARAM_LIMIT, v * PARAM_LIMIT / q]))[0] * n >= ll:
         at_edge = [f"q={PARAM_LIMIT:.3g}"]
     if at_edge or not np.isfinite(ll):
-        raise ClvFitError(_degenerate(at_edge), at_edge)
+        raise ClvFitError(_degenerate(at_edge, spend=True), at_edge)
     return float(p), float(q), float(v), ll
 
 
@@ -568,6 +568,17 @@ def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values[order], index, np.bincount(index, minlength=values.size)
 
 
-def _degenerate(at_edge: list[str]) -> str:
-    return (f"the CLV fit is degenerate ({', '.join(at_edge) or 'no finite optimum'}): the data cannot "
-            f"identify the model, as with very few or near-identical customers")
+def _degenerate(at_edge: list[str], spend: bool = False) -> str:
+    """Why a fit failed, naming the model: the spend model's failing read as the purchases' ("near-identical
+    customers") where customers' mean spends ran from 14 to 369."""
+    edges = ", ".join(at_edge) or "no finite optimum"
+    if not spend:
+        return (f"the CLV fit is degenerate (purchase model: {edges}): the data cannot identify the model, as with "
+                f"very few or near-identical customers")
+    why = "the data cannot identify it"
+    if any(edge.startswith("p=") for edge in at_edge):
+        why = ("each customer's order values vary too little around that customer's own mean for their spread to "
+               "be estimated (as with amounts that repeat exactly, such as generated or list prices)")
+    elif any(edge.startswith("q=") for edge in at_edge):
+        why = "customers' mean spends vary too little from one customer to another for their spread to be estimated"
+    return f"the CLV fit is degenerate (spend model, Gamma-Gamma: {edges}): {why}"

@@ -12,6 +12,7 @@ from segmint.engine.analytics.clv import (PARAM_LIMIT, fit_bgnbd, fit_clv, fit_g
                                           predict_clv)
 from segmint.engine.analytics.clv_simulate import simulate_bgnbd, simulate_nbd, simulate_spend
 from segmint.engine.config import ClvConfig, Columns, RunConfig
+from segmint.engine.errors import ConfigError
 from segmint.engine.pipeline import compute_clv, compute_feature_table
 from tests.fixtures import DATA
 from tests.reference import gamma_gamma_ll_ref
@@ -258,8 +259,15 @@ def test_degenerate_fits_are_refused_not_returned():
     # Identical repeat customers: the heterogeneity parameters run off to infinity.
     table = pl.DataFrame({"lt_frequency": [2] * 50, "lt_recency": [70.0] * 50, "lt_T": [140.0] * 50,
                           "lt_monetary": [25.0] * 50})
-    with pytest.raises(ClvFitError, match="degenerate"):
+    with pytest.raises(ClvFitError, match=r"degenerate \(purchase model: .*near-identical customers"):
         fit_clv(table, ClvConfig())
+    # Mean spends as spread as the model's population, but none varying with the number of orders: each
+    # customer's own order values would not vary at all. The spend model is named, not the customers' sameness
+    # (segmint generate's customers, mean spends from 14 to 369, read "near-identical").
+    rng = np.random.default_rng(0)
+    x = rng.geometric(0.3, 1000).astype(np.float64)
+    with pytest.raises(ClvFitError, match=r"degenerate \(spend model, Gamma-Gamma: p=.*vary too little around"):
+        fit_gamma_gamma(x, 400 / rng.gamma(5, 1, 1000))
     too_few = table.head(2)
     with pytest.raises(ClvFitError, match="at least 3 repeat customers"):
         fit_clv(too_few, ClvConfig())
@@ -278,7 +286,8 @@ def test_gamma_gamma_of_spend_without_heterogeneity_is_refused_wherever_the_opti
     # The likelihood rises along q -> inf: 5 of these 20 fits stopped short of the bound (q = 6,013 to 55,882)
     # and were returned, as were CLV numbers from them.
     for seed in range(20):
-        with pytest.raises(ClvFitError, match=r"degenerate \(q=1e\+05\)"):
+        with pytest.raises(ClvFitError, match=r"degenerate \(spend model, Gamma-Gamma: q=1e\+05\): customers' mean "
+                                              r"spends vary too little"):
             fit_gamma_gamma(*_spend_alike(seed))
 
 
@@ -302,6 +311,12 @@ def test_a_stop_short_of_the_optimum_goes_on_to_it(monkeypatch):
 def test_default_horizon_spans_the_same_days_in_either_unit():
     assert ClvConfig(time_unit="week").horizon_units * 7 == ClvConfig(time_unit="day").horizon_units == 364
     assert ClvConfig(time_unit="day", horizon=30).horizon_units == 30
+    # Up to 100 years: 100,000 weeks took 930 MB under --memory-limit 700MB and minutes, deaf to SIGTERM.
+    assert ClvConfig(time_unit="week", horizon=5_217.8).horizon_units == 5_217.8
+    with pytest.raises(ConfigError, match=r"--horizon 100000 weeks is beyond 100 years \(5217.86 weeks\)"):
+        ClvConfig(time_unit="week", horizon=100_000)
+    with pytest.raises(ConfigError, match=r"--horizon 36526 days is beyond 100 years"):
+        ClvConfig(time_unit="day", horizon=36_526)
 
 
 def test_nbd_fit_maximises_the_negative_binomial_likelihood():
