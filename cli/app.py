@@ -673,7 +673,8 @@ def _finish(result, json_logs: bool) -> None:
              + (" (" + ", ".join(f"{r}: {n:,}" for r, n in rows["rejected_by_reason"].items() if n) + ")"
                 if rows["rejected"] else "")
              + f"; {rows['repeats_on_mapped_columns']:,} rows repeat an earlier one on every mapped column "
-             + ("(rejected as duplicate: --dedupe-on)" if (m.get("config") or {}).get("dedupe_on") else "(kept)")]
+             + ("(rejected as duplicate: --dedupe-on)" if (m.get("config") or {}).get("dedupe_on") else "(kept)"),
+             *filter(None, [_repeats_warning(m)])]
     outside = rows.get("channels_without_a_share")
     if outside:
         named = ", ".join(f"{ch} ({n:,} lines)" for ch, n in list(outside.items())[:5])
@@ -729,7 +730,19 @@ def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
     if json_logs:
         _emit_done(manifest["status"], manifest["run_id"], out, message=text)
     else:
-        _render.print_lines([text])
+        _render.print_lines([text, *filter(None, [_repeats_warning(manifest)])])
+
+
+def _repeats_warning(manifest: dict) -> str | None:
+    """A line where a fifth or more of the rows repeat an earlier one on every mapped column and are kept: two
+    copies of one export in an input folder doubled every customer's spend and CLV, and no command said so."""
+    rows = manifest.get("rows") or {}
+    repeats, given = rows.get("repeats_on_mapped_columns", 0), rows.get("in", 0)
+    if not given or 5 * repeats < given or (manifest.get("config") or {}).get("dedupe_on"):
+        return None
+    return (f"warning: {repeats:,} of the {given:,} rows ({repeats / given:.0%}) repeat an earlier row on every "
+            f"mapped column and were kept as purchases: two copies of one export? --dedupe-on with the mapped "
+            f"columns drops them")
 
 
 def _join(base: str | Path, name: str) -> str:

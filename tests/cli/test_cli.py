@@ -702,6 +702,21 @@ def test_assign_reads_an_iso_batch_of_a_model_trained_with_a_format(small_data, 
     assert scored.height == iso.height
 
 
+def test_two_copies_of_one_export_are_warned_of(small_data, tmp_path):
+    # Every row twice (a copy of a file under another name): spend and CLV doubled, and no command said so.
+    tx = pl.read_parquet(small_data / "transactions").head(3_000)
+    (tmp_path / "in").mkdir()
+    tx.write_parquet(tmp_path / "in" / "a.parquet")
+    tx.write_parquet(tmp_path / "in" / "a (copy).parquet")
+    r = invoke("features", tmp_path / "in", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.stderr
+    assert "warning: 3,0" in r.stdout + r.stderr and "two copies of one export?" in r.stdout + r.stderr
+    r = invoke("features", tmp_path / "in", "--out", tmp_path / "g", "--dedupe-on", ",".join(tx.columns))
+    assert r.exit_code == 0 and "two copies" not in r.stdout + r.stderr
+    r = invoke("features", tmp_path / "in" / "a.parquet", "--out", tmp_path / "h")
+    assert r.exit_code == 0 and "two copies" not in r.stdout + r.stderr
+
+
 def test_compare_json_ends_with_the_done_event_of_every_command(two_runs, tmp_path):
     # compare --json printed its stages and then the summary lines, never `done`.
     root, _, _ = two_runs
