@@ -737,12 +737,13 @@ def _repeats_warning(manifest: dict) -> str | None:
     """A line where a fifth or more of the rows repeat an earlier one on every mapped column and are kept: two
     copies of one export in an input folder doubled every customer's spend and CLV, and no command said so."""
     rows = manifest.get("rows") or {}
-    repeats, given = rows.get("repeats_on_mapped_columns", 0), rows.get("in", 0)
-    if not given or 5 * repeats < given or (manifest.get("config") or {}).get("dedupe_on"):
+    # Repeats count rejected rows too (3,000 empty rows repeat each other): at least this many were used.
+    used, kept = rows.get("used", 0), rows.get("repeats_on_mapped_columns", 0) - rows.get("rejected", 0)
+    if not used or 5 * kept < used or (manifest.get("config") or {}).get("dedupe_on"):
         return None
-    return (f"warning: {repeats:,} of the {given:,} rows ({repeats / given:.0%}) repeat an earlier row on every "
-            f"mapped column and were kept as purchases: two copies of one export? --dedupe-on with the mapped "
-            f"columns drops them")
+    return (f"warning: at least {kept:,} of the {used:,} rows used ({kept / used:.0%}) repeat an earlier row on "
+            f"every mapped column and were kept as purchases: two copies of one export? --dedupe-on with the "
+            f"mapped columns drops them")
 
 
 def _join(base: str | Path, name: str) -> str:

@@ -301,14 +301,18 @@ class ClvConfig(_Checked):
         if self.horizon is not None and not (math.isfinite(self.horizon) and self.horizon > 0):
             msg = f"--horizon must be > 0, got {self.horizon}"
             raise ConfigError(msg)
-        # CLV is summed over 30-day steps per distinct (repeats, age) pair: a horizon of 100,000 weeks took 930 MB
-        # under --memory-limit 700MB and minutes, deaf to SIGTERM in one NumPy call.
+
+        if not 0 <= self.discount_rate < 1:
+            msg = f"--discount-rate must be in [0, 1) (annual), got {self.discount_rate}"
+            raise ConfigError(msg)
+
+    def check_horizon(self) -> None:
+        """Refuse a horizon beyond 100 years for a fit to come. CLV is summed over 30-day steps per distinct
+        (repeats, age) pair: 100,000 weeks took 930 MB under --memory-limit 700MB and minutes, deaf to SIGTERM
+        in one NumPy call. Not on construction: a model or run.json saved with a longer one is still read."""
         if self.horizon is not None and self.horizon * self.unit_days > MAX_HORIZON_DAYS:
             msg = (f"--horizon {self.horizon:g} {self.time_unit}s is beyond 100 years "
                    f"({MAX_HORIZON_DAYS / self.unit_days:g} {self.time_unit}s), which CLV is not computed over")
-            raise ConfigError(msg)
-        if not 0 <= self.discount_rate < 1:
-            msg = f"--discount-rate must be in [0, 1) (annual), got {self.discount_rate}"
             raise ConfigError(msg)
 
     @property

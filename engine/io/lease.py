@@ -126,8 +126,12 @@ class Lease:
     def _write(self) -> None:
         version = store.put_if(self.path, _encode(self.holder), self._version, self._options)
         if version is None:
-            self._lost = True
-            return
+            # This write landed though its reply was lost (the store's retry then refused): still ours.
+            current = store.head(self.path, self._options)
+            if current is None or _read(self.path, self._options) != self.holder:
+                self._lost = True
+                return
+            version = current
         self._version, self._renewed = version, time.monotonic()
 
 

@@ -56,7 +56,8 @@ from segmint.engine.runtime import pid_namespace, pids_here, process_gone
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
-           "private_folder", "sibling_path", "version_root", "committed_run", "is_committed", "mark_committed",
+           "owner_doc", "private_folder", "sibling_path", "version_root", "committed_run", "is_committed",
+           "mark_committed",
            "is_part"]
 
 OWNER = "_owner.json"
@@ -272,7 +273,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
     with ``lease``, the claim is checked before ``_SUCCESS``."""
     out = check_writable(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
+    remove_stale(out, held_by=run_id if lease is not None else None)
     stage = _claim(sibling_path(out, "staging", run_id or uuid.uuid4().hex[:12]), keep)
     inode = stage.stat().st_ino   # committed once ``out`` is this folder, whatever a signal interrupted
     try:
@@ -339,8 +340,12 @@ def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:
     return out.parent / f".{out.name}.{kind}-{run_id}"
 
 
-def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS) -> list[Path]:
-    """Remove staging/work/old siblings (of ``kinds``) of ``out`` left by segmint runs whose process is gone."""
+def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS, held_by: str | None = None) -> list[Path]:
+    """Remove staging/work/old siblings (of ``kinds``) of ``out`` left by segmint runs whose process is gone.
+    ``held_by``: this run holds ``out``'s lease (its id): no other run writes beside it now, so the other runs'
+    folders are left, whatever their host or PID namespace, but for those kept for --resume. A container
+    restarted under its name (a new PID namespace) left its killed run's staging folder, a copy of the
+    customers' outputs, for good."""
     removed = []
     if not out.parent.is_dir():
         return removed
@@ -349,7 +354,9 @@ def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS) -> list[Path]:
         olds[0].rename(out)  # a crash between the two renames of a replace: put the old output back
     for kind in kinds:
         for folder in _siblings(out, kind):
-            if _abandoned(folder, out):
+            if folder.name.endswith(f"-{held_by}"):
+                continue   # this run's own (its work folder, made before its staging)
+            if _abandoned(folder, out) or (held_by is not None and _not_kept(folder)):
                 shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
                 removed.append(folder)
     return removed
@@ -517,7 +524,7 @@ def private_folder(parent: Path, prefix: str) -> Path:
         if left.is_dir() and (left / OWNER).is_file() and _abandoned(left, left):
             shutil.rmtree(left, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))   # 0700
-    write_json(folder / OWNER, _owner(False))
+    write_json(folder / OWNER, owner_doc(False))
     return folder
 
 
@@ -529,7 +536,7 @@ def _claim(folder: Path, keep: bool, *, private: bool = False) -> Path:
     if private:
         folder.chmod(0o700)
     # A resumable run's folders outlive its process: remove_stale leaves them to --resume.
-    write_json(folder / OWNER, _owner(keep))
+    write_json(folder / OWNER, owner_doc(keep))
     return folder
 
 
@@ -552,10 +559,18 @@ def _abandoned(folder: Path, out: Path) -> bool:
         return False
 
 
-def _owner(resume: bool) -> dict[str, Any]:
+def owner_doc(resume: bool) -> dict[str, Any]:
     """An owner file's content: whose process the folder is (runtime.pids_here), and whether a --resume run
     keeps it."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": pid_namespace(), "resume": resume}
+
+
+def _not_kept(folder: Path) -> bool:
+    """A run's folder (an owner file) not kept for a --resume run's next attempt."""
+    try:
+        return not json.loads((folder / OWNER).read_text()).get("resume")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _empty_for_a_minute(folder: Path) -> bool:
@@ -576,7 +591,7 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
         return
     # The old output leaves under a name of ours and with an owner file of its own (not a resumable one): killed
     # before it is deleted, the next write removes it, where a folder without one is not taken for segmint's.
-    write_json(out / OWNER, _owner(False))
+    write_json(out / OWNER, owner_doc(False))
     try:
         exchanged = _exchange(stage, out)
     finally:   # not exchanged, it is the live output's; exchanged, the new output's (whose owner goes anyway)

@@ -156,7 +156,7 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                        + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
-    _check_skipped(listing.skipped, wanted, label)
+    _check_skipped(listing.skipped, wanted, label, listing.csv)
     types = {c: _column_type(c, files, schemas, rows, first) for c in wanted}
     source = Source(label=label, paths=listing.inputs, csv=csv, columns=tuple(wanted), schema=types,
                     chunks=tuple(Chunk(f, 0, n, keys) for (f, keys), n in zip(listing.found, rows, strict=True) if n),
@@ -487,23 +487,26 @@ def _skipped(path: str, options: tuple[tuple[str, str], ...]) -> list[str]:
             if not any(part.startswith((".", "_")) for part in rel.parts) and not _is_data(rel, path)]
 
 
-def _check_skipped(skipped: Sequence[str], wanted: dict[str, str], label: str) -> None:
-    """Refuse a skipped file whose first line names the input's mapped columns (a day's export saved as .txt
-    or .dat beside the .csv ones): its rows were left out without a word. A README's first line names none."""
-    names = set(wanted)
+def _check_skipped(skipped: Sequence[str], wanted: dict[str, str], label: str, csv: bool) -> None:
+    """Refuse a skipped file whose first line is a header naming the customer column and another mapped one
+    as fields of their own (a day's export saved as .txt or .dat beside the .csv ones): its rows were left out
+    without a word. A README's first line ('Columns: customer_id, ts, amount (EUR)') is no such header."""
+    ids = [name for name, flag in wanted.items() if flag in ("--customer-col", "--event-customer-col",
+                                                              "--customers-id-col")]
     for path in skipped:
         if Path(path).suffix.lower() not in _TEXT_DATA:
             continue
         try:
             with open(store.local(path), "rb") as f:
-                first = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
+                first = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
         except OSError:
             continue
-        fields = {field.strip().strip('"').strip() for field in re.split(r"[,;\t|]", first)}
-        if len(names) > 1 and len(names & fields) >= 2:
-            msg = (f"{label} holds {path}, whose first line names its mapped columns "
-                   f"({', '.join(sorted(names & fields))}): data segmint does not read, as it reads only Parquet "
-                   f"and .csv files; rename it .csv where it is comma-separated, or move it out")
+        fields = max(({f.strip().strip('"') for f in first.split(sep)} for sep in ",;\t|"), key=len)
+        named = sorted(set(wanted) & fields)
+        if ids and ids[0] in fields and len(named) >= 2:
+            fix = "rename it .csv where it is comma-separated, or move it out" if csv else "move it out"
+            msg = (f"{label} holds {path}, whose first line names its mapped columns ({', '.join(named)}): data "
+                   f"segmint does not read, as it reads only Parquet and .csv files; {fix}")
             raise InputContractError(msg)
 
 

@@ -47,8 +47,8 @@ from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim, held_by
 from segmint.engine.io.pseudonym import key_fingerprint
 from segmint.engine.io.sink import (OWNER, Layout, Staging, check_not_inside, check_writable, committed_run,
-                                    is_committed, mark_committed, remove_stale, sibling_path, staged_output,
-                                    version_root, work_dir, write_json)
+                                    is_committed, mark_committed, owner_doc, remove_stale, sibling_path,
+                                    staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
@@ -63,7 +63,7 @@ from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, p
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
-from segmint.engine.runtime import thread_budget
+from segmint.engine.runtime import pids_here, process_gone, thread_budget
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
            "compute_cohorts", "validate"]
@@ -503,8 +503,8 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor,
     if store.is_remote(work):
         opts = dict(cfg.storage_options)
         _remove_abandoned_work(cfg.work_dir, opts)
-        write_json(store.join(work, OWNER), {"run_id": run_id, "out": store.canonical(out) if out else None,
-                                             "resume": keep}, opts)
+        write_json(store.join(work, OWNER), {**owner_doc(keep), "run_id": run_id,
+                                             "out": store.canonical(out) if out else None}, opts)
         try:
             yield work
         except BaseException:
@@ -522,19 +522,28 @@ def _work(cfg: RunConfig, out: str | Path | None, run_id: str, runner: Executor,
 
 
 def _remove_abandoned_work(work_dir: str, opts: store.Options) -> None:
-    """The scratch killed runs left under an object-store --work-dir: a run's folder whose output no live lease
-    of that run holds (runs commit, then remove their scratch, then release their lease). It stayed for good
-    unless a run went on at the same output: the killed run's features, customer data. Not a --resume run's
-    (kept for its next attempt), nor a folder without an owner (another segmint's, or none)."""
+    """The scratch killed runs left under an object-store --work-dir (their features: customer data), which
+    stayed for good unless a run went on at the same output. Housekeeping: what cannot be judged or read is
+    left, and no error of it stops this run."""
     for folder in store.list_folders(work_dir, opts):
         if not store.name(folder).startswith("segmint-work-"):
             continue
-        try:
+        with contextlib.suppress(Exception):
             owner = json.loads(store.read_bytes(store.join(folder, OWNER), opts))
-        except (FileNotFoundError, ValueError):
-            continue
-        if not owner.get("resume") and owner.get("out") and not held_by(owner["out"], owner["run_id"], opts):
-            store.remove_prefix(folder, opts)
+            if _abandoned_work(owner, opts):
+                store.remove_prefix(folder, opts)
+
+
+def _abandoned_work(owner: dict[str, Any], opts: store.Options) -> bool:
+    """A run's scratch folder its run no longer uses: not kept for --resume, and its output on an object store
+    held by no live lease of that run (runs commit, remove their scratch, then release their lease), or else its
+    process gone from this host and PID namespace. A local output's lease is on its own host: another host's
+    live run lost its scratch to a run that looked for that lock here."""
+    if owner.get("resume"):
+        return False
+    if owner.get("out") and store.is_remote(owner["out"]):
+        return not held_by(owner["out"], owner["run_id"], opts)
+    return pids_here(owner.get("host"), owner.get("pid_namespace"), True) and process_gone(int(owner["pid"]))
 
 
 def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:

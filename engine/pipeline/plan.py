@@ -126,6 +126,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     if side_tables and cfg.customers is not None:
         customers = contract.customers(cfg.customers, cfg.storage_options)
         contract.check_same_ids(tx, columns.customer, customers, cfg.customers.customer, "--customers-id-col")
+    if command != "assign" and cfg.clv.enabled:   # assign scores with its model's settings, whatever they are
+        cfg.clv.check_horizon()
     limit = cfg.memory_limit or default_memory_limit()
     in_use, code = current_rss(), code_to_come()
     budget = limit - in_use - code

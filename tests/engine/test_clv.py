@@ -311,12 +311,28 @@ def test_a_stop_short_of_the_optimum_goes_on_to_it(monkeypatch):
 def test_default_horizon_spans_the_same_days_in_either_unit():
     assert ClvConfig(time_unit="week").horizon_units * 7 == ClvConfig(time_unit="day").horizon_units == 364
     assert ClvConfig(time_unit="day", horizon=30).horizon_units == 30
-    # Up to 100 years: 100,000 weeks took 930 MB under --memory-limit 700MB and minutes, deaf to SIGTERM.
-    assert ClvConfig(time_unit="week", horizon=5_217.8).horizon_units == 5_217.8
+    # Up to 100 years for a fit to come: 100,000 weeks took 930 MB under --memory-limit 700MB and minutes,
+    # deaf to SIGTERM. A saved model's longer one is still read (it was refused on construction).
+    ClvConfig(time_unit="week", horizon=5_217.8).check_horizon()
     with pytest.raises(ConfigError, match=r"--horizon 100000 weeks is beyond 100 years \(5217.86 weeks\)"):
-        ClvConfig(time_unit="week", horizon=100_000)
+        ClvConfig(time_unit="week", horizon=100_000).check_horizon()
     with pytest.raises(ConfigError, match=r"--horizon 36526 days is beyond 100 years"):
-        ClvConfig(time_unit="day", horizon=36_526)
+        ClvConfig(time_unit="day", horizon=36_526).check_horizon()
+
+
+def test_a_horizon_beyond_100_years_stops_a_fit_before_any_work_and_an_older_model_of_one_still_scores(
+        small_data, small_run, tmp_path):
+    import dataclasses as dc
+
+    from segmint.engine.model import Model
+
+    with pytest.raises(ConfigError, match="beyond 100 years"):
+        compute_clv([small_data / "transactions"], tmp_path / "c", RunConfig(clv=ClvConfig(horizon=1e6)))
+    assert not (tmp_path / "c").exists()
+    model = Model.load(small_run)
+    long = dc.replace(model, clv_config=dc.replace(model.clv_config, horizon=7_830.0))
+    long.save(tmp_path / "m")
+    assert Model.load(tmp_path / "m").clv_config.horizon == 7_830.0
 
 
 def test_nbd_fit_maximises_the_negative_binomial_likelihood():

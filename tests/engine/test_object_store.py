@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from segmint.engine.errors import ConfigError, InputContractError, OutputExistsE
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.lease import Holder
+from segmint.engine.runtime import pid_namespace
 from segmint.engine.model import Model
 from segmint.engine.pipeline import assign_customers, commands, run, validate
 from segmint.engine.pipeline.abtests import abtest_evaluate, abtest_split
@@ -477,19 +479,33 @@ def test_scratch_killed_runs_left_under_an_object_store_work_dir_goes_whatever_t
     live = Holder("20261205T000000Z-0aaaaaaa", "run", "other-host", 4242, "2026-12-05T00:00:00+00:00",
                   lease_seconds=600)
     store.write_bytes("s3://segmint-test/live-out/_lock.json", json.dumps(dataclasses.asdict(live)).encode(), opts)
-    folders = {"20261205T000000Z-0bbbbbbb": ("s3://segmint-test/dead-out", False),    # killed: goes
-               live.run_id: ("s3://segmint-test/live-out", False),                      # running elsewhere
-               "20261205T000000Z-0ccccccc": ("s3://segmint-test/dead-out2", True),     # kept for --resume
-               "20261205T000000Z-0ddddddd": None}                                      # no owner: not known
+    elsewhere = {"host": "other-host", "pid": 4242, "pid_namespace": "pid:[1]"}
+    here = {"host": socket.gethostname(), "pid": _gone_pid(), "pid_namespace": pid_namespace()}
+    folders = {"20261205T000000Z-0bbbbbbb": ("s3://segmint-test/dead-out", False, elsewhere),   # killed: goes
+               live.run_id: ("s3://segmint-test/live-out", False, elsewhere),               # running elsewhere
+               "20261205T000000Z-0ccccccc": ("s3://segmint-test/dead-out2", True, elsewhere),  # kept for --resume
+               "20261205T000000Z-0ddddddd": None,                                          # no owner: not known
+               # A local output's lease is on its host: another host's live run (its scratch was removed, and
+               # the run failed) and one whose output this run cannot reach (it stopped this run) are left.
+               "20261205T000000Z-0eeeeeee": ("/srv/host-a/out", False, elsewhere),
+               "20261205T000000Z-0fffffff": ("gs://another-teams-bucket/out", False, elsewhere),
+               "20261205T000000Z-01111111": ("/srv/here/out", False, here)}                 # gone from here: goes
     for run_id, owner in folders.items():
         store.write_bytes(f"{work}/segmint-work-{run_id}/features/bucket-00000.arrow", b"customer data", opts)
         if owner is not None:
-            doc = {"run_id": run_id, "out": owner[0], "resume": owner[1]}
+            doc = {**owner[2], "run_id": run_id, "out": owner[0], "resume": owner[1]}
             store.write_bytes(f"{work}/segmint-work-{run_id}/_owner.json", json.dumps(doc).encode(), opts)
     run([s3_data], "s3://segmint-test/sweeping", RunConfig(cluster=ClusterConfig(k=3), storage_options=s3,
                                                            work_dir=work))
+    gone = {"20261205T000000Z-0bbbbbbb", "20261205T000000Z-01111111"}
     left = sorted(store.name(f) for f in store.list_folders(work, opts))
-    assert left == sorted(f"segmint-work-{r}" for r in folders if r != "20261205T000000Z-0bbbbbbb")
+    assert left == sorted(f"segmint-work-{r}" for r in folders if r not in gone)
+
+
+def _gone_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_a_run_that_lost_its_lease_commits_nothing(s3, s3_data, monkeypatch):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -858,3 +859,45 @@ def test_a_lock_whose_write_landed_though_its_reply_was_lost_is_this_runs(tmp_pa
     with lease.claim(tmp_path / "out", holder, {}) as held:
         assert held.holder == holder and Path(lease.lock_path(tmp_path / "out")).exists()
     assert not Path(lease.lock_path(tmp_path / "out")).exists()
+
+
+def test_a_killed_runs_folders_beside_the_output_go_when_a_run_holds_its_lease_whatever_their_namespace(
+        small_data, tmp_path):
+    """A container restarted under its name (a new PID namespace) could not judge its killed run's pid: that
+    run's staging folder, a copy of the customers' outputs, stayed beside the output for good. A run that holds
+    the output's lease knows no other run writes there: it removes the others' folders, not one kept for
+    --resume."""
+    import socket
+
+    from segmint.engine.io.lease import Holder, lock_path
+    from segmint.engine.io.sink import OWNER
+
+    out, pid = tmp_path / "out", _gone_pid()
+    before = dict(host=socket.gethostname(), pid=pid, pid_namespace="pid:[1]")
+    dead = Holder("20261205T000000Z-0aa0aa0a", "run", before["host"], pid, "2026-12-05T00:00:00+00:00",
+                  lease_seconds=1, pid_namespace="pid:[1]", namespaced=True)
+    Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(dead)))
+    staging, kept = tmp_path / f".out.staging-{dead.run_id}", tmp_path / ".out.staging-20261205T000000Z-0bb0bb0b"
+    for folder, resume in ((staging, False), (kept, True)):
+        folder.mkdir()
+        (folder / "assignments.parquet").write_bytes(b"customers")
+        (folder / OWNER).write_text(json.dumps({**before, "resume": resume}))
+    time.sleep(1.5)   # its lease unrenewed for its length: dead
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", kept.name])
+
+
+def test_a_lease_renewal_that_landed_though_its_reply_was_lost_keeps_the_lease(tmp_path, monkeypatch):
+    # The renewal's conditional write landed and its reply was lost: the run "lost its claim" (exit 4) to itself.
+    from segmint.engine.io import lease, store
+
+    holder = lease.Holder.this_process("20261205T000000Z-0ee0ee0e", "run", 0.4)
+    with lease.claim(tmp_path / "out", holder, {}) as held:
+        put_if = store.put_if
+        def landed_but_unanswered(path, data, seen, options=None):
+            put_if(path, data, seen, options)
+            return None
+        monkeypatch.setattr(store, "put_if", landed_but_unanswered)
+        time.sleep(0.35)   # three renewals, every reply lost
+        monkeypatch.undo()
+        held.check()

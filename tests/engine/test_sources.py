@@ -450,12 +450,18 @@ def test_a_text_file_of_the_inputs_columns_beside_csv_files_is_refused_not_left_
     frame = pl.DataFrame({"customer_id": ["1", "2"], "amount": ["1.5", "2"]})
     frame.write_csv(tmp_path / "in" / "a.csv")
     (tmp_path / "in" / "README.txt").write_text("Exports, one per day; columns customer id and amount.\n")
+    (tmp_path / "in" / "NOTES.txt").write_text("Columns: customer_id, amount (EUR)\n")   # no header: prose
     (tmp_path / "in" / "notes.md").write_text("customer_id,amount\n")   # not a data suffix
     wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
     assert resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions").rows == 2
     frame.write_csv(tmp_path / "in" / "b.txt", separator="\t")
     with pytest.raises(InputContractError, match=r"transactions holds .*b.txt, whose first line names its mapped "
                                                  r"columns \(amount, customer_id\): .*rename it .csv"):
+        resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
+    # Beside Parquet files, renamed .csv it would be refused as another format: move it out.
+    (tmp_path / "in" / "a.csv").unlink()
+    frame.write_parquet(tmp_path / "in" / "a.parquet")
+    with pytest.raises(InputContractError, match=r"b.txt, whose first line .*files; move it out$"):
         resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
 
 
