@@ -559,11 +559,7 @@ def test_integer_amounts_beyond_two_to_the_53_are_their_nearest_float(tmp_path):
                                                        ("epoch_us", "s", "epoch_s")])
 def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, values, fix):
     # Unix seconds read as milliseconds put every purchase in January 1970, and the run went on (exit 0).
-    per_second = {"s": 1, "ms": 10**3, "us": 10**6}[values]
-    seconds = 1_700_000_000 + np.arange(40) * 86_400
-    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second,
-                  "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
-    cols = Columns(time_format=given, order=None, channel=None, category=None)
+    cols = _daily_epochs(tmp_path / "t.parquet", values, given)
     with pytest.raises(ConfigError, match=f"--time-format {given} puts the sampled times .* in 1970.*give "
                                           f"--time-format {fix}"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
@@ -583,14 +579,19 @@ def test_an_epoch_unit_a_thousand_times_too_fine_is_refused(tmp_path, given, val
 def test_an_epoch_unit_a_thousand_times_too_coarse_is_refused_naming_the_unit(tmp_path, given, values):
     # Milliseconds read as seconds land past year 9999: every row was quarantined and the run stopped with
     # "check the time column and --time-format", naming no unit (a model's epoch_s given a batch in ms alike).
-    per_second = {"ms": 10**3, "us": 10**6, "ns": 10**9}[values]
-    seconds = 1_700_000_000 + np.arange(40) * 86_400
-    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second,
-                  "amount": np.ones(40)}).write_parquet(tmp_path / "t.parquet")
-    cols = Columns(time_format=given, order=None, channel=None, category=None)
+    cols = _daily_epochs(tmp_path / "t.parquet", values, given)
     with pytest.raises(ConfigError, match=f"--time-format {given} reads under 98 in 100 of the sampled times of "
                                           f"column 'ts' .*give --time-format epoch_{values}$"):
         validate([tmp_path / "t.parquet"], RunConfig(columns=cols))
+
+
+def _daily_epochs(path, unit: str, given: str) -> Columns:
+    """40 daily Unix times from November 2023 in ``unit`` at ``path``; the mapping that reads them as ``given``."""
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    seconds = 1_700_000_000 + np.arange(40) * 86_400
+    pl.DataFrame({"customer_id": np.arange(40) % 5, "ts": seconds * per_second, "amount": np.ones(40)}).write_parquet(
+        path)
+    return Columns(time_format=given, order=None, channel=None, category=None)
 
 
 def test_one_stray_value_does_not_let_a_unit_too_fine_through(tmp_path):
