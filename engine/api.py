@@ -23,11 +23,12 @@ import polars as pl
 
 from segmint.engine.analytics.clv import ClvParams
 from segmint.engine.config import RunConfig
-from segmint.engine.errors import ConfigError, SegmintError
+from segmint.engine.errors import ConfigError, InputContractError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.sink import private_folder
 from segmint.engine.io.frames import polars_frame
+from segmint.engine.io.sources import first_line
 from segmint.engine.model import Model
 from segmint.engine.pipeline import commands
 from segmint.engine.pipeline.executor import Executor
@@ -161,7 +162,7 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
     folder = private_folder(base, ".segmint-input-")
     try:
         path = folder / "input.parquet"
-        _write(data, path)
+        _write(data, path, cfg)
         try:
             yield [str(path)]
         except SegmintError as exc:   # it named the hidden file the data went through, not the caller's data
@@ -176,29 +177,52 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
                 parent.rmdir()
 
 
-def _write(data: Data, path: Path) -> None:
-    if isinstance(data, pl.DataFrame):
-        data.write_parquet(path)
-        return
-    if isinstance(data, pl.LazyFrame):
-        data.sink_parquet(path)
-        return
+def _write(data: Data, path: Path, cfg: RunConfig) -> None:
+    """The mapped columns of ``data`` to a Parquet file (all of them where a required one is missing, so that
+    the refusal lists what there is). Every column was converted: an unused Object, Int128 or 40-digit Decimal
+    column stopped the run with the library's own error (a Rust panic, past ``except Exception``)."""
     kind = f"{type(data).__module__}.{type(data).__name__}"
-    if kind.startswith("pandas.") and type(data).__name__ == "DataFrame":
-        polars_frame(data).write_parquet(path)
-        return
-    if kind.startswith("pyarrow."):
-        import pyarrow.parquet as pq
+    pandas = kind.startswith("pandas.") and type(data).__name__ == "DataFrame"
+    arrow = kind.startswith("pyarrow.") and (type(data).__name__ == "Table"
+                                             or hasattr(data, "to_batches") and hasattr(data, "schema"))
+    if not (isinstance(data, (pl.DataFrame, pl.LazyFrame)) or pandas or arrow):
+        msg = (f"transactions must be a path or URI, a list of them, or a Polars DataFrame/LazyFrame, pandas "
+               f"DataFrame or pyarrow Table/Dataset; got {kind}")
+        raise ConfigError(msg)
+    try:
+        _write_columns(data, path, cfg)
+    except (Exception, pl.exceptions.PanicException) as exc:   # noqa: BLE001 - each library raises its own
+        msg = (f"the transactions given cannot be read as a table ({type(exc).__name__}: {first_line(exc)}); give "
+               f"each mapped column one type")
+        raise InputContractError(msg) from None
 
-        if type(data).__name__ == "Table":
-            pq.write_table(data, path)
-            return
-        if hasattr(data, "to_batches") and hasattr(data, "schema"):  # a pyarrow Dataset: streamed in batches
-            with pq.ParquetWriter(path, data.schema) as writer:
-                for batch in data.to_batches():
-                    writer.write_batch(batch)
-            return
-    msg = (f"transactions must be a path or URI, a list of them, or a Polars DataFrame/LazyFrame, pandas DataFrame "
-           f"or pyarrow Table/Dataset; got {kind}")
-    raise ConfigError(msg)
+
+def _write_columns(data: Data, path: Path, cfg: RunConfig) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(data, pl.LazyFrame):
+        data.select(_mapped(data.collect_schema().names(), cfg)).sink_parquet(path)
+    elif isinstance(data, pl.DataFrame):
+        data.select(_mapped(data.columns, cfg)).write_parquet(path)
+    elif hasattr(data, "iloc"):   # pandas
+        polars_frame(data[_mapped([str(c) for c in data.columns], cfg)]).write_parquet(path)
+    elif type(data).__name__ == "Table":
+        pq.write_table(data.select(_mapped(data.schema.names, cfg)), path)
+    else:   # a pyarrow Dataset: streamed in batches
+        columns = _mapped(data.schema.names, cfg)
+        with pq.ParquetWriter(path, pa.schema([data.schema.field(n) for n in columns])) as writer:
+            for batch in data.to_batches(columns=columns):
+                writer.write_batch(batch)
+
+
+def _mapped(names: list[str], cfg: RunConfig) -> list[str]:
+    """The columns of ``names`` the run reads (mapped, or named by --dedupe-on), in their order; all of them
+    where a required one is missing."""
+    c = cfg.columns
+    required = [c.customer, c.time, *([c.amount] if c.amount else [c.quantity, c.price])]
+    if not all(r in names for r in required):
+        return names
+    wanted = {*c.source_columns(), *(cfg.dedupe_on or ())}
+    return [n for n in names if n in wanted]
 

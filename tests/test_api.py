@@ -279,3 +279,41 @@ def _namespace():
     from segmint.engine.runtime import pid_namespace
 
     return pid_namespace()
+
+
+def test_in_memory_data_is_read_for_its_mapped_columns_only(small_data, tmp_path):
+    # Every column was converted: an unused Object or Int128 column, or a 40-digit Decimal in pandas, stopped the
+    # run with the library's own error (a Rust panic past `except Exception`); a failing LazyFrame likewise.
+    from decimal import Decimal
+
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions").head(3_000)
+    cfg = segmint.RunConfig(cluster=segmint.ClusterConfig(k=3))
+    want = segmint.run(tx, tmp_path / "plain", cfg).summary
+    odd = tx.with_columns(pl.Series("note", [object()] * tx.height, dtype=pl.Object),
+                          pl.col("amount").cast(pl.Int128, strict=False).alias("wide"))
+    assert segmint.run(odd, tmp_path / "odd", cfg).summary.equals(want)
+    frame = tx.to_pandas()
+    frame["big"] = [Decimal("1e40")] * len(frame)
+    assert segmint.run(frame, tmp_path / "pandas", cfg).summary.equals(want)
+    failing = tx.lazy().with_columns(pl.lit("a").cast(pl.Int64).alias("customer_id"))   # fails when collected
+    with pytest.raises(segmint.InputContractError, match="the transactions given cannot be read as a table"):
+        segmint.run(failing, tmp_path / "f", cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd", "pandas", "plain"]
+
+
+def test_run_json_names_each_share_columns_channel(small_data, tmp_path):
+    # Channels in other scripts than Latin all read "blank" in their column names (Сайт, Приложение:
+    # channel_share_blank, _blank_2), and only model.json said which was which.
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions").head(3_000)
+    names = sorted(tx["channel"].unique().to_list())
+    cyrillic = tx.with_columns(pl.col("channel").replace({names[0]: "Сайт", names[1]: "Приложение"}))
+    manifest = segmint.run(cyrillic, tmp_path / "r", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3))).manifest
+    columns = manifest["channel_columns"]
+    assert sorted(columns.values()) == sorted(manifest["channels"]) and list(columns.values()) == manifest["channels"]
+    assert {columns["channel_share_blank"], columns["channel_share_blank_2"]} == {"Сайт", "Приложение"}
+    features = pl.read_parquet(tmp_path / "r" / "assignments")
+    assert all(c in features.columns for c in columns)

@@ -577,8 +577,9 @@ def _degenerate(at_edge: list[str], spend: bool = False) -> str:
                 f"very few or near-identical customers")
     why = "the data cannot identify it"
     if any(edge.startswith("p=") for edge in at_edge):
-        why = ("each customer's order values vary too little around that customer's own mean for their spread to "
-               "be estimated (as with amounts that repeat exactly, such as generated or list prices)")
+        # Not "order values that vary little": segmint generate's vary by a third around a customer's mean.
+        why = ("its likelihood keeps rising as p grows, with no maximum: these spends do not fit the "
+               "Gamma-Gamma model")
     elif any(edge.startswith("q=") for edge in at_edge):
         why = "customers' mean spends vary too little from one customer to another for their spread to be estimated"
     return f"the CLV fit is degenerate (spend model, Gamma-Gamma: {edges}): {why}"

@@ -40,7 +40,7 @@ from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, reten
 from segmint.engine.cluster.device import backend_for, resolve_device
 from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
-from segmint.engine.features.build import records_reused, top_channels
+from segmint.engine.features.build import channel_columns, records_reused, top_channels
 from segmint.engine.io.clean import RowStats, above_share
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import store
@@ -257,8 +257,7 @@ def compute_feature_table(inputs: Sequence[str | Path], out: str | Path, cfg: Ru
         with s.clock.stage("fit") as info:
             cuts, _, _, info["fitted_on"] = fit.fit_cuts_and_clv(s.plan, filled, counts.customers, None, 0)
         _score(s, Scoring(s.plan.cfg.features, cuts), filled, "features")
-        manifest = _manifest(s, mapped[0].as_of, counts, mapped[0].channels or ()) | {"rfm_cuts": cuts.to_dict(),
-                                                              "channels": list(mapped[0].channels or ())}
+        manifest = _manifest(s, mapped[0].as_of, counts, mapped[0].channels or ()) | {"rfm_cuts": cuts.to_dict()}
         return _commit(s, manifest)
 
 
@@ -801,6 +800,11 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
     }
     if cfg.pseudonymize_ids:
         doc["pseudonym_key"] = key_fingerprint()
+    if channels is not None:
+        # Each share column's channel: channels of other scripts than Latin all read "blank" in their names, and
+        # only model.json said which was which.
+        doc["channels"] = list(channels)
+        doc["channel_columns"] = dict(zip(channel_columns(channels), channels, strict=True))
     if plan.events is not None:
         doc["events"] = {"rows": {"in": c.events_in, "used": c.events_used,
                                   "rejected": c.events_in - c.events_used - c.events_set_aside,

@@ -41,6 +41,9 @@ _RC = {
     "ytick.color": "#444",
     "legend.frameon": False,
     "figure.facecolor": "white",
+    # Text as written: a grid label "$$ spenders" failed the report (exit 1) as unparsable maths, and
+    # "$5-$10 buyers" was drawn as maths ("5−10 buyers").
+    "text.parse_math": False,
 }
 # By measure, not by place: without revenue bars (no revenue to share out) CLV took revenue's blue.
 _MEASURE_COLORS = {"customers": "#9aa3ad", "revenue": "#2171b5", "predicted value": "#41ab5d"}

@@ -192,11 +192,14 @@ def _traits(rows: list[dict], ranks: dict[int, dict[str, tuple[float, float]]], 
     total = sum(r["customers"] for r in rows)
     cards = []
     for r in rows:
-        found = traits(r, ranks[r["segment"]])
-        items = "".join(f"<li>{html.escape(t)}</li>" for t in found) or \
-            "<li>close to the population on every feature</li>"
-        why = "".join(f"<dt>{html.escape(w)}</dt><dd>: {html.escape(reason)}</dd>"
-                      for w, reason in name_reasons(r, margin, batch))
+        if not r["customers"]:   # an assigned batch none of whose customers is in it: no numbers to judge by
+            items, why = "<li>no customer of this batch is in this segment</li>", ""
+        else:
+            found = traits(r, ranks[r["segment"]])
+            items = "".join(f"<li>{html.escape(t)}</li>" for t in found) or \
+                "<li>close to the population on every feature</li>"
+            why = "".join(f"<dt>{html.escape(w)}</dt><dd>: {html.escape(reason)}</dd>"
+                          for w, reason in name_reasons(r, margin, batch))
         cards.append(f'<div class="card" style="--seg:{colors[r["segment"]]}"><h3>{r["segment"]} · '
                      f'{html.escape(r["name"])}</h3><p>{html.escape(kpi_sentence(r, total))}</p><ul>{items}</ul>'
                      f'<dl class="why">{why}</dl></div>')

@@ -381,3 +381,28 @@ def test_the_clv_section_and_the_profiles_note_say_what_the_run_did(small_data, 
     assert sampled == doc["clustering"]["n_train"] != 1000   # k-means trained on the whole profile sample here
     page = write_report(out, tmp_path / "r.html").read_text()
     assert "as the configuration asks" in page and "no dropout detected" not in page
+
+
+def test_chart_text_is_drawn_as_written_not_as_maths():
+    # A grid label "$$ spenders" failed the report (exit 1: Matplotlib's maths parser), and "$5-$10 buyers" was
+    # drawn as maths, "5−10 buyers".
+    import numpy as np
+
+    from segmint.engine.report import charts
+
+    names = {(r, f): "$$ spenders" if (r + f) % 2 else "$5-$10 buyers" for r in range(1, 6) for f in range(1, 6)}
+    svg = charts.rfm_heatmap(np.ones((5, 5), int), names)
+    assert "$$ spenders" in svg and "$5-$10 buyers" in svg
+
+
+def test_an_empty_segment_of_an_assigned_batch_says_so_not_that_it_is_typical():
+    # Its card read "close to the population on every feature" and listed each name word's rule "(here n/a)"
+    # as if it held.
+    from segmint.engine.report.html import _traits
+
+    row = {"segment": 3, "name": "Lapsing · occasional · mid spend", "customers": 0, "share": 0.0,
+           "revenue_share": None, "orders_per_customer": None, "aov_kpi": None, "repurchase_rate": None,
+           "recency_days_median_pct": None, "frequency_median_pct": None, "aov_median_pct": None}
+    page = _traits([row], {3: {}}, {3: "#123456"}, 0.0, True)
+    assert "no customer of this batch is in this segment" in page
+    assert "close to the population" not in page and "(here n/a)" not in page
