@@ -12,6 +12,7 @@ pipeline as files do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.sink import private_folder
 from segmint.engine.io.frames import polars_frame
-from segmint.engine.io.sources import first_line
+from segmint.engine.io.sources import column_list, first_line
 from segmint.engine.model import Model
 from segmint.engine.pipeline import commands
 from segmint.engine.pipeline.executor import Executor
@@ -91,7 +92,11 @@ def assign(model: str | Path, transactions: Data, out: str | Path, config: RunCo
            progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
     """Score customers with the model of an earlier run (a run directory or its model folder)."""
     cfg = _checked(config, progress)
-    with _inputs(transactions, out, cfg) as paths:
+    # The batch's columns are the model's mapping (a model of amounts in 'net' lost that column to the defaults').
+    saved = Model.load(model, dict(cfg.storage_options))
+    reads = dataclasses.replace(cfg, columns=saved.columns,
+                                dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else saved.dedupe_on)
+    with _inputs(transactions, out, reads) as paths:
         return _result(commands.assign_customers(model, paths, out, cfg, progress, executor=executor), cfg)
 
 
@@ -191,7 +196,8 @@ def _write(data: Data, path: Path, cfg: RunConfig) -> None:
         raise ConfigError(msg)
     try:
         _write_columns(data, path, cfg)
-    except (Exception, pl.exceptions.PanicException) as exc:   # noqa: BLE001 - each library raises its own
+    except (ValueError, TypeError, NotImplementedError, pl.exceptions.PolarsError,
+            pl.exceptions.PanicException) as exc:   # each library's own; a full disk (OSError) says itself
         msg = (f"the transactions given cannot be read as a table ({type(exc).__name__}: {first_line(exc)}); give "
                f"each mapped column one type")
         raise InputContractError(msg) from None
@@ -201,28 +207,34 @@ def _write_columns(data: Data, path: Path, cfg: RunConfig) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    given = f"the {type(data).__name__} given"
     if isinstance(data, pl.LazyFrame):
-        data.select(_mapped(data.collect_schema().names(), cfg)).sink_parquet(path)
+        data.select(_mapped(data.collect_schema().names(), cfg, given)).sink_parquet(path)
     elif isinstance(data, pl.DataFrame):
-        data.select(_mapped(data.columns, cfg)).write_parquet(path)
+        data.select(_mapped(data.columns, cfg, given)).write_parquet(path)
     elif hasattr(data, "iloc"):   # pandas
-        polars_frame(data[_mapped([str(c) for c in data.columns], cfg)]).write_parquet(path)
+        polars_frame(data[_mapped([str(c) for c in data.columns], cfg, given)]).write_parquet(path)
     elif type(data).__name__ == "Table":
-        pq.write_table(data.select(_mapped(data.schema.names, cfg)), path)
+        pq.write_table(data.select(_mapped(data.schema.names, cfg, given)), path)
     else:   # a pyarrow Dataset: streamed in batches
-        columns = _mapped(data.schema.names, cfg)
+        columns = _mapped(data.schema.names, cfg, given)
         with pq.ParquetWriter(path, pa.schema([data.schema.field(n) for n in columns])) as writer:
             for batch in data.to_batches(columns=columns):
                 writer.write_batch(batch)
 
 
-def _mapped(names: list[str], cfg: RunConfig) -> list[str]:
-    """The columns of ``names`` the run reads (mapped, or named by --dedupe-on), in their order; all of them
-    where a required one is missing."""
+def _mapped(names: list[str], cfg: RunConfig, given: str) -> list[str]:
+    """The columns of ``names`` the run reads (mapped, or named by --dedupe-on), in their order. A required one
+    missing is refused here, naming what there is (written whole, an unused column that did not convert was
+    named instead)."""
     c = cfg.columns
-    required = [c.customer, c.time, *([c.amount] if c.amount else [c.quantity, c.price])]
-    if not all(r in names for r in required):
-        return names
+    required = {c.customer: "--customer-col", c.time: "--time-col",
+                **({c.amount: "--amount-col"} if c.amount else {c.quantity: "--quantity-col", c.price: "--price-col"})}
+    for name, flag in required.items():
+        if name not in names:
+            msg = f"column {name!r} ({flag}) not found in {given}; available: {column_list(names)}; map the right " \
+                  f"column with {flag}"
+            raise InputContractError(msg)
     wanted = {*c.source_columns(), *(cfg.dedupe_on or ())}
     return [n for n in names if n in wanted]
 

@@ -317,3 +317,21 @@ def test_run_json_names_each_share_columns_channel(small_data, tmp_path):
     assert {columns["channel_share_blank"], columns["channel_share_blank_2"]} == {"Сайт", "Приложение"}
     features = pl.read_parquet(tmp_path / "r" / "assignments")
     assert all(c in features.columns for c in columns)
+
+
+def test_in_memory_assign_reads_the_models_columns_and_a_missing_one_is_named(small_data, tmp_path):
+    # The batch was narrowed to the caller's (default) mapping: a model of amounts in 'net' lost that column
+    # ("'net' not found", listing a frame that held it). And a required column missing beside an unused column
+    # that does not convert was refused for that column.
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions").head(3_000).with_columns(net=pl.col("amount"))
+    cfg = segmint.RunConfig(cluster=segmint.ClusterConfig(k=3))
+    mapped = segmint.RunConfig(cluster=segmint.ClusterConfig(k=3), columns=segmint.Columns(amount="net"))
+    run = segmint.run(tx, tmp_path / "run", mapped)
+    scored = segmint.assign(tmp_path / "run", tx, tmp_path / "scored", cfg)
+    assert scored.manifest["rows"]["used"] == run.manifest["rows"]["used"]
+    odd = tx.rename({"ts": "timestamp"}).with_columns(pl.Series("note", [object()] * tx.height, dtype=pl.Object))
+    with pytest.raises(segmint.InputContractError, match=r"column 'ts' \(--time-col\) not found in the DataFrame "
+                                                         r"given; available: customer_id, timestamp, amount"):
+        segmint.validate(odd, cfg)

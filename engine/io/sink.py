@@ -342,10 +342,10 @@ def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:
 
 def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS, held_by: str | None = None) -> list[Path]:
     """Remove staging/work/old siblings (of ``kinds``) of ``out`` left by segmint runs whose process is gone.
-    ``held_by``: this run holds ``out``'s lease (its id): no other run writes beside it now, so the other runs'
-    folders are left, whatever their host or PID namespace, but for those kept for --resume. A container
-    restarted under its name (a new PID namespace) left its killed run's staging folder, a copy of the
-    customers' outputs, for good."""
+    ``held_by``: this run holds ``out``'s lease (its id): no other run stages ``out`` now, so the other runs'
+    staging folders are left, whatever their host or PID namespace, but for those kept for --resume. A
+    container restarted under its name (a new PID namespace) left its killed run's staging folder, a copy of
+    the customers' outputs, for good."""
     removed = []
     if not out.parent.is_dir():
         return removed
@@ -356,7 +356,9 @@ def remove_stale(out: Path, kinds: tuple[str, ...] = _KINDS, held_by: str | None
         for folder in _siblings(out, kind):
             if folder.name.endswith(f"-{held_by}"):
                 continue   # this run's own (its work folder, made before its staging)
-            if _abandoned(folder, out) or (held_by is not None and _not_kept(folder)):
+            # Only staging folders: work folders beside a name others use as their base (the temp folder's
+            # "segmint", or a --work-dir's) are other runs', of other outputs, whatever this lease says.
+            if _abandoned(folder, out) or (held_by is not None and kind == "staging" and _not_kept(folder)):
                 shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
                 removed.append(folder)
     return removed

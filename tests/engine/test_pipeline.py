@@ -878,13 +878,16 @@ def test_a_killed_runs_folders_beside_the_output_go_when_a_run_holds_its_lease_w
                   lease_seconds=1, pid_namespace="pid:[1]", namespaced=True)
     Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(dead)))
     staging, kept = tmp_path / f".out.staging-{dead.run_id}", tmp_path / ".out.staging-20261205T000000Z-0bb0bb0b"
-    for folder, resume in ((staging, False), (kept, True)):
+    # Work folders beside a name other runs use as their base (the temp folder's "segmint", a --work-dir's) are
+    # those runs', of other outputs: a live one's scratch went, and that run failed.
+    other = tmp_path / ".out.work-20261205T000000Z-0cc0cc0c"
+    for folder, resume in ((staging, False), (kept, True), (other, False)):
         folder.mkdir()
         (folder / "assignments.parquet").write_bytes(b"customers")
         (folder / OWNER).write_text(json.dumps({**before, "resume": resume}))
     time.sleep(1.5)   # its lease unrenewed for its length: dead
     run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", kept.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", kept.name, other.name])
 
 
 def test_a_lease_renewal_that_landed_though_its_reply_was_lost_keeps_the_lease(tmp_path, monkeypatch):
