@@ -92,10 +92,13 @@ def assign(model: str | Path, transactions: Data, out: str | Path, config: RunCo
            progress: Progress | None = None, executor: Executor | str | None = None) -> Result:
     """Score customers with the model of an earlier run (a run directory or its model folder)."""
     cfg = _checked(config, progress)
-    # The batch's columns are the model's mapping (a model of amounts in 'net' lost that column to the defaults').
-    saved = Model.load(model, dict(cfg.storage_options))
-    reads = dataclasses.replace(cfg, columns=saved.columns,
-                                dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else saved.dedupe_on)
+    reads = cfg
+    if _paths(transactions) is None:
+        # In-memory data is read for the model's mapping (a model of amounts in 'net' lost that column to the
+        # defaults').
+        saved = Model.load(model, dict(cfg.storage_options))
+        reads = dataclasses.replace(cfg, columns=saved.columns,
+                                    dedupe_on=cfg.dedupe_on if cfg.dedupe_on is not None else saved.dedupe_on)
     with _inputs(transactions, out, reads) as paths:
         return _result(commands.assign_customers(model, paths, out, cfg, progress, executor=executor), cfg)
 
@@ -154,12 +157,10 @@ def _result(r: commands.RunResult, cfg: RunConfig) -> Result:
 
 @contextlib.contextmanager
 def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list[str]]:
-    """Paths as given; in-memory data written to a temporary Parquet file, removed afterwards."""
-    if isinstance(data, (str, Path)):
-        yield [str(data)]
-        return
-    if isinstance(data, Sequence) and data and all(isinstance(p, (str, Path)) for p in data):
-        yield [str(p) for p in data]
+    """Paths as given; in-memory data written to a temporary Parquet file (its columns ``cfg`` reads), removed
+    afterwards."""
+    if (paths := _paths(data)) is not None:
+        yield paths
         return
     base = Path(out).parent if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir())
     made = [p for p in (base, *base.parents) if not p.exists()]   # removed again unless the output is in them
@@ -182,10 +183,19 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
                 parent.rmdir()
 
 
+def _paths(data: Data) -> list[str] | None:
+    """``data`` as paths, where it is a path or a list of them; None for in-memory data."""
+    if isinstance(data, (str, Path)):
+        return [str(data)]
+    if isinstance(data, Sequence) and data and all(isinstance(p, (str, Path)) for p in data):
+        return [str(p) for p in data]
+    return None
+
+
 def _write(data: Data, path: Path, cfg: RunConfig) -> None:
-    """The mapped columns of ``data`` to a Parquet file (all of them where a required one is missing, so that
-    the refusal lists what there is). Every column was converted: an unused Object, Int128 or 40-digit Decimal
-    column stopped the run with the library's own error (a Rust panic, past ``except Exception``)."""
+    """The columns of ``data`` the run reads (``_mapped``) to a Parquet file. Every column was converted: an
+    unused Object, Int128 or 40-digit Decimal column stopped the run with the library's own error (a Rust panic,
+    past ``except Exception``)."""
     kind = f"{type(data).__module__}.{type(data).__name__}"
     pandas = kind.startswith("pandas.") and type(data).__name__ == "DataFrame"
     arrow = kind.startswith("pyarrow.") and (type(data).__name__ == "Table"

@@ -301,7 +301,6 @@ class ClvConfig(_Checked):
         if self.horizon is not None and not (math.isfinite(self.horizon) and self.horizon > 0):
             msg = f"--horizon must be > 0, got {self.horizon}"
             raise ConfigError(msg)
-
         if not 0 <= self.discount_rate < 1:
             msg = f"--discount-rate must be in [0, 1) (annual), got {self.discount_rate}"
             raise ConfigError(msg)

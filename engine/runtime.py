@@ -51,22 +51,22 @@ def available_cpus() -> int:
     return max(1, min(n, quota)) if quota else max(1, n)
 
 
-def pid_namespace() -> str | None:
-    """This process's PID namespace (Linux: 'pid:[4026531836]'; None elsewhere). With the host name it says
-    whose pids a lock or owner file names: containers on one host (docker --network host, Kubernetes
-    hostNetwork) share the host name, not the pids."""
+def pid_namespace() -> str:
+    """This process's PID namespace (Linux: 'pid:[4026531836]'; "" where there is none to read). With the host
+    name it says whose pids a lock or owner file names: containers on one host (docker --network host,
+    Kubernetes hostNetwork) share the host name, not the pids."""
     try:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
-        return None
+        return ""
 
 
-def pids_here(host: str | None, namespace: str | None, recorded: bool) -> bool:
+def pids_here(host: str | None, namespace: str | None) -> bool:
     """Whether a pid recorded with ``host`` and ``namespace`` names a process this one can look up
-    (``process_gone``). ``recorded``: the record holds a namespace (those written before it was kept hold none,
-    and are judged by the host alone, as they were). A run in another container of the same host took a live
-    run's lease over, its pid being no process here, and removed its scratch."""
-    return host == socket.gethostname() and (not recorded or namespace == pid_namespace())
+    (``process_gone``). A record without a namespace (None: written before it was kept) is judged by the host
+    alone, as it was. A run in another container of the same host took a live run's lease over, its pid being
+    no process here, and removed its scratch."""
+    return host == socket.gethostname() and namespace in (None, pid_namespace())
 
 
 def process_gone(pid: int) -> bool:

@@ -53,14 +53,13 @@ class Holder:
     started_at: str                 # ISO, UTC
     work: str | None = None         # its scratch location: removed by a run that takes over a dead lease
     lease_seconds: float = LEASE_SECONDS
-    pid_namespace: str | None = None   # with host, whose pid this is (runtime.pids_here)
-    namespaced: bool = False        # False in locks written before the namespace was kept
+    pid_namespace: str | None = None   # with host, whose pid this is (runtime.pids_here; None: an older lock's)
 
     @staticmethod
     def this_process(run_id: str, command: str, lease_seconds: float, work: str | None = None) -> Holder:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         return Holder(run_id, command, socket.gethostname(), os.getpid(), now.isoformat(), work, lease_seconds,
-                      pid_namespace(), True)
+                      pid_namespace())
 
     def describe(self) -> str:
         return f"run {self.run_id} (segmint {self.command}, host {self.host}, pid {self.pid}, since {self.started_at})"
@@ -195,7 +194,7 @@ def _dead(holder: Holder | None, version: store.Version) -> bool:
     age = (dt.datetime.now(dt.timezone.utc) - version.modified).total_seconds()
     if age > (holder.lease_seconds if holder is not None else LEASE_SECONDS):
         return True
-    if holder is None or not pids_here(holder.host, holder.pid_namespace, holder.namespaced):
+    if holder is None or not pids_here(holder.host, holder.pid_namespace):
         return False
     return process_gone(holder.pid)
 

@@ -553,7 +553,7 @@ def _abandoned(folder: Path, out: Path) -> bool:
         # an owner are not ours, but for an empty one of a minute or more: a run killed between its mkdir and
         # its owner file left it.
         return ".old-" in folder.name or _empty_for_a_minute(folder)
-    if not pids_here(owner.get("host"), owner.get("pid_namespace"), "pid_namespace" in owner) or owner.get("resume"):
+    if not pids_here(owner.get("host"), owner.get("pid_namespace")) or owner.get("resume"):
         return False
     try:
         return process_gone(int(owner["pid"]))

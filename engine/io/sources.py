@@ -103,7 +103,8 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
         raise InputContractError(msg)
     for p in inputs:
         store.check_scheme(p)
-    expanded = [(str(p), _expand(str(p), options)) for p in inputs]
+    listed = [(str(p), *_expand(str(p), options)) for p in inputs]
+    expanded = [(given, files) for given, files, _ in listed]
     _check_each_once(expanded, label)
     found = [item for _, items in expanded for item in items]
     csv = [f.lower().endswith(".csv") for f, _ in found]
@@ -131,7 +132,7 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
     # column, passed the check that every file has it, then failed to read (exit 1, KeyError).
     schemas = tuple(_with_hive(_schema(f, all(csv), options), {key: hive[key] for key, _ in keys})
                     for f, keys in found)
-    skipped = tuple(f for p in inputs for f in _skipped(str(p), options))
+    skipped = tuple(f for _, _, others in listed for f in others)
     return Listing(tuple(map(str, inputs)), tuple(found), all(csv), schemas, options, groups, skipped)
 
 
@@ -450,8 +451,10 @@ def _hive_columns(table: pa.Table, source: Source, chunk: Chunk, dictionary: Seq
     return table.select(list(source.columns))
 
 
-def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
-    """The data files of one input, each with the Hive keys of the folders it lies in below a directory input.
+def _expand(path: str, options: tuple[tuple[str, str], ...]) \
+        -> tuple[list[tuple[str, tuple[tuple[str, str | None], ...]]], list[str]]:
+    """The data files of one input, each with the Hive keys of the folders it lies in below a directory input,
+    and the other files below a local directory input that are not hidden (a README.txt; _check_skipped).
     A local path that exists is itself, whatever characters it holds (a folder 'export[1]'), before it is a
     pattern; on an object store a pattern with '*' or '?' is listed first (one request, as before) and taken as
     a prefix only where it matches nothing, and one with '[' alone (more often a name than a pattern there) is
@@ -466,9 +469,13 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
     def matches() -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
         return [(f, ()) for f in store.glob(path, opts) if _is_data(Path(store.name(f)), path)]
 
-    files = matches() if pattern_first else []
+    files, skipped = (matches() if pattern_first else []), []
     if not files and store.is_dir(path, opts):
-        files = [(f, _hive_keys(rel)) for f, rel in _below(path, opts) if _is_data(rel, path)]
+        for f, rel in _below(path, opts):
+            if _is_data(rel, path):
+                files.append((f, _hive_keys(rel)))
+            elif not remote and not any(part.startswith((".", "_")) for part in rel.parts):
+                skipped.append(f)
     elif not files and store.exists(path, opts):
         files = [(path, ())]
     if not files and pattern_last:
@@ -476,15 +483,7 @@ def _expand(path: str, options: tuple[tuple[str, str], ...]) -> list[tuple[str, 
     if not files:
         msg = f"input not found or empty: {path}; give a Parquet/CSV file, a directory or a glob"
         raise InputContractError(msg)
-    return files
-
-
-def _skipped(path: str, options: tuple[tuple[str, str], ...]) -> list[str]:
-    """The files below a local folder input that are neither hidden nor data (what _is_data skips)."""
-    if store.is_remote(path) or not os.path.isdir(store.local(path)):
-        return []
-    return [f for f, rel in _below(path, dict(options))
-            if not any(part.startswith((".", "_")) for part in rel.parts) and not _is_data(rel, path)]
+    return files, skipped
 
 
 def _check_skipped(skipped: Sequence[str], wanted: dict[str, str], label: str, csv: bool) -> None:
@@ -501,7 +500,7 @@ def _check_skipped(skipped: Sequence[str], wanted: dict[str, str], label: str, c
                 first = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
         except OSError:
             continue
-        fields = max(({f.strip().strip('"') for f in first.split(sep)} for sep in ",;\t|"), key=len)
+        fields = max(({field.strip().strip('"') for field in first.split(sep)} for sep in ",;\t|"), key=len)
         named = sorted(set(wanted) & fields)
         if ids and ids[0] in fields and len(named) >= 2:
             fix = "rename it .csv where it is comma-separated, or move it out" if csv else "move it out"

@@ -542,7 +542,7 @@ def _abandoned_work(owner: dict[str, Any], opts: store.Options) -> bool:
         return False
     if owner.get("out") and store.is_remote(owner["out"]):
         return not held_by(owner["out"], owner["run_id"], opts)
-    return pids_here(owner.get("host"), owner.get("pid_namespace"), True) and process_gone(int(owner["pid"]))
+    return pids_here(owner.get("host"), owner.get("pid_namespace")) and process_gone(int(owner["pid"]))
 
 
 def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:

@@ -77,8 +77,7 @@ def name_reasons(row: dict, margin: float = 0.0, batch: bool = False) -> list[tu
     for word in name.split(" · "):
         if word in NAME_RULES:
             rule = _TOKEN.sub(lambda m: _term(m.group(0), row), _plain_ops(NAME_RULES[word]))
-            # An empty segment (none of an assigned batch in it) has no numbers to judge by: "n/a" in its rules.
-            if word_holds(word, row) or not row.get("customers", 1):
+            if word_holds(word, row):   # (an assigned batch's empty segment gets no reasons: html._traits)
                 reasons.append((word, rule))
             elif margin and word_holds(word, row, margin):
                 reasons.append((word, f"not quite ({rule} does not hold), but within {margin:g} percentile points: a "

@@ -822,17 +822,17 @@ def test_a_lease_or_folder_of_another_pid_namespace_on_this_host_is_not_judged_b
     from segmint.engine.io.sink import OWNER, remove_stale
     from segmint.engine.runtime import pid_namespace
 
-    if pid_namespace() is None:
+    if not pid_namespace():
         pytest.skip("no PID namespaces here")
     out, pid = tmp_path / "out", _gone_pid()
     live = Holder("20261205T000000Z-0aa0aa0a", "run", socket.gethostname(), pid, "2026-12-05T00:00:00+00:00",
-                  lease_seconds=600, pid_namespace="pid:[1]", namespaced=True)
+                  lease_seconds=600, pid_namespace="pid:[1]")
     Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(live)))
     with pytest.raises(OutputExistsError, match=r"being written by run 20261205T000000Z-0aa0aa0a"):
         run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3)))
     # In this namespace (or a lock written before namespaces were kept), a gone pid is a dead run.
     for holder in (dataclasses.replace(live, pid_namespace=pid_namespace()),
-                   dataclasses.replace(live, pid_namespace=None, namespaced=False)):
+                   dataclasses.replace(live, pid_namespace=None)):
         Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(holder)))
         run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=3), overwrite=True))
         assert not Path(lock_path(out)).exists()
@@ -875,7 +875,7 @@ def test_a_killed_runs_folders_beside_the_output_go_when_a_run_holds_its_lease_w
     out, pid = tmp_path / "out", _gone_pid()
     before = dict(host=socket.gethostname(), pid=pid, pid_namespace="pid:[1]")
     dead = Holder("20261205T000000Z-0aa0aa0a", "run", before["host"], pid, "2026-12-05T00:00:00+00:00",
-                  lease_seconds=1, pid_namespace="pid:[1]", namespaced=True)
+                  lease_seconds=1, pid_namespace="pid:[1]")
     Path(lock_path(out)).write_text(json.dumps(dataclasses.asdict(dead)))
     staging, kept = tmp_path / f".out.staging-{dead.run_id}", tmp_path / ".out.staging-20261205T000000Z-0bb0bb0b"
     # Work folders beside a name other runs use as their base (the temp folder's "segmint", a --work-dir's) are
