@@ -139,7 +139,9 @@ def _ranks(scan: pl.LazyFrame, profiles: pl.DataFrame) -> dict[int, dict[str, tu
     exprs, keys = [], []
     for seg, medians in wanted.items():
         for f, median in medians.items():
-            col = pl.col(f).filter(pl.col(f).is_finite())
+            # As numbers: a true/false attribute has a median (0, 0.5 or 1) but no is_finite (exit 1).
+            value = pl.col(f).cast(pl.Float64)
+            col = value.filter(value.is_finite())
             exprs += [(col < median).sum(), (col > median).sum(), col.len()]
             keys.append((seg, f))
     if not exprs:

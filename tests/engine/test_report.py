@@ -406,3 +406,30 @@ def test_an_empty_segment_of_an_assigned_batch_says_so_not_that_it_is_typical():
     page = _traits([row], {3: {}}, {3: "#123456"}, 0.0, True)
     assert "no customer of this batch is in this segment" in page
     assert "close to the population" not in page and "(here n/a)" not in page
+
+
+def test_a_true_false_attribute_is_ranked_as_numbers(small_data, small_cfg, tmp_path):
+    # A flag's profile statistics (vip_median) made it a trait candidate, and its ranking called is_finite on a
+    # Boolean column: `segmint report` exited 1 on any run with a true/false customer attribute.
+    import dataclasses
+
+    from segmint.engine.config import CustomerSource
+    from segmint.engine.pipeline import run
+    from segmint.engine.report.inputs import _ranks
+
+    customers = pl.read_parquet(small_data / "customers.parquet")
+    customers.with_columns(vip=pl.col("customer_id").hash(7) % 3 == 0).write_parquet(tmp_path / "customers.parquet")
+    cfg = dataclasses.replace(small_cfg, customers=CustomerSource(paths=(str(tmp_path / "customers.parquet"),),
+                                                                  attributes=("vip",)))
+    run([small_data / "transactions"], tmp_path / "run", cfg)
+    profiles = pl.read_parquet(tmp_path / "run" / "profiles.parquet")
+    assert profiles.schema["vip_median"].is_numeric()
+    write_report(tmp_path / "run", tmp_path / "report.html")
+
+    assigned = pl.read_parquet(tmp_path / "run" / "assignments")
+    flag = pl.read_parquet(tmp_path / "customers.parquet").select("customer_id", "vip")
+    vip = assigned.join(flag, on="customer_id", how="left")["vip"].cast(pl.Float64).drop_nulls()
+    fake = profiles.select("segment", vip_median=pl.lit(0.5), vip_median_pct=pl.lit(99.0))
+    ranks = _ranks(assigned.join(flag, on="customer_id", how="left").lazy(), fake)
+    below, above = ranks[int(profiles["segment"][0])]["vip"]
+    assert below == pytest.approx((vip < 0.5).mean()) and above == pytest.approx((vip > 0.5).mean())
