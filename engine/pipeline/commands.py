@@ -728,8 +728,9 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     """The events' share, as the transactions': events given in the wrong unit (every time past year 9999) left
     every customer without sessions, page views or conversions, exit 0. Events of no customer (logged-out
     visitors: most of some sites' events) and events after the as-of, given or derived (an events file runs on
-    past the last purchase), are left out of it."""
-    aside = ("null_customer_id", "after_as_of")
+    past the last purchase), are left out of it; so are those after the moment the run started (future_timestamp,
+    a reason only where the as-of is derived, which they are after too): given that as-of, they were left out."""
+    aside = ("null_customer_id", "after_as_of", "future_timestamp")
     judged = c.events_in - sum(c.events_rejected.get(r, 0) for r in aside) - c.events_set_aside
     if judged <= 0:
         return

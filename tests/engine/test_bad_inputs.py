@@ -198,6 +198,14 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
     counts = run([small_data / "transactions"], tmp_path / "o", dataclasses.replace(base, events=ev(
         "anonymous.parquet"))).manifest["events"]["rows"]
     assert counts["rejected_by_reason"]["null_customer_id"] > counts["used"]
+    # Events dated after the run's start are after the derived as-of too: left out of the share as with that as-of
+    # given (they stopped the run without --as-of, exit 3, and not with it).
+    later = dt.datetime.now() + dt.timedelta(days=3650)
+    events.with_columns(pl.when(pl.int_range(pl.len()) % 5 < 3).then(later).otherwise(pl.col("ts")).alias("ts")) \
+        .write_parquet(tmp_path / "future.parquet")
+    counts = run([small_data / "transactions"], tmp_path / "o", dataclasses.replace(base, events=ev(
+        "future.parquet"), overwrite=True)).manifest["events"]["rows"]
+    assert counts["rejected_by_reason"]["future_timestamp"] > counts["used"] > 0
 
 
 def test_commands_that_read_no_side_tables_leave_them_alone_whatever_the_buckets(small_data, tmp_path):
