@@ -143,8 +143,10 @@ def check_same_ids(tx: Source, tx_col: str, other: Source, other_col: str, flag:
     """Ids of a side table must have the transactions' canonical type, or nothing would join."""
     want, got = canonical_id_type(tx.schema[tx_col]), canonical_id_type(other.schema[other_col])
     if want != got:
-        msg = (f"{other.label} has {got} customer ids but the transactions have {want}; "
-               f"map id columns of the same type ({flag})")
+        # A CSV file's cells are text: no column of it maps to integer ids.
+        fix = (f"write {other.label} as Parquet with {want} ids (a CSV file's ids are text)"
+               if other.csv and not tx.csv else f"map id columns of the same type ({flag})")
+        msg = f"{other.label} has {got} customer ids but the transactions have {want}; {fix}"
         raise InputContractError(msg)
 
 

@@ -154,7 +154,8 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
                 fix = (f"{other} has it: give files of one schema" if other is not None else
                        (csv and _other_separator(schema)) or no_header_fix(schema, csv) or
                        f"available: {column_list(schema.names())}; map the right column with {flag}"
-                       + (" (or '' where the events have none)" if flag == "--event-session-col" else ""))
+                       + (" (or '' where the events have none; assign reads the column its model's run read: "
+                          "add it, empty where there are no sessions)" if flag == "--event-session-col" else ""))
                 msg = f"column {name!r} ({flag}) not found in {f}; {fix}"
                 raise InputContractError(msg)
     _check_skipped(listing.skipped, wanted, label, listing.csv)

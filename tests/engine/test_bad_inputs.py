@@ -692,3 +692,17 @@ def test_a_model_made_with_settings_now_refused_says_so_not_damaged(small_run, t
     (model / "model.json").write_text(json.dumps(doc))
     with pytest.raises(InputContractError, match="holds settings segmint refuses .*mapped to both"):
         Model.load(model)
+
+
+def test_a_csv_side_table_beside_integer_ids_is_told_to_become_parquet(small_data, tmp_path):
+    # "map id columns of the same type (--customers-id-col)" was the advice, which no column of a CSV file follows:
+    # its cells are text.
+    from segmint.engine.config import CustomerSource
+
+    pl.read_parquet(small_data / "customers.parquet").write_csv(tmp_path / "customers.csv")
+    cfg = RunConfig(cluster=ClusterConfig(k=3), customers=CustomerSource(paths=(str(tmp_path / "customers.csv"),),
+                                                                         attributes=("region",)))
+    with pytest.raises(InputContractError, match=r"has String customer ids but the transactions have Int64; write "
+                                                 r"the customers table as Parquet with Int64 ids"):
+        run([small_data / "transactions"], tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()
