@@ -402,16 +402,29 @@ def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float
     import warnings
 
     from scipy.integrate import IntegrationWarning, quad
-    from scipy.special import betaln
+    from scipy.special import betaincinv, betaln
+
+    def g(p: float) -> float:
+        return -np.expm1(-(r + x) * np.log1p(p * t / alpha_T)) / p if p > 0 else (r + x) * t / alpha_T
+
     def integrand(p: float) -> float:  # quad's algebraic weight carries p^(a-1) (1-p)^(b+x-1)
-        g = -np.expm1(-(r + x) * np.log1p(p * t / alpha_T)) / p if p > 0 else (r + x) * t / alpha_T
-        return g * np.exp(-betaln(a, b_x))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", IntegrationWarning)
-        try:
-            return float(quad(integrand, 0.0, 1.0, weight="alg", wvar=(a - 1, b_x - 1), limit=200)[0])
-        except IntegrationWarning:
-            return float("nan")
+        return g(p) * np.exp(-betaln(a, b_x))
+
+    # a and b of tens of thousands (a dropout probability the same for everyone): the weight underflows and
+    # 1 / B(a, b + x) overflows (a fit accepted, then exit 3 in the score). There the same mean is taken over the
+    # Beta's quantiles, where the mixture is a near-constant integrand.
+    attempts = (lambda: quad(integrand, 0.0, 1.0, weight="alg", wvar=(a - 1, b_x - 1), limit=200)[0],
+                lambda: quad(lambda u: g(float(betaincinv(a, b_x, u))), 0.0, 1.0, limit=200)[0])
+    for attempt in attempts:
+        with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+            warnings.simplefilter("error", IntegrationWarning)
+            try:
+                value = float(attempt())
+            except IntegrationWarning:
+                continue
+        if np.isfinite(value):
+            return value
+    return float("nan")
 
 
 def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:

@@ -459,20 +459,42 @@ def test_a_run_without_dropout_says_so_in_run_json_profiles_and_report(tmp_path)
     assert (scored["p_alive"] == 1).all()
 
 
-def test_parameters_whose_expectations_are_not_finite_are_refused_not_written_as_nan():
-    # A BG/NBD optimum found on 48 near-identical customers (a hostile input of issue #20): the
-    # Gauss hypergeometric term of the expectation is not finite there. Before, the clv command wrote
-    # NaN for every customer with exit 0.
-    from segmint.engine.analytics.clv import ClvFitError, ClvParams, predict_clv
+def _beta_mixture(r, alpha, a, b, t, x, T):
+    """E[purchases in (T, T + t] | alive] as the Beta(a, b + x) mixture over the dropout probability, p = e^-s,
+    by the trapezoid rule on a geometric grid of s: the density in logs, p^a (1-p)^(b+x-1) ds, neither
+    underflows where a and b are tens of thousands nor overflows where a is 0.0004."""
+    s = np.geomspace(1e-9, 1e6, 400_001)
+    p = np.exp(-s)
+    log_w = -a * s + (b + x - 1) * np.log1p(-p)
+    w = np.exp(log_w - log_w.max())
+    # Below 1e-200 g is its limit at 0 to the last bit (and log1p of a subnormal p t / (alpha + T) is not).
+    tiny = p < 1e-200
+    g = np.where(tiny, (r + x) * t / (alpha + T),
+                 -np.expm1(-(r + x) * np.log1p(p * t / (alpha + T))) / np.where(tiny, 1.0, p))
+    return np.trapezoid(g * w, s) / np.trapezoid(w, s)
 
-    params = ClvParams(r=11953.828961368401, alpha=98757.08640175001, a=0.00043966172661338653,
-                       b=1484.7092157764753, p=28.0, q=36190.8, v=81903.9, log_likelihood=-448.0,
+
+@pytest.mark.parametrize(("r", "alpha", "a", "b"), [
+    # a and b of tens of thousands: every customer drops out with one probability (a fit accepted, then the
+    # score stopped with exit 3, "not finite": the quadrature's weight underflowed, 1 / B(a, b + x) overflowed)
+    (0.1443, 0.5627, 52075.24208018502, 75060.7067709207),
+    # a BG/NBD optimum found on 48 near-identical customers (a hostile input of issue #20), where the clv command
+    # once wrote NaN for every customer with exit 0, then refused: its expectations are finite, and now given
+    (11953.828961368401, 98757.08640175001, 0.00043966172661338653, 1484.7092157764753)])
+def test_expectations_are_finite_and_right_where_the_closed_form_is_not(r, alpha, a, b):
+    from segmint.engine.analytics.clv import ClvParams, _expected_alive, predict_clv
+
+    x, T = np.array([0.0, 1.0, 3.0, 10.0]), np.array([5.0, 10.0, 20.0, 30.0])
+    for t in (1.0, 4.0, 52.0):
+        got = _expected_alive(r, alpha, a, b, t, x, T)
+        want = [_beta_mixture(r, alpha, a, b, t, xi, Ti) for xi, Ti in zip(x, T, strict=True)]
+        np.testing.assert_allclose(got, want, rtol=1e-7)
+    params = ClvParams(r=r, alpha=alpha, a=a, b=b, p=28.0, q=36190.8, v=81903.9, log_likelihood=-448.0,
                        gg_log_likelihood=-160.0, n=48, n_gg=48, time_unit="week", population_mean=63.4,
                        population_mean_source="model")
     table = pl.DataFrame({"lt_frequency": [3, 3], "lt_recency": [150.0, 150.0], "lt_T": [152.0, 197.0],
                           "lt_monetary": [60.0, 61.0]})
-    with pytest.raises(ClvFitError, match="not finite"):
-        predict_clv(table, params, ClvConfig())
+    assert all(predict_clv(table, params, ClvConfig())[c].is_finite().all() for c in ("p_alive", "clv"))
 
 
 @pytest.mark.parametrize("n", [0, 1, 3_000])
