@@ -72,9 +72,10 @@ KPIS = {
 }
 
 FEATURES = {
-    "recency_days": Column("days", "days since last order", "Days from the last order to the as-of date."),
-    "tenure_days": Column("days", "days since first order", "Days from the first order to the as-of date."),
-    "frequency": Column("orders", "number of orders", "Orders (lines of one order count once)."),
+    "recency_days": Column("days", "days since last purchase", "Days from the last purchase to the as-of date."),
+    "tenure_days": Column("days", "days since first purchase", "Days from the first purchase to the as-of date."),
+    "frequency": Column("orders", "number of purchases", "Purchases: orders netting to 0 or more (lines of one order "
+                                                          "count once; returns do not count)."),
     "monetary_total": Column("currency", "total spend", "Net spend over all orders (refunds subtract)."),
     "aov": Column("currency", "order value", "The customer's own average order value: monetary_total / "
                                              "frequency."),
@@ -106,8 +107,9 @@ FEATURES = {
                                                             "churned (1 in the NBD limit: no dropout detected)."),
     "expected_purchases": Column("count", "expected purchases", "Expected purchases over the CLV horizon "
                                                                 "(BG/NBD, or its NBD limit)."),
-    "expected_avg_value": Column("currency", "expected order value", "Gamma-Gamma expected spend per "
-                                                                     "purchase."),
+    "expected_avg_value": Column("currency", "expected spend per purchase day", "Gamma-Gamma expected spend per "
+                                                                                "repeat purchase day (lt_monetary's "
+                                                                                "unit)."),
     "clv": Column("currency", "predicted value (CLV)", "Discounted expected spend over the CLV horizon."),
 }
 _CHANNEL = "channel_share_"
@@ -140,11 +142,13 @@ def describe(column: str) -> Column:
         return KPIS[column]
     if column in FEATURES:
         return FEATURES[column]
-    if column.startswith(_CHANNEL):
+    split = feature_of(column)
+    # A channel share's statistic (channel_share_app_zlift) is a statistic, not the share of a channel
+    # 'app_zlift'; only a channel named like a statistic alone (channel_share_mean) is a share.
+    if column.startswith(_CHANNEL) and (split is None or len(split[0]) <= len(_CHANNEL)):
         channel = column[len(_CHANNEL):]
         return Column("share", f"share of orders via {channel}", f"Share of the customer's orders in the "
                                                                   f"{channel} channel.")
-    split = feature_of(column)
     if split is not None:
         base = describe(split[0])
         unit, template = STATS[split[1]]

@@ -169,8 +169,8 @@ def test_name_reasons_restate_the_rules_with_the_segments_numbers():
     row = {"name": "Dormant · one-time · mid spend · more web #3", "recency_days_median_pct": 81.0,
            "frequency_median": 1.0, "repurchase_rate": 0.25, "aov_median_pct": 50.0}
     reasons = dict(name_reasons(row))
-    assert reasons["Dormant"] == "percentile of median days since last order (here 81) ≥ 70"
-    assert reasons["one-time"] == "median number of orders (here 1) = 1 and repurchase rate (here 0.25) < 0.5"
+    assert reasons["Dormant"] == "percentile of median days since last purchase (here 81) ≥ 70"
+    assert reasons["one-time"] == "median number of purchases (here 1) = 1 and repurchase rate (here 0.25) < 0.5"
     assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
     assert "differs most" in reasons["more web"] and "same name" in reasons["#3"]
 
@@ -198,8 +198,8 @@ def test_a_kept_name_that_no_longer_holds_says_so():
     assert "(here 74.996) ≥ 75 does not hold" in edge["high spend"]
     # A percentile by a rule's edge is given to the hundredth: 35.25 read "35 < ... (here 35)".
     edge = dict(name_reasons({**row, "name": "Lapsing · regular · mid spend", "frequency_median_pct": 35.25}))
-    assert edge["regular"] == "35 < percentile of median number of orders (here 35.25) < 75"
-    assert reasons["Lapsing"].startswith("not so here (50 < percentile of median days since last order (here 33)")
+    assert edge["regular"] == "35 < percentile of median number of purchases (here 35.25) < 75"
+    assert reasons["Lapsing"].startswith("not so here (50 < percentile of median days since last purchase (here 33)")
     assert reasons["occasional"].startswith("not so here") and "earlier run" in reasons["occasional"]
     assert reasons["mid spend"] == "25 < percentile of median order value (here 50) < 75"
     # A kept word whose rule holds, though a word before it in its group would be chosen now (New before Recent,
@@ -433,3 +433,15 @@ def test_a_true_false_attribute_is_ranked_as_numbers(small_data, small_cfg, tmp_
     ranks = _ranks(assigned.join(flag, on="customer_id", how="left").lazy(), fake)
     below, above = ranks[int(profiles["segment"][0])]["vip"]
     assert below == pytest.approx((vip < 0.5).mean()) and above == pytest.approx((vip > 0.5).mean())
+
+
+def test_a_channel_shares_statistics_are_described_as_statistics():
+    # profiles.json described channel_share_app_zlift as the share of orders in a channel 'app_zlift', unit share.
+    from segmint.engine.profile_columns import STATS, describe
+
+    for stat, (unit, _) in STATS.items():
+        column = describe(f"channel_share_app_{stat}")
+        assert column.unit == (unit or "share") and "app_" not in column.description, stat
+        assert column.description != describe(f"aov_{stat}").description, stat
+    assert describe("channel_share_mean").unit == "share" and "the mean channel" in describe(
+        "channel_share_mean").description   # a channel named like a statistic alone is a share
