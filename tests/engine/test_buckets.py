@@ -1,6 +1,7 @@
 """One staged pipeline: one bucket and many give the same outputs, for every command."""
 
 import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 
 from segmint.engine.config import (ClusterConfig, CustomerSource, EventSource, RunConfig, SamplingConfig,
                                    parse_size)
-from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run)
+from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
+                                     validate)
 from segmint.engine.synth import generate
 
 
@@ -742,3 +744,16 @@ def test_a_file_whose_column_has_no_value_reads_as_the_others_type(tmp_path):
         run(tmp_path / "null", out, dataclasses.replace(cfg, buckets=buckets))
         for name in ("assignments", "rejects"):
             _same(_sorted(tmp_path / "out-typed" / name), _sorted(out / name), f"{buckets} {name}")
+
+
+def test_blank_and_null_text_ids_repeat_each_other_in_one_bucket_whatever_the_buckets(tmp_path):
+    # A blank text id is a missing one, and a row of each compares equal; the partition sent " " to its own
+    # hash's bucket, so those repeats were counted with 1 bucket and not with 3.
+    rows = [(str(1000 + c), dt.datetime(2025, 1, 1 + j, c % 24), 10.0 + c + j, f"o{c}-{j}")
+            for c in range(40) for j in range(3)]
+    rows += [([None, " ", "\t"][k % 3], dt.datetime(2025, 2, 1), 5.0, "x1") for k in range(21)]
+    pl.DataFrame(rows, schema={"customer_id": pl.String, "ts": pl.Datetime("us"), "amount": pl.Float64,
+                               "order_id": pl.String}, orient="row").write_parquet(tmp_path / "tx.parquet")
+    counts = {b: validate([tmp_path / "tx.parquet"], RunConfig(buckets=b)) for b in (1, 3, 5)}
+    assert {b: (c.repeats_on_mapped_columns, c.rows_used) for b, c in counts.items()} == \
+        dict.fromkeys((1, 3, 5), (20, 120))
