@@ -438,8 +438,8 @@ def report(
         check_not_inside(out, {"--compare": [str(compare)] if compare else [],
                                "--cohorts": [str(cohorts)] if cohorts else []})
         table = read_cohorts(cohorts) if cohorts is not None else None
-        moves = migration(compare, run_dir) if compare is not None else None
-        path = write_report(run_dir, out, cohorts=table, migration=moves, overwrite=overwrite)
+        moves, differ = migration(compare, run_dir) if compare is not None else (None, [])
+        path = write_report(run_dir, out, cohorts=table, migration=moves, settings_differ=differ, overwrite=overwrite)
         _render.print_lines([f"report written to {path} ({path.stat().st_size / 1024:,.0f} KiB)"])
 
 
@@ -711,8 +711,10 @@ def _finish(result, json_logs: bool) -> None:
     matching = m["clustering"].get("matching")
     if matching:
         shared = matching.get("shared_customers") or {}
-        how = (f" (of the customers both runs share, {shared['kept_share']:.1%} kept their id; an optimal "
-               f"relabelling: {shared['optimal_share']:.1%})" if shared.get("customers")
+        # Counted on the profile sample (every customer up to sampling.profile_customers): compare counts all.
+        how = (f" (of the {shared['customers']:,} customers of this run's profile sample both runs share, "
+               f"{shared['kept_share']:.1%} kept their id; an optimal relabelling: {shared['optimal_share']:.1%})"
+               if shared.get("customers")
                else f" ({matching['note']})" if matching.get("note") else "")
         lines.append(f"ids kept from {matching['previous_run']}{how}: new segments {matching['new_ids'] or 'none'}, "
                      f"vanished {matching['vanished_ids'] or 'none'}")

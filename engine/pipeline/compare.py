@@ -65,9 +65,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
         _check_order(old, new, manifests, "OLD_RUN", "give the runs the other way round")
         prof_a, prof_b = (r.read_parquet("profiles.parquet") for r in (old, new))
         a, b = _assignments(old, new, manifests)
-        # Changes of frequency, order value, CLV or status rates that a setting made, not the customers.
-        meanings = [manifest_meaning(m) for m in manifests]
-        differ = differences(*meanings) if None not in meanings else []
+        differ = _settings_differ(manifests)
         # Distances to each run's own centroids are no feature of the customers ("distance" was listed as drifting).
         features = [c for c, t in a.collect_schema().items() if t.is_numeric() and c in b.collect_schema()
                     and c not in ("customer_id", "segment", "distance", "margin")]
@@ -106,15 +104,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, cfg: Run
     return doc
 
 
-def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) -> pl.DataFrame:
-    """The migration table alone, in one bucket (the report's migration section)."""
+def migration(run_a: str | Path, run_b: str | Path, options: dict[str, str] | None = None) \
+        -> tuple[pl.DataFrame, list[str]]:
+    """The migration table alone, in one bucket, and how the runs' settings differ (the report's migration
+    section, which warns of them as compare does)."""
     old, new = (_run(r, options or {}) for r in (run_a, run_b))
     manifests = [r.read_json("run.json") for r in (old, new)]
     _check_order(old, new, manifests, "--compare", "give an earlier run to --compare")
     a, b = _assignments(old, new, manifests)
     moves: dict[tuple[int | None, int | None], tuple[int, list[float]]] = {}
     _bucket(a, b, 0, 1, {}, moves, {})
-    return migration_table(moves)
+    return migration_table(moves), _settings_differ(manifests)
 
 
 def migration_table(moves: dict[tuple[int | None, int | None], tuple[int, list[float]]]) -> pl.DataFrame:
@@ -122,6 +122,12 @@ def migration_table(moves: dict[tuple[int | None, int | None], tuple[int, list[f
     return (pl.DataFrame(rows, schema={"old_segment": pl.Int64, "new_segment": pl.Int64, "customers": pl.Int64,
                                        "revenue": pl.Float64}, orient="row")
             .sort("old_segment", "new_segment", nulls_last=True))
+
+
+def _settings_differ(manifests: list[dict[str, Any]]) -> list[str]:
+    """Changes of frequency, order value, CLV or status rates that a setting made, not the customers."""
+    meanings = [manifest_meaning(m) for m in manifests]
+    return differences(*meanings) if None not in meanings else []
 
 
 def _run(run: str, opts: dict[str, str]) -> Output:

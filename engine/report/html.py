@@ -100,7 +100,7 @@ footer{margin-top:32px;color:var(--muted);font-size:12px}
 
 
 def render_page(run: RunData, *, cohorts: pl.DataFrame | None, migration: pl.DataFrame | None,
-                version: str) -> str:
+                version: str, settings_differ: Sequence[str] = ()) -> str:
     """The whole document for one run."""
     m, prof = run.manifest, run.profiles
     rows = prof.to_dicts()
@@ -119,7 +119,7 @@ def render_page(run: RunData, *, cohorts: pl.DataFrame | None, migration: pl.Dat
         _section("funnel", _funnel(m)),
         _section("clv", _clv(run, rows, labels, colors)),
         _section("cohorts", _cohorts(cohorts)),
-        _section("migration", _migration(migration, {str(r["segment"]): r["name"] for r in rows})),
+        _section("migration", _migration(migration, {str(r["segment"]): r["name"] for r in rows}, settings_differ)),
         _section("quality", _quality(m)),
         f"<footer>Written by segmint {html.escape(version)} from run {html.escape(m['run_id'])}. Every number "
         f"comes from the run directory: profiles.parquet, run.json and aggregates of assignments/.</footer>",
@@ -301,7 +301,7 @@ def _cohorts(cohorts: pl.DataFrame | None) -> str:
     return _figure(charts.cohort_heatmap([_month(c) for c in shown], sizes, grid), caption)
 
 
-def _migration(migration: pl.DataFrame | None, names: dict[str, str]) -> str:
+def _migration(migration: pl.DataFrame | None, names: dict[str, str], settings_differ: Sequence[str]) -> str:
     if migration is None:
         return _note("No migration table was given: it compares this run's segments with an earlier run's "
                      "(old_segment, new_segment, customers, revenue).")
@@ -325,7 +325,10 @@ def _migration(migration: pl.DataFrame | None, names: dict[str, str]) -> str:
             f"kept their segment id; an optimal relabelling of the segments would have kept "
             f"{fmt.share(ids['optimal_share'])}: a gap means the ids moved more than the customers did."
             if ids["customers_in_both"] else "")
-    return (f"<p class=\"lead\">{fmt.count(stayed)} customers stayed in their segment and "
+    # As compare says it: moves a setting made (orders grouped otherwise, another CLV model) read as customers'.
+    differ = "".join(_note(f"The runs' settings differ, so part of these moves is theirs, not the customers' "
+                           f"({html.escape(d)}).") for d in settings_differ)
+    return (differ + f"<p class=\"lead\">{fmt.count(stayed)} customers stayed in their segment and "
             f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left.{held} Colour is the share of the "
             f"previous segment; numbers are customers.</p>"
             + _figure(charts.migration_heatmap(rows, cols, grid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,7 +17,8 @@ __all__ = ["write_report"]
 
 
 def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataFrame | None = None,
-                 migration: pl.DataFrame | None = None, overwrite: bool = False) -> Path:
+                 migration: pl.DataFrame | None = None, settings_differ: Sequence[str] = (),
+                 overwrite: bool = False) -> Path:
     """Write the report of ``run_dir`` to ``out_html`` and return its path.
 
     Parameters
@@ -31,6 +33,8 @@ def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataF
     migration
         Optional table with old_segment, new_segment, customers, revenue (null old_segment:
         new customers; null new_segment: lost customers): drawn as a migration matrix.
+    settings_differ
+        How the two runs' settings differ (``compare``'s ``settings_differ``): said beside the migration.
     overwrite
         Replace an existing ``out_html``; without it an existing file is an error (exit 4).
     """
@@ -39,7 +43,8 @@ def write_report(run_dir: str | Path, out_html: str | Path, *, cohorts: pl.DataF
     check_writable(out_html, overwrite=overwrite, file=True)  # before any work; staged_file checks again
     cohorts = check_cohorts(cohorts) if cohorts is not None else None
     migration = check_migration(migration) if migration is not None else None
-    page = render_page(read_run(run_dir), cohorts=cohorts, migration=migration, version=version("segmint"))
+    page = render_page(read_run(run_dir), cohorts=cohorts, migration=migration, settings_differ=settings_differ,
+                       version=version("segmint"))
     out_html = store.local(out_html)
     with staged_file(out_html, overwrite=overwrite) as tmp:
         tmp.write_text(page, encoding="utf-8")

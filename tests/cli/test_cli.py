@@ -932,3 +932,17 @@ def test_every_command_takes_threads_after_its_name():
     lacking = [name for name, command in commands.items()
                if not any("--threads" in p.opts for p in command.params)]
     assert lacking == []
+
+
+def test_the_run_summary_says_its_kept_id_share_is_the_profile_samples(small_data, small_run, tmp_path):
+    # "of the customers both runs share, 94.2% kept their id" differed from compare's figure for the same pair
+    # where the profile sample is smaller than the customer base, without saying it was a sample's.
+    config = tmp_path / "c.toml"
+    config.write_text("[sampling]\nprofile_customers = 1000\n")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "r", "--config", config, "--k", "6",
+               "--seed", "3", "--previous", small_run)
+    assert r.exit_code == 0, r.output
+    shared = json.loads((tmp_path / "r" / "run.json").read_text())["clustering"]["matching"]["shared_customers"]
+    assert shared["customers"] <= 1000
+    assert f"of the {shared['customers']:,} customers of this run's profile sample both runs share, " \
+           f"{shared['kept_share']:.1%} kept their id" in " ".join(r.output.split())

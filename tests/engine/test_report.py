@@ -346,7 +346,7 @@ def test_a_compare_run_later_than_the_run_reported_is_refused(small_data, small_
     earlier = tmp_path / "earlier"
     run([small_data / "transactions"], earlier,
         RunConfig(cluster=small_cfg.cluster, as_of=times[int(0.9 * times.len())].date().isoformat()))
-    assert migration(earlier, small_run)["customers"].sum() > 0
+    assert migration(earlier, small_run)[0]["customers"].sum() > 0
     with pytest.raises(ConfigError, match=f"--compare {small_run} is as of .*, after {earlier} .*give an earlier "
                                           f"run to --compare"):
         migration(small_run, earlier)
@@ -445,3 +445,22 @@ def test_a_channel_shares_statistics_are_described_as_statistics():
         assert column.description != describe(f"aov_{stat}").description, stat
     assert describe("channel_share_mean").unit == "share" and "the mean channel" in describe(
         "channel_share_mean").description   # a channel named like a statistic alone is a share
+
+
+def test_the_migration_section_says_where_the_runs_settings_differ(small_data, small_cfg, small_run, tmp_path):
+    # compare warned that part of the moves were the settings' (orders grouped in one run only); the report's
+    # migration section drew the same table without a word.
+    import dataclasses
+
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import run
+    from segmint.engine.pipeline.compare import compare_runs, migration
+
+    cfg = RunConfig(cluster=small_cfg.cluster, columns=dataclasses.replace(RunConfig().columns, order=None))
+    run([small_data / "transactions"], tmp_path / "lines", cfg)
+    moves, differ = migration(small_run, tmp_path / "lines")
+    assert differ and differ == compare_runs(small_run, tmp_path / "lines", tmp_path / "c")["settings_differ"]
+    page = write_report(tmp_path / "lines", tmp_path / "r.html", migration=moves, settings_differ=differ) \
+        .read_text(encoding="utf-8")
+    assert "The runs' settings differ, so part of these moves is theirs, not the customers' (orders" in page
+    assert migration(small_run, small_run)[1] == []
