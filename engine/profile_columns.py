@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Column", "KPIS", "FEATURES", "STATS", "describe", "describe_columns", "feature_of", "UNITS"]
+__all__ = ["Column", "KPIS", "FEATURES", "STATS", "describe", "describe_feature", "describe_columns", "feature_of", "UNITS"]
 
 
 class Column(NamedTuple):
@@ -137,24 +137,28 @@ def feature_of(column: str) -> tuple[str, str] | None:
 
 
 def describe(column: str) -> Column:
-    """The unit, label and description of one profile column (a feature or a statistic of one)."""
+    """The unit, label and description of one profile column: a KPI, or a statistic of a feature
+    (``<feature>_<stat>``: a channel named ``web_std`` has the statistic ``channel_share_web_std_median``)."""
     if column in KPIS:
         return KPIS[column]
-    if column in FEATURES:
-        return FEATURES[column]
     split = feature_of(column)
-    # A channel share's statistic (channel_share_app_zlift) is a statistic, not the share of a channel
-    # 'app_zlift'; only a channel named like a statistic alone (channel_share_mean) is a share.
-    if column.startswith(_CHANNEL) and (split is None or len(split[0]) <= len(_CHANNEL)):
-        channel = column[len(_CHANNEL):]
+    if split is None:
+        return describe_feature(column)
+    base = describe_feature(split[0])
+    unit, template = STATS[split[1]]
+    return Column(unit or base.unit, base.label, template.format(label=base.label))
+
+
+def describe_feature(name: str) -> Column:
+    """The unit, label and description of one feature (a column of the assignments)."""
+    if name in FEATURES:
+        return FEATURES[name]
+    if name.startswith(_CHANNEL):
+        channel = name[len(_CHANNEL):]
         return Column("share", f"share of orders via {channel}", f"Share of the customer's orders in the "
                                                                   f"{channel} channel.")
-    if split is not None:
-        base = describe(split[0])
-        unit, template = STATS[split[1]]
-        return Column(unit or base.unit, base.label, template.format(label=base.label))
     # A numeric column the pipeline carried without a definition here, e.g. a customer attribute.
-    return Column("unknown", column, f"Input column {column} as given (no definition in segmint).")
+    return Column("unknown", name, f"Input column {name} as given (no definition in segmint).")
 
 
 def describe_columns(columns: list[str]) -> dict[str, dict[str, str]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from segmint.engine.profile import NAME_RULES, word_holds
-from segmint.engine.profile_columns import describe
+from segmint.engine.profile_columns import describe, describe_feature
 from segmint.engine.report import numfmt as fmt
 
 __all__ = ["candidates", "traits", "name_reasons", "kpi_sentence", "TRAIT_DISTANCE", "MAX_TRAITS"]
@@ -56,7 +56,7 @@ def traits(row: dict, ranks: dict[str, tuple[float, float]]) -> list[str]:
     out = []
     for feature, pct in candidates(row):
         below, above = ranks[feature]
-        col = describe(feature)
+        col = describe_feature(feature)
         side = f"higher than {100 * below:.0f}%" if pct >= 50 else f"lower than {100 * above:.0f}%"
         out.append(f"typical {col.label} {side} of customers (median {fmt.value(col.unit, row[f'{feature}_median'])})")
     return out
@@ -131,7 +131,7 @@ def _term(token: str, row: dict) -> str:
         return token
     v = row[token]
     if token.endswith(_SUFFIX):
-        label = describe(token[: -len(_SUFFIX)]).label
+        label = describe_feature(token[: -len(_SUFFIX)]).label
         # To the hundredth, not whole: 35.25 read "35 < ... (here 35) < 75"; closer yet to a band's edge, as
         # many digits as tell them apart (74.996 read "(here 75) >= 75" beside "does not hold").
         here = "n/a" if v is None else _percentile(v)

@@ -437,14 +437,17 @@ def test_a_true_false_attribute_is_ranked_as_numbers(small_data, small_cfg, tmp_
 
 def test_a_channel_shares_statistics_are_described_as_statistics():
     # profiles.json described channel_share_app_zlift as the share of orders in a channel 'app_zlift', unit share.
-    from segmint.engine.profile_columns import STATS, describe
+    from segmint.engine.profile_columns import STATS, describe, describe_feature
 
     for stat, (unit, _) in STATS.items():
         column = describe(f"channel_share_app_{stat}")
         assert column.unit == (unit or "share") and "app_" not in column.description, stat
         assert column.description != describe(f"aov_{stat}").description, stat
-    assert describe("channel_share_mean").unit == "share" and "the mean channel" in describe(
-        "channel_share_mean").description   # a channel named like a statistic alone is a share
+    # A channel named like a statistic is a share, and its statistics are statistics of it.
+    assert describe_feature("channel_share_web_std").label == "share of orders via web_std"
+    assert describe("channel_share_web_std_median").description == "Median of share of orders via web_std over " \
+                                                                   "the segment's customers."
+    assert describe("channel_share_mean_zlift").unit == "std"
 
 
 def test_the_migration_section_says_where_the_runs_settings_differ(small_data, small_cfg, small_run, tmp_path):
