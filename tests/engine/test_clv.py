@@ -480,12 +480,15 @@ def _beta_mixture(r, alpha, a, b, t, x, T):
     (0.1443, 0.5627, 52075.24208018502, 75060.7067709207),
     # a BG/NBD optimum found on 48 near-identical customers (a hostile input of issue #20), where the clv command
     # once wrote NaN for every customer with exit 0, then refused: its expectations are finite, and now given
-    (11953.828961368401, 98757.08640175001, 0.00043966172661338653, 1484.7092157764753)])
+    (11953.828961368401, 98757.08640175001, 0.00043966172661338653, 1484.7092157764753),
+    # r of tens of thousands, a and b moderate: quad on the Beta density returned 4.97e41 (x = 64, T = 9.3) and
+    # 40.944 (x = 92, T = 283) for 1.236 and 40.787, exit 0
+    (11033.06, 0.015495, 407.164, 31.9953), (78668.998, 1.6769e-4, 10.9769, 304.9468)])
 def test_expectations_are_finite_and_right_where_the_closed_form_is_not(r, alpha, a, b):
     from segmint.engine.analytics.clv import ClvParams, _expected_alive, predict_clv
 
-    x, T = np.array([0.0, 1.0, 3.0, 10.0]), np.array([5.0, 10.0, 20.0, 30.0])
-    for t in (1.0, 4.0, 52.0):
+    x, T = np.array([0.0, 1.0, 3.0, 10.0, 64.0, 92.0]), np.array([5.0, 10.0, 20.0, 30.0, 9.3223, 283.327])
+    for t in (1.0, 4.3, 52.0):
         got = _expected_alive(r, alpha, a, b, t, x, T)
         want = [_beta_mixture(r, alpha, a, b, t, xi, Ti) for xi, Ti in zip(x, T, strict=True)]
         np.testing.assert_allclose(got, want, rtol=1e-7)
@@ -558,3 +561,19 @@ def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_do
     assert len(evaluated) == len(set(asked)) < len(asked)   # this fit asks again; each point is evaluated once
     monkeypatch.setattr(clv, "_remembered", lambda neg: neg)
     assert fit_bgnbd(x, tx, T) == remembered
+
+
+@pytest.mark.parametrize(("r", "alpha", "a", "b"), [(0.5, 3.0, 0.05, 0.15), (11953.8, 98757.1, 0.00044, 1484.7),
+                                                    (0.1443, 0.5627, 52075.2, 75060.7)])
+def test_the_adaptive_beta_mixture_agrees_with_the_one_summed_in_logs(r, alpha, a, b):
+    # The fallback's fallback, where two Gauss-Hermite rules disagree: one adaptive quadrature per customer.
+    from segmint.engine.analytics.clv import _beta_mixture_by_rule, _expected_alive_by_quadrature
+
+    for x, T, t in ((0.0, 5.0, 1.0), (3.0, 20.0, 4.3), (64.0, 9.3, 52.0)):
+        # The series where b is small (the grid in logs starts at p = 1 - 1e-9, and Beta(a, 0.15) has mass beyond).
+        want = _expected_alive_series(r, alpha, a, b, t, x, T) if b < 1 else _beta_mixture(r, alpha, a, b, t, x, T)
+        assert _expected_alive_by_quadrature(r, alpha + T, a, b + x, x, t) == pytest.approx(want, rel=1e-7)
+        # The rules are taken only where 64 and 128 nodes agree: then they are right.
+        coarse, fine = (_beta_mixture_by_rule(r, np.array([alpha + T]), a, np.array([b + x]), np.array([x]),
+                                              np.array([t]), n)[0] for n in (64, 128))
+        assert abs(coarse - fine) > 1e-9 * abs(fine) or fine == pytest.approx(want, rel=1e-7)
