@@ -39,7 +39,7 @@ from segmint.engine.io.times import FIRST_US, LAST_US, pattern, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
-__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_tally"]
+__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_tally", "blank"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
@@ -120,7 +120,7 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
     cid = table.column(columns.customer if typed else "__cid")
     if isinstance(enc.customers, TextCodes):
         customer = _text_codes(enc.customers, cid)
-        customer[_blank(cid)] = -1
+        customer[blank(cid)] = -1
     else:
         keys, missing = _ints(cid)
         customer = enc.customers.encode(keys, missing)
@@ -132,7 +132,7 @@ def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
         source = table.column(columns.order if typed else "__order")
         if enc.orders is not None:
             order = _text_codes(enc.orders, source).astype(np.int64)
-            order_missing = (order < 0) | _blank(source)
+            order_missing = (order < 0) | blank(source)
         else:
             order, order_missing = _ints(source)
     channel = _text_codes(enc.channels, table.column(columns.channel if typed else "__channel")) \
@@ -153,7 +153,7 @@ def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,
     if not typed:
         table = _parsed(table, columns)
     cid = table.column(columns.customer if typed else "__cid")
-    missing = _nulls(cid) | _blank(cid)
+    missing = _nulls(cid) | blank(cid)
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, _ = _floats(table.column(columns.amount if typed else "__amount"))
     amount_bad = np.zeros(missing.size, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
@@ -287,7 +287,7 @@ def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarr
     return codes.encode(array)
 
 
-def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Where a text id is blank (empty, or ASCII whitespace only): no id, as an empty CSV cell (read as null) is.
     A Parquet "" was a customer of its own, and an order id "" made one order of every such line of a customer;
     " " did the same, in CSV too."""
@@ -295,17 +295,17 @@ def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
             or pa.types.is_string_view(array.type) or pa.types.is_dictionary(array.type)):
         return np.zeros(len(array), bool)
     if isinstance(array, pa.ChunkedArray):
-        return np.concatenate([_blank(chunk) for chunk in array.chunks]) if array.num_chunks \
+        return np.concatenate([blank(chunk) for chunk in array.chunks]) if array.num_chunks \
             else np.zeros(0, bool)
     if pa.types.is_dictionary(array.type):
-        empty = _blank(array.dictionary)
+        empty = blank(array.dictionary)
         if not empty.any():
             return np.zeros(len(array), bool)
         return empty[pc.fill_null(array.indices, 0).to_numpy()] & ~_nulls(array.indices)
     if pa.types.is_string_view(array.type):   # binary_length has no kernel for views
         array = array.cast(pa.large_string())
-    blank = pc.or_(pc.equal(pc.binary_length(array), 0), pc.ascii_is_space(array))
-    return pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
+    spaces = pc.or_(pc.equal(pc.binary_length(array), 0), pc.ascii_is_space(array))
+    return pc.fill_null(spaces, False).to_numpy(zero_copy_only=False)
 
 
 def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

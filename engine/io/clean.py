@@ -135,7 +135,7 @@ def above_share(rejected: int, judged: int, limit: float) -> bool:
 
 def empty_cell(schema: pl.Schema, name: str) -> pl.Expr:
     """A null cell, a blank text (empty, or ASCII whitespace only: a CSV's empty cell is read as null, and
-    Parquet keeps ""; engine.io.canonical's ``_blank`` for transactions) or a float NaN (pandas' missing value:
+    Parquet keeps ""; engine.io.canonical's ``blank`` for transactions) or a float NaN (pandas' missing value:
     Unix times or ids of an integer column holding one are written as floats)."""
     col = pl.col(name)
     if schema[name] == pl.String or isinstance(schema[name], (pl.Categorical, pl.Enum)):

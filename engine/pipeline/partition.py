@@ -40,8 +40,8 @@ import pyarrow as pa
 from segmint.engine.errors import ConfigError
 from segmint.engine.hashing import customer_hash, int64_hash
 from segmint.engine.io import arrow_numpy, store
-from segmint.engine.io.canonical import usable_tally
-from segmint.engine.io.clean import RowStats, empty_cell
+from segmint.engine.io.canonical import blank, usable_tally
+from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymized
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
@@ -237,9 +237,10 @@ def bucket_of(ids: pl.Series, buckets: int) -> np.ndarray:
     """Bucket number (int32) of each canonical id: its hash's slot dealt to buckets; missing ids share one, a
     blank text (" ") too: the map reads it as missing, and rows of both that repeat each other were compared in
     one bucket only (1 bucket counted 19 repeats where 3 counted 18)."""
-    frame = ids.to_frame("id")
-    none = pl.lit(0 if ids.dtype.is_integer() else "", dtype=ids.dtype)
-    filled = frame.select(pl.when(empty_cell(frame.schema, "id")).then(none).otherwise("id")).to_series()
+    blanks = np.flatnonzero(blank(ids.to_arrow()))   # none for integer ids
+    if blanks.size:
+        ids = ids.scatter(blanks, None)
+    filled = ids.fill_null(0 if ids.dtype.is_integer() else "")
     return _slot_buckets(customer_hash(filled, BUCKET_SEED), buckets)
 
 
