@@ -144,8 +144,9 @@ def check_same_ids(tx: Source, tx_col: str, other: Source, other_col: str, flag:
     want, got = canonical_id_type(tx.schema[tx_col]), canonical_id_type(other.schema[other_col])
     if want != got:
         # A CSV file's cells are text: no column of it maps to integer ids.
-        fix = (f"write {other.label} as Parquet with {want} ids (a CSV file's ids are text)"
-               if other.csv and not tx.csv else f"map id columns of the same type ({flag})")
+        fix = (f"write {other.label} as Parquet with {want} ids (a CSV file's ids are text)" if other.csv else
+               f"write its ids as text, or the transactions as Parquet with {got} ids (a CSV file's ids are text)"
+               if tx.csv else f"map id columns of the same type ({flag})")
         msg = f"{other.label} has {got} customer ids but the transactions have {want}; {fix}"
         raise InputContractError(msg)
 

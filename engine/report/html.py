@@ -326,8 +326,8 @@ def _migration(migration: pl.DataFrame | None, names: dict[str, str], settings_d
             f"{fmt.share(ids['optimal_share'])}: a gap means the ids moved more than the customers did."
             if ids["customers_in_both"] else "")
     # As compare says it: moves a setting made (orders grouped otherwise, another CLV model) read as customers'.
-    differ = "".join(_note(f"The runs' settings differ, so part of these moves is theirs, not the customers' "
-                           f"({html.escape(d)}).") for d in settings_differ)
+    differ = _note(f"The runs' settings differ, so part of these moves is theirs, not the customers' "
+                   f"({html.escape('; '.join(settings_differ))}).") if settings_differ else ""
     return (differ + f"<p class=\"lead\">{fmt.count(stayed)} customers stayed in their segment and "
             f"{fmt.count(int(moves['customers'].sum()))} moved, arrived or left.{held} Colour is the share of the "
             f"previous segment; numbers are customers.</p>"

@@ -467,3 +467,11 @@ def test_the_migration_section_says_where_the_runs_settings_differ(small_data, s
         .read_text(encoding="utf-8")
     assert "The runs' settings differ, so part of these moves is theirs, not the customers' (orders" in page
     assert migration(small_run, small_run)[1] == []
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+
+    ran = CliRunner().invoke(app, ["report", str(tmp_path / "lines"), "--compare", str(small_run), "--out",
+                                   str(tmp_path / "cli.html")])
+    assert ran.exit_code == 0, ran.output
+    assert "so part of these moves is theirs" in (tmp_path / "cli.html").read_text(encoding="utf-8")
