@@ -76,8 +76,8 @@ RayAddress = Annotated[str | None, _value("--ray-address", "With --executor ray:
 StorageOption = Annotated[list[str] | None, _value("--storage-option", "Object-store option KEY=VALUE (repeatable), "
                                                    "e.g. aws_region=eu-west-1; never written out.", "KEY=VALUE",
                                                    _SCALE)]
-WorkDir = Annotated[str | None, _value("--work-dir", "Scratch folder for bucket files [default: beside the "
-                                       "output]; shared storage for a cluster.", "DIR", _SCALE)]
+WorkDir = Annotated[str | None, _value("--work-dir", "Scratch folder for bucket files [default: beside a "
+                                       "local output, else the temp folder]; shared storage for a cluster.", "DIR", _SCALE)]
 _THREADS_HELP = "Threads for Polars, Numba and Faiss [default: the CPUs this process may use]."
 # SEGMINT_THREADS is read once, before the command (segmint's own option): read again by the command's, it
 # replaced a --threads given before the command (SEGMINT_THREADS=1 segmint --threads 2 run: 1 thread).

@@ -345,8 +345,9 @@ def validate(
 
     Example: `segmint validate data/transactions`
 
-    Exit code 0 when the input is usable, 3 when the contract is violated or more
-    than --max-reject-share of the rows would be rejected (the counts are in the error).
+    Exit code 0 when the input is usable, 2 when a setting does not fit it (a time format segmint will not guess,
+    one column in two roles), 3 when the contract is violated or more than --max-reject-share of the rows
+    would be rejected (the counts are in the error).
     """
     with _errors(json_logs):
         _threads(threads)
@@ -472,7 +473,7 @@ def abtest_split(
 def abtest_evaluate(
     assignments: Annotated[str, typer.Option("--assignments", help="The file written by abtest split.",
                                              metavar="FILE")],
-    outcomes: Annotated[str, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted, revenue.",
+    outcomes: Annotated[str, typer.Option("--outcomes", help="Parquet/CSV: customer_id, converted and, optionally, revenue (without it ROI is n/a).",
                                           metavar="FILE")],
     cost_per_contact: Annotated[float, typer.Option("--cost-per-contact", help="Cost of contacting one "
                                                     "treated customer.", metavar="AMOUNT")],

@@ -680,7 +680,9 @@ def _side(cls: type, values: dict[str, Any] | None) -> Any:
     if "paths" not in values:   # it said "EventSource.__init__() missing 1 required keyword-only argument"
         msg = f"[{cls.section}] needs paths = [\"...\"] (the files or folders of the table), or leave the section out"
         raise ConfigError(msg)
-    return _build(cls, _lists_to_tuples(values))
+    # '' leaves an optional column out, as in [columns] and as the flags' '' does: session = "" named a column ''.
+    optional = {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
+    return _build(cls, {k: None if v == "" and k in optional else v for k, v in _lists_to_tuples(values).items()})
 
 
 def _build(cls: type, values: dict[str, Any], **sections: Any) -> Any:

@@ -132,3 +132,15 @@ def test_rayjob_manifest_runs_a_real_segmint_command(monkeypatch):
         container = pod["template"]["spec"]["containers"][0]
         assert container["envFrom"], "credentials reach every pod from a secret"
         assert any(v["mountPath"] == "/dev/shm" for v in container["volumeMounts"])
+
+
+def test_the_config_example_reads_as_it_says(tmp_path):
+    # The example named no [events], [customers], [clv] enabled or rfm_grid keys, which load_toml takes.
+    from segmint.engine.config import load_toml
+
+    example = REFERENCE.split("```toml\n")[-1].split("```")[0]
+    (tmp_path / "segmint.toml").write_text(example)
+    cfg = load_toml(tmp_path / "segmint.toml")
+    assert cfg.cluster.attributes == ("region",) and cfg.clv.enabled and cfg.clv.discount_rate == 0.10
+    assert cfg.events is not None and cfg.events.session is None and cfg.customers.attributes == ("region", "age_band")
+    assert [name for name, _, _ in cfg.features.rfm_grid] == ["Best", "Growing", "Steady", "Lapsing"]
