@@ -233,7 +233,10 @@ class ClusterConfig(_Checked):
     attribute_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.k == "auto":   # as the CLI and TOML say it (the API took only None)
+        if isinstance(self.k, str):   # "auto" as the CLI and TOML say it (the API took only None)
+            if self.k.strip().lower() != "auto":   # "must be an integer or None" left "auto" out
+                msg = f"cluster.k must be a positive integer or 'auto', got {self.k!r}"
+                raise ConfigError(msg)
             object.__setattr__(self, "k", None)
         if isinstance(self.micro_k, str) and self.micro_k.strip().lower() == "auto":   # "AUTO", as k takes it
             object.__setattr__(self, "micro_k", "auto")

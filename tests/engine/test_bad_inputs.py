@@ -706,3 +706,10 @@ def test_a_csv_side_table_beside_integer_ids_is_told_to_become_parquet(small_dat
                                                  r"the customers table as Parquet with Int64 ids"):
         run([small_data / "transactions"], tmp_path / "o", cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_api_takes_k_auto_in_any_case_and_names_it_when_refusing():
+    # ClusterConfig(k="five") read "must be an integer or None", leaving out the "auto" it takes.
+    assert ClusterConfig(k="AUTO").k is None and ClusterConfig(k="auto").k is None
+    with pytest.raises(ConfigError, match="cluster.k must be a positive integer or 'auto', got 'five'"):
+        ClusterConfig(k="five")
