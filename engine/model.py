@@ -75,7 +75,8 @@ class Model:
     def predict(self, transactions: Any, *, as_of: str | dt.date | None = None, time_format: str | None = None,
                 dedupe_on: Sequence[str] | None = None, max_reject_share: float = 0.5) -> pl.DataFrame:
         """Score customers in this process: one row per customer with segment, name, distance,
-        margin, RFM scores and, when the model has them, CLV columns.
+        margin, the outlier flag and micro-segment, RFM scores and activity status and, when the model has
+        them, CLV columns.
 
         ``transactions`` is a Polars (LazyFrame, pandas) DataFrame or a pyarrow Table with the model's mapped
         columns, checked as ``segmint assign`` checks its files. ``as_of`` defaults to now (UTC): real-time
@@ -118,9 +119,13 @@ class Model:
         _check_usable(mapped, cfg, max_reject_share)
         scored = score_table(mapped.table, self.scoring())
         name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
+        # The columns of assign's that a real-time call acts on; a micro-segment and the outlier flag where the
+        # model has them (a micro-segment model scored one customer without its micro-segment).
         return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
+                             *[c for c in ("outlier", "micro_segment") if c in scored.columns],
                              "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
-                             *[c for c in ("p_alive", "expected_purchases", "clv") if c in scored.columns])
+                             *[c for c in ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+                               if c in scored.columns])
 
     def event_features(self) -> tuple[str, ...]:
         """The event features (``--events``') this model clusters on."""

@@ -335,3 +335,17 @@ def test_in_memory_assign_reads_the_models_columns_and_a_missing_one_is_named(sm
     with pytest.raises(segmint.InputContractError, match=r"column 'ts' \(--time-col\) not found in the DataFrame "
                                                          r"given; available: customer_id, timestamp, amount"):
         segmint.validate(odd, cfg)
+
+
+def test_predict_gives_a_micro_segment_models_micro_segments_as_assign_does(small_data, tmp_path):
+    # A model of micro-segments (personalised campaigns) scored a customer in real time without its micro-segment,
+    # outlier flag or expected spend per purchase.
+    import segmint
+
+    cfg = segmint.RunConfig(cluster=segmint.ClusterConfig(k=4, seed=1, micro_k=3))
+    result = segmint.run([small_data / "transactions"], tmp_path / "run", cfg)
+    tx = pl.read_parquet(small_data / "transactions")
+    scored = segmint.Model.load(result.out).predict(tx, as_of=result.manifest["as_of"]).sort("customer_id")
+    run = result.assignments().collect().sort("customer_id")
+    for column in ("segment", "micro_segment", "outlier", "expected_avg_value", "clv"):
+        assert scored[column].to_list() == run[column].to_list(), column
