@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 import typer.core
 
-from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_toml, parse_k, parse_size
+from segmint.engine.config import CustomerSource, EventSource, RunConfig, load_toml, parse_size
 from segmint.engine.errors import ConfigError
 
 __all__ = ["Inputs", "Out", "ConfigFile", "Json", "Overwrite", "Seed", "AsOf", "K", "Device", "DedupeOn",
@@ -191,8 +191,6 @@ def build_config(config: Path | None, *, columns: dict[str, str | None] | None =
         col_updates.setdefault("quantity", None)
         col_updates.setdefault("price", None)
     cluster_updates = {k: v for k, v in (cluster or {}).items() if v is not None}
-    if "k" in cluster_updates:
-        cluster_updates["k"] = parse_k(cluster_updates["k"])
     run_updates = {k: v for k, v in run.items() if v is not None}
     if "dedupe_on" in run_updates:
         run_updates["dedupe_on"] = tuple(c.strip() for c in run_updates["dedupe_on"].split(",") if c.strip())

@@ -163,7 +163,7 @@ def run(
         from segmint.engine.pipeline import run as run_pipeline
 
         cfg = build_config(config, columns=columns, side=side,
-                           cluster={"k": k, "seed": seed, "device": device, "micro_k": _micro_k(micro_k),
+                           cluster={"k": k, "seed": seed, "device": device, "micro_k": micro_k,
                                     "attributes": _names(cluster_attrs)},
                            previous=previous, warm_start=warm_start,
                            **_run_options(as_of, dedupe_on, max_reject_share, pseudonymize_ids, overwrite,
@@ -633,17 +633,6 @@ def _run_options(as_of: str | None, dedupe_on: str | None, max_reject_share: flo
 
 def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def _micro_k(text: str | None) -> int | str | None:
-    if text is None or text.strip().lower() == "auto":
-        return text and "auto"
-    try:
-        return int(text)
-    except ValueError:
-        from segmint.engine.errors import ConfigError
-
-        raise ConfigError(f"--micro-k must be a positive integer or 'auto', got {text!r}") from None
 
 
 def _threads(threads: int | None) -> None:

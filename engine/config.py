@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import numbers
 import re
 import tomllib
 import types
@@ -41,7 +42,6 @@ __all__ = [
     "to_dict",
     "parse_as_of",
     "parse_size",
-    "parse_k",
 ]
 
 DEFAULT_HORIZON_DAYS = 364.0
@@ -233,13 +233,10 @@ class ClusterConfig(_Checked):
     attribute_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, str):   # "auto" as the CLI and TOML say it (the API took only None)
-            if self.k.strip().lower() != "auto":   # "must be an integer or None" left "auto" out
-                msg = f"cluster.k must be a positive integer or 'auto', got {self.k!r}"
-                raise ConfigError(msg)
-            object.__setattr__(self, "k", None)
-        if isinstance(self.micro_k, str) and self.micro_k.strip().lower() == "auto":   # "AUTO", as k takes it
-            object.__setattr__(self, "micro_k", "auto")
+        # One reading of k and micro_k for the CLI, a TOML file and the API: text, integers and 'auto' in any case
+        # (TOML took k = "5" and refused micro_k = "3", the API refused both, the CLI took both).
+        object.__setattr__(self, "k", _count(self.k, "k", auto=None))
+        object.__setattr__(self, "micro_k", _count(self.micro_k, "micro_k", auto="auto"))
         super().__post_init__()
 
     def check(self) -> None:
@@ -253,9 +250,6 @@ class ClusterConfig(_Checked):
         if not (math.isfinite(self.attribute_weight) and self.attribute_weight > 0):
             msg = f"cluster.attribute_weight must be a positive number, got {self.attribute_weight}"
             raise ConfigError(msg)
-        if self.k is not None and self.k < 1:
-            msg = f"--k must be a positive integer or 'auto', got {self.k}"
-            raise ConfigError(msg)
         if not 2 <= self.k_min <= self.k_max:
             msg = f"auto-k range must satisfy 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}"
             raise ConfigError(msg)
@@ -267,10 +261,6 @@ class ClusterConfig(_Checked):
             raise ConfigError(msg)
         if not 0 <= self.min_segment_share < 1:
             msg = f"min_segment_share must be in [0, 1), got {self.min_segment_share}"
-            raise ConfigError(msg)
-        if isinstance(self.micro_k, str) and self.micro_k != "auto" or isinstance(self.micro_k, int) and (
-                isinstance(self.micro_k, bool) or self.micro_k < 1):
-            msg = f"--micro-k must be a positive integer or 'auto', got {self.micro_k!r}"
             raise ConfigError(msg)
         if not 0 < self.outlier_quantile <= 1:
             msg = f"cluster.outlier_quantile must be in (0, 1], got {self.outlier_quantile}"
@@ -526,8 +516,6 @@ def load_toml(path: str | Path) -> RunConfig:
             raise ConfigError(msg) from None
     try:
         cluster = _lists_to_tuples(raw.get("cluster", {}))
-        if isinstance(cluster.get("k"), str):
-            cluster["k"] = parse_k(cluster["k"], "cluster.k")
         run = _lists_to_tuples(raw.get("run", {}))
         if isinstance(run.get("dedupe_on"), str):
             run["dedupe_on"] = tuple(c.strip() for c in run["dedupe_on"].split(",") if c.strip())
@@ -553,19 +541,6 @@ def load_toml(path: str | Path) -> RunConfig:
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def parse_k(text: str | int | None, flag: str = "--k") -> int | None:
-    """``auto`` -> None, an integer (as text or int) -> itself; anything else is a config error."""
-    if text is None or (isinstance(text, int) and not isinstance(text, bool)):
-        return text
-    if str(text).strip().lower() == "auto":
-        return None
-    try:
-        return int(str(text))
-    except ValueError:
-        msg = f"{flag} must be a positive integer or 'auto', got {text!r}"
-        raise ConfigError(msg) from None
 
 
 def parse_as_of(text: str) -> dt.datetime:
@@ -614,6 +589,22 @@ def config_hash(cfg: RunConfig) -> str:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-JSON form of a config dataclass, without secrets (storage options)."""
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SECRET}
+
+
+def _count(value: Any, name: str, auto: str | None) -> Any:
+    """A positive integer (an int, NumPy's too, or its digits as text) or 'auto' in any case (-> ``auto``)."""
+    number = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "auto":
+            return auto
+        number = int(text) if text.isascii() and text.isdigit() else None   # int() also took '1_000' and '+5'
+    if value is None:
+        return None
+    if isinstance(number, numbers.Integral) and not isinstance(number, bool) and number >= 1:
+        return int(number)
+    msg = f"cluster.{name} (--{name.replace('_', '-')}) must be a positive integer or 'auto', got {value!r}"
+    raise ConfigError(msg)
 
 
 def _members(hint: Any) -> tuple[Any, ...]:

@@ -134,8 +134,11 @@ def test_rayjob_manifest_runs_a_real_segmint_command(monkeypatch):
         assert any(v["mountPath"] == "/dev/shm" for v in container["volumeMounts"])
 
 
-def test_the_config_example_reads_as_it_says(tmp_path):
-    # The example named no [events], [customers], [clv] enabled or rfm_grid keys, which load_toml takes.
+def test_the_config_example_runs_as_it_says(tmp_path, monkeypatch, cdnow_parquet):
+    # The example named no [events], [customers], [clv] enabled or rfm_grid keys, which load_toml takes; then it
+    # listed the attribute it clusters on among cluster_features, and a run of it stopped (exit 2): it is run here.
+    import json
+
     from segmint.engine.config import load_toml
 
     example = REFERENCE.split("```toml\n")[-1].split("```")[0]
@@ -144,3 +147,22 @@ def test_the_config_example_reads_as_it_says(tmp_path):
     assert cfg.cluster.attributes == ("region",) and cfg.clv.enabled and cfg.clv.discount_rate == 0.10
     assert cfg.events is not None and cfg.events.session is None and cfg.customers.attributes == ("region", "age_band")
     assert [name for name, _, _ in cfg.features.rfm_grid] == ["Best", "Growing", "Steady", "Lapsing"]
+    # CDNOW in the example's column names; its customers and a month of their events beside it.
+    tx = pl.read_parquet(cdnow_parquet).select(cust="customer_id", date="date", dollar_value="dollar_value")
+    (tmp_path / "transactions").mkdir()
+    tx.write_parquet(tmp_path / "transactions" / "part-0.parquet")
+    ids = tx["cust"].unique().sort()
+    regions = (ids % 3).replace_strict({0: "north", 1: "south", 2: "west"})
+    customers = pl.DataFrame({"customer_id": ids, "region": regions,
+                              "age_band": (ids % 2).replace_strict({0: "18-34", 1: "35+"})})
+    customers.write_parquet(tmp_path / "customers.parquet")
+    (tmp_path / "events").mkdir()
+    events = pl.DataFrame({"customer_id": ids[:500], "event_type": "view"})
+    events.with_columns(ts=pl.datetime(1998, 6, 1) + pl.duration(hours=pl.col("customer_id"))).write_parquet(
+        tmp_path / "events" / "e.parquet")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["run", "transactions", "--out", "out", "--config", "segmint.toml"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(next(Path("out").glob("run*.json")).read_text())
+    assert manifest["config"]["cluster"]["attributes"] == ["region"]
+    assert manifest["config"]["features"]["cluster_features"] == ["recency_days", "frequency", "aov"]

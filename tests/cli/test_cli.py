@@ -194,8 +194,9 @@ def test_csv_with_every_reject_reason_is_quarantined(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
-    (["--k", "0"], 2, "--k must be a positive integer"),
-    (["--k", "many"], 2, "--k must be a positive integer or 'auto'"),
+    (["--k", "0"], 2, "(--k) must be a positive integer or 'auto', got '0'"),
+    (["--k", "many"], 2, "(--k) must be a positive integer or 'auto'"),
+    (["--micro-k", "1.5"], 2, "(--micro-k) must be a positive integer or 'auto', got '1.5'"),
     (["--device", "tpu"], 2, "--device must be auto, cpu or gpu"),
     pytest.param(["--device", "gpu"], 2, "no usable GPU", marks=NEEDS_NO_GPU),
     (["--as-of", "soon"], 2, "--as-of 'soon'"),

@@ -4,6 +4,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,9 @@ from segmint.engine.pipeline import compute_feature_table, run, validate
 
 @pytest.mark.parametrize(("text", "needle"), [
     ('[run]\nmemory_limit = "lots"\n', "is not a size"),
-    ('[cluster]\nk = "five"\n', "cluster.k must be a positive integer or 'auto', got 'five'"),
+    ('[cluster]\nk = "five"\n', "cluster.k (--k) must be a positive integer or 'auto', got 'five'"),
+    ('[cluster]\nk = 8.0\n', "cluster.k (--k) must be a positive integer or 'auto', got 8.0"),
+    ('[cluster]\nmicro_k = "0"\n', "cluster.micro_k (--micro-k) must be a positive integer or 'auto', got '0'"),
     ('[cluster]\nniter = "30"\n', "cluster.niter must be an integer, got '30'"),
     ('[run]\nmax_reject_share = true\n', "run.max_reject_share must be a number"),
     ('[run]\nas_of = "soon"\n', "--as-of 'soon'"),
@@ -708,8 +711,17 @@ def test_a_csv_side_table_beside_integer_ids_is_told_to_become_parquet(small_dat
     assert not (tmp_path / "o").exists()
 
 
-def test_the_api_takes_k_auto_in_any_case_and_names_it_when_refusing():
-    # ClusterConfig(k="five") read "must be an integer or None", leaving out the "auto" it takes.
-    assert ClusterConfig(k="AUTO").k is None and ClusterConfig(k="auto").k is None
-    with pytest.raises(ConfigError, match="cluster.k must be a positive integer or 'auto', got 'five'"):
-        ClusterConfig(k="five")
+def test_k_and_micro_k_read_alike_from_the_api_a_config_file_and_the_cli(tmp_path):
+    # TOML took k = "5" and refused micro_k = "3", the API refused both, the CLI took both; ClusterConfig(k="five")
+    # read "must be an integer or None", leaving out the "auto" it takes.
+    from segmint.cli._options import build_config
+
+    (tmp_path / "c.toml").write_text('[cluster]\nk = " 5 "\nmicro_k = "3"\n')
+    from_toml = load_toml(tmp_path / "c.toml").cluster
+    from_cli = build_config(None, cluster={"k": "5", "micro_k": "3"}).cluster
+    assert ClusterConfig(k="5", micro_k="3") == ClusterConfig(k=np.int64(5), micro_k=3) == from_toml == from_cli
+    assert ClusterConfig(k="AUTO").k is None and ClusterConfig(micro_k=" Auto ").micro_k == "auto"
+    for bad in ("five", "1_000", "+5", "", 8.0, True, 0):
+        with pytest.raises(ConfigError, match=re.escape(f"cluster.k (--k) must be a positive integer or 'auto', "
+                                                        f"got {bad!r}")):
+            ClusterConfig(k=bad)
