@@ -653,6 +653,16 @@ def _elapsed() -> float:
 
 
 def _finish(result, json_logs: bool) -> None:
+    from segmint.engine.io.sink import mark_committed
+
+    try:
+        _summarise(result, json_logs)
+    except BaseException as exc:   # a signal while the summary prints: it said "no output was changed"
+        mark_committed(exc)
+        raise
+
+
+def _summarise(result, json_logs: bool) -> None:
     m = result.manifest
     if json_logs:
         _emit_done(m["status"], m["run_id"], result.out, customers=m["customers"], k=m["k"], rows=m["rows"])
@@ -775,6 +785,11 @@ def _errors(json_logs: bool) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: never a bare traceback
         if _state["debug"]:
             traceback.print_exc()
+        # A signal raised inside a library's call (a Numba kernel) comes out as its SystemError: exit 1 it read.
+        signalled = next((e for e in _chain(exc) if isinstance(e, (KeyboardInterrupt, Terminated))), None)
+        if signalled is not None:
+            how, code = ("interrupted", 130) if isinstance(signalled, KeyboardInterrupt) else ("terminated", 143)
+            _fail(_stopped(how, exc), code, json_logs, getattr(exc, "__notes__", None))
         if _disk_full(exc):
             _fail(_DISK_FULL, 2, json_logs, getattr(exc, "__notes__", None))
         hint = "" if _state["debug"] else " (rerun with --debug for the traceback)"
@@ -801,15 +816,17 @@ def _disk_full(exc: BaseException | None) -> bool:
     in what the error was raised from."""
     import errno
 
+    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+               or any(text in str(e).lower() for text in _DISK_FULL_TEXT) for e in _chain(exc))
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or during, in turn."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(exc).lower() for text in _DISK_FULL_TEXT):
-            return True
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _fail(message: str, code: int, json_logs: bool, notes: list[str] | None = None) -> None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import contextlib
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +30,7 @@ __all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "conf
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "read_ahead", "few_malloc_arenas"]
+           "read_ahead", "few_malloc_arenas", "signals_held"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -339,6 +342,26 @@ def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
         if threading.current_thread() is not helper:   # (closed by a collection on the helper: it stops alone)
             helper.join()
             items.close()
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM taken only once the block is done: what it does runs whole (an output's commit and
+    the removal of its scratch and lease, where a signal left the lock or the scratch behind). The first signal
+    held is then raised by its own handler. Outside the main thread, where Python runs handlers, it holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kept = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():   # None: a handler not set from Python, whose default it then was
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def short_openmp_spin() -> None:

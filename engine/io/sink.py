@@ -593,8 +593,8 @@ def _replace(stage: Path, out: Path, *, overwrite: bool) -> None:
         return
     # The old output leaves under a name of ours and with an owner file of its own (not a resumable one): killed
     # before it is deleted, the next write removes it, where a folder without one is not taken for segmint's.
-    write_json(out / OWNER, owner_doc(False))
-    try:
+    try:   # a signal once the owner file is written leaves it in the old output otherwise
+        write_json(out / OWNER, owner_doc(False))
         exchanged = _exchange(stage, out)
     finally:   # not exchanged, it is the live output's; exchanged, the new output's (whose owner goes anyway)
         (out / OWNER).unlink(missing_ok=True)

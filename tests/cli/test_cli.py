@@ -947,3 +947,35 @@ def test_the_run_summary_says_its_kept_id_share_is_the_profile_samples(small_dat
     assert shared["customers"] <= 1000
     assert f"of the {shared['customers']:,} customers of this run's profile sample both runs share, " \
            f"{shared['kept_share']:.1%} kept their id" in " ".join(r.output.split())
+
+
+def test_a_signal_while_the_summary_prints_says_the_output_was_committed(small_data, tmp_path, monkeypatch):
+    # The summary prints after the run returned: a Ctrl-C there said "no output was changed" of a new output.
+    from segmint.cli import _render
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_render, "print_summary", interrupted)
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 3)
+    assert r.exit_code == 130, r.stderr
+    _one_line_error(r, "interrupted after the output was committed")
+    assert (tmp_path / "o" / "_SUCCESS").is_file()
+
+
+@pytest.mark.parametrize(("signalled", "code", "how"), [(KeyboardInterrupt, 130, "interrupted"),
+                                                        ("Terminated", 143, "terminated")])
+def test_a_signal_inside_a_kernel_exits_as_the_signal_does(small_data, tmp_path, monkeypatch, signalled, code, how):
+    # A signal raised while a Numba kernel ran came out as its SystemError: "unexpected SystemError", exit 1.
+    import segmint.engine.pipeline as pipeline
+    from segmint.cli.app import Terminated
+
+    raised = Terminated if signalled == "Terminated" else signalled
+    def kernel(*args, **kwargs):
+        try:
+            raise raised
+        except raised:
+            raise SystemError("CPUDispatcher(customer_pass) returned a result with an exception set") from None
+    monkeypatch.setattr(pipeline, "run", kernel)
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o")
+    assert r.exit_code == code, r.stderr
+    _one_line_error(r, f"{how}; no output was changed")

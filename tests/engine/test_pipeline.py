@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -686,6 +687,47 @@ def test_a_signal_just_after_the_commit_keeps_the_new_output_and_says_so(small_d
     assert r.exit_code == 130 and "interrupted after the output was committed" in r.stderr, r.stderr
     assert Model.load(out).centroids.shape[0] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not (out / "_owner.json").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("where", ["owner file", "scratch removal", "lease release"])
+def test_a_real_signal_at_the_commit_is_taken_once_the_commit_and_its_clean_up_are_done(small_data, tmp_path,
+                                                                                       monkeypatch, sig, where):
+    # A signal as the old output got its owner file left that file in it and said "no output was changed"; one as
+    # the scratch or the lease was removed left the work folder or the lock beside the output (helper sweep).
+    from typer.testing import CliRunner
+
+    from segmint.cli.app import app
+    from segmint.engine.io import lease, sink
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    run([small_data / "transactions"], out, RunConfig(cluster=ClusterConfig(k=4)))
+    sent = []
+    def send(when: bool) -> None:
+        if when and not sent:
+            sent.append(sig)
+            os.kill(os.getpid(), sig)
+    write_json, rmtree, release = sink.write_json, shutil.rmtree, lease.Lease.release
+    def write_then(path, *args, **kwargs):
+        write_json(path, *args, **kwargs)
+        send(where == "owner file" and Path(str(path)) == out / "_owner.json")
+    def rmtree_then(path, *args, **kwargs):
+        send(where == "scratch removal" and ".work-" in Path(path).name)
+        return rmtree(path, *args, **kwargs)
+    def release_then(self):
+        send(where == "lease release")
+        return release(self)
+    monkeypatch.setattr(sink, "write_json", write_then)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_then)
+    monkeypatch.setattr(lease.Lease, "release", release_then)
+    work.mkdir()
+    r = CliRunner().invoke(app, ["--threads", "2", "run", str(small_data / "transactions"), "--out", str(out),
+                                 "--k", "3", "--overwrite", "--work-dir", str(work)])
+    monkeypatch.undo()
+    how, code = ("interrupted", 130) if sig == signal.SIGINT else ("terminated", 143)
+    assert sent and r.exit_code == code and f"{how} after the output was committed" in r.stderr, r.stderr
+    assert Model.load(out).centroids.shape[0] == 3 and not (out / "_owner.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"] and not any(work.iterdir())
 
 
 def test_a_signal_after_the_commit_while_the_lease_is_released_says_the_output_is_committed(small_data, tmp_path,
