@@ -163,6 +163,10 @@ def check_writable(out: str | Path, *, overwrite: bool, options: tuple[tuple[str
         _check_remote(str(out), read_pointer(out, opts), overwrite, opts)
         return str(out)
     out = store.local(out)
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():   # read "unexpected FileExistsError" as the lock was written
+        msg = f"output {out}: {above} is a file, not a folder: give --out a path whose folders are folders"
+        raise ConfigError(msg)
     if out.is_symlink():
         msg = f"output {out} is a symbolic link; give the real path ({out.resolve()}) or another --out"
         raise ConfigError(msg)

@@ -552,7 +552,12 @@ def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:
     if cfg.work_dir and store.is_remote(cfg.work_dir):
         return store.join(cfg.work_dir, f"segmint-work-{run_id}")
     base = _work_base(cfg, out)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):   # a file in a folder's place read "unexpected FileExistsError"
+        flag, given = ("--work-dir", cfg.work_dir) if cfg.work_dir else ("--out", out)
+        msg = f"{flag} {given}: {base.parent} or a folder above it is a file: give the path of a folder"
+        raise ConfigError(msg) from None
     return str(sibling_path(base, "work", run_id))
 
 

@@ -979,3 +979,15 @@ def test_a_signal_inside_a_kernel_exits_as_the_signal_does(small_data, tmp_path,
     r = invoke("run", small_data / "transactions", "--out", tmp_path / "o")
     assert r.exit_code == code, r.stderr
     _one_line_error(r, f"{how}; no output was changed")
+
+
+@pytest.mark.parametrize("where", ["--work-dir", "--out"])
+def test_a_file_in_the_place_of_a_folder_is_refused_in_one_line(small_data, tmp_path, where):
+    # A file given as --work-dir, or as a folder above --out, read "unexpected FileExistsError" (exit 1).
+    (tmp_path / "afile").write_text("")
+    paths = {"--work-dir": tmp_path / "afile", "--out": tmp_path / "o"} if where == "--work-dir" else \
+        {"--out": tmp_path / "afile" / "o"}
+    r = invoke("run", small_data / "transactions", *[str(x) for pair in paths.items() for x in pair])
+    assert r.exit_code == 2, r.stderr
+    _one_line_error(r, "is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
