@@ -11,13 +11,14 @@ or unseen value has every column 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from segmint.engine.errors import ConfigError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.kernels.moments import column_moments
 
 __all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
@@ -62,9 +63,8 @@ class Scaler:
                     x[rows, j] = (v - self.mean[j]) / self.std[j]
         j = len(self.features)
         for a, levels in one_hot:
-            text = table[a].cast(pl.String)
             for level in levels:
-                x[:, j] = (text == level).fill_null(False).to_numpy() * self.weight
+                x[:, j] = _is_level(table[a], level).fill_null(False).to_numpy() * self.weight
                 j += 1
         _check_finite(x, self.columns)
         return x
@@ -129,8 +129,15 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
         constant[small] = x[:, small].min(axis=0) == x[:, small].max(axis=0)
         mean[constant] = x[0, constant]
     std[constant | (std == 0)] = 1.0
-    return Scaler(tuple(features), log, tuple(map(float, mean)), tuple(map(float, std)),
-                  tuple((a, _levels(sample, a)) for a in attributes), weight)
+    levels = tuple((a, _levels(sample, a)) for a in attributes)
+    # Clustered on nothing, exit 0: the customers table matched no customer's id, or the attribute had no value.
+    empty = [a for a, known in levels if not known]
+    if empty:
+        msg = (f"--cluster-attrs {', '.join(empty)}: no customer clustered has a value (the customers table's ids "
+               f"match none of the transactions', or the column is empty); check the ids' form in both tables "
+               f"(and --customers-id-col), or leave it out of --cluster-attrs")
+        raise InputContractError(msg)
+    return Scaler(tuple(features), log, tuple(map(float, mean)), tuple(map(float, std)), levels, weight)
 
 
 def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
@@ -153,6 +160,20 @@ def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
                f"{int(kept['len'].sum()):,} of the {known:,} customers with one; {fix}")
         raise ConfigError(msg)
     return tuple(kept["v"].to_list())
+
+
+def _is_level(values: pl.Series, level: str) -> pl.Series:
+    """Where ``values`` are the level (``_levels``' text of a value). Numbers by value: a batch's 1.0 (an integer
+    column pandas made float for a missing value) was not the model's level "1", and its customers sat at 0 on
+    every level of the attribute, in other segments (exit 0)."""
+    if values.dtype.is_numeric():
+        try:
+            number = float(level)
+        except ValueError:
+            number = math.nan
+        if not math.isnan(number):
+            return values.cast(pl.Float64) == number
+    return values.cast(pl.String) == level
 
 
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:
