@@ -738,6 +738,15 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     past the last purchase), are left out of it; so are those after the moment the run started (future_timestamp,
     a reason only where the as-of is derived, which they are after too): given that as-of, they were left out."""
     aside = ("null_customer_id", "after_as_of", "future_timestamp")
+    if c.events_in and not c.events_used and not c.events_set_aside:
+        # Every event left out, each for a reason left out of the share (all dated a decade on: future_timestamp):
+        # every customer's sessions, page views and conversions were 0, exit 0.
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n)
+        msg = (f"none of the {c.events_in:,} event rows is an event of a customer up to the as-of"
+               f"{f' ({reasons})' if reasons else ''}: every customer's sessions, page views and conversions "
+               f"would be 0; check the events' time column, its time zone and --event-time-format, their customer "
+               f"ids, and --as-of, or leave --events out")
+        raise InputContractError(msg)
     judged = c.events_in - sum(c.events_rejected.get(r, 0) for r in aside) - c.events_set_aside
     if judged <= 0:
         return

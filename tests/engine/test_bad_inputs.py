@@ -248,6 +248,23 @@ def test_a_later_events_file_of_times_in_another_unit_stops_the_run(small_data, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("when", "reason"), [(pl.col("ts") + pl.duration(days=3650), "future_timestamp"),
+                                              (pl.lit(dt.datetime(2026, 9, 1)), "after_as_of")])
+def test_events_none_of_which_is_usable_stop_the_run(small_data, tmp_path, when, reason):
+    # Events dated a decade on (a wrong unit or year) are all future_timestamp, which the events' reject share leaves
+    # out: every customer's sessions, page views and conversions were 0, exit 0 (helper sweep).
+    from segmint.engine.config import EventSource
+
+    (tmp_path / "ev").mkdir()
+    events = pl.read_parquet(small_data / "events").with_columns(ts=when)   # the transactions end on 2026-06-30
+    events.write_parquet(tmp_path / "ev" / "e.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=3), events=EventSource(paths=(str(tmp_path / "ev"),)))
+    with pytest.raises(InputContractError, match=rf"none of the {events.height:,} event rows is an event of a "
+                                                 rf"customer up to the as-of \({reason}: {events.height:,}\)"):
+        run([small_data / "transactions"], tmp_path / "o", cfg)
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_feature_named_twice_is_refused_where_the_config_is_read():
     # It weighed twice in every distance, exit 0.
     with pytest.raises(ConfigError, match=r"names \['frequency'\] more than once"):
