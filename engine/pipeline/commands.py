@@ -56,7 +56,7 @@ from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_ex
 from segmint.engine.pipeline.partition import (Releases, check_scratch_space, job_rows, partition_chunk,
                                                partition_jobs)
 from segmint.engine.pipeline.previous import pseudonym_key
-from segmint.engine.pipeline.plan import BYTES_PER_ROW, SCHEMA_VERSION, Plan, make_plan, new_run_id
+from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.settings_diff import check_previous_clv_model, check_previous_meaning
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
                                            write_scored)
@@ -807,7 +807,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
         "customers": c.customers,
         "time_range": [c.first_ts.isoformat() if c.first_ts else None, c.last_ts.isoformat() if c.last_ts else None],
         "buckets": plan.buckets,
-        "memory": {"limit_bytes": plan.memory_limit, "peak_rss_mb": None, "planned_bytes_per_line": BYTES_PER_ROW},
+        "memory": {"limit_bytes": plan.memory_limit, "peak_rss_mb": None, "planned_bytes_per_line": plan.bytes_per_row},
         "executor": s.executor.name,
         "seed": cfg.cluster.seed,
         "threads": numba.get_num_threads(),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from segmint.engine.config import RunConfig, parse_as_of
+from segmint.engine.config import Columns, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError
 from segmint.engine.io import contract
 from segmint.engine.io.canonical import is_typed
@@ -38,6 +38,11 @@ SCHEMA_VERSION = 2
 # in the grouping and the per-customer results (81 measured on M); a partition job its rows as read,
 # split by bucket (82 measured on L's typed Parquet): text columns read from CSV take more.
 BYTES_PER_ROW = {"tx": 100, "events": 120, "customers": 150, "partition": 250}
+# Rows parsed from text (a CSV; text times or amounts in Parquet) hold their text beside the parsed values: each
+# parsed column of text adds about this much to a line, in the map and in a partition job (1.79 M lines measured,
+# run.json: CSV of 63 and 101 bytes a line 372 and 422 bytes in the map, 418 and 467 in a partition job; Parquet with
+# text ids and times 209 and 242). Budgeted at 100 and 250, a CSV run at --memory-limit 800MB peaked at 1,021 MB.
+TEXT_COLUMN_BYTES = 85
 # Smaller buckets are faster, not only leaner: on scenario L (224 M rows) 29 buckets of
 # about 8 M rows ran in 351 s against 431 s for 10 buckets of 22 M (bench/README.md).
 MAX_BUCKET_ROWS = 8_000_000
@@ -66,6 +71,7 @@ class Plan:
     memory_limit: int
     data_budget: int                 # the limit minus what the process used when planning and code to come
     work: str                        # scratch folder for bucket files
+    bytes_per_row: dict[str, int] = dataclasses.field(default_factory=lambda: dict(BYTES_PER_ROW))   # as budgeted
 
     @property
     def now(self) -> dt.datetime:
@@ -139,12 +145,14 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
                f"{math.ceil((in_use + code + _MIN_DATA_BYTES) / 1e6)}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
-    buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget),
-                                    max(10_000, budget // BYTES_PER_ROW["partition"]))
+    per_row = _bytes_per_row(tx, columns)
+    buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget, per_row),
+                                    max(10_000, budget // per_row["partition"]))
     split_ = (lambda s: split(s, chunk_rows) if s is not None else None)
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=split_(tx), events=split_(events),
-                customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit, data_budget=budget, work=str(work))
+                customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
+                data_budget=budget, work=str(work), bytes_per_row=per_row)
 
 
 def code_to_come() -> int:
@@ -155,9 +163,20 @@ def code_to_come() -> int:
     return 0 if customer_pass.signatures else CODE_AFTER_PLAN
 
 
-def _buckets(rows: dict[str, int], budget: int) -> int:
+def _bytes_per_row(tx: Source, columns: Columns) -> dict[str, int]:
+    """``BYTES_PER_ROW``, with ``TEXT_COLUMN_BYTES`` for each mapped column of text the map parses."""
+    per_row = dict(BYTES_PER_ROW)
+    if not is_typed(tx.schema, columns):
+        parsed = [c for c in (columns.customer, columns.time, columns.amount, columns.quantity, columns.price,
+                              columns.order) if c is not None and tx.schema.get(c) == pl.String]
+        per_row["tx"] += TEXT_COLUMN_BYTES * len(parsed)
+        per_row["partition"] = max(per_row["partition"], per_row["tx"] + 50)
+    return per_row
+
+
+def _buckets(rows: dict[str, int], budget: int, per_row: dict[str, int]) -> int:
     """Enough buckets that mapping one fits the budget; once bucketed at all, at most
     MAX_BUCKET_ROWS transaction rows per bucket."""
-    need = sum(n * BYTES_PER_ROW[table] for table, n in rows.items())
+    need = sum(n * per_row[table] for table, n in rows.items())
     n = max(1, math.ceil(need / budget))
     return n if n == 1 else max(n, math.ceil(rows["tx"] / MAX_BUCKET_ROWS))
