@@ -72,11 +72,15 @@ class _Checked:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
+            # A list for a tuple, as a caller of the API writes one: CustomerSource(paths=["c.parquet"]) was refused.
+            if isinstance(value, list) and any(typing.get_origin(m) is tuple for m in _members(hints[f.name])):
+                value = _tupled(value)
+                object.__setattr__(self, f.name, value)
             if value is None and not _matches(value, hints[f.name]):   # --customer-col '' read "got None"
                 msg = f"{self.section}.{f.name} cannot be left out ('' or none): segmint needs it"
                 raise ConfigError(msg)
             if not _matches(value, hints[f.name]):
-                msg = f"{self.section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}"
+                msg = f"{self.section}.{f.name} must be {_describe(hints[f.name])}, got {_shown(value)}"
                 raise ConfigError(msg)
             # An integer for a number (new_days = 30 in TOML) as the float it means: config_hash, and with it
             # --resume's fingerprint, told 30 and 30.0 apart.
@@ -607,6 +611,17 @@ def _count(value: Any, name: str, auto: str | None) -> Any:
     raise ConfigError(msg)
 
 
+def _shown(value: Any) -> str:
+    """A value in one short line: a DataFrame given as a path printed the whole frame over many lines."""
+    text = repr(value)
+    return text if len(text) <= 120 and "\n" not in text else f"a {type(value).__name__}"
+
+
+def _tupled(value: Any) -> Any:
+    """Lists, and lists in them, as tuples."""
+    return tuple(_tupled(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _members(hint: Any) -> tuple[Any, ...]:
     """The types of a union (``float | None``: float, NoneType), or the type itself."""
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
@@ -645,7 +660,9 @@ def _describe(hint: Any) -> str:
     if hint is type(None):
         return "None"
     if origin is tuple:
-        return "a tuple (a list in TOML)"
+        args = typing.get_args(hint)
+        each = {str: "strings", int: "integers", float: "numbers"}.get(args[0]) if args[-1:] == (Ellipsis,) else None
+        return "a tuple (a list in TOML)" + (f" of {each}" if each else "")
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 

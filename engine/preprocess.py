@@ -66,7 +66,9 @@ class Scaler:
             for level in levels:
                 x[:, j] = _is_level(table[a], level).fill_null(False).to_numpy() * self.weight
                 j += 1
-        _check_finite(x, self.columns)
+        # Scoring cannot change the model's features: "cluster on features every customer has" could not be done.
+        _check_finite(x, self.columns, "the model clusters on it: score customers who have it (with the tables it "
+                                       "comes from), or train a model on features every customer has")
         return x
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
@@ -216,7 +218,8 @@ def _raw(table: pl.DataFrame, features: Sequence[str], log: Sequence[bool]) -> n
     return x
 
 
-def _check_finite(x: np.ndarray, columns: Sequence[str]) -> None:
+def _check_finite(x: np.ndarray, columns: Sequence[str],
+                  fix: str = "cluster on features every customer has ([features] cluster_features)") -> None:
     """Refuse a matrix with a missing or overflowing value: no centroid is nearest to it, and such a customer
     would be placed in a segment at random (the default features are never missing)."""
     finite = np.isfinite(x)
@@ -225,8 +228,7 @@ def _check_finite(x: np.ndarray, columns: Sequence[str]) -> None:
     col = int(np.argwhere(~finite)[0][1])
     # Counted, no example: an id is personal data, and error lines end up in logs.
     msg = (f"cluster feature {columns[col]!r} is missing or not a finite number for "
-           f"{int((~finite[:, col]).sum()):,} customer(s); cluster on features every customer has "
-           f"([features] cluster_features)")
+           f"{int((~finite[:, col]).sum()):,} customer(s); {fix}")
     raise ConfigError(msg)
 
 

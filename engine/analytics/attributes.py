@@ -41,7 +41,8 @@ class Attached:
 def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str, attributes: Sequence[str]) -> Attached:
     """Features with the attributes joined, and the counts of ``Attached``. A NaN is a missing value, as a null
     is (it was a level "NaN" of its own, in the segment mix and as a clustering column)."""
-    clash = [a for a in attributes if a in features.columns or a in SCORED_COLUMNS]
+    # '__' names are segmint's own columns: an attribute __hash stopped the run at its end (exit 1).
+    clash = [a for a in attributes if a in features.columns or a in SCORED_COLUMNS or a.startswith("__")]
     if clash:
         msg = (f"customer attribute(s) {clash} clash with the names of features or scores; rename them in the "
                f"customers table")
@@ -57,7 +58,9 @@ def attach(features: pl.DataFrame, customers: pl.DataFrame, id_col: str, attribu
     dupes = table.filter(pl.col("customer_id").is_duplicated())["customer_id"].n_unique()
     if dupes:
         # No example: an id is personal data, and error lines end up in logs.
-        msg = f"the customers table has more than one row for {dupes:,} customer(s); give one row per customer"
+        # Counted in the bucket being mapped when it stops (46 of 100 with 3 buckets): not the table's count.
+        msg = (f"the customers table has more than one row for a customer ({dupes:,} such customer(s) in the part "
+               f"read before stopping); give one row per customer")
         raise InputContractError(msg)
     joined = features.join(table, on="customer_id", how="left", maintain_order="left")
     missing = features.join(table, on="customer_id", how="anti").height

@@ -61,6 +61,7 @@ def check_integral_ids(frame: pl.DataFrame, name: str, side_table: str = "") -> 
     if bad.len():
         # No example: an id is personal data, and error lines end up in logs.
         where, fix = (f" of {side_table}", "fix the column") if side_table else ("", "fix the column or map a text id")
-        msg = (f"customer id column {name!r}{where} is {dtype} and {bad.len()} ids are not whole numbers "
-               f"(or beyond 2^63); ids are never rounded: {fix}")
+        # Counted in the chunk being read when it stops (131,072 of 153,196): not the input's count.
+        msg = (f"customer id column {name!r}{where} is {dtype} and ids are not whole numbers (or beyond 2^63; "
+               f"{bad.len():,} in the part read before stopping); ids are never rounded: {fix}")
         raise InputContractError(msg)

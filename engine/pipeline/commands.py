@@ -752,10 +752,14 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
         return
     share = 1 - c.events_used / judged
     if above_share(judged - c.events_used, judged, limit):
-        reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n and r not in aside)
+        counted = {r: n for r, n in c.events_rejected.items() if n and r not in aside}
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in counted.items())
+        # The fix for the most common reason: empty event types were told to check the time column.
+        top = max(counted, key=counted.get, default="")
+        fix = ("the events' event type column (--event-type-col)" if top == "null_event_type"
+               else "the events' time column and --event-time-format")
         msg = (f"{judged - c.events_used:,} of {judged:,} event rows of a customer up to the as-of ({share:.1%}) "
-               f"were rejected ({reasons}), above --max-reject-share {limit:g}; check the events' time column "
-               f"and --event-time-format, or raise the share")
+               f"were rejected ({reasons}), above --max-reject-share {limit:g}; check {fix}, or raise the share")
         raise InputContractError(msg)
 
 

@@ -178,6 +178,8 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
     events.with_columns(anonymous.alias("customer_id")).write_parquet(tmp_path / "anonymous.parquet")
     no_time = pl.when(pl.int_range(pl.len()) % 5 < 3).then(None).otherwise(pl.col("ts"))
     events.with_columns(no_time.alias("ts")).write_parquet(tmp_path / "no_time.parquet")
+    no_type = pl.when(pl.int_range(pl.len()) % 5 < 3).then(None).otherwise(pl.col("event_type"))
+    events.with_columns(no_type.alias("event_type")).write_parquet(tmp_path / "no_type.parquet")
     base = RunConfig(cluster=ClusterConfig(k=3), buckets=buckets)
     ev = lambda path, fmt=None: EventSource(paths=(str(tmp_path / path),), time_format=fmt)  # noqa: E731
     cust = lambda path, attrs=("region",): CustomerSource(paths=(str(tmp_path / path),), attributes=attrs)  # noqa: E731
@@ -187,10 +189,14 @@ def test_side_tables_are_held_to_the_transactions_rules(small_data, tmp_path, bu
              r"epoch_ms"),
             (dataclasses.replace(base, events=ev("no_time.parquet")), InputContractError,
              r"event rows of a customer up to the as-of .* were rejected \(null_timestamp: .*--event-time-format"),
+            # Told to check the time column and its format (helper sweep).
+            (dataclasses.replace(base, events=ev("no_type.parquet")), InputContractError,
+             r"were rejected \(null_event_type: .*; check the events' event type column \(--event-type-col\)"),
             (dataclasses.replace(base, events=ev("ev_frac.parquet")), InputContractError,
-             "customer id column 'customer_id' of the events input is Float64 and 1 ids are not whole"),
+             "customer id column 'customer_id' of the events input is Float64 and ids are not whole"),
             (dataclasses.replace(base, customers=cust("cust_frac.parquet")), InputContractError,
-             "of the customers table is Float64 and 1 ids are not whole numbers .*: fix the column$"),
+             "of the customers table is Float64 and ids are not whole numbers .*1 in the part read before stopping"
+             r"\); ids are never rounded: fix the column$"),
             (dataclasses.replace(base, customers=cust("cust_list.parquet", ("tags",))), InputContractError,
              "attribute 'tags' .* is List"),
             (dataclasses.replace(base, customers=cust("cust_duration.parquet", ("tags",))), InputContractError,
@@ -726,6 +732,20 @@ def test_a_csv_side_table_beside_integer_ids_is_told_to_become_parquet(small_dat
                                                  r"the customers table as Parquet with Int64 ids"):
         run([small_data / "transactions"], tmp_path / "o", cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_api_takes_lists_for_tuples_and_names_a_frame_in_one_line():
+    # CustomerSource(paths=["c.parquet"]) was refused (a list is not a tuple), and a DataFrame given as paths was
+    # printed whole in the message, over many lines (helper sweep).
+    from segmint.engine.config import CustomerSource
+
+    assert CustomerSource(paths=["c.parquet"], attributes=["region"]) == CustomerSource(paths=("c.parquet",),
+                                                                                          attributes=("region",))
+    whole = [1, 2, 3, 4, 5]
+    assert FeatureConfig(rfm_grid=[["All", whole, whole]]).rfm_grid == (("All", tuple(whole), tuple(whole)),)
+    with pytest.raises(ConfigError, match=r"^customers.paths must be a tuple \(a list in TOML\) of strings, got a "
+                                          r"DataFrame$"):
+        CustomerSource(paths=pl.DataFrame({"a": range(100)}))
 
 
 def test_k_and_micro_k_read_alike_from_the_api_a_config_file_and_the_cli(tmp_path):

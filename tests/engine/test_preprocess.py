@@ -80,3 +80,15 @@ def test_a_constant_feature_gets_std_one_though_its_computed_std_is_rounding_noi
     scaled = scaler.transform(new)[:, 0]   # float32, as clustering takes it
     assert scaled[0] == 0.0
     assert scaled[1] == pytest.approx(np.log1p(value + 1.0) - np.log1p(value), rel=1e-6)
+
+
+def test_a_missing_feature_is_refused_with_a_fix_that_fits_fitting_or_scoring():
+    # Scoring with a model told the batch to "cluster on features every customer has", which scoring cannot do.
+    from segmint.engine.errors import ConfigError
+
+    gap = pl.DataFrame({"f": [1.0, None, 3.0], "g": [1.0, 2.0, 3.0]})
+    with pytest.raises(ConfigError, match=r"'f' is missing .* for 1 customer\(s\); cluster on features every "):
+        fit_scaler(gap, ["f", "g"], [])
+    scaler = fit_scaler(gap.fill_null(2.0), ["f", "g"], [])
+    with pytest.raises(ConfigError, match=r"for 1 customer\(s\); the model clusters on it: score customers who"):
+        scaler.transform(gap)
