@@ -65,8 +65,12 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     xd = x.astype(np.float64)
     sq = (xd * xd).sum(axis=1)
     s = np.empty(n)
-    for lo in range(0, n, 1000):
-        hi = min(lo + 1000, n)
+    # Blocks of about a million distances (8 MB): blocks of 1,000 rows were 160 MB, three times over in temporaries,
+    # on the 20,000 customers k = "auto" scores (a run at --memory-limit 450MB peaked at 526 MB), and 2.7x slower
+    # (6.2 -> 2.3 s a call, 20,000 x 16); each row's value is the same bits.
+    step = max(1, 1_000_000 // max(n, 1))
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
         d = np.sqrt(np.maximum(sq[lo:hi, None] + sq[None, :] - 2 * xd[lo:hi] @ xd.T, 0))
         sums = d @ onehot
         own = labels[lo:hi]

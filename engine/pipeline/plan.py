@@ -140,9 +140,11 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     if budget < _MIN_DATA_BYTES:
         # In MB as --memory-limit reads them (10^6 bytes): 20MB was quoted back as "19MB".
         given = f"{limit / 1e6:.0f}MB" if limit >= 1e6 else f"{limit:,} bytes"   # 1KB read as "0MB"
+        # With a tenth more, in tens of MB: a process's memory when planning varies by some 30 MB from run to run,
+        # and the least quoted to the MB was refused again when given (577MB, then 599MB, then 603MB).
+        least = math.ceil(1.1 * (in_use + code + _MIN_DATA_BYTES) / 1e7) * 10
         msg = (f"--memory-limit {given} is below what segmint needs: the process already uses {in_use / 1e6:.0f}MB "
-               f"and its stages load {code / 1e6:.0f}MB more of code; give at least "
-               f"{math.ceil((in_use + code + _MIN_DATA_BYTES) / 1e6)}MB")
+               f"and its stages load {code / 1e6:.0f}MB more of code; give at least {least}MB")
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     per_row = _bytes_per_row(tx, columns)
