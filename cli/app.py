@@ -60,8 +60,12 @@ def _main(
 ) -> None:
     _state["debug"] = debug or os.environ.get("SEGMINT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     _state["started"] = time.perf_counter()
+    from segmint.engine.runtime import note_signal
+
+    note_signal(None)
     with contextlib.suppress(ValueError):  # only the main thread may install handlers
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGINT, _on_sigint)
     with _errors(False):
         _threads(threads)
 
@@ -764,14 +768,27 @@ def _root(out: str | Path, run_id: str) -> str:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    from segmint.engine.runtime import note_signal
+
+    note_signal(signum)   # noted: a library that catches the exception and goes on commits nothing
     raise Terminated
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    from segmint.engine.runtime import note_signal
+
+    note_signal(signum)
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _errors(json_logs: bool) -> Iterator[None]:
     """Domain errors -> one line and their exit code; anything else -> exit 1. --debug prints the traceback
     first, and the exit code stays the same (a script's handling of a refusal does not change under it).
-    Under --json the line is an ``error`` event."""
+    Under --json the line is an ``error`` event. The signals the command noted are forgotten when it ends (a
+    caller of ``main`` in one process then committed nothing more)."""
+    from segmint.engine.runtime import note_signal
+
     try:
         yield
     except SegmintError as exc:
@@ -794,6 +811,8 @@ def _errors(json_logs: bool) -> Iterator[None]:
             _fail(_DISK_FULL, 2, json_logs, getattr(exc, "__notes__", None))
         hint = "" if _state["debug"] else " (rerun with --debug for the traceback)"
         _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, json_logs, getattr(exc, "__notes__", None))
+    finally:
+        note_signal(None)
 
 
 def _stopped(how: str, exc: BaseException) -> str:

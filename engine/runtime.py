@@ -30,7 +30,7 @@ __all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "conf
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "read_ahead", "few_malloc_arenas", "signals_held"]
+           "read_ahead", "few_malloc_arenas", "signals_held", "note_signal", "stop_if_signalled"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -342,6 +342,25 @@ def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
         if threading.current_thread() is not helper:   # (closed by a collection on the helper: it stops alone)
             helper.join()
             items.close()
+
+
+# The signals a command's handlers (the CLI's) have raised as exceptions: a library may catch one and go on.
+_RECEIVED: list[int] = []
+
+
+def note_signal(signum: int | None) -> None:
+    """Record a signal the caller's handler raises (``None``: forget those of an earlier command)."""
+    if signum is None:
+        _RECEIVED.clear()
+    else:
+        _RECEIVED.append(signum)
+
+
+def stop_if_signalled() -> None:
+    """Before an output is committed: a signal whose exception a library swallowed (Polars went on through a
+    Ctrl-C, and ``generate`` replaced its output, exit 0) is raised again, so the command stops as it asked."""
+    if _RECEIVED:
+        signal.raise_signal(_RECEIVED[-1])
 
 
 @contextlib.contextmanager

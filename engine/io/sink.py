@@ -52,7 +52,7 @@ from typing import Any
 from segmint.engine.errors import ConfigError, OutputExistsError
 from segmint.engine.io import store
 from segmint.engine.io.lease import Lease
-from segmint.engine.runtime import pid_namespace, pids_here, process_gone
+from segmint.engine.runtime import pid_namespace, pids_here, process_gone, stop_if_signalled
 
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
@@ -134,6 +134,7 @@ def staged_output(out: str | Path, lease: Lease, *, overwrite: bool, run_id: str
     committing = False
     try:
         yield staging
+        stop_if_signalled()
         committing = True
         _commit_remote(str(out), staging, run_id, pointer, lease, opts)
     except BaseException as exc:
@@ -282,6 +283,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
     inode = stage.stat().st_ino   # committed once ``out`` is this folder, whatever a signal interrupted
     try:
         yield stage
+        stop_if_signalled()
         if parts is not None:
             _drop_unreported(str(stage), parts, {})
         write_json(stage / "_manifest.json", {"run_id": run_id, "files": manifest(stage)})
@@ -315,6 +317,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
     tmp = folder / out.name
     try:
         yield tmp
+        stop_if_signalled()
         if out.is_dir():
             msg = f"output {out} is a directory; give a file path for --out"
             raise OutputExistsError(msg)

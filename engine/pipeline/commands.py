@@ -63,7 +63,7 @@ from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, p
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
-from segmint.engine.runtime import pids_here, process_gone, signals_held, thread_budget
+from segmint.engine.runtime import pids_here, process_gone, signals_held, stop_if_signalled, thread_budget
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
            "compute_cohorts", "validate"]
@@ -403,6 +403,7 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
                     lease.update(run_id=plan.run_id, work=plan.work)
                 info.update(rows=plan.tx.rows, buckets=plan.buckets, memory_limit_mb=round(plan.memory_limit / 2**20))
             yield _Session(command, plan, clock, runner, staging, started, out, resumed, began)
+            stop_if_signalled()    # one a library caught and went on from: nothing is committed
             with signals_held():   # the commit, then the scratch's and the lease's removal, whole
                 stack.close()
         if keep:

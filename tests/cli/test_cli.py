@@ -991,3 +991,36 @@ def test_a_file_in_the_place_of_a_folder_is_refused_in_one_line(small_data, tmp_
     assert r.exit_code == 2, r.stderr
     _one_line_error(r, "is a file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize(("command", "step"), [("generate", "segmint.engine.synth._customer_ids"),
+                                             ("run", "segmint.engine.pipeline.commands._check_rejects")])
+def test_a_signal_a_library_swallowed_stops_the_command_before_its_commit(small_data, tmp_path, monkeypatch,
+                                                                          command, step):
+    # Polars caught a Ctrl-C landing in a Series' construction and went on: generate replaced its output, exit 0.
+    import signal
+
+    from segmint.engine.synth import generate
+
+    out = tmp_path / "o"
+    generate(out, customers=50, seed=1)
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    module, name = step.rsplit(".", 1)
+    original, sent = getattr(__import__(module, fromlist=[name]), name), []
+    def swallowing(*args, **kwargs):
+        if not sent:
+            sent.append(1)
+            try:
+                signal.raise_signal(signal.SIGINT)   # to this thread: its handler runs before the next line
+            except KeyboardInterrupt:
+                pass
+        return original(*args, **kwargs)
+    monkeypatch.setattr(step, swallowing)
+    args = ["generate", "--out", out, "--n-customers", 60] if command == "generate" else \
+        ["run", small_data / "transactions", "--out", out, "--k", 3]
+    r = invoke(*args, "--overwrite")
+    monkeypatch.undo()
+    assert sent and r.exit_code == 130, r.stderr
+    _one_line_error(r, "interrupted; no output was changed")
+    assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
