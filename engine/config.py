@@ -73,7 +73,7 @@ class _Checked:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             # A list for a tuple, as a caller of the API writes one: CustomerSource(paths=["c.parquet"]) was refused.
-            if isinstance(value, list) and any(typing.get_origin(m) is tuple for m in _members(hints[f.name])):
+            if isinstance(value, (list, tuple)) and any(typing.get_origin(m) is tuple for m in _members(hints[f.name])):
                 value = _tupled(value)
                 object.__setattr__(self, f.name, value)
             if value is None and not _matches(value, hints[f.name]):   # --customer-col '' read "got None"
@@ -511,7 +511,7 @@ def load_toml(path: str | Path) -> RunConfig:
             msg = f"[{name}] in {path} must be a table of keys, got {raw[name]!r}"
             raise ConfigError(msg)
     storage = tuple((str(k), str(v)) for k, v in raw.get("storage", {}).items())
-    feats = _lists_to_tuples(raw.get("features", {}))
+    feats = dict(raw.get("features", {}))
     if "rfm_grid" in feats:
         try:
             feats["rfm_grid"] = tuple((g["name"], tuple(g["r"]), tuple(g["f"])) for g in raw["features"]["rfm_grid"])
@@ -519,8 +519,8 @@ def load_toml(path: str | Path) -> RunConfig:
             msg = f"features.rfm_grid in {path} needs tables with name, r and f ({exc})"
             raise ConfigError(msg) from None
     try:
-        cluster = _lists_to_tuples(raw.get("cluster", {}))
-        run = _lists_to_tuples(raw.get("run", {}))
+        cluster = dict(raw.get("cluster", {}))
+        run = dict(raw.get("run", {}))
         if isinstance(run.get("dedupe_on"), str):
             run["dedupe_on"] = tuple(c.strip() for c in run["dedupe_on"].split(",") if c.strip())
         if isinstance(run.get("memory_limit"), str):
@@ -614,7 +614,11 @@ def _count(value: Any, name: str, auto: str | None) -> Any:
 def _shown(value: Any) -> str:
     """A value in one short line: a DataFrame given as a path printed the whole frame over many lines."""
     text = repr(value)
-    return text if len(text) <= 120 and "\n" not in text else f"a {type(value).__name__}"
+    if len(text) <= 120 and "\n" not in text:
+        return text
+    if isinstance(value, (list, tuple)):   # "must be a tuple of strings, got a tuple" said nothing
+        return f"a {type(value).__name__} of {', '.join(sorted({type(v).__name__ for v in value}))}"
+    return f"a {type(value).__name__}"
 
 
 def _tupled(value: Any) -> Any:
@@ -667,10 +671,6 @@ def _describe(hint: Any) -> str:
     return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
-def _lists_to_tuples(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
-
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` of one TOML section, refused where a key is not a field of ``cls``; the message lists the keys
     of that section, not the fields other sections fill ([run] listed cluster, clv, storage_options, ...)."""
@@ -693,7 +693,7 @@ def _side(cls: type, values: dict[str, Any] | None) -> Any:
         raise ConfigError(msg)
     # '' leaves an optional column out, as in [columns] and as the flags' '' does: session = "" named a column ''.
     optional = {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
-    return _build(cls, {k: None if v == "" and k in optional else v for k, v in _lists_to_tuples(values).items()})
+    return _build(cls, {k: None if v == "" and k in optional else v for k, v in values.items()})
 
 
 def _build(cls: type, values: dict[str, Any], **sections: Any) -> Any:

@@ -67,8 +67,9 @@ class Scaler:
                 x[:, j] = _is_level(table[a], level).fill_null(False).to_numpy() * self.weight
                 j += 1
         # Scoring cannot change the model's features: "cluster on features every customer has" could not be done.
-        _check_finite(x, self.columns, "the model clusters on it: score customers who have it (with the tables it "
-                                       "comes from), or train a model on features every customer has")
+        _check_finite(x, self.columns, "the model clusters on it: cluster on features every customer has ([features] "
+                                       "cluster_features), or score only customers who have it (with the tables it "
+                                       "comes from)")
         return x
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
@@ -165,17 +166,23 @@ def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
 
 
 def _is_level(values: pl.Series, level: str) -> pl.Series:
-    """Where ``values`` are the level (``_levels``' text of a value). Numbers by value: a batch's 1.0 (an integer
-    column pandas made float for a missing value) was not the model's level "1", and its customers sat at 0 on
-    every level of the attribute, in other segments (exit 0)."""
-    if values.dtype.is_numeric():
-        try:
-            number = float(level)
-        except ValueError:
-            number = math.nan
-        if not math.isnan(number):
-            return values.cast(pl.Float64) == number
-    return values.cast(pl.String) == level
+    """Where ``values`` are the level (``_levels``' text of a value): the same text, or for numbers the same value,
+    so that a batch's 1.0 (an integer column pandas made float for a missing value) is the model's level "1"
+    (its customers sat at 0 on every level of the attribute, in other segments, exit 0). Integers compare exactly
+    (2^53 + 1 is not 2^53, as floats would have it), and a Float32 value keeps its own text ("0.1")."""
+    same = values.cast(pl.String) == level
+    if not values.dtype.is_numeric():
+        return same
+    try:
+        number = float(level)
+    except ValueError:
+        return same
+    if math.isnan(number):
+        return same
+    if values.dtype.is_integer():
+        whole = int(level) if level.strip().lstrip("+-").isdigit() else int(number) if number.is_integer() else None
+        return same if whole is None else same | (values == whole)
+    return same | (values.cast(pl.Float64) == number)
 
 
 def _require(table: pl.DataFrame, features: Sequence[str]) -> None:

@@ -366,21 +366,29 @@ def stop_if_signalled() -> None:
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM taken only once the block is done: what it does runs whole (an output's commit and
-    the removal of its scratch and lease, where a signal left the lock or the scratch behind). The first signal
-    held is then raised by its own handler. Outside the main thread, where Python runs handlers, it holds nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    the removal of its scratch and lease, where a signal left the lock or the scratch behind). Then a SIGTERM held
+    is raised by its own handler, else a SIGINT; where the block failed, its error stands. Outside the main thread,
+    where Python runs handlers, nothing is held, nor a signal without a Python handler (one set outside Python since,
+    SIG_IGN from C, would be put back as Python last knew it)."""
     held: list[int] = []
-    kept = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum))
-            for sig in (signal.SIGINT, signal.SIGTERM)}
+    kept: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if callable(signal.getsignal(sig)):   # Python's own: SIG_DFL or SIG_IGN may have been set from C since
+                kept[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
     try:
         yield
-    finally:
-        for sig, handler in kept.items():   # None: a handler not set from Python, whose default it then was
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if held:
-            signal.raise_signal(held[0])
+    except BaseException:
+        _restore(kept)
+        raise
+    _restore(kept)
+    if held:
+        signal.raise_signal(signal.SIGTERM if signal.SIGTERM in held else held[0])
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def short_openmp_spin() -> None:

@@ -141,9 +141,10 @@ def test_the_config_example_runs_as_it_says(tmp_path, monkeypatch, cdnow_parquet
 
     from segmint.engine.config import load_toml
 
-    example = REFERENCE.split("```toml\n")[-1].split("```")[0]
-    (tmp_path / "segmint.toml").write_text(example)
-    cfg = load_toml(tmp_path / "segmint.toml")
+    example = REFERENCE.split("## Configuration file")[1].split("```toml\n")[1].split("```")[0]
+    (tmp_path / "conf").mkdir()   # relative paths in it are read from the working folder, not the file's
+    (tmp_path / "conf" / "segmint.toml").write_text(example)
+    cfg = load_toml(tmp_path / "conf" / "segmint.toml")
     assert cfg.cluster.attributes == ("region",) and cfg.clv.enabled and cfg.clv.discount_rate == 0.10
     assert cfg.events is not None and cfg.events.session is None and cfg.customers.attributes == ("region", "age_band")
     assert [name for name, _, _ in cfg.features.rfm_grid] == ["Best", "Growing", "Steady", "Lapsing"]
@@ -161,7 +162,7 @@ def test_the_config_example_runs_as_it_says(tmp_path, monkeypatch, cdnow_parquet
     events.with_columns(ts=pl.datetime(1998, 6, 1) + pl.duration(hours=pl.col("customer_id"))).write_parquet(
         tmp_path / "events" / "e.parquet")
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(app, ["run", "transactions", "--out", "out", "--config", "segmint.toml"])
+    r = CliRunner().invoke(app, ["run", "transactions", "--out", "out", "--config", "conf/segmint.toml"])
     assert r.exit_code == 0, r.output
     manifest = json.loads(next(Path("out").glob("run*.json")).read_text())
     assert manifest["config"]["cluster"]["attributes"] == ["region"]

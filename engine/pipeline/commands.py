@@ -739,9 +739,11 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     past the last purchase), are left out of it; so are those after the moment the run started (future_timestamp,
     a reason only where the as-of is derived, which they are after too): given that as-of, they were left out."""
     aside = ("null_customer_id", "after_as_of", "future_timestamp")
-    if c.events_in and not c.events_used and not c.events_set_aside:
+    later = c.events_rejected.get("after_as_of", 0)
+    if c.events_in and not c.events_used and not c.events_set_aside and later < c.events_in and limit < 1:
         # Every event left out, each for a reason left out of the share (all dated a decade on: future_timestamp):
-        # every customer's sessions, page views and conversions were 0, exit 0.
+        # every customer's sessions, page views and conversions were 0, exit 0. Events all after the as-of are a
+        # back-test's (an events export that starts later): none up to it is what the as-of sees.
         reasons = ", ".join(f"{r}: {n:,}" for r, n in c.events_rejected.items() if n)
         msg = (f"none of the {c.events_in:,} event rows is an event of a customer up to the as-of"
                f"{f' ({reasons})' if reasons else ''}: every customer's sessions, page views and conversions "

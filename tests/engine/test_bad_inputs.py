@@ -254,21 +254,27 @@ def test_a_later_events_file_of_times_in_another_unit_stops_the_run(small_data, 
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(("when", "reason"), [(pl.col("ts") + pl.duration(days=3650), "future_timestamp"),
-                                              (pl.lit(dt.datetime(2026, 9, 1)), "after_as_of")])
-def test_events_none_of_which_is_usable_stop_the_run(small_data, tmp_path, when, reason):
+def test_events_none_of_which_is_usable_stop_the_run_but_a_back_test_s_later_events_do_not(small_data, tmp_path):
     # Events dated a decade on (a wrong unit or year) are all future_timestamp, which the events' reject share leaves
-    # out: every customer's sessions, page views and conversions were 0, exit 0 (helper sweep).
+    # out: every customer's sessions, page views and conversions were 0, exit 0 (helper sweep). Events all after the
+    # as-of are a back-test's, an export starting later (review): no event up to it, as the as-of sees them.
     from segmint.engine.config import EventSource
 
     (tmp_path / "ev").mkdir()
-    events = pl.read_parquet(small_data / "events").with_columns(ts=when)   # the transactions end on 2026-06-30
-    events.write_parquet(tmp_path / "ev" / "e.parquet")
+    events = pl.read_parquet(small_data / "events")
+    events.with_columns(ts=pl.col("ts") + pl.duration(days=3650)).write_parquet(tmp_path / "ev" / "e.parquet")
     cfg = RunConfig(cluster=ClusterConfig(k=3), events=EventSource(paths=(str(tmp_path / "ev"),)))
     with pytest.raises(InputContractError, match=rf"none of the {events.height:,} event rows is an event of a "
-                                                 rf"customer up to the as-of \({reason}: {events.height:,}\)"):
+                                                 rf"customer up to the as-of \(future_timestamp: {events.height:,}\)"):
         run([small_data / "transactions"], tmp_path / "o", cfg)
     assert not (tmp_path / "o").exists()
+    accepted = run([small_data / "transactions"], tmp_path / "all", dataclasses.replace(cfg, max_reject_share=1.0))
+    assert accepted.manifest["events"]["rows"]["used"] == 0
+    events.with_columns(ts=pl.lit(dt.datetime(2026, 9, 1))).write_parquet(tmp_path / "ev" / "e.parquet")
+    later = run([small_data / "transactions"], tmp_path / "later", cfg)   # the transactions end on 2026-06-30
+    assert later.manifest["events"]["rows"]["rejected_by_reason"]["after_as_of"] == events.height
+    sessions = pl.read_parquet(tmp_path / "later" / "assignments")["sessions"]
+    assert sessions.len() > 0 and (sessions == 0).all()
 
 
 def test_a_feature_named_twice_is_refused_where_the_config_is_read():

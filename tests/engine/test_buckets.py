@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segmint.engine.config import (ClusterConfig, CustomerSource, EventSource, RunConfig, SamplingConfig,
+from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, EventSource, RunConfig, SamplingConfig,
                                    parse_size)
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
@@ -757,3 +757,25 @@ def test_blank_and_null_text_ids_repeat_each_other_in_one_bucket_whatever_the_bu
     counts = {b: validate([tmp_path / "tx.parquet"], RunConfig(buckets=b)) for b in (1, 3, 5)}
     assert {b: (c.repeats_on_mapped_columns, c.rows_used) for b, c in counts.items()} == \
         dict.fromkeys((1, 3, 5), (20, 120))
+
+
+def test_the_plan_budgets_the_text_it_parses(tmp_path):
+    # A CSV's rows were budgeted as typed Parquet's 100 bytes a line, and measured 372-422 (helper sweep).
+    import datetime as dt
+
+    from segmint.engine.pipeline.plan import BYTES_PER_ROW, TEXT_COLUMN_BYTES, make_plan
+
+    frame = pl.DataFrame({"customer_id": [1, 2, 3], "ts": [dt.datetime(2024, 1, d) for d in (1, 2, 3)],
+                          "amount": [1.0, 2.0, 3.0], "order_id": [1, 2, 3]})
+    frame.write_parquet(tmp_path / "typed.parquet")
+    frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_parquet(tmp_path / "text_ts.parquet")
+    frame.write_csv(tmp_path / "all.csv")
+    started = dt.datetime.now(dt.timezone.utc)
+    cfg = RunConfig(columns=Columns(channel=None, category=None))
+    names = ("typed.parquet", "text_ts.parquet", "all.csv")
+    per_row = {name: make_plan("validate", [tmp_path / name], cfg, work=tmp_path / "w", run_id="t",
+                               started=started).bytes_per_row for name in names}
+    assert per_row["typed.parquet"] == BYTES_PER_ROW
+    assert per_row["text_ts.parquet"]["tx"] == BYTES_PER_ROW["tx"] + TEXT_COLUMN_BYTES   # the time alone is text
+    assert per_row["all.csv"]["tx"] == BYTES_PER_ROW["tx"] + 4 * TEXT_COLUMN_BYTES       # id, time, amount, order
+    assert per_row["all.csv"]["partition"] == per_row["all.csv"]["tx"] + 50 > BYTES_PER_ROW["partition"]

@@ -130,6 +130,12 @@ def test_numeric_levels_are_matched_by_value_whatever_the_batch_s_number_type():
         np.testing.assert_array_equal(scaler.transform(pl.DataFrame({"f": [1.0, 1.0, 1.0]}).with_columns(batch)),
                                       expected)
     np.testing.assert_array_equal(expected[:, 1:], [[0, 1], [1, 0], [0, 0]])
+    # A Float32 level is its own text (0.1 as float64 is not Float32's 0.1), and integers compare exactly (as floats
+    # 2^53 + 1 is 2^53): both lost their levels in the review of the first fix.
+    for values in (pl.Series("n", [0.1, 0.2, 0.2], pl.Float32), pl.Series("n", [2**53 + 1, 2**53, 2**53])):
+        table = pl.DataFrame({"f": [1.0, 2.0, 3.0]}).with_columns(values)
+        np.testing.assert_array_equal(fit_scaler(table, ["f"], [], attributes=["n"]).transform(table)[:, 1:],
+                                      [[0, 1], [1, 0], [1, 0]])
 
 
 @pytest.mark.parametrize("values", [[None, None, None], ["x", None, None]])

@@ -90,5 +90,5 @@ def test_a_missing_feature_is_refused_with_a_fix_that_fits_fitting_or_scoring():
     with pytest.raises(ConfigError, match=r"'f' is missing .* for 1 customer\(s\); cluster on features every "):
         fit_scaler(gap, ["f", "g"], [])
     scaler = fit_scaler(gap.fill_null(2.0), ["f", "g"], [])
-    with pytest.raises(ConfigError, match=r"for 1 customer\(s\); the model clusters on it: score customers who"):
+    with pytest.raises(ConfigError, match=r"for 1 customer\(s\); the model clusters on it: cluster on features every "):
         scaler.transform(gap)

@@ -261,3 +261,37 @@ def test_a_zombie_is_a_process_gone():
     assert process_gone(child.pid) is True and child.poll() == 0
     assert process_gone(child.pid) is True   # reaped: no such process
     assert process_gone(os.getpid()) is False
+
+
+def test_signals_held_are_taken_after_the_block_sigterm_first_and_a_failure_stands():
+    # Review: only the first signal held was raised (SIGINT then SIGTERM exited as interrupted), a failure of the
+    # block was replaced by the held signal, and a handler Python did not set was put back as SIG_DFL.
+    import signal
+
+    from segmint.engine.runtime import signals_held
+
+    class Term(BaseException):
+        pass
+
+    def on_term(signum, frame):
+        raise Term
+
+    before, on_int = signal.signal(signal.SIGTERM, on_term), signal.getsignal(signal.SIGINT)
+    try:
+        done = []
+        with pytest.raises(Term):
+            with signals_held():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
+                done.append(True)   # neither signal stopped the block
+        assert done and signal.getsignal(signal.SIGTERM) is on_term
+        assert signal.getsignal(signal.SIGINT) is on_int
+        with pytest.raises(ValueError, match="the commit failed"):
+            with signals_held():
+                signal.raise_signal(signal.SIGINT)
+                raise ValueError("the commit failed")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # as Python knows it: not held, left as it is
+        with signals_held():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
