@@ -568,7 +568,11 @@ def parse_as_of(text: str) -> dt.datetime:
         msg = f"--as-of {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
         raise ConfigError(msg) from None
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:   # 9999-12-31-05:00 is in year 10000 in UTC: "unexpected OverflowError", exit 1
+            msg = f"--as-of {text!r} is beyond the years 1-9999 in UTC; give a time within them"
+            raise ConfigError(msg) from None
     return value
 
 

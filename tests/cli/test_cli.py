@@ -1024,3 +1024,23 @@ def test_a_signal_a_library_swallowed_stops_the_command_before_its_commit(small_
     _one_line_error(r, "interrupted; no output was changed")
     assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_a_derived_as_of_later_than_every_row_kept_is_said(tmp_path):
+    # A returns-only customer's refund, the latest row, is the derived as-of: every customer's recency and tenure
+    # were measured 15.5 days on from the last purchase kept, without a word (helper sweep).
+    import datetime as dt
+
+    pl.DataFrame({"customer_id": [1, 1, 2, 9], "amount": [10.0, 10.0, 10.0, -5.0],
+                  "ts": [dt.datetime(2026, 1, 1), dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 30),
+                         dt.datetime(2026, 7, 15, 12)]}).write_parquet(tmp_path / "t.parquet")
+    r = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "o", "--k", 1, "--order-col", "",
+               "--channel-col", "", "--category-col", "")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert manifest["as_of"] == "2026-07-15T12:00:00" and manifest["time_range"][1] == "2026-06-30T00:00:00"
+    assert "warning: the as-of 2026-07-15T12:00:00 (the latest valid row) is later than the last row kept" in r.stdout
+    assert "pass --as-of 2026-06-30T00:00:00" in r.stdout
+    given = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "g", "--k", 1, "--order-col", "",
+                   "--channel-col", "", "--category-col", "", "--as-of", "2026-06-30T00:00:00")
+    assert given.exit_code == 0 and "warning: the as-of" not in given.stdout

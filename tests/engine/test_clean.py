@@ -378,6 +378,10 @@ def test_parse_as_of():
     for text in ("last tuesday", "2024-03-05x12", "2024-03-05_06:30", "2024-3-5"):
         with pytest.raises(ConfigError, match="--as-of"):
             parse_as_of(text)
+    # Beyond year 9999 or before year 1 once in UTC: "unexpected OverflowError", exit 1 (helper sweep).
+    for text in ("9999-12-31-05:00", "0001-01-01T00:00:00+05:00"):
+        with pytest.raises(ConfigError, match="is beyond the years 1-9999 in UTC"):
+            parse_as_of(text)
 
 
 def test_spark_and_hive_folders_are_read_without_their_markers(small_data, tmp_path):
