@@ -36,7 +36,7 @@ app = typer.Typer(
 )
 abtest_app = typer.Typer(help="Holdout groups per segment, and campaign evaluation.", no_args_is_help=True)
 app.add_typer(abtest_app, name="abtest")
-_state = {"debug": False, "started": time.perf_counter()}
+_state: dict = {"debug": False, "started": time.perf_counter()}
 
 
 class Terminated(BaseException):
@@ -60,14 +60,9 @@ def _main(
 ) -> None:
     _state["debug"] = debug or os.environ.get("SEGMINT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     _state["started"] = time.perf_counter()
-    from segmint.engine.runtime import note_signal
-
-    note_signal(None)
-    with contextlib.suppress(ValueError):  # only the main thread may install handlers
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        signal.signal(signal.SIGINT, _on_sigint)
     with _errors(False):
         _threads(threads)
+    _install_handlers()
 
 
 @app.command()
@@ -747,8 +742,8 @@ def _as_of_warning(manifest: dict) -> str | None:
     if last is None or (manifest.get("config") or {}).get("as_of") or manifest["as_of"] <= last:
         return None
     return (f"warning: the as-of {manifest['as_of']} (the latest valid row) is later than the last row kept ({last}): "
-            f"the latest rows are of customers set aside (returns only); recency, tenure and status are measured at "
-            f"the as-of; pass --as-of {last} to measure them at the last row kept")
+            f"the latest rows were set aside (customers with returns only, or --dedupe-on duplicates); recency, "
+            f"tenure and status are measured at the as-of; pass --as-of {last} to measure them at the last row kept")
 
 
 def _repeats_warning(manifest: dict) -> str | None:
@@ -777,6 +772,20 @@ def _root(out: str | Path, run_id: str) -> str:
     from segmint.engine.io.store import is_remote
 
     return version_root(out, run_id) if is_remote(str(out)) else str(out)
+
+
+def _install_handlers() -> None:
+    """The command's SIGTERM and SIGINT handlers, which note the signal they raise as an exception (a library that
+    catches it and goes on commits nothing: runtime.stop_if_signalled); put back when the command ends
+    (``_errors``), so that a caller of the CLI in its own process keeps its own. An ignored signal stays ignored
+    (a script's `segmint ... &` ignores SIGINT)."""
+    from segmint.engine.runtime import note_signal
+
+    note_signal(None)
+    with contextlib.suppress(ValueError):  # only the main thread may install handlers
+        for sig, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                _state.setdefault("handlers", {}).setdefault(sig, signal.signal(sig, handler))
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -825,6 +834,9 @@ def _errors(json_logs: bool) -> Iterator[None]:
         _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1, json_logs, getattr(exc, "__notes__", None))
     finally:
         note_signal(None)
+        with contextlib.suppress(ValueError):
+            for sig, handler in _state.pop("handlers", {}).items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _stopped(how: str, exc: BaseException) -> str:

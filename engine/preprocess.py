@@ -181,7 +181,10 @@ def _is_level(values: pl.Series, level: str) -> pl.Series:
         return same
     if values.dtype.is_integer():
         whole = int(level) if level.strip().lstrip("+-").isdigit() else int(number) if number.is_integer() else None
-        return same if whole is None else same | (values == whole)
+        try:
+            return same if whole is None else same | (values == whole)
+        except OverflowError:   # a level beyond the column's type (-1 beside UInt8): no value is it
+            return same
     return same | (values.cast(pl.Float64) == number)
 
 

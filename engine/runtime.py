@@ -359,8 +359,8 @@ def note_signal(signum: int | None) -> None:
 def stop_if_signalled() -> None:
     """Before an output is committed: a signal whose exception a library swallowed (Polars went on through a
     Ctrl-C, and ``generate`` replaced its output, exit 0) is raised again, so the command stops as it asked."""
-    if _RECEIVED:
-        signal.raise_signal(_RECEIVED[-1])
+    if _RECEIVED:   # SIGTERM first, as signals_held takes it
+        signal.raise_signal(signal.SIGTERM if signal.SIGTERM in _RECEIVED else _RECEIVED[-1])
 
 
 @contextlib.contextmanager
@@ -368,13 +368,13 @@ def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM taken only once the block is done: what it does runs whole (an output's commit and
     the removal of its scratch and lease, where a signal left the lock or the scratch behind). Then a SIGTERM held
     is raised by its own handler, else a SIGINT; where the block failed, its error stands. Outside the main thread,
-    where Python runs handlers, nothing is held, nor a signal without a Python handler (one set outside Python since,
-    SIG_IGN from C, would be put back as Python last knew it)."""
+    where Python runs handlers, nothing is held, nor an ignored signal (a handler set from C after Python started is not
+    known to Python, which puts back the one it knew)."""
     held: list[int] = []
     kept: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            if callable(signal.getsignal(sig)):   # Python's own: SIG_DFL or SIG_IGN may have been set from C since
+            if signal.getsignal(sig) not in (None, signal.SIG_IGN):   # None: a handler Python cannot put back
                 kept[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
     try:
         yield

@@ -739,8 +739,10 @@ def _check_event_rejects(c: Counts, limit: float) -> None:
     past the last purchase), are left out of it; so are those after the moment the run started (future_timestamp,
     a reason only where the as-of is derived, which they are after too): given that as-of, they were left out."""
     aside = ("null_customer_id", "after_as_of", "future_timestamp")
-    later = c.events_rejected.get("after_as_of", 0)
-    if c.events_in and not c.events_used and not c.events_set_aside and later < c.events_in and limit < 1:
+    # Every event of a customer after the as-of (anonymous ones beside them): a back-test's.
+    of_customers = c.events_in - c.events_rejected.get("null_customer_id", 0)
+    back_test = 0 < of_customers <= c.events_rejected.get("after_as_of", 0)
+    if c.events_in and not c.events_used and not c.events_set_aside and not back_test and limit < 1:
         # Every event left out, each for a reason left out of the share (all dated a decade on: future_timestamp):
         # every customer's sessions, page views and conversions were 0, exit 0. Events all after the as-of are a
         # back-test's (an events export that starts later): none up to it is what the as-of sees.

@@ -1044,3 +1044,30 @@ def test_a_derived_as_of_later_than_every_row_kept_is_said(tmp_path):
     given = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "g", "--k", 1, "--order-col", "",
                    "--channel-col", "", "--category-col", "", "--as-of", "2026-06-30T00:00:00")
     assert given.exit_code == 0 and "warning: the as-of" not in given.stdout
+
+
+def test_the_cli_puts_back_the_caller_s_signal_handlers_and_leaves_an_ignored_one_ignored(small_data, tmp_path):
+    # Review: the CLI's handlers stayed after a command run in the caller's process, so a Ctrl-C the caller caught
+    # later was noted and stopped its next API commit; and an inherited SIG_IGN (`segmint ... &`) was overridden.
+    import signal
+
+    from segmint.cli.app import _install_handlers
+    from segmint.engine import runtime
+    from segmint.engine.synth import generate
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert invoke("generate", "--out", tmp_path / "g", "--n-customers", 30).exit_code == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        pass
+    generate(tmp_path / "api", customers=30, seed=1)   # the caller's own Ctrl-C, caught, stops nothing
+    assert (tmp_path / "api" / "_SUCCESS").exists() and not runtime._RECEIVED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _install_handlers()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

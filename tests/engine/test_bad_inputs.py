@@ -270,9 +270,13 @@ def test_events_none_of_which_is_usable_stop_the_run_but_a_back_test_s_later_eve
     assert not (tmp_path / "o").exists()
     accepted = run([small_data / "transactions"], tmp_path / "all", dataclasses.replace(cfg, max_reject_share=1.0))
     assert accepted.manifest["events"]["rows"]["used"] == 0
-    events.with_columns(ts=pl.lit(dt.datetime(2026, 9, 1))).write_parquet(tmp_path / "ev" / "e.parquet")
+    # Logged-out visitors' events beside them (review: they made the back-test stop).
+    anonymous = pl.when(pl.int_range(pl.len()) % 10 == 0).then(None).otherwise(pl.col("customer_id"))
+    events.with_columns(ts=pl.lit(dt.datetime(2026, 9, 1)), customer_id=anonymous).write_parquet(
+        tmp_path / "ev" / "e.parquet")
     later = run([small_data / "transactions"], tmp_path / "later", cfg)   # the transactions end on 2026-06-30
-    assert later.manifest["events"]["rows"]["rejected_by_reason"]["after_as_of"] == events.height
+    rejected = later.manifest["events"]["rows"]["rejected_by_reason"]
+    assert rejected["after_as_of"] + rejected["null_customer_id"] == events.height and rejected["null_customer_id"]
     sessions = pl.read_parquet(tmp_path / "later" / "assignments")["sessions"]
     assert sessions.len() > 0 and (sessions == 0).all()
 

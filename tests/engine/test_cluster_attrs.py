@@ -136,6 +136,10 @@ def test_numeric_levels_are_matched_by_value_whatever_the_batch_s_number_type():
         table = pl.DataFrame({"f": [1.0, 2.0, 3.0]}).with_columns(values)
         np.testing.assert_array_equal(fit_scaler(table, ["f"], [], attributes=["n"]).transform(table)[:, 1:],
                                       [[0, 1], [1, 0], [1, 0]])
+    # A level beyond the batch's integer type (-1 beside UInt8) is no value of it: "unexpected OverflowError".
+    signed = fit_scaler(pl.DataFrame({"f": [1.0, 2.0, 3.0], "n": [-1, 2, 2]}), ["f"], [], attributes=["n"])
+    batch = pl.DataFrame({"f": [1.0, 1.0]}).with_columns(pl.Series("n", [2, 255], pl.UInt8))
+    np.testing.assert_array_equal(signed.transform(batch)[:, 1:], [[1, 0], [0, 0]])
 
 
 @pytest.mark.parametrize("values", [[None, None, None], ["x", None, None]])
