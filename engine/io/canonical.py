@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from segmint.engine.codes import IntCodes, TextCodes
 from segmint.engine.config import Columns
+from segmint.engine.errors import InputContractError
 from segmint.engine.io.arrow_numpy import array, flags, values
 from segmint.engine.io.clean import empty_cell
 from segmint.engine.io.ids import check_integral_ids, customer_expr
@@ -315,6 +316,10 @@ def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flags(_one_chunk(pc.is_null(array)))
 
 
+# 1,234.50 / 1.234,50 / 1 234,50 / 12,50: numbers as a locale writes them.
+_LOCALE_NUMBER = r"^[+-]?(\d{1,3}([,. \u00a0']\d{3})+([.,]\d+)?|\d+,\d+)$"
+
+
 def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) -> pa.Table:
     """Rows parsed with the contract's expressions, the raw identity of each row and, with ``dedupe_on``,
     that of its --dedupe-on columns."""
@@ -339,7 +344,25 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     for name, alias in ((columns.channel, "__channel"), (columns.category, "__category")):
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
-    return raw.select(exprs).to_arrow()
+    parsed = raw.select(exprs)
+    _check_number_format(raw, columns, parsed["__amount_bad"])
+    return parsed.to_arrow()
+
+
+def _check_number_format(raw: pl.DataFrame, c: Columns, bad: pl.Series) -> None:
+    """Stop where amounts the parse refused are written with a thousands separator or a decimal comma: each was
+    unparseable_amount alone, so an export writing "1,234.50" lost every order of 1,000 or more (36% of the rows,
+    90% of the money, under the reject share: exit 0)."""
+    if not bad.any():
+        return
+    for name in [n for n in (c.amount, c.quantity, c.price) if n is not None and raw.schema[n] == pl.String]:
+        written = raw.filter(bad)[name].str.strip_chars()
+        found = written.filter(written.str.contains(_LOCALE_NUMBER)).head(1).to_list()
+        if found:
+            msg = (f"column {name!r} writes numbers such as {found[0]!r}, with a thousands separator or a decimal "
+                   f"comma, which are not read as numbers (each such row would be unparseable_amount): write plain "
+                   f"numbers, '.' before the decimals and no separator (1234.50)")
+            raise InputContractError(msg)
 
 
 def _amount(schema: pl.Schema, c: Columns) -> pl.Expr:

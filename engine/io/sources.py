@@ -17,6 +17,7 @@ is null). A column the files hold themselves is read from the files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import os
@@ -47,7 +48,6 @@ _IPC = ".arrow"     # scratch files of the partition pass
 _TEXT_DATA = (".txt", ".dat", ".tab", ".psv", ".prn", ".text")
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
-_CONVERT = "convert the file (e.g. iconv -f latin1 -t utf-8)"
 # A CSV header name that is a value (a number, a date or time): the file has no header line.
 _VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
 
@@ -112,11 +112,13 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
         msg = f"{label} mixes CSV and Parquet files; give one format per input table"
         raise InputContractError(msg)
     # A zero-byte CSV file (a day's export without sales) has no header and no rows: nothing to read, as in a
-    # header-only one. It stopped the run ("empty CSV").
+    # header-only one. It stopped the run ("empty CSV"); so did one holding only a byte-order mark or a line end,
+    # the same empty export from Excel or PowerShell.
     found = [(f, keys) for f, keys in found
-             if not (all(csv) and not store.is_remote(f) and _size(str(store.local(f))) == 0)]
+             if not (all(csv) and not store.is_remote(f) and _blank(str(store.local(f))))]
     if not found:
-        msg = f"{label} {list(map(str, inputs))} holds only empty files (0 bytes); check the path or its export"
+        msg = (f"{label} {list(map(str, inputs))} holds only empty files (no bytes, or only a byte-order mark or "
+               f"white space); check the path or its export")
         raise InputContractError(msg)
     files = [f for f, _ in found]
     hive = _hive_types([keys for _, keys in found])
@@ -432,6 +434,17 @@ def _size(path: str) -> int:
         return 0
 
 
+def _blank(path: str) -> bool:
+    """A file of no bytes, or of nothing but a byte-order mark and white space (a few bytes are read)."""
+    try:
+        if os.path.getsize(path) > 64:
+            return False
+        with open(path, "rb") as f:
+            return not f.read().removeprefix(b"\xef\xbb\xbf").strip()
+    except OSError:
+        return False
+
+
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
     """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local."""
     return store.read_ipc(chunk.path, dict(options)).slice(chunk.offset, chunk.rows)
@@ -618,13 +631,25 @@ def _other_separator(schema: pl.Schema) -> str | None:
     return None
 
 
+def _convert(path: str) -> str:
+    """How to make ``path`` UTF-8: from UTF-16 where it starts with that byte-order mark (latin1, the advice for
+    every file, turned UTF-16 into nonsense), else from Latin-1."""
+    head = b""
+    with contextlib.suppress(OSError):
+        if not store.is_remote(path):
+            with open(store.local(path), "rb") as f:
+                head = f.read(2)
+    source = "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "latin1"
+    return f"convert the file (e.g. iconv -f {source} -t utf-8)"
+
+
 def _check_header(path: str, schema: pl.Schema) -> None:
     """Refuse a CSV header that names a column twice: Polars renames the second (``amount_duplicated_0``), and
     the mapping read the first without a word, whichever was meant. Refuse one that is not UTF-8: Polars
     reads a header lossily (a Latin-1 'montant_\xe9' became 'montant_\ufffd', mappable as such), where it
     refuses such rows."""
     if any("\ufffd" in name for name in schema.names()):
-        msg = f"cannot read {path}: its header is not UTF-8; segmint reads CSV as UTF-8: {_CONVERT}"
+        msg = f"cannot read {path}: its header is not UTF-8; segmint reads CSV as UTF-8: {_convert(path)}"
         raise InputContractError(msg)
     if _cr_only(path):
         # Read as one line: its header ran on into the rows, and the message said it had no header.
@@ -702,7 +727,7 @@ def _rows(path: str, csv: bool, options: tuple[tuple[str, str], ...]) -> int:
     except (OSError, pl.exceptions.PolarsError) as exc:
         said, hint = first_line(exc), ""
         if csv and "utf-8" in str(exc).lower():   # Latin-1, Windows-1252 or UTF-16 text, not a quoting fault
-            hint = f"; segmint reads CSV as UTF-8: {_CONVERT}"
+            hint = f"; segmint reads CSV as UTF-8: {_convert(path)}"
         elif csv and "more fields than" in str(exc):   # it was told of quotes, and by Polars of truncate_ragged_lines
             said, hint = "a line holds more fields than the header", (" (a field with a comma that is not quoted, "
                                                                       "a decimal comma, or another separator?)")

@@ -78,7 +78,9 @@ _SIDE_TABLES = ("run", "features", "assign")
 _NO_ROWS_FIX = {"after_as_of": "check --as-of: every usable row is after it",
                 "future_timestamp": "check the time column and --time-format, or give --as-of",
                 "unparseable_timestamp": "check the time column and --time-format",
-                "ancient_timestamp": "check the time column: its dates are placeholders before 1901"}
+                "ancient_timestamp": "check the time column: its dates are placeholders before 1901",
+                "unparseable_amount": "check the amount column: plain numbers, '.' before the decimals, no currency "
+                                      "sign or unit"}
 
 
 @dataclass(frozen=True)

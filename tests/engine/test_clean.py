@@ -155,12 +155,23 @@ def test_a_blank_order_id_is_a_missing_one_on_the_parsed_path_too(tmp_path, unit
 def test_text_amounts_that_are_not_numbers_are_quarantined():
     cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
     df = pl.DataFrame({"cid": ["1", "2", "3", "4", "5"], "t": ["2024-01-01"] * 5,
-                       "amt": ["5.5", "1,234.00", None, " 7 ", "  "]})
+                       "amt": ["5.5", "$1234.00", None, " 7 ", "  "]})
     res = clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
     # A blank cell is an empty one (null, as a CSV reads ""), not text that is not a number.
     assert res.rejected["unparseable_amount"] == 1 and res.rejected["non_finite_amount"] == 2
     assert res.lines["amount"].to_list() == [5.5, 7.0]
-    assert res.rejects.filter(pl.col("reason") == "unparseable_amount")["amt"].to_list() == ["1,234.00"]
+    assert res.rejects.filter(pl.col("reason") == "unparseable_amount")["amt"].to_list() == ["$1234.00"]
+
+
+@pytest.mark.parametrize("written", ["1,234.00", "1.234,50", "1 234,50", "12,50", "-3,000"])
+def test_amounts_written_as_a_locale_writes_numbers_stop_the_run(written):
+    # An export writing "1,234.50" lost every order of 1,000 or more as unparseable_amount: 36% of the rows and 90%
+    # of the money, under the reject share, exit 0 (helper sweep).
+    cols = Columns(customer="cid", time="t", amount="amt", order=None, channel=None, category=None)
+    df = pl.DataFrame({"cid": ["1", "2", "3"], "t": ["2024-01-01"] * 3, "amt": ["5.5", written, "7"]})
+    with pytest.raises(InputContractError, match=rf"column 'amt' writes numbers such as '{written}', with a "
+                                                 r"thousands separator or a decimal comma"):
+        clean(df, RunConfig(columns=cols), as_of=None, now=NOW)
 
 
 def test_a_bad_share_stops_but_rows_after_a_given_as_of_are_not_part_of_it(tmp_path):
@@ -498,3 +509,14 @@ def test_the_reject_share_is_above_its_limit_as_the_limit_is_written(rejected, j
     from segmint.engine.io.clean import above_share
 
     assert above_share(rejected, judged, limit) is above
+
+
+def test_amounts_none_of_which_is_a_number_name_the_amount_column(tmp_path):
+    # "no usable rows ... check the column mapping" named no fix for "$12.50" written everywhere (helper sweep).
+    from segmint.engine.pipeline import validate
+
+    (tmp_path / "t.csv").write_text("customer_id,ts,amount\n" + "".join(f"{i},2024-01-0{1 + i},$12.50\n"
+                                                                         for i in range(5)))
+    cols = Columns(order=None, channel=None, category=None)
+    with pytest.raises(InputContractError, match=r"\(unparseable_amount: 5\); check the amount column: plain numbers"):
+        validate([tmp_path / "t.csv"], RunConfig(columns=cols))

@@ -434,12 +434,15 @@ def test_a_zero_byte_csv_file_is_one_without_rows(tmp_path):
     pl.DataFrame({"customer_id": ["1", "2"], "amount": ["1.5", "2"]}).write_csv(tmp_path / "in" / "a.csv")
     (tmp_path / "in" / "b.csv").write_bytes(b"")
     (tmp_path / "in" / "c.csv").write_text("customer_id,amount\n")
+    # Excel's and PowerShell's empty exports: a byte-order mark, a line end (helper sweep: "empty CSV", exit 3).
+    (tmp_path / "in" / "d.csv").write_bytes(b"\xef\xbb\xbf")
+    (tmp_path / "in" / "e.csv").write_bytes(b"\r\n")
     wanted = {"customer_id": "--customer-col", "amount": "--amount-col"}
     source = resolve(list_inputs([tmp_path / "in"], "t"), wanted, "transactions")
     assert source.rows == 2 and [c.path.rsplit("/", 1)[-1] for c in source.chunks] == ["a.csv"]
     (tmp_path / "in" / "a.csv").unlink()
     (tmp_path / "in" / "c.csv").unlink()
-    with pytest.raises(InputContractError, match=r"holds only empty files \(0 bytes\)"):
+    with pytest.raises(InputContractError, match=r"holds only empty files \(no bytes, or only a byte-order mark"):
         list_inputs([tmp_path / "in"], "transactions")
 
 
@@ -480,3 +483,12 @@ def test_column_names_a_message_lists_are_quoted_where_plain_names_would_mislead
     (tmp_path / "t.csv").write_text("customer id, ts,amount\n1,2024-01-01,3\n")
     with pytest.raises(InputContractError, match=r"available: 'customer id', ' ts', amount; map the right"):
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+
+
+def test_a_utf16_csv_is_told_to_convert_from_utf16(tmp_path):
+    # Every non-UTF-8 file was told "iconv -f latin1", which turns UTF-16 into nonsense (helper sweep).
+    (tmp_path / "u.csv").write_bytes("customer_id,amount\n1,5\n".encode("utf-16"))
+    (tmp_path / "l.csv").write_bytes("customer_id,montant_\xe9\n1,5\n".encode("latin-1"))
+    for name, source in (("u.csv", "utf-16"), ("l.csv", "latin1")):
+        with pytest.raises(InputContractError, match=rf"iconv -f {source} -t utf-8"):
+            resolve(list_inputs([tmp_path / name], "t"), {"customer_id": "--customer-col"}, "transactions")
