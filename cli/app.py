@@ -60,9 +60,8 @@ def _main(
 ) -> None:
     _state["debug"] = debug or os.environ.get("SEGMINT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     _state["started"] = time.perf_counter()
-    with _errors(False):
+    with _errors(False, handlers=False):
         _threads(threads)
-    _install_handlers()
 
 
 @app.command()
@@ -803,13 +802,16 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _errors(json_logs: bool) -> Iterator[None]:
+def _errors(json_logs: bool, handlers: bool = True) -> Iterator[None]:
     """Domain errors -> one line and their exit code; anything else -> exit 1. --debug prints the traceback
     first, and the exit code stays the same (a script's handling of a refusal does not change under it).
-    Under --json the line is an ``error`` event. The signals the command noted are forgotten when it ends (a
-    caller of ``main`` in one process then committed nothing more)."""
+    Under --json the line is an ``error`` event. A command's signal handlers (``handlers``) are set here, once its
+    arguments are parsed, and put back with the signals they noted forgotten when it ends (set by the group's
+    callback, a usage error or --help left them in the caller's process)."""
     from segmint.engine.runtime import note_signal
 
+    if handlers:
+        _install_handlers()
     try:
         yield
     except SegmintError as exc:

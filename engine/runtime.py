@@ -367,7 +367,8 @@ def stop_if_signalled() -> None:
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM taken only once the block is done: what it does runs whole (an output's commit and
     the removal of its scratch and lease, where a signal left the lock or the scratch behind). Then a SIGTERM held
-    is raised by its own handler, else a SIGINT; where the block failed, its error stands. Outside the main thread,
+    is raised by its own handler, else a SIGINT, also where the block failed (its error is then the context of the
+    signal's). Outside the main thread,
     where Python runs handlers, nothing is held, nor an ignored signal (a handler set from C after Python started is not
     known to Python, which puts back the one it knew)."""
     held: list[int] = []
@@ -378,12 +379,10 @@ def signals_held() -> Iterator[None]:
                 kept[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
     try:
         yield
-    except BaseException:
+    finally:   # a failed block too: a SIGTERM lost there left a service running after its shutdown request
         _restore(kept)
-        raise
-    _restore(kept)
-    if held:
-        signal.raise_signal(signal.SIGTERM if signal.SIGTERM in held else held[0])
+        if held:
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in held else held[0])
 
 
 def _restore(handlers: dict[int, Any]) -> None:

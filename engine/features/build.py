@@ -26,18 +26,18 @@ import pyarrow as pa
 
 from segmint.engine import exact
 from segmint.engine.codes import inverse
-from segmint.engine.config import FeatureConfig, RunConfig, parse_as_of
+from segmint.engine.config import Columns, FeatureConfig, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
-from segmint.engine.io.canonical import Encoders, LineColumns, canonical, is_typed
+from segmint.engine.io.canonical import Encoders, LineColumns, canonical, check_number_format, is_typed
 from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import read_ahead, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
-                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, chunk_tally, customer_pass,
-                                   fill_lines)
+                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
+                                   customer_pass, fill_lines)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "records_reused", "REASON_NAMES", "LINE_FEATURES", "channel_columns",
@@ -231,9 +231,10 @@ class _Lines:
     """The bucket's rows in input order (records, customer codes, raw identities), and what the
     chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
-    def __init__(self, rows: int, given_as_of: bool) -> None:
+    def __init__(self, rows: int, given_as_of: bool, columns: Columns) -> None:
         self.records = _take_records(rows)
         self.given_as_of = given_as_of
+        self.columns = columns
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
         self.raw: np.ndarray | None = None
         self.dedupe_key: np.ndarray | None = None
@@ -276,13 +277,20 @@ class _Lines:
             self.latest = top if self.latest is None else max(self.latest, top)
         if bad_rows:
             bad = np.flatnonzero(reason)
-            self.early.append((bad + at, table.take(arrow_numpy.array(bad))))
+            rows = table.take(arrow_numpy.array(bad))
+            self.early.append((bad + at, rows))
             self.count_rejects(reason[bad], part.amount[bad])
             # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the
             # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were). Not
             # after one derived from the rows, which several buckets are given: future rows are bad data there.
+            later = (part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us) if self.given_as_of else \
+                np.zeros(bad.size, np.bool_)
             if self.given_as_of:
-                self.after_as_of += int(((part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us)).sum())
+                self.after_as_of += int(later.sum())
+            # Amounts as a locale writes them, of rows rejected for them alone (a back-test's later rows aside).
+            amounts = np.flatnonzero((reason[bad] == UNPARSEABLE_AMOUNT) & ~later)
+            if amounts.size:
+                check_number_format(rows.take(arrow_numpy.array(amounts)), self.columns)
 
     def count_rejects(self, reason: np.ndarray, amount: np.ndarray) -> None:
         self.rejected += np.bincount(reason, minlength=self.rejected.size)
@@ -306,7 +314,7 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
         for table in chunks:
             yield table, canonical(table, c, typed, enc, dedupe_on), enc.channels.n
 
-    out = _Lines(rows, given)
+    out = _Lines(rows, given, c)
     at = 0
     for table, part, n_channels in read_ahead(parts()) if ahead else parts():
         n = part.rows

@@ -40,7 +40,7 @@ from segmint.engine.io.times import FIRST_US, LAST_US, pattern, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
-__all__ = ["LineColumns", "Encoders", "canonical", "is_typed", "usable_tally", "blank"]
+__all__ = ["check_number_format", "LineColumns", "Encoders", "canonical", "is_typed", "usable_tally", "blank"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
@@ -317,7 +317,7 @@ def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 # 1,234.50 / 1.234,50 / 1 234,50 / 12,50: numbers as a locale writes them.
-_LOCALE_NUMBER = r"^[+-]?(\d{1,3}([,. \u00a0']\d{3})+([.,]\d+)?|\d+,\d+)$"
+_LOCALE_NUMBER = r"^[+-]?(\d{1,3}([,. \u00a0\u202f']\d{3})+([.,]\d+)?|\d+,\d+)$"
 
 
 def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) -> pa.Table:
@@ -344,19 +344,17 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
     for name, alias in ((columns.channel, "__channel"), (columns.category, "__category")):
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
-    parsed = raw.select(exprs)
-    _check_number_format(raw, columns, parsed["__amount_bad"])
-    return parsed.to_arrow()
+    return raw.select(exprs).to_arrow()
 
 
-def _check_number_format(raw: pl.DataFrame, c: Columns, bad: pl.Series) -> None:
-    """Stop where amounts the parse refused are written with a thousands separator or a decimal comma: each was
-    unparseable_amount alone, so an export writing "1,234.50" lost every order of 1,000 or more (36% of the rows,
-    90% of the money, under the reject share: exit 0)."""
-    if not bad.any():
-        return
+def check_number_format(rows: pa.Table, c: Columns) -> None:
+    """Stop where ``rows`` (rows as read whose reason is unparseable_amount) write their numbers with a thousands
+    separator or a decimal comma: each was unparseable_amount alone, so an export writing "1,234.50" lost every
+    order of 1,000 or more (36% of the rows, 90% of the money, under the reject share: exit 0)."""
+    raw = pl.from_arrow(rows)
+    assert isinstance(raw, pl.DataFrame)
     for name in [n for n in (c.amount, c.quantity, c.price) if n is not None and raw.schema[n] == pl.String]:
-        written = raw.filter(bad)[name].str.strip_chars()
+        written = raw[name].str.strip_chars()
         found = written.filter(written.str.contains(_LOCALE_NUMBER)).head(1).to_list()
         if found:
             msg = (f"column {name!r} writes numbers such as {found[0]!r}, with a thousands separator or a decimal "

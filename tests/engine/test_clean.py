@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import re
 
 import numpy as np
 import polars as pl
@@ -520,3 +521,21 @@ def test_amounts_none_of_which_is_a_number_name_the_amount_column(tmp_path):
     cols = Columns(order=None, channel=None, category=None)
     with pytest.raises(InputContractError, match=r"\(unparseable_amount: 5\); check the amount column: plain numbers"):
         validate([tmp_path / "t.csv"], RunConfig(columns=cols))
+
+
+def test_amounts_as_a_locale_writes_them_on_rows_rejected_for_another_reason_do_not_stop(tmp_path):
+    # Review: a null id, a bad time or a back-test's later rows holding "1,234.50" stopped the run, where each is
+    # rejected for its own reason (or left out by the as-of); U+202F as the thousands space was not seen.
+    from segmint.engine.pipeline import validate
+
+    lines = ["customer_id,ts,amount", "1,2024-01-02,5", "2,2024-01-03,7", "3,2024-01-04,9", "4,2024-01-05,11",
+             ",2024-01-03,\"1,234.50\"", "5,yesterday,\"1,234.50\"", "6,2024-03-01,\"1,234.50\""]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    cols = Columns(order=None, channel=None, category=None)
+    result = validate([tmp_path / "t.csv"], RunConfig(columns=cols, as_of="2024-01-31"))
+    assert {r: n for r, n in result.rejected.items() if n} == {
+        "null_customer_id": 1, "unparseable_timestamp": 1, "unparseable_amount": 1}
+    (tmp_path / "t.csv").write_text("\n".join([*lines[:5], "7,2024-01-06,\"1\u202f234,50\""]) + "\n")
+    narrow = "1\u202f234,50"
+    with pytest.raises(InputContractError, match=re.escape(f"writes numbers such as {narrow!r}")):
+        validate([tmp_path / "t.csv"], RunConfig(columns=cols, as_of="2024-01-31"))
