@@ -702,6 +702,11 @@ def _summarise(result, json_logs: bool) -> None:
         lines.append(f"CLV skipped: {clv['skipped']}")
     if "events" in m:
         lines.append("funnel: " + ", ".join(f"{stage} {n:,}" for stage, n in m["events"]["funnel"].items()))
+        if m["events"]["rows"]["used"] and not m["events"].get("customers_with_events", 1):
+            # Another system's ids: its visitors counted as non-buyers, every buyer's event features 0, no word.
+            lines.append("warning: none of the customers has an event: the events' customer ids match none of the "
+                         "transactions' (their form, --event-customer-col?); every customer's sessions, page views "
+                         "and conversions are 0")
     if "micro" in m:
         made = sum(seg["k"] - seg["merged"] for seg in m["micro"]["segments"])
         lines.append(f"micro-segments: {made:,} in all; {m['micro']['merged']:,} dissolved into the nearest remaining "

@@ -68,6 +68,7 @@ class Counts:
     events_in: int = 0
     events_used: int = 0
     events_set_aside: int = 0           # valid events of customers rejected whole (returns only): in no output
+    customers_with_events: int = 0      # customers of the output with a usable event
     events_rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_REASONS, 0))
     funnel: dict[str, int] = field(default_factory=dict)
     without_customer_row: int = 0
@@ -78,8 +79,8 @@ class Counts:
 
     def add(self, other: Counts) -> None:
         for name in ("rows_in", "rows_used", "rows_after_as_of", "repeats", "customers", "events_in", "events_used",
-                     "events_set_aside", "without_customer_row", "customer_rows_in", "customer_rows_without_id",
-                     "customer_rows_unmatched"):
+                     "events_set_aside", "customers_with_events", "without_customer_row", "customer_rows_in",
+                     "customer_rows_without_id", "customer_rows_unmatched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("rejected", "events_rejected", "funnel", "channel_lines"):
             mine = getattr(self, name)
@@ -248,6 +249,7 @@ def _with_events(table: pl.DataFrame, set_aside: pl.Series, plan: Plan, job: Map
     counts.events_in += ev.rows_in
     counts.events_used += ev.events.height - aside
     counts.events_set_aside += aside
+    counts.customers_with_events += int(table["customer_id"].is_in(ev.events["customer_id"].implode()).sum())
     counts.events_rejected = ev.rejected
     counts.funnel = {str(k): int(v) for k, v in funnel.group_by("funnel_stage").len().iter_rows()}
     if job.layout is not None:

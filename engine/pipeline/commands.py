@@ -838,6 +838,7 @@ def _manifest(s: _Session, as_of: dt.datetime, c: Counts, channels: Sequence[str
                                   "rejected": c.events_in - c.events_used - c.events_set_aside,
                                   "rejected_by_reason": c.events_rejected,
                                   "of_customers_set_aside": c.events_set_aside},
+                         "customers_with_events": c.customers_with_events,
                          "funnel": dict(sorted(c.funnel.items()))}
     if plan.customers is not None:
         doc["customers_table"] = {"attributes": list(cfg.customers.attributes),

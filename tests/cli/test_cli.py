@@ -1074,3 +1074,19 @@ def test_the_cli_puts_back_the_caller_s_signal_handlers_and_leaves_an_ignored_on
     finally:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGTERM, before[1])
+
+
+def test_events_of_another_system_s_ids_are_said_to_match_no_customer(small_data, tmp_path):
+    # Events whose ids match none of the transactions' passed: their visitors were counted as non-buyers and every
+    # buyer's sessions, page views and conversions were 0, without a word.
+    events = pl.read_parquet(small_data / "events")
+    (tmp_path / "ev").mkdir()
+    events.with_columns(pl.col("customer_id") + 10**9).write_parquet(tmp_path / "ev" / "e.parquet")
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "o", "--k", 3, "--events", tmp_path / "ev")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["events"]["customers_with_events"] == 0
+    assert "warning: none of the customers has an event" in r.stdout
+    r = invoke("run", small_data / "transactions", "--out", tmp_path / "ok", "--k", 3, "--events",
+               small_data / "events")
+    assert r.exit_code == 0 and "none of the customers has an event" not in r.stdout
+    assert json.loads((tmp_path / "ok" / "run.json").read_text())["events"]["customers_with_events"] > 0
