@@ -63,8 +63,9 @@ class Scaler:
                     x[rows, j] = (v - self.mean[j]) / self.std[j]
         j = len(self.features)
         for a, levels in one_hot:
+            text = table[a].cast(pl.String)
             for level in levels:
-                x[:, j] = _is_level(table[a], level).fill_null(False).to_numpy() * self.weight
+                x[:, j] = _is_level(table[a], text, level).fill_null(False).to_numpy() * self.weight
                 j += 1
         # Scoring cannot change the model's features: "cluster on features every customer has" could not be done.
         _check_finite(x, self.columns, "the model clusters on it: cluster on features every customer has ([features] "
@@ -165,12 +166,13 @@ def _levels(table: pl.DataFrame, attribute: str) -> tuple[str, ...]:
     return tuple(kept["v"].to_list())
 
 
-def _is_level(values: pl.Series, level: str) -> pl.Series:
-    """Where ``values`` are the level (``_levels``' text of a value): the same text, or for numbers the same value,
+def _is_level(values: pl.Series, text: pl.Series, level: str) -> pl.Series:
+    """Where ``values`` (``text``: as text) are the level (``_levels``' text of a value): the same text, or for
+    numbers the same value,
     so that a batch's 1.0 (an integer column pandas made float for a missing value) is the model's level "1"
     (its customers sat at 0 on every level of the attribute, in other segments, exit 0). Integers compare exactly
     (2^53 + 1 is not 2^53, as floats would have it), and a Float32 value keeps its own text ("0.1")."""
-    same = values.cast(pl.String) == level
+    same = text == level
     if not values.dtype.is_numeric():
         return same
     try:

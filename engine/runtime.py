@@ -10,10 +10,10 @@ Faiss always) and ``configure`` says what could not.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
-import contextlib
 import os
 import signal
 import socket
@@ -359,18 +359,17 @@ def note_signal(signum: int | None) -> None:
 def stop_if_signalled() -> None:
     """Before an output is committed: a signal whose exception a library swallowed (Polars went on through a
     Ctrl-C, and ``generate`` replaced its output, exit 0) is raised again, so the command stops as it asked."""
-    if _RECEIVED:   # SIGTERM first, as signals_held takes it
-        signal.raise_signal(signal.SIGTERM if signal.SIGTERM in _RECEIVED else _RECEIVED[-1])
+    if _RECEIVED:
+        _take(_RECEIVED)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM taken only once the block is done: what it does runs whole (an output's commit and
-    the removal of its scratch and lease, where a signal left the lock or the scratch behind). Then a SIGTERM held
-    is raised by its own handler, else a SIGINT, also where the block failed (its error is then the context of the
-    signal's). Outside the main thread,
-    where Python runs handlers, nothing is held, nor an ignored signal (a handler set from C after Python started is not
-    known to Python, which puts back the one it knew)."""
+    the removal of its scratch and lease, where a signal left the lock or the scratch behind). Then the signal held
+    is raised by its own handler (``_take``), also where the block failed (its error is then the signal's context).
+    Outside the main thread, where Python runs handlers, nothing is held, nor an ignored signal (a handler set from C
+    after Python started is not known to Python, which puts back the one it knew)."""
     held: list[int] = []
     kept: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -382,12 +381,17 @@ def signals_held() -> Iterator[None]:
     finally:   # a failed block too: a SIGTERM lost there left a service running after its shutdown request
         _restore(kept)
         if held:
-            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in held else held[0])
+            _take(held)
 
 
 def _restore(handlers: dict[int, Any]) -> None:
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
+
+
+def _take(signals: list[int]) -> None:
+    """Raise one of ``signals`` by its handler: SIGTERM before SIGINT (a shutdown request outranks an interrupt)."""
+    signal.raise_signal(signal.SIGTERM if signal.SIGTERM in signals else signals[-1])
 
 
 def short_openmp_spin() -> None:

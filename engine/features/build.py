@@ -283,10 +283,8 @@ class _Lines:
             # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the
             # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were). Not
             # after one derived from the rows, which several buckets are given: future rows are bad data there.
-            later = (part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us) if self.given_as_of else \
-                np.zeros(bad.size, np.bool_)
-            if self.given_as_of:
-                self.after_as_of += int(later.sum())
+            later = (part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us) & self.given_as_of
+            self.after_as_of += int(later.sum())
             # Amounts as a locale writes them, of rows rejected for them alone (a back-test's later rows aside).
             amounts = np.flatnonzero((reason[bad] == UNPARSEABLE_AMOUNT) & ~later)
             if amounts.size:

@@ -316,10 +316,6 @@ def _nulls(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flags(_one_chunk(pc.is_null(array)))
 
 
-# 1,234.50 / 1.234,50 / 1 234,50 / 12,50: numbers as a locale writes them.
-_LOCALE_NUMBER = r"^[+-]?(\d{1,3}([,. \u00a0\u202f']\d{3})+([.,]\d+)?|\d+,\d+)$"
-
-
 def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) -> pa.Table:
     """Rows parsed with the contract's expressions, the raw identity of each row and, with ``dedupe_on``,
     that of its --dedupe-on columns."""
@@ -345,6 +341,10 @@ def _parsed(table: pa.Table, columns: Columns, dedupe_on: Sequence[str] = ()) ->
         if name is not None:
             exprs.append(pl.col(name).cast(pl.String).alias(alias))
     return raw.select(exprs).to_arrow()
+
+
+# 1,234.50 / 1.234,50 / 1 234,50 / 12,50: numbers as a locale writes them.
+_LOCALE_NUMBER = r"^[+-]?(\d{1,3}([,. \u00a0\u202f']\d{3})+([.,]\d+)?|\d+,\d+)$"
 
 
 def check_number_format(rows: pa.Table, c: Columns) -> None:

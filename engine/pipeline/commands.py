@@ -558,8 +558,7 @@ def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):   # a file in a folder's place read "unexpected FileExistsError"
-        flag, given = ("--work-dir", cfg.work_dir) if cfg.work_dir else ("--out", out)
-        msg = f"{flag} {given}: {base.parent} or a folder above it is a file: give the path of a folder"
+        msg = f"--work-dir {cfg.work_dir}: {base.parent} or a folder above it is a file: give the path of a folder"
         raise ConfigError(msg) from None
     return str(sibling_path(base, "work", run_id))
 

@@ -38,7 +38,7 @@ SCHEMA_VERSION = 2
 # in the grouping and the per-customer results (81 measured on M); a partition job its rows as read,
 # split by bucket (82 measured on L's typed Parquet): text columns read from CSV take more.
 BYTES_PER_ROW = {"tx": 100, "events": 120, "customers": 150, "partition": 250}
-# Rows parsed from text (a CSV; text times or amounts in Parquet) hold their text beside the parsed values: each
+# Rows parsed from text (a CSV, or Parquet whose times are text) hold their text beside the parsed values: each
 # parsed column of text adds about this much to a line, in the map and in a partition job (1.79 M lines measured,
 # run.json: CSV of 63 and 101 bytes a line 372 and 422 bytes in the map, 418 and 467 in a partition job; Parquet with
 # text ids and times 209 and 242). Budgeted at 100 and 250, a CSV run at --memory-limit 800MB peaked at 1,021 MB.
