@@ -118,14 +118,17 @@ class Model:
                              channels=self.channels)
         _check_usable(mapped, cfg, max_reject_share)
         scored = score_table(mapped.table, self.scoring())
-        name = pl.col("segment").replace_strict(list(self.segment_ids), list(self.names), return_dtype=pl.String)
         # The columns of assign's that a real-time call acts on; a micro-segment and the outlier flag where the
-        # model has them (a micro-segment model scored one customer without its micro-segment).
-        return scored.select("customer_id", "segment", name.alias("name"), "distance", "margin",
-                             *[c for c in ("outlier", "micro_segment") if c in scored.columns],
-                             "r_score", "f_score", "m_score", "rfm_segment", "activity_status",
-                             *[c for c in ("p_alive", "expected_purchases", "expected_avg_value", "clv")
-                               if c in scored.columns])
+        # model has them (a micro-segment model scored one customer without its micro-segment). Series, not a
+        # select: planning one took 0.3 ms of scoring one customer.
+        row = np.zeros(max(self.segment_ids) + 1, np.int64)
+        row[list(self.segment_ids)] = np.arange(len(self.segment_ids))
+        name = pl.Series("name", self.names, dtype=pl.String).gather(row[scored["segment"].to_numpy()])
+        return pl.DataFrame([scored["customer_id"], scored["segment"], name, scored["distance"], scored["margin"],
+                             *[scored[c] for c in ("outlier", "micro_segment") if c in scored.columns],
+                             *[scored[c] for c in ("r_score", "f_score", "m_score", "rfm_segment", "activity_status")],
+                             *[scored[c] for c in ("p_alive", "expected_purchases", "expected_avg_value", "clv")
+                               if c in scored.columns]])
 
     def event_features(self) -> tuple[str, ...]:
         """The event features (``--events``') this model clusters on."""

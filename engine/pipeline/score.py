@@ -135,8 +135,9 @@ def assign_segments(table: pl.DataFrame, scoring: Scoring,
     # One segment has no second nearest: no margin (it was +inf in the Parquet files).
     margin = pl.Series("margin", a.margin) if len(scoring.ids) > 1 else \
         pl.repeat(None, len(a.margin), dtype=pl.Float32, eager=True).alias("margin")
-    return table.select("customer_id", pl.Series("segment", segment), pl.Series("distance", a.distance),
-                        margin, *extra, pl.exclude("customer_id"))
+    # Columns put together, not selected: planning a select took 0.6 ms of scoring one customer.
+    return pl.DataFrame([table["customer_id"], pl.Series("segment", segment), pl.Series("distance", a.distance),
+                         margin, *extra, *(c for c in table.iter_columns() if c.name != "customer_id")])
 
 
 _CLV = ("p_alive", "expected_purchases", "expected_avg_value", "clv")

@@ -1,0 +1,43 @@
+"""activity_status against a plain Python reading of its documented rule, on random customers."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from segmint.engine.config import LifecycleConfig
+from segmint.engine.features.lifecycle import STATUSES, activity_status
+
+
+def _reference(tenure: float, recency: float, repeats: int, ipt: float, c: LifecycleConfig) -> str:
+    if tenure <= c.new_days:
+        return "new"
+    if recency > c.lapsed_days:
+        return "lapsed"
+    if repeats >= 1:
+        rhythm = recency / max(ipt, 1.0)
+        return "active" if rhythm <= c.at_risk_ratio else "at_risk" if rhythm <= c.lapsed_ratio else "lapsed"
+    return "active" if recency <= c.one_time_active_days else "at_risk"
+
+
+def test_activity_status_matches_the_rule_on_random_customers_and_at_every_threshold():
+    rng = np.random.default_rng(3)
+    c = LifecycleConfig(new_days=20.0, at_risk_ratio=1.25, lapsed_ratio=2.5, one_time_active_days=60.0,
+                        lapsed_days=300.0)
+    n = 4_000
+    recency = rng.uniform(0, 400, n)
+    tenure = recency + rng.uniform(0, 300, n)
+    repeats = rng.integers(0, 4, n)
+    ipt = np.where(repeats >= 1, rng.uniform(0.2, 120, n), 0.0)   # one-day buyers have no gap
+    # Values on each threshold (a value equal to one is on its lower side) and gaps under a day.
+    recency[:6] = [c.lapsed_days, c.one_time_active_days, c.at_risk_ratio * 50, c.lapsed_ratio * 50, 0.0, 0.5]
+    tenure[:6] = [c.new_days + 1, c.new_days + 1, c.new_days, c.new_days + 0.5, c.new_days + 1, 400.0]
+    repeats[:6] = [1, 0, 1, 1, 2, 3]
+    ipt[:6] = [10.0, 0.0, 50.0, 50.0, 0.5, 0.25]
+    table = pl.DataFrame({"recency_days": recency, "tenure_days": tenure, "lt_frequency": repeats,
+                          "ipt_mean_days": ipt})
+    got = activity_status(table, c)
+    assert got.dtype == pl.Enum(STATUSES)
+    want = [_reference(t, r, k, g, c) for t, r, k, g in zip(tenure, recency, repeats, ipt, strict=True)]
+    assert got.cast(pl.String).to_list() == want
+    assert set(want) == set(STATUSES)   # every status is exercised
