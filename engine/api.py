@@ -27,6 +27,7 @@ from segmint.engine.config import RunConfig
 from segmint.engine.errors import ConfigError, InputContractError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
+from segmint.engine.io.contract import check_readable_types
 from segmint.engine.io.sink import private_folder
 from segmint.engine.io.frames import polars_frame
 from segmint.engine.io.sources import column_list, first_line
@@ -218,10 +219,14 @@ def _write_columns(data: Data, path: Path, cfg: RunConfig) -> None:
     import pyarrow.parquet as pq
 
     given = f"the {type(data).__name__} given"
-    if isinstance(data, pl.LazyFrame):
-        data.select(_mapped(data.collect_schema().names(), cfg, given)).sink_parquet(path)
-    elif isinstance(data, pl.DataFrame):
-        data.select(_mapped(data.columns, cfg, given)).write_parquet(path)
+    if isinstance(data, (pl.LazyFrame, pl.DataFrame)):
+        schema = data.collect_schema()
+        columns = _mapped(schema.names(), cfg, given)
+        check_readable_types(schema, columns, given)   # Arrow could not open an Int128 column's file (exit 1)
+        if isinstance(data, pl.LazyFrame):
+            data.select(columns).sink_parquet(path)
+        else:
+            data.select(columns).write_parquet(path)
     elif hasattr(data, "iloc"):   # pandas
         polars_frame(data[_mapped([str(c) for c in data.columns], cfg, given)]).write_parquet(path)
     elif type(data).__name__ == "Table":

@@ -349,3 +349,41 @@ def test_predict_gives_a_micro_segment_models_micro_segments_as_assign_does(smal
     run = result.assignments().collect().sort("customer_id")
     for column in ("segment", "micro_segment", "outlier", "expected_avg_value", "clv"):
         assert scored[column].to_list() == run[column].to_list(), column
+
+
+def test_predict_says_when_a_customer_is_left_out_for_amounts_beyond_the_float_range(small_data, tmp_path):
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    one = tx.filter(pl.col("customer_id") == tx["customer_id"][0]).head(2)
+    # Amounts summing beyond the float range: the customer came back as an empty frame, without a word.
+    with pytest.raises(segmint.InputContractError,
+                       match=r"none of the 2 rows given can be used \(amount_overflow 2\)"):
+        model.predict(one.with_columns(pl.lit(1e308).alias("amount")), as_of=as_of)
+
+
+def test_columns_of_types_no_reader_takes_and_a_text_dedupe_on_are_refused_in_one_line(small_data, tmp_path):
+    import segmint
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    some = tx.head(20)
+    # Arrow's and Polars' own errors (exit 1 in the CLI) before.
+    wide = some.with_columns(pl.col("customer_id").cast(pl.Int128))
+    objects = some.with_columns(pl.Series("channel", [object()] * some.height, dtype=pl.Object))
+    for frame, said in ((wide, "is Int128; segmint reads integers of up to 64 bits"),
+                        (objects, "holds Python objects")):
+        with pytest.raises(segmint.InputContractError, match=f"column '.*' in the transactions given {said}"):
+            model.predict(frame, as_of=as_of)
+        with pytest.raises(segmint.InputContractError, match=f"column '.*' in the DataFrame given {said}"):
+            segmint.assign(result.out, frame, tmp_path / "a")
+    # A Parquet file Arrow cannot open (Polars writes Int128 so) is named with the fix, not "unexpected".
+    wide.write_parquet(tmp_path / "wide.parquet")
+    with pytest.raises(segmint.InputContractError, match=r"cannot read .*wide.parquet: .*cast it when writing"):
+        segmint.validate(tmp_path / "wide.parquet")
+    # Its letters were taken for columns: "not mapped: ['c', 'u', 's', ...]".
+    with pytest.raises(segmint.ConfigError, match=r"dedupe_on must be a list of column names, got the text 'ts'"):
+        model.predict(some, as_of=as_of, dedupe_on="ts")

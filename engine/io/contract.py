@@ -8,7 +8,7 @@ column and the fix; a text time column in a form segmint will not guess raises
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +21,8 @@ from segmint.engine.io.sources import (Listing, Source, column_list, list_inputs
 from segmint.engine.io.times import (EPOCH_FORMATS, ISO, TIME_SAMPLE, check_epoch_unit, check_text_times,
                                      check_time_column, pattern, readable_epochs, spread_sample)
 
-__all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "events", "customers", "check_same_ids"]
+__all__ = ["OPTIONAL_ROLES", "transactions", "check_frame", "check_readable_types", "events", "customers",
+           "check_same_ids"]
 
 # Roles that are used when their column exists; an absent column under its
 # default name simply unmaps the role (the features that need it are skipped).
@@ -73,6 +74,7 @@ def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = N
     """Each mapped column's type, and a text time column's form; ``head``: the first rows, where held in memory
     (else read from the source's first chunks); ``text_numbers``: amounts may be text columns."""
     where = source.chunks[0].path if source.chunks else source.label
+    check_readable_types(source.schema, [getattr(columns, role) for role in _FLAGS], where)
     check_customer_type(source.schema[columns.customer], columns.customer, where)
     _check_time(source, columns.time, columns.time_format, flag, head)
     for role in ("amount", "quantity", "price"):
@@ -88,6 +90,21 @@ def _check_roles(source: Source, columns: Columns, head: pl.DataFrame | None = N
         if name is not None and source.schema[name].is_nested():   # a KeyError deep in the map, exit 1
             msg = (f"column {name!r} in {where} is {source.schema[name]}; segmint needs one text or number per "
                    f"line; flatten it or map another column")
+            raise InputContractError(msg)
+
+
+def check_readable_types(schema: Mapping[str, pl.DataType], names: Iterable[str | None], where: str) -> None:
+    """Columns ``names`` (None: not mapped) of types no reader of segmint takes, as a frame given in memory may hold:
+    they stopped the map, or writing the frame for a run, with Arrow's or Polars' own error (exit 1)."""
+    for name in names:
+        dtype = schema.get(name) if name is not None else None
+        if dtype == pl.Object:
+            msg = (f"column {name!r} in {where} holds Python objects; segmint needs text, numbers or times: convert "
+                   f"it (to text, for instance) or map another column")
+            raise InputContractError(msg)
+        if dtype in (pl.Int128, pl.UInt128):
+            msg = (f"column {name!r} in {where} is {dtype}; segmint reads integers of up to 64 bits: cast it to "
+                   f"Int64 (or to text, for ids) or map another column")
             raise InputContractError(msg)
 
 

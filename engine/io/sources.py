@@ -747,10 +747,14 @@ def _metadata(path: str) -> Any:
 
     try:
         return pq.ParquetFile(store.local(path)).metadata
-    except (OSError, ValueError) as exc:
-        # A file of another format given by name (.tsv, .csv.gz) is read as Parquet: say what is read.
+    except (OSError, ValueError, NotImplementedError) as exc:
+        # A file of another format given by name (.tsv, .csv.gz) is read as Parquet: say what is read. A column of
+        # a type Arrow does not read (Polars writes Int128 columns Arrow cannot open) stopped the run, exit 1.
         other = "" if path.lower().endswith(_PARQUET) else \
             "; segmint reads Parquet files and uncompressed comma-separated .csv files"
+        if isinstance(exc, NotImplementedError):
+            other = ("; a column of this file has a type Arrow, which segmint reads Parquet with, does not read: cast "
+                     "it when writing the file (a 128-bit integer to Int64, or to text)")
         msg = f"cannot read {path}: {first_line(exc)}{other}"
         raise InputContractError(msg) from None
 
