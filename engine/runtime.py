@@ -325,10 +325,12 @@ def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
                 return
 
     helper = threading.Thread(target=produce, name="segmint-read", daemon=True)
-    helper.start()
-    for _ in range(depth):
-        asks.put(True)
     try:
+        # Started inside the try: a Ctrl-C landing while start() waits for the thread left it waiting for an
+        # ask forever, holding ``items`` and what they read (a whole frame of Model.predict's).
+        helper.start()
+        for _ in range(depth):
+            asks.put(True)
         while True:
             ok, item = made.get()
             if not ok:
@@ -339,7 +341,9 @@ def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
             yield item
     finally:
         asks.put(False)
-        if threading.current_thread() is not helper:   # (closed by a collection on the helper: it stops alone)
+        # Not where its start was cut short before the thread ran (it stops alone on that False), nor on the
+        # helper itself (closed by a collection there).
+        if helper.ident is not None and threading.current_thread() is not helper:
             helper.join()
             items.close()
 

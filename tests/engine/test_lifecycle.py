@@ -10,12 +10,13 @@ from segmint.engine.features.lifecycle import STATUSES, activity_status
 
 
 def _reference(tenure: float, recency: float, repeats: int, ipt: float, c: LifecycleConfig) -> str:
+    """The rule, NaN as Polars orders it (above every number) and a NaN gap as none."""
     if tenure <= c.new_days:
         return "new"
-    if recency > c.lapsed_days:
+    if recency > c.lapsed_days or np.isnan(recency):
         return "lapsed"
     if repeats >= 1:
-        rhythm = recency / max(ipt, 1.0)
+        rhythm = recency / (1.0 if np.isnan(ipt) else max(ipt, 1.0))
         return "active" if rhythm <= c.at_risk_ratio else "at_risk" if rhythm <= c.lapsed_ratio else "lapsed"
     return "active" if recency <= c.one_time_active_days else "at_risk"
 
@@ -34,6 +35,8 @@ def test_activity_status_matches_the_rule_on_random_customers_and_at_every_thres
     tenure[:6] = [c.new_days + 1, c.new_days + 1, c.new_days, c.new_days + 0.5, c.new_days + 1, 400.0]
     repeats[:6] = [1, 0, 1, 1, 2, 3]
     ipt[:6] = [10.0, 0.0, 50.0, 50.0, 0.5, 0.25]
+    # NaN in each input (the map gives none to a customer it keeps; the rule is as the Polars expression had it).
+    recency[6], tenure[7], ipt[8], repeats[8], recency[9], tenure[9] = np.nan, np.nan, np.nan, 2, np.inf, np.inf
     table = pl.DataFrame({"recency_days": recency, "tenure_days": tenure, "lt_frequency": repeats,
                           "ipt_mean_days": ipt})
     got = activity_status(table, c)

@@ -119,6 +119,25 @@ def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     assert source.gi_frame is None   # closed: its file is released now, not when collected
 
 
+def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch):
+    start = threading.Thread.start
+
+    def interrupted(thread):
+        start(thread)
+        raise KeyboardInterrupt   # as a Ctrl-C handled while start() waits for the thread to run
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    source = (i for i in range(3))
+    with pytest.raises(KeyboardInterrupt):
+        next(read_ahead(source))
+    monkeypatch.undo()
+    deadline = time.monotonic() + 5
+    while any(t.name == "segmint-read" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # It waited for an ask forever, holding what it read.
+    assert not any(t.name == "segmint-read" for t in threading.enumerate())
+
+
 @pytest.mark.parametrize("depth", [1, 2])
 def test_read_ahead_makes_depth_items_ahead_and_no_more(depth):
     made = []
