@@ -547,11 +547,12 @@ def load_toml(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def parse_as_of(text: str) -> dt.datetime:
+def parse_as_of(text: str, name: str = "--as-of") -> dt.datetime:
     """An ISO date (meaning the end of that day, at its offset where one follows) or an ISO datetime, as naive
     UTC. A date is a calendar date in either ISO 8601 form (2026-06-30, 20260630): the basic form was read as
     a datetime, so its day ended at midnight. Date and time are separated by T or a space: Python reads any
-    character there, and '2026-06-30+05:00' meant 05:00 on that day, '2026-06-30x12' noon."""
+    character there, and '2026-06-30+05:00' meant 05:00 on that day, '2026-06-30x12' noon. ``name``: how the
+    caller takes it, for messages (``Model.predict``'s as_of=)."""
     m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}|\d{8})(.*)", text.strip())
     try:
         if m is None:
@@ -565,13 +566,13 @@ def parse_as_of(text: str) -> dt.datetime:
         else:
             raise ValueError(text)
     except ValueError:
-        msg = f"--as-of {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
+        msg = f"{name} {text!r} is not a date or datetime; use e.g. 2026-06-30 or 2026-06-30T18:00"
         raise ConfigError(msg) from None
     if value.tzinfo is not None:
         try:
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         except OverflowError:   # 9999-12-31-05:00 is in year 10000 in UTC: "unexpected OverflowError", exit 1
-            msg = f"--as-of {text!r} is beyond the years 1-9999 in UTC; give a time within them"
+            msg = f"{name} {text!r} is beyond the years 1-9999 in UTC; give a time within them"
             raise ConfigError(msg) from None
     return value
 

@@ -225,7 +225,7 @@ def _as_of(value: Any) -> dt.datetime:
     if not isinstance(value, str | dt.date):   # a datetime is a date
         msg = f"as_of must be text, a date or a datetime, not {type(value).__name__}"
         raise ConfigError(msg)
-    return parse_as_of(value if isinstance(value, str) else value.isoformat())
+    return parse_as_of(value if isinstance(value, str) else value.isoformat(), "as_of=")
 
 
 def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:

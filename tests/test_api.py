@@ -207,6 +207,9 @@ def test_predict_checks_its_rows_as_assign_checks_files(small_data, tmp_path):
         segmint.run(mixed, tmp_path / "mixed")
     with pytest.raises(segmint.ConfigError, match="as_of must be text, a date or a datetime"):
         model.predict(some, as_of=np.datetime64("2024-01-01"))
+    # Named as predict takes it (the CLI's --as-of was named).
+    with pytest.raises(segmint.ConfigError, match=r"^as_of= '30/06/2024' is not a date or datetime"):
+        model.predict(some, as_of="30/06/2024")
     assert model.predict(some.to_pandas(), as_of=pd.Timestamp(as_of)).equals(want)
 
 
