@@ -81,7 +81,8 @@ def demo(
 
     Writes OUT (default ./segmint-demo): data/ (transactions, planted personas, events,
     customers table), run/ (segments, profiles, model, funnel, segment mix), cohorts/ and
-    report.html. A previous demo at OUT is replaced.
+    report.html. A previous demo at OUT is replaced; another folder must be new, or empty
+    (with --overwrite).
     """
     with _errors(json_logs):
         _threads(threads)

@@ -12,6 +12,7 @@ from pathlib import Path
 from segmint.engine.config import CustomerSource, EventSource, RunConfig
 from segmint.engine.errors import ConfigError, InputContractError, OutputExistsError, SegmintError
 from segmint.engine.io import store
+from segmint.engine.io.sink import check_writable
 from segmint.engine.pipeline import RunResult, run
 from segmint.engine.progress import Progress, StageClock
 from segmint.engine.warmup import warmup
@@ -28,14 +29,25 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     segmentation, with funnel stages and the segment mix by region and age band),
     ``out/cohorts`` and ``out/report.html``.
 
-    A previous demo at ``out`` is replaced; any other existing path is left
-    alone unless ``cfg.overwrite``.
+    A previous demo at ``out`` is replaced; another existing folder is taken only when it is empty, and with
+    ``cfg.overwrite`` (as ``--overwrite`` replaces only what segmint wrote).
     """
     # As a Path, s3://b/x was the local folder "s3:/b/x": written into, then refused (exit 3).
     out = store.local_only(out, "demo's --out", writing=True)
-    if out.exists() and not (out / _MARKER).exists() and not cfg.overwrite:
+    foreign = out.exists() and not (out / _MARKER).exists()
+    if foreign and (not out.is_dir() or any(out.iterdir())):
+        # With --overwrite the demo's folders and report were written beside the files there.
+        msg = (f"{out} is not a segmint demo folder and is not empty: the demo writes into a new or empty folder or a "
+               f"previous demo's, whatever --overwrite; choose another --out")
+        raise OutputExistsError(msg)
+    if foreign and not cfg.overwrite:
         msg = f"{out} exists and is not a segmint demo folder; pass --overwrite or choose another --out"
         raise OutputExistsError(msg)
+    # Each step's output checked before the first is written: a refusal of run/ (a file of the user's saved in it)
+    # came after data/ and cohorts/ were replaced, and left them.
+    for step in ("data", "cohorts", "run"):
+        check_writable(out / step, overwrite=True)
+    check_writable(out / "report.html", overwrite=True, file=True)
     # Another folder (--overwrite) is marked a demo's once the demo is in it: marked first, a refusal on the way
     # (its run/ not a segmint output) left it taken for a demo's, replaced by the next demo without --overwrite.
     mark_now = not out.exists() or (out / _MARKER).exists()

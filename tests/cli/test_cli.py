@@ -54,9 +54,18 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
     # next demo, without --overwrite, took it for one.
     (tmp_path / "mine" / "run").mkdir()
     (tmp_path / "mine" / "run" / "notes.txt").write_text("mine")
-    assert invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500, "--overwrite").exit_code == 4
+    r = invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500, "--overwrite")
+    assert r.exit_code == 4
+    _one_line_error(r, "is not a segmint demo folder and is not empty: the demo writes into a new or empty folder")
     assert not (tmp_path / "mine" / "SEGMINT_DEMO").exists()
+    # Nothing written beside the user's files (data/, cohorts/ and report.html were, with --overwrite).
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["run"]
     assert invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500).exit_code == 4
+    # A demo folder whose run/ holds a file of the user's: refused before its data/ is replaced, not after.
+    (tmp_path / "mine" / "SEGMINT_DEMO").write_text("")
+    r = invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500)
+    assert r.exit_code == 4 and "run is not a segmint output" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["SEGMINT_DEMO", "run"]
     # A URI was the local folder "s3:/b/x", written into, then refused with exit 3.
     r = invoke("demo", "--out", "s3://bucket/demo", "--n-customers", 500)
     assert r.exit_code == 2 and not Path("s3:").exists()
