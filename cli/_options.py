@@ -45,7 +45,7 @@ Inputs = Annotated[list[str], typer.Argument(help="Parquet/CSV files, directorie
 # Text, not Path: an object-store URI (s3://...) must keep its double slash.
 Out = Annotated[str, typer.Option("--out", "-o", help="Output folder (a path or s3://, gs://, az:// URI).",
                                   metavar="DIR", show_default=False)]
-ConfigFile = Annotated[Path | None, _value("--config", "segmint.toml with defaults for any option.", "FILE")]
+ConfigFile = Annotated[Path | None, _value("--config", "segmint.toml with defaults for any option but --threads, --json and --debug.", "FILE")]
 Json = Annotated[bool, flag("--json", help="JSON-lines events on stderr instead of the progress display.")]
 Overwrite = Annotated[bool | None, flag("--overwrite", help="Replace an existing output (once the new one is "
                                         "complete).")]

@@ -34,7 +34,10 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-abtest_app = typer.Typer(help="Holdout groups per segment, and campaign evaluation.", no_args_is_help=True)
+abtest_app = typer.Typer(help="Holdout groups per segment, and campaign evaluation.\n\nExample: `segmint abtest split "
+                              "runs/2026-06 --ratio 0.1 --salt spring-promo --out groups.parquet`, then, after the "
+                              "campaign, `segmint abtest evaluate --assignments groups.parquet --outcomes outcomes.csv "
+                              "--out ab`", no_args_is_help=True)
 app.add_typer(abtest_app, name="abtest")
 _state: dict = {"debug": False, "started": time.perf_counter()}
 
@@ -110,7 +113,7 @@ def generate(
 
     Layout: OUT/transactions/part-NNNNN.parquet (customer_id, ts, amount, order_id,
     channel, category), OUT/personas.parquet (customer_id, persona),
-    OUT/events/part-NNNNN.parquet and OUT/customers.parquet.
+    OUT/events/part-NNNNN.parquet, OUT/customers.parquet, _manifest.json and _SUCCESS.
     """
     with _errors(False):
         _threads(threads)
@@ -227,7 +230,7 @@ def features(
 
     Example: `segmint features data/transactions --out features`
 
-    Writes OUT/features/part-NNNNN.parquet, rejects/, run.json and _SUCCESS.
+    Writes OUT/features/part-NNNNN.parquet, rejects/, run.json, _manifest.json and _SUCCESS.
     """
     with _errors(json_logs):
         _threads(threads)
@@ -273,7 +276,7 @@ def clv(
 
     Writes OUT/clv_params.json (r, alpha, a, b, p, q, v, log-likelihoods, n),
     OUT/clv/part-NNNNN.parquet (p_alive, expected_purchases, expected_avg_value, clv),
-    rejects/, run.json and _SUCCESS.
+    rejects/, run.json, _manifest.json and _SUCCESS.
     """
     with _errors(json_logs):
         _threads(threads)
@@ -313,7 +316,8 @@ def cohorts(
 
     Writes OUT/cohorts.parquet (long: cohort, months_since_first, cohort_size,
     active_customers, retention, revenue, revenue_per_customer, revenue_per_active,
-    complete_month), OUT/retention_pivot.parquet (cohorts x m0, m1, ...), rejects/ and run.json.
+    complete_month), OUT/retention_pivot.parquet (cohorts x m0, m1, ...), rejects/, run.json,
+    _manifest.json and _SUCCESS.
     """
     with _errors(json_logs):
         _threads(threads)
