@@ -48,6 +48,13 @@ _ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::([0-5]\d)(?:[.,](\d{1,9}))
         r"\s*(Z|z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
 _ISO_RE = re.compile(_ISO)
 _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
+# What a time looks like however it is written (a date of three numbers, a clock time, a month's name beside a day,
+# a Unix time): values that do not are not quoted in a message (an id column mapped as the time column had its
+# ids quoted, in a pseudonymised run too; error lines end up in logs).
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_TIME_SHAPE = re.compile(rf"\d{{1,4}}[-/. ]\d{{1,2}}[-/. ]\d{{1,4}}|\d{{1,2}}:\d{{2}}|{_MONTH} \d{{1,2}}\b"
+                         rf"|\b\d{{1,2}} {_MONTH}", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"[-+]?\d+(\.\d*)?")
 
 
 def pattern(fmt: str | None) -> str | None:
@@ -181,6 +188,8 @@ def check_text_times(values: Sequence[str | None], column: str, flag: str) -> No
     foreign = [v for v in sample if not _ISO_RE.match(v)]
     if not foreign or len(foreign) * 2 < len(sample):
         return
+    if not _times_shown(foreign):
+        raise ConfigError(_not_times(column))
     hint = suggest_format(foreign)
     msg = (f"column {column!r} holds times like {foreign[0]!r} and {foreign[-1]!r} that are not ISO 8601 "
            f"(YYYY-MM-DD[ HH:MM[:SS]][+HH:MM]); segmint never guesses day and month order: {hint}")
@@ -200,6 +209,8 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
         return
     if len(set(foreign)) == 1 and not (_ISO_RE.match(foreign[0]) or _SLASH_RE.match(foreign[0])):
         return
+    if not _times_shown(foreign):
+        raise ConfigError(_not_times(name))
     # A model's format applies to assign's batch where none is given: "iso" says the batch is ISO 8601.
     hint = f"those are ISO 8601: give --time-format {ISO}, or no format where the format named is not a model's" \
         if all(_ISO_RE.match(v) for v in foreign) else suggest_format(foreign)
@@ -207,6 +218,16 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
            f"{foreign[0]!r} and {foreign[-1]!r}: give files whose times are written one way (for those times "
            f"alone, {hint})")
     raise ConfigError(msg.replace("--time-format", flag))
+
+
+def _times_shown(values: Sequence[str]) -> bool:
+    """Whether the two examples a message quotes (the first and the last) look like times (``_TIME_SHAPE``)."""
+    return all(_TIME_SHAPE.search(v) or _NUMBER_RE.fullmatch(v) for v in (values[0], values[-1]))
+
+
+def _not_times(column: str) -> str:
+    return (f"column {column!r} holds values most of which do not look like times (no date or clock time in them; "
+            f"not quoted: they may be ids): check which column is mapped as the time column")
 
 
 def suggest_format(values: Sequence[str]) -> str:

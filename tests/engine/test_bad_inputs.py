@@ -104,6 +104,22 @@ def test_clv_as_a_cluster_feature_without_clv_says_why(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_id_column_mapped_as_the_time_column_is_said_without_quoting_its_ids(tmp_path, monkeypatch):
+    # Its ids were quoted as "times like 'RAWID-000000-SECRET'", pseudonymised run or not.
+    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
+    frame = pl.DataFrame({"customer_id": [f"RAWID-{i:06d}-SECRET" for i in range(50)],
+                          "ts": [dt.datetime(2024, 1, 1 + i % 28) for i in range(50)], "amount": [5.0] * 50,
+                          "order_id": [f"O{i}" for i in range(50)]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    for fmt in (None, "%Y-%m-%d"):
+        columns = Columns(customer="order_id", time="customer_id", time_format=fmt, order=None)
+        cfg = RunConfig(columns=columns, pseudonymize_ids=True)
+        with pytest.raises(ConfigError, match="column 'customer_id' holds values most of which do not look like "
+                                              "times .*check which column is mapped as the time column") as e:
+            run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+        assert "RAWID" not in str(e.value)
+
+
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_a_later_file_of_times_in_another_unit_or_form_stops_the_run(tmp_path, buckets):
     """The plan judged the time column on the first file's first rows: a second file in epoch seconds among

@@ -315,6 +315,12 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     with pytest.raises(InputContractError, match="first line holds values") as e:
         list_inputs([tmp_path / "d.csv"], "t")
     assert "@x.com" not in str(e.value)
+    # Under half of the first line values (an id, a time, an amount, then text: a channel, an email): listed.
+    (tmp_path / "w.csv").write_text("RAWID7,2024-07-02 00:40:27,1.45,O7,web,c,a@x.com\nRAWID8,2024-07-03,2.5,O8,web,c,"
+                                    "b@x.com\n")
+    with pytest.raises(InputContractError, match="first line holds values, not column names .*add a header") as e:
+        resolve(list_inputs([tmp_path / "w.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    assert "RAWID" not in str(e.value) and "@x.com" not in str(e.value)
     # A header of names is listed, to map one of them; so is one with a few names that are numbers (years).
     (tmp_path / "t.csv").write_text("client,when,value\nRAWID7,2024-07-02,1.45\n")
     with pytest.raises(InputContractError, match="available: client, when, value; map the right column"):
