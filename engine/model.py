@@ -73,7 +73,8 @@ class Model:
         return self.centroids.shape[0]
 
     def predict(self, transactions: Any, *, as_of: str | dt.date | None = None, time_format: str | None = None,
-                dedupe_on: Sequence[str] | None = None, max_reject_share: float = 0.5) -> pl.DataFrame:
+                dedupe_on: Sequence[str] | None = None, max_reject_share: float = 0.5,
+                pseudonymize_ids: bool = False) -> pl.DataFrame:
         """Score customers in this process: one row per customer with segment, name, distance,
         margin, the outlier flag and micro-segment, RFM scores and activity status and, when the model has
         them, CLV columns.
@@ -87,6 +88,9 @@ class Model:
         are left out, as are customers without a purchase (returns only) and duplicates; where none can be used,
         or more than ``max_reject_share`` for a reason of their own (their time, amount or id; rows after a
         given ``as_of`` not counted, as ``assign --max-reject-share`` counts them), it says why.
+        ``pseudonymize_ids``: the customer ids come back as their pseudonyms under SEGMINT_ID_KEY (as
+        ``--pseudonymize-ids`` writes them; a model of a run pseudonymised with another key is refused), else as
+        given.
         """
         from segmint.engine.features.table import features_of
         from segmint.engine.io.contract import check_frame
@@ -109,6 +113,8 @@ class Model:
             raise ConfigError(msg)
         cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
+        if pseudonymize_ids:
+            frame = self._pseudonymized(frame)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         at = _as_of(as_of) if as_of is not None else now
         # A given as-of leaves no row "in the future", as --as-of does: the clock is not consulted (rows later
@@ -130,6 +136,18 @@ class Model:
                              *[scored[c] for c in ("r_score", "f_score", "m_score", "rfm_segment", "activity_status")],
                              *[scored[c] for c in ("p_alive", "expected_purchases", "expected_avg_value", "clv")
                                if c in scored.columns]])
+
+    def _pseudonymized(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with its customer ids as their pseudonyms, under the key of this model's run where it names
+        one (another key gives every customer another pseudonym than the run's assignments hold)."""
+        from segmint.engine.io.pseudonym import key_fingerprint, pseudonymized
+
+        run_key = self.provenance.get("pseudonym_key")
+        if run_key is not None and run_key != key_fingerprint():
+            msg = ("this model's run pseudonymised customer ids with another key: give SEGMINT_ID_KEY that run's "
+                   "key, so that a customer has one pseudonym in both")
+            raise ConfigError(msg)
+        return pseudonymized(frame, self.columns.customer)
 
     def event_features(self) -> tuple[str, ...]:
         """The event features (``--events``') this model clusters on."""

@@ -390,3 +390,23 @@ def test_columns_of_types_no_reader_takes_and_a_text_dedupe_on_are_refused_in_on
     # Its letters were taken for columns: "not mapped: ['c', 'u', 's', ...]".
     with pytest.raises(segmint.ConfigError, match=r"dedupe_on must be a list of column names, got the text 'ts'"):
         model.predict(some, as_of=as_of, dedupe_on="ts")
+
+
+def test_predict_gives_the_pseudonyms_of_a_pseudonymised_run_when_asked(small_data, tmp_path, monkeypatch):
+    import segmint
+
+    monkeypatch.setenv("SEGMINT_ID_KEY", "s3cret-key-value-of-32-characters")
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1),
+                                                                 pseudonymize_ids=True))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    some = tx.filter(pl.col("customer_id") < tx["customer_id"].min() + 30)
+    # No way to get them before: the ids came back raw, to be joined with nothing the run wrote.
+    got = model.predict(some, as_of=as_of, pseudonymize_ids=True)
+    want = result.assignments().collect().join(got.select("customer_id"), on="customer_id").sort("customer_id")
+    assert got.height == want.height == some["customer_id"].n_unique()
+    assert got.sort("customer_id")["segment"].to_list() == want["segment"].cast(pl.Int32).to_list()
+    assert model.predict(some, as_of=as_of)["customer_id"].dtype == pl.Int64   # as given, by default
+    monkeypatch.setenv("SEGMINT_ID_KEY", "another-key-value-of-32-characters")
+    with pytest.raises(segmint.ConfigError, match="pseudonymised customer ids with another key"):
+        model.predict(some, as_of=as_of, pseudonymize_ids=True)
