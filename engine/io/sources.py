@@ -50,8 +50,10 @@ _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
 # A CSV header name that is a value (a number, a date or time): the file has no header line.
 _VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
-# A field no header names a column with: a date, a clock time, a decimal fraction or an address.
-_DATA = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}:\d{2}|^[-+]?\d*\.\d+$|@")
+# A field no header names a column with: a whole date or time, a decimal fraction or an email address (a name such
+# as '@timestamp' or 'balance_2024-01-01' is no such field).
+_DATA = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+                   r"|\d{1,2}/\d{1,2}/\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?|[-+]?\d*\.\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 @dataclass(frozen=True)
@@ -267,13 +269,13 @@ def no_header_fix(schema: pl.Schema, csv: bool) -> str | None:
     """For a CSV file whose first line holds values (numbers, times), read as its header: that it needs one.
     Its column names are then a customer's data, not to be quoted in a message. None for any other file, and
     for a header of names some of which are numbers (a column per year: '2023', '2024'), which was told to add
-    a header: taken for values where they are at least half of it, or where one is a date, a clock time, a
-    decimal fraction or holds an @."""
+    a header: taken for values where they are at least half of it, or where one is a date or time, a decimal
+    fraction or an email address."""
     names = schema.names()
     # Half of them values, or one that only data holds: a line of an id, a time, an amount and text fields (a
     # channel, an email) was under half and listed as the columns, pseudonymised run or not.
     if csv and names and (2 * sum(bool(_VALUE.fullmatch(n)) for n in names) >= len(names)
-                          or any(_DATA.search(n) for n in names)):
+                          or any(_DATA.fullmatch(n.strip()) for n in names)):
         return ("its first line holds values, not column names (a CSV file's first line is its header): add a "
                 "header line")
     return None

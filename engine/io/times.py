@@ -48,13 +48,14 @@ _ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::([0-5]\d)(?:[.,](\d{1,9}))
         r"\s*(Z|z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
 _ISO_RE = re.compile(_ISO)
 _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
-# What a time looks like however it is written (a date of three numbers, a clock time, a month's name beside a day,
-# a Unix time): values that do not are not quoted in a message (an id column mapped as the time column had its
-# ids quoted, in a pseudonymised run too; error lines end up in logs).
-_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
-_TIME_SHAPE = re.compile(rf"\d{{1,4}}[-/. ]\d{{1,2}}[-/. ]\d{{1,4}}|\d{{1,2}}:\d{{2}}|{_MONTH} \d{{1,2}}\b"
-                         rf"|\b\d{{1,2}} {_MONTH}", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"[-+]?\d+(\.\d*)?")
+# What a time looks like however it is written: two groups of digits with a separator between (a date, a clock
+# time, an ordinal date), a month's name, an ISO week, or a number (a Unix time). Values none of which does are not
+# quoted in a message (an id column mapped as the time column had its ids quoted, in a pseudonymised run too;
+# error lines end up in logs). Ids shaped like dates or numbers still are: nothing tells them from times.
+_TIME_SHAPE = re.compile(r"\d{1,4}[-/.: ]\d{1,4}|\d{4}-?W\d{2}|(?<![a-z])(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may"
+                         r"|june?|july?|aug(ust)?|sept?(ember)?|oct(ober)?|nov(ember)?|dec(ember)?)(?![a-z])",
+                         re.IGNORECASE)
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def pattern(fmt: str | None) -> str | None:
@@ -188,10 +189,11 @@ def check_text_times(values: Sequence[str | None], column: str, flag: str) -> No
     foreign = [v for v in sample if not _ISO_RE.match(v)]
     if not foreign or len(foreign) * 2 < len(sample):
         return
-    if not _times_shown(foreign):
+    shown = _time_like(foreign)
+    if not shown:
         raise ConfigError(_not_times(column))
     hint = suggest_format(foreign)
-    msg = (f"column {column!r} holds times like {foreign[0]!r} and {foreign[-1]!r} that are not ISO 8601 "
+    msg = (f"column {column!r} holds times like {shown[0]!r} and {shown[-1]!r} that are not ISO 8601 "
            f"(YYYY-MM-DD[ HH:MM[:SS]][+HH:MM]); segmint never guesses day and month order: {hint}")
     raise ConfigError(msg.replace("--time-format", flag))
 
@@ -209,24 +211,25 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
         return
     if len(set(foreign)) == 1 and not (_ISO_RE.match(foreign[0]) or _SLASH_RE.match(foreign[0])):
         return
-    if not _times_shown(foreign):
-        raise ConfigError(_not_times(name))
+    shown = _time_like(foreign)
+    if not shown:
+        raise ConfigError(f"{flag} '{fmt}' does not read most values of a chunk of the input: " + _not_times(name))
     # A model's format applies to assign's batch where none is given: "iso" says the batch is ISO 8601.
     hint = f"those are ISO 8601: give --time-format {ISO}, or no format where the format named is not a model's" \
         if all(_ISO_RE.match(v) for v in foreign) else suggest_format(foreign)
     msg = (f"{flag} '{fmt}' does not read most times of column {name!r} in a chunk of the input, such as "
-           f"{foreign[0]!r} and {foreign[-1]!r}: give files whose times are written one way (for those times "
+           f"{shown[0]!r} and {shown[-1]!r}: give files whose times are written one way (for those times "
            f"alone, {hint})")
     raise ConfigError(msg.replace("--time-format", flag))
 
 
-def _times_shown(values: Sequence[str]) -> bool:
-    """Whether the two examples a message quotes (the first and the last) look like times (``_TIME_SHAPE``)."""
-    return all(_TIME_SHAPE.search(v) or _NUMBER_RE.fullmatch(v) for v in (values[0], values[-1]))
+def _time_like(values: Sequence[str]) -> list[str]:
+    """The values a message may quote as examples: those that look like times (``_TIME_SHAPE``)."""
+    return [v for v in values if _TIME_SHAPE.search(v) or _NUMBER_RE.fullmatch(v)]
 
 
 def _not_times(column: str) -> str:
-    return (f"column {column!r} holds values most of which do not look like times (no date or clock time in them; "
+    return (f"column {column!r} holds values none of which looks like a time (no date, clock time or month in them; "
             f"not quoted: they may be ids): check which column is mapped as the time column")
 
 

@@ -114,10 +114,15 @@ def test_an_id_column_mapped_as_the_time_column_is_said_without_quoting_its_ids(
     for fmt in (None, "%Y-%m-%d"):
         columns = Columns(customer="order_id", time="customer_id", time_format=fmt, order=None)
         cfg = RunConfig(columns=columns, pseudonymize_ids=True)
-        with pytest.raises(ConfigError, match="column 'customer_id' holds values most of which do not look like "
-                                              "times .*check which column is mapped as the time column") as e:
+        with pytest.raises(ConfigError, match="column 'customer_id' holds values none of which looks like a time "
+                                              ".*check which column is mapped as the time column") as e:
             run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
         assert "RAWID" not in str(e.value)
+    # Times written in a form of their own (Oracle's 31-JAN-24) are still quoted, with the pattern to give.
+    oracle = frame.with_columns(pl.col("ts").dt.strftime("%d-%b-%y").str.to_uppercase().alias("when"))
+    oracle.write_parquet(tmp_path / "o.parquet")
+    with pytest.raises(ConfigError, match=r"column 'when' holds times like '01-JAN-24' .*strftime pattern"):
+        run([tmp_path / "o.parquet"], tmp_path / "o", RunConfig(columns=Columns(time="when")))
 
 
 @pytest.mark.parametrize("buckets", [1, 3])

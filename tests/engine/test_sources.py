@@ -321,6 +321,10 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     with pytest.raises(InputContractError, match="first line holds values, not column names .*add a header") as e:
         resolve(list_inputs([tmp_path / "w.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     assert "RAWID" not in str(e.value) and "@x.com" not in str(e.value)
+    # Names that hold an @, a date or a clock time among other text are names (a Logstash export's '@timestamp').
+    (tmp_path / "n.csv").write_text("customer_id,@timestamp,amount,balance_2024-01-01\n1,2024-07-02,1.45,3\n")
+    with pytest.raises(InputContractError, match="available: customer_id, '@timestamp', amount, balance_2024-01-01"):
+        resolve(list_inputs([tmp_path / "n.csv"], "t"), {"ts": "--time-col"}, "transactions")
     # A header of names is listed, to map one of them; so is one with a few names that are numbers (years).
     (tmp_path / "t.csv").write_text("client,when,value\nRAWID7,2024-07-02,1.45\n")
     with pytest.raises(InputContractError, match="available: client, when, value; map the right column"):
