@@ -113,6 +113,8 @@ class Model:
             raise ConfigError(msg)
         cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
+        if not isinstance(pseudonymize_ids, bool):   # the text "no" was True
+            raise ConfigError(f"pseudonymize_ids must be True or False, got {pseudonymize_ids!r}")
         if pseudonymize_ids:
             frame = self._pseudonymized(frame)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -140,8 +142,9 @@ class Model:
     def _pseudonymized(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` with its customer ids as their pseudonyms, under the key of this model's run where it names
         one (another key gives every customer another pseudonym than the run's assignments hold)."""
-        from segmint.engine.io.pseudonym import key_fingerprint, pseudonymized
+        from segmint.engine.io.pseudonym import key_fingerprint, pseudonymized, require_key
 
+        require_key("pseudonymize_ids=True")
         run_key = self.provenance.get("pseudonym_key")
         if run_key is not None and run_key != key_fingerprint():
             msg = ("this model's run pseudonymised customer ids with another key: give SEGMINT_ID_KEY that run's "
@@ -166,7 +169,8 @@ class Model:
         """The settings ``predict`` maps rows with: the model's, and what the call gives. Made once per such
         pair: a RunConfig checks its fields' types on construction (1.5 ms, a third of a call)."""
         if isinstance(dedupe_on, str):   # its letters were taken for column names ('c', 'u', 's', ...)
-            msg = f"dedupe_on must be a list of column names, got the text {dedupe_on!r}: give [{dedupe_on!r}]"
+            fix = f"[{dedupe_on!r}]" if dedupe_on.strip() else "[] for none"
+            msg = f"dedupe_on must be a list of column names, got the text {dedupe_on!r}: give {fix}"
             raise ConfigError(msg)
         dedupe = self.dedupe_on if dedupe_on is None else tuple(dedupe_on) or None
         key = (time_format, dedupe)
@@ -228,13 +232,22 @@ class Model:
             with contextlib.suppress(InputContractError, OSError, KeyError, TypeError):   # what format 2 lacked
                 run_config = dict(output.read_json("run.json")["config"])
         try:
-            return _from_doc(doc, run_config)
+            model = _from_doc(doc, run_config)
         except ConfigError as exc:   # settings segmint refuses (one column in two roles), made or edited so
             msg = f"the model {path} holds settings segmint refuses ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
+        if output is not None and model.provenance.get("pseudonymized_ids") and \
+                "pseudonym_key" not in model.provenance:
+            # A model of a segmint that kept its run's key fingerprint in run.json alone: predict's check of the key
+            # (pseudonymize_ids) read none, and another key's pseudonyms came back, exit 0.
+            with contextlib.suppress(InputContractError, OSError, KeyError, TypeError):
+                key = output.read_json("run.json").get("pseudonym_key")
+                if key is not None:
+                    model = dataclasses.replace(model, provenance={**model.provenance, "pseudonym_key": key})
+        return model
 
 
 def _as_of(value: Any) -> dt.datetime:
@@ -261,13 +274,16 @@ def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
                  if n and (REASON_NAMES.index(r) + 1 < DUPLICATE or r == "amount_overflow")}
     fix = (f"give times as the model's data wrote them (time_format={cfg.columns.time_format!r}) or pass "
            f"time_format=" if "unparseable_timestamp" in row_level else "see segmint validate")
-    if mapped.rows_in and sum(row_level.values()) == mapped.rows_in:
-        reasons = ", ".join(f"{r} {n}" for r, n in row_level.items())
+    # Copies (dedupe_on's duplicates) are judged as the row they repeat: two overflowing rows sent twice were half
+    # of the rows, not all, and came back as an empty frame, exit 0.
+    copies = mapped.rejected.get("duplicate", 0)
+    if mapped.rows_in > copies and sum(row_level.values()) == mapped.rows_in - copies:
+        reasons = ", ".join(f"{r} {n}" for r, n in {**row_level, "duplicate": copies}.items() if n)
         msg = f"none of the {mapped.rows_in} rows given can be used ({reasons}); {fix}"
         raise InputContractError(msg)
     # Of a row's own faults only: a one-customer call whose customer only returned, or whose history came twice,
     # is left out or deduplicated as documented, not refused. A given as_of's later rows are left out by choice.
-    judged = mapped.rows_in - mapped.rows_after_as_of
+    judged = mapped.rows_in - mapped.rows_after_as_of - copies
     faults = {r: n for r, n in row_level.items() if r != "after_as_of"}
     later_faults = mapped.rows_after_as_of - mapped.rejected["after_as_of"]   # after it, with an earlier reason
     if judged and above_share(rejected := sum(faults.values()) - later_faults, judged, limit):

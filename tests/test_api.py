@@ -4,6 +4,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -365,6 +366,11 @@ def test_predict_says_when_a_customer_is_left_out_for_amounts_beyond_the_float_r
     with pytest.raises(segmint.InputContractError,
                        match=r"none of the 2 rows given can be used \(amount_overflow 2\)"):
         model.predict(one.with_columns(pl.lit(1e308).alias("amount")), as_of=as_of)
+    # Sent twice, with dedupe_on: the copies made them half of the rows, and the result was empty, exit 0.
+    twice = pl.concat([one, one]).with_columns(pl.lit(1e308).alias("amount"))
+    with pytest.raises(segmint.InputContractError,
+                       match=r"none of the 4 rows given can be used \(amount_overflow 2, duplicate 2\)"):
+        model.predict(twice, as_of=as_of, dedupe_on=one.columns)
 
 
 def test_columns_of_types_no_reader_takes_and_a_text_dedupe_on_are_refused_in_one_line(small_data, tmp_path):
@@ -390,6 +396,8 @@ def test_columns_of_types_no_reader_takes_and_a_text_dedupe_on_are_refused_in_on
     # Its letters were taken for columns: "not mapped: ['c', 'u', 's', ...]".
     with pytest.raises(segmint.ConfigError, match=r"dedupe_on must be a list of column names, got the text 'ts'"):
         model.predict(some, as_of=as_of, dedupe_on="ts")
+    with pytest.raises(segmint.ConfigError, match=r"got the text '': give \[\] for none"):
+        model.predict(some, as_of=as_of, dedupe_on="")
 
 
 def test_predict_gives_the_pseudonyms_of_a_pseudonymised_run_when_asked(small_data, tmp_path, monkeypatch):
@@ -409,4 +417,18 @@ def test_predict_gives_the_pseudonyms_of_a_pseudonymised_run_when_asked(small_da
     assert model.predict(some, as_of=as_of)["customer_id"].dtype == pl.Int64   # as given, by default
     monkeypatch.setenv("SEGMINT_ID_KEY", "another-key-value-of-32-characters")
     with pytest.raises(segmint.ConfigError, match="pseudonymised customer ids with another key"):
+        model.predict(some, as_of=as_of, pseudonymize_ids=True)
+    # A model whose provenance lacks the key's fingerprint (an earlier segmint kept it in run.json alone): read there.
+    fingerprint = model.provenance["pseudonym_key"]
+    model_json = Path(result.out) / "model" / "model.json"
+    doc = json.loads(model_json.read_text())
+    del doc["provenance"]["pseudonym_key"]
+    model_json.write_text(json.dumps(doc))
+    assert segmint.Model.load(result.out).provenance["pseudonym_key"] == fingerprint
+    with pytest.raises(segmint.ConfigError, match="pseudonymised customer ids with another key"):
+        segmint.Model.load(result.out).predict(some, as_of=as_of, pseudonymize_ids=True)
+    with pytest.raises(segmint.ConfigError, match="pseudonymize_ids must be True or False, got 'no'"):
+        model.predict(some, as_of=as_of, pseudonymize_ids="no")
+    monkeypatch.delenv("SEGMINT_ID_KEY")
+    with pytest.raises(segmint.ConfigError, match=r"^pseudonymize_ids=True needs a secret key"):
         model.predict(some, as_of=as_of, pseudonymize_ids=True)

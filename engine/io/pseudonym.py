@@ -37,13 +37,14 @@ def pseudonymized(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame.with_columns(pseudonymize(frame.select(customer_expr(frame.schema, column)).to_series()).alias(column))
 
 
-def require_key() -> bytes:
-    """The key, or a config error naming the variable to set (checked before any work)."""
+def require_key(asked_by: str = "--pseudonymize-ids") -> bytes:
+    """The key, or a config error naming the variable to set (checked before any work); ``asked_by``: the option
+    that asks for it, as the caller takes it."""
     key = os.environ.get(KEY_ENV, "").encode()
     if len(key) < MIN_KEY_BYTES:   # a short key can be found by trying keys, and with it every raw id
         what = "a secret key" if not key else (f"a key of at least {MIN_KEY_BYTES} bytes, as many ASCII characters "
                                                f"({len(key)} given)")
-        msg = (f"--pseudonymize-ids needs {what}: export {KEY_ENV}=$(python -c 'import secrets; "
+        msg = (f"{asked_by} needs {what}: export {KEY_ENV}=$(python -c 'import secrets; "
                f"print(secrets.token_hex(32))') and keep it to pseudonymise later runs alike (it is never written out)")
         raise ConfigError(msg)
     return key
