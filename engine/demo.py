@@ -37,8 +37,9 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     foreign = out.exists() and not (out / _MARKER).exists()
     if foreign and (not out.is_dir() or any(out.iterdir())):
         # With --overwrite the demo's folders and report were written beside the files there.
-        msg = (f"{out} is not a segmint demo folder and is not empty: the demo writes into a new or empty folder or a "
-               f"previous demo's, whatever --overwrite; choose another --out")
+        what = "is not a segmint demo folder and is not empty" if out.is_dir() else "is a file"
+        msg = (f"{out} {what}: the demo writes into a new or empty folder or a previous demo's, whatever "
+               f"--overwrite; choose another --out")
         raise OutputExistsError(msg)
     if foreign and not cfg.overwrite:
         msg = f"{out} exists and is not a segmint demo folder; pass --overwrite or choose another --out"
@@ -48,14 +49,12 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
     for step in ("data", "cohorts", "run"):
         check_writable(out / step, overwrite=True)
     check_writable(out / "report.html", overwrite=True, file=True)
-    # Another folder (--overwrite) is marked a demo's once the demo is in it: marked first, a refusal on the way
-    # (its run/ not a segmint output) left it taken for a demo's, replaced by the next demo without --overwrite.
-    mark_now = not out.exists() or (out / _MARKER).exists()
+    # Marked before the first step writes: every step's output is checked above, and a demo interrupted in an empty
+    # folder of the user's (--overwrite) left it unmarked beside its data/, refused by every later demo there.
     clock = StageClock(progress)
     with clock.stage("generate") as info:
         out.mkdir(parents=True, exist_ok=True)
-        if mark_now:
-            _mark(out)
+        _mark(out)
         # While the child generates, this process compiles the kernels the later steps use (the
         # first demo after an install spent 20 s compiling); not the generator's own, which the
         # child compiles (two processes compiling one kernel into a cold cache race).
@@ -78,8 +77,6 @@ def run_demo(out: str | Path, cfg: RunConfig, *, customers: int = DEMO_CUSTOMERS
 
         info["path"] = str(write_report(out / "run", out / "report.html", cohorts=read_cohorts(out / "cohorts"),
                                         overwrite=True))
-    if not mark_now:
-        _mark(out)
     return result
 
 

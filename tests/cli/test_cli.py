@@ -72,6 +72,29 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
     _one_line_error(r, "demo's --out is local, not s3://bucket/demo")
 
 
+def test_a_demo_stopped_in_an_empty_folder_of_the_users_can_be_run_again_there(tmp_path, monkeypatch):
+    from segmint.engine import demo
+
+    (tmp_path / "mine").mkdir()
+    child = demo._child
+
+    def stopped(*args):
+        if args[0] == "cohorts":
+            raise KeyboardInterrupt   # as a Ctrl-C after the data was written
+        child(*args)
+
+    monkeypatch.setattr(demo, "_child", stopped)
+    r = invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500, "--overwrite")
+    assert r.exit_code == 130 and (tmp_path / "mine" / "data").exists()
+    monkeypatch.undo()
+    # It was marked a demo's only at the end: every later demo there was refused ("not empty"), --overwrite or not.
+    assert invoke("demo", "--out", tmp_path / "mine", "--n-customers", 500, "--k", 3).exit_code == 0
+    (tmp_path / "f").write_text("x")
+    r = invoke("demo", "--out", tmp_path / "f", "--n-customers", 500)
+    assert r.exit_code == 4
+    _one_line_error(r, "is a file: the demo writes into a new or empty folder")
+
+
 def test_generate_same_seed_same_bytes(tmp_path):
     def digest(d):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.parquet"))}
