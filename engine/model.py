@@ -113,7 +113,7 @@ class Model:
             raise ConfigError(msg)
         cfg = self._config(time_format, dedupe_on)
         check_frame(frame, cfg.columns)
-        if not isinstance(pseudonymize_ids, bool):   # the text "no" was True
+        if not isinstance(pseudonymize_ids, bool | np.bool_):   # the text "no" was True
             raise ConfigError(f"pseudonymize_ids must be True or False, got {pseudonymize_ids!r}")
         if pseudonymize_ids:
             frame = self._pseudonymized(frame)
@@ -244,7 +244,8 @@ class Model:
             # A model of a segmint that kept its run's key fingerprint in run.json alone: predict's check of the key
             # (pseudonymize_ids) read none, and another key's pseudonyms came back, exit 0.
             with contextlib.suppress(InputContractError, OSError, KeyError, TypeError):
-                key = output.read_json("run.json").get("pseudonym_key")
+                doc = output.read_json("run.json")
+                key = doc.get("pseudonym_key") if isinstance(doc, dict) else None
                 if key is not None:
                     model = dataclasses.replace(model, provenance={**model.provenance, "pseudonym_key": key})
         return model
@@ -274,8 +275,8 @@ def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
                  if n and (REASON_NAMES.index(r) + 1 < DUPLICATE or r == "amount_overflow")}
     fix = (f"give times as the model's data wrote them (time_format={cfg.columns.time_format!r}) or pass "
            f"time_format=" if "unparseable_timestamp" in row_level else "see segmint validate")
-    # Copies (dedupe_on's duplicates) are judged as the row they repeat: two overflowing rows sent twice were half
-    # of the rows, not all, and came back as an empty frame, exit 0.
+    # Copies (dedupe_on's duplicates) are the rows they repeat: two overflowing rows sent twice were half of the
+    # rows, not all, and came back as an empty frame, exit 0. The share below counts them as assign does.
     copies = mapped.rejected.get("duplicate", 0)
     if mapped.rows_in > copies and sum(row_level.values()) == mapped.rows_in - copies:
         reasons = ", ".join(f"{r} {n}" for r, n in {**row_level, "duplicate": copies}.items() if n)
@@ -283,7 +284,7 @@ def _check_usable(mapped: Any, cfg: RunConfig, limit: float) -> None:
         raise InputContractError(msg)
     # Of a row's own faults only: a one-customer call whose customer only returned, or whose history came twice,
     # is left out or deduplicated as documented, not refused. A given as_of's later rows are left out by choice.
-    judged = mapped.rows_in - mapped.rows_after_as_of - copies
+    judged = mapped.rows_in - mapped.rows_after_as_of
     faults = {r: n for r, n in row_level.items() if r != "after_as_of"}
     later_faults = mapped.rows_after_as_of - mapped.rejected["after_as_of"]   # after it, with an earlier reason
     if judged and above_share(rejected := sum(faults.values()) - later_faults, judged, limit):

@@ -366,6 +366,10 @@ def test_predict_says_when_a_customer_is_left_out_for_amounts_beyond_the_float_r
     with pytest.raises(segmint.InputContractError,
                        match=r"none of the 2 rows given can be used \(amount_overflow 2\)"):
         model.predict(one.with_columns(pl.lit(1e308).alias("amount")), as_of=as_of)
+    # A batch sent twice with dedupe_on is judged as sent once: one good row and one without an amount pass.
+    pair = pl.concat([one.head(1), one.tail(1).with_columns(pl.lit(None, pl.Float64).alias("amount"))])
+    once = model.predict(pair, as_of=as_of, dedupe_on=one.columns)
+    assert once.height == 1 and once.equals(model.predict(pl.concat([pair, pair]), as_of=as_of, dedupe_on=one.columns))
     # Sent twice, with dedupe_on: the copies made them half of the rows, and the result was empty, exit 0.
     twice = pl.concat([one, one]).with_columns(pl.lit(1e308).alias("amount"))
     with pytest.raises(segmint.InputContractError,
@@ -429,6 +433,8 @@ def test_predict_gives_the_pseudonyms_of_a_pseudonymised_run_when_asked(small_da
         segmint.Model.load(result.out).predict(some, as_of=as_of, pseudonymize_ids=True)
     with pytest.raises(segmint.ConfigError, match="pseudonymize_ids must be True or False, got 'no'"):
         model.predict(some, as_of=as_of, pseudonymize_ids="no")
+    import numpy as np
+    assert model.predict(some, as_of=as_of, pseudonymize_ids=np.False_)["customer_id"].dtype == pl.Int64
     monkeypatch.delenv("SEGMINT_ID_KEY")
     with pytest.raises(segmint.ConfigError, match=r"^pseudonymize_ids=True needs a secret key"):
         model.predict(some, as_of=as_of, pseudonymize_ids=True)

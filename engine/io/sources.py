@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import arrow_numpy, store
+from segmint.engine.io.times import looks_like_time
 from segmint.engine.runtime import read_ahead, thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
@@ -50,10 +51,10 @@ _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
 # A CSV header name that is a value (a number, a date or time): the file has no header line.
 _VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
-# A field no header names a column with: a whole date or time, a decimal fraction or an email address (a name such
-# as '@timestamp' or 'balance_2024-01-01' is no such field).
-_DATA = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
-                   r"|\d{1,2}/\d{1,2}/\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?|[-+]?\d*\.\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
+# A field no header names a column with: a time or a date however written (but a year alone: a column per year), a
+# decimal fraction, an email address ('@timestamp' and 'balance_2024-01-01' are names).
+_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
+_EMAIL = re.compile(r"[^@\s<]+@[^@\s>]+\.[a-z]{2,}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -275,10 +276,15 @@ def no_header_fix(schema: pl.Schema, csv: bool) -> str | None:
     # Half of them values, or one that only data holds: a line of an id, a time, an amount and text fields (a
     # channel, an email) was under half and listed as the columns, pseudonymised run or not.
     if csv and names and (2 * sum(bool(_VALUE.fullmatch(n)) for n in names) >= len(names)
-                          or any(_DATA.fullmatch(n.strip()) for n in names)):
+                          or any(_is_value(n.strip()) for n in names)):
         return ("its first line holds values, not column names (a CSV file's first line is its header): add a "
                 "header line")
     return None
+
+
+def _is_value(name: str) -> bool:
+    """A CSV header's name that only a data value is (``_DECIMAL``, ``_EMAIL``, a time but a whole number)."""
+    return bool(_DECIMAL.fullmatch(name) or _EMAIL.search(name) or (looks_like_time(name) and not name.isdigit()))
 
 
 def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \

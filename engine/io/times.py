@@ -48,14 +48,20 @@ _ISO = (r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::([0-5]\d)(?:[.,](\d{1,9}))
         r"\s*(Z|z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?$")
 _ISO_RE = re.compile(_ISO)
 _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2})(:\d{2})?)?")
-# What a time looks like however it is written: two groups of digits with a separator between (a date, a clock
-# time, an ordinal date), a month's name, an ISO week, or a number (a Unix time). Values none of which does are not
-# quoted in a message (an id column mapped as the time column had its ids quoted, in a pseudonymised run too;
-# error lines end up in logs). Ids shaped like dates or numbers still are: nothing tells them from times.
-_TIME_SHAPE = re.compile(r"\d{1,4}[-/.: ]\d{1,4}|\d{4}-?W\d{2}|(?<![a-z])(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may"
-                         r"|june?|july?|aug(ust)?|sept?(ember)?|oct(ober)?|nov(ember)?|dec(ember)?)(?![a-z])",
-                         re.IGNORECASE)
+# What a time is written with besides digits and separators: month and day names, AM/PM, the ISO 8601 letters
+# (T, Z, W for a week) and zone names. A value that is nothing else, with a digit, looks like a time; others are
+# not quoted in a message (an id column mapped as the time column had its ids quoted, in a pseudonymised run too:
+# error lines end up in logs). Ids of digits and separators alone still are: nothing tells them from times.
+_TIME_WORDS = re.compile(r"(?<![a-z])(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sept?(ember)?"
+                         r"|oct(ober)?|nov(ember)?|dec(ember)?|mon|tue|wed|thu|fri|sat|sun|[ap]\.?m\.?|utc|gmt|[tzw])"
+                         r"(?![a-z])", re.IGNORECASE)
+_TIME_REST = re.compile(r"[\d\s\-/.:,+]*\d[\d\s\-/.:,+]*")
 _NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def looks_like_time(text: str) -> bool:
+    """Whether ``text`` is written like a time or a date in some form (``_TIME_WORDS``), or is a number."""
+    return bool(_NUMBER_RE.fullmatch(text) or _TIME_REST.fullmatch(_TIME_WORDS.sub("", text)))
 
 
 def pattern(fmt: str | None) -> str | None:
@@ -189,10 +195,10 @@ def check_text_times(values: Sequence[str | None], column: str, flag: str) -> No
     foreign = [v for v in sample if not _ISO_RE.match(v)]
     if not foreign or len(foreign) * 2 < len(sample):
         return
-    shown = _time_like(foreign)
+    shown = [v for v in foreign if looks_like_time(v)]
     if not shown:
-        raise ConfigError(_not_times(column))
-    hint = suggest_format(foreign)
+        raise ConfigError(_not_times(column, len(foreign), len(sample)))
+    hint = suggest_format(shown)
     msg = (f"column {column!r} holds times like {shown[0]!r} and {shown[-1]!r} that are not ISO 8601 "
            f"(YYYY-MM-DD[ HH:MM[:SS]][+HH:MM]); segmint never guesses day and month order: {hint}")
     raise ConfigError(msg.replace("--time-format", flag))
@@ -211,24 +217,24 @@ def _check_pattern(sample: pl.DataFrame, name: str, fmt: str, flag: str) -> None
         return
     if len(set(foreign)) == 1 and not (_ISO_RE.match(foreign[0]) or _SLASH_RE.match(foreign[0])):
         return
-    shown = _time_like(foreign)
+    shown = [v for v in foreign if looks_like_time(v)]
     if not shown:
-        raise ConfigError(f"{flag} '{fmt}' does not read most values of a chunk of the input: " + _not_times(name))
+        raise ConfigError(f"{flag} '{fmt}' does not read most values of a chunk of the input: "
+                          + _not_times(name, len(foreign), int(filled.sum())))
     # A model's format applies to assign's batch where none is given: "iso" says the batch is ISO 8601.
     hint = f"those are ISO 8601: give --time-format {ISO}, or no format where the format named is not a model's" \
-        if all(_ISO_RE.match(v) for v in foreign) else suggest_format(foreign)
+        if all(_ISO_RE.match(v) for v in shown) else suggest_format(shown)
     msg = (f"{flag} '{fmt}' does not read most times of column {name!r} in a chunk of the input, such as "
            f"{shown[0]!r} and {shown[-1]!r}: give files whose times are written one way (for those times "
            f"alone, {hint})")
     raise ConfigError(msg.replace("--time-format", flag))
 
 
-def _time_like(values: Sequence[str]) -> list[str]:
-    """The values a message may quote as examples: those that look like times (``_TIME_SHAPE``)."""
-    return [v for v in values if _TIME_SHAPE.search(v) or _NUMBER_RE.fullmatch(v)]
-
-
-def _not_times(column: str) -> str:
+def _not_times(column: str, foreign: int, sampled: int) -> str:
+    """The message for ``foreign`` of ``sampled`` values read as no time, none of which looks like one."""
+    if foreign < sampled:   # beside times that read: not a column mapped by mistake
+        return (f"{foreign} of the {sampled} values sampled in column {column!r} do not read as times and look like "
+                f"none (not quoted: they may be ids or other data): correct or leave out those rows")
     return (f"column {column!r} holds values none of which looks like a time (no date, clock time or month in them; "
             f"not quoted: they may be ids): check which column is mapped as the time column")
 

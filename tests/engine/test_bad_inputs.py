@@ -118,6 +118,23 @@ def test_an_id_column_mapped_as_the_time_column_is_said_without_quoting_its_ids(
                                               ".*check which column is mapped as the time column") as e:
             run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
         assert "RAWID" not in str(e.value)
+    # Ids with digit groups or a month's letters among others (UUIDs, hex hashes, emails) are not times either.
+    import uuid
+    for ids in ([str(uuid.UUID(int=7_000_000_000 + i)) for i in range(50)], [f"may.lee{i}@x.com" for i in range(50)],
+                [f"{i:04d}feb92c54bb9b38dec" for i in range(50)]):
+        odd = frame.with_columns(pl.Series("customer_id", ids))
+        odd.write_parquet(tmp_path / "t.parquet")
+        cfg = RunConfig(columns=Columns(customer="order_id", time="customer_id", order=None), pseudonymize_ids=True)
+        with pytest.raises(ConfigError, match="holds values none of which looks like a time") as e:
+            run([tmp_path / "t.parquet"], tmp_path / "o", cfg)
+        assert not any(i in str(e.value) for i in ids)
+    # US dates with one junk value among them are quoted, and given their order, not a pattern to work out.
+    us = frame.with_columns(pl.col("ts").dt.strftime("%m/%d/%Y").alias("when"))
+    us.with_columns(pl.when(pl.int_range(50) == 49).then(pl.lit("unknown")).otherwise("when").alias("when")) \
+        .write_parquet(tmp_path / "u.parquet")
+    with pytest.raises(ConfigError,
+                       match=r"holds times like '01/.*the month comes first: give --time-format '%m/%d/%Y'"):
+        run([tmp_path / "u.parquet"], tmp_path / "o", RunConfig(columns=Columns(time="when")))
     # Times written in a form of their own (Oracle's 31-JAN-24) are still quoted, with the pattern to give.
     oracle = frame.with_columns(pl.col("ts").dt.strftime("%d-%b-%y").str.to_uppercase().alias("when"))
     oracle.write_parquet(tmp_path / "o.parquet")

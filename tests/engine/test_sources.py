@@ -321,6 +321,12 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     with pytest.raises(InputContractError, match="first line holds values, not column names .*add a header") as e:
         resolve(list_inputs([tmp_path / "w.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
     assert "RAWID" not in str(e.value) and "@x.com" not in str(e.value)
+    # Times as PostgreSQL, Excel and a German export write them, and an address in a display name, are values.
+    for when in ("2024-01-05 10:00:00+00", "1/5/2024 10:00 AM", "05.01.2024 10:00", "Jan  5 2024 10:00AM"):
+        (tmp_path / "v.csv").write_text(f"RAWID7,{when},12,web,Ann Lee <ann@x.com>\nRAWID8,{when},3,web,b\n")
+        with pytest.raises(InputContractError, match="first line holds values") as e:
+            resolve(list_inputs([tmp_path / "v.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+        assert "RAWID" not in str(e.value)
     # Names that hold an @, a date or a clock time among other text are names (a Logstash export's '@timestamp').
     (tmp_path / "n.csv").write_text("customer_id,@timestamp,amount,balance_2024-01-01\n1,2024-07-02,1.45,3\n")
     with pytest.raises(InputContractError, match="available: customer_id, '@timestamp', amount, balance_2024-01-01"):
