@@ -53,8 +53,8 @@ _SLASH_RE = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?:[ T](\d{
 # not quoted in a message (an id column mapped as the time column had its ids quoted, in a pseudonymised run too:
 # error lines end up in logs). Ids of digits and separators alone still are: nothing tells them from times.
 _TIME_WORDS = re.compile(r"(?<![a-z])(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sept?(ember)?"
-                         r"|oct(ober)?|nov(ember)?|dec(ember)?|mon|tue|wed|thu|fri|sat|sun|[ap]\.?m\.?|utc|gmt|[tzw])"
-                         r"(?![a-z])", re.IGNORECASE)
+                         r"|oct(ober)?|nov(ember)?|dec(ember)?|mon|tue|wed|thu|fri|sat|sun|utc|gmt)(?![a-z])"
+                         r"|(?<=[\d\s])[ap]\.?m\.?(?![a-z])|(?<=\d)t(?=\d)|(?<=\d)z$|(?<=\d-)w(?=\d)", re.IGNORECASE)
 _TIME_REST = re.compile(r"[\d\s\-/.:,+]*\d[\d\s\-/.:,+]*")
 _NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
