@@ -384,8 +384,7 @@ def _feature_table(ids: pl.Series, kept: np.ndarray, features: np.ndarray, share
         cols["category_entropy"] = pick(line_out[:, 2])
     cols.update((name, pick(shares[:, j])) for j, name in enumerate(channel_columns(channels)))
     cols.update((name, cols[name].astype(np.int64)) for name in _INTEGER if name in cols)  # whole numbers
-    table = pl.DataFrame({"customer_id": ids, **cols})
-    return table.hstack([activity_status(table, cfg.lifecycle)])
+    return pl.DataFrame({"customer_id": ids, **cols}).with_columns(activity_status=activity_status(cfg.lifecycle))
 
 
 def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encoders, by_rank: np.ndarray,

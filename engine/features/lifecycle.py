@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import polars as pl
 
 from segmint.engine.config import LifecycleConfig
@@ -21,27 +20,23 @@ from segmint.engine.config import LifecycleConfig
 __all__ = ["STATUSES", "activity_status"]
 
 STATUSES = ("new", "active", "at_risk", "lapsed")
-_NEW, _ACTIVE, _AT_RISK, _LAPSED = range(len(STATUSES))
 
 
-def activity_status(table: pl.DataFrame, cfg: LifecycleConfig) -> pl.Series:
-    """``activity_status`` (an Enum) of every row of a feature table (its recency_days, tenure_days, lt_frequency
-    and ipt_mean_days). In NumPy, not a Polars expression: planning one took 0.4 ms of scoring one customer."""
-    recency = table["recency_days"].to_numpy()
-    repeat = table["lt_frequency"].to_numpy() >= 1
-    # NaN as the Polars expression this was took it (the map gives none to a customer it keeps): a gap of NaN
-    # is no gap (fmax), a recency of NaN above every number.
-    with np.errstate(invalid="ignore"):
-        rhythm = recency / np.fmax(table["ipt_mean_days"].to_numpy(), 1.0)
-    # The first condition that holds decides, in this order.
-    code = np.select([table["tenure_days"].to_numpy() <= cfg.new_days,
-                      (recency > cfg.lapsed_days) | np.isnan(recency),
-                      repeat & (rhythm <= cfg.at_risk_ratio), repeat & (rhythm <= cfg.lapsed_ratio), repeat,
-                      recency <= cfg.one_time_active_days],
-                     [_NEW, _LAPSED, _ACTIVE, _AT_RISK, _LAPSED, _ACTIVE], _AT_RISK)
-    return _statuses().gather(code).alias("activity_status")
-
-
-@functools.cache
-def _statuses() -> pl.Series:
-    return pl.Series(STATUSES, dtype=pl.Enum(STATUSES))
+@functools.lru_cache(maxsize=16)
+def activity_status(cfg: LifecycleConfig) -> pl.Expr:
+    """Expression over the feature table giving ``activity_status`` (an Enum); built once per config."""
+    recency = pl.col("recency_days")
+    rhythm = recency / pl.max_horizontal(pl.col("ipt_mean_days"), pl.lit(1.0))
+    repeat = pl.col("lt_frequency") >= 1
+    # Enum literals: text literals made a text column per branch, then cast it (bench M's 909 k customers:
+    # 0.055-0.078 -> 0.021 s).
+    status = functools.partial(pl.lit, dtype=pl.Enum(STATUSES))
+    return (
+        pl.when(pl.col("tenure_days") <= cfg.new_days).then(status("new"))
+        .when(recency > cfg.lapsed_days).then(status("lapsed"))
+        .when(repeat & (rhythm <= cfg.at_risk_ratio)).then(status("active"))
+        .when(repeat & (rhythm <= cfg.lapsed_ratio)).then(status("at_risk"))
+        .when(repeat).then(status("lapsed"))
+        .when(recency <= cfg.one_time_active_days).then(status("active"))
+        .otherwise(status("at_risk"))
+    )
