@@ -142,15 +142,22 @@ class Model:
     def _pseudonymized(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` with its customer ids as their pseudonyms, under the key of this model's run where it names
         one (another key gives every customer another pseudonym than the run's assignments hold)."""
-        from segmint.engine.io.pseudonym import key_fingerprint, pseudonymized, require_key
+        from segmint.engine.io.pseudonym import pseudonymized, require_key
 
         require_key("pseudonymize_ids=True")
+        self.check_key()
+        return pseudonymized(frame, self.columns.customer)
+
+    def check_key(self) -> None:
+        """Refuse SEGMINT_ID_KEY where it is not the key this model's run pseudonymised its ids with (where the
+        model names one): another key gives every customer another pseudonym than the run's assignments hold."""
+        from segmint.engine.io.pseudonym import key_fingerprint
+
         run_key = self.provenance.get("pseudonym_key")
         if run_key is not None and run_key != key_fingerprint():
             msg = ("this model's run pseudonymised customer ids with another key: give SEGMINT_ID_KEY that run's "
                    "key, so that a customer has one pseudonym in both")
             raise ConfigError(msg)
-        return pseudonymized(frame, self.columns.customer)
 
     def event_features(self) -> tuple[str, ...]:
         """The event features (``--events``') this model clusters on."""
@@ -239,10 +246,10 @@ class Model:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"the model file {path} is damaged or edited ({exc}); rerun 'segmint run' to rebuild it"
             raise InputContractError(msg) from None
-        if output is not None and model.provenance.get("pseudonymized_ids") and \
+        if output is not None and model.provenance.get("pseudonymized_ids") is not False and \
                 "pseudonym_key" not in model.provenance:
-            # A model of a segmint that kept its run's key fingerprint in run.json alone: predict's check of the key
-            # (pseudonymize_ids) read none, and another key's pseudonyms came back, exit 0.
+            # A model of a segmint that kept its run's key fingerprint in run.json alone (check_key: assign read it
+            # there, predict did not, and another key's pseudonyms came back, exit 0).
             with contextlib.suppress(InputContractError, OSError, KeyError, TypeError):
                 doc = output.read_json("run.json")
                 key = doc.get("pseudonym_key") if isinstance(doc, dict) else None

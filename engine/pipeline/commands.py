@@ -55,7 +55,6 @@ from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, m
 from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
 from segmint.engine.pipeline.partition import (Releases, check_scratch_space, job_rows, partition_chunk,
                                                partition_jobs)
-from segmint.engine.pipeline.previous import pseudonym_key
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.settings_diff import check_previous_clv_model, check_previous_meaning
 from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
@@ -189,13 +188,8 @@ def assign_customers(model_dir: str | Path, inputs: Sequence[str | Path], out: s
         msg = ("this model's run pseudonymised customer ids: score with --pseudonymize-ids and that run's "
                "SEGMINT_ID_KEY, so that no raw id is written")
         raise ConfigError(msg)
-    # The model names its run's key (a model folder alone, or copied elsewhere, has no run.json beside it).
-    key = model.provenance.get("pseudonym_key") or pseudonym_key(model_dir, dict(cfg.storage_options))
-    if cfg.pseudonymize_ids and key not in (None, key_fingerprint()):
-        # Another key gave this batch's customers other pseudonyms than the run's, without a word.
-        msg = ("this model's run pseudonymised customer ids with another key: give SEGMINT_ID_KEY that run's key, "
-               "so that a customer has one pseudonym in both")
-        raise ConfigError(msg)
+    if cfg.pseudonymize_ids:   # another key gave this batch's customers other pseudonyms than the run's, exit 0
+        model.check_key()
     # Events only where the model clusters on event features; a customers table for any model, as run takes it.
     attributes = tuple(a for a, _ in model.scaler.attributes)
     engagement = model.event_features()
