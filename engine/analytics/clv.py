@@ -40,6 +40,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -47,15 +48,20 @@ import polars as pl
 from segmint.engine.codes import SLICE, IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
+from segmint.engine.runtime import map_threads
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, n_blocks, nbd_customer_terms)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
-           "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "PARAM_LIMIT", "NO_DROPOUT_LR",
-           "NO_DROPOUT"]
+           "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "SIDE_BY_SIDE_BYTES", "PARAM_LIMIT",
+           "NO_DROPOUT_LR", "NO_DROPOUT"]
 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
 MIN_REPEATERS = 3
+# What the spend model's fit holds beside the purchase model's, a customer, when fit_clv fits them side by side:
+# its repeaters' counts, spends and their logarithms (three float64s). Measured on bench M (82% repeaters):
+# tracemalloc's peak over both fits 81.9 bytes a customer one after the other, 101.5 side by side.
+SIDE_BY_SIDE_BYTES = 24
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
 PARAM_LIMIT = 1e5
 # An optimum's largest gradient per customer in a free log parameter; a stop above it goes on (``_maximise``).
@@ -119,12 +125,18 @@ class PurchaseFit:
     note: str | None
 
 
-def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
+def fit_clv(table: pl.DataFrame, cfg: ClvConfig, *, side_by_side: bool = False) -> ClvParams:
     """Fit both models on the lifetimes columns of a feature table.
 
     Raises ``ClvFitError`` (an input-contract error) when the data cannot support
     a fit: too few repeat customers, or a degenerate optimum (a parameter at
-    the edge of its range: the likelihood keeps improving as it runs off).
+    the edge of its range: the likelihood keeps improving as it runs off); the
+    purchase model's error first, as when the spend model is fitted after it.
+
+    ``side_by_side``: the spend model, which does not depend on the purchase model, is fitted on a second
+    thread meanwhile (where the thread budget has one), in what the purchase fit leaves of the cores (its
+    serial steps: the distinct values, the optimiser): bench M's CLV fit about 0.1 s faster (0.92-1.02 ->
+    0.83-0.89 s, six pairs in turn), the same bits. Its arrays are then held beside the purchase fit's, up to ``SIDE_BY_SIDE_BYTES`` more a customer.
     """
     x, tx, T, m = _summary(table, cfg)
     repeaters = int((x > 0).sum())
@@ -132,13 +144,17 @@ def fit_clv(table: pl.DataFrame, cfg: ClvConfig) -> ClvParams:
         msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers to fit BG/NBD; found {repeaters}. "
                f"Use a longer history or disable CLV ([clv] enabled = false)")
         raise ClvFitError(msg)
-    purchases = fit_purchases(x, tx, T, cfg.purchase_model)
     keep = (x > 0) & (m > 0)
-    if keep.sum() < MIN_REPEATERS:
+    fits = [lambda: fit_purchases(x, tx, T, cfg.purchase_model)]
+    if keep.sum() >= MIN_REPEATERS:
+        fits.append(lambda: fit_gamma_gamma(x[keep], m[keep]))
+    outcomes = map_threads(_attempt, fits, most=None if side_by_side else 1)
+    purchases = _fitted(outcomes[0])
+    if len(outcomes) == 1:
         msg = (f"CLV needs at least {MIN_REPEATERS} repeat customers with positive spend to fit Gamma-Gamma; "
                f"found {int(keep.sum())}. Use a longer history or disable CLV ([clv] enabled = false)")
         raise ClvFitError(msg)
-    p, q, v, gg_ll = fit_gamma_gamma(x[keep], m[keep])
+    p, q, v, gg_ll = _fitted(outcomes[1])
     if q > 1:
         mean, source = p * v / (q - 1), "model"
     else:
@@ -440,6 +456,21 @@ def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float
             return float(quad(lambda u: g(float(betaincinv(a, b_x, u))), 0.0, 1.0, limit=200)[0])
         except IntegrationWarning:
             return float("nan")
+
+
+def _attempt(fit: Callable[[], Any]) -> tuple[Any, ClvFitError | None]:
+    """A fit's result, or the ClvFitError it raised (``_fitted`` raises it where the serial order would have)."""
+    try:
+        return fit(), None
+    except ClvFitError as exc:
+        return None, exc
+
+
+def _fitted(outcome: tuple[Any, ClvFitError | None]) -> Any:
+    result, error = outcome
+    if error is not None:
+        raise error
+    return result
 
 
 def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:

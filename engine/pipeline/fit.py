@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from segmint.engine.analytics.clv import ClvFitError, ClvParams, fit_clv
+from segmint.engine.analytics.clv import SIDE_BY_SIDE_BYTES, ClvFitError, ClvParams, fit_clv
 from segmint.engine.cluster.backend import ArrayBackend
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.matching import check_same_features, match_segments
@@ -144,17 +144,20 @@ def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int,
         return cuts, None, {}, fitted_on
     # The CLV fit's arrays beside the RFM columns and the ids took L's fit from 99 to 134 bytes a customer.
     sample = sample.select(LT_COLUMNS)
-    params, report = fit_clv_reported(sample, clv, customers)
+    # Its two models side by side where the budget holds both fits' arrays at once.
+    side_by_side = fitted_on * (FIT_BYTES_PER_CUSTOMER + SIDE_BY_SIDE_BYTES) <= plan.data_budget
+    params, report = fit_clv_reported(sample, clv, customers, side_by_side)
     return cuts, params, report, fitted_on
 
 
-def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig,
-                     customers: int) -> tuple[ClvParams | None, dict[str, Any]]:
-    """The CLV fit and what run.json says of it (the parameters, or why it was skipped)."""
+def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig, customers: int,
+                     side_by_side: bool = False) -> tuple[ClvParams | None, dict[str, Any]]:
+    """The CLV fit and what run.json says of it (the parameters, or why it was skipped); ``side_by_side``:
+    ``fit_clv``'s."""
     if not cfg.enabled:
         return None, {"skipped": "disabled in config"}
     try:
-        params = fit_clv(fit_sample, cfg)
+        params = fit_clv(fit_sample, cfg, side_by_side=side_by_side)
     except ClvFitError as exc:
         return None, {"skipped": str(exc)}
     return params, params.to_dict() | {"fitted_on": fit_sample.height, "customers": customers}

@@ -577,3 +577,69 @@ def test_the_adaptive_beta_mixture_agrees_with_the_one_summed_in_logs(r, alpha, 
         coarse, fine = (_beta_mixture_by_rule(r, np.array([alpha + T]), a, np.array([b + x]), np.array([x]),
                                               np.array([t]), n)[0] for n in (64, 128))
         assert abs(coarse - fine) > 1e-9 * abs(fine) or fine == pytest.approx(want, rel=1e-7)
+
+
+
+def _lifetimes_table(seed: int, n: int, spend=None) -> pl.DataFrame:
+    """n customers simulated by BG/NBD (weeks) and their repeaters' mean spends by Gamma-Gamma, or by
+    ``spend(rng, x)`` of their repeat counts."""
+    rng = np.random.default_rng(seed)
+    x, tx, T = simulate_bgnbd(rng, n, 0.5, 6.0, 0.9, 3.0)
+    m = np.zeros(n)
+    rep = x > 0
+    m[rep] = simulate_spend(rng, x[rep], 5.0, 4.0, 20.0) if spend is None else spend(rng, x[rep])
+    return pl.DataFrame({"lt_frequency": x.astype(np.int64), "lt_recency": tx * 7, "lt_T": T * 7, "lt_monetary": m})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_models_fitted_side_by_side_are_the_same_bits_as_one_after_the_other(seed, monkeypatch):
+    import threading
+
+    from segmint.engine.analytics import clv
+
+    threads = set()
+    fit_gg = clv.fit_gamma_gamma
+    def spy(*args):
+        threads.add(threading.current_thread().name)
+        return fit_gg(*args)
+    monkeypatch.setattr(clv, "fit_gamma_gamma", spy)
+    table = _lifetimes_table(seed, 5_000 * (seed + 1))
+    cfg = ClvConfig(time_unit="week")
+    alone = fit_clv(table, cfg)
+    assert threads == {threading.current_thread().name}
+    assert fit_clv(table, cfg, side_by_side=True) == alone
+    assert "segmint-map" in threads   # on a helper thread, where the thread budget has two
+
+
+def test_side_by_side_the_purchase_models_error_comes_first_as_one_after_the_other():
+    from segmint.engine.analytics.clv import ClvFitError
+
+    # Identical repeat customers (the purchase model is degenerate) of identical spends (so is the spend
+    # model): the purchase model's error, as when it fits first.
+    same = pl.DataFrame({"lt_frequency": [2] * 60, "lt_recency": [70.0] * 60, "lt_T": [140.0] * 60,
+                         "lt_monetary": [25.0] * 60})
+    # The purchases fit; mean spends of lines all U(10, 90) have no heterogeneity: the spend model's error.
+    alike = _lifetimes_table(3, 4_000, spend=lambda rng, x: np.array([rng.uniform(10, 90, int(k)).mean() for k in x]))
+    for side in (False, True):
+        with pytest.raises(ClvFitError, match=r"purchase model"):
+            fit_clv(same, ClvConfig(), side_by_side=side)
+        with pytest.raises(ClvFitError, match=r"spend model, Gamma-Gamma: q="):
+            fit_clv(alike, ClvConfig(time_unit="week"), side_by_side=side)
+
+
+def test_a_run_fits_the_models_side_by_side_only_where_its_memory_budget_holds_both(small_data, tmp_path,
+                                                                                     monkeypatch):
+    from segmint.engine.pipeline import fit, run
+
+    asked = []
+    fit_clv_ = fit.fit_clv
+    def spy(table, cfg, *, side_by_side=False):
+        asked.append(side_by_side)
+        return fit_clv_(table, cfg, side_by_side=side_by_side)
+    monkeypatch.setattr(fit, "fit_clv", spy)
+    first = run([small_data / "transactions"], tmp_path / "a", RunConfig())
+    # A budget that holds the fit but not the two models' arrays at once: 3,000 customers at 1 GB each.
+    monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**9)
+    second = run([small_data / "transactions"], tmp_path / "b", RunConfig())
+    assert asked == [True, False]
+    assert first.manifest["clv"] == second.manifest["clv"]
