@@ -272,23 +272,26 @@ def thread_budget() -> int:
 
 def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = None) -> list[R]:
     """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, and
-    at most ``most``, for work that releases the GIL (NumPy sorts and reductions); results in order, the
-    first error raised. Plain threads, not an executor: Python stops executors once the main thread ends,
-    which would stop a run going on in another thread."""
+    at most ``most``, for work that releases the GIL (NumPy sorts and reductions); results in order, and
+    the error the list comprehension would raise: that of the first item, in order, that fails (each thread
+    takes its items in order and stops at its first error, so every item before that one ran). Plain
+    threads, not an executor: Python stops executors once the main thread ends, which would stop a run
+    going on in another thread."""
     import threading
 
     n = min(len(items), thread_budget(), most or len(items))
     if n <= 1:
         return [fn(item) for item in items]
     out: list[Any] = [None] * len(items)
-    errors: list[BaseException] = []
+    errors: dict[int, BaseException] = {}
 
     def work(first: int) -> None:
-        try:
-            for i in range(first, len(items), n):
+        for i in range(first, len(items), n):
+            try:
                 out[i] = fn(items[i])
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller
-            errors.append(exc)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller
+                errors[i] = exc
+                return
 
     threads = [threading.Thread(target=work, args=(first,), name="segmint-map") for first in range(n)]
     for thread in threads:
@@ -296,7 +299,7 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
     for thread in threads:
         thread.join()
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return out
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import polars as pl
@@ -243,6 +244,17 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
 
     with pytest.raises(ValueError, match="item 5"):
         runtime.map_threads(fail, list(range(9)))
+
+    def fail_late(i):   # item 1 fails well after item 4 (another thread's) has
+        if i == 1:
+            time.sleep(0.2)
+        if i in (1, 4):
+            raise ValueError(f"item {i}")
+        return i
+
+    # The error [fail_late(i) for i in ...] raises, whichever failed first in time.
+    with pytest.raises(ValueError, match="item 1"):
+        runtime.map_threads(fail_late, list(range(6)))
 
 
 def test_a_zombie_is_a_process_gone():
