@@ -40,18 +40,23 @@ from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
-from segmint.engine.pipeline.score import LT_COLUMNS
+from segmint.engine.pipeline.score import LT_COLUMNS, Scoring, prepare
 from segmint.engine.preprocess import Scaler, fit_scaler
+from segmint.engine.runtime import map_threads
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
-           "fit_cuts_and_clv", "text_id_bytes"]
+           "fit_cuts_and_clv", "text_id_bytes", "segment_profile_sample", "PREPARE_SIDE_BYTES"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT_COLUMNS)
 # The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
 # is more than the CLV's arrays beside the lifetimes columns alone (measured on scenario L: 99 bytes; 134
 # while the CLV fit ran beside every gathered column: bench/README.md).
 FIT_BYTES_PER_CUSTOMER = 110
+# What prepare's RFM and CLV hold beside the clustering's matrices, a customer, when segment_profile_sample runs
+# them side by side: tracemalloc's peak on bench M 125 bytes a customer one after the other, 152-160 side by
+# side (NumPy's arrays; Polars' columns are the same either way).
+PREPARE_SIDE_BYTES = 40
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -110,7 +115,7 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int, id_bytes:
     text id takes beyond an integer one in a sample (``text_id_bytes``)."""
     s = plan.cfg.sampling
     need = max(min(customers, s.fit_customers) * (FIT_BYTES_PER_CUSTOMER + id_bytes),
-               min(customers, s.profile_customers) * (8 * (feature_columns + 8) + id_bytes))
+               min(customers, s.profile_customers) * _profile_bytes(feature_columns, id_bytes))
     if need > plan.data_budget:
         msg = (f"the global fits need about {need / 1e6:,.0f} MB for {customers:,} customers but the memory "
                f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
@@ -123,13 +128,7 @@ def text_id_bytes(plan: Plan, filled: Sequence[BucketResult]) -> float:
     16-byte view and the text beyond 12 bytes, twice, less the integer's 8, from the first bucket's ids' mean length.
     FIT_BYTES_PER_CUSTOMER is measured with integer ids: ids of 36 characters took 186 bytes a customer,
     not 99, where the budget said 110."""
-    if not filled:
-        return 0.0
-    frame = feature_frame(plan, filled[0])
-    if frame.collect_schema()["customer_id"] != pl.String:
-        return 0.0
-    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
-    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
+    return _text_id_bytes(feature_frame(plan, filled[0])) if filled else 0.0
 
 
 def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int, clv: ClvConfig | None,
@@ -205,6 +204,31 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     order = np.argsort(m.ids, kind="stable")
     return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
                         tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report, x)
+
+
+def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, channels: Sequence[str],
+                           customers: int, backend: ArrayBackend | None,
+                           previous: Any = None) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
+    """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
+
+    The clustering reads none of prepare's columns unless it names them: where it names none and the budget
+    holds prepare's arrays beside the clustering's (``PREPARE_SIDE_BYTES`` a customer more), the two run side
+    by side, in what each leaves of the cores (their NumPy steps are serial): bench M's 0.36-0.38 s ->
+    0.28-0.33 s (five pairs in turn), the same bits. Else one after the other, errors in that order either way."""
+    cfg = plan.cfg
+
+    def segments(table: pl.DataFrame) -> tuple[Segmentation, SecondLevel]:
+        seg = fit_segments(table, cfg, channels, customers, backend, previous)
+        return seg, fit_second_level(table, seg, cfg.cluster, backend)
+
+    own = all(f in sample.columns for f in cfg.features.cluster_features or ())
+    room = sample.height * (_profile_bytes(sample.width, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
+    if own and room <= plan.data_budget:
+        prepared, (seg, second) = map_threads(lambda job: job(), [lambda: prepare(sample, scoring),
+                                                                    lambda: segments(sample)])
+        return prepared, seg, second
+    prepared = prepare(sample, scoring)
+    return prepared, *segments(prepared)
 
 
 def fit_second_level(sample: pl.DataFrame, seg: Segmentation, c: ClusterConfig,
@@ -291,6 +315,18 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
     k, fit, labels = _fit(x, c.k_min, c, priority, backend)
     return k, fit, labels, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
                             f"k_min={c.k_min} used")
+
+
+def _profile_bytes(feature_columns: int, id_bytes: float) -> float:
+    """The profile sample's cost per customer: 8 bytes a column and 8 more, and a text id's (``text_id_bytes``)."""
+    return 8 * (feature_columns + 8) + id_bytes
+
+
+def _text_id_bytes(frame: pl.LazyFrame) -> float:
+    if frame.collect_schema()["customer_id"] != pl.String:
+        return 0.0
+    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
+    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
 
 
 def _threshold(customers: int, want: int) -> np.uint64:

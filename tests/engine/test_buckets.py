@@ -779,3 +779,38 @@ def test_the_plan_budgets_the_text_it_parses(tmp_path):
     assert per_row["text_ts.parquet"]["tx"] == BYTES_PER_ROW["tx"] + TEXT_COLUMN_BYTES   # the time alone is text
     assert per_row["all.csv"]["tx"] == BYTES_PER_ROW["tx"] + 4 * TEXT_COLUMN_BYTES       # id, time, amount, order
     assert per_row["all.csv"]["partition"] == per_row["all.csv"]["tx"] + 50 > BYTES_PER_ROW["partition"]
+
+
+@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv")])
+def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
+                                                                                   cluster_features):
+    """The CLV's two models, and the profile sample's RFM and CLV beside its clustering: the outputs of a run
+    that had the memory for neither side by side, byte for byte. A clustering on prepare's own columns
+    (r_score, clv) waits for them."""
+    from segmint.engine.analytics import clv
+    from segmint.engine.pipeline import fit
+    from segmint.engine.runtime import map_threads
+
+    side = []
+    def spy(module):
+        def spied(fn, items, most=None):
+            side.append((module, most != 1 and len(items) > 1))
+            return map_threads(fn, items, most)
+        return spied
+    monkeypatch.setattr(clv, "map_threads", spy("clv"))
+    monkeypatch.setattr(fit, "map_threads", spy("fit"))
+    cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2),
+                    features=dataclasses.replace(RunConfig().features, cluster_features=cluster_features))
+    run([dirty["int"] / "tx"], tmp_path / "side", cfg)
+    assert side == ([("clv", True), ("fit", True)] if cluster_features is None else [("clv", True)])
+    side.clear()
+    monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**12)
+    monkeypatch.setattr(fit, "PREPARE_SIDE_BYTES", 10**12)
+    run([dirty["int"] / "tx"], tmp_path / "alone", cfg)
+    assert side == [("clv", False)]
+    for rel, keys in (("assignments", ("customer_id",)), ("profiles.parquet", ()), ("rejects", ())):
+        _same(_sorted(tmp_path / "side" / rel, *keys), _sorted(tmp_path / "alone" / rel, *keys), rel)
+    models = [json.loads((tmp_path / o / "model" / "model.json").read_text()) for o in ("side", "alone")]
+    for doc in models:
+        doc["provenance"].pop("run_id")
+    assert models[0] == models[1]
