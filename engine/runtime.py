@@ -30,7 +30,8 @@ __all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "conf
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "read_ahead", "few_malloc_arenas", "signals_held", "note_signal", "stop_if_signalled"]
+           "read_ahead", "parallel_kernels_side_by_side", "few_malloc_arenas", "signals_held", "note_signal",
+           "stop_if_signalled"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -272,10 +273,15 @@ def thread_budget() -> int:
 
 def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = None) -> list[R]:
     """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, and
-    at most ``most``, for work that releases the GIL (NumPy sorts and reductions); results in order, and
-    the error the list comprehension would raise: that of the first item, in order, that fails (each thread
-    takes its items in order and stops at its first error, so every item before that one ran). Plain
-    threads, not an executor: Python stops executors once the main thread ends, which would stop a run
+    at most ``most``, for work that releases the GIL (NumPy, Numba's kernels; parallel kernels side by side only
+    where ``parallel_kernels_side_by_side``); results in order, and the error the list comprehension would
+    raise: that of the first item, in order, that fails (each thread takes its items in order and goes on
+    past none that failed, so every item before that one ran; items after it are not started).
+
+    The calling thread takes the first share: an interrupt (Ctrl-C) there is raised at once, the helpers
+    starting no further item and, daemon threads, never holding the process open. Each helper runs with
+    the caller's thread counts (Numba's and Faiss' OpenMP's are per thread: a new thread had the defaults).
+    Plain threads, not an executor: Python stops executors once the main thread ends, which would stop a run
     going on in another thread."""
     import threading
 
@@ -284,23 +290,66 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
         return [fn(item) for item in items]
     out: list[Any] = [None] * len(items)
     errors: dict[int, BaseException] = {}
+    first_error = [len(items)]     # the lowest item that failed so far
+    lock = threading.Lock()
+    interrupted = threading.Event()
+    counts = _thread_counts()
 
-    def work(first: int) -> None:
+    def work(first: int, catch: type[BaseException]) -> None:
         for i in range(first, len(items), n):
+            if interrupted.is_set() or i > first_error[0]:
+                return
             try:
                 out[i] = fn(items[i])
-            except BaseException as exc:  # noqa: BLE001 - raised in the caller
-                errors[i] = exc
+            except catch as exc:  # noqa: BLE001 - raised in the caller
+                with lock:
+                    errors[i] = exc
+                    first_error[0] = min(first_error[0], i)
                 return
 
-    threads = [threading.Thread(target=work, args=(first,), name="segmint-map") for first in range(n)]
-    for thread in threads:
+    def helper(first: int) -> None:
+        _apply_thread_counts(counts)
+        work(first, BaseException)
+
+    helpers = [threading.Thread(target=helper, args=(first,), name="segmint-map", daemon=True)
+               for first in range(1, n)]
+    for thread in helpers:
         thread.start()
-    for thread in threads:
+    try:
+        work(0, Exception)
+    except BaseException:   # an interrupt, not an item's error: the helpers stop at their next item
+        interrupted.set()
+        raise
+    for thread in helpers:
         thread.join()
     if errors:
-        raise errors[min(errors)]
+        raise errors[first_error[0]]
     return out
+
+
+def parallel_kernels_side_by_side() -> bool:
+    """Whether two threads may launch Numba's parallel kernels at once: OpenMP's and TBB's threading layers
+    allow it; the workqueue layer, Numba's fallback where neither is installed, ends the process."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    parallel._launch_threads()   # the layer is chosen when its threads start: the first parallel kernel's call
+    return numba.threading_layer() in ("omp", "tbb")
+
+
+def _thread_counts() -> tuple[int, int | None]:
+    """This thread's Numba thread count, and Faiss' OpenMP one where Faiss is loaded."""
+    import numba
+
+    return numba.get_num_threads(), (sys.modules["faiss"].omp_get_max_threads() if "faiss" in sys.modules else None)
+
+
+def _apply_thread_counts(counts: tuple[int, int | None]) -> None:
+    import numba
+
+    numba.set_num_threads(counts[0])
+    if counts[1] is not None:
+        sys.modules["faiss"].omp_set_num_threads(counts[1])
 
 
 def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:

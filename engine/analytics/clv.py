@@ -58,9 +58,10 @@ __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
 MIN_REPEATERS = 3
 # What the spend model's fit holds beside the purchase model's, a customer, when fit_clv fits them side by side:
-# its repeaters' counts, spends and their logarithms (three float64s). Measured on bench M (82% repeaters):
-# tracemalloc's peak over both fits 81.9 bytes a customer one after the other, 101.5 side by side.
-SIDE_BY_SIDE_BYTES = 24
+# its repeaters' counts and spends, their sorted copy and logarithms (four float64s), and what the allocators
+# cannot then hand from one fit to the other. On bench M (82% repeaters) the peak RSS rose by 20-36 MB over the
+# two fits one after the other, by 86-107 MB side by side (/tmp/s27/clus_rss.py): 55-96 bytes a customer.
+SIDE_BY_SIDE_BYTES = 96
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
 PARAM_LIMIT = 1e5
 # An optimum's largest gradient per customer in a free log parameter; a stop above it goes on (``_maximise``).

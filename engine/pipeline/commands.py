@@ -118,8 +118,9 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         filled = [r for r in mapped if r.has_customers]
         channels = mapped[0].channels or ()
         with s.clock.stage("fit") as info:
+            profile_columns = 40 + len(channels)
             cuts, clv, clv_report, fitted_on = fit.fit_cuts_and_clv(plan, filled, counts.customers, cfg.clv,
-                                                                   40 + len(channels))
+                                                                   profile_columns)
             info.update(fitted_on=fitted_on, clv=clv.purchase_model if clv else "skipped")
         if previous is not None:
             check_previous_clv_model(previous, cfg, clv)
@@ -132,7 +133,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             sampled = profile_sample.height
             prepared, seg, second = fit.segment_profile_sample(
                 plan, profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None), channels,
-                counts.customers, backend_for(device), previous)
+                counts.customers, backend_for(device), previous, profile_columns)
             del profile_sample
             outliers, micro_model, micro_report = second.limits, second.micro, second.report
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,

@@ -11,7 +11,9 @@ Memory, per customer in a sample: the RFM/CLV fit takes about
 ``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.1 GB at
 most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
 default 1 M: about 400 MB with 50 features). ``check_fit_memory`` refuses a budget
-that cannot hold them, naming the sampling options to lower. Beyond those counts the fits are
+that cannot hold them, naming the sampling options to lower. Where the budget holds more (the CLV's
+``SIDE_BY_SIDE_BYTES``, the cluster stage's ``PREPARE_SIDE_BYTES``) two independent fits run side by side
+on two threads, with the same results: ``fit_clv``, ``segment_profile_sample``. Beyond those counts the fits are
 sampled: RFM cut points and CLV parameters come from 10 M customers, the scaler,
 centroids and profile distributions from 1 M; every customer is still scored and
 assigned, and sizes, revenue, orders and CLV totals stay exact.
@@ -41,8 +43,8 @@ from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
 from segmint.engine.pipeline.score import LT_COLUMNS, Scoring, prepare
-from segmint.engine.preprocess import Scaler, fit_scaler
-from segmint.engine.runtime import map_threads
+from segmint.engine.preprocess import Scaler, checks_pass, fit_scaler
+from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
@@ -54,9 +56,9 @@ FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT
 # while the CLV fit ran beside every gathered column: bench/README.md).
 FIT_BYTES_PER_CUSTOMER = 110
 # What prepare's RFM and CLV hold beside the clustering's matrices, a customer, when segment_profile_sample runs
-# them side by side: tracemalloc's peak on bench M 125 bytes a customer one after the other, 152-160 side by
-# side (NumPy's arrays; Polars' columns are the same either way).
-PREPARE_SIDE_BYTES = 40
+# them side by side: the peak RSS on bench M's 909 k customers rose by 115-120 MB over the two one after the
+# other, by 168-169 MB side by side (/tmp/s27/clus_rss.py, VmHWM reset before them): 56-62 bytes.
+PREPARE_SIDE_BYTES = 64
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -143,8 +145,10 @@ def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int,
         return cuts, None, {}, fitted_on
     # The CLV fit's arrays beside the RFM columns and the ids took L's fit from 99 to 134 bytes a customer.
     sample = sample.select(LT_COLUMNS)
-    # Its two models side by side where the budget holds both fits' arrays at once.
-    side_by_side = fitted_on * (FIT_BYTES_PER_CUSTOMER + SIDE_BY_SIDE_BYTES) <= plan.data_budget
+    # Its two models side by side where the budget holds both fits' arrays at once, and the threading layer
+    # lets two threads launch parallel kernels.
+    side_by_side = (fitted_on * (FIT_BYTES_PER_CUSTOMER + SIDE_BY_SIDE_BYTES) <= plan.data_budget
+                    and parallel_kernels_side_by_side())
     params, report = fit_clv_reported(sample, clv, customers, side_by_side)
     return cuts, params, report, fitted_on
 
@@ -207,23 +211,26 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
 
 
 def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, channels: Sequence[str],
-                           customers: int, backend: ArrayBackend | None,
-                           previous: Any = None) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
+                           customers: int, backend: ArrayBackend | None, previous: Any,
+                           profile_columns: int) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
     """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
 
-    The clustering reads none of prepare's columns unless it names them: where it names none and the budget
-    holds prepare's arrays beside the clustering's (``PREPARE_SIDE_BYTES`` a customer more), the two run side
-    by side, in what each leaves of the cores (their NumPy steps are serial): bench M's 0.36-0.38 s ->
-    0.28-0.33 s (five pairs in turn), the same bits. Else one after the other, errors in that order either way."""
+    The clustering reads none of prepare's columns unless it names them. Where it names none, finds every
+    column it reads in the sample (so that any error of its reads as on the prepared sample), Numba's threading
+    layer lets two threads launch parallel kernels at once and the budget holds prepare's arrays beside the
+    clustering's (``PREPARE_SIDE_BYTES`` a customer beyond ``check_fit_memory``'s ``profile_columns``), the two
+    run side by side, in what each leaves of the cores: bench M's cluster stage 0.40-0.41 -> 0.31 s, the same
+    bits. Else one after the other."""
     cfg = plan.cfg
 
     def segments(table: pl.DataFrame) -> tuple[Segmentation, SecondLevel]:
         seg = fit_segments(table, cfg, channels, customers, backend, previous)
         return seg, fit_second_level(table, seg, cfg.cluster, backend)
 
-    own = all(f in sample.columns for f in cfg.features.cluster_features or ())
-    room = sample.height * (_profile_bytes(sample.width, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
-    if own and room <= plan.data_budget:
+    features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
+    own = checks_pass(sample, features, cfg.features.log_features)
+    need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
+    if own and need <= plan.data_budget and parallel_kernels_side_by_side():
         prepared, (seg, second) = map_threads(lambda job: job(), [lambda: prepare(sample, scoring),
                                                                     lambda: segments(sample)])
         return prepared, seg, second

@@ -12,6 +12,7 @@ from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, Event
                                    parse_size)
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
+from segmint.engine.errors import ConfigError
 from segmint.engine.synth import generate
 
 
@@ -781,7 +782,8 @@ def test_the_plan_budgets_the_text_it_parses(tmp_path):
     assert per_row["all.csv"]["partition"] == per_row["all.csv"]["tx"] + 50 > BYTES_PER_ROW["partition"]
 
 
-@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv")])
+@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv"),
+                                              ("recency_days", "activity_status")])
 def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
                                                                                    cluster_features):
     """The CLV's two models, and the profile sample's RFM and CLV beside its clustering: the outputs of a run
@@ -799,8 +801,16 @@ def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs
         return spied
     monkeypatch.setattr(clv, "map_threads", spy("clv"))
     monkeypatch.setattr(fit, "map_threads", spy("fit"))
+    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2),
                     features=dataclasses.replace(RunConfig().features, cluster_features=cluster_features))
+    if cluster_features and "activity_status" in cluster_features:
+        # Not a number: refused as on the prepared sample, its numeric columns listed (r_score and clv among them).
+        refused = r"\['activity_status'\] are not numeric features; available: .*r_score.*clv"
+        with pytest.raises(ConfigError, match=refused):
+            run([dirty["int"] / "tx"], tmp_path / "side", cfg)
+        assert side == [("clv", True)]
+        return
     run([dirty["int"] / "tx"], tmp_path / "side", cfg)
     assert side == ([("clv", True), ("fit", True)] if cluster_features is None else [("clv", True)])
     side.clear()
@@ -814,3 +824,20 @@ def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs
     for doc in models:
         doc["provenance"].pop("run_id")
     assert models[0] == models[1]
+
+
+def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_outputs(dirty, tmp_path):
+    """Where neither OpenMP nor TBB is installed, Numba's workqueue layer ends the process (SIGABRT, exit 134)
+    when two threads launch parallel kernels at once: the fits then run one after the other."""
+    import os
+    import subprocess
+    import sys
+
+    outs = {}
+    for layer in ("workqueue", "default"):
+        cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", "2", "run", str(dirty["int"] / "tx"), "--out",
+               str(tmp_path / layer), "--k", "5", "--seed", "2"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"NUMBA_THREADING_LAYER": layer})
+        assert done.returncode == 0, done.stderr[-2000:]
+        outs[layer] = _sorted(tmp_path / layer / "assignments", "customer_id")
+    _same(outs["workqueue"], outs["default"], "assignments")

@@ -235,7 +235,8 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
 
     assert runtime.map_threads(square, list(range(9))) == [i * i for i in range(9)]
     assert runtime.map_threads(square, []) == []
-    assert len(seen - {threading.main_thread()}) == (0 if threads == 1 else 2)
+    # The calling thread takes the first share, one helper the other.
+    assert threading.main_thread() in seen and len(seen - {threading.main_thread()}) == threads - 1
 
     def fail(i):
         if i == 5:
@@ -255,6 +256,34 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
     # The error [fail_late(i) for i in ...] raises, whichever failed first in time.
     with pytest.raises(ValueError, match="item 1"):
         runtime.map_threads(fail_late, list(range(6)))
+
+
+def test_map_threads_helpers_keep_the_callers_thread_counts_and_an_interrupt_is_raised_at_once(monkeypatch):
+    import threading
+
+    import numba
+
+    monkeypatch.setattr(runtime, "thread_budget", lambda: 2)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)   # below Numba's start-up count, which a new thread would have
+    try:
+        counts = runtime.map_threads(lambda _: (threading.current_thread().name, numba.get_num_threads()), [0, 1])
+    finally:
+        numba.set_num_threads(before)
+    assert counts == [(threading.current_thread().name, 1), ("segmint-map", 1)]
+
+    started = []
+    def slow(i):
+        started.append(i)
+        if i == 0:
+            raise KeyboardInterrupt   # Ctrl-C in the calling thread's share
+        time.sleep(2.0)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        runtime.map_threads(slow, [0, 1, 2, 3])
+    assert time.perf_counter() - t0 < 1.0   # not waiting for the helper's item
+    time.sleep(2.2)
+    assert 0 in started and set(started) <= {0, 1}   # the helper started no item after the one it had
 
 
 def test_a_zombie_is_a_process_gone():
