@@ -216,11 +216,11 @@ def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, c
     """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
 
     The clustering reads none of prepare's columns unless it names them. Where it names none, finds every
-    column it reads in the sample (so that any error of its reads as on the prepared sample), Numba's threading
-    layer lets two threads launch parallel kernels at once and the budget holds prepare's arrays beside the
-    clustering's (``PREPARE_SIDE_BYTES`` a customer beyond ``check_fit_memory``'s ``profile_columns``), the two
-    run side by side, in what each leaves of the cores: bench M's cluster stage 0.40-0.41 -> 0.31 s, the same
-    bits. Else one after the other."""
+    column it reads in the sample (so that any error of its reads as on the prepared sample), runs on the CPU,
+    Numba's threading layer lets two threads launch parallel kernels at once and the budget holds prepare's
+    arrays beside the clustering's (``PREPARE_SIDE_BYTES`` a customer beyond ``check_fit_memory``'s
+    ``profile_columns``), the two run side by side, in what each leaves of the cores: bench M's cluster stage
+    0.40-0.41 -> 0.31 s, the same bits. Else one after the other."""
     cfg = plan.cfg
 
     def segments(table: pl.DataFrame) -> tuple[Segmentation, SecondLevel]:
@@ -230,7 +230,8 @@ def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, c
     features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
     own = checks_pass(sample, features, cfg.features.log_features)
     need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
-    if own and need <= plan.data_budget and parallel_kernels_side_by_side():
+    # On the CPU only: a GPU's current device and stream are the calling thread's, not a helper's.
+    if own and backend is None and need <= plan.data_budget and parallel_kernels_side_by_side():
         prepared, (seg, second) = map_threads(lambda job: job(), [lambda: prepare(sample, scoring),
                                                                     lambda: segments(sample)])
         return prepared, seg, second

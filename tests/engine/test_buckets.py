@@ -841,3 +841,22 @@ def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_
         assert done.returncode == 0, done.stderr[-2000:]
         outs[layer] = _sorted(tmp_path / layer / "assignments", "customer_id")
     _same(outs["workqueue"], outs["default"], "assignments")
+
+
+def test_a_clustering_on_a_device_backend_waits_for_prepare(dirty, tmp_path, monkeypatch):
+    """A GPU's current device and stream belong to the calling thread: the cluster stage does not hand its
+    clustering to a helper there (segmint's host backend, which runs the GPU path's code, stands in)."""
+    from segmint.engine.cluster.backend import HostBackend
+    from segmint.engine.pipeline import commands, fit
+
+    calls = []
+    def spy(fn, items, most=None):
+        calls.append(len(items))
+        return list(map(fn, items))
+    monkeypatch.setattr(fit, "map_threads", spy)
+    monkeypatch.setattr(commands, "backend_for", lambda device: HostBackend())
+    run([dirty["int"] / "tx"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=5, seed=2)))
+    assert calls == []
+    monkeypatch.setattr(commands, "backend_for", lambda device: None)
+    run([dirty["int"] / "tx"], tmp_path / "cpu", RunConfig(cluster=ClusterConfig(k=5, seed=2)))
+    assert calls == [2]
