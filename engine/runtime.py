@@ -275,11 +275,11 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
     """``[fn(item) for item in items]`` on as many threads as the thread budget (Numba's count) allows, and
     at most ``most``, for work that releases the GIL (NumPy, Numba's kernels; parallel kernels side by side only
     where ``parallel_kernels_side_by_side``); results in order, and the error the list comprehension would
-    raise: that of the first item, in order, that fails (each thread takes its items in order and goes on
-    past none that failed, so every item before that one ran; items after it are not started).
+    raise: that of the first item, in order, that fails (each thread takes its items in order, and none starts
+    an item past a failure it knows of, so every item before the first failing one ran).
 
-    The calling thread takes the first share: an interrupt (Ctrl-C) there is raised at once, the helpers
-    starting no further item and, daemon threads, never holding the process open. Each helper runs with
+    The calling thread takes the first share. An interrupt (Ctrl-C) stops every thread at its next item and is
+    raised once each has finished the item it was on: none writes after its caller cleaned up. Helpers run with
     the caller's thread counts (Numba's and Faiss' OpenMP's are per thread: a new thread had the defaults).
     Plain threads, not an executor: Python stops executors once the main thread ends, which would stop a run
     going on in another thread."""
@@ -295,6 +295,11 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
     interrupted = threading.Event()
     counts = _thread_counts()
 
+    def failed(i: int, exc: BaseException) -> None:
+        with lock:
+            errors[i] = exc
+            first_error[0] = min(first_error[0], i)
+
     def work(first: int, catch: type[BaseException]) -> None:
         for i in range(first, len(items), n):
             if interrupted.is_set() or i > first_error[0]:
@@ -302,26 +307,34 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
             try:
                 out[i] = fn(items[i])
             except catch as exc:  # noqa: BLE001 - raised in the caller
-                with lock:
-                    errors[i] = exc
-                    first_error[0] = min(first_error[0], i)
+                failed(i, exc)
                 return
 
-    def helper(first: int) -> None:
-        _apply_thread_counts(counts)
-        work(first, BaseException)
+    def helper(first: int, done: threading.Event) -> None:
+        try:
+            _apply_thread_counts(counts)
+            work(first, BaseException)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller, as its first item's error
+            failed(first, exc)
+        finally:
+            done.set()
 
-    helpers = [threading.Thread(target=helper, args=(first,), name="segmint-map", daemon=True)
-               for first in range(1, n)]
-    for thread in helpers:
-        thread.start()
+    # Waited for through events, not Thread.join: Python 3.11 takes a thread whose join a Ctrl-C interrupted
+    # for finished, and a second join returns at once.
+    ends: list[threading.Event] = []
     try:
+        for first in range(1, n):
+            done = threading.Event()
+            threading.Thread(target=helper, args=(first, done), name="segmint-map", daemon=True).start()
+            ends.append(done)
         work(0, Exception)
-    except BaseException:   # an interrupt, not an item's error: the helpers stop at their next item
+        for done in ends:
+            done.wait()
+    except BaseException:   # an interrupt, not an item's error (a second one ends this wait too)
         interrupted.set()
+        for done in ends:
+            done.wait()
         raise
-    for thread in helpers:
-        thread.join()
     if errors:
         raise errors[first_error[0]]
     return out
@@ -331,9 +344,8 @@ def parallel_kernels_side_by_side() -> bool:
     """Whether two threads may launch Numba's parallel kernels at once: OpenMP's and TBB's threading layers
     allow it; the workqueue layer, Numba's fallback where neither is installed, ends the process."""
     import numba
-    from numba.np.ufunc import parallel
 
-    parallel._launch_threads()   # the layer is chosen when its threads start: the first parallel kernel's call
+    numba.get_num_threads()   # starts the layer's threads, as the first parallel kernel does: the layer is chosen then
     return numba.threading_layer() in ("omp", "tbb")
 
 
@@ -345,10 +357,12 @@ def _thread_counts() -> tuple[int, int | None]:
 
 
 def _apply_thread_counts(counts: tuple[int, int | None]) -> None:
+    """Set in this thread what differs from ``counts`` (``_thread_counts`` of the caller)."""
     import numba
 
-    numba.set_num_threads(counts[0])
-    if counts[1] is not None:
+    if numba.get_num_threads() != counts[0]:
+        numba.set_num_threads(counts[0])
+    if counts[1] is not None and sys.modules["faiss"].omp_get_max_threads() != counts[1]:
         sys.modules["faiss"].omp_set_num_threads(counts[1])
 
 

@@ -596,6 +596,7 @@ def test_the_models_fitted_side_by_side_are_the_same_bits_as_one_after_the_other
     import threading
 
     from segmint.engine.analytics import clv
+    from segmint.engine.runtime import parallel_kernels_side_by_side
 
     threads = set()
     fit_gg = clv.fit_gamma_gamma
@@ -609,7 +610,8 @@ def test_the_models_fitted_side_by_side_are_the_same_bits_as_one_after_the_other
     alone = fit_clv(table, cfg)
     assert threads == {threading.current_thread().name}
     assert fit_clv(table, cfg, side_by_side=True) == alone
-    assert "segmint-map" in threads   # on a helper thread, where the thread budget has two
+    # On a helper thread, where the thread budget has two and the threading layer allows it.
+    assert ("segmint-map" in threads) == parallel_kernels_side_by_side()
 
 
 def test_side_by_side_the_purchase_models_error_comes_first_as_one_after_the_other(monkeypatch):
@@ -631,23 +633,26 @@ def test_side_by_side_the_purchase_models_error_comes_first_as_one_after_the_oth
 
 def test_a_run_fits_the_models_side_by_side_only_where_its_memory_budget_holds_both(small_data, tmp_path,
                                                                                      monkeypatch):
+    from segmint.engine.analytics import clv
     from segmint.engine.pipeline import fit, run
+    from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 
-    asked = []
-    fit_clv_ = fit.fit_clv
-    def spy(table, cfg, *, side_by_side=False):
-        asked.append(side_by_side)
-        return fit_clv_(table, cfg, side_by_side=side_by_side)
-    monkeypatch.setattr(fit, "fit_clv", spy)
+    if not parallel_kernels_side_by_side():
+        pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
+    side = []
+    def spy(fn, items, most=None):
+        side.append(most != 1)
+        return map_threads(fn, items, most)
+    monkeypatch.setattr(clv, "map_threads", spy)
+    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     first = run([small_data / "transactions"], tmp_path / "a", RunConfig())
     # A budget that holds the fit but not the two models' arrays at once: 3,000 customers at 1 GB each.
-    monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**9)
-    second = run([small_data / "transactions"], tmp_path / "b", RunConfig())
+    with monkeypatch.context() as m:
+        m.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**9)
+        second = run([small_data / "transactions"], tmp_path / "b", RunConfig())
     # Numba's workqueue layer, which ends the process when two threads launch parallel kernels at once.
-    monkeypatch.undo()
-    monkeypatch.setattr(fit, "fit_clv", spy)
-    monkeypatch.setattr(fit, "parallel_kernels_side_by_side", lambda: False)
+    monkeypatch.setattr(clv, "parallel_kernels_side_by_side", lambda: False)
     third = run([small_data / "transactions"], tmp_path / "c", RunConfig())
-    assert asked == [True, False, False]
+    assert side == [True, False, False]
     assert first.manifest["clv"] == third.manifest["clv"]
     assert first.manifest["clv"] == second.manifest["clv"]

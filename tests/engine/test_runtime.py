@@ -224,9 +224,7 @@ def test_kernel_caches_of_installs_that_are_gone_are_removed(tmp_path):
 def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
     import threading
 
-    import numba
-
-    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(runtime, "thread_budget", lambda: threads)
     seen = set()
 
     def square(i):
@@ -236,7 +234,7 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
     assert runtime.map_threads(square, list(range(9))) == [i * i for i in range(9)]
     assert runtime.map_threads(square, []) == []
     # The calling thread takes the first share, one helper the other.
-    assert threading.main_thread() in seen and len(seen - {threading.main_thread()}) == threads - 1
+    assert threading.current_thread() in seen and len(seen - {threading.current_thread()}) == threads - 1
 
     def fail(i):
         if i == 5:
@@ -246,9 +244,12 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
     with pytest.raises(ValueError, match="item 5"):
         runtime.map_threads(fail, list(range(9)))
 
-    def fail_late(i):   # item 1 fails well after item 4 (another thread's) has
+    one_failed = threading.Event()
+    def fail_late(i):   # item 1 fails after item 4 (the other thread's) has
         if i == 1:
-            time.sleep(0.2)
+            one_failed.wait(5)
+        if i == 4:
+            one_failed.set()
         if i in (1, 4):
             raise ValueError(f"item {i}")
         return i
@@ -258,7 +259,7 @@ def test_map_threads_keeps_order_and_raises_the_error(monkeypatch, threads):
         runtime.map_threads(fail_late, list(range(6)))
 
 
-def test_map_threads_helpers_keep_the_callers_thread_counts_and_an_interrupt_is_raised_at_once(monkeypatch):
+def test_map_threads_helpers_keep_the_callers_thread_counts_and_lose_no_error(monkeypatch):
     import threading
 
     import numba
@@ -272,18 +273,46 @@ def test_map_threads_helpers_keep_the_callers_thread_counts_and_an_interrupt_is_
         numba.set_num_threads(before)
     assert counts == [(threading.current_thread().name, 1), ("segmint-map", 1)]
 
-    started = []
-    def slow(i):
+    def refused(counts):
+        raise RuntimeError("no threads")
+    monkeypatch.setattr(runtime, "_apply_thread_counts", refused)   # the helper fails before its first item
+    with pytest.raises(RuntimeError, match="no threads"):
+        runtime.map_threads(lambda i: i, [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("where", ["in the caller's item", "while the caller waits"])
+def test_map_threads_stops_every_thread_on_an_interrupt_once_each_finished_its_item(monkeypatch, where):
+    """A Ctrl-C is raised once the helper has finished the item it was on, and no thread starts another (a
+    partition job's helper wrote a bucket's scratch file after its run had removed the work folder)."""
+    import signal
+    import threading
+
+    monkeypatch.setattr(runtime, "thread_budget", lambda: 2)
+    started, finished = [], []
+    one_started = threading.Event()
+    caller = threading.current_thread()
+
+    def item(i):
         started.append(i)
-        if i == 0:
-            raise KeyboardInterrupt   # Ctrl-C in the calling thread's share
-        time.sleep(2.0)
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        runtime.map_threads(slow, [0, 1, 2, 3])
-    assert time.perf_counter() - t0 < 1.0   # not waiting for the helper's item
-    time.sleep(2.2)
-    assert 0 in started and set(started) <= {0, 1}   # the helper started no item after the one it had
+        if i == 1:
+            one_started.set()
+            time.sleep(0.4)
+        elif i == 0:
+            one_started.wait(5)
+            if where == "in the caller's item":
+                raise KeyboardInterrupt
+            # the caller is soon waiting for the helper: a real SIGINT lands there
+            threading.Timer(0.1, lambda: signal.pthread_kill(caller.ident, signal.SIGINT)).start()
+        finished.append(i)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)   # a background CI step ignores it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runtime.map_threads(item, list(range(6)))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # The helper finished item 1 and started neither 3 nor 5; the caller's own items ran before it waited.
+    assert 1 in finished and sorted(started) == ([0, 1] if where == "in the caller's item" else [0, 1, 2, 4])
 
 
 def test_a_zombie_is_a_process_gone():
