@@ -49,8 +49,6 @@ _IPC = ".arrow"     # scratch files of the partition pass
 _TEXT_DATA = (".txt", ".dat", ".tab", ".psv", ".prn", ".text")
 _BATCH_ROWS = 131_072
 _READ_AHEAD_BYTES = 64 * 2**20
-# A CSV header name that is a value (a number, a date or time): the file has no header line.
-_VALUE = re.compile(r"[\s\d.,:/TZ+-]*\d[\s\d.,:/TZ+-]*")
 # A field no header names a column with: a time or a date however written (but a year alone: a column per year), a
 # decimal fraction, an email address ('@timestamp' and 'balance_2024-01-01' are names).
 _DECIMAL = re.compile(r"[-+]?\d*\.\d+")
@@ -275,7 +273,7 @@ def no_header_fix(schema: pl.Schema, csv: bool) -> str | None:
     names = schema.names()
     # Half of them values, or one that only data holds: a line of an id, a time, an amount and text fields (a
     # channel, an email) was under half and listed as the columns, pseudonymised run or not.
-    if csv and names and (2 * sum(bool(_VALUE.fullmatch(n)) for n in names) >= len(names)
+    if csv and names and (2 * sum(looks_like_time(n.strip()) for n in names) >= len(names)
                           or any(_is_value(n.strip()) for n in names)):
         return ("its first line holds values, not column names (a CSV file's first line is its header): add a "
                 "header line")

@@ -338,6 +338,11 @@ def test_a_csv_file_without_a_header_is_told_so_without_quoting_its_first_line(t
     (tmp_path / "t.csv").write_text("client,when,value,2023,2024\nRAWID7,2024-07-02,1.45,1,2\n")
     with pytest.raises(InputContractError, match="available: client, when, value, 2023, 2024; map the right"):
         resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
+    # Names of a letter and a digit (a column per week or zone) are names: T and Z counted as a time's letters
+    # anywhere made these values, and the file was told to add a header it had.
+    (tmp_path / "t.csv").write_text("client,T1,Z1,Z2\nRAWID7,2024-07-02,1.45,2\n")
+    with pytest.raises(InputContractError, match="available: client, T1, Z1, Z2; map the right"):
+        resolve(list_inputs([tmp_path / "t.csv"], "t"), {"customer_id": "--customer-col"}, "transactions")
 
 
 def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
