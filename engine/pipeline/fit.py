@@ -11,9 +11,9 @@ Memory, per customer in a sample: the RFM/CLV fit takes about
 ``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.1 GB at
 most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
 default 1 M: about 400 MB with 50 features). ``check_fit_memory`` refuses a budget
-that cannot hold them, naming the sampling options to lower. Where the budget holds more (the CLV's
-``SIDE_BY_SIDE_BYTES``, the cluster stage's ``PREPARE_SIDE_BYTES``) two independent fits run side by side
-on two threads, with the same results: ``fit_clv``, ``segment_profile_sample``. Beyond those counts the fits are
+that cannot hold them, naming the sampling options to lower. Where the budget holds the CLV's
+``SIDE_BY_SIDE_BYTES`` more, its two models fit side by side on two threads, with the same results
+(``fit_clv``). Beyond those counts the fits are
 sampled: RFM cut points and CLV parameters come from 10 M customers, the scaler,
 centroids and profile distributions from 1 M; every customer is still scored and
 assigned, and sizes, revenue, orders and CLV totals stay exact.
@@ -42,23 +42,18 @@ from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
-from segmint.engine.pipeline.score import LT_COLUMNS, Scoring, prepare
-from segmint.engine.preprocess import Scaler, checks_pass, fit_scaler
-from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
+from segmint.engine.pipeline.score import LT_COLUMNS
+from segmint.engine.preprocess import Scaler, fit_scaler
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
-           "fit_cuts_and_clv", "text_id_bytes", "segment_profile_sample", "PREPARE_SIDE_BYTES"]
+           "fit_cuts_and_clv", "text_id_bytes"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT_COLUMNS)
 # The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
 # is more than the CLV's arrays beside the lifetimes columns alone (measured on scenario L: 99 bytes; 134
 # while the CLV fit ran beside every gathered column: bench/README.md).
 FIT_BYTES_PER_CUSTOMER = 110
-# What prepare's RFM and CLV hold beside the clustering's matrices, a customer, when segment_profile_sample runs
-# them side by side: the peak RSS on bench M's 909 k customers rose by 115-120 MB over the two one after the
-# other, by 168-169 MB side by side (/tmp/s27/clus_rss.py, VmHWM reset before them): 56-62 bytes.
-PREPARE_SIDE_BYTES = 64
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -117,7 +112,7 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int, id_bytes:
     text id takes beyond an integer one in a sample (``text_id_bytes``)."""
     s = plan.cfg.sampling
     need = max(min(customers, s.fit_customers) * (FIT_BYTES_PER_CUSTOMER + id_bytes),
-               min(customers, s.profile_customers) * _profile_bytes(feature_columns, id_bytes))
+               min(customers, s.profile_customers) * (8 * (feature_columns + 8) + id_bytes))
     if need > plan.data_budget:
         msg = (f"the global fits need about {need / 1e6:,.0f} MB for {customers:,} customers but the memory "
                f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
@@ -130,7 +125,13 @@ def text_id_bytes(plan: Plan, filled: Sequence[BucketResult]) -> float:
     16-byte view and the text beyond 12 bytes, twice, less the integer's 8, from the first bucket's ids' mean length.
     FIT_BYTES_PER_CUSTOMER is measured with integer ids: ids of 36 characters took 186 bytes a customer,
     not 99, where the budget said 110."""
-    return _text_id_bytes(feature_frame(plan, filled[0])) if filled else 0.0
+    if not filled:
+        return 0.0
+    frame = feature_frame(plan, filled[0])
+    if frame.collect_schema()["customer_id"] != pl.String:
+        return 0.0
+    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
+    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
 
 
 def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int, clv: ClvConfig | None,
@@ -206,35 +207,6 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     order = np.argsort(m.ids, kind="stable")
     return Segmentation(scaler, np.ascontiguousarray(fit.centroids[order]), tuple(m.ids[i] for i in order),
                         tuple(m.names[i] for i in order), m.next_id, k, scan, fit, tuple(feats), note, m.report, x)
-
-
-def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, channels: Sequence[str],
-                           customers: int, backend: ArrayBackend | None, previous: Any,
-                           profile_columns: int) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
-    """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
-
-    The clustering reads none of prepare's columns unless it names them. Where it names none, finds every
-    column it reads in the sample (so that any error of its reads as on the prepared sample), runs on the CPU,
-    Numba's threading layer lets two threads launch parallel kernels at once and the budget holds prepare's
-    arrays beside the clustering's (``PREPARE_SIDE_BYTES`` a customer beyond ``check_fit_memory``'s
-    ``profile_columns``), the two run side by side, in what each leaves of the cores: bench M's cluster stage
-    0.39-0.41 -> 0.30 s, the same bits. Else one after the other."""
-    cfg = plan.cfg
-
-    def segments(table: pl.DataFrame) -> tuple[Segmentation, SecondLevel]:
-        seg = fit_segments(table, cfg, channels, customers, backend, previous)
-        return seg, fit_second_level(table, seg, cfg.cluster, backend)
-
-    features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
-    own = checks_pass(sample, features, cfg.features.log_features)
-    need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
-    # On the CPU only: a GPU's current device and stream are the calling thread's, not a helper's.
-    if own and backend is None and need <= plan.data_budget and parallel_kernels_side_by_side():
-        prepared, (seg, second) = map_threads(lambda job: job(), [lambda: prepare(sample, scoring),
-                                                                    lambda: segments(sample)])
-        return prepared, seg, second
-    prepared = prepare(sample, scoring)
-    return prepared, *segments(prepared)
 
 
 def fit_second_level(sample: pl.DataFrame, seg: Segmentation, c: ClusterConfig,
@@ -321,18 +293,6 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
     k, fit, labels = _fit(x, c.k_min, c, priority, backend)
     return k, fit, labels, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
                             f"k_min={c.k_min} used")
-
-
-def _profile_bytes(feature_columns: int, id_bytes: float) -> float:
-    """The profile sample's cost per customer: 8 bytes a column and 8 more, and a text id's (``text_id_bytes``)."""
-    return 8 * (feature_columns + 8) + id_bytes
-
-
-def _text_id_bytes(frame: pl.LazyFrame) -> float:
-    if frame.collect_schema()["customer_id"] != pl.String:
-        return 0.0
-    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
-    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
 
 
 def _threshold(customers: int, want: int) -> np.uint64:

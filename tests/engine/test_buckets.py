@@ -12,7 +12,6 @@ from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, Event
                                    parse_size)
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
-from segmint.engine.errors import ConfigError
 from segmint.engine.synth import generate
 
 
@@ -782,13 +781,11 @@ def test_the_plan_budgets_the_text_it_parses(tmp_path):
     assert per_row["all.csv"]["partition"] == per_row["all.csv"]["tx"] + 50 > BYTES_PER_ROW["partition"]
 
 
-@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv"),
-                                              ("recency_days", "activity_status")])
-def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
-                                                                                   cluster_features):
-    """The CLV's two models, and the profile sample's RFM and CLV beside its clustering: the outputs of a run
-    that had the memory for neither side by side, byte for byte. A clustering on prepare's own columns
-    (r_score, clv) waits for them."""
+@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv")])
+def test_the_clv_models_fit_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
+                                                                                         cluster_features):
+    """The CLV's two models side by side: the outputs of a run that had not the memory for it, byte for byte,
+    whatever the clustering reads (its own features, or the RFM scores and CLV)."""
     from segmint.engine.analytics import clv
     from segmint.engine.pipeline import fit
     from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
@@ -796,30 +793,17 @@ def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs
     if not parallel_kernels_side_by_side():
         pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
     side = []
-    def spy(module):
-        def spied(fn, items, most=None):
-            side.append((module, most != 1 and len(items) > 1))
-            return map_threads(fn, items, most)
-        return spied
-    monkeypatch.setattr(clv, "map_threads", spy("clv"))
-    monkeypatch.setattr(fit, "map_threads", spy("fit"))
+    def spy(fn, items, most=None):
+        side.append(most != 1 and len(items) > 1)
+        return map_threads(fn, items, most)
+    monkeypatch.setattr(clv, "map_threads", spy)
     monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2),
                     features=dataclasses.replace(RunConfig().features, cluster_features=cluster_features))
-    if cluster_features and "activity_status" in cluster_features:
-        # Not a number: refused as on the prepared sample, its numeric columns listed (r_score and clv among them).
-        refused = r"\['activity_status'\] are not numeric features; available: .*r_score.*clv"
-        with pytest.raises(ConfigError, match=refused):
-            run([dirty["int"] / "tx"], tmp_path / "side", cfg)
-        assert side == [("clv", True)]
-        return
     run([dirty["int"] / "tx"], tmp_path / "side", cfg)
-    assert side == ([("clv", True), ("fit", True)] if cluster_features is None else [("clv", True)])
-    side.clear()
     monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**12)
-    monkeypatch.setattr(fit, "PREPARE_SIDE_BYTES", 10**12)
     run([dirty["int"] / "tx"], tmp_path / "alone", cfg)
-    assert side == [("clv", False)]
+    assert side == [True, False]
     for rel, keys in (("assignments", ("customer_id",)), ("profiles.parquet", ()), ("rejects", ())):
         _same(_sorted(tmp_path / "side" / rel, *keys), _sorted(tmp_path / "alone" / rel, *keys), rel)
     models = [json.loads((tmp_path / o / "model" / "model.json").read_text()) for o in ("side", "alone")]
@@ -845,24 +829,3 @@ def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_
         outs[layer] = _sorted(tmp_path / layer / "assignments", "customer_id")
     _same(outs["workqueue"], outs["default"], "assignments")
 
-
-def test_a_clustering_on_a_device_backend_waits_for_prepare(dirty, tmp_path, monkeypatch):
-    """A GPU's current device and stream belong to the calling thread: the cluster stage does not hand its
-    clustering to a helper there (segmint's host backend, which runs the GPU path's code, stands in)."""
-    from segmint.engine.cluster.backend import HostBackend
-    from segmint.engine.pipeline import commands, fit
-    from segmint.engine.runtime import parallel_kernels_side_by_side
-
-    if not parallel_kernels_side_by_side():
-        pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
-    calls = []
-    def spy(fn, items, most=None):
-        calls.append(len(items))
-        return list(map(fn, items))
-    monkeypatch.setattr(fit, "map_threads", spy)
-    monkeypatch.setattr(commands, "backend_for", lambda device: HostBackend())
-    run([dirty["int"] / "tx"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=5, seed=2)))
-    assert calls == []
-    monkeypatch.setattr(commands, "backend_for", lambda device: None)
-    run([dirty["int"] / "tx"], tmp_path / "cpu", RunConfig(cluster=ClusterConfig(k=5, seed=2)))
-    assert calls == [2]
