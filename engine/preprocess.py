@@ -21,7 +21,7 @@ import polars as pl
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.kernels.moments import column_moments
 
-__all__ = ["Scaler", "fit_scaler", "MAX_LEVELS"]
+__all__ = ["Scaler", "fit_scaler", "checks_pass", "MAX_LEVELS"]
 
 MAX_LEVELS = 32
 _BLOCK_ROWS = 8192
@@ -113,8 +113,7 @@ def fit_scaler(table: pl.DataFrame, features: Sequence[str], log_features: Seque
     _require(table, features)
     # A misspelled name ("frequncy") left its feature unlogged without a word. Names of features this data
     # lacks (category_entropy without categories, clv where its fit was skipped) are no error.
-    stray = [f for f in log_features if f not in _numeric_features(table) and f not in _feature_names()
-             and not f.startswith("channel_share_")]
+    stray = _stray(table, log_features)
     if stray:
         msg = f"features.log_features names {stray}, which are not features; available: {_numeric_features(table)}"
         raise ConfigError(msg)
@@ -212,6 +211,18 @@ def _feature_names() -> set[str]:
     from segmint.kernels.sequence import ORDER_FEATURES
 
     return {*ORDER_FEATURES, *LINE_FEATURES, *CLV_COLUMNS, *EVENT_FEATURES, "r_score", "f_score", "m_score"}
+
+
+def checks_pass(table: pl.DataFrame, features: Sequence[str], log_features: Sequence[str]) -> bool:
+    """Whether ``fit_scaler``'s and ``transform``'s checks of the names pass on ``table``'s columns: every
+    feature a numeric column of it, every log feature a feature."""
+    numeric = set(_numeric_features(table))
+    return all(f in numeric for f in features) and not _stray(table, log_features)
+
+
+def _stray(table: pl.DataFrame, log_features: Sequence[str]) -> list[str]:
+    return [f for f in log_features if f not in _numeric_features(table) and f not in _feature_names()
+            and not f.startswith("channel_share_")]
 
 
 def _numeric_features(table: pl.DataFrame) -> list[str]:

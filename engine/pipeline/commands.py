@@ -57,7 +57,7 @@ from segmint.engine.pipeline.partition import (Releases, check_scratch_space, jo
                                                partition_jobs)
 from segmint.engine.pipeline.plan import SCHEMA_VERSION, Plan, make_plan, new_run_id
 from segmint.engine.pipeline.settings_diff import check_previous_clv_model, check_previous_meaning
-from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, prepare, score_bucket, score_table,
+from segmint.engine.pipeline.score import (ScoreJob, Scoring, assign_segments, score_bucket, score_table,
                                            write_scored)
 from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles, keep_names, micro_profiles
 from segmint.engine.profile_files import write_profiles
@@ -118,8 +118,9 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         filled = [r for r in mapped if r.has_customers]
         channels = mapped[0].channels or ()
         with s.clock.stage("fit") as info:
+            profile_columns = 40 + len(channels)
             cuts, clv, clv_report, fitted_on = fit.fit_cuts_and_clv(plan, filled, counts.customers, cfg.clv,
-                                                                   40 + len(channels))
+                                                                   profile_columns)
             info.update(fitted_on=fitted_on, clv=clv.purchase_model if clv else "skipped")
         if previous is not None:
             check_previous_clv_model(previous, cfg, clv)
@@ -130,10 +131,10 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
         with s.clock.stage("cluster") as info:
             profile_sample = fit.gather(plan, filled, counts.customers, cfg.sampling.profile_customers)
             sampled = profile_sample.height
-            prepared = prepare(profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None))
+            prepared, seg, second = fit.segment_profile_sample(
+                plan, profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None), channels,
+                counts.customers, backend_for(device), previous, profile_columns)
             del profile_sample
-            seg = fit.fit_segments(prepared, cfg, channels, counts.customers, backend_for(device), previous)
-            second = fit.fit_second_level(prepared, seg, cfg.cluster, backend_for(device))
             outliers, micro_model, micro_report = second.limits, second.micro, second.report
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,
                               seg.ids, outliers, micro_model)

@@ -11,9 +11,9 @@ Memory, per customer in a sample: the RFM/CLV fit takes about
 ``FIT_BYTES_PER_CUSTOMER`` (``sampling.fit_customers``, default 10 M: about 1.1 GB at
 most); the profile sample about 8 bytes per feature (``sampling.profile_customers``,
 default 1 M: about 400 MB with 50 features). ``check_fit_memory`` refuses a budget
-that cannot hold them, naming the sampling options to lower. Where the budget holds the CLV's
-``SIDE_BY_SIDE_BYTES`` more, its two models fit side by side on two threads, with the same results
-(``fit_clv``). Beyond those counts the fits are
+that cannot hold them, naming the sampling options to lower. Where the budget holds more (the CLV's
+``SIDE_BY_SIDE_BYTES``, the cluster stage's ``PREPARE_SIDE_BYTES``) independent work runs side by side on two
+threads, with the same results: ``fit_clv``, ``segment_profile_sample``. Beyond those counts the fits are
 sampled: RFM cut points and CLV parameters come from 10 M customers, the scaler,
 centroids and profile distributions from 1 M; every customer is still scored and
 assigned, and sizes, revenue, orders and CLV totals stay exact.
@@ -42,18 +42,24 @@ from segmint.engine.features.rfm import RfmCuts, fit_rfm_cuts
 from segmint.engine.pipeline.bucket import HASH, BucketResult, feature_frame
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.pipeline.previous import shared_customers
-from segmint.engine.pipeline.score import LT_COLUMNS
-from segmint.engine.preprocess import Scaler, fit_scaler
+from segmint.engine.pipeline.score import LT_COLUMNS, Scoring, prepare
+from segmint.engine.preprocess import Scaler, checks_pass, fit_scaler
+from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 
 __all__ = ["FIT_COLUMNS", "FIT_BYTES_PER_CUSTOMER", "Segmentation", "SecondLevel", "gather", "fit_clv_reported",
            "fit_segments", "fit_second_level", "default_cluster_features", "clustering_report", "check_fit_memory",
-           "fit_cuts_and_clv", "text_id_bytes"]
+           "fit_cuts_and_clv", "text_id_bytes", "segment_profile_sample", "PREPARE_SIDE_BYTES"]
 
 FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT_COLUMNS)
 # The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
 # is more than the CLV's arrays beside the lifetimes columns alone (measured on scenario L: 99 bytes; 134
 # while the CLV fit ran beside every gathered column: bench/README.md).
 FIT_BYTES_PER_CUSTOMER = 110
+# What prepare's RFM and CLV hold beside the scaling's matrices, a customer, when segment_profile_sample runs
+# them side by side. With the whole clustering beside prepare, bench M's peak RSS over its 909 k customers rose
+# by 115-120 MB one after the other and 168-169 MB side by side (56-62 bytes a customer); with the scaling
+# alone beside it, 111-136 MB against 100-148 (three runs each: within the measure's noise).
+PREPARE_SIDE_BYTES = 64
 _BASE_CLUSTER_FEATURES = ("recency_days", "tenure_days", "frequency", "aov", "ipt_mean_days", "refund_share")
 
 
@@ -112,7 +118,7 @@ def check_fit_memory(plan: Plan, customers: int, feature_columns: int, id_bytes:
     text id takes beyond an integer one in a sample (``text_id_bytes``)."""
     s = plan.cfg.sampling
     need = max(min(customers, s.fit_customers) * (FIT_BYTES_PER_CUSTOMER + id_bytes),
-               min(customers, s.profile_customers) * (8 * (feature_columns + 8) + id_bytes))
+               min(customers, s.profile_customers) * _profile_bytes(feature_columns, id_bytes))
     if need > plan.data_budget:
         msg = (f"the global fits need about {need / 1e6:,.0f} MB for {customers:,} customers but the memory "
                f"budget leaves {plan.data_budget / 1e6:,.0f} MB: raise --memory-limit or lower "
@@ -125,13 +131,7 @@ def text_id_bytes(plan: Plan, filled: Sequence[BucketResult]) -> float:
     16-byte view and the text beyond 12 bytes, twice, less the integer's 8, from the first bucket's ids' mean length.
     FIT_BYTES_PER_CUSTOMER is measured with integer ids: ids of 36 characters took 186 bytes a customer,
     not 99, where the budget said 110."""
-    if not filled:
-        return 0.0
-    frame = feature_frame(plan, filled[0])
-    if frame.collect_schema()["customer_id"] != pl.String:
-        return 0.0
-    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
-    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
+    return _text_id_bytes(feature_frame(plan, filled[0])) if filled else 0.0
 
 
 def fit_cuts_and_clv(plan: Plan, filled: Sequence[BucketResult], customers: int, clv: ClvConfig | None,
@@ -165,9 +165,50 @@ def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig, customers: int,
     return params, params.to_dict() | {"fitted_on": fit_sample.height, "customers": customers}
 
 
+def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, channels: Sequence[str],
+                           customers: int, backend: ArrayBackend | None, previous: Any,
+                           profile_columns: int) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
+    """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
+
+    The scaler and the scaled matrix (``scale_sample``) read none of prepare's columns unless the clustering
+    names them. Where it names none and finds every column it reads in the sample (so that any error of its
+    reads as on the prepared sample), Numba's threading layer lets two threads launch parallel kernels at once
+    and the budget holds prepare's arrays beside the matrices (``PREPARE_SIDE_BYTES`` a customer beyond
+    ``check_fit_memory``'s ``profile_columns``), the two are computed side by side, the same bits. The k-means,
+    and all else that runs on Faiss, starts after both, on the calling thread: Faiss brings its own OpenMP
+    runtime, and two OpenMP runtimes busy at once in one process can crash (shared/DESIGN.md, section 10)."""
+    cfg = plan.cfg
+    features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
+    need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
+    scaled = None
+    if checks_pass(sample, features, cfg.features.log_features) and need <= plan.data_budget \
+            and parallel_kernels_side_by_side():
+        prepared, scaled = map_threads(lambda job: job(), [lambda: prepare(sample, scoring),
+                                                            lambda: scale_sample(sample, cfg, channels, previous)])
+    else:
+        prepared = prepare(sample, scoring)
+    seg = fit_segments(prepared, cfg, channels, customers, backend, previous, scaled)
+    return prepared, seg, fit_second_level(prepared, seg, cfg.cluster, backend)
+
+
+def scale_sample(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str],
+                 previous: Any = None) -> tuple[Scaler, np.ndarray]:
+    """The scaler fitted on the profile sample (its attributes' levels in ``previous``' order where they are
+    the same), and the sample scaled by it."""
+    c = cfg.cluster
+    feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
+    scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
+                        weight=c.attribute_weight)
+    if previous is not None:
+        scaler = _levels_as_before(scaler, previous.scaler)
+    return scaler, scaler.transform(sample)
+
+
 def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], customers: int,
-                 backend: ArrayBackend | None, previous: Any = None) -> Segmentation:
-    """Scaler, k (scanned with --k auto), centroids and their ids, on the profile sample.
+                 backend: ArrayBackend | None, previous: Any = None,
+                 scaled: tuple[Scaler, np.ndarray] | None = None) -> Segmentation:
+    """Scaler, k (scanned with --k auto), centroids and their ids, on the profile sample; ``scaled``: its
+    ``scale_sample``, where already computed.
 
     Without ``previous`` (a Model) segments are numbered by decreasing size; with it, k-means starts
     from the previous centroids (unless ``cfg.warm_start`` is False) and the segments are matched to
@@ -175,13 +216,8 @@ def fit_segments(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str], 
     run's assignments are readable, else on centroids.
     """
     c = cfg.cluster
-    feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
-    scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
-                        weight=c.attribute_weight)
-    if previous is not None:
-        scaler = _levels_as_before(scaler, previous.scaler)
+    scaler, x = scaled or scale_sample(sample, cfg, channels, previous)
     feats = scaler.columns
-    x = scaler.transform(sample)
     priority = sample[HASH].to_numpy()
     warm = previous is not None and cfg.warm_start is not False
     _check_k(previous.k if warm else c.k, customers, c, warm)
@@ -293,6 +329,18 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
     k, fit, labels = _fit(x, c.k_min, c, priority, backend)
     return k, fit, labels, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
                             f"k_min={c.k_min} used")
+
+
+def _profile_bytes(feature_columns: int, id_bytes: float) -> float:
+    """The profile sample's cost per customer: 8 bytes a column and 8 more, and a text id's (``text_id_bytes``)."""
+    return 8 * (feature_columns + 8) + id_bytes
+
+
+def _text_id_bytes(frame: pl.LazyFrame) -> float:
+    if frame.collect_schema()["customer_id"] != pl.String:
+        return 0.0
+    mean = frame.select(pl.col("customer_id").str.len_bytes().mean()).collect().item() or 0.0
+    return 2 * (16 - 8 + (mean if mean > 12 else 0.0))   # up to 12 bytes lie inside the view
 
 
 def _threshold(customers: int, want: int) -> np.uint64:

@@ -781,35 +781,84 @@ def test_the_plan_budgets_the_text_it_parses(tmp_path):
     assert per_row["all.csv"]["partition"] == per_row["all.csv"]["tx"] + 50 > BYTES_PER_ROW["partition"]
 
 
-@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv")])
-def test_the_clv_models_fit_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
-                                                                                         cluster_features):
-    """The CLV's two models side by side: the outputs of a run that had not the memory for it, byte for byte,
-    whatever the clustering reads (its own features, or the RFM scores and CLV)."""
+@pytest.mark.parametrize("cluster_features", [None, ("recency_days", "frequency", "aov", "r_score", "clv"),
+                                              ("recency_days", "activity_status")])
+def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs(dirty, tmp_path, monkeypatch,
+                                                                                   cluster_features):
+    """The CLV's two models, and the profile sample's RFM and CLV beside its scaling: the outputs of a run that
+    had the memory for neither side by side, byte for byte. A clustering on prepare's own columns (r_score, clv)
+    waits for them."""
     from segmint.engine.analytics import clv
+    from segmint.engine.errors import ConfigError
     from segmint.engine.pipeline import fit
     from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 
     if not parallel_kernels_side_by_side():
         pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
     side = []
-    def spy(fn, items, most=None):
-        side.append(most != 1 and len(items) > 1)
-        return map_threads(fn, items, most)
-    monkeypatch.setattr(clv, "map_threads", spy)
+    def spy(module):
+        def spied(fn, items, most=None):
+            side.append((module, most != 1 and len(items) > 1))
+            return map_threads(fn, items, most)
+        return spied
+    monkeypatch.setattr(clv, "map_threads", spy("clv"))
+    monkeypatch.setattr(fit, "map_threads", spy("fit"))
     monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2),
                     features=dataclasses.replace(RunConfig().features, cluster_features=cluster_features))
+    if cluster_features and "activity_status" in cluster_features:
+        # Not a number: refused as on the prepared sample, its numeric columns listed (r_score and clv among them).
+        refused = r"\['activity_status'\] are not numeric features; available: .*r_score.*clv"
+        with pytest.raises(ConfigError, match=refused):
+            run([dirty["int"] / "tx"], tmp_path / "side", cfg)
+        assert side == [("clv", True)]
+        return
     run([dirty["int"] / "tx"], tmp_path / "side", cfg)
+    assert side == ([("clv", True), ("fit", True)] if cluster_features is None else [("clv", True)])
+    side.clear()
     monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**12)
+    monkeypatch.setattr(fit, "PREPARE_SIDE_BYTES", 10**12)
     run([dirty["int"] / "tx"], tmp_path / "alone", cfg)
-    assert side == [True, False]
+    assert side == [("clv", False)]
     for rel, keys in (("assignments", ("customer_id",)), ("profiles.parquet", ()), ("rejects", ())):
         _same(_sorted(tmp_path / "side" / rel, *keys), _sorted(tmp_path / "alone" / rel, *keys), rel)
     models = [json.loads((tmp_path / o / "model" / "model.json").read_text()) for o in ("side", "alone")]
     for doc in models:
         doc["provenance"].pop("run_id")
     assert models[0] == models[1]
+
+
+@pytest.mark.parametrize("k", [5, None])
+def test_faiss_never_runs_beside_prepares_kernels(dirty, tmp_path, monkeypatch, k):
+    """Faiss brings its own OpenMP runtime, Numba's kernels run on the system's, and two OpenMP runtimes busy at
+    once in one process can crash (shared/DESIGN.md, section 10): the scaling runs beside prepare, the k-means
+    (and --k auto's scan) only after prepare has ended, on the calling thread."""
+    import threading
+    import time
+
+    from segmint.engine.pipeline import fit
+    from segmint.engine.runtime import parallel_kernels_side_by_side
+
+    if not parallel_kernels_side_by_side():
+        pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
+    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
+    events = []
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            events.append((name, "start", time.perf_counter(), threading.current_thread()))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                events.append((name, "end", time.perf_counter(), threading.current_thread()))
+        return wrapper
+    for name in ("prepare", "scale_sample", "fit_kmeans", "select_k"):
+        monkeypatch.setattr(fit, name, timed(name, getattr(fit, name)))
+    run([dirty["int"] / "tx"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=k, k_max=4, seed=2)))
+    at = {(name, edge): (t, thread) for name, edge, t, thread in events}
+    assert at[("scale_sample", "start")][1] is not at[("prepare", "start")][1]   # side by side, on two threads
+    faiss = [(t, thread) for name, edge, t, thread in events if name in ("fit_kmeans", "select_k") and edge == "start"]
+    assert faiss and all(t > at[("prepare", "end")][0] for t, _ in faiss)
+    assert all(thread is threading.main_thread() for _, thread in faiss)
 
 
 def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_outputs(dirty, tmp_path):
