@@ -26,6 +26,7 @@ from segmint.engine.pipeline.bucket import HASH, read_features, release_features
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
+from segmint.engine.runtime import map_threads
 
 __all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "write_scored", "score_table", "prepare",
            "assign_segments", "LT_COLUMNS"]
@@ -94,11 +95,16 @@ def write_scored(job: ScoreJob, scored: pl.DataFrame) -> ScoreResult:
         columns = ["customer_id", *LT_COLUMNS, *[c for c in scored.columns if c in _CLV]]
         files = [out.write_part(scored.select(columns), "clv", job.bucket)] if scored.height else []
         return ScoreResult(job.bucket, None, {}, {}, tuple(files))
-    files = [out.write_part(part, f"assignments/segment={segment}", job.bucket)
-             for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items()]
     attrs = job.plan.cfg.customers.attributes if job.plan.cfg.customers is not None else ()
-    return ScoreResult(job.bucket, kpi_partials(scored, job.scoring.ids), _mix(scored, attrs), _micro(scored),
-                       tuple(sorted(files)))
+
+    def write() -> list[str]:
+        return [out.write_part(part, f"assignments/segment={segment}", job.bucket)
+                for (segment,), part in scored.partition_by("segment", as_dict=True, include_key=False).items()]
+
+    # The KPI sums beside the writes, in what Polars' compression leaves of the cores (NumPy and serial kernels,
+    # no OpenMP runtime): bench M's writes and sums 0.51-0.54 -> 0.49-0.50 s.
+    files, kpis = map_threads(lambda step: step(), [write, lambda: kpi_partials(scored, job.scoring.ids)])
+    return ScoreResult(job.bucket, kpis, _mix(scored, attrs), _micro(scored), tuple(sorted(files)))
 
 
 def score_table(table: pl.DataFrame, scoring: Scoring) -> pl.DataFrame:
