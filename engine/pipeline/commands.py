@@ -37,7 +37,7 @@ from segmint.engine import exact
 from segmint.engine.analytics.attributes import segment_mix
 from segmint.engine.analytics.clv import CLV_COLUMNS, ClvFitError, ClvParams
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_table, retention_pivot
-from segmint.engine.cluster.device import backend_for, resolve_device
+from segmint.engine.cluster.device import resolve_device
 from segmint.engine.config import EventSource, RunConfig, config_hash, to_dict
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.build import channel_columns, records_reused, top_channels
@@ -133,7 +133,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, cfg: RunConfig, progress:
             sampled = profile_sample.height
             prepared, seg, second = fit.segment_profile_sample(
                 plan, profile_sample, Scoring(cfg.features, cuts, clv, cfg.clv if clv else None), channels,
-                counts.customers, backend_for(device), previous, profile_columns)
+                counts.customers, device, previous, profile_columns)
             del profile_sample
             outliers, micro_model, micro_report = second.limits, second.micro, second.report
             scoring = Scoring(cfg.features, cuts, clv, cfg.clv if clv else None, seg.scaler, seg.centroids, device,

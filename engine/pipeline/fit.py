@@ -31,6 +31,7 @@ import polars as pl
 
 from segmint.engine.analytics.clv import SIDE_BY_SIDE_BYTES, ClvFitError, ClvParams, fit_clv
 from segmint.engine.cluster.backend import ArrayBackend
+from segmint.engine.cluster.device import backend_for
 from segmint.engine.cluster.kmeans import KMeansResult, fit_kmeans
 from segmint.engine.cluster.matching import check_same_features, match_segments
 from segmint.engine.cluster.micro import MicroModel, fit_micro
@@ -166,7 +167,7 @@ def fit_clv_reported(fit_sample: pl.DataFrame, cfg: ClvConfig, customers: int,
 
 
 def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, channels: Sequence[str],
-                           customers: int, backend: ArrayBackend | None, previous: Any,
+                           customers: int, device: str, previous: Any,
                            profile_columns: int) -> tuple[pl.DataFrame, Segmentation, SecondLevel]:
     """The profile sample with its RFM and CLV columns (``prepare``), and its segmentation and second level.
 
@@ -175,8 +176,9 @@ def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, c
     reads as on the prepared sample), Numba's threading layer lets two threads launch parallel kernels at once
     and the budget holds prepare's arrays beside the matrices (``PREPARE_SIDE_BYTES`` a customer beyond
     ``check_fit_memory``'s ``profile_columns``), the two are computed side by side, the same bits. The k-means,
-    and all else that runs on Faiss, starts after both, on the calling thread: Faiss brings its own OpenMP
-    runtime, and two OpenMP runtimes busy at once in one process can crash (shared/DESIGN.md, section 10)."""
+    and all else that runs on Faiss or on ``device``'s backend (made after prepare, as before: its errors come
+    after prepare's), starts after both, on the calling thread: Faiss brings its own OpenMP runtime, and two
+    OpenMP runtimes busy at once in one process can crash (shared/DESIGN.md, section 10)."""
     cfg = plan.cfg
     features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
     need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
@@ -187,6 +189,7 @@ def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, c
                                                             lambda: scale_sample(sample, cfg, channels, previous)])
     else:
         prepared = prepare(sample, scoring)
+    backend = backend_for(device)
     seg = fit_segments(prepared, cfg, channels, customers, backend, previous, scaled)
     return prepared, seg, fit_second_level(prepared, seg, cfg.cluster, backend)
 

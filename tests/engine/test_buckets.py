@@ -832,7 +832,8 @@ def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs
 def test_faiss_never_runs_beside_prepares_kernels(dirty, tmp_path, monkeypatch, k):
     """Faiss brings its own OpenMP runtime, Numba's kernels run on the system's, and two OpenMP runtimes busy at
     once in one process can crash (shared/DESIGN.md, section 10): the scaling runs beside prepare, the k-means
-    (and --k auto's scan) only after prepare has ended, on the calling thread."""
+    (and --k auto's scan) only after prepare has ended, on the calling thread; the device's backend is made
+    there too, after prepare (a GPU's errors after prepare's, as before)."""
     import threading
     import time
 
@@ -851,12 +852,13 @@ def test_faiss_never_runs_beside_prepares_kernels(dirty, tmp_path, monkeypatch, 
             finally:
                 events.append((name, "end", time.perf_counter(), threading.current_thread()))
         return wrapper
-    for name in ("prepare", "scale_sample", "fit_kmeans", "select_k"):
+    for name in ("prepare", "scale_sample", "fit_kmeans", "select_k", "backend_for"):
         monkeypatch.setattr(fit, name, timed(name, getattr(fit, name)))
     run([dirty["int"] / "tx"], tmp_path / "run", RunConfig(cluster=ClusterConfig(k=k, k_max=4, seed=2)))
     at = {(name, edge): (t, thread) for name, edge, t, thread in events}
     assert at[("scale_sample", "start")][1] is not at[("prepare", "start")][1]   # side by side, on two threads
-    faiss = [(t, thread) for name, edge, t, thread in events if name in ("fit_kmeans", "select_k") and edge == "start"]
+    faiss = [(t, thread) for name, edge, t, thread in events
+             if name in ("fit_kmeans", "select_k", "backend_for") and edge == "start"]
     assert faiss and all(t > at[("prepare", "end")][0] for t, _ in faiss)
     assert all(thread is threading.main_thread() for _, thread in faiss)
 
