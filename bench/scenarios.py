@@ -26,11 +26,13 @@ class Scenario:
     customers: int
     sklearn: bool      # scikit-learn KMeans at this size within the run's time budget
     in_process: bool   # stages timed in the bench process (needs the data in memory)
+    # segmint run and the hand-written pipeline, each this many times in turn: their medians are compared
+    pairs: int = 1
 
 
 SCENARIOS = {
-    "S": Scenario("S", 1_000_000, 1_000_000 // LINES_PER_CUSTOMER, True, True),
-    "M": Scenario("M", 20_000_000, 20_000_000 // LINES_PER_CUSTOMER, True, True),
+    "S": Scenario("S", 1_000_000, 1_000_000 // LINES_PER_CUSTOMER, True, True, pairs=3),
+    "M": Scenario("M", 20_000_000, 20_000_000 // LINES_PER_CUSTOMER, True, True, pairs=3),
     # L does not fit in memory: only DuckDB and the end-to-end runs (bucketed) are timed.
     "L": Scenario("L", 200_000_000, 10_000_000, False, False),
 }

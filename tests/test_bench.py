@@ -170,6 +170,41 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert pages == {"peer": (None, "kept"), "segmint": "0"}   # the peer with NumPy's default, segmint with its own
 
 
+def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(monkeypatch, tmp_path):
+    """With ``pairs`` runs of each, segmint and the hand-written pipeline take turns, and the ratio is of the two
+    medians; every run's seconds are kept, and the highest peak."""
+    import segmint.bench.run as bench_run
+
+    order = []
+    waits = {"segmint": iter([0.09, 0.01, 0.05]), "peer": iter([0.02, 0.12, 0.06])}
+    peaks = {"segmint": iter([2048, 4096, 1024])}
+
+    def child(cmd, env):
+        who = "peer" if cmd[1].endswith("handwritten.py") else "segmint"
+        order.append(who if "--memory-limit" not in cmd else "segmint 2GB")
+        if who == "peer":
+            time.sleep(next(waits["peer"]))
+            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 200}), ""
+        time.sleep(next(waits["segmint"], 0.0))
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 1, "stages": {}}))
+        return next(peaks["segmint"], 512), 0, "", ""
+
+    monkeypatch.setattr(bench_run, "_run_watching_rss", child)
+    monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 4_000, 200, False, False, pairs=3))
+    res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
+    assert order == ["segmint", "peer"] * 3 + ["segmint 2GB"]
+    ours, peer = res["end_to_end"], res["handwritten"]
+    first, second, third = ours["runs_seconds"]
+    assert second < third < first and len(peer["runs_seconds"]) == 3   # in the order they ran
+    assert ours["seconds"] == third and peer["seconds"] == sorted(peer["runs_seconds"])[1]   # the 0.06 s wait's
+    assert ours["peak_rss_mb"] == 4.0   # the highest of the three
+    assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(
+        ours["seconds"] / peer["seconds"], abs=1e-3)
+    assert "(median of " in ratio_table(res)
+
+
 @pytest.mark.slow
 def test_out_of_memory_scenario_runs_segmint_twice_in_child_processes(monkeypatch, tmp_path):
     import math
