@@ -197,3 +197,29 @@ def test_silhouette_holds_a_few_megabytes_of_distances_at_a_time():
     tracemalloc.stop()
     assert peak < 48 * 2**20, f"{peak / 2**20:.0f} MiB"
     assert value == pytest.approx(silhouette_score(x[:3000], labels[:3000]), abs=0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_assignment_renumbered_for_reordered_centroids_is_assign_to_the_bit(seed):
+    """The second level reuses the k-means check's assignment with the centroids renumbered: the same arrays as
+    assigning afresh to the centroids in their new order, rows tied between two centroids (the lowest number wins,
+    so a renumbering can change which) included; none on a device backend."""
+    from segmint.engine.cluster.backend import HostBackend
+    from segmint.engine.pipeline.fit import _reordered
+
+    rng = np.random.default_rng(seed)
+    # Whole-numbered points and centroids: a point halfway between two centroids is exactly as far from each, and
+    # two equal centroids tie for every point nearest to them.
+    centroids = rng.integers(-6, 7, (9, 4)).astype(np.float32)
+    centroids[8] = centroids[3]
+    x = rng.integers(-8, 9, (3_000, 4)).astype(np.float32)
+    x[:40] = (centroids[0] + centroids[1]) / 2 + np.float32(0.0)
+    fitted = assign(x, centroids)
+    assert (fitted.margin == 0).sum() >= 40
+    for order in (rng.permutation(9), np.arange(9)[::-1], np.arange(9)):
+        again = np.ascontiguousarray(centroids[order])
+        want = assign(x, again)
+        got = _reordered(fitted, order, x, again, None)
+        assert np.array_equal(got.segment, want.segment)
+        assert np.array_equal(got.distance, want.distance) and np.array_equal(got.margin, want.margin)
+    assert _reordered(fitted, order, x, again, HostBackend()) is None
