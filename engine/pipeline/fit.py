@@ -182,7 +182,7 @@ def segment_profile_sample(plan: Plan, sample: pl.DataFrame, scoring: Scoring, c
     after prepare's), starts after both, on the calling thread: Faiss brings its own OpenMP runtime, and two
     OpenMP runtimes busy at once in one process can crash (shared/DESIGN.md, section 10)."""
     cfg = plan.cfg
-    features = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
+    features = _clustered_on(cfg, sample, channels)
     need = sample.height * (_profile_bytes(profile_columns, _text_id_bytes(sample.lazy())) + PREPARE_SIDE_BYTES)
     scaled = None
     if checks_pass(sample, features, cfg.features.log_features) and need <= plan.data_budget \
@@ -201,9 +201,8 @@ def scale_sample(sample: pl.DataFrame, cfg: RunConfig, channels: Sequence[str],
     """The scaler fitted on the profile sample (its attributes' levels in ``previous``' order where they are
     the same), and the sample scaled by it."""
     c = cfg.cluster
-    feats = cfg.features.cluster_features or default_cluster_features(sample.columns, channels)
-    scaler = fit_scaler(sample, feats, cfg.features.log_features, attributes=c.attributes,
-                        weight=c.attribute_weight)
+    scaler = fit_scaler(sample, _clustered_on(cfg, sample, channels), cfg.features.log_features,
+                        attributes=c.attributes, weight=c.attribute_weight)
     if previous is not None:
         scaler = _levels_as_before(scaler, previous.scaler)
     return scaler, scaler.transform(sample)
@@ -352,6 +351,11 @@ def _fit_auto(x: np.ndarray, scan: KScan, c: ClusterConfig, priority: np.ndarray
     k, fit, placed = _fit(x, c.k_min, c, priority, backend)
     return k, fit, placed, (f"no k in {c.k_min}..{c.k_max} kept every segment above {c.min_segment_share * 100:.3g}%; "
                             f"k_min={c.k_min} used")
+
+
+def _clustered_on(cfg: RunConfig, sample: pl.DataFrame, channels: Sequence[str]) -> tuple[str, ...]:
+    """The features the clustering reads: those configured, else the defaults the sample has."""
+    return tuple(cfg.features.cluster_features or default_cluster_features(sample.columns, channels))
 
 
 def _profile_bytes(feature_columns: int, id_bytes: float) -> float:
