@@ -740,19 +740,22 @@ def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
     if json_logs:
         _emit_done(manifest["status"], manifest["run_id"], out, message=text)
     else:
-        _render.print_lines([text, *filter(None, [_repeats_warning(manifest)])])
+        _render.print_lines([text, *filter(None, [_repeats_warning(manifest), _as_of_warning(manifest)])])
 
 
 def _as_of_warning(manifest: dict) -> str | None:
     """A line where the derived as-of is later than the last row kept: the latest rows were of customers set aside
     (returns only), and every customer's recency and tenure were measured from a time no kept row reaches, without
-    a word (a stray refund in next month's export moved them by 15 days)."""
+    a word (a stray refund in next month's export moved them by 15 days). Every command that measures at the as-of
+    says it: features (recency, tenure), clv (each customer's age) and cohorts (which months are complete) too."""
     last = (manifest.get("time_range") or [None, None])[1]
     if last is None or (manifest.get("config") or {}).get("as_of") or manifest["as_of"] <= last:
         return None
+    measured = {"clv": "each customer's age and the CLV are", "cohorts": "which months are complete is"}.get(
+        manifest.get("command"), "recency, tenure and status are")
     return (f"warning: the as-of {manifest['as_of']} (the latest valid row) is later than the last row kept ({last}): "
-            f"the latest rows were set aside (customers with returns only, or --dedupe-on duplicates); recency, "
-            f"tenure and status are measured at the as-of; pass --as-of {last} to measure them at the last row kept")
+            f"the latest rows were set aside (customers with returns only, or --dedupe-on duplicates); {measured} "
+            f"measured at the as-of; pass --as-of {last} to measure at the last row kept")
 
 
 def _repeats_warning(manifest: dict) -> str | None:

@@ -1078,6 +1078,26 @@ def test_a_derived_as_of_later_than_every_row_kept_is_said(tmp_path):
     assert given.exit_code == 0 and "warning: the as-of" not in given.stdout
 
 
+@pytest.mark.parametrize(("command", "measured"), [("features", "recency, tenure and status are"),
+                                                   ("cohorts", "which months are complete is")])
+def test_every_command_measuring_at_a_derived_as_of_says_it_is_later_than_every_row_kept(tmp_path, command, measured):
+    # Only run and assign said it: `segmint features` on the same rows measured recency and tenure 15.5 days past
+    # the last purchase kept, and cohorts judged months complete by it, without a word (the last session's note).
+    import datetime as dt
+
+    pl.DataFrame({"customer_id": [1, 1, 2, 9], "amount": [10.0, 10.0, 10.0, -5.0],
+                  "ts": [dt.datetime(2026, 1, 1), dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 30),
+                         dt.datetime(2026, 7, 15, 12)]}).write_parquet(tmp_path / "t.parquet")
+    columns = ("--order-col", "", "--channel-col", "", "--category-col", "")
+    r = invoke(command, tmp_path / "t.parquet", "--out", tmp_path / "o", *columns)
+    assert r.exit_code == 0, r.stderr
+    assert ("warning: the as-of 2026-07-15T12:00:00 (the latest valid row) is later than the last row kept "
+            "(2026-06-30T00:00:00)") in r.stdout
+    assert f"{measured} measured at the as-of; pass --as-of 2026-06-30T00:00:00" in r.stdout
+    given = invoke(command, tmp_path / "t.parquet", "--out", tmp_path / "g", *columns, "--as-of", "2026-06-30")
+    assert given.exit_code == 0 and "warning: the as-of" not in given.stdout, given.stderr
+
+
 def test_the_cli_puts_back_the_caller_s_signal_handlers_and_leaves_an_ignored_one_ignored(small_data, tmp_path):
     # Review: the CLI's handlers stayed after a command run in the caller's process, so a Ctrl-C the caller caught
     # later was noted and stopped its next API commit; and an inherited SIG_IGN (`segmint ... &`) was overridden.
