@@ -746,16 +746,25 @@ def _done(manifest: dict, out: str, json_logs: bool, text: str) -> None:
 def _as_of_warning(manifest: dict) -> str | None:
     """A line where the derived as-of is later than the last row kept: the latest rows were of customers set aside
     (returns only), and every customer's recency and tenure were measured from a time no kept row reaches, without
-    a word (a stray refund in next month's export moved them by 15 days). Every command that measures at the as-of
-    says it: features (recency, tenure), clv (each customer's age) and cohorts (which months are complete) too."""
+    a word (a stray refund in next month's export moved them by 15 days). Said in the text summary of each command
+    that measures at the as-of (with --json, run.json's as_of and time_range say it): run, assign and features
+    (recency, tenure, status), clv (each customer's age, and so the CLV) and cohorts, whose table runs to the
+    as-of's month: months after the last row kept, with no activity, counted as complete (a retention cliff no
+    data shows; said where the as-of's month is later, the one case that changes the table)."""
     last = (manifest.get("time_range") or [None, None])[1]
-    if last is None or (manifest.get("config") or {}).get("as_of") or manifest["as_of"] <= last:
+    as_of = manifest["as_of"]
+    if last is None or (manifest.get("config") or {}).get("as_of") or as_of <= last:
         return None
-    measured = {"clv": "each customer's age and the CLV are", "cohorts": "which months are complete is"}.get(
-        manifest.get("command"), "recency, tenure and status are")
-    return (f"warning: the as-of {manifest['as_of']} (the latest valid row) is later than the last row kept ({last}): "
-            f"the latest rows were set aside (customers with returns only, or --dedupe-on duplicates); {measured} "
-            f"measured at the as-of; pass --as-of {last} to measure at the last row kept")
+    said = (f"warning: the as-of {as_of} (the latest valid row) is later than the last row kept ({last}): the latest "
+            f"rows were set aside (customers with returns only, or --dedupe-on duplicates); ")
+    if manifest.get("command") == "cohorts":
+        if as_of[:7] <= last[:7]:   # ISO text: year and month
+            return None
+        return (said + f"the table runs to {as_of[:7]}, its months after {last[:7]} with no activity and counted as "
+                       f"complete; pass --as-of with the date the data runs to")
+    measured = "each customer's age, and so the CLV, is" if manifest.get("command") == "clv" \
+        else "recency, tenure and status are"
+    return said + f"{measured} measured at the as-of; pass --as-of {last} to measure at the last row kept"
 
 
 def _repeats_warning(manifest: dict) -> str | None:
