@@ -1061,11 +1061,7 @@ def test_a_signal_a_library_swallowed_stops_the_command_before_its_commit(small_
 def test_a_derived_as_of_later_than_every_row_kept_is_said(tmp_path):
     # A returns-only customer's refund, the latest row, is the derived as-of: every customer's recency and tenure
     # were measured 15.5 days on from the last purchase kept, without a word (helper sweep).
-    import datetime as dt
-
-    pl.DataFrame({"customer_id": [1, 1, 2, 9], "amount": [10.0, 10.0, 10.0, -5.0],
-                  "ts": [dt.datetime(2026, 1, 1), dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 30),
-                         dt.datetime(2026, 7, 15, 12)]}).write_parquet(tmp_path / "t.parquet")
+    _a_stray_refund_last(tmp_path / "t.parquet")
     r = invoke("run", tmp_path / "t.parquet", "--out", tmp_path / "o", "--k", 1, "--order-col", "",
                "--channel-col", "", "--category-col", "")
     assert r.exit_code == 0, r.stderr
@@ -1085,11 +1081,7 @@ def test_every_command_measuring_at_a_derived_as_of_says_it_is_later_than_every_
     # Only run and assign said it: `segmint features` on the same rows measured recency and tenure 15.5 days past
     # the last purchase kept, and cohorts ran its table to July, a month of no activity counted complete, without a
     # word (the last session's note).
-    import datetime as dt
-
-    pl.DataFrame({"customer_id": [1, 1, 2, 9], "amount": [10.0, 10.0, 10.0, -5.0],
-                  "ts": [dt.datetime(2026, 1, 1), dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 30),
-                         dt.datetime(2026, 7, 15, 12)]}).write_parquet(tmp_path / "t.parquet")
+    _a_stray_refund_last(tmp_path / "t.parquet")
     columns = ("--order-col", "", "--channel-col", "", "--category-col", "")
     r = invoke(command, tmp_path / "t.parquet", "--out", tmp_path / "o", *columns)
     assert r.exit_code == 0, r.stderr
@@ -1114,6 +1106,15 @@ def test_the_as_of_warning_names_what_each_command_measured_at_it():
     assert "recency, tenure and status" in _as_of_warning(manifest("features", "2026-06-30T12:00:00"))
     assert _as_of_warning(manifest("features", "2026-06-30T00:00:00")) is None
     assert _as_of_warning({**manifest("clv", "2026-07-15T12:00:00"), "config": {"as_of": "2026-07-15"}}) is None
+
+
+def _a_stray_refund_last(path) -> None:
+    """Purchases up to 2026-06-30, then a returns-only customer's refund on 2026-07-15 12:00: the derived as-of."""
+    import datetime as dt
+
+    pl.DataFrame({"customer_id": [1, 1, 2, 9], "amount": [10.0, 10.0, 10.0, -5.0],
+                  "ts": [dt.datetime(2026, 1, 1), dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 30),
+                         dt.datetime(2026, 7, 15, 12)]}).write_parquet(path)
 
 
 def test_the_cli_puts_back_the_caller_s_signal_handlers_and_leaves_an_ignored_one_ignored(small_data, tmp_path):
