@@ -83,11 +83,22 @@ def restored_process_settings() -> Iterator[None]:
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(env)
+        restore_environ(env)
         numba.set_num_threads(numba_threads)
         faiss.omp_set_num_threads(faiss_threads)
         signal.signal(signal.SIGTERM, sigterm)
+
+
+def restore_environ(env: dict[str, str]) -> None:
+    """Make os.environ ``env`` again by changing only what differs. Not ``clear()`` then ``update()``: that
+    unsets every variable and adds each back, and glibc frees the old ``environ`` array as it grows the new
+    one, so a native thread reading the environment meanwhile (Polars reads POLARS_* on every collect)
+    read freed memory: a CI run's worker died of it. Replacing a value or removing a name frees nothing."""
+    for var in os.environ.keys() - env.keys():
+        del os.environ[var]
+    for var, value in env.items():
+        if os.environ.get(var) != value:
+            os.environ[var] = value
 
 
 # Runs the CLI with SIGINT raising KeyboardInterrupt, as in a terminal: a shell that starts a command

@@ -2,6 +2,7 @@
 
 import os
 import signal
+from pathlib import Path
 
 import faiss
 import numba
@@ -57,3 +58,40 @@ def test_threads_given_before_the_command_win_over_segmint_threads(tmp_path):
     with restored_process_settings():
         CliRunner().invoke(app, ["validate", str(tmp_path / "missing.parquet")], env={"SEGMINT_THREADS": "1"})
         assert numba.get_num_threads() == 1   # the variable alone still applies
+
+
+def test_restoring_the_environment_is_safe_while_a_native_thread_reads_it():
+    # A CI worker died of a segfault in a test's teardown: os.environ.clear() and update() freed glibc's environ
+    # array while a native thread read the environment (Polars does, on every collect). Here a thread calls C's
+    # getenv in a loop, outside the GIL, while the restore runs after a change like a CLI invocation's; the
+    # old restore killed this child within a second, in each of six runs.
+    import subprocess
+    import sys
+
+    child = """
+import ctypes, os, sys, threading
+from tests.fixtures import restored_process_settings
+
+getenv = ctypes.CDLL(None).getenv
+getenv.restype, getenv.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
+stop = threading.Event()
+
+def read():
+    while not stop.is_set():
+        getenv(b"SEGMINT_NEVER_SET")   # walks all of environ
+
+reader = threading.Thread(target=read)
+reader.start()
+try:
+    for i in range(5000):
+        with restored_process_settings():
+            os.environ["NUMBA_NUM_THREADS"] = str(1 + i % 2)
+finally:
+    stop.set()
+    reader.join()
+print("restored", i + 1)
+"""
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=root, timeout=300,
+                          env=os.environ | {"PYTHONPATH": root}, check=False)
+    assert (done.returncode, done.stdout.split()) == (0, ["restored", "5000"]), done.stderr[-2000:]
