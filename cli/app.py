@@ -372,7 +372,9 @@ def validate(
                     "mapped column (kept: unmapped columns may tell them apart; --dedupe-on rejects them)"),
                  f"customers      {rep.customers:,}",
                  f"time range     {rep.first_ts} .. {rep.last_ts}", f"as of          {rep.as_of}"]
-        _render.print_lines(lines)
+        times = {"command": "validate", "as_of": rep.as_of.isoformat(), "config": {"as_of": cfg.as_of},
+                 "time_range": [t.isoformat() if t else None for t in (rep.first_ts, rep.last_ts)]}
+        _render.print_lines([*lines, *filter(None, [_as_of_warning(times)])])
 
 
 @app.command()
@@ -750,7 +752,8 @@ def _as_of_warning(manifest: dict) -> str | None:
     that measures at the as-of (with --json, run.json's as_of and time_range say it): run, assign and features
     (recency, tenure, status), clv (each customer's age, and so the CLV) and cohorts, whose table runs to the
     as-of's month: months after the last row kept, with no activity, counted as complete (a retention cliff no
-    data shows; said where the as-of's month is later, the one case that changes the table)."""
+    data shows; said where the as-of's month is later, the one case that changes the table); and validate, which
+    measures nothing but is where a user checks the data before a run (its JSON event has as_of and last_ts)."""
     last = (manifest.get("time_range") or [None, None])[1]
     as_of = manifest["as_of"]
     if last is None or (manifest.get("config") or {}).get("as_of") or as_of <= last:
@@ -762,8 +765,8 @@ def _as_of_warning(manifest: dict) -> str | None:
             return None
         return (said + f"the table runs to {as_of[:7]}, its months after {last[:7]} with no activity and counted as "
                        f"complete; pass --as-of with the date the data runs to")
-    measured = "each customer's age, and so the CLV, is" if manifest.get("command") == "clv" \
-        else "recency, tenure and status are"
+    measured = {"clv": "each customer's age, and so the CLV, is", "validate": "a run's recency, tenure and status "
+                "would be"}.get(manifest.get("command"), "recency, tenure and status are")
     return said + f"{measured} measured at the as-of; pass --as-of {last} to measure at the last row kept"
 
 

@@ -1092,6 +1092,21 @@ def test_every_command_measuring_at_a_derived_as_of_says_it_is_later_than_every_
     assert given.exit_code == 0 and "warning: the as-of" not in given.stdout, given.stderr
 
 
+def test_validate_says_when_a_derived_as_of_is_later_than_every_row_kept(tmp_path):
+    # validate, where a user checks the data before a run, printed the time range and the as-of and no warning,
+    # while the run on the same rows then warned (the last session's note).
+    _a_stray_refund_last(tmp_path / "t.parquet")
+    columns = ("--order-col", "", "--channel-col", "", "--category-col", "")
+    r = invoke("validate", tmp_path / "t.parquet", *columns)
+    assert r.exit_code == 0, r.stderr
+    assert ("warning: the as-of 2026-07-15T12:00:00 (the latest valid row) is later than the last row kept "
+            "(2026-06-30T00:00:00)") in r.stdout
+    assert "a run's recency, tenure and status would be measured at the as-of; pass --as-of 2026-06-30T00:00:00" \
+        in r.stdout
+    given = invoke("validate", tmp_path / "t.parquet", *columns, "--as-of", "2026-06-30")
+    assert given.exit_code == 0 and "warning: the as-of" not in given.stdout, given.stderr
+
+
 def test_the_as_of_warning_names_what_each_command_measured_at_it():
     # clv's fit needs more customers than a CLI test writes: its wording, and cohorts' same-month case, from run.json.
     from segmint.cli.app import _as_of_warning
