@@ -93,7 +93,9 @@ def restore_environ(env: dict[str, str]) -> None:
     """Make os.environ ``env`` again by changing only what differs. Not ``clear()`` then ``update()``: that
     unsets every variable and adds each back, and glibc frees the old ``environ`` array as it grows the new
     one, so a native thread reading the environment meanwhile (Polars reads POLARS_* on every collect)
-    read freed memory: a CI run's worker died of it. Replacing a value or removing a name frees nothing."""
+    reads freed memory: the likely cause of a CI worker's segfault in this teardown (reproduced here with
+    Polars and with C's getenv). Replacing a value or removing a name frees nothing; adding back a name a
+    test removed still may."""
     for var in os.environ.keys() - env.keys():
         del os.environ[var]
     for var, value in env.items():
