@@ -61,10 +61,11 @@ def test_threads_given_before_the_command_win_over_segmint_threads(tmp_path):
 
 
 def test_restoring_the_environment_is_safe_while_a_native_thread_reads_it():
-    # A CI worker died of a segfault in a test's teardown: os.environ.clear() and update() freed glibc's environ
-    # array while a native thread read the environment (Polars does, on every collect). Here a thread calls C's
-    # getenv in a loop, outside the GIL, while the restore runs after a change like a CLI invocation's; the
-    # old restore killed this child within a second, in each of six runs.
+    # A CI worker died of a segfault in a test's teardown, likely of this: os.environ.clear() and update() free
+    # glibc's environ array while a native thread reads the environment (Polars does, on every collect; that crash
+    # reproduced here, not in CI's own log). Here a thread calls C's getenv in a loop, outside the GIL, while the
+    # restore runs after a change like a CLI invocation's; the old restore killed this child within a second, in
+    # each of six runs.
     import subprocess
     import sys
 
