@@ -39,6 +39,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
     offsets = np.array([0, 1], np.int64)
     calls = {
         "map": _map_tiny_tables,
+        "narrowing": _narrow_tiny_table,
         "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
@@ -143,6 +144,19 @@ def _map_tiny_tables() -> None:
                          **{name: [str(v) for v in values] for name, values in rows.items()}})
     features_of(text, RunConfig(columns=Columns(order="order_id")), as_of=when + dt.timedelta(days=5),
                 now=when + dt.timedelta(days=5), channels=None, mode="features")
+
+
+def _narrow_tiny_table() -> None:
+    """The partition's scratch narrowed and widened back (engine.io.narrowing), with nulls and without."""
+    import pyarrow as pa
+
+    from segmint.engine.io.narrowing import narrow, widen
+
+    when = dt.datetime(2024, 1, 1)
+    for mask in (None, np.array([False, True])):
+        widen(narrow(pa.table({"id": pa.array([1, 2], pa.int64(), mask=mask),
+                               "ts": pa.array([when, when], pa.timestamp("us"), mask=mask),
+                               "amount": pa.array([1.0, 2.5], pa.float64(), mask=mask)})))
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

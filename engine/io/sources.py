@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmint.engine.errors import ConfigError, InputContractError
-from segmint.engine.io import arrow_numpy, store
+from segmint.engine.io import arrow_numpy, narrowing, store
 from segmint.engine.io.times import looks_like_time
 from segmint.engine.runtime import read_ahead, thread_budget
 
@@ -245,7 +245,9 @@ def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> p
     for chunk in chunks:
         lo, hi = np.searchsorted(positions, [start, start + chunk.rows])
         if hi > lo:
-            parts.append(read_chunk(source, chunk).to_arrow().take(arrow_numpy.array(positions[lo:hi] - start)))
+            ipc = chunk.path.endswith(_IPC)
+            table = _read_ipc(chunk, source.options) if ipc else read_chunk(source, chunk).to_arrow()
+            parts.append(table.take(arrow_numpy.array(positions[lo:hi] - start)))
         start += chunk.rows
     return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
 
@@ -458,8 +460,9 @@ def _blank(path: str) -> bool:
 
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
-    """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local."""
-    return store.read_ipc(chunk.path, dict(options)).slice(chunk.offset, chunk.rows)
+    """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local, its narrowed
+    columns widened back (engine.io.narrowing)."""
+    return narrowing.widen(store.read_ipc(chunk.path, dict(options))).slice(chunk.offset, chunk.rows)
 
 
 def _hive_columns(table: pa.Table, source: Source, chunk: Chunk, dictionary: Sequence[str] = ()) -> pa.Table:

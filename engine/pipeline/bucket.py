@@ -130,9 +130,10 @@ def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
     return scan_features(plan, mapped.bucket)
 
 
-# The feature scratch's format, in the --resume fingerprint: an attempt that wrote other files (LZ4 Parquet on a
-# local disk before a7c9bf6) is not resumed by one that would look for these.
-SCRATCH_FORMAT = 2
+# The scratch's format, in the --resume fingerprint: an attempt that wrote other files (the feature tables as LZ4
+# Parquet on a local disk before a7c9bf6; the partition's columns at full width before engine.io.narrowing) is not
+# resumed by one that would read these.
+SCRATCH_FORMAT = 3
 
 
 def scan_features(plan: Plan, bucket: int) -> pl.LazyFrame:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from segmint.engine.errors import ConfigError
 from segmint.engine.hashing import customer_hash, int64_hash
-from segmint.engine.io import arrow_numpy, store
+from segmint.engine.io import arrow_numpy, narrowing, store
 from segmint.engine.io.canonical import blank, usable_tally
 from segmint.engine.io.clean import RowStats
 from segmint.engine.io.ids import check_integral_ids, customer_expr
@@ -124,7 +124,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
 
     def write(b: int) -> None:
         rows = pa.concat_tables(parts[b], promote_options="permissive").unify_dictionaries().combine_chunks()
-        _write_ipc(_narrow_indices(rows), _scratch_path(plan, job, b), plan)
+        _write_ipc(narrowing.narrow(rows), _scratch_path(plan, job, b), plan)
 
     # Two buckets at a time: Arrow keeps about 1.4 cores busy on one file, and the reading thread is idle
     # by now (a job of 7.2 M rows in 29 buckets: 0.35-0.45 -> 0.26-0.29 s on 2 cores). Each holds its
@@ -314,25 +314,10 @@ def _write_ipc(table: pa.Table, path: str, plan: Plan) -> None:
     """LZ4 on an object store, where bytes cross the network; uncompressed on a local disk, where the map
     memory-maps the file back (``compress_scratch`` decides where set). LZ4 took a job of 7.2 M rows 0.65 s
     against 0.48 s, and the map 3.2 s of L's 224 M lines to decompress (L end to end 83.3 -> 78.5-79.2 s),
-    for 2.3x the bytes on disk (8.7 GB on L against 3.7 GB, 40 bytes a line; 7.2 GB and 34 bytes since
-    ``_narrow_indices``): a disk slower than the writes then bounds the partition."""
+    for 2.3x the bytes on disk (8.7 GB on L against 3.7 GB, 40 bytes a line; 7.2 GB and 34 bytes with its
+    dictionary indices narrowed): a disk slower than the writes then bounds the partition."""
     compress = plan.cfg.compress_scratch if plan.cfg.compress_scratch is not None else store.is_remote(path)
     store.write_ipc(table, path, plan.options, compress=compress)
-
-
-def _narrow_indices(table: pa.Table) -> pa.Table:
-    """Dictionary columns with the narrowest index type their dictionary fits (int8, int16): a channel or
-    category index was 4 of the 40 bytes a line of scratch took on a local disk, whose writes bound the
-    partition once the kernel's dirty-page limit is reached (scenario L: 40 -> 34 bytes a line; partition
-    26.3-29.4 -> 22.6-23.0 s, system time 38.4 -> 28.9-30.3 s). The map codes these index types as they are."""
-    for i, field in enumerate(table.schema):
-        if not pa.types.is_dictionary(field.type) or table.column(i).num_chunks != 1:
-            continue
-        size = len(table.column(i).chunk(0).dictionary)
-        index = next((t for t in (pa.int8(), pa.int16()) if size <= 1 << (t.bit_width - 1)), None)
-        if index is not None and index.bit_width < field.type.index_type.bit_width:
-            table = table.set_column(i, field.name, table.column(i).cast(pa.dictionary(index, field.type.value_type)))
-    return table
 
 
 def _least_row_bytes(plan: Plan, role: str) -> int:
@@ -344,7 +329,7 @@ def _least_row_bytes(plan: Plan, role: str) -> int:
         if name in dictionary or pa.types.is_boolean(arrow):
             total += name in dictionary   # an index of one byte; a boolean is a bit
         elif pa.types.is_primitive(arrow):
-            total += arrow.bit_width // 8
+            total += min(arrow.bit_width // 8, 4)   # 64 bits can narrow to 32 (engine.io.narrowing)
         else:
             total += 4   # text and the like: an offset at least
     return total

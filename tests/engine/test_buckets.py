@@ -505,6 +505,56 @@ def test_scratch_dictionaries_take_the_narrowest_index_and_map_alike(tmp_path, m
     assert pl.read_parquet(tmp_path / "three" / "assignments")["category_count"].max() > 1
 
 
+def test_scratch_columns_narrow_where_they_round_trip_and_map_alike(tmp_path, monkeypatch):
+    # Ids, times and amounts go to 32 bits in a scratch file where every value of the file round-trips
+    # (engine.io.narrowing), and stay as they are in one where one does not: file a narrows everything, file b
+    # nothing (an id 2^40 away from the others, a time off whole seconds, an amount of a fraction of a cent).
+    # One partition job a file, so a bucket holds both kinds. A NaN amount and null times are rejected and read
+    # back from the scratch for the rejects file (a -0.0 amount is kept): its rows are the one bucket's.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from segmint.engine.pipeline import partition
+
+    kinds: dict[str, set[pa.DataType]] = {}
+    write = partition._write_ipc
+
+    def recording(table, path, plan):
+        for field in table.schema:
+            kinds.setdefault(field.name, set()).add(field.type)
+        write(table, path, plan)
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    monkeypatch.setattr(partition, "_job_chunks", lambda plan, role: [(i, i + 1) for i in
+                                                                      range(len(plan.source(role).chunks))])
+
+    def part(seed: int, whole: bool, rows: int = 3000) -> pa.Table:
+        customer = [(i * 7919 + seed) % 400 + 10**9 for i in range(rows)]
+        amount = [(i % 1300 - 100) / 100 for i in range(rows)]
+        amount[6] = -0.0
+        times = [None if i % 499 == 0 else dt.datetime(2024, 1, 1) + dt.timedelta(hours=3 * i + seed)
+                 for i in range(rows)]
+        order = [i // 2 + seed * 10**6 for i in range(rows)]
+        if not whole:
+            customer[1], amount[2], amount[5], order[4] = 2**40, 0.125, float("nan"), 2**40
+            times[3] += dt.timedelta(microseconds=1)
+        return pa.table({"customer_id": pa.array(customer, pa.int64()), "ts": pa.array(times, pa.timestamp("us")),
+                         "amount": amount, "order_id": pa.array(order, pa.int64())})
+
+    (tmp_path / "tx").mkdir()
+    pq.write_table(part(1, True), tmp_path / "tx" / "a.parquet")
+    pq.write_table(part(2, False), tmp_path / "tx" / "b.parquet")
+    cfg = RunConfig(cluster=ClusterConfig(k=3, seed=1), max_reject_share=0.9)
+    for name, buckets in (("one", 1), ("three", 3)):
+        run([tmp_path / "tx"], tmp_path / name, dataclasses.replace(cfg, buckets=buckets))
+    assert kinds == {"customer_id": {pa.uint32(), pa.int64()}, "ts": {pa.uint32(), pa.timestamp("us")},
+                     "amount": {pa.int32(), pa.float64()}, "order_id": {pa.uint32(), pa.int64()}}
+    for name in ("assignments", "rejects"):
+        _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "three" / name), name)
+    rejects = pl.read_parquet(tmp_path / "three" / "rejects")
+    assert {"null_timestamp", "non_finite_amount"} <= set(rejects["reason"])
+
+
 def test_a_partition_that_cannot_fit_its_disk_is_refused_before_it_starts(dirty, tmp_path, monkeypatch):
     # The check counts a floor of the scratch's bytes: a disk with as much free space as a run's scratch
     # took is never refused, one byte less than the floor is, before anything is written, with the fixes
@@ -664,7 +714,7 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
 
 def test_a_partition_that_cannot_fit_the_disk_is_refused_before_a_row_is_written(small_data, tmp_path, monkeypatch):
     """The refusal names the scratch's floor and the free space in MB of 10^6 bytes, as --memory-limit reads
-    them (2^20 bytes read 2,000,000 free bytes as 1 MB)."""
+    them (2^20 bytes read 1,000,000 free bytes as 0 MB)."""
     import shutil
 
     from segmint.engine.errors import ConfigError
@@ -675,13 +725,14 @@ def test_a_partition_that_cannot_fit_the_disk_is_refused_before_a_row_is_written
 
     lines = pl.scan_parquet(small_data / "transactions").select(pl.len()).collect().item()
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(partition.shutil, "disk_usage", lambda path: usage._replace(free=2_000_000))
+    monkeypatch.setattr(partition.shutil, "disk_usage", lambda path: usage._replace(free=1_000_000))
     monkeypatch.setattr(commands, "partition_chunk", never)
     cfg = RunConfig(cluster=ClusterConfig(k=3), buckets=2)
-    with pytest.raises(ConfigError, match=r"needs at least ([\d,]+) MB under .* and 2 MB are free") as caught:
+    with pytest.raises(ConfigError, match=r"needs at least ([\d,]+) MB under .* and 1 MB are free") as caught:
         run([small_data / "transactions"], tmp_path / "run", cfg)
     needed = int(caught.value.args[0].split("needs at least ")[1].split(" MB")[0].replace(",", ""))
-    assert needed * 10**6 >= lines * 8 * 3   # at least the three 8-byte columns a line has (id, time, amount)
+    # At least the three columns a line has (id, time, amount), each of 4 bytes where narrowed (engine.io.narrowing).
+    assert needed * 10**6 >= lines * 4 * 3
     assert not (tmp_path / "run").exists()
 
 
