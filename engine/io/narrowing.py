@@ -3,8 +3,9 @@ bit for bit.
 
 Scenario L's partition writes its whole input to scratch files, and the kernel's work on those bytes (copying
 them into the page cache, clearing fresh pages for them, faulting them back in the map) was most of its time:
-fewer bytes a line is the partition's time (bench/README, issue #19's rounds). Each column narrows where every
-value round-trips, in each file on its own:
+fewer bytes a line is the partition's time (bench/README, issue #19's rounds). On L, 34 -> 22 bytes a line took
+its partition from 35-38 s to 26-27 s and its system time from 45 to 27 s (bench/README, thirtieth round). Each
+column narrows where every value round-trips, in each file on its own:
 
 - int64 (ids, order ids): unsigned 32-bit offsets from the file's least value;
 - times: whole seconds from the least (whole units of the column's own where not all are whole seconds);
