@@ -38,6 +38,8 @@ _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 def narrow(table: pa.Table) -> pa.Table:
     """``table`` with each column that round-trips narrowed (module docstring)."""
     table = _narrow_indices(table)
+    if len(set(table.column_names)) != table.num_columns:   # encodings are keyed by name
+        return table
     encodings: dict[str, list] = {}
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
@@ -84,7 +86,7 @@ def _narrowed(array: pa.Array) -> tuple[pa.Array, list] | None:
         return _with_validity(array, pa.int32(), cents), ["cents", 0, 1]
     values = arrow_numpy.values(array.view(pa.int64()))
     offsets = np.empty(len(array), np.uint32)
-    for scale in ([_PER_SECOND[kind.unit], 1] if pa.types.is_timestamp(kind) else [1]):
+    for scale in (dict.fromkeys([_PER_SECOND[kind.unit], 1]) if pa.types.is_timestamp(kind) else [1]):
         ok, base = to_offsets(values, valid, scale, offsets)
         if ok:
             return _with_validity(array, pa.uint32(), offsets), ["offset", int(base), scale]

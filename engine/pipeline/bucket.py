@@ -29,7 +29,8 @@ from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.partition import Releases, bucket_rows, bucket_source, read_tables, reread
+from segmint.engine.pipeline.partition import (Releases, bucket_chunks, bucket_rows, bucket_source, read_tables,
+                                               reread)
 from segmint.engine.pipeline.plan import Plan
 
 __all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
@@ -176,11 +177,12 @@ def features_path(plan: Plan, bucket: int) -> str:
 
 def _map(job: MapJob) -> BucketResult:
     plan, cfg = job.plan, job.plan.cfg
-    source = bucket_source(plan, "tx", job.bucket)
+    source, parts = bucket_source(plan, "tx", job.bucket), bucket_chunks(plan, "tx", job.bucket)
     start = time.perf_counter()
-    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c]))
-    mapped = map_lines(chunks, source.rows, plan.read_schema("tx"), cfg, as_of=job.as_of, now=plan.now,
-                       channels=job.channels, mode=job.mode, reread=lambda positions: reread(plan, source, positions),
+    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c], parts))
+    mapped = map_lines(chunks, sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
+                       now=plan.now, channels=job.channels, mode=job.mode,
+                       reread=lambda positions: reread(plan, source, positions, parts),
                        reason_column=reason_column(list(source.columns)), ahead=job.ahead)
     seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rows_after_as_of=mapped.rows_after_as_of,

@@ -451,10 +451,14 @@ def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
     if cfg.resume:
         fingerprint = resume.fingerprint(plan, out)
         if old is not None and old.fingerprint == fingerprint:
+            resized = plan
             if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
-                plan = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
-                                 side_tables=plan.command in _SIDE_TABLES, sizes=(old.buckets, old.chunk_rows))
-            return dataclasses.replace(plan, run_id=old.run_id, started_at=old.started), True
+                resized = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
+                                    side_tables=plan.command in _SIDE_TABLES, sizes=(old.buckets, old.chunk_rows))
+            # Which files make which bucket depends on the sizes (engine.pipeline.clusters): an attempt whose
+            # buckets would be other files' than the first's starts afresh.
+            if resume.fingerprint(resized, out) == old.fingerprint:
+                return dataclasses.replace(resized, run_id=old.run_id, started_at=old.started), True
     if old is not None:
         _discard(old, out, cfg)
     if cfg.resume:
@@ -604,6 +608,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
                 vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
             info["chunks"] = len(jobs)
             info["largest_job_rows"] = max(job_rows(job) for job in jobs)
+            info["clustered"] = bool(plan.clusters)   # no scratch: the input's files are the buckets
     with s.clock.stage("map") as info:
         # The only bucket's feature table stays in this process for the fit and score that follow here,
         # unless a resumed attempt must find it on disk (or the map ran elsewhere). It is already part
@@ -617,7 +622,7 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         #   its lines, while the records would still be held;
         # - each removes its scratch files once done (partition.Releases), where no job runs twice.
         local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
-        ahead = local_buckets and thread_budget() > 1
+        ahead = local_buckets and thread_budget() > 1 and not plan.clusters   # the input's files: decoded
         releases = Releases() if _run_once(s) else None
         jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, releases) for b in range(plan.buckets)]
         reuse = local_buckets and plan.events is None and plan.customers is None

@@ -26,6 +26,7 @@ pseudonyms: no raw id reaches any file segmint writes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import shutil
@@ -52,6 +53,7 @@ from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.hashing import hash_buckets
 
 __all__ = ["PartitionJob", "partition_jobs", "job_rows", "check_scratch_space", "partition_chunk", "bucket_source",
+           "bucket_chunks",
            "Releases", "read_tables", "reread", "bucket_rows", "bucket_of", "id_column", "row_stats",
            "SLOTS", "BUCKET_SEED"]
 
@@ -79,11 +81,11 @@ def job_rows(job: PartitionJob) -> int:
 
 def check_scratch_space(plan: Plan) -> None:
     """Refuse, before a row is written, a partition whose uncompressed scratch cannot fit the local disk it
-    goes to. What it counts is a floor (each row's fixed-width bytes; text its offsets alone, a dictionary
-    column one byte of index), so a refusal is certain, not a guess; without it a full disk stopped the
-    run minutes in with an unexpected OSError. LZ4 scratch (``compress_scratch``, an object store) is not
-    checked: how far it shrinks depends on the data."""
-    if plan.buckets == 1 or store.is_remote(plan.work) or plan.cfg.compress_scratch:
+    goes to. What it counts is a floor (each row's fixed-width bytes, a 64-bit column's 32 it may narrow to;
+    text its offsets alone, a dictionary column one byte of index), so a refusal is certain, not a guess;
+    without it a full disk stopped the run minutes in with an unexpected OSError. LZ4 scratch
+    (``compress_scratch``, an object store) is not checked: how far it shrinks depends on the data."""
+    if plan.buckets == 1 or plan.clusters or store.is_remote(plan.work) or plan.cfg.compress_scratch:
         return
     need = sum(plan.source(role).rows * _least_row_bytes(plan, role) for role in plan.roles())
     folder = store.local(plan.work)
@@ -94,7 +96,7 @@ def check_scratch_space(plan: Plan) -> None:
         # MB of 10^6 bytes, as --memory-limit reads them and as disks are sold (2^20 read 5% low).
         msg = (f"the partition's scratch needs at least {math.ceil(need / 1e6):,} MB under {folder} and "
                f"{free // 10**6:,} MB are free there: free some space, give --work-dir a larger local disk, or set "
-               f"compress_scratch = true in [run] (LZ4, about half the bytes)")
+               f"compress_scratch = true in [run] (LZ4)")
         raise ConfigError(msg)
 
 
@@ -108,6 +110,12 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     plan = job.plan
     source = plan.source(job.role)
     first, last = _job_chunks(plan, job.role)[job.index]
+    if plan.clusters:   # the input's files are the buckets: only what the run needs of all its rows
+        c = plan.cfg.columns
+        tally = dataclasses.replace(source, columns=tuple(name for name in source.columns if name in
+                                                          (c.customer, c.time, c.amount, c.channel)))
+        return RowStats.merge([row_stats(table, plan) for table in read_tables(
+            plan, tally, [c.channel] if c.channel else [], chunks=source.chunks[first:last])])
     parts: list[list[pa.Table]] = [[] for _ in range(plan.buckets)]
     stats = []
     buckets = np.arange(plan.buckets, dtype=np.int32)   # a row's group is its bucket
@@ -134,14 +142,24 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
 
 
 def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
-    """Where one bucket's rows of a table are: the input itself with one bucket, else its scratch files."""
+    """Where one bucket's rows of a table are: the input itself with one bucket or where its files are the
+    buckets (``bucket_chunks`` says which), else its scratch files."""
     source = plan.source(role)
-    if plan.buckets == 1:
+    if plan.buckets == 1 or plan.clusters:
         return source
     folder = _bucket_folder(plan, role, bucket)
     files = store.list_files(folder, plan.options)
     return Source(source.label, (folder,), False, source.columns, plan.read_schema(role),
                   tuple(Chunk(f, 0, _ipc_rows(f, plan)) for f in files), source.options)
+
+
+def bucket_chunks(plan: Plan, role: str, bucket: int) -> tuple[Chunk, ...]:
+    """The chunks of ``bucket_source`` one bucket's map reads: all of them but where the input's files are
+    the buckets (``plan.clusters``)."""
+    source = bucket_source(plan, role, bucket)
+    if not plan.clusters:
+        return source.chunks
+    return tuple(chunk for chunk, b in zip(source.chunks, plan.clusters, strict=True) if b == bucket)
 
 
 class Releases:
@@ -157,7 +175,7 @@ class Releases:
         """Remove one bucket's scratch files, of every table, once its map job is done. With one bucket there
         are none: the bucket is the input itself, which nothing here ever removes (nor anything outside a
         work dir)."""
-        if plan.buckets == 1 or not plan.work:
+        if plan.buckets == 1 or plan.clusters or not plan.work:
             return
         folders = [_bucket_folder(plan, role, bucket) for role in plan.roles()]
         thread = threading.Thread(target=_remove, args=(folders, plan.options), name="segmint-release", daemon=True)
@@ -214,9 +232,10 @@ def _judged_time(plan: Plan, source: Source) -> tuple[str, str | None, str] | No
     return None
 
 
-def reread(plan: Plan, source: Source, positions: np.ndarray) -> pa.Table:
-    """The rows at ``positions`` of ``source`` as ``read_tables`` gives them."""
-    table = read_at(source, source.chunks, positions)
+def reread(plan: Plan, source: Source, positions: np.ndarray, chunks: Sequence[Chunk] | None = None) -> pa.Table:
+    """The rows at ``positions`` of ``source`` (numbered across its ``chunks``, all by default) as
+    ``read_tables`` gives them."""
+    table = read_at(source, source.chunks if chunks is None else chunks, positions)
     if plan.cfg.pseudonymize_ids and _is_input(plan, source):
         table = _pseudonymized(table, _role_column(plan, source))
     return table

@@ -26,6 +26,7 @@ from segmint.engine.io import contract
 from segmint.engine.io.canonical import is_typed
 from segmint.engine.io.pseudonym import require_key
 from segmint.engine.io.sources import Source, split
+from segmint.engine.pipeline.clusters import file_clusters
 from segmint.engine.runtime import current_rss, default_memory_limit
 
 __all__ = ["Plan", "make_plan", "new_run_id", "code_to_come", "SCHEMA_VERSION", "MAX_BUCKET_ROWS", "MAX_JOB_ROWS",
@@ -47,8 +48,9 @@ TEXT_COLUMN_BYTES = 85
 # about 8 M rows ran in 351 s against 431 s for 10 buckets of 22 M (bench/README.md).
 MAX_BUCKET_ROWS = 8_000_000
 # Partition jobs are smaller and faster too, whatever the memory would allow: on scenario L at the default limit
-# (5.5 GB) 11 jobs of 21.7 M rows took 31.1-38.6 s, against 19.9-26.4 s for 28 jobs of at most 8 M (and 21.5-22.1 s
-# for 4 M), half the system time; a job's rows are fresh memory, and the scratch it writes takes fresh pages besides.
+# (5.5 GB) 11 jobs of 21.7 M rows took 31.1-38.6 s, against 19.9-26.4 s for 29 jobs of at most 8 M (and 21.5-22.1 s
+# for 59 of 4 M), half the system time; a job's rows are fresh memory, and the scratch it writes takes fresh
+# pages besides.
 MAX_JOB_ROWS = 8_000_000
 # The least memory a stage may have for data.
 _MIN_DATA_BYTES = 32 * 2**20
@@ -76,6 +78,9 @@ class Plan:
     data_budget: int                 # the limit minus what the process used when planning and code to come
     work: str                        # scratch folder for bucket files
     bytes_per_row: dict[str, int] = dataclasses.field(default_factory=lambda: dict(BYTES_PER_ROW))   # as budgeted
+    # The bucket of each transactions chunk where the input's files are the buckets (engine.pipeline.clusters);
+    # () where rows are partitioned by the hash of their customer id.
+    clusters: tuple[int, ...] = ()
 
     @property
     def now(self) -> dt.datetime:
@@ -152,13 +157,23 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
         raise ConfigError(msg)
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     per_row = _bytes_per_row(tx, columns)
-    buckets, chunk_rows = sizes or (cfg.buckets or _buckets(rows, budget, per_row),
-                                    min(MAX_JOB_ROWS, max(10_000, budget // per_row["partition"])))
+    buckets = sizes[0] if sizes else cfg.buckets or _buckets(rows, budget, per_row)
+    # One bucket has no partition jobs: its chunks are what the map reads, a CSV's each a scan from the file's start.
+    chunk_rows = sizes[1] if sizes else max(10_000, budget // per_row["partition"])
+    if not sizes and buckets > 1:
+        chunk_rows = min(MAX_JOB_ROWS, chunk_rows)
     split_ = (lambda s: split(s, chunk_rows) if s is not None else None)
+    tx = split_(tx)
+    # Files that hold customers of their own need no partition, where nothing else must meet the customers' rows
+    # in a bucket and the map reads the rows as they are (no parsing, no pseudonyms) where the run's statistics
+    # are gathered. --buckets asks for the hash partition.
+    alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
+    clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"]) \
+        if alone and not tx.csv and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
-                cfg=cfg, inputs=tuple(map(str, inputs)), tx=split_(tx), events=split_(events),
+                cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
                 customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
-                data_budget=budget, work=str(work), bytes_per_row=per_row)
+                data_budget=budget, work=str(work), bytes_per_row=per_row, clusters=clusters)
 
 
 def code_to_come() -> int:

@@ -71,7 +71,8 @@ def fingerprint(plan: Plan, out: str | Path) -> str:
            "buckets": plan.cfg.buckets, "files": identity, "versions": versions(), "code": _code_stamp(),
            "key": _key_id() if plan.cfg.pseudonymize_ids else None,
            "threads": numba.get_num_threads(),  # outputs are the same for the same thread count
-           "scratch": [SCRATCH_FORMAT, plan.cfg.compress_scratch]}   # the names and formats of its files
+           "scratch": [SCRATCH_FORMAT, plan.cfg.compress_scratch],   # the names and formats of its files
+           "clusters": list(plan.clusters)}   # which files make which bucket, where they do
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -224,9 +224,53 @@ def test_memory_limit_decides_the_bucket_count(tmp_path):
     assert plan(RunConfig(memory_limit=in_use + int(need / 2.5), buckets=1)).buckets == 1
 
 
+def test_files_of_their_own_customers_are_the_buckets_without_a_partition(small_data, tmp_path, monkeypatch):
+    # Files whose customer ids are apart (their footers' statistics) are mapped as buckets of whole files: nothing
+    # is written to scratch, the partition pass only gathers the as-of and the channel counts, and the outputs are
+    # the one bucket's (rejected rows read back from the input's own files). Files whose ranges meet, a null id, or
+    # --buckets: partitioned by hash.
+    from segmint.engine.pipeline import partition
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    tx = tx.with_columns(amount=pl.when(pl.int_range(pl.len()) % 997 == 0).then(float("nan"))
+                         .when(pl.col("customer_id") % 97 == 0).then(-pl.col("amount").abs()).otherwise("amount"))
+    block = (pl.col("customer_id").rank("dense") * 6 // (tx["customer_id"].n_unique() + 1)).alias("block")
+    layouts = {"apart": tx.with_columns(block), "meet": tx.with_columns((pl.int_range(pl.len()) % 6).alias("block")),
+               "null": tx.with_columns(block).with_columns(
+                   customer_id=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise("customer_id"))}
+    for name, frame in layouts.items():
+        (tmp_path / name).mkdir()
+        for (b,), part in frame.partition_by("block", as_dict=True, maintain_order=True).items():
+            part.drop("block").write_parquet(tmp_path / name / f"part-{b}.parquet")
+    written: list[str] = []
+    write = partition._write_ipc
+
+    def recording(table, path, plan):
+        written.append(path)
+        write(table, path, plan)
+
+    monkeypatch.setattr(partition, "_write_ipc", recording)
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)   # three buckets of this small input
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), max_reject_share=0.9)
+    scratch = {}
+    for name, layout, buckets in (("apart", "apart", None), ("hashed", "apart", 3), ("meet", "meet", None),
+                                  ("null", "null", None), ("one", "apart", 1)):
+        written.clear()
+        result = run([tmp_path / layout], tmp_path / f"out-{name}", dataclasses.replace(cfg, buckets=buckets))
+        scratch[name] = len(written)
+        assert result.manifest["buckets"] == (1 if name == "one" else 3)
+    assert scratch["apart"] == 0 == scratch["one"] and min(scratch["hashed"], scratch["meet"], scratch["null"]) > 0
+    for name in ("assignments", "rejects", "profiles.parquet"):
+        one = _sorted(tmp_path / "out-one" / name)
+        for other in ("apart", "hashed"):
+            _same(one, _sorted(tmp_path / f"out-{other}" / name), f"{other}: {name}")
+    assert {"non_finite_amount", "returns_only"} <= set(pl.read_parquet(tmp_path / "out-apart" / "rejects")["reason"])
+
+
 def test_a_partition_job_reads_at_most_max_job_rows_whatever_the_memory(small_data, tmp_path, monkeypatch):
     # Partition jobs are sized by the memory budget up to MAX_JOB_ROWS, never past it (scenario L at the default
-    # limit: 11 jobs of 21.7 M rows took 31-39 s, 28 of 8 M 20-26 s).
+    # limit: 11 jobs of 21.7 M rows took 31-39 s, 29 of at most 8 M 20-26 s).
     import datetime as dt
 
     from segmint.engine.pipeline import plan as plans
@@ -236,10 +280,12 @@ def test_a_partition_job_reads_at_most_max_job_rows_whatever_the_memory(small_da
     monkeypatch.setattr(plans, "MAX_JOB_ROWS", lines // 5)
     started = dt.datetime.now(dt.timezone.utc)
 
-    def plan(limit):
+    def plan(limit, buckets=2):
         return plans.make_plan("run", [small_data / "transactions"], RunConfig(memory_limit=parse_size(limit),
-                               buckets=2), work=tmp_path / "work", run_id="t", started=started)
+                               buckets=buckets), work=tmp_path / "work", run_id="t", started=started)
 
+    one = plan("64GB", buckets=1)   # no jobs: its chunks are what the map reads (a CSV's each a scan from its start)
+    assert one.chunk_rows == one.data_budget // one.bytes_per_row["partition"] > lines
     roomy = plan("64GB")
     assert roomy.chunk_rows == lines // 5
     jobs = partition_jobs(roomy, "tx")

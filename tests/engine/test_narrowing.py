@@ -62,6 +62,7 @@ def test_a_slice_narrows_and_widens_with_its_own_nulls(tmp_path):
     table = _table(np.random.default_rng(3), 300, "us", True)
     part = table.slice(37, 150)
     assert part.column("ts").chunk(0).offset == 37
+    assert narrow(part).schema.field("ts").type == pa.uint32()
     assert _round_trip(part, tmp_path).equals(part)
 
 

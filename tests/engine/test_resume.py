@@ -195,3 +195,34 @@ def test_code_changed_between_attempts_is_not_resumed(small_data, uninterrupted,
     result = run([small_data / "transactions"], out, RESUME)
     assert calls.ran["map"] == [0, 1, 2, 3] and "resumes" not in result.manifest["stages"]["plan"]
     _assert_same_output(uninterrupted, out)
+
+
+def test_an_attempt_whose_buckets_would_be_other_files_starts_afresh(small_data, tmp_path, monkeypatch):
+    # Which files make which bucket (engine.pipeline.clusters) depends on the bucket count: a rerun that would take
+    # its first attempt's sizes and find other buckets than that attempt mapped starts afresh. Four files of their
+    # own customers: in 3 buckets one would hold half the rows (partitioned by hash), in 4 they are the buckets.
+    # The first attempt was partitioned by hash in 4; the rerun plans 3, by hash, the fingerprint its first's.
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = pl.col("customer_id").rank("dense") * 4 // (tx["customer_id"].n_unique() + 1)
+    (tmp_path / "tx").mkdir()
+    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
+        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    auto = dataclasses.replace(RESUME, buckets=None)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(plans, "_buckets", lambda rows, budget, per_row: 4)
+        m.setattr(plans, "file_clusters", lambda *args: ())
+        _Calls(m, fail_score_bucket=1)
+        with pytest.raises(RuntimeError):
+            run([tmp_path / "tx"], out, auto)
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    calls = _Calls(monkeypatch)
+    result = run([tmp_path / "tx"], out, auto)
+    assert "resumes" not in result.manifest["stages"]["plan"] and calls.ran["map"] == [0, 1, 2]
+    assert result.manifest["stages"]["partition"]["clustered"] is False
+    run([tmp_path / "tx"], tmp_path / "reference", dataclasses.replace(CFG, buckets=1))
+    for name in ("assignments", "rejects"):
+        assert pl.read_parquet(out / name).sort(pl.all()).equals(
+            pl.read_parquet(tmp_path / "reference" / name).sort(pl.all())), name
