@@ -177,7 +177,8 @@ def features_path(plan: Plan, bucket: int) -> str:
 
 def _map(job: MapJob) -> BucketResult:
     plan, cfg = job.plan, job.plan.cfg
-    source, parts = bucket_source(plan, "tx", job.bucket), bucket_chunks(plan, "tx", job.bucket)
+    source = bucket_source(plan, "tx", job.bucket)
+    parts = bucket_chunks(plan, source, job.bucket)
     start = time.perf_counter()
     chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c], parts))
     mapped = map_lines(chunks, sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,

@@ -450,13 +450,13 @@ def _recorded_run(plan: Plan, out: str, cfg: RunConfig) -> tuple[Plan, bool]:
         old = None
     if cfg.resume:
         fingerprint = resume.fingerprint(plan, out)
-        if old is not None and old.fingerprint == fingerprint:
+        if old is not None:
+            # Compared as planned with the first attempt's sizes: which files make which bucket depends on them
+            # (engine.pipeline.clusters), and an attempt whose buckets would be other files' starts afresh.
             resized = plan
             if (old.buckets, old.chunk_rows) != (plan.buckets, plan.chunk_rows):
                 resized = make_plan(plan.command, plan.inputs, cfg, work="", run_id=old.run_id, started=old.started,
                                     side_tables=plan.command in _SIDE_TABLES, sizes=(old.buckets, old.chunk_rows))
-            # Which files make which bucket depends on the sizes (engine.pipeline.clusters): an attempt whose
-            # buckets would be other files' than the first's starts afresh.
             if resume.fingerprint(resized, out) == old.fingerprint:
                 return dataclasses.replace(resized, run_id=old.run_id, started_at=old.started), True
     if old is not None:

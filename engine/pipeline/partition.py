@@ -1,4 +1,6 @@
 """Partition: one streaming pass that puts every row in its customer's bucket, and the reading of a bucket.
+Where the input's files are the buckets (``plan.clusters``, engine.pipeline.clusters) the pass writes nothing and
+only gathers what the run needs of all rows; a bucket's map reads its files.
 
 A row's bucket is a function of its customer id alone (a stable hash, never Polars' own),
 so a customer's rows, events and attributes all meet in one bucket, and each bucket can be
@@ -153,10 +155,9 @@ def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
                   tuple(Chunk(f, 0, _ipc_rows(f, plan)) for f in files), source.options)
 
 
-def bucket_chunks(plan: Plan, role: str, bucket: int) -> tuple[Chunk, ...]:
-    """The chunks of ``bucket_source`` one bucket's map reads: all of them but where the input's files are
-    the buckets (``plan.clusters``)."""
-    source = bucket_source(plan, role, bucket)
+def bucket_chunks(plan: Plan, source: Source, bucket: int) -> tuple[Chunk, ...]:
+    """The chunks of ``source`` (``bucket_source``'s) one bucket's map reads: all of them but where the input's
+    files are the buckets (``plan.clusters``)."""
     if not plan.clusters:
         return source.chunks
     return tuple(chunk for chunk, b in zip(source.chunks, plan.clusters, strict=True) if b == bucket)

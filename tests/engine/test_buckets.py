@@ -253,14 +253,18 @@ def test_files_of_their_own_customers_are_the_buckets_without_a_partition(small_
     monkeypatch.setattr(partition, "_write_ipc", recording)
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)   # three buckets of this small input
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), max_reject_share=0.9)
-    scratch = {}
+    scratch, clustered, rows = {}, {}, {}
     for name, layout, buckets in (("apart", "apart", None), ("hashed", "apart", 3), ("meet", "meet", None),
                                   ("null", "null", None), ("one", "apart", 1)):
         written.clear()
         result = run([tmp_path / layout], tmp_path / f"out-{name}", dataclasses.replace(cfg, buckets=buckets))
         scratch[name] = len(written)
         assert result.manifest["buckets"] == (1 if name == "one" else 3)
+        clustered[name] = result.manifest["stages"]["partition"].get("clustered")
+        rows[name] = (result.manifest["rows"], result.manifest["customers"], result.manifest["as_of"])
     assert scratch["apart"] == 0 == scratch["one"] and min(scratch["hashed"], scratch["meet"], scratch["null"]) > 0
+    assert clustered == {"apart": True, "hashed": False, "meet": False, "null": False, "one": None}
+    assert rows["apart"] == rows["one"] == rows["hashed"]   # rows in, used, rejected by reason; customers; as-of
     for name in ("assignments", "rejects", "profiles.parquet"):
         one = _sorted(tmp_path / "out-one" / name)
         for other in ("apart", "hashed"):
