@@ -12,11 +12,14 @@ null id, ids that are not integers, files on an object store) is partitioned by 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 
+from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
-from segmint.engine.io.sources import Source
+from segmint.engine.io.sources import Chunk, Source
 
-__all__ = ["file_clusters"]
+__all__ = ["file_clusters", "file_stamps", "check_unchanged"]
 
 
 def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> tuple[int, ...]:
@@ -59,6 +62,29 @@ def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> 
     if max(sizes) > min(most_rows, math.ceil(1.25 * total / buckets)):
         return ()
     return tuple(bucket_of[chunk.path] for chunk in source.chunks)
+
+
+def file_stamps(source: Source) -> tuple[tuple[int, int], ...]:
+    """The size and modification time of each chunk's file, as planned (``check_unchanged``)."""
+    return tuple(_stamp(chunk.path) for chunk in source.chunks)
+
+
+def check_unchanged(chunks: Sequence[Chunk], stamps: Sequence[tuple[int, int]]) -> None:
+    """Stop where a file is not as it was planned: its rows are read twice (the run's statistics, then its
+    bucket's map) and its customers' range was taken from its footer then. A file rewritten between with ids
+    another file holds would have split customers across buckets, with exit 0."""
+    for chunk, stamp in zip(chunks, stamps, strict=True):
+        if _stamp(chunk.path) != tuple(stamp):
+            msg = f"{chunk.path} changed while the run read it: rerun once the input is written"
+            raise InputContractError(msg)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(store.local(path))
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _id_range(path: str, column: str) -> tuple[int, int] | None:

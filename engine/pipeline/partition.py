@@ -49,6 +49,7 @@ from segmint.engine.io.ids import check_integral_ids, customer_expr
 from segmint.engine.io.pseudonym import pseudonymized
 from segmint.engine.io.sources import Chunk, Source, read_at, stream
 from segmint.engine.io.times import check_time_column
+from segmint.engine.pipeline.clusters import check_unchanged
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.runtime import map_threads
 from segmint.kernels.grouping import group_rows, perm_dtype
@@ -113,6 +114,7 @@ def partition_chunk(job: PartitionJob) -> RowStats | None:
     source = plan.source(job.role)
     first, last = _job_chunks(plan, job.role)[job.index]
     if plan.clusters:   # the input's files are the buckets: only what the run needs of all its rows
+        check_unchanged(source.chunks[first:last], plan.cluster_stamps[first:last])
         c = plan.cfg.columns
         tally = dataclasses.replace(source, columns=tuple(name for name in source.columns if name in
                                                           (c.customer, c.time, c.amount, c.channel)))
@@ -157,10 +159,12 @@ def bucket_source(plan: Plan, role: str, bucket: int) -> Source:
 
 def bucket_chunks(plan: Plan, source: Source, bucket: int) -> tuple[Chunk, ...]:
     """The chunks of ``source`` (``bucket_source``'s) one bucket's map reads: all of them but where the input's
-    files are the buckets (``plan.clusters``)."""
+    files are the buckets (``plan.clusters``), checked to be as planned."""
     if not plan.clusters:
         return source.chunks
-    return tuple(chunk for chunk, b in zip(source.chunks, plan.clusters, strict=True) if b == bucket)
+    mine = [i for i, b in enumerate(plan.clusters) if b == bucket]
+    check_unchanged([source.chunks[i] for i in mine], [plan.cluster_stamps[i] for i in mine])
+    return tuple(source.chunks[i] for i in mine)
 
 
 class Releases:

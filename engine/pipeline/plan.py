@@ -26,7 +26,7 @@ from segmint.engine.io import contract
 from segmint.engine.io.canonical import is_typed
 from segmint.engine.io.pseudonym import require_key
 from segmint.engine.io.sources import Source, split
-from segmint.engine.pipeline.clusters import file_clusters
+from segmint.engine.pipeline.clusters import file_clusters, file_stamps
 from segmint.engine.runtime import current_rss, default_memory_limit
 
 __all__ = ["Plan", "make_plan", "new_run_id", "code_to_come", "SCHEMA_VERSION", "MAX_BUCKET_ROWS", "MAX_JOB_ROWS",
@@ -81,6 +81,7 @@ class Plan:
     # The bucket of each transactions chunk where the input's files are the buckets (engine.pipeline.clusters);
     # () where rows are partitioned by the hash of their customer id.
     clusters: tuple[int, ...] = ()
+    cluster_stamps: tuple[tuple[int, int], ...] = ()   # each such chunk's file as planned (clusters.check_unchanged)
 
     @property
     def now(self) -> dt.datetime:
@@ -173,7 +174,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
                 customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
-                data_budget=budget, work=str(work), bytes_per_row=per_row, clusters=clusters)
+                data_budget=budget, work=str(work), bytes_per_row=per_row, clusters=clusters,
+                cluster_stamps=file_stamps(tx) if clusters else ())
 
 
 def code_to_come() -> int:

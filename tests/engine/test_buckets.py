@@ -272,6 +272,38 @@ def test_files_of_their_own_customers_are_the_buckets_without_a_partition(small_
     assert {"non_finite_amount", "returns_only"} <= set(pl.read_parquet(tmp_path / "out-apart" / "rejects")["reason"])
 
 
+def test_a_file_rewritten_between_the_statistics_and_its_bucket_stops_the_run(small_data, tmp_path, monkeypatch):
+    # Where the files are the buckets their rows are read twice (the run's statistics, then their bucket's map),
+    # and their ranges were taken from their footers when planning: a file rewritten meanwhile, as many rows with
+    # another file's customers, would have split those customers across buckets with exit 0.
+    import time
+
+    from segmint.engine.errors import InputContractError
+    from segmint.engine.pipeline import commands
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
+    (tmp_path / "tx").mkdir()
+    parts = tx.with_columns(block.alias("block")).partition_by("block", as_dict=True)
+    for (b,), part in parts.items():
+        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    real = commands.map_bucket
+
+    def rewriting(job):
+        if job.bucket == 0:
+            time.sleep(0.01)   # a new modification time on any file system's clock
+            moved = parts[(0,)].drop("block").with_columns(customer_id=pl.col("customer_id").max() + 1)
+            moved.write_parquet(tmp_path / "tx" / "part-0.parquet")
+        return real(job)
+
+    monkeypatch.setattr(commands, "map_bucket", rewriting)
+    with pytest.raises(InputContractError, match="part-0.parquet changed while the run read it"):
+        run([tmp_path / "tx"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3, seed=1)))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_partition_job_reads_at_most_max_job_rows_whatever_the_memory(small_data, tmp_path, monkeypatch):
     # Partition jobs are sized by the memory budget up to MAX_JOB_ROWS, never past it (scenario L at the default
     # limit: 11 jobs of 21.7 M rows took 31-39 s, 29 of at most 8 M 20-26 s).
