@@ -249,9 +249,7 @@ def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> p
     for chunk in chunks:
         lo, hi = np.searchsorted(positions, [start, start + chunk.rows])
         if hi > lo:
-            ipc = chunk.path.endswith(_IPC)
-            table = _read_ipc(chunk, source.options) if ipc else read_chunk(source, chunk).to_arrow()
-            parts.append(table.take(arrow_numpy.array(positions[lo:hi] - start)))
+            parts.append(read_chunk(source, chunk).to_arrow().take(arrow_numpy.array(positions[lo:hi] - start)))
         start += chunk.rows
     return pa.concat_tables(parts, promote_options="permissive") if parts else source.empty().to_arrow()
 

@@ -12,7 +12,6 @@ null id, ids that are not integers, files on an object store) is partitioned by 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 from segmint.engine.errors import InputContractError
@@ -29,7 +28,7 @@ def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> 
     more than ``most_rows`` rows, or more than a quarter above an even share. A function of the files, the
     bucket count and the memory budget: --resume's fingerprint holds the result, so an attempt that would map
     other buckets starts afresh."""
-    if buckets < 2 or any(chunk.path.endswith(".csv") or store.is_remote(chunk.path) for chunk in source.chunks):
+    if buckets < 2 or source.csv or any(store.is_remote(chunk.path) for chunk in source.chunks):
         return ()
     rows: dict[str, int] = {}
     for chunk in source.chunks:
@@ -64,27 +63,24 @@ def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> 
     return tuple(bucket_of[chunk.path] for chunk in source.chunks)
 
 
-def file_stamps(source: Source) -> tuple[tuple[int, int], ...]:
-    """The size and modification time of each chunk's file, as planned (``check_unchanged``)."""
+def file_stamps(source: Source) -> tuple[str, ...]:
+    """Each chunk's file's version as planned (``check_unchanged``): store.head's, which every write changes."""
     return tuple(_stamp(chunk.path) for chunk in source.chunks)
 
 
-def check_unchanged(chunks: Sequence[Chunk], stamps: Sequence[tuple[int, int]]) -> None:
+def check_unchanged(chunks: Sequence[Chunk], stamps: Sequence[str]) -> None:
     """Stop where a file is not as it was planned: its rows are read twice (the run's statistics, then its
     bucket's map) and its customers' range was taken from its footer then. A file rewritten between with ids
     another file holds would have split customers across buckets, with exit 0."""
     for chunk, stamp in zip(chunks, stamps, strict=True):
-        if _stamp(chunk.path) != tuple(stamp):
+        if _stamp(chunk.path) != stamp:
             msg = f"{chunk.path} changed while the run read it: rerun once the input is written"
             raise InputContractError(msg)
 
 
-def _stamp(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(store.local(path))
-    except OSError:
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
+def _stamp(path: str) -> str:
+    version = store.head(path)
+    return version.etag if version is not None else ""
 
 
 def _id_range(path: str, column: str) -> tuple[int, int] | None:

@@ -81,7 +81,7 @@ class Plan:
     # The bucket of each transactions chunk where the input's files are the buckets (engine.pipeline.clusters);
     # () where rows are partitioned by the hash of their customer id.
     clusters: tuple[int, ...] = ()
-    cluster_stamps: tuple[tuple[int, int], ...] = ()   # each such chunk's file as planned (clusters.check_unchanged)
+    cluster_stamps: tuple[str, ...] = ()   # each such chunk's file's version as planned (clusters.check_unchanged)
 
     @property
     def now(self) -> dt.datetime:
@@ -170,7 +170,7 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     # are gathered. --buckets asks for the hash partition.
     alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
     clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"]) \
-        if alone and not tx.csv and is_typed(tx.schema, columns) else ()
+        if alone and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
                 customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
