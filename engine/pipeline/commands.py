@@ -51,7 +51,7 @@ from segmint.engine.io.sink import (OWNER, Layout, Staging, check_not_inside, ch
                                     staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
-from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, map_bucket
+from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, Shares, map_bucket
 from segmint.engine.pipeline.executor import Executor, LocalExecutor, resolve_executor
 from segmint.engine.pipeline.partition import (Releases, check_scratch_space, job_rows, partition_chunk,
                                                partition_jobs)
@@ -330,8 +330,8 @@ class _Session:
         done = store.join(self.plan.work, "done", stage) if self.plan.cfg.resume and self.out is not None else None
         results, skipped = resume.map_jobs(self.executor, fn, jobs, tick=self.clock.tick, done=done,
                                            options=self.plan.options)
-        if done is not None:
-            info["resumed_jobs"] = skipped
+        if done is not None:   # a stage may run jobs twice (the map's buckets mapped again: _settled)
+            info["resumed_jobs"] = info.get("resumed_jobs", 0) + skipped
         self.report_files(results)
         return results
 
@@ -595,20 +595,25 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
     """Partition (several buckets), then map every bucket; checks the reject share."""
     plan = s.plan
     as_of, vocabulary = plan.fixed_as_of, tuple(channels) if channels is not None else None
+    assumed = _footer_as_of(plan) if as_of is None else None
+    # Where the input's files are the buckets, the run's as-of and channels are settled once they are mapped:
+    # no pass reads every row before (scenario L: 8.9-11.6 s).
+    settle = bool(plan.clusters) and (as_of is not None or assumed is not None)
     with s.clock.stage("partition") as info:
         info["buckets"] = plan.buckets
         if plan.buckets > 1:
-            if not s.resumed:   # a resumed run's finished jobs hold their space already
-                check_scratch_space(plan)
-            jobs = [job for role in plan.roles() for job in partition_jobs(plan, role)]
-            stats = [st for st in s.run_jobs("partition", partition_chunk, jobs, info) if st is not None]
-            merged = RowStats.merge(stats)
-            as_of = as_of or merged.latest or plan.now
-            if vocabulary is None:
-                vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
-            info["chunks"] = len(jobs)
-            info["largest_job_rows"] = max(job_rows(job) for job in jobs)
             info["clustered"] = bool(plan.clusters)   # no scratch: the input's files are the buckets
+            if settle:
+                as_of = as_of or assumed
+                info["statistics"] = "buckets"   # their maps gather them, and settle them (_settled)
+            else:
+                if not s.resumed:   # a resumed run's finished jobs hold their space already
+                    check_scratch_space(plan)
+                merged = _row_stats(s, info)
+                info["statistics"] = "rows"
+                as_of = as_of or merged.latest or plan.now
+                if vocabulary is None:
+                    vocabulary = top_channels(merged.channels, plan.cfg.features.max_channels)
     with s.clock.stage("map") as info:
         # The only bucket's feature table stays in this process for the fit and score that follow here,
         # unless a resumed attempt must find it on disk (or the map ran elsewhere). It is already part
@@ -629,6 +634,8 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         try:
             with records_reused() if reuse else contextlib.nullcontext():
                 mapped = s.run_jobs("map", map_bucket, jobs, info)
+                if settle:
+                    mapped = _settled(s, mapped, jobs, assumed, info)
         finally:
             if releases is not None:
                 releases.wait()
@@ -657,6 +664,66 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
 _ROWS = {"tx": "rows", "events": "event rows", "customers": "customers-table rows"}
 
 
+def _footer_as_of(plan: Plan) -> dt.datetime | None:
+    """The as-of a run whose files are the buckets assumes: the latest time their footers record, where that is
+    not in the future (rows after the run's start are rejected, and which is then the latest usable row only
+    the rows say)."""
+    if not plan.clusters or plan.footer_latest_us is None:
+        return None
+    latest = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=plan.footer_latest_us)
+    return latest if latest <= plan.now else None
+
+
+def _row_stats(s: _Session, info: dict[str, Any]) -> RowStats:
+    """The latest usable time and the lines per channel of every transaction row: partition jobs, which write
+    every row to its bucket's scratch on the way unless the files are the buckets."""
+    jobs = [job for role in s.plan.roles() for job in partition_jobs(s.plan, role)]
+    stats = [st for st in s.run_jobs("partition", partition_chunk, jobs, info) if st is not None]
+    info.setdefault("chunks", len(jobs))
+    info.setdefault("largest_job_rows", max(job_rows(job) for job in jobs))
+    return RowStats.merge(stats)
+
+
+def _settled(s: _Session, mapped: list[BucketResult], jobs: list[MapJob], assumed: dt.datetime | None,
+             info: dict[str, Any]) -> list[BucketResult]:
+    """Buckets of whole files mapped before the run's as-of and channels were known (``assumed``: the as-of
+    taken from the footers; channels each bucket's own), settled from what their rows held: the as-of and
+    channels a pass over every row gives, and so the same bits.
+
+    - The as-of is checked: the latest usable time the buckets found must be the one assumed, and no row may be
+      after it. Otherwise (the latest row rejected for another reason, footers that say less than the rows) every
+      bucket is mapped again with the one the rows give.
+    - A bucket whose own most common channels leave out one of the run's that it has lines of is mapped again with
+      the run's. Any other bucket's table takes the run's share columns as it is read (``Shares``)."""
+    plan = s.plan
+    stats = RowStats.merge([r.stats for r in mapped if r.stats is not None])
+    as_of = jobs[0].as_of
+    wrong = False
+    if assumed is not None:
+        if any(r.counts.rejected["after_as_of"] for r in mapped):
+            stats = _row_stats(s, {})   # rows after the footers' latest time: their statistics said less
+            info["statistics"] = "rows"
+        as_of = stats.latest or plan.now
+        wrong = as_of != assumed
+    vocabulary = jobs[0].channels if jobs[0].channels is not None else \
+        top_channels(stats.channels, plan.cfg.features.max_channels)
+    again = [i for i, r in enumerate(mapped) if wrong or not _covers(r, vocabulary)]
+    if again:
+        redone = s.run_jobs("map", map_bucket, [dataclasses.replace(jobs[i], as_of=as_of, channels=vocabulary)
+                                                for i in again], info)
+        for i, r in zip(again, redone, strict=True):
+            mapped[i] = r
+        info["mapped_again"] = len(again)
+    return [r if r.channels is None or r.channels == vocabulary else
+            dataclasses.replace(r, channels=vocabulary, shares=Shares(r.channels, vocabulary)) for r in mapped]
+
+
+def _covers(mapped: BucketResult, vocabulary: tuple[str, ...]) -> bool:
+    """Whether a bucket's feature table has a share column for each of the run's channels its rows hold."""
+    return mapped.channels is None or all(ch in mapped.channels or not mapped.counts.channel_lines.get(ch)
+                                          for ch in vocabulary)
+
+
 def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: str,
            scored: pl.DataFrame | None = None, *,
            read_again: bool = False) -> tuple[KpiPartials, dict, dict[str, tuple[int, list[float]]]]:
@@ -665,9 +732,8 @@ def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: st
     scored again. A feature table its map job kept is scored here too, from memory. ``read_again``: the
     command reads the feature tables after this (else each is removed once scored, where jobs run once)."""
     with s.clock.stage("score") as info:
-        buckets = [r.bucket for r in filled]
         release = _run_once(s) and not read_again
-        jobs = [ScoreJob(s.plan, b, scoring, output, s.layout, release) for b in buckets]
+        jobs = [ScoreJob(s.plan, r.bucket, scoring, output, s.layout, release, r.shares) for r in filled]
         stage = f"score-{resume.digest(scoring)}"
         if s.resumed and not store.exists(store.join(s.plan.work, "done", stage), s.plan.options):
             _clear_score_markers(s)  # scored by a model that came out differently
@@ -695,7 +761,7 @@ def _score(s: _Session, scoring: Scoring, filled: list[BucketResult], output: st
             for key, (n, revenue) in r.micro.items():
                 have = micro.get(key, (0, []))
                 micro[key] = (have[0] + n, have[1] + revenue)
-        info["buckets"] = len(buckets)
+        info["buckets"] = len(jobs)
     return kpis, mix, micro
 
 
@@ -884,7 +950,7 @@ def _measured_bytes_per_line(s: _Session) -> dict[str, float]:
         return {}
     held = {"partition": "largest_job_rows", "map": "largest_bucket_rows"}
     stages = {name: s.clock.stages.get(name, {}) for name in held}
-    if s.plan.buckets > 1:
+    if "largest_job_rows" in stages["partition"]:   # partition jobs ran (not where the files are the buckets)
         stages.pop("map")
     return {name: round(st["added_mb"] * 2**20 / st[held[name]], 1) for name, st in stages.items()
             if st.get(held[name]) and "added_mb" in st}

@@ -26,7 +26,7 @@ from segmint.engine.io import contract
 from segmint.engine.io.canonical import is_typed
 from segmint.engine.io.pseudonym import require_key
 from segmint.engine.io.sources import Source, split
-from segmint.engine.pipeline.clusters import file_clusters, file_stamps
+from segmint.engine.pipeline.clusters import file_clusters, file_stamps, footer_latest
 from segmint.engine.runtime import current_rss, default_memory_limit
 
 __all__ = ["Plan", "make_plan", "new_run_id", "code_to_come", "SCHEMA_VERSION", "MAX_BUCKET_ROWS", "MAX_JOB_ROWS",
@@ -82,6 +82,7 @@ class Plan:
     # () where rows are partitioned by the hash of their customer id.
     clusters: tuple[int, ...] = ()
     cluster_stamps: tuple[str, ...] = ()   # each such chunk's file's version as planned (clusters.check_unchanged)
+    footer_latest_us: int | None = None    # where they are: the latest time their footers record (clusters)
 
     @property
     def now(self) -> dt.datetime:
@@ -175,7 +176,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
                 customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
                 data_budget=budget, work=str(work), bytes_per_row=per_row, clusters=clusters,
-                cluster_stamps=file_stamps(tx) if clusters else ())
+                cluster_stamps=file_stamps(tx) if clusters else (),
+                footer_latest_us=footer_latest(tx, columns.time) if clusters else None)
 
 
 def code_to_come() -> int:

@@ -33,11 +33,11 @@ def _types() -> dict[str, type]:
     """The result types a marker may hold (imported late: they live in the stages that use this)."""
     from segmint.engine.analytics.cohorts import CohortPartials
     from segmint.engine.io.clean import RowStats
-    from segmint.engine.pipeline.bucket import BucketResult, Counts
+    from segmint.engine.pipeline.bucket import BucketResult, Counts, Shares
     from segmint.engine.pipeline.score import ScoreResult
     from segmint.engine.profile import KpiPartials
 
-    return {t.__name__: t for t in (CohortPartials, RowStats, BucketResult, Counts, ScoreResult, KpiPartials)}
+    return {t.__name__: t for t in (CohortPartials, RowStats, BucketResult, Counts, Shares, ScoreResult, KpiPartials)}
 
 
 def _encode(value: Any) -> Any:

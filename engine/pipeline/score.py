@@ -22,7 +22,7 @@ from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.features.table import add_rfm
 from segmint.engine.io.sink import Layout
-from segmint.engine.pipeline.bucket import HASH, read_features, release_features
+from segmint.engine.pipeline.bucket import HASH, Shares, read_features, release_features
 from segmint.engine.pipeline.plan import Plan
 from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
@@ -66,6 +66,7 @@ class ScoreJob:
     output: str        # "assignments", "features" or "clv": what the bucket writes
     layout: Layout
     release: bool = False   # remove the bucket's feature table once scored (bucket.release_features)
+    shares: Shares | None = None   # its table's share columns where they are not the run's (bucket.Shares)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class ScoreResult:
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
-    table = read_features(job.plan, job.bucket).drop(HASH)
+    table = read_features(job.plan, job.bucket, job.shares).drop(HASH)
     result = write_scored(job, score_table(table, job.scoring))
     if job.release:
         release_features(job.plan, job.bucket)

@@ -272,6 +272,83 @@ def test_files_of_their_own_customers_are_the_buckets_without_a_partition(small_
     assert {"non_finite_amount", "returns_only"} <= set(pl.read_parquet(tmp_path / "out-apart" / "rejects")["reason"])
 
 
+@pytest.mark.parametrize("case", ["latest_rejected", "rare_channel", "own_top_channel", "future_row", "given_as_of",
+                                  "footers_say_less"])
+def test_files_that_are_the_buckets_settle_the_as_of_and_channels_from_their_buckets(small_data, tmp_path,
+                                                                                      monkeypatch, case):
+    # Where the files are the buckets no pass reads every row first: the as-of is the footers' latest time, checked
+    # against what the buckets' rows held, and the channels are settled from the buckets' counts. Each way that can
+    # go otherwise gives the one bucket's outputs: the latest row rejected (every bucket mapped again with the
+    # as-of its rows give), a channel some buckets lack (their shares 0.0 as they are read), a bucket whose own most
+    # common channel is not the run's (that bucket mapped again), a row after the run's start (the rows' pass),
+    # footers whose latest time is before the rows' (the rows' pass, then every bucket mapped again).
+    from segmint.engine.config import FeatureConfig
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = (pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)).alias("block")
+    tx = tx.with_columns(block)
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), max_reject_share=0.9)
+    first = tx.filter(pl.col("block") == 0).head(1)
+    if case == "latest_rejected":   # the footers' latest time is a row with no amount
+        tx = pl.concat([tx, first.with_columns(ts=pl.lit(tx["ts"].max() + dt.timedelta(hours=1)), amount=float("nan"))])
+    elif case == "future_row":
+        tx = pl.concat([tx, first.with_columns(ts=pl.lit(dt.datetime(2999, 1, 1)))])
+    elif case == "rare_channel":   # bucket 2 alone has a kiosk line
+        tx = tx.with_columns(channel=pl.when((pl.col("block") == 2) & (pl.int_range(pl.len()) % 50 == 0))
+                             .then(pl.lit("kiosk")).otherwise("channel"))
+    elif case == "own_top_channel":   # web is the run's one channel, store is bucket 1's most common
+        tx = tx.with_columns(channel=pl.when((pl.col("block") == 1) & (pl.int_range(pl.len()) % 10 < 6))
+                             .then(pl.lit("store")).otherwise("channel"))
+        cfg = dataclasses.replace(cfg, features=FeatureConfig(max_channels=1))
+    elif case == "given_as_of":
+        cfg = dataclasses.replace(cfg, as_of="2026-03-01")
+    else:
+        real = plans.footer_latest
+        monkeypatch.setattr(plans, "footer_latest", lambda source, column: real(source, column) - 86_400_000_000)
+    (tmp_path / "tx").mkdir()
+    for (b,), part in tx.partition_by("block", as_dict=True, maintain_order=True).items():
+        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
+    one = run([tmp_path / "tx"], tmp_path / "one", dataclasses.replace(cfg, buckets=1))
+    partition, mapped = apart.manifest["stages"]["partition"], apart.manifest["stages"]["map"]
+    assert partition["clustered"] and partition["statistics"] == ("rows" if case == "future_row" else "buckets")
+    assert mapped.get("statistics") == ("rows" if case == "footers_say_less" else None)
+    again = {"latest_rejected": 3, "own_top_channel": 1, "footers_say_less": 3}
+    assert mapped.get("mapped_again", 0) == again.get(case, 0)
+    # The map's bytes a line are measured where no partition job ran before it.
+    assert set(apart.manifest["memory"]["measured_bytes_per_line"]) == {"partition" if case == "future_row" else "map"}
+    for key in ("rows", "customers", "as_of", "channels"):
+        assert apart.manifest[key] == one.manifest[key], key
+    for name in ("assignments", "rejects", "profiles.parquet"):
+        _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "apart" / name), name)
+
+
+def test_the_footers_latest_time_is_read_as_the_map_reads_times(tmp_path):
+    from segmint.engine.io.sources import Chunk, Source
+    from segmint.engine.pipeline.clusters import footer_latest
+
+    def latest(*columns, **write):
+        paths = []
+        for i, values in enumerate(columns):
+            pl.DataFrame({"ts": values}).write_parquet(tmp_path / f"{i}.parquet", **write)
+            paths.append(str(tmp_path / f"{i}.parquet"))
+        return footer_latest(Source("tx", tuple(paths), False, ("ts",), {}, tuple(Chunk(p, 0, 1) for p in paths)),
+                             "ts")
+
+    day = dt.datetime(2024, 5, 6, 7, 8, 9, 123456)
+    us = (day - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    assert latest(pl.Series([day, None]), pl.Series([day - dt.timedelta(days=1)])) == us
+    assert latest(pl.Series([day]).cast(pl.Datetime("ms"))) == us - 456
+    assert latest(pl.Series([day]).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Tokyo")) == us
+    assert latest(pl.Series([day.date()])) == us - (us % 86_400_000_000)
+    assert latest(pl.Series([None, None], dtype=pl.Datetime("us")), pl.Series([day])) == us   # a file of no time
+    assert latest(pl.Series([day]), statistics=False) is None
+    assert latest(pl.Series([day]).cast(pl.Datetime("ns"))) is None   # parsed by the map, not read as typed
+    assert latest(pl.Series(["2024-05-06"])) is None
+
+
 def test_a_file_rewritten_between_the_statistics_and_its_bucket_stops_the_run(small_data, tmp_path, monkeypatch):
     # Where the files are the buckets their rows are read twice (the run's statistics, then their bucket's map),
     # and their ranges were taken from their footers when planning: a file rewritten meanwhile, as many rows with
@@ -402,7 +479,7 @@ def test_text_ids_are_budgeted_by_their_length():
     from segmint.engine.pipeline.fit import FIT_BYTES_PER_CUSTOMER, check_fit_memory, text_id_bytes
 
     def bucket(ids):
-        return types.SimpleNamespace(table=pl.DataFrame({"customer_id": ids}), bucket=0)
+        return types.SimpleNamespace(table=pl.DataFrame({"customer_id": ids}), bucket=0, shares=None)
 
     assert text_id_bytes(None, [bucket([1, 2, 3])]) == 0.0 and text_id_bytes(None, []) == 0.0
     uuid = text_id_bytes(None, [bucket(["0" * 36, "1" * 36])])

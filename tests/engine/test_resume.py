@@ -226,3 +226,50 @@ def test_an_attempt_whose_buckets_would_be_other_files_starts_afresh(small_data,
     for name in ("assignments", "rejects"):
         assert pl.read_parquet(out / name).sort(pl.all()).equals(
             pl.read_parquet(tmp_path / "reference" / name).sort(pl.all())), name
+
+
+def test_a_run_of_files_that_are_the_buckets_stopped_while_mapping_again_is_resumed(small_data, tmp_path,
+                                                                                     monkeypatch):
+    # Files that are the buckets are mapped before the run's as-of is known for sure: here the footers' latest time
+    # is a row with no amount, so every bucket is mapped again with the as-of the rows give. An attempt stopped on
+    # bucket 1's second map goes on from both passes' finished jobs, and writes the one bucket's outputs.
+    import datetime as dt
+
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
+    tx = tx.with_columns(block.alias("block"))
+    tx = pl.concat([tx, tx.head(1).with_columns(ts=pl.lit(tx["ts"].max() + dt.timedelta(hours=1)),
+                                                amount=float("nan"))])
+    (tmp_path / "tx").mkdir()
+    for (b,), part in tx.partition_by("block", as_dict=True).items():
+        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    auto = dataclasses.replace(RESUME, buckets=None)
+    out = tmp_path / "run"
+    real = commands.map_bucket
+    ran: list[tuple[int, bool]] = []
+
+    def mapping(job, fail=None):
+        again = job.channels is not None   # the first pass maps with each bucket's own channels
+        if (job.bucket, again) == fail:
+            raise RuntimeError(f"worker lost on bucket {job.bucket}")
+        ran.append((job.bucket, again))
+        return real(job)
+
+    with monkeypatch.context() as m:
+        m.setattr(commands, "map_bucket", lambda job: mapping(job, fail=(1, True)))
+        with pytest.raises(RuntimeError, match="worker lost on bucket 1"):
+            run([tmp_path / "tx"], out, auto)
+    assert ran == [(0, False), (1, False), (2, False), (0, True)]
+    ran.clear()
+    monkeypatch.setattr(commands, "map_bucket", mapping)
+    result = run([tmp_path / "tx"], out, auto)
+    stages = result.manifest["stages"]
+    assert stages["partition"]["clustered"] and (stages["map"]["mapped_again"], stages["map"]["resumed_jobs"]) == (3, 4)
+    assert ran == [(1, True), (2, True)]   # the second pass's: bucket 0's loaded, as were the first pass's three
+    run([tmp_path / "tx"], tmp_path / "reference", dataclasses.replace(CFG, buckets=1))
+    for name in ("assignments", "rejects", "profiles.parquet"):
+        assert pl.read_parquet(out / name).sort(pl.all()).equals(
+            pl.read_parquet(tmp_path / "reference" / name).sort(pl.all())), name
