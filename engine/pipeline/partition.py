@@ -1,6 +1,7 @@
 """Partition: one streaming pass that puts every row in its customer's bucket, and the reading of a bucket.
-Where the input's files are the buckets (``plan.clusters``, engine.pipeline.clusters) the pass writes nothing and
-only gathers what the run needs of all rows; a bucket's map reads its files.
+Where the input's files are the buckets (``plan.clusters``, engine.pipeline.clusters) a bucket's map reads its files,
+and a pass runs only where the run's as-of cannot be settled from the buckets (engine.pipeline.commands._settled):
+it writes nothing and only gathers what the run needs of all rows.
 
 A row's bucket is a function of its customer id alone (a stable hash, never Polars' own),
 so a customer's rows, events and attributes all meet in one bucket, and each bucket can be
