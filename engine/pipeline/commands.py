@@ -648,8 +648,9 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
             # Every input row goes to one bucket: fewer read back means scratch files went missing (removed
             # too early, lost from a resumed attempt's work dir), and customers or their events would be
             # missing with exit 0.
-            msg = (f"the buckets hold {held[role]:,} {_ROWS[role]} but the input has {plan.source(role).rows:,}: "
-                   f"scratch files under {plan.work} went missing; rerun (without --resume)")
+            lost = "the input changed while the run read it; rerun" if plan.clusters or plan.buckets == 1 else \
+                f"scratch files under {plan.work} went missing; rerun (without --resume)"   # the map read no input
+            msg = f"the buckets hold {held[role]:,} {_ROWS[role]} but the input has {plan.source(role).rows:,}: {lost}"
             raise InputContractError(msg)
         info.update(used=counts.rows_used, rejected=counts.rows_in - counts.rows_used, customers=counts.customers,
                     largest_bucket_rows=max((r.counts.rows_in for r in mapped), default=0),

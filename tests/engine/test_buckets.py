@@ -897,6 +897,31 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
     assert not (tmp_path / "out").exists()
 
 
+def test_rows_missing_from_buckets_of_whole_files_blame_the_input_not_scratch(small_data, tmp_path, monkeypatch):
+    # Where the files are the buckets no scratch is written: rows the buckets did not hold can only be the input's
+    # files changed under the run (each map also checks its rows against the plan; this is the count's own check).
+    from segmint.engine.errors import InputContractError
+    from segmint.engine.pipeline import commands
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
+    (tmp_path / "tx").mkdir()
+    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
+        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    map_bucket = commands.map_bucket
+
+    def short(job):
+        result = map_bucket(job)
+        result.counts.rows_in -= job.bucket == 1
+        return result
+
+    monkeypatch.setattr(commands, "map_bucket", short)
+    with pytest.raises(InputContractError, match="but the input has .*: the input changed while the run read it"):
+        run([tmp_path / "tx"], tmp_path / "out", RunConfig(cluster=ClusterConfig(k=3)))
+
+
 def test_a_partition_that_cannot_fit_the_disk_is_refused_before_a_row_is_written(small_data, tmp_path, monkeypatch):
     """The refusal names the scratch's floor and the free space in MB of 10^6 bytes, as --memory-limit reads
     them (2^20 bytes read 1,000,000 free bytes as 0 MB)."""
