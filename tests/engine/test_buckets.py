@@ -897,6 +897,28 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
     assert not (tmp_path / "out").exists()
 
 
+def test_files_of_their_own_customers_in_32_and_64_bit_ids_and_an_empty_file_are_the_buckets(small_data, tmp_path,
+                                                                                             monkeypatch):
+    # Files that hold their ids in INT32 and INT64 (one dataset written by two tools), and a file without rows:
+    # still the buckets (their footers' ranges read alike), the one bucket's outputs.
+    from segmint.engine.pipeline import plan as plans
+
+    tx = pl.read_parquet(small_data / "transactions")
+    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
+    (tmp_path / "tx").mkdir()
+    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
+        part = part.drop("block")
+        (part.cast({"customer_id": pl.Int32}) if b == 1 else part).write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    tx.head(0).write_parquet(tmp_path / "tx" / "part-9.parquet")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3))
+    apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
+    run([tmp_path / "tx"], tmp_path / "one", dataclasses.replace(cfg, buckets=1))
+    assert apart.manifest["stages"]["partition"]["clustered"] and apart.manifest["buckets"] == 3
+    for name in ("assignments", "rejects", "profiles.parquet"):
+        _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "apart" / name), name)
+
+
 def test_rows_missing_from_buckets_of_whole_files_blame_the_input_not_scratch(small_data, tmp_path, monkeypatch):
     # Where the files are the buckets no scratch is written: rows the buckets did not hold can only be the input's
     # files changed under the run (each map also checks its rows against the plan; this is the count's own check).
