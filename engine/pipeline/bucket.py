@@ -26,7 +26,7 @@ from segmint.engine.analytics.funnel import EVENT_FEATURES, event_features, funn
 from segmint.engine.features.build import channel_columns, map_lines
 from segmint.engine.hashing import customer_hash
 from segmint.engine.io import store
-from segmint.engine.io.clean import EVENT_REASONS, REASONS, RowStats, clean_events, reason_column
+from segmint.engine.io.clean import EVENT_REASONS, REASONS, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.partition import (Releases, bucket_chunks, bucket_rows, bucket_source, read_tables,
@@ -132,7 +132,7 @@ class BucketResult:
     counts: Counts
     as_of: dt.datetime
     channels: tuple[str, ...] | None
-    stats: RowStats | None = None                 # the latest usable time and the lines per channel of its rows
+    latest: dt.datetime | None = None             # the latest time of its rows with no row-level reason
     cohorts: CohortPartials | None = None         # mode "cohorts"
     has_customers: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # where the bucket's time went
@@ -219,7 +219,7 @@ def _map(job: MapJob) -> BucketResult:
         files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
     result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
                   channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
-                  stats=RowStats(mapped.latest, mapped.channel_counts), has_customers=mapped.rows_used > 0,
+                  latest=mapped.latest, has_customers=mapped.rows_used > 0,
                   seconds=seconds)
     if job.mode == "clean":
         return BucketResult(**result, files=tuple(files))

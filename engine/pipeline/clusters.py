@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
+from segmint.engine.io.times import FIRST_US, LAST_US
 from segmint.engine.io.sources import Chunk, Source
 
 __all__ = ["file_clusters", "footer_latest", "file_stamps", "check_unchanged"]
@@ -73,7 +74,7 @@ def footer_latest(source: Source, column: str) -> int | None:
     """The latest time of ``column`` in ``source``'s files by their footers' statistics, in microseconds as the
     map reads it (timestamps in ms or us, dates at their midnight): the as-of the run assumes for files that are
     the buckets, instead of a pass over every row; what the map then finds checks it (engine.pipeline.commands).
-    None where a footer does not say (no statistics, another type)."""
+    None where a footer does not say (no statistics, another type) or its time is no valid one."""
     latest = None
     for path in dict.fromkeys(chunk.path for chunk in source.chunks):
         meta = _metadata(path)
@@ -94,7 +95,9 @@ def footer_latest(source: Source, column: str) -> int | None:
                 return None
             most = stats.max_raw * per
             latest = most if latest is None else max(latest, most)
-    return latest
+    # A time beyond the years the map reads (an "infinity" an export writes) is a rejected row's: the rows say which
+    # is the latest usable one.
+    return latest if latest is None or FIRST_US <= latest <= LAST_US else None
 
 
 def file_stamps(source: Source) -> tuple[str, ...]:

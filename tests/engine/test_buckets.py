@@ -347,6 +347,7 @@ def test_the_footers_latest_time_is_read_as_the_map_reads_times(tmp_path):
     assert latest(pl.Series([day]), statistics=False) is None
     assert latest(pl.Series([day]).cast(pl.Datetime("ns"))) is None   # parsed by the map, not read as typed
     assert latest(pl.Series(["2024-05-06"])) is None
+    assert latest(pl.Series([253_402_300_800_000]).cast(pl.Datetime("ms"))) is None   # year 10000: a rejected row's
 
 
 def test_a_file_rewritten_between_the_statistics_and_its_bucket_stops_the_run(small_data, tmp_path, monkeypatch):
