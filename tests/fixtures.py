@@ -8,6 +8,7 @@
 - ``segmint_child``: the CLI in a child process, with Ctrl-C delivered as in a terminal.
 - ``wait_for``: poll until a glob matches, so that a signal lands while a child is at work.
 - ``run_watching_peak_rss``: run a command; its peak RSS from /proc, its exit code and stderr.
+- ``customer_blocks`` and ``write_blocks``: transactions as files that each hold customers of their own.
 """
 
 from __future__ import annotations
@@ -166,3 +167,22 @@ def run_watching_peak_rss(cmd: list[str]) -> tuple[int, int, str]:
             time.sleep(0.02)
         err.seek(0)
         return peak, proc.returncode, err.read()
+
+
+def customer_blocks(tx, n: int):
+    """``tx`` (a Polars frame) with a ``block`` column: its customers in ``n`` runs of consecutive ids."""
+    import polars as pl
+
+    rank = pl.col("customer_id").rank("dense") * n // (tx["customer_id"].n_unique() + 1)
+    return tx.with_columns(rank.alias("block"))
+
+
+def write_blocks(frame, folder: Path) -> dict:
+    """One Parquet file of each ``block`` of ``frame`` (``customer_blocks``), ``folder/part-B.parquet``, without
+    that column; returns the parts by ``(block,)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {key: part.drop("block") for key, part in frame.partition_by("block", as_dict=True,
+                                                                            maintain_order=True).items()}
+    for (b,), part in parts.items():
+        part.write_parquet(folder / f"part-{b}.parquet")
+    return parts

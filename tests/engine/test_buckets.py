@@ -13,6 +13,7 @@ from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, Event
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
 from segmint.engine.synth import generate
+from tests.fixtures import customer_blocks, write_blocks
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +236,8 @@ def test_files_of_their_own_customers_are_the_buckets_without_a_partition(small_
     tx = pl.read_parquet(small_data / "transactions")
     tx = tx.with_columns(amount=pl.when(pl.int_range(pl.len()) % 997 == 0).then(float("nan"))
                          .when(pl.col("customer_id") % 97 == 0).then(-pl.col("amount").abs()).otherwise("amount"))
-    block = (pl.col("customer_id").rank("dense") * 6 // (tx["customer_id"].n_unique() + 1)).alias("block")
-    layouts = {"apart": tx.with_columns(block), "meet": tx.with_columns((pl.int_range(pl.len()) % 6).alias("block")),
-               "null": tx.with_columns(block).with_columns(
+    layouts = {"apart": customer_blocks(tx, 6), "meet": tx.with_columns((pl.int_range(pl.len()) % 6).alias("block")),
+               "null": customer_blocks(tx, 6).with_columns(
                    customer_id=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise("customer_id"))}
     for name, frame in layouts.items():
         (tmp_path / name).mkdir()
@@ -285,9 +285,7 @@ def test_files_that_are_the_buckets_settle_the_as_of_and_channels_from_their_buc
     from segmint.engine.config import FeatureConfig
     from segmint.engine.pipeline import plan as plans
 
-    tx = pl.read_parquet(small_data / "transactions")
-    block = (pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)).alias("block")
-    tx = tx.with_columns(block)
+    tx = customer_blocks(pl.read_parquet(small_data / "transactions"), 3)
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), max_reject_share=0.9)
     first = tx.filter(pl.col("block") == 0).head(1)
     if case == "latest_rejected":   # the footers' latest time is a row with no amount
@@ -306,9 +304,7 @@ def test_files_that_are_the_buckets_settle_the_as_of_and_channels_from_their_buc
     else:
         real = plans.footer_latest
         monkeypatch.setattr(plans, "footer_latest", lambda source, column: real(source, column) - 86_400_000_000)
-    (tmp_path / "tx").mkdir()
-    for (b,), part in tx.partition_by("block", as_dict=True, maintain_order=True).items():
-        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    write_blocks(tx, tmp_path / "tx")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
     one = run([tmp_path / "tx"], tmp_path / "one", dataclasses.replace(cfg, buckets=1))
@@ -360,19 +356,14 @@ def test_a_file_rewritten_between_the_statistics_and_its_bucket_stops_the_run(sm
     from segmint.engine.pipeline import commands
     from segmint.engine.pipeline import plan as plans
 
-    tx = pl.read_parquet(small_data / "transactions")
-    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
-    (tmp_path / "tx").mkdir()
-    parts = tx.with_columns(block.alias("block")).partition_by("block", as_dict=True)
-    for (b,), part in parts.items():
-        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    parts = write_blocks(customer_blocks(pl.read_parquet(small_data / "transactions"), 3), tmp_path / "tx")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     real = commands.map_bucket
 
     def rewriting(job):
         if job.bucket == 0:
             time.sleep(0.01)   # a new modification time on any file system's clock
-            moved = parts[(0,)].drop("block").with_columns(customer_id=pl.col("customer_id").max() + 1)
+            moved = parts[(0,)].with_columns(customer_id=pl.col("customer_id").max() + 1)
             moved.write_parquet(tmp_path / "tx" / "part-0.parquet")
         return real(job)
 
@@ -905,11 +896,8 @@ def test_files_of_their_own_customers_in_32_and_64_bit_ids_and_an_empty_file_are
     from segmint.engine.pipeline import plan as plans
 
     tx = pl.read_parquet(small_data / "transactions")
-    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
-    (tmp_path / "tx").mkdir()
-    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
-        part = part.drop("block")
-        (part.cast({"customer_id": pl.Int32}) if b == 1 else part).write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    parts = write_blocks(customer_blocks(tx, 3), tmp_path / "tx")
+    parts[(1,)].cast({"customer_id": pl.Int32}).write_parquet(tmp_path / "tx" / "part-1.parquet")
     tx.head(0).write_parquet(tmp_path / "tx" / "part-9.parquet")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3))
@@ -927,11 +915,7 @@ def test_rows_missing_from_buckets_of_whole_files_blame_the_input_not_scratch(sm
     from segmint.engine.pipeline import commands
     from segmint.engine.pipeline import plan as plans
 
-    tx = pl.read_parquet(small_data / "transactions")
-    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
-    (tmp_path / "tx").mkdir()
-    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
-        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    write_blocks(customer_blocks(pl.read_parquet(small_data / "transactions"), 3), tmp_path / "tx")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     map_bucket = commands.map_bucket
 

@@ -13,6 +13,7 @@ import pytest
 
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.pipeline import commands, run
+from tests.fixtures import customer_blocks, write_blocks
 
 CFG = RunConfig(buckets=4, cluster=ClusterConfig(k=5, seed=2))
 RESUME = dataclasses.replace(CFG, resume=True)
@@ -204,11 +205,7 @@ def test_an_attempt_whose_buckets_would_be_other_files_starts_afresh(small_data,
     # The first attempt was partitioned by hash in 4; the rerun plans 3, by hash, the fingerprint its first's.
     from segmint.engine.pipeline import plan as plans
 
-    tx = pl.read_parquet(small_data / "transactions")
-    block = pl.col("customer_id").rank("dense") * 4 // (tx["customer_id"].n_unique() + 1)
-    (tmp_path / "tx").mkdir()
-    for (b,), part in tx.with_columns(block.alias("block")).partition_by("block", as_dict=True).items():
-        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    write_blocks(customer_blocks(pl.read_parquet(small_data / "transactions"), 4), tmp_path / "tx")
     auto = dataclasses.replace(RESUME, buckets=None)
     out = tmp_path / "run"
     with monkeypatch.context() as m:
@@ -237,14 +234,10 @@ def test_a_run_of_files_that_are_the_buckets_stopped_while_mapping_again_is_resu
 
     from segmint.engine.pipeline import plan as plans
 
-    tx = pl.read_parquet(small_data / "transactions")
-    block = pl.col("customer_id").rank("dense") * 3 // (tx["customer_id"].n_unique() + 1)
-    tx = tx.with_columns(block.alias("block"))
+    tx = customer_blocks(pl.read_parquet(small_data / "transactions"), 3)
     tx = pl.concat([tx, tx.head(1).with_columns(ts=pl.lit(tx["ts"].max() + dt.timedelta(hours=1)),
                                                 amount=float("nan"))])
-    (tmp_path / "tx").mkdir()
-    for (b,), part in tx.partition_by("block", as_dict=True).items():
-        part.drop("block").write_parquet(tmp_path / "tx" / f"part-{b}.parquet")
+    write_blocks(tx, tmp_path / "tx")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     auto = dataclasses.replace(RESUME, buckets=None)
     out = tmp_path / "run"
