@@ -321,6 +321,47 @@ def test_files_that_are_the_buckets_settle_the_as_of_and_channels_from_their_buc
         _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "apart" / name), name)
 
 
+@pytest.mark.parametrize("case", ["rare_channel", "latest_rejected"])
+def test_every_command_on_files_that_are_the_buckets_gives_the_one_buckets_outputs(small_data, tmp_path, monkeypatch,
+                                                                                   case):
+    # The settle after the map (engine.pipeline.commands._settled), through every command that maps: a channel one
+    # bucket alone has (the others' shares added as they are read), the latest row rejected (every bucket mapped
+    # again).
+    from segmint.engine.pipeline import plan as plans
+
+    tx = customer_blocks(pl.read_parquet(small_data / "transactions"), 3)
+    if case == "rare_channel":
+        tx = tx.with_columns(channel=pl.when((pl.col("block") == 2) & (pl.int_range(pl.len()) % 40 == 0))
+                             .then(pl.lit("kiosk")).otherwise("channel"))
+    else:
+        tx = pl.concat([tx, tx.head(1).with_columns(ts=pl.lit(tx["ts"].max() + dt.timedelta(hours=1)),
+                                                    amount=float("nan"))])
+    write_blocks(tx, tmp_path / "tx")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3), max_reject_share=0.9)
+    inputs = [tmp_path / "tx"]
+    outs, checks = {}, {}
+    for name, buckets in (("one", 1), ("apart", None)):
+        c = dataclasses.replace(cfg, buckets=buckets)
+        o = tmp_path / name
+        result = run(inputs, o / "run", c)
+        compute_feature_table(inputs, o / "features", c)
+        compute_clv(inputs, o / "clv", c)
+        compute_cohorts(inputs, o / "cohorts", c)
+        assign_customers(tmp_path / "one" / "run", inputs, o / "assign", c)
+        checks[name] = validate(inputs, c)
+        outs[name] = o
+        assert result.manifest["stages"]["partition"].get("statistics") == (None if buckets else "buckets")
+    assert checks["one"] == checks["apart"]
+    for rel, keys in (("run/assignments", ("customer_id",)), ("assign/assignments", ("customer_id",)),
+                      ("features/features", ("customer_id",)), ("clv/clv", ("customer_id",)), ("run/rejects", ()),
+                      ("run/profiles.parquet", ()), ("assign/profiles.parquet", ()),
+                      ("cohorts/cohorts.parquet", ()), ("cohorts/retention_pivot.parquet", ())):
+        _same(_sorted(outs["one"] / rel, *keys), _sorted(outs["apart"] / rel, *keys), rel)
+    if case == "rare_channel":
+        assert "channel_share_kiosk" in pl.read_parquet(outs["apart"] / "features" / "features").columns
+
+
 def test_the_footers_latest_time_is_read_as_the_map_reads_times(tmp_path):
     from segmint.engine.io.sources import Chunk, Source
     from segmint.engine.pipeline.clusters import footer_latest
