@@ -96,6 +96,25 @@ def test_same_bytes_as_local(small_data, local_out, executor, tmp_path):
     assert not executor.needs_shared_storage    # one node: this machine
 
 
+def test_files_that_are_the_buckets_give_the_same_bytes_as_local(small_data, executor, tmp_path, monkeypatch):
+    # The map's jobs on Ray's workers, the as-of and channels settled on the driver (a channel one bucket alone
+    # has: the others' shares added as the score's tasks read their tables).
+    from segmint.engine.pipeline import plan as plans
+    from tests.fixtures import customer_blocks, write_blocks
+
+    tx = customer_blocks(pl.read_parquet(small_data / "transactions"), 3)
+    write_blocks(tx.with_columns(channel=pl.when((pl.col("block") == 2) & (pl.int_range(pl.len()) % 40 == 0))
+                                 .then(pl.lit("kiosk")).otherwise("channel")), tmp_path / "tx")
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    cfg = dataclasses.replace(CFG, buckets=None)
+    local = run([tmp_path / "tx"], tmp_path / "local", cfg, executor="local")
+    remote = run([tmp_path / "tx"], tmp_path / "ray", cfg, executor=executor)
+    for result in (local, remote):
+        assert result.manifest["stages"]["partition"]["statistics"] == "buckets"
+        assert "kiosk" in result.manifest["channels"]
+    _assert_same_output(tmp_path / "local", tmp_path / "ray")
+
+
 def test_crashed_worker_is_retried(small_data, local_out, executor, tmp_path, monkeypatch):
     monkeypatch.setattr(commands, "map_bucket", _crash_first_attempt)
     out = tmp_path / "run"
