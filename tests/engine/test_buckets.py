@@ -930,16 +930,27 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
     assert not (tmp_path / "out").exists()
 
 
-def test_files_of_their_own_customers_in_32_and_64_bit_ids_and_an_empty_file_are_the_buckets(small_data, tmp_path,
-                                                                                             monkeypatch):
-    # Files that hold their ids in INT32 and INT64 (one dataset written by two tools), and a file without rows:
-    # still the buckets (their footers' ranges read alike), the one bucket's outputs.
+@pytest.mark.parametrize("layout", ["32_and_64_bit_ids", "ranges_that_meet_in_part"])
+def test_files_of_their_own_customers_are_the_buckets_in_any_id_width_and_where_some_ranges_meet(small_data, tmp_path,
+                                                                                               monkeypatch, layout):
+    # Files that hold their ids in INT32 and INT64 (one dataset written by two tools), and a file without rows;
+    # or 24 files of which the 8th and 9th hold rows of one customer (their ranges meet: one bucket together, where
+    # each file alone would be dealt to a bucket of its own; the other files apart). Still the buckets, the one
+    # bucket's outputs.
     from segmint.engine.pipeline import plan as plans
 
     tx = pl.read_parquet(small_data / "transactions")
-    parts = write_blocks(customer_blocks(tx, 3), tmp_path / "tx")
-    parts[(1,)].cast({"customer_id": pl.Int32}).write_parquet(tmp_path / "tx" / "part-1.parquet")
-    tx.head(0).write_parquet(tmp_path / "tx" / "part-9.parquet")
+    if layout == "32_and_64_bit_ids":
+        parts = write_blocks(customer_blocks(tx, 3), tmp_path / "tx")
+        parts[(1,)].cast({"customer_id": pl.Int32}).write_parquet(tmp_path / "tx" / "part-1.parquet")
+        tx.head(0).write_parquet(tmp_path / "tx" / "part-9.parquet")
+    else:
+        parts = write_blocks(customer_blocks(tx, 24), tmp_path / "tx")
+        first, second = parts[(7,)], parts[(8,)]
+        split = first["customer_id"].max()   # one of this customer's rows goes to the next file
+        moved = first.filter(pl.col("customer_id") == split).head(1)
+        first.join(moved, on=first.columns, how="anti").write_parquet(tmp_path / "tx" / "part-7.parquet")
+        pl.concat([second, moved]).write_parquet(tmp_path / "tx" / "part-8.parquet")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3))
     apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
