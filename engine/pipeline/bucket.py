@@ -219,8 +219,7 @@ def _map(job: MapJob) -> BucketResult:
         files.append(job.layout.write_part(mapped.rejects, "rejects", job.bucket))
     result = dict(bucket=job.bucket, counts=counts, as_of=mapped.as_of,
                   channels=mapped.channels if job.mode == "features" or job.channels is not None else job.channels,
-                  latest=mapped.latest, has_customers=mapped.rows_used > 0,
-                  seconds=seconds)
+                  latest=mapped.latest, has_customers=mapped.rows_used > 0, seconds=seconds)
     if job.mode == "clean":
         return BucketResult(**result, files=tuple(files))
     if job.mode == "cohorts":

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import store
-from segmint.engine.io.times import FIRST_US, LAST_US
 from segmint.engine.io.sources import Chunk, Source
+from segmint.engine.io.times import FIRST_US, LAST_US
 
 __all__ = ["file_clusters", "footer_latest", "file_stamps", "check_unchanged"]
 
