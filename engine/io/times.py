@@ -89,7 +89,7 @@ def _parsed(name: str, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
     text = col.cast(pl.String).str.strip_chars()
     if fmt is None:
         return _iso(text)
-    parsed = text.str.to_datetime(fmt, strict=False, time_unit="us")
+    parsed = text.str.to_datetime(_permissive_offsets(fmt), strict=False, time_unit="us")
     if _has_zone(fmt):
         parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     return parsed
@@ -294,6 +294,13 @@ def _offset_minutes(zone: pl.Expr) -> pl.Expr:
     hours = digits.str.slice(1, 2).cast(pl.Int64, strict=False)
     minutes = digits.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0)
     return pl.when(zone.str.to_uppercase() == "Z").then(0).otherwise(sign * (hours * 60 + minutes))
+
+
+def _permissive_offsets(fmt: str) -> str:
+    """``fmt`` with its UTC offsets read as ``%#z`` reads them: ``Z`` too, as ISO 8601 and most exports write UTC
+    (Polars' ``%z`` and ``%:z`` read +01:00 and +0100, not Z: every row of such a file was rejected as
+    unparseable_timestamp). ``%%`` stays a literal percent sign."""
+    return re.sub(r"%%|%:?z", lambda m: m.group() if m.group() == "%%" else "%#z", fmt)
 
 
 def _has_zone(fmt: str) -> bool:

@@ -259,6 +259,14 @@ def test_time_formats_with_zones_and_epochs():
 
     df = pl.DataFrame({"t": ["05/03/2024 10:00 +0100"], "e": [1_700_000_000]})
     assert df.select(timestamp_expr("t", pl.String, "%d/%m/%Y %H:%M %z")).item() == dt.datetime(2024, 3, 5, 9)
+    # UTC written as Z reads with %z and %:z as with an offset (it was rejected as unparseable_timestamp).
+    z = pl.DataFrame({"t": ["2024-03-05T10:00:00Z", "2024-03-05T10:00:00+01:00", "2024-03-05T10:00:00-0130",
+                            "2024-03-05T10:00:00%Z"]})
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%:z"):
+        assert z.select(timestamp_expr("t", pl.String, fmt)).to_series().to_list() == [
+            dt.datetime(2024, 3, 5, 10), dt.datetime(2024, 3, 5, 9), dt.datetime(2024, 3, 5, 11, 30), None], fmt
+    assert z.select(timestamp_expr("t", pl.String, "%Y-%m-%dT%H:%M:%S%%Z")).to_series().to_list()[3] == \
+        dt.datetime(2024, 3, 5, 10)   # a literal percent sign and Z: no offset, read as UTC
     assert df.select(timestamp_expr("e", pl.Int64, "epoch_s")).item() == dt.datetime(2023, 11, 14, 22, 13, 20)
 
 
