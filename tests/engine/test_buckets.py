@@ -930,13 +930,13 @@ def test_a_bucket_whose_scratch_went_missing_stops_the_run_instead_of_losing_its
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("layout", ["32_and_64_bit_ids", "ranges_that_meet_in_part"])
+@pytest.mark.parametrize("layout", ["32_and_64_bit_ids", "ranges_that_meet_in_part", "a_bucket_without_files"])
 def test_files_of_their_own_customers_are_the_buckets_in_any_id_width_and_where_some_ranges_meet(small_data, tmp_path,
                                                                                                monkeypatch, layout):
     # Files that hold their ids in INT32 and INT64 (one dataset written by two tools), and a file without rows;
     # or 24 files of which the 8th and 9th hold rows of one customer (their ranges meet: one bucket together, where
     # each file alone would be dealt to a bucket of its own; the other files apart). Still the buckets, the one
-    # bucket's outputs.
+    # bucket's outputs. Or nine files in ten buckets: one bucket has no file (its shares settled as any other's).
     from segmint.engine.pipeline import plan as plans
 
     tx = pl.read_parquet(small_data / "transactions")
@@ -944,6 +944,8 @@ def test_files_of_their_own_customers_are_the_buckets_in_any_id_width_and_where_
         parts = write_blocks(customer_blocks(tx, 3), tmp_path / "tx")
         parts[(1,)].cast({"customer_id": pl.Int32}).write_parquet(tmp_path / "tx" / "part-1.parquet")
         tx.head(0).write_parquet(tmp_path / "tx" / "part-9.parquet")
+    elif layout == "a_bucket_without_files":
+        write_blocks(customer_blocks(tx, 9), tmp_path / "tx")
     else:
         parts = write_blocks(customer_blocks(tx, 24), tmp_path / "tx")
         first, second = parts[(7,)], parts[(8,)]
@@ -951,11 +953,12 @@ def test_files_of_their_own_customers_are_the_buckets_in_any_id_width_and_where_
         moved = first.filter(pl.col("customer_id") == split).head(1)
         first.join(moved, on=first.columns, how="anti").write_parquet(tmp_path / "tx" / "part-7.parquet")
         pl.concat([second, moved]).write_parquet(tmp_path / "tx" / "part-8.parquet")
-    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
+    buckets = 10 if layout == "a_bucket_without_files" else 3
+    monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: buckets)
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=3))
     apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
     run([tmp_path / "tx"], tmp_path / "one", dataclasses.replace(cfg, buckets=1))
-    assert apart.manifest["stages"]["partition"]["clustered"] and apart.manifest["buckets"] == 3
+    assert apart.manifest["stages"]["partition"]["clustered"] and apart.manifest["buckets"] == buckets
     for name in ("assignments", "rejects", "profiles.parquet"):
         _same(_sorted(tmp_path / "one" / name), _sorted(tmp_path / "apart" / name), name)
 
