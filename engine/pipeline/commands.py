@@ -697,11 +697,7 @@ def _settled(s: _Session, mapped: list[BucketResult], jobs: list[MapJob], assume
     - A bucket whose own most common channels leave out one of the run's that it has lines of is mapped again with
       the run's. Any other bucket's table takes the run's share columns as it is read (``Shares``)."""
     plan = s.plan
-    lines: dict[str, int] = {}
-    for r in mapped:
-        for channel, n in r.counts.channel_lines.items():
-            lines[channel] = lines.get(channel, 0) + n
-    stats = RowStats(max((r.latest for r in mapped if r.latest is not None), default=None), lines)
+    stats = RowStats.merge([RowStats(r.latest, r.counts.channel_lines) for r in mapped])
     as_of = jobs[0].as_of
     wrong = False
     if assumed is not None:

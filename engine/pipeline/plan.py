@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -170,14 +171,15 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     # in a bucket and the map reads the rows as they are (no parsing, no pseudonyms) where the run's statistics
     # are gathered. --buckets asks for the hash partition.
     alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
-    clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"]) \
+    footers: dict[str, Any] = {}   # each file's, read once for its id range and its latest time
+    clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"], footers) \
         if alone and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
                 customers=split_(customers), buckets=buckets, chunk_rows=chunk_rows, memory_limit=limit,
                 data_budget=budget, work=str(work), bytes_per_row=per_row, clusters=clusters,
                 cluster_stamps=file_stamps(tx) if clusters else (),
-                footer_latest_us=footer_latest(tx, columns.time) if clusters else None)
+                footer_latest_us=footer_latest(tx, columns.time, footers) if clusters else None)
 
 
 def code_to_come() -> int:

@@ -303,7 +303,8 @@ def test_files_that_are_the_buckets_settle_the_as_of_and_channels_from_their_buc
         cfg = dataclasses.replace(cfg, as_of="2026-03-01")
     else:
         real = plans.footer_latest
-        monkeypatch.setattr(plans, "footer_latest", lambda source, column: real(source, column) - 86_400_000_000)
+        monkeypatch.setattr(plans, "footer_latest",
+                            lambda source, column, footers: real(source, column, footers) - 86_400_000_000)
     write_blocks(tx, tmp_path / "tx")
     monkeypatch.setattr(plans, "_buckets", lambda rows, budget, per_row: 3)
     apart = run([tmp_path / "tx"], tmp_path / "apart", cfg)
