@@ -35,7 +35,7 @@ import pyarrow as pa
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import arrow_numpy, narrowing, store
 from segmint.engine.io.times import looks_like_time
-from segmint.engine.runtime import read_ahead, thread_budget
+from segmint.engine.runtime import in_order, thread_budget
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
            "read_at", "first_line", "no_header_fix", "column_list"]
@@ -225,9 +225,9 @@ def read_chunks(source: Source, chunks: Sequence[Chunk]) -> pl.DataFrame:
 
 def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = ()) -> Iterator[pa.Table]:
     """The mapped columns of ``chunks``, in order, as Arrow tables: local Parquet in batches of at most
-    ``_BATCH_ROWS`` rows, the next two decoded on a helper thread while the caller works on this one, the
-    ``dictionary`` columns as dictionaries (their values decoded once per row group); anything else a
-    chunk at a time through Polars."""
+    ``_BATCH_ROWS`` rows, row groups decoded on a helper thread ahead of the caller and, while it would
+    otherwise wait, on the caller's (``in_order``), the ``dictionary`` columns as dictionaries (their values
+    decoded once per row group); anything else a chunk at a time through Polars."""
     if chunks and all(c.path.endswith(_IPC) for c in chunks):
         for chunk in chunks:
             yield _read_ipc(chunk, source.options)
@@ -238,8 +238,10 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
         return
     # Two ahead, not one: the decoder and the caller take turns unevenly batch by batch, and with one ahead
     # each waited for the other (bench M's read loop 1.06-1.39 -> 0.98-1.23 s, three pairs of runs
-    # interleaved; four ahead gained nothing more). One batch more held: about 5 MB of M's lines.
-    yield from read_ahead(_parquet_stream(source, chunks, dictionary), depth=2)
+    # interleaved; four ahead gained nothing more). One batch more held: about 5 MB of M's lines. Row groups
+    # on both threads: with the helper alone decoding, the caller waited for it 9.9 s of scenario L's 16.5 s
+    # read phase; with both, L's read phase 13.0-18.9 -> 11.9-12.7 s (two pairs in turn, bench/README.md).
+    yield from in_order(_parquet_groups(source, chunks, dictionary), ahead=2)
 
 
 def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:
@@ -289,8 +291,9 @@ def _is_value(name: str) -> bool:
     return bool(_DECIMAL.fullmatch(name) or _EMAIL.search(name) or (looks_like_time(name) and not name.isdigit()))
 
 
-def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \
-        -> Generator[pa.Table, None, None]:
+def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \
+        -> Generator[Iterator[pa.Table], None, None]:
+    """The batches of each row group a chunk reads, a stream per row group, in order (``in_order``'s)."""
     import pyarrow.parquet as pq
 
     # Columns decoded on Arrow's pool only where the thread budget has room beyond the two this reading
@@ -304,32 +307,70 @@ def _parquet_stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     widened = {c: pa.dictionary(pa.int32(), pa.string()) if c in dictionary and source.schema[c] == pl.String
                else _arrow_type(source.schema[c]) for c in source.widened}
     for chunk in chunks:
+        path = str(store.local(chunk.path))
         try:
-            path = str(store.local(chunk.path))
             ahead.advise(path)
             meta = pq.read_metadata(path)
-            names = meta.schema.to_arrow_schema().names
-            present = [c for c in source.columns if c in names]   # the others: Hive keys (_hive_columns)
-            file = pq.ParquetFile(path, metadata=meta, read_dictionary=[c for c in dictionary if c in names])
-            starts = np.concatenate(([0], np.cumsum(_group_sizes(meta))))
-            groups = [i for i in range(meta.num_row_groups)
-                      if starts[i] < chunk.offset + chunk.rows and starts[i + 1] > chunk.offset]
-            # The chunk's rows within what its row groups yield: skip, then take.
-            seen = int(starts[groups[0]]) if groups else 0
-            # A row group at a time: given several, Arrow buffers them all (83 MB for 40 groups of 1.5 MB).
-            batches = (batch for group in groups for batch in file.iter_batches(
-                batch_size=_BATCH_ROWS, row_groups=[group], columns=present, use_threads=pool))
-            for batch in batches:
-                lo, hi = max(chunk.offset - seen, 0), min(batch.num_rows, chunk.offset + chunk.rows - seen)
-                seen += batch.num_rows
-                if hi > lo:
-                    table = _widened(pa.Table.from_batches([batch.slice(lo, hi - lo)]), widened, chunk.path)
-                    yield _hive_columns(_without_views(table), source, chunk, dictionary)
-                if seen >= chunk.offset + chunk.rows:   # the rest of the row group is the next chunk's
-                    break
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
+        names = meta.schema.to_arrow_schema().names
+        read = _Group(source, chunk, path, meta, [c for c in source.columns if c in names],  # others: Hive keys
+                      tuple(dictionary), widened, pool)
+        starts = np.concatenate(([0], np.cumsum(_group_sizes(meta))))
+        for group in range(meta.num_row_groups):
+            if starts[group] < chunk.offset + chunk.rows and starts[group + 1] > chunk.offset:
+                # The chunk's rows within the row group: skip, then take.
+                yield read.batches(group, max(chunk.offset - int(starts[group]), 0),
+                                   min(int(starts[group + 1]), chunk.offset + chunk.rows) - int(starts[group]))
+
+
+@dataclass(frozen=True)
+class _Group:
+    """How the row groups of one chunk's file are read."""
+
+    source: Source
+    chunk: Chunk
+    path: str
+    meta: Any
+    columns: list[str]          # the mapped columns the file holds
+    dictionary: tuple[str, ...]
+    widened: dict[str, pa.DataType]
+    pool: bool
+
+    def batches(self, group: int, lo: int, hi: int) -> Generator[pa.Table, None, None]:
+        """Rows lo:hi of row group ``group``, in batches of at most ``_BATCH_ROWS``."""
+        import pyarrow.parquet as pq
+
+        try:
+            # A file object of its own: another thread may be reading another row group of the file.
+            file = pq.ParquetFile(self.path, metadata=self.meta,
+                                  read_dictionary=[c for c in self.dictionary if c in self.columns])
+            batches = file.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=self.columns,
+                                        use_threads=self.pool)
+            seen, last, batch, table = 0, [], None, None
+            for batch in batches:
+                a, b = max(lo - seen, 0), min(batch.num_rows, hi - seen)
+                seen += batch.num_rows
+                table = self._table(batch.slice(a, b - a)) if b > a else None
+                if seen >= hi:   # the rest of the row group is the next chunk's
+                    last.append(table)
+                    break
+                if table is not None:
+                    yield table
+            # The reader's buffers let go before the last batch is given: this stream then holds nothing of it
+            # while the caller works on it and the other thread reads the next row groups.
+            batches.close()
+            del batches, file, batch, table
+        except (OSError, pa.ArrowInvalid) as exc:
+            msg = f"cannot read {self.chunk.path}: {first_line(exc)}"
+            raise InputContractError(msg) from None
+        if last and last[0] is not None:
+            yield last.pop()
+
+    def _table(self, batch: pa.RecordBatch) -> pa.Table:
+        table = _widened(pa.Table.from_batches([batch]), self.widened, self.chunk.path)
+        return _hive_columns(_without_views(table), self.source, self.chunk, self.dictionary)
 
 
 def _column_type(name: str, files: list[str], schemas: Sequence[pl.Schema], rows: list[int], first: int) \

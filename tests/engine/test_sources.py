@@ -1,4 +1,5 @@
-"""Streaming local Parquet: the rows of each chunk exactly, and never more than two tables decoded at once."""
+"""Streaming local Parquet: the rows of each chunk exactly, in order, read on two threads, with a bounded number of
+tables decoded at once."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import sources
 from segmint.engine.io.sources import list_inputs, resolve, split, stream
-from segmint.engine.runtime import read_ahead
+from segmint.engine.runtime import in_order, read_ahead
 
 
 def _write(path, rows, row_group, seed):
@@ -119,7 +120,9 @@ def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     assert source.gi_frame is None   # closed: its file is released now, not when collected
 
 
-def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch):
+@pytest.mark.parametrize("reader", [read_ahead, lambda items: in_order(iter([items]), 2)],
+                         ids=["read_ahead", "in_order"])
+def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch, reader):
     start = threading.Thread.start
 
     def interrupted(thread):
@@ -129,7 +132,7 @@ def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", interrupted)
     source = (i for i in range(3))
     with pytest.raises(KeyboardInterrupt):
-        next(read_ahead(source))
+        next(reader(source))
     monkeypatch.undo()
     deadline = time.monotonic() + 5
     while any(t.name == "segmint-read" for t in threading.enumerate()) and time.monotonic() < deadline:
@@ -179,10 +182,11 @@ def test_a_run_in_another_thread_reads_on_after_the_main_thread_ends(tmp_path):
     assert out.stdout.split() == ["50000"]
 
 
-def test_streaming_holds_at_most_three_batches_however_slow_the_reader(tmp_path):
+def test_streaming_holds_a_few_batches_however_slow_the_reader(tmp_path):
     # 40 row groups of about 2 MB decoded: a reader that reads ahead without a bound holds most of them
-    # while the caller is slow; ours holds the batch being used and the next two. In a fresh process, so
-    # that Arrow's pool peak is this stream's alone.
+    # while the caller is slow; ours holds the batch being used, the next two, and what each of the two threads
+    # reading them decodes at once (5.5-7.0 batches' worth over 25 runs; one thread alone: 5.5). In a fresh
+    # process, so that Arrow's pool peak is this stream's alone.
     rng = np.random.default_rng(0)
     n = 40 * 65_536
     pq.write_table(pa.table({"customer_id": rng.integers(0, 10**9, n), "amount": rng.normal(0, 1, n),
@@ -203,7 +207,7 @@ def test_streaming_holds_at_most_three_batches_however_slow_the_reader(tmp_path)
                                          check=True).stdout.split())
     batch = 65_536 * 3 * 8
     assert rows == n
-    assert peak < 6 * batch, f"{peak / 2**20:.0f} MB of Arrow memory at once for batches of {batch / 2**20:.1f} MB"
+    assert peak < 8 * batch, f"{peak / 2**20:.0f} MB of Arrow memory at once for batches of {batch / 2**20:.1f} MB"
 
 
 def test_a_hive_key_some_files_hold_themselves_comes_from_each_files_folder_otherwise(tmp_path):
@@ -532,3 +536,107 @@ def test_a_utf16_csv_is_told_to_convert_from_utf16(tmp_path):
     for name, source in (("u.csv", "utf-16"), ("l.csv", "latin1")):
         with pytest.raises(InputContractError, match=rf"iconv -f {source} -t utf-8"):
             resolve(list_inputs([tmp_path / name], "t"), {"customer_id": "--customer-col"}, "transactions")
+
+
+def _streams(lengths, made, delay=0.0, fail_at=None, closed=None):
+    """Generators of (stream, item) pairs, each noting in ``made`` the thread that made it."""
+    def one(k, n):
+        try:
+            for j in range(n):
+                if (k, j) == fail_at:
+                    raise OSError(f"disk gone at {k}, {j}")
+                time.sleep(delay)
+                made.append((k, j, threading.get_ident()))
+                yield k, j
+        finally:
+            if closed is not None:
+                closed.append(k)
+    return (one(k, n) for k, n in enumerate(lengths))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_in_order_gives_every_item_of_every_stream_in_order_and_the_caller_makes_some(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 4, 40).tolist()   # empty streams among them
+    made = []
+    got = []
+    for item in in_order(_streams(lengths, made, delay=0.002), ahead=2):
+        got.append(item)
+        time.sleep(0.001 * rng.random())
+    assert got == [(k, j) for k, n in enumerate(lengths) for j in range(n)]
+    threads = {t for _, _, t in made}
+    # The caller made items while the helper was on others: the two made them side by side.
+    assert threading.get_ident() in threads and len(threads) == 2
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+
+
+def test_in_order_makes_no_more_than_ahead_items_beyond_the_callers():
+    made = []
+    ahead = in_order(_streams([3] * 10, made), ahead=2)
+    assert next(ahead) == (0, 0)
+    deadline = time.monotonic() + 5
+    while len(made) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)   # time to make one too many, were it allowed
+    assert len(made) == 3   # the one the caller holds and two ahead
+    assert list(ahead) == [(k, j) for k in range(10) for j in range(3)][1:]
+
+
+@pytest.mark.parametrize("fail_at", [(0, 0), (3, 1), (7, 2)])
+def test_in_order_raises_a_streams_error_where_its_item_would_have_come(fail_at):
+    made, closed = [], []
+    got = []
+    with pytest.raises(OSError, match=f"disk gone at {fail_at[0]}, {fail_at[1]}"):
+        for item in in_order(_streams([3] * 10, made, delay=0.001, fail_at=fail_at, closed=closed), ahead=2):
+            got.append(item)
+    assert got == [(k, j) for k in range(10) for j in range(3)][: 3 * fail_at[0] + fail_at[1]]
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+    assert fail_at[0] in closed
+
+
+def test_in_order_raises_an_error_of_the_streams_themselves_in_place():
+    made = []
+
+    def streams():
+        yield from _streams([2, 2], made)
+        raise InputContractError("cannot read c.parquet")
+
+    got = []
+    with pytest.raises(InputContractError, match="c.parquet"):
+        for item in in_order(streams(), ahead=2):
+            got.append(item)
+    assert got == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_in_order_left_early_stops_its_helper_and_closes_every_stream():
+    made, closed = [], []
+    source = _streams([5] * 6, made, delay=0.001, closed=closed)
+    left = in_order(source, ahead=2)
+    assert next(left) == (0, 0)
+    time.sleep(0.02)
+    left.close()
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+    assert source.gi_frame is None
+    opened = {k for k, _, _ in made}
+    assert opened <= set(closed)   # every stream begun was closed: its file released now, not when collected
+
+
+def test_in_order_stops_at_once_on_an_interrupt_while_the_caller_makes_an_item():
+    # Ctrl-C (or a signal the CLI raises) lands on the caller's thread: raised there and then, not kept as an
+    # error of the stream it was making, to be raised once the helper's earlier items were given.
+    caller = threading.get_ident()
+    got, raised_at = [], []
+
+    def one(k):
+        if k and threading.get_ident() == caller:
+            raised_at.append(len(got))
+            raise KeyboardInterrupt
+        time.sleep(0.02)
+        yield k
+
+    with pytest.raises(KeyboardInterrupt):
+        for item in in_order((one(k) for k in range(20)), ahead=2):
+            got.append(item)
+    assert raised_at == [len(got)]   # nothing given after it
+    assert got == list(range(len(got)))
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
