@@ -423,8 +423,9 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
 
     No more than ``ahead`` items are made or being made beyond the one the caller holds, but for the stream
     the caller is on when nothing of it is made (so that it always goes on). A stream's error, or
-    ``streams``', is raised where its item would have come. Left early, the helper finishes the item it is on,
-    and every stream and ``streams`` are closed. A plain daemon thread, not an executor: Python shuts
+    ``streams``', is raised where its item would have come; an interrupt (Ctrl-C, a signal the CLI raises)
+    while the caller makes an item or opens a stream, at once. Left early, the helper finishes the item it is
+    on, and every stream and ``streams`` are closed. A plain daemon thread, not an executor: Python shuts
     executors down when the main thread ends, which would stop a run going on in another thread."""
     import collections
     import threading
@@ -436,72 +437,80 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
 
     cond = threading.Condition()
     open_: collections.deque[Stream] = collections.deque()   # the caller's stream first, then the next ones
-    state = {"more": True, "stop": False, "busy": 0}
+    # more: ``streams`` may hold more; opening: a thread is taking the next of them (outside the lock: a
+    # file's footer is read then).
+    state = {"more": True, "opening": False, "stop": False, "busy": 0}
+    opens = object()   # work(): open the next stream
 
     def held() -> int:
         return state["busy"] + sum(len(s.made) for s in open_)
 
-    def next_stream() -> Stream | None:
-        """The next of ``streams``, opened (under ``cond``)."""
-        if not state["more"]:
-            return None
-        try:
-            stream = Stream(next(streams))
-        except StopIteration:
-            state["more"] = False
-            return None
-        except BaseException as exc:  # noqa: BLE001 - raised to the caller in its place
-            state["more"] = False
-            stream = Stream(None, exc)
-        open_.append(stream)
-        return stream
+    def finished() -> bool:
+        return not state["more"] and not state["opening"] and all(s.done for s in open_)
 
-    def work() -> Stream | None:
-        """A stream to make the next item of (under ``cond``), marked busy; None where there is none now."""
-        if open_ and (first := open_[0]) and not first.busy and not first.done and not first.made:
-            chosen: Stream | None = first   # the caller's stream goes on whatever else is held
+    def work() -> Stream | object | None:
+        """What to do next (under ``cond``): a stream to make an item of, marked busy; ``opens``; or None where
+        there is nothing now."""
+        first = open_[0] if open_ else None
+        if first is not None and not first.busy and not first.done and not first.made:
+            chosen = first   # the caller's stream goes on whatever else is held
         elif held() >= ahead:
             return None
-        else:
-            chosen = next((s for s in open_ if not s.busy and not s.done), None) or next_stream()
-            if chosen is not None and chosen.done:
+        elif (chosen := next((s for s in open_ if not s.busy and not s.done), None)) is None:
+            if state["opening"] or not state["more"]:
                 return None
-        if chosen is not None:
-            chosen.busy = True
-            state["busy"] += 1
+            state["opening"] = True
+            return opens
+        chosen.busy = True
+        state["busy"] += 1
         return chosen
 
-    def make(stream: Stream) -> None:
-        try:
-            item, end, error = next(stream.items), False, None
-        except StopIteration:
-            item, end, error = None, True, None
-        except BaseException as exc:  # noqa: BLE001 - raised to the caller in its place
-            item, end, error = None, True, exc
-        with cond:
-            if end:
-                stream.done, stream.error = True, error
-            else:
-                stream.made.append(item)
-            stream.busy = False
-            state["busy"] -= 1
-            cond.notify_all()
+    def do(task: Stream | object) -> None:
+        """Make an item of a stream, or open the next stream; an interrupt on the caller raised at once."""
+        error = None
+        if task is opens:
+            try:
+                items: Iterator[T] | None = next(streams)
+            except StopIteration:
+                items = None
+            except BaseException as exc:  # noqa: BLE001 - raised to the caller in its place
+                items, error = None, exc
+            with cond:
+                state["opening"] = False
+                if items is None:
+                    state["more"] = False
+                if items is not None or error is not None:
+                    open_.append(Stream(items, error))
+                cond.notify_all()
+        else:
+            assert isinstance(task, Stream)
+            try:
+                item, end = next(task.items), False
+            except StopIteration:
+                item, end = None, True
+            except BaseException as exc:  # noqa: BLE001 - raised to the caller in its place
+                item, end, error = None, True, exc
+            with cond:
+                if end:
+                    task.done, task.error = True, error
+                else:
+                    task.made.append(item)
+                task.busy = False
+                state["busy"] -= 1
+                cond.notify_all()
         if error is not None and not isinstance(error, Exception) and threading.current_thread() is not thread:
-            raise error   # an interrupt (Ctrl-C, a signal the CLI raises) on the caller stops it now
+            raise error
 
     def helper() -> None:
         while True:
             with cond:
-                while not state["stop"] and (stream := work()) is None:
-                    if not state["more"] and all(s.done for s in open_):
+                while not state["stop"] and (task := work()) is None:
+                    if finished():
                         return
                     cond.wait()
                 if state["stop"]:
-                    if stream is not None:
-                        stream.busy = False
-                        state["busy"] -= 1
-                    return
-            make(stream)
+                    return   # nothing was taken: work() is not asked once stop is set
+            do(task)
 
     thread = threading.Thread(target=helper, name="segmint-read", daemon=True)
     try:
@@ -509,25 +518,25 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
         thread.start()
         while True:
             with cond:
-                stream = None
+                task = None
                 while True:
-                    if not open_ and next_stream() is None:
-                        return
-                    first = open_[0]
-                    if first.made:
+                    first = open_[0] if open_ else None
+                    if first is not None and first.made:
                         item = first.made.popleft()
                         cond.notify_all()
                         break
-                    if first.done and not first.busy:
+                    if first is not None and first.done:
                         open_.popleft()
                         if first.error is not None:
                             raise first.error
                         continue
-                    if (stream := work()) is not None:
+                    if first is None and finished():
+                        return
+                    if (task := work()) is not None:
                         break
                     cond.wait()
-            if stream is not None:
-                make(stream)
+            if task is not None:
+                do(task)
                 continue
             yield item
     finally:

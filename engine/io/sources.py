@@ -311,10 +311,10 @@ def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
         try:
             ahead.advise(path)
             meta = pq.read_metadata(path)
+            names = meta.schema.to_arrow_schema().names
         except (OSError, pa.ArrowInvalid) as exc:
             msg = f"cannot read {chunk.path}: {first_line(exc)}"
             raise InputContractError(msg) from None
-        names = meta.schema.to_arrow_schema().names
         read = _Group(source, chunk, path, meta, [c for c in source.columns if c in names],  # others: Hive keys
                       tuple(dictionary), widened, pool)
         starts = np.concatenate(([0], np.cumsum(_group_sizes(meta))))

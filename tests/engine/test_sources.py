@@ -621,21 +621,32 @@ def test_in_order_left_early_stops_its_helper_and_closes_every_stream():
     assert opened <= set(closed)   # every stream begun was closed: its file released now, not when collected
 
 
-def test_in_order_stops_at_once_on_an_interrupt_while_the_caller_makes_an_item():
-    # Ctrl-C (or a signal the CLI raises) lands on the caller's thread: raised there and then, not kept as an
-    # error of the stream it was making, to be raised once the helper's earlier items were given.
+@pytest.mark.parametrize("where", ["item", "stream"])
+def test_in_order_stops_at_once_on_an_interrupt_on_the_callers_thread(where):
+    # Ctrl-C (or a signal the CLI raises) lands on the caller's thread, as it makes an item or opens the next
+    # stream (a file's footer read): raised there and then, not kept as an error of that stream, to be raised
+    # once the helper's earlier items were given.
     caller = threading.get_ident()
     got, raised_at = [], []
 
+    def interrupt():
+        raised_at.append(len(got))
+        raise KeyboardInterrupt
+
     def one(k):
-        if k and threading.get_ident() == caller:
-            raised_at.append(len(got))
-            raise KeyboardInterrupt
+        if where == "item" and k and threading.get_ident() == caller:
+            interrupt()
         time.sleep(0.02)
         yield k
 
+    def streams():
+        for k in range(20):
+            if where == "stream" and k and threading.get_ident() == caller:
+                interrupt()
+            yield one(k)
+
     with pytest.raises(KeyboardInterrupt):
-        for item in in_order((one(k) for k in range(20)), ahead=2):
+        for item in in_order(streams(), ahead=2):
             got.append(item)
     assert raised_at == [len(got)]   # nothing given after it
     assert got == list(range(len(got)))
