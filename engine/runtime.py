@@ -41,7 +41,8 @@ _M_ARENA_MAX = -8
 OPENMP_SPIN = 10_000
 # The variables the defaults of ``import segmint`` govern (short_openmp_spin, small_pages, serial_blas), set by
 # segmint or the user: a process started for segmint's work (a Ray task) takes the driver's.
-PROCESS_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMPY_MADVISE_HUGEPAGE", "OPENBLAS_NUM_THREADS")
+PROCESS_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMPY_MADVISE_HUGEPAGE", "MIMALLOC_ARENA_EAGER_COMMIT",
+                     "OPENBLAS_NUM_THREADS")
 # The environment variables segmint set itself in this process (the user had not), and the values it set.
 _DEFAULTED: dict[str, str] = {}
 # The file in a kernel cache folder that names the source folder it holds the compiled kernels of.
@@ -659,7 +660,8 @@ def set_by_segmint() -> frozenset[str]:
 
 
 def small_pages() -> None:
-    """NumPy's arrays on ordinary pages, unless the user chose (NUMPY_MADVISE_HUGEPAGE set).
+    """NumPy's arrays and Arrow's memory on ordinary pages, unless the user chose (NUMPY_MADVISE_HUGEPAGE,
+    MIMALLOC_ARENA_EAGER_COMMIT set).
 
     NumPy asks for transparent huge pages on every array above 4 MB. Where the kernel's THP defrag
     setting is "madvise" (its default), a first touch of such memory may stall on synchronous
@@ -668,7 +670,18 @@ def small_pages() -> None:
     scenario M (one bucket) 5.8-6.2 s against 4.2-4.5 s. A run in many buckets, which reuses the huge
     pages each bucket frees, came out even (scenario L, bench/README.md). Set before NumPy loads, or
     switched where it has.
+
+    Arrow's allocator (mimalloc 3) commits its arenas whole where the system overcommits, on huge pages, and
+    gives its free memory back between jobs and as it purges: every bucket of scenario L then zeroed fresh
+    huge pages as its batches were decoded (`clear_page_erms`, 4% of the run's samples). Committed as used
+    instead (MIMALLOC_ARENA_EAGER_COMMIT=0), L's read phase took 11.5-11.7 s against 14.0 s, its system time
+    2.5 s against 5.3 s (in turn; bench/README.md). Not MIMALLOC_ALLOW_THP=0, which did as well but turns
+    huge pages off for the whole process and every process it starts (prctl PR_SET_THP_DISABLE). mimalloc
+    reads its options when it loads, so this is set before pyarrow loads; a process that loaded pyarrow
+    first keeps mimalloc's default.
     """
+    if "pyarrow" not in sys.modules:
+        _default("MIMALLOC_ARENA_EAGER_COMMIT", "0")
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return
     _default("NUMPY_MADVISE_HUGEPAGE", "0")

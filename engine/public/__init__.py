@@ -19,7 +19,7 @@ from typing import Any
 from segmint.engine.runtime import few_malloc_arenas, serial_blas, short_openmp_spin, small_pages
 
 short_openmp_spin()  # before Numba or Faiss load
-small_pages()     # before NumPy loads, where it has not
+small_pages()     # before NumPy and pyarrow load, where they have not
 serial_blas()     # before NumPy or SciPy load
 few_malloc_arenas()  # before helper threads allocate
 

@@ -180,9 +180,11 @@ def test_tasks_get_the_drivers_openmp_and_blas_settings(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "0")
+    monkeypatch.setenv("MIMALLOC_ARENA_EAGER_COMMIT", "0")
     env = _task_env(3)
     assert (env["GOMP_SPINCOUNT"], env["OMP_WAIT_POLICY"], env["NUMBA_NUM_THREADS"]) == ("10000", "PASSIVE", "3")
-    assert (env["OPENBLAS_NUM_THREADS"], env["NUMPY_MADVISE_HUGEPAGE"]) == ("1", "0")
+    pages = (env["NUMPY_MADVISE_HUGEPAGE"], env["MIMALLOC_ARENA_EAGER_COMMIT"])
+    assert (env["OPENBLAS_NUM_THREADS"], *pages) == ("1", "0", "0")
     monkeypatch.delenv("GOMP_SPINCOUNT")
     assert "GOMP_SPINCOUNT" not in _task_env(3)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -147,6 +148,49 @@ def test_numpy_arrays_stay_off_huge_pages_unless_the_user_asks(code, env, huge):
     probe = f"{code}; from numpy._core import multiarray; print(multiarray._set_madvise_hugepage(False))"
     out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(huge)
+
+
+def _thp_possible() -> bool:
+    try:
+        return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _thp_possible(), reason="no transparent huge pages here")
+@pytest.mark.parametrize(("code", "env", "huge"), [
+    ("import segmint", None, False),                      # set before pyarrow (and its mimalloc) load
+    ("import segmint", "2", True),                        # the user's choice stands (mimalloc's default)
+    ("import pyarrow; import segmint", None, True),       # loaded first: mimalloc read its options then
+])
+def test_arrows_memory_stays_off_huge_pages_unless_the_user_asks(code, env, huge):
+    # Each bucket of scenario L zeroed fresh huge pages for Arrow's decoded batches (clear_page_erms). The
+    # process itself keeps huge pages (mimalloc's MIMALLOC_ALLOW_THP=0 turned them off for it and its children).
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ARENA_EAGER_COMMIT"}
+    if env is not None:
+        environ["MIMALLOC_ARENA_EAGER_COMMIT"] = env
+    probe = textwrap.dedent(f"""
+        {code}
+        import numpy as np, pyarrow as pa
+        def huge():
+            return next(int(line.split()[1]) for line in open("/proc/self/smaps_rollup")
+                        if line.startswith("AnonHugePages:"))
+        before = huge()
+        buffer = pa.allocate_buffer(256 * 2**20)
+        np.frombuffer(buffer, dtype=np.uint8)[::4096] = 1   # every page touched
+        thp = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("THP_enabled"))
+        print(pa.default_memory_pool().backend_name, huge() - before, thp)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    pool, grown_kb, thp = out.stdout.split()
+    if pool != "mimalloc":
+        pytest.skip(f"Arrow's pool is {pool} here")
+    if thp != "1":
+        pytest.skip("huge pages are off for this process (prctl PR_SET_THP_DISABLE, inherited)")
+    assert (int(grown_kb) > 128 * 1024) == huge
 
 
 @pytest.mark.parametrize(("user", "spin", "policy"), [
