@@ -503,6 +503,8 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
             raise error
 
     def helper() -> None:
+        if counts is not None:
+            _apply_thread_counts(counts)
         while True:
             with cond:
                 while not state["stop"] and (task := work()) is None:
@@ -513,6 +515,8 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
                     return   # nothing was taken: work() is not asked once stop is set
             do(task)
 
+    # The caller's thread counts where its items may run kernels (Numba's and Faiss' are per thread).
+    counts = _thread_counts() if "numba" in sys.modules else None
     thread = threading.Thread(target=helper, name="segmint-read", daemon=True)
     try:
         # Started inside the try: a Ctrl-C landing while start() waits for the thread would leave it running.

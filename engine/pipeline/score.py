@@ -28,8 +28,8 @@ from segmint.engine.preprocess import Scaler
 from segmint.engine.profile import KpiPartials, kpi_partials
 from segmint.engine.runtime import map_threads
 
-__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "write_scored", "score_table", "prepare",
-           "assign_segments", "LT_COLUMNS"]
+__all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "scored_bucket", "finish_bucket", "write_scored",
+           "score_table", "prepare", "assign_segments", "LT_COLUMNS"]
 
 LT_COLUMNS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary")
 
@@ -79,8 +79,17 @@ class ScoreResult:
 
 
 def score_bucket(job: ScoreJob) -> ScoreResult:
-    table = read_features(job.plan, job.bucket, job.shares).drop(HASH)
-    result = write_scored(job, score_table(table, job.scoring))
+    return finish_bucket(job, scored_bucket(job))
+
+
+def scored_bucket(job: ScoreJob) -> pl.DataFrame:
+    """The bucket's feature table through ``score_table``: what ``finish_bucket`` writes."""
+    return score_table(read_features(job.plan, job.bucket, job.shares).drop(HASH), job.scoring)
+
+
+def finish_bucket(job: ScoreJob, scored: pl.DataFrame) -> ScoreResult:
+    """Write a bucket's scored rows and sum its KPIs (``write_scored``); its feature table released as asked."""
+    result = write_scored(job, scored)
     if job.release:
         release_features(job.plan, job.bucket)
     return result

@@ -12,6 +12,7 @@ from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, Event
                                    parse_size)
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
+from segmint.engine.errors import InputContractError
 from segmint.engine.synth import generate
 from tests.fixtures import customer_blocks, write_blocks
 
@@ -1204,3 +1205,54 @@ def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_
         outs[layer] = _sorted(tmp_path / layer / "assignments", "customer_id")
     _same(outs["workqueue"], outs["default"], "assignments")
 
+
+
+def test_the_next_bucket_is_scored_beside_the_write_with_the_same_files(small_data, tmp_path, monkeypatch):
+    """Run, features and clv in four buckets score the next bucket while the one before is written: the files are
+    the bytes of one bucket scored after the other, and a bucket's error is raised with nothing left behind."""
+    from segmint.engine.pipeline import commands
+
+    cfg = RunConfig(cluster=ClusterConfig(k=4, seed=1), buckets=4)
+    tx = [small_data / "transactions"]
+    ahead = []
+    pipelined = commands._scores_ahead
+    monkeypatch.setattr(commands, "_scores_ahead", lambda s, jobs: ahead.append(len(jobs)) or pipelined(s, jobs))
+    for name in ("ahead", "in_turn"):
+        if name == "in_turn":
+            monkeypatch.setattr(commands, "_score_ahead", lambda *args: False)
+        run(tx, tmp_path / name / "run", cfg)
+        compute_feature_table(tx, tmp_path / name / "features", cfg)
+        compute_clv(tx, tmp_path / name / "clv", cfg)
+    assert ahead == [4, 4, 4]   # every command's score went ahead, and only in the first pass
+    files = sorted(p.relative_to(tmp_path / "ahead") for p in (tmp_path / "ahead").rglob("*.parquet"))
+    parts = {f.name for f in files if f.parts[:2] == ("run", "assignments")}
+    assert parts == {f"part-{b:05d}.parquet" for b in range(4)}
+    for rel in files:
+        assert (tmp_path / "ahead" / rel).read_bytes() == (tmp_path / "in_turn" / rel).read_bytes(), rel
+    monkeypatch.undo()
+    scored = commands.scored_bucket
+
+    def failing(job):
+        if job.bucket == 2:
+            raise InputContractError("bucket 2 cannot be scored")
+        return scored(job)
+
+    monkeypatch.setattr(commands, "scored_bucket", failing)
+    with pytest.raises(InputContractError, match="bucket 2 cannot be scored"):
+        run(tx, tmp_path / "failed", cfg)
+    assert not (tmp_path / "failed").exists()
+    assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
+
+
+def test_the_next_bucket_is_scored_ahead_only_where_the_budget_holds_two(small_data, tmp_path, monkeypatch):
+    from segmint.engine.pipeline import commands
+
+    ahead = []
+    pipelined = commands._scores_ahead
+    monkeypatch.setattr(commands, "_scores_ahead", lambda s, jobs: ahead.append(len(jobs)) or pipelined(s, jobs))
+    monkeypatch.setattr(commands, "SCORE_BYTES_PER_CUSTOMER", 10**12)
+    run([small_data / "transactions"], tmp_path / "o", RunConfig(cluster=ClusterConfig(k=3), buckets=3))
+    assert ahead == []
+    monkeypatch.setattr(commands, "SCORE_BYTES_PER_CUSTOMER", 400)
+    run([small_data / "transactions"], tmp_path / "o2", RunConfig(cluster=ClusterConfig(k=3), buckets=3))
+    assert ahead == [3]

@@ -26,7 +26,10 @@ class _Calls:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_score_bucket: int | None = None) -> None:
         self.ran: dict[str, list[int]] = {"partition": [], "map": [], "score": []}
-        for stage, name in (("partition", "partition_chunk"), ("map", "map_bucket"), ("score", "score_bucket")):
+        # A run that cannot be resumed scores the next bucket beside the write (commands._scores_ahead): its jobs
+        # go through scored_bucket, those of a resumable one through score_bucket.
+        for stage, name in (("partition", "partition_chunk"), ("map", "map_bucket"), ("score", "score_bucket"),
+                            ("score", "scored_bucket")):
             monkeypatch.setattr(commands, name, self._wrap(stage, getattr(commands, name), fail_score_bucket))
 
     def _wrap(self, stage, fn, fail):

@@ -651,3 +651,23 @@ def test_in_order_stops_at_once_on_an_interrupt_on_the_callers_thread(where):
     assert raised_at == [len(got)]   # nothing given after it
     assert got == list(range(len(got)))
     assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+
+
+def test_in_order_makes_items_on_the_helper_with_the_callers_numba_threads():
+    # Numba's thread count is per thread: a new thread had the default (every core), not the caller's --threads.
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        seen = []
+
+        def one():
+            time.sleep(0.01)
+            seen.append((threading.get_ident(), numba.get_num_threads()))
+            yield None
+
+        list(in_order((one() for _ in range(8)), ahead=2))
+    finally:
+        numba.set_num_threads(before)
+    assert len({t for t, _ in seen}) == 2 and {n for _, n in seen} == {1}
