@@ -788,11 +788,13 @@ def _scores_ahead(s: _Session, jobs: list[ScoreJob]) -> list[Any]:
     (scenario L's score stage at 2 GB 8.56 and 8.64 -> 7.21 and 7.10 s, in turn). The same files and KPIs as one
     job after the other."""
     results = []
-    ahead = in_order((_when_asked(scored_bucket, job) for job in jobs), ahead=1)
-    for i, (job, scored) in enumerate(zip(jobs, ahead, strict=True), start=1):
-        results.append(finish_bucket(job, scored))
-        del scored
-        s.clock.tick(i, len(jobs))
+    # Closed on any exit: a write that fails (a full disk, Ctrl-C) stops the helper before the work folder it reads
+    # from is removed, not once the error's traceback is dropped.
+    with contextlib.closing(in_order((_when_asked(scored_bucket, job) for job in jobs), ahead=1)) as ahead:
+        for i, (job, scored) in enumerate(zip(jobs, ahead, strict=True), start=1):
+            results.append(finish_bucket(job, scored))
+            del scored
+            s.clock.tick(i, len(jobs))
     s.report_files(results)
     return results
 

@@ -1207,11 +1207,24 @@ def test_numbas_workqueue_layer_runs_the_fits_one_after_the_other_with_the_same_
 
 
 
+def _scores_ahead_here():
+    """Whether this machine scores ahead at all (commands._score_ahead): two threads, a threading layer that lets
+    two of them launch parallel kernels at once."""
+    from segmint.engine.runtime import parallel_kernels_side_by_side, thread_budget
+
+    if thread_budget() < 2 or not parallel_kernels_side_by_side():
+        pytest.skip("one thread, or Numba's workqueue layer: the score stage runs its jobs one after the other")
+
+
 def test_the_next_bucket_is_scored_beside_the_write_with_the_same_files(small_data, tmp_path, monkeypatch):
     """Run, features and clv in four buckets score the next bucket while the one before is written: the files are
-    the bytes of one bucket scored after the other, and a bucket's error is raised with nothing left behind."""
+    the bytes of one bucket scored after the other, and a bucket's error, in its scoring or in its write, is raised
+    with nothing left behind, the helper thread stopped."""
+    import threading
+
     from segmint.engine.pipeline import commands
 
+    _scores_ahead_here()
     cfg = RunConfig(cluster=ClusterConfig(k=4, seed=1), buckets=4)
     tx = [small_data / "transactions"]
     ahead = []
@@ -1230,23 +1243,30 @@ def test_the_next_bucket_is_scored_beside_the_write_with_the_same_files(small_da
     for rel in files:
         assert (tmp_path / "ahead" / rel).read_bytes() == (tmp_path / "in_turn" / rel).read_bytes(), rel
     monkeypatch.undo()
-    scored = commands.scored_bucket
 
-    def failing(job):
-        if job.bucket == 2:
-            raise InputContractError("bucket 2 cannot be scored")
-        return scored(job)
+    def fails_on_bucket_2(fn):
+        def wrapped(job, *args):
+            if job.bucket == 2:
+                raise InputContractError(f"bucket 2 cannot be {fn.__name__}")
+            return fn(job, *args)
+        return wrapped
 
-    monkeypatch.setattr(commands, "scored_bucket", failing)
-    with pytest.raises(InputContractError, match="bucket 2 cannot be scored"):
-        run(tx, tmp_path / "failed", cfg)
-    assert not (tmp_path / "failed").exists()
-    assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
+    for name in ("scored_bucket", "finish_bucket"):
+        with monkeypatch.context() as m:
+            m.setattr(commands, name, fails_on_bucket_2(getattr(commands, name)))
+            with pytest.raises(InputContractError, match=f"bucket 2 cannot be {name}") as failed:
+                run(tx, tmp_path / "failed", cfg)
+        # Stopped as the error left the stage, not once its traceback is dropped: it read the work folder.
+        assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+        del failed
+        assert not (tmp_path / "failed").exists()
+        assert not list(tmp_path.rglob(".*work*")) and not list(tmp_path.rglob(".*staging*"))
 
 
 def test_the_next_bucket_is_scored_ahead_only_where_the_budget_holds_two(small_data, tmp_path, monkeypatch):
     from segmint.engine.pipeline import commands
 
+    _scores_ahead_here()
     ahead = []
     pipelined = commands._scores_ahead
     monkeypatch.setattr(commands, "_scores_ahead", lambda s, jobs: ahead.append(len(jobs)) or pipelined(s, jobs))
