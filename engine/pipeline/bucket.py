@@ -11,6 +11,7 @@ it instead of writing it: the stages after read it with ``feature_frame`` either
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -204,11 +205,14 @@ def _map(job: MapJob) -> BucketResult:
     source = bucket_source(plan, "tx", job.bucket)
     parts = bucket_chunks(plan, source, job.bucket)
     start = time.perf_counter()
-    chunks = _Timed(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c], parts))
-    mapped = map_lines(chunks, sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
-                       now=plan.now, channels=job.channels, mode=job.mode,
-                       reread=lambda positions: reread(plan, source, positions, parts),
-                       reason_column=reason_column(list(source.columns)), ahead=job.ahead)
+    # Closed on any exit: a map that fails stops the reading threads then, not once its traceback is dropped.
+    with contextlib.closing(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c],
+                                        parts)) as tables:
+        chunks = _Timed(tables)
+        mapped = map_lines(chunks, sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
+                           now=plan.now, channels=job.channels, mode=job.mode,
+                           reread=lambda positions: reread(plan, source, positions, parts),
+                           reason_column=reason_column(list(source.columns)), ahead=job.ahead)
     seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rows_after_as_of=mapped.rows_after_as_of,
                     rejected=mapped.rejected,

@@ -673,3 +673,27 @@ def test_in_order_makes_items_on_the_helper_with_the_callers_numba_threads():
     finally:
         numba.set_num_threads(before)
     assert len({t for t, _ in seen}) == 2 and {n for _, n in seen} == {1}
+
+
+def test_a_map_that_fails_stops_its_reading_thread_as_the_error_leaves(small_data, tmp_path, monkeypatch):
+    # Not once the error's traceback is dropped: a caller keeping the error (a notebook's last exception) kept the
+    # helper parked with its decoded batches and open files.
+    from segmint.engine.config import RunConfig
+    from segmint.engine.features import build
+    from segmint.engine.pipeline import run
+
+    made = []
+    canonical = build.canonical
+
+    def fails_on_the_second_chunk(*args, **kwargs):
+        made.append(1)
+        if len(made) == 2:
+            raise InputContractError("the second chunk cannot be read")
+        return canonical(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "_BATCH_ROWS", 1_000)   # many batches, so that the helper has some ahead
+    monkeypatch.setattr(build, "canonical", fails_on_the_second_chunk)
+    with pytest.raises(InputContractError, match="second chunk") as failed:
+        run([small_data / "transactions"], tmp_path / "o", RunConfig(buckets=1))
+    assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
+    assert failed.value is not None and not (tmp_path / "o").exists()
