@@ -20,7 +20,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ __all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "conf
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "read_ahead", "in_order", "parallel_kernels_side_by_side", "few_malloc_arenas", "signals_held",
+           "in_order", "parallel_kernels_side_by_side", "few_malloc_arenas", "signals_held",
            "note_signal", "stop_if_signalled"]
 
 T = TypeVar("T")
@@ -367,54 +367,6 @@ def _apply_thread_counts(counts: tuple[int, int | None]) -> None:
         sys.modules["faiss"].omp_set_num_threads(counts[1])
 
 
-def read_ahead(items: Generator[T, None, None], depth: int = 1) -> Iterator[T]:
-    """``items``, each produced on a helper thread while the caller works on an earlier one (decoding, or
-    making a chunk canonical, overlaps the map), and no more than ``depth`` + 1 held at once (a dataset
-    scanner reads ahead without a bound in bytes: 280-470 MB of M's input in flight). A plain daemon thread,
-    not an executor: Python shuts executors down when the main thread ends, which would stop a run going on
-    in another thread; and left early, the helper stops after the items already asked for and ``items`` is
-    closed."""
-    import queue
-    import threading
-
-    asks: queue.Queue[bool] = queue.Queue()
-    made: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-    def produce() -> None:
-        while asks.get():   # True: make the next item; False: stop
-            try:
-                made.put((True, next(items)))
-            except StopIteration:
-                made.put((False, None))
-                return
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-                made.put((False, exc))
-                return
-
-    helper = threading.Thread(target=produce, name="segmint-read", daemon=True)
-    try:
-        # Started inside the try: a Ctrl-C landing while start() waits for the thread left it waiting for an
-        # ask forever, holding ``items`` and what they read (a whole frame of Model.predict's).
-        helper.start()
-        for _ in range(depth):
-            asks.put(True)
-        while True:
-            ok, item = made.get()
-            if not ok:
-                if item is not None:
-                    raise item
-                return
-            asks.put(True)
-            yield item
-    finally:
-        asks.put(False)
-        # Not where its start was cut short before the thread ran (it stops alone on that False), nor on the
-        # helper itself (closed by a collection there).
-        if helper.ident is not None and threading.current_thread() is not helper:
-            helper.join()
-            items.close()
-
-
 def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
     """The items of each of ``streams`` (generators), streams in order, made on a helper thread and on the
     caller: the helper makes items ahead, the caller, rather than wait for one, makes an item of a stream no
@@ -440,11 +392,11 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
     open_: collections.deque[Stream] = collections.deque()   # the caller's stream first, then the next ones
     # more: ``streams`` may hold more; opening: a thread is taking the next of them (outside the lock: a
     # file's footer is read then).
-    state = {"more": True, "opening": False, "stop": False, "busy": 0}
+    state = {"more": True, "opening": False, "stop": False}
     opens = object()   # work(): open the next stream
 
     def held() -> int:
-        return state["busy"] + sum(len(s.made) for s in open_)
+        return sum(s.busy + len(s.made) for s in open_)
 
     def finished() -> bool:
         return not state["more"] and not state["opening"] and all(s.done for s in open_)
@@ -463,7 +415,6 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
             state["opening"] = True
             return opens
         chosen.busy = True
-        state["busy"] += 1
         return chosen
 
     def do(task: Stream | object) -> None:
@@ -497,7 +448,6 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
                 else:
                     task.made.append(item)
                 task.busy = False
-                state["busy"] -= 1
                 cond.notify_all()
         if error is not None and not isinstance(error, Exception) and threading.current_thread() is not thread:
             raise error
@@ -544,6 +494,7 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
                 do(task)
                 continue
             yield item
+            item = None   # not held here while the next is made: the caller may have let it go
     finally:
         with cond:
             state["stop"] = True

@@ -33,7 +33,7 @@ from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
 from segmint.engine.io.canonical import Encoders, LineColumns, canonical, check_number_format, is_typed
 from segmint.engine.io.clean import REASONS
-from segmint.engine.runtime import read_ahead, release_free_memory
+from segmint.engine.runtime import in_order, release_free_memory
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
@@ -314,7 +314,7 @@ def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, 
 
     out = _Lines(rows, given, c)
     at = 0
-    for table, part, n_channels in read_ahead(parts()) if ahead else parts():
+    for table, part, n_channels in in_order(iter([parts()]), ahead=1) if ahead else parts():
         n = part.rows
         if at + n > rows:
             msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"

@@ -791,9 +791,10 @@ def _scores_ahead(s: _Session, jobs: list[ScoreJob]) -> list[Any]:
     # Closed on any exit: a write that fails (a full disk, Ctrl-C) stops the helper before the work folder it reads
     # from is removed, not once the error's traceback is dropped.
     with contextlib.closing(in_order((_when_asked(scored_bucket, job) for job in jobs), ahead=1)) as ahead:
-        for i, (job, scored) in enumerate(zip(jobs, ahead, strict=True), start=1):
+        for i, job in enumerate(jobs, start=1):
+            scored = next(ahead)
             results.append(finish_bucket(job, scored))
-            del scored
+            del scored   # written: let go before the next is waited for (a zip's tuple would hold it)
             s.clock.tick(i, len(jobs))
     s.report_files(results)
     return results

@@ -18,7 +18,7 @@ import pytest
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import sources
 from segmint.engine.io.sources import list_inputs, resolve, split, stream
-from segmint.engine.runtime import in_order, read_ahead
+from segmint.engine.runtime import in_order
 
 
 def _write(path, rows, row_group, seed):
@@ -100,29 +100,27 @@ def test_a_file_is_asked_for_up_to_the_budget_not_whole(tmp_path, monkeypatch):
     assert calls == [(0, sources._READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)]
 
 
-def test_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
+def test_one_stream_read_ahead_passes_errors_on_and_stops_its_helper_when_left_early():
     def items(n, fail=False):
         for i in range(n):
             yield pa.table({"a": [i]})
         if fail:
             raise OSError("disk gone")
 
-    ahead = read_ahead(items(2, fail=True))
+    ahead = in_order(iter([items(2, fail=True)]), 1)
     assert next(ahead)["a"].to_pylist() == [0]
     assert next(ahead)["a"].to_pylist() == [1]
     with pytest.raises(OSError, match="disk gone"):
         next(ahead)
     source = items(5)
-    left = read_ahead(source)
+    left = in_order(iter([source]), 1)
     assert next(left)["a"].to_pylist() == [0]
     left.close()
     assert not any(t.name == "segmint-read" and t.is_alive() for t in threading.enumerate())
     assert source.gi_frame is None   # closed: its file is released now, not when collected
 
 
-@pytest.mark.parametrize("reader", [read_ahead, lambda items: in_order(iter([items]), 2)],
-                         ids=["read_ahead", "in_order"])
-def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch, reader):
+def test_one_stream_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch):
     start = threading.Thread.start
 
     def interrupted(thread):
@@ -132,7 +130,7 @@ def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch, 
     monkeypatch.setattr(threading.Thread, "start", interrupted)
     source = (i for i in range(3))
     with pytest.raises(KeyboardInterrupt):
-        next(reader(source))
+        next(in_order(iter([source]), 2))
     monkeypatch.undo()
     deadline = time.monotonic() + 5
     while any(t.name == "segmint-read" for t in threading.enumerate()) and time.monotonic() < deadline:
@@ -142,7 +140,7 @@ def test_read_ahead_stops_its_helper_when_interrupted_as_it_starts(monkeypatch, 
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_read_ahead_makes_depth_items_ahead_and_no_more(depth):
+def test_one_stream_read_ahead_makes_depth_items_ahead_and_no_more(depth):
     made = []
 
     def items():
@@ -150,7 +148,7 @@ def test_read_ahead_makes_depth_items_ahead_and_no_more(depth):
             made.append(i)
             yield i
 
-    ahead = read_ahead(items(), depth)
+    ahead = in_order(iter([items()]), depth)
     assert next(ahead) == 0
     deadline = time.monotonic() + 5
     while len(made) < depth + 1 and time.monotonic() < deadline:
