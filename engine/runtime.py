@@ -30,7 +30,7 @@ __all__ = ["available_cpus", "process_gone", "pid_namespace", "pids_here", "conf
            "numba_cache_dir", "prune_numba_cache",
            "current_rss",
            "peak_rss", "default_memory_limit", "release_free_memory", "vm_hwm", "thread_budget", "map_threads",
-           "in_order", "parallel_kernels_side_by_side", "few_malloc_arenas", "signals_held",
+           "in_order", "when_asked", "parallel_kernels_side_by_side", "few_malloc_arenas", "signals_held",
            "note_signal", "stop_if_signalled"]
 
 T = TypeVar("T")
@@ -506,6 +506,11 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
                 stream.items.close()
         if hasattr(streams, "close"):
             streams.close()
+
+
+def when_asked(fn: Callable[..., R], *args: Any) -> Iterator[R]:
+    """``fn(*args)`` as a stream of one item, made on the thread that asks for it (an ``in_order`` stream)."""
+    yield fn(*args)
 
 
 # The signals a command's handlers (the CLI's) have raised as exceptions: a library may catch one and go on.

@@ -34,8 +34,9 @@ from segmint.kernels.hashing import mix64
 from segmint.kernels.prefetch import prefetch
 from segmint.kernels.sequence import CATEGORY_SCRATCH, line_row, order_row
 
-__all__ = ["row_reasons", "customer_pass", "fill_lines", "chunk_tally", "times_us", "OK", "NULL_CUSTOMER_ID",
-           "NULL_TIMESTAMP", "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT", "ANCIENT_TIMESTAMP",
+__all__ = ["row_reasons", "customer_pass", "fill_values", "place_codes", "chunk_tally", "times_us", "OK",
+           "NULL_CUSTOMER_ID", "NULL_TIMESTAMP", "UNPARSEABLE_TIMESTAMP", "UNPARSEABLE_AMOUNT", "NON_FINITE_AMOUNT",
+           "ANCIENT_TIMESTAMP",
            "FUTURE_TIMESTAMP", "AFTER_AS_OF", "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD",
            "DEDUPE_TIME", "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW",
            "DEDUPE_ASKED", "EMPTY", "EARLIEST_US"]
@@ -117,21 +118,18 @@ def times_us(values, missing, per_us, first_us, last_us, out_ts, out_state):
 
 
 @serial
-def fill_lines(at, customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
-               future_us, as_of_us, out_customer, out_ts, out_state, out_amount, out_bad, out_null, out_order,
-               out_missing, out_channel, out_category, out_reason):
-    """Write a chunk's rows at ``at`` into the bucket's line records (the out_* arrays: fields of one
-    record array, so each row is written in one go) with their row-level reason (``row_reasons``).
-    order, order_missing, channel, category: of length 0 when the column is not mapped.
+def fill_values(at, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, future_us, as_of_us,
+                out_ts, out_state, out_amount, out_bad, out_null, out_order, out_missing, out_reason):
+    """Write a chunk's values at ``at`` into the bucket's line records (the out_* arrays: fields of one record
+    array), with the row-level reason its values give (``row_reasons``, the customer's id taken as present:
+    ``place_codes`` gives a row without one its reason). order, order_missing: of length 0 where they are
+    coded (text ids, which ``place_codes`` writes) or not mapped.
 
-    Serial, as ``times_us`` and for its reason: the read-ahead thread decodes on the other core (bench M's
-    182 chunks: 0.62-0.65 s in parallel, 0.57-0.58 s serial, the records' first touch included)."""
+    No code is read: any thread may fill any chunk, each its own rows, while the chunks before it are coded.
+    Serial, as ``times_us`` and for its reason."""
     has_order = order.shape[0] > 0
-    has_channel = channel.shape[0] > 0
-    has_category = category.shape[0] > 0
-    for i in range(customer.shape[0]):
+    for i in range(ts.shape[0]):
         j = at + i
-        out_customer[j] = customer[i]
         out_ts[j] = ts[i]
         out_state[j] = ts_state[i]
         out_amount[j] = amount[i]
@@ -139,16 +137,36 @@ def fill_lines(at, customer, ts, ts_state, amount, amount_bad, amount_null, orde
         out_null[j] = amount_null[i]
         out_order[j] = order[i] if has_order else 0
         out_missing[j] = order_missing[i] if has_order else False
+        out_reason[j] = _reason(0, ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+
+
+@serial
+def place_codes(at, customer, order, order_missing, channel, category, out_customer, out_order, out_missing,
+                out_channel, out_category, out_reason):
+    """Write a chunk's codes at ``at`` into the line records ``fill_values`` filled: a row without a customer
+    id (code -1) takes NULL_CUSTOMER_ID, the first reason. order, order_missing: text order ids' codes, of
+    length 0 where the ids are integers (``fill_values`` wrote them) or not mapped; channel, category: of
+    length 0 when not mapped (-1 written)."""
+    has_order = order.shape[0] > 0
+    has_channel = channel.shape[0] > 0
+    has_category = category.shape[0] > 0
+    for i in range(customer.shape[0]):
+        j = at + i
+        out_customer[j] = customer[i]
+        if has_order:
+            out_order[j] = order[i]
+            out_missing[j] = order_missing[i]
         out_channel[j] = channel[i] if has_channel else -1
         out_category[j] = category[i] if has_category else -1
-        out_reason[j] = _reason(customer[i], ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+        if customer[i] < 0:
+            out_reason[j] = NULL_CUSTOMER_ID
 
 
 @serial
 def chunk_tally(reason, ts, channel, counts):
-    """Of a chunk's rows (their reasons as ``fill_lines`` wrote them): whether any row has no reason,
-    the latest time among those rows, and the rows with a reason, counted; ``counts[code]`` += the
-    rows with no reason of each channel code (channel: of length 0 when not mapped; -1: none).
+    """Of a chunk's rows (their reasons as ``fill_values`` and ``place_codes`` wrote them): whether any row has no
+    reason, the latest time among those rows, and the rows with a reason, counted; ``counts[code]`` += the rows
+    with no reason of each channel code (channel: of length 0 when not mapped; -1: none).
     One pass, where NumPy took seven."""
     has_channel = channel.shape[0] > 0
     usable = False

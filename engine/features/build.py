@@ -1,8 +1,10 @@
 """A bucket's raw rows to clean lines, quarantined rows and per-customer features, in one pass of kernels.
 
-``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read), turns
-each into canonical arrays (engine.io.canonical) and row-level reasons (kernels/lines.py), and
-keeps only those arrays (the chunk itself is dropped, but for its rejected rows). Then, for the
+``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read). Whichever
+thread read a chunk makes its values (engine.io.canonical) and writes them, with their row-level
+reasons, into the bucket's line records at the chunk's place (kernels/lines.py); the caller then gives
+the chunk its codes (customers, text order ids, channels, categories: first seen, first coded), chunk
+after chunk, and keeps only the records (the chunk itself is dropped, but for its rejected rows). Then, for the
 whole bucket: customers are ranked by id and their rows grouped by a counting sort, each
 customer's rows put in line order, and one parallel pass per customer finds repeats, duplicates,
 returns-only and overflowing customers, collapses orders and computes every feature. Rows
@@ -17,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,16 +35,18 @@ from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
-from segmint.engine.io.canonical import Encoders, LineColumns, canonical, check_number_format, is_typed
+from segmint.engine.io.canonical import (Encoders, LineCodes, LineValues, check_number_format, is_typed, line_codes,
+                                        line_values)
 from segmint.engine.io.clean import REASONS
-from segmint.engine.runtime import in_order, release_free_memory
+from segmint.engine.runtime import in_order, release_free_memory, when_asked
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
-                                   customer_pass, fill_lines)
+                                   customer_pass, fill_values, place_codes)
 from segmint.kernels.sequence import ORDER_FEATURES
 
-__all__ = ["MappedLines", "map_lines", "records_reused", "REASON_NAMES", "LINE_FEATURES", "channel_columns",
+__all__ = ["MappedLines", "map_lines", "tables_read", "Read", "records_reused", "REASON_NAMES", "LINE_FEATURES",
+           "channel_columns",
            "top_channels"]
 
 # Reason code k (kernels/lines.py) is REASON_NAMES[k - 1].
@@ -49,6 +55,9 @@ LINE_FEATURES = ("refund_share", "category_count", "category_entropy")
 _INTEGER = ("frequency", "lt_frequency", "category_count")
 _NEVER = np.iinfo(np.int64).max
 _PER_CUSTOMER = DUPLICATE   # reasons from duplicate on are decided per customer (kernels/lines.py's order)
+# Opens a bucket's chunks, ``made(table, at)`` applied to each on the thread that read it (``at``: the position of its
+# first row among the bucket's rows), and gives what it made, in the chunks' order (engine.io.sources.stream).
+Read = Callable[[Callable[[pa.Table, int], Any]], Iterator[Any]]
 
 
 @dataclass
@@ -72,20 +81,19 @@ class MappedLines:
     channel_counts: dict[str, int]    # lines per channel among those rows
     as_of: dt.datetime
     channels: tuple[str, ...]         # the channel vocabulary of the shares
+    read_seconds: float               # waiting for chunks to be read and their values made
 
 
-def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
+def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
               as_of: dt.datetime | None, now: dt.datetime, channels: Sequence[str] | None, mode: str,
-              reread: Callable[[np.ndarray], pa.Table], reason_column: str, ahead: bool = False,
-              as_of_given: bool = False) -> MappedLines:
-    """Map the ``rows`` rows of ``chunks`` (tables of the source columns of ``schema``, as read).
+              reread: Callable[[np.ndarray], pa.Table], reason_column: str, as_of_given: bool = False) -> MappedLines:
+    """Map the ``rows`` rows ``read`` gives (tables of the source columns of ``schema``, as read): each chunk's
+    values and their line records are made on the thread that read it, its codes here, chunk after chunk.
 
     ``as_of``: the run's as-of; None derives it from these rows (right when they are the whole input).
     ``channels``: the channel vocabulary; None takes the most common channels of these rows.
     ``mode``: "features", "cohorts" (clean lines grouped) or "clean" (counts and rejects only).
     ``reread(positions)``: the rows at those positions (numbered across the chunks), as read.
-    ``ahead``: make each chunk canonical on a helper thread, one ahead, for chunks that no thread of their
-    own decodes (memory-mapped scratch files): the other core would be idle.
     ``as_of_given``: ``as_of`` was given by the caller (``Model.predict``'s), as --as-of is: rows after it are
     counted apart (``rows_after_as_of``) whatever their reason.
     """
@@ -94,8 +102,8 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
         as_of = parse_as_of(cfg.as_of)
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
-    lines = _read(chunks, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER, ahead, given=as_of_given or cfg.as_of is not None)
+    lines = _read(read, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
+                  _us(as_of) if as_of is not None else _NEVER, given=as_of_given or cfg.as_of is not None)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
@@ -148,7 +156,20 @@ def map_lines(chunks: Iterable[pa.Table], rows: int, schema: dict[str, pl.DataTy
         first_ts=_datetime(int(span[kept, 0].min())) if kept.any() else None,
         last_ts=_datetime(int(span[kept, 1].max())) if kept.any() else None,
         latest=_datetime(lines.latest) if lines.latest is not None else None, channel_counts=channel_counts,
-        as_of=as_of, channels=tuple(channels))
+        as_of=as_of, channels=tuple(channels), read_seconds=lines.read_seconds)
+
+
+def tables_read(tables: Sequence[pa.Table], helper: bool = False) -> Read:
+    """Tables held in memory as a ``Read``: each made on the caller's thread or, with ``helper``, on a helper
+    thread and the caller's (``in_order``)."""
+    starts = np.concatenate(([0], np.cumsum([t.num_rows for t in tables]))).tolist()
+
+    def read(made: Callable[[pa.Table, int], Any]) -> Iterator[Any]:
+        if not helper:
+            return (made(t, at) for t, at in zip(tables, starts, strict=False))
+        return in_order((when_asked(made, t, at) for t, at in zip(tables, starts, strict=False)), ahead=1)
+
+    return read
 
 
 @contextlib.contextmanager
@@ -220,8 +241,8 @@ def _take_records(rows: int) -> np.ndarray:
 
 def _give_records_back() -> None:
     """The records ``_take_records`` lent are read no more: kept for the next call while records_reused
-    lasts. Every field of a line is written before it is read (fill_lines): nothing of one bucket shows in
-    the next."""
+    lasts. Every field of a line is written before it is read (fill_values, place_codes): nothing of one bucket
+    shows in the next."""
     holder = getattr(_REUSE, "spare", None)
     if holder is not None:
         holder.records, holder.lent = holder.lent, None
@@ -231,59 +252,69 @@ class _Lines:
     """The bucket's rows in input order (records, customer codes, raw identities), and what the
     chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
-    def __init__(self, rows: int, given_as_of: bool, columns: Columns) -> None:
+    def __init__(self, rows: int, columns: Columns, typed: bool, dedupe: bool, future_us: int, as_of_us: int,
+                 given_as_of: bool) -> None:
         self.records = _take_records(rows)
-        self.given_as_of = given_as_of
+        self.future_us, self.as_of_us, self.given_as_of = future_us, as_of_us, given_as_of
         self.columns = columns
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
-        self.raw: np.ndarray | None = None
-        self.dedupe_key: np.ndarray | None = None
-        self.has_order = self.has_category = False
+        # Rows parsed from text keep their identity as read (canonical's ``raw``), and --dedupe-on's.
+        self.raw: np.ndarray | None = np.empty(rows, np.uint64) if not typed else None
+        self.dedupe_key: np.ndarray | None = np.empty(rows, np.uint64) if not typed and dedupe else None
+        self.has_order, self.has_category = columns.order is not None, columns.category is not None
         self.latest: int | None = None
         self.rejected = np.zeros(len(REASON_NAMES) + 1, np.int64)
         self.after_as_of = 0     # rows of a valid time after a given --as-of, whatever their reason
         self.rejected_amount: list[list[float]] = [[] for _ in REASON_NAMES]
         self.early: list[tuple[np.ndarray, pa.Table]] = []
+        self.read_seconds = 0.0
         self._channels = np.zeros(0, np.int64)
 
-    def add(self, at: int, part: LineColumns, table: pa.Table, future_us: int, as_of_us: int, n_channels: int) -> None:
-        """Write a chunk's rows at ``at``; ``n_channels``: the channel codes given so far."""
-        n = part.rows
+    def fill(self, at: int, values: LineValues) -> None:
+        """Write a chunk's values at ``at`` (on the thread that read it: each chunk its own rows)."""
+        n = values.rows
+        if at + n > self.records.size:
+            msg = (f"the input holds more rows than when the run planned ({self.records.size}): it changed while "
+                   f"being read; rerun")
+            raise InputContractError(msg)
+        rec = self.records
+        none64, nobool = np.zeros(0, np.int64), np.zeros(0, np.bool_)
+        fill_values(at, values.ts, values.ts_state, values.amount, values.amount_bad, values.amount_null,
+                    values.order if values.order is not None else none64,
+                    values.order_missing if values.order is not None else nobool, self.future_us, self.as_of_us,
+                    rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"], rec["amount_null"], rec["order"],
+                    rec["order_missing"], rec["reason"])
+        if self.raw is not None:
+            self.raw[at: at + n] = values.raw
+        if self.dedupe_key is not None:
+            self.dedupe_key[at: at + n] = values.dedupe_key
+
+    def add(self, at: int, table: pa.Table, values: LineValues, codes: LineCodes, n_channels: int) -> None:
+        """Write a chunk's codes at ``at``, its values filled; ``n_channels``: the channel codes given so far."""
+        n = values.rows
         rec = self.records
         none32, none64, nobool = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.bool_)
-        fill_lines(at, part.customer, part.ts, part.ts_state, part.amount, part.amount_bad, part.amount_null,
-                   part.order if part.order is not None else none64,
-                   part.order_missing if part.order_missing is not None else nobool,
-                   part.channel if part.channel is not None else none32,
-                   part.category if part.category is not None else none32, future_us, as_of_us,
-                   self.customer, rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"], rec["amount_null"],
-                   rec["order"],
-                   rec["order_missing"], rec["channel"], rec["category"], rec["reason"])
+        place_codes(at, codes.customer, codes.order if codes.order is not None else none64,
+                    codes.order_missing if codes.order is not None else nobool,
+                    codes.channel if codes.channel is not None else none32,
+                    codes.category if codes.category is not None else none32,
+                    self.customer, rec["order"], rec["order_missing"], rec["channel"], rec["category"], rec["reason"])
         reason = rec["reason"][at: at + n]
-        self.has_order, self.has_category = part.order is not None, part.category is not None
         if n_channels > self._channels.size:
             self._channels = np.concatenate([self._channels, np.zeros(n_channels - self._channels.size, np.int64)])
-        usable, top, bad_rows = chunk_tally(reason, part.ts, part.channel if part.channel is not None else none32,
+        usable, top, bad_rows = chunk_tally(reason, values.ts, codes.channel if codes.channel is not None else none32,
                                             self._channels)
-        if part.raw is not None:
-            if self.raw is None:
-                self.raw = np.empty(self.records.size, np.uint64)
-            self.raw[at: at + n] = part.raw
-        if part.dedupe_key is not None:
-            if self.dedupe_key is None:
-                self.dedupe_key = np.empty(self.records.size, np.uint64)
-            self.dedupe_key[at: at + n] = part.dedupe_key
         if usable:
             self.latest = top if self.latest is None else max(self.latest, top)
         if bad_rows:
             bad = np.flatnonzero(reason)
             rows = table.take(arrow_numpy.array(bad))
             self.early.append((bad + at, rows))
-            self.count_rejects(reason[bad], part.amount[bad])
+            self.count_rejects(reason[bad], values.amount[bad])
             # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the
             # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were). Not
             # after one derived from the rows, which several buckets are given: future rows are bad data there.
-            later = (part.ts_state[bad] == 0) & (part.ts[bad] > as_of_us) & self.given_as_of
+            later = (values.ts_state[bad] == 0) & (values.ts[bad] > self.as_of_us) & self.given_as_of
             self.after_as_of += int(later.sum())
             # Amounts as a locale writes them, of rows rejected for them alone (a back-test's later rows aside).
             amounts = np.flatnonzero((reason[bad] == UNPARSEABLE_AMOUNT) & ~later)
@@ -304,25 +335,36 @@ class _Lines:
         return {names[i]: int(n) for i, n in enumerate(self._channels) if n}
 
 
-def _read(chunks: Iterable[pa.Table], rows: int, c, typed: bool, enc: Encoders, dedupe_on: Sequence[str],
-          future_us: int, as_of_us: int, ahead: bool, *, given: bool) -> _Lines:
-    """Every chunk to canonical arrays and row reasons, written into records sized for ``rows``; the
-    rejected rows of each chunk kept as read, with their positions. ``given``: the as-of is --as-of's."""
-    def parts() -> Generator[tuple[pa.Table, LineColumns, int], None, None]:
-        for table in chunks:
-            yield table, canonical(table, c, typed, enc, dedupe_on), enc.channels.n
+def _read(read: Read, rows: int, c: Columns, typed: bool, enc: Encoders, dedupe_on: Sequence[str], future_us: int,
+          as_of_us: int, *, given: bool) -> _Lines:
+    """Every chunk's values and reasons, written into records sized for ``rows`` on the thread that read it, then
+    its codes here, in order; the rejected rows of each chunk kept as read, with their positions. ``given``: the
+    as-of is --as-of's."""
+    out = _Lines(rows, c, typed, bool(dedupe_on), future_us, as_of_us, given)
 
-    out = _Lines(rows, given, c)
-    at = 0
-    for table, part, n_channels in in_order(iter([parts()]), ahead=1) if ahead else parts():
-        n = part.rows
-        if at + n > rows:
-            msg = f"the input holds more rows than when the run planned ({rows}): it changed while being read; rerun"
-            raise InputContractError(msg)
-        out.add(at, part, table, future_us, as_of_us, n_channels)
-        at += n
-    if at != rows:
-        msg = f"the input holds {at} rows, not the {rows} the run planned for: it changed while being read; rerun"
+    def made(table: pa.Table, at: int) -> tuple[pa.Table, LineValues, int]:
+        values = line_values(table, c, typed, enc, dedupe_on)
+        out.fill(at, values)
+        return table, values, at
+
+    expected = 0
+    # Closed on any exit: a map that fails stops the reading threads then, not once its traceback is dropped.
+    with contextlib.closing(read(made)) as items:
+        while True:
+            start = time.perf_counter()
+            item = next(items, None)
+            out.read_seconds += time.perf_counter() - start
+            if item is None:
+                break
+            table, values, at = item
+            if at != expected:   # a chunk before it gave fewer rows than planned
+                msg = "the input holds fewer rows than the run planned for: it changed while being read; rerun"
+                raise InputContractError(msg)
+            out.add(at, table, values, line_codes(values, c, typed, enc), enc.channels.n)
+            expected += values.rows
+            del table, values, item
+    if expected != rows:
+        msg = f"the input holds {expected} rows, not the {rows} the run planned for: it changed while being read; rerun"
         raise InputContractError(msg)
     return out
 

@@ -1,15 +1,16 @@
 """A chunk of transaction rows as canonical arrays: the columns the map's kernels read.
 
 ``Encoders`` holds a bucket's dense codes (engine.codes): customer ids, text order ids,
-channels and categories get one code per distinct value across the bucket's chunks.
-``canonical(table, ...)`` turns one chunk (an Arrow table of the mapped columns as read) into
-``LineColumns``:
+channels and categories get one code per distinct value across the bucket's chunks, in
+first-seen order. One chunk (an Arrow table of the mapped columns as read) comes to two parts:
 
-- ``customer``: int32 code (-1: no id); ``ts``: microseconds since epoch, with ``ts_state``
-  0, TS_MISSING (empty cell) or TS_BAD (does not parse, or outside years 1 to 9999);
-  ``amount`` (NaN when missing), ``amount_bad`` (text that is not a number) and ``amount_null``;
-  ``order`` (an integer id's value, or a text id's code) and ``order_missing``; ``channel`` and
-  ``category`` codes (-1: none);
+- ``line_values``, made on whichever thread read the chunk (no state): ``ts``, microseconds since
+  epoch, with ``ts_state`` 0, TS_MISSING (empty cell) or TS_BAD (does not parse, or outside years 1
+  to 9999); ``amount`` (NaN when missing), ``amount_bad`` (text that is not a number) and
+  ``amount_null``; integer order ids and ``order_missing``; integer customer ids as keys, and the
+  rows without an id;
+- ``line_codes``, given chunk after chunk in order: the customer's int32 code (-1: no id), text
+  order ids' codes, ``channel`` and ``category`` codes (-1: none);
 - ``raw``: where values were parsed from text (CSV cells, text times, quantity x price, float
   ids...), a 64-bit hash of each row as read, so that repeats are rows identical as read, not
   merely as parsed; None when the parsed values are the values as read (typed Parquet).
@@ -40,7 +41,8 @@ from segmint.engine.io.times import FIRST_US, LAST_US, pattern, timestamp_expr
 from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
-__all__ = ["check_number_format", "LineColumns", "Encoders", "canonical", "is_typed", "usable_tally", "blank"]
+__all__ = ["check_number_format", "LineValues", "LineCodes", "Encoders", "line_values", "line_codes", "is_typed",
+           "usable_tally", "blank"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
@@ -49,23 +51,36 @@ _INDEX_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.uint32())
 
 
 @dataclass
-class LineColumns:
-    customer: np.ndarray
+class LineValues:
+    """What of a chunk's rows needs no code (``line_values``): it is made on whichever thread read the chunk."""
+
+    coded: pa.Table                        # the columns ``line_codes`` codes (parsed where rows are)
+    ids: np.ndarray | None                 # int64 keys of integer customer ids (None: text ids)
+    no_id: np.ndarray                      # rows without a customer id (null; blank text)
     ts: np.ndarray
     ts_state: np.ndarray
     amount: np.ndarray
     amount_bad: np.ndarray
     amount_null: np.ndarray
-    order: np.ndarray | None
-    order_missing: np.ndarray | None
-    channel: np.ndarray | None
-    category: np.ndarray | None
+    order: np.ndarray | None               # integer order ids (text ones are coded)
+    order_missing: np.ndarray | None       # integer order ids: null; text ones: blank (null ones code to -1)
     raw: np.ndarray | None
     dedupe_key: np.ndarray | None = None   # --dedupe-on's columns as read, hashed (parsed input only)
 
     @property
     def rows(self) -> int:
-        return self.customer.size
+        return self.ts.size
+
+
+@dataclass
+class LineCodes:
+    """A chunk's codes (``line_codes``), given in the order the chunks come."""
+
+    customer: np.ndarray                   # int32, -1: no id
+    order: np.ndarray | None               # text order ids' codes (int64), where the ids are text
+    order_missing: np.ndarray | None
+    channel: np.ndarray | None
+    category: np.ndarray | None
 
 
 @dataclass
@@ -110,40 +125,53 @@ def is_typed(schema: dict[str, pl.DataType], columns: Columns) -> bool:
     return typed_id and typed_ts and typed_amount and typed_rest
 
 
-def canonical(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
-              dedupe_on: Sequence[str] = ()) -> LineColumns:
-    """The canonical arrays of one chunk (``table``: the mapped columns as read; ids already
-    pseudonymised when the run asks for it, so that nothing downstream sees a raw id).
-    ``dedupe_on``: --dedupe-on's columns, hashed as read where values are parsed (``dedupe_key``)."""
+def line_values(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
+                dedupe_on: Sequence[str] = ()) -> LineValues:
+    """The values of one chunk's rows (``table``: the mapped columns as read; ids already pseudonymised when the
+    run asks for it, so that nothing downstream sees a raw id): every thing but the codes, so that any thread
+    may make them. Of ``enc`` only which kinds of codes it holds is read. ``dedupe_on``: --dedupe-on's columns,
+    hashed as read where values are parsed (``dedupe_key``)."""
     if not typed:
         table = _parsed(table, columns, dedupe_on)
     n = table.num_rows
-    cid = table.column(columns.customer if typed else "__cid")
+    names = _coded_names(columns, typed)
+    cid = table.column(names["customer"])
     if isinstance(enc.customers, TextCodes):
-        customer = _text_codes(enc.customers, cid)
-        customer[blank(cid)] = -1
+        ids, no_id = None, _nulls(cid) | blank(cid)
     else:
-        keys, missing = _ints(cid)
-        customer = enc.customers.encode(keys, missing)
+        ids, no_id = _ints(cid)
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, amount_null = _floats(table.column(columns.amount if typed else "__amount"))
     amount_bad = np.zeros(n, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
     order = order_missing = None
     if columns.order is not None:
-        source = table.column(columns.order if typed else "__order")
         if enc.orders is not None:
-            order = _text_codes(enc.orders, source).astype(np.int64)
-            order_missing = (order < 0) | blank(source)
+            order_missing = blank(table.column(names["order"]))
         else:
-            order, order_missing = _ints(source)
-    channel = _text_codes(enc.channels, table.column(columns.channel if typed else "__channel")) \
-        if columns.channel is not None else None
-    category = _text_codes(enc.categories, table.column(columns.category if typed else "__category")) \
-        if columns.category is not None else None
+            order, order_missing = _ints(table.column(names["order"]))
     raw = None if typed else values(_one_chunk(table.column("__raw")))
     dedupe_key = values(_one_chunk(table.column("__dedupe"))) if not typed and dedupe_on else None
-    return LineColumns(customer, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, channel, category,
-                       raw, dedupe_key)
+    coded = table.select([name for name in names.values() if name is not None])
+    return LineValues(coded, ids, no_id, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, raw,
+                      dedupe_key)
+
+
+def line_codes(made: LineValues, columns: Columns, typed: bool, enc: Encoders) -> LineCodes:
+    """The codes of a chunk's rows, which ``enc`` gives in first-seen order: chunks must come in order."""
+    names = _coded_names(columns, typed)
+    table = made.coded
+    if made.ids is None:
+        customer = _text_codes(enc.customers, table.column(names["customer"]))
+        customer[made.no_id] = -1
+    else:
+        customer = enc.customers.encode(made.ids, made.no_id)
+    order = order_missing = None
+    if enc.orders is not None and columns.order is not None:
+        order = _text_codes(enc.orders, table.column(names["order"])).astype(np.int64)
+        order_missing = (order < 0) | made.order_missing
+    channel = _text_codes(enc.channels, table.column(names["channel"])) if columns.channel is not None else None
+    category = _text_codes(enc.categories, table.column(names["category"])) if columns.category is not None else None
+    return LineCodes(customer, order, order_missing, channel, category)
 
 
 def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,
@@ -170,6 +198,16 @@ def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,
     usable, latest, _ = chunk_tally(reason, ts, codes, tally)
     counts = {name: int(n) for name, n in zip(names.values().to_pylist(), tally, strict=True) if n}
     return (int(latest) if usable else None), counts
+
+
+def _coded_names(columns: Columns, typed: bool) -> dict[str, str | None]:
+    """The column of each coded role: as read where rows need no parsing, else the parsed one."""
+    if typed:
+        return {"customer": columns.customer, "order": columns.order, "channel": columns.channel,
+                "category": columns.category}
+    return {"customer": "__cid", "order": "__order" if columns.order is not None else None,
+            "channel": "__channel" if columns.channel is not None else None,
+            "category": "__category" if columns.category is not None else None}
 
 
 def _ints(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import functools
 import os
 import re
 import urllib.parse
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import pyarrow as pa
 from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.io import arrow_numpy, narrowing, store
 from segmint.engine.io.times import looks_like_time
-from segmint.engine.runtime import in_order, thread_budget
+from segmint.engine.runtime import in_order, thread_budget, when_asked
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
            "read_at", "first_line", "no_header_fix", "column_list"]
@@ -223,25 +223,35 @@ def read_chunks(source: Source, chunks: Sequence[Chunk]) -> pl.DataFrame:
     return pl.concat(frames, rechunk=False) if frames else source.empty()
 
 
-def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = ()) -> Iterator[pa.Table]:
+def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = (),
+           made: Callable[[pa.Table, int], Any] | None = None) -> Iterator[Any]:
     """The mapped columns of ``chunks``, in order, as Arrow tables: local Parquet in batches of at most
     ``_BATCH_ROWS`` rows, row groups decoded on a helper thread ahead of the caller and, while it would
     otherwise wait, on the caller's (``in_order``), the ``dictionary`` columns as dictionaries (their values
-    decoded once per row group); anything else a chunk at a time through Polars."""
-    if chunks and all(c.path.endswith(_IPC) for c in chunks):
-        for chunk in chunks:
-            yield _read_ipc(chunk, source.options)
+    decoded once per row group); anything else a chunk at a time through Polars.
+
+    With ``made``, what ``made(table, at)`` makes of each table instead (``at``: the position of its first row
+    among the rows of ``chunks``), on the thread that read the table; of scratch files (memory-mapped, nothing
+    to decode) on a helper thread and the caller's, where the thread budget has two."""
+    starts = np.concatenate(([0], np.cumsum([c.rows for c in chunks], dtype=np.int64))).tolist()
+    scratch = bool(chunks) and all(c.path.endswith(_IPC) for c in chunks)
+    if scratch and made is not None and thread_budget() > 1:
+        yield from in_order((when_asked(_made_of_scratch, source, chunk, at, made)
+                             for chunk, at in zip(chunks, starts, strict=False)), ahead=1)
         return
-    if source.csv or any(store.is_remote(c.path) for c in chunks):
-        for chunk in chunks:
-            yield read_chunk(source, chunk).to_arrow()
+    make = made or _as_read
+    if scratch or source.csv or any(store.is_remote(c.path) for c in chunks):
+        for chunk, at in zip(chunks, starts, strict=False):
+            yield make(_read_ipc(chunk, source.options) if scratch else read_chunk(source, chunk).to_arrow(), at)
         return
     # Two ahead, not one: the decoder and the caller take turns unevenly batch by batch, and with one ahead
     # each waited for the other (bench M's read loop 1.06-1.39 -> 0.98-1.23 s, three pairs of runs
     # interleaved; four ahead gained nothing more). One batch more held: about 5 MB of M's lines. Row groups
     # on both threads: with the helper alone decoding, the caller waited for it 9.9 s of scenario L's 16.5 s
     # read phase; with both, L's read phase 13.0-18.9 -> 11.9-12.7 s (two pairs in turn, bench/README.md).
-    yield from in_order(_parquet_groups(source, chunks, dictionary), ahead=2)
+    # Four where ``made`` does the work and the caller's own part is light (the map's codes): with two the
+    # helper waited for room while the caller made an item itself (L's read phases 11.0-11.8 -> 10.3-10.6 s).
+    yield from in_order(_parquet_groups(source, chunks, dictionary, make, starts), ahead=4 if made else 2)
 
 
 def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:
@@ -291,9 +301,10 @@ def _is_value(name: str) -> bool:
     return bool(_DECIMAL.fullmatch(name) or _EMAIL.search(name) or (looks_like_time(name) and not name.isdigit()))
 
 
-def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str]) \
-        -> Generator[Iterator[pa.Table], None, None]:
-    """The batches of each row group a chunk reads, a stream per row group, in order (``in_order``'s)."""
+def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str],
+                    made: Callable[[pa.Table, int], Any], starts: list[int]) -> Generator[Iterator[Any], None, None]:
+    """What ``made`` makes of the batches of each row group a chunk reads (``starts``: each chunk's first row
+    among them all), a stream per row group, in order (``in_order``'s)."""
     import pyarrow.parquet as pq
 
     # Columns decoded on Arrow's pool only where the thread budget has room beyond the two this reading
@@ -306,7 +317,7 @@ def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
     # Text columns read as dictionaries take one where a file's is all null (Null type): a chunk's type is its column's.
     widened = {c: pa.dictionary(pa.int32(), pa.string()) if c in dictionary and source.schema[c] == pl.String
                else _arrow_type(source.schema[c]) for c in source.widened}
-    for chunk in chunks:
+    for chunk, chunk_at in zip(chunks, starts, strict=False):
         path = str(store.local(chunk.path))
         try:
             ahead.advise(path)
@@ -317,12 +328,14 @@ def _parquet_groups(source: Source, chunks: Sequence[Chunk], dictionary: Sequenc
             raise InputContractError(msg) from None
         read = _Group(source, chunk, path, meta, [c for c in source.columns if c in names],  # others: Hive keys
                       tuple(dictionary), widened, pool)
-        starts = np.concatenate(([0], np.cumsum(_group_sizes(meta))))
+        groups = np.concatenate(([0], np.cumsum(_group_sizes(meta))))
         for group in range(meta.num_row_groups):
-            if starts[group] < chunk.offset + chunk.rows and starts[group + 1] > chunk.offset:
+            if groups[group] < chunk.offset + chunk.rows and groups[group + 1] > chunk.offset:
                 # The chunk's rows within the row group: skip, then take.
-                yield read.batches(group, max(chunk.offset - int(starts[group]), 0),
-                                   min(int(starts[group + 1]), chunk.offset + chunk.rows) - int(starts[group]))
+                first = max(int(groups[group]), chunk.offset)
+                yield read.batches(group, first - int(groups[group]),
+                                   min(int(groups[group + 1]), chunk.offset + chunk.rows) - int(groups[group]),
+                                   made, chunk_at + first - chunk.offset)
 
 
 @dataclass(frozen=True)
@@ -338,7 +351,17 @@ class _Group:
     widened: dict[str, pa.DataType]
     pool: bool
 
-    def batches(self, group: int, lo: int, hi: int) -> Generator[pa.Table, None, None]:
+    def batches(self, group: int, lo: int, hi: int, made: Callable[[pa.Table, int], Any], at: int) \
+            -> Generator[Any, None, None]:
+        """What ``made`` makes of rows lo:hi of row group ``group``, a batch at a time; ``at``: the position of
+        row ``lo`` (``stream``'s). Its errors are its own: not a file's that cannot be read."""
+        with contextlib.closing(self._tables(group, lo, hi)) as tables:
+            for table in tables:
+                rows = table.num_rows
+                yield made(table, at)
+                at += rows
+
+    def _tables(self, group: int, lo: int, hi: int) -> Generator[pa.Table, None, None]:
         """Rows lo:hi of row group ``group``, in batches of at most ``_BATCH_ROWS``."""
         import pyarrow.parquet as pq
 
@@ -500,6 +523,14 @@ def _blank(path: str) -> bool:
             return not f.read().removeprefix(b"\xef\xbb\xbf").strip()
     except OSError:
         return False
+
+
+def _as_read(table: pa.Table, _at: int) -> pa.Table:
+    return table
+
+
+def _made_of_scratch(source: Source, chunk: Chunk, at: int, made: Callable[[pa.Table, int], Any]) -> Any:
+    return made(_read_ipc(chunk, source.options), at)
 
 
 def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:

@@ -11,12 +11,10 @@ it instead of writing it: the stages after read it with ``feature_frame`` either
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import polars as pl
 
@@ -52,7 +50,6 @@ class MapJob:
     mode: str                           # "features", "cohorts" or "clean" (validate)
     layout: Layout | None               # where rejects and funnel parts go; None writes nothing
     keep: bool = False                  # return the feature table in the result instead of writing it
-    ahead: bool = False                 # make chunks canonical one ahead on a helper thread (map_lines)
     releases: Releases | None = None    # removes the bucket's scratch files once mapped (partition.Releases)
 
 
@@ -205,15 +202,13 @@ def _map(job: MapJob) -> BucketResult:
     source = bucket_source(plan, "tx", job.bucket)
     parts = bucket_chunks(plan, source, job.bucket)
     start = time.perf_counter()
-    # Closed on any exit: a map that fails stops the reading threads then, not once its traceback is dropped.
-    with contextlib.closing(read_tables(plan, source, [c for c in (cfg.columns.channel, cfg.columns.category) if c],
-                                        parts)) as tables:
-        chunks = _Timed(tables)
-        mapped = map_lines(chunks, sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
-                           now=plan.now, channels=job.channels, mode=job.mode,
-                           reread=lambda positions: reread(plan, source, positions, parts),
-                           reason_column=reason_column(list(source.columns)), ahead=job.ahead)
-    seconds = {"read": chunks.seconds, "lines": time.perf_counter() - start - chunks.seconds}
+    dictionary = [c for c in (cfg.columns.channel, cfg.columns.category) if c]
+    mapped = map_lines(lambda made: read_tables(plan, source, dictionary, parts, made),
+                       sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
+                       now=plan.now, channels=job.channels, mode=job.mode,
+                       reread=lambda positions: reread(plan, source, positions, parts),
+                       reason_column=reason_column(list(source.columns)))
+    seconds = {"read": mapped.read_seconds, "lines": time.perf_counter() - start - mapped.read_seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rows_after_as_of=mapped.rows_after_as_of,
                     rejected=mapped.rejected,
                     rejected_amount=mapped.rejected_amount, repeats=mapped.repeats, customers=mapped.customers,
@@ -246,24 +241,6 @@ def _write_features(table: pl.DataFrame, path: str, plan: Plan) -> None:
         # One dictionary per column: an IPC file takes no other, and a Categorical stacked from frames may
         # hold one per chunk ("Dictionary replacement detected"; Parquet writes either).
         store.write_ipc(table.to_arrow().unify_dictionaries(), path, plan.options)
-
-
-class _Timed:
-    """An iterator that adds up the seconds spent producing its items (reading chunks)."""
-
-    def __init__(self, items: Iterator[Any]) -> None:
-        self._items = items
-        self.seconds = 0.0
-
-    def __iter__(self) -> _Timed:
-        return self
-
-    def __next__(self) -> Any:
-        start = time.perf_counter()
-        try:
-            return next(self._items)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 def _with_events(table: pl.DataFrame, set_aside: pl.Series, plan: Plan, job: MapJob, as_of: dt.datetime,

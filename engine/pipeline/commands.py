@@ -25,7 +25,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from segmint.engine.profile import SUMMARY_FEATURES, KpiPartials, build_profiles
 from segmint.engine.profile_files import write_profiles
 from segmint.engine.progress import Progress, StageClock, peak_rss_mb
 from segmint.engine.runtime import (in_order, parallel_kernels_side_by_side, pids_here, process_gone, signals_held,
-                                   stop_if_signalled, thread_budget)
+                                   stop_if_signalled, thread_budget, when_asked)
 
 __all__ = ["RunResult", "ValidationReport", "run", "assign_customers", "compute_feature_table", "compute_clv",
            "compute_cohorts", "validate"]
@@ -625,16 +625,12 @@ def _map(s: _Session, mode: str, *, channels: Sequence[str] | None = None) -> tu
         # of the map's peak, so the later stages holding it stay under that peak.
         keep = plan.buckets == 1 and mode == "features" and _run_once(s)
         # Several buckets mapped one after another in this process (not by Ray's workers, of one CPU each):
-        # - their scratch files are memory-mapped, not decoded, so no reader thread takes another core and
-        #   chunks are made canonical ahead on it (L: 0.75-0.93 -> 0.71-0.75 s a bucket; one bucket reads
-        #   Parquet, whose reader thread decodes: a third busy thread made M's map 2.06 -> 2.19 s);
         # - they reuse one bucket's line records, but not with side tables, whose rows a bucket maps after
         #   its lines, while the records would still be held;
         # - each removes its scratch files once done (partition.Releases), where no job runs twice.
         local_buckets = plan.buckets > 1 and isinstance(s.executor, LocalExecutor)
-        ahead = local_buckets and thread_budget() > 1 and not plan.clusters   # the input's files: decoded
         releases = Releases() if _run_once(s) else None
-        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, ahead, releases) for b in range(plan.buckets)]
+        jobs = [MapJob(plan, b, as_of, vocabulary, mode, s.layout, keep, releases) for b in range(plan.buckets)]
         reuse = local_buckets and plan.events is None and plan.customers is None
         try:
             with records_reused() if reuse else contextlib.nullcontext():
@@ -790,7 +786,7 @@ def _scores_ahead(s: _Session, jobs: list[ScoreJob]) -> list[Any]:
     results = []
     # Closed on any exit: a write that fails (a full disk, Ctrl-C) stops the helper before the work folder it reads
     # from is removed, not once the error's traceback is dropped.
-    with contextlib.closing(in_order((_when_asked(scored_bucket, job) for job in jobs), ahead=1)) as ahead:
+    with contextlib.closing(in_order((when_asked(scored_bucket, job) for job in jobs), ahead=1)) as ahead:
         for i, job in enumerate(jobs, start=1):
             scored = next(ahead)
             results.append(finish_bucket(job, scored))
@@ -798,11 +794,6 @@ def _scores_ahead(s: _Session, jobs: list[ScoreJob]) -> list[Any]:
             s.clock.tick(i, len(jobs))
     s.report_files(results)
     return results
-
-
-def _when_asked(fn: Callable[[Any], Any], arg: Any) -> Iterator[Any]:
-    """``fn(arg)`` as a stream of one item, made on the thread that asks for it (``in_order``'s)."""
-    yield fn(arg)
 
 
 def _run_once(s: _Session) -> bool:

@@ -34,8 +34,9 @@ import datetime as dt
 import math
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -196,22 +197,28 @@ class Releases:
             thread.join()
 
 
-def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (),
-                chunks: Sequence[Chunk] | None = None) -> Iterator[pa.Table]:
+def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (), chunks: Sequence[Chunk] | None = None,
+                made: Callable[[pa.Table, int], Any] | None = None) -> Iterator[Any]:
     """The rows of ``source`` (its ``chunks``, all by default) as read, with ids pseudonymised when the
-    run asks for it (scratch files already hold pseudonyms)."""
+    run asks for it (scratch files already hold pseudonyms); with ``made``, what it makes of each such table
+    and the position of its first row (``stream``'s). Each table is checked, pseudonymised and made on the
+    thread that read it."""
     role_column = _role_column(plan, source)
-    tables = stream(source, source.chunks if chunks is None else chunks, dictionary)
     judged = _judged_time(plan, source)
     pseudonymize = plan.cfg.pseudonymize_ids and _is_input(plan, source)
     numeric_ids = _side_numeric_ids(plan, source) if not pseudonymize else None   # pseudonymized() checks them
-    for table in tables:
+
+    def checked(table: pa.Table, at: int) -> Any:
         if judged is not None:
             name, fmt, flag = judged
             check_time_column(pl.from_arrow(table.select([name])), name, fmt, flag)
         if numeric_ids is not None:
             check_integral_ids(pl.from_arrow(table.select([numeric_ids])), numeric_ids, side_table=source.label)
-        yield _pseudonymized(table, role_column) if pseudonymize else table
+        table = _pseudonymized(table, role_column) if pseudonymize else table
+        return made(table, at) if made is not None else table
+
+    work = made is not None or judged is not None or numeric_ids is not None or pseudonymize
+    return stream(source, source.chunks if chunks is None else chunks, dictionary, checked if work else None)
 
 
 def _side_numeric_ids(plan: Plan, source: Source) -> str | None:

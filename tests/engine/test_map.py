@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from segmint.engine.config import Columns, FeatureConfig, RunConfig
-from segmint.engine.features.build import map_lines
+from segmint.engine.errors import InputContractError
+from segmint.engine.features.build import map_lines, tables_read
 from segmint.engine.features.table import features_of
 from segmint.engine.io.clean import reason_column
 from tests.reference_map import reference_map
@@ -121,20 +122,37 @@ def test_float_order_ids_nan_is_no_order_id():
 
 @pytest.mark.parametrize(("seed", "text_ids", "order", "text"), CASES[:3])
 def test_chunks_do_not_change_anything(seed, text_ids, order, text):
-    # The same rows in one table, or cut into chunks of every size, made canonical on the calling thread or
-    # one ahead on a helper (a bucket's scratch files): the same features, rejects and counts.
+    # The same rows in one table, or cut into chunks of every size, their values made on the calling thread or
+    # on a helper and the caller's, out of order (a bucket's scratch files): the same features, rejects and counts.
     frame = _dirty(seed, text_ids=text_ids, order=order, text=text)
     cfg = _cfg(frame, order, text)
     whole = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
     table = frame.to_arrow()
-    for size, ahead in itertools.product((1, 7, 500), (False, True)):
+    for size, helper in itertools.product((1, 7, 500), (False, True)):
         chunks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
-        cut = map_lines(chunks, table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW, channels=None,
-                        mode="features", reread=lambda positions: table.take(pa.array(positions)),
-                        reason_column="reason", ahead=ahead)
+        cut = map_lines(tables_read(chunks, helper), table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW,
+                        channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
+                        reason_column="reason")
         assert cut.table.equals(whole.table) and cut.rejects.equals(whole.rejects)
         assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
         assert (cut.latest, cut.channel_counts) == (whole.latest, whole.channel_counts)
+
+
+@pytest.mark.parametrize(("positions", "message"), [((0, 4), "fewer rows"), ((0, 3), "more rows")])
+def test_rows_not_where_the_plan_put_them_stop_the_map(positions, message):
+    # A file that changed while being read: a chunk shorter than planned leaves its rows' places unwritten, one
+    # longer would write over the next chunk's; either stops the map, not a run on rows the kernels never wrote.
+    frame = _dirty(0, text_ids=False, order="int", text=False).head(6)
+    table = frame.to_arrow()
+    parts = [table.slice(0, 3), table.slice(3, 3)]
+
+    def read(made):
+        return (made(t, at) for t, at in zip(parts, positions, strict=True))
+
+    with pytest.raises(InputContractError, match=f"holds {message}"):
+        map_lines(read, 7 if message == "fewer rows" else 5, dict(frame.schema), _cfg(frame, "int", False),
+                  as_of=None, now=NOW, channels=None, mode="features",
+                  reread=lambda p: table.take(pa.array(p)), reason_column="reason")
 
 
 def test_buckets_mapped_one_after_another_reuse_line_records_without_a_trace():
@@ -278,7 +296,6 @@ def test_decimal_ids_are_exact_beyond_two_to_the_53():
     # Decimal(20, 0) ids (Spark writes them) went through Float64: 2^53 and 2^53 + 1 became one customer.
     from decimal import Decimal
 
-    from segmint.engine.errors import InputContractError
 
     ids = [2**53, 2**53 + 1, 123456789012345678]
     frame = pl.DataFrame({"cid": pl.Series([Decimal(i) for i in ids], dtype=pl.Decimal(20, 0)),
@@ -304,7 +321,7 @@ def test_a_null_among_a_dictionarys_values_is_a_missing_id_for_the_partition_and
     latest, channels = usable_tally(table, cols, True, never, never)
     assert latest == (START - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
     assert channels == {"web": 2}
-    mapped = map_lines([table], 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols), as_of=None, now=NOW,
+    mapped = map_lines(tables_read([table]), 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols), as_of=None, now=NOW,
                        channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
                        reason_column="reason")
     assert mapped.rejected["null_customer_id"] == 1 and mapped.rows_used == 2

@@ -1,11 +1,14 @@
-"""chunk_tally against NumPy on random chunks: usable rows' latest time, channel counts, rejected rows."""
+"""chunk_tally against NumPy on random chunks: usable rows' latest time, channel counts, rejected rows; a chunk's
+line records as fill_values and place_codes write them against a plain reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segmint.kernels.lines import OK, chunk_tally
+from segmint.kernels.lines import (AFTER_AS_OF, ANCIENT_TIMESTAMP, EARLIEST_US, FUTURE_TIMESTAMP, NON_FINITE_AMOUNT,
+                                   NULL_CUSTOMER_ID, NULL_TIMESTAMP, OK, TS_BAD, TS_MISSING, UNPARSEABLE_AMOUNT,
+                                   UNPARSEABLE_TIMESTAMP, chunk_tally, fill_values, place_codes)
 
 
 @pytest.mark.parametrize(("n", "ok_share", "with_channel"), [(0, 1.0, True), (1, 1.0, True), (1, 0.0, True),
@@ -30,3 +33,71 @@ def test_chunk_tally_matches_numpy(n, ok_share, with_channel):
     if with_channel:
         expected += np.bincount(channel[keep & (channel >= 0)], minlength=8)
     np.testing.assert_array_equal(counts, expected)
+
+
+def _reference_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us):
+    """A row's first reason, written out plainly: later rules first, so that earlier ones overwrite them."""
+    rules = [(customer < 0, NULL_CUSTOMER_ID), (ts_state == TS_MISSING, NULL_TIMESTAMP),
+             (ts_state == TS_BAD, UNPARSEABLE_TIMESTAMP), (amount_bad, UNPARSEABLE_AMOUNT),
+             (~np.isfinite(amount), NON_FINITE_AMOUNT), (ts < EARLIEST_US, ANCIENT_TIMESTAMP),
+             (ts > future_us, FUTURE_TIMESTAMP), (ts > as_of_us, AFTER_AS_OF)]
+    out = np.full(customer.size, OK, np.uint8)
+    for where, reason in reversed(rules):
+        out[where] = reason
+    return out
+
+
+@pytest.mark.parametrize(("n", "orders", "channel", "category"),
+                         [(0, "int", True, True), (1, "text", False, True), (1, "none", True, False),
+                          (3_000, "int", True, True), (3_000, "text", True, False), (3_000, "none", False, False)])
+def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, channel, category):
+    from segmint.engine.features.build import LINE
+
+    rng = np.random.default_rng(n)
+    at, size = 5, n + 9   # the chunk's rows among others, which neither kernel may touch
+    customer = np.where(rng.random(n) < 0.1, -1, rng.integers(0, 40, n)).astype(np.int32)
+    ts_state = rng.choice(np.array([0, 0, 0, TS_MISSING, TS_BAD], np.uint8), n)
+    ts = rng.choice(np.array([EARLIEST_US - 1, 0, 10**15, 2 * 10**15, 3 * 10**15]), n)
+    amount = rng.choice(np.array([1.5, -2.0, 0.0, np.nan, np.inf, -np.inf]), n)
+    amount_bad = rng.random(n) < 0.05
+    amount_null = np.isnan(amount) & (rng.random(n) < 0.5)
+    order_ids = rng.integers(0, 10**12, n)
+    order_missing = rng.random(n) < 0.2
+    order_codes = np.where(order_missing, -1, rng.integers(0, 30, n))
+    channels = rng.integers(-1, 4, n).astype(np.int32)
+    categories = rng.integers(-1, 9, n).astype(np.int32)
+    future_us, as_of_us = 2 * 10**15 + 1, 10**15 + 1
+
+    rec = np.full(size * LINE.itemsize, 0xAB, np.uint8).view(LINE)
+    out_customer = np.full(size, 7, np.int32)
+    before, customer_before = rec.copy(), out_customer.copy()
+    none64, nobool, none32 = np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.int32)
+    fill_values(at, ts, ts_state, amount, amount_bad, amount_null,
+                order_ids if orders == "int" else none64, order_missing if orders == "int" else nobool,
+                future_us, as_of_us, rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"],
+                rec["amount_null"], rec["order"], rec["order_missing"], rec["reason"])
+    place_codes(at, customer, order_codes if orders == "text" else none64,
+                order_missing if orders == "text" else nobool, channels if channel else none32,
+                categories if category else none32, out_customer, rec["order"], rec["order_missing"],
+                rec["channel"], rec["category"], rec["reason"])
+
+    mine = slice(at, at + n)
+    outside = np.ones(size, bool)
+    outside[mine] = False
+    for name in LINE.names:
+        assert rec[name][outside].tobytes() == before[name][outside].tobytes()
+    np.testing.assert_array_equal(out_customer[outside], customer_before[outside])
+    got = rec[mine]
+    np.testing.assert_array_equal(out_customer[mine], customer)
+    np.testing.assert_array_equal(got["ts"], ts)
+    np.testing.assert_array_equal(got["ts_state"], ts_state)
+    np.testing.assert_array_equal(got["amount"], amount)   # NaN where NaN
+    np.testing.assert_array_equal(got["amount_bad"], amount_bad)
+    np.testing.assert_array_equal(got["amount_null"], amount_null)
+    expected_order = {"int": order_ids, "text": order_codes, "none": np.zeros(n, np.int64)}[orders]
+    np.testing.assert_array_equal(got["order"], expected_order)
+    np.testing.assert_array_equal(got["order_missing"], order_missing if orders != "none" else np.zeros(n, bool))
+    np.testing.assert_array_equal(got["channel"], channels if channel else np.full(n, -1))
+    np.testing.assert_array_equal(got["category"], categories if category else np.full(n, -1))
+    np.testing.assert_array_equal(got["reason"], _reference_reasons(customer, ts, ts_state, amount, amount_bad,
+                                                                     future_us, as_of_us))
