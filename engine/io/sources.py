@@ -236,8 +236,14 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     starts = np.concatenate(([0], np.cumsum([c.rows for c in chunks], dtype=np.int64))).tolist()
     scratch = bool(chunks) and all(c.path.endswith(_IPC) for c in chunks)
     if scratch and made is not None and thread_budget() > 1:
-        yield from in_order((when_asked(_made_of_scratch, source, chunk, at, made)
-                             for chunk, at in zip(chunks, starts, strict=False)), ahead=1)
+        # A batch of rows at a time, so that both threads make the batches of one chunk (a partition job's rows
+        # of the bucket: millions where the input is small) and what is held ahead is a few batches (M in three
+        # buckets, the map's read phases 0.85-0.89 -> 0.63 s, in turn with a chunk at a time).
+        pieces = ((chunk, lo, min(_BATCH_ROWS, chunk.rows - lo), at + lo)
+                  for chunk, at in zip(chunks, starts, strict=False)
+                  for lo in range(0, max(chunk.rows, 1), _BATCH_ROWS))
+        yield from in_order((when_asked(_made_of_scratch, source, chunk, lo, rows, at, made)
+                             for chunk, lo, rows, at in pieces), ahead=4)
         return
     make = made or _as_read
     if scratch or source.csv or any(store.is_remote(c.path) for c in chunks):
@@ -529,14 +535,17 @@ def _as_read(table: pa.Table, _at: int) -> pa.Table:
     return table
 
 
-def _made_of_scratch(source: Source, chunk: Chunk, at: int, made: Callable[[pa.Table, int], Any]) -> Any:
-    return made(_read_ipc(chunk, source.options), at)
+def _made_of_scratch(source: Source, chunk: Chunk, lo: int, rows: int, at: int,
+                     made: Callable[[pa.Table, int], Any]) -> Any:
+    return made(_read_ipc(chunk, source.options, lo, rows), at)
 
 
-def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...]) -> pa.Table:
-    """A scratch file (Arrow IPC, written by the partition pass), memory-mapped when local, its narrowed
-    columns widened back (engine.io.narrowing)."""
-    return narrowing.widen(store.read_ipc(chunk.path, dict(options))).slice(chunk.offset, chunk.rows)
+def _read_ipc(chunk: Chunk, options: tuple[tuple[str, str], ...], lo: int = 0, rows: int | None = None) -> pa.Table:
+    """A scratch file's rows of the chunk (Arrow IPC, written by the partition pass; ``rows`` of them from its
+    ``lo``-th on, all by default), memory-mapped when local, their narrowed columns widened back
+    (engine.io.narrowing)."""
+    rows = chunk.rows - lo if rows is None else rows
+    return narrowing.widen(store.read_ipc(chunk.path, dict(options)).slice(chunk.offset + lo, rows))
 
 
 def _hive_columns(table: pa.Table, source: Source, chunk: Chunk, dictionary: Sequence[str] = ()) -> pa.Table:

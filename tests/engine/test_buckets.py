@@ -13,6 +13,7 @@ from segmint.engine.config import (ClusterConfig, Columns, CustomerSource, Event
 from segmint.engine.pipeline import (assign_customers, compute_clv, compute_cohorts, compute_feature_table, run,
                                      validate)
 from segmint.engine.errors import InputContractError
+from segmint.engine.io import sources
 from segmint.engine.synth import generate
 from tests.fixtures import customer_blocks, write_blocks
 
@@ -52,7 +53,9 @@ def _same(a, b, name):
 
 
 @pytest.mark.parametrize("kind", ["int", "str"])
-def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp_path, kind):
+def test_every_command_gives_the_same_outputs_with_one_bucket_or_many(dirty, tmp_path, kind, monkeypatch):
+    # Batches of 1,000 rows: a bucket's scratch files are made a batch at a time, on both threads, each at its place.
+    monkeypatch.setattr(sources, "_BATCH_ROWS", 1_000)
     data = dirty[kind]
     cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2), dedupe_on=("customer_id", "ts", "order_id", "amount"),
                     events=EventSource(paths=(str(data / "events.parquet"),)),

@@ -321,7 +321,8 @@ def test_a_null_among_a_dictionarys_values_is_a_missing_id_for_the_partition_and
     latest, channels = usable_tally(table, cols, True, never, never)
     assert latest == (START - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
     assert channels == {"web": 2}
-    mapped = map_lines(tables_read([table]), 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols), as_of=None, now=NOW,
-                       channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
+    mapped = map_lines(tables_read([table]), 3, dict(pl.from_arrow(table).schema), RunConfig(columns=cols),
+                       as_of=None, now=NOW, channels=None, mode="features",
+                       reread=lambda positions: table.take(pa.array(positions)),
                        reason_column="reason")
     assert mapped.rejected["null_customer_id"] == 1 and mapped.rows_used == 2
