@@ -20,6 +20,7 @@ import base64
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import urllib.parse
@@ -236,12 +237,12 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     starts = np.concatenate(([0], np.cumsum([c.rows for c in chunks], dtype=np.int64))).tolist()
     scratch = bool(chunks) and all(c.path.endswith(_IPC) for c in chunks)
     if scratch and made is not None and thread_budget() > 1:
-        # A batch of rows at a time, so that both threads make the batches of one chunk (a partition job's rows
-        # of the bucket: millions where the input is small) and what is held ahead is a few batches (M in three
-        # buckets, the map's read phases 0.85-0.89 -> 0.63 s, in turn with a chunk at a time).
-        pieces = ((chunk, lo, min(_BATCH_ROWS, chunk.rows - lo), at + lo)
-                  for chunk, at in zip(chunks, starts, strict=False)
-                  for lo in range(0, max(chunk.rows, 1), _BATCH_ROWS))
+        # Pieces of a chunk of at least a batch each, so that both threads make the pieces of one chunk (a
+        # partition job's rows of the bucket: millions where the input is small) and what is held ahead is a few
+        # batches (M in three buckets, the map's read phases 0.85-0.89 -> 0.63 s, in turn with a chunk at a
+        # time), and no piece is much smaller: each costs its making's fixed part.
+        pieces = ((chunk, lo, hi - lo, at + lo) for chunk, at in zip(chunks, starts, strict=False)
+                  for lo, hi in itertools.pairwise(_cuts(chunk.rows)))
         yield from in_order((when_asked(_made_of_scratch, source, chunk, lo, rows, at, made)
                              for chunk, lo, rows, at in pieces), ahead=4)
         return
@@ -533,6 +534,12 @@ def _blank(path: str) -> bool:
 
 def _as_read(table: pa.Table, _at: int) -> pa.Table:
     return table
+
+
+def _cuts(rows: int) -> list[int]:
+    """Where ``rows`` rows are cut into pieces of at least ``_BATCH_ROWS`` (one piece where fewer), evenly."""
+    pieces = max(rows // _BATCH_ROWS, 1)
+    return [rows * i // pieces for i in range(pieces + 1)]
 
 
 def _made_of_scratch(source: Source, chunk: Chunk, lo: int, rows: int, at: int,
