@@ -118,12 +118,12 @@ def times_us(values, missing, per_us, first_us, last_us, out_ts, out_state):
 
 
 @serial
-def fill_values(at, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, future_us, as_of_us,
-                out_ts, out_state, out_amount, out_bad, out_null, out_order, out_missing, out_reason):
+def fill_values(at, no_id, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, future_us, as_of_us,
+                out_ts, out_state, out_amount, out_bad, out_null, out_order, out_missing, out_reason, reason):
     """Write a chunk's values at ``at`` into the bucket's line records (the out_* arrays: fields of one record
-    array), with the row-level reason its values give (``row_reasons``, the customer's id taken as present:
-    ``place_codes`` gives a row without one its reason). order, order_missing: of length 0 where they are
-    coded (text ids, which ``place_codes`` writes) or not mapped.
+    array) with each row's reason (``row_reasons``; ``no_id``: the rows without a customer id), also into
+    ``reason``, the chunk's own. order, order_missing: of length 0 where they are coded (text ids, which
+    ``place_codes`` writes) or not mapped.
 
     No code is read: any thread may fill any chunk, each its own rows, while the chunks before it are coded.
     Serial, as ``times_us`` and for its reason."""
@@ -137,36 +137,36 @@ def fill_values(at, ts, ts_state, amount, amount_bad, amount_null, order, order_
         out_null[j] = amount_null[i]
         out_order[j] = order[i] if has_order else 0
         out_missing[j] = order_missing[i] if has_order else False
-        out_reason[j] = _reason(0, ts[i], ts_state[i], amount[i], amount_bad[i], future_us, as_of_us)
+        reason[i] = _reason(-1 if no_id[i] else 0, ts[i], ts_state[i], amount[i], amount_bad[i], future_us,
+                            as_of_us)
+        out_reason[j] = reason[i]
 
 
 @serial
 def place_codes(at, customer, order, order_missing, channel, category, out_customer, out_order, out_missing,
-                out_channel, out_category, out_reason):
-    """Write a chunk's codes at ``at`` into the line records ``fill_values`` filled: a row without a customer
-    id (code -1) takes NULL_CUSTOMER_ID, the first reason. order, order_missing: text order ids' codes, of
-    length 0 where the ids are integers (``fill_values`` wrote them) or not mapped; channel, category: of
-    length 0 when not mapped (-1 written)."""
+                out_channel, out_category):
+    """Write a chunk's codes at ``at``: customers' and channels' and categories' (-1 written where not mapped:
+    channel, category of length 0) into their own arrays, text order ids' into the line records ``fill_values``
+    filled (order, order_missing: of length 0 where the ids are integers, which it wrote, or not mapped)."""
     has_order = order.shape[0] > 0
     has_channel = channel.shape[0] > 0
     has_category = category.shape[0] > 0
     for i in range(customer.shape[0]):
         j = at + i
         out_customer[j] = customer[i]
-        if has_order:
-            out_order[j] = order[i]
-            out_missing[j] = order_missing[i]
         out_channel[j] = channel[i] if has_channel else -1
         out_category[j] = category[i] if has_category else -1
-        if customer[i] < 0:
-            out_reason[j] = NULL_CUSTOMER_ID
+    if has_order:
+        for i in range(customer.shape[0]):
+            out_order[at + i] = order[i]
+            out_missing[at + i] = order_missing[i]
 
 
 @serial
 def chunk_tally(reason, ts, channel, counts):
-    """Of a chunk's rows (their reasons as ``fill_values`` and ``place_codes`` wrote them): whether any row has no
-    reason, the latest time among those rows, and the rows with a reason, counted; ``counts[code]`` += the rows
-    with no reason of each channel code (channel: of length 0 when not mapped; -1: none).
+    """Of a chunk's rows (their reasons as ``fill_values`` gave them): whether any row has no reason, the latest
+    time among those rows, and the rows with a reason, counted; ``counts[code]`` += the rows with no reason of
+    each channel code (channel: of length 0 when not mapped; -1: none).
     One pass, where NumPy took seven."""
     has_channel = channel.shape[0] > 0
     usable = False
@@ -281,13 +281,13 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
             lo = offsets[g]
             n = offsets[g + 1] - lo
             # The customer's rows are scattered over the bucket. The next customer's start loading
-            # while this one is reduced (a row's record is 40 bytes: its first and last fields cover
-            # both cache lines it may span): customer_pass on bench M 0.94 -> 0.72-0.75 s.
+            # while this one is reduced (a row's record is one cache line, its codes in another):
+            # customer_pass on bench M 0.94 -> 0.72-0.75 s.
             if g + 1 < n_groups:
                 for i in range(offsets[g + 1], offsets[g + 2]):
                     r = perm[i]
                     prefetch(ts, r)
-                    prefetch(reason, r)
+                    prefetch(channel, r)
                     if has_raw:
                         prefetch(raw, r)
                     if has_key:

@@ -128,7 +128,7 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     customer_pass(offsets, perm, rec["ts"], rec["ts_state"], rec["amount"], rec["amount"].view(np.uint64),
                   rec["amount_bad"], rec["amount_null"], rec["order"], rec["order_missing"],
                   enc.orders.ranks().astype(np.int64) if enc.orders is not None else np.zeros(0, np.int64),
-                  lines.has_order, rec["channel"], _channel_columns(enc, channels), rec["category"],
+                  lines.has_order, lines.codes["channel"], _channel_columns(enc, channels), lines.codes["category"],
                   np.append(enc.categories.ranks(), np.int32(-1)),
                   lines.raw if lines.raw is not None else np.zeros(1, np.uint64),
                   lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), rec["reason"],
@@ -208,17 +208,24 @@ def channel_columns(channels: Sequence[str]) -> list[str]:
     return names
 
 
-# One record per row: the fields the customer pass reads of a row share a cache line.
-LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), ("channel", np.int32),
-                 ("category", np.int32), ("ts_state", np.uint8), ("amount_bad", np.bool_),
-                 ("amount_null", np.bool_), ("order_missing", np.bool_), ("reason", np.uint8)], align=True)
+# One record per row: the fields the customer pass reads of a row share a cache line (32 bytes: one line, read
+# with the row's codes). Written where the chunk was read (fill_values), but for text order ids' codes.
+LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), ("ts_state", np.uint8),
+                 ("amount_bad", np.bool_), ("amount_null", np.bool_), ("order_missing", np.bool_),
+                 ("reason", np.uint8)], align=True)
+# A row's channel and category codes, apart from its record: the caller gives them in order (place_codes), and
+# writing them into records another thread had just written took it a second pass over them (scenario L by hash:
+# read phases 6.2 -> 7.5-7.9 s).
+CODES = np.dtype([("channel", np.int32), ("category", np.int32)])
+_ROW_BYTES = LINE.itemsize + CODES.itemsize
 
 
 class _Spare:
-    """The line records one ``map_lines`` call left for the next (``records_reused``), and those lent out."""
+    """The memory of the line records and codes one ``map_lines`` call left for the next (``records_reused``),
+    and that lent out."""
 
     def __init__(self) -> None:
-        self.records: np.ndarray | None = None
+        self.buffer: np.ndarray | None = None
         self.lent: np.ndarray | None = None
 
 
@@ -226,26 +233,38 @@ class _Spare:
 _REUSE = threading.local()
 
 
-def _take_records(rows: int) -> np.ndarray:
-    """Records for ``rows`` lines: the spare ones when large enough, else new ones (the spare freed first)."""
+def _take_records(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Records and codes for ``rows`` lines, in one piece of memory: the spare one when large enough, else new
+    (the spare freed first)."""
+    need = rows * _ROW_BYTES
     holder = getattr(_REUSE, "spare", None)
     if holder is None:
-        return np.empty(rows, LINE)
-    spare, holder.records = holder.records, None
-    if spare is None or spare.size < rows:
-        del spare
-        spare = np.empty(rows, LINE)
-    holder.lent = spare
-    return spare[:rows]
+        buffer = _line_aligned(need)
+    else:
+        buffer, holder.buffer = holder.buffer, None
+        if buffer is None or buffer.size < need:
+            del buffer
+            buffer = _line_aligned(need)
+        holder.lent = buffer
+    split = rows * LINE.itemsize
+    return buffer[:split].view(LINE), buffer[split:need].view(CODES)
+
+
+def _line_aligned(size: int) -> np.ndarray:
+    """``size`` bytes starting at a cache line, so that no 32-byte record spans two (the allocator's large
+    blocks start 16 bytes into a page)."""
+    block = np.empty(size + 64, np.uint8)
+    skip = -block.ctypes.data % 64
+    return block[skip: skip + size]
 
 
 def _give_records_back() -> None:
-    """The records ``_take_records`` lent are read no more: kept for the next call while records_reused
-    lasts. Every field of a line is written before it is read (fill_values, place_codes): nothing of one bucket
-    shows in the next."""
+    """The records and codes ``_take_records`` lent are read no more: kept for the next call while
+    records_reused lasts. Every field of a line is written before it is read (fill_values, place_codes): nothing
+    of one bucket shows in the next."""
     holder = getattr(_REUSE, "spare", None)
     if holder is not None:
-        holder.records, holder.lent = holder.lent, None
+        holder.buffer, holder.lent = holder.lent, None
 
 
 class _Lines:
@@ -254,7 +273,7 @@ class _Lines:
 
     def __init__(self, rows: int, columns: Columns, typed: bool, dedupe: bool, future_us: int, as_of_us: int,
                  given_as_of: bool) -> None:
-        self.records = _take_records(rows)
+        self.records, self.codes = _take_records(rows)
         self.future_us, self.as_of_us, self.given_as_of = future_us, as_of_us, given_as_of
         self.columns = columns
         self.customer: np.ndarray | None = np.empty(rows, np.int32)
@@ -270,8 +289,9 @@ class _Lines:
         self.read_seconds = 0.0
         self._channels = np.zeros(0, np.int64)
 
-    def fill(self, at: int, values: LineValues) -> None:
-        """Write a chunk's values at ``at`` (on the thread that read it: each chunk its own rows)."""
+    def fill(self, at: int, values: LineValues) -> np.ndarray:
+        """Write a chunk's values at ``at`` (on the thread that read it: each chunk its own rows); its rows'
+        reasons, which the records hold too."""
         n = values.rows
         if at + n > self.records.size:
             msg = (f"the input holds more rows than when the run planned ({self.records.size}): it changed while "
@@ -279,27 +299,29 @@ class _Lines:
             raise InputContractError(msg)
         rec = self.records
         none64, nobool = np.zeros(0, np.int64), np.zeros(0, np.bool_)
-        fill_values(at, values.ts, values.ts_state, values.amount, values.amount_bad, values.amount_null,
-                    values.order if values.order is not None else none64,
+        reason = np.empty(n, np.uint8)
+        fill_values(at, values.no_id, values.ts, values.ts_state, values.amount, values.amount_bad,
+                    values.amount_null, values.order if values.order is not None else none64,
                     values.order_missing if values.order is not None else nobool, self.future_us, self.as_of_us,
                     rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"], rec["amount_null"], rec["order"],
-                    rec["order_missing"], rec["reason"])
+                    rec["order_missing"], rec["reason"], reason)
         if self.raw is not None:
             self.raw[at: at + n] = values.raw
         if self.dedupe_key is not None:
             self.dedupe_key[at: at + n] = values.dedupe_key
+        return reason
 
-    def add(self, at: int, table: pa.Table, values: LineValues, codes: LineCodes, n_channels: int) -> None:
-        """Write a chunk's codes at ``at``, its values filled; ``n_channels``: the channel codes given so far."""
-        n = values.rows
+    def add(self, at: int, table: pa.Table, values: LineValues, reason: np.ndarray, codes: LineCodes,
+            n_channels: int) -> None:
+        """Write a chunk's codes at ``at``, its values filled (``reason``: its rows' reasons, as ``fill`` gave
+        them); ``n_channels``: the channel codes given so far."""
         rec = self.records
         none32, none64, nobool = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.bool_)
         place_codes(at, codes.customer, codes.order if codes.order is not None else none64,
                     codes.order_missing if codes.order is not None else nobool,
                     codes.channel if codes.channel is not None else none32,
                     codes.category if codes.category is not None else none32,
-                    self.customer, rec["order"], rec["order_missing"], rec["channel"], rec["category"], rec["reason"])
-        reason = rec["reason"][at: at + n]
+                    self.customer, rec["order"], rec["order_missing"], self.codes["channel"], self.codes["category"])
         if n_channels > self._channels.size:
             self._channels = np.concatenate([self._channels, np.zeros(n_channels - self._channels.size, np.int64)])
         usable, top, bad_rows = chunk_tally(reason, values.ts, codes.channel if codes.channel is not None else none32,
@@ -342,10 +364,9 @@ def _read(read: Read, rows: int, c: Columns, typed: bool, enc: Encoders, dedupe_
     as-of is --as-of's."""
     out = _Lines(rows, c, typed, bool(dedupe_on), future_us, as_of_us, given)
 
-    def made(table: pa.Table, at: int) -> tuple[pa.Table, LineValues, int]:
+    def made(table: pa.Table, at: int) -> tuple[pa.Table, LineValues, np.ndarray, int]:
         values = line_values(table, c, typed, enc, dedupe_on)
-        out.fill(at, values)
-        return table, values, at
+        return table, values, out.fill(at, values), at
 
     expected = 0
     # Closed on any exit: a map that fails stops the reading threads then, not once its traceback is dropped.
@@ -356,13 +377,13 @@ def _read(read: Read, rows: int, c: Columns, typed: bool, enc: Encoders, dedupe_
             out.read_seconds += time.perf_counter() - start
             if item is None:
                 break
-            table, values, at = item
+            table, values, reason, at = item
             if at != expected:   # a chunk before it gave fewer rows than planned
                 msg = "the input holds fewer rows than the run planned for: it changed while being read; rerun"
                 raise InputContractError(msg)
-            out.add(at, table, values, line_codes(values, c, typed, enc), enc.channels.n)
+            out.add(at, table, values, reason, line_codes(values, c, typed, enc), enc.channels.n)
             expected += values.rows
-            del table, values, item
+            del table, values, reason, item
     if expected != rows:
         msg = f"the input holds {expected} rows, not the {rows} the run planned for: it changed while being read; rerun"
         raise InputContractError(msg)

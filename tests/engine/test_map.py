@@ -170,10 +170,11 @@ def test_buckets_mapped_one_after_another_reuse_line_records_without_a_trace():
               for seed, ids, order, text, n in cases]
     fresh = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
     with build.records_reused():
-        build._REUSE.spare.records = np.full(5000 * build.LINE.itemsize, 255, np.uint8).view(build.LINE)
+        build._REUSE.spare.buffer = np.full(5000 * build._ROW_BYTES, 255, np.uint8)
         reused = [features_of(frame, cfg, as_of=None, now=NOW, channels=None) for frame, cfg in frames]
-        spare = weakref.ref(build._REUSE.spare.records)
-        assert spare() is not None and spare().size >= 4000   # the last (largest) map's records
+        spare = weakref.ref(build._REUSE.spare.buffer)
+        # The last (largest) map's records and codes.
+        assert spare() is not None and spare().size >= 4000 * build._ROW_BYTES
     gc.collect()
     assert spare() is None and getattr(build._REUSE, "spare", None) is None
     for got, want in zip(reused, fresh, strict=True):

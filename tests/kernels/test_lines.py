@@ -51,7 +51,7 @@ def _reference_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as
                          [(0, "int", True, True), (1, "text", False, True), (1, "none", True, False),
                           (3_000, "int", True, True), (3_000, "text", True, False), (3_000, "none", False, False)])
 def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, channel, category):
-    from segmint.engine.features.build import LINE
+    from segmint.engine.features.build import CODES, LINE
 
     rng = np.random.default_rng(n)
     at, size = 5, n + 9   # the chunk's rows among others, which neither kernel may touch
@@ -69,23 +69,26 @@ def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, 
     future_us, as_of_us = 2 * 10**15 + 1, 10**15 + 1
 
     rec = np.full(size * LINE.itemsize, 0xAB, np.uint8).view(LINE)
+    codes = np.full(size * CODES.itemsize, 0xCD, np.uint8).view(CODES)
     out_customer = np.full(size, 7, np.int32)
-    before, customer_before = rec.copy(), out_customer.copy()
+    before, codes_before, customer_before = rec.copy(), codes.copy(), out_customer.copy()
     none64, nobool, none32 = np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.int32)
-    fill_values(at, ts, ts_state, amount, amount_bad, amount_null,
+    reason = np.empty(n, np.uint8)
+    fill_values(at, customer < 0, ts, ts_state, amount, amount_bad, amount_null,
                 order_ids if orders == "int" else none64, order_missing if orders == "int" else nobool,
                 future_us, as_of_us, rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"],
-                rec["amount_null"], rec["order"], rec["order_missing"], rec["reason"])
+                rec["amount_null"], rec["order"], rec["order_missing"], rec["reason"], reason)
     place_codes(at, customer, order_codes if orders == "text" else none64,
                 order_missing if orders == "text" else nobool, channels if channel else none32,
                 categories if category else none32, out_customer, rec["order"], rec["order_missing"],
-                rec["channel"], rec["category"], rec["reason"])
+                codes["channel"], codes["category"])
 
     mine = slice(at, at + n)
     outside = np.ones(size, bool)
     outside[mine] = False
     for name in LINE.names:
         assert rec[name][outside].tobytes() == before[name][outside].tobytes()
+    assert codes[outside].tobytes() == codes_before[outside].tobytes()
     np.testing.assert_array_equal(out_customer[outside], customer_before[outside])
     got = rec[mine]
     np.testing.assert_array_equal(out_customer[mine], customer)
@@ -97,7 +100,8 @@ def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, 
     expected_order = {"int": order_ids, "text": order_codes, "none": np.zeros(n, np.int64)}[orders]
     np.testing.assert_array_equal(got["order"], expected_order)
     np.testing.assert_array_equal(got["order_missing"], order_missing if orders != "none" else np.zeros(n, bool))
-    np.testing.assert_array_equal(got["channel"], channels if channel else np.full(n, -1))
-    np.testing.assert_array_equal(got["category"], categories if category else np.full(n, -1))
-    np.testing.assert_array_equal(got["reason"], _reference_reasons(customer, ts, ts_state, amount, amount_bad,
-                                                                     future_us, as_of_us))
+    np.testing.assert_array_equal(codes["channel"][mine], channels if channel else np.full(n, -1))
+    np.testing.assert_array_equal(codes["category"][mine], categories if category else np.full(n, -1))
+    reasons = _reference_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us)
+    np.testing.assert_array_equal(got["reason"], reasons)
+    np.testing.assert_array_equal(reason, reasons)   # the chunk's own copy
