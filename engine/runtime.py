@@ -371,8 +371,8 @@ def in_order(streams: Iterator[Iterator[T]], ahead: int) -> Iterator[T]:
     """The items of each of ``streams`` (generators), streams in order, made on a helper thread and on the
     caller: the helper makes items ahead, the caller, rather than wait for one, makes an item of a stream no
     thread is on. At most two threads work at once, and neither waits while there is an item left to make:
-    where a helper decoded and the caller only made its tables canonical, the caller waited for it (scenario
-    L's read phase, 9.9 of its 16.5 s).
+    where a helper decoded and the caller only mapped what it decoded, the caller waited for it (scenario L's
+    read phase, 9.9 of its 16.5 s).
 
     No more than ``ahead`` items are made or being made beyond the one the caller holds, but for the stream
     the caller is on when nothing of it is made (so that it always goes on). A stream's error, or
@@ -596,7 +596,7 @@ def few_malloc_arenas() -> None:
     """glibc's malloc in two arenas, unless the user chose (MALLOC_ARENA_MAX set; another C library: nothing).
 
     glibc gives a thread that allocates while others do an arena of its own, up to 8 per core, and keeps
-    what is freed there. A map job makes its chunks canonical on a helper thread of its own (the NumPy
+    what is freed there. A map job makes its chunks' values on a helper thread of its own (the NumPy
     arrays of a chunk are allocated there): on scenario L each bucket's job left about 30 MB more resident
     than the last, 340 -> 644 MB over 12 buckets, where two arenas held it at 340-420 MB and took the
     same time (0.69-0.75 s a bucket). segmint's threads allocate little in glibc's heap: Arrow and Polars

@@ -1,13 +1,13 @@
 """The map's kernels: a reject reason per row, each customer's rows in line order, and one pass per
 customer for repeats, duplicates, order netting, the returns-only and overflow checks and every feature.
 
-Rows are in input order (engine.io.canonical, engine.features.build: one record per row, so a
-customer's fields share a cache line). ``row_reasons`` gives each row its first row-level reason.
-After a counting sort of rows by customer (kernels/grouping.py), ``customer_pass`` reduces each
-customer, serially within the customer and in parallel across customers, so nothing depends on
-the thread count. It first copies the customer's rows into scratch (one memory access per row)
-and puts them in line order: by order id, then time, ties in input order, lines without an order
-id last, in input order (each its own order); then:
+Rows are in input order (engine.io.canonical, engine.features.build: one 32-byte record per
+row, a cache line, and the row's channel and category codes apart). ``row_reasons`` gives each
+row its first row-level reason. After a counting sort of rows by customer (kernels/grouping.py),
+``customer_pass`` reduces each customer, serially within the customer and in parallel across
+customers, so nothing depends on the thread count. It first copies the customer's rows into
+scratch (one memory access per row) and puts them in line order: by order id, then time, ties
+in input order, lines without an order id last, in input order (each its own order); then:
 
 1. repeats: rows identical on every mapped column (rejected rows included) after the first;
 2. with ``--dedupe-on``, usable rows identical on those columns after the first in input order

@@ -177,10 +177,10 @@ def records_reused() -> Iterator[None]:
     """While it lasts, a ``map_lines`` call of this thread hands its line records on to the next one, which
     takes them if they are large enough: for buckets mapped one after another (the local executor runs its
     jobs in the caller's thread; another run in another thread keeps its own). A bucket's records are
-    otherwise fresh memory (40 bytes a line: 370 MB for 7.7 M lines) that the kernel must fault in and zero
-    again for every bucket (L's buckets of 7.7 M lines, alternately: 0.76-0.96 -> 0.69-0.92 s; L's map
-    23.9-24.1 -> 22.9-23.1 s, its peak 0.79-0.81 -> 0.85 GB). Dropped when it ends, so the stages after do
-    not hold them."""
+    otherwise fresh memory (40 bytes a line with its codes: 370 MB for 7.7 M lines) that the kernel must
+    fault in and zero again for every bucket (L's buckets of 7.7 M lines, alternately: 0.76-0.96 -> 0.69-0.92
+    s; L's map 23.9-24.1 -> 22.9-23.1 s, its peak 0.79-0.81 -> 0.85 GB). Dropped when it ends, so the stages
+    after do not hold them."""
     _REUSE.spare = _Spare()
     try:
         yield
@@ -378,8 +378,9 @@ def _read(read: Read, rows: int, c: Columns, typed: bool, enc: Encoders, dedupe_
             if item is None:
                 break
             table, values, reason, at = item
-            if at != expected:   # a chunk before it gave fewer rows than planned
-                msg = "the input holds fewer rows than the run planned for: it changed while being read; rerun"
+            if at != expected:   # a chunk before it gave other rows than planned
+                msg = (f"the input holds {'fewer' if at > expected else 'more'} rows than the run planned for: it "
+                       f"changed while being read; rerun")
                 raise InputContractError(msg)
             out.add(at, table, values, reason, line_codes(values, c, typed, enc), enc.channels.n)
             expected += values.rows

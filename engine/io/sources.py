@@ -236,7 +236,8 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     to decode) on a helper thread and the caller's, where the thread budget has two."""
     starts = np.concatenate(([0], np.cumsum([c.rows for c in chunks], dtype=np.int64))).tolist()
     scratch = bool(chunks) and all(c.path.endswith(_IPC) for c in chunks)
-    if scratch and made is not None and thread_budget() > 1:
+    remote = any(store.is_remote(c.path) for c in chunks)
+    if scratch and made is not None and thread_budget() > 1 and not remote:   # a remote file is read whole
         # Pieces of a chunk of at least a batch each, so that both threads make the pieces of one chunk (a
         # partition job's rows of the bucket: millions where the input is small) and what is held ahead is a few
         # batches (M in three buckets, the map's read phases 0.85-0.89 -> 0.63 s, in turn with a chunk at a
@@ -247,7 +248,7 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
                              for chunk, lo, rows, at in pieces), ahead=4)
         return
     make = made or _as_read
-    if scratch or source.csv or any(store.is_remote(c.path) for c in chunks):
+    if scratch or source.csv or remote:
         for chunk, at in zip(chunks, starts, strict=False):
             yield make(_read_ipc(chunk, source.options) if scratch else read_chunk(source, chunk).to_arrow(), at)
         return

@@ -201,8 +201,8 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (), chun
                 made: Callable[[pa.Table, int], Any] | None = None) -> Iterator[Any]:
     """The rows of ``source`` (its ``chunks``, all by default) as read, with ids pseudonymised when the
     run asks for it (scratch files already hold pseudonyms); with ``made``, what it makes of each such table
-    and the position of its first row (``stream``'s). Each table is checked, pseudonymised and made on the
-    thread that read it."""
+    and the position of its first row (``stream``'s), each table checked, pseudonymised and made on the thread
+    that read it. Without, checked and pseudonymised here: ``stream`` reads further ahead for a ``made``."""
     role_column = _role_column(plan, source)
     judged = _judged_time(plan, source)
     pseudonymize = plan.cfg.pseudonymize_ids and _is_input(plan, source)
@@ -217,8 +217,16 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (), chun
         table = _pseudonymized(table, role_column) if pseudonymize else table
         return made(table, at) if made is not None else table
 
-    work = made is not None or judged is not None or numeric_ids is not None or pseudonymize
-    return stream(source, source.chunks if chunks is None else chunks, dictionary, checked if work else None)
+    chunks = source.chunks if chunks is None else chunks
+    if made is None and (judged is not None or numeric_ids is not None or pseudonymize):
+        return _each_checked(stream(source, chunks, dictionary), checked)
+    return stream(source, chunks, dictionary, checked if made is not None else None)
+
+
+def _each_checked(tables: Iterator[pa.Table], checked: Callable[[pa.Table, int], pa.Table]) -> Iterator[pa.Table]:
+    with contextlib.closing(tables):
+        for table in tables:
+            yield checked(table, 0)
 
 
 def _side_numeric_ids(plan: Plan, source: Source) -> str | None:

@@ -36,7 +36,7 @@ __all__ = ["Plan", "make_plan", "new_run_id", "code_to_come", "SCHEMA_VERSION", 
 SCHEMA_VERSION = 2
 # Bytes per input row a stage adds to the process while it holds a bucket (map: cleaned, reduced to
 # features) or a partition job's rows; measured (run.json's memory.measured_bytes_per_line, and
-# bench/README.md), rounded up. The map holds a 40-byte record per row, its customer code, its place
+# bench/README.md), rounded up. The map holds a 40-byte record per row (with its codes), its customer code, its place
 # in the grouping and the per-customer results (81 measured on M); a partition job its rows as read,
 # split by bucket (82 measured on L's typed Parquet): text columns read from CSV take more.
 BYTES_PER_ROW = {"tx": 100, "events": 120, "customers": 150, "partition": 250}

@@ -297,7 +297,6 @@ def test_decimal_ids_are_exact_beyond_two_to_the_53():
     # Decimal(20, 0) ids (Spark writes them) went through Float64: 2^53 and 2^53 + 1 became one customer.
     from decimal import Decimal
 
-
     ids = [2**53, 2**53 + 1, 123456789012345678]
     frame = pl.DataFrame({"cid": pl.Series([Decimal(i) for i in ids], dtype=pl.Decimal(20, 0)),
                           "t": [START + dt.timedelta(days=d) for d in range(3)], "amt": [1.0, 2.0, 3.0]})

@@ -16,7 +16,7 @@ from segmint.kernels.lines import (AFTER_AS_OF, ANCIENT_TIMESTAMP, EARLIEST_US, 
                                                              (5_000, 0.5, False)])
 def test_chunk_tally_matches_numpy(n, ok_share, with_channel):
     rng = np.random.default_rng(n)
-    # reasons as the map holds them: a field of 40-byte records, so a strided view
+    # reasons as a field of records, so a strided view
     records = np.zeros(n, np.dtype([("ts", np.int64), ("reason", np.uint8)], align=True))
     records["reason"] = np.where(rng.random(n) < ok_share, OK, rng.integers(1, 12, n)).astype(np.uint8)
     reason = records["reason"]
