@@ -15,11 +15,15 @@ import numpy as np
 
 from segmint.kernels._jit import serial
 from segmint.kernels.hashing import mix64
+from segmint.kernels.prefetch import prefetch
 
 __all__ = ["int_codes", "direct_codes", "key_range", "text_codes", "rehash", "text_hash", "dictionary_codes"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
+# Keys ahead whose slots int_codes starts loading: a bucket's table of scattered ids is larger than the cache
+# (345 k codes: 12 MB), and each probe waited on memory (7.7 M keys: 0.10-0.12 -> 0.089 s; 32 ahead no better).
+_PREFETCH_AHEAD = 16
 
 
 @serial
@@ -37,7 +41,12 @@ def int_codes(keys, missing, slot_keys, slot_codes, code_keys, n_codes, out):
     out : int32[n]                   # OUT    the code of each key
     """
     mask = np.uint64(slot_codes.shape[0] - 1)
-    for i in range(keys.shape[0]):
+    n = keys.shape[0]
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            later = np.int64(mix64(np.uint64(keys[i + _PREFETCH_AHEAD])) & mask)
+            prefetch(slot_codes, later)
+            prefetch(slot_keys, later)
         if missing[i]:
             out[i] = -1
             continue
