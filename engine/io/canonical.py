@@ -156,19 +156,19 @@ def line_values(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
                       dedupe_key)
 
 
-def line_codes(made: LineValues, columns: Columns, typed: bool, enc: Encoders) -> LineCodes:
+def line_codes(values: LineValues, columns: Columns, typed: bool, enc: Encoders) -> LineCodes:
     """The codes of a chunk's rows, which ``enc`` gives in first-seen order: chunks must come in order."""
     names = _coded_names(columns, typed)
-    table = made.coded
-    if made.ids is None:
+    table = values.coded
+    if values.ids is None:
         customer = _text_codes(enc.customers, table.column(names["customer"]))
-        customer[made.no_id] = -1
+        customer[values.no_id] = -1
     else:
-        customer = enc.customers.encode(made.ids, made.no_id)
+        customer = enc.customers.encode(values.ids, values.no_id)
     order = order_missing = None
     if enc.orders is not None and columns.order is not None:
         order = _text_codes(enc.orders, table.column(names["order"])).astype(np.int64)
-        order_missing = (order < 0) | made.order_missing
+        order_missing = (order < 0) | values.order_missing
     channel = _text_codes(enc.channels, table.column(names["channel"])) if columns.channel is not None else None
     category = _text_codes(enc.categories, table.column(names["category"])) if columns.category is not None else None
     return LineCodes(customer, order, order_missing, channel, category)
