@@ -143,9 +143,13 @@ class TextCodes:
 
     def values(self) -> pa.LargeStringArray:
         """The string of each code."""
+        offsets, data = self.buffers()
+        return pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets (int64[n + 1]) and bytes of every code's string: code c's are bytes[offsets[c]:offsets[c + 1]]."""
         offsets = self._code_offsets[: self.n + 1]
-        return pa.Array.from_buffers(pa.large_string(), self.n,
-                                     [None, pa.py_buffer(offsets), pa.py_buffer(self._code_data[: offsets[-1]])])
+        return offsets, self._code_data[: offsets[-1]]
 
     def order(self) -> np.ndarray:
         """The codes (int64) in their strings' order (by UTF-8 bytes)."""

@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmint.engine import exact
-from segmint.engine.codes import inverse
+from segmint.engine.codes import TextCodes, inverse
 from segmint.engine.config import Columns, FeatureConfig, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
@@ -42,7 +42,7 @@ from segmint.engine.runtime import in_order, release_free_memory, when_asked
 from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
-                                   customer_pass, fill_values, place_codes)
+                                   customer_pass, fill_values, place_codes, text_keys)
 from segmint.kernels.sequence import ORDER_FEATURES
 
 __all__ = ["MappedLines", "map_lines", "tables_read", "Read", "records_reused", "REASON_NAMES", "LINE_FEATURES",
@@ -127,8 +127,8 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     dedupe = _dedupe_fields(cfg, typed)
     customer_pass(offsets, perm, rec["ts"], rec["ts_state"], rec["amount"], rec["amount"].view(np.uint64),
                   rec["amount_bad"], rec["amount_null"], rec["order"], rec["order_missing"],
-                  enc.orders.ranks().astype(np.int64) if enc.orders is not None else np.zeros(0, np.int64),
-                  lines.has_order, lines.codes["channel"], _channel_columns(enc, channels), lines.codes["category"],
+                  *_text_orders(enc.orders), lines.has_order, lines.codes["channel"], _channel_columns(enc, channels),
+                  lines.codes["category"],
                   np.append(enc.categories.ranks(), np.int32(-1)),
                   lines.raw if lines.raw is not None else np.zeros(1, np.uint64),
                   lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), rec["reason"],
@@ -405,6 +405,16 @@ def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndar
     within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     rows = perm[np.repeat(starts, sizes) + within].astype(np.int64)
     return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
+
+
+def _text_orders(orders: TextCodes | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """customer_pass's text order ids: each code's ``text_keys``, offsets and bytes (none for integer ids)."""
+    if orders is None:
+        return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    offsets, data = orders.buffers()
+    keys = np.empty((orders.n, 2), np.uint64)
+    text_keys(offsets, data, keys)
+    return keys, offsets, data
 
 
 def _group_of_code(by_rank: np.ndarray) -> np.ndarray:

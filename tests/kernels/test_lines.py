@@ -105,3 +105,39 @@ def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, 
     reasons = _reference_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us)
     np.testing.assert_array_equal(got["reason"], reasons)
     np.testing.assert_array_equal(reason, reasons)   # the chunk's own copy
+
+
+@pytest.mark.parametrize(("n", "words"), [(0, 5), (1, 5), (2, 1), (7, 3), (40, 40), (300, 12), (2_000, 400)])
+@pytest.mark.parametrize("shape", ["random", "sorted", "reversed", "grouped"])
+def test_text_ranks_are_ranks_by_bytes_among_the_customers_codes(n, words, shape):
+    # A customer's text order codes become their ranks among its own codes by the strings' bytes (prefixes first,
+    # UTF-8 bytes, not code points), as a sort of every order id of the bucket ranked them: the same line order.
+    from segmint.kernels.lines import _text_ranks, text_keys
+
+    rng = np.random.default_rng(n * 7 + words)
+    # Keys decide up to 15 bytes and lengths; longer strings alike in their first 15 bytes compare their bytes.
+    pool = ["", "a", "ab", "abc", "b", "é", "e\u0301", "z", "日本", "a\x00", "a\x00b", "ORD-10", "ORD-9", "ORD-100",
+            "x" * 14, "x" * 15, "x" * 16, "x" * 15 + "\x00", "x" * 17, "x" * 15 + "a" * 30, "x" * 15 + "b",
+            "x" * 14 + "y", "\xff" * 20, "\xff" * 15]
+    pool += [f"o{i}" for i in range(max(0, words - len(pool)))]
+    strings = pool[:words]
+    order = rng.permutation(len(strings))   # codes in first-seen order, not by value
+    encoded = [strings[i].encode() for i in order]
+    offsets = np.concatenate(([0], np.cumsum([len(b) for b in encoded]))).astype(np.int64)
+    data = np.frombuffer(b"".join(encoded) or b"\0", np.uint8)
+    codes = rng.integers(0, len(encoded), n)
+    if shape == "sorted":
+        codes = np.array(sorted(codes, key=lambda c: encoded[c]), np.int64)
+    elif shape == "reversed":
+        codes = np.array(sorted(codes, key=lambda c: encoded[c], reverse=True), np.int64)
+    elif shape == "grouped":   # an order's lines adjacent, orders in no particular order
+        codes = np.repeat(codes[: max(1, n // 3)], 3)[:n]
+    missing = rng.random(codes.size) < 0.2
+    key = np.where(missing, 123_456, codes).astype(np.int64)
+    mine = sorted({encoded[c] for c, m in zip(codes, missing) if not m})
+    want = [123_456 if m else mine.index(encoded[c]) for c, m in zip(codes, missing)]
+    sort_keys = np.empty((len(encoded), 2), np.uint64)
+    text_keys(offsets, data, sort_keys)
+    _text_ranks(key, missing, codes.size, sort_keys, offsets, data, np.empty(codes.size, np.int64),
+                np.empty(codes.size, np.int64))
+    assert key.tolist() == want
