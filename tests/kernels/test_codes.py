@@ -147,6 +147,21 @@ def test_text_codes_of_one_call_longer_than_a_slice_and_of_chunked_columns():
         assert _text_codes(codes, chunked).tolist() == want and codes.values().to_pylist() == names
 
 
+@pytest.mark.parametrize("chunk", [1, 5, 70_000])
+def test_text_codes_of_strings_in_runs(chunk):
+    # A string equal to the one before it takes its code without a probe (an order's lines come together): runs
+    # broken by a null, by a string one byte longer or shorter, or differing in the last byte, across slices.
+    rng = np.random.default_rng(chunk)
+    words = ["ORD-1", "ORD-10", "ORD-1\x00", "ORD-2", "", "ORD-1" + "x" * 40, "ORD-1" + "x" * 39 + "y"]
+    values = [None if r < 0.05 else words[int(r * 100) % len(words)] for r in rng.random(20_000)]
+    values = [v for v, run in zip(values, rng.integers(1, 5, len(values))) for _ in range(run)][:70_000]
+    want, names = _first_seen(values)
+    codes = TextCodes()
+    array = pa.array(values, pa.large_string())
+    got = np.concatenate([codes.encode(array.slice(i, chunk)) for i in range(0, len(values), chunk)])
+    assert got.tolist() == want and codes.values().to_pylist() == names
+
+
 def test_strings_are_told_apart_by_their_bytes_not_their_hash():
     # Every code's string is compared byte for byte when its hash matches: equal hashes would not merge them.
     data = np.frombuffer(b"abcabd", np.uint8)
