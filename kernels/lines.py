@@ -398,7 +398,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
                         reason[pos[i]] = l_reason[i]
 
 
-@serial
+@parallel
 def text_keys(offsets, data, keys):
     """Each string's sort key (``_text_after`` compares by it first): its first 15 bytes, zeros after its end,
     big-endian in keys[i, 0] and the high bytes of keys[i, 1], and its length (16: 16 or more) in the last byte.
@@ -409,7 +409,7 @@ def text_keys(offsets, data, keys):
     data : uint8[...]        # IN
     keys : uint64[n, 2]      # OUT
     """
-    for i in range(offsets.shape[0] - 1):
+    for i in prange(offsets.shape[0] - 1):
         lo = offsets[i]
         size = offsets[i + 1] - lo
         hi_word = np.uint64(0)
