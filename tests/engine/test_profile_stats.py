@@ -120,3 +120,40 @@ def test_segments_are_ordered_as_a_stable_argsort_orders_them(high):
     for seg in (rng.integers(0, high, 50_000, dtype=np.int32), np.zeros(0, np.int32),
                 np.array([high - 1, 0, high - 1, 0], np.int32), rng.integers(-3, high, 1000).astype(np.int64)):
         assert _stable_order(seg).tolist() == np.argsort(seg, kind="stable").tolist()
+
+
+@pytest.mark.parametrize("case", ["ordinary", "zeros", "nonfinite", "outside", "empty segment", "ties"])
+def test_feature_statistics_from_merged_segments_are_those_of_a_sorted_population(case, monkeypatch):
+    # The population's sorted values come from the segments' sorted values merged: every statistic has the bits
+    # a sort of the population gives, signs of zeros included, and where some value is in no segment as well.
+    import segmint.engine.profile as profile
+
+    rng = np.random.default_rng(len(case))
+    values = np.round(rng.gamma(2.0, 50.0, 20_000), 1 if case == "ties" else 12)
+    if case == "zeros":
+        values[rng.random(values.size) < 0.4] = 0.0
+        values[rng.random(values.size) < 0.3] = -0.0
+        values[rng.random(values.size) < 0.2] *= -1
+    if case == "nonfinite":
+        values[rng.random(values.size) < 0.05] = np.nan
+        values[:3] = [np.inf, -np.inf, np.nan]
+    seg = rng.integers(0, 5, values.size)
+    if case == "empty segment":
+        seg[seg == 2] = 3
+    order = np.argsort(seg, kind="stable")
+    by, sorted_seg = values[order], seg[order]
+    ids = np.arange(5)
+    lo, hi = np.searchsorted(sorted_seg, ids, "left"), np.searchsorted(sorted_seg, ids, "right")
+    if case == "outside":   # the last segment's rows are in no segment of the profile
+        lo, hi = lo[:4], hi[:4]
+    got = profile._feature_stats("f", values, by, (lo, hi))
+    monkeypatch.setattr(profile, "_merged", lambda ordered, population: np.sort(population))
+    want = profile._feature_stats("f", values, by, (lo, hi))
+
+    def bits(column):
+        return [None if x is None else np.float64(x).tobytes() for x in column]
+
+    assert got.keys() == want.keys()
+    assert all(bits(got[k]) == bits(want[k]) for k in got)
+    if case == "zeros":
+        assert any(x is not None and x == 0.0 for x in got["f_median"] + got["f_p10"])
