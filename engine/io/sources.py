@@ -259,7 +259,12 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     # read phase; with both, L's read phase 13.0-18.9 -> 11.9-12.7 s (two pairs in turn, bench/README.md).
     # Four where ``made`` does the work and the caller's own part is light (the map's codes): with two the
     # helper waited for room while the caller made an item itself (L's read phases 11.0-11.8 -> 10.3-10.6 s).
-    yield from in_order(_parquet_groups(source, chunks, dictionary, make, starts), ahead=4 if made else 2)
+    groups = _parquet_groups(source, chunks, dictionary, make, starts)
+    if thread_budget() < 2:   # --threads 1: one thread, the caller's (a helper made it two)
+        for group in groups:
+            yield from group
+        return
+    yield from in_order(groups, ahead=4 if made else 2)
 
 
 def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:

@@ -53,9 +53,13 @@ def test_stream_gives_each_chunks_rows_in_order_across_row_groups_and_hive_folde
 
 
 @pytest.mark.parametrize("csv", [False, True])
-def test_what_is_made_of_each_table_is_given_its_first_rows_position_among_the_chunks(tmp_path, csv):
+@pytest.mark.parametrize("budget", [1, 2])
+def test_what_is_made_of_each_table_is_given_its_first_rows_position_among_the_chunks(tmp_path, csv, budget,
+                                                                                      monkeypatch):
     # Made on either thread, out of order: each table's position is where its rows are among the chunks' rows,
-    # chunks cut within and across row groups, the chunks given starting within a file.
+    # chunks cut within and across row groups, the chunks given starting within a file. A budget of one thread
+    # (--threads 1) reads on the caller's alone.
+    monkeypatch.setattr(sources, "thread_budget", lambda: budget)
     frames = [_write(tmp_path / f"p{i}.parquet", 700 + 31 * i, 90, i) for i in range(3)]
     if csv:
         for i, frame in enumerate(frames):
@@ -77,7 +81,7 @@ def test_what_is_made_of_each_table_is_given_its_first_rows_position_among_the_c
     assert [at for at, _ in items] == np.cumsum([0] + [f.height for _, f in items][:-1]).tolist()
     got = pl.concat([f for _, f in items])   # CSV cells as text
     assert got.select(pl.col("customer_id").cast(pl.Int64)).equals(whole.select("customer_id"))
-    assert len(threads) == (1 if csv else 2)
+    assert threads == {threading.get_ident()} if csv or budget == 1 else len(threads) == 2
 
 
 def test_a_file_that_cannot_be_read_stops_with_its_name(tmp_path):
