@@ -4,8 +4,9 @@
 order, chunk after chunk, growing their hash table so it stays at most half full (dense integer
 keys are looked up in a table indexed by key instead, while they stay dense). ``ranks()``
 then gives each code the rank of its value in value order (strings by their UTF-8 bytes, as
-Polars and Arrow sort them), which is how customers, order ids and categories are ordered
-in every output, whatever order the chunks came in.
+Polars and Arrow sort them), which is how customers and categories are ordered in every
+output, whatever order the chunks came in (text order ids are ranked within each customer,
+by kernels.lines.customer_pass).
 """
 
 from __future__ import annotations

@@ -228,8 +228,9 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
            made: Callable[[pa.Table, int], Any] | None = None) -> Iterator[Any]:
     """The mapped columns of ``chunks``, in order, as Arrow tables: local Parquet in batches of at most
     ``_BATCH_ROWS`` rows, row groups decoded on a helper thread ahead of the caller and, while it would
-    otherwise wait, on the caller's (``in_order``), the ``dictionary`` columns as dictionaries (their values
-    decoded once per row group); anything else a chunk at a time through Polars.
+    otherwise wait, on the caller's (``in_order``; on the caller's alone where the thread budget is one), the
+    ``dictionary`` columns as dictionaries (their values decoded once per row group); anything else a chunk at
+    a time through Polars.
 
     With ``made``, what ``made(table, at)`` makes of each table instead (``at``: the position of its first row
     among the rows of ``chunks``), on the thread that read the table; of scratch files (memory-mapped, nothing
@@ -252,6 +253,12 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
         for chunk, at in zip(chunks, starts, strict=False):
             yield make(_read_ipc(chunk, source.options) if scratch else read_chunk(source, chunk).to_arrow(), at)
         return
+    groups = _parquet_groups(source, chunks, dictionary, make, starts)
+    if thread_budget() < 2:   # --threads 1: one thread, the caller's (a helper made it two)
+        with contextlib.closing(groups):
+            for group in groups:
+                yield from group
+        return
     # Two ahead, not one: the decoder and the caller take turns unevenly batch by batch, and with one ahead
     # each waited for the other (bench M's read loop 1.06-1.39 -> 0.98-1.23 s, three pairs of runs
     # interleaved; four ahead gained nothing more). One batch more held: about 5 MB of M's lines. Row groups
@@ -259,11 +266,6 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     # read phase; with both, L's read phase 13.0-18.9 -> 11.9-12.7 s (two pairs in turn, bench/README.md).
     # Four where ``made`` does the work and the caller's own part is light (the map's codes): with two the
     # helper waited for room while the caller made an item itself (L's read phases 11.0-11.8 -> 10.3-10.6 s).
-    groups = _parquet_groups(source, chunks, dictionary, make, starts)
-    if thread_budget() < 2:   # --threads 1: one thread, the caller's (a helper made it two)
-        for group in groups:
-            yield from group
-        return
     yield from in_order(groups, ahead=4 if made else 2)
 
 
