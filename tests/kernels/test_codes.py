@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from segmint.engine.codes import IntCodes, TextCodes
+from segmint.engine.codes import SLICE, IntCodes, TextCodes
 from segmint.kernels.codes import text_hash
 
 
@@ -153,8 +153,9 @@ def test_text_codes_of_strings_in_runs(chunk):
     # broken by a null, by a string one byte longer or shorter, or differing in the last byte, across slices.
     rng = np.random.default_rng(chunk)
     words = ["ORD-1", "ORD-10", "ORD-1\x00", "ORD-2", "", "ORD-1" + "x" * 40, "ORD-1" + "x" * 39 + "y"]
-    values = [None if r < 0.05 else words[int(r * 100) % len(words)] for r in rng.random(20_000)]
+    values = [None if r < 0.05 else words[int(r * 100) % len(words)] for r in rng.random(40_000)]
     values = [v for v, run in zip(values, rng.integers(1, 5, len(values))) for _ in range(run)][:70_000]
+    values[SLICE - 1:SLICE + 1] = ["ORD-2", "ORD-2"]   # a run across the slices one encode call codes
     want, names = _first_seen(values)
     codes = TextCodes()
     array = pa.array(values, pa.large_string())
