@@ -30,7 +30,7 @@ import polars as pl
 from segmint.engine import exact
 from segmint.engine.features.lifecycle import STATUSES
 from segmint.engine.runtime import map_threads
-from segmint.engine.sorting import sorted_finite
+from segmint.engine.sorting import sorted_floats
 
 __all__ = ["KpiPartials", "kpi_partials", "build_profiles", "micro_profiles", "segment_name", "sorted_stats",
            "SUMMARY_FEATURES", "NAME_RULES", "NON_FEATURES", "word_holds",
@@ -321,7 +321,7 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
     parts = [by_segment[lo:hi] for lo, hi in zip(*bounds, strict=True)]
     if not all_finite:
         parts = [v[np.isfinite(v)] for v in parts]
-    ordered = [sorted_finite(v) for v in parts]
+    ordered = [sorted_floats(v) for v in parts]
     pop = _merged(ordered, values if all_finite else values[finite])
     mean, std = (_mean(pop), _std(pop)) if pop.size > 1 else (_mean(pop) if pop.size else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
@@ -352,7 +352,7 @@ def _merged(ordered: list[np.ndarray], values: np.ndarray) -> np.ndarray:
     whose order no statistic of the population reads (its sums, its ranks). Sorted anew where the segments do not
     hold every value (a sample row of no segment)."""
     if sum(s.size for s in ordered) != values.size:
-        return sorted_finite(values)
+        return sorted_floats(values)
     return np.sort(np.concatenate(ordered), kind="stable") if ordered else values[:0].copy()
 
 
