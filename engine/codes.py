@@ -2,7 +2,8 @@
 
 ``IntCodes`` and ``TextCodes`` give every distinct value a code 0, 1, 2, ... in first-seen
 order, chunk after chunk, growing their hash table so it stays at most half full (dense integer
-keys are looked up in a table indexed by key instead, while they stay dense). ``ranks()``
+keys are looked up in a table indexed by key instead, while they stay dense); ``TextIds`` only stores
+strings, a string equal to the one before it taking its id (text order ids). ``ranks()``
 then gives each code the rank of its value in value order (strings by their UTF-8 bytes, as
 Polars and Arrow sort them), which is how customers and categories are ordered in every
 output, whatever order the chunks came in (text order ids are ranked within each customer,
@@ -16,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segmint.engine.io import arrow_numpy
-from segmint.kernels.codes import direct_codes, int_codes, key_range, rehash, text_codes
+from segmint.kernels.codes import direct_codes, int_codes, key_range, rehash, text_codes, text_ids
 
-__all__ = ["IntCodes", "TextCodes", "text_buffers", "inverse", "SLICE", "DENSE_SPAN", "DENSE_SPAN_PER_CODE"]
+__all__ = ["IntCodes", "TextCodes", "TextIds", "text_buffers", "inverse", "SLICE", "DENSE_SPAN", "DENSE_SPAN_PER_CODE"]
 
 _START = 1 << 12
 # Keys coded per kernel call: a table sized for the codes so far and one slice (callers slicing their own
@@ -119,16 +120,41 @@ class IntCodes:
         rehash(self._code_keys, self.n, self._slot_keys, self._slot_codes, True)
 
 
-class TextCodes:
-    """Codes for strings, compared byte for byte."""
+class _Strings:
+    """Strings kept by their offsets and bytes, the string of code (or id) c the c-th."""
 
     def __init__(self) -> None:
         self.n = 0
+        self._offsets = np.zeros(_START + 1, np.int64)
+        self._data = np.zeros(_START * 16, np.uint8)
+
+    def values(self) -> pa.LargeStringArray:
+        """The string of each code."""
+        offsets, data = self.buffers()
+        return pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets (int64[n + 1]) and bytes of every code's string: code c's are bytes[offsets[c]:offsets[c + 1]]."""
+        offsets = self._offsets[: self.n + 1]
+        return offsets, self._data[: offsets[-1]]
+
+    def _reserve_strings(self, more: int, more_bytes: int) -> None:
+        """Room for ``more`` strings of ``more_bytes`` bytes in all."""
+        used = int(self._offsets[self.n])
+        if self._offsets.size < self.n + more + 1:
+            self._offsets = _grown(self._offsets, self.n + more + 1, self.n + 1)
+        if self._data.size < used + more_bytes:
+            self._data = _grown(self._data, used + more_bytes, used)
+
+
+class TextCodes(_Strings):
+    """Codes for strings, compared byte for byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._slot_hashes = np.zeros(_START, np.uint64)
         self._slot_codes = np.full(_START, -1, np.int32)
         self._code_hashes = np.zeros(_START, np.uint64)
-        self._code_offsets = np.zeros(_START + 1, np.int64)
-        self._code_data = np.zeros(_START * 16, np.uint8)
 
     def encode(self, strings: pa.Array) -> np.ndarray:
         """int32 code of each string of an Arrow string-like array (-1 where null); a slice of strings at
@@ -139,18 +165,8 @@ class TextCodes:
             hi = min(missing.size, lo + SLICE)
             self._reserve(hi - lo, int(offsets[hi] - offsets[lo]))
             self.n = int(text_codes(offsets[lo:hi + 1], data, missing[lo:hi], self._slot_hashes, self._slot_codes,
-                                    self._code_hashes, self._code_offsets, self._code_data, self.n, out[lo:hi]))
+                                    self._code_hashes, self._offsets, self._data, self.n, out[lo:hi]))
         return out
-
-    def values(self) -> pa.LargeStringArray:
-        """The string of each code."""
-        offsets, data = self.buffers()
-        return pa.Array.from_buffers(pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
-        """Offsets (int64[n + 1]) and bytes of every code's string: code c's are bytes[offsets[c]:offsets[c + 1]]."""
-        offsets = self._code_offsets[: self.n + 1]
-        return offsets, self._code_data[: offsets[-1]]
 
     def order(self) -> np.ndarray:
         """The codes (int64) in their strings' order (by UTF-8 bytes)."""
@@ -161,17 +177,32 @@ class TextCodes:
         return inverse(self.order())
 
     def _reserve(self, more: int, more_bytes: int) -> None:
-        used = int(self._code_offsets[self.n])
         if self._code_hashes.size < self.n + more:
             self._code_hashes = _grown(self._code_hashes, self.n + more, self.n)
-            self._code_offsets = _grown(self._code_offsets, self.n + more + 1, self.n + 1)
-        if self._code_data.size < used + more_bytes:
-            self._code_data = _grown(self._code_data, used + more_bytes, used)
+        self._reserve_strings(more, more_bytes)
         if self._slot_codes.size < 2 * (self.n + more):
             size = _power_of_two(2 * (self.n + more))
             self._slot_hashes = np.zeros(size, np.uint64)
             self._slot_codes = np.full(size, -1, np.int32)
             rehash(self._code_hashes, self.n, self._slot_hashes, self._slot_codes, False)
+
+
+class TextIds(_Strings):
+    """Ids for text order ids: a string equal to the one stored last (the row before, as an order's lines come)
+    takes its id, any other is stored under a new one. Equal strings apart from each other get two ids, so what
+    reads them compares their bytes: customer_pass ranks a customer's order ids by their bytes, and
+    ``features.build`` finds where an order's lines end by them. A code per distinct string (``TextCodes``) kept
+    a hash table of every order id of the bucket and probed it for every row: bench M with its 9 M order ids as
+    text, the table grew to 400 MB and the coding took 2.2-2.5 s of the mapping thread, with 0.5-0.8 s more
+    growing the table."""
+
+    def encode(self, strings: pa.Array) -> np.ndarray:
+        """int32 id of each string of an Arrow string-like array (-1 where null)."""
+        offsets, data, missing = text_buffers(strings)
+        self._reserve_strings(missing.size, int(offsets[-1] - offsets[0]))
+        out = np.empty(missing.size, np.int32)
+        self.n = int(text_ids(offsets, data, missing, self._offsets, self._data, self.n, out))
+        return out
 
 
 def text_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

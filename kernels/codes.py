@@ -7,6 +7,7 @@ range not much wider than their number (``key_range`` measures it).
 of every candidate it meets, so two strings share a code only when they are equal: a hash
 only says where to look. The caller keeps each table at most half full (engine.codes grows
 it between chunks), so probes stay short; ``rehash`` fills a larger table from the codes.
+``text_ids`` only stores strings, for text order ids: a string equal to the one before it takes its id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from segmint.kernels._jit import serial
 from segmint.kernels.hashing import mix64
 from segmint.kernels.prefetch import prefetch
 
-__all__ = ["int_codes", "direct_codes", "key_range", "text_codes", "rehash", "text_hash", "dictionary_codes"]
+__all__ = ["int_codes", "direct_codes", "key_range", "text_codes", "text_ids", "rehash", "text_hash",
+           "dictionary_codes"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -190,10 +192,7 @@ def text_codes(offsets, data, missing, slot_hashes, slot_codes, code_hashes, cod
                 slot_hashes[slot] = h
                 slot_codes[slot] = n_codes
                 code_hashes[n_codes] = h
-                start = code_offsets[n_codes]
-                for j in range(hi - lo):
-                    code_data[start + j] = data[lo + j]
-                code_offsets[n_codes + 1] = start + hi - lo
+                _store(data, lo, hi, code_offsets, code_data, n_codes)
                 out[i] = n_codes
                 n_codes += 1
                 break
@@ -202,6 +201,37 @@ def text_codes(offsets, data, missing, slot_hashes, slot_codes, code_hashes, cod
                 break
             slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
     return n_codes
+
+
+@serial
+def text_ids(offsets, data, missing, stored_offsets, stored_data, n_ids, out):
+    """Id of each string: the id of the string stored last where equal to it, else a new id, the string's bytes
+    stored under it; returns the number of ids after the call. Equal strings apart from each other get ids of
+    their own (no table of every distinct string is kept or probed).
+
+    Parameters
+    ----------
+    offsets : int64[n + 1]                 # IN     Arrow offsets of the strings
+    data : uint8[m]                        # IN     their bytes
+    missing : bool[n]                      # IN     True: no string (id -1)
+    stored_offsets : int64[>= n_ids+n+1]   # IN/OUT id k's bytes are stored_data[stored_offsets[k]:stored_offsets[k+1]]
+    stored_data : uint8[>= used + m]       # IN/OUT the bytes of every id's string
+    n_ids : int                            # IN     ids given so far
+    out : int32[n]                         # OUT    the id of each string
+    """
+    for i in range(offsets.shape[0] - 1):
+        if missing[i]:
+            out[i] = -1
+            continue
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        if n_ids > 0 and _same(data, lo, hi, stored_data, stored_offsets[n_ids - 1], stored_offsets[n_ids]):
+            out[i] = n_ids - 1
+            continue
+        _store(data, lo, hi, stored_offsets, stored_data, n_ids)
+        out[i] = n_ids
+        n_ids += 1
+    return n_ids
 
 
 @serial
@@ -240,6 +270,15 @@ def _fnv(data, lo, hi):
     for j in range(lo, hi):
         h = (h ^ np.uint64(data[j])) * _FNV_PRIME
     return mix64(h)
+
+
+@serial
+def _store(data, lo, hi, stored_offsets, stored_data, k):
+    """data[lo:hi] stored as string k, after string k - 1's bytes."""
+    start = stored_offsets[k]
+    for j in range(hi - lo):
+        stored_data[start + j] = data[lo + j]
+    stored_offsets[k + 1] = start + hi - lo
 
 
 @serial

@@ -218,11 +218,11 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     ts, ts_state, amount, amount_bad    # IN     per row, as for row_reasons
     amount_bits : uint64[rows]          # IN     amount.view(uint64), for the repeat hash
     amount_null : bool[rows]            # IN     the amount cell was empty (a null and a NaN are two values)
-    order : int64[rows]                 # IN     an integer order id, or a text one's code
+    order : int64[rows]                 # IN     an integer order id, or a text one's id (engine.codes.TextIds)
     order_missing : bool[rows]          # IN
-    order_keys : uint64[n_codes, 2]     # IN     text order ids: each code's ``text_keys`` ([0, 2]: integer ids)
-    order_offsets : int64[n_codes + 1]  # IN     text order ids: code c's UTF-8 bytes are
-    order_data : uint8[...]             #        order_data[order_offsets[c]:order_offsets[c + 1]]
+    order_keys : uint64[n_ids, 2]       # IN     text order ids: each id's ``text_keys`` ([0, 2]: integer ids)
+    order_offsets : int64[n_ids + 1]    # IN     text order ids: id k's UTF-8 bytes are
+    order_data : uint8[...]             #        order_data[order_offsets[k]:order_offsets[k + 1]]
     has_order : bool                    # IN     False: no order column, every line is an order of its own
     channel : int32[rows]               # IN     channel code (-1 none)
     channel_column : int32[n_codes]     # IN     each channel code's share column, -1 when not among them
@@ -424,9 +424,10 @@ def text_keys(offsets, data, keys):
 
 @serial
 def _text_ranks(key, missing, n, sort_keys, offsets, data, idx, tmp):
-    """key[:n] (text order codes, where not ``missing``) replaced by each code's rank among the customer's codes
-    by their strings' UTF-8 bytes: the line order of ranks over all codes, without sorting every order id of the
-    bucket (bench M with text order ids: a sort of 9 M strings on one core). Equal strings have one code."""
+    """key[:n] (text order ids, where not ``missing``) replaced by each id's rank among the customer's ids by
+    their strings' UTF-8 bytes, equal strings one rank whatever their ids (engine.codes.TextIds gives equal
+    strings apart from each other two): the line order of ranks over all of the bucket's order ids, without
+    sorting them all (bench M with text order ids: a sort of 9 M strings on one core)."""
     m = 0
     for i in range(n):
         if not missing[i]:
@@ -464,15 +465,15 @@ def _text_ranks(key, missing, n, sort_keys, offsets, data, idx, tmp):
     prev = -1
     for j in range(m):
         code = key[idx[j]]
-        if j == 0 or code != prev:
+        if j == 0 or _text_after(code, prev, sort_keys, offsets, data):
             rank += 1
-            prev = code
+        prev = code
         key[idx[j]] = rank
 
 
 @serial
 def _text_after(a, b, sort_keys, offsets, data):
-    """Whether code ``a``'s string comes after code ``b``'s, by bytes (a prefix first): by their ``text_keys``,
+    """Whether id ``a``'s string comes after id ``b``'s, by bytes (a prefix first): by their ``text_keys``,
     which decide unless both strings are 16 bytes or longer with the same first 15."""
     if a == b:
         return False

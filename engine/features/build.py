@@ -3,10 +3,10 @@
 ``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read). Whichever
 thread read a chunk makes its values (engine.io.canonical) and writes them, with their row-level
 reasons, into the bucket's line records at the chunk's place (kernels/lines.py); the caller then gives
-the chunk its codes (customers, text order ids, channels, categories: first seen, first coded), chunk
-after chunk, and keeps only the records (the chunk itself is dropped, but for its rejected rows). Then, for the
-whole bucket: customers are ranked by id and their rows grouped by a counting sort, each
-customer's rows put in line order, and one parallel pass per customer finds repeats, duplicates,
+the chunk its codes (customers, channels, categories: first seen, first coded; text order ids an id per
+run of equal strings, engine.codes.TextIds), chunk after chunk, and keeps only the records (the chunk
+itself is dropped, but for its rejected rows). Then, for the whole bucket: customers are ranked by id and
+their rows grouped by a counting sort, each customer's rows put in line order, and one parallel pass per customer finds repeats, duplicates,
 returns-only and overflowing customers, collapses orders and computes every feature. Rows
 rejected per customer are read again from their chunks, by position: there are few.
 
@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from segmint.engine import exact
-from segmint.engine.codes import TextCodes, inverse
+from segmint.engine.codes import TextIds, inverse
 from segmint.engine.config import Columns, FeatureConfig, RunConfig, parse_as_of
 from segmint.engine.errors import InputContractError
 from segmint.engine.features.lifecycle import activity_status
@@ -407,8 +408,8 @@ def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndar
     return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
 
 
-def _text_orders(orders: TextCodes | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """customer_pass's text order ids: each code's ``text_keys``, offsets and bytes (none for integer ids)."""
+def _text_orders(orders: TextIds | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """customer_pass's text order ids: each id's ``text_keys``, offsets and bytes (none for integer ids)."""
     if orders is None:
         return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
     offsets, data = orders.buffers()
@@ -474,10 +475,23 @@ def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encode
     if has_order:  # a key that changes exactly where an order does: a line without an order id is one
         order, missing = lines["order"], lines["order_missing"]
         starts = np.ones(order.size, bool)
-        starts[1:] = missing[1:] | missing[:-1] | (order[1:] != order[:-1])
+        starts[1:] = missing[1:] | missing[:-1] | _other_orders(order[1:], order[:-1], enc.orders)
         key = np.cumsum(starts)
     return Grouped(ids=enc.customer_ids(by_rank[counts > 0]), offsets=offsets, perm=rows,
                    ts=lines["ts"].copy(), amount=lines["amount"].copy(), order_key=key)
+
+
+def _other_orders(a: np.ndarray, b: np.ndarray, orders: TextIds | None) -> np.ndarray:
+    """Whether order id a[i] is another order than b[i] (where both lines have one): integer ids by value, text ones
+    by their strings, which two ids may share (``TextIds``)."""
+    other = a != b
+    if orders is None:
+        return other
+    at = np.flatnonzero(other & (a >= 0) & (b >= 0))
+    strings = orders.values()
+    same = pc.equal(strings.take(arrow_numpy.array(a[at])), strings.take(arrow_numpy.array(b[at])))
+    other[at] = ~arrow_numpy.flags(same)
+    return other
 
 
 def _rejects(early: list[tuple[np.ndarray, pa.Table]], later: np.ndarray, reason: np.ndarray,

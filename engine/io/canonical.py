@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segmint.engine.codes import IntCodes, TextCodes
+from segmint.engine.codes import IntCodes, TextCodes, TextIds
 from segmint.engine.config import Columns
 from segmint.engine.errors import InputContractError
 from segmint.engine.io.arrow_numpy import array, flags, values
@@ -86,11 +86,12 @@ class LineCodes:
 @dataclass
 class Encoders:
     """One bucket's codes. ``customers`` is IntCodes for integer ids (UInt64 ids as order-preserving
-    int64 keys), TextCodes for text; text order ids, channels and categories are TextCodes."""
+    int64 keys), TextCodes for text; channels and categories are TextCodes, text order ids TextIds (an id per
+    run of equal strings, not per distinct string: see TextIds)."""
 
     customers: IntCodes | TextCodes
     unsigned: bool                      # customer ids are UInt64
-    orders: TextCodes | None            # text order ids (integer ids are their own key)
+    orders: TextIds | None              # text order ids (integer ids are their own key)
     channels: TextCodes = field(default_factory=TextCodes)
     categories: TextCodes = field(default_factory=TextCodes)
 
@@ -100,7 +101,7 @@ class Encoders:
         text_id = not (cid.is_integer() or cid.is_float() or isinstance(cid, pl.Decimal))
         order = schema.get(columns.order) if columns.order is not None else None
         return Encoders(TextCodes() if text_id else IntCodes(), cid == pl.UInt64,
-                        TextCodes() if order is not None and not order.is_integer() else None)
+                        TextIds() if order is not None and not order.is_integer() else None)
 
     def customer_ids(self, codes: np.ndarray) -> pl.Series:
         """The customer id of each code in ``codes``, in the canonical type."""
@@ -302,7 +303,7 @@ def _order_expr(schema: pl.Schema, name: str) -> pl.Expr:
     return col.cast(pl.String)
 
 
-def _text_codes(codes: TextCodes, array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _text_codes(codes: TextCodes | TextIds, array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Codes of a text column, chunk by chunk (codes are given in first-seen order either way, and
     combining the chunks would copy every string); a dictionary column's values are coded once, its
     indices mapped."""

@@ -90,3 +90,23 @@ def test_an_as_of_at_the_end_of_year_9999_completes_its_month(tmp_path):
         result = compute_cohorts([tmp_path / "t.parquet"], tmp_path / as_of, RunConfig(as_of=as_of))
         assert result.cohorts.filter(pl.col("cohort") == dt.date(9999, 12, 1))["complete_month"].to_list() == \
             [complete]
+
+
+@pytest.mark.parametrize("order_type", [pl.Int64, pl.String])
+def test_an_orders_lines_apart_in_the_input_are_one_order(tmp_path, order_type):
+    # Order 7 of customer 1 is a purchase of 50 and a return of 80 on Jan 5 (net -30: no purchase), its two lines
+    # apart in the input. Text order ids give such lines two ids (engine.codes.TextIds): read as two orders, the 50
+    # made January customer 1's cohort; its first purchase is order 9, in March.
+    day = dt.datetime(2024, 1, 5, 10)
+    lines = pl.DataFrame({
+        "customer_id": [1, 2, 1, 1, 2],
+        "order_id": pl.Series([7, 8, 9, 7, 8]).cast(order_type),
+        "ts": [day, day, dt.datetime(2024, 3, 3), day, day],
+        "amount": [50.0, 10.0, 20.0, -80.0, 5.0],
+    })
+    (tmp_path / "tx").mkdir()
+    lines.write_parquet(tmp_path / "tx" / "part.parquet")
+    table = compute_cohorts([tmp_path / "tx"], tmp_path / "c", RunConfig(max_reject_share=1.0)).cohorts
+    first_months = table.filter(pl.col("months_since_first") == 0)
+    sizes = dict(zip(first_months["cohort"].to_list(), first_months["cohort_size"].to_list(), strict=True))
+    assert sizes == {dt.date(2024, 1, 1): 1, dt.date(2024, 3, 1): 1}

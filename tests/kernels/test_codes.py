@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from segmint.engine.codes import SLICE, IntCodes, TextCodes
+from segmint.engine.codes import SLICE, IntCodes, TextCodes, TextIds
 from segmint.kernels.codes import text_hash
 
 
@@ -161,6 +161,26 @@ def test_text_codes_of_strings_in_runs(chunk):
     array = pa.array(values, pa.large_string())
     got = np.concatenate([codes.encode(array.slice(i, chunk)) for i in range(0, len(values), chunk)])
     assert got.tolist() == want and codes.values().to_pylist() == names
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 70_000])
+def test_text_ids_store_each_run_of_equal_strings_once(chunk):
+    # Text order ids: a string equal to the last one stored (the last present row's) takes its id, across nulls and
+    # across encode calls; any other gets the next id and its bytes are stored, even where an earlier id holds them.
+    rng = np.random.default_rng(chunk)
+    words = ["ORD-1", "ORD-10", "ORD-1\x00", "ORD-2", "", "ORD-1" + "x" * 40, "ORD-1" + "x" * 39 + "y", "日本"]
+    values = [None if r < 0.05 else words[int(r * 100) % len(words)] for r in rng.random(30_000)]
+    values = [v for v, run in zip(values, rng.integers(1, 5, len(values))) for _ in range(run)][:70_000]
+    want, stored = [], []
+    for v in values:
+        if v is not None and (not stored or stored[-1] != v):
+            stored.append(v)
+        want.append(-1 if v is None else len(stored) - 1)
+    ids = TextIds()
+    array = pa.array(values, pa.large_string())
+    got = np.concatenate([ids.encode(array.slice(i, chunk)) for i in range(0, len(values), chunk)])
+    assert got.tolist() == want and ids.values().to_pylist() == stored and ids.n == len(stored)
+    assert len(set(stored)) < len(stored)   # equal strings apart from each other: ids of their own
 
 
 def test_strings_are_told_apart_by_their_bytes_not_their_hash():
