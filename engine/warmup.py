@@ -18,7 +18,8 @@ import polars as pl
 
 from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
                                  logs, nbd_customer_terms)
-from segmint.kernels.codes import dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash
+from segmint.kernels.codes import (dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash,
+                                   text_ids)
 from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import (MAX_PARTIALS, add_partial, group_partials, net_sum, round_partials,
                                        segment_sums)
@@ -96,6 +97,10 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                           np.zeros(2, np.uint8), 0, np.empty(1, np.int32))
                                for o in (offsets, _readonly(offsets))
                                for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
+        "text_ids": lambda: [text_ids(o, d, np.zeros(1, np.bool_), np.zeros(3, np.int64), np.zeros(2, np.uint8), 0,
+                                      np.empty(1, np.int32))
+                             for o in (offsets, _readonly(offsets))
+                             for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
         # Parquet dictionaries' int32 indices and the partition scratch's int8 and int16 ones, read-only as
         # Arrow gives them (the tiny tables are Polars frames: their indices are uint32).
         "dictionary_codes": lambda: [dictionary_codes(_readonly(np.zeros(1, dtype)), np.zeros(0, np.bool_),

@@ -183,6 +183,24 @@ def test_text_ids_store_each_run_of_equal_strings_once(chunk):
     assert len(set(stored)) < len(stored)   # equal strings apart from each other: ids of their own
 
 
+def test_text_ids_of_a_dictionary_column_are_those_of_its_rows():
+    # Arrow gives every batch of a row group the group's whole dictionary: ids per dictionary value would store it
+    # again for every batch. Each batch's rows are stored as plain strings' are: once per run.
+    from segmint.engine.io.canonical import _text_codes
+
+    rng = np.random.default_rng(3)
+    dictionary = pa.array([f"ORD-{i}" for i in range(5000)] + [None], pa.string())
+    indices = np.repeat(rng.integers(0, 5001, 3000), rng.integers(1, 4, 3000)).astype(np.int32)
+    chunks = [pa.DictionaryArray.from_arrays(pa.array(indices[lo:lo + 1000]), dictionary)
+              for lo in range(0, indices.size, 1000)]
+    rows = pa.chunked_array(chunks).cast(pa.string()).to_pylist()
+    plain, from_dictionary = TextIds(), TextIds()
+    want = plain.encode(pa.array(rows, pa.string()))
+    got = _text_codes(from_dictionary, pa.chunked_array(chunks))
+    assert got.tolist() == want.tolist() and from_dictionary.values().to_pylist() == plain.values().to_pylist()
+    assert from_dictionary.n < 3000 < len(chunks) * len(dictionary)
+
+
 def test_strings_are_told_apart_by_their_bytes_not_their_hash():
     # Every code's string is compared byte for byte when its hash matches: equal hashes would not merge them.
     data = np.frombuffer(b"abcabd", np.uint8)
