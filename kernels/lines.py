@@ -250,7 +250,8 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     text_orders = order_keys.shape[0] > 0
     flat_keys = order_keys.reshape(-1)
     # Text order ids: the records two customers on start loading, so that those of the next are in cache when
-    # its order ids' keys start loading (each key a line of a table of every id, scattered like the rows).
+    # its order ids' keys start loading (each key a line of a table of every id, scattered like the rows; M with
+    # text order ids: customer_pass 1.71-1.90 -> 1.55-1.64 s).
     ahead = 2 if text_orders else 1
     for block in prange((n_groups + _BLOCK - 1) // _BLOCK):
         # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders.

@@ -6,9 +6,9 @@ reasons, into the bucket's line records at the chunk's place (kernels/lines.py);
 the chunk its codes (customers, channels, categories: first seen, first coded; text order ids an id per
 run of equal strings, engine.codes.TextIds), chunk after chunk, and keeps only the records (the chunk
 itself is dropped, but for its rejected rows). Then, for the whole bucket: customers are ranked by id and
-their rows grouped by a counting sort, each customer's rows put in line order, and one parallel pass per customer finds repeats, duplicates,
-returns-only and overflowing customers, collapses orders and computes every feature. Rows
-rejected per customer are read again from their chunks, by position: there are few.
+their rows grouped by a counting sort, each customer's rows put in line order, and one parallel pass per
+customer finds repeats, duplicates, returns-only and overflowing customers, collapses orders and computes
+every feature. Rows rejected per customer are read again from their chunks, by position: there are few.
 
 The results do not depend on how the input was split into chunks or buckets (customers are
 ordered by id, lines by their order id, time and input position), nor on the thread count.
