@@ -163,9 +163,10 @@ def text_codes(offsets, data, missing, slot_hashes, slot_codes, code_hashes, cod
     """
     mask = np.uint64(slot_codes.shape[0] - 1)
     n = offsets.shape[0] - 1
-    # The strings _PREFETCH_AHEAD on: whether each repeats the string before it (an order's lines come together:
-    # its code is the one before), else its hash, computed once, its slot loaded meanwhile (bench M with text
-    # order ids, 20.4 M strings: see bench/README.md).
+    # The strings _PREFETCH_AHEAD on: whether each repeats the string before it (then its code is the one before:
+    # no hash, no probe), else its hash, computed once, its slot loaded meanwhile. Measured on text order ids
+    # (bench/README.md, thirty-fourth round), which text_ids codes since; here for a customer's lines or a run of
+    # one channel or category that come together, as many exports write them.
     ahead_hash = np.zeros(_PREFETCH_AHEAD, np.uint64)
     ahead_same = np.zeros(_PREFETCH_AHEAD, np.bool_)
     for j in range(min(n, _PREFETCH_AHEAD)):
