@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from segmint.engine import exact
 from segmint.engine.codes import TextIds, inverse
 from segmint.engine.config import Columns, FeatureConfig, RunConfig, parse_as_of
-from segmint.engine.errors import InputContractError
+from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
@@ -46,15 +46,17 @@ from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY,
                                    customer_pass, fill_values, place_codes, text_keys)
 from segmint.kernels.sequence import ORDER_FEATURES
 
-__all__ = ["MappedLines", "map_lines", "tables_read", "Read", "records_reused", "REASON_NAMES", "LINE_FEATURES",
-           "channel_columns",
-           "top_channels"]
+__all__ = ["MappedLines", "map_lines", "MOST_BUCKET_ROWS", "tables_read", "Read", "records_reused", "REASON_NAMES",
+           "LINE_FEATURES", "channel_columns", "top_channels"]
 
 # Reason code k (kernels/lines.py) is REASON_NAMES[k - 1].
 REASON_NAMES = REASONS
 LINE_FEATURES = ("refund_share", "category_count", "category_entropy")
 _INTEGER = ("frequency", "lt_frequency", "category_count")
 _NEVER = np.iinfo(np.int64).max
+# The most rows one map takes: a line's customer code, order code and order id are int32 (half the bytes of
+# int64 on every bucket that fits), and a bucket's distinct orders or text order ids can be as many as its rows.
+MOST_BUCKET_ROWS = int(np.iinfo(np.int32).max)
 _PER_CUSTOMER = DUPLICATE   # reasons from duplicate on are decided per customer (kernels/lines.py's order)
 # Opens a bucket's chunks, ``made(table, at)`` applied to each on the thread that read it (``at``: the position of its
 # first row among the bucket's rows), and gives what it made, in the chunks' order (engine.io.sources.stream).
@@ -98,6 +100,11 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     ``as_of_given``: ``as_of`` was given by the caller (``Model.predict``'s), as --as-of is: rows after it are
     counted apart (``rows_after_as_of``) whatever their reason.
     """
+    if rows > MOST_BUCKET_ROWS:
+        # Past it the codes would wrap around, and lines would be given to other customers and orders, exit 0.
+        msg = (f"one bucket holds {rows:,} rows, more than the {MOST_BUCKET_ROWS:,} a bucket can hold; rerun with "
+               f"more --buckets (or without --buckets: the plan cuts such an input into buckets)")
+        raise ConfigError(msg)
     c = cfg.columns
     if as_of is None and cfg.as_of is not None:
         as_of = parse_as_of(cfg.as_of)

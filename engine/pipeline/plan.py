@@ -23,6 +23,7 @@ import polars as pl
 
 from segmint.engine.config import Columns, RunConfig, parse_as_of
 from segmint.engine.errors import ConfigError
+from segmint.engine.features.build import MOST_BUCKET_ROWS
 from segmint.engine.io import contract
 from segmint.engine.io.canonical import is_typed
 from segmint.engine.io.pseudonym import require_key
@@ -161,6 +162,11 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     per_row = _bytes_per_row(tx, columns)
     buckets = sizes[0] if sizes else cfg.buckets or _buckets(rows, budget, per_row)
+    if rows["tx"] > buckets * MOST_BUCKET_ROWS:   # refused now, not after a partition pass (build.map_lines)
+        least = math.ceil(rows["tx"] / MOST_BUCKET_ROWS)
+        msg = (f"--buckets {buckets} leaves more than the {MOST_BUCKET_ROWS:,} rows a bucket can hold in a bucket "
+               f"({rows['tx']:,} rows in all); give at least --buckets {least}, or leave --buckets out")
+        raise ConfigError(msg)
     # One bucket has no partition jobs: its chunks are what the map reads, a CSV's each a scan from the file's start.
     chunk_rows = sizes[1] if sizes else max(10_000, budget // per_row["partition"])
     if not sizes and buckets > 1:
@@ -172,7 +178,7 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     # are gathered. --buckets asks for the hash partition.
     alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
     footers: dict[str, Any] = {}   # each file's, read once for its id range and its latest time
-    clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"], footers) \
+    clusters = file_clusters(tx, columns.customer, buckets, min(budget // per_row["tx"], MOST_BUCKET_ROWS), footers) \
         if alone and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
@@ -202,8 +208,8 @@ def _bytes_per_row(tx: Source, columns: Columns) -> dict[str, int]:
 
 
 def _buckets(rows: dict[str, int], budget: int, per_row: dict[str, int]) -> int:
-    """Enough buckets that mapping one fits the budget; once bucketed at all, at most
-    MAX_BUCKET_ROWS transaction rows per bucket."""
+    """Enough buckets that mapping one fits the budget; once bucketed at all (always past the MOST_BUCKET_ROWS
+    one bucket can hold), at most MAX_BUCKET_ROWS transaction rows per bucket."""
     need = sum(n * per_row[table] for table, n in rows.items())
     n = max(1, math.ceil(need / budget))
-    return n if n == 1 else max(n, math.ceil(rows["tx"] / MAX_BUCKET_ROWS))
+    return n if n == 1 and rows["tx"] <= MOST_BUCKET_ROWS else max(n, math.ceil(rows["tx"] / MAX_BUCKET_ROWS))

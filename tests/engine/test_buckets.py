@@ -447,6 +447,39 @@ def test_a_partition_job_reads_at_most_max_job_rows_whatever_the_memory(small_da
     assert budget.chunk_rows == budget.data_budget // budget.bytes_per_row["partition"] > lines
 
 
+def test_no_bucket_holds_more_rows_than_its_int32_codes_can_number(small_data, tmp_path, monkeypatch):
+    # A line's customer code, order code and order id are int32: past MOST_BUCKET_ROWS rows in one bucket they
+    # would wrap around and give lines to other orders, exit 0. The limits are set below this input's rows.
+    import datetime as dt
+
+    from segmint.engine.errors import ConfigError
+    from segmint.engine.features import build
+    from segmint.engine.pipeline import plan as plans
+
+    lines = pl.scan_parquet(small_data / "transactions").select(pl.len()).collect().item()
+    started = dt.datetime.now(dt.timezone.utc)
+
+    def plan(**given):
+        return plans.make_plan("run", [small_data / "transactions"], RunConfig(memory_limit=parse_size("64GB"),
+                               **given), work=tmp_path / "work", run_id="t", started=started)
+
+    assert plan().buckets == 1
+    monkeypatch.setattr(plans, "MOST_BUCKET_ROWS", lines // 3)
+    monkeypatch.setattr(plans, "MAX_BUCKET_ROWS", lines // 4)
+    # Memory would allow one bucket: the plan cuts the input as any bucketed run, MAX_BUCKET_ROWS a bucket.
+    assert plan().buckets == -(-lines // (lines // 4)) >= 4
+    least = -(-lines // (lines // 3))
+    assert plan(buckets=least).buckets == least
+    with pytest.raises(ConfigError, match=rf"give at least --buckets {least}\b"):
+        plan(buckets=least - 1)
+    # A bucket the plan could not foresee (its hash share above the average) is refused by the map itself.
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "MOST_BUCKET_ROWS", lines - 1)
+    with pytest.raises(ConfigError, match=f"one bucket holds {lines:,} rows"):
+        run([small_data / "transactions"], tmp_path / "out", RunConfig())
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bucket_of_rejects_only_keeps_its_rejects(tmp_path):
     # Many buckets for few customers: some buckets hold only null-id rows.
     n = 200
