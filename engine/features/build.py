@@ -102,8 +102,8 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     """
     if rows > MOST_BUCKET_ROWS:
         # Past it the codes would wrap around, and lines would be given to other customers and orders, exit 0.
-        msg = (f"one bucket holds {rows:,} rows, more than the {MOST_BUCKET_ROWS:,} a bucket can hold; rerun with "
-               f"more --buckets (or without --buckets: the plan cuts such an input into buckets)")
+        msg = (f"one bucket holds {rows:,} rows, more than the {MOST_BUCKET_ROWS:,} a bucket can hold (its lines' "
+               f"codes are 32-bit); rerun with more --buckets")
         raise ConfigError(msg)
     c = cfg.columns
     if as_of is None and cfg.as_of is not None:

@@ -162,11 +162,8 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     rows = {"tx": tx.rows, "events": events.rows if events else 0, "customers": customers.rows if customers else 0}
     per_row = _bytes_per_row(tx, columns)
     buckets = sizes[0] if sizes else cfg.buckets or _buckets(rows, budget, per_row)
-    if rows["tx"] > buckets * MOST_BUCKET_ROWS:   # refused now, not after a partition pass (build.map_lines)
-        least = math.ceil(rows["tx"] / MOST_BUCKET_ROWS)
-        msg = (f"--buckets {buckets} leaves more than the {MOST_BUCKET_ROWS:,} rows a bucket can hold in a bucket "
-               f"({rows['tx']:,} rows in all); give at least --buckets {least}, or leave --buckets out")
-        raise ConfigError(msg)
+    if not sizes and cfg.buckets:   # a resumed attempt's sizes passed this when first planned
+        _check_given_buckets(cfg.buckets, rows["tx"])
     # One bucket has no partition jobs: its chunks are what the map reads, a CSV's each a scan from the file's start.
     chunk_rows = sizes[1] if sizes else max(10_000, budget // per_row["partition"])
     if not sizes and buckets > 1:
@@ -178,7 +175,7 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     # are gathered. --buckets asks for the hash partition.
     alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
     footers: dict[str, Any] = {}   # each file's, read once for its id range and its latest time
-    clusters = file_clusters(tx, columns.customer, buckets, min(budget // per_row["tx"], MOST_BUCKET_ROWS), footers) \
+    clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"], footers) \
         if alone and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
                 cfg=cfg, inputs=tuple(map(str, inputs)), tx=tx, events=split_(events),
@@ -194,6 +191,17 @@ def code_to_come() -> int:
     from segmint.kernels.lines import customer_pass
 
     return 0 if customer_pass.signatures else CODE_AFTER_PLAN
+
+
+def _check_given_buckets(buckets: int, rows: int) -> None:
+    """Refuse a --buckets too few for ``rows`` before any pass reads them (build.map_lines would, after a partition
+    pass): one bucket holds at most MOST_BUCKET_ROWS rows; several share the rows by hash, unevenly (4,096 slots
+    dealt to the buckets, every row of a customer to one), so each is given half of that."""
+    least = 1 if rows <= MOST_BUCKET_ROWS else math.ceil(rows / (MOST_BUCKET_ROWS // 2))
+    if buckets < least:
+        msg = (f"--buckets {buckets} is too few for {rows:,} rows (a bucket holds at most {MOST_BUCKET_ROWS:,}, and "
+               f"buckets share rows unevenly); give at least --buckets {least}, or leave --buckets out")
+        raise ConfigError(msg)
 
 
 def _bytes_per_row(tx: Source, columns: Columns) -> dict[str, int]:

@@ -459,20 +459,30 @@ def test_no_bucket_holds_more_rows_than_its_int32_codes_can_number(small_data, t
     lines = pl.scan_parquet(small_data / "transactions").select(pl.len()).collect().item()
     started = dt.datetime.now(dt.timezone.utc)
 
-    def plan(**given):
+    def plan(sizes=None, **given):
         return plans.make_plan("run", [small_data / "transactions"], RunConfig(memory_limit=parse_size("64GB"),
-                               **given), work=tmp_path / "work", run_id="t", started=started)
+                               **given), work=tmp_path / "work", run_id="t", started=started, sizes=sizes)
 
     assert plan().buckets == 1
-    monkeypatch.setattr(plans, "MOST_BUCKET_ROWS", lines // 3)
+    most = lines // 3
+    monkeypatch.setattr(plans, "MOST_BUCKET_ROWS", most)
     monkeypatch.setattr(plans, "MAX_BUCKET_ROWS", lines // 4)
     # Memory would allow one bucket: the plan cuts the input as any bucketed run, MAX_BUCKET_ROWS a bucket.
     assert plan().buckets == -(-lines // (lines // 4)) >= 4
-    least = -(-lines // (lines // 3))
+    # A given --buckets shares the rows by hash, unevenly: each bucket is given half of what it can hold.
+    least = -(-lines // (most // 2))
     assert plan(buckets=least).buckets == least
     with pytest.raises(ConfigError, match=rf"give at least --buckets {least}\b"):
         plan(buckets=least - 1)
-    # A bucket the plan could not foresee (its hash share above the average) is refused by the map itself.
+    # A resumed attempt's sizes were checked when first planned; its input changed since, it starts afresh
+    # (commands._recorded_run compares them after planning with them): no refusal of a --buckets never given.
+    assert plan(sizes=(1, lines), buckets=least - 1).buckets == 1
+    # The least --buckets named leaves room for the hash's uneven shares: the map takes every bucket.
+    monkeypatch.setattr(build, "MOST_BUCKET_ROWS", most)
+    done = run([small_data / "transactions"], tmp_path / "least", RunConfig(buckets=least))
+    assert done.manifest["rows"]["in"] == lines and done.manifest["stages"]["map"]["largest_bucket_rows"] <= most
+    # A bucket past the limit however it came (one customer's rows, a plan of another release) is refused by
+    # the map itself, before any output.
     monkeypatch.undo()
     monkeypatch.setattr(build, "MOST_BUCKET_ROWS", lines - 1)
     with pytest.raises(ConfigError, match=f"one bucket holds {lines:,} rows"):
