@@ -437,7 +437,7 @@ def report(
     The file opens offline (inline SVG charts, no scripts, nothing fetched); the same run gives the same bytes.
     """
     with _errors(False):
-        _threads(threads, "segmint.engine.pipeline")
+        _threads(threads, "segmint.engine.pipeline", "segmint.engine.report")
         from segmint.engine.io.sink import check_not_inside
         from segmint.engine.pipeline.compare import migration
         from segmint.engine.report import read_cohorts, write_report
@@ -642,8 +642,8 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _threads(threads: int | None, module: str | None = None) -> None:
-    """Apply the thread budget before Polars, Numba or Faiss start, then import the command's engine ``module``
+def _threads(threads: int | None, *modules: str) -> None:
+    """Apply the thread budget before Polars, Numba or Faiss start, then import the command's engine ``modules``
     (``_load``)."""
     from segmint.engine.runtime import configure
 
@@ -653,20 +653,21 @@ def _threads(threads: int | None, module: str | None = None) -> None:
         if threads is not None:
             for problem in late:
                 _render.print_error(f"--threads not fully applied: {problem}")
-    if module is not None:
-        _load(module)
+    if modules:
+        _load(modules)
 
 
-def _load(module: str) -> None:
-    """Import ``module``. In segmint's own process the cyclic collector pauses meanwhile, then leaves what the
-    imports made out of its view: those objects (modules, Numba's, SciPy's and Polars' registries) live as long
-    as the process, and its passes over them took 0.17 s of a run on bench M, 0.05 s with them frozen. Not
-    where a caller's process runs the command (typer's CliRunner): its objects are not ours to freeze."""
+def _load(modules: tuple[str, ...]) -> None:
+    """Import ``modules``. In segmint's own process the cyclic collector pauses meanwhile, then every object the
+    process holds (nearly all the imports': modules, Numba's, SciPy's and Polars' registries, which live as long as
+    the process) is frozen out of its view: its passes over them took 0.17 s of a run on bench M, 0.05 s with them
+    frozen. Not where a caller's process runs the command (typer's CliRunner): its objects are not ours to freeze."""
     paused = _state.get("own_process", False) and gc.isenabled()
     if paused:
         gc.disable()
     try:
-        importlib.import_module(module)
+        for module in modules:
+            importlib.import_module(module)
     finally:
         if paused:
             gc.freeze()
