@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -33,11 +34,11 @@ _FLAGS = {"customer": "--customer-col", "time": "--time-col", "amount": "--amoun
 
 
 def transactions(inputs: Sequence[str | Path], columns: Columns, options: tuple[tuple[str, str], ...] = (), *,
-                 model: bool = False) -> tuple[Source, Columns]:
+                 model: bool = False, footers: dict[str, Any] | None = None) -> tuple[Source, Columns]:
     """The transactions source and the mapping resolved against it: a default-named optional role whose
     column no file has is unmapped. ``model``: ``columns`` is a saved model's mapping, every column of which
-    its features came from, so none is unmapped and each must be in every file."""
-    listing = list_inputs(inputs, "transactions", options)
+    its features came from, so none is unmapped and each must be in every file. ``footers``: ``list_inputs``'."""
+    listing = list_inputs(inputs, "transactions", options, footers)
     if model:
         _check_model_columns(listing, columns)
     defaults = Columns()

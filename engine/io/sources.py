@@ -98,8 +98,10 @@ class Listing:
     skipped: tuple[str, ...] = ()     # local files below a folder input that are not data (a README.txt)
 
 
-def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[str, str], ...] = ()) -> Listing:
-    """Expand ``inputs`` and read every file's schema (a Parquet footer each)."""
+def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[str, str], ...] = (),
+                footers: dict[str, Any] | None = None) -> Listing:
+    """Expand ``inputs`` and read every file's schema (a Parquet footer each); ``footers``: where given, each local
+    Parquet file's footer is kept there by path, for ``split`` and the plan's file clusters to read again."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if not inputs:
@@ -129,11 +131,13 @@ def list_inputs(inputs: Sequence[str | Path], label: str, options: tuple[tuple[s
     csv = [f.lower().endswith(".csv") for f in files]
     # Footers read by Arrow first: Polars then finds them in the page cache. Polars alone took 1.7-2.0 s
     # over scenario L's 1,000 files with a cold cache, and 0.31-0.36 s after Arrow's reads.
-    footers = [_metadata(f) if _local_parquet(f, all(csv)) else None for f in files]
-    for f, meta in zip(files, footers, strict=True):
+    metas = [_metadata(f) if _local_parquet(f, all(csv)) else None for f in files]
+    for f, meta in zip(files, metas, strict=True):
         if meta is not None and meta.metadata and b"ARROW:schema" in meta.metadata:   # else UTC, if any zone
             _check_time_zones(f, meta)
-    groups = tuple(_group_sizes(meta) if meta is not None else None for meta in footers)
+        if meta is not None and footers is not None:
+            footers[f] = meta
+    groups = tuple(_group_sizes(meta) if meta is not None else None for meta in metas)
     # A file's own keys only: one outside the key's folders (a root file beside channel=web/) was given the
     # column, passed the check that every file has it, then failed to read (exit 1, KeyError).
     schemas = tuple(_with_hive(_schema(f, all(csv), options), {key: hive[key] for key, _ in keys})
@@ -177,11 +181,13 @@ def resolve(listing: Listing, wanted: dict[str, str], label: str) -> Source:
     return source
 
 
-def split(source: Source, max_rows: int) -> Source:
-    """The same source in chunks of at most ``max_rows`` rows (Parquet: whole row groups where they fit)."""
+def split(source: Source, max_rows: int, footers: dict[str, Any] | None = None) -> Source:
+    """The same source in chunks of at most ``max_rows`` rows (Parquet: whole row groups where they fit);
+    ``footers``: local Parquet files' footers already read, by path (``list_inputs``')."""
     chunks = []
     for whole in source.chunks:
-        bounds = [whole.rows] if source.csv or store.is_remote(whole.path) else _row_groups(whole.path)
+        bounds = [whole.rows] if source.csv or store.is_remote(whole.path) else \
+            _group_sizes(footers[whole.path]) if footers and whole.path in footers else _row_groups(whole.path)
         start = 0
         run = 0
         for size in bounds:

@@ -135,7 +135,11 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     if cfg.pseudonymize_ids:
         require_key()  # before any data is read
     # assign scores with a saved model's mapping (commands.assign_customers): it unmaps nothing.
-    tx, columns = contract.transactions(inputs, cfg.columns, cfg.storage_options, model=command == "assign")
+    # Each local Parquet file's footer, read once: by the listing, then for the chunks' row groups, the files' id
+    # ranges and their latest time (scenario L's 1,000 files were read three times: its plan 0.48-0.51 -> 0.31 s).
+    footers: dict[str, Any] = {}
+    tx, columns = contract.transactions(inputs, cfg.columns, cfg.storage_options, model=command == "assign",
+                                        footers=footers)
     cfg = dataclasses.replace(cfg, columns=columns)
     events = customers = None
     if side_tables and cfg.events is not None:
@@ -168,13 +172,12 @@ def make_plan(command: str, inputs: Sequence[str | Path], cfg: RunConfig, *, wor
     chunk_rows = sizes[1] if sizes else max(10_000, budget // per_row["partition"])
     if not sizes and buckets > 1:
         chunk_rows = min(MAX_JOB_ROWS, chunk_rows)
-    split_ = (lambda s: split(s, chunk_rows) if s is not None else None)
+    split_ = (lambda s: split(s, chunk_rows, footers) if s is not None else None)
     tx = split_(tx)
     # Files that hold customers of their own need no partition, where nothing else must meet the customers' rows
     # in a bucket and the map reads the rows as they are (no parsing, no pseudonyms) where the run's statistics
     # are gathered. --buckets asks for the hash partition.
     alone = events is None and customers is None and cfg.buckets is None and not cfg.pseudonymize_ids
-    footers: dict[str, Any] = {}   # each file's, read once for its id range and its latest time
     clusters = file_clusters(tx, columns.customer, buckets, budget // per_row["tx"], footers) \
         if alone and is_typed(tx.schema, columns) else ()
     return Plan(command=command, run_id=run_id, started_at=started,
