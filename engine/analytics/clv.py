@@ -48,8 +48,8 @@ from segmint.engine.codes import SLICE, IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
-from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, discounted_value, gamma_gamma_customer_terms,
-                                 logs, n_blocks, nbd_customer_terms)
+from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
+                                 gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "SIDE_BY_SIDE_BYTES", "PARAM_LIMIT",
@@ -575,27 +575,24 @@ def _appended(grid: np.ndarray, used: int, more: np.ndarray) -> np.ndarray:
 def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
              n_T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each customer's distinct (x, t_x, T) triple (int32) and each triple's indices into the distinct x, t_x
-    and T: (x, t_x) pairs coded first, then (pair, T), so no key exceeds customers x distinct values (a single
-    key of three indices could pass 2^63). Coded a slice of customers at a time: the fit's peak memory holds
-    no key array the size of the customers.
+    and T: (x, t_x) pairs coded first, a slice of customers at a time (no key array the size of the customers),
+    then each pair's customers by T (``customer_triples``; no key of three indices, which could pass 2^63).
 
-    Triples are numbered by how many customers share each, most shared first (ties in first-seen order):
-    ``bgnbd_customer_sums`` reads each customer's triple's terms, and with the common ones together those
-    reads mostly hit the cache (L's 10 M customers over 2.7 M triples: 49 -> 35 ms a call, 72 calls a fit).
-    Each triple's terms and each customer's sum are what they were: only where a triple's row lies changes."""
-    pairs, triples = IntCodes(), IntCodes()
-    triple = np.empty(ix.size, np.int32)
+    Triples are numbered by how many customers share each, most shared first: ``bgnbd_customer_sums`` reads each
+    customer's triple's terms, and with the common ones together those reads mostly hit the cache (L's 10 M
+    customers over 2.7 M triples: 49 -> 35 ms a call, 72 calls a fit). Each triple's terms and each customer's
+    sum are the same whatever the numbering: only where a triple's row lies changes."""
+    pairs = IntCodes()
+    pair = np.empty(ix.size, np.int32)
     none_missing = np.zeros(min(ix.size, SLICE), bool)
     for lo in range(0, ix.size, SLICE):
         part = slice(lo, lo + SLICE)
-        pair = pairs.encode(ix[part].astype(np.int64) * n_tx + itx[part], none_missing[:ix[part].size])
-        triple[part] = triples.encode(pair.astype(np.int64) * n_T + iT[part], none_missing[:pair.size])
-    shared_first = np.argsort(-np.bincount(triple, minlength=triples.n), kind="stable")
-    triple = inverse(shared_first)[triple]
-    keys = triples.values()[shared_first]
-    first = pairs.values()[keys // n_T]
-    return (triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32),
-            (keys % n_T).astype(np.int32))
+        pair[part] = pairs.encode(ix[part].astype(np.int64) * n_tx + itx[part], none_missing[:pair[part].size])
+    triple = np.empty(ix.size, np.int32)
+    t_pair, t_T = customer_triples(pair, pairs.n, iT, n_T, triple)
+    del pair
+    first = pairs.values()[t_pair]
+    return triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32), t_T
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from segmint.engine.analytics.clv import _triples
-from segmint.kernels.clv import (BLOCK, bgnbd_customer_sums, bgnbd_triple_terms, discounted_value,
+from segmint.kernels.clv import (BLOCK, bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
                                  gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
 from tests.reference import gamma_gamma_ll_ref
 
@@ -72,10 +72,17 @@ def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share)
     ix, itx, iT, xs, txs, Ts = _indexed(x, tx, T)
     triple, *indices = _triples(ix, itx, iT, txs.size, Ts.size)
     assert all(np.array_equal(index[triple], i) for index, i in zip(indices, (ix, itx, iT), strict=True))
-    # Most shared first (their terms lie together in the table the customer sums read), ties first seen first.
-    shared, seen = np.bincount(triple), np.full(triple.max() + 1, n)
+    # Most shared first (their terms lie together in the table the customer sums read); ties by the customer
+    # that met the triple's (x, t_x) pair first, then the triple first.
+    shared, seen, pair_seen = np.bincount(triple), np.full(triple.max() + 1, n), np.full(triple.max() + 1, n)
     np.minimum.at(seen, triple, np.arange(n))
-    assert (np.diff(shared) <= 0).all() and (np.diff(seen)[np.diff(shared) == 0] > 0).all()
+    pair_first = {}
+    for i, pair in enumerate(zip(ix.tolist(), itx.tolist(), strict=True)):
+        pair_first.setdefault(pair, i)
+    pair_seen = np.array([pair_first[pair] for pair in zip(indices[0].tolist(), indices[1].tolist(), strict=True)])
+    tie = np.diff(shared) == 0
+    assert (np.diff(shared) <= 0).all()
+    assert ((np.diff(pair_seen) > 0) | ((np.diff(pair_seen) == 0) & (np.diff(seen) > 0)))[tie].all()
     terms = np.full((indices[0].size, 5), np.nan)
     bgnbd_triple_terms(*indices, xs, txs, Ts, *params, terms)
     out = np.full((n_blocks(n), 5), np.nan)
@@ -83,6 +90,29 @@ def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share)
     value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
     assert value == pytest.approx(ref(*params), rel=1e-12)
     np.testing.assert_allclose(grad, _central_differences(ref, params), rtol=1e-6, atol=1e-9 * n)
+
+
+@pytest.mark.parametrize(("seed", "n", "n_pairs", "n_T"), [(0, 0, 0, 0), (1, 1, 1, 3), (2, 500, 1, 1), (3, 500, 40, 9),
+                                                        (4, 3_000, 3_000, 3_000), (5, 20_000, 300, 700)])
+def test_customer_triples_match_a_plain_grouping(seed, n, n_pairs, n_T):
+    # Empty, one customer, every customer the same triple, few pairs and T, nearly every triple apart, many shared.
+    rng = np.random.default_rng(seed)
+    pair = rng.integers(0, max(n_pairs, 1), n).astype(np.int32)
+    iT = rng.integers(0, max(n_T, 1), n).astype(np.int32)
+    triple = np.full(n, -1, np.int32)
+    t_pair, t_T = customer_triples(pair, n_pairs, iT, n_T, triple)
+    m = t_pair.size
+    # The plain grouping: each (pair, T)'s customers, ordered by share (largest first), then pair, then first customer.
+    members: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(zip(pair.tolist(), iT.tolist(), strict=True)):
+        members.setdefault(key, []).append(i)
+    ranked = sorted(members, key=lambda key: (-len(members[key]), key[0], members[key][0]))
+    assert m == len(ranked) == t_T.size
+    assert list(zip(t_pair[:m].tolist(), t_T[:m].tolist(), strict=True)) == ranked
+    expected = np.empty(n, np.int32)
+    for code, key in enumerate(ranked):
+        expected[members[key]] = code
+    assert np.array_equal(triple, expected)
 
 
 def _indexed(*columns):
