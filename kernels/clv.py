@@ -155,12 +155,14 @@ def customer_triples(pair, n_pairs, iT, n_T, triple):
     L's 10 M customers over 2.7 M triples: 0.70-0.72 s and 245-306 MB at the peak through hash tables of the
     triples, 0.50-0.54 s and 206 MB so, numbered alike. Ties go in first-met order, as there: where triples are
     shared by few, a customer's terms then lie next to the last customer's (ordered by pair, bgnbd_customer_sums
-    took 42.6 ms a call on L against 32.7 ms, 55 calls a fit).
+    took 42.6 ms a call on L against 32.7 ms, 55 calls in its fit).
 
     Parameters
     ----------
     pair : int32[n]      # IN  each customer's pair code, 0 <= code < n_pairs
+    n_pairs : int        # IN  the number of pair codes
     iT : int32[n]        # IN  each customer's T index, 0 <= index < n_T
+    n_T : int            # IN  the number of distinct T
     triple : int32[n]    # OUT each customer's triple
     """
     n = pair.shape[0]
@@ -205,7 +207,7 @@ def customer_triples(pair, n_pairs, iT, n_T, triple):
         by_pair[i] = -1
     for c in range(m):
         by_pair[met[c]] = c
-    # A counting sort by share, largest first, stable in that order.
+    # A counting sort by share, largest first; stable, so that ties keep the first-met order the hash tables gave.
     most = 0
     for c in range(m):
         most = max(most, shares[c])
