@@ -186,10 +186,10 @@ def split(source: Source, max_rows: int, footers: dict[str, Any] | None = None) 
     ``footers``: local Parquet files' footers already read, by path (``list_inputs``')."""
     chunks = []
     for whole in source.chunks:
-        meta = footers.get(whole.path) if footers else None   # None too where a file's footer was unreadable
         if source.csv or store.is_remote(whole.path):
             bounds = [whole.rows]
         else:
+            meta = footers.get(whole.path) if footers else None   # None too where a file's footer was unreadable
             bounds = _group_sizes(meta) if meta is not None else _row_groups(whole.path)
         start = 0
         run = 0
