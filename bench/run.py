@@ -10,8 +10,9 @@ start of the fit to every customer labelled (scikit-learn's fit labels them), me
 inertia and ARI. Last, ``segmint run`` end to end in
 a child process (wall time, peak RSS), and beside it the pipeline a user writes by hand
 (bench/handwritten.py: DuckDB features, StandardScaler, scikit-learn KMeans k=8, partitioned Parquet),
-also in a child process. Ratios are segmint / peer for times (below 1
-= segmint faster) and segmint / scikit-learn for inertia (below 1 = better).
+also in a child process; where the data fits in memory, ``segmint features`` in a child process too.
+Ratios are segmint / peer for times (below 1 = segmint faster) and segmint / scikit-learn for inertia
+(below 1 = better). Then issue #19's targets, each met or not in this run (bench/targets.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import polars as pl
 from segmint.bench import handwritten
 from segmint.bench.peers import duckdb_aggregates, duckdb_features, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
+from segmint.bench.targets import target_table, targets
 from segmint.bench.timing import StageTimer
 from segmint.engine.cluster import assign, fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
@@ -68,10 +70,14 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
     if sc.in_process:   # the map's own work in SQL: minutes on L's 224 M lines, so in-process scenarios only
         stage("duckdb same-features query", lambda: duckdb_features(tx, threads))
     res["end_to_end"], res["handwritten"] = _in_turn(tx, seed, threads, progress, sc.pairs)
-    if not sc.in_process:
+    if sc.in_process:   # the map's own command, as a user runs it: minutes on L, so in-process scenarios only
+        res["features"] = _median_run([_end_to_end(tx, seed, threads, progress, command="features")
+                                       for _ in range(sc.pairs)])
+    else:
         res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
     res.setdefault("lines", res["end_to_end"]["rows_in"])
     res["ratios"] = _ratios(res, res["stages"]["duckdb aggregate query"]["seconds"])
+    res["targets"] = targets(res)
     res["title"] = (f"scenario {res['scenario']}: {res['customers']:,} customers, {res['lines']:,} lines, "
                     f"{res['threads']} threads")
     return res
@@ -112,11 +118,14 @@ def ratio_table(res: dict[str, Any]) -> str:
     lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
     for key, label in (("end_to_end", "segmint run (end to end, child process)"),
                        ("handwritten", "hand-written DuckDB + scikit-learn pipeline (child process)"),
-                       ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)")):
+                       ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)"),
+                       ("features", "segmint features (child process)")):
         if key in res:
             runs = res[key].get("runs_seconds", [])
             each = f" (median of {', '.join(map(str, runs))})" if len(runs) > 1 else ""
             lines += [f"| {label} | {res[key]['seconds']}{each} | {res[key]['peak_rss_mb']} |"]
+    if res.get("targets"):
+        lines += ["", *target_table(res["targets"])]
     return "\n".join(lines)
 
 
@@ -158,14 +167,16 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return middle | {"runs_seconds": [r["seconds"] for r in runs], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
-def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str | None = None) -> dict[str, Any]:
-    """``segmint run`` in a child process: its wall time and peak RSS, and its run.json stages."""
+def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str | None = None,
+                command: str = "run") -> dict[str, Any]:
+    """``segmint run`` (or ``command``: features) in a child process: its wall time and peak RSS, and its
+    run.json stages."""
     with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
-        cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), "run", str(tx),
-               "--out", f"{tmp}/run", "--seed", str(seed), "--json",
+        cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), command, str(tx),
+               "--out", f"{tmp}/{command}", *(["--seed", str(seed)] if command == "run" else []), "--json",
                *(["--memory-limit", memory_limit] if memory_limit else [])]
-        seconds, peak_kb, _ = _child(cmd, "segmint run (end to end)", progress)
-        manifest = json.loads((Path(tmp) / "run" / "run.json").read_text())
+        seconds, peak_kb, _ = _child(cmd, f"segmint {command} (end to end)", progress)
+        manifest = json.loads((Path(tmp) / command / "run.json").read_text())
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
             "buckets": manifest.get("buckets", 1), "rows_in": manifest["rows"]["in"],
             "stages": manifest.get("stages")}
@@ -226,6 +237,8 @@ def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     if "segmint map" not in st:
         out = {"end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3), **peer}
         if "end_to_end_2GB" in res:
+            out["end to end with --memory-limit 2GB / duckdb query (time)"] = round(
+                res["end_to_end_2GB"]["seconds"] / duck_s, 3)
             out["end to end with --memory-limit 2GB, peak RSS GiB"] = round(res["end_to_end_2GB"]["peak_rss_mb"] / 1024, 2)
         out["end to end, peak RSS GiB"] = round(res["end_to_end"]["peak_rss_mb"] / 1024, 2)
         return out
@@ -235,6 +248,7 @@ def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
                                                           / st["duckdb same-features query"]["seconds"], 3),
         "end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3),
         **peer,
+        "segmint features / duckdb query (time)": round(res["features"]["seconds"] / duck_s, 3),
         "fit + cluster + score + profile (seconds)": round(sum(st[f"segmint {name}"]["seconds"]
                                                                for name in ("fit", "cluster", "score", "profile")), 3),
     }

@@ -50,9 +50,15 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
                                                    abs=0.01)
     assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(
         e2e["seconds"] / hand["seconds"], abs=1e-3)
+    # `segmint features` as a user runs it, on the same lines, against DuckDB's aggregate.
+    features = res["features"]
+    assert features["rows_in"] == e2e["rows_in"] and features["command"].split()[3] == "features"
+    assert res["ratios"]["segmint features / duckdb query (time)"] == pytest.approx(
+        features["seconds"] / res["stages"]["duckdb aggregate query"]["seconds"], abs=1e-3)
+    assert res["targets"] == []   # the issue's bounds are for M and L, not a scenario this small
     assert set(res["ratios"]) == {
         "map (read + clean + features) / duckdb query (time)", "map / duckdb same-features query (time)",
-        "end to end / duckdb query (time)",
+        "end to end / duckdb query (time)", "segmint features / duckdb query (time)",
         *PEER_RATIOS, "fit + cluster + score + profile (seconds)",
         *[name for k in (8, 64) for name in (
             *(f"ARI vs personas, {method} k={k}" for method in ("segmint", "faiss defaults", "scikit-learn")),
@@ -127,6 +133,7 @@ def _same_features(transactions: Path, run_dir: Path) -> None:
 
 PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (peak RSS)"}
 L_RATIOS = {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
+            "end to end with --memory-limit 2GB / duckdb query (time)",
             "end to end with --memory-limit 2GB, peak RSS GiB", *PEER_RATIOS}
 
 
@@ -167,6 +174,11 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert res["end_to_end"]["rows_in"] == res["end_to_end_2GB"]["rows_in"] == res["lines"] == 1234
     assert res["end_to_end_2GB"]["peak_rss_mb"] == 2.0 and res["end_to_end_2GB"]["buckets"] == 3
     assert set(res["ratios"]) == L_RATIOS
+    assert res["ratios"]["end to end with --memory-limit 2GB / duckdb query (time)"] == pytest.approx(
+        res["end_to_end_2GB"]["seconds"] / res["stages"]["duckdb aggregate query"]["seconds"], abs=1e-3)
+    # L's targets: the 2 GB run's time against DuckDB's and its peak (2048 KiB here: far below 2.3 GB).
+    assert [(t["target"], t["met"]) for t in res["targets"]][1] == ("peak RSS with --memory-limit 2GB (GB)", True)
+    assert len(res["targets"]) == 2 and "| target (#19) | bound | measured | met |" in ratio_table(res)
     assert pages == {"peer": (None, "kept"), "segmint": "0"}   # the peer with NumPy's default, segmint with its own
 
 
@@ -266,6 +278,8 @@ def test_predict_scenario_reports_latency_and_throughput(tmp_path, monkeypatch):
     one_call = res["stages"]["predict 600 customers in one call"]["seconds"]
     assert ratios["predict throughput, customers per second"] == round(600 / one_call)
     assert "| predict throughput, customers per second |" in ratio_table(res)
+    assert [t["target"] for t in res["targets"]] == ["Model.predict, one customer, median ms",
+                                                     "Model.predict in one call, customers per second"]
 
 
 @pytest.mark.slow
@@ -286,3 +300,55 @@ def test_ray_scenario_reports_overhead_and_a_checked_scaling_model(tiny, tmp_pat
     assert model["seconds_per_line_per_1cpu_worker"] == pytest.approx(work / lines)
     assert model["predicted_2_workers_seconds"] == pytest.approx(one["seconds"] - work / 2, abs=2e-3)
     assert res["buckets"] == BUCKETS and res["ray_start_seconds"] > 0
+
+
+def test_targets_are_met_only_within_their_bounds():
+    """Each of issue #19's targets against its bound, at the bound and just past it; a figure the run did not
+    measure (no scikit-learn) is left out, not called met."""
+    from segmint.bench.targets import target_table, targets
+
+    def m_run(**ratios):
+        base = {"map (read + clean + features) / duckdb query (time)": 2.0,
+                "fit + cluster + score + profile (seconds)": 2.0,
+                "end to end / hand-written pipeline (time)": 0.99, "end to end / hand-written pipeline (peak RSS)": 1.0,
+                "segmint features / duckdb query (time)": 2.0,
+                "scikit-learn time / segmint time, k=8": 8.0, "scikit-learn time / segmint time, k=64": 8.0,
+                "segmint / scikit-learn inertia, k=8": 0.99, "segmint / scikit-learn inertia, k=64": 0.99}
+        return {"scenario": "M", "ratios": base | ratios, "end_to_end": {"buckets": 1}}
+
+    def verdict(res):
+        return {t["target"]: t["met"] for t in targets(res)}
+
+    at_bounds = verdict(m_run())
+    assert len(at_bounds) == 10 and all(at_bounds.values()), at_bounds
+    past = verdict(m_run(**{"map (read + clean + features) / duckdb query (time)": 2.001,
+                            "end to end / hand-written pipeline (time)": 1.0,   # not faster: not met
+                            "scikit-learn time / segmint time, k=64": 7.99,
+                            "segmint / scikit-learn inertia, k=8": 1.0}))   # not lower: not met
+    assert {name for name, met in past.items() if not met} == {
+        "map / DuckDB's aggregate (time)", "segmint run / hand-written pipeline (time)",
+        "scikit-learn time / segmint time, k=64", "segmint / scikit-learn inertia, k=8"}
+    bucketed = m_run()
+    bucketed["end_to_end"]["buckets"] = 3
+    assert not verdict(bucketed)["buckets under the default memory limit (no partition pass)"]
+    no_sklearn = m_run()
+    for k in (8, 64):
+        del no_sklearn["ratios"][f"scikit-learn time / segmint time, k={k}"]
+    assert len(verdict(no_sklearn)) == 8
+
+    def l_run(peak_mib):
+        return {"scenario": "L", "ratios": {"end to end with --memory-limit 2GB / duckdb query (time)": 5.2},
+                "end_to_end_2GB": {"peak_rss_mb": peak_mib}}
+
+    # 2.3 GB as --memory-limit reads it (10^9 bytes), from a peak in MiB.
+    assert verdict(l_run(2193.0)) == {"segmint run --memory-limit 2GB / DuckDB's aggregate (time)": False,
+                                      "peak RSS with --memory-limit 2GB (GB)": True}
+    assert not verdict(l_run(2194.0))["peak RSS with --memory-limit 2GB (GB)"]
+    predict = {"scenario": "PREDICT", "ratios": {"predict one customer, median ms": 5.0,
+                                                 "predict throughput, customers per second": 300_000}}
+    assert verdict(predict) == {"Model.predict, one customer, median ms": False,
+                                "Model.predict in one call, customers per second": True}
+    table = "\n".join(target_table(targets(l_run(2193.0))))
+    assert "| segmint run --memory-limit 2GB / DuckDB's aggregate (time) | <= 5 | 5.2 | **no** |" in table
+    assert table.endswith("1 of 2 targets met in this run")
+    assert targets({"scenario": "S", "ratios": {"end to end / hand-written pipeline (time)": 0.5}}) == []
