@@ -173,13 +173,20 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
         r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
         return PurchaseFit("bgnbd", r, alpha, a, b, ll, None, None)
     # Both fits take every customer's distinct repeat count and age: found once (scenario L's 10 M customers took
-    # 0.3-1.0 s again). The BG/NBD's takes them out of the list, so that they go with its own.
-    counted = [_distinct(x), _distinct(T)]
-    r0, alpha0, ll0 = fit_nbd(x, T, counted)  # refused when even the NBD is not identified: nothing is
+    # 0.3-1.0 s again), the two side by side (serial steps).
+    counted = map_threads(_distinct, [x, T])
     if choice == "nbd":
+        r0, alpha0, ll0 = fit_nbd(x, T, counted)
         return PurchaseFit("nbd", r0, alpha0, None, None, ll0, None, "the NBD model was asked for "
                                                                       "([clv] purchase_model = \"nbd\")")
-    theta, ll, at_edge = _bgnbd_optimum(x, tx, T, counted)
+    # The BG/NBD's triples (serial steps: t_x's distinct values, their numbering) while the NBD is fitted, where
+    # two threads may launch parallel kernels at once; the NBD's error first, as when it ran alone (refused when
+    # even the NBD is not identified: nothing is). The triples hold nothing the NBD's fit did not hold beside them.
+    (r0, alpha0, ll0), triples = map_threads(lambda fit: fit(), [lambda: fit_nbd(x, T, counted),
+                                                                   lambda: _bgnbd_triples(tx, counted)],
+                                             most=None if parallel_kernels_side_by_side() else 1)
+    counted.clear()   # each customer is its triple from here on: its indices go (80 MB on 10 M customers)
+    theta, ll, at_edge = _bgnbd_optimum(x, tx, T, triples)
     # The NBD is nested in the BG/NBD, so the ratio is >= 0; below 0 is the optimisers' tolerance.
     lr = max(2 * (ll - ll0), 0.0) if np.isfinite(ll) else None
     if lr is None or lr < NO_DROPOUT_LR:
@@ -276,16 +283,23 @@ def fit_nbd(x: np.ndarray, T: np.ndarray, counted: list | None = None) -> tuple[
     return (*map(float, np.exp(theta)), ll)
 
 
-def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray,
-                   counted: list | None = None) -> tuple[np.ndarray, float, list[str]]:
-    """The BG/NBD's bounded maximum: log parameters, log-likelihood, the parameters on a bound. ``counted``:
-    ``_distinct`` of x and of T, taken out of the list (``fit_nbd``'s, given)."""
-    from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
-
-    (xs, ix, counts), (Ts, iT, _) = (counted.pop(0), counted.pop(0)) if counted else (_distinct(x), _distinct(T))
+def _bgnbd_triples(tx: np.ndarray, counted: list) -> tuple[np.ndarray, ...]:
+    """What the BG/NBD's likelihood reads of the customers: the distinct repeat counts and their counts, the
+    distinct t_x and T, each customer's triple and each triple's indices into them (``_triples``). ``counted``:
+    ``_distinct`` of x and of T."""
+    (xs, ix, counts), (Ts, iT, _) = counted
     txs, itx, _ = _distinct(tx)
     triple, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
-    del ix, itx, iT   # each customer is its triple from here on (120 MB on 10 M customers)
+    return xs, counts, txs, Ts, triple, t_x, t_tx, t_T
+
+
+def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray,
+                   triples: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, float, list[str]]:
+    """The BG/NBD's bounded maximum: log parameters, log-likelihood, the parameters on a bound. ``triples``:
+    ``_bgnbd_triples``, where the caller has them."""
+    from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
+
+    xs, counts, txs, Ts, triple, t_x, t_tx, t_T = triples or _bgnbd_triples(tx, [_distinct(x), _distinct(T)])
     terms = np.empty((t_x.size, 5))
     out = np.empty((n_blocks(x.size), 5))
     n = x.size

@@ -635,15 +635,18 @@ def test_a_run_fits_the_models_side_by_side_only_where_its_memory_budget_holds_b
                                                                                      monkeypatch):
     from segmint.engine.analytics import clv
     from segmint.engine.pipeline import fit, run
-    from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
+    from segmint.engine.runtime import parallel_kernels_side_by_side
+
+    import threading
 
     if not parallel_kernels_side_by_side():
         pytest.skip("Numba's threading layer here is workqueue: the fits run one after the other")
     side = []
-    def spy(fn, items, most=None):
-        side.append(most != 1)
-        return map_threads(fn, items, most)
-    monkeypatch.setattr(clv, "map_threads", spy)
+    fit_gg = clv.fit_gamma_gamma
+    def spy(*args):   # on a helper thread: beside the purchase model
+        side.append(threading.current_thread() is not threading.main_thread())
+        return fit_gg(*args)
+    monkeypatch.setattr(clv, "fit_gamma_gamma", spy)
     monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     first = run([small_data / "transactions"], tmp_path / "a", RunConfig())
     # A budget that holds the fit but not the two models' arrays at once: 3,000 customers at 1 GB each.
@@ -656,3 +659,49 @@ def test_a_run_fits_the_models_side_by_side_only_where_its_memory_budget_holds_b
     assert side == [True, False, False]
     assert first.manifest["clv"] == third.manifest["clv"]
     assert first.manifest["clv"] == second.manifest["clv"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_bgnbds_triples_beside_the_nbd_fit_give_the_same_bits(seed, monkeypatch):
+    """The BG/NBD's triples are numbered on a helper thread while the NBD is fitted, where parallel kernels may
+    launch from two threads; the fit is the same bits as one step after the other."""
+    import threading
+
+    from segmint.engine.analytics import clv
+    from segmint.engine.runtime import parallel_kernels_side_by_side
+
+    threads = []
+    numbered = clv._bgnbd_triples
+    def spy(*args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return numbered(*args)
+    monkeypatch.setattr(clv, "_bgnbd_triples", spy)
+    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
+    table = _lifetimes_table(seed, 4_000)
+    x, tx, T, _ = clv._summary(table, ClvConfig(time_unit="week"))
+    beside = clv.fit_purchases(x, tx, T)
+    with monkeypatch.context() as m:
+        m.setattr(clv, "parallel_kernels_side_by_side", lambda: False)
+        alone = clv.fit_purchases(x, tx, T)
+    assert beside == alone and beside.model == "bgnbd"
+    assert threads == [not parallel_kernels_side_by_side(), True]
+
+
+def test_beside_the_nbd_fit_its_error_comes_before_the_triples(monkeypatch):
+    """The NBD fit's error first, as when it ran before the BG/NBD's triples; the triples' own error where the NBD
+    fits."""
+    from segmint.engine.analytics import clv
+    from segmint.engine.analytics.clv import ClvFitError
+
+    def broken(*args):
+        raise RuntimeError("the triples failed")
+    monkeypatch.setattr(clv, "_bgnbd_triples", broken)
+    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)
+    # Identical repeat customers: even the NBD is not identified.
+    x, tx, T = np.full(60, 2.0), np.full(60, 10.0), np.full(60, 20.0)
+    with pytest.raises(ClvFitError, match="purchase model"):
+        clv.fit_purchases(x, tx, T)
+    table = _lifetimes_table(0, 2_000)
+    x, tx, T, _ = clv._summary(table, ClvConfig(time_unit="week"))
+    with pytest.raises(RuntimeError, match="the triples failed"):
+        clv.fit_purchases(x, tx, T)
