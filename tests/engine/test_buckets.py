@@ -1215,20 +1215,24 @@ def test_the_fits_run_side_by_side_where_memory_allows_and_give_the_same_outputs
     monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     cfg = RunConfig(cluster=ClusterConfig(k=5, seed=2),
                     features=dataclasses.replace(RunConfig().features, cluster_features=cluster_features))
+    # Within the purchase model's fit, its own serial steps side by side whatever the budget: they hold nothing
+    # more at once (x's and T's distinct values; the BG/NBD's triples beside the NBD's fit).
+    purchases = [("clv", True), ("clv", True)]
     if cluster_features and "activity_status" in cluster_features:
         # Not a number: refused as on the prepared sample, its numeric columns listed (r_score and clv among them).
         refused = r"\['activity_status'\] are not numeric features; available: .*r_score.*clv"
         with pytest.raises(ConfigError, match=refused):
             run([dirty["int"] / "tx"], tmp_path / "side", cfg)
-        assert side == [("clv", True)]
+        assert side == [("clv", True), *purchases]
         return
     run([dirty["int"] / "tx"], tmp_path / "side", cfg)
-    assert side == ([("clv", True), ("fit", True)] if cluster_features is None else [("clv", True)])
+    assert side == ([("clv", True), *purchases, ("fit", True)] if cluster_features is None
+                    else [("clv", True), *purchases])
     side.clear()
     monkeypatch.setattr(fit, "SIDE_BY_SIDE_BYTES", 10**12)
     monkeypatch.setattr(fit, "PREPARE_SIDE_BYTES", 10**12)
     run([dirty["int"] / "tx"], tmp_path / "alone", cfg)
-    assert side == [("clv", False)]
+    assert side == [("clv", False), *purchases]
     for rel, keys in (("assignments", ("customer_id",)), ("profiles.parquet", ()), ("rejects", ())):
         _same(_sorted(tmp_path / "side" / rel, *keys), _sorted(tmp_path / "alone" / rel, *keys), rel)
     models = [json.loads((tmp_path / o / "model" / "model.json").read_text()) for o in ("side", "alone")]
