@@ -58,9 +58,10 @@ __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
 MIN_REPEATERS = 3
 # What the spend model's fit holds beside the purchase model's, a customer, when fit_clv fits them side by side:
-# its repeaters' counts and spends, their sorted copy and logarithms (four float64s), and what the allocators
-# cannot then hand from one fit to the other. On bench M (82% repeaters) the peak RSS rose by 20-36 MB over the
-# two fits one after the other, by 86-107 MB side by side (/tmp/s27/clus_rss.py): 55-96 bytes a customer.
+# its repeaters' counts and spends, their logarithms and the counts' distinct values (when measured, a sorted
+# copy of the counts stood for these), and what the allocators cannot then hand from one fit to the other. On
+# bench M (82% repeaters) the peak RSS rose by 20-36 MB over the two fits one after the other, by 86-107 MB side
+# by side (/tmp/s27/clus_rss.py): 55-96 bytes a customer.
 SIDE_BY_SIDE_BYTES = 96
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
 PARAM_LIMIT = 1e5
@@ -136,8 +137,9 @@ def fit_clv(table: pl.DataFrame, cfg: ClvConfig, *, side_by_side: bool = False) 
     ``side_by_side``: the spend model, which does not depend on the purchase model, is fitted on a second
     thread meanwhile (where the thread budget has one and Numba's threading layer lets two threads launch
     parallel kernels: ``parallel_kernels_side_by_side``), in what the purchase fit leaves of the cores (its
-    serial steps: the distinct values, the optimiser): bench M's CLV fit about 0.1 s faster (0.92-1.02 ->
-    0.83-0.89 s, six pairs in turn), the same bits. Its arrays are then held beside the purchase fit's, up
+    serial steps: the optimiser's; its distinct values and triples run two at a time themselves): bench M's CLV
+    fit about 0.1 s faster (0.92-1.02 -> 0.83-0.89 s, six pairs in turn, before those ran two at a time), the
+    same bits. Its arrays are then held beside the purchase fit's, up
     to ``SIDE_BY_SIDE_BYTES`` more a customer.
     """
     x, tx, T, m = _summary(table, cfg)
@@ -179,12 +181,12 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
         r0, alpha0, ll0 = fit_nbd(x, T, counted)
         return PurchaseFit("nbd", r0, alpha0, None, None, ll0, None, "the NBD model was asked for "
                                                                       "([clv] purchase_model = \"nbd\")")
-    # The BG/NBD's triples (serial steps: t_x's distinct values, their numbering) while the NBD is fitted, where
-    # two threads may launch parallel kernels at once; the NBD's error first, as when it ran alone (refused when
-    # even the NBD is not identified: nothing is). The triples hold nothing the NBD's fit did not hold beside them.
+    # The BG/NBD's triples (serial steps and kernels: t_x's distinct values, their numbering) on a helper thread
+    # while the NBD is fitted on this one, whose parallel kernels are then the only ones this fit launches; the
+    # NBD's error first, as when it ran alone (refused when even the NBD is not identified: nothing is). The
+    # triples hold nothing the NBD's fit did not hold beside them.
     (r0, alpha0, ll0), triples = map_threads(lambda fit: fit(), [lambda: fit_nbd(x, T, counted),
-                                                                   lambda: _bgnbd_triples(tx, counted)],
-                                             most=None if parallel_kernels_side_by_side() else 1)
+                                                                   lambda: _bgnbd_triples(tx, counted)])
     counted.clear()   # each customer is its triple from here on: its indices go (80 MB on 10 M customers)
     theta, ll, at_edge = _bgnbd_optimum(x, tx, T, triples)
     # The NBD is nested in the BG/NBD, so the ratio is >= 0; below 0 is the optimisers' tolerance.
@@ -344,7 +346,10 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, 
 def _fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float, float]:
     from scipy.special import digamma, gammaln
 
-    xs, _, counts = _distinct(x)   # np.unique's values and counts, without sorting every customer (L: 0.23 -> 0.11 s)
+    # np.unique's values and counts, without sorting every customer (L: 0.23 -> 0.11 s); not each one's index.
+    distinct = _distinct(x)
+    xs, counts = distinct[0], distinct[2]
+    del distinct
     out = np.empty((n_blocks(x.size), 4))
     n = x.size
     xlogx = counts @ (xs * np.log(xs))

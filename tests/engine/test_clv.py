@@ -663,12 +663,12 @@ def test_a_run_fits_the_models_side_by_side_only_where_its_memory_budget_holds_b
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_bgnbds_triples_beside_the_nbd_fit_give_the_same_bits(seed, monkeypatch):
-    """The BG/NBD's triples are numbered on a helper thread while the NBD is fitted, where parallel kernels may
-    launch from two threads; the fit is the same bits as one step after the other."""
+    """The BG/NBD's triples are numbered on a helper thread while the NBD is fitted on the calling one (their
+    kernels are serial: no second thread launches parallel kernels); the fit is the same bits as one step after
+    the other, and as the BG/NBD and the NBD fitted on their own."""
     import threading
 
     from segmint.engine.analytics import clv
-    from segmint.engine.runtime import parallel_kernels_side_by_side
 
     threads = []
     numbered = clv._bgnbd_triples
@@ -676,15 +676,19 @@ def test_the_bgnbds_triples_beside_the_nbd_fit_give_the_same_bits(seed, monkeypa
         threads.append(threading.current_thread() is threading.main_thread())
         return numbered(*args)
     monkeypatch.setattr(clv, "_bgnbd_triples", spy)
-    monkeypatch.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
     table = _lifetimes_table(seed, 4_000)
     x, tx, T, _ = clv._summary(table, ClvConfig(time_unit="week"))
-    beside = clv.fit_purchases(x, tx, T)
     with monkeypatch.context() as m:
-        m.setattr(clv, "parallel_kernels_side_by_side", lambda: False)
+        m.setattr("segmint.engine.runtime.thread_budget", lambda: 2)   # on a runner of one CPU too
+        beside = clv.fit_purchases(x, tx, T)
+    with monkeypatch.context() as m:
+        m.setattr("segmint.engine.runtime.thread_budget", lambda: 1)
         alone = clv.fit_purchases(x, tx, T)
     assert beside == alone and beside.model == "bgnbd"
-    assert threads == [not parallel_kernels_side_by_side(), True]
+    assert threads == [False, True]
+    r, alpha, a, b, ll = fit_bgnbd(x, tx, T)
+    assert (beside.r, beside.alpha, beside.a, beside.b, beside.log_likelihood) == (r, alpha, a, b, ll)
+    assert beside.likelihood_ratio == max(2 * (ll - fit_nbd(x, T)[2]), 0.0)
 
 
 def test_beside_the_nbd_fit_its_error_comes_before_the_triples(monkeypatch):
