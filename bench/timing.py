@@ -12,7 +12,9 @@ T = TypeVar("T")
 
 
 class StageTimer:
-    """Call with (name, fn): runs fn, records ``stages[name]`` = seconds and peak RSS, returns fn's result."""
+    """Call with (name, fn): runs fn, records ``stages[name]`` = seconds and peak RSS, returns fn's result. A name
+    timed again keeps every run's seconds (``runs_seconds``, in the order they ran) and records the median (the
+    lower of the two middle ones)."""
 
     def __init__(self, stages: dict[str, Any], progress: Callable[[str], None]) -> None:
         self.stages = stages
@@ -21,8 +23,12 @@ class StageTimer:
     def __call__(self, name: str, fn: Callable[[], T]) -> T:
         t0 = time.perf_counter()
         out = fn()
-        self.stages[name] = {"seconds": round(time.perf_counter() - t0, 4), "peak_rss_mb": peak_rss_mb()}
-        self.progress(f"{name:<36} {self.stages[name]['seconds']:9.3f} s")
+        seconds = round(time.perf_counter() - t0, 4)
+        before = self.stages.get(name)
+        runs = [*(before.get("runs_seconds", [before["seconds"]]) if before else []), seconds]
+        self.stages[name] = {"seconds": sorted(runs)[(len(runs) - 1) // 2], "peak_rss_mb": peak_rss_mb(),
+                             **({"runs_seconds": runs} if len(runs) > 1 else {})}
+        self.progress(f"{name:<36} {seconds:9.3f} s")
         return out
 
 

@@ -169,6 +169,7 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 4_000, 200, False, False))
     res = run_benchmark("L", data_root=tmp_path, progress=lambda line: None)
     assert set(res["stages"]) == {"duckdb aggregate query"}
+    assert len(res["stages"]["duckdb aggregate query"]["runs_seconds"]) == bench_run.QUERY_RUNS   # its median
     # Two runs of segmint on the scenario's data, the first with the 2 GB budget, and the hand-written peer last.
     runs = [cmd for cmd in commands if not cmd[1].endswith("handwritten.py")]
     assert [cmd[cmd.index("run") + 1] for cmd in runs] == [str(tmp_path / "L-seed0" / "transactions")] * 2
@@ -222,6 +223,53 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
     assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(
         ours["seconds"] / peer["seconds"], abs=1e-3)
     assert "(median of " in ratio_table(res)
+
+
+def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_compared(monkeypatch, tmp_path):
+    """Bench S and M run segmint in process ``pairs`` times, each followed by DuckDB's aggregate query: the stages
+    reported are the run of median time's, DuckDB's time the median of its queries, and the map's ratio is of the
+    two. L times the query QUERY_RUNS times."""
+    import segmint.bench.run as bench_run
+
+    order, manifests = [], []
+    waits = {"segmint": iter([0.3, 0.6, 0.0]), "duckdb": iter([0.25, 0.15, 0.05])}
+    real_run, real_query = bench_run.run, bench_run.duckdb_aggregates
+
+    def run(*args, **kwargs):
+        order.append("segmint")
+        time.sleep(next(waits["segmint"]))
+        result = real_run(*args, **kwargs)
+        manifests.append(result.manifest)
+        return result
+
+    def query(*args):
+        order.append("duckdb")
+        time.sleep(next(waits["duckdb"]))
+        return real_query(*args)
+
+    def child(cmd, env):   # the child processes stood in for (each writes the run.json a finished run would)
+        time.sleep(0.01)   # a wall time the ratios can divide by
+        if cmd[1].endswith("handwritten.py"):
+            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 600}), ""
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 1, "stages": {}}))
+        return 2048, 0, "", ""
+
+    monkeypatch.setattr(bench_run, "run", run)
+    monkeypatch.setattr(bench_run, "duckdb_aggregates", query)
+    monkeypatch.setattr(bench_run, "_run_watching_rss", child)
+    monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 12_000, 600, False, True, pairs=3))
+    res = run_benchmark("S", data_root=tmp_path, progress=lambda line: None)
+    assert order == ["segmint", "duckdb"] * 3
+    st = res["stages"]
+    ours, duck = st["segmint run (in process)"], st["duckdb aggregate query"]
+    assert len(ours["runs_seconds"]) == len(duck["runs_seconds"]) == 3
+    assert ours["seconds"] == ours["runs_seconds"][0] and duck["seconds"] == duck["runs_seconds"][1]   # the middle
+    assert st["segmint map"]["seconds"] == manifests[0]["stages"]["map"]["seconds"]   # the median run's stages
+    assert res["ratios"]["map (read + clean + features) / duckdb query (time)"] == pytest.approx(
+        st["segmint map"]["seconds"] / duck["seconds"], abs=1e-3)
+    assert res["customers"] == 600
 
 
 @pytest.mark.slow
