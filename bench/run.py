@@ -4,8 +4,8 @@ segmint runs through its public API (``segmint.engine.pipeline.run``), so the st
 timed are the ones ``segmint run`` takes; their seconds and peak RSS come from its
 run.json, of the run of median time where it runs more than once (the scenario's ``pairs``,
 each followed by DuckDB's aggregate query). Peers on the same data, in the same process:
-DuckDB's aggregate query (the median of ``QUERY_RUNS``), and k-means at the default k (inertia, ARI against the planted personas) and at
-k=64 for segmint, scikit-learn and Faiss defaults on the run's standardised matrix
+DuckDB's aggregate query (the median of ``QUERY_RUNS``), and k-means at the default k (inertia,
+ARI against the planted personas) and at k=64 for segmint, scikit-learn and Faiss defaults on the run's standardised matrix
 (the model's scaler applied to its assignments), each over seeds 0-4 after one untimed call: time from the
 start of the fit to every customer labelled (scikit-learn's fit labels them), mean
 inertia and ARI. Last, ``segmint run`` end to end in
@@ -139,18 +139,21 @@ def ratio_table(res: dict[str, Any]) -> str:
     lines = [f"### {res['title']}", "", "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in res["ratios"].items()]
     lines += ["", "| stage | seconds | peak RSS MiB |", "|---|---|---|"]
-    lines += [f"| {name} | {v['seconds']} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
+    lines += [f"| {name} | {v['seconds']}{_each(v)} | {v['peak_rss_mb']} |" for name, v in res["stages"].items()]
     for key, label in (("end_to_end", "segmint run (end to end, child process)"),
                        ("handwritten", "hand-written DuckDB + scikit-learn pipeline (child process)"),
                        ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)"),
                        ("features", "segmint features (child process)")):
         if key in res:
-            runs = res[key].get("runs_seconds", [])
-            each = f" (median of {', '.join(map(str, runs))})" if len(runs) > 1 else ""
-            lines += [f"| {label} | {res[key]['seconds']}{each} | {res[key]['peak_rss_mb']} |"]
+            lines += [f"| {label} | {res[key]['seconds']}{_each(res[key])} | {res[key]['peak_rss_mb']} |"]
     if res.get("targets"):
         lines += ["", *target_table(res["targets"])]
     return "\n".join(lines)
+
+
+def _each(figures: dict[str, Any]) -> str:
+    runs = figures.get("runs_seconds", [])
+    return f" (median of {', '.join(map(str, runs))})" if len(runs) > 1 else ""
 
 
 def _clusterings(x: np.ndarray, k: int, cfg: ClusterConfig, personas: np.ndarray, with_sklearn: bool, stage):

@@ -270,6 +270,7 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
     assert res["ratios"]["map (read + clean + features) / duckdb query (time)"] == pytest.approx(
         st["segmint map"]["seconds"] / duck["seconds"], abs=1e-3)
     assert res["customers"] == 600
+    assert f"| duckdb aggregate query | {duck['seconds']} (median of " in ratio_table(res)
 
 
 @pytest.mark.slow
