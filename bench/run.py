@@ -5,7 +5,8 @@ timed are the ones ``segmint run`` takes; their seconds and peak RSS come from i
 run.json, of the run of median time where it runs more than once (the scenario's ``pairs``,
 each followed by DuckDB's aggregate query). Peers on the same data, in the same process:
 DuckDB's aggregate query (the median of ``QUERY_RUNS``), and k-means at the default k (inertia,
-ARI against the planted personas) and at k=64 for segmint, scikit-learn and Faiss defaults on the run's standardised matrix
+ARI against the planted personas) and at k=64 for segmint, scikit-learn and Faiss defaults on the run's
+standardised matrix
 (the model's scaler applied to its assignments), each over seeds 0-4 after one untimed call: time from the
 start of the fit to every customer labelled (scikit-learn's fit labels them), mean
 inertia and ARI. Last, ``segmint run`` end to end in
