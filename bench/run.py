@@ -49,9 +49,10 @@ from segmint.engine.warmup import warmup
 __all__ = ["run_benchmark", "ratio_table"]
 
 SPEED_K = 64
-# DuckDB's aggregate query, every target's yardstick, timed this many times (its median): one query on bench M
-# took 0.63-2.31 s from bench to bench, and after five queries of one process had taken 0.57-0.67 s, so that one
-# bench's ratios fell either side of the bounds by its chance alone.
+# DuckDB's aggregate query, every target's yardstick, timed at least this many times (its median; as often as
+# segmint's in-process run where that runs more often): one query on bench M took 0.63-2.31 s from bench to bench,
+# and five queries of one process 0.57-0.67 s, so that one bench's ratios fell either side of the bounds by
+# its chance alone.
 QUERY_RUNS = 3
 KMEANS_SEEDS = range(5)
 

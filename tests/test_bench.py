@@ -228,23 +228,32 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
 def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_compared(monkeypatch, tmp_path):
     """Bench S and M run segmint in process ``pairs`` times, each followed by DuckDB's aggregate query: the stages
     reported are the run of median time's, DuckDB's time the median of its queries, and the map's ratio is of the
-    two. L times the query QUERY_RUNS times."""
+    two. The stage timer's clock is scripted (each call a millisecond on, each run and query its own span), so
+    that which run is the median does not hang on the machine."""
     import segmint.bench.run as bench_run
+    from segmint.bench import timing
 
     order, manifests = [], []
-    waits = {"segmint": iter([0.3, 0.6, 0.0]), "duckdb": iter([0.25, 0.15, 0.05])}
+    clock = {"now": 0.0}
+    # The median run the middle one, the median query the first: taking the first run, or the last of either,
+    # reads another's figures.
+    spans = {"segmint": iter([5.0, 3.0, 1.0]), "duckdb": iter([0.5, 0.7, 0.3])}
     real_run, real_query = bench_run.run, bench_run.duckdb_aggregates
+
+    def perf_counter() -> float:
+        clock["now"] += 0.001
+        return clock["now"]
 
     def run(*args, **kwargs):
         order.append("segmint")
-        time.sleep(next(waits["segmint"]))
+        clock["now"] += next(spans["segmint"])
         result = real_run(*args, **kwargs)
         manifests.append(result.manifest)
         return result
 
     def query(*args):
         order.append("duckdb")
-        time.sleep(next(waits["duckdb"]))
+        clock["now"] += next(spans["duckdb"])
         return real_query(*args)
 
     def child(cmd, env):   # the child processes stood in for (each writes the run.json a finished run would)
@@ -256,6 +265,7 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 1, "stages": {}}))
         return 2048, 0, "", ""
 
+    monkeypatch.setattr(timing, "time", type("Clock", (), {"perf_counter": staticmethod(perf_counter)}))
     monkeypatch.setattr(bench_run, "run", run)
     monkeypatch.setattr(bench_run, "duckdb_aggregates", query)
     monkeypatch.setattr(bench_run, "_run_watching_rss", child)
@@ -265,8 +275,8 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
     st = res["stages"]
     ours, duck = st["segmint run (in process)"], st["duckdb aggregate query"]
     assert len(ours["runs_seconds"]) == len(duck["runs_seconds"]) == 3
-    assert ours["seconds"] == ours["runs_seconds"][0] and duck["seconds"] == duck["runs_seconds"][1]   # the middle
-    assert st["segmint map"]["seconds"] == manifests[0]["stages"]["map"]["seconds"]   # the median run's stages
+    assert ours["seconds"] == ours["runs_seconds"][1] and duck["seconds"] == duck["runs_seconds"][0]   # the middle
+    assert st["segmint map"]["seconds"] == manifests[1]["stages"]["map"]["seconds"]   # the median run's stages
     assert res["ratios"]["map (read + clean + features) / duckdb query (time)"] == pytest.approx(
         st["segmint map"]["seconds"] / duck["seconds"], abs=1e-3)
     assert res["customers"] == 600
