@@ -38,7 +38,7 @@ from segmint.bench import handwritten
 from segmint.bench.peers import duckdb_aggregates, duckdb_features, faiss_default_kmeans, sklearn_kmeans
 from segmint.bench.scenarios import SCENARIOS, ensure_data
 from segmint.bench.targets import target_table, targets
-from segmint.bench.timing import StageTimer
+from segmint.bench.timing import StageTimer, median_index
 from segmint.engine.cluster import assign, fit_kmeans
 from segmint.engine.config import ClusterConfig, RunConfig
 from segmint.engine.model import Model
@@ -108,8 +108,7 @@ def _in_process(res: dict[str, Any], tx: Path, data: Path, cfg: RunConfig, sc, s
             results.append(stage("segmint run (in process)", lambda i=i: run([tx], Path(tmp) / f"run-{i}", cfg)))
             queried.append(query())
         timed = res["stages"]["segmint run (in process)"]
-        seconds = timed.get("runs_seconds", [timed["seconds"]])
-        result = results[seconds.index(timed["seconds"])]
+        result = results[median_index(timed.get("runs_seconds", [timed["seconds"]]))]
         del results
         for name, figures in result.manifest["stages"].items():
             res["stages"][f"segmint {name}"] = {k: figures[k] for k in ("seconds", "peak_rss_mb")}
@@ -192,7 +191,7 @@ def _in_turn(tx: Path, seed: int, threads: int, progress, pairs: int) -> tuple[d
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    middle = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    middle = runs[median_index([r["seconds"] for r in runs])]
     return middle | {"runs_seconds": [r["seconds"] for r in runs], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 

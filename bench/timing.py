@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["StageTimer", "peak_rss_mb"]
+__all__ = ["StageTimer", "peak_rss_mb", "median_index"]
 
 T = TypeVar("T")
 
@@ -26,10 +26,15 @@ class StageTimer:
         seconds = round(time.perf_counter() - t0, 4)
         before = self.stages.get(name)
         runs = [*(before.get("runs_seconds", [before["seconds"]]) if before else []), seconds]
-        self.stages[name] = {"seconds": sorted(runs)[(len(runs) - 1) // 2], "peak_rss_mb": peak_rss_mb(),
+        self.stages[name] = {"seconds": runs[median_index(runs)], "peak_rss_mb": peak_rss_mb(),
                              **({"runs_seconds": runs} if len(runs) > 1 else {})}
         self.progress(f"{name:<36} {seconds:9.3f} s")
         return out
+
+
+def median_index(seconds: list[float]) -> int:
+    """The position of the median of ``seconds`` (the lower of the two middle ones; ties in the order given)."""
+    return sorted(range(len(seconds)), key=seconds.__getitem__)[(len(seconds) - 1) // 2]
 
 
 def peak_rss_mb() -> float:
