@@ -69,6 +69,20 @@ def test_assignments_are_readable_by_every_tool(small_run):
     assert sorted(frame["customer_id"]) == sorted(table.column("customer_id").to_pylist())
 
 
+def test_outputs_are_written_at_zstd_level_1(small_run, tmp_path):
+    # Outputs at zstd level 1 (store.write_parquet), not Polars' default 3: a part written again from its values
+    # at level 1 is the same bytes, at level 3 it is not.
+    import pyarrow.parquet as pq
+
+    part = max((small_run / "assignments").glob("segment=*/part-*.parquet"), key=lambda p: p.stat().st_size)
+    meta = pq.read_metadata(part)
+    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"ZSTD"}
+    frame = pl.read_parquet(part)
+    for level in (1, 3):
+        frame.write_parquet(tmp_path / f"{level}.parquet", compression="zstd", compression_level=level)
+    assert part.read_bytes() == (tmp_path / "1.parquet").read_bytes() != (tmp_path / "3.parquet").read_bytes()
+
+
 def test_same_input_seed_threads_give_identical_outputs_under_another_hash_seed(small_data, small_cfg, small_run,
                                                                                 tmp_path):
     # Rerun in a child process whose str hashes differ from this one's (PYTHONHASHSEED): set and
