@@ -331,14 +331,15 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
                 out[f"{name}_{stat}"].append(None)
             continue
         median, p10, p90 = _finite_sorted_stats(s)
-        out[f"{name}_mean"].append(_mean(v))
+        segment_mean = _mean(v)
+        out[f"{name}_mean"].append(segment_mean)
         out[f"{name}_median"].append(median)
         out[f"{name}_std"].append(_std(v) if v.size > 1 else None)
         out[f"{name}_p10"].append(p10)
         out[f"{name}_p90"].append(p90)
         # No lift where the population's spread is beyond the float range (its std is None), not 0.0.
         with np.errstate(over="ignore", invalid="ignore"):
-            lift = (_mean(v) - mean) / std if std else (0.0 if std == 0.0 else math.nan)
+            lift = (segment_mean - mean) / std if std else (0.0 if std == 0.0 else math.nan)
         out[f"{name}_zlift"].append(lift if math.isfinite(lift) else None)
         below = np.searchsorted(pop, median, "left")
         upto = np.searchsorted(pop, median, "right")
