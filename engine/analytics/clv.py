@@ -58,11 +58,13 @@ __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", 
 CLV_COLUMNS = ("p_alive", "expected_purchases", "expected_avg_value", "clv")
 MIN_REPEATERS = 3
 # What the spend model's fit holds beside the purchase model's, a customer, when fit_clv fits them side by side:
-# its repeaters' counts and spends, their logarithms and the counts' distinct values (when measured, a sorted
-# copy of the counts stood for these), and what the allocators cannot then hand from one fit to the other. On
-# bench M (82% repeaters) the peak RSS rose by 20-36 MB over the two fits one after the other, by 86-107 MB side
-# by side (/tmp/s27/clus_rss.py): 55-96 bytes a customer.
-SIDE_BY_SIDE_BYTES = 96
+# its repeaters' counts and spends, their logarithms and the counts' distinct values, and what the allocators
+# cannot then hand from one fit to the other. Measured at scale, where the budget decides (bench/README.md,
+# fortieth round): 10 M customers (82% repeaters), the fit's peak RSS 16-19 bytes a customer higher side by side
+# than one model after the other, whatever their share of distinct (x, t_x, T); in scenario L's run at 2 GB the
+# fit stage's peak 28 bytes a customer higher (1,318 -> 1,597 MiB, the fit 9.17 -> 8.40 s). On bench M's 909 k
+# customers the same rise read 55-96 bytes a customer (/tmp/s27/clus_rss.py), most of it the fits' fixed part.
+SIDE_BY_SIDE_BYTES = 48
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
 PARAM_LIMIT = 1e5
 # An optimum's largest gradient per customer in a free log parameter; a stop above it goes on (``_maximise``).
