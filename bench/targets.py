@@ -77,7 +77,8 @@ def _unsteady(res: dict[str, Any], yardstick: str) -> str | None:
     fastest, median = (min(runs), timed(res)["seconds"]) if runs else (0.0, 0.0)
     if not runs or median <= _STEADY * fastest + _JITTER:
         return None
-    return f"{name} ran {', '.join(f'{s:.3g}' for s in runs)} s, its median {median / fastest:.2f}x its fastest"
+    spread = f"its median {median / fastest:.2f}x its fastest" if fastest > 0 else "its fastest 0 s"
+    return f"{name} ran {', '.join(f'{s:.3g}' for s in runs)} s, {spread}"
 
 
 def _over_duckdb(seconds: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]], float]:

@@ -62,7 +62,7 @@ MIN_REPEATERS = 3
 # cannot then hand from one fit to the other. Measured at scale, where the budget decides (bench/README.md,
 # fortieth round): 10 M customers (82% repeaters), the fit's peak RSS 16-19 bytes a customer higher side by side
 # than one model after the other, whatever their share of distinct (x, t_x, T); in scenario L's run at 2 GB the
-# fit stage's peak 28 bytes a customer higher (1,318 -> 1,597 MiB, the fit 9.17 -> 8.40 s). On bench M's 909 k
+# fit stage's peak 29 bytes a customer higher (1,318 -> 1,597 MiB, the fit 9.17 -> 8.40 s). On bench M's 909 k
 # customers the same rise read 55-96 bytes a customer (/tmp/s27/clus_rss.py), most of it the fits' fixed part.
 SIDE_BY_SIDE_BYTES = 48
 # Fitted parameters live in [1 / PARAM_LIMIT, PARAM_LIMIT]; an optimum on that edge is degenerate.
