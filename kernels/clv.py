@@ -17,7 +17,7 @@ from numba import prange
 from segmint.kernels._jit import parallel, serial
 from segmint.kernels.prefetch import prefetch
 
-__all__ = ["bgnbd_triple_terms", "log_sum_weights", "bgnbd_customer_sums", "customer_triples", "nbd_customer_terms",
+__all__ = ["bgnbd_triple_terms", "bgnbd_customer_sums", "customer_triples", "nbd_customer_terms",
            "gamma_gamma_customer_terms", "discounted_value", "logs", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
@@ -53,7 +53,7 @@ def bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms):
         a3 = -rx * lT[k]
         if x > 0:
             a4 = la - lbx[c] - rx * ltx[j]
-            ll, w3, w4 = log_sum_weights(a3, a4)
+            ll, w3, w4 = _log_sum_weights(a3, a4)
             terms[t, 0] = ll
             terms[t, 1] = -w3 * lT[k] - w4 * ltx[j]
             terms[t, 2] = -rx * (w3 / aT[k] + w4 / atx[j])
@@ -65,23 +65,6 @@ def bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms):
             terms[t, 2] = -rx / aT[k]
             terms[t, 3] = 0.0
             terms[t, 4] = 0.0
-
-
-@serial
-def log_sum_weights(a3, a4):
-    """log(e^a3 + e^a4) and the weights e^a3 / (e^a3 + e^a4), e^a4 / (e^a3 + e^a4), from one exp.
-
-    Around the larger of the two, so the exp cannot overflow. The weights once came from exp(a3 - ll) and
-    exp(a4 - ll): two exp more, and ll's rounding (|ll| is tens to hundreds) in each weight, about 3e-14 of
-    it, so noisy a gradient that bench M's BG/NBD fit took 45 evaluations to converge where it takes 27 so.
-    """
-    if a3 >= a4:
-        e = math.exp(a4 - a3)
-        w3 = 1.0 / (1.0 + e)
-        return a3 + math.log(1.0 + e), w3, e * w3
-    e = math.exp(a3 - a4)
-    w4 = 1.0 / (e + 1.0)
-    return a4 + math.log(e + 1.0), e * w4, w4
 
 
 @parallel
@@ -327,3 +310,20 @@ def _shifted_logs(values, shift, less):
         shifted[j] = (values[j] + shift) - less
         logs[j] = math.log(shifted[j])
     return shifted, logs
+
+
+@serial
+def _log_sum_weights(a3, a4):
+    """log(e^a3 + e^a4) and the weights e^a3 / (e^a3 + e^a4), e^a4 / (e^a3 + e^a4), from one exp.
+
+    Around the larger of the two, so the exp cannot overflow. The weights once came from exp(a3 - ll) and
+    exp(a4 - ll): two exp more, and ll's rounding (|ll| is tens to hundreds) in each weight, about 3e-14 of
+    it, so noisy a gradient that bench M's BG/NBD fit took 45 evaluations to converge where it takes 27 so.
+    """
+    if a3 >= a4:
+        e = math.exp(a4 - a3)
+        w3 = 1.0 / (1.0 + e)
+        return a3 + math.log(1.0 + e), w3, e * w3
+    e = math.exp(a3 - a4)
+    w4 = 1.0 / (e + 1.0)
+    return a4 + math.log(e + 1.0), e * w4, w4

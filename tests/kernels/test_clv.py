@@ -9,7 +9,7 @@ import pytest
 
 from segmint.engine.analytics.clv import _triples
 from segmint.kernels.clv import (BLOCK, bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
-                                 gamma_gamma_customer_terms, log_sum_weights, logs, n_blocks, nbd_customer_terms)
+                                 gamma_gamma_customer_terms, _log_sum_weights, logs, n_blocks, nbd_customer_terms)
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -66,7 +66,7 @@ def test_log_sum_weights_are_those_of_extended_precision_to_a_few_ulps():
     top = np.maximum(a3l, a4l)
     e3, e4 = np.exp(a3l - top), np.exp(a4l - top)
     want = (top + np.log(e3 + e4), e3 / (e3 + e4), e4 / (e3 + e4))
-    got = np.array([log_sum_weights(u, w) for u, w in zip(a3.tolist(), a4.tolist(), strict=True)]).T
+    got = np.array([_log_sum_weights(u, w) for u, w in zip(a3.tolist(), a4.tolist(), strict=True)]).T
     ulp = np.finfo(np.float64).eps
     assert np.all(np.abs(got[0] - want[0]) <= 2 * ulp * np.maximum(np.abs(want[0]), 1.0))
     # A weight is exp of the gap a4 - a3 (or 1 / (1 + that)); the gap's own rounding, |gap| ulps, carries into it:
