@@ -16,8 +16,8 @@ import time
 import numpy as np
 import polars as pl
 
-from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
-                                 gamma_gamma_customer_terms, logs, nbd_customer_terms)
+from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
+                                 logs, nbd_customer_terms)
 from segmint.kernels.codes import (dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash,
                                    text_ids)
 from segmint.kernels.distances import nearest_centroids
@@ -45,10 +45,9 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "kmeanspp_greedy": lambda: (kmeanspp_greedy(np.ones((2, 2), np.float32), 0, np.zeros((1, 2)),
                                                     np.empty(2, np.int64)),
                                     kmeanspp_greedy(np.ones((2, 2)), 0, np.zeros((1, 2)), np.empty(2, np.int64))),
-        "bgnbd_triple_terms": lambda: bgnbd_triple_terms(first, first, first, one, one, one * 2, 1.0, 1.0, 1.0, 1.0,
-                                                         np.empty((1, 5))),
-        "bgnbd_customer_sums": lambda: bgnbd_customer_sums(first, np.zeros((1, 5)), np.empty((1, 5))),
-        "customer_triples": lambda: customer_triples(first, 1, first, 1, np.empty(1, np.int32)),
+        "bgnbd_triple_sums": lambda: bgnbd_triple_sums(first, first, first, one, one, one, one * 2, 1.0, 1.0, 1.0, 1.0,
+                                                       np.empty((1, 5))),
+        "customer_triples": lambda: customer_triples(first, 1, first, 1),
         "nbd_customer_terms": lambda: nbd_customer_terms(first, first, one, one * 2, 1.0, 1.0, np.empty((1, 3))),
         "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, one * 0, 1.0, 1.0, 1.0, np.empty((1, 4))),
         "logs": lambda: logs(one),

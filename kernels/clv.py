@@ -2,8 +2,8 @@
 
 Terms that depend only on the repeat count x (the log-gamma and digamma
 terms) are evaluated once per distinct x by the caller; these kernels add
-what varies per customer (the BG/NBD's once per distinct (x, t_x, T), then
-summed per customer). Sums run per fixed block of customers, then over
+what varies per customer (the BG/NBD's once per distinct (x, t_x, T), times
+its customers). Sums run per fixed block of customers (or triples), then over
 blocks in order, so the result does not depend on the thread count.
 """
 
@@ -15,95 +15,64 @@ import numpy as np
 from numba import prange
 
 from segmint.kernels._jit import parallel, serial
-from segmint.kernels.prefetch import prefetch
 
-__all__ = ["bgnbd_triple_terms", "bgnbd_customer_sums", "customer_triples", "nbd_customer_terms",
+__all__ = ["bgnbd_triple_sums", "customer_triples", "nbd_customer_terms",
            "gamma_gamma_customer_terms", "discounted_value", "logs", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
-_AHEAD = 64
 
 
 @parallel
-def bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms):
-    """Per distinct (x, t_x, T): log(e^A3 + [x>0] e^A4) and what it adds to the gradient in (r, alpha, a, b).
+def bgnbd_triple_sums(t_x, t_tx, t_T, shares, xs, txs, Ts, r, alpha, a, b, out):
+    """Sum over customers of log(e^A3 + [x>0] e^A4) and its gradient in (r, alpha, a, b), a distinct (x, t_x, T)
+    at a time.
 
     A3 = -(r + x) log(alpha + T); A4 = log a - log(b + x - 1) - (r + x) log(alpha + t_x)
     (Fader, Hardie & Lee 2005, eq. 6, in log form). A customer's term depends on its triple alone, and
-    customers share triples (bench M: 550 k among 909 k customers; L: 2.9 M among 10 M), so each is
-    evaluated once here and ``bgnbd_customer_sums`` adds them up customer by customer.
+    customers share triples (bench M: 550 k among 909 k customers; L: 2.7 M among 10 M), so each triple's
+    terms are evaluated once and added times the customers who share it. They were added once per customer,
+    in customer order, through a table of every triple's terms: on L that gather took 42 ms an evaluation
+    beside the terms' 47.
 
     Parameters
     ----------
     t_x, t_tx, t_T : int32[m]    # IN  each triple's indices into xs, txs, Ts
+    shares : float64[m]          # IN  customers of each triple (whole numbers)
     xs, txs, Ts : float64[...]   # IN  distinct repeat purchases, times of last purchase, ages (same unit)
     r, alpha, a, b : float       # IN  parameters
-    terms : float64[m, 5]        # OUT per triple: value, d/dr, d/dalpha, d/da, d/db (0.0 for x = 0)
+    out : float64[n_blocks(m), 5]  # OUT per block of triples: value, d/dr, d/dalpha, d/da, d/db
     """
     aT, lT = _shifted_logs(Ts, alpha, 0.0)
     atx, ltx = _shifted_logs(txs, alpha, 0.0)
     bx, lbx = _shifted_logs(xs, b, 1.0)
     la = math.log(a)
-    for t in prange(t_x.shape[0]):
-        c = t_x[t]
-        j = t_tx[t]
-        k = t_T[t]
-        x = xs[c]
-        rx = r + x
-        a3 = -rx * lT[k]
-        if x > 0:
-            a4 = la - lbx[c] - rx * ltx[j]
-            ll, w3, w4 = _log_sum_weights(a3, a4)
-            terms[t, 0] = ll
-            terms[t, 1] = -w3 * lT[k] - w4 * ltx[j]
-            terms[t, 2] = -rx * (w3 / aT[k] + w4 / atx[j])
-            terms[t, 3] = w4 / a
-            terms[t, 4] = -w4 / bx[c]
-        else:
-            terms[t, 0] = a3
-            terms[t, 1] = -lT[k]
-            terms[t, 2] = -rx / aT[k]
-            terms[t, 3] = 0.0
-            terms[t, 4] = 0.0
-
-
-@parallel
-def bgnbd_customer_sums(triple, terms, out):
-    """Sum over customers, in their order, of their triples' terms (``bgnbd_triple_terms``).
-
-    Each sum adds one term per customer in customer order, as when every customer's term was computed
-    in place, so the bits are the same. Adding a non-repeater's 0.0 to the a and b sums changes nothing:
-    those sums start at +0.0 and never become -0.0 (+0.0 + -0.0 is +0.0).
-
-    Parameters
-    ----------
-    triple : int32[n]            # IN  each customer's triple (row of terms)
-    terms : float64[m, 5]        # IN  C-contiguous (rows are prefetched through a flat view)
-    out : float64[n_blocks, 5]   # OUT per block: value, d/dr, d/dalpha, d/da, d/db
-    """
-    n = triple.shape[0]
-    flat = terms.reshape(-1)
+    m = t_x.shape[0]
     for blk in prange(out.shape[0]):
         v = 0.0
         gr = 0.0
         gal = 0.0
         ga = 0.0
         gb = 0.0
-        end = min(n, (blk + 1) * BLOCK)
-        for i in range(blk * BLOCK, end):
-            # Customers' triples are spread over a table larger than the cache at scale: the row 64
-            # customers on starts loading now, both lines its 40 bytes may span (scenario L's 10 M
-            # customers over 2.7 M triples: 2.8-3.0 -> 2.0 s of sums a fit; the sums are unchanged).
-            if i + _AHEAD < end:
-                ahead = triple[i + _AHEAD] * 5
-                prefetch(flat, ahead)
-                prefetch(flat, ahead + 4)
-            t = triple[i]
-            v += terms[t, 0]
-            gr += terms[t, 1]
-            gal += terms[t, 2]
-            ga += terms[t, 3]
-            gb += terms[t, 4]
+        for t in range(blk * BLOCK, min(m, (blk + 1) * BLOCK)):
+            c = t_x[t]
+            j = t_tx[t]
+            k = t_T[t]
+            w = shares[t]
+            x = xs[c]
+            rx = r + x
+            a3 = -rx * lT[k]
+            if x > 0:
+                a4 = la - lbx[c] - rx * ltx[j]
+                ll, w3, w4 = _log_sum_weights(a3, a4)
+                v += w * ll
+                gr += w * (-w3 * lT[k] - w4 * ltx[j])
+                gal += w * (-rx * (w3 / aT[k] + w4 / atx[j]))
+                ga += w * (w4 / a)
+                gb += w * (-w4 / bx[c])
+            else:
+                v += w * a3
+                gr += w * -lT[k]
+                gal += w * (-rx / aT[k])
         out[blk, 0] = v
         out[blk, 1] = gr
         out[blk, 2] = gal
@@ -143,17 +112,15 @@ def nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out):
 
 
 @serial
-def customer_triples(pair, n_pairs, iT, n_T, triple):
-    """Each customer's distinct (pair, T) - its triple, where its pair codes (x, t_x) - numbered most shared
-    first, ties in the order customers first meet them; returns each triple's pair code and T index (int32[m]
-    each).
+def customer_triples(pair, n_pairs, iT, n_T):
+    """The distinct (pair, T) of the customers - their triples, where a pair codes (x, t_x) - and how many
+    customers share each; returns each triple's pair code and T index (int32[m] each) and its customers
+    (float64[m], whole numbers), ordered by pair code, then as the pair's customers first meet their T.
 
     A counting sort of the customers by pair carries their T along, so that each pair's customers are then
-    coded by T in one sequential pass, through a table of every T that the pair's own customers reset. Scenario
+    coded by T in one sequential pass, through a table of every T that the pair's own customers reset (scenario
     L's 10 M customers over 2.7 M triples: 0.70-0.80 s and 245-306 MB at the peak through hash tables of the
-    triples, 0.48-0.53 s and 186 MB so, numbered alike. Ties go in first-met order, as there: where triples are
-    shared by few, a customer's terms then lie next to the last customer's (ordered by pair, bgnbd_customer_sums
-    took 42.6 ms a call on L against 32.7 ms, 55 calls in its fit).
+    triples, 0.48-0.53 s and 186 MB so). The pass runs twice: to count the triples, then to fill them.
 
     Parameters
     ----------
@@ -161,7 +128,6 @@ def customer_triples(pair, n_pairs, iT, n_T, triple):
     n_pairs : int        # IN  the number of pair codes
     iT : int32[n]        # IN  each customer's T index, 0 <= index < n_T
     n_T : int            # IN  the number of distinct T
-    triple : int32[n]    # OUT each customer's triple
     """
     n = pair.shape[0]
     start = np.zeros(n_pairs + 1, np.int64)
@@ -169,62 +135,39 @@ def customer_triples(pair, n_pairs, iT, n_T, triple):
         start[pair[i] + 1] += 1
     for p in range(n_pairs):
         start[p + 1] += start[p]
-    by_pair = np.empty(n, np.int32)   # customers by pair, each pair's in customer order
-    code = np.empty(n, np.int32)      # their T, then their triple's provisional code (by pair, then as met)
+    by_pair = np.empty(n, np.int32)   # the customers' T, by pair, each pair's in customer order
     at = start[:n_pairs].copy()
     for i in range(n):
-        k = at[pair[i]]
-        by_pair[k] = i
-        code[k] = iT[i]
-        at[pair[i]] = k + 1
-    seen = np.full(n_T, -1, np.int32)
-    met = np.empty(n, np.int32)       # the first customer of each provisional code: its pair and T are that one's
+        by_pair[at[pair[i]]] = iT[i]
+        at[pair[i]] += 1
+    seen = np.full(n_T, -1, np.int64)
+    m = 0
+    for p in range(n_pairs):
+        for k in range(start[p], start[p + 1]):
+            if seen[by_pair[k]] < 0:
+                seen[by_pair[k]] = 0
+                m += 1
+        for k in range(start[p], start[p + 1]):
+            seen[by_pair[k]] = -1
+    t_pair = np.empty(m, np.int32)
+    t_T = np.empty(m, np.int32)
+    shares = np.zeros(m)
     m = 0
     for p in range(n_pairs):
         first = m
         for k in range(start[p], start[p + 1]):
-            t = code[k]
+            t = by_pair[k]
             c = seen[t]
             if c < 0:
                 c = m
                 seen[t] = m
-                met[m] = by_pair[k]
+                t_pair[m] = p
+                t_T[m] = t
                 m += 1
-            code[k] = c
+            shares[c] += 1.0
         for c in range(first, m):
-            seen[iT[met[c]]] = -1
-    shares = np.zeros(m, np.int64)
-    for k in range(n):
-        shares[code[k]] += 1
-        triple[by_pair[k]] = code[k]
-    # The provisional codes in the order customers first meet them (by_pair, read no more, holds them by customer).
-    for i in range(n):
-        by_pair[i] = -1
-    for c in range(m):
-        by_pair[met[c]] = c
-    # A counting sort by share, largest first; stable, so that ties keep the first-met order the hash tables gave.
-    most = 0
-    for c in range(m):
-        most = max(most, shares[c])
-    place = np.zeros(most + 2, np.int64)
-    for c in range(m):
-        place[most - shares[c] + 1] += 1
-    for s in range(most + 1):
-        place[s + 1] += place[s]
-    rank = np.empty(m, np.int32)
-    t_pair = np.empty(m, np.int32)
-    t_T = np.empty(m, np.int32)
-    for i in range(n):
-        c = by_pair[i]
-        if c >= 0:
-            slot = most - shares[c]
-            rank[c] = place[slot]
-            place[slot] += 1
-            t_pair[rank[c]] = pair[i]
-            t_T[rank[c]] = iT[i]
-    for i in range(n):
-        triple[i] = rank[triple[i]]
-    return t_pair, t_T
+            seen[t_T[c]] = -1
+    return t_pair, t_T, shares
 
 
 @parallel

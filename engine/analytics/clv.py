@@ -48,8 +48,8 @@ from segmint.engine.codes import SLICE, IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
-from segmint.kernels.clv import (bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
-                                 gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
+from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
+                                 logs, n_blocks, nbd_customer_terms)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "SIDE_BY_SIDE_BYTES", "PARAM_LIMIT",
@@ -195,7 +195,7 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
     # triples hold nothing the NBD's fit did not hold beside them.
     (r0, alpha0, ll0), triples = map_threads(lambda fit: fit(), [lambda: fit_nbd(x, T, counted),
                                                                    lambda: _bgnbd_triples(tx, counted)])
-    counted.clear()   # each customer is its triple from here on: its indices go (80 MB on 10 M customers)
+    counted.clear()   # the triples and their shares stand for the customers now: their indices go (80 MB on 10 M)
     theta, ll, at_edge = _bgnbd_optimum(x, tx, T, triples)
     # The NBD is nested in the BG/NBD, so the ratio is >= 0; below 0 is the optimisers' tolerance.
     lr = max(2 * (ll - ll0), 0.0) if np.isfinite(ll) else None
@@ -295,12 +295,12 @@ def fit_nbd(x: np.ndarray, T: np.ndarray, counted: list | None = None) -> tuple[
 
 def _bgnbd_triples(tx: np.ndarray, counted: list) -> tuple[np.ndarray, ...]:
     """What the BG/NBD's likelihood reads of the customers: the distinct repeat counts and their counts, the
-    distinct t_x and T, each customer's triple and each triple's indices into them (``_triples``). ``counted``:
-    ``_distinct`` of x and of T."""
+    distinct t_x and T, the customers of each distinct (x, t_x, T) and its indices into them (``_triples``).
+    ``counted``: ``_distinct`` of x and of T."""
     (xs, ix, counts), (Ts, iT, _) = counted
     txs, itx, _ = _distinct(tx)
-    triple, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
-    return xs, counts, txs, Ts, triple, t_x, t_tx, t_T
+    shares, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
+    return xs, counts, txs, Ts, shares, t_x, t_tx, t_T
 
 
 def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray,
@@ -309,9 +309,8 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray,
     ``_bgnbd_triples``, where the caller has them."""
     from scipy.special import digamma, gammaln  # SciPy loads when a fit runs, not with the pipeline
 
-    xs, counts, txs, Ts, triple, t_x, t_tx, t_T = triples or _bgnbd_triples(tx, [_distinct(x), _distinct(T)])
-    terms = np.empty((t_x.size, 5))
-    out = np.empty((n_blocks(x.size), 5))
+    xs, counts, txs, Ts, shares, t_x, t_tx, t_T = triples or _bgnbd_triples(tx, [_distinct(x), _distinct(T)])
+    out = np.empty((n_blocks(t_x.size), 5))
     n = x.size
 
     def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -321,8 +320,7 @@ def _bgnbd_optimum(x: np.ndarray, tx: np.ndarray, T: np.ndarray,
         g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
         g_a = digamma(a + b) - digamma(a + b + xs)
         g_b = digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs)
-        bgnbd_triple_terms(t_x, t_tx, t_T, xs, txs, Ts, r, alpha, a, b, terms)
-        bgnbd_customer_sums(triple, terms, out)
+        bgnbd_triple_sums(t_x, t_tx, t_T, shares, xs, txs, Ts, r, alpha, a, b, out)
         s = out.sum(axis=0)
         ll = counts @ per_x + s[0]
         grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2], counts @ g_a + s[3], counts @ g_b + s[4]])
@@ -602,26 +600,19 @@ def _appended(grid: np.ndarray, used: int, more: np.ndarray) -> np.ndarray:
 
 def _triples(ix: np.ndarray, itx: np.ndarray, iT: np.ndarray, n_tx: int,
              n_T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each customer's distinct (x, t_x, T) triple (int32) and each triple's indices into the distinct x, t_x
-    and T: (x, t_x) pairs coded first, a slice of customers at a time (no key array the size of the customers),
-    then each pair's customers by T (``customer_triples``; no key of three indices, which could pass 2^63).
-
-    Triples are numbered by how many customers share each, most shared first, ties in the order customers first
-    meet them: ``bgnbd_customer_sums`` reads each customer's triple's terms, and with the common ones together,
-    the rare ones in customer order, those reads mostly hit the cache (L's 10 M customers over 2.7 M triples:
-    49 -> 35 ms a call, 72 calls a fit). Each triple's terms and each customer's sum are the same whatever the
-    numbering: only where a triple's row lies changes."""
+    """The customers of each distinct (x, t_x, T) triple (float64) and its indices into the distinct x, t_x and
+    T: (x, t_x) pairs coded first, a slice of customers at a time (no key array the size of the customers), then
+    each pair's customers by T (``customer_triples``; no key of three indices, which could pass 2^63)."""
     pairs = IntCodes()
     pair = np.empty(ix.size, np.int32)
     none_missing = np.zeros(min(ix.size, SLICE), bool)
     for lo in range(0, ix.size, SLICE):
         part = slice(lo, lo + SLICE)
         pair[part] = pairs.encode(ix[part].astype(np.int64) * n_tx + itx[part], none_missing[:pair[part].size])
-    triple = np.empty(ix.size, np.int32)
-    t_pair, t_T = customer_triples(pair, pairs.n, iT, n_T, triple)
+    t_pair, t_T, shares = customer_triples(pair, pairs.n, iT, n_T)
     del pair
     first = pairs.values()[t_pair]
-    return triple, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32), t_T
+    return shares, (first // n_tx).astype(np.int32), (first % n_tx).astype(np.int32), t_T
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

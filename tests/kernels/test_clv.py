@@ -3,13 +3,14 @@ distinct triple, summed per customer) and NBD kernels against their terms in pla
 gradient), and the discounted CLV against NumPy."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from segmint.engine.analytics.clv import _triples
-from segmint.kernels.clv import (BLOCK, bgnbd_customer_sums, bgnbd_triple_terms, customer_triples, discounted_value,
-                                 gamma_gamma_customer_terms, _log_sum_weights, logs, n_blocks, nbd_customer_terms)
+from segmint.kernels.clv import (BLOCK, _log_sum_weights, bgnbd_triple_sums, customer_triples, discounted_value,
+                                 gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -79,12 +80,15 @@ def test_log_sum_weights_are_those_of_extended_precision_to_a_few_ulps():
     assert np.all(got[1] + got[2] == pytest.approx(1.0, abs=4 * ulp))
 
 
-@pytest.mark.parametrize(("seed", "n", "repeat_share"), [(0, 1, 1.0), (1, 700, 0.6), (2, 900, 0.0),
-                                                         (3, BLOCK + 7, 0.8)])
-def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share):
+@pytest.mark.parametrize(("seed", "n", "repeat_share", "whole"), [(0, 1, 1.0, True), (1, 700, 0.6, True),
+                                                                  (2, 900, 0.0, True), (3, BLOCK + 7, 0.8, True),
+                                                                  (4, 2 * BLOCK + 3, 0.7, False)])
+def test_bgnbd_sums_match_plain_numpy_and_their_gradient(seed, n, repeat_share, whole):
     rng = np.random.default_rng(seed)
     x = np.where(rng.random(n) < repeat_share, rng.integers(1, 30, n), 0).astype(np.float64)
-    T = np.round(rng.uniform(1.0, 80.0, n))  # whole units: the repeated values the kernel tables
+    T = rng.uniform(1.0, 80.0, n)
+    if whole:   # whole units: customers share triples; else nearly each is its own, over several blocks of triples
+        T = np.round(T)
     tx = np.where(x > 0, np.floor(T * rng.random(n)), 0.0)
     params = rng.uniform([0.1, 0.5, 0.05, 0.2], [5.0, 40.0, 3.0, 6.0])  # b < 1 too: log(b - 1) is not taken
 
@@ -95,16 +99,14 @@ def test_bgnbd_terms_match_plain_numpy_and_their_gradient(seed, n, repeat_share)
         return float(np.where(x > 0, np.logaddexp(a3, np.where(x > 0, a4, -np.inf)), a3).sum())
 
     ix, itx, iT, xs, txs, Ts = _indexed(x, tx, T)
-    triple, *indices = _triples(ix, itx, iT, txs.size, Ts.size)
-    assert all(np.array_equal(index[triple], i) for index, i in zip(indices, (ix, itx, iT), strict=True))
-    # Most shared first (their terms lie together in the table the customer sums read), ties first seen first.
-    shared, seen = np.bincount(triple), np.full(triple.max() + 1, n)
-    np.minimum.at(seen, triple, np.arange(n))
-    assert (np.diff(shared) <= 0).all() and (np.diff(seen)[np.diff(shared) == 0] > 0).all()
-    terms = np.full((indices[0].size, 5), np.nan)
-    bgnbd_triple_terms(*indices, xs, txs, Ts, *params, terms)
-    out = np.full((n_blocks(n), 5), np.nan)
-    bgnbd_customer_sums(triple, terms, out)
+    shares, t_x, t_tx, t_T = _triples(ix, itx, iT, txs.size, Ts.size)
+    # Each triple is a distinct (x, t_x, T) of the customers, its share the customers who have it.
+    got = dict(zip(zip(xs[t_x].tolist(), txs[t_tx].tolist(), Ts[t_T].tolist(), strict=True), shares.tolist(),
+                   strict=True))
+    assert len(got) == t_x.size and got == Counter(zip(x.tolist(), tx.tolist(), T.tolist(), strict=True))
+    assert whole or t_x.size > BLOCK
+    out = np.full((n_blocks(t_x.size), 5), np.nan)
+    bgnbd_triple_sums(t_x, t_tx, t_T, shares, xs, txs, Ts, *params, out)
     value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
     assert value == pytest.approx(ref(*params), rel=1e-12)
     np.testing.assert_allclose(grad, _central_differences(ref, params), rtol=1e-6, atol=1e-9 * n)
@@ -117,20 +119,15 @@ def test_customer_triples_match_a_plain_grouping(seed, n, n_pairs, n_T):
     rng = np.random.default_rng(seed)
     pair = rng.integers(0, max(n_pairs, 1), n).astype(np.int32)
     iT = rng.integers(0, max(n_T, 1), n).astype(np.int32)
-    triple = np.full(n, -1, np.int32)
-    t_pair, t_T = customer_triples(pair, n_pairs, iT, n_T, triple)
-    m = t_pair.size
-    # The plain grouping: each (pair, T)'s customers, ordered by share (largest first), then by its first customer.
+    t_pair, t_T, shares = customer_triples(pair, n_pairs, iT, n_T)
+    # The plain grouping: each (pair, T)'s customers, by pair, then by the pair's first customer of that T.
     members: dict[tuple[int, int], list[int]] = {}
     for i, key in enumerate(zip(pair.tolist(), iT.tolist(), strict=True)):
         members.setdefault(key, []).append(i)
-    ranked = sorted(members, key=lambda key: (-len(members[key]), members[key][0]))
-    assert m == len(ranked) == t_T.size
-    assert list(zip(t_pair.tolist(), t_T.tolist(), strict=True)) == ranked
-    expected = np.empty(n, np.int32)
-    for code, key in enumerate(ranked):
-        expected[members[key]] = code
-    assert np.array_equal(triple, expected)
+    ordered = sorted(members, key=lambda key: (key[0], members[key][0]))
+    assert t_pair.dtype == t_T.dtype == np.int32 and shares.dtype == np.float64
+    assert list(zip(t_pair.tolist(), t_T.tolist(), strict=True)) == ordered
+    assert shares.tolist() == [len(members[key]) for key in ordered]
 
 
 def _indexed(*columns):
