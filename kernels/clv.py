@@ -118,9 +118,9 @@ def customer_triples(pair, n_pairs, iT, n_T):
     (float64[m], whole numbers), ordered by pair code, then as the pair's customers first meet their T.
 
     A counting sort of the customers by pair carries their T along, so that each pair's customers are then
-    coded by T in one sequential pass, through a table of every T that the pair's own customers reset (scenario
-    L's 10 M customers over 2.7 M triples: 0.70-0.80 s and 245-306 MB at the peak through hash tables of the
-    triples, 0.48-0.53 s and 186 MB so). The pass runs twice: to count the triples, then to fill them.
+    coded by T in sequential passes (one counts the triples, one fills them), through a table of every T that the
+    pair's own customers reset (scenario L's 10 M customers over 2.7 M triples: 0.70-0.80 s and 245-306 MB at the
+    peak through hash tables of the triples; 0.34-0.55 s so, with the pairs' coding, ``_triples``).
 
     Parameters
     ----------

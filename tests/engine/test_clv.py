@@ -561,6 +561,24 @@ def test_a_fit_whose_likelihood_no_longer_tells_points_apart_stops_within_two_sh
     assert 0 < sum(past_floor) <= 12
 
 
+def test_a_point_asked_again_is_not_evaluated_again_and_hands_out_a_copy_of_its_gradient():
+    from segmint.engine.analytics.clv import _remembered
+
+    evaluated = []
+
+    def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        evaluated.append(theta.copy())
+        return float(theta.sum()), theta * 2.0
+
+    remembered = _remembered(neg)
+    value, grad = remembered(np.array([0.5, 1.5]))
+    grad[0] = 99.0   # the optimiser may write into what it is handed
+    assert remembered(np.array([0.5, 1.5])) == (value, pytest.approx([1.0, 3.0]))
+    assert len(evaluated) == 1
+    remembered(np.array([0.5, np.nextafter(1.5, 2.0)]))   # a point one bit apart is another point
+    assert len(evaluated) == 2
+
+
 def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_does(monkeypatch):
     """L-BFGS-B asks again for points it has had (its line search restarting near the optimum). Each point is
     evaluated once, and the optimum is the same bits as when every ask is evaluated."""
