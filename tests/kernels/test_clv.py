@@ -1,5 +1,5 @@
 """The Gamma-Gamma kernel against the textbook log-likelihood (tests/reference.py), the BG/NBD (terms per
-distinct triple, summed per customer) and NBD kernels against their terms in plain NumPy (value and
+distinct triple, times its customers) and NBD kernels against their terms in plain NumPy (value and
 gradient), and the discounted CLV against NumPy."""
 
 import math
@@ -59,7 +59,7 @@ def test_nbd_terms_match_plain_numpy_and_their_gradient(seed, n):
 @pytest.mark.skipif(np.finfo(np.longdouble).eps >= 1e-16, reason="no extended precision here (long double is double)")
 def test_log_sum_weights_are_those_of_extended_precision_to_a_few_ulps():
     # The BG/NBD's gradient weighs each triple's two terms by these weights: rounding in them reads to the fit as a
-    # gradient that does not vanish at the optimum, and costs it evaluations (M's fit: 45 against 27).
+    # gradient that does not vanish at the optimum, and costs it evaluations (M's fit: 45 against 27 with these alone).
     rng = np.random.default_rng(0)
     a3 = np.concatenate([-rng.uniform(0, 700, 3_000), [0.0, -1e-300, -5.0, -5.0, -600.0, -1.0]])
     edges = [0.0, 0.0, 1e-12, -40.0, 37.0, 710.0]   # equal, a hair apart, a weight of 4e-18, one below the normal range
