@@ -322,7 +322,11 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
     if not all_finite:
         parts = [v[np.isfinite(v)] for v in parts]
     ordered = [sorted_floats(v) for v in parts]
-    pop = _merged(ordered, values if all_finite else values[finite])
+    # The population's mean and std in the sample's order (customer ids': the same however the input was split),
+    # its ranks counted in the segments' sorted values: no sort of the population (bench M: 24 features, 0.27 s
+    # of the two threads' time merging the segments' runs).
+    pop = values if all_finite else values[finite]
+    ranked = _ranked(ordered, by_segment, bounds, pop.size)
     mean, std = (_mean(pop), _std(pop)) if pop.size > 1 else (_mean(pop) if pop.size else 0.0, 0.0)
     out: dict[str, list] = {f"{name}_{s}": [] for s in _STATS}
     for v, s in zip(parts, ordered, strict=True):
@@ -341,20 +345,23 @@ def _feature_stats(name: str, values: np.ndarray, by_segment: np.ndarray,
         with np.errstate(over="ignore", invalid="ignore"):
             lift = (segment_mean - mean) / std if std else (0.0 if std == 0.0 else math.nan)
         out[f"{name}_zlift"].append(lift if math.isfinite(lift) else None)
-        below = np.searchsorted(pop, median, "left")
-        upto = np.searchsorted(pop, median, "right")
+        below = sum(int(np.searchsorted(r, median, "left")) for r in ranked)
+        upto = sum(int(np.searchsorted(r, median, "right")) for r in ranked)
         out[f"{name}_median_pct"].append(100.0 * (below + upto) / 2 / pop.size)
     return out
 
 
-def _merged(ordered: list[np.ndarray], values: np.ndarray) -> np.ndarray:
-    """``np.sort(values)`` from the segments' values, each sorted: a stable sort of sorted runs merges them (bench
-    M's 909 k customers, a continuous feature: 0.05 -> 0.016 s). Equal values have the same bits but for zeros,
-    whose order no statistic of the population reads (its sums, its ranks). Sorted anew where the segments do not
-    hold every value (a sample row of no segment)."""
-    if sum(s.size for s in ordered) != values.size:
-        return sorted_floats(values)
-    return np.sort(np.concatenate(ordered), kind="stable") if ordered else values[:0].copy()
+def _ranked(ordered: list[np.ndarray], by_segment: np.ndarray, bounds: tuple[np.ndarray, np.ndarray],
+            finite: int) -> list[np.ndarray]:
+    """Sorted runs that together hold the population's ``finite`` finite values: the segments' (``ordered``),
+    and those of the rows of no segment, sorted, where there are any."""
+    if sum(s.size for s in ordered) == finite:
+        return ordered
+    covered = np.zeros(by_segment.size, bool)
+    for lo, hi in zip(*bounds, strict=True):
+        covered[lo:hi] = True
+    rest = by_segment[~covered]
+    return [*ordered, sorted_floats(rest[np.isfinite(rest)])]
 
 
 def _finite_sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
