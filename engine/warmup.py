@@ -27,7 +27,7 @@ from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import chunk_tally, row_reasons
 from segmint.kernels.moments import column_moments
-from segmint.kernels.radix import radix_sort
+from segmint.kernels.radix import DIGITS, count_top_digits, key_of_rank, keys_with_top_digits, radix_sort
 from segmint.kernels.sequence import CATEGORY_SCRATCH, ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
 
@@ -111,6 +111,13 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
         "column_moments": lambda: column_moments(np.ones((1, 2))),   # the scaler's statistics
         "radix_sort": lambda: [radix_sort(v, np.empty(1), np.empty(1, np.uint64)) for v in (one, _readonly(one))],
+        # The RFM cut points' (engine.quantiles): float and integer columns' chunks, read-only as Polars gives them.
+        "count_top_digits": lambda: [count_top_digits(v, np.zeros(DIGITS, np.int64))
+                                     for v in (one, _readonly(one), ints, _readonly(ints))],
+        "keys_with_top_digits": lambda: [keys_with_top_digits(v, np.ones(DIGITS, np.bool_), np.empty(1, np.uint64),
+                                                              np.zeros(DIGITS, np.int64))
+                                         for v in (one, _readonly(one), ints, _readonly(ints))],
+        "key_of_rank": lambda: key_of_rank(np.ones(1, np.uint64), 0, np.empty(1, np.uint64)),
         "mix64": lambda: mix64(np.uint64(1)),
         "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),
         "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from segmint.engine.quantiles import linear_quantiles
 from segmint.engine.runtime import map_threads
 
 __all__ = ["RfmCuts", "fit_rfm_cuts", "rfm_columns"]
@@ -42,13 +43,11 @@ class RfmCuts:
 
 
 def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
-    """Quintile cut points over the population in ``table`` (a column per thread: NumPy's partition
-    releases the GIL; 10 M customers: 0.8-1.4 -> 0.6 s). Each thread partitions its own copy in place:
-    two threads hold what one did with NumPy's copy of the copy (three, half as much again)."""
-    def cuts(col: str) -> tuple[float, ...]:
-        values = table[col].to_numpy().astype(np.float64)
-        return tuple(float(q) for q in np.quantile(values, _QUANTILES, overwrite_input=True))
-    return RfmCuts(*map_threads(cuts, ("recency_days", "frequency", "monetary_total")))
+    """Quintile cut points over the population in ``table``: NumPy's linear quantiles of each column, from its
+    chunks as they are (``linear_quantiles``: no float64 copy of the column and no partition of it; 10 M
+    customers in 29 chunks, the three columns on two threads: 0.52 s in L's fit stage)."""
+    return RfmCuts(*map_threads(lambda col: linear_quantiles(table[col], _QUANTILES),
+                                ("recency_days", "frequency", "monetary_total")))
 
 
 def rfm_columns(table: pl.DataFrame, cuts: RfmCuts,

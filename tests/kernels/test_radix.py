@@ -79,3 +79,53 @@ def test_the_choice_is_measured_once(monkeypatch):
     first = sorting._radix_is_faster()
     assert len(timed) == 2 and sorting._radix_is_faster() == first and len(timed) == 2
     assert first is True   # the radix sort's time (1) against NumPy's (2): 1 <= 0.8 * 2
+
+
+def _sorted_keys(values):
+    # The keys the order statistics read, from NumPy: a float64's bits with the sign bit set, or all flipped.
+    bits = np.asarray(values, np.float64).view(np.uint64)
+    return np.where(bits >> np.uint64(63), ~bits, bits | np.uint64(1 << 63))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_key_of_a_rank_is_that_of_numpys_sort(seed):
+    from segmint.kernels.radix import key_of_rank
+
+    rng = np.random.default_rng(seed)
+    for name, values in _cases(seed):
+        if not values.size:
+            continue
+        keys = _sorted_keys(values)
+        before = keys.copy()
+        want = np.sort(keys)
+        for rank in {0, keys.size - 1, *rng.integers(0, keys.size, 5).tolist()}:
+            assert key_of_rank(keys, rank, np.empty(keys.size, np.uint64)) == want[rank], name
+        assert (keys == before).all(), name   # left as they are
+
+
+def test_top_digits_are_counted_and_gathered_per_digit_in_order_of_the_values():
+    from segmint.kernels.radix import DIGITS, count_top_digits, keys_with_top_digits
+
+    rng = np.random.default_rng(3)
+    floats = np.concatenate([rng.standard_normal(3000) * 10.0 ** rng.integers(-5, 9, 3000), [np.nan, -np.nan, 0.0]])
+    ints = rng.integers(-(1 << 62), 1 << 62, 3000)
+    for values in (floats, ints, rng.integers(0, 40, 3000)):
+        counts = np.zeros(DIGITS, np.int64)
+        assert count_top_digits(values, counts) == np.isnan(values.astype(np.float64)).sum()
+        finite = values[~np.isnan(values.astype(np.float64))]
+        keys = _sorted_keys(finite)
+        top = (keys >> np.uint64(48)).astype(np.int64)
+        assert (counts == np.bincount(top, minlength=DIGITS)).all()
+        wanted = np.zeros(DIGITS, np.bool_)
+        wanted[rng.choice(np.unique(top), 3)] = True
+        kept = np.where(wanted, counts, 0)
+        begins = np.cumsum(kept) - kept
+        out = np.zeros(kept.sum(), np.uint64)
+        starts = begins.copy()
+        # Two calls (two chunks of the values): the second goes on where the first stopped.
+        half = values.size // 2
+        keys_with_top_digits(values[:half], wanted, out, starts)
+        keys_with_top_digits(values[half:], wanted, out, starts)
+        for d in np.flatnonzero(wanted):
+            assert out[begins[d]: begins[d] + counts[d]].tolist() == keys[top == d].tolist()
+        assert (starts[wanted] == begins[wanted] + counts[wanted]).all()
