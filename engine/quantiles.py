@@ -41,9 +41,10 @@ def linear_quantiles(column: pl.Series, quantiles: Sequence[float]) -> tuple[flo
 
 
 def _values(chunk: pl.Series) -> np.ndarray:
-    """A chunk's values as float64 or int64 (its own memory where they are)."""
+    """A chunk's values as int64 (signed integers, which widen exactly) or float64 (floats, and unsigned integers
+    and booleans as NumPy converts them): its own memory where they are."""
     values = chunk.to_numpy()
-    return values.astype(np.float64 if values.dtype.kind == "f" else np.int64, copy=False)
+    return values.astype(np.int64 if values.dtype.kind == "i" else np.float64, copy=False)
 
 
 def _indexes(n: int, quantiles: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

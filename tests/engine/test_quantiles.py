@@ -29,6 +29,8 @@ def _cases(rng, n):
     yield np.round(rng.exponential(30.0, n))                         # whole days
     yield rng.integers(1, 6, n)                                      # counts, Int64: ties across every cut
     yield rng.integers(-(1 << 62), 1 << 62, n)                       # integers beyond float64's 2^53
+    yield rng.integers(0, np.iinfo(np.uint64).max, n, dtype=np.uint64)  # beyond int64's range
+    yield rng.integers(-100, 100, n).astype(np.int16)
     yield 100.0 + rng.random(n)                                      # every value in one top digit
     yield rng.choice(np.array([-biggest, biggest, np.inf, -np.inf, 5e-324, -5e-324, 1.0, 2.0]), n)
     yield np.full(n, -2.5)
