@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
-                                 logs, nbd_customer_terms)
+                                 logs)
 from segmint.kernels.codes import (dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash,
                                    text_ids)
 from segmint.kernels.distances import nearest_centroids
@@ -48,7 +48,6 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "bgnbd_triple_sums": lambda: bgnbd_triple_sums(first, first, first, one, one, one, one * 2, 1.0, 1.0, 1.0, 1.0,
                                                        np.empty((1, 5))),
         "customer_triples": lambda: customer_triples(first, 1, first, 1),
-        "nbd_customer_terms": lambda: nbd_customer_terms(first, first, one, one * 2, 1.0, 1.0, np.empty((1, 3))),
         "gamma_gamma_customer_terms": lambda: gamma_gamma_customer_terms(one, one, one * 0, 1.0, 1.0, 1.0, np.empty((1, 4))),
         "logs": lambda: logs(one),
         "discounted_value": lambda: discounted_value(np.ones((1, 1)), np.zeros(1, np.intp), one, one, one,

@@ -1,4 +1,5 @@
-"""Customer-dependent parts of the BG/NBD, NBD and Gamma-Gamma log-likelihoods, with gradients.
+"""Customer-dependent parts of the BG/NBD and Gamma-Gamma log-likelihoods, with gradients (the NBD's, linear
+in a customer's repeat count, are summed per distinct T by its caller: engine.analytics.clv.fit_nbd).
 
 Terms that depend only on the repeat count x (the log-gamma and digamma
 terms) are evaluated once per distinct x by the caller; these kernels add
@@ -16,7 +17,7 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["bgnbd_triple_sums", "customer_triples", "nbd_customer_terms",
+__all__ = ["bgnbd_triple_sums", "customer_triples",
            "gamma_gamma_customer_terms", "discounted_value", "logs", "n_blocks", "BLOCK"]
 
 BLOCK = 65_536
@@ -78,37 +79,6 @@ def bgnbd_triple_sums(t_x, t_tx, t_T, shares, xs, txs, Ts, r, alpha, a, b, out):
         out[blk, 2] = gal
         out[blk, 3] = ga
         out[blk, 4] = gb
-
-
-@parallel
-def nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out):
-    """Sum over customers of -(r + x) log(alpha + T) and its gradient in (r, alpha).
-
-    The NBD (Poisson-gamma, no dropout) log-likelihood of x repeat purchases in (0, T] is this term
-    plus log Gamma(r + x) - log Gamma(r) + r log alpha: the BG/NBD's at a -> 0 (its A4 term vanishes).
-
-    Parameters
-    ----------
-    ix, iT : int32[n]            # IN  each customer's index into xs, Ts
-    xs, Ts : float64[...]        # IN  distinct repeat purchases, ages (same unit)
-    r, alpha : float             # IN  parameters
-    out : float64[n_blocks, 3]   # OUT per block: value, d/dr, d/dalpha
-    """
-    aT, lT = _shifted_logs(Ts, alpha, 0.0)
-    n = ix.shape[0]
-    for blk in prange(out.shape[0]):
-        v = 0.0
-        gr = 0.0
-        gal = 0.0
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            k = iT[i]
-            rx = r + xs[ix[i]]
-            v += -rx * lT[k]
-            gr += -lT[k]
-            gal += -rx / aT[k]
-        out[blk, 0] = v
-        out[blk, 1] = gr
-        out[blk, 2] = gal
 
 
 @serial

@@ -49,7 +49,7 @@ from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
-                                 logs, n_blocks, nbd_customer_terms)
+                                 logs, n_blocks)
 
 __all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "SIDE_BY_SIDE_BYTES", "PARAM_LIMIT",
@@ -274,18 +274,23 @@ def fit_nbd(x: np.ndarray, T: np.ndarray, counted: list | None = None) -> tuple[
     ``counted``: ``_distinct`` of x and of T, where the caller has them."""
     from scipy.special import digamma, gammaln
 
-    (xs, ix, counts), (Ts, iT, _) = counted or (_distinct(x), _distinct(T))
-    out = np.empty((n_blocks(x.size), 3))
+    (xs, _, counts), (Ts, iT, at_T) = counted or (_distinct(x), _distinct(T))
+    # A customer's -(r + x) log(alpha + T) is linear in x: summed per distinct T, over the customers of that T
+    # (``at_T``) and their repeat purchases (whole numbers: summed exactly), not per customer each evaluation
+    # (scenario L: 10 M customers, about 30 evaluations, 0.9 s beside the BG/NBD's triples).
+    customers = at_T.astype(np.float64)
+    bought = np.bincount(iT, weights=x, minlength=Ts.size)
     n = x.size
 
     def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
         r, alpha = np.exp(theta)
         per_x = gammaln(r + xs) - gammaln(r) + r * np.log(alpha)
         g_r = digamma(r + xs) - digamma(r) + np.log(alpha)
-        nbd_customer_terms(ix, iT, xs, Ts, r, alpha, out)
-        s = out.sum(axis=0)
-        grad = np.array([counts @ g_r + s[1], n * r / alpha + s[2]])
-        return -(counts @ per_x + s[0]) / n, -grad * np.array([r, alpha]) / n
+        shifted = Ts + alpha
+        weight = r * customers + bought
+        log_t = np.log(shifted)
+        grad = np.array([counts @ g_r - customers @ log_t, n * r / alpha - weight @ (1.0 / shifted)])
+        return -(counts @ per_x - weight @ log_t) / n, -grad * np.array([r, alpha]) / n
 
     theta, ll, at_edge = _maximise(neg, ("r", "alpha"), n)
     if at_edge or not np.isfinite(ll):

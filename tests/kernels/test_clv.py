@@ -11,7 +11,7 @@ import pytest
 
 from segmint.engine.analytics.clv import _triples
 from segmint.kernels.clv import (BLOCK, _log_sum_weights, bgnbd_triple_sums, customer_triples, discounted_value,
-                                 gamma_gamma_customer_terms, logs, n_blocks, nbd_customer_terms)
+                                 gamma_gamma_customer_terms, logs, n_blocks)
 from tests.reference import gamma_gamma_ll_ref
 
 
@@ -37,23 +37,6 @@ def test_gamma_gamma_terms_match_the_textbook_likelihood_and_its_gradient(seed, 
     assert value == pytest.approx(_kernel_part_ref(x, m, *params), rel=1e-11)
     # Measured agreement with the central differences: 1e-10 to 1e-7.
     np.testing.assert_allclose(grad, _central_differences(lambda *p: _kernel_part_ref(x, m, *p), params), rtol=1e-6)
-
-
-@pytest.mark.parametrize(("seed", "n"), [(0, 1), (1, 700), (2, BLOCK + 7)])
-def test_nbd_terms_match_plain_numpy_and_their_gradient(seed, n):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 30, n).astype(np.float64)
-    T = rng.uniform(1.0, 80.0, n)
-    r, alpha = rng.uniform([0.1, 0.5], [5.0, 40.0])
-
-    def ref(r, alpha):  # what the kernel adds: -(r + x) log(alpha + T), summed in NumPy's order
-        return float(-((r + x) * np.log(alpha + T)).sum())
-
-    out = np.full((n_blocks(n), 3), np.nan)
-    nbd_customer_terms(*_indexed(x, T), r, alpha, out)
-    value, grad = out.sum(axis=0)[0], out.sum(axis=0)[1:]
-    assert value == pytest.approx(ref(r, alpha), rel=1e-12)
-    np.testing.assert_allclose(grad, _central_differences(ref, np.array([r, alpha])), rtol=1e-6)
 
 
 @pytest.mark.skipif(np.finfo(np.longdouble).eps >= 1e-16, reason="no extended precision here (long double is double)")
