@@ -25,7 +25,10 @@ def linear_quantiles(column: pl.Series, quantiles: Sequence[float]) -> tuple[flo
     """``np.quantile(column.to_numpy().astype(np.float64), quantiles)``, bit for bit but for the sign of a zero
     (a column holding both signs of zero may give either: they are equal), of a numeric column without nulls.
     Every quantile is NaN where a value is NaN, as NumPy gives them; an empty column is refused as NumPy refuses
-    it."""
+    it, and a quantile outside [0, 1] (or NaN) as NumPy does. ``quantiles``: float64 numbers (NumPy would reckon a
+    float32 array's in float32)."""
+    if not all(0.0 <= q <= 1.0 for q in quantiles):
+        raise ValueError("Quantiles must be in the range [0, 1]")
     n = column.len()
     if n == 0 or column.null_count():
         return tuple(float(v) for v in np.quantile(column.to_numpy().astype(np.float64), quantiles))

@@ -190,9 +190,9 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
         return PurchaseFit("nbd", r0, alpha0, None, None, ll0, None, "the NBD model was asked for "
                                                                       "([clv] purchase_model = \"nbd\")")
     # The BG/NBD's triples (serial steps and kernels: t_x's distinct values, their numbering) on a helper thread
-    # while the NBD is fitted on this one, whose parallel kernels are then the only ones this fit launches; the
-    # NBD's error first, as when it ran alone (refused when even the NBD is not identified: nothing is). The
-    # triples hold nothing the NBD's fit did not hold beside them.
+    # while the NBD (NumPy and SciPy on its distinct x and T) is fitted on this one; the NBD's error first, as
+    # when it ran alone (refused when even the NBD is not identified: nothing is). The triples hold nothing the
+    # NBD's fit did not hold beside them.
     (r0, alpha0, ll0), triples = map_threads(lambda fit: fit(), [lambda: fit_nbd(x, T, counted),
                                                                    lambda: _bgnbd_triples(tx, counted)])
     counted.clear()   # the triples and their shares stand for the customers now: their indices go (80 MB on 10 M)
@@ -277,7 +277,7 @@ def fit_nbd(x: np.ndarray, T: np.ndarray, counted: list | None = None) -> tuple[
     (xs, _, counts), (Ts, iT, at_T) = counted or (_distinct(x), _distinct(T))
     # A customer's -(r + x) log(alpha + T) is linear in x: summed per distinct T, over the customers of that T
     # (``at_T``) and their repeat purchases (whole numbers: summed exactly), not per customer each evaluation
-    # (scenario L: 10 M customers, about 30 evaluations, 0.9 s beside the BG/NBD's triples).
+    # (scenario L's 10 M customers: the fit 0.11 -> 0.06 s, beside the BG/NBD's triples, 0.47 s).
     customers = at_T.astype(np.float64)
     bought = np.bincount(iT, weights=x, minlength=Ts.size)
     n = x.size

@@ -56,7 +56,8 @@ FIT_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary_total", *LT
 # The RFM/CLV fit sample's peak cost per customer: the gathered columns with one column being sorted, which
 # is more than the CLV's arrays beside the lifetimes columns alone (measured on scenario L: 99 bytes; 134
 # while the CLV fit ran beside every gathered column: bench/README.md). Measured with NumPy's sorted copies of the
-# RFM columns; their radix keys (engine/quantiles.py) hold no more a thread, and a small part of a column on these.
+# RFM columns; their radix keys (engine/quantiles.py) hold no more a thread: one column's keys at most (much of
+# frequency's, whose ties fill whole digits; a tenth of recency's and monetary's).
 FIT_BYTES_PER_CUSTOMER = 110
 # What prepare's RFM and CLV hold beside the scaling's matrices, a customer, when segment_profile_sample runs
 # them side by side. With the whole clustering beside prepare, bench M's peak RSS over its 909 k customers rose

@@ -351,6 +351,32 @@ def test_nbd_fit_maximises_the_negative_binomial_likelihood():
         assert counts(*(np.array([r, alpha]) * (1 - bump))) < counts(r, alpha)
 
 
+def test_nbd_objective_summed_per_distinct_T_is_the_per_customer_one_and_its_gradient(monkeypatch):
+    # fit_nbd sums -(r + x) log(alpha + T) per distinct T (over the customers there and their purchases): its value
+    # is the per-customer sum's, its gradient that of central differences, at points away from the optimum too.
+    import segmint.engine.analytics.clv as clv
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 12, 4000).astype(np.float64)
+    T = rng.integers(1, 60, 4000).astype(np.float64)   # many customers to each T
+    seen = []
+    real = clv._maximise
+    monkeypatch.setattr(clv, "_maximise", lambda neg, names, n: seen.append(neg) or real(neg, names, n))
+    fit_nbd(x, T)
+    neg = seen[0]
+
+    def per_customer(theta):
+        r, alpha = np.exp(theta)
+        return -float(np.sum(gammaln(r + x) - gammaln(r) + r * np.log(alpha) - (r + x) * np.log(alpha + T))) / x.size
+
+    for theta in (np.log([0.5, 3.0]), np.log([2.0, 20.0]), np.log([0.05, 0.7])):
+        value, grad = neg(theta)
+        assert value == pytest.approx(per_customer(theta), rel=1e-12)
+        h = 1e-6
+        central = [(per_customer(theta + h * e) - per_customer(theta - h * e)) / (2 * h) for e in np.eye(2)]
+        np.testing.assert_allclose(grad, central, rtol=1e-5, atol=1e-9)
+
+
 def test_nbd_is_the_bgnbd_without_dropout():
     x, tx, T, _ = simulate_nbd(np.random.default_rng(6), 500, 0.7, 5.0)
     r, alpha, ll = fit_nbd(x, T)

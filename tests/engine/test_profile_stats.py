@@ -122,7 +122,8 @@ def test_segments_are_ordered_as_a_stable_argsort_orders_them(high):
         assert _stable_order(seg).tolist() == np.argsort(seg, kind="stable").tolist()
 
 
-@pytest.mark.parametrize("case", ["ordinary", "zeros", "nonfinite", "outside", "empty segment", "ties"])
+@pytest.mark.parametrize("case", ["ordinary", "zeros", "nonfinite", "outside", "outside between", "outside nonfinite",
+                                  "empty segment", "ties"])
 def test_feature_statistics_are_plain_numpys_on_the_finite_values(case):
     # The population's mean and std are NumPy's on its finite values in the sample's order, and a median's
     # percentile counts the population below and up to it, though no sort of the population is made (its ranks
@@ -145,8 +146,13 @@ def test_feature_statistics_are_plain_numpys_on_the_finite_values(case):
     by, sorted_seg = values[order], seg[order]
     ids = np.arange(5)
     lo, hi = np.searchsorted(sorted_seg, ids, "left"), np.searchsorted(sorted_seg, ids, "right")
-    if case == "outside":   # the last segment's rows are in no segment of the profile
+    if case == "outside nonfinite":   # rows of no segment, every one of them NaN or infinite
+        by[sorted_seg == 4] = np.where(rng.random(int((sorted_seg == 4).sum())) < 0.5, np.nan, np.inf)
+        values = by[np.argsort(order)]
+    if case.startswith("outside"):   # the last segment's rows are in no segment of the profile
         lo, hi = lo[:4], hi[:4]
+    if case == "outside between":   # the rows of a segment between two others
+        lo, hi = np.delete(lo, 2), np.delete(hi, 2)
     got = _feature_stats("f", values, by, (lo, hi))
     pop = values[np.isfinite(values)]
     mean, std = pop.mean(), pop.std(ddof=1)
@@ -157,6 +163,7 @@ def test_feature_statistics_are_plain_numpys_on_the_finite_values(case):
             continue
         median = np.median(v)
         assert np.float64(got["f_median"][i]).tobytes() == median.tobytes()
+        assert [got["f_p10"][i], got["f_p90"][i]] == np.quantile(v, [0.1, 0.9]).tolist()
         assert got["f_mean"][i] == v.mean() and got["f_std"][i] == v.std(ddof=1)
         assert got["f_zlift"][i] == (v.mean() - mean) / std
         assert got["f_median_pct"][i] == 100.0 * ((pop < median).sum() + (pop <= median).sum()) / 2 / pop.size
