@@ -544,9 +544,12 @@ def bench(
 
     Needs the bench extra: pip install -e '.[bench]'.
     """
+    import segmint
+    from segmint.bench.layout import check_installed_layout
     from segmint.engine.errors import ConfigError
 
     with _errors(False):
+        check_installed_layout(segmint)
         _threads(threads)
         if scenario == "GPU":
             return _bench_gpu(seed, out)

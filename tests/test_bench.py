@@ -479,3 +479,29 @@ def test_a_target_whose_yardstick_ran_unsteadily_is_not_judged():
                                                               "segmint features / DuckDB's aggregate (time)"}
     assert "\n".join(target_table(rows)).endswith(
         "4 of 4 targets met in this run (4 not measured; 2 not judged: rerun)")
+
+
+def test_a_bench_refuses_segmint_imported_without_its_process_settings(tmp_path):
+    # A link named segmint to the source tree's root on PYTHONPATH imports segmint as a namespace package, whose
+    # process settings (engine/public/__init__.py) never run: two rounds benched trees so, unawares.
+    import subprocess
+    import sys
+    import types
+
+    import segmint
+    import segmint.engine
+    from segmint.bench.layout import check_installed_layout
+    from segmint.engine.errors import ConfigError
+
+    check_installed_layout(segmint)   # the installed package: nothing to say
+    with pytest.raises(ConfigError, match="namespace package"):
+        check_installed_layout(types.ModuleType("segmint"))
+    root = Path(segmint.engine.__file__).resolve().parents[1]
+    (tmp_path / "segmint").symlink_to(root, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    probe = subprocess.run([sys.executable, "-c", "import segmint; print(getattr(segmint, '__file__', None))"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert probe.stdout.strip() == "None"   # the layout the guard is for
+    r = subprocess.run([sys.executable, "-m", "segmint.cli.app", "bench", "--scenario", "S"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "namespace package" in r.stderr, (r.returncode, r.stderr[-500:])
