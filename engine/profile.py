@@ -29,6 +29,7 @@ import polars as pl
 
 from segmint.engine import exact
 from segmint.engine.features.lifecycle import STATUSES
+from segmint.engine.quantiles import linear_quantile
 from segmint.engine.runtime import map_threads
 from segmint.engine.sorting import sorted_floats
 
@@ -256,7 +257,7 @@ def sorted_stats(s: np.ndarray) -> tuple[float, float, float]:
     the array again."""
     h = s.size // 2
     median = float(np.mean(s[h - 1 + s.size % 2:h + 1]))   # as np.median: the mean of the middle one or two
-    return (median, *(_linear_quantile(s, q) for q in (0.1, 0.9)))
+    return (median, *(linear_quantile(s.__getitem__, s.size, q) for q in (0.1, 0.9)))
 
 
 def _rule_words(name: str) -> list[str]:
@@ -401,20 +402,6 @@ def _scaled(v: np.ndarray, stat) -> np.ndarray:
     exponent = math.frexp(float(np.abs(v).max()))[1]
     with np.errstate(over="ignore", invalid="ignore"):
         return np.ldexp(np.asarray(stat(np.ldexp(v, -exponent)), np.float64), exponent)
-
-
-def _linear_quantile(s: np.ndarray, q: float) -> float:
-    """NumPy's linear quantile of sorted ``s``, step for step (its virtual index, its bounds, _lerp), so
-    that even the sign of a zero is NumPy's."""
-    n = s.size
-    at = (n - 1) * q
-    last = at >= n - 1
-    below = n - 1 if last else int(np.floor(at))
-    above = below if last else below + 1
-    gamma = at + 1 if last else at - below   # NumPy marks the last element -1 and takes gamma from that
-    a, b = s[below], s[above]
-    diff = b - a
-    return float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
 
 
 def _disambiguate(prof: pl.DataFrame, names: list[str]) -> list[str]:

@@ -9,16 +9,14 @@ each rank narrowed down among those. The interpolation between them is NumPy's, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 
-from segmint.kernels.radix import DIGITS, count_top_digits, key_of_rank, keys_with_top_digits
+from segmint.kernels.radix import DIGITS, count_top_digits, keys_with_top_digits, value_of_rank
 
-__all__ = ["linear_quantiles"]
-
-_SIGN = np.uint64(1 << 63)
+__all__ = ["linear_quantiles", "linear_quantile", "linear_ranks"]
 
 
 def linear_quantiles(column: pl.Series, quantiles: Sequence[float]) -> tuple[float, ...]:
@@ -36,11 +34,30 @@ def linear_quantiles(column: pl.Series, quantiles: Sequence[float]) -> tuple[flo
     counts = np.zeros(DIGITS, np.int64)
     if sum(count_top_digits(values, counts) for values in chunks):
         return (float("nan"),) * len(quantiles)
-    previous, following, gamma = _indexes(n, quantiles)
-    ranks = np.unique(np.concatenate([previous, following]))
-    value = dict(zip(ranks.tolist(), _order_statistics(chunks, counts, ranks), strict=True))
-    return tuple(_lerp(value[p], value[f], g) for p, f, g in zip(previous.tolist(), following.tolist(),
-                                                                  gamma.tolist(), strict=True))
+    ranks = sorted({rank for q in quantiles for rank in linear_ranks(n, q)[:2]})
+    value = dict(zip(ranks, _order_statistics(chunks, counts, np.array(ranks)), strict=True))
+    return tuple(linear_quantile(value.__getitem__, n, q) for q in quantiles)
+
+
+def linear_ranks(n: int, q: float) -> tuple[int, int, float]:
+    """The ranks (0 the smallest) NumPy's linear method reads for quantile ``q`` in [0, 1] of ``n`` values, and the
+    weight between them: its virtual index (n - 1) q, floor and floor + 1; past the last rank the last twice, the
+    weight then taken from NumPy's mark of it, -1 (numpy/lib/_function_base_impl.py, _get_indexes, _get_gamma)."""
+    at = (n - 1) * q
+    if at >= n - 1:
+        return n - 1, n - 1, at + 1
+    below = int(np.floor(at))
+    return below, below + 1, at - below
+
+
+def linear_quantile(value_at: Callable[[int], float], n: int, q: float) -> float:
+    """NumPy's linear quantile ``q`` of ``n`` values, ``value_at(rank)`` the value of a rank: step for step (its
+    ranks, ``linear_ranks``, and its _lerp, from the upper value where the weight is 0.5 or more), so that even the
+    sign of a zero is NumPy's."""
+    below, above, gamma = linear_ranks(n, q)
+    a, b = float(value_at(below)), float(value_at(above))
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def _values(chunk: pl.Series) -> np.ndarray:
@@ -48,23 +65,6 @@ def _values(chunk: pl.Series) -> np.ndarray:
     and booleans as NumPy converts them): its own memory where they are."""
     values = chunk.to_numpy()
     return values.astype(np.int64 if values.dtype.kind == "i" else np.float64, copy=False)
-
-
-def _indexes(n: int, quantiles: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ranks NumPy's linear method reads for each quantile and the weight between them: its virtual index
-    (n - 1) q, floor and floor + 1, the last rank beyond the end (numpy/lib/_function_base_impl.py, _get_indexes
-    and _get_gamma)."""
-    virtual = (n - 1) * np.asarray(quantiles, np.float64)
-    previous = np.floor(virtual)
-    following = previous + 1
-    beyond = virtual >= n - 1
-    previous[beyond] = -1
-    following[beyond] = -1
-    before = virtual < 0
-    previous[before] = 0
-    following[before] = 0
-    gamma = virtual - previous
-    return previous.astype(np.intp) % n, following.astype(np.intp) % n, gamma
 
 
 def _order_statistics(chunks: list[np.ndarray], counts: np.ndarray, ranks: np.ndarray) -> list[float]:
@@ -82,18 +82,5 @@ def _order_statistics(chunks: list[np.ndarray], counts: np.ndarray, ranks: np.nd
         keys_with_top_digits(values, wanted, keys, starts)
     scratch = np.empty(int(counts[digit].max()), np.uint64)
     # Each rank among its digit's keys: its rank less the values of lower digits.
-    return [_value(key_of_rank(keys[begins[d]: begins[d] + counts[d]], int(r - (ends[d] - counts[d])), scratch))
+    return [value_of_rank(keys[begins[d]: begins[d] + counts[d]], int(r - (ends[d] - counts[d])), scratch)
             for d, r in zip(digit.tolist(), ranks.tolist(), strict=True)]
-
-
-def _value(key: int) -> float:
-    """The float64 of a key."""
-    key = np.uint64(key)
-    bits = key & ~_SIGN if key & _SIGN else ~key
-    return float(np.array(bits, np.uint64).view(np.float64))
-
-
-def _lerp(a: float, b: float, t: float) -> float:
-    """NumPy's _lerp: from ``b`` where t >= 0.5, so that t = 1 gives b exactly."""
-    diff = b - a
-    return b - diff * (1 - t) if t >= 0.5 else a + diff * t

@@ -27,7 +27,7 @@ from segmint.kernels.hashing import hash_buckets, hash_int64, hash_utf8, mix64
 from segmint.kernels.kmeanspp import kmeanspp_greedy
 from segmint.kernels.lines import chunk_tally, row_reasons
 from segmint.kernels.moments import column_moments
-from segmint.kernels.radix import DIGITS, count_top_digits, key_of_rank, keys_with_top_digits, radix_sort
+from segmint.kernels.radix import DIGITS, count_top_digits, keys_with_top_digits, radix_sort, value_of_rank
 from segmint.kernels.sequence import CATEGORY_SCRATCH, ORDER_FEATURES, line_row, order_row, sort_within
 from segmint.kernels.synth import simulate_purchases
 
@@ -116,7 +116,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         "keys_with_top_digits": lambda: [keys_with_top_digits(v, np.ones(DIGITS, np.bool_), np.empty(1, np.uint64),
                                                               np.zeros(DIGITS, np.int64))
                                          for v in (one, _readonly(one), ints, _readonly(ints))],
-        "key_of_rank": lambda: key_of_rank(np.ones(1, np.uint64), 0, np.empty(1, np.uint64)),
+        "value_of_rank": lambda: value_of_rank(np.ones(1, np.uint64), 0, np.empty(1, np.uint64)),
         "mix64": lambda: mix64(np.uint64(1)),
         "add_partial": lambda: add_partial(np.zeros(MAX_PARTIALS), 0, 1.0),
         "round_partials": lambda: round_partials(np.zeros(MAX_PARTIALS), 1),

@@ -8,7 +8,7 @@ such as cents (not exact in binary) all six. Values equal as floats have the sam
 two zeros: an array holding both is left to NumPy, whose order of -0.0 and +0.0 is its own, as is
 one holding a NaN (x86's NaNs have the sign bit set, and would come first) or an infinity.
 
-Order statistics (``count_top_digits``, ``keys_with_top_digits``, ``key_of_rank``) read the same keys of
+Order statistics (``count_top_digits``, ``keys_with_top_digits``, ``value_of_rank``) read the same keys of
 float64 values (an integer's of its float64: small counts then spread over many digits, not one), 16 bits a
 digit, most significant first: the top digit of every value counted, the keys of the few digits that
 hold the ranks asked for gathered, and each rank narrowed down among them a digit at a time. No sort, and no
@@ -21,7 +21,7 @@ import numpy as np
 
 from segmint.kernels._jit import serial
 
-__all__ = ["radix_sort", "count_top_digits", "keys_with_top_digits", "key_of_rank", "DIGITS"]
+__all__ = ["radix_sort", "count_top_digits", "keys_with_top_digits", "value_of_rank", "DIGITS"]
 
 _BITS = 11
 _PASSES = 6     # 66 bits of digits cover the 64 of a key
@@ -59,7 +59,7 @@ def radix_sort(values, out, scratch):
         negative_zero |= u == _SIGN
         positive_zero |= u == 0
         finite &= (u & _EXPONENT) != _EXPONENT
-        key = ~u if u & _SIGN else u | _SIGN
+        key = _key(u)
         scratch[i] = key
         for p in range(_PASSES):
             counts[p, (key >> np.uint64(_BITS * p)) & np.uint64(_MASK)] += 1
@@ -84,8 +84,7 @@ def radix_sort(values, out, scratch):
             starts[d] += 1
         src, dst = dst, src
     for i in range(n):
-        key = src[i]
-        keys[i] = key & ~_SIGN if key & _SIGN else ~key
+        keys[i] = _bits(src[i])
     return True
 
 
@@ -136,9 +135,10 @@ def keys_with_top_digits(values, wanted, keys, starts):
 
 
 @serial
-def key_of_rank(keys, rank, scratch):
-    """The key of ``rank`` (0 the smallest) among ``keys``, which are left as they are: a digit at a time, most
-    significant first, the keys with the rank's digit kept (in ``scratch``), until they are all one key.
+def value_of_rank(keys, rank, scratch):
+    """The float64 value whose key has ``rank`` (0 the smallest) among ``keys``, which are left as they are: a
+    digit at a time, most significant first, the keys with the rank's digit kept (in ``scratch``), until they are
+    all one key.
 
     Parameters
     ----------
@@ -147,6 +147,7 @@ def key_of_rank(keys, rank, scratch):
     scratch : uint64[m]       # TMP
     """
     counts = np.empty(DIGITS, np.int64)
+    value = np.empty(1, np.uint64)
     m = keys.shape[0]
     first = True    # reading ``keys`` until a level keeps fewer than all of them (in ``scratch``)
     for level in range(64 // _DIGIT_BITS):
@@ -160,7 +161,8 @@ def key_of_rank(keys, rank, scratch):
             low = min(low, key)
             high = max(high, key)
         if low == high:
-            return low
+            value[0] = _bits(low)
+            return value.view(np.float64)[0]
         d = 0
         while rank >= counts[d]:
             rank -= counts[d]
@@ -175,7 +177,8 @@ def key_of_rank(keys, rank, scratch):
                 kept += 1
         m = kept
         first = False
-    return keys[0] if first else scratch[0]
+    value[0] = _bits(keys[0] if first else scratch[0])   # unreached: four digits tell any two keys apart
+    return value.view(np.float64)[0]
 
 
 @serial
@@ -183,3 +186,9 @@ def _key(u):
     """A float64's key, ascending as the values: its bits with the sign bit set (positives) or every bit
     flipped (negatives)."""
     return ~u if u & _SIGN else u | _SIGN
+
+
+@serial
+def _bits(key):
+    """The float64 bits of a key (``_key``'s inverse)."""
+    return key & ~_SIGN if key & _SIGN else ~key
