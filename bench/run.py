@@ -146,7 +146,9 @@ def ratio_table(res: dict[str, Any]) -> str:
                        ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)"),
                        ("features", "segmint features (child process)")):
         if key in res:
-            lines += [f"| {label} | {res[key]['seconds']}{_each(res[key])} | {res[key]['peak_rss_mb']} |"]
+            cpu = res[key].get("cpu_seconds")
+            lines += [f"| {label} | {res[key]['seconds']}{_each(res[key])}{'' if cpu is None else f'; CPU {cpu} s'} | "
+                      f"{res[key]['peak_rss_mb']} |"]
     if res.get("targets"):
         lines += ["", *target_table(res["targets"])]
     return "\n".join(lines)
@@ -191,8 +193,11 @@ def _in_turn(tx: Path, seed: int, threads: int, progress, pairs: int) -> tuple[d
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time (its CPU seconds too), with every run's seconds and CPU seconds and the highest
+    peak RSS."""
     middle = runs[median_index([r["seconds"] for r in runs])]
-    return middle | {"runs_seconds": [r["seconds"] for r in runs], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    return middle | {"runs_seconds": [r["seconds"] for r in runs], "runs_cpu_seconds": [r["cpu_seconds"] for r in runs],
+                     "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
 def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str | None = None,
@@ -203,9 +208,10 @@ def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str |
         cmd = [sys.executable, "-m", "segmint.cli.app", "--threads", str(threads), command, str(tx),
                "--out", f"{tmp}/{command}", *(["--seed", str(seed)] if command == "run" else []), "--json",
                *(["--memory-limit", memory_limit] if memory_limit else [])]
-        seconds, peak_kb, _ = _child(cmd, f"segmint {command} (end to end)", progress)
+        seconds, peak_kb, _, cpu = _child(cmd, f"segmint {command} (end to end)", progress)
         manifest = json.loads((Path(tmp) / command / "run.json").read_text())
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[2:]),
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "cpu_seconds": round(cpu, 3),
+            "command": " ".join(cmd[2:]),
             "buckets": manifest.get("buckets", 1), "rows_in": manifest["rows"]["in"],
             "stages": manifest.get("stages")}
 
@@ -219,29 +225,36 @@ def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(handwritten.__file__)), str(tx), f"{tmp}/segments", "--threads",
                str(threads), "--seed", str(seed)]
         env = {var: value for var, value in os.environ.items() if var not in set_by_segmint()}
-        seconds, peak_kb, out = _child(cmd, "hand-written pipeline (end to end)", progress, env)
+        seconds, peak_kb, out, cpu = _child(cmd, "hand-written pipeline (end to end)", progress, env)
     done = json.loads(out)
-    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "command": " ".join(cmd[1:]),
+    return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "cpu_seconds": round(cpu, 3),
+            "command": " ".join(cmd[1:]),
             "steps": done["seconds"], "customers": done["customers"]}
 
 
-def _child(cmd: list[str], name: str, progress, env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) and stdout of ``cmd`` (in ``env``, default this process's); RuntimeError
-    naming its last error line."""
+def _child(cmd: list[str], name: str, progress,
+           env: dict[str, str] | None = None) -> tuple[float, int, str, float]:
+    """Wall seconds, peak RSS (KiB), stdout and CPU seconds of ``cmd`` (in ``env``, default this process's);
+    RuntimeError naming its last error line."""
     t0 = time.perf_counter()
-    peak_kb, rc, out, err = _run_watching_rss(cmd, env)
+    peak_kb, rc, out, err, cpu = _run_watching_rss(cmd, env)
     seconds = time.perf_counter() - t0
     if rc != 0:
         msg = f"{name} failed ({rc}): {err.strip().splitlines()[-1:]}"
         raise RuntimeError(msg)
     progress(f"{name:<36} {seconds:9.2f} s")
-    return seconds, peak_kb, out
+    return seconds, peak_kb, out, cpu
 
 
-def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, int, str, str]:
+def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, int, str, str, float]:
     """Run ``cmd``; its peak RSS in KiB from /proc VmHWM, polled every 50 ms (it resets at exec,
     unlike a forked child's ru_maxrss, which counts the parent's pages from before the exec). Its end is
-    seen as it comes, not at the next poll (a sleep between polls timed either side up to 50 ms late)."""
+    seen as it comes, not at the next poll (a sleep between polls timed either side up to 50 ms late).
+    Also its CPU seconds, user and system, of every thread and of the processes it waited for: what a user
+    pays for on a cluster billed by the CPU-second (the children this process reaped while it ran: itself)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         peak = 0
@@ -252,15 +265,18 @@ def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, 
                 break
             except subprocess.TimeoutExpired:
                 continue
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         out.seek(0)
         err.seek(0)
-        return peak, proc.returncode, out.read(), err.read()
+        return peak, proc.returncode, out.read(), err.read(), cpu
 
 
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     st = res["stages"]
     e2e, hand = res["end_to_end"], res["handwritten"]
     peer = {"end to end / hand-written pipeline (time)": round(e2e["seconds"] / hand["seconds"], 3),
+            "end to end / hand-written pipeline (CPU seconds)": round(e2e["cpu_seconds"] / hand["cpu_seconds"], 3),
             "end to end / hand-written pipeline (peak RSS)": round(e2e["peak_rss_mb"] / hand["peak_rss_mb"], 3)}
     if "segmint map" not in st:
         out = {"end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3), **peer}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     e2e = res["end_to_end"]
     recorded = max(stage["peak_rss_mb"] for stage in e2e["stages"].values())
     assert e2e["seconds"] > 0 and e2e["peak_rss_mb"] == pytest.approx(recorded, rel=0.05)
+    assert 0 < e2e["cpu_seconds"] and 0 < res["handwritten"]["cpu_seconds"]
     # The hand-written peer segmented every customer the run did, and its steps add up to its own total.
     hand = res["handwritten"]
     assert hand["customers"] == 600 and hand["seconds"] >= hand["steps"]["total"] > 0
@@ -135,7 +137,8 @@ def _same_features(transactions: Path, run_dir: Path) -> None:
     assert manifest["rows"]["repeats_on_mapped_columns"] > 0
 
 
-PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (peak RSS)"}
+PEER_RATIOS = {"end to end / hand-written pipeline (time)", "end to end / hand-written pipeline (CPU seconds)",
+               "end to end / hand-written pipeline (peak RSS)"}
 L_RATIOS = {"end to end / duckdb query (time)", "end to end, peak RSS GiB",
             "end to end with --memory-limit 2GB / duckdb query (time)",
             "end to end with --memory-limit 2GB, peak RSS GiB", *PEER_RATIOS}
@@ -158,12 +161,12 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
         time.sleep(0.01)  # a wall time the ratios can divide by
         if cmd[1].endswith("handwritten.py"):
             pages["peer"] = env.get("NUMPY_MADVISE_HUGEPAGE"), env["SEGMINT_TEST_USER_VAR"]
-            return 1024, 0, json.dumps({"seconds": {"total": 0.5}, "customers": 200}), ""
+            return 1024, 0, json.dumps({"seconds": {"total": 0.5}, "customers": 200}), "", 3.0
         pages["segmint"] = (env or os.environ).get("NUMPY_MADVISE_HUGEPAGE")
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 3, "stages": {}}))
-        return 2048, 0, "", ""
+        return 2048, 0, "", "", 2.0
 
     monkeypatch.setattr(bench_run, "_run_watching_rss", child)
     monkeypatch.setitem(scenarios.SCENARIOS, "L", scenarios.Scenario("L", 4_000, 200, False, False))
@@ -189,6 +192,21 @@ def test_out_of_memory_scenario_times_end_to_end_runs_only(monkeypatch, tmp_path
     assert pages == {"peer": (None, "kept"), "segmint": "0"}   # the peer with NumPy's default, segmint with its own
 
 
+def test_a_childs_cpu_seconds_are_its_own_and_those_of_the_processes_it_waited_for():
+    """What a cluster bills: the child's user and system time, a process it started and waited for included,
+    and not this process's own (which runs nothing meanwhile but the 50 ms polls)."""
+    import segmint.bench.run as bench_run
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+    script = (burn.format(s=0.3) + "import subprocess, sys\n"
+              f"subprocess.run([sys.executable, '-c', {burn.format(s=0.4)!r}], check=True)\n")
+    start = time.perf_counter()
+    peak, rc, _, _, cpu = bench_run._run_watching_rss([sys.executable, "-c", script], None)
+    wall = time.perf_counter() - start
+    assert rc == 0 and peak > 0
+    assert 0.7 <= cpu <= wall + 0.1
+
+
 def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(monkeypatch, tmp_path):
     """With ``pairs`` runs of each, segmint and the hand-written pipeline take turns, and the ratio is of the two
     medians; every run's seconds are kept, and the highest peak. The children's clock is scripted (each child its
@@ -202,6 +220,8 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
     # run, or the median run's peak, reads another run's figures.
     spans = {"segmint": iter([9.0, 5.0, 1.0]), "peer": iter([12.0, 6.0, 2.0])}
     peaks = {"segmint": iter([4096, 1024, 2048])}
+    # CPU seconds out of step with the wall times: the median run's must be read, not the median of the CPU times.
+    cpu = {"segmint": iter([3.0, 8.0, 1.0]), "peer": iter([30.0, 10.0, 2.0])}
 
     class ScriptedTime:
         def __getattr__(self, name):
@@ -217,11 +237,11 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
         order.append("segmint 2GB" if limited else who)
         clock["now"] += 0.5 if limited else next(spans[who])
         if who == "peer":
-            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 200}), ""
+            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 200}), "", next(cpu["peer"])
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 1, "stages": {}}))
-        return 512 if limited else next(peaks["segmint"]), 0, "", ""
+        return 512 if limited else next(peaks["segmint"]), 0, "", "", 0.25 if limited else next(cpu["segmint"])
 
     monkeypatch.setattr(bench_run, "_run_watching_rss", child)
     monkeypatch.setattr(bench_run, "time", ScriptedTime())
@@ -234,7 +254,10 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
     assert res["end_to_end_2GB"]["seconds"] == 0.5
     assert ours["peak_rss_mb"] == 4.0   # the highest of the three
     assert res["ratios"]["end to end / hand-written pipeline (time)"] == pytest.approx(5.0 / 6.0, abs=1e-3)
-    assert "(median of " in ratio_table(res)
+    assert ours["cpu_seconds"] == 8.0 and peer["cpu_seconds"] == 10.0   # the median runs' own
+    assert ours["runs_cpu_seconds"] == [3.0, 8.0, 1.0] and res["end_to_end_2GB"]["cpu_seconds"] == 0.25
+    assert res["ratios"]["end to end / hand-written pipeline (CPU seconds)"] == pytest.approx(0.8, abs=1e-3)
+    assert "(median of 9.0, 5.0, 1.0); CPU 8.0 s |" in ratio_table(res)
 
 
 def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_compared(monkeypatch, tmp_path):
@@ -271,11 +294,11 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
     def child(cmd, env):   # the child processes stood in for (each writes the run.json a finished run would)
         time.sleep(0.01)   # a wall time the ratios can divide by
         if cmd[1].endswith("handwritten.py"):
-            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 600}), ""
+            return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 600}), "", 1.0
         out = Path(cmd[cmd.index("--out") + 1])
         out.mkdir(parents=True)
         (out / "run.json").write_text(json.dumps({"rows": {"in": 1234}, "buckets": 1, "stages": {}}))
-        return 2048, 0, "", ""
+        return 2048, 0, "", "", 1.0
 
     monkeypatch.setattr(timing, "time", type("Clock", (), {"perf_counter": staticmethod(perf_counter)}))
     monkeypatch.setattr(bench_run, "run", run)
