@@ -10,8 +10,10 @@ that reading it fits the memory budget; Parquet chunks follow row groups.
 
 A directory partitioned Hive-style (``channel=web/part.parquet``) yields its keys as
 columns, as Polars, DuckDB and Spark read it: the values in the folder names below the
-directory given, integers when every value is one, else text (``__HIVE_DEFAULT_PARTITION__``
-is null). A column the files hold themselves is read from the files.
+directory given, integers when every value is one written as an integer prints (ASCII digits, no
+leading zero: where those readers take ``007`` and ``7`` for one integer, segmint keeps two values, as it
+keeps text ids), else text (``__HIVE_DEFAULT_PARTITION__`` is null). A column the files hold themselves is
+read from the files.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ _IPC = ".arrow"     # scratch files of the partition pass
 # Suffixes of delimited text a tool may write data under: such a file naming the mapped columns is refused.
 _TEXT_DATA = (".txt", ".dat", ".tab", ".psv", ".prn", ".text")
 _BATCH_ROWS = 131_072
+_INTEGER = re.compile(r"-?[1-9][0-9]*|0")   # a Hive value read as an integer (``_is_int``)
 _READ_AHEAD_BYTES = 64 * 2**20
 # A field no header names a column with: a time or a date however written (but a year alone: a column per year), a
 # decimal fraction, an email address ('@timestamp' and 'balance_2024-01-01' are names).
@@ -689,7 +692,10 @@ def _hive_types(found: list[tuple[tuple[str, str | None], ...]]) -> dict[str, pl
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit() and len(text) < 19
+    """Whether a Hive value is an Int64 written as it prints: ASCII digits, no leading zero, no '+', not '-0'. As
+    Int64 '007' would be the customer of folder '7', and a digit of another script ('٣') another folder's value or
+    (a superscript '²') no integer at all."""
+    return _INTEGER.fullmatch(text) is not None and -2**63 <= int(text) < 2**63
 
 
 def _with_hive(schema: pl.Schema, hive: dict[str, pl.DataType]) -> pl.Schema:

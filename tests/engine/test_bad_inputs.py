@@ -812,3 +812,25 @@ def test_k_and_micro_k_read_alike_from_the_api_a_config_file_and_the_cli(tmp_pat
         with pytest.raises(ConfigError, match=re.escape(f"cluster.k (--k) must be a positive integer or 'auto', "
                                                         f"got {bad!r}")):
             ClusterConfig(k=bad)
+
+
+@pytest.mark.parametrize(("a", "b"), [("007", "7"), ("\u0663", "3"), ("\u00b2", "5"), ("-0", "0"), ("+4", "4")])
+def test_hive_folder_values_that_one_integer_would_merge_stay_two_customers(tmp_path, a, b):
+    # Folders customer_id=007 and customer_id=7 were read as Int64 7, both, and their customers' orders added up
+    # (exit 0); an Arabic-Indic three joined customer 3 the same way, and a superscript two stopped the run with a
+    # ValueError. Each folder is its own customer, its id the folder's text, its features those of its own rows.
+    lines = _lines(n_customers=2)
+    lines.write_parquet(tmp_path / "ids.parquet")
+    for folder, cid in ((a, 0), (b, 1)):
+        (tmp_path / "tx" / f"customer_id={folder}").mkdir(parents=True)
+        lines.filter(pl.col("customer_id") == cid).drop("customer_id").write_parquet(
+            tmp_path / "tx" / f"customer_id={folder}" / "part.parquet")
+    cfg = RunConfig(clv=ClvConfig(enabled=False))
+    compute_feature_table([tmp_path / "tx"], tmp_path / "hive", cfg)
+    compute_feature_table([tmp_path / "ids.parquet"], tmp_path / "ids", cfg)
+    hive = pl.read_parquet(tmp_path / "hive" / "features")
+    assert hive["customer_id"].dtype == pl.String and sorted(hive["customer_id"].to_list()) == sorted([a, b])
+    ids = pl.read_parquet(tmp_path / "ids" / "features")
+    for folder, cid in ((a, 0), (b, 1)):
+        assert hive.filter(pl.col("customer_id") == folder).drop("customer_id").to_dicts() == \
+            ids.filter(pl.col("customer_id") == cid).drop("customer_id").to_dicts()
