@@ -607,7 +607,10 @@ def test_a_point_asked_again_is_not_evaluated_again_and_hands_out_a_copy_of_its_
 
 def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_does(monkeypatch):
     """L-BFGS-B asks again for points it has had (its line search restarting near the optimum). Each point is
-    evaluated once, and the optimum is the same bits as when every ask is evaluated."""
+    evaluated once, and the optimum is the same bits as when every ask is evaluated. Whether this fit's own path
+    asks again hangs on the last bits of its sums, which differ by CPU (on the AMD EPYC of 2026-12-07 it asked 24
+    points once each, and the test failed where it had passed): every point is asked twice here, as L-BFGS-B asks
+    some."""
     import scipy.optimize
 
     import segmint.engine.analytics.clv as clv
@@ -618,8 +621,10 @@ def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_do
 
     def counted(fun, x0, **kw):
         def ask(theta):
-            asked.append(np.asarray(theta).tobytes())
-            return fun(theta)
+            for _ in range(2):
+                asked.append(np.asarray(theta).tobytes())
+                answer = fun(theta)
+            return answer
         return minimize(ask, x0, **kw)
 
     evaluated = []
@@ -627,7 +632,7 @@ def test_a_fit_evaluates_each_point_once_and_lands_where_evaluating_every_ask_do
     monkeypatch.setattr(clv, "bgnbd_triple_sums", lambda *a: (evaluated.append(a[7:11]), sums(*a))[1])
     monkeypatch.setattr(scipy.optimize, "minimize", counted)
     remembered = fit_bgnbd(x, tx, T)
-    assert len(evaluated) == len(set(asked)) < len(asked)   # this fit asks again; each point is evaluated once
+    assert len(evaluated) == len(set(asked)) == len(asked) // 2   # each point is evaluated once
     monkeypatch.setattr(clv, "_remembered", lambda neg: neg)
     assert fit_bgnbd(x, tx, T) == remembered
 
