@@ -251,7 +251,8 @@ def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, 
     unlike a forked child's ru_maxrss, which counts the parent's pages from before the exec). Its end is
     seen as it comes, not at the next poll (a sleep between polls timed either side up to 50 ms late).
     Also its CPU seconds, user and system, of every thread and of the processes it waited for: what a user
-    pays for on a cluster billed by the CPU-second (the children this process reaped while it ran: itself)."""
+    pays for on a cluster billed by the CPU-second (RUSAGE_CHILDREN before and after it: this process waits for
+    no other child meanwhile)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
