@@ -70,7 +70,7 @@ class MappedLines:
     table: pl.DataFrame | None        # features by customer_id (mode "features")
     grouped: Grouped | None           # the clean lines grouped by customer (mode "cohorts")
     rejects: pl.DataFrame             # the rejected rows as read, and the reason column
-    set_aside: pl.Series | None       # customers rejected whole (returns only, amount overflow; mode "features")
+    set_aside: pl.Series | None       # customers rejected whole (``_rejected_whole``; mode "features")
     rejected: dict[str, int]          # rows per reason, every reason
     rejected_amount: dict[str, list[float]]  # per reason: exact partials of the finite rejected amounts
     rows_in: int
@@ -149,7 +149,8 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     if mode == "features":
         ids = enc.customer_ids(by_rank[kept])
         table = _feature_table(ids, kept, features, shares, line_out, channels, lines.has_category, cfg.features)
-        set_aside = enc.customer_ids(by_rank[(status != OK) & (status != EMPTY)])
+        after = _us(as_of) if as_of_given or cfg.as_of is not None else None
+        set_aside = enc.customer_ids(by_rank[_rejected_whole(offsets, perm, status, rec, after)])
     elif mode == "cohorts":
         grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
@@ -407,12 +408,35 @@ def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndar
     0.09 s)."""
     if dedupe:
         return np.flatnonzero(reason >= _PER_CUSTOMER)
-    groups = np.flatnonzero(status != OK)
+    rows, _ = _rows_of(offsets, perm, np.flatnonzero(status != OK))
+    return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
+
+
+def _rejected_whole(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, rec: np.ndarray,
+                    after: int | None) -> np.ndarray:
+    """Which customers are in no output for their rows' sake, so neither in the funnel whatever their events: those
+    customer_pass did not keep (returns only, amounts past the float range), and those every row of which was
+    rejected (a customer of null amounts alone was listed in funnel/ as one who never bought, exit 0) but for
+    rows after a given as-of (``after``, in microseconds: None where the as-of was not given), which are not yet
+    the customer's at that as-of: one who first bought after a back-test's as-of has not bought there."""
+    aside = (status != OK) & (status != EMPTY)
+    empty = np.flatnonzero(status == EMPTY)
+    rows, sizes = _rows_of(offsets, perm, empty)
+    if not rows.size:
+        return aside
+    before = np.ones(rows.size, bool) if after is None else \
+        ~((rec["ts_state"][rows] == 0) & (rec["ts"][rows] > after))
+    # Every customer has a row: each group's run of ``before`` starts where the sizes before it end.
+    aside[empty[np.add.reduceat(before.astype(np.int64), np.cumsum(sizes) - sizes) > 0]] = True
+    return aside
+
+
+def _rows_of(offsets: np.ndarray, perm: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (int64) of ``groups``, group after group, and each group's row count."""
     starts, sizes = offsets[groups], offsets[groups + 1] - offsets[groups]
     # Each group's slice of perm, concatenated: position k of the result is start + (k - where its slice begins).
     within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    rows = perm[np.repeat(starts, sizes) + within].astype(np.int64)
-    return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
+    return perm[np.repeat(starts, sizes) + within].astype(np.int64), sizes
 
 
 def _text_orders(orders: TextIds | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -167,3 +167,28 @@ def test_a_returns_only_customer_with_events_is_in_rejects_and_not_in_the_funnel
     # Customer 3's event is in no output: counted apart, not as used (it was), nor as a reject.
     assert {k: v for k, v in result.manifest["events"]["rows"].items() if k != "rejected_by_reason"} == \
         {"in": 2, "used": 1, "rejected": 0, "of_customers_set_aside": 1}
+
+
+def test_a_customer_every_row_of_whom_is_rejected_is_not_in_the_funnel_but_one_who_buys_after_the_as_of_is(tmp_path):
+    # Customer 3's every amount is null: in rejects/ whole, and it was listed in funnel/ as a customer who had
+    # considered and never bought (its events used, exit 0), where a returns-only customer is left out. Customer 5
+    # bought only after the back-test's as-of: at that as-of it is a customer who has not bought yet, in the funnel;
+    # customer 6 the same but for one bad row before the as-of: its data is bad there, left out.
+    from segmint.engine.config import RunConfig
+    from segmint.engine.pipeline import compute_feature_table
+
+    pl.DataFrame({"customer_id": [1, 1, 2, 3, 3, 5, 6, 6],
+                  "ts": [T(2024, 2, 1), T(2024, 2, 9), T(2024, 2, 3), T(2024, 2, 4), T(2024, 2, 5), T(2024, 3, 9),
+                         T(2024, 2, 6), T(2024, 3, 9)],
+                  "amount": [10.0, 5.0, 8.0, None, None, 9.0, None, 4.0]}).write_parquet(tmp_path / "tx.parquet")
+    pl.DataFrame({"customer_id": [3, 4, 5, 6], "ts": [T(2024, 2, 2)] * 4,
+                  "event_type": ["product_view", "visit", "product_view", "visit"], "session_id": list("stuv")}
+                 ).write_parquet(tmp_path / "ev.parquet")
+    cfg = RunConfig(as_of="2024-03-01", events=EventSource(paths=(str(tmp_path / "ev.parquet"),)))
+    result = compute_feature_table([tmp_path / "tx.parquet"], tmp_path / "out", cfg)
+    assert sorted(pl.read_parquet(tmp_path / "out" / "rejects")["customer_id"].to_list()) == [3, 3, 5, 6, 6]
+    funnel = pl.read_parquet(tmp_path / "out" / "funnel").sort("customer_id")
+    assert funnel["customer_id"].to_list() == [1, 2, 4, 5]
+    assert funnel.filter(pl.col("customer_id") == 5)["funnel_stage"].to_list() == ["consideration"]
+    assert {k: v for k, v in result.manifest["events"]["rows"].items() if k != "rejected_by_reason"} == \
+        {"in": 4, "used": 2, "rejected": 0, "of_customers_set_aside": 2}
