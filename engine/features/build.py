@@ -110,8 +110,9 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
         as_of = parse_as_of(cfg.as_of)
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
+    given = as_of_given or cfg.as_of is not None
     lines = _read(read, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER, given=as_of_given or cfg.as_of is not None)
+                  _us(as_of) if as_of is not None else _NEVER, given=given)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
@@ -149,7 +150,7 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     if mode == "features":
         ids = enc.customer_ids(by_rank[kept])
         table = _feature_table(ids, kept, features, shares, line_out, channels, lines.has_category, cfg.features)
-        after = _us(as_of) if as_of_given or cfg.as_of is not None else None
+        after = _us(as_of) if given else None
         set_aside = enc.customer_ids(by_rank[_rejected_whole(offsets, perm, status, rec, after)])
     elif mode == "cohorts":
         grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
@@ -414,20 +415,21 @@ def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndar
 
 def _rejected_whole(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, rec: np.ndarray,
                     after: int | None) -> np.ndarray:
-    """Which customers are in no output for their rows' sake, so neither in the funnel whatever their events: those
-    customer_pass did not keep (returns only, amounts past the float range), and those every row of which was
-    rejected (a customer of null amounts alone was listed in funnel/ as one who never bought, exit 0) but for
-    rows after a given as-of (``after``, in microseconds: None where the as-of was not given), which are not yet
-    the customer's at that as-of: one who first bought after a back-test's as-of has not bought there."""
-    aside = (status != OK) & (status != EMPTY)
+    """Which customers are in no output for their rows' sake, so neither in the funnel whatever their events: every
+    customer customer_pass did not keep (returns only, amounts past the float range, every row rejected: a customer
+    of null amounts alone was listed in funnel/ as one who never bought, exit 0), but one whose rows are all after a
+    given as-of (``after``, in microseconds; None where the as-of was not given, when no usable row is after it):
+    those rows are not yet the customer's there, and one who first bought after a back-test's as-of has not
+    bought at it."""
+    aside = status != OK
+    if after is None:
+        return aside
     empty = np.flatnonzero(status == EMPTY)
     rows, sizes = _rows_of(offsets, perm, empty)
-    if not rows.size:
-        return aside
-    before = np.ones(rows.size, bool) if after is None else \
-        ~((rec["ts_state"][rows] == 0) & (rec["ts"][rows] > after))
-    # Every customer has a row: each group's run of ``before`` starts where the sizes before it end.
-    aside[empty[np.add.reduceat(before.astype(np.int64), np.cumsum(sizes) - sizes) > 0]] = True
+    if rows.size:
+        later = (rec["ts_state"][rows] == 0) & (rec["ts"][rows] > after)
+        # Every customer has a row: each group's run starts where the sizes before it end.
+        aside[empty[np.add.reduceat((~later).astype(np.int64), np.cumsum(sizes) - sizes) == 0]] = False
     return aside
 
 

@@ -1,5 +1,6 @@
 """Event features and funnel stages against hand-computed values; the segment mix against plain counts."""
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
@@ -192,3 +193,9 @@ def test_a_customer_every_row_of_whom_is_rejected_is_not_in_the_funnel_but_one_w
     assert funnel.filter(pl.col("customer_id") == 5)["funnel_stage"].to_list() == ["consideration"]
     assert {k: v for k, v in result.manifest["events"]["rows"].items() if k != "rejected_by_reason"} == \
         {"in": 4, "used": 2, "rejected": 0, "of_customers_set_aside": 2}
+    # Without --as-of (the latest usable time, 2024-03-09): customers 5 and 6 bought; 3 is still left out.
+    derived = dataclasses.replace(cfg, as_of=None)
+    result = compute_feature_table([tmp_path / "tx.parquet"], tmp_path / "derived", derived)
+    funnel = pl.read_parquet(tmp_path / "derived" / "funnel").sort("customer_id")
+    assert funnel["customer_id"].to_list() == [1, 2, 4, 5, 6]
+    assert result.manifest["events"]["rows"]["of_customers_set_aside"] == 1
