@@ -35,6 +35,7 @@ import errno
 import fnmatch
 import functools
 import glob
+import itertools
 import json
 import os
 import re
@@ -57,7 +58,7 @@ from segmint.engine.runtime import pid_namespace, pids_here, process_gone, stop_
 __all__ = ["Layout", "Staging", "Pointer", "check_writable", "check_not_inside", "staged_output", "staged_dir",
            "staged_file", "work_dir", "remove_stale", "write_json", "manifest", "read_pointer", "OWNER",
            "owner_doc", "private_folder", "sibling_path", "version_root", "committed_run", "is_committed",
-           "mark_committed",
+           "mark_committed", "missing_folders", "remove_empty",
            "is_part"]
 
 OWNER = "_owner.json"
@@ -277,6 +278,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
     relative paths jobs reported), part files not among them are removed before the manifest;
     with ``lease``, the claim is checked before ``_SUCCESS``."""
     out = check_writable(out, overwrite=overwrite)
+    made = missing_folders(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out, held_by=run_id if lease is not None else None)
     stage = _claim(sibling_path(out, "staging", run_id or uuid.uuid4().hex[:12]), keep)
@@ -302,6 +304,7 @@ def staged_dir(out: str | Path, *, overwrite: bool, run_id: str | None = None, k
             mark_committed(exc)
         elif not keep:
             shutil.rmtree(stage, ignore_errors=True)
+            remove_empty(made)
         raise
 
 
@@ -311,6 +314,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
     a whole copy of the output, is removed by the next write of it as staged_dir's are); on success it is
     renamed onto ``out``."""
     out = check_writable(out, overwrite=overwrite, file=True)
+    made = missing_folders(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out, ("staging",))   # a file has no old-* siblings: one of that name is somebody else's
     folder = _claim(sibling_path(out, "staging", uuid.uuid4().hex[:12]), False)
@@ -324,6 +328,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        remove_empty(made)
 
 
 @contextlib.contextmanager
@@ -339,6 +344,26 @@ def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and the folders above it that do not exist yet, deepest first: those a run may make for its
+    output, lease or scratch (``remove_empty``)."""
+    return list(itertools.takewhile(lambda f: not f.exists(), (folder, *folder.parents)))
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (``missing_folders``'s, deepest first) where they are empty: a run that failed, or one
+    whose scratch went with it, left the folders it had made for them behind (exit 3 at ``--out new/o`` left
+    ``new``; a run with ``--work-dir new`` left ``new`` after exit 0). One that holds anything now stays, and
+    so do those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue   # not made after all (the run stopped first)
+        except OSError:
+            return
 
 
 def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:

@@ -47,8 +47,8 @@ from segmint.engine.io import store
 from segmint.engine.io.lease import Holder, claim, held_by
 from segmint.engine.io.pseudonym import key_fingerprint
 from segmint.engine.io.sink import (OWNER, Layout, Staging, check_not_inside, check_writable, committed_run,
-                                    is_committed, mark_committed, owner_doc, remove_stale, sibling_path,
-                                    staged_output, version_root, work_dir, write_json)
+                                    is_committed, mark_committed, missing_folders, owner_doc, remove_empty,
+                                    remove_stale, sibling_path, staged_output, version_root, work_dir, write_json)
 from segmint.engine.model import Model, versions
 from segmint.engine.pipeline import fit, resume
 from segmint.engine.pipeline.bucket import HASH, BucketResult, Counts, MapJob, Shares, map_bucket
@@ -366,6 +366,10 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
     run_id = None   # once it writes an output, its run's id
     try:
         with contextlib.ExitStack() as stack:
+            # First in, so last out: once the lease, the staging and the scratch are gone, the folders made for
+            # them go where empty.
+            for folder in _local_folders(out, cfg):
+                stack.callback(remove_empty, missing_folders(folder))
             with clock.stage("plan") as info:
                 if out is not None:
                     check_not_inside(out, _input_paths(inputs, cfg, model_dir))
@@ -552,6 +556,17 @@ def _abandoned_work(owner: dict[str, Any], opts: store.Options) -> bool:
     if owner.get("out") and store.is_remote(owner["out"]):
         return not held_by(owner["out"], owner["run_id"], opts)
     return pids_here(owner.get("host"), owner.get("pid_namespace")) and process_gone(int(owner["pid"]))
+
+
+def _local_folders(out: str | Path | None, cfg: RunConfig) -> list[Path]:
+    """The local folders a run may make: the one above its output (its lease and staging go there) and its
+    --work-dir."""
+    folders = []
+    if out is not None and not store.is_remote(out):
+        folders.append(store.local(out).parent)
+    if cfg.work_dir and not store.is_remote(cfg.work_dir):
+        folders.append(Path(cfg.work_dir))
+    return folders
 
 
 def _work_location(cfg: RunConfig, out: str | Path | None, run_id: str) -> str:

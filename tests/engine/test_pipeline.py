@@ -174,6 +174,33 @@ def test_failed_run_leaves_previous_output_intact(small_data, small_cfg, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging or work folder left behind
 
 
+def test_the_folders_a_run_made_go_with_it_where_it_left_them_empty(small_data, small_cfg, tmp_path, monkeypatch):
+    """A run makes the missing folders above its output and its --work-dir: a failed run left them behind,
+    empty (exit 3 at --out new/deep/o left new/deep), and so did a finished run its --work-dir. Folders that
+    hold anything, or were there before, stay."""
+    from segmint.engine.io.sink import staged_dir, staged_file
+
+    tx = [small_data / "transactions"]
+    cfg = dataclasses.replace(small_cfg, cluster=ClusterConfig(k=3))
+    run(tx, tmp_path / "a" / "b" / "out", dataclasses.replace(cfg, work_dir=str(tmp_path / "w" / "x")))
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["out"]
+    (tmp_path / "given").mkdir()
+    run(tx, tmp_path / "a" / "out2", dataclasses.replace(cfg, work_dir=str(tmp_path / "given")))
+    assert (tmp_path / "given").is_dir() and not any((tmp_path / "given").iterdir())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("segmint.engine.model.Model.save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(tx, tmp_path / "n" / "m" / "out", dataclasses.replace(cfg, work_dir=str(tmp_path / "v" / "u")))
+    for staged in (staged_dir, staged_file):   # the other commands' outputs (report, compare, abtest)
+        with pytest.raises(RuntimeError, match="disk full"), staged(tmp_path / "s" / "t" / "out", overwrite=False):
+            boom()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "given"]
+
+
 def test_a_partition_write_failing_on_one_thread_fails_the_run_with_nothing_left(small_data, small_cfg, tmp_path,
                                                                                  monkeypatch):
     """A partition job writes its buckets' files two at a time: an error in either thread is the job's
