@@ -200,6 +200,48 @@ def test_edge_customers():
     assert netting["frequency"].item() == 1 and netting["monetary_total"].item() == 0.0
 
 
+def test_an_orders_amount_is_the_exact_sum_of_its_lines_to_the_bit():
+    """Each customer an order of one to six lines of magnitudes far apart, in shuffled input order: its
+    monetary_total (that order's net) is math.fsum of the lines (tests/reference_map.py), bit for bit,
+    where adding them up as floats is not; lines that cancel net to +0.0. (The map's reference test compares
+    features to 1e-12 and would not see a last bit.)"""
+    from tests.reference_map import order_net
+
+    rng = np.random.default_rng(11)
+    t = START + dt.timedelta(days=3)
+    orders = []
+    for c in range(600):
+        k = 1 + c % 6
+        values = (rng.choice([1e9, 1.0, 1e-4], k) * rng.random(k)).tolist()
+        if c % 50 == 0:
+            values = [0.1, 0.2, -0.3][:k] if k <= 3 else [0.3, -0.1, -0.2] + values[3:]
+        if c % 97 == 0:
+            values = [-0.0]
+        orders.append(values)
+    cid = [c for c, values in enumerate(orders) for _ in values]
+    amt = [v for values in orders for v in values]
+    where = rng.permutation(len(amt))
+    # Every other customer has a later order of one line of 0.0: its first is summed as that one begins, the
+    # others' at their end.
+    later = list(range(0, len(orders), 2))
+    rows = pl.DataFrame({"cid": [*np.array(cid)[where], *later], "amt": [*np.array(amt)[where], *[0.0] * len(later)],
+                         "t": [t] * len(amt) + [t + dt.timedelta(1)] * len(later),
+                         "o": [*np.array(cid)[where] + 1000, *(np.array(later) + 5000)]})
+    rows = rows.with_columns(ch=pl.lit("web"), cat=pl.lit("a"))
+    cfg = _cfg(rows, "int", False)
+    got = features_of(rows, cfg, as_of=None, now=NOW, channels=None)
+    buyers = [c for c, values in enumerate(orders) if order_net(values) >= 0 or c % 2 == 0]
+    table = got.table.sort("customer_id")
+    assert table["customer_id"].to_list() == buyers
+    # Each customer's lines in input order, as the map sums them (one order id and time: line order is input order).
+    lines = {c: [a for a, x in zip(np.array(amt)[where], np.array(cid)[where]) if x == c] for c in buyers}
+    want = np.array([order_net(lines[c]) for c in buyers])
+    naive = np.array([sum(lines[c]) for c in buyers])
+    assert (naive.view(np.uint64) != want.view(np.uint64)).sum() > 20
+    assert (want == 0.0).sum() >= 8 and not np.signbit(want).any()
+    np.testing.assert_array_equal(table["monetary_total"].to_numpy().view(np.uint64), want.view(np.uint64))
+
+
 @pytest.mark.parametrize("lines", [2, 6, 7, 16, 17, 60, 300])
 @pytest.mark.parametrize("text", [False, True])
 def test_repeats_among_the_lines_of_one_order(lines, text):
