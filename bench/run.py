@@ -85,10 +85,12 @@ def run_benchmark(scenario: str, *, seed: int = 0, data_root: Path | None = None
         # process frees back to its host) ran L's 2 GB run 44.4 s on average right after the pipeline's 14 GB
         # and 42.7 s after another segmint run, its map slower in each of four pairs (bench/README.md).
         res["end_to_end_2GB"] = _end_to_end(tx, seed, threads, progress, "2GB")
-    res["end_to_end"], res["handwritten"] = _in_turn(tx, seed, threads, progress, sc.pairs)
+    res["end_to_end"], res["handwritten"] = _in_turn(lambda: _end_to_end(tx, seed, threads, progress),
+                                                     lambda: _handwritten(tx, seed, threads, progress), sc.pairs)
     if sc.in_process:   # the map's own command, as a user runs it: minutes on L, so in-process scenarios only
-        res["features"] = _median_run([_end_to_end(tx, seed, threads, progress, command="features")
-                                       for _ in range(sc.pairs)])
+        res["features"], res["handwritten_features"] = _in_turn(
+            lambda: _end_to_end(tx, seed, threads, progress, command="features"),
+            lambda: _handwritten(tx, seed, threads, progress, features_only=True), sc.pairs)
     res.setdefault("lines", res["end_to_end"]["rows_in"])
     res["ratios"] = _ratios(res, res["stages"]["duckdb aggregate query"]["seconds"])
     res["targets"] = targets(res)
@@ -144,7 +146,8 @@ def ratio_table(res: dict[str, Any]) -> str:
     for key, label in (("end_to_end", "segmint run (end to end, child process)"),
                        ("handwritten", "hand-written DuckDB + scikit-learn pipeline (child process)"),
                        ("end_to_end_2GB", "segmint run --memory-limit 2GB (child process)"),
-                       ("features", "segmint features (child process)")):
+                       ("features", "segmint features (child process)"),
+                       ("handwritten_features", "hand-written DuckDB features to Parquet (child process)")):
         if key in res:
             cpu = res[key].get("cpu_seconds")
             lines += [f"| {label} | {res[key]['seconds']}{_each(res[key])}{'' if cpu is None else f'; CPU {cpu} s'} | "
@@ -181,15 +184,16 @@ def _clusterings(x: np.ndarray, k: int, cfg: ClusterConfig, personas: np.ndarray
     return out
 
 
-def _in_turn(tx: Path, seed: int, threads: int, progress, pairs: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``segmint run`` and the hand-written pipeline, ``pairs`` times in turn, each its run of median wall time
-    (with every run's seconds and the highest peak RSS): on bench M one run of each moved by 0.2-0.7 s from run to
-    run, and a ratio from one of each fell either side of 1 by chance; in turn, a drift of the machine falls on both."""
-    ours, peer = [], []
+def _in_turn(ours: Callable[[], dict[str, Any]], peer: Callable[[], dict[str, Any]],
+             pairs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A segmint command and its peer, ``pairs`` times in turn, each its run of median wall time (with every
+    run's seconds and the highest peak RSS): on bench M one run of each moved by 0.2-0.7 s from run to run, and a
+    ratio from one of each fell either side of 1 by chance; in turn, a drift of the machine falls on both."""
+    mine, theirs = [], []
     for _ in range(pairs):
-        ours.append(_end_to_end(tx, seed, threads, progress))
-        peer.append(_handwritten(tx, seed, threads, progress))
-    return _median_run(ours), _median_run(peer)
+        mine.append(ours())
+        theirs.append(peer())
+    return _median_run(mine), _median_run(theirs)
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -216,16 +220,19 @@ def _end_to_end(tx: Path, seed: int, threads: int, progress, memory_limit: str |
             "stages": manifest.get("stages")}
 
 
-def _handwritten(tx: Path, seed: int, threads: int, progress) -> dict[str, Any]:
-    """The hand-written DuckDB + scikit-learn pipeline (bench/handwritten.py) in a child process."""
+def _handwritten(tx: Path, seed: int, threads: int, progress, features_only: bool = False) -> dict[str, Any]:
+    """The hand-written DuckDB + scikit-learn pipeline (bench/handwritten.py) in a child process; with
+    ``features_only``, its DuckDB step alone written to Parquet: the features command a user writes instead."""
     with tempfile.TemporaryDirectory(dir=tx.parent) as tmp:
         # Run as the user's own script runs: from its file, not through segmint's package (whose import
         # sets segmint's runtime defaults), and without the variables segmint set in this process (NumPy's
         # pages, OpenMP's spin, OpenBLAS' threads: engine.runtime).
-        cmd = [sys.executable, str(Path(handwritten.__file__)), str(tx), f"{tmp}/segments", "--threads",
-               str(threads), "--seed", str(seed)]
+        cmd = [sys.executable, str(Path(handwritten.__file__)), str(tx),
+               f"{tmp}/{'features.parquet' if features_only else 'segments'}", "--threads", str(threads),
+               *(["--features-only"] if features_only else ["--seed", str(seed)])]
         env = {var: value for var, value in os.environ.items() if var not in set_by_segmint()}
-        seconds, peak_kb, out, cpu = _child(cmd, "hand-written pipeline (end to end)", progress, env)
+        name = f"hand-written {'features' if features_only else 'pipeline'} (end to end)"
+        seconds, peak_kb, out, cpu = _child(cmd, name, progress, env)
     done = json.loads(out)
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_kb / 1024, 1), "cpu_seconds": round(cpu, 3),
             "command": " ".join(cmd[1:]),
@@ -273,12 +280,16 @@ def _run_watching_rss(cmd: list[str], env: dict[str, str] | None) -> tuple[int, 
         return peak, proc.returncode, out.read(), err.read(), cpu
 
 
+def _against(ours: dict[str, Any], peer: dict[str, Any], name: str) -> dict[str, float]:
+    """A child process's wall time, CPU seconds and peak RSS over its peer's."""
+    return {f"{name} ({label})": round(ours[key] / peer[key], 3)
+            for label, key in (("time", "seconds"), ("CPU seconds", "cpu_seconds"), ("peak RSS", "peak_rss_mb"))}
+
+
 def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
     st = res["stages"]
     e2e, hand = res["end_to_end"], res["handwritten"]
-    peer = {"end to end / hand-written pipeline (time)": round(e2e["seconds"] / hand["seconds"], 3),
-            "end to end / hand-written pipeline (CPU seconds)": round(e2e["cpu_seconds"] / hand["cpu_seconds"], 3),
-            "end to end / hand-written pipeline (peak RSS)": round(e2e["peak_rss_mb"] / hand["peak_rss_mb"], 3)}
+    peer = _against(e2e, hand, "end to end / hand-written pipeline")
     if "segmint map" not in st:
         out = {"end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3), **peer}
         if "end_to_end_2GB" in res:
@@ -294,6 +305,7 @@ def _ratios(res: dict[str, Any], duck_s: float) -> dict[str, Any]:
         "end to end / duckdb query (time)": round(e2e["seconds"] / duck_s, 3),
         **peer,
         "segmint features / duckdb query (time)": round(res["features"]["seconds"] / duck_s, 3),
+        **_against(res["features"], res["handwritten_features"], "segmint features / hand-written features command"),
         "fit + cluster + score + profile (seconds)": round(sum(st[f"segmint {name}"]["seconds"]
                                                                for name in ("fit", "cluster", "score", "profile")), 3),
     }

@@ -58,6 +58,13 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     assert features["rows_in"] == e2e["rows_in"] and features["command"].split()[3] == "features"
     assert res["ratios"]["segmint features / duckdb query (time)"] == pytest.approx(
         features["seconds"] / res["stages"]["duckdb aggregate query"]["seconds"], abs=1e-3)
+    # ...and against the features command a user writes instead: DuckDB's step of the pipeline, to Parquet.
+    theirs = res["handwritten_features"]
+    assert theirs["customers"] == 600 and theirs["command"].split()[-1] == "--features-only"
+    assert theirs["seconds"] >= theirs["steps"]["total"] > 0 and set(theirs["steps"]) == {"duckdb features", "write",
+                                                                                          "total"}
+    assert res["ratios"]["segmint features / hand-written features command (time)"] == pytest.approx(
+        features["seconds"] / theirs["seconds"], abs=1e-3)
     assert res["targets"] == []   # the issue's bounds are for M and L, not a scenario this small
     # Read as M, every one of M's targets finds its figure in a real bench result (no key misspelt).
     as_m = targets(res | {"scenario": "M"})
@@ -65,6 +72,7 @@ def test_bench_reports_times_memory_quality_and_ratios(tiny, tmp_path):
     assert set(res["ratios"]) == {
         "map (read + clean + features) / duckdb query (time)", "map / duckdb same-features query (time)",
         "end to end / duckdb query (time)", "segmint features / duckdb query (time)",
+        *(f"segmint features / hand-written features command ({what})" for what in ("time", "CPU seconds", "peak RSS")),
         *PEER_RATIOS, "fit + cluster + score + profile (seconds)",
         *[name for k in (8, 64) for name in (
             *(f"ARI vs personas, {method} k={k}" for method in ("segmint", "faiss defaults", "scikit-learn")),
@@ -263,12 +271,13 @@ def test_end_to_end_runs_alternate_with_the_peer_and_their_medians_are_compared(
 def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_compared(monkeypatch, tmp_path):
     """Bench S and M run segmint in process ``pairs`` times, each followed by DuckDB's aggregate query: the stages
     reported are the run of median time's, DuckDB's time the median of its queries, and the map's ratio is of the
-    two. The stage timer's clock is scripted (each call a millisecond on, each run and query its own span), so
-    that which run is the median does not hang on the machine."""
+    two. Then the child processes: segmint run and features, each in turn with its peer. The stage timer's clock
+    is scripted (each call a millisecond on, each run and query its own span), so that which run is the median
+    does not hang on the machine."""
     import segmint.bench.run as bench_run
     from segmint.bench import timing
 
-    order, manifests = [], []
+    order, manifests, children = [], [], []
     clock = {"now": 0.0}
     # The median run the middle one, the median query the first: taking the first run, or the last of either,
     # reads another's figures.
@@ -293,6 +302,8 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
 
     def child(cmd, env):   # the child processes stood in for (each writes the run.json a finished run would)
         time.sleep(0.01)   # a wall time the ratios can divide by
+        children.append(("peer " if cmd[1].endswith("handwritten.py") else "") + (
+            "features" if "features" in cmd or "--features-only" in cmd else "run"))
         if cmd[1].endswith("handwritten.py"):
             return 1024, 0, json.dumps({"seconds": {"total": 0.01}, "customers": 600}), "", 1.0
         out = Path(cmd[cmd.index("--out") + 1])
@@ -307,6 +318,8 @@ def test_in_process_runs_take_turns_with_duckdbs_query_and_their_medians_are_com
     monkeypatch.setitem(scenarios.SCENARIOS, "S", scenarios.Scenario("S", 12_000, 600, False, True, pairs=3))
     res = run_benchmark("S", data_root=tmp_path, progress=lambda line: None)
     assert order == ["segmint", "duckdb"] * 3
+    # Each command as a user runs it, in turn with the peer a user would write instead.
+    assert children == ["run", "peer run"] * 3 + ["features", "peer features"] * 3
     st = res["stages"]
     ours, duck = st["segmint run (in process)"], st["duckdb aggregate query"]
     assert len(ours["runs_seconds"]) == len(duck["runs_seconds"]) == 3
