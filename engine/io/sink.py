@@ -348,7 +348,9 @@ def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
 
 def missing_folders(folder: Path) -> list[Path]:
     """``folder`` and the folders above it that do not exist yet, deepest first: those a run may make for its
-    output, lease or scratch (``remove_empty``)."""
+    output, lease or scratch (``remove_empty``). Named as the system resolves them: walked up as written,
+    ``keep/../x`` listed ``keep/..`` and ``keep``, and an empty ``keep`` the user had was removed."""
+    folder = Path(os.path.realpath(folder))
     return list(itertools.takewhile(lambda f: not f.exists(), (folder, *folder.parents)))
 
 

@@ -199,6 +199,12 @@ def test_the_folders_a_run_made_go_with_it_where_it_left_them_empty(small_data, 
         with pytest.raises(RuntimeError, match="disk full"), staged(tmp_path / "s" / "t" / "out", overwrite=False):
             boom()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "given"]
+    # A folder reached through '..' is the folder it names: an empty one the user had stays.
+    (tmp_path / "dots" / "keep").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="disk full"), \
+            staged_file(tmp_path / "dots" / "new" / ".." / "keep" / "out", overwrite=False):
+        boom()
+    assert (tmp_path / "dots" / "keep").is_dir()
 
 
 def test_a_partition_write_failing_on_one_thread_fails_the_run_with_nothing_left(small_data, small_cfg, tmp_path,
