@@ -11,7 +11,6 @@ channels), so that every specialisation a run uses is in the cache.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import time
 
 import numpy as np
@@ -137,8 +136,7 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
 
 
 def _map_tiny_tables() -> None:
-    """The map (engine.features.table.features_of) on two rows of each column type it reads fast, its records in
-    input order and grouped first (its customer ids read first, as local Parquet's are)."""
+    """The map (engine.features.table.features_of) on two rows of each column type it reads fast."""
     from segmint.engine.config import Columns, RunConfig
     from segmint.engine.features.table import features_of
 
@@ -151,9 +149,9 @@ def _map_tiny_tables() -> None:
                             ([1, 1, 2, 2], None)):
         frame = pl.DataFrame({"customer_id": customer, **rows, **({"order_id": order} if order else {})})
         cfg = RunConfig(columns=Columns(order="order_id" if order else None))
-        for mode, ids_first in itertools.product(("features", "cohorts"), (False, True)):
+        for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),
-                        channels=None, mode=mode, ids_first=ids_first)
+                        channels=None, mode=mode)
     # Every cell as text, as CSV files are read: the values parsed by the contract's expressions.
     text = pl.DataFrame({"customer_id": ["1", "1", "2", "2"], "order_id": ["o1", "o2", "o3", "o4"],
                          **{name: [str(v) for v in values] for name, values in rows.items()}})

@@ -35,11 +35,8 @@ class FeatureTable:
 
 
 def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | None, now: dt.datetime,
-                channels: Sequence[str] | None, mode: str = "features", as_of_given: bool = False,
-                ids_first: bool = False) -> MappedLines:
-    """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory. ``ids_first``: its
-    customer column read first, as a bucket of local Parquet's is (the warmup compiles that way too; held in
-    memory, the rows map faster in input order: Model.predict's 100,000 customers 0.675 s against 0.757 s)."""
+                channels: Sequence[str] | None, mode: str = "features", as_of_given: bool = False) -> MappedLines:
+    """``map_lines`` on the mapped source columns of ``frame``, one chunk held in memory."""
     # Channels and categories as dictionaries: their few values are coded once, their rows by index (text
     # cells were copied into Arrow, then hashed one by one: 0.10 -> 0.05 s for 2.2 M lines), both at once. The
     # mapped columns taken as Series, not selected: planning a select took 0.1 ms of scoring one customer.
@@ -57,8 +54,7 @@ def features_of(frame: pl.DataFrame, cfg: RunConfig, *, as_of: dt.datetime | Non
     return map_lines(tables_read(chunks, helper=len(chunks) > 1 and thread_budget() > 1), table.num_rows,
                      dict(source.schema), cfg, as_of=as_of, now=now, channels=channels, mode=mode,
                      reread=lambda positions: table.take(pa.array(positions.astype(np.int64))),
-                     reason_column=reason_column(cfg.columns.source_columns()), as_of_given=as_of_given,
-                     read_ids=tables_read([chunk.select([c.customer]) for chunk in chunks]) if ids_first else None)
+                     reason_column=reason_column(cfg.columns.source_columns()), as_of_given=as_of_given)
 
 
 def compute_features(lines: pl.DataFrame, as_of: dt.datetime, cfg: FeatureConfig, *,
