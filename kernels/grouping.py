@@ -3,8 +3,7 @@
 ``group_rows`` is a stable counting sort on dense group numbers: the rows of group 0 in
 input order, then those of group 1, ... kernels/lines.py then orders each group's rows. A row's
 group is looked up as it is read (``rank[key[i]]``), so no array of groups the size of the input
-is written first. It also gives, where asked, each row's place in that order: rows whose other columns
-are read afterwards are then written there, grouped as they are read (engine.features.build).
+is written first.
 """
 
 from __future__ import annotations
@@ -15,12 +14,12 @@ from numba import prange
 
 from segmint.kernels._jit import parallel, serial
 
-__all__ = ["group_rows", "perm_dtype", "count_up"]
+__all__ = ["group_rows", "perm_dtype"]
 
 _MIN_RUN = 1 << 16   # rows: below this a second run costs more than it saves
 
 
-def group_rows(key, rank, n_groups, out_perm, out_offsets, *, out_place=None, threads=None):
+def group_rows(key, rank, n_groups, out_perm, out_offsets, *, threads=None):
     """Stable counting sort of rows by their group ``rank[key[i]]``.
 
     The rows are cut into one run per thread (runs of at least _MIN_RUN rows): each run counts its
@@ -36,31 +35,21 @@ def group_rows(key, rank, n_groups, out_perm, out_offsets, *, out_place=None, th
     key : int32[n] or int64[n]       # IN  each row's key; -1 takes rank's last entry
     rank : int32[m] or int64[m]      # IN  the group of each key, 0 <= group < n_groups
     n_groups : int                   # IN
-    out_perm : int32[n] or int64[n]  # OUT rows of group 0 (in input order), then of group 1, ... (of length 0:
-                                     #     not asked, where out_place is)
+    out_perm : int32[n] or int64[n]  # OUT rows of group 0 (in input order), then of group 1, ...
     out_offsets : int64[n_groups+1]  # OUT rows of group g are out_perm[out_offsets[g]:out_offsets[g+1]]
-    out_place : like out_perm        # OUT where asked: the place of row i in out_perm (out_perm[out_place[i]] == i)
     threads : int                    # most runs (default: Numba's thread count)
     """
     n = key.shape[0]
-    place = out_place if out_place is not None else np.zeros(0, out_perm.dtype)
     most = numba.get_num_threads() if threads is None else threads
     at = np.zeros((max(1, min(most, n // _MIN_RUN, n // (8 * max(n_groups, 1)))), n_groups), np.int64)
     if at.shape[0] == 1:
         _count(key, rank, 0, n, at[0])
         _starts(at, out_offsets)
-        _place(key, rank, 0, n, at[0], out_perm, place)
+        _place(key, rank, 0, n, at[0], out_perm)
     else:   # the thread count is read here: a kernel that reads it cannot be cached
         _count_runs(key, rank, at)
         _starts(at, out_offsets)
-        _place_runs(key, rank, at, out_perm, place)
-
-
-@parallel
-def count_up(out):
-    """out[i] = i: rows already grouped, as their own permutation."""
-    for i in prange(out.shape[0]):
-        out[i] = i
+        _place_runs(key, rank, at, out_perm)
 
 
 @parallel
@@ -72,11 +61,11 @@ def _count_runs(key, rank, at):
 
 
 @parallel
-def _place_runs(key, rank, at, out_perm, out_place):
+def _place_runs(key, rank, at, out_perm):
     """``_place`` of each run (row of ``at``) on its own thread."""
     runs, n = at.shape[0], key.shape[0]
     for r in prange(runs):
-        _place(key, rank, r * n // runs, (r + 1) * n // runs, at[r], out_perm, out_place)
+        _place(key, rank, r * n // runs, (r + 1) * n // runs, at[r], out_perm)
 
 
 @serial
@@ -101,17 +90,11 @@ def _starts(at, out_offsets):
 
 
 @serial
-def _place(key, rank, lo, hi, at, out_perm, out_place):
-    """Rows lo..hi-1, in order, to where ``at`` says their group's next row goes (where ``out_perm`` is not
-    empty), and that place (where ``out_place`` is not empty)."""
-    has_perm = out_perm.shape[0] > 0
-    placed = out_place.shape[0] > 0
+def _place(key, rank, lo, hi, at, out_perm):
+    """Rows lo..hi-1, in order, to where ``at`` says their group's next row goes."""
     for i in range(lo, hi):
         g = rank[key[i]]
-        if has_perm:
-            out_perm[at[g]] = i
-        if placed:
-            out_place[i] = at[g]
+        out_perm[at[g]] = i
         at[g] += 1
 
 

@@ -1,11 +1,10 @@
 """The map's kernels: a reject reason per row, each customer's rows in line order, and one pass per
 customer for repeats, duplicates, order netting, the returns-only and overflow checks and every feature.
 
-Rows are in input order, or grouped by customer where their customers were read first (engine.io.canonical,
-engine.features.build: one 32-byte record per row, a cache line, and the row's channel and category codes
-apart; ``fill_values`` and ``place_codes`` write them). ``row_reasons`` gives each row its first row-level
-reason. Grouped by a counting sort of rows by customer (kernels/grouping.py), ``customer_pass`` reduces each
-customer, serially within the customer and in parallel across
+Rows are in input order (engine.io.canonical, engine.features.build: one 32-byte record per
+row, a cache line, and the row's channel and category codes apart). ``row_reasons`` gives each
+row its first row-level reason. After a counting sort of rows by customer (kernels/grouping.py),
+``customer_pass`` reduces each customer, serially within the customer and in parallel across
 customers, so nothing depends on the thread count. It first copies the customer's rows into
 scratch (one memory access per row) and puts them in line order: by order id, then time, ties
 in input order, lines without an order id last, in input order (each its own order); then:
@@ -32,7 +31,7 @@ from numba import prange
 from segmint.kernels._jit import parallel, serial
 from segmint.kernels.exact_sum import CANCEL, MAX_PARTIALS, add_partial, round_partials
 from segmint.kernels.hashing import mix64
-from segmint.kernels.prefetch import prefetch, prefetch_write
+from segmint.kernels.prefetch import prefetch
 from segmint.kernels.sequence import CATEGORY_SCRATCH, line_row, order_row
 
 __all__ = ["row_reasons", "customer_pass", "text_keys", "fill_values", "place_codes", "chunk_tally", "times_us", "OK",
@@ -73,8 +72,6 @@ _EVERYTHING = 63
 EMPTY = 255
 
 _BLOCK = 1024
-# Rows ahead whose place a scatter prefetches, so that their stores' cache misses overlap.
-_AHEAD = 16
 # Runs of at most this many lines sharing an order id and time are compared pairwise without hashing.
 _COMPARE_DIRECTLY = 16
 
@@ -121,23 +118,18 @@ def times_us(values, missing, per_us, first_us, last_us, out_ts, out_state):
 
 
 @serial
-def fill_values(at, place, no_id, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, future_us,
-                as_of_us, out_ts, out_state, out_amount, out_bad, out_null, out_order, out_missing, out_reason, reason):
-    """Write a chunk's values into the bucket's line records (the out_* arrays: fields of one record array),
-    row i at ``place[at + i]``, or at ``at + i`` where ``place`` is empty, with each row's reason
-    (``row_reasons``; ``no_id``: the rows without a customer id), also into ``reason``, the chunk's own (in
-    its order). order, order_missing: of length 0 where they are coded (text ids, which ``place_codes``
-    writes) or not mapped.
+def fill_values(at, no_id, ts, ts_state, amount, amount_bad, amount_null, order, order_missing, future_us, as_of_us,
+                out_ts, out_state, out_amount, out_bad, out_null, out_order, out_missing, out_reason, reason):
+    """Write a chunk's values at ``at`` into the bucket's line records (the out_* arrays: fields of one record
+    array) with each row's reason (``row_reasons``; ``no_id``: the rows without a customer id), also into
+    ``reason``, the chunk's own. order, order_missing: of length 0 where they are coded (text ids, which
+    ``place_codes`` writes) or not mapped.
 
     No code is read: any thread may fill any chunk, each its own rows, while the chunks before it are coded.
     Serial, as ``times_us`` and for its reason."""
     has_order = order.shape[0] > 0
-    placed = place.shape[0] > 0
-    n = ts.shape[0]
-    for i in range(n):
-        if placed and i + _AHEAD < n:
-            prefetch_write(out_ts, place[at + i + _AHEAD])
-        j = place[at + i] if placed else at + i
+    for i in range(ts.shape[0]):
+        j = at + i
         out_ts[j] = ts[i]
         out_state[j] = ts_state[i]
         out_amount[j] = amount[i]
@@ -151,31 +143,23 @@ def fill_values(at, place, no_id, ts, ts_state, amount, amount_bad, amount_null,
 
 
 @serial
-def place_codes(at, rows, place, customer, order, order_missing, channel, category, out_customer, out_order,
-                out_missing, out_channel, out_category):
-    """Write the codes of a chunk's ``rows`` rows: customers' at ``at + i`` (of length 0 where they were coded
-    before, out_customer then too), and the rest of row i at ``place[at + i]`` (at ``at + i`` where ``place``
-    is empty, as ``fill_values``): channels' and categories' (-1 written where not mapped: channel, category
-    of length 0) into their own arrays, text order ids' into the line records ``fill_values`` filled (order,
-    order_missing: of length 0 where the ids are integers, which it wrote, or not mapped)."""
-    has_customer = customer.shape[0] > 0
+def place_codes(at, customer, order, order_missing, channel, category, out_customer, out_order, out_missing,
+                out_channel, out_category):
+    """Write a chunk's codes at ``at``: customers' and channels' and categories' (-1 written where not mapped:
+    channel, category of length 0) into their own arrays, text order ids' into the line records ``fill_values``
+    filled (order, order_missing: of length 0 where the ids are integers, which it wrote, or not mapped)."""
     has_order = order.shape[0] > 0
     has_channel = channel.shape[0] > 0
     has_category = category.shape[0] > 0
-    placed = place.shape[0] > 0
-    for i in range(rows):
-        if placed and i + _AHEAD < rows:
-            prefetch_write(out_channel, place[at + i + _AHEAD])
-            if has_order:
-                prefetch_write(out_order, place[at + i + _AHEAD])
-        j = place[at + i] if placed else at + i
-        if has_customer:
-            out_customer[at + i] = customer[i]
+    for i in range(customer.shape[0]):
+        j = at + i
+        out_customer[j] = customer[i]
         out_channel[j] = channel[i] if has_channel else -1
         out_category[j] = category[i] if has_category else -1
-        if has_order:
-            out_order[j] = order[i]
-            out_missing[j] = order_missing[i]
+    if has_order:
+        for i in range(customer.shape[0]):
+            out_order[at + i] = order[i]
+            out_missing[at + i] = order_missing[i]
 
 
 @serial
@@ -230,9 +214,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     ----------
     offsets : int64[n_groups + 1]       # IN     rows of group g: perm[offsets[g]:offsets[g+1]]; the last group
                                         #        holds the rows without a customer id (repeats only)
-    perm : int[n] or int[0]             # IN/OUT row numbers, each group's in input order; out: in line order.
-                                        #        Of length 0 where the rows are grouped already (engine.features
-                                        #        .build's grouped first): group g's rows are offsets[g]:offsets[g+1]
+    perm : int[n]                       # IN/OUT row numbers, each group's in input order; out: in line order
     ts, ts_state, amount, amount_bad    # IN     per row, as for row_reasons
     amount_bits : uint64[rows]          # IN     amount.view(uint64), for the repeat hash
     amount_null : bool[rows]            # IN     the amount cell was empty (a null and a NaN are two values)
@@ -265,7 +247,6 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
         widest = max(widest, offsets[g + 1] - offsets[g])
     has_raw = raw.shape[0] > 1
     has_key = dedupe_key.shape[0] > 1
-    has_perm = perm.shape[0] > 0
     text_orders = order_keys.shape[0] > 0
     flat_keys = order_keys.reshape(-1)
     # Text order ids: the records two customers on start loading, so that those of the next are in cache when
@@ -309,7 +290,7 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
             # The customer's rows are scattered over the bucket. The next customer's start loading
             # while this one is reduced (a row's record is one cache line, its codes in another):
             # customer_pass on bench M 0.94 -> 0.72-0.75 s.
-            if has_perm and g + ahead < n_groups:   # grouped rows are read in order: the hardware prefetches them
+            if g + ahead < n_groups:
                 for i in range(offsets[g + ahead], offsets[g + ahead + 1]):
                     r = perm[i]
                     prefetch(ts, r)
@@ -320,11 +301,11 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
                         prefetch(dedupe_key, r)
             if text_orders and g + 1 < n_groups:
                 for i in range(offsets[g + 1], offsets[g + 2]):
-                    r = perm[i] if has_perm else i
+                    r = perm[i]
                     if not order_missing[r]:
                         prefetch(flat_keys, 2 * order[r])
             for i in range(n):
-                r = perm[lo + i] if has_perm else lo + i
+                r = perm[lo + i]
                 pos[i] = r
                 l_ts[i] = ts[r]
                 if has_raw:
@@ -345,9 +326,8 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
             if text_orders:
                 _text_ranks(l_key, l_missing, n, order_keys, order_offsets, order_data, sub, rows)
             _line_order(l_missing, l_key, l_ts, n, by)
-            if has_perm:
-                for i in range(n):
-                    perm[lo + i] = pos[by[i]]
+            for i in range(n):
+                perm[lo + i] = pos[by[i]]
             repeats[g] = _repeats(n, by, l_ts, l_state, l_amount, l_bits, l_bad, l_null, l_key, l_missing,
                                   l_channel, l_category, l_raw, l_reason, keys, sub, rows)
             if g == n_customers:

@@ -1,6 +1,5 @@
 """A hint to the CPU to start loading an array element's cache line, for loops that gather rows
-scattered over memory or scatter rows over it: LLVM's ``llvm.prefetch`` (a load that never faults and
-returns nothing)."""
+scattered over memory: LLVM's ``llvm.prefetch`` (a load that never faults and returns nothing)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch", "prefetch_write"]
+__all__ = ["prefetch"]
 
 
 @intrinsic
@@ -21,20 +20,8 @@ def prefetch(typingctx, array, index):
     array : 1-d array of any dtype   # IN
     index : integer                  # IN  need not be in bounds: a prefetch never faults
     """
-    return _hint(array, index, 0)
-
-
-@intrinsic
-def prefetch_write(typingctx, array, index):
-    """Start loading ``array[index]``'s line into every cache level to be written (a scatter's stores then
-    find it there rather than each waiting on its own); no effect on results. Parameters as ``prefetch``'s."""
-    return _hint(array, index, 1)
-
-
-def _hint(array, index, write):
     if not (isinstance(array, types.Array) and array.ndim == 1 and isinstance(index, types.Integer)):
         return None   # a typing error where it is called: an index into a 2-d array would address its first row
-
     def codegen(context, builder, signature, args):
         array_type, index_type = signature.args
         view = context.make_array(array_type)(context, builder, args[0])
@@ -44,8 +31,8 @@ def _hint(array, index, write):
         i32 = ir.IntType(32)
         hint = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0")
-        # read (0) or write (1), keep in every cache level (3), data not instructions (1)
-        builder.call(hint, [builder.bitcast(pointer, byte_pointer), i32(write), i32(3), i32(1)])
+        # read (0), keep in every cache level (3), data not instructions (1)
+        builder.call(hint, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return types.void(array, index), codegen

@@ -1,19 +1,14 @@
 """A bucket's raw rows to clean lines, quarantined rows and per-customer features, in one pass of kernels.
 
-``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read). Where the
-customer column reads cheaply apart (local Parquet: the caller says) and its ids need no parsing, it is
-read first: customers are coded (first seen, first coded), ranked by id and their rows grouped by a
-counting sort, which gives each row its place among the bucket's line records. Then whichever thread
-read a chunk makes its values (engine.io.canonical) and writes them, with their row-level reasons, into
-the records at the rows' places (elsewhere at the chunk's own place, in input order: kernels/lines.py);
-the caller then gives the chunk its codes (customers, where not coded before, channels, categories; text
-order ids an id per run of equal strings, engine.codes.TextIds), chunk after chunk, and keeps only the
-records (the chunk itself is dropped, but for its rejected rows). Records in input order are grouped by
-customer once every chunk is read. Then each customer's rows are put in line order, and one parallel pass
-per customer finds repeats, duplicates, returns-only and overflowing customers, collapses orders and
-computes every feature, reading each customer's records in one piece where they were placed, else through
-the grouping's permutation. Rows rejected per customer are read again from their chunks, by position:
-there are few.
+``map_lines`` reads the bucket chunk by chunk (Arrow tables of the mapped columns as read). Whichever
+thread read a chunk makes its values (engine.io.canonical) and writes them, with their row-level
+reasons, into the bucket's line records at the chunk's place (kernels/lines.py); the caller then gives
+the chunk its codes (customers, channels, categories: first seen, first coded; text order ids an id per
+run of equal strings, engine.codes.TextIds), chunk after chunk, and keeps only the records (the chunk
+itself is dropped, but for its rejected rows). Then, for the whole bucket: customers are ranked by id and
+their rows grouped by a counting sort, each customer's rows put in line order, and one parallel pass per
+customer finds repeats, duplicates, returns-only and overflowing customers, collapses orders and computes
+every feature. Rows rejected per customer are read again from their chunks, by position: there are few.
 
 The results do not depend on how the input was split into chunks or buckets (customers are
 ordered by id, lines by their order id, time and input position), nor on the thread count.
@@ -41,11 +36,11 @@ from segmint.engine.errors import ConfigError, InputContractError
 from segmint.engine.features.lifecycle import activity_status
 from segmint.engine.features.orders import Grouped
 from segmint.engine.io import arrow_numpy
-from segmint.engine.io.canonical import (CustomerKeys, Encoders, LineCodes, LineValues, check_number_format,
-                                        customer_codes, customer_keys, is_typed, line_codes, line_values)
+from segmint.engine.io.canonical import (Encoders, LineCodes, LineValues, check_number_format, is_typed, line_codes,
+                                        line_values)
 from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import in_order, release_free_memory, when_asked
-from segmint.kernels.grouping import count_up, group_rows, perm_dtype
+from segmint.kernels.grouping import group_rows, perm_dtype
 from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
                                    DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
                                    customer_pass, fill_values, place_codes, text_keys)
@@ -94,8 +89,7 @@ class MappedLines:
 
 def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunConfig, *,
               as_of: dt.datetime | None, now: dt.datetime, channels: Sequence[str] | None, mode: str,
-              reread: Callable[[np.ndarray], pa.Table], reason_column: str, as_of_given: bool = False,
-              read_ids: Read | None = None) -> MappedLines:
+              reread: Callable[[np.ndarray], pa.Table], reason_column: str, as_of_given: bool = False) -> MappedLines:
     """Map the ``rows`` rows ``read`` gives (tables of the source columns of ``schema``, as read): each chunk's
     values and their line records are made on the thread that read it, its codes here, chunk after chunk.
 
@@ -105,10 +99,6 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     ``reread(positions)``: the rows at those positions (numbered across the chunks), as read.
     ``as_of_given``: ``as_of`` was given by the caller (``Model.predict``'s), as --as-of is: rows after it are
     counted apart (``rows_after_as_of``) whatever their reason.
-    ``read_ids``: where given, the same chunks' customer column alone (read cheaply apart: local Parquet). Where
-    the ids need no parsing, the rows are then grouped by customer first and each chunk's records written at
-    their rows' places (``_grouped_first``); else grouped once every chunk is read (tables held in memory, as
-    Model.predict's: 100,000 customers in one call took 0.675 s one way and 0.757 s the other).
     """
     if rows > MOST_BUCKET_ROWS:
         # Past it the codes would wrap around, and lines would be given to other customers and orders, exit 0.
@@ -121,26 +111,20 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     enc = Encoders.for_schema(schema, c)
     typed = is_typed(schema, c)
     given = as_of_given or cfg.as_of is not None
-    first = _grouped_first(read_ids, rows, c, enc) if read_ids is not None and typed else None
     lines = _read(read, rows, c, typed, enc, cfg.dedupe_on, _NEVER if cfg.as_of else _us(now),
-                  _us(as_of) if as_of is not None else _NEVER, given=given, place=first.place if first else None)
+                  _us(as_of) if as_of is not None else _NEVER, given=given)
     release_free_memory()   # the chunks' buffers, which the allocators keep: the bucket's peak is still to come
     if as_of is None:   # derived: no row can then be after it (it is the latest usable one)
         as_of = _datetime(lines.latest) if lines.latest is not None else now
     channel_counts = lines.channel_counts(enc)
     if channels is None:
         channels = top_channels(channel_counts, cfg.features.max_channels)
-    if first is None:   # the records in input order: customer_pass reads each group's rows through perm
-        assert lines.customer is not None
-        groups = _groups(lines.customer, enc, place=False)
-        lines.customer = None
-        perm, place = groups.rows, None
-    else:   # the records grouped already: no permutation, but for the cohorts' lines in line order
-        groups, place, lines.read_seconds = first, first.place, lines.read_seconds + first.read_seconds
-        perm = np.empty(rows if mode == "cohorts" else 0, perm_dtype(rows))
-        count_up(perm)   # the grouped rows as they are: customer_pass puts each group's in line order
-    by_rank, offsets = groups.by_rank, groups.offsets
-    n_customers = by_rank.size
+    n_customers = enc.customers.n
+    by_rank = enc.customers.order()   # the code of each customer, customers in id order
+    offsets = np.empty(n_customers + 2, np.int64)
+    perm = np.empty(rows, perm_dtype(rows))
+    group_rows(lines.customer, _group_of_code(by_rank), n_customers + 1, perm, offsets)
+    lines.customer = None
     rec = lines.records
     # Column-major: each feature column is contiguous, for the table built from them.
     features = np.empty((n_customers, len(ORDER_FEATURES)), np.float64, order="F")
@@ -160,7 +144,7 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
                   dedupe,
                   _us(as_of), features, shares, line_out, status, repeats, span)
     kept = status == OK
-    later, later_rows = _decided_per_customer(offsets, perm, status, rec["reason"], dedupe, place)
+    later = _decided_per_customer(offsets, perm, status, rec["reason"], dedupe)
     lines.count_rejects(rec["reason"][later], rec["amount"][later])
     table = grouped = set_aside = None
     if mode == "features":
@@ -169,9 +153,9 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
         after = _us(as_of) if given else None
         set_aside = enc.customer_ids(by_rank[_rejected_whole(offsets, perm, status, rec, after)])
     elif mode == "cohorts":
-        grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order, place)
+        grouped = _grouped(offsets, perm, rec, enc, by_rank, lines.has_order)
     rejected = int(lines.rejected[1:].sum())
-    rejects = _rejects(lines.early, later_rows, rec["reason"][later], reread, schema, reason_column)
+    rejects = _rejects(lines.early, later, rec["reason"], reread, schema, reason_column)
     _give_records_back()
     return MappedLines(
         table=table, grouped=grouped, rejects=rejects, set_aside=set_aside,
@@ -294,17 +278,15 @@ def _give_records_back() -> None:
 
 
 class _Lines:
-    """The bucket's rows (records, customer codes, raw identities), in input order or each at its ``place``,
-    and what the chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
+    """The bucket's rows in input order (records, customer codes, raw identities), and what the
+    chunk pass learnt of them: row-level rejects, the latest usable time, channel counts."""
 
     def __init__(self, rows: int, columns: Columns, typed: bool, dedupe: bool, future_us: int, as_of_us: int,
-                 given_as_of: bool, place: np.ndarray | None) -> None:
+                 given_as_of: bool) -> None:
         self.records, self.codes = _take_records(rows)
         self.future_us, self.as_of_us, self.given_as_of = future_us, as_of_us, given_as_of
         self.columns = columns
-        # Where the rows have places (grouped first), their customers were coded then.
-        self.place = place if place is not None else np.zeros(0, perm_dtype(rows))
-        self.customer: np.ndarray | None = np.empty(rows, np.int32) if place is None else None
+        self.customer: np.ndarray | None = np.empty(rows, np.int32)
         # Rows parsed from text keep their identity as read (canonical's ``raw``), and --dedupe-on's.
         self.raw: np.ndarray | None = np.empty(rows, np.uint64) if not typed else None
         self.dedupe_key: np.ndarray | None = np.empty(rows, np.uint64) if not typed and dedupe else None
@@ -313,13 +295,13 @@ class _Lines:
         self.rejected = np.zeros(len(REASON_NAMES) + 1, np.int64)
         self.after_as_of = 0     # rows of a valid time after a given --as-of, whatever their reason
         self.rejected_amount: list[list[float]] = [[] for _ in REASON_NAMES]
-        self.early: list[tuple[np.ndarray, pa.Table, np.ndarray]] = []   # positions, rows as read, reasons
+        self.early: list[tuple[np.ndarray, pa.Table]] = []
         self.read_seconds = 0.0
         self._channels = np.zeros(0, np.int64)
 
     def fill(self, at: int, values: LineValues) -> np.ndarray:
-        """Write a chunk's values, its first row at ``at`` or each row at its place (on the thread that read it:
-        each chunk its own rows); its rows' reasons, which the records hold too."""
+        """Write a chunk's values at ``at`` (on the thread that read it: each chunk its own rows); its rows'
+        reasons, which the records hold too."""
         n = values.rows
         if at + n > self.records.size:
             msg = (f"the input holds more rows than when the run planned ({self.records.size}): it changed while "
@@ -328,12 +310,11 @@ class _Lines:
         rec = self.records
         none64, nobool = np.zeros(0, np.int64), np.zeros(0, np.bool_)
         reason = np.empty(n, np.uint8)
-        fill_values(at, self.place, values.no_id, values.ts, values.ts_state, values.amount, values.amount_bad,
+        fill_values(at, values.no_id, values.ts, values.ts_state, values.amount, values.amount_bad,
                     values.amount_null, values.order if values.order is not None else none64,
                     values.order_missing if values.order is not None else nobool, self.future_us, self.as_of_us,
                     rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"], rec["amount_null"], rec["order"],
                     rec["order_missing"], rec["reason"], reason)
-        # Only where values were parsed (not typed), which is never grouped first: in input order.
         if self.raw is not None:
             self.raw[at: at + n] = values.raw
         if self.dedupe_key is not None:
@@ -346,13 +327,11 @@ class _Lines:
         them); ``n_channels``: the channel codes given so far."""
         rec = self.records
         none32, none64, nobool = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.bool_)
-        place_codes(at, values.rows, self.place, codes.customer if codes.customer is not None else none32,
-                    codes.order if codes.order is not None else none64,
+        place_codes(at, codes.customer, codes.order if codes.order is not None else none64,
                     codes.order_missing if codes.order is not None else nobool,
                     codes.channel if codes.channel is not None else none32,
                     codes.category if codes.category is not None else none32,
-                    self.customer if self.customer is not None else none32, rec["order"], rec["order_missing"],
-                    self.codes["channel"], self.codes["category"])
+                    self.customer, rec["order"], rec["order_missing"], self.codes["channel"], self.codes["category"])
         if n_channels > self._channels.size:
             self._channels = np.concatenate([self._channels, np.zeros(n_channels - self._channels.size, np.int64)])
         usable, top, bad_rows = chunk_tally(reason, values.ts, codes.channel if codes.channel is not None else none32,
@@ -362,7 +341,7 @@ class _Lines:
         if bad_rows:
             bad = np.flatnonzero(reason)
             rows = table.take(arrow_numpy.array(bad))
-            self.early.append((bad + at, rows, reason[bad]))
+            self.early.append((bad + at, rows))
             self.count_rejects(reason[bad], values.amount[bad])
             # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the
             # reject share as well (it entered it: 26% rejected where 10% of the rows up to the as-of were). Not
@@ -389,125 +368,49 @@ class _Lines:
 
 
 def _read(read: Read, rows: int, c: Columns, typed: bool, enc: Encoders, dedupe_on: Sequence[str], future_us: int,
-          as_of_us: int, *, given: bool, place: np.ndarray | None) -> _Lines:
+          as_of_us: int, *, given: bool) -> _Lines:
     """Every chunk's values and reasons, written into records sized for ``rows`` on the thread that read it, then
     its codes here, in order; the rejected rows of each chunk kept as read, with their positions. ``given``: the
-    as-of is --as-of's. ``place``: each row's place in the records (``_grouped_first``), None for input order."""
-    out = _Lines(rows, c, typed, bool(dedupe_on), future_us, as_of_us, given, place)
+    as-of is --as-of's."""
+    out = _Lines(rows, c, typed, bool(dedupe_on), future_us, as_of_us, given)
 
-    def made(table: pa.Table, at: int) -> tuple[pa.Table, LineValues, np.ndarray]:
+    def made(table: pa.Table, at: int) -> tuple[pa.Table, LineValues, np.ndarray, int]:
         values = line_values(table, c, typed, enc, dedupe_on)
-        return table, values, out.fill(at, values)
+        return table, values, out.fill(at, values), at
 
-    waited = [0.0]
-    for (table, values, reason), at in _in_order(read, made, rows, waited):
-        out.add(at, table, values, reason, line_codes(values, c, typed, enc, out.customer is not None),
-                enc.channels.n)
-        del table, values, reason   # the chunk's memory free before the next is waited for
-    out.read_seconds = waited[0]
-    return out
-
-
-@dataclass
-class _Groups:
-    """A bucket's rows grouped by customer, customers in id order."""
-
-    by_rank: np.ndarray           # the code of each customer, customers in id order
-    offsets: np.ndarray           # int64[customers + 2]: group g's rows are rows[offsets[g]:offsets[g + 1]]; the
-                                  # last group holds the rows without a customer id
-    rows: np.ndarray              # the input row at each place: group after group, each group's in input order
-                                  # (of length 0 where ``place`` is asked for instead)
-    place: np.ndarray | None      # the place of each input row (``rows``' inverse), where asked
-    read_seconds: float = 0.0     # waiting for the customer column to be read
-
-
-def _grouped_first(read_ids: Read, rows: int, c: Columns, enc: Encoders) -> _Groups:
-    """The rows grouped by customer from their customer column alone, read before the others: each chunk's
-    records can then be written at their rows' places as it is read, and customer_pass reads every customer's
-    rows in one piece, not row by row across the bucket through a permutation. On bench M's lines, six runs in
-    one process each, in turn (bench/README.md, forty-sixth round): customer_pass 1.43-1.83 -> 0.93-1.37 s, this
-    pass 0.41-0.61 s (the grouping, 0.14-0.21 s of it, was done after the read before), the read 1.88-2.31 ->
-    1.70-2.21 s with its stores prefetched (kernels/lines.py fill_values), the map 3.92-4.74 -> 3.34-4.46 s."""
-    customer = np.empty(rows, np.int32)
-
-    def made(table: pa.Table, at: int) -> CustomerKeys:
-        return customer_keys(table.column(c.customer), enc)
-
-    waited = [0.0]
-    for keys, at in _in_order(read_ids, made, rows, waited):
-        customer[at: at + keys.no_id.size] = customer_codes(keys, enc)
-        del keys
-    groups = _groups(customer, enc, place=True)
-    groups.read_seconds = waited[0]
-    return groups
-
-
-def _groups(customer: np.ndarray, enc: Encoders, *, place: bool) -> _Groups:
-    """Rows grouped by their customer codes (``customer``: every row's, -1 for none): the row at each place,
-    or (``place``) the place of each row, which is all a map grouping first holds while it reads the rest."""
-    by_rank = enc.customers.order()
-    rows = customer.size
-    offsets = np.empty(by_rank.size + 2, np.int64)
-    perm = np.empty(0 if place else rows, perm_dtype(rows))
-    places = np.empty(rows, perm.dtype) if place else None
-    group_rows(customer, _group_of_code(by_rank), by_rank.size + 1, perm, offsets, out_place=places)
-    return _Groups(by_rank, offsets, perm, places)
-
-
-def _in_order(read: Read, made: Callable[[pa.Table, int], Any], rows: int, waited: list[float]) \
-        -> Iterator[tuple[Any, int]]:
-    """What ``made`` makes of each chunk ``read`` gives, with the position of its first row, checked to come
-    in order and to be the ``rows`` rows planned; the time spent waiting for them added to ``waited[0]``."""
     expected = 0
-
-    def counted(table: pa.Table, at: int) -> tuple[Any, int, int]:
-        return made(table, at), at, table.num_rows
-
     # Closed on any exit: a map that fails stops the reading threads then, not once its traceback is dropped.
-    with contextlib.closing(read(counted)) as items:
+    with contextlib.closing(read(made)) as items:
         while True:
             start = time.perf_counter()
             item = next(items, None)
-            waited[0] += time.perf_counter() - start
+            out.read_seconds += time.perf_counter() - start
             if item is None:
                 break
-            thing, at, n = item
-            del item
+            table, values, reason, at = item
             if at != expected:   # a chunk before it gave other rows than planned
                 msg = (f"the input holds {'fewer' if at > expected else 'more'} rows than the run planned for: it "
                        f"changed while being read; rerun")
                 raise InputContractError(msg)
-            if at + n > rows:
-                msg = (f"the input holds more rows than when the run planned ({rows}): it changed while being read; "
-                       f"rerun")
-                raise InputContractError(msg)
-            expected += n
-            yield thing, at
-            del thing
+            out.add(at, table, values, reason, line_codes(values, c, typed, enc), enc.channels.n)
+            expected += values.rows
+            del table, values, reason, item
     if expected != rows:
         msg = f"the input holds {expected} rows, not the {rows} the run planned for: it changed while being read; rerun"
         raise InputContractError(msg)
+    return out
 
 
 def _decided_per_customer(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, reason: np.ndarray,
-                          dedupe: int, place: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The records customer_pass gave a reason and their input rows, by input row: duplicates (--dedupe-on),
-    and without it the rows of customers it did not keep alone (their usable rows take the customer's status).
-    The latter are read through those customers' groups, not by a scan of every row's reason, strided through
-    the records (bench M: 0.09 s). ``place``: the record of each input row (None: records in input order)."""
+                          dedupe: int) -> np.ndarray:
+    """The rows, ascending, that customer_pass gave a reason: duplicates (--dedupe-on), and without it the rows
+    of customers it did not keep alone (their usable rows take the customer's status). The latter are read
+    through those customers' groups, not by a scan of every row's reason, strided through the records (bench M:
+    0.09 s)."""
     if dedupe:
-        at = np.flatnonzero(reason >= _PER_CUSTOMER)
-    else:
-        at, _ = _rows_of(offsets, perm, np.flatnonzero(status != OK))
-        at = at[reason[at] >= _PER_CUSTOMER]
-    if place is None or not at.size:
-        at = np.sort(at)
-        return at, at
-    # The input rows whose records these are, found by one pass over the places (no inverse of them is held).
-    marked = np.zeros(place.size, np.bool_)
-    marked[at] = True
-    rows = np.flatnonzero(marked[place])
-    return place[rows].astype(np.int64), rows
+        return np.flatnonzero(reason >= _PER_CUSTOMER)
+    rows, _ = _rows_of(offsets, perm, np.flatnonzero(status != OK))
+    return np.sort(rows[reason[rows] >= _PER_CUSTOMER])
 
 
 def _rejected_whole(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, rec: np.ndarray,
@@ -531,13 +434,11 @@ def _rejected_whole(offsets: np.ndarray, perm: np.ndarray, status: np.ndarray, r
 
 
 def _rows_of(offsets: np.ndarray, perm: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows (int64) of ``groups``, group after group, and each group's row count (``perm`` of length 0: the
-    rows are grouped, group g's are offsets[g]:offsets[g + 1])."""
+    """The rows (int64) of ``groups``, group after group, and each group's row count."""
     starts, sizes = offsets[groups], offsets[groups + 1] - offsets[groups]
     # Each group's slice of perm, concatenated: position k of the result is start + (k - where its slice begins).
     within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    at = np.repeat(starts, sizes) + within
-    return (perm[at].astype(np.int64) if perm.size else at), sizes
+    return perm[np.repeat(starts, sizes) + within].astype(np.int64), sizes
 
 
 def _text_orders(orders: TextIds | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -595,9 +496,8 @@ def _feature_table(ids: pl.Series, kept: np.ndarray, features: np.ndarray, share
 
 
 def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encoders, by_rank: np.ndarray,
-             has_order: bool, place: np.ndarray | None) -> Grouped:
-    """The usable lines of customers with any, grouped by customer (in id order), in line order. ``place``: the
-    record of each input row (None: records in input order)."""
+             has_order: bool) -> Grouped:
+    """The usable lines of customers with any, grouped by customer (in id order), in line order."""
     keep = rec["reason"][perm] == OK
     before = np.concatenate(([0], np.cumsum(keep)))
     counts = (before[offsets[1:]] - before[offsets[:-1]])[:-1]   # the last group: rows without an id
@@ -610,16 +510,8 @@ def _grouped(offsets: np.ndarray, perm: np.ndarray, rec: np.ndarray, enc: Encode
         starts = np.ones(order.size, bool)
         starts[1:] = missing[1:] | missing[:-1] | _other_orders(order[1:], order[:-1], enc.orders)
         key = np.cumsum(starts)
-    return Grouped(ids=enc.customer_ids(by_rank[counts > 0]), offsets=offsets,
-                   perm=rows if place is None else _input_rows(place)[rows],
+    return Grouped(ids=enc.customer_ids(by_rank[counts > 0]), offsets=offsets, perm=rows,
                    ts=lines["ts"].copy(), amount=lines["amount"].copy(), order_key=key)
-
-
-def _input_rows(place: np.ndarray) -> np.ndarray:
-    """The input row of each record, from the record of each input row."""
-    rows = np.empty(place.size, place.dtype)
-    rows[place] = np.arange(place.size, dtype=place.dtype)
-    return rows
 
 
 def _other_orders(a: np.ndarray, b: np.ndarray, orders: TextIds | None) -> np.ndarray:
@@ -635,21 +527,19 @@ def _other_orders(a: np.ndarray, b: np.ndarray, orders: TextIds | None) -> np.nd
     return other
 
 
-def _rejects(early: list[tuple[np.ndarray, pa.Table, np.ndarray]], later: np.ndarray, later_reasons: np.ndarray,
+def _rejects(early: list[tuple[np.ndarray, pa.Table]], later: np.ndarray, reason: np.ndarray,
              reread: Callable[[np.ndarray], pa.Table], schema: dict[str, pl.DataType], column: str) -> pl.DataFrame:
-    """The rejected rows as read, in input order, with their reason: ``early``'s (positions, rows, reasons) and
-    the rows rejected per customer (``later``, ascending), read again."""
+    """The rejected rows as read, in input order, with their reason; rows rejected per customer read again."""
     parts = list(early)
     if later.size:
-        parts.append((later, reread(later), later_reasons))
+        parts.append((later, reread(later)))
     source = pl.Schema(schema)
     if not parts:
         return pl.DataFrame(schema={**source, column: pl.String})
-    positions = np.concatenate([p for p, _, _ in parts])
-    reasons = np.concatenate([r for _, _, r in parts])
-    frame = pl.concat([pl.from_arrow(t).cast(source) for _, t, _ in parts], how="vertical")
+    positions = np.concatenate([p for p, _ in parts])
+    frame = pl.concat([pl.from_arrow(t).cast(source) for _, t in parts], how="vertical")
     order = np.argsort(positions, kind="stable")
-    names = np.array(REASON_NAMES, dtype=object)[reasons[order] - 1]
+    names = np.array(REASON_NAMES, dtype=object)[reason[positions[order]] - 1]
     return frame[order].with_columns(pl.Series(column, names, dtype=pl.String))
 
 

@@ -42,7 +42,7 @@ from segmint.kernels.codes import dictionary_codes
 from segmint.kernels.lines import TS_BAD, TS_MISSING, chunk_tally, row_reasons, times_us
 
 __all__ = ["check_number_format", "LineValues", "LineCodes", "Encoders", "line_values", "line_codes", "is_typed",
-           "usable_tally", "blank", "CustomerKeys", "customer_keys", "customer_codes"]
+           "usable_tally", "blank"]
 
 _UNITS_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _RAW_SEED = 0x5E6
@@ -76,7 +76,7 @@ class LineValues:
 class LineCodes:
     """A chunk's codes (``line_codes``), given in the order the chunks come."""
 
-    customer: np.ndarray | None            # int32, -1: no id (None: coded before, ``customer_codes``)
+    customer: np.ndarray                   # int32, -1: no id
     order: np.ndarray | None               # text order ids' codes (int64), where the ids are text
     order_missing: np.ndarray | None
     channel: np.ndarray | None
@@ -136,8 +136,11 @@ def line_values(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
         table = _parsed(table, columns, dedupe_on)
     n = table.num_rows
     names = _coded_names(columns, typed)
-    keys = customer_keys(table.column(names["customer"]), enc)
-    ids, no_id = keys.ids, keys.no_id
+    cid = table.column(names["customer"])
+    if isinstance(enc.customers, TextCodes):
+        ids, no_id = None, _nulls(cid) | blank(cid)
+    else:
+        ids, no_id = _ints(cid)
     ts, ts_state = _times(table.column(columns.time)) if typed else _parsed_times(table)
     amount, amount_null = _floats(table.column(columns.amount if typed else "__amount"))
     amount_bad = np.zeros(n, bool) if typed else flags(_one_chunk(table.column("__amount_bad")))
@@ -154,15 +157,15 @@ def line_values(table: pa.Table, columns: Columns, typed: bool, enc: Encoders,
                       dedupe_key)
 
 
-def line_codes(values: LineValues, columns: Columns, typed: bool, enc: Encoders, customers: bool = True) \
-        -> LineCodes:
-    """The codes of a chunk's rows, which ``enc`` gives in first-seen order: chunks must come in order.
-    ``customers``: False where the customers were coded before (``customer_codes``, every chunk's)."""
+def line_codes(values: LineValues, columns: Columns, typed: bool, enc: Encoders) -> LineCodes:
+    """The codes of a chunk's rows, which ``enc`` gives in first-seen order: chunks must come in order."""
     names = _coded_names(columns, typed)
     table = values.coded
-    customer = None
-    if customers:
-        customer = customer_codes(CustomerKeys(table.column(names["customer"]), values.ids, values.no_id), enc)
+    if values.ids is None:
+        customer = _text_codes(enc.customers, table.column(names["customer"]))
+        customer[values.no_id] = -1
+    else:
+        customer = enc.customers.encode(values.ids, values.no_id)
     order = order_missing = None
     if enc.orders is not None and columns.order is not None:
         order = _text_codes(enc.orders, table.column(names["order"])).astype(np.int64)
@@ -170,33 +173,6 @@ def line_codes(values: LineValues, columns: Columns, typed: bool, enc: Encoders,
     channel = _text_codes(enc.channels, table.column(names["channel"])) if columns.channel is not None else None
     category = _text_codes(enc.categories, table.column(names["category"])) if columns.category is not None else None
     return LineCodes(customer, order, order_missing, channel, category)
-
-
-@dataclass
-class CustomerKeys:
-    """A chunk's customer ids as ``customer_codes`` codes them (``customer_keys``'s, on any thread)."""
-
-    column: pa.ChunkedArray | pa.Array     # as read
-    ids: np.ndarray | None                 # int64 keys of integer ids (None: text ids)
-    no_id: np.ndarray                      # rows without an id
-
-
-def customer_keys(column: pa.ChunkedArray | pa.Array, enc: Encoders) -> CustomerKeys:
-    """The keys of a customer column needing no parsing (or parsed: ``__cid``); of ``enc`` only which kind of
-    codes it holds is read."""
-    if isinstance(enc.customers, TextCodes):
-        return CustomerKeys(column, None, _nulls(column) | blank(column))
-    return CustomerKeys(column, *_ints(column))
-
-
-def customer_codes(keys: CustomerKeys, enc: Encoders) -> np.ndarray:
-    """The customer codes (int32, -1: no id) of a chunk's rows, which ``enc`` gives in first-seen order:
-    chunks must come in order."""
-    if keys.ids is None:
-        customer = _text_codes(enc.customers, keys.column)
-        customer[keys.no_id] = -1
-        return customer
-    return enc.customers.encode(keys.ids, keys.no_id)
 
 
 def usable_tally(table: pa.Table, columns: Columns, typed: bool, future_us: int,

@@ -41,7 +41,7 @@ from segmint.engine.io.times import looks_like_time
 from segmint.engine.runtime import in_order, thread_budget, when_asked
 
 __all__ = ["Chunk", "Source", "Listing", "list_inputs", "resolve", "split", "read_chunk", "read_chunks", "stream",
-           "read_at", "first_line", "no_header_fix", "column_list", "reads_apart"]
+           "read_at", "first_line", "no_header_fix", "column_list"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 # Data in forms segmint does not read: compressed files and other table formats, refused rather than left out.
@@ -86,11 +86,6 @@ class Source:
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.schema)
-
-    def only(self, columns: Sequence[str]) -> Source:
-        """This source read for ``columns`` alone (of its own)."""
-        return dataclasses.replace(self, columns=tuple(columns), schema={c: self.schema[c] for c in columns},
-                                   widened=tuple(c for c in self.widened if c in columns))
 
 
 @dataclass(frozen=True)
@@ -284,13 +279,6 @@ def stream(source: Source, chunks: Sequence[Chunk], dictionary: Sequence[str] = 
     # Four where ``made`` does the work and the caller's own part is light (the map's codes): with two the
     # helper waited for room while the caller made an item itself (L's read phases 11.0-11.8 -> 10.3-10.6 s).
     yield from in_order(groups, ahead=4 if made else 2)
-
-
-def reads_apart(source: Source, chunks: Sequence[Chunk]) -> bool:
-    """Whether one column of ``chunks`` reads apart from the others for a small part of their cost: local
-    Parquet, which stores each column apart (bench M's customer ids 0.15-0.18 CPU-seconds, of 1.7-1.9 for
-    every mapped column), not CSV (parsed whole), files on an object store (fetched whole) or scratch files."""
-    return not source.csv and not any(c.path.endswith(_IPC) or store.is_remote(c.path) for c in chunks)
 
 
 def read_at(source: Source, chunks: Sequence[Chunk], positions: np.ndarray) -> pa.Table:

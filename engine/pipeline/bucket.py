@@ -28,7 +28,6 @@ from segmint.engine.io import store
 from segmint.engine.io.clean import EVENT_REASONS, REASONS, clean_events, reason_column
 from segmint.engine.io.ids import customer_expr
 from segmint.engine.io.sink import Layout
-from segmint.engine.io.sources import reads_apart
 from segmint.engine.pipeline.partition import (Releases, bucket_chunks, bucket_rows, bucket_source, read_tables,
                                                reread)
 from segmint.engine.pipeline.plan import Plan
@@ -204,14 +203,11 @@ def _map(job: MapJob) -> BucketResult:
     parts = bucket_chunks(plan, source, job.bucket)
     start = time.perf_counter()
     dictionary = [c for c in (cfg.columns.channel, cfg.columns.category) if c]
-    ids = (cfg.columns.customer,)
     mapped = map_lines(lambda made: read_tables(plan, source, dictionary, parts, made),
                        sum(chunk.rows for chunk in parts), plan.read_schema("tx"), cfg, as_of=job.as_of,
                        now=plan.now, channels=job.channels, mode=job.mode,
                        reread=lambda positions: reread(plan, source, positions, parts),
-                       reason_column=reason_column(list(source.columns)),
-                       read_ids=(lambda made: read_tables(plan, source, (), parts, made, ids))
-                       if reads_apart(source, parts) else None)
+                       reason_column=reason_column(list(source.columns)))
     seconds = {"read": mapped.read_seconds, "lines": time.perf_counter() - start - mapped.read_seconds}
     counts = Counts(rows_in=mapped.rows_in, rows_used=mapped.rows_used, rows_after_as_of=mapped.rows_after_as_of,
                     rejected=mapped.rejected,

@@ -198,20 +198,18 @@ class Releases:
 
 
 def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (), chunks: Sequence[Chunk] | None = None,
-                made: Callable[[pa.Table, int], Any] | None = None, columns: Sequence[str] | None = None) \
-        -> Iterator[Any]:
+                made: Callable[[pa.Table, int], Any] | None = None) -> Iterator[Any]:
     """The rows of ``source`` (its ``chunks``, all by default) as read, with ids pseudonymised when the
     run asks for it (scratch files already hold pseudonyms); with ``made``, what it makes of each such table
     and the position of its first row (``stream``'s), each table checked, pseudonymised and made on the thread
-    that read it. Without, checked and pseudonymised here: ``stream`` reads further ahead for a ``made``.
-    ``columns``: of its columns, these alone (a time column judged in every chunk is judged where it is read)."""
+    that read it. Without, checked and pseudonymised here: ``stream`` reads further ahead for a ``made``."""
     role_column = _role_column(plan, source)
     judged = _judged_time(plan, source)
     pseudonymize = plan.cfg.pseudonymize_ids and _is_input(plan, source)
     numeric_ids = _side_numeric_ids(plan, source) if not pseudonymize else None   # pseudonymized() checks them
 
     def checked(table: pa.Table, at: int) -> Any:
-        if judged is not None and judged[0] in table.column_names:
+        if judged is not None:
             name, fmt, flag = judged
             check_time_column(pl.from_arrow(table.select([name])), name, fmt, flag)
         if numeric_ids is not None:
@@ -220,10 +218,9 @@ def read_tables(plan: Plan, source: Source, dictionary: Sequence[str] = (), chun
         return made(table, at) if made is not None else table
 
     chunks = source.chunks if chunks is None else chunks
-    read = source if columns is None else source.only(columns)
     if made is None and (judged is not None or numeric_ids is not None or pseudonymize):
-        return _each_checked(stream(read, chunks, dictionary), checked)
-    return stream(read, chunks, dictionary, checked if made is not None else None)
+        return _each_checked(stream(source, chunks, dictionary), checked)
+    return stream(source, chunks, dictionary, checked if made is not None else None)
 
 
 def _each_checked(tables: Iterator[pa.Table], checked: Callable[[pa.Table, int], pa.Table]) -> Iterator[pa.Table]:

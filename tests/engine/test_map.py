@@ -128,68 +128,14 @@ def test_chunks_do_not_change_anything(seed, text_ids, order, text):
     cfg = _cfg(frame, order, text)
     whole = features_of(frame, cfg, as_of=None, now=NOW, channels=None)
     table = frame.to_arrow()
-    for size, helper, first in itertools.product((1, 7, 500), (False, True), (False, True)):
+    for size, helper in itertools.product((1, 7, 500), (False, True)):
         chunks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
-        ids = tables_read([chunk.select(["cid"]) for chunk in chunks], helper) if first else None
         cut = map_lines(tables_read(chunks, helper), table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW,
                         channels=None, mode="features", reread=lambda positions: table.take(pa.array(positions)),
-                        reason_column="reason", read_ids=ids)
+                        reason_column="reason")
         assert cut.table.equals(whole.table) and cut.rejects.equals(whole.rejects)
         assert (cut.rejected, cut.repeats, cut.as_of) == (whole.rejected, whole.repeats, whole.as_of)
         assert (cut.latest, cut.channel_counts) == (whole.latest, whole.channel_counts)
-
-
-@pytest.mark.parametrize(("seed", "text_ids", "order"), [(0, False, "int"), (1, True, "text"), (2, False, "none")])
-@pytest.mark.parametrize(("mode", "dedupe_on", "as_of"),
-                         [("features", (), None), ("features", ("cid", "amt"), None), ("cohorts", (), None),
-                          ("clean", (), None), ("features", (), dt.datetime(2024, 3, 15))])
-def test_rows_grouped_first_map_as_rows_grouped_once_read(seed, text_ids, order, mode, dedupe_on, as_of):
-    # Where the customer ids are read first (read_ids), the records are written grouped as they are read: every
-    # output, rejects and their order, rows set aside and the cohorts' grouped lines are those of a map
-    # grouping the records once read, in every mode.
-    frame = _dirty(seed, text_ids=text_ids, order=order, text=False)
-    cfg = _cfg(frame, order, False, **({"dedupe_on": dedupe_on} if dedupe_on else {}))
-    table = frame.to_arrow()
-    chunks = [table.slice(i, 333) for i in range(0, table.num_rows, 333)]
-    kinds = {}
-    for first in (False, True):
-        kinds[first] = map_lines(
-            tables_read(chunks, True), table.num_rows, dict(frame.schema), cfg, as_of=None, now=NOW,
-            channels=None, mode=mode, reread=lambda positions: table.take(pa.array(positions)),
-            reason_column="reason", as_of_given=as_of is not None,
-            read_ids=tables_read([chunk.select(["cid"]) for chunk in chunks]) if first else None)
-    once, first = kinds[False], kinds[True]
-    assert first.rejects.equals(once.rejects) and first.rejects.height > 0
-    for name in ("rejected", "rejected_amount", "rows_used", "rows_after_as_of", "repeats", "customers", "first_ts",
-                 "last_ts", "latest", "channel_counts", "as_of", "channels"):
-        assert getattr(first, name) == getattr(once, name), name
-    if mode == "features":
-        assert first.table.equals(once.table) and first.set_aside.equals(once.set_aside)
-        assert first.set_aside.len() > 0 and first.rejected["returns_only"] > 0
-        assert (first.rejected["duplicate"] > 0) == bool(dedupe_on)
-    if mode == "cohorts":
-        a, b = first.grouped, once.grouped
-        assert a.ids.equals(b.ids)
-        for name in ("offsets", "perm", "ts", "amount", "order_key"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-
-
-@pytest.mark.parametrize("which", ["ids", "values"])
-def test_the_customer_ids_read_first_must_be_the_rows_planned(which):
-    # The customer column read apart from the rest: its chunks too must come where the plan put them and be as
-    # many rows, or the map stops (a place past the records would be written over).
-    frame = _dirty(0, text_ids=False, order="int", text=False).head(6)
-    table = frame.to_arrow()
-    good = [(table.slice(0, 3), 0), (table.slice(3, 3), 3)]
-    bad = [(table.slice(0, 3), 0), (table.slice(3, 3), 4)]
-
-    def reader(parts, only=None):
-        return lambda made: (made(t.select(only) if only else t, at) for t, at in parts)
-
-    with pytest.raises(InputContractError, match="changed while being read"):
-        map_lines(reader(good if which == "ids" else bad), 6, dict(frame.schema), _cfg(frame, "int", False),
-                  as_of=None, now=NOW, channels=None, mode="features", reread=lambda p: table.take(pa.array(p)),
-                  reason_column="reason", read_ids=reader(bad if which == "ids" else good, ["cid"]))
 
 
 @pytest.mark.parametrize(("positions", "message"), [((0, 4), "fewer rows"), ((0, 3), "more rows")])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segmint.kernels.grouping import count_up, group_rows, perm_dtype
+from segmint.kernels.grouping import group_rows, perm_dtype
 
 
 @pytest.mark.parametrize("n, n_groups", [(0, 0), (1, 1), (5, 1), (2_000, 300), (2_000, 2_500), (5_000, 3)])
@@ -14,26 +14,11 @@ def test_group_rows_is_a_stable_argsort(n, n_groups, dtype):
     rank = np.append(rng.permutation(max(n_groups - 1, 0)), max(n_groups - 1, 0)).astype(dtype)
     key = rng.integers(-1, max(n_groups - 1, 1), n).astype(dtype) if n_groups > 1 else np.full(n, -1, dtype)
     group = rank[key]
-    perm, place = np.empty(n, dtype), np.full(n, -7, dtype)
+    perm = np.empty(n, dtype)
     offsets = np.empty(n_groups + 1, np.int64)
-    group_rows(key, rank, n_groups, perm, offsets, out_place=place)
-    expected = np.argsort(group, kind="stable")
-    np.testing.assert_array_equal(perm, expected)
-    np.testing.assert_array_equal(place[expected], np.arange(n))    # where each row went
+    group_rows(key, rank, n_groups, perm, offsets)
+    np.testing.assert_array_equal(perm, np.argsort(group, kind="stable"))
     np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(group, minlength=n_groups)))))
-    unasked = np.empty(n, dtype)
-    group_rows(key, rank, n_groups, unasked, offsets)
-    np.testing.assert_array_equal(unasked, expected)
-    alone = np.full(n, -7, dtype)    # the places without the permutation (out_perm of length 0)
-    group_rows(key, rank, n_groups, np.empty(0, dtype), offsets, out_place=alone)
-    np.testing.assert_array_equal(alone, place)
-
-
-@pytest.mark.parametrize("n", [0, 1, 5_000])
-def test_count_up_numbers_the_rows(n):
-    out = np.full(n, -1, np.int32)
-    count_up(out)
-    np.testing.assert_array_equal(out, np.arange(n))
 
 
 def test_empty_groups_get_empty_ranges():
@@ -65,10 +50,9 @@ def test_runs_give_the_serial_order_and_their_counts_stay_under_a_byte_a_row(n_g
     parallel, counted = grouping._count_runs, []
     monkeypatch.setattr(grouping, "_count_runs", lambda k, r, at: (counted.append(at.shape[0]), parallel(k, r, at)))
     for threads in (1, 4):
-        perm, offsets, place = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64), np.empty(n, np.int32)
-        group_rows(key, rank, n_groups, perm, offsets, out_place=place, threads=threads)
+        perm, offsets = np.empty(n, np.int32), np.empty(n_groups + 1, np.int64)
+        group_rows(key, rank, n_groups, perm, offsets, threads=threads)
         np.testing.assert_array_equal(perm, np.argsort(group, kind="stable"))
-        np.testing.assert_array_equal(place[perm], np.arange(n))
         np.testing.assert_array_equal(offsets, np.concatenate(([0], np.cumsum(np.bincount(group,
                                                                                          minlength=n_groups)))))
     assert counted == ([runs] if runs > 1 else [])

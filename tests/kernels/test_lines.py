@@ -50,10 +50,7 @@ def _reference_reasons(customer, ts, ts_state, amount, amount_bad, future_us, as
 @pytest.mark.parametrize(("n", "orders", "channel", "category"),
                          [(0, "int", True, True), (1, "text", False, True), (1, "none", True, False),
                           (3_000, "int", True, True), (3_000, "text", True, False), (3_000, "none", False, False)])
-@pytest.mark.parametrize("placed", [False, True])
-def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, channel, category, placed):
-    # In input order from ``at``, or (``placed``: the rows grouped first) each row at its place among the bucket's,
-    # its customer coded before (neither kernel writes one then).
+def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, channel, category):
     from segmint.engine.features.build import CODES, LINE
 
     rng = np.random.default_rng(n)
@@ -70,8 +67,6 @@ def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, 
     channels = rng.integers(-1, 4, n).astype(np.int32)
     categories = rng.integers(-1, 9, n).astype(np.int32)
     future_us, as_of_us = 2 * 10**15 + 1, 10**15 + 1
-    place = rng.permutation(size).astype(np.int32) if placed else np.zeros(0, np.int32)
-    mine = place[at: at + n] if placed else np.arange(at, at + n)
 
     rec = np.full(size * LINE.itemsize, 0xAB, np.uint8).view(LINE)
     codes = np.full(size * CODES.itemsize, 0xCD, np.uint8).view(CODES)
@@ -79,26 +74,24 @@ def test_values_then_codes_write_the_records_a_plain_reference_gives(n, orders, 
     before, codes_before, customer_before = rec.copy(), codes.copy(), out_customer.copy()
     none64, nobool, none32 = np.zeros(0, np.int64), np.zeros(0, np.bool_), np.zeros(0, np.int32)
     reason = np.empty(n, np.uint8)
-    fill_values(at, place, customer < 0, ts, ts_state, amount, amount_bad, amount_null,
+    fill_values(at, customer < 0, ts, ts_state, amount, amount_bad, amount_null,
                 order_ids if orders == "int" else none64, order_missing if orders == "int" else nobool,
                 future_us, as_of_us, rec["ts"], rec["ts_state"], rec["amount"], rec["amount_bad"],
                 rec["amount_null"], rec["order"], rec["order_missing"], rec["reason"], reason)
-    place_codes(at, n, place, none32 if placed else customer, order_codes if orders == "text" else none64,
+    place_codes(at, customer, order_codes if orders == "text" else none64,
                 order_missing if orders == "text" else nobool, channels if channel else none32,
-                categories if category else none32, none32 if placed else out_customer, rec["order"],
-                rec["order_missing"], codes["channel"], codes["category"])
+                categories if category else none32, out_customer, rec["order"], rec["order_missing"],
+                codes["channel"], codes["category"])
 
+    mine = slice(at, at + n)
     outside = np.ones(size, bool)
     outside[mine] = False
     for name in LINE.names:
         assert rec[name][outside].tobytes() == before[name][outside].tobytes()
     assert codes[outside].tobytes() == codes_before[outside].tobytes()
-    if placed:
-        np.testing.assert_array_equal(out_customer, customer_before)
-    else:
-        np.testing.assert_array_equal(out_customer[outside], customer_before[outside])
-        np.testing.assert_array_equal(out_customer[mine], customer)
+    np.testing.assert_array_equal(out_customer[outside], customer_before[outside])
     got = rec[mine]
+    np.testing.assert_array_equal(out_customer[mine], customer)
     np.testing.assert_array_equal(got["ts"], ts)
     np.testing.assert_array_equal(got["ts_state"], ts_state)
     np.testing.assert_array_equal(got["amount"], amount)   # NaN where NaN
