@@ -21,7 +21,9 @@ from segmint.kernels.codes import direct_codes, int_codes, key_range, rehash, te
 
 __all__ = ["IntCodes", "TextCodes", "TextIds", "text_buffers", "inverse", "SLICE", "DENSE_SPAN", "DENSE_SPAN_PER_CODE"]
 
-_START = 1 << 12
+# Room for codes at first; grown by doubling. Small: scoring one customer's history makes four sets of codes,
+# and filling 4,096 slots of each took more of the call than coding its rows.
+_START = 1 << 6
 # Keys coded per kernel call: a table sized for the codes so far and one slice (callers slicing their own
 # keys to keep temporaries small use it too).
 SLICE = 1 << 16
@@ -215,7 +217,7 @@ def text_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     _, offsets_buf, data_buf = strings.buffers()
     offsets = np.frombuffer(offsets_buf, np.int64)[strings.offset: strings.offset + len(strings) + 1]
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    missing = arrow_numpy.flags(strings.is_null())
+    missing = arrow_numpy.flags(strings.is_null()) if strings.null_count else np.zeros(len(strings), bool)
     return offsets, data, missing
 
 

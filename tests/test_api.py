@@ -438,3 +438,33 @@ def test_predict_gives_the_pseudonyms_of_a_pseudonymised_run_when_asked(small_da
     monkeypatch.delenv("SEGMINT_ID_KEY")
     with pytest.raises(segmint.ConfigError, match=r"^pseudonymize_ids=True needs a secret key"):
         model.predict(some, as_of=as_of, pseudonymize_ids=True)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_predict_scores_as_the_score_stage_scores_a_feature_table_one_customer_or_all(small_data, tmp_path, k):
+    # predict runs the score stage's steps on the features' arrays (one frame made at the end), its kernels on the
+    # calling thread for a few rows: the same columns and bits as score_table on the table the map makes, for one
+    # customer at a time (one-line customers among them) or all in one call.
+    import segmint
+    from segmint.engine.features.table import features_of
+    from segmint.engine.model import _as_of
+    from segmint.engine.pipeline.score import score_table
+
+    tx = pl.read_parquet(small_data / "transactions")
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=k, seed=1)))
+    model = segmint.Model.load(result.out)
+    as_of = result.manifest["as_of"]
+    whole = model.predict(tx, as_of=as_of)
+    table = features_of(tx, model._config(None, None), as_of=_as_of(as_of), now=dt.datetime.max,
+                        channels=model.channels, as_of_given=True).table
+    want = score_table(table, model.scoring())
+    assert whole.drop("name").equals(want.select(whole.drop("name").columns))
+    assert whole.height == 3000 and whole["margin"].is_null().all() == (k == 1)
+    names = dict(zip(result.summary["segment"].to_list(), result.summary["name"].to_list(), strict=True))
+    assert whole["name"].to_list() == [names[s] for s in whole["segment"].to_list()]
+    lines = tx.group_by("customer_id").len()
+    some = pl.concat([lines.filter(pl.col("len") == 1).head(5), lines.filter(pl.col("len") > 1).head(15)])
+    assert some.height == 20
+    one_by_one = pl.concat([model.predict(tx.filter(pl.col("customer_id") == c), as_of=as_of)
+                            for c in some["customer_id"]]).sort("customer_id")
+    assert one_by_one.equals(whole.filter(pl.col("customer_id").is_in(some["customer_id"].implode())))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,11 +47,12 @@ import polars as pl
 from segmint.engine.codes import SLICE, IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
+from segmint.engine.io import arrow_numpy
 from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
 from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
                                  logs, n_blocks)
 
-__all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "fit_bgnbd", "fit_nbd",
+__all__ = ["ClvParams", "ClvFitError", "CLV_COLUMNS", "fit_clv", "predict_clv", "clv_values", "fit_bgnbd", "fit_nbd",
            "fit_gamma_gamma", "expected_purchases", "p_alive", "MIN_REPEATERS", "SIDE_BY_SIDE_BYTES", "PARAM_LIMIT",
            "NO_DROPOUT_LR", "NO_DROPOUT"]
 
@@ -213,7 +214,13 @@ def fit_purchases(x: np.ndarray, tx: np.ndarray, T: np.ndarray, choice: str = "a
 
 def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.DataFrame:
     """The CLV_COLUMNS for every row of ``table``, in its order; finite for every customer."""
-    x, tx, T, m = _summary(table, cfg)
+    return arrow_numpy.frame(clv_values(table, params, cfg))
+
+
+def clv_values(features: pl.DataFrame | Mapping[str, np.ndarray], params: ClvParams,
+               cfg: ClvConfig) -> dict[str, np.ndarray]:
+    """The CLV_COLUMNS of customers of these features (a feature table, or its columns' arrays), in their order."""
+    x, tx, T, m = _summary(features, cfg)
     bg = (params.r, params.alpha, params.a, params.b)
     p, q, v = params.p, params.q, params.v
     # E[M | x, m] exists where p x + q > 1; elsewhere the customer's own mean spend stands in.
@@ -257,7 +264,7 @@ def predict_clv(table: pl.DataFrame, params: ClvParams, cfg: ClvConfig) -> pl.Da
                f"alpha={params.alpha:.4g}, a={params.a}, b={params.b}); the data cannot identify the model: "
                f"disable CLV ([clv] enabled = false) or give more history")
         raise ClvFitError(msg)
-    return pl.DataFrame({"p_alive": alive, "expected_purchases": before, "expected_avg_value": avg, "clv": clv})
+    return {"p_alive": alive, "expected_purchases": before, "expected_avg_value": avg, "clv": clv}
 
 
 def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -495,12 +502,12 @@ def _expected_alive_by_quadrature(r: float, alpha_T: float, a: float, b_x: float
             return float("nan")
 
 
-def _summary(table: pl.DataFrame, cfg: ClvConfig) -> tuple[np.ndarray, ...]:
+def _summary(table: pl.DataFrame | Mapping[str, np.ndarray], cfg: ClvConfig) -> tuple[np.ndarray, ...]:
+    """The fits' and predictions' inputs of a feature table's customers (or of their features' arrays)."""
     unit = cfg.unit_days
-    return (table["lt_frequency"].cast(pl.Float64).to_numpy(),
-            table["lt_recency"].to_numpy() / unit,
-            table["lt_T"].to_numpy() / unit,
-            table["lt_monetary"].to_numpy())
+    column = (lambda name: table[name].to_numpy()) if isinstance(table, pl.DataFrame) else table.__getitem__
+    return (column("lt_frequency").astype(np.float64), column("lt_recency") / unit, column("lt_T") / unit,
+            column("lt_monetary"))
 
 
 def _maximise(neg, names: tuple[str, ...], n: int) -> tuple[np.ndarray, float, list[str]]:

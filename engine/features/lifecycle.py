@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-import functools
-
+import numpy as np
 import polars as pl
 
 from segmint.engine.config import LifecycleConfig
@@ -22,21 +21,22 @@ __all__ = ["STATUSES", "activity_status"]
 STATUSES = ("new", "active", "at_risk", "lapsed")
 
 
-@functools.lru_cache(maxsize=16)
-def activity_status(cfg: LifecycleConfig) -> pl.Expr:
-    """Expression over the feature table giving ``activity_status`` (an Enum); built once per config."""
-    recency = pl.col("recency_days")
-    rhythm = recency / pl.max_horizontal(pl.col("ipt_mean_days"), pl.lit(1.0))
-    repeat = pl.col("lt_frequency") >= 1
-    # Enum literals: text literals made a text column per branch, then cast it (bench M's 909 k customers:
-    # 0.055-0.078 -> 0.021 s).
-    status = functools.partial(pl.lit, dtype=pl.Enum(STATUSES))
-    return (
-        pl.when(pl.col("tenure_days") <= cfg.new_days).then(status("new"))
-        .when(recency > cfg.lapsed_days).then(status("lapsed"))
-        .when(repeat & (rhythm <= cfg.at_risk_ratio)).then(status("active"))
-        .when(repeat & (rhythm <= cfg.lapsed_ratio)).then(status("at_risk"))
-        .when(repeat).then(status("lapsed"))
-        .when(recency <= cfg.one_time_active_days).then(status("active"))
-        .otherwise(status("at_risk"))
-    )
+# Each status once, gathered per customer.
+_STATUS = pl.Series("activity_status", STATUSES, dtype=pl.Enum(STATUSES))
+
+
+def activity_status(recency: np.ndarray, ipt_mean: np.ndarray, repeats: np.ndarray, tenure: np.ndarray,
+                    cfg: LifecycleConfig) -> pl.Series:
+    """``activity_status`` (an Enum) of customers of these recency_days, ipt_mean_days, lt_frequency and
+    tenure_days. NaN is above every number, as Polars orders floats (the status was a Polars expression),
+    and a NaN gap is none. In NumPy: Polars planned the expression for 0.4-0.7 ms, most of scoring one
+    customer's features."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhythm = recency / np.fmax(ipt_mean, 1.0)
+    repeat = repeats >= 1
+    rules = [(tenure <= cfg.new_days, "new"), ((recency > cfg.lapsed_days) | np.isnan(recency), "lapsed"),
+             (repeat & (rhythm <= cfg.at_risk_ratio), "active"), (repeat & (rhythm <= cfg.lapsed_ratio), "at_risk"),
+             (repeat, "lapsed"), (recency <= cfg.one_time_active_days, "active")]
+    status = np.select([when for when, _ in rules], [STATUSES.index(name) for _, name in rules],
+                       default=STATUSES.index("at_risk"))
+    return _STATUS[status]

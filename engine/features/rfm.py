@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from segmint.engine.io import arrow_numpy
 from segmint.engine.quantiles import linear_quantiles
 from segmint.engine.runtime import map_threads
 
-__all__ = ["RfmCuts", "fit_rfm_cuts", "rfm_columns"]
+__all__ = ["RfmCuts", "fit_rfm_cuts", "rfm_columns", "rfm_scores"]
 
 _QUANTILES = (0.2, 0.4, 0.6, 0.8)
 
@@ -53,25 +54,32 @@ def fit_rfm_cuts(table: pl.DataFrame) -> RfmCuts:
 def rfm_columns(table: pl.DataFrame, cuts: RfmCuts,
                 grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[pl.Series]:
     """r_score, f_score, m_score (Int8), rfm_code and rfm_segment of every row of ``table`` (its recency_days,
-    frequency and monetary_total, as the map makes them: no nulls).
+    frequency and monetary_total, as the map makes them: no nulls)."""
+    scores, segment = rfm_scores(table["recency_days"].to_numpy(), table["frequency"].to_numpy(),
+                                 table["monetary_total"].to_numpy(), cuts, grid)
+    *numbers, code = arrow_numpy.frame(scores).get_columns()
+    return [*numbers, code.cast(pl.String), segment]
+
+
+def rfm_scores(recency: np.ndarray, frequency: np.ndarray, monetary: np.ndarray, cuts: RfmCuts,
+               grid: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> tuple[dict[str, np.ndarray], pl.Series]:
+    """r_score, f_score, m_score (int8) and rfm_code (int16, the number 100 R + 10 F + M) of customers of these
+    recency_days, frequency and monetary_total, and their rfm_segment.
 
     In NumPy, not Polars expressions: scoring one customer spent 0.6 ms planning five expressions (0.1 ms so;
     100,000 customers 5.5 -> 3.3 ms)."""
-    r = 5 - _above(table["recency_days"], cuts.recency)
-    f = 1 + _above(table["frequency"], cuts.frequency)
-    m = 1 + _above(table["monetary_total"], cuts.monetary)
-    # Scores are digits 1-5: the code "RFM" is the number 100 R + 10 F + M as text, and the segment is
-    # looked up by 10 R + F, with no text per customer but the code.
+    r = 5 - _above(recency, cuts.recency)
+    f = 1 + _above(frequency, cuts.frequency)
+    m = 1 + _above(monetary, cuts.monetary)
+    # Scores are digits 1-5: the segment is looked up by 10 R + F, with no text per customer.
     rf = r.astype(np.int16) * 10 + f
     names, cell = _segments(tuple((name, tuple(rs), tuple(fs)) for name, rs, fs in grid))
-    return [pl.Series("r_score", r), pl.Series("f_score", f), pl.Series("m_score", m),
-            pl.Series("rfm_code", rf * 10 + m).cast(pl.String), names.gather(cell[rf]).alias("rfm_segment")]
+    return {"r_score": r, "f_score": f, "m_score": m, "rfm_code": rf * 10 + m}, names[cell[rf]].alias("rfm_segment")
 
 
-def _above(values: pl.Series, cuts: Sequence[float]) -> np.ndarray:
+def _above(v: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
     """How many of ``cuts`` each value is above (int8); a NaN is above every cut but a NaN one, as Polars
     orders floats (the scores were Polars comparisons)."""
-    v = values.to_numpy()
     nan = np.isnan(v) if v.dtype.kind == "f" else None
     out = np.zeros(v.shape[0], np.int8)
     for cut in cuts:

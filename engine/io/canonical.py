@@ -108,9 +108,8 @@ class Encoders:
         if isinstance(self.customers, TextCodes):
             return pl.Series("customer_id", self.customers.values().take(array(codes)), dtype=pl.String)
         keys = self.customers.values()[codes]
-        if self.unsigned:
-            return pl.Series("customer_id", keys.view(np.uint64) ^ np.uint64(1 << 63), dtype=pl.UInt64)
-        return pl.Series("customer_id", keys, dtype=pl.Int64)
+        # Through Arrow: a Series of NumPy values took 25-30 us however short (twice per call scoring one customer).
+        return pl.Series("customer_id", array(keys.view(np.uint64) ^ np.uint64(1 << 63) if self.unsigned else keys))
 
 
 def is_typed(schema: dict[str, pl.DataType], columns: Columns) -> bool:
@@ -249,7 +248,7 @@ def _times(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
         raw = naive.cast(pl.Datetime("us")).to_physical().to_arrow()
         per = 1
     else:
-        raw = array.cast(pa.int64())
+        raw = array.view(pa.int64())   # the same buffers: a cast took 0.07 ms of scoring one customer
         per = _UNITS_US[array.type.unit]
     ts = np.empty(len(raw), np.int64)
     state = np.empty(len(raw), np.uint8)

@@ -21,6 +21,7 @@ from segmint.engine.cluster.device import backend_for
 from segmint.engine.config import ClvConfig, FeatureConfig
 from segmint.engine.features.rfm import RfmCuts
 from segmint.engine.features.table import add_rfm
+from segmint.engine.io import arrow_numpy
 from segmint.engine.io.sink import Layout
 from segmint.engine.pipeline.bucket import HASH, Shares, read_features, release_features
 from segmint.engine.pipeline.plan import Plan
@@ -29,7 +30,7 @@ from segmint.engine.profile import KpiPartials, kpi_partials
 from segmint.engine.runtime import map_threads
 
 __all__ = ["Scoring", "ScoreJob", "ScoreResult", "score_bucket", "scored_bucket", "finish_bucket", "write_scored",
-           "score_table", "prepare", "assign_segments", "LT_COLUMNS"]
+           "score_table", "prepare", "assign_segments", "placement", "LT_COLUMNS"]
 
 LT_COLUMNS = ("lt_frequency", "lt_recency", "lt_T", "lt_monetary")
 
@@ -142,19 +143,27 @@ def assign_segments(table: pl.DataFrame, scoring: Scoring,
         x = scoring.scaler.transform(table)
         placed = x, assign(x, scoring.centroids, backend_for(scoring.device))
     x, a = placed
+    # Frames put together, not columns nor a select: planning a select took 0.6 ms of scoring one customer, a
+    # frame of 50 columns 0.15 ms.
+    rest = [c for c in table.columns if c != "customer_id"]
+    return pl.concat([table[["customer_id"]], arrow_numpy.frame(placement(x, a, scoring)), table[rest]],
+                     how="horizontal")
+
+
+def placement(x: np.ndarray, a: Assignment, scoring: Scoring) -> dict[str, np.ndarray | pl.Series]:
+    """segment (its id), distance, margin, and the outlier flag and micro-segment where ``scoring`` has them, of
+    customers scaled to ``x`` and assigned ``a``, in that order."""
     segment = np.asarray(scoring.ids, dtype=np.int32)[a.segment]
-    extra = []
-    if scoring.outlier_distance:
-        extra.append(pl.Series("outlier", a.distance > np.asarray(scoring.outlier_distance, np.float32)[a.segment]))
-    if scoring.micro is not None:
-        extra.append(pl.Series("micro_segment", micro_names(segment, assign_micro(x, a.segment, scoring.micro)),
-                               dtype=pl.String))
     # One segment has no second nearest: no margin (it was +inf in the Parquet files).
-    margin = pl.Series("margin", a.margin) if len(scoring.ids) > 1 else \
-        pl.repeat(None, len(a.margin), dtype=pl.Float32, eager=True).alias("margin")
-    # Columns put together, not selected: planning a select took 0.6 ms of scoring one customer.
-    return pl.DataFrame([table["customer_id"], pl.Series("segment", segment), pl.Series("distance", a.distance),
-                         margin, *extra, *(c for c in table.iter_columns() if c.name != "customer_id")])
+    out: dict[str, np.ndarray | pl.Series] = {
+        "segment": segment, "distance": a.distance,
+        "margin": a.margin if len(scoring.ids) > 1 else pl.repeat(None, len(a.margin), dtype=pl.Float32, eager=True)}
+    if scoring.outlier_distance:
+        out["outlier"] = a.distance > np.asarray(scoring.outlier_distance, np.float32)[a.segment]
+    if scoring.micro is not None:
+        out["micro_segment"] = pl.Series(micro_names(segment, assign_micro(x, a.segment, scoring.micro)),
+                                         dtype=pl.String)
+    return out
 
 
 _CLV = ("p_alive", "expected_purchases", "expected_avg_value", "clv")

@@ -37,9 +37,7 @@ def test_activity_status_matches_the_rule_on_random_customers_and_at_every_thres
     ipt[:6] = [10.0, 0.0, 50.0, 50.0, 0.5, 0.25]
     # NaN in each input (the map gives none to a customer it keeps): Polars orders NaN above every number.
     recency[6], tenure[7], ipt[8], repeats[8], recency[9], tenure[9] = np.nan, np.nan, np.nan, 2, np.inf, np.inf
-    table = pl.DataFrame({"recency_days": recency, "tenure_days": tenure, "lt_frequency": repeats,
-                          "ipt_mean_days": ipt})
-    got = table.select(activity_status(c)).to_series()
+    got = activity_status(recency, ipt, repeats, tenure, c)
     assert got.dtype == pl.Enum(STATUSES)
     want = [_reference(t, r, k, g, c) for t, r, k, g in zip(tenure, recency, repeats, ipt, strict=True)]
     assert got.cast(pl.String).to_list() == want
