@@ -100,11 +100,11 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                       np.empty(1, np.int32))
                              for o in (offsets, _readonly(offsets))
                              for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
-        # Parquet dictionaries' int32 indices and the partition scratch's int8 and int16 ones, read-only as
-        # Arrow gives them (the tiny tables are Polars frames: their indices are uint32).
+        # Parquet dictionaries' int32 indices, the partition scratch's int8 and int16 ones and Polars' uint32 ones (a
+        # frame of many rows given to Model.predict: its text is cast to dictionaries), read-only as Arrow gives them.
         "dictionary_codes": lambda: [dictionary_codes(_readonly(np.zeros(1, dtype)), np.zeros(0, np.bool_),
                                                       np.zeros(1, np.int32), np.empty(1, np.int32))
-                                     for dtype in (np.int8, np.int16, np.int32)],
+                                     for dtype in (np.int8, np.int16, np.int32, np.uint32)],
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
@@ -152,6 +152,12 @@ def _map_tiny_tables() -> None:
         for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),
                         channels=None, mode=mode)
+    # One customer, as Model.predict scores one: its per-customer outputs are C-contiguous, and with one line so
+    # are its records' fields, specialisations of their own (the first one-line customer's call compiled them).
+    for n in (1, 2):
+        one = pl.DataFrame({"customer_id": [1] * n, "order_id": [7, 8][:n], **{k: v[:n] for k, v in rows.items()}})
+        features_of(one, RunConfig(columns=Columns(order="order_id")), as_of=when + dt.timedelta(days=5),
+                    now=when + dt.timedelta(days=5), channels=None, mode="arrays")
     # Every cell as text, as CSV files are read: the values parsed by the contract's expressions.
     text = pl.DataFrame({"customer_id": ["1", "1", "2", "2"], "order_id": ["o1", "o2", "o3", "o4"],
                          **{name: [str(v) for v in values] for name, values in rows.items()}})

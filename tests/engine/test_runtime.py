@@ -99,7 +99,8 @@ print(len(public), missing)
 
 def test_a_run_after_warmup_compiles_nothing(small_data, tmp_path):
     # `segmint warmup` is for batch jobs that must not compile: every kernel specialisation a run uses
-    # (array layouts, read-only arrays from Arrow, the CSV path, buckets, CLV, scoring) is already there.
+    # (array layouts, read-only arrays from Arrow, the CSV path, buckets, CLV, scoring, Model.predict) is already
+    # there.
     csv = tmp_path / "tx.csv"
     pl.read_parquet(small_data / "transactions").head(3000).write_csv(csv)
     code = f"""
@@ -123,6 +124,15 @@ run([{str(small_data / "transactions")!r}], {str(tmp_path / "one")!r}, RunConfig
 run([{str(small_data / "transactions")!r}], {str(tmp_path / "two")!r}, RunConfig(buckets=2))
 assign_customers({str(tmp_path / "one")!r}, [{str(small_data / "transactions")!r}], {str(tmp_path / "a")!r}, RunConfig())
 run([{str(csv)!r}], {str(tmp_path / "csv")!r}, RunConfig())
+# Model.predict: one customer of one line and of several (scored on the calling thread), and all at once.
+import polars as pl
+from segmint.engine.model import Model
+tx = pl.read_parquet({str(small_data / "transactions")!r})
+model = Model.load({str(tmp_path / "one")!r})
+lines = tx.group_by("customer_id").len()
+for n in (1, 5):
+    model.predict(tx.filter(pl.col("customer_id") == lines.filter(pl.col("len") == n)["customer_id"][0]))
+model.predict(tx)
 print(sorted(name for name, _ in signatures() - before))
 """
     import subprocess
