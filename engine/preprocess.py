@@ -72,7 +72,7 @@ class Scaler:
         customer attributes (``Model.predict``, which makes no table of its features)."""
         missing = [f for f in self.features if f not in features]
         if missing:
-            msg = f"cluster feature(s) {missing} are not available; available: {sorted(features)}"
+            msg = f"cluster feature(s) {missing} are not available; available: {list(features)}"
             raise ConfigError(msg)
         self._require_attributes(())
         n = len(features[self.features[0]]) if self.features else 0

@@ -33,7 +33,7 @@ def activity_status(recency: np.ndarray, ipt_mean: np.ndarray, repeats: np.ndarr
     customer's features."""
     with np.errstate(invalid="ignore", divide="ignore"):
         rhythm = recency / np.fmax(ipt_mean, 1.0)
-    repeat = repeats >= 1
+    repeat = (repeats >= 1) | np.isnan(repeats) if repeats.dtype.kind == "f" else repeats >= 1
     rules = [(tenure <= cfg.new_days, "new"), ((recency > cfg.lapsed_days) | np.isnan(recency), "lapsed"),
              (repeat & (rhythm <= cfg.at_risk_ratio), "active"), (repeat & (rhythm <= cfg.lapsed_ratio), "at_risk"),
              (repeat, "lapsed"), (recency <= cfg.one_time_active_days, "active")]

@@ -51,8 +51,13 @@ def flags(array: pa.Array) -> np.ndarray:
 
 
 def array(numbers: np.ndarray) -> pa.Array:
-    """A NumPy numeric (or boolean) array as an Arrow array, over the same memory but for booleans (Arrow packs
-    them in bits)."""
+    """A one-dimensional NumPy numeric (or boolean) array as an Arrow array, over the same memory but for booleans
+    (Arrow packs them in bits) and values not in the machine's byte order."""
+    if numbers.ndim != 1:
+        msg = f"an Arrow array is made of a one-dimensional array, not of shape {numbers.shape}"
+        raise ValueError(msg)
+    if not numbers.dtype.isnative:
+        numbers = numbers.astype(numbers.dtype.newbyteorder("="))
     if numbers.dtype == np.bool_:
         bits = np.packbits(numbers, bitorder="little")
         return pa.Array.from_buffers(pa.bool_(), numbers.size, [None, pa.py_buffer(bits)])

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-from segmint.engine.io.arrow_numpy import array, flags, values
+from segmint.engine.io.arrow_numpy import array, flags, frame, values
 
 
 @pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
@@ -37,6 +37,24 @@ def test_array_is_the_numpy_array_in_arrow():
     assert got.type == pa.int64() and got.null_count == 0 and got.to_pylist() == numbers.tolist()
     table = pa.table({"x": pa.array(range(10))})
     assert table.take(array(np.array([3, 1], np.int64)))["x"].to_pylist() == [3, 1]
+    # Booleans packed in bits (strided too), values in the other byte order read as values, no flattening.
+    flags_ = np.array([True, False, True, True, False, False, True, False, True, True, False])
+    for bools in (flags_, flags_[::-2], flags_[3:], flags_[:0]):
+        assert array(bools).type == pa.bool_() and array(bools).to_pylist() == bools.tolist()
+    assert array(np.array([1, -2], ">i8")).to_pylist() == [1, -2]
+    with pytest.raises(ValueError, match="one-dimensional"):
+        array(np.zeros((2, 2)))
+
+
+def test_frame_makes_a_polars_frame_of_numpy_columns_and_series_in_order():
+    import polars as pl
+
+    got = frame({"a": np.array([1, 2], np.int8), "name": pl.Series(["x", "y"]), "b": np.array([0.5, np.nan]),
+                 "flag": np.array([True, False])})
+    assert got.columns == ["a", "name", "b", "flag"]
+    assert got.dtypes == [pl.Int8, pl.String, pl.Float64, pl.Boolean]
+    assert got.row(0) == (1, "x", 0.5, True) and np.isnan(got["b"][1]) and got["b"].null_count() == 0
+    assert frame({}).shape == (0, 0) and frame({"s": pl.Series([1])}).columns == ["s"]
 
 
 @pytest.mark.parametrize("offset", [0, 1, 7, 8, 13])

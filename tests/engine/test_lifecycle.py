@@ -9,13 +9,13 @@ from segmint.engine.config import LifecycleConfig
 from segmint.engine.features.lifecycle import STATUSES, activity_status
 
 
-def _reference(tenure: float, recency: float, repeats: int, ipt: float, c: LifecycleConfig) -> str:
+def _reference(tenure: float, recency: float, repeats: float, ipt: float, c: LifecycleConfig) -> str:
     """The rule, NaN as Polars orders it (above every number) and a NaN gap as none."""
     if tenure <= c.new_days:
         return "new"
     if recency > c.lapsed_days or np.isnan(recency):
         return "lapsed"
-    if repeats >= 1:
+    if repeats >= 1 or np.isnan(repeats):
         rhythm = recency / (1.0 if np.isnan(ipt) else max(ipt, 1.0))
         return "active" if rhythm <= c.at_risk_ratio else "at_risk" if rhythm <= c.lapsed_ratio else "lapsed"
     return "active" if recency <= c.one_time_active_days else "at_risk"
@@ -42,3 +42,12 @@ def test_activity_status_matches_the_rule_on_random_customers_and_at_every_thres
     want = [_reference(t, r, k, g, c) for t, r, k, g in zip(tenure, recency, repeats, ipt, strict=True)]
     assert got.cast(pl.String).to_list() == want
     assert set(want) == set(STATUSES)   # every status is exercised
+    # Repeat counts as floats, one of them NaN (above every number: a repeat buyer); no customer at all.
+    floats = repeats.astype(np.float64)
+    floats[10], tenure[10], recency[10], ipt[10] = np.nan, 400.0, 100.0, 100.0   # a one-day buyer: at_risk
+    got = activity_status(recency, ipt, floats, tenure, c)
+    assert got.cast(pl.String).to_list() == [_reference(t, r, k, g, c)
+                                             for t, r, k, g in zip(tenure, recency, floats, ipt, strict=True)]
+    assert got[10] == "active"
+    empty = activity_status(*(np.zeros(0) for _ in range(4)), c)
+    assert empty.len() == 0 and empty.dtype == pl.Enum(STATUSES)
