@@ -26,10 +26,10 @@ __all__ = ["Scaler", "fit_scaler", "checks_pass", "MAX_LEVELS"]
 MAX_LEVELS = 32
 _BLOCK_ROWS = 8192
 _SLICE_ROWS = 16 * _BLOCK_ROWS
-# Types NumPy holds as they are (not Int128, not Decimal): converted to float64 by NumPy as by Polars.
 # Scoring cannot change the model's features: "cluster on features every customer has" could not be done.
 _SCORING_FIX = ("the model clusters on it: cluster on features every customer has ([features] cluster_features), or "
                 "score only customers who have it (with the tables it comes from)")
+# Types NumPy holds as they are (not Int128, not Decimal): converted to float64 by NumPy as by Polars.
 _NUMPY_NUMBERS = frozenset((pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
                             pl.Float32, pl.Float64))
 

@@ -346,7 +346,7 @@ def map_threads(fn: Callable[[T], R], items: Sequence[T], most: int | None = Non
 
 
 @contextlib.contextmanager
-def kernels_on_this_thread(only_this: bool = True) -> Iterator[None]:
+def kernels_on_this_thread(only_this: bool) -> Iterator[None]:
     """While it lasts (and ``only_this``), Numba's parallel kernels called from this thread run on it alone. Their
     results are the same whatever the thread count."""
     import numba

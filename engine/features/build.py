@@ -77,7 +77,7 @@ class MappedLines:
     """What a bucket's rows came to."""
 
     table: pl.DataFrame | None        # features by customer_id (mode "features")
-    arrays: FeatureArrays | None      # the features as arrays (modes "features", over the table's memory, and "arrays")
+    arrays: FeatureArrays | None      # the same features as arrays (mode "arrays")
     grouped: Grouped | None           # the clean lines grouped by customer (mode "cohorts")
     rejects: pl.DataFrame             # the rejected rows as read, and the reason column
     set_aside: pl.Series | None       # customers rejected whole (``_rejected_whole``; mode "features")
@@ -172,7 +172,7 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     rejects = _rejects(lines.early, later, rec["reason"], reread, schema, reason_column)
     _give_records_back()
     return MappedLines(
-        table=table, arrays=arrays, grouped=grouped, rejects=rejects, set_aside=set_aside,
+        table=table, arrays=arrays if mode == "arrays" else None, grouped=grouped, rejects=rejects, set_aside=set_aside,
         rejected=dict(zip(REASON_NAMES, lines.rejected[1:].tolist(), strict=True)),
         rejected_amount=dict(zip(REASON_NAMES, lines.rejected_amount, strict=True)),
         rows_in=rows, rows_used=rows - rejected, rows_after_as_of=lines.after_as_of, repeats=int(repeats.sum()),
