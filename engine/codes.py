@@ -12,12 +12,15 @@ by kernels.lines.customer_pass).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from segmint.engine.io import arrow_numpy
-from segmint.kernels.codes import direct_codes, int_codes, key_range, rehash, text_codes, text_ids
+from segmint.kernels.codes import (VIEW_SLOTS, direct_codes, int_codes, key_range, rehash, text_codes, text_ids,
+                                   view_indices)
 
 __all__ = ["IntCodes", "TextCodes", "TextIds", "text_buffers", "inverse", "SLICE", "DENSE_SPAN", "DENSE_SPAN_PER_CODE"]
 
@@ -160,7 +163,11 @@ class TextCodes(_Strings):
 
     def encode(self, strings: pa.Array) -> np.ndarray:
         """int32 code of each string of an Arrow string-like array (-1 where null); a slice of strings at
-        a time, as ``IntCodes.encode``."""
+        a time, as ``IntCodes.encode``. String views of few short values (Polars' text of channels and
+        categories) are coded by their distinct values, each once (``_by_views``)."""
+        coded = self._by_views(strings)
+        if coded is not None:
+            return coded
         offsets, data, missing = text_buffers(strings)
         out = np.empty(missing.size, np.int32)
         for lo in range(0, missing.size, SLICE):
@@ -173,6 +180,30 @@ class TextCodes(_Strings):
     def order(self) -> np.ndarray:
         """The codes (int64) in their strings' order (by UTF-8 bytes)."""
         return arrow_numpy.values(pc.array_sort_indices(self.values())).astype(np.int64)
+
+    def _by_views(self, strings: pa.Array) -> np.ndarray | None:
+        """Codes of a string_view array's rows from its distinct strings' (view_indices), or None where its
+        strings are not all in their views or are too many: the views' conversion to offsets and bytes copied
+        every string, and coding each of them took 50 ns a row (scoring 100,000 customers' 2.2 M lines: 0.1 s
+        a column)."""
+        if (isinstance(strings, pa.ChunkedArray) or not pa.types.is_string_view(strings.type) or not len(strings)
+                or sys.byteorder != "little"):
+            return None
+        n = len(strings)
+        views = np.frombuffer(strings.buffers()[1], np.uint64, 2 * n, 16 * strings.offset)
+        missing = arrow_numpy.flags(strings.is_null()) if strings.null_count else np.zeros(n, bool)
+        distinct, indices = np.empty(VIEW_SLOTS, np.uint64), np.empty(n, np.int32)
+        found = int(view_indices(views, missing, np.empty(2 * VIEW_SLOTS, np.uint64), np.full(VIEW_SLOTS, -1, np.int32),
+                                 distinct, indices))
+        if found < 0:
+            return None
+        # Each distinct string's bytes from its key: the length, then the bytes.
+        keys = distinct[: 2 * found].view(np.uint8).reshape(found, 16)
+        lengths = keys[:, :4].copy().view(np.int32).ravel().astype(np.int64)
+        data = keys[:, 4:][np.arange(12) < lengths[:, None]]
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        values = pa.Array.from_buffers(pa.large_string(), found, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        return np.append(self.encode(values), np.int32(-1))[indices]
 
     def ranks(self) -> np.ndarray:
         """int32 rank of each code's string among all strings (by UTF-8 bytes)."""

@@ -19,7 +19,7 @@ import polars as pl
 from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
                                  logs)
 from segmint.kernels.codes import (dictionary_codes, direct_codes, int_codes, key_range, rehash, text_codes, text_hash,
-                                   text_ids)
+                                   text_ids, view_indices)
 from segmint.kernels.distances import nearest_centroids
 from segmint.kernels.exact_sum import (MAX_PARTIALS, add_partial, group_partials, net_sum, round_partials,
                                        segment_sums)
@@ -100,8 +100,12 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
                                       np.empty(1, np.int32))
                              for o in (offsets, _readonly(offsets))
                              for d in (np.zeros(1, np.uint8), _readonly(np.zeros(1, np.uint8)))],
+        # Polars' text of channels and categories in a frame of many rows (Model.predict's): its views, read-only.
+        "view_indices": lambda: view_indices(_readonly(np.zeros(2, np.uint64)), np.zeros(1, np.bool_),
+                                             np.zeros(32, np.uint64), np.full(16, -1, np.int32),
+                                             np.zeros(16, np.uint64), np.empty(1, np.int32)),
         # Parquet dictionaries' int32 indices, the partition scratch's int8 and int16 ones and Polars' uint32 ones (a
-        # frame of many rows given to Model.predict: its text is cast to dictionaries), read-only as Arrow gives them.
+        # frame's Categorical columns), read-only as Arrow gives them.
         "dictionary_codes": lambda: [dictionary_codes(_readonly(np.zeros(1, dtype)), np.zeros(0, np.bool_),
                                                       np.zeros(1, np.int32), np.empty(1, np.int32))
                                      for dtype in (np.int8, np.int16, np.int32, np.uint32)],

@@ -255,6 +255,28 @@ def test_predict_stops_above_the_reject_share_as_assign_does(small_data, tmp_pat
             model.predict(some, as_of=as_of, max_reject_share=wrong)
 
 
+def test_predict_on_many_rows_takes_rejected_rows_of_its_text_views(small_data, tmp_path):
+    # A frame of many rows is read with its channels and categories as Polars holds them (string views, which
+    # Arrow's take has no kernel for): rows rejected as read, rows rejected per customer (duplicates) and amounts
+    # in a locale's format, among them, are taken as the small calls take them.
+    import segmint
+    from segmint.engine.runtime import FEW_ROWS
+
+    tx = pl.read_parquet(small_data / "transactions")
+    assert tx.height >= FEW_ROWS and tx.schema["channel"] == pl.String
+    result = segmint.run(tx, tmp_path / "run", segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    model, as_of = segmint.Model.load(result.out), result.manifest["as_of"]
+    want = model.predict(tx, as_of=as_of)
+    bad = tx.head(40).with_columns(pl.lit(None, pl.Float64).alias("amount"), pl.lit(None, pl.String).alias("channel"))
+    assert model.predict(pl.concat([tx, bad]), as_of=as_of).equals(want)
+    assert model.predict(pl.concat([tx, tx.head(500)]), as_of=as_of, dedupe_on=tx.columns).equals(
+        model.predict(tx, as_of=as_of, dedupe_on=tx.columns))
+    text = tx.with_columns(pl.col("amount").cast(pl.String))
+    assert model.predict(pl.concat([text, bad.with_columns(pl.lit("n/a").alias("amount"))]), as_of=as_of).equals(want)
+    with pytest.raises(segmint.InputContractError, match="writes numbers such as '1,234.50'"):
+        model.predict(pl.concat([text, bad.with_columns(pl.lit("1,234.50").alias("amount"))]), as_of=as_of)
+
+
 def test_the_copy_of_a_frame_a_killed_call_left_is_removed_by_the_next_call(small_data, tmp_path):
     # A frame given to segmint.run goes through a Parquet copy beside the output (in the temp folder for an
     # object store's); killed (SIGKILL, or SIGTERM, which the library does not catch), the copy of every

@@ -360,7 +360,7 @@ class _Lines:
             self.latest = top if self.latest is None else max(self.latest, top)
         if bad_rows:
             bad = np.flatnonzero(reason)
-            rows = table.take(arrow_numpy.array(bad))
+            rows = arrow_numpy.take(table, bad)
             self.early.append((bad + at, rows))
             self.count_rejects(reason[bad], values.amount[bad])
             # A row rejected for an earlier reason (a null id or amount) can be after a given as-of too: out of the

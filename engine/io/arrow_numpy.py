@@ -4,7 +4,7 @@ pyarrow's ``Array.to_numpy`` imports pandas wherever pandas is installed (0.16 s
 process: every command's first chunk paid it), although the map only needs the buffers.
 ``values`` views a numeric array's values buffer; ``flags`` unpacks a boolean array's bits;
 ``array`` goes the other way (``pa.array`` of a NumPy array imports pandas as well), and ``frame`` makes
-a Polars DataFrame of NumPy columns that way.
+a Polars DataFrame of NumPy columns that way. ``take`` takes rows of tables that hold Polars' string views.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["values", "flags", "array", "frame"]
+__all__ = ["values", "flags", "array", "frame", "take"]
 
 _DTYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
            pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
@@ -75,3 +75,21 @@ def frame(columns: Mapping[str, np.ndarray | pl.Series]) -> pl.DataFrame:
     if len(arrays) == len(columns):
         return table
     return pl.DataFrame([table[name] if name in arrays else v.alias(name) for name, v in columns.items()])
+
+
+def take(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The rows of ``table`` at ``positions`` (integers); columns of text or binary views, for which Arrow's take has
+    no kernel ('array_take has no kernel ... string_view'), taken by Polars, as Arrow's large strings or binaries."""
+    indices = array(positions.astype(np.int64, copy=False))
+    views = (pa.types.is_string_view, pa.types.is_binary_view)
+    if not any(is_view(column.type) for column in table.columns for is_view in views):
+        return table.take(indices)
+    columns = [_polars_take(column, indices) if any(is_view(column.type) for is_view in views)
+               else column.take(indices) for column in table.columns]
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _polars_take(column: pa.ChunkedArray, indices: pa.Array) -> pa.Array:
+    series = pl.from_arrow(column)
+    assert isinstance(series, pl.Series)
+    return series.gather(pl.from_arrow(indices)).to_arrow()

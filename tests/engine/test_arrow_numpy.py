@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-from segmint.engine.io.arrow_numpy import array, flags, frame, values
+from segmint.engine.io.arrow_numpy import array, flags, frame, take, values
 
 
 @pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
@@ -85,3 +85,17 @@ print("pandas" in sys.modules)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_take_takes_rows_of_views_as_of_any_other_column():
+    import polars as pl
+
+    table = pl.DataFrame({"id": [1, 2, 3, 4], "text": ["a", None, "a string longer than twelve", ""],
+                          "raw": [b"x", b"", None, b"zz"]})
+    views = table.to_arrow(compat_level=pl.CompatLevel.newest())
+    assert views.schema.field("text").type == pa.string_view()
+    at = np.array([3, 0, 2, 2])
+    want = table[at.tolist()]
+    got = take(views, at)
+    assert pl.from_arrow(got).equals(want) and got.column_names == views.column_names
+    assert take(table.to_arrow(), at).equals(table.to_arrow().take(pa.array(at)))

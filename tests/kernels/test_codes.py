@@ -230,3 +230,63 @@ def test_dictionary_columns_code_each_row_as_its_value(index_type):
     assert len(set(names)) == len(names) and None not in names
     no_nulls = pa.DictionaryArray.from_arrays(pa.array(indices[:500] % 2 * 2, index_type), vocabulary)
     assert _text_codes(TextCodes(), no_nulls).tolist() == (indices[:500] % 2).tolist()
+
+
+def _views(strings, rng):
+    """Arrow string views (uint64 words) of strings of 12 bytes or fewer, the bytes past each string's length
+    random: the layout does not promise zeros there."""
+    out = rng.integers(0, 256, (len(strings), 16), dtype=np.uint8)
+    for i, s in enumerate(strings):
+        data = (s or "").encode()
+        out[i, :4] = np.frombuffer(np.int32(len(data)).tobytes(), np.uint8)
+        inline = data[:12]   # a longer string's view holds its prefix (then where its bytes are)
+        out[i, 4: 4 + len(inline)] = np.frombuffer(inline, np.uint8)
+    return out.reshape(-1).view(np.uint64)
+
+
+def test_view_indices_number_distinct_strings_as_first_seen_whatever_their_padding():
+    from segmint.kernels.codes import NOT_INLINE, TOO_MANY, VIEW_SLOTS, view_indices
+
+    rng = np.random.default_rng(3)
+    words = ["", "a", "ab", "abc", "abcd", "abcde", "abcdefgh", "abcdefghijk", "abcdefghijkl", "é", "a\x00", "\x00"]
+
+    def run(strings, slots=VIEW_SLOTS):
+        n = len(strings)
+        missing = np.array([s is None for s in strings], bool)
+        distinct, out = np.zeros(slots, np.uint64), np.empty(n, np.int32)
+        found = int(view_indices(_views(strings, rng), missing, np.zeros(2 * slots, np.uint64),
+                                 np.full(slots, -1, np.int32), distinct, out))
+        return found, out, distinct
+
+    for n in (0, 1, 2, 1000):
+        strings = [None if r < 0.1 else words[int(r * 100) % len(words)] for r in rng.random(n)]
+        strings = [s for s, run_ in zip(strings, rng.integers(1, 4, n)) for _ in range(run_)]   # runs, as data has
+        found, out, distinct = run(strings)
+        want, names = _first_seen(strings)
+        assert found == len(names) and out.tolist() == want
+        keys = distinct[: 2 * found].view(np.uint8).reshape(found, 16)
+        assert [bytes(k[4: 4 + int(k[:4].view(np.int32)[0])]).decode() for k in keys] == names
+    # A string of 13 bytes is not in its view; more distinct strings than half the table: the caller codes them.
+    assert run(["abc", "abcdefghijklm"])[0] == NOT_INLINE
+    assert run([str(i) for i in range(9)], slots=16)[0] == TOO_MANY
+    assert run([str(i) for i in range(8)], slots=16)[0] == 8
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 5000])
+def test_text_codes_of_polars_string_views_are_those_of_the_strings(chunk):
+    import polars as pl
+
+    rng = np.random.default_rng(chunk)
+    words = ["", "web", "app", "abcdefghijkl", "é", "a\x00"]
+    for extra in ([], ["a string longer than twelve bytes"], [f"w{i}" for i in range(3000)]):
+        pool = words + extra
+        values = [None if r < 0.05 else pool[int(r * 10_000) % len(pool)] for r in rng.random(6000)]
+        column = pl.Series(values, dtype=pl.String).to_arrow(compat_level=pl.CompatLevel.newest())
+        assert column.type == pa.string_view()
+        views, strings = TextCodes(), TextCodes()
+        got = np.concatenate([views.encode(column.slice(i, chunk)) for i in range(0, len(values), chunk)])
+        want = np.concatenate([strings.encode(column.slice(i, chunk).cast(pa.large_string()))
+                               for i in range(0, len(values), chunk)])
+        assert got.tolist() == want.tolist() == _first_seen(values)[0]
+        assert views.values().to_pylist() == strings.values().to_pylist()
+        assert views.ranks().tolist() == strings.ranks().tolist()
