@@ -28,7 +28,7 @@ from segmint.engine.errors import ConfigError, InputContractError, SegmintError
 from segmint.engine.io import store
 from segmint.engine.io.committed import open_output
 from segmint.engine.io.contract import check_readable_types
-from segmint.engine.io.sink import private_folder
+from segmint.engine.io.sink import missing_folders, private_folder, remove_empty
 from segmint.engine.io.frames import polars_frame
 from segmint.engine.io.sources import column_list, first_line
 from segmint.engine.model import Model
@@ -164,7 +164,7 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
         yield paths
         return
     base = Path(out).parent if out is not None and not store.is_remote(out) else Path(tempfile.gettempdir())
-    made = [p for p in (base, *base.parents) if not p.exists()]   # removed again unless the output is in them
+    made = missing_folders(base)   # removed again unless the output is in them
     base.mkdir(parents=True, exist_ok=True)
     folder = private_folder(base, ".segmint-input-")
     try:
@@ -179,9 +179,7 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        for parent in made:   # deepest first; a failed run left them empty behind it
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+        remove_empty(made)   # a failed run left them empty behind it
 
 
 def _paths(data: Data) -> list[str] | None:

@@ -277,6 +277,23 @@ def test_predict_on_many_rows_takes_rejected_rows_of_its_text_views(small_data, 
         model.predict(pl.concat([text, bad.with_columns(pl.lit("1,234.50").alias("amount"))]), as_of=as_of)
 
 
+def test_a_failed_run_of_a_frame_leaves_no_folder_it_made(small_data, tmp_path, monkeypatch):
+    # The frame's copy goes beside the output: the folders made for it went where empty, but 'new', made to
+    # reach 'new/..', stayed.
+    import segmint
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("segmint.engine.model.Model.save", boom)
+    tx = pl.read_parquet(small_data / "transactions")
+    (tmp_path / "keep").mkdir()
+    for out in (tmp_path / "new" / ".." / "made" / "out", tmp_path / "keep" / ".." / "made" / "out"):
+        with pytest.raises(RuntimeError, match="disk full"):
+            segmint.run(tx, out, segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+        assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+
+
 def test_the_copy_of_a_frame_a_killed_call_left_is_removed_by_the_next_call(small_data, tmp_path):
     # A frame given to segmint.run goes through a Parquet copy beside the output (in the temp folder for an
     # object store's); killed (SIGKILL, or SIGTERM, which the library does not catch), the copy of every

@@ -35,7 +35,6 @@ import errno
 import fnmatch
 import functools
 import glob
-import itertools
 import json
 import os
 import re
@@ -348,24 +347,23 @@ def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
 
 def missing_folders(folder: Path) -> list[Path]:
     """``folder`` and the folders above it that do not exist yet, deepest first: those a run may make for its
-    output, lease or scratch (``remove_empty``). Named as the system resolves them: walked up as written,
-    ``keep/../x`` listed ``keep/..`` and ``keep``, and an empty ``keep`` the user had was removed."""
-    folder = Path(os.path.realpath(folder))
-    return list(itertools.takewhile(lambda f: not f.exists(), (folder, *folder.parents)))
+    output, lease or scratch (``remove_empty``). Each folder on the way as written, named as the system resolves
+    it: listed as written, ``keep/../x`` listed ``keep/..`` and ``keep``, and an empty ``keep`` the user had was
+    removed; resolved first, ``new/../keep/o`` listed ``keep/o`` and ``keep``, not the ``new`` that making
+    them makes (left behind)."""
+    folder = Path(folder).absolute()   # not normalised: ``new/..`` is made as ``new``
+    made = {resolved for f in (folder, *folder.parents) if not (resolved := Path(os.path.realpath(f))).exists()}
+    return sorted(made, key=lambda f: len(f.parts), reverse=True)
 
 
 def remove_empty(folders: list[Path]) -> None:
     """Remove ``folders`` (``missing_folders``'s, deepest first) where they are empty: a run that failed, or one
     whose scratch went with it, left the folders it had made for them behind (exit 3 at ``--out new/o`` left
     ``new``; a run with ``--work-dir new`` left ``new`` after exit 0). One that holds anything now stays, and
-    so do those above it."""
+    so do those above it (rmdir removes no folder that holds anything)."""
     for folder in folders:
-        try:
+        with contextlib.suppress(OSError):   # not made after all (the run stopped first), or not empty
             folder.rmdir()
-        except FileNotFoundError:
-            continue   # not made after all (the run stopped first)
-        except OSError:
-            return
 
 
 def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:

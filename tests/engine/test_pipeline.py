@@ -205,6 +205,14 @@ def test_the_folders_a_run_made_go_with_it_where_it_left_them_empty(small_data, 
             staged_file(tmp_path / "dots" / "new" / ".." / "keep" / "out", overwrite=False):
         boom()
     assert (tmp_path / "dots" / "keep").is_dir()
+    # The folders making it makes go too: 'new', made to reach 'new/..', stayed.
+    with pytest.raises(RuntimeError, match="disk full"), \
+            staged_file(tmp_path / "dots" / "new" / ".." / "made" / "out", overwrite=False):
+        boom()
+    assert sorted(p.name for p in (tmp_path / "dots").iterdir()) == ["keep"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(tx, tmp_path / "dots" / "new" / ".." / "made" / "out", cfg)
+    assert sorted(p.name for p in (tmp_path / "dots").iterdir()) == ["keep"]
 
 
 def test_a_partition_write_failing_on_one_thread_fails_the_run_with_nothing_left(small_data, small_cfg, tmp_path,
