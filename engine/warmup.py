@@ -108,7 +108,10 @@ def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
         # frame's Categorical columns), read-only as Arrow gives them.
         "dictionary_codes": lambda: [dictionary_codes(_readonly(np.zeros(1, dtype)), np.zeros(0, np.bool_),
                                                       np.zeros(1, np.int32), np.empty(1, np.int32))
-                                     for dtype in (np.int8, np.int16, np.int32, np.uint32)],
+                                     for dtype in (np.int8, np.int16, np.int32, np.uint32)]
+        # and view_indices' numbers, coded in place (engine.codes.TextCodes).
+        + [dictionary_codes(np.zeros(1, np.int32), np.zeros(0, np.bool_), np.zeros(1, np.int32),
+                            np.empty(1, np.int32))],
         "rehash": lambda: (rehash(ints, 1, np.zeros(2, np.int64), np.full(2, -1, np.int32), True),
                            rehash(np.zeros(1, np.uint64), 1, np.zeros(2, np.uint64), np.full(2, -1, np.int32), False)),
         "text_hash": lambda: text_hash(np.zeros(1, np.uint8), 0, 1),
