@@ -148,8 +148,7 @@ def _map_tiny_tables() -> None:
     from segmint.engine.features.table import features_of
 
     when = dt.datetime(2024, 1, 1)
-    # Two customers: the per-customer outputs are then column-major as in any real bucket (with one
-    # customer they are C-contiguous too, and Numba would compile and cache another specialisation).
+    # Two customers, as in any real bucket (the map gives one customer's outputs a spare row for the same layout).
     rows = {"ts": [when, when + dt.timedelta(days=3)] * 2, "amount": [1.0, 2.0] * 2, "channel": ["a", "b"] * 2,
             "category": ["x", "x"] * 2}
     for customer, order in (([1, 1, 2, 2], [7, 8, 9, 10]), (["a", "a", "b", "b"], ["o1", "o2", "o3", "o4"]),
@@ -159,12 +158,11 @@ def _map_tiny_tables() -> None:
         for mode in ("features", "cohorts"):
             features_of(frame, cfg, as_of=when + dt.timedelta(days=5), now=when + dt.timedelta(days=5),
                         channels=None, mode=mode)
-    # One customer, as Model.predict scores one: its per-customer outputs are C-contiguous, and with one line so
-    # are its records' fields, specialisations of their own (the first one-line customer's call compiled them).
-    for n in (1, 2):
-        one = pl.DataFrame({"customer_id": [1] * n, "order_id": [7, 8][:n], **{k: v[:n] for k, v in rows.items()}})
-        features_of(one, RunConfig(columns=Columns(order="order_id")), as_of=when + dt.timedelta(days=5),
-                    now=when + dt.timedelta(days=5), channels=None, mode="arrays")
+    # One customer of one line, as Model.predict may score: the records' fields of one line are contiguous, a
+    # specialisation of its own (the first one-line customer's call compiled it).
+    one = pl.DataFrame({"customer_id": [1], "order_id": [7], **{k: v[:1] for k, v in rows.items()}})
+    features_of(one, RunConfig(columns=Columns(order="order_id")), as_of=when + dt.timedelta(days=5),
+                now=when + dt.timedelta(days=5), channels=None, mode="arrays")
     # Every cell as text, as CSV files are read: the values parsed by the contract's expressions.
     text = pl.DataFrame({"customer_id": ["1", "1", "2", "2"], "order_id": ["o1", "o2", "o3", "o4"],
                          **{name: [str(v) for v in values] for name, values in rows.items()}})

@@ -138,10 +138,13 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     group_rows(lines.customer, _group_of_code(by_rank), n_customers + 1, perm, offsets)
     lines.customer = None
     rec = lines.records
-    # Column-major: each feature column is contiguous, for the table built from them.
-    features = np.empty((n_customers, len(ORDER_FEATURES)), np.float64, order="F")
-    shares = np.empty((n_customers, len(channels)), np.float64, order="F")
-    line_out = np.empty((n_customers, len(LINE_FEATURES)), np.float64, order="F")
+    # Column-major: each feature column is contiguous, for the table built from them. Two rows and two share
+    # columns at least: column-major arrays of one customer (or none), or of one channel, are row-major too, a
+    # layout Numba compiled customer_pass for again (a cold `segmint warmup` about 20 s); spares are not read.
+    held = max(n_customers, 2)
+    features = np.empty((held, len(ORDER_FEATURES)), np.float64, order="F")
+    shares = np.empty((held, max(len(channels), 2)), np.float64, order="F")
+    line_out = np.empty((held, len(LINE_FEATURES)), np.float64, order="F")
     status = np.empty(n_customers, np.uint8)
     repeats = np.zeros(n_customers + 1, np.int64)
     span = np.empty((n_customers, 2), np.int64)
@@ -161,7 +164,8 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     table = arrays = grouped = set_aside = None
     if mode in ("features", "arrays"):
         arrays = FeatureArrays(enc.customer_ids(by_rank[kept]),
-                               _feature_columns(kept, features, shares, line_out, channels, lines.has_category))
+                               _feature_columns(kept, features[:n_customers], shares[:n_customers, :len(channels)],
+                                                line_out[:n_customers], channels, lines.has_category))
     if mode == "features":
         table = _feature_table(arrays, cfg.features)
         after = _us(as_of) if given else None
