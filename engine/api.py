@@ -179,7 +179,8 @@ def _inputs(data: Data, out: str | Path | None, cfg: RunConfig) -> Iterator[list
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        remove_empty(made)   # a failed run left them empty behind it
+        # A failed run left them empty behind it; a run's output, written, is still reached by the path given.
+        remove_empty(made, out if out is not None and not store.is_remote(out) else None)
 
 
 def _paths(data: Data) -> list[str] | None:

@@ -292,6 +292,11 @@ def test_a_failed_run_of_a_frame_leaves_no_folder_it_made(small_data, tmp_path, 
         with pytest.raises(RuntimeError, match="disk full"):
             segmint.run(tx, out, segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
         assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+    # A run that succeeds leaves the path given to it one that reaches its output ('new', empty, stays).
+    monkeypatch.undo()
+    result = segmint.run(tx, tmp_path / "new" / ".." / "made" / "out",
+                         segmint.RunConfig(cluster=segmint.ClusterConfig(k=3, seed=1)))
+    assert result.assignments().collect().height == 3000
 
 
 def test_the_copy_of_a_frame_a_killed_call_left_is_removed_by_the_next_call(small_data, tmp_path):

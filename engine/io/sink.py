@@ -327,7 +327,7 @@ def staged_file(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        remove_empty(made)
+        remove_empty(made, out)
 
 
 @contextlib.contextmanager
@@ -356,14 +356,20 @@ def missing_folders(folder: Path) -> list[Path]:
     return sorted(made, key=lambda f: len(f.parts), reverse=True)
 
 
-def remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path], reach: str | Path | None = None) -> None:
     """Remove ``folders`` (``missing_folders``'s, deepest first) where they are empty: a run that failed, or one
     whose scratch went with it, left the folders it had made for them behind (exit 3 at ``--out new/o`` left
     ``new``; a run with ``--work-dir new`` left ``new`` after exit 0). One that holds anything now stays, and
-    so do those above it (rmdir removes no folder that holds anything)."""
+    so do those above it (rmdir removes no folder that holds anything). ``reach``: a path (an output, as given)
+    that must still resolve where it exists: the folders on its way stay, empty or not (``new/../keep/o`` needs
+    an empty ``new``)."""
+    on_way: set[Path] = set()
+    if reach is not None and os.path.exists(reach):
+        on_way = {Path(os.path.realpath(f)) for f in Path(reach).absolute().parents}
     for folder in folders:
-        with contextlib.suppress(OSError):   # not made after all (the run stopped first), or not empty
-            folder.rmdir()
+        if folder not in on_way:
+            with contextlib.suppress(OSError):   # not made after all (the run stopped first), or not empty
+                folder.rmdir()
 
 
 def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:

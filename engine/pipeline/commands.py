@@ -369,7 +369,8 @@ def _session(command: str, inputs: Sequence[str | Path], out: str | Path | None,
             # First in, so last out: once the lease, the staging and the scratch are gone, the folders made for
             # them go where empty.
             for folder in _local_folders(out, cfg):
-                stack.callback(remove_empty, missing_folders(folder))
+                stack.callback(remove_empty, missing_folders(folder),
+                               store.local(out) if out is not None and not store.is_remote(out) else None)
             with clock.stage("plan") as info:
                 if out is not None:
                     check_not_inside(out, _input_paths(inputs, cfg, model_dir))

@@ -213,6 +213,14 @@ def test_the_folders_a_run_made_go_with_it_where_it_left_them_empty(small_data, 
     with pytest.raises(RuntimeError, match="disk full"):
         run(tx, tmp_path / "dots" / "new" / ".." / "made" / "out", cfg)
     assert sorted(p.name for p in (tmp_path / "dots").iterdir()) == ["keep"]
+    # Written, the output must still be found by the path given: 'new' stays, empty as it is.
+    with staged_file(tmp_path / "dots" / "new" / ".." / "file", overwrite=False) as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "dots" / "new" / ".." / "file").read_text() == "x"
+    monkeypatch.undo()
+    given = tmp_path / "dots" / "other" / ".." / "made" / "out"
+    run(tx, given, cfg)
+    assert (given / "_SUCCESS").is_file()
 
 
 def test_a_partition_write_failing_on_one_thread_fails_the_run_with_nothing_left(small_data, small_cfg, tmp_path,
