@@ -81,12 +81,15 @@ def take(table: pa.Table, positions: np.ndarray) -> pa.Table:
     """The rows of ``table`` at ``positions`` (integers); columns of text or binary views, for which Arrow's take has
     no kernel ('array_take has no kernel ... string_view'), taken by Polars, as Arrow's large strings or binaries."""
     indices = array(positions.astype(np.int64, copy=False))
-    views = (pa.types.is_string_view, pa.types.is_binary_view)
-    if not any(is_view(column.type) for column in table.columns for is_view in views):
+    if not any(_is_view(column.type) for column in table.columns):
         return table.take(indices)
-    columns = [_polars_take(column, indices) if any(is_view(column.type) for is_view in views)
-               else column.take(indices) for column in table.columns]
+    columns = [_polars_take(column, indices) if _is_view(column.type) else column.take(indices)
+               for column in table.columns]
     return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _is_view(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_string_view(arrow_type) or pa.types.is_binary_view(arrow_type)
 
 
 def _polars_take(column: pa.ChunkedArray, indices: pa.Array) -> pa.Array:

@@ -346,30 +346,32 @@ def work_dir(folder: Path, *, keep: bool = False) -> Iterator[Path]:
 
 
 def missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and the folders above it that do not exist yet, deepest first: those a run may make for its
-    output, lease or scratch (``remove_empty``). Each folder on the way as written, named as the system resolves
-    it: listed as written, ``keep/../x`` listed ``keep/..`` and ``keep``, and an empty ``keep`` the user had was
-    removed; resolved first, ``new/../keep/o`` listed ``keep/o`` and ``keep``, not the ``new`` that making
-    them makes (left behind)."""
-    folder = Path(folder).absolute()   # not normalised: ``new/..`` is made as ``new``
-    made = {resolved for f in (folder, *folder.parents) if not (resolved := Path(os.path.realpath(f))).exists()}
+    """The folders on the way to ``folder`` (itself included) that do not exist yet, deepest first: those a run may
+    make for its output, lease or scratch (``remove_empty``). Each as the system resolves it, so that
+    ``keep/../x`` lists ``x`` (not the user's ``keep``) and ``new/../keep/o`` lists ``keep/o``, ``keep`` and the
+    ``new`` that making them makes."""
+    made = {f for f in _resolved_way(folder) if not f.exists()}
     return sorted(made, key=lambda f: len(f.parts), reverse=True)
 
 
 def remove_empty(folders: list[Path], reach: str | Path | None = None) -> None:
     """Remove ``folders`` (``missing_folders``'s, deepest first) where they are empty: a run that failed, or one
     whose scratch went with it, left the folders it had made for them behind (exit 3 at ``--out new/o`` left
-    ``new``; a run with ``--work-dir new`` left ``new`` after exit 0). One that holds anything now stays, and
-    so do those above it (rmdir removes no folder that holds anything). ``reach``: a path (an output, as given)
-    that must still resolve where it exists: the folders on its way stay, empty or not (``new/../keep/o`` needs
-    an empty ``new``)."""
-    on_way: set[Path] = set()
-    if reach is not None and os.path.exists(reach):
-        on_way = {Path(os.path.realpath(f)) for f in Path(reach).absolute().parents}
+    ``new``; a run with ``--work-dir new`` left ``new`` after exit 0). rmdir removes no folder that holds
+    anything. ``reach``: a path (an output, as given) that must still resolve where it exists: the folders on its
+    way stay, empty or not (``new/../keep/o`` needs an empty ``new``)."""
+    on_way = set(_resolved_way(reach)) if reach is not None and os.path.exists(reach) else set()
     for folder in folders:
         if folder not in on_way:
             with contextlib.suppress(OSError):   # not made after all (the run stopped first), or not empty
                 folder.rmdir()
+
+
+def _resolved_way(path: str | Path) -> list[Path]:
+    """``path`` and each folder above it as written (not normalised: ``new/..`` is reached through ``new``), each
+    resolved as the system resolves it."""
+    written = Path(path).absolute()
+    return [Path(os.path.realpath(f)) for f in (written, *written.parents)]
 
 
 def sibling_path(out: str | Path, kind: str, run_id: str) -> Path:
