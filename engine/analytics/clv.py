@@ -48,7 +48,7 @@ from segmint.engine.codes import SLICE, IntCodes, inverse
 from segmint.engine.config import ClvConfig
 from segmint.engine.errors import InputContractError
 from segmint.engine.io import arrow_numpy
-from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side
+from segmint.engine.runtime import map_threads, parallel_kernels_side_by_side, thread_budget
 from segmint.kernels.clv import (bgnbd_triple_sums, customer_triples, discounted_value, gamma_gamma_customer_terms,
                                  logs, n_blocks)
 
@@ -85,6 +85,8 @@ _STEP_DAYS = 30.0
 # Within _NEAR of a removable singularity (a = 1, c = 0) the value is averaged _NUDGE either side.
 _NEAR = 1e-7
 _NUDGE = 1e-4
+# Pair-steps from which the closed form is cut in pieces, one per thread (one customer's call has a dozen).
+_PARALLEL_ELEMENTS = 1 << 15
 # A negative log-likelihood and its gradient at a point of log parameters.
 _Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -441,12 +443,7 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float | np.nd
         out[near_pole] = 0.5 * (_expected_alive(r, alpha, a, b - _NUDGE, *near)
                                 + _expected_alive(r, alpha, a, b + _NUDGE, *near))
         return out
-    from scipy.special import hyp2f1
-
-    z = t / (alpha + T + t)
-    with np.errstate(over="ignore", invalid="ignore"):
-        bracket = 1 - (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, c, z)
-        value = c / (a - 1) * bracket
+    value = _closed_form(r, alpha, a, b, t, T, c)
     flat = value.reshape(-1)   # a view: the elements to fix, whatever the shape broadcast
     bad = np.flatnonzero(~np.isfinite(flat))
     if bad.size:
@@ -459,6 +456,27 @@ def _expected_alive(r: float, alpha: float, a: float, b: float, t: float | np.nd
         slow = np.flatnonzero(~(np.abs(coarse - fine) <= 1e-9 * np.abs(fine)))
         flat[bad[slow]] = [_expected_alive_by_quadrature(r, alpha + Ti[i], a, b + xi[i], xi[i], ti[i]) for i in slow]
     return value
+
+
+def _closed_form(r: float, alpha: float, a: float, b: float, t: np.ndarray, T: np.ndarray,
+                 c: np.ndarray) -> np.ndarray:
+    """``_expected_alive``'s closed form, elementwise (``c``: a + b + x - 1), with the elements of a large grid
+    cut in contiguous pieces, one per thread: SciPy's hyp2f1 releases the GIL. Each element's value is the same
+    bits whatever the piece (a grid already grows by the new pairs of each call). On the calling thread of
+    ``map_threads``'s: the non-finite elements are fixed after, on this thread alone (the quadrature's warning
+    filter is the process'). PREDICT's call of 100,000 customers (282,867 pair-steps): 0.064 s on one thread."""
+    from scipy.special import hyp2f1
+
+    def piece(part: slice) -> np.ndarray:
+        ti, Ti, ci = t.reshape(-1)[part], T.reshape(-1)[part], c.reshape(-1)[part]
+        z = ti / (alpha + Ti + ti)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ci / (a - 1) * (1 - (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, ci, z))
+
+    n = c.size
+    pieces = thread_budget() if n >= _PARALLEL_ELEMENTS else 1
+    cuts = [slice(i * n // pieces, (i + 1) * n // pieces) for i in range(pieces)]
+    return np.concatenate(map_threads(piece, cuts)).reshape(c.shape)
 
 
 def _beta_mixture_by_rule(r: float, alpha_T: np.ndarray, a: float, b_x: np.ndarray, x: np.ndarray, t: np.ndarray,

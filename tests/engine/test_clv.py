@@ -454,6 +454,28 @@ def test_predictions_are_the_same_bits_scored_at_once_or_bucket_by_bucket():
             assert scored[name].to_numpy().tobytes() == whole[name].to_numpy().tobytes(), name
 
 
+@pytest.mark.parametrize("params", [(0.6, 4.0, 0.8, 2.5), (0.5, 3.0, 0.3, 0.4), (0.7, 5.0, 1.0, 2.0),
+                                    (0.1443, 0.5627, 52075.24, 75060.71)])
+def test_expectations_cut_in_pieces_on_threads_are_the_same_bits_as_in_one(params, monkeypatch):
+    """A large grid's closed form is cut in pieces, one per thread: every element the same bits as evaluated in
+    one piece, the fallbacks' included (a + b < 1 with c = 0 on the first rows; a = 1; the last parameters'
+    closed form is not finite)."""
+    import segmint.engine.analytics.clv as clv
+
+    rng = np.random.default_rng(4)
+    n = 5_001
+    x = rng.integers(0, 40, n).astype(np.float64)
+    x[:3] = max(1 - params[2] - params[3], 0.0)   # where a + b < 1, c = 0: averaged either side
+    T = rng.uniform(0.0, 80.0, n)
+    t = rng.choice([1.0, 4.3, 52.0], n)
+    monkeypatch.setattr(clv, "_PARALLEL_ELEMENTS", 10**12)
+    whole = clv._expected_alive(*params, t, x, T)
+    monkeypatch.setattr(clv, "_PARALLEL_ELEMENTS", 1)
+    monkeypatch.setattr(clv, "thread_budget", lambda: 3)
+    cut = clv._expected_alive(*params, t, x, T)
+    assert np.isfinite(whole).all() and cut.tobytes() == whole.tobytes()
+
+
 def test_a_run_without_dropout_says_so_in_run_json_profiles_and_report(tmp_path):
     from segmint.engine.config import ClusterConfig
     from segmint.engine.pipeline import run
