@@ -38,3 +38,15 @@ def test_import_segmint_does_not_start_polars():
 
     code = "import sys, segmint, segmint.cli.app; assert 'polars' not in sys.modules and 'numba' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_versions_names_the_faiss_clustering_loads_without_loading_it():
+    """run.json's Faiss version, in a process that never clusters (``segmint features``), comes without loading
+    Faiss, and is the version the module gives once loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from segmint.engine.model import versions; v = versions()['faiss']; "
+            "assert 'faiss' not in sys.modules, 'loaded'; import faiss; assert v == faiss.__version__, v")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
