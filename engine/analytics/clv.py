@@ -474,7 +474,9 @@ def _closed_form(r: float, alpha: float, a: float, b: float, t: np.ndarray, T: n
             return ci / (a - 1) * (1 - (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, ci, z))
 
     n = c.size
-    pieces = thread_budget() if n >= _PARALLEL_ELEMENTS else 1
+    if n < _PARALLEL_ELEMENTS:
+        return piece(slice(0, n)).reshape(c.shape)
+    pieces = thread_budget()
     cuts = [slice(i * n // pieces, (i + 1) * n // pieces) for i in range(pieces)]
     return np.concatenate(map_threads(piece, cuts)).reshape(c.shape)
 
