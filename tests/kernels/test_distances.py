@@ -38,7 +38,7 @@ def _run(x, c):
 
 
 @pytest.mark.parametrize(("n", "k", "d"), [(0, 3, 4), (1, 1, 1), (3, 2, 3), (257, 5, 10), (64, 2, 3), (100, 7, 1),
-                                           (1030, 70, 6)])
+                                           (1030, 70, 6), (513, 9, 8), (2, 1, 4)])
 def test_nearest_centroids_match_plain_python(n, k, d):
     rng = np.random.default_rng(n + k + d)
     x = (rng.standard_normal((n, d)) * 10 ** rng.uniform(-3, 3, (n, 1))).astype(np.float32)
