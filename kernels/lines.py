@@ -6,7 +6,7 @@ row, a cache line, and the row's channel and category codes apart). ``row_reason
 row its first row-level reason. After a counting sort of rows by customer (kernels/grouping.py),
 ``customer_pass`` reduces each customer, serially within the customer and in parallel across
 customers, so nothing depends on the thread count. It first copies the customer's rows into
-scratch (one memory access per row) and puts them in line order: by order id, then time, ties
+scratch (each row's record and codes whole) and puts them in line order: by order id, then time, ties
 in input order, lines without an order id last, in input order (each its own order); then:
 
 1. repeats: rows identical on every mapped column (rejected rows included) after the first;
@@ -39,7 +39,7 @@ __all__ = ["row_reasons", "customer_pass", "text_keys", "fill_values", "place_co
            "ANCIENT_TIMESTAMP",
            "FUTURE_TIMESTAMP", "AFTER_AS_OF", "DUPLICATE", "AMOUNT_OVERFLOW", "RETURNS_ONLY", "TS_MISSING", "TS_BAD",
            "DEDUPE_TIME", "DEDUPE_AMOUNT", "DEDUPE_ORDER", "DEDUPE_CHANNEL", "DEDUPE_CATEGORY", "DEDUPE_RAW",
-           "DEDUPE_ASKED", "EMPTY", "EARLIEST_US"]
+           "DEDUPE_ASKED", "EMPTY", "EARLIEST_US", "LINE", "CODES"]
 
 # Reason codes: 0 = used; k = engine.io.clean.REASONS[k - 1] (the same order).
 OK = 0
@@ -70,6 +70,17 @@ DEDUPE_ASKED = 64        # --dedupe-on was given (naming the customer alone comp
 _EVERYTHING = 63
 # status of a customer with no usable row: not a customer of the output.
 EMPTY = 255
+
+# One record per row: the fields the customer pass reads of a row share a cache line (32 bytes: one line, read
+# with the row's codes; engine.features.build starts the records at a line). Written where the chunk was read
+# (fill_values), but for text order ids' codes. ``customer_pass`` copies a row's record whole.
+LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), ("ts_state", np.uint8),
+                 ("amount_bad", np.bool_), ("amount_null", np.bool_), ("order_missing", np.bool_),
+                 ("reason", np.uint8)], align=True)
+# A row's channel and category codes, apart from its record: the caller gives them in order (place_codes), and
+# writing them into records another thread had just written took it a second pass over them (scenario L by hash:
+# read phases 6.2 -> 7.5-7.9 s).
+CODES = np.dtype([("channel", np.int32), ("category", np.int32)])
 
 _BLOCK = 1024
 # Runs of at most this many lines sharing an order id and time are compared pairwise without hashing.
@@ -205,9 +216,8 @@ def _reason(customer, ts, ts_state, amount, amount_bad, future_us, as_of_us):
 
 
 @parallel
-def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, amount_null, order, order_missing,
-                  order_keys, order_offsets, order_data, has_order, channel, channel_column, category, category_rank,
-                  raw, dedupe_key, reason, dedupe, as_of_us, features, shares, lines, status, repeats, span):
+def customer_pass(offsets, perm, records, codes, order_keys, order_offsets, order_data, has_order, channel_column,
+                  category_rank, raw, dedupe_key, dedupe, as_of_us, features, shares, lines, status, repeats, span):
     """Line order and steps 1-5 of the module docstring, for every customer.
 
     Parameters
@@ -215,22 +225,20 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     offsets : int64[n_groups + 1]       # IN     rows of group g: perm[offsets[g]:offsets[g+1]]; the last group
                                         #        holds the rows without a customer id (repeats only)
     perm : int[n]                       # IN/OUT row numbers, each group's in input order; out: in line order
-    ts, ts_state, amount, amount_bad    # IN     per row, as for row_reasons
-    amount_bits : uint64[rows]          # IN     amount.view(uint64), for the repeat hash
-    amount_null : bool[rows]            # IN     the amount cell was empty (a null and a NaN are two values)
-    order : int64[rows]                 # IN     an integer order id, or a text one's id (engine.codes.TextIds)
-    order_missing : bool[rows]          # IN
+    records : LINE[rows]                # IN/OUT each row's record: ts, ts_state, amount, amount_bad as for
+                                        #        row_reasons; amount_null (the amount cell was empty: a null and a
+                                        #        NaN are two values); order (an integer order id, or a text one's id,
+                                        #        engine.codes.TextIds) and order_missing; reason, the row-level
+                                        #        reason in, duplicate, amount_overflow and returns_only added
+    codes : CODES[rows]                 # IN     each row's channel and category code (-1 none)
     order_keys : uint64[n_ids, 2]       # IN     text order ids: each id's ``text_keys`` ([0, 2]: integer ids)
     order_offsets : int64[n_ids + 1]    # IN     text order ids: id k's UTF-8 bytes are
     order_data : uint8[...]             #        order_data[order_offsets[k]:order_offsets[k + 1]]
     has_order : bool                    # IN     False: no order column, every line is an order of its own
-    channel : int32[rows]               # IN     channel code (-1 none)
     channel_column : int32[n_codes]     # IN     each channel code's share column, -1 when not among them
-    category : int32[rows]              # IN     category code (-1 none)
     category_rank : int32[n_codes + 1]  # IN     each category code's rank by value; [-1] last, for "none"
     raw : uint64[rows] or [0]           # IN     identity of each row as read, when values were parsed from text
     dedupe_key : uint64[rows] or [0]    # IN     identity of --dedupe-on's columns as read, where values were parsed
-    reason : uint8[rows]                # IN/OUT row-level reasons in; duplicate, amount_overflow, returns_only added
     dedupe : int                        # IN     DEDUPE_* bits (0: no --dedupe-on; DEDUPE_RAW: compare dedupe_key)
     as_of_us : int                      # IN
     features : float64[n_customers, N_ORDER_FEATURES]  # OUT (rows of customers with a status are not set)
@@ -240,6 +248,9 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     repeats : int64[n_groups]                          # OUT rows repeating an earlier row of the group
     span : int64[n_customers, 2]                       # OUT first and last time of the customer's usable lines
     """
+    order = records["order"]
+    order_missing = records["order_missing"]
+    reason = records["reason"]
     n_groups = offsets.shape[0] - 1
     n_customers = n_groups - 1
     widest = 1
@@ -254,21 +265,26 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
     # text order ids: customer_pass 1.71-1.90 -> 1.55-1.64 s).
     ahead = 2 if text_orders else 1
     for block in prange((n_groups + _BLOCK - 1) // _BLOCK):
-        # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders.
+        # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders. A row's
+        # record and codes are copied whole and read through views of their fields: copying the fields one by one
+        # took customer_pass on 100,000 customers' 2.2 M lines (Model.predict) 0.26-0.28 -> 0.22-0.23 s on one
+        # thread.
         pos = np.empty(widest, np.int64)
-        l_ts = np.empty(widest, np.int64)
-        l_state = np.empty(widest, np.uint8)
-        l_amount = np.empty(widest, np.float64)
-        l_bits = np.empty(widest, np.uint64)
-        l_bad = np.empty(widest, np.bool_)
-        l_null = np.empty(widest, np.bool_)
+        l_rec = np.empty(widest, LINE)
+        l_codes = np.empty(widest, CODES)
+        l_ts = l_rec["ts"]
+        l_state = l_rec["ts_state"]
+        l_amount = l_rec["amount"]
+        l_bits = l_amount.view(np.uint64)
+        l_bad = l_rec["amount_bad"]
+        l_null = l_rec["amount_null"]
+        l_reason = l_rec["reason"]
+        l_channel = l_codes["channel"]
         l_key = np.empty(widest, np.int64)
         l_missing = np.empty(widest, np.bool_)
-        l_channel = np.empty(widest, np.int32)
         l_category = np.empty(widest, np.int32)
         l_raw = np.zeros(widest, np.uint64)
         l_dkey = np.zeros(widest, np.uint64)
-        l_reason = np.empty(widest, np.uint8)
         by = np.empty(widest, np.int64)
         keys = np.empty(widest, np.uint64)
         sub = np.empty(widest, np.int64)
@@ -293,8 +309,8 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
             if g + ahead < n_groups:
                 for i in range(offsets[g + ahead], offsets[g + ahead + 1]):
                     r = perm[i]
-                    prefetch(ts, r)
-                    prefetch(channel, r)
+                    prefetch(records, r)
+                    prefetch(codes, r)
                     if has_raw:
                         prefetch(raw, r)
                     if has_key:
@@ -307,22 +323,17 @@ def customer_pass(offsets, perm, ts, ts_state, amount, amount_bits, amount_bad, 
             for i in range(n):
                 r = perm[lo + i]
                 pos[i] = r
-                l_ts[i] = ts[r]
+                l_rec[i] = records[r]
+                l_codes[i] = codes[r]
                 if has_raw:
                     l_raw[i] = raw[r]
                 if has_key:
                     l_dkey[i] = dedupe_key[r]
-                l_state[i] = ts_state[r]
-                l_amount[i] = amount[r]
-                l_bits[i] = amount_bits[r]
-                l_bad[i] = amount_bad[r]
-                l_null[i] = amount_null[r]
+            for i in range(n):
                 # Without an order column every line is an order of its own, and lines go by time.
-                l_missing[i] = has_order and order_missing[r]
-                l_key[i] = 0 if l_missing[i] or not has_order else order[r]
-                l_channel[i] = channel[r]
-                l_category[i] = category_rank[category[r]]
-                l_reason[i] = reason[r]
+                l_missing[i] = has_order and l_rec[i].order_missing
+                l_key[i] = 0 if l_missing[i] or not has_order else l_rec[i].order
+                l_category[i] = category_rank[l_codes[i].category]
             if text_orders:
                 _text_ranks(l_key, l_missing, n, order_keys, order_offsets, order_data, sub, rows)
             _line_order(l_missing, l_key, l_ts, n, by)

@@ -42,8 +42,8 @@ from segmint.engine.io.canonical import (Encoders, LineCodes, LineValues, check_
 from segmint.engine.io.clean import REASONS
 from segmint.engine.runtime import FEW_ROWS, in_order, release_free_memory, when_asked
 from segmint.kernels.grouping import group_rows, perm_dtype
-from segmint.kernels.lines import (DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
-                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, OK, UNPARSEABLE_AMOUNT, chunk_tally,
+from segmint.kernels.lines import (CODES, DEDUPE_AMOUNT, DEDUPE_ASKED, DEDUPE_CATEGORY, DEDUPE_CHANNEL, DEDUPE_ORDER,
+                                   DEDUPE_RAW, DEDUPE_TIME, DUPLICATE, EMPTY, LINE, OK, UNPARSEABLE_AMOUNT, chunk_tally,
                                    customer_pass, fill_values, place_codes, text_keys)
 from segmint.kernels.sequence import ORDER_FEATURES
 
@@ -149,14 +149,10 @@ def map_lines(read: Read, rows: int, schema: dict[str, pl.DataType], cfg: RunCon
     repeats = np.zeros(n_customers + 1, np.int64)
     span = np.empty((n_customers, 2), np.int64)
     dedupe = _dedupe_fields(cfg, typed)
-    customer_pass(offsets, perm, rec["ts"], rec["ts_state"], rec["amount"], rec["amount"].view(np.uint64),
-                  rec["amount_bad"], rec["amount_null"], rec["order"], rec["order_missing"],
-                  *_text_orders(enc.orders), lines.has_order, lines.codes["channel"], _channel_columns(enc, channels),
-                  lines.codes["category"],
-                  np.append(enc.categories.ranks(), np.int32(-1)),
+    customer_pass(offsets, perm, rec, lines.codes, *_text_orders(enc.orders), lines.has_order,
+                  _channel_columns(enc, channels), np.append(enc.categories.ranks(), np.int32(-1)),
                   lines.raw if lines.raw is not None else np.zeros(1, np.uint64),
-                  lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), rec["reason"],
-                  dedupe,
+                  lines.dedupe_key if lines.dedupe_key is not None else np.zeros(1, np.uint64), dedupe,
                   _us(as_of), features, shares, line_out, status, repeats, span)
     kept = status == OK
     later = _decided_per_customer(offsets, perm, status, rec["reason"], dedupe)
@@ -242,15 +238,6 @@ def channel_columns(channels: Sequence[str]) -> list[str]:
     return names
 
 
-# One record per row: the fields the customer pass reads of a row share a cache line (32 bytes: one line, read
-# with the row's codes). Written where the chunk was read (fill_values), but for text order ids' codes.
-LINE = np.dtype([("ts", np.int64), ("amount", np.float64), ("order", np.int64), ("ts_state", np.uint8),
-                 ("amount_bad", np.bool_), ("amount_null", np.bool_), ("order_missing", np.bool_),
-                 ("reason", np.uint8)], align=True)
-# A row's channel and category codes, apart from its record: the caller gives them in order (place_codes), and
-# writing them into records another thread had just written took it a second pass over them (scenario L by hash:
-# read phases 6.2 -> 7.5-7.9 s).
-CODES = np.dtype([("channel", np.int32), ("category", np.int32)])
 _ROW_BYTES = LINE.itemsize + CODES.itemsize
 
 
