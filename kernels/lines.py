@@ -267,7 +267,7 @@ def customer_pass(offsets, perm, records, codes, order_keys, order_offsets, orde
     for block in prange((n_groups + _BLOCK - 1) // _BLOCK):
         # Scratch: the customer's rows (in input order, then their line order ``by``) and its orders. A row's
         # record and codes are copied whole and read through views of their fields: copying the fields one by one
-        # took customer_pass on 100,000 customers' 2.2 M lines (Model.predict) 0.26-0.28 -> 0.22-0.23 s on one
+        # took customer_pass on 100,000 customers' 2.2 M lines (Model.predict) 0.27-0.31 -> 0.21-0.23 s on one
         # thread.
         pos = np.empty(widest, np.int64)
         l_rec = np.empty(widest, LINE)
