@@ -86,26 +86,8 @@ def _squares(rows, centroids_t, j, pair, m, one, other):
         b2, b3 = centroids_t[f + 2, pair], centroids_t[f + 3, pair]
         r0, r1, r2, r3 = rows[f], rows[f + 1], rows[f + 2], rows[f + 3]
         for i in range(m):
-            s = one[i]
-            t = other[i]
-            e = r0[i] - a0
-            s += e * e
-            e = r1[i] - a1
-            s += e * e
-            e = r2[i] - a2
-            s += e * e
-            e = r3[i] - a3
-            s += e * e
-            e = r0[i] - b0
-            t += e * e
-            e = r1[i] - b1
-            t += e * e
-            e = r2[i] - b2
-            t += e * e
-            e = r3[i] - b3
-            t += e * e
-            one[i] = s
-            other[i] = t
+            one[i] = _four(one[i], r0[i], r1[i], r2[i], r3[i], a0, a1, a2, a3)
+            other[i] = _four(other[i], r0[i], r1[i], r2[i], r3[i], b0, b1, b2, b3)
         f += 4
     while f < d:
         a0 = centroids_t[f, j]
@@ -130,3 +112,16 @@ def _nearest_two(squares, j, m, first, nearest, second):
         second[i] = first[i] if lead else (v if v < second[i] else second[i])
         nearest[i] = j if lead else nearest[i]
         first[i] = v if lead else first[i]
+
+
+@serial
+def _four(s, x0, x1, x2, x3, c0, c1, c2, c3):
+    """``s`` plus the squared differences of four features, added one after another in feature order."""
+    e = x0 - c0
+    s += e * e
+    e = x1 - c1
+    s += e * e
+    e = x2 - c2
+    s += e * e
+    e = x3 - c3
+    return s + e * e
